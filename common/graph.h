@@ -1,0 +1,100 @@
+/*
+ * graph.h - the graph IR: an ONNX model loaded, checked and prepared.
+ *
+ * ts_model_load() parses ModelProto bytes (protobuf-c on the system's
+ * onnx.proto), builds the IR below, resolves every node to an op (ops.h),
+ * lets each op parse and validate its attributes once (op->prepare), sorts
+ * the nodes topologically, folds constant subgraphs, and infers static
+ * shapes where the inputs allow. Any op, attribute value or structure that
+ * Tessera does not support fails the load with a message naming the node,
+ * the op and the attribute: never a crash, never a silently wrong answer.
+ *
+ * Invariants after a successful load:
+ *  - nodes[] is topologically sorted; every node input is a graph input, an
+ *    initializer/constant, or an output of an earlier node (or -1: omitted
+ *    optional input);
+ *  - every value has exactly one producer (a node, or none for graph inputs
+ *    and constants);
+ *  - a ts_model is immutable: any number of threads may run it at once,
+ *    each with its own ts_session (exec.h).
+ *
+ * The IR is public because the coordinator's planner reads it (FLOPs,
+ * weight bytes, producers and consumers) to cut the model into shards.
+ */
+#ifndef TS_GRAPH_H
+#define TS_GRAPH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "onnx.pb-c.h"
+#include "tensor.h"
+
+struct ts_op;
+
+typedef struct ts_value {
+  char *name;
+  ts_dtype dtype;             /* TS_DTYPE_UNDEFINED when not known statically */
+  int rank;                   /* -1 when not known statically */
+  int64_t dims[TS_MAX_RANK];  /* -1 for dynamic (symbolic) dims */
+  ts_tensor *constant;        /* initializers and folded constants; owned */
+  int producer;               /* node index; -1 for graph inputs, constants */
+  int n_consumers;            /* nodes reading it (+1 if a graph output) */
+  bool is_graph_input;
+  bool is_graph_output;
+} ts_value;
+
+typedef struct ts_node {
+  const char *name;           /* points into proto; may be "" */
+  const char *op_type;
+  const char *domain;         /* "" for ai.onnx, "ai.onnx.ml", ... */
+  int64_t opset;              /* the model's opset for this node's domain */
+  const struct ts_op *op;     /* resolved at load */
+  int n_inputs;
+  int *inputs;                /* value indices; -1 = omitted optional input */
+  int n_outputs;
+  int *outputs;               /* value indices; -1 = omitted optional output */
+  const Onnx__NodeProto *proto; /* attributes; owned by the model */
+  void *params;               /* op-private, from op->prepare; op->release frees */
+} ts_node;
+
+typedef struct ts_graph {
+  ts_value *values;
+  int n_values;
+  ts_node *nodes;             /* topologically sorted */
+  int n_nodes;
+  int *inputs;                /* value indices of graph inputs (no initializers) */
+  int n_inputs;
+  int *outputs;               /* value indices of graph outputs */
+  int n_outputs;
+} ts_graph;
+
+typedef struct ts_model {
+  Onnx__ModelProto *proto;    /* owned; the planner cuts shards out of it */
+  ts_graph graph;
+  int64_t opset;              /* default-domain opset */
+  int64_t ml_opset;           /* ai.onnx.ml opset, 0 if not imported */
+  size_t weight_bytes;        /* bytes of all constants */
+} ts_model;
+
+/* Parses and prepares a model from serialized ModelProto bytes (the bytes are
+ * not retained). On success *out is a new model the caller frees with
+ * ts_model_free(). On failure returns TS_EINVAL (corrupt, truncated or
+ * inconsistent file) or TS_EUNSUPPORTED (op/attribute not supported) with a
+ * message naming the node, op and attribute. */
+int ts_model_load(const uint8_t *bytes, size_t len, ts_model **out,
+                  ts_err *err);
+/* Reads a file and calls ts_model_load; messages name the path. */
+int ts_model_load_file(const char *path, ts_model **out, ts_err *err);
+void ts_model_free(ts_model *model);
+
+/* Value lookup by name; -1 when absent. */
+int ts_graph_find_value(const ts_graph *g, const char *name);
+
+/* Multiply-adds (approximate FLOPs / 2) of node `i`, with symbolic dims taken
+ * as 1; used to balance pipeline stages. */
+double ts_graph_node_flops(const ts_model *m, int node);
+
+#endif

@@ -1,0 +1,188 @@
+/*
+ * rpc.h - Tessera's gRPC layer on the C core (grpc/grpc.h). No C++.
+ *
+ * Servers: a table of methods (unary or client-streaming), a completion
+ * queue polled by a few threads, and a handler per method. Handlers run on
+ * a poller thread and must not block or run kernels there: they hand work
+ * to their own threads and answer later, from any thread, exactly once, with
+ * ts_rpc_call_reply_owned() or ts_rpc_call_fail(). Calls to paths not in the
+ * table answer UNIMPLEMENTED. Every server answers
+ * grpc.health.v1.Health/Check (see ts_rpc_server_set_serving).
+ *
+ * Clients: a ts_rpc_client owns a completion queue and a poller thread for
+ * asynchronous calls; completion callbacks run on that thread and must not
+ * block. Synchronous helpers (unary and client streaming) are for the CLI and
+ * the control plane.
+ *
+ * Credentials are passed in from the start (ts_rpc_creds): all fields NULL
+ * means plaintext; cert+key makes a TLS server (add ca for mTLS, requiring
+ * and verifying client certificates); on a client, ca verifies the server
+ * and cert+key present a client certificate.
+ *
+ * Deadlines are absolute CLOCK_MONOTONIC milliseconds (ts_now_ms()).
+ * TS_DEADLINE_NONE means none. Message size limits are lifted on both sides
+ * (tensors can be large); shards stream in chunks anyway.
+ *
+ * Ownership: request bytes handed to a handler are valid only during the
+ * handler call. Reply buffers passed to *_owned functions must come from
+ * malloc() and are freed by this layer.
+ */
+#ifndef TS_RPC_H
+#define TS_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define TS_DEADLINE_NONE INT64_MAX
+
+/* Milliseconds on CLOCK_MONOTONIC. */
+int64_t ts_now_ms(void);
+
+typedef struct ts_rpc_creds {
+  const char *cert_file; /* PEM certificate chain */
+  const char *key_file;  /* PEM private key */
+  const char *ca_file;   /* PEM roots: server verifies clients, client verifies server */
+} ts_rpc_creds;
+
+/* grpc_init() plus routing gRPC's log lines into log.h. Call once, before
+ * any other function here, after any fork. ts_rpc_shutdown() undoes it. */
+void ts_rpc_init(void);
+void ts_rpc_shutdown(void);
+
+/* The TS_E* code for a gRPC status code (inverse of ts_err_grpc_status). */
+int ts_err_from_grpc_status(int status);
+
+/* ---- server ---------------------------------------------------------- */
+
+typedef struct ts_rpc_server ts_rpc_server;
+typedef struct ts_rpc_call ts_rpc_call;
+
+typedef enum {
+  TS_RPC_UNARY,
+  TS_RPC_CLIENT_STREAM,
+} ts_rpc_kind;
+
+/* Unary: `req` is valid during the call only. */
+typedef void (*ts_rpc_unary_fn)(ts_rpc_call *call, const uint8_t *req,
+                                size_t len, void *user);
+/* Client streaming: called once per message, in order, on a poller thread.
+ * Return 0 to go on; a negative TS_E* code (with err set) ends the call with
+ * that status, and on_end is then called with cancelled = 1 and must not
+ * answer. */
+typedef int (*ts_rpc_stream_msg_fn)(ts_rpc_call *call, const uint8_t *msg,
+                                    size_t len, void *user, ts_err *err);
+/* Client streaming: the client half-closed (cancelled = 0; the handler must
+ * answer) or the call died / was failed (cancelled = 1; no answer possible,
+ * release state). Called exactly once per call. */
+typedef void (*ts_rpc_stream_end_fn)(ts_rpc_call *call, void *user,
+                                     int cancelled);
+
+typedef struct ts_rpc_method {
+  const char *path; /* "/package.Service/Method" */
+  ts_rpc_kind kind;
+  ts_rpc_unary_fn unary;
+  ts_rpc_stream_msg_fn on_message;
+  ts_rpc_stream_end_fn on_end;
+  void *user;
+} ts_rpc_method;
+
+typedef struct ts_rpc_server_opts {
+  const char *listen;          /* "HOST:PORT"; port 0 picks a free one */
+  const ts_rpc_creds *creds;   /* NULL: plaintext */
+  int poll_threads;            /* completion-queue threads; 0 means 2 */
+} ts_rpc_server_opts;
+
+/* Creates, binds and starts a server. `methods` is copied. *bound_port gets
+ * the port actually bound. TS_EIO with a message when the address cannot be
+ * bound (in use: SO_REUSEPORT is off), TS_EINVAL on bad credentials files. */
+int ts_rpc_server_start(const ts_rpc_server_opts *opts,
+                        const ts_rpc_method *methods, int n_methods,
+                        ts_rpc_server **out, int *bound_port, ts_err *err);
+/* What grpc.health.v1.Health/Check answers for service "" (and any service
+ * name registered by ts_rpc_server_set_service_serving): SERVING or
+ * NOT_SERVING. Starts as SERVING. */
+void ts_rpc_server_set_serving(ts_rpc_server *s, int serving);
+/* Graceful stop: stops accepting new calls, waits up to grace_ms for calls in
+ * flight to be answered, cancels the rest, joins the pollers and frees the
+ * server. Handlers' pending answers after this point are dropped safely only
+ * if they happen before it returns; callers stop their own work first. */
+void ts_rpc_server_stop(ts_rpc_server *s, int64_t grace_ms);
+
+/* Answers the call with a serialized message (malloc'd; taken over). */
+void ts_rpc_call_reply_owned(ts_rpc_call *call, uint8_t *resp, size_t len);
+/* Answers the call with an error status: code is a TS_E* code, mapped by
+ * ts_err_grpc_status(); message goes to the client as status details. */
+void ts_rpc_call_fail(ts_rpc_call *call, int code, const char *message);
+/* The call's deadline (absolute monotonic ms; TS_DEADLINE_NONE if none). */
+int64_t ts_rpc_call_deadline(const ts_rpc_call *call);
+/* First value of a request metadata key (lowercase), copied into buf;
+ * returns buf or NULL when absent. */
+const char *ts_rpc_call_metadata(const ts_rpc_call *call, const char *key,
+                                 char *buf, size_t size);
+/* The peer address ("ipv4:127.0.0.1:5555") into buf. */
+const char *ts_rpc_call_peer(const ts_rpc_call *call, char *buf, size_t size);
+/* Nonzero once the client cancelled or the deadline passed. */
+int ts_rpc_call_is_cancelled(const ts_rpc_call *call);
+
+/* ---- client ---------------------------------------------------------- */
+
+typedef struct ts_rpc_client ts_rpc_client;
+typedef struct ts_rpc_channel ts_rpc_channel;
+typedef struct ts_rpc_outcall ts_rpc_outcall;
+
+/* One asynchronous call's outcome, valid during the callback only. status is
+ * the gRPC status code (0 = OK); code the matching TS_E* code. */
+typedef struct ts_rpc_result {
+  int status;
+  int code;
+  const char *message;
+  const uint8_t *data;
+  size_t len;
+} ts_rpc_result;
+
+typedef void (*ts_rpc_done_fn)(void *user, const ts_rpc_result *result);
+
+/* A completion queue and its poller thread for asynchronous calls. */
+int ts_rpc_client_create(ts_rpc_client **out, ts_err *err);
+/* Waits for every outstanding call's callback, then frees. */
+void ts_rpc_client_free(ts_rpc_client *c);
+
+/* A channel to target ("HOST:PORT"); connects lazily. Thread-safe. */
+int ts_rpc_channel_open(const char *target, const ts_rpc_creds *creds,
+                        ts_rpc_channel **out, ts_err *err);
+void ts_rpc_channel_close(ts_rpc_channel *ch);
+const char *ts_rpc_channel_target(const ts_rpc_channel *ch);
+
+/* Starts a unary call. `req` is copied before return. `done` runs exactly
+ * once on the client's poller thread (also for failures to start, then on
+ * that thread too). If `handle` is non-NULL it receives a handle valid until
+ * `done` has returned, for ts_rpc_outcall_cancel. */
+int ts_rpc_call_async(ts_rpc_client *c, ts_rpc_channel *ch, const char *method,
+                      const uint8_t *req, size_t len, int64_t deadline,
+                      ts_rpc_done_fn done, void *user, ts_rpc_outcall **handle);
+/* Cancels a call started by ts_rpc_call_async; its `done` still runs (with
+ * CANCELLED unless it had already completed). Only valid before `done`
+ * returned. */
+void ts_rpc_outcall_cancel(ts_rpc_outcall *call);
+
+/* Blocking unary call. On OK, *resp is malloc'd (caller frees) and 0 is
+ * returned; otherwise the TS_E* code with err->msg holding the server's
+ * status details (or the transport's reason). */
+int ts_rpc_call_sync(ts_rpc_channel *ch, const char *method,
+                     const uint8_t *req, size_t len, int64_t deadline,
+                     uint8_t **resp, size_t *resp_len, ts_err *err);
+
+/* Blocking client-streaming call: open, send messages, finish. */
+typedef struct ts_rpc_stream ts_rpc_stream;
+int ts_rpc_stream_open(ts_rpc_channel *ch, const char *method,
+                       int64_t deadline, ts_rpc_stream **out, ts_err *err);
+/* Sends one message (copied); blocks until gRPC accepted it. */
+int ts_rpc_stream_send(ts_rpc_stream *st, const uint8_t *msg, size_t len,
+                       ts_err *err);
+/* Half-closes, waits for the answer, frees the stream (also on error). */
+int ts_rpc_stream_finish(ts_rpc_stream *st, uint8_t **resp, size_t *resp_len,
+                         ts_err *err);
+
+#endif

@@ -1,0 +1,127 @@
+/*
+ * plan.h - compiling a model into a plan of shards (the partitioner).
+ *
+ * This is the only place that knows how to split a model. A plan is a list
+ * of stages run in order (pipeline parallel, "by layer"); each stage is a
+ * list of shards run in parallel (tensor parallel, "by channel / column /
+ * block"), whose partial outputs are fused into the stage's outputs. Every
+ * shard is itself a small, valid ONNX ModelProto (subgraph plus its slice of
+ * the weights), named by the SHA-256 of its bytes, so workers need only one
+ * loader and never receive the same bytes twice.
+ *
+ * Names: shard inputs and fused stage outputs use the model's own tensor
+ * names; a shard's partial outputs that need fusion get unique names
+ * ("<name>.part<k>") listed in the stage's fusions.
+ *
+ * Data parallelism is decided at dispatch time: a stage whose every input
+ * and output has the batch as dim 0 and whose ops are row-independent is
+ * marked `batch_splittable`, and the scheduler may cut a request's batch
+ * across the replicas of its shards (fuse: concat on axis 0).
+ *
+ * Invariant (tested for every strategy): running the stages in order, each
+ * shard on its inputs, fusing as listed, gives the unsharded outputs within
+ * 1e-5 relative error in float32.
+ */
+#ifndef TS_PLAN_H
+#define TS_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "graph.h"
+#include "tensor.h"
+
+#define TS_FUSE_LIST(X)          \
+  X(NONE, "none")                \
+  X(CONCAT, "concat")            \
+  X(SUM, "sum")                  \
+  X(MEAN, "mean")                \
+  X(WEIGHTED_MEAN, "weighted_mean") \
+  X(VOTE, "vote")
+
+typedef enum {
+#define TS_X(name, str) TS_FUSE_##name,
+  TS_FUSE_LIST(TS_X)
+#undef TS_X
+} ts_fuse_kind;
+
+#define TS_STRATEGY_LIST(X) \
+  X(DATA, "data")           \
+  X(TENSOR, "tensor")       \
+  X(PIPELINE, "pipeline")   \
+  X(HYBRID, "hybrid")       \
+  X(AUTO, "auto")
+
+typedef enum {
+#define TS_X(name, str) TS_STRATEGY_##name,
+  TS_STRATEGY_LIST(TS_X)
+#undef TS_X
+} ts_strategy;
+
+/* Parse / name; parse returns -1 for unknown strings. */
+int ts_strategy_parse(const char *s);
+const char *ts_strategy_name(ts_strategy s);
+int ts_fuse_parse(const char *s);
+const char *ts_fuse_name(ts_fuse_kind f);
+
+typedef struct ts_shard {
+  char id[65];            /* lowercase hex SHA-256 of bytes */
+  char label[128];        /* "model/s0/k1" for logs and status */
+  uint8_t *bytes;         /* serialized ONNX ModelProto; owned */
+  size_t len;
+  size_t weight_bytes;    /* bytes of initializers in this shard */
+  double flops;           /* estimate, symbolic dims as 1 */
+  char **inputs;          /* tensor names the shard reads; owned */
+  int n_inputs;
+  char **outputs;         /* tensor names the shard produces; owned */
+  int n_outputs;
+} ts_shard;
+
+/* How shards' partial outputs become one tensor of the model. */
+typedef struct ts_fusion {
+  char *name;             /* the fused tensor's name (a model tensor) */
+  ts_fuse_kind kind;      /* CONCAT or SUM inside plans */
+  int axis;               /* for CONCAT; may be negative (from the end) */
+  char **parts;           /* one shard output name per part, in order */
+  int n_parts;
+} ts_fusion;
+
+typedef struct ts_stage {
+  ts_shard *shards;
+  int n_shards;
+  ts_fusion *fusions;
+  int n_fusions;
+  char **inputs;          /* tensors the stage reads (request or earlier) */
+  int n_inputs;
+  char **outputs;         /* tensors later stages or the response read */
+  int n_outputs;
+  bool batch_splittable;
+} ts_stage;
+
+typedef struct ts_plan {
+  ts_strategy strategy;
+  ts_stage *stages;
+  int n_stages;
+  int replicas;           /* every shard on this many distinct workers */
+  size_t weight_bytes;    /* sum over shards */
+} ts_plan;
+
+typedef struct ts_plan_opts {
+  ts_strategy strategy;
+  int stages;             /* pipeline / hybrid: number of stages (>= 1) */
+  int shards;             /* tensor / hybrid: ways per split op (>= 1) */
+  int replicas;           /* >= 1 */
+  /* auto: the workers' resources, to fit a model no single worker holds */
+  int n_workers;
+  size_t worker_memory_limit; /* smallest limit among workers; 0 = none */
+  const char *model_name;     /* for labels */
+} ts_plan_opts;
+
+/* Builds the plan for `model`. TS_EINVAL on impossible options (more stages
+ * than nodes, ...), TS_EEXHAUSTED when `auto` cannot fit the model. The plan
+ * does not reference the model afterwards. */
+int ts_plan_build(const ts_model *model, const ts_plan_opts *opts,
+                  ts_plan **out, ts_err *err);
+void ts_plan_free(ts_plan *plan);
+
+#endif

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything Tessera needs on a fresh Debian bookworm machine:
+# the build toolchain and libraries, plus the reference frameworks the tests
+# compare against (PyTorch, ONNX, scikit-learn, grpcio for the Python client).
+# Idempotent: packages already present are skipped by apt.
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential pkg-config meson ninja-build
+  protobuf-c-compiler libprotobuf-c-dev libgrpc-dev
+  libopenblas-dev libuv1-dev check libsystemd-dev libinih-dev
+  libonnx-dev grpc-proto
+  # tests: independent references and a KServe client written in Python
+  python3 python3-numpy python3-torch python3-onnx python3-sklearn
+  python3-grpcio python3-protobuf python3-grpc-tools
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
