@@ -13,7 +13,7 @@ packages=(
   libonnx-dev grpc-proto
   # tests: independent references and a KServe client written in Python
   python3 python3-numpy python3-torch python3-onnx python3-sklearn
-  python3-grpcio python3-protobuf python3-grpc-tools
+  python3-grpcio python3-protobuf protobuf-compiler
 )
 
 missing=()
