@@ -1,3 +1,62 @@
 /* Ops of the "elementwise" family: X(domain, op_type, symbol); the kernel file
  * defines `const ts_op ts_op_<symbol>`. One line per op. */
-#define TS_OPS_ELEMENTWISE(X)
+#define TS_OPS_ELEMENTWISE(X)                  \
+  X("", "Add", Add)                            \
+  X("", "Sub", Sub)                            \
+  X("", "Mul", Mul)                            \
+  X("", "Div", Div)                            \
+  X("", "Pow", Pow)                            \
+  X("", "Equal", Equal)                        \
+  X("", "Less", Less)                          \
+  X("", "Greater", Greater)                    \
+  X("", "LessOrEqual", LessOrEqual)            \
+  X("", "GreaterOrEqual", GreaterOrEqual)      \
+  X("", "And", And)                            \
+  X("", "Or", Or)                              \
+  X("", "Xor", Xor)                            \
+  X("", "Max", Max)                            \
+  X("", "Min", Min)                            \
+  X("", "Sum", Sum)                            \
+  X("", "Relu", Relu)                          \
+  X("", "Sigmoid", Sigmoid)                    \
+  X("", "Tanh", Tanh)                          \
+  X("", "Sqrt", Sqrt)                          \
+  X("", "Exp", Exp)                            \
+  X("", "Log", Log)                            \
+  X("", "Erf", Erf)                            \
+  X("", "Neg", Neg)                            \
+  X("", "Reciprocal", Reciprocal)              \
+  X("", "Abs", Abs)                            \
+  X("", "Floor", Floor)                        \
+  X("", "Ceil", Ceil)                          \
+  X("", "Not", Not)                            \
+  X("", "LeakyRelu", LeakyRelu)                \
+  X("", "Clip", Clip)                          \
+  X("", "Cast", Cast)                          \
+  X("", "Where", Where)                        \
+  X("", "Expand", Expand)
+
+#ifndef TS_KERNELS_SHARED_H
+#define TS_KERNELS_SHARED_H
+/*
+ * Helpers shared by the elementwise and transformer kernel files (defined in
+ * elementwise.c). Not a public interface: kernels only.
+ */
+#include "ops.h"
+
+/* Fills *err with code and "node 'x' (Op): <message>", returns code. */
+int ts_kernel_fail(const ts_node *n, ts_err *err, int code, const char *fmt,
+                   ...) __attribute__((format(printf, 4, 5)));
+
+/* Reads the integer values of a 0-D or 1-D int32/int64 tensor `t` (an input
+ * called `what` in messages) into vals[0..*count). TS_EAGAIN when the values
+ * are not known yet (load-time inference); TS_EINVAL on another dtype or
+ * rank, or more than `max` values. */
+int ts_kernel_ints(const ts_node *n, const ts_tensor *t, const char *what,
+                   int64_t *vals, size_t max, size_t *count, ts_err *err);
+
+/* Maps axis in [-rank, rank) to [0, rank); TS_EINVAL naming `what` when out
+ * of range. */
+int ts_kernel_axis(const ts_node *n, int64_t axis, int rank, const char *what,
+                   int *out, ts_err *err);
+#endif
