@@ -1,0 +1,336 @@
+/*
+ * config.c - model keys: one declarative table, three front ends (command
+ * line spec, config.ini, repository scan). See config.h.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef int (*key_setter)(ts_model_config *c, const char *value, ts_err *err);
+
+static int parse_int(const char *key, const char *value, long lo, long hi,
+                     long *out, ts_err *err) {
+  char *end;
+  errno = 0;
+  long v = strtol(value, &end, 10);
+  if (errno || end == value || *end != '\0' || v < lo || v > hi)
+    return ts_err_set(err, TS_EINVAL,
+                      "model key '%s': '%s' is not an integer in [%ld, %ld]",
+                      key, value, lo, hi);
+  *out = v;
+  return TS_OK;
+}
+
+static int set_strategy(ts_model_config *c, const char *v, ts_err *err) {
+  int s = ts_strategy_parse(v);
+  if (s < 0)
+    return ts_err_set(err, TS_EINVAL,
+                      "model key 'strategy': '%s' is not one of "
+                      "data|tensor|pipeline|hybrid|auto", v);
+  c->strategy = (ts_strategy)s;
+  return TS_OK;
+}
+
+#define INT_SETTER(field, lo, hi)                                        \
+  static int set_##field(ts_model_config *c, const char *v, ts_err *err) { \
+    long x;                                                              \
+    int rc = parse_int(#field, v, lo, hi, &x, err);                      \
+    if (rc == TS_OK) c->field = x;                                       \
+    return rc;                                                           \
+  }
+INT_SETTER(shards, 1, 64)
+INT_SETTER(stages, 1, 64)
+INT_SETTER(replicas, 1, 64)
+INT_SETTER(max_batch, 0, 65536)
+INT_SETTER(batch_delay_us, 0, 10000000)
+#undef INT_SETTER
+
+static int set_fuse(ts_model_config *c, const char *v, ts_err *err) {
+  int f = ts_fuse_parse(v);
+  if (f != TS_FUSE_MEAN && f != TS_FUSE_WEIGHTED_MEAN && f != TS_FUSE_VOTE)
+    return ts_err_set(err, TS_EINVAL,
+                      "model key 'fuse': '%s' is not one of "
+                      "mean|weighted_mean|vote", v);
+  c->fuse = (ts_fuse_kind)f;
+  return TS_OK;
+}
+
+/* Splits "a+b+c" into at most `max` tokens of at most `size` bytes. */
+static int split_plus(const char *key, const char *v, char *out, size_t size,
+                      int max, int *n, ts_err *err) {
+  *n = 0;
+  const char *p = v;
+  while (*p) {
+    const char *q = strchr(p, '+');
+    size_t len = q ? (size_t)(q - p) : strlen(p);
+    if (len == 0 || len >= size || *n == max)
+      return ts_err_set(err, TS_EINVAL,
+                        "model key '%s': '%s' is not a list a+b+... of at "
+                        "most %d non-empty items", key, v, max);
+    memcpy(out + (size_t)*n * size, p, len);
+    out[(size_t)*n * size + len] = '\0';
+    (*n)++;
+    p = q ? q + 1 : p + len;
+  }
+  if (*n == 0)
+    return ts_err_set(err, TS_EINVAL, "model key '%s' is empty", key);
+  return TS_OK;
+}
+
+static int set_weights(ts_model_config *c, const char *v, ts_err *err) {
+  char items[TS_ENSEMBLE_MAX][32];
+  int n;
+  int rc = split_plus("weights", v, &items[0][0], sizeof items[0],
+                      TS_ENSEMBLE_MAX, &n, err);
+  if (rc) return rc;
+  for (int i = 0; i < n; i++) {
+    char *end;
+    errno = 0;
+    double w = strtod(items[i], &end);
+    if (errno || *end != '\0' || !(w >= 0.0) || w > 1e9)
+      return ts_err_set(err, TS_EINVAL,
+                        "model key 'weights': '%s' is not a non-negative "
+                        "number", items[i]);
+    c->weights[i] = w;
+  }
+  c->n_weights = n;
+  return TS_OK;
+}
+
+static int set_members(ts_model_config *c, const char *v, ts_err *err) {
+  int rc = split_plus("ensemble", v, &c->members[0][0], sizeof c->members[0],
+                      TS_ENSEMBLE_MAX, &c->n_members, err);
+  if (rc) return rc;
+  c->is_ensemble = true;
+  c->path[0] = '\0';
+  return TS_OK;
+}
+
+/* The one table of model keys: name, setter, help. */
+#define TS_MODEL_KEYS(X)                                                     \
+  X("strategy", set_strategy, "data|tensor|pipeline|hybrid|auto")            \
+  X("shards", set_shards, "tensor-parallel ways per split op")               \
+  X("stages", set_stages, "pipeline stages")                                 \
+  X("replicas", set_replicas, "copies of every shard on distinct workers")   \
+  X("max_batch", set_max_batch, "dynamic batching: largest batch (0 = off)") \
+  X("batch_delay_us", set_batch_delay_us, "dynamic batching window")         \
+  X("ensemble", set_members, "member models a+b+...")                        \
+  X("fuse", set_fuse, "ensemble fusion: mean|weighted_mean|vote")            \
+  X("weights", set_weights, "ensemble weights w1+w2+...")
+
+static const struct {
+  const char *key;
+  key_setter set;
+  const char *help;
+} model_keys[] = {
+#define TS_X(k, fn, h) {k, fn, h},
+    TS_MODEL_KEYS(TS_X)
+#undef TS_X
+};
+
+void ts_model_config_init(ts_model_config *c, const char *name,
+                          const char *path) {
+  memset(c, 0, sizeof *c);
+  if (name) snprintf(c->name, sizeof c->name, "%s", name);
+  if (path) snprintf(c->path, sizeof c->path, "%s", path);
+  c->strategy = TS_STRATEGY_DATA;
+  c->shards = 2;
+  c->stages = 2;
+  c->replicas = 0; /* auto: min(2, live workers) */
+  c->batch_delay_us = 500;
+  c->fuse = TS_FUSE_MEAN;
+}
+
+int ts_model_config_set(ts_model_config *c, const char *key, const char *value,
+                        ts_err *err) {
+  for (size_t i = 0; i < sizeof model_keys / sizeof model_keys[0]; i++)
+    if (strcmp(key, model_keys[i].key) == 0)
+      return model_keys[i].set(c, value, err);
+  return ts_err_set(err, TS_EINVAL,
+                    "unknown model key '%s' (known: strategy, shards, stages, "
+                    "replicas, max_batch, batch_delay_us, ensemble, fuse, "
+                    "weights)", key);
+}
+
+static int valid_name(const char *s) {
+  if (!*s) return 0;
+  for (; *s; s++)
+    if (!(('a' <= *s && *s <= 'z') || ('A' <= *s && *s <= 'Z') ||
+          ('0' <= *s && *s <= '9') || *s == '_' || *s == '-' || *s == '.'))
+      return 0;
+  return 1;
+}
+
+int ts_model_config_parse_spec(const char *spec, ts_model_config *c,
+                               ts_err *err) {
+  const char *eq = strchr(spec, '=');
+  if (!eq || eq == spec)
+    return ts_err_set(err, TS_EINVAL,
+                      "--model '%s': expected NAME=FILE.onnx[,key=value...]",
+                      spec);
+  size_t name_len = (size_t)(eq - spec);
+  if (name_len >= TS_MODEL_NAME_MAX)
+    return ts_err_set(err, TS_EINVAL, "--model '%s': name too long", spec);
+  char name[TS_MODEL_NAME_MAX];
+  memcpy(name, spec, name_len);
+  name[name_len] = '\0';
+  if (!valid_name(name))
+    return ts_err_set(err, TS_EINVAL,
+                      "--model '%s': name '%s' may use only letters, digits, "
+                      "'_', '-' and '.'", spec, name);
+  ts_model_config_init(c, name, NULL);
+
+  char *rest = strdup(eq + 1);
+  if (!rest) return ts_err_set(err, TS_ENOMEM, "out of memory");
+  char *save = NULL;
+  int rc = TS_OK;
+  int first = 1;
+  for (char *tok = strtok_r(rest, ",", &save); tok && rc == TS_OK;
+       tok = strtok_r(NULL, ",", &save), first = 0) {
+    if (first) {
+      if (strncmp(tok, "ensemble:", 9) == 0)
+        rc = set_members(c, tok + 9, err);
+      else if (strlen(tok) >= sizeof c->path)
+        rc = ts_err_set(err, TS_EINVAL, "--model %s: path too long", name);
+      else
+        snprintf(c->path, sizeof c->path, "%s", tok);
+      continue;
+    }
+    char *kv = strchr(tok, '=');
+    if (!kv) {
+      rc = ts_err_set(err, TS_EINVAL, "--model %s: '%s' is not key=value",
+                      name, tok);
+      break;
+    }
+    *kv = '\0';
+    rc = ts_model_config_set(c, tok, kv + 1, err);
+    if (rc) ts_err_prefix(err, "--model %s", name);
+  }
+  free(rest);
+  if (rc == TS_OK && !c->is_ensemble && !c->path[0])
+    rc = ts_err_set(err, TS_EINVAL, "--model %s: no file given", name);
+  if (rc == TS_OK) rc = ts_model_config_validate(c, err);
+  return rc;
+}
+
+typedef struct ini_ctx {
+  ts_model_config *config;
+  ts_err *err;
+  int failed;
+} ini_ctx;
+
+static int on_ini_entry(void *user, const char *section, const char *key,
+                       const char *value) {
+  ini_ctx *ctx = user;
+  if (ctx->failed) return 0;
+  if (section[0] && strcmp(section, "model") != 0) {
+    ts_err_set(ctx->err, TS_EINVAL, "unknown section [%s]", section);
+    ctx->failed = 1;
+    return 0;
+  }
+  if (ts_model_config_set(ctx->config, key, value, ctx->err)) {
+    ctx->failed = 1;
+    return 0;
+  }
+  return 1;
+}
+
+int ts_model_config_load_ini(ts_model_config *c, const char *path,
+                             ts_err *err) {
+  ini_ctx ctx = {c, err, 0};
+  int line = ini_parse(path, on_ini_entry, &ctx);
+  if (line < 0)
+    return ts_err_set(err, TS_EINVAL, "%s: cannot open: %s", path,
+                      strerror(errno));
+  if (line > 0) {
+    if (!ctx.failed) ts_err_set(err, TS_EINVAL, "syntax error");
+    return ts_err_prefix(err, "%s:%d", path, line);
+  }
+  return ts_model_config_validate(c, err);
+}
+
+int ts_model_config_validate(const ts_model_config *c, ts_err *err) {
+  if (c->is_ensemble) {
+    if (c->n_members < 2)
+      return ts_err_set(err, TS_EINVAL,
+                        "model %s: an ensemble needs at least 2 members",
+                        c->name);
+    if (c->fuse == TS_FUSE_WEIGHTED_MEAN && c->n_weights != c->n_members)
+      return ts_err_set(err, TS_EINVAL,
+                        "model %s: weighted_mean needs one weight per member "
+                        "(%d members, %d weights)", c->name, c->n_members,
+                        c->n_weights);
+    for (int i = 0; i < c->n_members; i++)
+      if (strcmp(c->members[i], c->name) == 0)
+        return ts_err_set(err, TS_EINVAL,
+                          "model %s: an ensemble cannot contain itself",
+                          c->name);
+  } else if (c->n_weights && c->fuse != TS_FUSE_WEIGHTED_MEAN) {
+    return ts_err_set(err, TS_EINVAL,
+                      "model %s: 'weights' applies to ensembles with "
+                      "fuse=weighted_mean", c->name);
+  }
+  return TS_OK;
+}
+
+static int cmp_config_name(const void *a, const void *b) {
+  return strcmp(((const ts_model_config *)a)->name,
+                ((const ts_model_config *)b)->name);
+}
+
+int ts_model_repository_scan(const char *dir, ts_model_config **out, int *n,
+                             ts_err *err) {
+  *out = NULL;
+  *n = 0;
+  DIR *d = opendir(dir);
+  if (!d)
+    return ts_err_set(err, TS_ENOTFOUND, "model repository %s: %s", dir,
+                      strerror(errno));
+  int cap = 0, rc = TS_OK;
+  ts_model_config *list = NULL;
+  struct dirent *e;
+  while ((e = readdir(d)) && rc == TS_OK) {
+    if (e->d_name[0] == '.' || !valid_name(e->d_name) ||
+        strlen(e->d_name) >= TS_MODEL_NAME_MAX)
+      continue;
+    char model_path[PATH_MAX], ini_path[PATH_MAX];
+    struct stat st;
+    snprintf(model_path, sizeof model_path, "%s/%s/model.onnx", dir,
+             e->d_name);
+    snprintf(ini_path, sizeof ini_path, "%s/%s/config.ini", dir, e->d_name);
+    int has_model = stat(model_path, &st) == 0;
+    int has_ini = stat(ini_path, &st) == 0;
+    if (!has_model && !has_ini) continue;
+    if (*n == cap) {
+      cap = cap ? cap * 2 : 8;
+      ts_model_config *grown = realloc(list, (size_t)cap * sizeof *list);
+      if (!grown) {
+        rc = ts_err_set(err, TS_ENOMEM, "out of memory");
+        break;
+      }
+      list = grown;
+    }
+    ts_model_config *c = &list[*n];
+    ts_model_config_init(c, e->d_name, has_model ? model_path : NULL);
+    if (has_ini) rc = ts_model_config_load_ini(c, ini_path, err);
+    if (rc == TS_OK && !c->is_ensemble && !has_model)
+      rc = ts_err_set(err, TS_EINVAL, "%s: no model.onnx and no ensemble",
+                      ini_path);
+    if (rc == TS_OK) (*n)++;
+  }
+  closedir(d);
+  if (rc) {
+    free(list);
+    *n = 0;
+    return rc;
+  }
+  if (*n) qsort(list, (size_t)*n, sizeof *list, cmp_config_name);
+  *out = list;
+  return TS_OK;
+}

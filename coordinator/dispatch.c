@@ -1,0 +1,556 @@
+/* dispatch.c - see dispatch.h. */
+#include "dispatch.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuse.h"
+#include "log.h"
+#include "wire.h"
+#include "worker.pb-c.h"
+
+#define RUN_SHARD "/tessera.worker.v1.Worker/RunShard"
+
+typedef struct value {
+  const char *name;   /* points into the request, the plan or a response */
+  ts_tensor t;        /* owned only for fused tensors */
+} value;
+
+typedef struct subcall {
+  ts_infer *inf;
+  int shard;          /* index in the stage */
+  int64_t row0, rows; /* batch slice; rows < 0: the whole batch */
+  int replica;        /* position among the shard's replicas */
+  uint64_t tried;     /* positions that failed this call */
+  int attempts;
+  uint8_t *req;
+  size_t req_len;
+  Tessera__Worker__V1__RunShardResponse *resp;
+} subcall;
+
+struct ts_infer {
+  ts_cluster *cluster;
+  ts_served_model *model;
+  ts_dispatch_opts opts;
+  int64_t deadline;
+  char request_id[64];
+  value *values;
+  int n_values, cap_values;
+  pthread_mutex_t mu; /* guards err */
+  ts_err err;
+  atomic_int pending;
+  int stage;
+  subcall *calls;
+  int n_calls;
+  int split;          /* current stage is cut into batch slices */
+  Tessera__Worker__V1__RunShardResponse **responses;
+  int n_responses, cap_responses;
+  ts_infer **children;
+  int n_children;
+  ts_infer_done_fn done;
+  void *user;
+};
+
+static void stage_start(ts_infer *inf);
+
+ts_infer *ts_infer_new(ts_cluster *cluster, ts_served_model *model,
+                       const ts_dispatch_opts *opts, int64_t deadline,
+                       const char *request_id) {
+  ts_infer *inf = calloc(1, sizeof *inf);
+  if (!inf) return NULL;
+  inf->cluster = cluster;
+  inf->model = model;
+  if (opts) inf->opts = *opts;
+  inf->deadline = deadline;
+  snprintf(inf->request_id, sizeof inf->request_id, "%s",
+           request_id ? request_id : "");
+  pthread_mutex_init(&inf->mu, NULL);
+  return inf;
+}
+
+static int add_value(ts_infer *inf, const char *name, const ts_tensor *t,
+                     ts_err *err) {
+  if (inf->n_values == inf->cap_values) {
+    int cap = inf->cap_values ? inf->cap_values * 2 : 16;
+    value *grown = realloc(inf->values, (size_t)cap * sizeof *grown);
+    if (!grown) return ts_err_set(err, TS_ENOMEM, "out of memory");
+    inf->values = grown;
+    inf->cap_values = cap;
+  }
+  inf->values[inf->n_values].name = name;
+  inf->values[inf->n_values].t = *t;
+  inf->n_values++;
+  return TS_OK;
+}
+
+int ts_infer_add_input(ts_infer *inf, const char *name, const ts_tensor *t,
+                       ts_err *err) {
+  ts_tensor view = *t;
+  view.owned = false;
+  return add_value(inf, name, &view, err);
+}
+
+const ts_tensor *ts_infer_value(const ts_infer *inf, const char *name) {
+  /* Latest first: a fused tensor shadows nothing, but be safe. */
+  for (int i = inf->n_values - 1; i >= 0; i--)
+    if (strcmp(inf->values[i].name, name) == 0) return &inf->values[i].t;
+  return NULL;
+}
+
+const ts_err *ts_infer_error(const ts_infer *inf) { return &inf->err; }
+
+/* Records the first failure; later ones are dropped. */
+static void fail(ts_infer *inf, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail(ts_infer *inf, int code, const char *fmt, ...) {
+  pthread_mutex_lock(&inf->mu);
+  if (inf->err.code == TS_OK) {
+    va_list ap;
+    va_start(ap, fmt);
+    inf->err.code = code;
+    vsnprintf(inf->err.msg, sizeof inf->err.msg, fmt, ap);
+    va_end(ap);
+  }
+  pthread_mutex_unlock(&inf->mu);
+}
+
+static int failed(ts_infer *inf) {
+  pthread_mutex_lock(&inf->mu);
+  int code = inf->err.code;
+  pthread_mutex_unlock(&inf->mu);
+  return code;
+}
+
+static void finish(ts_infer *inf) {
+  if (inf->err.code) atomic_fetch_add(&inf->model->failures, 1);
+  inf->done(inf, inf->user);
+}
+
+/* ---- one shard call ------------------------------------------------- */
+
+static const ts_stage *current_stage(const ts_infer *inf) {
+  return &inf->model->plan->stages[inf->stage];
+}
+
+static const int *call_replicas(const subcall *sc) {
+  return ts_served_model_replicas(sc->inf->model, sc->inf->stage, sc->shard);
+}
+
+static ts_worker *call_worker(const subcall *sc) {
+  return &sc->inf->cluster->workers[call_replicas(sc)[sc->replica]];
+}
+
+/* Packs the RunShard request of `sc` (inputs viewed, sliced if asked). */
+static int build_request(ts_infer *inf, subcall *sc, ts_err *err) {
+  const ts_shard *shard = &current_stage(inf)->shards[sc->shard];
+  int n = shard->n_inputs;
+  Tessera__Worker__V1__Tensor *msgs = calloc((size_t)(n ? n : 1), sizeof *msgs);
+  Tessera__Worker__V1__Tensor **ptrs = calloc((size_t)(n ? n : 1), sizeof *ptrs);
+  int64_t(*dims)[TS_MAX_RANK] = calloc((size_t)(n ? n : 1), sizeof *dims);
+  int rc = TS_OK;
+  if (!msgs || !ptrs || !dims) rc = ts_err_set(err, TS_ENOMEM, "out of memory");
+  for (int i = 0; i < n && rc == TS_OK; i++) {
+    const ts_tensor *t = ts_infer_value(inf, shard->inputs[i]);
+    if (!t) {
+      rc = ts_err_set(err, TS_EINTERNAL, "shard %s needs tensor '%s', which "
+                      "no earlier stage produced", shard->label,
+                      shard->inputs[i]);
+      break;
+    }
+    ts_tensor slice = *t;
+    if (sc->rows >= 0 && t->rank > 0 && t->dims[0] > 0) {
+      size_t row_bytes = t->nbytes / (size_t)t->dims[0];
+      slice.dims[0] = sc->rows;
+      slice.data = (uint8_t *)t->data + (size_t)sc->row0 * row_bytes;
+      slice.nbytes = (size_t)sc->rows * row_bytes;
+    }
+    tessera__worker__v1__tensor__init(&msgs[i]);
+    ts_wire_tensor_fill(&msgs[i], shard->inputs[i], &slice, dims[i]);
+    ptrs[i] = &msgs[i];
+  }
+  if (rc == TS_OK) {
+    Tessera__Worker__V1__RunShardRequest req =
+        TESSERA__WORKER__V1__RUN_SHARD_REQUEST__INIT;
+    req.shard_id = (char *)shard->id;
+    req.n_inputs = (size_t)n;
+    req.inputs = ptrs;
+    req.n_outputs = (size_t)shard->n_outputs;
+    req.outputs = shard->outputs;
+    req.request_id = inf->request_id;
+    sc->req_len = tessera__worker__v1__run_shard_request__get_packed_size(&req);
+    sc->req = malloc(sc->req_len ? sc->req_len : 1);
+    if (!sc->req)
+      rc = ts_err_set(err, TS_ENOMEM, "out of memory");
+    else
+      tessera__worker__v1__run_shard_request__pack(&req, sc->req);
+  }
+  free(msgs);
+  free(ptrs);
+  free(dims);
+  return rc;
+}
+
+static void on_call_done(void *user, const ts_rpc_result *res);
+
+static void send_call(subcall *sc) {
+  ts_infer *inf = sc->inf;
+  ts_worker *w = call_worker(sc);
+  sc->attempts++;
+  atomic_fetch_add(&w->outstanding, 1);
+  atomic_fetch_add(&w->calls, 1);
+  /* `done` always runs (also when the call cannot start), so nothing else
+   * to handle here; inf may be gone once this returns for the last call. */
+  ts_rpc_call_async(inf->cluster->client, w->channel, RUN_SHARD, sc->req,
+                    sc->req_len, inf->deadline, on_call_done, sc, NULL);
+}
+
+static int retryable(int status) {
+  /* UNAVAILABLE: the worker is gone; RESOURCE_EXHAUSTED: its queue is full;
+   * NOT_FOUND: it restarted and lost the shard (it is re-sent on return). */
+  return status == 14 || status == 8 || status == 5;
+}
+
+static void stage_finish(ts_infer *inf);
+
+static void on_call_done(void *user, const ts_rpc_result *res) {
+  subcall *sc = user;
+  ts_infer *inf = sc->inf;
+  ts_worker *w = call_worker(sc);
+  const ts_shard *shard = &current_stage(inf)->shards[sc->shard];
+  atomic_fetch_sub(&w->outstanding, 1);
+  if (res->status == 0) {
+    sc->resp = tessera__worker__v1__run_shard_response__unpack(NULL, res->len,
+                                                               res->data);
+    if (!sc->resp)
+      fail(inf, TS_EIO, "worker %s answered shard %s with a malformed message",
+           w->address, shard->label);
+  } else if (retryable(res->status) && !failed(inf)) {
+    if (res->status == 14 || res->status == 5) {
+      /* Down until the prober sees it again and re-sends its shards. */
+      atomic_fetch_add(&w->failures, 1);
+      if (atomic_exchange(&w->up, 0))
+        ts_log_warn("worker %s marked down: %s", w->address, res->message);
+    }
+    if (sc->replica < 64) sc->tried |= 1ull << sc->replica;
+    int next = -1;
+    if (sc->attempts < TS_RETRY_BUDGET && ts_now_ms() < inf->deadline)
+      next = ts_sched_pick(inf->cluster, call_replicas(sc),
+                           inf->model->n_replicas, sc->tried, inf->opts.policy);
+    if (next >= 0) {
+      ts_log_info("retrying shard %s of request '%s' on %s after: %s",
+                  shard->label, inf->request_id,
+                  inf->cluster->workers[call_replicas(sc)[next]].address,
+                  res->message);
+      sc->replica = next;
+      send_call(sc);
+      return;
+    }
+    fail(inf, TS_EUNAVAILABLE,
+         "no live replica of shard %s could answer (last: %s: %s)",
+         shard->label, w->address, res->message);
+  } else {
+    fail(inf, res->code, "%s", res->message);
+  }
+  if (atomic_fetch_sub(&inf->pending, 1) == 1) stage_finish(inf);
+}
+
+/* ---- stages ---------------------------------------------------------- */
+
+/* Rows of the batch common to every stage input; -1 when they disagree. */
+static int64_t stage_batch(ts_infer *inf, const ts_stage *st) {
+  int64_t batch = -1;
+  for (int i = 0; i < st->n_inputs; i++) {
+    const ts_tensor *t = ts_infer_value(inf, st->inputs[i]);
+    if (!t || t->rank == 0) return -1;
+    if (batch >= 0 && t->dims[0] != batch) return -1;
+    batch = t->dims[0];
+  }
+  return batch;
+}
+
+static int live_replicas(ts_infer *inf, int shard) {
+  const int *reps = ts_served_model_replicas(inf->model, inf->stage, shard);
+  int live = 0;
+  for (int r = 0; r < inf->model->n_replicas; r++)
+    live += atomic_load(&inf->cluster->workers[reps[r]].up);
+  return live;
+}
+
+static void stage_start(ts_infer *inf) {
+  const ts_stage *st = current_stage(inf);
+  int pieces = 1;
+  int64_t batch = -1;
+  if (st->batch_splittable && st->n_shards == 1 && inf->model->n_replicas > 1) {
+    batch = stage_batch(inf, st);
+    if (batch >= 2 * TS_SPLIT_MIN_ROWS) {
+      int live = live_replicas(inf, 0);
+      int64_t most = batch / TS_SPLIT_MIN_ROWS;
+      pieces = live < most ? live : (int)most;
+      if (pieces < 1) pieces = 1;
+    }
+  }
+  inf->split = pieces > 1;
+  inf->n_calls = inf->split ? pieces : st->n_shards;
+  inf->calls = calloc((size_t)inf->n_calls, sizeof *inf->calls);
+  if (!inf->calls) {
+    fail(inf, TS_ENOMEM, "out of memory");
+    finish(inf);
+    return;
+  }
+  ts_err err = {0};
+  uint64_t chosen = 0;
+  for (int i = 0; i < inf->n_calls; i++) {
+    subcall *sc = &inf->calls[i];
+    sc->inf = inf;
+    sc->shard = inf->split ? 0 : i;
+    sc->rows = -1;
+    if (inf->split) {
+      sc->row0 = batch * i / pieces;
+      sc->rows = batch * (i + 1) / pieces - sc->row0;
+    }
+    int rc = build_request(inf, sc, &err);
+    if (rc) {
+      fail(inf, rc, "%s", err.msg);
+      finish(inf);
+      return;
+    }
+    /* Slices go to distinct replicas while there are enough. */
+    const int *reps = call_replicas(sc);
+    int pick = ts_sched_pick(inf->cluster, reps, inf->model->n_replicas,
+                             inf->split ? chosen : 0, inf->opts.policy);
+    if (pick < 0 && inf->split)
+      pick = ts_sched_pick(inf->cluster, reps, inf->model->n_replicas, 0,
+                           inf->opts.policy);
+    if (pick < 0) {
+      fail(inf, TS_EUNAVAILABLE, "no live worker holds shard %s",
+           st->shards[sc->shard].label);
+      finish(inf);
+      return;
+    }
+    if (pick < 64) chosen |= 1ull << pick;
+    sc->replica = pick;
+  }
+  atomic_store(&inf->pending, inf->n_calls);
+  int n = inf->n_calls;
+  subcall *calls = inf->calls;
+  /* After the last send `inf` may already be finished and freed. */
+  for (int i = 0; i < n; i++) send_call(&calls[i]);
+}
+
+static int keep_response(ts_infer *inf,
+                         Tessera__Worker__V1__RunShardResponse *resp) {
+  if (inf->n_responses == inf->cap_responses) {
+    int cap = inf->cap_responses ? inf->cap_responses * 2 : 8;
+    void *grown = realloc(inf->responses, (size_t)cap * sizeof *inf->responses);
+    if (!grown) return TS_ENOMEM;
+    inf->responses = grown;
+    inf->cap_responses = cap;
+  }
+  inf->responses[inf->n_responses++] = resp;
+  return TS_OK;
+}
+
+static const Tessera__Worker__V1__Tensor *
+response_output(const Tessera__Worker__V1__RunShardResponse *r,
+                const char *name) {
+  for (size_t i = 0; i < r->n_outputs; i++)
+    if (strcmp(r->outputs[i]->name, name) == 0) return r->outputs[i];
+  return NULL;
+}
+
+/* Adds the stage's results as values: worker outputs viewed in place, batch
+ * slices concatenated, plan fusions applied. */
+static int collect_stage(ts_infer *inf, ts_err *err) {
+  const ts_stage *st = current_stage(inf);
+  int rc = TS_OK;
+  for (int i = 0; i < inf->n_calls; i++) {
+    if (keep_response(inf, inf->calls[i].resp) != TS_OK)
+      return ts_err_set(err, TS_ENOMEM, "out of memory");
+    inf->calls[i].resp = NULL;
+  }
+  Tessera__Worker__V1__RunShardResponse **resps =
+      &inf->responses[inf->n_responses - inf->n_calls];
+  if (inf->split) {
+    const ts_shard *shard = &st->shards[0];
+    ts_tensor *parts = calloc((size_t)inf->n_calls, sizeof *parts);
+    const ts_tensor **ptrs = calloc((size_t)inf->n_calls, sizeof *ptrs);
+    if (!parts || !ptrs) rc = ts_err_set(err, TS_ENOMEM, "out of memory");
+    for (int o = 0; o < shard->n_outputs && rc == TS_OK; o++) {
+      for (int i = 0; i < inf->n_calls && rc == TS_OK; i++) {
+        const Tessera__Worker__V1__Tensor *m =
+            response_output(resps[i], shard->outputs[o]);
+        if (!m)
+          rc = ts_err_set(err, TS_EIO, "worker answer lacks output '%s'",
+                          shard->outputs[o]);
+        else
+          rc = ts_wire_tensor_view(m, &parts[i], err);
+        ptrs[i] = &parts[i];
+      }
+      ts_tensor out;
+      if (rc == TS_OK)
+        rc = ts_fuse_concat(ptrs, inf->n_calls, 0, &out, err);
+      if (rc == TS_OK) {
+        rc = add_value(inf, shard->outputs[o], &out, err);
+        if (rc) ts_tensor_free(&out);
+      }
+    }
+    free(parts);
+    free(ptrs);
+    return rc;
+  }
+  for (int i = 0; i < inf->n_calls && rc == TS_OK; i++)
+    for (size_t o = 0; o < resps[i]->n_outputs && rc == TS_OK; o++) {
+      ts_tensor t;
+      rc = ts_wire_tensor_view(resps[i]->outputs[o], &t, err);
+      if (rc == TS_OK) rc = add_value(inf, resps[i]->outputs[o]->name, &t, err);
+    }
+  for (int f = 0; f < st->n_fusions && rc == TS_OK; f++) {
+    const ts_fusion *fu = &st->fusions[f];
+    const ts_tensor **parts = calloc((size_t)fu->n_parts, sizeof *parts);
+    if (!parts) return ts_err_set(err, TS_ENOMEM, "out of memory");
+    for (int p = 0; p < fu->n_parts && rc == TS_OK; p++) {
+      parts[p] = ts_infer_value(inf, fu->parts[p]);
+      if (!parts[p])
+        rc = ts_err_set(err, TS_EIO, "no shard produced '%s'", fu->parts[p]);
+    }
+    ts_tensor out;
+    if (rc == TS_OK)
+      rc = ts_fuse(fu->kind, parts, fu->n_parts, fu->axis, NULL, &out, err);
+    free(parts);
+    if (rc == TS_OK) {
+      rc = add_value(inf, fu->name, &out, err);
+      if (rc) ts_tensor_free(&out);
+    }
+  }
+  return rc;
+}
+
+static void free_calls(ts_infer *inf) {
+  for (int i = 0; i < inf->n_calls; i++) {
+    free(inf->calls[i].req);
+    if (inf->calls[i].resp)
+      tessera__worker__v1__run_shard_response__free_unpacked(
+          inf->calls[i].resp, NULL);
+  }
+  free(inf->calls);
+  inf->calls = NULL;
+  inf->n_calls = 0;
+}
+
+static void stage_finish(ts_infer *inf) {
+  if (!failed(inf)) {
+    ts_err err = {0};
+    if (collect_stage(inf, &err) != TS_OK) fail(inf, err.code, "%s", err.msg);
+  }
+  free_calls(inf);
+  if (failed(inf) || ++inf->stage == inf->model->plan->n_stages) {
+    finish(inf);
+    return;
+  }
+  stage_start(inf);
+}
+
+/* ---- ensembles -------------------------------------------------------- */
+
+static void ensemble_finish(ts_infer *inf) {
+  const ts_served_model *m = inf->model;
+  ts_err err = {0};
+  int rc = TS_OK;
+  const ts_tensor *parts[TS_ENSEMBLE_MAX];
+  for (int j = 0; j < m->n_outputs && rc == TS_OK; j++) {
+    for (int i = 0; i < inf->n_children && rc == TS_OK; i++) {
+      parts[i] = ts_infer_value(inf->children[i],
+                                m->members[i]->outputs[j].name);
+      if (!parts[i])
+        rc = ts_err_set(&err, TS_EIO, "member %s produced no '%s'",
+                        m->members[i]->config.name,
+                        m->members[i]->outputs[j].name);
+    }
+    ts_tensor out;
+    if (rc == TS_OK)
+      rc = ts_fuse(m->config.fuse, parts, inf->n_children, 0,
+                   m->config.fuse == TS_FUSE_WEIGHTED_MEAN ? m->config.weights
+                                                           : NULL,
+                   &out, &err);
+    if (rc == TS_OK) {
+      rc = add_value(inf, m->outputs[j].name, &out, &err);
+      if (rc) ts_tensor_free(&out);
+    }
+  }
+  if (rc) fail(inf, rc, "ensemble %s: %s", m->config.name, err.msg);
+  finish(inf);
+}
+
+static void on_member_done(ts_infer *child, void *user) {
+  ts_infer *inf = user;
+  const ts_err *e = ts_infer_error(child);
+  if (e->code)
+    fail(inf, e->code, "ensemble member %s: %s", child->model->config.name,
+         e->msg);
+  if (atomic_fetch_sub(&inf->pending, 1) == 1) {
+    if (failed(inf))
+      finish(inf);
+    else
+      ensemble_finish(inf);
+  }
+}
+
+static void ensemble_start(ts_infer *inf) {
+  const ts_served_model *m = inf->model;
+  int n = m->config.n_members;
+  inf->children = calloc((size_t)n, sizeof *inf->children);
+  if (!inf->children) {
+    fail(inf, TS_ENOMEM, "out of memory");
+    finish(inf);
+    return;
+  }
+  ts_err err = {0};
+  for (int i = 0; i < n; i++) {
+    ts_infer *child = ts_infer_new(inf->cluster, m->members[i], &inf->opts,
+                                   inf->deadline, inf->request_id);
+    int rc = child ? TS_OK : ts_err_set(&err, TS_ENOMEM, "out of memory");
+    for (int v = 0; v < inf->n_values && rc == TS_OK; v++)
+      rc = ts_infer_add_input(child, inf->values[v].name, &inf->values[v].t,
+                              &err);
+    if (rc) {
+      if (child) ts_infer_free(child);
+      for (int j = 0; j < i; j++) ts_infer_free(inf->children[j]);
+      inf->n_children = 0;
+      fail(inf, rc, "%s", err.msg);
+      finish(inf);
+      return;
+    }
+    inf->children[i] = child;
+  }
+  inf->n_children = n;
+  atomic_store(&inf->pending, n);
+  ts_infer **children = inf->children;
+  for (int i = 0; i < n; i++) ts_infer_start(children[i], on_member_done, inf);
+}
+
+void ts_infer_start(ts_infer *inf, ts_infer_done_fn done, void *user) {
+  inf->done = done;
+  inf->user = user;
+  atomic_fetch_add(&inf->model->requests, 1);
+  if (inf->model->config.is_ensemble)
+    ensemble_start(inf);
+  else
+    stage_start(inf);
+}
+
+void ts_infer_free(ts_infer *inf) {
+  if (!inf) return;
+  free_calls(inf);
+  for (int i = 0; i < inf->n_children; i++) ts_infer_free(inf->children[i]);
+  free(inf->children);
+  for (int i = 0; i < inf->n_values; i++) ts_tensor_free(&inf->values[i].t);
+  free(inf->values);
+  for (int i = 0; i < inf->n_responses; i++)
+    tessera__worker__v1__run_shard_response__free_unpacked(inf->responses[i],
+                                                           NULL);
+  free(inf->responses);
+  pthread_mutex_destroy(&inf->mu);
+  free(inf);
+}

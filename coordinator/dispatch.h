@@ -1,0 +1,59 @@
+/*
+ * dispatch.h - running one inference across the cluster.
+ *
+ * A ts_infer walks its model's plan: for each stage, one RunShard call per
+ * shard to a replica chosen by the scheduler (or, for a batch-splittable
+ * stage with several replicas and a large batch, one call per batch slice
+ * to distinct replicas); when a stage's calls are all back, partial outputs
+ * are fused (plan fusions, or concat on the batch axis for slices) and the
+ * next stage starts. Ensembles run their members as child inferences and
+ * fuse their outputs by mean, weighted mean or vote.
+ *
+ * Failures: a call that fails at the transport (UNAVAILABLE) or finds the
+ * worker's queue full (RESOURCE_EXHAUSTED) is retried on another replica of
+ * the same shard while the deadline allows (at most TS_RETRY_BUDGET tries
+ * per call); the worker is marked down on UNAVAILABLE. Other errors end the
+ * inference with the worker's status and message.
+ *
+ * Threads: ts_infer_start may be called on any thread; everything after it
+ * runs on the cluster client's poller thread. `done` is called exactly once.
+ * Tensor bytes: request inputs are views (the caller keeps them alive until
+ * done); worker answers are unpacked once and viewed in place; only fusion
+ * allocates, once per fused tensor.
+ */
+#ifndef TS_DISPATCH_H
+#define TS_DISPATCH_H
+
+#include "membership.h"
+#include "registry.h"
+#include "scheduler.h"
+
+#define TS_RETRY_BUDGET 3
+/* A batch-splittable stage is cut into slices of at least this many rows. */
+#define TS_SPLIT_MIN_ROWS 8
+
+typedef struct ts_infer ts_infer;
+typedef void (*ts_infer_done_fn)(ts_infer *inf, void *user);
+
+typedef struct ts_dispatch_opts {
+  ts_sched_policy policy;
+} ts_dispatch_opts;
+
+/* A new inference of `model` (which the caller holds a reference to until
+ * done). Inputs are added with ts_infer_add_input before start. */
+ts_infer *ts_infer_new(ts_cluster *cluster, ts_served_model *model,
+                       const ts_dispatch_opts *opts, int64_t deadline,
+                       const char *request_id);
+/* Adds a named input view (not copied; must outlive the inference). */
+int ts_infer_add_input(ts_infer *inf, const char *name, const ts_tensor *t,
+                       ts_err *err);
+/* Starts; `done` runs exactly once (maybe before this returns). */
+void ts_infer_start(ts_infer *inf, ts_infer_done_fn done, void *user);
+/* After done: the outcome (TS_OK or a TS_E* code with its message). */
+const ts_err *ts_infer_error(const ts_infer *inf);
+/* After a successful done: the tensor named `name`, or NULL. Valid until
+ * ts_infer_free. */
+const ts_tensor *ts_infer_value(const ts_infer *inf, const char *name);
+void ts_infer_free(ts_infer *inf);
+
+#endif

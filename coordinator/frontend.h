@@ -1,0 +1,34 @@
+/*
+ * frontend.h - the client-facing KServe v2 / Open Inference Protocol
+ * service (inference.GRPCInferenceService) on the coordinator.
+ *
+ * ModelInfer decodes the request, validates every input against the
+ * model's metadata (name, datatype, rank, dims, byte length or typed count,
+ * raw vs typed contents) and every requested output, answers
+ * INVALID_ARGUMENT / NOT_FOUND with a message naming the tensor and field,
+ * and otherwise hands views of the request's bytes to the dispatcher (no
+ * copy, except typed BOOL/INT8/INT16/UINT8/UINT16 contents, which the
+ * protocol widens to 32 bits). Outputs go back as raw_output_contents.
+ * Deadlines: a missing or too distant client deadline is capped at
+ * max_deadline_ms.
+ */
+#ifndef TS_FRONTEND_H
+#define TS_FRONTEND_H
+
+#include "dispatch.h"
+#include "registry.h"
+#include "rpc.h"
+
+typedef struct ts_frontend {
+  ts_registry *registry;
+  ts_cluster *cluster;
+  ts_dispatch_opts dispatch;
+  int64_t max_deadline_ms;   /* cap on any request's deadline */
+} ts_frontend;
+
+#define TS_FRONTEND_METHODS 9
+
+/* Fills `out` (room for TS_FRONTEND_METHODS) with the service's methods. */
+int ts_frontend_methods(ts_frontend *fe, ts_rpc_method *out);
+
+#endif

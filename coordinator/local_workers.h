@@ -1,0 +1,34 @@
+/*
+ * local_workers.h - the embedded default: N real tessera-worker processes on
+ * loopback, started and stopped by the coordinator (--local-workers N).
+ *
+ * Must run before ts_rpc_init(): gRPC does not survive fork (GRPC_CORE.md
+ * 6.7), so children are forked and exec'd first. Each child gets
+ * PR_SET_PDEATHSIG so it never outlives the coordinator.
+ */
+#ifndef TS_LOCAL_WORKERS_H
+#define TS_LOCAL_WORKERS_H
+
+#include <sys/types.h>
+
+#include "error.h"
+
+#define TS_ADDR_MAX 256
+
+typedef struct ts_local_workers {
+  int n;
+  pid_t *pids;
+  int *stdout_fds;                 /* kept open so a late write never fails */
+  char (*addresses)[TS_ADDR_MAX];  /* "127.0.0.1:PORT" */
+} ts_local_workers;
+
+/* Starts n workers with `threads` kernel threads each and an optional
+ * memory limit (0 = none), waiting up to 30 s for each to print its port.
+ * `binary` NULL means: next to this executable, then ../worker/. */
+int ts_local_workers_start(ts_local_workers *lw, int n, int threads,
+                           unsigned long long memory_limit, const char *binary,
+                           ts_err *err);
+/* SIGTERM, wait up to grace_ms, then SIGKILL; frees lw's arrays. */
+void ts_local_workers_stop(ts_local_workers *lw, int grace_ms);
+
+#endif

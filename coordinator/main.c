@@ -1,0 +1,378 @@
+/*
+ * tessera-coordinator: options, wiring and the control-plane loop.
+ *
+ * Start-up order matters: local workers are forked before gRPC starts
+ * (gRPC does not survive fork), models are loaded and their shards placed
+ * before the frontend binds, and "listening on HOST:PORT" is printed only
+ * once the server can answer. The libuv loop owns signals and the prober
+ * that brings workers back after failures; request handling never runs on
+ * it (see ARCHITECTURE.md, "Threads and the event loop").
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "config.h"
+#include "frontend.h"
+#include "local_workers.h"
+#include "log.h"
+#include "membership.h"
+#include "registry.h"
+#include "rpc.h"
+#include "ts_config.h"
+
+#if TS_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#define notify(s) sd_notify(0, s)
+#else
+#define notify(s) ((void)0)
+#endif
+
+#define MAX_SPECS 256
+
+typedef struct options {
+  const char *listen;
+  const char *workers[TS_MAX_WORKERS];
+  int n_workers;
+  int local_workers;
+  int worker_threads;
+  unsigned long long worker_memory_limit;
+  const char *worker_binary;
+  const char *models[MAX_SPECS];
+  int n_models;
+  const char *repository;
+  long max_deadline_ms;
+  int round_robin;
+} options;
+
+static void usage(FILE *f) {
+  fprintf(f,
+"usage: tessera-coordinator --listen HOST:PORT [options]\n"
+"\n"
+"Serves ONNX models over the KServe v2 gRPC protocol, cut into shards that\n"
+"run on tessera-worker daemons.\n"
+"\n"
+"  --listen HOST:PORT          address to serve on (port 0: pick a free one)\n"
+"  --worker HOST:PORT          a worker to use (repeatable)\n"
+"  --local-workers N           start N worker processes on loopback\n"
+"  --worker-threads N          kernel threads per local worker (default:\n"
+"                              CPUs / N, at least 1)\n"
+"  --worker-memory-limit BYTES memory limit of each local worker (K/M/G)\n"
+"  --worker-binary PATH        tessera-worker to start (default: beside this\n"
+"                              program)\n"
+"  --model NAME=FILE.onnx[,key=value...]\n"
+"  --model NAME=ensemble:A+B[,fuse=mean|weighted_mean|vote][,weights=1+2]\n"
+"                              serve a model (repeatable); keys: strategy=\n"
+"                              data|tensor|pipeline|hybrid|auto, shards=N,\n"
+"                              stages=N, replicas=N, max_batch=N,\n"
+"                              batch_delay_us=N\n"
+"  --model-repository DIR      serve DIR/NAME/model.onnx (+ config.ini)\n"
+"  --max-deadline-ms N         cap on any request's deadline (default 60000)\n"
+"  --round-robin               schedule replicas round-robin instead of by\n"
+"                              power of two choices\n"
+"  --help                      this text\n");
+}
+
+static int parse_size(const char *s, unsigned long long *out) {
+  char *end;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (end == s) return -1;
+  unsigned long long mult = 1;
+  switch (*end) {
+    case 'K': case 'k': mult = 1ull << 10; end++; break;
+    case 'M': case 'm': mult = 1ull << 20; end++; break;
+    case 'G': case 'g': mult = 1ull << 30; end++; break;
+    default: break;
+  }
+  if (*end == 'B' || *end == 'b') end++;
+  if (*end) return -1;
+  *out = v * mult;
+  return 0;
+}
+
+static int parse_options(int argc, char **argv, options *o) {
+  enum { O_LISTEN = 1, O_WORKER, O_LOCAL, O_THREADS, O_LIMIT, O_BINARY,
+         O_MODEL, O_REPO, O_DEADLINE, O_RR, O_HELP };
+  static const struct option longopts[] = {
+      {"listen", required_argument, 0, O_LISTEN},
+      {"worker", required_argument, 0, O_WORKER},
+      {"local-workers", required_argument, 0, O_LOCAL},
+      {"worker-threads", required_argument, 0, O_THREADS},
+      {"worker-memory-limit", required_argument, 0, O_LIMIT},
+      {"worker-binary", required_argument, 0, O_BINARY},
+      {"model", required_argument, 0, O_MODEL},
+      {"model-repository", required_argument, 0, O_REPO},
+      {"max-deadline-ms", required_argument, 0, O_DEADLINE},
+      {"round-robin", no_argument, 0, O_RR},
+      {"help", no_argument, 0, O_HELP},
+      {0, 0, 0, 0}};
+  memset(o, 0, sizeof *o);
+  o->max_deadline_ms = 60000;
+  int c;
+  char *end;
+  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    switch (c) {
+      case O_LISTEN: o->listen = optarg; break;
+      case O_WORKER:
+        if (o->n_workers == TS_MAX_WORKERS) {
+          fprintf(stderr, "tessera-coordinator: too many --worker\n");
+          return 2;
+        }
+        o->workers[o->n_workers++] = optarg;
+        break;
+      case O_LOCAL:
+        o->local_workers = (int)strtol(optarg, &end, 10);
+        if (*end || o->local_workers < 0 || o->local_workers > 64) {
+          fprintf(stderr, "tessera-coordinator: --local-workers '%s' is not "
+                  "a number in [0, 64]\n", optarg);
+          return 2;
+        }
+        break;
+      case O_THREADS:
+        o->worker_threads = (int)strtol(optarg, &end, 10);
+        if (*end || o->worker_threads < 1 || o->worker_threads > 1024) {
+          fprintf(stderr, "tessera-coordinator: --worker-threads '%s' is not "
+                  "a number in [1, 1024]\n", optarg);
+          return 2;
+        }
+        break;
+      case O_LIMIT:
+        if (parse_size(optarg, &o->worker_memory_limit)) {
+          fprintf(stderr, "tessera-coordinator: --worker-memory-limit '%s' "
+                  "is not a size (e.g. 512M)\n", optarg);
+          return 2;
+        }
+        break;
+      case O_BINARY: o->worker_binary = optarg; break;
+      case O_MODEL:
+        if (o->n_models == MAX_SPECS) {
+          fprintf(stderr, "tessera-coordinator: too many --model\n");
+          return 2;
+        }
+        o->models[o->n_models++] = optarg;
+        break;
+      case O_REPO: o->repository = optarg; break;
+      case O_DEADLINE:
+        o->max_deadline_ms = strtol(optarg, &end, 10);
+        if (*end || o->max_deadline_ms < 1) {
+          fprintf(stderr, "tessera-coordinator: --max-deadline-ms '%s' is "
+                  "not a positive number\n", optarg);
+          return 2;
+        }
+        break;
+      case O_RR: o->round_robin = 1; break;
+      case O_HELP: usage(stdout); exit(0);
+      default: usage(stderr); return 2;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "tessera-coordinator: unexpected argument '%s'\n",
+            argv[optind]);
+    return 2;
+  }
+  if (!o->listen) {
+    fprintf(stderr, "tessera-coordinator: --listen HOST:PORT is required\n");
+    usage(stderr);
+    return 2;
+  }
+  if (o->n_workers == 0 && o->local_workers == 0) {
+    fprintf(stderr, "tessera-coordinator: no workers: give --worker "
+            "HOST:PORT or --local-workers N\n");
+    return 2;
+  }
+  return 0;
+}
+
+/* ---- model loading order: plain models, repository, then ensembles ---- */
+
+static int load_models(ts_registry *reg, const options *o) {
+  ts_model_config *configs = calloc(MAX_SPECS, sizeof *configs);
+  ts_model_config *repo = NULL;
+  int n_repo = 0, rc = TS_OK;
+  ts_err err = {0};
+  if (!configs) return TS_ENOMEM;
+  for (int i = 0; i < o->n_models && rc == TS_OK; i++)
+    rc = ts_model_config_parse_spec(o->models[i], &configs[i], &err);
+  if (rc == TS_OK && o->repository)
+    rc = ts_model_repository_scan(o->repository, &repo, &n_repo, &err);
+  for (int pass = 0; pass < 2 && rc == TS_OK; pass++) {
+    for (int i = 0; i < o->n_models && rc == TS_OK; i++)
+      if (configs[i].is_ensemble == pass)
+        rc = ts_registry_load(reg, &configs[i], &err);
+    for (int i = 0; i < n_repo && rc == TS_OK; i++)
+      if (repo[i].is_ensemble == pass)
+        rc = ts_registry_load(reg, &repo[i], &err);
+  }
+  if (rc) fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
+  free(configs);
+  free(repo);
+  return rc;
+}
+
+/* ---- control plane ------------------------------------------------------ */
+
+typedef struct control {
+  uv_loop_t *loop;
+  uv_signal_t sigterm, sigint;
+  uv_timer_t prober;
+  uv_work_t probe_work;
+  int probing;
+  ts_cluster *cluster;
+  ts_registry *registry;
+} control;
+
+/* Runs on libuv's thread pool: blocking probes never stall the loop. */
+static void probe_down_workers(uv_work_t *req) {
+  control *ctl = req->data;
+  ts_cluster *c = ctl->cluster;
+  for (int i = 0; i < c->n; i++) {
+    if (atomic_load(&c->workers[i].up)) continue;
+    ts_err err = {0};
+    if (ts_cluster_probe(c, i, 1000, &err) != TS_OK) continue;
+    /* Hold it back from the scheduler until its shards are in place. */
+    atomic_store(&c->workers[i].up, 0);
+    if (ts_registry_resync_worker(ctl->registry, i, &err) == TS_OK) {
+      atomic_store(&c->workers[i].up, 1);
+      ts_log_info("worker %s is back and holds its shards",
+                  c->workers[i].address);
+    } else {
+      ts_log_warn("worker %s answers but its shards could not be restored: "
+                  "%s", c->workers[i].address, err.msg);
+    }
+  }
+}
+
+static void probe_done(uv_work_t *req, int status) {
+  (void)status;
+  ((control *)req->data)->probing = 0;
+}
+
+static void on_probe_timer(uv_timer_t *t) {
+  control *ctl = t->data;
+  if (ctl->probing || ts_cluster_live_count(ctl->cluster) == ctl->cluster->n)
+    return;
+  ctl->probing = 1;
+  ctl->probe_work.data = ctl;
+  uv_queue_work(ctl->loop, &ctl->probe_work, probe_down_workers, probe_done);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  control *ctl = s->data;
+  ts_log_info("received %s; shutting down", strsignal(signum));
+  notify("STOPPING=1");
+  uv_signal_stop(&ctl->sigterm);
+  uv_signal_stop(&ctl->sigint);
+  uv_timer_stop(&ctl->prober);
+  uv_close((uv_handle_t *)&ctl->sigterm, NULL);
+  uv_close((uv_handle_t *)&ctl->sigint, NULL);
+  uv_close((uv_handle_t *)&ctl->prober, NULL);
+}
+
+static void print_listening(const char *listen, int port) {
+  const char *colon = strrchr(listen, ':');
+  int host_len = colon ? (int)(colon - listen) : (int)strlen(listen);
+  printf("listening on %.*s:%d\n", host_len, listen, port);
+  fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+  options o;
+  int rc = parse_options(argc, argv, &o);
+  if (rc) return rc;
+  signal(SIGPIPE, SIG_IGN);
+  ts_log_set_component("coordinator");
+  ts_log_init_from_env();
+
+  ts_local_workers local = {0};
+  if (o.local_workers > 0) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = o.worker_threads
+                      ? o.worker_threads
+                      : (int)(cpus / o.local_workers > 0
+                                  ? cpus / o.local_workers
+                                  : 1);
+    ts_err err = {0};
+    if (ts_local_workers_start(&local, o.local_workers, threads,
+                               o.worker_memory_limit, o.worker_binary,
+                               &err) != TS_OK) {
+      fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
+      return 1;
+    }
+  }
+
+  ts_rpc_init();
+  ts_cluster cluster;
+  ts_registry registry;
+  ts_err err = {0};
+  ts_rpc_server *server = NULL;
+  int exit_code = 1;
+  if (ts_cluster_init(&cluster, NULL, &err) != TS_OK) {
+    fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
+    goto out_rpc;
+  }
+  for (int i = 0; i < o.n_workers; i++)
+    if (ts_cluster_add(&cluster, o.workers[i], &err) != TS_OK) {
+      fprintf(stderr, "tessera-coordinator: worker %s: %s\n", o.workers[i],
+              err.msg);
+      goto out_cluster;
+    }
+  for (int i = 0; i < local.n; i++)
+    if (ts_cluster_add(&cluster, local.addresses[i], &err) != TS_OK) {
+      fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
+      goto out_cluster;
+    }
+  ts_registry_init(&registry, &cluster, o.repository);
+  if (load_models(&registry, &o) != TS_OK) goto out_registry;
+
+  ts_frontend fe = {
+      .registry = &registry,
+      .cluster = &cluster,
+      .dispatch = {.policy = o.round_robin ? TS_SCHED_ROUND_ROBIN
+                                           : TS_SCHED_P2C},
+      .max_deadline_ms = o.max_deadline_ms,
+  };
+  ts_rpc_method methods[TS_FRONTEND_METHODS];
+  int n_methods = ts_frontend_methods(&fe, methods);
+  ts_rpc_server_opts sopts = {.listen = o.listen, .poll_threads = 2};
+  int port = 0;
+  if (ts_rpc_server_start(&sopts, methods, n_methods, &server, &port, &err) !=
+      TS_OK) {
+    fprintf(stderr, "tessera-coordinator: cannot serve on %s: %s\n", o.listen,
+            err.msg);
+    goto out_registry;
+  }
+  ts_log_info("serving %d model(s) on %s with %d worker(s)", registry.n,
+              o.listen, cluster.n);
+  print_listening(o.listen, port);
+  notify("READY=1");
+
+  control ctl = {.cluster = &cluster, .registry = &registry};
+  ctl.loop = uv_default_loop();
+  uv_signal_init(ctl.loop, &ctl.sigterm);
+  uv_signal_init(ctl.loop, &ctl.sigint);
+  uv_timer_init(ctl.loop, &ctl.prober);
+  ctl.sigterm.data = ctl.sigint.data = ctl.prober.data = &ctl;
+  uv_signal_start(&ctl.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&ctl.sigint, on_signal, SIGINT);
+  uv_timer_start(&ctl.prober, on_probe_timer, 500, 500);
+  uv_run(ctl.loop, UV_RUN_DEFAULT);
+  uv_loop_close(ctl.loop);
+
+  /* Stop accepting, let requests in flight finish, then tear down. */
+  ts_rpc_server_set_serving(server, 0);
+  ts_rpc_server_stop(server, 10000);
+  exit_code = 0;
+out_registry:
+  ts_registry_free(&registry);
+out_cluster:
+  ts_cluster_free(&cluster);
+out_rpc:
+  ts_rpc_shutdown();
+  if (local.n) ts_local_workers_stop(&local, 10000);
+  ts_log_info("stopped");
+  return exit_code;
+}

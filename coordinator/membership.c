@@ -1,0 +1,172 @@
+/* membership.c - see membership.h. */
+#include "membership.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "worker.pb-c.h"
+
+#define WORKER_SERVICE "/tessera.worker.v1.Worker/"
+#define UPLOAD_CHUNK (1u << 20)
+
+int ts_cluster_init(ts_cluster *c, const ts_rpc_creds *creds, ts_err *err) {
+  memset(c, 0, sizeof *c);
+  c->creds = creds;
+  pthread_mutex_init(&c->mu, NULL);
+  return ts_rpc_client_create(&c->client, err);
+}
+
+int ts_cluster_probe(ts_cluster *c, int index, int64_t timeout_ms,
+                     ts_err *err) {
+  ts_worker *w = &c->workers[index];
+  Tessera__Worker__V1__StatusRequest req =
+      TESSERA__WORKER__V1__STATUS_REQUEST__INIT;
+  uint8_t buf[16];
+  size_t len = tessera__worker__v1__status_request__pack(&req, buf);
+  uint8_t *resp = NULL;
+  size_t resp_len = 0;
+  int rc = ts_rpc_call_sync(w->channel, WORKER_SERVICE "Status", buf, len,
+                            ts_now_ms() + timeout_ms, &resp, &resp_len, err);
+  if (rc) {
+    atomic_store(&w->up, 0);
+    return ts_err_prefix(err, "worker %s", w->address);
+  }
+  Tessera__Worker__V1__StatusResponse *st =
+      tessera__worker__v1__status_response__unpack(NULL, resp_len, resp);
+  free(resp);
+  if (!st) {
+    atomic_store(&w->up, 0);
+    return ts_err_set(err, TS_EIO, "worker %s: malformed Status answer",
+                      w->address);
+  }
+  w->threads = st->threads > 0 ? (int)st->threads : 1;
+  w->memory_limit = st->memory_limit;
+  snprintf(w->blas_core, sizeof w->blas_core, "%s", st->blas_core);
+  tessera__worker__v1__status_response__free_unpacked(st, NULL);
+  atomic_store(&w->up, 1);
+  return TS_OK;
+}
+
+int ts_cluster_add(ts_cluster *c, const char *address, ts_err *err) {
+  pthread_mutex_lock(&c->mu);
+  if (c->n == TS_MAX_WORKERS) {
+    pthread_mutex_unlock(&c->mu);
+    return ts_err_set(err, TS_EEXHAUSTED, "more than %d workers",
+                      TS_MAX_WORKERS);
+  }
+  ts_worker *w = &c->workers[c->n];
+  memset(w, 0, sizeof *w);
+  w->index = c->n;
+  w->threads = 1;
+  snprintf(w->address, sizeof w->address, "%s", address);
+  int rc = ts_rpc_channel_open(address, c->creds, &w->channel, err);
+  if (rc) {
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+  }
+  c->n++;
+  pthread_mutex_unlock(&c->mu);
+  ts_err probe_err;
+  if (ts_cluster_probe(c, w->index, 5000, &probe_err) == TS_OK)
+    ts_log_info("worker %d: %s up, %d threads, memory limit %llu, BLAS %s",
+                w->index, w->address, w->threads, w->memory_limit,
+                w->blas_core);
+  else
+    ts_log_warn("worker %d: %s is down: %s", w->index, w->address,
+                probe_err.msg);
+  return TS_OK;
+}
+
+int ts_cluster_live_count(ts_cluster *c) {
+  int live = 0;
+  for (int i = 0; i < c->n; i++) live += atomic_load(&c->workers[i].up);
+  return live;
+}
+
+static int worker_has_shard(ts_worker *w, const ts_shard *shard, int *present,
+                            ts_err *err) {
+  Tessera__Worker__V1__HasShardRequest req =
+      TESSERA__WORKER__V1__HAS_SHARD_REQUEST__INIT;
+  char *ids[1] = {(char *)shard->id};
+  req.n_shard_ids = 1;
+  req.shard_ids = ids;
+  uint8_t buf[128];
+  size_t len = tessera__worker__v1__has_shard_request__pack(&req, buf);
+  uint8_t *resp = NULL;
+  size_t resp_len = 0;
+  int rc = ts_rpc_call_sync(w->channel, WORKER_SERVICE "HasShard", buf, len,
+                            ts_now_ms() + 10000, &resp, &resp_len, err);
+  if (rc) return rc;
+  Tessera__Worker__V1__HasShardResponse *r =
+      tessera__worker__v1__has_shard_response__unpack(NULL, resp_len, resp);
+  free(resp);
+  if (!r || r->n_present != 1) {
+    if (r) tessera__worker__v1__has_shard_response__free_unpacked(r, NULL);
+    return ts_err_set(err, TS_EIO, "malformed HasShard answer");
+  }
+  *present = r->present[0];
+  tessera__worker__v1__has_shard_response__free_unpacked(r, NULL);
+  return TS_OK;
+}
+
+int ts_cluster_upload(ts_cluster *c, int index, const ts_shard *shard,
+                      ts_err *err) {
+  ts_worker *w = &c->workers[index];
+  int present = 0;
+  int rc = worker_has_shard(w, shard, &present, err);
+  if (rc) return ts_err_prefix(err, "worker %s", w->address);
+  if (present) {
+    ts_log_info("shard %.12s (%s) already on worker %s; not sent again",
+                shard->id, shard->label, w->address);
+    return TS_OK;
+  }
+  /* Generous deadline: 10 s plus 1 s per 20 MB. */
+  int64_t deadline = ts_now_ms() + 10000 + (int64_t)(shard->len / 20000);
+  ts_rpc_stream *st = NULL;
+  rc = ts_rpc_stream_open(w->channel, WORKER_SERVICE "LoadShard", deadline,
+                          &st, err);
+  if (rc) return ts_err_prefix(err, "worker %s", w->address);
+  uint8_t *buf = malloc(UPLOAD_CHUNK + 512);
+  if (!buf) {
+    ts_rpc_stream_finish(st, NULL, NULL, err);
+    return ts_err_set(err, TS_ENOMEM, "out of memory");
+  }
+  size_t off = 0;
+  do {
+    size_t n = shard->len - off < UPLOAD_CHUNK ? shard->len - off : UPLOAD_CHUNK;
+    Tessera__Worker__V1__LoadShardChunk chunk =
+        TESSERA__WORKER__V1__LOAD_SHARD_CHUNK__INIT;
+    chunk.shard_id = (char *)shard->id;
+    chunk.offset = off;
+    chunk.data.data = shard->bytes + off;
+    chunk.data.len = n;
+    if (off == 0) {
+      chunk.total_bytes = shard->len;
+      chunk.label = (char *)shard->label;
+    }
+    size_t len = tessera__worker__v1__load_shard_chunk__pack(&chunk, buf);
+    rc = ts_rpc_stream_send(st, buf, len, err);
+    off += n;
+  } while (rc == TS_OK && off < shard->len);
+  free(buf);
+  uint8_t *resp = NULL;
+  size_t resp_len = 0;
+  int frc = ts_rpc_stream_finish(st, &resp, &resp_len, err);
+  free(resp);
+  if (rc == TS_OK) rc = frc;
+  if (rc) return ts_err_prefix(err, "loading shard %s on worker %s",
+                               shard->label, w->address);
+  ts_log_info("shard %.12s (%s, %.1f MB) loaded on worker %s", shard->id,
+              shard->label, (double)shard->len / 1e6, w->address);
+  return TS_OK;
+}
+
+void ts_cluster_free(ts_cluster *c) {
+  if (c->client) ts_rpc_client_free(c->client);
+  for (int i = 0; i < c->n; i++)
+    if (c->workers[i].channel) ts_rpc_channel_close(c->workers[i].channel);
+  pthread_mutex_destroy(&c->mu);
+  c->n = 0;
+  c->client = NULL;
+}

@@ -1,0 +1,437 @@
+/* registry.c - see registry.h. */
+#include "registry.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+void ts_registry_init(ts_registry *r, ts_cluster *cluster,
+                      const char *repository) {
+  memset(r, 0, sizeof *r);
+  pthread_mutex_init(&r->mu, NULL);
+  r->cluster = cluster;
+  if (repository) snprintf(r->repository, sizeof r->repository, "%s", repository);
+}
+
+static void io_free(ts_io_info *io, int n) {
+  for (int i = 0; i < n; i++) free(io[i].name);
+  free(io);
+}
+
+static void served_free(ts_served_model *m) {
+  if (!m) return;
+  io_free(m->inputs, m->n_inputs);
+  io_free(m->outputs, m->n_outputs);
+  if (m->placement && m->plan)
+    for (int s = 0; s < m->plan->n_stages; s++) free(m->placement[s]);
+  if (m->plan) ts_plan_free(m->plan);
+  free(m->placement);
+  for (int i = 0; i < TS_ENSEMBLE_MAX; i++)
+    if (m->members[i]) ts_served_model_release(m->members[i]);
+  free(m);
+}
+
+void ts_served_model_release(ts_served_model *m) {
+  if (m && atomic_fetch_sub(&m->refs, 1) == 1) served_free(m);
+}
+
+static int io_from_values(const ts_graph *g, const int *ids, int n,
+                          ts_io_info **out, ts_err *err) {
+  ts_io_info *io = calloc((size_t)(n ? n : 1), sizeof *io);
+  if (!io) return ts_err_set(err, TS_ENOMEM, "out of memory");
+  for (int i = 0; i < n; i++) {
+    const ts_value *v = &g->values[ids[i]];
+    io[i].name = strdup(v->name);
+    if (!io[i].name) {
+      io_free(io, i);
+      return ts_err_set(err, TS_ENOMEM, "out of memory");
+    }
+    io[i].dtype = v->dtype;
+    io[i].rank = v->rank < 0 ? 0 : v->rank;
+    for (int d = 0; d < io[i].rank; d++) io[i].dims[d] = v->dims[d];
+  }
+  *out = io;
+  return TS_OK;
+}
+
+static int io_copy(const ts_io_info *src, int n, ts_io_info **out,
+                   ts_err *err) {
+  ts_io_info *io = calloc((size_t)(n ? n : 1), sizeof *io);
+  if (!io) return ts_err_set(err, TS_ENOMEM, "out of memory");
+  for (int i = 0; i < n; i++) {
+    io[i] = src[i];
+    io[i].name = strdup(src[i].name);
+    if (!io[i].name) {
+      io_free(io, i);
+      return ts_err_set(err, TS_ENOMEM, "out of memory");
+    }
+  }
+  *out = io;
+  return TS_OK;
+}
+
+/* Chooses `replicas` distinct live workers with room for `bytes`, least
+ * planned bytes first, and books the bytes on them. */
+static int place_shard(ts_cluster *c, const ts_shard *s, int replicas,
+                       int *out, ts_err *err) {
+  int live = ts_cluster_live_count(c);
+  if (live < replicas)
+    return ts_err_set(err, TS_EUNAVAILABLE,
+                      "shard %s needs %d live workers for its replicas; %d "
+                      "are live", s->label, replicas, live);
+  for (int k = 0; k < replicas; k++) {
+    int best = -1;
+    unsigned long long best_planned = 0;
+    for (int i = 0; i < c->n; i++) {
+      ts_worker *w = &c->workers[i];
+      if (!atomic_load(&w->up)) continue;
+      int taken = 0;
+      for (int j = 0; j < k; j++) taken |= out[j] == i;
+      if (taken) continue;
+      unsigned long long planned = atomic_load(&w->memory_planned);
+      if (w->memory_limit && planned + s->len > w->memory_limit) continue;
+      if (best < 0 || planned < best_planned) {
+        best = i;
+        best_planned = planned;
+      }
+    }
+    if (best < 0) {
+      for (int j = 0; j < k; j++)
+        atomic_fetch_sub(&c->workers[out[j]].memory_planned, s->len);
+      return ts_err_set(err, TS_EEXHAUSTED,
+                        "no live worker has room for shard %s (%.1f MB) "
+                        "under its --memory-limit", s->label,
+                        (double)s->len / 1e6);
+    }
+    out[k] = best;
+    atomic_fetch_add(&c->workers[best].memory_planned, s->len);
+  }
+  return TS_OK;
+}
+
+static void unbook(ts_cluster *c, ts_served_model *m) {
+  if (!m->plan || !m->placement) return;
+  for (int s = 0; s < m->plan->n_stages; s++) {
+    if (!m->placement[s]) continue;
+    const ts_stage *st = &m->plan->stages[s];
+    for (int k = 0; k < st->n_shards; k++)
+      for (int r = 0; r < m->n_replicas; r++) {
+        int w = m->placement[s][k * m->n_replicas + r];
+        if (w >= 0)
+          atomic_fetch_sub(&c->workers[w].memory_planned, st->shards[k].len);
+      }
+  }
+}
+
+static int load_plain(ts_registry *r, ts_served_model *m, ts_err *err) {
+  ts_cluster *c = r->cluster;
+  ts_model *model = NULL;
+  int rc = ts_model_load_file(m->config.path, &model, err);
+  if (rc) return rc;
+  rc = io_from_values(&model->graph, model->graph.inputs,
+                      model->graph.n_inputs, &m->inputs, err);
+  if (rc == TS_OK) m->n_inputs = model->graph.n_inputs;
+  if (rc == TS_OK)
+    rc = io_from_values(&model->graph, model->graph.outputs,
+                        model->graph.n_outputs, &m->outputs, err);
+  if (rc == TS_OK) m->n_outputs = model->graph.n_outputs;
+
+  int live = ts_cluster_live_count(c);
+  int replicas = m->config.replicas;
+  if (replicas == 0) replicas = live >= 2 ? 2 : 1;
+  if (rc == TS_OK && live == 0)
+    rc = ts_err_set(err, TS_EUNAVAILABLE, "model %s: no live worker",
+                    m->config.name);
+  if (rc == TS_OK && replicas > live)
+    rc = ts_err_set(err, TS_EUNAVAILABLE,
+                    "model %s: replicas=%d needs %d live workers; %d are live",
+                    m->config.name, replicas, replicas, live);
+  if (rc == TS_OK) {
+    size_t min_limit = 0;
+    for (int i = 0; i < c->n; i++) {
+      unsigned long long l = c->workers[i].memory_limit;
+      if (atomic_load(&c->workers[i].up) && l && (!min_limit || l < min_limit))
+        min_limit = l;
+    }
+    ts_plan_opts opts = {
+        .strategy = m->config.strategy,
+        .stages = m->config.stages,
+        .shards = m->config.shards,
+        .replicas = replicas,
+        .n_workers = live,
+        .worker_memory_limit = min_limit,
+        .model_name = m->config.name,
+    };
+    rc = ts_plan_build(model, &opts, &m->plan, err);
+    if (rc) ts_err_prefix(err, "model %s: planning", m->config.name);
+  }
+  ts_model_free(model);
+  if (rc) return rc;
+  m->n_replicas = m->plan->replicas;
+
+  m->placement = calloc((size_t)m->plan->n_stages, sizeof *m->placement);
+  if (!m->placement) return ts_err_set(err, TS_ENOMEM, "out of memory");
+  for (int s = 0; s < m->plan->n_stages && rc == TS_OK; s++) {
+    const ts_stage *st = &m->plan->stages[s];
+    m->placement[s] = malloc((size_t)st->n_shards * (size_t)m->n_replicas *
+                             sizeof(int));
+    if (!m->placement[s]) return ts_err_set(err, TS_ENOMEM, "out of memory");
+    for (int i = 0; i < st->n_shards * m->n_replicas; i++)
+      m->placement[s][i] = -1;
+    for (int k = 0; k < st->n_shards && rc == TS_OK; k++)
+      rc = place_shard(c, &st->shards[k], m->n_replicas,
+                       &m->placement[s][k * m->n_replicas], err);
+  }
+  for (int s = 0; s < m->plan->n_stages && rc == TS_OK; s++) {
+    const ts_stage *st = &m->plan->stages[s];
+    for (int k = 0; k < st->n_shards && rc == TS_OK; k++)
+      for (int j = 0; j < m->n_replicas && rc == TS_OK; j++)
+        rc = ts_cluster_upload(c, m->placement[s][k * m->n_replicas + j],
+                               &st->shards[k], err);
+  }
+  if (rc) {
+    unbook(c, m);
+    return rc;
+  }
+  ts_log_info("model %s: %s plan, %d stage(s), %d replica(s) per shard, "
+              "%.1f MB of shards", m->config.name,
+              ts_strategy_name(m->plan->strategy), m->plan->n_stages,
+              m->n_replicas, (double)m->plan->weight_bytes / 1e6);
+  for (int s = 0; s < m->plan->n_stages; s++) {
+    const ts_stage *st = &m->plan->stages[s];
+    for (int k = 0; k < st->n_shards; k++) {
+      char where[512] = "";
+      size_t off = 0;
+      for (int j = 0; j < m->n_replicas && off < sizeof where; j++)
+        off += (size_t)snprintf(
+            where + off, sizeof where - off, "%s%s", j ? ", " : "",
+            c->workers[m->placement[s][k * m->n_replicas + j]].address);
+      ts_log_info("  %s (%.12s, %.1f MB) on %s", st->shards[k].label,
+                  st->shards[k].id, (double)st->shards[k].len / 1e6, where);
+    }
+  }
+  return TS_OK;
+}
+
+static int same_io(const ts_io_info *a, const ts_io_info *b) {
+  if (strcmp(a->name, b->name) || a->dtype != b->dtype || a->rank != b->rank)
+    return 0;
+  for (int d = 0; d < a->rank; d++)
+    if (a->dims[d] != b->dims[d]) return 0;
+  return 1;
+}
+
+static int load_ensemble(ts_registry *r, ts_served_model *m, ts_err *err) {
+  for (int i = 0; i < m->config.n_members; i++) {
+    ts_served_model *mem = ts_registry_acquire(r, m->config.members[i]);
+    if (!mem)
+      return ts_err_set(err, TS_ENOTFOUND,
+                        "ensemble %s: member model '%s' is not loaded (load "
+                        "members first)", m->config.name, m->config.members[i]);
+    m->members[i] = mem;
+    if (mem->state != TS_MODEL_READY)
+      return ts_err_set(err, TS_EUNAVAILABLE, "ensemble %s: member '%s' is "
+                        "not ready", m->config.name, mem->config.name);
+    if (mem->config.is_ensemble)
+      return ts_err_set(err, TS_EINVAL, "ensemble %s: member '%s' is itself "
+                        "an ensemble", m->config.name, mem->config.name);
+  }
+  const ts_served_model *first = m->members[0];
+  for (int i = 1; i < m->config.n_members; i++) {
+    const ts_served_model *o = m->members[i];
+    int ok = o->n_inputs == first->n_inputs &&
+             o->n_outputs == first->n_outputs;
+    for (int j = 0; ok && j < first->n_inputs; j++)
+      ok = same_io(&o->inputs[j], &first->inputs[j]);
+    for (int j = 0; ok && j < first->n_outputs; j++)
+      ok = o->outputs[j].rank == first->outputs[j].rank;
+    if (!ok)
+      return ts_err_set(err, TS_EINVAL,
+                        "ensemble %s: members '%s' and '%s' differ in their "
+                        "inputs or outputs", m->config.name,
+                        first->config.name, o->config.name);
+  }
+  int rc = io_copy(first->inputs, first->n_inputs, &m->inputs, err);
+  if (rc) return rc;
+  m->n_inputs = first->n_inputs;
+  rc = io_copy(first->outputs, first->n_outputs, &m->outputs, err);
+  if (rc) return rc;
+  m->n_outputs = first->n_outputs;
+  if (m->config.fuse == TS_FUSE_VOTE)
+    for (int j = 0; j < m->n_outputs; j++) {
+      /* A vote answers labels: int64, and scores [..., C] lose their C. */
+      ts_io_info *o = &m->outputs[j];
+      if (o->dtype == TS_DTYPE_FLOAT || o->dtype == TS_DTYPE_DOUBLE) {
+        if (o->rank > 1) o->rank--;
+      }
+      o->dtype = TS_DTYPE_INT64;
+    }
+  ts_log_info("ensemble %s: %d members, fuse=%s", m->config.name,
+              m->config.n_members, ts_fuse_name(m->config.fuse));
+  return TS_OK;
+}
+
+static int find_locked(ts_registry *r, const char *name) {
+  for (int i = 0; i < r->n; i++)
+    if (strcmp(r->models[i]->config.name, name) == 0) return i;
+  return -1;
+}
+
+int ts_registry_load(ts_registry *r, const ts_model_config *config,
+                     ts_err *err) {
+  ts_served_model *m = calloc(1, sizeof *m);
+  if (!m) return ts_err_set(err, TS_ENOMEM, "out of memory");
+  m->config = *config;
+  atomic_init(&m->refs, 1);
+  m->state = TS_MODEL_LOADING;
+  int rc = config->is_ensemble ? load_ensemble(r, m, err)
+                               : load_plain(r, m, err);
+  if (rc) {
+    ts_log_error("model %s failed to load: %s", config->name, err->msg);
+    served_free(m);
+    return rc;
+  }
+  m->state = TS_MODEL_READY;
+  pthread_mutex_lock(&r->mu);
+  int i = find_locked(r, config->name);
+  ts_served_model *old = NULL;
+  if (i >= 0) {
+    old = r->models[i];
+    r->models[i] = m;
+  } else if (r->n < TS_MAX_MODELS) {
+    r->models[r->n++] = m;
+  } else {
+    pthread_mutex_unlock(&r->mu);
+    unbook(r->cluster, m);
+    served_free(m);
+    return ts_err_set(err, TS_EEXHAUSTED, "more than %d models",
+                      TS_MAX_MODELS);
+  }
+  pthread_mutex_unlock(&r->mu);
+  if (old) {
+    unbook(r->cluster, old);
+    ts_served_model_release(old);
+  }
+  ts_log_info("model %s is ready", config->name);
+  return TS_OK;
+}
+
+int ts_registry_load_by_name(ts_registry *r, const char *name, ts_err *err) {
+  ts_model_config config;
+  ts_served_model *known = ts_registry_acquire(r, name);
+  if (r->repository[0]) {
+    char model_path[PATH_MAX], ini[PATH_MAX];
+    if (strchr(name, '/') ||
+        (size_t)snprintf(model_path, sizeof model_path, "%s/%s/model.onnx",
+                         r->repository, name) >= sizeof model_path ||
+        (size_t)snprintf(ini, sizeof ini, "%s/%s/config.ini", r->repository,
+                         name) >= sizeof ini) {
+      if (known) ts_served_model_release(known);
+      return ts_err_set(err, TS_EINVAL, "model name '%s' is not a valid "
+                        "repository entry", name);
+    }
+    int has_model = access(model_path, R_OK) == 0;
+    int has_ini = access(ini, R_OK) == 0;
+    if (!has_model && !has_ini) {
+      if (known) ts_served_model_release(known);
+      return ts_err_set(err, TS_ENOTFOUND,
+                        "model '%s' is not in the repository %s", name,
+                        r->repository);
+    }
+    ts_model_config_init(&config, name, has_model ? model_path : NULL);
+    if (has_ini) {
+      int rc = ts_model_config_load_ini(&config, ini, err);
+      if (rc) {
+        if (known) ts_served_model_release(known);
+        return rc;
+      }
+    }
+  } else if (known) {
+    config = known->config;
+  } else {
+    return ts_err_set(err, TS_ENOTFOUND,
+                      "model '%s' is unknown and no --model-repository is "
+                      "configured", name);
+  }
+  if (known) ts_served_model_release(known);
+  return ts_registry_load(r, &config, err);
+}
+
+int ts_registry_unload(ts_registry *r, const char *name, ts_err *err) {
+  pthread_mutex_lock(&r->mu);
+  int i = find_locked(r, name);
+  if (i < 0) {
+    pthread_mutex_unlock(&r->mu);
+    return ts_err_set(err, TS_ENOTFOUND, "model '%s' is not loaded", name);
+  }
+  ts_served_model *m = r->models[i];
+  r->models[i] = r->models[--r->n];
+  pthread_mutex_unlock(&r->mu);
+  unbook(r->cluster, m);
+  ts_served_model_release(m);
+  ts_log_info("model %s unloaded", name);
+  return TS_OK;
+}
+
+ts_served_model *ts_registry_acquire(ts_registry *r, const char *name) {
+  pthread_mutex_lock(&r->mu);
+  int i = find_locked(r, name);
+  ts_served_model *m = i >= 0 ? r->models[i] : NULL;
+  if (m) atomic_fetch_add(&m->refs, 1);
+  pthread_mutex_unlock(&r->mu);
+  return m;
+}
+
+int ts_registry_snapshot(ts_registry *r, ts_served_model ***out, int *n) {
+  pthread_mutex_lock(&r->mu);
+  *n = r->n;
+  *out = calloc((size_t)(r->n ? r->n : 1), sizeof **out);
+  if (!*out) {
+    pthread_mutex_unlock(&r->mu);
+    *n = 0;
+    return TS_ENOMEM;
+  }
+  for (int i = 0; i < r->n; i++) {
+    (*out)[i] = r->models[i];
+    atomic_fetch_add(&r->models[i]->refs, 1);
+  }
+  pthread_mutex_unlock(&r->mu);
+  return TS_OK;
+}
+
+void ts_registry_free(ts_registry *r) {
+  /* Ensembles first: they hold references to their members. */
+  for (int pass = 0; pass < 2; pass++)
+    for (int i = 0; i < r->n; i++) {
+      ts_served_model *m = r->models[i];
+      if (m && m->config.is_ensemble == (pass == 0)) {
+        ts_served_model_release(m);
+        r->models[i] = NULL;
+      }
+    }
+  r->n = 0;
+  pthread_mutex_destroy(&r->mu);
+}
+
+int ts_registry_resync_worker(ts_registry *r, int w, ts_err *err) {
+  ts_served_model **models;
+  int n, rc = TS_OK;
+  if (ts_registry_snapshot(r, &models, &n) != TS_OK)
+    return ts_err_set(err, TS_ENOMEM, "out of memory");
+  for (int i = 0; i < n; i++) {
+    ts_served_model *m = models[i];
+    for (int s = 0; rc == TS_OK && m->plan && s < m->plan->n_stages; s++) {
+      const ts_stage *st = &m->plan->stages[s];
+      for (int k = 0; rc == TS_OK && k < st->n_shards; k++)
+        for (int j = 0; rc == TS_OK && j < m->n_replicas; j++)
+          if (m->placement[s][k * m->n_replicas + j] == w)
+            rc = ts_cluster_upload(r->cluster, w, &st->shards[k], err);
+    }
+    ts_served_model_release(m);
+  }
+  free(models);
+  return rc;
+}

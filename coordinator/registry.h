@@ -1,0 +1,99 @@
+/*
+ * registry.h - the models a coordinator serves, and where their shards live.
+ *
+ * Loading a model: read and check the ONNX file (ts_model_load), compile it
+ * into a plan (ts_plan_build), place every shard on `replicas` distinct live
+ * workers with room (least planned bytes first; --memory-limit respected),
+ * upload the shards (skipped where a worker already holds the same bytes),
+ * and publish the model as READY. An ensemble's members must be loaded
+ * first; its inputs are its first member's, checked against the others.
+ *
+ * Lifetime: a served model is reference-counted. Requests hold a reference
+ * (ts_registry_acquire / ts_served_model_release), so unloading or
+ * replacing a model never frees state under a request in flight.
+ */
+#ifndef TS_REGISTRY_H
+#define TS_REGISTRY_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "config.h"
+#include "graph.h"
+#include "membership.h"
+#include "plan.h"
+
+#define TS_MAX_MODELS 256
+
+typedef enum {
+  TS_MODEL_LOADING,
+  TS_MODEL_READY,
+  TS_MODEL_FAILED,
+} ts_model_state;
+
+/* A tensor as a client sees it: name, dtype, dims (-1 = any). */
+typedef struct ts_io_info {
+  char *name;
+  ts_dtype dtype;
+  int rank;
+  int64_t dims[TS_MAX_RANK];
+} ts_io_info;
+
+typedef struct ts_served_model {
+  ts_model_config config;
+  atomic_int refs;
+  ts_model_state state;
+  char reason[TS_ERR_MSG_MAX];   /* why FAILED */
+  ts_io_info *inputs;
+  int n_inputs;
+  ts_io_info *outputs;
+  int n_outputs;
+  ts_plan *plan;                 /* NULL for ensembles */
+  int n_replicas;                /* per shard */
+  int **placement;               /* [stage][shard * n_replicas + r] = worker */
+  struct ts_served_model *members[TS_ENSEMBLE_MAX]; /* ensembles; referenced */
+  atomic_ullong requests;
+  atomic_ullong failures;
+} ts_served_model;
+
+typedef struct ts_registry {
+  pthread_mutex_t mu;
+  ts_served_model *models[TS_MAX_MODELS];
+  int n;
+  ts_cluster *cluster;
+  char repository[PATH_MAX];     /* "" when none */
+} ts_registry;
+
+void ts_registry_init(ts_registry *r, ts_cluster *cluster,
+                      const char *repository);
+/* Loads (or replaces) a model synchronously. Errors name the file, node or
+ * worker at fault: TS_EINVAL/TS_EUNSUPPORTED (bad model), TS_ENOTFOUND
+ * (missing file or ensemble member), TS_EUNAVAILABLE (too few live
+ * workers), TS_EEXHAUSTED (no room). */
+int ts_registry_load(ts_registry *r, const ts_model_config *config,
+                     ts_err *err);
+/* Loads NAME from the repository (DIR/NAME), or reloads a known model. */
+int ts_registry_load_by_name(ts_registry *r, const char *name, ts_err *err);
+/* Removes a model; requests in flight finish on their reference. */
+int ts_registry_unload(ts_registry *r, const char *name, ts_err *err);
+/* A referenced model, or NULL when no model has that name. */
+ts_served_model *ts_registry_acquire(ts_registry *r, const char *name);
+void ts_served_model_release(ts_served_model *m);
+/* Snapshot of all models (referenced; release each, free the array). */
+int ts_registry_snapshot(ts_registry *r, ts_served_model ***out, int *n);
+/* Frees every model (at shutdown, with no request in flight). */
+void ts_registry_free(ts_registry *r);
+
+/* The replicas (worker indices) of shard k of stage s. */
+static inline const int *ts_served_model_replicas(const ts_served_model *m,
+                                                  int stage, int shard) {
+  return &m->placement[stage][shard * m->n_replicas];
+}
+
+
+
+/* Makes sure worker `w` holds every shard placed on it (after it came back
+ * up, possibly restarted and empty). Returns the first upload error. */
+int ts_registry_resync_worker(ts_registry *r, int w, ts_err *err);
+
+#endif
