@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian bookworm machine or an old one:
+# installs what it needs, builds, runs every unit and integration suite,
+# then builds with ASan+UBSan and runs the suite again under the sanitizers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+
+echo "== build (debugoptimized) and test"
+BUILD_DIR=build scripts/build.sh
+meson test -C build --print-errorlogs --num-processes 2
+
+echo "== build with AddressSanitizer + UndefinedBehaviorSanitizer and test"
+BUILD_DIR=build-asan scripts/build.sh -Db_sanitize=address,undefined \
+  -Db_lundef=false -Dbuildtype=debug
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  meson test -C build-asan --print-errorlogs --num-processes 2 \
+  --timeout-multiplier 3
+echo "== all suites passed (plain and sanitized builds)"
