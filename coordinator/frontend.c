@@ -8,22 +8,12 @@
 
 #include "inference.pb-c.h"
 #include "log.h"
+#include "rpc_message.h"
 #include "ts_config.h"
 
 #define SERVICE "/inference.GRPCInferenceService/"
 
 /* ---- helpers ---------------------------------------------------------- */
-
-static void reply_message(ts_rpc_call *call, const ProtobufCMessage *msg) {
-  size_t len = protobuf_c_message_get_packed_size(msg);
-  uint8_t *buf = malloc(len ? len : 1);
-  if (!buf) {
-    ts_rpc_call_fail(call, TS_ENOMEM, "out of memory");
-    return;
-  }
-  protobuf_c_message_pack(msg, buf);
-  ts_rpc_call_reply_owned(call, buf, len);
-}
 
 static void reply_error(ts_rpc_call *call, const ts_err *err) {
   ts_rpc_call_fail(call, err->code, err->msg);
@@ -89,7 +79,7 @@ static void handle_server_live(ts_rpc_call *call, const uint8_t *data,
   protobuf_c_message_free_unpacked(req, NULL);
   Inference__ServerLiveResponse resp = INFERENCE__SERVER_LIVE_RESPONSE__INIT;
   resp.live = 1;
-  reply_message(call, &resp.base);
+  ts_rpc_call_reply_message(call, &resp.base);
 }
 
 static int all_models_ready(ts_frontend *fe) {
@@ -112,7 +102,7 @@ static void handle_server_ready(ts_rpc_call *call, const uint8_t *data,
   protobuf_c_message_free_unpacked(req, NULL);
   Inference__ServerReadyResponse resp = INFERENCE__SERVER_READY_RESPONSE__INIT;
   resp.ready = all_models_ready(user);
-  reply_message(call, &resp.base);
+  ts_rpc_call_reply_message(call, &resp.base);
 }
 
 static void handle_model_ready(ts_rpc_call *call, const uint8_t *data,
@@ -125,7 +115,7 @@ static void handle_model_ready(ts_rpc_call *call, const uint8_t *data,
   if (m) {
     Inference__ModelReadyResponse resp = INFERENCE__MODEL_READY_RESPONSE__INIT;
     resp.ready = m->state == TS_MODEL_READY;
-    reply_message(call, &resp.base);
+    ts_rpc_call_reply_message(call, &resp.base);
     ts_served_model_release(m);
   }
   protobuf_c_message_free_unpacked(&req->base, NULL);
@@ -145,7 +135,7 @@ static void handle_server_metadata(ts_rpc_call *call, const uint8_t *data,
   resp.version = TESSERA_VERSION;
   resp.n_extensions = 2;
   resp.extensions = extensions;
-  reply_message(call, &resp.base);
+  ts_rpc_call_reply_message(call, &resp.base);
 }
 
 typedef Inference__ModelMetadataResponse__TensorMetadata tensor_meta;
@@ -190,7 +180,7 @@ static void handle_model_metadata(ts_rpc_call *call, const uint8_t *data,
     resp.inputs = ptrs;
     resp.n_outputs = (size_t)m->n_outputs;
     resp.outputs = ptrs + m->n_inputs;
-    reply_message(call, &resp.base);
+    ts_rpc_call_reply_message(call, &resp.base);
   }
   free(metas);
   free(ptrs);
@@ -442,7 +432,7 @@ static void reply_outputs(infer_ctx *ctx) {
   resp.outputs = ptrs;
   resp.n_raw_output_contents = (size_t)n;
   resp.raw_output_contents = raw;
-  reply_message(ctx->call, &resp.base);
+  ts_rpc_call_reply_message(ctx->call, &resp.base);
 done:
   free(outs);
   free(ptrs);
@@ -552,7 +542,7 @@ static void handle_repository_index(ts_rpc_call *call, const uint8_t *data,
         INFERENCE__REPOSITORY_INDEX_RESPONSE__INIT;
     resp.n_models = k;
     resp.models = ptrs;
-    reply_message(call, &resp.base);
+    ts_rpc_call_reply_message(call, &resp.base);
   }
   free(idx);
   free(ptrs);
@@ -573,7 +563,7 @@ static void *load_thread(void *arg) {
   if (ts_registry_load_by_name(job->fe->registry, job->name, &err) == TS_OK) {
     Inference__RepositoryModelLoadResponse resp =
         INFERENCE__REPOSITORY_MODEL_LOAD_RESPONSE__INIT;
-    reply_message(job->call, &resp.base);
+    ts_rpc_call_reply_message(job->call, &resp.base);
   } else {
     reply_error(job->call, &err);
   }
@@ -624,7 +614,7 @@ static void handle_repository_unload(ts_rpc_call *call, const uint8_t *data,
   if (ts_registry_unload(fe->registry, req->model_name, &err) == TS_OK) {
     Inference__RepositoryModelUnloadResponse resp =
         INFERENCE__REPOSITORY_MODEL_UNLOAD_RESPONSE__INIT;
-    reply_message(call, &resp.base);
+    ts_rpc_call_reply_message(call, &resp.base);
   } else {
     reply_error(call, &err);
   }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "admin.h"
 #include "config.h"
 #include "frontend.h"
 #include "local_workers.h"
@@ -335,8 +336,10 @@ int main(int argc, char **argv) {
                                            : TS_SCHED_P2C},
       .max_deadline_ms = o.max_deadline_ms,
   };
-  ts_rpc_method methods[TS_FRONTEND_METHODS];
+  ts_admin admin = {.registry = &registry, .cluster = &cluster};
+  ts_rpc_method methods[TS_FRONTEND_METHODS + TS_ADMIN_METHODS];
   int n_methods = ts_frontend_methods(&fe, methods);
+  n_methods += ts_admin_methods(&admin, methods + n_methods);
   ts_rpc_server_opts sopts = {.listen = o.listen, .poll_threads = 2};
   int port = 0;
   if (ts_rpc_server_start(&sopts, methods, n_methods, &server, &port, &err) !=

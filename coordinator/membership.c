@@ -78,6 +78,12 @@ int ts_cluster_add(ts_cluster *c, const char *address, ts_err *err) {
   return TS_OK;
 }
 
+int ts_cluster_find(ts_cluster *c, const char *address) {
+  for (int i = 0; i < c->n; i++)
+    if (strcmp(c->workers[i].address, address) == 0) return i;
+  return -1;
+}
+
 int ts_cluster_live_count(ts_cluster *c) {
   int live = 0;
   for (int i = 0; i < c->n; i++) live += atomic_load(&c->workers[i].up);

@@ -3,9 +3,10 @@
  * capacity and load. Also the shard upload path (HasShard, then LoadShard
  * streamed in 1 MiB chunks), since it is per worker.
  *
- * Thread model: the worker array is fixed after ts_cluster_init (workers
- * are added only by ts_cluster_add under the cluster mutex before serving);
- * per-worker counters are atomics read by the scheduler on any thread.
+ * Thread model: workers are only ever added (ts_cluster_add, under the
+ * cluster mutex; a slot is fully set up before n grows past it), never
+ * removed: a worker that leaves is marked down. Per-worker counters are
+ * atomics read by the scheduler on any thread.
  */
 #ifndef TS_MEMBERSHIP_H
 #define TS_MEMBERSHIP_H
@@ -37,7 +38,7 @@ typedef struct ts_worker {
 
 typedef struct ts_cluster {
   ts_worker workers[TS_MAX_WORKERS];
-  int n;
+  atomic_int n;                    /* grows only; slots below n are set up */
   ts_rpc_client *client;           /* async calls (RunShard) */
   const ts_rpc_creds *creds;       /* credentials for worker channels */
   pthread_mutex_t mu;
@@ -47,6 +48,8 @@ int ts_cluster_init(ts_cluster *c, const ts_rpc_creds *creds, ts_err *err);
 /* Adds a worker by address and asks its Status (deadline 5 s). A worker that
  * does not answer is added as down (the model load then places around it). */
 int ts_cluster_add(ts_cluster *c, const char *address, ts_err *err);
+/* The index of the worker at `address`, or -1. */
+int ts_cluster_find(ts_cluster *c, const char *address);
 /* Asks one worker for its Status and updates capacity/state. */
 int ts_cluster_probe(ts_cluster *c, int worker, int64_t timeout_ms,
                      ts_err *err);

@@ -1,0 +1,210 @@
+/* admin.c - see admin.h. */
+#include "admin.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin.pb-c.h"
+#include "log.h"
+#include "rpc_message.h"
+
+#define SERVICE "/tessera.admin.v1.Admin/"
+
+typedef Tessera__Admin__V1__WorkerState worker_state;
+typedef Tessera__Admin__V1__ModelState model_state;
+typedef Tessera__Admin__V1__ShardPlacement placement;
+
+static const char *state_name(ts_model_state s) {
+  static const char *const names[] = {"LOADING", "READY", "UNAVAILABLE"};
+  return names[s];
+}
+
+static void handle_cluster_status(ts_rpc_call *call, const uint8_t *data,
+                                  size_t len, void *user) {
+  ts_admin *admin = user;
+  ts_cluster *c = admin->cluster;
+  Tessera__Admin__V1__ClusterStatusRequest *req =
+      tessera__admin__v1__cluster_status_request__unpack(NULL, len, data);
+  if (!req) {
+    ts_rpc_call_fail(call, TS_EINVAL, "malformed ClusterStatusRequest");
+    return;
+  }
+  tessera__admin__v1__cluster_status_request__free_unpacked(req, NULL);
+  ts_served_model **models;
+  int n_models;
+  if (ts_registry_snapshot(admin->registry, &models, &n_models) != TS_OK) {
+    ts_rpc_call_fail(call, TS_ENOMEM, "out of memory");
+    return;
+  }
+  int n_workers = c->n, n_shards = 0;
+  for (int i = 0; i < n_models; i++)
+    for (int s = 0; models[i]->plan && s < models[i]->plan->n_stages; s++)
+      n_shards += models[i]->plan->stages[s].n_shards;
+
+  worker_state *ws = calloc((size_t)n_workers + 1, sizeof *ws);
+  worker_state **wp = calloc((size_t)n_workers + 1, sizeof *wp);
+  model_state *ms = calloc((size_t)n_models + 1, sizeof *ms);
+  model_state **mp = calloc((size_t)n_models + 1, sizeof *mp);
+  placement *ps = calloc((size_t)n_shards + 1, sizeof *ps);
+  placement **pp = calloc((size_t)n_shards + 1, sizeof *pp);
+  int32_t *replica_ids = calloc((size_t)n_shards * 64 + 1, sizeof *replica_ids);
+  if (!ws || !wp || !ms || !mp || !ps || !pp || !replica_ids) {
+    ts_rpc_call_fail(call, TS_ENOMEM, "out of memory");
+    goto done;
+  }
+  for (int i = 0; i < n_workers; i++) {
+    ts_worker *w = &c->workers[i];
+    tessera__admin__v1__worker_state__init(&ws[i]);
+    ws[i].index = i;
+    ws[i].address = w->address;
+    ws[i].up = atomic_load(&w->up);
+    ws[i].threads = w->threads;
+    ws[i].memory_limit = w->memory_limit;
+    ws[i].memory_planned = atomic_load(&w->memory_planned);
+    ws[i].outstanding = atomic_load(&w->outstanding);
+    ws[i].calls = atomic_load(&w->calls);
+    ws[i].failures = atomic_load(&w->failures);
+    ws[i].blas_core = w->blas_core;
+    wp[i] = &ws[i];
+  }
+  int k = 0;
+  for (int i = 0; i < n_models; i++) {
+    ts_served_model *m = models[i];
+    tessera__admin__v1__model_state__init(&ms[i]);
+    ms[i].name = m->config.name;
+    ms[i].state = (char *)state_name(m->state);
+    ms[i].requests = atomic_load(&m->requests);
+    ms[i].failures = atomic_load(&m->failures);
+    if (m->config.is_ensemble) {
+      ms[i].strategy = "ensemble";
+      ms[i].fuse = (char *)ts_fuse_name(m->config.fuse);
+      ms[i].n_members = (size_t)m->config.n_members;
+      ms[i].members = calloc((size_t)m->config.n_members, sizeof(char *));
+      for (int j = 0; ms[i].members && j < m->config.n_members; j++)
+        ms[i].members[j] = m->config.members[j];
+      if (!ms[i].members) ms[i].n_members = 0;
+    } else if (m->plan) {
+      ms[i].strategy = (char *)ts_strategy_name(m->plan->strategy);
+      ms[i].stages = m->plan->n_stages;
+      ms[i].replicas = m->n_replicas;
+      ms[i].weight_bytes = m->plan->weight_bytes;
+      for (int s = 0; s < m->plan->n_stages; s++)
+        for (int j = 0; j < m->plan->stages[s].n_shards; j++, k++) {
+          const ts_shard *sh = &m->plan->stages[s].shards[j];
+          tessera__admin__v1__shard_placement__init(&ps[k]);
+          ps[k].model = m->config.name;
+          ps[k].stage = s;
+          ps[k].shard = j;
+          ps[k].label = (char *)sh->label;
+          ps[k].shard_id = (char *)sh->id;
+          ps[k].bytes = sh->len;
+          int n_rep = m->n_replicas < 64 ? m->n_replicas : 64;
+          ps[k].n_workers = (size_t)n_rep;
+          ps[k].workers = &replica_ids[k * 64];
+          for (int r = 0; r < n_rep; r++)
+            ps[k].workers[r] = ts_served_model_replicas(m, s, j)[r];
+          pp[k] = &ps[k];
+        }
+    }
+    mp[i] = &ms[i];
+  }
+  Tessera__Admin__V1__ClusterStatusResponse resp =
+      TESSERA__ADMIN__V1__CLUSTER_STATUS_RESPONSE__INIT;
+  resp.n_workers = (size_t)n_workers;
+  resp.workers = wp;
+  resp.n_models = (size_t)n_models;
+  resp.models = mp;
+  resp.n_shards = (size_t)k;
+  resp.shards = pp;
+  ts_rpc_call_reply_message(call, &resp.base);
+done:
+  for (int i = 0; ms && i < n_models; i++) free(ms[i].members);
+  free(ws);
+  free(wp);
+  free(ms);
+  free(mp);
+  free(ps);
+  free(pp);
+  free(replica_ids);
+  for (int i = 0; i < n_models; i++) ts_served_model_release(models[i]);
+  free(models);
+}
+
+typedef struct join_job {
+  ts_admin *admin;
+  ts_rpc_call *call;
+  char address[TS_ADDR_MAX];
+} join_job;
+
+/* Adding a worker probes it over the network: never on a poller thread. */
+static void *join_thread(void *arg) {
+  join_job *job = arg;
+  ts_cluster *c = job->admin->cluster;
+  ts_err err = {0};
+  Tessera__Admin__V1__RegisterWorkerResponse resp =
+      TESSERA__ADMIN__V1__REGISTER_WORKER_RESPONSE__INIT;
+  int index = ts_cluster_find(c, job->address);
+  if (index >= 0) {
+    /* Known: if it is down the prober restores its shards and brings it
+     * back; nothing to do here. */
+    resp.known = 1;
+  } else if (ts_cluster_add(c, job->address, &err) == TS_OK) {
+    index = ts_cluster_find(c, job->address);
+    ts_log_info("worker %s joined", job->address);
+  }
+  if (index < 0) {
+    ts_rpc_call_fail(job->call, err.code ? err.code : TS_EINTERNAL, err.msg);
+  } else {
+    resp.index = index;
+    ts_rpc_call_reply_message(job->call, &resp.base);
+  }
+  free(job);
+  return NULL;
+}
+
+static void handle_register_worker(ts_rpc_call *call, const uint8_t *data,
+                                   size_t len, void *user) {
+  Tessera__Admin__V1__RegisterWorkerRequest *req =
+      tessera__admin__v1__register_worker_request__unpack(NULL, len, data);
+  if (!req) {
+    ts_rpc_call_fail(call, TS_EINVAL, "malformed RegisterWorkerRequest");
+    return;
+  }
+  join_job *job = calloc(1, sizeof *job);
+  const char *colon = strrchr(req->address, ':');
+  if (!job || !colon || colon == req->address ||
+      strlen(req->address) >= sizeof job->address) {
+    ts_rpc_call_fail(call, job ? TS_EINVAL : TS_ENOMEM,
+                     job ? "address must be HOST:PORT" : "out of memory");
+    free(job);
+    tessera__admin__v1__register_worker_request__free_unpacked(req, NULL);
+    return;
+  }
+  job->admin = user;
+  job->call = call;
+  snprintf(job->address, sizeof job->address, "%s", req->address);
+  tessera__admin__v1__register_worker_request__free_unpacked(req, NULL);
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&t, &attr, join_thread, job) != 0) {
+    ts_rpc_call_fail(call, TS_EEXHAUSTED, "cannot start a thread");
+    free(job);
+  }
+  pthread_attr_destroy(&attr);
+}
+
+int ts_admin_methods(ts_admin *admin, ts_rpc_method *out) {
+  out[0] = (ts_rpc_method){.path = SERVICE "ClusterStatus",
+                           .kind = TS_RPC_UNARY,
+                           .unary = handle_cluster_status,
+                           .user = admin};
+  out[1] = (ts_rpc_method){.path = SERVICE "RegisterWorker",
+                           .kind = TS_RPC_UNARY,
+                           .unary = handle_register_worker,
+                           .user = admin};
+  return TS_ADMIN_METHODS;
+}
