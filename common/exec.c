@@ -35,9 +35,49 @@ struct ts_kctx {
   scratch *sc;
 };
 
+/* Where one value lives during a planned run, and its planned shape. */
+typedef struct slot {
+  int64_t offset; /* in the arena; -1 when the value is not in the arena */
+  ts_dtype dtype;
+  int rank;
+  int64_t dims[TS_MAX_RANK];
+  size_t nbytes;
+} slot;
+
+/* A buffer plan for one (model, input shapes, requested outputs) key. */
+typedef struct plan {
+  uint64_t serial;       /* ts_model_serial of the model */
+  int n_inputs;          /* == graph.n_inputs */
+  ts_tensor *in_shapes;  /* key: dtype/rank/dims per graph input (no data) */
+  int n_req;
+  int *req;              /* key: requested value indices, in request order */
+  int n_steps;
+  int *steps;            /* node indices to run, in order */
+  int n_values;
+  slot *slots;           /* per value */
+  size_t arena_bytes;
+  uint64_t last_used;    /* session tick, for LRU eviction */
+} plan;
+
+#define MAX_PLANS 8
+
 struct ts_session {
   scratch sc;
   size_t alloc_count;
+  uint8_t *arena;        /* 64-byte aligned */
+  size_t arena_cap;
+  plan *plans[MAX_PLANS];
+  int n_plans;
+  uint64_t tick;
+  /* Per-run working space, grown to the largest model seen. */
+  ts_tensor *vals;       /* one per value */
+  int vals_cap;
+  int *bind;             /* graph input i -> caller input index */
+  int *req;              /* requested value indices */
+  int ints_cap;          /* capacity of bind and req */
+  const ts_tensor **in;  /* one node's inputs */
+  ts_tensor *out;        /* one node's outputs */
+  int io_cap;
 };
 
 void *ts_kctx_scratch(ts_kctx *ctx, size_t bytes) {
@@ -91,9 +131,25 @@ int ts_session_create(ts_session **out, ts_err *err) {
   return TS_OK;
 }
 
+static void plan_free(plan *p) {
+  if (!p) return;
+  free(p->in_shapes);
+  free(p->req);
+  free(p->steps);
+  free(p->slots);
+  free(p);
+}
+
 void ts_session_free(ts_session *s) {
   if (!s) return;
   scratch_free(&s->sc);
+  for (int i = 0; i < s->n_plans; i++) plan_free(s->plans[i]);
+  free(s->arena);
+  free(s->vals);
+  free(s->bind);
+  free(s->req);
+  free(s->in);
+  free(s->out);
   free(s);
 }
 
@@ -126,11 +182,547 @@ int ts_exec_node_eval(const ts_node *node, const ts_tensor *const *in,
   return rc;
 }
 
+
+/* ---- the executor -------------------------------------------------------- */
+
+/* Internal (graph.c defines it). */
+uint64_t ts_model_serial(const ts_model *m);
+
+/* Returned by a planned run whose shapes left the plan (data-dependent
+ * sizes): the caller re-plans and runs again. Positive: never a TS_E*. */
+#define RESTART 1
+
+/* Grows a session array to hold `want` elements of `size` bytes. */
+static int grow(ts_session *s, void **arr, int *cap, int want, size_t size,
+                ts_err *err) {
+  if (want <= *cap) return TS_OK;
+  int ncap = want < 16 ? 16 : want;
+  void *p = realloc(*arr, (size_t)ncap * size);
+  if (!p) return ts_err_set(err, TS_ENOMEM, "out of memory");
+  s->alloc_count++;
+  *arr = p;
+  *cap = ncap;
+  return TS_OK;
+}
+
+static int ensure_io(ts_session *s, const ts_node *n, ts_err *err) {
+  int want = n->n_inputs > n->n_outputs ? n->n_inputs : n->n_outputs;
+  if (want <= s->io_cap) return TS_OK;
+  int cap_in = s->io_cap;
+  int rc = grow(s, (void **)&s->in, &cap_in, want, sizeof *s->in, err);
+  if (rc) return rc;
+  return grow(s, (void **)&s->out, &s->io_cap, want, sizeof *s->out, err);
+}
+
+/* Resolves the requested outputs into s->req; returns their count. */
+static int resolve_outputs(const ts_graph *g, ts_session *s,
+                           const char *const *names, int n_names,
+                           ts_err *err) {
+  bool all = n_names == 0 && names == NULL;
+  int n_req = all ? g->n_outputs : n_names;
+  if (n_req < 0 || (!all && !names))
+    return ts_err_set(err, TS_EINVAL, "bad output list");
+  for (int i = 0; i < n_req; i++) {
+    int v = -1;
+    if (all) {
+      v = g->outputs[i];
+    } else {
+      const char *name = names[i] ? names[i] : "";
+      for (int k = 0; k < g->n_outputs && v < 0; k++)
+        if (strcmp(g->values[g->outputs[k]].name, name) == 0)
+          v = g->outputs[k];
+      if (v < 0) v = ts_graph_find_value(g, name);
+      if (v < 0)
+        return ts_err_set(err, TS_EINVAL,
+                          "requested output '%s' is not a tensor of the model",
+                          name);
+    }
+    s->req[i] = v;
+  }
+  return n_req;
+}
+
+/* Checks the caller's inputs against the graph inputs and fills s->bind. */
+static int bind_inputs(const ts_graph *g, ts_session *s,
+                       const char *const *names, const ts_tensor *inputs,
+                       int n_inputs, ts_err *err) {
+  if (n_inputs < 0 || (n_inputs > 0 && (!names || !inputs)))
+    return ts_err_set(err, TS_EINVAL, "bad input list");
+  for (int i = 0; i < g->n_inputs; i++) s->bind[i] = -1;
+  for (int k = 0; k < n_inputs; k++) {
+    const char *name = names[k] ? names[k] : "";
+    int gi = -1;
+    for (int i = 0; i < g->n_inputs && gi < 0; i++)
+      if (strcmp(g->values[g->inputs[i]].name, name) == 0) gi = i;
+    if (gi < 0)
+      return ts_err_set(err, TS_EINVAL, "unknown input '%s'", name);
+    if (s->bind[gi] >= 0)
+      return ts_err_set(err, TS_EINVAL, "input '%s' is given twice", name);
+    s->bind[gi] = k;
+    const ts_value *v = &g->values[g->inputs[gi]];
+    const ts_tensor *t = &inputs[k];
+    if (v->dtype != TS_DTYPE_UNDEFINED && t->dtype != v->dtype)
+      return ts_err_set(err, TS_EINVAL,
+                        "input '%s' has data type %s; the model expects %s",
+                        name, ts_dtype_name(t->dtype), ts_dtype_name(v->dtype));
+    if (!ts_dtype_is_numeric(t->dtype))
+      return ts_err_set(err, TS_EINVAL,
+                        "input '%s' has unsupported data type %s", name,
+                        ts_dtype_name(t->dtype));
+    if (t->rank < 0 || t->rank > TS_MAX_RANK)
+      return ts_err_set(err, TS_EINVAL, "input '%s' has bad rank %d", name,
+                        t->rank);
+    if (v->rank >= 0 && t->rank != v->rank)
+      return ts_err_set(err, TS_EINVAL,
+                        "input '%s' has rank %d; the model expects rank %d",
+                        name, t->rank, v->rank);
+    for (int d = 0; d < t->rank; d++) {
+      if (t->dims[d] < 0)
+        return ts_err_set(err, TS_EINVAL, "input '%s': dim %d is negative",
+                          name, d);
+      if (v->rank >= 0 && v->dims[d] >= 0 && t->dims[d] != v->dims[d])
+        return ts_err_set(err, TS_EINVAL,
+                          "input '%s': dim %d is %lld; the model expects %lld",
+                          name, d, (long long)t->dims[d],
+                          (long long)v->dims[d]);
+    }
+    int64_t nb = ts_shape_nbytes(t->dtype, t->dims, t->rank);
+    if (nb < 0 || (uint64_t)nb != (uint64_t)t->nbytes) {
+      char sh[128];
+      return ts_err_set(err, TS_EINVAL,
+                        "input '%s' holds %zu bytes; shape %s of %s needs "
+                        "%lld",
+                        name, t->nbytes,
+                        ts_shape_str(t->dims, t->rank, sh, sizeof sh),
+                        ts_dtype_name(t->dtype), (long long)nb);
+    }
+    if (t->nbytes && !t->data)
+      return ts_err_set(err, TS_EINVAL, "input '%s' has no data", name);
+  }
+  for (int i = 0; i < g->n_inputs; i++)
+    if (s->bind[i] < 0)
+      return ts_err_set(err, TS_EINVAL, "input '%s' is missing",
+                        g->values[g->inputs[i]].name);
+  return TS_OK;
+}
+
+static bool plan_matches(const plan *p, uint64_t serial, const ts_graph *g,
+                         const ts_tensor *inputs, const int *bind,
+                         const int *req, int n_req) {
+  if (p->serial != serial || p->n_req != n_req || p->n_inputs != g->n_inputs)
+    return false;
+  if (memcmp(p->req, req, (size_t)n_req * sizeof *req) != 0) return false;
+  for (int i = 0; i < g->n_inputs; i++) {
+    const ts_tensor *t = &inputs[bind[i]];
+    if (t->dtype != p->in_shapes[i].dtype ||
+        !ts_tensor_same_shape(t, &p->in_shapes[i]))
+      return false;
+  }
+  return true;
+}
+
+/* Points s->vals at constants and the caller's inputs. */
+static void set_sources(const ts_graph *g, ts_session *s,
+                        const ts_tensor *inputs) {
+  for (int v = 0; v < g->n_values; v++) {
+    if (g->values[v].constant) {
+      s->vals[v] = *g->values[v].constant;
+      s->vals[v].owned = false;
+    } else {
+      memset(&s->vals[v], 0, sizeof s->vals[v]);
+    }
+  }
+  for (int i = 0; i < g->n_inputs; i++) {
+    s->vals[g->inputs[i]] = inputs[s->bind[i]];
+    s->vals[g->inputs[i]].owned = false;
+  }
+}
+
+/* Gathers node n's input pointers into s->in. */
+static void gather_inputs(const ts_node *n, ts_session *s) {
+  for (int j = 0; j < n->n_inputs; j++)
+    s->in[j] = n->inputs[j] >= 0 ? &s->vals[n->inputs[j]] : NULL;
+}
+
+static int run_kernel(const ts_node *n, ts_session *s, ts_err *err) {
+  ts_kctx ctx = {.sc = &s->sc};
+  int rc = n->op->run(n, s->in, s->out, &ctx, err);
+  scratch_reset(&s->sc);
+  if (rc && err && !err->msg[0]) {
+    char desc[256];
+    ts_err_set(err, rc, "%s: kernel failed",
+               ts_node_desc(n, desc, sizeof desc));
+  }
+  return rc;
+}
+
+/* Copies requested outputs that are graph inputs into their arena slots, so
+ * every non-constant output lives in the arena. */
+static void copy_passthrough(const ts_graph *g, ts_session *s, const plan *p) {
+  for (int i = 0; i < p->n_req; i++) {
+    int v = p->req[i];
+    const slot *sl = &p->slots[v];
+    if (!g->values[v].is_graph_input || sl->offset < 0) continue;
+    ts_tensor *t = &s->vals[v];
+    if (t->nbytes) memcpy(s->arena + sl->offset, t->data, t->nbytes);
+    t->data = s->arena + sl->offset;
+  }
+}
+
+/* Runs a cached plan. Allocates nothing (the kernels' scratch aside, which
+ * is warm after the planning run). RESTART when a shape left the plan. */
+static int run_planned(const ts_model *m, ts_session *s, const plan *p,
+                       const ts_tensor *inputs, ts_err *err) {
+  const ts_graph *g = &m->graph;
+  set_sources(g, s, inputs);
+  for (int v = 0; v < g->n_values; v++) {
+    const slot *sl = &p->slots[v];
+    if (sl->offset < 0 || g->values[v].is_graph_input) continue;
+    ts_tensor *t = &s->vals[v];
+    t->dtype = sl->dtype;
+    t->rank = sl->rank;
+    memcpy(t->dims, sl->dims, sizeof t->dims);
+    t->nbytes = sl->nbytes;
+    t->data = s->arena + sl->offset;
+    t->owned = false;
+  }
+  for (int k = 0; k < p->n_steps; k++) {
+    const ts_node *n = &g->nodes[p->steps[k]];
+    int rc = ensure_io(s, n, err);
+    if (rc) return rc;
+    gather_inputs(n, s);
+    memset(s->out, 0, (size_t)n->n_outputs * sizeof *s->out);
+    rc = n->op->infer(n, s->in, s->out, err);
+    if (rc) return rc == TS_EAGAIN ? TS_EINTERNAL : rc;
+    for (int j = 0; j < n->n_outputs; j++) {
+      int v = n->outputs[j];
+      if (v < 0) {
+        s->out[j].data = NULL;
+        continue;
+      }
+      const slot *sl = &p->slots[v];
+      if (s->out[j].dtype != sl->dtype || s->out[j].rank != sl->rank ||
+          memcmp(s->out[j].dims, sl->dims,
+                 (size_t)sl->rank * sizeof sl->dims[0]) != 0)
+        return RESTART;
+      s->out[j].data = s->arena + sl->offset;
+      s->out[j].owned = false;
+    }
+    if ((rc = run_kernel(n, s, err))) return rc;
+  }
+  copy_passthrough(g, s, p);
+  return TS_OK;
+}
+
+/* Marks the nodes needed for the requested values; returns their count and
+ * writes their indices, in order, into steps. needed_val is scratch. */
+static int needed_steps(const ts_graph *g, const int *req, int n_req,
+                        bool *needed_val, int *steps) {
+  memset(needed_val, 0, (size_t)g->n_values * sizeof *needed_val);
+  for (int i = 0; i < n_req; i++) needed_val[req[i]] = true;
+  int n = 0;
+  for (int i = g->n_nodes - 1; i >= 0; i--) {
+    const ts_node *nd = &g->nodes[i];
+    bool need = false;
+    for (int j = 0; j < nd->n_outputs && !need; j++)
+      need = nd->outputs[j] >= 0 && needed_val[nd->outputs[j]];
+    if (!need) continue;
+    steps[n++] = i;
+    for (int j = 0; j < nd->n_inputs; j++)
+      if (nd->inputs[j] >= 0) needed_val[nd->inputs[j]] = true;
+  }
+  for (int i = 0; i < n / 2; i++) { /* collected backwards */
+    int t = steps[i];
+    steps[i] = steps[n - 1 - i];
+    steps[n - 1 - i] = t;
+  }
+  return n;
+}
+
+/* A value to place in the arena: live from step `def` to step `last`. */
+typedef struct placement {
+  int value;
+  int def, last;
+  size_t size;
+  int64_t offset;
+} placement;
+
+static int by_size_desc(const void *a, const void *b) {
+  const placement *x = a, *y = b;
+  if (x->size != y->size) return x->size < y->size ? 1 : -1;
+  return x->def - y->def;
+}
+
+static int by_offset(const void *a, const void *b) {
+  const placement *x = *(placement *const *)a, *y = *(placement *const *)b;
+  return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* Greedy-by-size offset assignment (largest first, each at the lowest
+ * offset that does not overlap a placed value live at the same time).
+ * Returns the arena size, or -1 when out of memory. */
+static int64_t assign_offsets(placement *pl, int n) {
+  qsort(pl, (size_t)n, sizeof *pl, by_size_desc);
+  placement **live = malloc(((size_t)n + 1) * sizeof *live);
+  if (!live) return -1;
+  int64_t total = 0;
+  for (int i = 0; i < n; i++) {
+    int n_live = 0;
+    for (int k = 0; k < i; k++)
+      if (pl[k].def <= pl[i].last && pl[i].def <= pl[k].last)
+        live[n_live++] = &pl[k];
+    qsort(live, (size_t)n_live, sizeof *live, by_offset);
+    int64_t off = 0;
+    for (int k = 0; k < n_live; k++) {
+      if (live[k]->offset >= off + (int64_t)pl[i].size) break;
+      int64_t end = live[k]->offset + (int64_t)live[k]->size;
+      if (end > off) off = end;
+    }
+    pl[i].offset = off;
+    if (off + (int64_t)pl[i].size > total) total = off + (int64_t)pl[i].size;
+  }
+  free(live);
+  return total;
+}
+
+/* Planning run: executes with one heap buffer per value (freed after its
+ * last reader), records every shape, then builds the plan, sizes the arena
+ * and moves the requested outputs into it. */
+static int run_planning(const ts_model *m, ts_session *s,
+                        const ts_tensor *inputs, int n_req, plan **out,
+                        ts_err *err) {
+  const ts_graph *g = &m->graph;
+  int nv = g->n_values;
+  plan *p = calloc(1, sizeof *p);
+  bool *needed_val = calloc((size_t)nv + 1, sizeof *needed_val);
+  int *last = malloc(((size_t)nv + 1) * sizeof *last);
+  int *def = malloc(((size_t)nv + 1) * sizeof *def);
+  void **temp = calloc((size_t)nv + 1, sizeof *temp);
+  placement *pl = NULL;
+  int rc = TS_OK;
+  s->alloc_count += 5;
+  if (!p || !needed_val || !last || !def || !temp) goto oom;
+  p->serial = ts_model_serial(m);
+  p->n_inputs = g->n_inputs;
+  p->n_req = n_req;
+  p->n_values = nv;
+  p->in_shapes = calloc((size_t)g->n_inputs + 1, sizeof *p->in_shapes);
+  p->req = malloc(((size_t)n_req + 1) * sizeof *p->req);
+  p->steps = malloc(((size_t)g->n_nodes + 1) * sizeof *p->steps);
+  p->slots = calloc((size_t)nv + 1, sizeof *p->slots);
+  s->alloc_count += 4;
+  if (!p->in_shapes || !p->req || !p->steps || !p->slots) goto oom;
+  for (int i = 0; i < g->n_inputs; i++) {
+    p->in_shapes[i] = inputs[s->bind[i]];
+    p->in_shapes[i].data = NULL;
+    p->in_shapes[i].owned = false;
+  }
+  memcpy(p->req, s->req, (size_t)n_req * sizeof *p->req);
+  p->n_steps = needed_steps(g, p->req, n_req, needed_val, p->steps);
+  for (int v = 0; v < nv; v++) {
+    p->slots[v].offset = -1;
+    def[v] = last[v] = -1;
+  }
+  for (int k = 0; k < p->n_steps; k++) {
+    const ts_node *n = &g->nodes[p->steps[k]];
+    for (int j = 0; j < n->n_inputs; j++)
+      if (n->inputs[j] >= 0) last[n->inputs[j]] = k;
+    for (int j = 0; j < n->n_outputs; j++)
+      if (n->outputs[j] >= 0) def[n->outputs[j]] = last[n->outputs[j]] = k;
+  }
+  for (int i = 0; i < n_req; i++) last[p->req[i]] = p->n_steps;
+
+  set_sources(g, s, inputs);
+  for (int k = 0; k < p->n_steps && !rc; k++) {
+    const ts_node *n = &g->nodes[p->steps[k]];
+    if ((rc = ensure_io(s, n, err))) break;
+    gather_inputs(n, s);
+    memset(s->out, 0, (size_t)n->n_outputs * sizeof *s->out);
+    rc = n->op->infer(n, s->in, s->out, err);
+    if (rc) {
+      if (rc == TS_EAGAIN) {
+        char desc[256];
+        rc = ts_err_set(err, TS_EINTERNAL, "%s: infer asked for values at run "
+                        "time", ts_node_desc(n, desc, sizeof desc));
+      }
+      break;
+    }
+    for (int j = 0; j < n->n_outputs && !rc; j++) {
+      int v = n->outputs[j];
+      if (v < 0) {
+        s->out[j].data = NULL;
+        continue;
+      }
+      temp[v] = aligned_alloc(ALIGN, ALIGN_UP(s->out[j].nbytes + 1));
+      s->alloc_count++;
+      if (!temp[v]) {
+        rc = ts_err_set(err, TS_ENOMEM, "cannot allocate %zu bytes for '%s'",
+                        s->out[j].nbytes, g->values[v].name);
+        break;
+      }
+      memset(temp[v], 0, s->out[j].nbytes);
+      s->out[j].data = temp[v];
+      s->out[j].owned = false;
+      slot *sl = &p->slots[v];
+      sl->dtype = s->out[j].dtype;
+      sl->rank = s->out[j].rank;
+      memcpy(sl->dims, s->out[j].dims, sizeof sl->dims);
+      sl->nbytes = s->out[j].nbytes;
+      s->vals[v] = s->out[j];
+    }
+    if (rc || (rc = run_kernel(n, s, err))) break;
+    /* Free what no later step reads. */
+    for (int j = 0; j < n->n_inputs; j++) {
+      int v = n->inputs[j];
+      if (v >= 0 && last[v] == k && temp[v]) {
+        free(temp[v]);
+        temp[v] = NULL;
+      }
+    }
+    for (int j = 0; j < n->n_outputs; j++) {
+      int v = n->outputs[j];
+      if (v >= 0 && last[v] == k && temp[v]) {
+        free(temp[v]);
+        temp[v] = NULL;
+      }
+    }
+  }
+  if (rc) goto fail;
+
+  /* Place every produced value, and requested graph inputs (copied). */
+  int n_pl = 0;
+  pl = malloc(((size_t)nv + 1) * sizeof *pl);
+  s->alloc_count++;
+  if (!pl) goto oom;
+  for (int v = 0; v < nv; v++) {
+    bool passthrough = g->values[v].is_graph_input && last[v] == p->n_steps;
+    if (def[v] < 0 && !passthrough) continue;
+    if (passthrough) {
+      slot *sl = &p->slots[v];
+      const ts_tensor *t = &s->vals[v];
+      sl->dtype = t->dtype;
+      sl->rank = t->rank;
+      memcpy(sl->dims, t->dims, sizeof sl->dims);
+      sl->nbytes = t->nbytes;
+    }
+    pl[n_pl++] = (placement){.value = v,
+                             .def = passthrough ? p->n_steps : def[v],
+                             .last = last[v],
+                             .size = ALIGN_UP(p->slots[v].nbytes)};
+  }
+  int64_t total = assign_offsets(pl, n_pl);
+  if (total < 0) goto oom;
+  for (int i = 0; i < n_pl; i++) p->slots[pl[i].value].offset = pl[i].offset;
+  p->arena_bytes = (size_t)total;
+  if (p->arena_bytes > s->arena_cap || !s->arena) {
+    size_t cap = ALIGN_UP(p->arena_bytes + 1);
+    uint8_t *a = aligned_alloc(ALIGN, cap);
+    s->alloc_count++;
+    if (!a) {
+      rc = ts_err_set(err, TS_ENOMEM, "cannot allocate a %zu-byte arena", cap);
+      goto fail;
+    }
+    free(s->arena);
+    s->arena = a;
+    s->arena_cap = cap;
+  }
+  /* Requested outputs move into the arena; the rest are dead. */
+  for (int i = 0; i < n_req; i++) {
+    int v = p->req[i];
+    if (!temp[v]) continue;
+    memcpy(s->arena + p->slots[v].offset, temp[v], p->slots[v].nbytes);
+    free(temp[v]);
+    temp[v] = NULL;
+    s->vals[v].data = s->arena + p->slots[v].offset;
+  }
+  copy_passthrough(g, s, p);
+  *out = p;
+  p = NULL;
+  goto fail; /* frees the scratch arrays, rc == 0 */
+oom:
+  rc = ts_err_set(err, TS_ENOMEM, "out of memory planning a run");
+fail:
+  if (temp)
+    for (int v = 0; v < nv; v++) free(temp[v]);
+  free(temp);
+  free(needed_val);
+  free(last);
+  free(def);
+  free(pl);
+  plan_free(p);
+  return rc;
+}
+
+/* Adds p to the session's cache, evicting the least recently used plan. */
+static void cache_plan(ts_session *s, plan *p) {
+  p->last_used = ++s->tick;
+  if (s->n_plans < MAX_PLANS) {
+    s->plans[s->n_plans++] = p;
+    return;
+  }
+  int lru = 0;
+  for (int i = 1; i < s->n_plans; i++)
+    if (s->plans[i]->last_used < s->plans[lru]->last_used) lru = i;
+  plan_free(s->plans[lru]);
+  s->plans[lru] = p;
+}
+
+static void drop_plan(ts_session *s, int i) {
+  plan_free(s->plans[i]);
+  s->plans[i] = s->plans[--s->n_plans];
+}
+
 int ts_exec_run(const ts_model *model, ts_session *s,
                 const char *const *input_names, const ts_tensor *inputs,
                 int n_inputs, const char *const *output_names,
                 ts_tensor *outputs, int n_outputs, ts_err *err) {
-  (void)model, (void)s, (void)input_names, (void)inputs, (void)n_inputs;
-  (void)output_names, (void)outputs, (void)n_outputs;
-  return ts_err_set(err, TS_EUNSUPPORTED, "executor not implemented yet");
+  if (!model || !s || (!outputs && (n_outputs > 0 || !output_names)))
+    return ts_err_set(err, TS_EINVAL, "missing model, session or outputs");
+  const ts_graph *g = &model->graph;
+  int rc;
+  int want_ints = g->n_inputs > g->n_outputs ? g->n_inputs : g->n_outputs;
+  if (n_outputs > want_ints) want_ints = n_outputs;
+  int cap = s->ints_cap;
+  if ((rc = grow(s, (void **)&s->bind, &cap, want_ints, sizeof(int), err)) ||
+      (rc = grow(s, (void **)&s->req, &s->ints_cap, want_ints, sizeof(int),
+                 err)))
+    return rc;
+  if ((rc = grow(s, (void **)&s->vals, &s->vals_cap, g->n_values,
+                 sizeof *s->vals, err)))
+    return rc;
+  int n_req = resolve_outputs(g, s, output_names, n_outputs, err);
+  if (n_req < 0) return n_req;
+  if ((rc = bind_inputs(g, s, input_names, inputs, n_inputs, err))) return rc;
+
+  uint64_t serial = ts_model_serial(model);
+  plan *p = NULL;
+  int found = -1;
+  for (int i = 0; i < s->n_plans && serial; i++)
+    if (plan_matches(s->plans[i], serial, g, inputs, s->bind, s->req, n_req)) {
+      found = i;
+      break;
+    }
+  if (found >= 0) {
+    p = s->plans[found];
+    p->last_used = ++s->tick;
+    rc = run_planned(model, s, p, inputs, err);
+    if (rc == RESTART) {
+      drop_plan(s, found); /* a data-dependent size changed: plan again */
+      p = NULL;
+    } else if (rc) {
+      return rc;
+    }
+  }
+  if (!p) {
+    if ((rc = run_planning(model, s, inputs, n_req, &p, err))) return rc;
+    if (serial)
+      cache_plan(s, p);
+    else
+      plan_free(p); /* slots already copied into s->vals */
+  }
+  for (int i = 0; i < n_req; i++) {
+    outputs[i] = s->vals[s->req[i]];
+    outputs[i].owned = false;
+  }
+  return TS_OK;
 }

@@ -1,0 +1,733 @@
+/*
+ * core.c - the "core" op family: Gemm, MatMul, Softmax, LogSoftmax, Identity,
+ * Flatten, Reshape, Constant, Dropout (list in list_core.h).
+ *
+ * Each op follows ops.h: prepare validates attributes once at load (unknown
+ * attribute -> TS_EUNSUPPORTED, wrongly typed or out-of-range value ->
+ * TS_EINVAL, naming node and attribute); infer computes output shapes and
+ * rejects mismatched inputs with TS_EINVAL naming the node and dims; run
+ * computes into preallocated outputs and allocates nothing.
+ *
+ * Float matrix products go to OpenBLAS (cblas_sgemm / cblas_dgemm); integer
+ * MatMul uses a plain triple loop. Softmax subtracts the row maximum before
+ * exponentiating and accumulates in double, so it neither overflows nor
+ * loses the small terms.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "ops.h"
+
+/* ---- shared helpers ------------------------------------------------------ */
+
+#define DESC(n) ts_node_desc((n), desc, sizeof desc)
+
+/* Fails with "node 'x' (Op): <message>". */
+static int fail(const ts_node *n, ts_err *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(const ts_node *n, ts_err *err, int code, const char *fmt,
+                ...) {
+  char desc[200], msg[TS_ERR_MSG_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return ts_err_set(err, code, "%s: %s", DESC(n), msg);
+}
+
+/* Reads an optional int attribute, failing if it is present with another
+ * type (ts_attr_int alone would silently fall back to the default). */
+static int attr_int(const ts_node *n, const char *name, int64_t dflt,
+                    int64_t *out, ts_err *err) {
+  const Onnx__AttributeProto *a = ts_attr_find(n, name);
+  *out = dflt;
+  if (!a) return TS_OK;
+  if (a->has_type && a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)
+    return fail(n, err, TS_EINVAL, "attribute '%s' must be an int", name);
+  if (!a->has_i)
+    return fail(n, err, TS_EINVAL, "attribute '%s' has no value", name);
+  *out = a->i;
+  return TS_OK;
+}
+
+static int attr_float(const ts_node *n, const char *name, float dflt,
+                      float *out, ts_err *err) {
+  const Onnx__AttributeProto *a = ts_attr_find(n, name);
+  *out = dflt;
+  if (!a) return TS_OK;
+  if (a->has_type && a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT)
+    return fail(n, err, TS_EINVAL, "attribute '%s' must be a float", name);
+  if (!a->has_f)
+    return fail(n, err, TS_EINVAL, "attribute '%s' has no value", name);
+  *out = a->f;
+  return TS_OK;
+}
+
+/* An int attribute that must be 0 or 1. */
+static int attr_flag(const ts_node *n, const char *name, ts_err *err) {
+  int64_t v;
+  int rc = attr_int(n, name, 0, &v, err);
+  if (rc) return rc;
+  if (v != 0 && v != 1)
+    return fail(n, err, TS_EINVAL, "attribute '%s' must be 0 or 1, not %lld",
+                name, (long long)v);
+  return TS_OK;
+}
+
+/* Normalizes axis into [0, rank) (or [0, rank] with inclusive_end). */
+static int norm_axis(const ts_node *n, int64_t axis, int rank,
+                     bool inclusive_end, int *out, ts_err *err) {
+  int64_t hi = inclusive_end ? rank : rank - 1;
+  int64_t a = axis < 0 ? axis + rank : axis;
+  if (a < 0 || a > hi)
+    return fail(n, err, TS_EINVAL,
+                "attribute 'axis' is %lld, out of range for rank %d",
+                (long long)axis, rank);
+  *out = (int)a;
+  return TS_OK;
+}
+
+static int64_t prod(const int64_t *dims, int from, int to) {
+  int64_t p = 1;
+  for (int i = from; i < to; i++) p *= dims[i];
+  return p;
+}
+
+static int need_dtype(const ts_node *n, const ts_tensor *t, const char *what,
+                      bool ok, ts_err *err) {
+  if (ok) return TS_OK;
+  return fail(n, err, TS_EUNSUPPORTED, "input %s has data type %s, which op %s "
+              "does not support", what, ts_dtype_name(t->dtype), n->op_type);
+}
+
+static int copy_run(const ts_node *n, const ts_tensor *const *in,
+                    ts_tensor *out, ts_kctx *ctx, ts_err *err) {
+  (void)n, (void)ctx, (void)err;
+  if (out[0].nbytes) memcpy(out[0].data, in[0]->data, out[0].nbytes);
+  return TS_OK;
+}
+
+/* ---- Gemm ---------------------------------------------------------------- */
+
+static int gemm_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
+  (void)g;
+  static const char *const known[] = {"alpha", "beta", "transA", "transB",
+                                      NULL};
+  float f;
+  int rc;
+  if ((rc = ts_node_check_attrs(n, known, err)) ||
+      (rc = attr_flag(n, "transA", err)) || (rc = attr_flag(n, "transB", err)) ||
+      (rc = attr_float(n, "alpha", 1.0f, &f, err)) ||
+      (rc = attr_float(n, "beta", 1.0f, &f, err)))
+    return rc;
+  return TS_OK;
+}
+
+static int gemm_infer(const ts_node *n, const ts_tensor *const *in,
+                      ts_tensor *out, ts_err *err) {
+  const ts_tensor *a = in[0], *b = in[1], *c = n->n_inputs > 2 ? in[2] : NULL;
+  int rc;
+  if ((rc = need_dtype(n, a, "A", a->dtype == TS_DTYPE_FLOAT, err)) ||
+      (rc = need_dtype(n, b, "B", b->dtype == TS_DTYPE_FLOAT, err)) ||
+      (c && (rc = need_dtype(n, c, "C", c->dtype == TS_DTYPE_FLOAT, err))))
+    return rc;
+  if (a->rank != 2 || b->rank != 2)
+    return fail(n, err, TS_EINVAL, "A and B must be matrices (ranks %d, %d)",
+                a->rank, b->rank);
+  bool ta = ts_attr_int(n, "transA", 0), tb = ts_attr_int(n, "transB", 0);
+  int64_t m = a->dims[ta], k = a->dims[!ta];
+  int64_t kb = b->dims[tb], nn = b->dims[!tb];
+  if (k != kb)
+    return fail(n, err, TS_EINVAL,
+                "inner dims differ: A gives K=%lld, B gives K=%lld",
+                (long long)k, (long long)kb);
+  if (c) {
+    int64_t want[2] = {m, nn};
+    if (c->rank > 2)
+      return fail(n, err, TS_EINVAL, "C has rank %d; at most 2", c->rank);
+    for (int i = 0; i < c->rank; i++) {
+      int64_t d = c->dims[i], w = want[2 - c->rank + i];
+      if (d != w && d != 1)
+        return fail(n, err, TS_EINVAL,
+                    "C dim %d is %lld; it must be 1 or %lld to broadcast to "
+                    "[%lld,%lld]",
+                    i, (long long)d, (long long)w, (long long)m, (long long)nn);
+    }
+  }
+  int64_t dims[2] = {m, nn};
+  return ts_tensor_set_shape(&out[0], TS_DTYPE_FLOAT, dims, 2, err);
+}
+
+/* Y = beta * broadcast(C), the starting value gemm accumulates into. */
+static void gemm_fill_c(const ts_tensor *c, float beta, float *y, int64_t m,
+                        int64_t nn) {
+  const float *cd = c->data;
+  int64_t cm = c->rank == 2 ? c->dims[0] : 1;
+  int64_t cn = c->rank >= 1 ? c->dims[c->rank - 1] : 1;
+  for (int64_t i = 0; i < m; i++) {
+    const float *row = cd + (cm == 1 ? 0 : i) * cn;
+    float *yr = y + i * nn;
+    if (cn == 1) {
+      for (int64_t j = 0; j < nn; j++) yr[j] = beta * row[0];
+    } else {
+      for (int64_t j = 0; j < nn; j++) yr[j] = beta * row[j];
+    }
+  }
+}
+
+static int gemm_run(const ts_node *n, const ts_tensor *const *in,
+                    ts_tensor *out, ts_kctx *ctx, ts_err *err) {
+  (void)ctx, (void)err;
+  const ts_tensor *a = in[0], *b = in[1], *c = n->n_inputs > 2 ? in[2] : NULL;
+  bool ta = ts_attr_int(n, "transA", 0), tb = ts_attr_int(n, "transB", 0);
+  float alpha = ts_attr_float(n, "alpha", 1.0f);
+  float beta = ts_attr_float(n, "beta", 1.0f);
+  int64_t m = out[0].dims[0], nn = out[0].dims[1];
+  int64_t k = a->dims[!ta];
+  float *y = out[0].data;
+  if (m == 0 || nn == 0) return TS_OK;
+  bool use_c = c && beta != 0.0f;
+  if (use_c)
+    gemm_fill_c(c, beta, y, m, nn);
+  else
+    memset(y, 0, (size_t)(m * nn) * sizeof *y);
+  if (k == 0) return TS_OK;
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
+              tb ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)nn,
+              (blasint)k, alpha, a->data, (blasint)a->dims[1], b->data,
+              (blasint)b->dims[1], use_c ? 1.0f : 0.0f, y, (blasint)nn);
+  return TS_OK;
+}
+
+const ts_op ts_op_Gemm = {
+    .domain = "", .name = "Gemm",
+    .min_inputs = 2, .max_inputs = 3, .min_outputs = 1, .max_outputs = 1,
+    .prepare = gemm_prepare, .infer = gemm_infer, .run = gemm_run,
+};
+
+/* ---- MatMul -------------------------------------------------------------- */
+
+/* The numpy view of a MatMul: batch dims broadcast, each operand promoted to
+ * a matrix ([K] -> [1,K] for A, [K] -> [K,1] for B). */
+typedef struct mm_shape {
+  int64_t m, k, n;
+  int batch_rank;
+  int64_t batch[TS_MAX_RANK];     /* broadcast batch dims */
+  int64_t a_stride[TS_MAX_RANK];  /* per batch dim, in matrices; 0 = bcast */
+  int64_t b_stride[TS_MAX_RANK];
+  int64_t n_batch;
+} mm_shape;
+
+static int mm_analyze(const ts_node *n, const ts_tensor *a, const ts_tensor *b,
+                      mm_shape *s, int64_t *out_dims, int *out_rank,
+                      ts_err *err) {
+  if (a->rank < 1 || b->rank < 1)
+    return fail(n, err, TS_EINVAL, "inputs must have rank >= 1 (%d, %d)",
+                a->rank, b->rank);
+  s->m = a->rank == 1 ? 1 : a->dims[a->rank - 2];
+  s->k = a->dims[a->rank - 1];
+  int64_t kb = b->rank == 1 ? b->dims[0] : b->dims[b->rank - 2];
+  s->n = b->rank == 1 ? 1 : b->dims[b->rank - 1];
+  if (s->k != kb) {
+    char sa[128], sb[128];
+    return fail(n, err, TS_EINVAL,
+                "shapes %s and %s do not multiply: K is %lld vs %lld",
+                ts_shape_str(a->dims, a->rank, sa, sizeof sa),
+                ts_shape_str(b->dims, b->rank, sb, sizeof sb),
+                (long long)s->k, (long long)kb);
+  }
+  int ra = a->rank > 2 ? a->rank - 2 : 0, rb = b->rank > 2 ? b->rank - 2 : 0;
+  int r = ra > rb ? ra : rb;
+  s->batch_rank = r;
+  int64_t sa_acc = 1, sb_acc = 1;
+  for (int i = r - 1; i >= 0; i--) {
+    int ia = i - (r - ra), ib = i - (r - rb);
+    int64_t da = ia >= 0 ? a->dims[ia] : 1, db = ib >= 0 ? b->dims[ib] : 1;
+    if (da != db && da != 1 && db != 1)
+      return fail(n, err, TS_EINVAL,
+                  "batch dims do not broadcast: %lld vs %lld at batch dim %d",
+                  (long long)da, (long long)db, i);
+    s->batch[i] = da == 1 ? db : da;
+    s->a_stride[i] = da == 1 ? 0 : sa_acc;
+    s->b_stride[i] = db == 1 ? 0 : sb_acc;
+    sa_acc *= da;
+    sb_acc *= db;
+  }
+  s->n_batch = prod(s->batch, 0, r);
+  int orank = 0;
+  for (int i = 0; i < r; i++) out_dims[orank++] = s->batch[i];
+  if (a->rank > 1) out_dims[orank++] = s->m;
+  if (b->rank > 1) out_dims[orank++] = s->n;
+  *out_rank = orank;
+  return TS_OK;
+}
+
+static bool mm_dtype_ok(ts_dtype t) {
+  return t == TS_DTYPE_FLOAT || t == TS_DTYPE_DOUBLE || t == TS_DTYPE_INT32 ||
+         t == TS_DTYPE_INT64;
+}
+
+static int matmul_infer(const ts_node *n, const ts_tensor *const *in,
+                        ts_tensor *out, ts_err *err) {
+  const ts_tensor *a = in[0], *b = in[1];
+  int rc;
+  if ((rc = need_dtype(n, a, "A", mm_dtype_ok(a->dtype), err))) return rc;
+  if (a->dtype != b->dtype)
+    return fail(n, err, TS_EINVAL, "inputs have different data types (%s, %s)",
+                ts_dtype_name(a->dtype), ts_dtype_name(b->dtype));
+  mm_shape s;
+  int64_t dims[TS_MAX_RANK];
+  int rank;
+  if ((rc = mm_analyze(n, a, b, &s, dims, &rank, err))) return rc;
+  return ts_tensor_set_shape(&out[0], a->dtype, dims, rank, err);
+}
+
+/* Naive integer matrix product for one batch element. */
+#define MM_NAIVE(T)                                                        \
+  static void mm_naive_##T(const T *a, const T *b, T *y, int64_t m,       \
+                           int64_t k, int64_t nn) {                       \
+    for (int64_t i = 0; i < m; i++)                                       \
+      for (int64_t j = 0; j < nn; j++) {                                  \
+        T acc = 0;                                                        \
+        for (int64_t p = 0; p < k; p++)                                   \
+          acc = (T)((uint64_t)acc + (uint64_t)a[i * k + p] * (uint64_t)b[p * nn + j]); \
+        y[i * nn + j] = acc;                                              \
+      }                                                                   \
+  }
+MM_NAIVE(int32_t)
+MM_NAIVE(int64_t)
+#undef MM_NAIVE
+
+static void mm_one(ts_dtype t, const void *a, const void *b, void *y,
+                   int64_t m, int64_t k, int64_t nn) {
+  switch (t) {
+    case TS_DTYPE_FLOAT:
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m,
+                  (blasint)nn, (blasint)k, 1.0f, a, (blasint)k, b, (blasint)nn,
+                  0.0f, y, (blasint)nn);
+      break;
+    case TS_DTYPE_DOUBLE:
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m,
+                  (blasint)nn, (blasint)k, 1.0, a, (blasint)k, b, (blasint)nn,
+                  0.0, y, (blasint)nn);
+      break;
+    case TS_DTYPE_INT32: mm_naive_int32_t(a, b, y, m, k, nn); break;
+    case TS_DTYPE_INT64: mm_naive_int64_t(a, b, y, m, k, nn); break;
+    default: break;
+  }
+}
+
+static int matmul_run(const ts_node *n, const ts_tensor *const *in,
+                      ts_tensor *out, ts_kctx *ctx, ts_err *err) {
+  (void)ctx;
+  const ts_tensor *a = in[0], *b = in[1];
+  mm_shape s;
+  int64_t dims[TS_MAX_RANK];
+  int rank;
+  int rc = mm_analyze(n, a, b, &s, dims, &rank, err);
+  if (rc) return rc;
+  if (out[0].nbytes == 0) return TS_OK;
+  size_t es = ts_dtype_size(a->dtype);
+  if (s.k == 0) {
+    memset(out[0].data, 0, out[0].nbytes);
+    return TS_OK;
+  }
+  const uint8_t *ad = a->data, *bd = b->data;
+  uint8_t *yd = out[0].data;
+  size_t a_mat = (size_t)(s.m * s.k) * es, b_mat = (size_t)(s.k * s.n) * es;
+  size_t y_mat = (size_t)(s.m * s.n) * es;
+  bool b_shared = true, a_full = true;
+  for (int i = 0; i < s.batch_rank; i++) {
+    if (s.b_stride[i] != 0 && s.batch[i] != 1) b_shared = false;
+    if (s.a_stride[i] == 0 && s.batch[i] != 1) a_full = false;
+  }
+  if (b_shared && a_full) {
+    /* One B for all batches and A laid out densely: one big product. */
+    mm_one(a->dtype, ad, bd, yd, s.m * s.n_batch, s.k, s.n);
+    return TS_OK;
+  }
+  int64_t idx[TS_MAX_RANK] = {0};
+  for (int64_t bi = 0; bi < s.n_batch; bi++) {
+    int64_t ao = 0, bo = 0;
+    for (int i = 0; i < s.batch_rank; i++) {
+      ao += idx[i] * s.a_stride[i];
+      bo += idx[i] * s.b_stride[i];
+    }
+    mm_one(a->dtype, ad + (size_t)ao * a_mat, bd + (size_t)bo * b_mat,
+           yd + (size_t)bi * y_mat, s.m, s.k, s.n);
+    for (int i = s.batch_rank - 1; i >= 0; i--) {
+      if (++idx[i] < s.batch[i]) break;
+      idx[i] = 0;
+    }
+  }
+  return TS_OK;
+}
+
+static int no_attrs_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
+  (void)g;
+  static const char *const known[] = {NULL};
+  return ts_node_check_attrs(n, known, err);
+}
+
+const ts_op ts_op_MatMul = {
+    .domain = "", .name = "MatMul",
+    .min_inputs = 2, .max_inputs = 2, .min_outputs = 1, .max_outputs = 1,
+    .prepare = no_attrs_prepare, .infer = matmul_infer, .run = matmul_run,
+};
+
+/* ---- Softmax / LogSoftmax ------------------------------------------------ */
+
+static int softmax_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
+  (void)g;
+  static const char *const known[] = {"axis", NULL};
+  int64_t axis;
+  int rc = ts_node_check_attrs(n, known, err);
+  if (!rc) rc = attr_int(n, "axis", 0, &axis, err);
+  return rc;
+}
+
+/* Splits the input into outer x len x inner around the softmax axis: opset
+ * 13 normalizes along one axis; older opsets flatten to 2-D at `axis`. */
+static int softmax_layout(const ts_node *n, const ts_tensor *x, int64_t *outer,
+                          int64_t *len, int64_t *inner, ts_err *err) {
+  bool v13 = n->opset >= 13;
+  int axis;
+  int64_t raw = ts_attr_int(n, "axis", v13 ? -1 : 1);
+  int rc = norm_axis(n, raw, x->rank, !v13, &axis, err);
+  if (rc) return rc;
+  if (x->rank == 0)
+    return fail(n, err, TS_EINVAL, "input must have rank >= 1");
+  *outer = prod(x->dims, 0, axis);
+  if (v13) {
+    *len = x->dims[axis];
+    *inner = prod(x->dims, axis + 1, x->rank);
+  } else {
+    *len = prod(x->dims, axis, x->rank);
+    *inner = 1;
+  }
+  return TS_OK;
+}
+
+static int softmax_infer(const ts_node *n, const ts_tensor *const *in,
+                         ts_tensor *out, ts_err *err) {
+  const ts_tensor *x = in[0];
+  int rc = need_dtype(n, x, "input", x->dtype == TS_DTYPE_FLOAT, err);
+  if (rc) return rc;
+  int64_t o, l, i;
+  if ((rc = softmax_layout(n, x, &o, &l, &i, err))) return rc;
+  return ts_tensor_set_shape(&out[0], x->dtype, x->dims, x->rank, err);
+}
+
+static void softmax_lane(const float *x, float *y, int64_t len, int64_t stride,
+                         bool log_out) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < len; j++)
+    if (x[j * stride] > mx) mx = x[j * stride];
+  if (isinf(mx) && mx < 0) mx = 0; /* all -inf: avoid inf - inf */
+  double sum = 0;
+  for (int64_t j = 0; j < len; j++) sum += exp((double)x[j * stride] - mx);
+  if (log_out) {
+    double ls = log(sum);
+    for (int64_t j = 0; j < len; j++)
+      y[j * stride] = (float)((double)x[j * stride] - mx - ls);
+  } else {
+    double inv = 1.0 / sum;
+    for (int64_t j = 0; j < len; j++)
+      y[j * stride] = (float)(exp((double)x[j * stride] - mx) * inv);
+  }
+}
+
+static int softmax_common(const ts_node *n, const ts_tensor *const *in,
+                          ts_tensor *out, ts_err *err, bool log_out) {
+  int64_t outer, len, inner;
+  int rc = softmax_layout(n, in[0], &outer, &len, &inner, err);
+  if (rc) return rc;
+  const float *x = in[0]->data;
+  float *y = out[0].data;
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      size_t base = (size_t)(o * len * inner + i);
+      softmax_lane(x + base, y + base, len, inner, log_out);
+    }
+  return TS_OK;
+}
+
+static int softmax_run(const ts_node *n, const ts_tensor *const *in,
+                       ts_tensor *out, ts_kctx *ctx, ts_err *err) {
+  (void)ctx;
+  return softmax_common(n, in, out, err, false);
+}
+
+static int log_softmax_run(const ts_node *n, const ts_tensor *const *in,
+                           ts_tensor *out, ts_kctx *ctx, ts_err *err) {
+  (void)ctx;
+  return softmax_common(n, in, out, err, true);
+}
+
+const ts_op ts_op_Softmax = {
+    .domain = "", .name = "Softmax",
+    .min_inputs = 1, .max_inputs = 1, .min_outputs = 1, .max_outputs = 1,
+    .prepare = softmax_prepare, .infer = softmax_infer, .run = softmax_run,
+};
+
+const ts_op ts_op_LogSoftmax = {
+    .domain = "", .name = "LogSoftmax",
+    .min_inputs = 1, .max_inputs = 1, .min_outputs = 1, .max_outputs = 1,
+    .prepare = softmax_prepare, .infer = softmax_infer, .run = log_softmax_run,
+};
+
+/* ---- Identity ------------------------------------------------------------ */
+
+static int identity_infer(const ts_node *n, const ts_tensor *const *in,
+                          ts_tensor *out, ts_err *err) {
+  (void)n;
+  return ts_tensor_set_shape(&out[0], in[0]->dtype, in[0]->dims, in[0]->rank,
+                             err);
+}
+
+const ts_op ts_op_Identity = {
+    .domain = "", .name = "Identity",
+    .min_inputs = 1, .max_inputs = 1, .min_outputs = 1, .max_outputs = 1,
+    .prepare = no_attrs_prepare, .infer = identity_infer, .run = copy_run,
+};
+
+/* ---- Flatten ------------------------------------------------------------- */
+
+static int flatten_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
+  (void)g;
+  static const char *const known[] = {"axis", NULL};
+  int64_t axis;
+  int rc = ts_node_check_attrs(n, known, err);
+  if (!rc) rc = attr_int(n, "axis", 1, &axis, err);
+  return rc;
+}
+
+static int flatten_infer(const ts_node *n, const ts_tensor *const *in,
+                         ts_tensor *out, ts_err *err) {
+  const ts_tensor *x = in[0];
+  int axis;
+  int rc = norm_axis(n, ts_attr_int(n, "axis", 1), x->rank, true, &axis, err);
+  if (rc) return rc;
+  int64_t dims[2] = {prod(x->dims, 0, axis), prod(x->dims, axis, x->rank)};
+  return ts_tensor_set_shape(&out[0], x->dtype, dims, 2, err);
+}
+
+const ts_op ts_op_Flatten = {
+    .domain = "", .name = "Flatten",
+    .min_inputs = 1, .max_inputs = 1, .min_outputs = 1, .max_outputs = 1,
+    .prepare = flatten_prepare, .infer = flatten_infer, .run = copy_run,
+};
+
+/* ---- Reshape ------------------------------------------------------------- */
+
+static int reshape_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
+  (void)g;
+  static const char *const known[] = {"allowzero", NULL};
+  int rc = ts_node_check_attrs(n, known, err);
+  if (!rc) rc = attr_flag(n, "allowzero", err);
+  return rc;
+}
+
+static int reshape_infer(const ts_node *n, const ts_tensor *const *in,
+                         ts_tensor *out, ts_err *err) {
+  const ts_tensor *x = in[0], *shape = in[1];
+  if (shape->dtype != TS_DTYPE_INT64 || shape->rank != 1)
+    return fail(n, err, TS_EINVAL, "input 'shape' must be a 1-D int64 tensor");
+  if (shape->dims[0] > TS_MAX_RANK)
+    return fail(n, err, TS_EUNSUPPORTED, "target rank %lld is above %d",
+                (long long)shape->dims[0], TS_MAX_RANK);
+  if (!shape->data && shape->dims[0] > 0) return TS_EAGAIN;
+  bool allowzero = ts_attr_int(n, "allowzero", 0) != 0;
+  const int64_t *want = shape->data;
+  int rank = (int)shape->dims[0];
+  int64_t dims[TS_MAX_RANK];
+  int infer_at = -1;
+  int64_t known = 1;
+  bool has_zero = false;
+  for (int i = 0; i < rank; i++) {
+    int64_t d = want[i];
+    if (d == -1) {
+      if (infer_at >= 0)
+        return fail(n, err, TS_EINVAL, "target shape has more than one -1");
+      infer_at = i;
+      continue;
+    }
+    if (d < -1)
+      return fail(n, err, TS_EINVAL, "target dim %d is %lld", i, (long long)d);
+    if (d == 0 && !allowzero) {
+      if (i >= x->rank)
+        return fail(n, err, TS_EINVAL,
+                    "target dim %d is 0 (copy) but the input has rank %d", i,
+                    x->rank);
+      d = x->dims[i];
+    }
+    if (d == 0) has_zero = true;
+    dims[i] = d;
+    if (d && known > INT64_MAX / d)
+      return fail(n, err, TS_EINVAL, "target shape overflows");
+    known *= d;
+  }
+  int64_t numel = ts_tensor_numel(x);
+  if (infer_at >= 0) {
+    if (has_zero || known == 0)
+      return fail(n, err, TS_EINVAL,
+                  "target shape has -1 and a 0 dim; the -1 cannot be inferred");
+    if (numel % known != 0) {
+      char s[128];
+      return fail(n, err, TS_EINVAL,
+                  "cannot reshape %lld elements of shape %s: not a multiple "
+                  "of %lld",
+                  (long long)numel, ts_shape_str(x->dims, x->rank, s, sizeof s),
+                  (long long)known);
+    }
+    dims[infer_at] = numel / known;
+    known = numel;
+  }
+  if (known != numel) {
+    char s[128], t[128];
+    return fail(n, err, TS_EINVAL, "cannot reshape %s (%lld elements) to %s",
+                ts_shape_str(x->dims, x->rank, s, sizeof s), (long long)numel,
+                ts_shape_str(dims, rank, t, sizeof t));
+  }
+  return ts_tensor_set_shape(&out[0], x->dtype, dims, rank, err);
+}
+
+const ts_op ts_op_Reshape = {
+    .domain = "", .name = "Reshape",
+    .min_inputs = 2, .max_inputs = 2, .min_outputs = 1, .max_outputs = 1,
+    .prepare = reshape_prepare, .infer = reshape_infer, .run = copy_run,
+};
+
+/* ---- Constant ------------------------------------------------------------ */
+
+/* params: the ts_tensor built from whichever value attribute is present. */
+static int constant_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
+  (void)g;
+  static const char *const known[] = {"value", "value_float", "value_floats",
+                                      "value_int", "value_ints", NULL};
+  static const char *const unsupported[] = {"sparse_value", "value_string",
+                                            "value_strings"};
+  for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; i++)
+    if (ts_attr_find(n, unsupported[i]))
+      return fail(n, err, TS_EUNSUPPORTED,
+                  "attribute '%s' is not supported (numeric tensors only)",
+                  unsupported[i]);
+  int rc = ts_node_check_attrs(n, known, err);
+  if (rc) return rc;
+  if (!n->proto || n->proto->n_attribute != 1)
+    return fail(n, err, TS_EINVAL, "needs exactly one value attribute, has %zu",
+                n->proto ? n->proto->n_attribute : 0);
+  const Onnx__AttributeProto *a = n->proto->attribute[0];
+  ts_tensor *t = calloc(1, sizeof *t);
+  if (!t) return ts_err_set(err, TS_ENOMEM, "out of memory");
+  n->params = t;
+  const char *name = a->name;
+  int64_t len;
+  if (strcmp(name, "value") == 0) {
+    if (!a->t)
+      return fail(n, err, TS_EINVAL, "attribute 'value' must be a tensor");
+    rc = ts_tensor_from_onnx(a->t, t, err);
+    if (rc) return ts_err_prefix(err, "node '%s' (Constant)", n->name);
+  } else if (strcmp(name, "value_float") == 0 ||
+             strcmp(name, "value_int") == 0) {
+    bool is_f = name[6] == 'f';
+    if (is_f ? !a->has_f : !a->has_i)
+      return fail(n, err, TS_EINVAL, "attribute '%s' has no value", name);
+    rc = ts_tensor_alloc(t, is_f ? TS_DTYPE_FLOAT : TS_DTYPE_INT64, NULL, 0,
+                         err);
+    if (rc) return rc;
+    if (is_f)
+      *(float *)t->data = a->f;
+    else
+      *(int64_t *)t->data = a->i;
+  } else {
+    bool is_f = name[6] == 'f';
+    len = (int64_t)(is_f ? a->n_floats : a->n_ints);
+    rc = ts_tensor_alloc(t, is_f ? TS_DTYPE_FLOAT : TS_DTYPE_INT64, &len, 1,
+                         err);
+    if (rc) return rc;
+    if (len) memcpy(t->data, is_f ? (void *)a->floats : (void *)a->ints,
+                    t->nbytes);
+  }
+  return TS_OK;
+}
+
+static void constant_release(ts_node *n) {
+  ts_tensor *t = n->params;
+  if (t) ts_tensor_free(t);
+  free(t);
+  n->params = NULL;
+}
+
+static int constant_infer(const ts_node *n, const ts_tensor *const *in,
+                          ts_tensor *out, ts_err *err) {
+  (void)in;
+  const ts_tensor *t = n->params;
+  if (!t) return fail(n, err, TS_EINTERNAL, "not prepared");
+  return ts_tensor_set_shape(&out[0], t->dtype, t->dims, t->rank, err);
+}
+
+static int constant_run(const ts_node *n, const ts_tensor *const *in,
+                        ts_tensor *out, ts_kctx *ctx, ts_err *err) {
+  (void)in, (void)ctx, (void)err;
+  const ts_tensor *t = n->params;
+  if (t->nbytes) memcpy(out[0].data, t->data, t->nbytes);
+  return TS_OK;
+}
+
+const ts_op ts_op_Constant = {
+    .domain = "", .name = "Constant",
+    .min_inputs = 0, .max_inputs = 0, .min_outputs = 1, .max_outputs = 1,
+    .prepare = constant_prepare, .release = constant_release,
+    .infer = constant_infer, .run = constant_run,
+};
+
+/* ---- Dropout ------------------------------------------------------------- */
+
+/* At inference Dropout is the identity and its mask is all true. Training
+ * mode (a true training_mode input) is rejected: it would need randomness. */
+static int dropout_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
+  static const char *const known[] = {"ratio", "seed", "is_test", NULL};
+  int rc = ts_node_check_attrs(n, known, err);
+  if (rc) return rc;
+  int64_t is_test;
+  if ((rc = attr_int(n, "is_test", 1, &is_test, err))) return rc;
+  if (!is_test)
+    return fail(n, err, TS_EUNSUPPORTED,
+                "attribute 'is_test' = 0 (training) is not supported");
+  if (n->n_inputs > 2 && n->inputs[2] >= 0) {
+    const ts_tensor *tm = g->values[n->inputs[2]].constant;
+    if (tm && tm->nbytes >= 1 && ((const uint8_t *)tm->data)[0])
+      return fail(n, err, TS_EUNSUPPORTED,
+                  "input 'training_mode' is true; training is not supported");
+  }
+  return TS_OK;
+}
+
+static int dropout_infer(const ts_node *n, const ts_tensor *const *in,
+                         ts_tensor *out, ts_err *err) {
+  int rc = ts_tensor_set_shape(&out[0], in[0]->dtype, in[0]->dims,
+                               in[0]->rank, err);
+  if (!rc && n->n_outputs > 1)
+    rc = ts_tensor_set_shape(&out[1], TS_DTYPE_BOOL, in[0]->dims, in[0]->rank,
+                             err);
+  return rc;
+}
+
+static int dropout_run(const ts_node *n, const ts_tensor *const *in,
+                       ts_tensor *out, ts_kctx *ctx, ts_err *err) {
+  if (n->n_inputs > 2 && in[2] && in[2]->nbytes >= 1 &&
+      ((const uint8_t *)in[2]->data)[0])
+    return fail(n, err, TS_EUNSUPPORTED,
+                "input 'training_mode' is true; training is not supported");
+  copy_run(n, in, out, ctx, err);
+  if (n->n_outputs > 1 && out[1].data) memset(out[1].data, 1, out[1].nbytes);
+  return TS_OK;
+}
+
+const ts_op ts_op_Dropout = {
+    .domain = "", .name = "Dropout",
+    .min_inputs = 1, .max_inputs = 3, .min_outputs = 1, .max_outputs = 2,
+    .prepare = dropout_prepare, .infer = dropout_infer, .run = dropout_run,
+};
