@@ -1,6 +1,8 @@
 /* frontend.c - see frontend.h. */
 #include "frontend.h"
 
+#include "batcher.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,6 +203,7 @@ typedef struct infer_ctx {
   ts_infer *inf;
   ts_tensor *inputs;       /* views into req, or owned widened copies */
   int n_inputs;
+  ts_tensor *ordered;      /* the same views in the model's input order */
 } infer_ctx;
 
 /* Typed contents: where the elements of each datatype live, and whether
@@ -385,6 +388,7 @@ static void ctx_free(infer_ctx *ctx) {
   if (ctx->inf) ts_infer_free(ctx->inf);
   for (int i = 0; i < ctx->n_inputs; i++) ts_tensor_free(&ctx->inputs[i]);
   free(ctx->inputs);
+  free(ctx->ordered);
   if (ctx->model) ts_served_model_release(ctx->model);
   if (ctx->req) inference__model_infer_request__free_unpacked(ctx->req, NULL);
   free(ctx);
@@ -392,7 +396,28 @@ static void ctx_free(infer_ctx *ctx) {
 
 typedef Inference__ModelInferResponse__InferOutputTensor output_tensor;
 
-static void reply_outputs(infer_ctx *ctx) {
+/* Finds a result tensor by output name. */
+typedef const ts_tensor *(*result_lookup)(const void *src, const char *name);
+
+static const ts_tensor *infer_lookup(const void *src, const char *name) {
+  return ts_infer_value(src, name);
+}
+
+/* Batched results: output k of the model is outputs[k]. */
+typedef struct batched_results {
+  const ts_served_model *model;
+  const ts_tensor *const *outputs;
+} batched_results;
+
+static const ts_tensor *batched_lookup(const void *src, const char *name) {
+  const batched_results *r = src;
+  for (int k = 0; k < r->model->n_outputs; k++)
+    if (strcmp(r->model->outputs[k].name, name) == 0) return r->outputs[k];
+  return NULL;
+}
+
+static void reply_outputs(infer_ctx *ctx, result_lookup lookup,
+                          const void *src) {
   const ts_served_model *m = ctx->model; /* names are read, not written */
   const Inference__ModelInferRequest *req = ctx->req;
   int n = req->n_outputs ? (int)req->n_outputs : m->n_outputs;
@@ -407,7 +432,7 @@ static void reply_outputs(infer_ctx *ctx) {
   for (int i = 0; i < n; i++) {
     const char *name = req->n_outputs ? req->outputs[i]->name
                                       : m->outputs[i].name;
-    const ts_tensor *t = ts_infer_value(ctx->inf, name);
+    const ts_tensor *t = lookup(src, name);
     if (!t) {
       char msg[256];
       snprintf(msg, sizeof msg, "the model produced no output '%s'", name);
@@ -448,9 +473,36 @@ static void on_infer_done(ts_infer *inf, void *user) {
                  ctx->model->config.name, e->msg);
     ts_rpc_call_fail(ctx->call, e->code, e->msg);
   } else {
-    reply_outputs(ctx);
+    reply_outputs(ctx, infer_lookup, inf);
   }
   ctx_free(ctx);
+}
+
+static void on_batched_done(void *user, const ts_err *err,
+                            const ts_tensor *const *outputs, int n_outputs) {
+  infer_ctx *ctx = user;
+  (void)n_outputs;
+  if (err->code) {
+    ts_rpc_call_fail(ctx->call, err->code, err->msg);
+  } else {
+    batched_results r = {ctx->model, outputs};
+    reply_outputs(ctx, batched_lookup, &r);
+  }
+  ctx_free(ctx);
+}
+
+/* The request's inputs in the model's input order (bind_inputs checked
+ * that each model input appears exactly once). */
+static int order_inputs(infer_ctx *ctx, ts_err *err) {
+  const ts_served_model *m = ctx->model;
+  ctx->ordered = calloc((size_t)(m->n_inputs ? m->n_inputs : 1),
+                        sizeof *ctx->ordered);
+  if (!ctx->ordered) return ts_err_set(err, TS_ENOMEM, "out of memory");
+  for (int k = 0; k < m->n_inputs; k++)
+    for (int i = 0; i < ctx->n_inputs; i++)
+      if (strcmp(ctx->req->inputs[i]->name, m->inputs[k].name) == 0)
+        ctx->ordered[k] = ctx->inputs[i];
+  return TS_OK;
 }
 
 static void handle_model_infer(ts_rpc_call *call, const uint8_t *data,
@@ -483,6 +535,13 @@ static void handle_model_infer(ts_rpc_call *call, const uint8_t *data,
   int rc = bind_inputs(ctx, &err);
   if (rc == TS_OK && deadline <= now)
     rc = ts_err_set(&err, TS_ETIMEDOUT, "deadline passed before dispatch");
+  if (rc == TS_OK && fe->batcher) rc = order_inputs(ctx, &err);
+  if (rc == TS_OK && fe->batcher &&
+      ts_batcher_accepts(ctx->model, ctx->ordered)) {
+    rc = ts_batcher_submit(fe->batcher, ctx->model, ctx->ordered, deadline,
+                           on_batched_done, ctx, &err);
+    if (rc == TS_OK) return;
+  }
   if (rc == TS_OK) {
     ctx->inf = ts_infer_new(fe->cluster, ctx->model, &fe->dispatch, deadline,
                             ctx->req->id);

@@ -24,6 +24,7 @@ typedef struct ts_frontend {
   ts_cluster *cluster;
   ts_dispatch_opts dispatch;
   int64_t max_deadline_ms;   /* cap on any request's deadline */
+  struct ts_batcher *batcher; /* dynamic batching; NULL: none */
 } ts_frontend;
 
 #define TS_FRONTEND_METHODS 9

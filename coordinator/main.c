@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "admin.h"
+#include "batcher.h"
 #include "config.h"
 #include "frontend.h"
 #include "local_workers.h"
@@ -47,6 +48,7 @@ typedef struct options {
   int n_models;
   const char *repository;
   long max_deadline_ms;
+  int max_queue;
   int round_robin;
 } options;
 
@@ -73,6 +75,8 @@ static void usage(FILE *f) {
 "                              batch_delay_us=N\n"
 "  --model-repository DIR      serve DIR/NAME/model.onnx (+ config.ini)\n"
 "  --max-deadline-ms N         cap on any request's deadline (default 60000)\n"
+"  --max-queue N               requests waiting for a dynamic batch, at most\n"
+"                              (default 1024; beyond: RESOURCE_EXHAUSTED)\n"
 "  --round-robin               schedule replicas round-robin instead of by\n"
 "                              power of two choices\n"
 "  --help                      this text\n");
@@ -97,7 +101,7 @@ static int parse_size(const char *s, unsigned long long *out) {
 
 static int parse_options(int argc, char **argv, options *o) {
   enum { O_LISTEN = 1, O_WORKER, O_LOCAL, O_THREADS, O_LIMIT, O_BINARY,
-         O_MODEL, O_REPO, O_DEADLINE, O_RR, O_HELP };
+         O_MODEL, O_REPO, O_DEADLINE, O_QUEUE, O_RR, O_HELP };
   static const struct option longopts[] = {
       {"listen", required_argument, 0, O_LISTEN},
       {"worker", required_argument, 0, O_WORKER},
@@ -108,11 +112,13 @@ static int parse_options(int argc, char **argv, options *o) {
       {"model", required_argument, 0, O_MODEL},
       {"model-repository", required_argument, 0, O_REPO},
       {"max-deadline-ms", required_argument, 0, O_DEADLINE},
+      {"max-queue", required_argument, 0, O_QUEUE},
       {"round-robin", no_argument, 0, O_RR},
       {"help", no_argument, 0, O_HELP},
       {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
   o->max_deadline_ms = 60000;
+  o->max_queue = 1024;
   int c;
   char *end;
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -162,6 +168,14 @@ static int parse_options(int argc, char **argv, options *o) {
         if (*end || o->max_deadline_ms < 1) {
           fprintf(stderr, "tessera-coordinator: --max-deadline-ms '%s' is "
                   "not a positive number\n", optarg);
+          return 2;
+        }
+        break;
+      case O_QUEUE:
+        o->max_queue = (int)strtol(optarg, &end, 10);
+        if (*end || o->max_queue < 1 || o->max_queue > 1000000) {
+          fprintf(stderr, "tessera-coordinator: --max-queue '%s' is not a "
+                  "number in [1, 1000000]\n", optarg);
           return 2;
         }
         break;
@@ -336,6 +350,11 @@ int main(int argc, char **argv) {
                                            : TS_SCHED_P2C},
       .max_deadline_ms = o.max_deadline_ms,
   };
+  if (ts_batcher_create(&cluster, &fe.dispatch, o.max_queue, &fe.batcher,
+                        &err) != TS_OK) {
+    fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
+    goto out_registry;
+  }
   ts_admin admin = {.registry = &registry, .cluster = &cluster};
   ts_rpc_method methods[TS_FRONTEND_METHODS + TS_ADMIN_METHODS];
   int n_methods = ts_frontend_methods(&fe, methods);
@@ -346,7 +365,7 @@ int main(int argc, char **argv) {
       TS_OK) {
     fprintf(stderr, "tessera-coordinator: cannot serve on %s: %s\n", o.listen,
             err.msg);
-    goto out_registry;
+    goto out_batcher;
   }
   ts_log_info("serving %d model(s) on %s with %d worker(s)", registry.n,
               o.listen, cluster.n);
@@ -369,6 +388,8 @@ int main(int argc, char **argv) {
   ts_rpc_server_set_serving(server, 0);
   ts_rpc_server_stop(server, 10000);
   exit_code = 0;
+out_batcher:
+  ts_batcher_free(fe.batcher);
 out_registry:
   ts_registry_free(&registry);
 out_cluster:

@@ -1,0 +1,49 @@
+/*
+ * batcher.h - dynamic batching, Triton-style.
+ *
+ * Requests to a model with max_batch > 0 (and a dynamic first dim on every
+ * input) are queued; the queue of each model closes a batch when its rows
+ * reach max_batch or batch_delay_us after its first request, concatenates
+ * the inputs along the batch axis (a lone request is sent as it is), runs
+ * one inference, and hands each request its own rows of every output.
+ * Batching never changes an answer: rows are independent by the model's
+ * contract, and each request gets exactly the rows it sent.
+ *
+ * Back-pressure: at most max_queue requests wait at once across all models;
+ * beyond that submit answers TS_EEXHAUSTED (RESOURCE_EXHAUSTED) at once
+ * instead of letting latency and memory grow without bound.
+ *
+ * Threads: the batcher runs its own libuv loop on its own thread (timers
+ * for batch windows; submitters hand requests over with uv_async_send over
+ * a mutex-protected list that the loop drains fully, since async sends
+ * coalesce). Completion callbacks run on the cluster client's poller thread.
+ */
+#ifndef TS_BATCHER_H
+#define TS_BATCHER_H
+
+#include "dispatch.h"
+#include "registry.h"
+
+typedef struct ts_batcher ts_batcher;
+
+/* One request's answer: output k is model->outputs[k], rows of this request
+ * only (views valid during the callback). On failure err->code != 0. */
+typedef void (*ts_batch_done_fn)(void *user, const ts_err *err,
+                                  const ts_tensor *const *outputs,
+                                  int n_outputs);
+
+int ts_batcher_create(ts_cluster *cluster, const ts_dispatch_opts *opts,
+                      int max_queue, ts_batcher **out, ts_err *err);
+/* Whether this request can be batched: the model batches and every input's
+ * first dim is dynamic in the model and equal across the request. */
+int ts_batcher_accepts(const ts_served_model *m, const ts_tensor *inputs);
+/* Queues a request. `inputs` are in model->inputs order and must stay valid
+ * until `done`; the caller holds a reference to `m` until then. Returns
+ * TS_EEXHAUSTED when the queue is full (done is then not called). */
+int ts_batcher_submit(ts_batcher *b, ts_served_model *m,
+                      const ts_tensor *inputs, int64_t deadline,
+                      ts_batch_done_fn done, void *user, ts_err *err);
+/* Flushes what is queued, waits for batches in flight, stops the thread. */
+void ts_batcher_free(ts_batcher *b);
+
+#endif
