@@ -105,13 +105,6 @@ static int slot_of(ts_dtype t) {
 typedef void (*ew_fn)(int64_t n, const void *const *in, const int64_t *step,
                       void *out, const void *params);
 
-/* Wrapping signed arithmetic (no UB on overflow) for the integer types;
- * plain arithmetic for floating point. */
-#define WRAP(op, a, b)                                                    \
-  _Generic((a), int32_t : (int32_t)((uint32_t)(a)op(uint32_t)(b)),        \
-           int64_t : (int64_t)((uint64_t)(a)op(uint64_t)(b)),             \
-           default : (a)op(b))
-
 static inline double float_div(double a, double b) { return a / b; }
 static inline int32_t div_i32(int32_t a, int32_t b) {
   return b == 0 ? 0 : b == -1 ? (int32_t)(0u - (uint32_t)a) : a / b;
@@ -257,9 +250,9 @@ static int broadcast_apply(const ts_node *n, int n_in,
  * int32, int64 -> same type), CMP (those four -> bool), EQ (CMP and bool),
  * LOGIC (bool -> bool). */
 #define BINARY_LIST(X)                   \
-  X(Add, WRAP(+, a, b), NUM)             \
-  X(Sub, WRAP(-, a, b), NUM)             \
-  X(Mul, WRAP(*, a, b), NUM)             \
+  X(Add, TS_WRAP(+, a, b), NUM)             \
+  X(Sub, TS_WRAP(-, a, b), NUM)             \
+  X(Mul, TS_WRAP(*, a, b), NUM)             \
   X(Div, DIV(a, b), NUM)                 \
   X(Equal, a == b, EQ)                   \
   X(Less, a < b, CMP)                    \

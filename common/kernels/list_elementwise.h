@@ -44,6 +44,13 @@
  */
 #include "ops.h"
 
+/* Wrapping signed arithmetic (no UB on overflow) for int32 and int64 `a`;
+ * plain arithmetic for floating point. */
+#define TS_WRAP(op, a, b)                                                 \
+  _Generic((a), int32_t : (int32_t)((uint32_t)(a)op(uint32_t)(b)),        \
+           int64_t : (int64_t)((uint64_t)(a)op(uint64_t)(b)),             \
+           default : (a)op(b))
+
 /* Fills *err with code and "node 'x' (Op): <message>", returns code. */
 int ts_kernel_fail(const ts_node *n, ts_err *err, int code, const char *fmt,
                    ...) __attribute__((format(printf, 4, 5)));
