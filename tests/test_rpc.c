@@ -1,0 +1,1013 @@
+/*
+ * test_rpc.c - the gRPC layer over real sockets on 127.0.0.1.
+ *
+ * A test server serves: Echo (unary), Later (answers from another thread
+ * after a few ms), Fail (a fixed error), Never (parks the call; the test
+ * answers it), Info (peer, user-agent and deadline as text) and Concat
+ * (client streaming: answers with the chunks concatenated; a chunk starting
+ * with "FAIL" is rejected). Each test starts its own server on port 0.
+ */
+#include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "health.pb-c.h"
+#include "rpc.h"
+
+#define ECHO "/test.Svc/Echo"
+#define LATER "/test.Svc/Later"
+#define FAIL "/test.Svc/Fail"
+#define NEVER "/test.Svc/Never"
+#define INFO "/test.Svc/Info"
+#define CONCAT "/test.Svc/Concat"
+#define HEALTH "/grpc.health.v1.Health/Check"
+#define FAIL_MSG "tensor 'x': dim 1 is 3, expected 4"
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint8_t *random_bytes(size_t n) {
+  uint8_t *p = malloc(n ? n : 1);
+  for (size_t i = 0; i < n; i++) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    p[i] = (uint8_t)(rng_state >> 24);
+  }
+  return p;
+}
+
+static uint8_t *dup_bytes(const uint8_t *p, size_t n) {
+  uint8_t *q = malloc(n ? n : 1);
+  if (n) memcpy(q, p, n);
+  return q;
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+  nanosleep(&ts, NULL);
+}
+
+/* ---- test server handlers -------------------------------------------- */
+
+static void echo(ts_rpc_call *call, const uint8_t *req, size_t len,
+                 void *user) {
+  (void)user;
+  ts_rpc_call_reply_owned(call, dup_bytes(req, len), len);
+}
+
+static atomic_int later_running;
+typedef struct later_job {
+  ts_rpc_call *call;
+  uint8_t *data;
+  size_t len;
+} later_job;
+
+static void *later_thread(void *arg) {
+  later_job *job = arg;
+  sleep_ms(5 + (int)(job->len % 20));
+  ts_rpc_call_reply_owned(job->call, job->data, job->len);
+  free(job);
+  atomic_fetch_sub(&later_running, 1);
+  return NULL;
+}
+
+static void later(ts_rpc_call *call, const uint8_t *req, size_t len,
+                  void *user) {
+  (void)user;
+  later_job *job = malloc(sizeof *job);
+  job->call = call;
+  job->data = dup_bytes(req, len);
+  job->len = len;
+  atomic_fetch_add(&later_running, 1);
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, later_thread, job), 0);
+  pthread_detach(t);
+}
+
+static void fail_handler(ts_rpc_call *call, const uint8_t *req, size_t len,
+                 void *user) {
+  (void)req, (void)len, (void)user;
+  ts_rpc_call_fail(call, TS_ENOTFOUND, FAIL_MSG);
+}
+
+/* Parked calls of Never, answered by the test. */
+static pthread_mutex_t park_mu = PTHREAD_MUTEX_INITIALIZER;
+static ts_rpc_call *parked[16];
+static int n_parked;
+
+static void never(ts_rpc_call *call, const uint8_t *req, size_t len,
+                  void *user) {
+  (void)req, (void)len, (void)user;
+  pthread_mutex_lock(&park_mu);
+  ck_assert_int_lt(n_parked, 16);
+  parked[n_parked++] = call;
+  pthread_mutex_unlock(&park_mu);
+}
+
+/* Waits until n calls are parked (up to 5 s). */
+static int wait_parked(int n) {
+  for (int i = 0; i < 500; i++) {
+    pthread_mutex_lock(&park_mu);
+    int have = n_parked;
+    pthread_mutex_unlock(&park_mu);
+    if (have >= n) return have;
+    sleep_ms(10);
+  }
+  return -1;
+}
+
+static ts_rpc_call *unpark(void) {
+  pthread_mutex_lock(&park_mu);
+  ts_rpc_call *c = n_parked ? parked[--n_parked] : NULL;
+  pthread_mutex_unlock(&park_mu);
+  return c;
+}
+
+static void info(ts_rpc_call *call, const uint8_t *req, size_t len,
+                 void *user) {
+  (void)req, (void)len, (void)user;
+  char peer[128], ua[128], missing[8];
+  char *out = malloc(512);
+  int n = snprintf(
+      out, 512, "%s|%s|%lld|%s", ts_rpc_call_peer(call, peer, sizeof peer),
+      ts_rpc_call_metadata(call, "user-agent", ua, sizeof ua),
+      (long long)ts_rpc_call_deadline(call),
+      ts_rpc_call_metadata(call, "x-absent", missing, sizeof missing)
+          ? "present"
+          : "absent");
+  ts_rpc_call_reply_owned(call, (uint8_t *)out, (size_t)n);
+}
+
+/* Concat: per-call buffers, keyed by call. */
+typedef struct concat_state {
+  ts_rpc_call *call;
+  uint8_t *buf;
+  size_t len, cap;
+} concat_state;
+static concat_state concat_calls[16];
+static atomic_int ends_ok, ends_cancelled;
+
+static concat_state *concat_find(ts_rpc_call *call, bool create) {
+  pthread_mutex_lock(&park_mu);
+  concat_state *found = NULL;
+  for (int i = 0; i < 16 && !found; i++)
+    if (concat_calls[i].call == call) found = &concat_calls[i];
+  for (int i = 0; i < 16 && !found && create; i++)
+    if (!concat_calls[i].call) {
+      found = &concat_calls[i];
+      found->call = call;
+    }
+  pthread_mutex_unlock(&park_mu);
+  return found;
+}
+
+static int concat_msg(ts_rpc_call *call, const uint8_t *msg, size_t len,
+                      void *user, ts_err *err) {
+  (void)user;
+  if (len >= 4 && memcmp(msg, "FAIL", 4) == 0)
+    return ts_err_set(err, TS_EINVAL, "chunk 'FAIL' rejected");
+  concat_state *st = concat_find(call, true);
+  ck_assert_ptr_nonnull(st);
+  if (st->len + len > st->cap) {
+    st->cap = (st->len + len) * 2;
+    st->buf = realloc(st->buf, st->cap);
+  }
+  memcpy(st->buf + st->len, msg, len);
+  st->len += len;
+  return 0;
+}
+
+static void concat_end(ts_rpc_call *call, void *user, int cancelled) {
+  (void)user;
+  concat_state *st = concat_find(call, true);
+  uint8_t *buf = st->buf;
+  size_t len = st->len;
+  pthread_mutex_lock(&park_mu);
+  memset(st, 0, sizeof *st);
+  pthread_mutex_unlock(&park_mu);
+  if (cancelled) {
+    atomic_fetch_add(&ends_cancelled, 1);
+    free(buf);
+  } else {
+    atomic_fetch_add(&ends_ok, 1);
+    ts_rpc_call_reply_owned(call, buf, len);
+  }
+}
+
+static const ts_rpc_method test_methods[] = {
+    {.path = ECHO, .kind = TS_RPC_UNARY, .unary = echo},
+    {.path = LATER, .kind = TS_RPC_UNARY, .unary = later},
+    {.path = FAIL, .kind = TS_RPC_UNARY, .unary = fail_handler},
+    {.path = NEVER, .kind = TS_RPC_UNARY, .unary = never},
+    {.path = INFO, .kind = TS_RPC_UNARY, .unary = info},
+    {.path = CONCAT,
+     .kind = TS_RPC_CLIENT_STREAM,
+     .on_message = concat_msg,
+     .on_end = concat_end},
+};
+#define N_TEST_METHODS ((int)(sizeof test_methods / sizeof *test_methods))
+
+/* ---- fixture ---------------------------------------------------------- */
+
+static ts_rpc_server *srv;
+static ts_rpc_channel *chan;
+static int port;
+
+static void start_server(const ts_rpc_creds *creds) {
+  ts_err err = {0};
+  ts_rpc_server_opts opts = {.listen = "127.0.0.1:0", .creds = creds};
+  int rc = ts_rpc_server_start(&opts, test_methods, N_TEST_METHODS, &srv,
+                               &port, &err);
+  ck_assert_msg(rc == 0, "server start: %s", err.msg);
+  ck_assert_int_gt(port, 0);
+}
+
+static ts_rpc_channel *open_channel(const ts_rpc_creds *creds) {
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  ts_rpc_channel *ch = NULL;
+  ts_err err = {0};
+  ck_assert_int_eq(ts_rpc_channel_open(target, creds, &ch, &err), 0);
+  ck_assert_str_eq(ts_rpc_channel_target(ch), target);
+  return ch;
+}
+
+static void setup(void) {
+  ts_rpc_init();
+  atomic_store(&later_running, 0);
+  atomic_store(&ends_ok, 0);
+  atomic_store(&ends_cancelled, 0);
+  n_parked = 0;
+  srv = NULL;
+  chan = NULL;
+}
+
+static void teardown(void) {
+  for (int i = 0; i < 500 && atomic_load(&later_running) > 0; i++)
+    sleep_ms(10);
+  if (chan) ts_rpc_channel_close(chan);
+  if (srv) ts_rpc_server_stop(srv, 1000);
+  ts_rpc_shutdown();
+}
+
+static void start_plain(void) {
+  start_server(NULL);
+  chan = open_channel(NULL);
+}
+
+static int64_t in_ms(int64_t ms) { return ts_now_ms() + ms; }
+
+/* ---- status codes ----------------------------------------------------- */
+
+START_TEST(status_mapping) {
+  static const int codes[] = {
+#define TS_X(name, value, grpc, desc) value,
+      TS_ERROR_LIST(TS_X)
+#undef TS_X
+  };
+  for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
+    int status = ts_err_grpc_status(codes[i]);
+    int back = ts_err_from_grpc_status(status);
+    /* The way back lands on a code with the same status. */
+    ck_assert_int_eq(ts_err_grpc_status(back), status);
+  }
+  ck_assert_int_eq(ts_err_from_grpc_status(0), TS_OK);
+  ck_assert_int_eq(ts_err_from_grpc_status(3), TS_EINVAL);
+  ck_assert_int_eq(ts_err_from_grpc_status(4), TS_ETIMEDOUT);
+  ck_assert_int_eq(ts_err_from_grpc_status(5), TS_ENOTFOUND);
+  ck_assert_int_eq(ts_err_from_grpc_status(8), TS_EEXHAUSTED);
+  ck_assert_int_eq(ts_err_from_grpc_status(12), TS_EUNSUPPORTED);
+  ck_assert_int_eq(ts_err_from_grpc_status(13), TS_EINTERNAL);
+  ck_assert_int_eq(ts_err_from_grpc_status(14), TS_EUNAVAILABLE);
+  ck_assert_int_eq(ts_err_from_grpc_status(16), TS_EUNAUTH);
+  ck_assert_int_eq(ts_err_from_grpc_status(2), TS_EINTERNAL);
+  ck_assert_int_eq(ts_err_from_grpc_status(11), TS_EINVAL);
+  ck_assert_int_eq(ts_err_from_grpc_status(99), TS_EINTERNAL);
+}
+END_TEST
+
+START_TEST(now_is_monotonic_ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  int64_t ref = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  int64_t now = ts_now_ms();
+  ck_assert(now >= ref && now - ref < 1000);
+  sleep_ms(30);
+  ck_assert_int_ge(ts_now_ms() - now, 29);
+}
+END_TEST
+
+/* ---- unary ------------------------------------------------------------ */
+
+static const size_t sizes[] = {0, 1, 23, 4096, 1000003, (4u << 20) + 1,
+                               8u << 20};
+#define N_SIZES (sizeof sizes / sizeof *sizes)
+
+START_TEST(sync_echo_sizes) {
+  start_plain();
+  for (size_t i = 0; i < N_SIZES; i++) {
+    uint8_t *req = random_bytes(sizes[i]);
+    uint8_t *resp = NULL;
+    size_t len = 99;
+    ts_err err = {0};
+    int rc = ts_rpc_call_sync(chan, i % 2 ? LATER : ECHO, req, sizes[i],
+                              in_ms(20000), &resp, &len, &err);
+    ck_assert_msg(rc == 0, "size %zu: %d %s", sizes[i], rc, err.msg);
+    ck_assert_uint_eq(len, sizes[i]);
+    ck_assert_ptr_nonnull(resp);
+    ck_assert(memcmp(req, resp, len) == 0);
+    free(req);
+    free(resp);
+  }
+}
+END_TEST
+
+typedef struct async_probe {
+  atomic_int done;
+  int status, code;
+  char message[256];
+  const uint8_t *expect;
+  size_t expect_len;
+  bool match;
+} async_probe;
+
+static pthread_mutex_t done_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER;
+static int n_done;
+
+static void on_done(void *user, const ts_rpc_result *r) {
+  async_probe *p = user;
+  p->status = r->status;
+  p->code = r->code;
+  snprintf(p->message, sizeof p->message, "%s", r->message ? r->message : "");
+  p->match = r->status == 0 && r->len == p->expect_len &&
+             (r->len == 0 || memcmp(r->data, p->expect, r->len) == 0);
+  atomic_fetch_add(&p->done, 1);
+  pthread_mutex_lock(&done_mu);
+  n_done++;
+  pthread_cond_broadcast(&done_cv);
+  pthread_mutex_unlock(&done_mu);
+}
+
+static bool wait_done(int n, int64_t timeout_ms) {
+  int64_t end = in_ms(timeout_ms);
+  pthread_mutex_lock(&done_mu);
+  while (n_done < n && ts_now_ms() < end) {
+    pthread_mutex_unlock(&done_mu);
+    sleep_ms(5);
+    pthread_mutex_lock(&done_mu);
+  }
+  bool ok = n_done >= n;
+  pthread_mutex_unlock(&done_mu);
+  return ok;
+}
+
+START_TEST(async_echo_sizes) {
+  start_plain();
+  ts_rpc_client *client;
+  ts_err err = {0};
+  ck_assert_int_eq(ts_rpc_client_create(&client, &err), 0);
+  n_done = 0;
+  async_probe probes[N_SIZES];
+  uint8_t *reqs[N_SIZES];
+  memset(probes, 0, sizeof probes);
+  for (size_t i = 0; i < N_SIZES; i++) {
+    reqs[i] = random_bytes(sizes[i]);
+    probes[i].expect = reqs[i];
+    probes[i].expect_len = sizes[i];
+    ck_assert_int_eq(ts_rpc_call_async(client, chan, i % 2 ? ECHO : LATER,
+                                       reqs[i], sizes[i], in_ms(20000),
+                                       on_done, &probes[i], NULL),
+                     0);
+  }
+  ck_assert(wait_done(N_SIZES, 30000));
+  ts_rpc_client_free(client);
+  for (size_t i = 0; i < N_SIZES; i++) {
+    ck_assert_int_eq(atomic_load(&probes[i].done), 1);
+    ck_assert_msg(probes[i].match, "size %zu: status %d %s", sizes[i],
+                  probes[i].status, probes[i].message);
+    free(reqs[i]);
+  }
+}
+END_TEST
+
+START_TEST(async_100_concurrent) {
+  start_plain();
+  ts_rpc_client *client;
+  ck_assert_int_eq(ts_rpc_client_create(&client, NULL), 0);
+  n_done = 0;
+  enum { N = 100 };
+  static async_probe probes[N];
+  static uint8_t *reqs[N];
+  memset(probes, 0, sizeof probes);
+  for (int i = 0; i < N; i++) {
+    size_t len = (size_t)(i * 37 % 1000);
+    reqs[i] = random_bytes(len);
+    probes[i].expect = reqs[i];
+    probes[i].expect_len = len;
+    const char *m = i % 3 == 0 ? FAIL : (i % 3 == 1 ? LATER : ECHO);
+    ck_assert_int_eq(ts_rpc_call_async(client, chan, m, reqs[i], len,
+                                       in_ms(20000), on_done, &probes[i],
+                                       NULL),
+                     0);
+  }
+  /* client_free waits for every callback. */
+  ts_rpc_client_free(client);
+  ck_assert_int_eq(n_done, N);
+  for (int i = 0; i < N; i++) {
+    ck_assert_int_eq(atomic_load(&probes[i].done), 1);
+    if (i % 3 == 0) {
+      ck_assert_int_eq(probes[i].status, 5);
+      ck_assert_int_eq(probes[i].code, TS_ENOTFOUND);
+      ck_assert_str_eq(probes[i].message, FAIL_MSG);
+    } else {
+      ck_assert_msg(probes[i].match, "call %d: %s", i, probes[i].message);
+    }
+    free(reqs[i]);
+  }
+}
+END_TEST
+
+START_TEST(fail_code_and_message) {
+  start_plain();
+  uint8_t *resp = (uint8_t *)"x";
+  size_t len = 7;
+  ts_err err = {0};
+  int rc = ts_rpc_call_sync(chan, FAIL, (const uint8_t *)"a", 1, in_ms(5000),
+                            &resp, &len, &err);
+  ck_assert_int_eq(rc, TS_ENOTFOUND);
+  ck_assert_int_eq(err.code, TS_ENOTFOUND);
+  ck_assert_str_eq(err.msg, FAIL_MSG);
+  ck_assert_ptr_null(resp);
+  ck_assert_uint_eq(len, 0);
+}
+END_TEST
+
+START_TEST(unknown_method_unimplemented) {
+  start_plain();
+  uint8_t *resp;
+  size_t len;
+  ts_err err = {0};
+  int rc = ts_rpc_call_sync(chan, "/test.Svc/Nope", (const uint8_t *)"a", 1,
+                            in_ms(5000), &resp, &len, &err);
+  ck_assert_int_eq(rc, TS_EUNSUPPORTED);
+  ck_assert_ptr_nonnull(strstr(err.msg, "/test.Svc/Nope"));
+  /* Health/Watch is not served either. */
+  rc = ts_rpc_call_sync(chan, "/grpc.health.v1.Health/Watch",
+                        (const uint8_t *)"", 0, in_ms(5000), &resp, &len,
+                        &err);
+  ck_assert_int_eq(rc, TS_EUNSUPPORTED);
+}
+END_TEST
+
+START_TEST(peer_metadata_deadline) {
+  start_plain();
+  int64_t deadline = in_ms(7000);
+  uint8_t *resp;
+  size_t len;
+  ts_err err = {0};
+  ck_assert_int_eq(ts_rpc_call_sync(chan, INFO, (const uint8_t *)"", 0,
+                                    deadline, &resp, &len, &err),
+                   0);
+  char text[512];
+  snprintf(text, sizeof text, "%.*s", (int)len, (const char *)resp);
+  free(resp);
+  char peer[128], ua[128], absent[16];
+  long long seen;
+  ck_assert_int_eq(sscanf(text, "%127[^|]|%127[^|]|%lld|%15s", peer, ua,
+                          &seen, absent),
+                   4);
+  ck_assert_msg(strncmp(peer, "ipv4:127.0.0.1:", 15) == 0, "peer %s", peer);
+  ck_assert_msg(strstr(ua, "grpc-c") != NULL, "user-agent %s", ua);
+  ck_assert_str_eq(absent, "absent");
+  /* Same process, same clock: the server sees the client's deadline. */
+  ck_assert_msg(llabs(seen - (long long)deadline) < 100,
+                "deadline %lld vs %lld", seen, (long long)deadline);
+  /* No deadline travels as none. */
+  ck_assert_int_eq(ts_rpc_call_sync(chan, INFO, (const uint8_t *)"", 0,
+                                    TS_DEADLINE_NONE, &resp, &len, &err),
+                   0);
+  snprintf(text, sizeof text, "%.*s", (int)len, (const char *)resp);
+  free(resp);
+  ck_assert_int_eq(sscanf(text, "%127[^|]|%127[^|]|%lld|", peer, ua, &seen),
+                   3);
+  ck_assert_int_eq(seen, TS_DEADLINE_NONE);
+}
+END_TEST
+
+/* ---- health ----------------------------------------------------------- */
+
+static int health(const char *service, int *status) {
+  Grpc__Health__V1__HealthCheckRequest rq =
+      GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  rq.service = (char *)service;
+  uint8_t buf[256];
+  size_t n = grpc__health__v1__health_check_request__pack(&rq, buf);
+  uint8_t *resp;
+  size_t len;
+  ts_err err = {0};
+  int rc = ts_rpc_call_sync(chan, HEALTH, buf, n, in_ms(5000), &resp, &len,
+                            &err);
+  if (rc < 0) return rc;
+  Grpc__Health__V1__HealthCheckResponse *r =
+      grpc__health__v1__health_check_response__unpack(NULL, len, resp);
+  free(resp);
+  ck_assert_ptr_nonnull(r);
+  *status = r->status;
+  grpc__health__v1__health_check_response__free_unpacked(r, NULL);
+  return 0;
+}
+
+START_TEST(health_check) {
+  start_plain();
+  int status = -1;
+  ck_assert_int_eq(health("", &status), 0);
+  ck_assert_int_eq(status,
+                   GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+  ts_rpc_server_set_serving(srv, 0);
+  ck_assert_int_eq(health("", &status), 0);
+  ck_assert_int_eq(
+      status,
+      GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+  ts_rpc_server_set_serving(srv, 1);
+  ck_assert_int_eq(health("", &status), 0);
+  ck_assert_int_eq(status,
+                   GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+  ck_assert_int_eq(health("tessera.Worker", &status), TS_ENOTFOUND);
+  /* A malformed request is rejected, not crashed on. */
+  uint8_t *resp;
+  size_t len;
+  ts_err err = {0};
+  static const uint8_t junk[] = {0x0a, 0x7f, 0x01};
+  ck_assert_int_eq(ts_rpc_call_sync(chan, HEALTH, junk, sizeof junk,
+                                    in_ms(5000), &resp, &len, &err),
+                   TS_EINVAL);
+  ck_assert_ptr_nonnull(strstr(err.msg, "HealthCheckRequest"));
+}
+END_TEST
+
+/* ---- deadlines, cancellation, stop ------------------------------------ */
+
+START_TEST(deadline_exceeded) {
+  start_plain();
+  uint8_t *resp;
+  size_t len;
+  ts_err err = {0};
+  int64_t t0 = ts_now_ms();
+  int rc = ts_rpc_call_sync(chan, NEVER, (const uint8_t *)"a", 1, in_ms(200),
+                            &resp, &len, &err);
+  int64_t took = ts_now_ms() - t0;
+  ck_assert_int_eq(rc, TS_ETIMEDOUT);
+  ck_assert_int_ge(took, 150);
+  ck_assert_int_lt(took, 3000);
+  ck_assert_int_eq(wait_parked(1), 1);
+  ts_rpc_call *call = unpark();
+  /* The server learned of the deadline too. */
+  for (int i = 0; i < 200 && !ts_rpc_call_is_cancelled(call); i++)
+    sleep_ms(5);
+  ck_assert(ts_rpc_call_is_cancelled(call));
+  /* A late answer is harmless; the server still stops at once. */
+  ts_rpc_call_reply_owned(call, dup_bytes((const uint8_t *)"late", 4), 4);
+  ts_rpc_channel_close(chan);
+  chan = NULL;
+  t0 = ts_now_ms();
+  ts_rpc_server_stop(srv, 5000);
+  srv = NULL;
+  ck_assert_int_lt(ts_now_ms() - t0, 2000);
+}
+END_TEST
+
+START_TEST(async_cancel) {
+  start_plain();
+  ts_rpc_client *client;
+  ck_assert_int_eq(ts_rpc_client_create(&client, NULL), 0);
+  n_done = 0;
+  async_probe p;
+  memset(&p, 0, sizeof p);
+  ts_rpc_outcall *h = NULL;
+  ck_assert_int_eq(ts_rpc_call_async(client, chan, NEVER, (const uint8_t *)"",
+                                     0, in_ms(20000), on_done, &p, &h),
+                   0);
+  ck_assert_ptr_nonnull(h);
+  ck_assert_int_eq(wait_parked(1), 1);
+  ts_rpc_outcall_cancel(h);
+  ck_assert(wait_done(1, 5000));
+  ck_assert_int_eq(p.status, 1);
+  ck_assert_int_eq(p.code, TS_ECANCELLED);
+  ts_rpc_client_free(client);
+  ck_assert_int_eq(atomic_load(&p.done), 1);
+  ts_rpc_call *call = unpark();
+  for (int i = 0; i < 200 && !ts_rpc_call_is_cancelled(call); i++)
+    sleep_ms(5);
+  ck_assert(ts_rpc_call_is_cancelled(call));
+  ts_rpc_call_fail(call, TS_EINTERNAL, "too late");
+}
+END_TEST
+
+START_TEST(stop_waits_for_call_in_flight) {
+  start_plain();
+  ts_rpc_client *client;
+  ck_assert_int_eq(ts_rpc_client_create(&client, NULL), 0);
+  n_done = 0;
+  async_probe p;
+  memset(&p, 0, sizeof p);
+  uint8_t data[40] = {1, 2, 3};
+  p.expect = data;
+  p.expect_len = sizeof data;
+  ck_assert_int_eq(ts_rpc_call_async(client, chan, LATER, data, sizeof data,
+                                     in_ms(20000), on_done, &p, NULL),
+                   0);
+  for (int i = 0; i < 500 && atomic_load(&later_running) == 0; i++)
+    sleep_ms(2);
+  ck_assert_int_eq(atomic_load(&later_running), 1);
+  /* The answer comes within the grace period: the call succeeds. */
+  ts_rpc_server_stop(srv, 5000);
+  srv = NULL;
+  ck_assert(wait_done(1, 5000));
+  ck_assert_msg(p.match, "status %d %s", p.status, p.message);
+  ts_rpc_client_free(client);
+}
+END_TEST
+
+START_TEST(stop_cancels_unanswered_call) {
+  start_plain();
+  ts_rpc_client *client;
+  ck_assert_int_eq(ts_rpc_client_create(&client, NULL), 0);
+  n_done = 0;
+  async_probe p;
+  memset(&p, 0, sizeof p);
+  ck_assert_int_eq(ts_rpc_call_async(client, chan, NEVER, (const uint8_t *)"",
+                                     0, in_ms(20000), on_done, &p, NULL),
+                   0);
+  ck_assert_int_eq(wait_parked(1), 1);
+  int64_t t0 = ts_now_ms();
+  ts_rpc_server_stop(srv, 200);
+  srv = NULL;
+  int64_t took = ts_now_ms() - t0;
+  ck_assert_int_ge(took, 150);
+  ck_assert_int_lt(took, 3000);
+  ck_assert(wait_done(1, 5000));
+  ck_assert_int_ne(p.status, 0);
+  ts_rpc_client_free(client);
+  /* The handler's answer after stop only frees the call. */
+  ts_rpc_call *call = unpark();
+  ck_assert(ts_rpc_call_is_cancelled(call));
+  ts_rpc_call_reply_owned(call, dup_bytes((const uint8_t *)"x", 1), 1);
+}
+END_TEST
+
+START_TEST(bind_in_use_fails) {
+  start_plain();
+  char listen[64];
+  snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+  ts_rpc_server_opts opts = {.listen = listen};
+  ts_rpc_server *other = NULL;
+  ts_err err = {0};
+  int rc = ts_rpc_server_start(&opts, test_methods, N_TEST_METHODS, &other,
+                               NULL, &err);
+  ck_assert_int_eq(rc, TS_EIO);
+  ck_assert_ptr_null(other);
+  ck_assert_ptr_nonnull(strstr(err.msg, listen));
+  /* The first server is unharmed. */
+  uint8_t *resp;
+  size_t len;
+  ck_assert_int_eq(ts_rpc_call_sync(chan, ECHO, (const uint8_t *)"ok", 2,
+                                    in_ms(5000), &resp, &len, &err),
+                   0);
+  free(resp);
+}
+END_TEST
+
+START_TEST(bad_server_options) {
+  ts_err err = {0};
+  ts_rpc_server *s = NULL;
+  ts_rpc_server_opts opts = {.listen = NULL};
+  ck_assert_int_eq(ts_rpc_server_start(&opts, test_methods, N_TEST_METHODS,
+                                       &s, NULL, &err),
+                   TS_EINVAL);
+  opts.listen = "127.0.0.1:0";
+  opts.poll_threads = -1;
+  ck_assert_int_eq(ts_rpc_server_start(&opts, test_methods, N_TEST_METHODS,
+                                       &s, NULL, &err),
+                   TS_EINVAL);
+  ck_assert_ptr_nonnull(strstr(err.msg, "poll_threads"));
+  opts.poll_threads = 1;
+  ts_rpc_method bad[2] = {test_methods[0], test_methods[0]};
+  ck_assert_int_eq(ts_rpc_server_start(&opts, bad, 2, &s, NULL, &err),
+                   TS_EINVAL);
+  ck_assert_msg(strstr(err.msg, ECHO) != NULL, "%s", err.msg);
+  bad[1].path = "noslash";
+  ck_assert_int_eq(ts_rpc_server_start(&opts, bad, 2, &s, NULL, &err),
+                   TS_EINVAL);
+  ck_assert_ptr_nonnull(strstr(err.msg, "noslash"));
+  bad[1] = test_methods[5];
+  bad[1].on_end = NULL;
+  ck_assert_int_eq(ts_rpc_server_start(&opts, bad, 2, &s, NULL, &err),
+                   TS_EINVAL);
+  ck_assert_ptr_nonnull(strstr(err.msg, CONCAT));
+  opts.listen = "not an address";
+  ck_assert_int_eq(ts_rpc_server_start(&opts, test_methods, 1, &s, NULL,
+                                       &err),
+                   TS_EIO);
+  ck_assert_ptr_null(s);
+  ts_rpc_creds creds = {.cert_file = "/nonexistent/cert.pem",
+                        .key_file = "/nonexistent/key.pem"};
+  opts.listen = "127.0.0.1:0";
+  opts.creds = &creds;
+  ck_assert_int_eq(ts_rpc_server_start(&opts, test_methods, 1, &s, NULL,
+                                       &err),
+                   TS_EINVAL);
+  ck_assert_ptr_nonnull(strstr(err.msg, "/nonexistent/cert.pem"));
+  creds.key_file = NULL;
+  ck_assert_int_eq(ts_rpc_server_start(&opts, test_methods, 1, &s, NULL,
+                                       &err),
+                   TS_EINVAL);
+  ts_rpc_creds ca_only = {.ca_file = "/nonexistent/ca.pem"};
+  ts_rpc_channel *ch = NULL;
+  ck_assert_int_eq(ts_rpc_channel_open("127.0.0.1:1", &ca_only, &ch, &err),
+                   TS_EINVAL);
+  ck_assert_ptr_nonnull(strstr(err.msg, "/nonexistent/ca.pem"));
+  ck_assert_ptr_null(ch);
+  ck_assert_int_eq(ts_rpc_channel_open("", NULL, &ch, &err), TS_EINVAL);
+}
+END_TEST
+
+START_TEST(unreachable_server_unavailable) {
+  /* Bind and stop a server to find a port nobody listens on. */
+  start_server(NULL);
+  ts_rpc_server_stop(srv, 0);
+  srv = NULL;
+  chan = open_channel(NULL);
+  uint8_t *resp;
+  size_t len;
+  ts_err err = {0};
+  int rc = ts_rpc_call_sync(chan, ECHO, (const uint8_t *)"a", 1, in_ms(5000),
+                            &resp, &len, &err);
+  ck_assert_int_eq(rc, TS_EUNAVAILABLE);
+}
+END_TEST
+
+/* ---- client streaming ------------------------------------------------- */
+
+START_TEST(stream_20mib_in_1mib_chunks) {
+  start_plain();
+  size_t chunk = 1u << 20, total = 20u << 20;
+  uint8_t *data = random_bytes(total);
+  ts_rpc_stream *st = NULL;
+  ts_err err = {0};
+  ck_assert_int_eq(ts_rpc_stream_open(chan, CONCAT, in_ms(60000), &st, &err),
+                   0);
+  for (size_t off = 0; off < total; off += chunk)
+    ck_assert_msg(ts_rpc_stream_send(st, data + off, chunk, &err) == 0, "%s",
+                  err.msg);
+  uint8_t *resp = NULL;
+  size_t len = 0;
+  ck_assert_msg(ts_rpc_stream_finish(st, &resp, &len, &err) == 0, "%s",
+                err.msg);
+  ck_assert_uint_eq(len, total);
+  ck_assert(memcmp(resp, data, total) == 0);
+  free(resp);
+  free(data);
+  ck_assert_int_eq(atomic_load(&ends_ok), 1);
+  ck_assert_int_eq(atomic_load(&ends_cancelled), 0);
+}
+END_TEST
+
+START_TEST(stream_empty_and_odd_chunks) {
+  start_plain();
+  ts_rpc_stream *st = NULL;
+  ts_err err = {0};
+  uint8_t *resp = NULL;
+  size_t len = 9;
+  ck_assert_int_eq(ts_rpc_stream_open(chan, CONCAT, in_ms(5000), &st, &err),
+                   0);
+  ck_assert_int_eq(ts_rpc_stream_finish(st, &resp, &len, &err), 0);
+  ck_assert_uint_eq(len, 0);
+  free(resp);
+  ck_assert_int_eq(ts_rpc_stream_open(chan, CONCAT, in_ms(5000), &st, &err),
+                   0);
+  ck_assert_int_eq(ts_rpc_stream_send(st, (const uint8_t *)"ab", 2, &err), 0);
+  ck_assert_int_eq(ts_rpc_stream_send(st, (const uint8_t *)"", 0, &err), 0);
+  ck_assert_int_eq(ts_rpc_stream_send(st, (const uint8_t *)"cde", 3, &err),
+                   0);
+  ck_assert_int_eq(ts_rpc_stream_finish(st, &resp, &len, &err), 0);
+  ck_assert_uint_eq(len, 5);
+  ck_assert(memcmp(resp, "abcde", 5) == 0);
+  free(resp);
+  ck_assert_int_eq(atomic_load(&ends_ok), 2);
+}
+END_TEST
+
+START_TEST(stream_message_rejected) {
+  start_plain();
+  ts_rpc_stream *st = NULL;
+  ts_err err = {0};
+  ck_assert_int_eq(ts_rpc_stream_open(chan, CONCAT, in_ms(5000), &st, &err),
+                   0);
+  ck_assert_int_eq(ts_rpc_stream_send(st, (const uint8_t *)"ok", 2, &err), 0);
+  int rc = ts_rpc_stream_send(st, (const uint8_t *)"FAIL", 4, &err);
+  /* The send itself may still be accepted by flow control; then the error
+   * comes with the next send or with finish. */
+  for (int i = 0; rc == 0 && i < 100; i++) {
+    sleep_ms(5);
+    rc = ts_rpc_stream_send(st, (const uint8_t *)"more", 4, &err);
+  }
+  ck_assert_int_eq(rc, TS_EINVAL);
+  ck_assert_str_eq(err.msg, "chunk 'FAIL' rejected");
+  uint8_t *resp = NULL;
+  size_t len;
+  ck_assert_int_eq(ts_rpc_stream_finish(st, &resp, &len, &err), TS_EINVAL);
+  ck_assert_str_eq(err.msg, "chunk 'FAIL' rejected");
+  ck_assert_ptr_null(resp);
+  for (int i = 0; i < 200 && atomic_load(&ends_cancelled) == 0; i++)
+    sleep_ms(5);
+  ck_assert_int_eq(atomic_load(&ends_cancelled), 1);
+  ck_assert_int_eq(atomic_load(&ends_ok), 0);
+}
+END_TEST
+
+START_TEST(stream_deadline_mid_stream) {
+  start_plain();
+  ts_rpc_stream *st = NULL;
+  ts_err err = {0};
+  ck_assert_int_eq(ts_rpc_stream_open(chan, CONCAT, in_ms(300), &st, &err),
+                   0);
+  ck_assert_int_eq(ts_rpc_stream_send(st, (const uint8_t *)"ab", 2, &err), 0);
+  sleep_ms(500);
+  uint8_t *resp = NULL;
+  size_t len;
+  ck_assert_int_eq(ts_rpc_stream_finish(st, &resp, &len, &err), TS_ETIMEDOUT);
+  for (int i = 0; i < 200 && atomic_load(&ends_cancelled) == 0; i++)
+    sleep_ms(5);
+  ck_assert_int_eq(atomic_load(&ends_cancelled), 1);
+  ck_assert_int_eq(atomic_load(&ends_ok), 0);
+}
+END_TEST
+
+START_TEST(stream_unknown_method) {
+  start_plain();
+  ts_rpc_stream *st = NULL;
+  ts_err err = {0};
+  int rc = ts_rpc_stream_open(chan, "/test.Svc/NoStream", in_ms(5000), &st,
+                              &err);
+  if (rc == 0) {
+    rc = ts_rpc_stream_send(st, (const uint8_t *)"x", 1, &err);
+    uint8_t *resp = NULL;
+    size_t len;
+    int rc2 = ts_rpc_stream_finish(st, &resp, &len, &err);
+    if (rc == 0) rc = rc2;
+  }
+  ck_assert_int_eq(rc, TS_EUNSUPPORTED);
+  ck_assert_ptr_nonnull(strstr(err.msg, "/test.Svc/NoStream"));
+}
+END_TEST
+
+/* ---- TLS -------------------------------------------------------------- */
+
+static char tls_dir[64];
+
+/* Makes a CA, a server certificate for 127.0.0.1 and a client certificate
+ * with the openssl CLI. Returns 0 when openssl is missing. */
+static int make_certs(void) {
+  snprintf(tls_dir, sizeof tls_dir, "/tmp/ts_rpc_tls_XXXXXX");
+  if (!mkdtemp(tls_dir)) return 0;
+  char cmd[4096];
+  snprintf(
+      cmd, sizeof cmd,
+      "cd %s && "
+      "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem "
+      "-days 2 -subj /CN=ts-test-ca >/dev/null 2>&1 && "
+      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+      "-subj /CN=localhost >/dev/null 2>&1 && "
+      "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext && "
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key "
+      "-CAcreateserial -out server.pem -days 2 -extfile san.ext "
+      ">/dev/null 2>&1 && "
+      "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr "
+      "-subj /CN=ts-client >/dev/null 2>&1 && "
+      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key "
+      "-CAcreateserial -out client.pem -days 2 >/dev/null 2>&1 && "
+      "openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key "
+      "-out other.pem -days 2 -subj /CN=intruder >/dev/null 2>&1",
+      tls_dir);
+  return system(cmd) == 0;
+}
+
+static void remove_certs(void) {
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", tls_dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+#define TLS_PATH(buf, name) \
+  (snprintf(buf, sizeof buf, "%s/%s", tls_dir, name), buf)
+
+static int echo_once(ts_rpc_channel *ch, ts_err *err) {
+  uint8_t *resp = NULL;
+  size_t len;
+  int rc = ts_rpc_call_sync(ch, ECHO, (const uint8_t *)"tls", 3, in_ms(5000),
+                            &resp, &len, err);
+  if (rc == 0) {
+    ck_assert_uint_eq(len, 3);
+    ck_assert(memcmp(resp, "tls", 3) == 0);
+  }
+  free(resp);
+  return rc;
+}
+
+START_TEST(tls_and_mtls) {
+  if (!make_certs()) {
+    fprintf(stderr, "tls_and_mtls: openssl CLI failed; test skipped\n");
+    return;
+  }
+  char ca[128], scert[128], skey[128], ccert[128], ckey[128], ocert[128],
+      okey[128];
+  TLS_PATH(ca, "ca.pem");
+  TLS_PATH(scert, "server.pem");
+  TLS_PATH(skey, "server.key");
+  TLS_PATH(ccert, "client.pem");
+  TLS_PATH(ckey, "client.key");
+  TLS_PATH(ocert, "other.pem");
+  TLS_PATH(okey, "other.key");
+  ts_err err = {0};
+
+  /* TLS: the client verifies the server with the CA. */
+  ts_rpc_creds server_tls = {.cert_file = scert, .key_file = skey};
+  ts_rpc_creds client_ca = {.ca_file = ca};
+  start_server(&server_tls);
+  ts_rpc_channel *ch = open_channel(&client_ca);
+  ck_assert_msg(echo_once(ch, &err) == 0, "%s", err.msg);
+  ts_rpc_channel_close(ch);
+  ch = open_channel(NULL); /* plaintext to a TLS port */
+  ck_assert_int_eq(echo_once(ch, &err), TS_EUNAVAILABLE);
+  ts_rpc_channel_close(ch);
+  ts_rpc_server_stop(srv, 1000);
+
+  /* mTLS: the server requires a client certificate signed by the CA. */
+  ts_rpc_creds server_mtls = {.cert_file = scert, .key_file = skey,
+                              .ca_file = ca};
+  ts_rpc_creds client_cert = {.cert_file = ccert, .key_file = ckey,
+                              .ca_file = ca};
+  ts_rpc_creds client_other = {.cert_file = ocert, .key_file = okey,
+                               .ca_file = ca};
+  start_server(&server_mtls);
+  ch = open_channel(&client_cert);
+  ck_assert_msg(echo_once(ch, &err) == 0, "%s", err.msg);
+  ts_rpc_channel_close(ch);
+  ch = open_channel(&client_ca); /* no client certificate */
+  ck_assert_int_eq(echo_once(ch, &err), TS_EUNAVAILABLE);
+  ts_rpc_channel_close(ch);
+  ch = open_channel(&client_other); /* a certificate from another CA */
+  ck_assert_int_eq(echo_once(ch, &err), TS_EUNAVAILABLE);
+  ts_rpc_channel_close(ch);
+  ts_rpc_server_stop(srv, 1000);
+  srv = NULL;
+  remove_certs();
+}
+END_TEST
+
+static Suite *rpc_suite(void) {
+  Suite *s = suite_create("rpc");
+  TCase *tc = tcase_create("rpc");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, status_mapping);
+  tcase_add_test(tc, now_is_monotonic_ms);
+  tcase_add_test(tc, sync_echo_sizes);
+  tcase_add_test(tc, async_echo_sizes);
+  tcase_add_test(tc, async_100_concurrent);
+  tcase_add_test(tc, fail_code_and_message);
+  tcase_add_test(tc, unknown_method_unimplemented);
+  tcase_add_test(tc, peer_metadata_deadline);
+  tcase_add_test(tc, health_check);
+  tcase_add_test(tc, deadline_exceeded);
+  tcase_add_test(tc, async_cancel);
+  tcase_add_test(tc, stop_waits_for_call_in_flight);
+  tcase_add_test(tc, stop_cancels_unanswered_call);
+  tcase_add_test(tc, bind_in_use_fails);
+  tcase_add_test(tc, bad_server_options);
+  tcase_add_test(tc, unreachable_server_unavailable);
+  tcase_add_test(tc, stream_20mib_in_1mib_chunks);
+  tcase_add_test(tc, stream_empty_and_odd_chunks);
+  tcase_add_test(tc, stream_message_rejected);
+  tcase_add_test(tc, stream_deadline_mid_stream);
+  tcase_add_test(tc, stream_unknown_method);
+  tcase_add_test(tc, tls_and_mtls);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(rpc_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
