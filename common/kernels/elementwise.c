@@ -642,7 +642,12 @@ static int unary_infer(const unary_desc *d, const ts_node *n,
                        const ts_tensor *const *in, ts_tensor *out,
                        ts_err *err) {
   ew_fn fn;
+  param_buf params;
   int rc = unary_pick(d, n, in[0], &fn, err);
+  if (!rc && d->params) { /* validates; values may still be unknown */
+    rc = d->params(n, in, &params, err);
+    if (rc == TS_EAGAIN) rc = TS_OK;
+  }
   if (rc) return rc;
   return ts_tensor_set_shape(out, in[0]->dtype, in[0]->dims, in[0]->rank,
                              err);
