@@ -1,0 +1,757 @@
+/*
+ * test_graph.c - the ONNX loader and graph IR (graph.c) and the op-table
+ * helpers (ops.c): good models load, every class of bad file fails with its
+ * exact code and a message naming the node/op/attribute/tensor, constants
+ * are folded, shapes are inferred (static and symbolic), and real PyTorch
+ * exports run and match torch's own outputs.
+ */
+#include <check.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kernel_check.h"
+
+#define D(...) (int64_t[]){__VA_ARGS__}
+
+int ts_ops_selfcheck(ts_err *err); /* test hook in ops.c */
+
+/* x[N,4] -> Gemm(W[4,3], b[3]) -> Softmax -> y */
+static Onnx__ModelProto *mlp_model(void) {
+  kc_rng r = kc_rng_seed(100);
+  Onnx__ModelProto *m = kc_model_new(13);
+  ts_tensor w, b;
+  kc_tensor_rand(&w, TS_DTYPE_FLOAT, 2, D(4, 3), &r, -1, 1);
+  kc_tensor_rand(&b, TS_DTYPE_FLOAT, 1, D(3), &r, -1, 1);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 2, D(-1, 4));
+  kc_model_init(m, "W", &w);
+  kc_model_init(m, "b", &b);
+  kc_model_node(m, "Gemm", "", "fc", "x,W,b", "h");
+  kc_model_node(m, "Softmax", "", "sm", "h", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, 2, D(-1, 3));
+  ts_tensor_free(&w);
+  ts_tensor_free(&b);
+  return m;
+}
+
+static int load(Onnx__ModelProto *m, ts_model **out, ts_err *err) {
+  ts_err_clear(err);
+  int rc = kc_model_load(m, out, err);
+  kc_model_free(m);
+  return rc;
+}
+
+#define ASSERT_MSG_HAS(err, s) \
+  ck_assert_msg(strstr((err).msg, (s)) != NULL, "message '%s' lacks '%s'", \
+                (err).msg, (s))
+
+START_TEST(good_model_loads) {
+  ts_model *model;
+  ts_err err;
+  ck_assert_int_eq(load(mlp_model(), &model, &err), 0);
+  const ts_graph *g = &model->graph;
+  ck_assert_int_eq(model->opset, 13);
+  ck_assert_int_eq(g->n_nodes, 2);
+  ck_assert_int_eq(g->n_inputs, 1);
+  ck_assert_int_eq(g->n_outputs, 1);
+  ck_assert_str_eq(g->nodes[0].op_type, "Gemm");
+  ck_assert_str_eq(g->nodes[0].name, "fc");
+  ck_assert_ptr_nonnull(g->nodes[0].op);
+  int x = ts_graph_find_value(g, "x"), h = ts_graph_find_value(g, "h");
+  int w = ts_graph_find_value(g, "W"), y = ts_graph_find_value(g, "y");
+  ck_assert_int_ge(x, 0);
+  ck_assert_int_ge(h, 0);
+  ck_assert_int_eq(ts_graph_find_value(g, "nope"), -1);
+  ck_assert(g->values[x].is_graph_input);
+  ck_assert(g->values[y].is_graph_output);
+  ck_assert_ptr_nonnull(g->values[w].constant);
+  ck_assert_int_eq(g->values[h].producer, 0);
+  ck_assert_int_eq(g->values[y].producer, 1);
+  ck_assert_int_eq(g->values[x].producer, -1);
+  ck_assert_int_eq(g->values[h].n_consumers, 1);
+  ck_assert_int_eq(g->values[y].n_consumers, 1);
+  ck_assert_int_eq(g->nodes[0].inputs[0], x);
+  /* inferred: h is [N,3] with N symbolic */
+  ck_assert_int_eq(g->values[h].dtype, TS_DTYPE_FLOAT);
+  ck_assert_int_eq(g->values[h].rank, 2);
+  ck_assert_int_eq(g->values[h].dims[0], -1);
+  ck_assert_int_eq(g->values[h].dims[1], 3);
+  ck_assert_int_eq(g->values[x].dims[0], -1);
+  ck_assert_uint_eq(model->weight_bytes, (4 * 3 + 3) * 4);
+  /* Gemm: M*N*K with M symbolic = 1 -> 1*3*4; Softmax: output elems 3 */
+  ck_assert_double_eq(ts_graph_node_flops(model, 0), 12.0);
+  ck_assert_double_eq(ts_graph_node_flops(model, 1), 3.0);
+  ck_assert_ptr_nonnull(model->proto);
+  ts_model_free(model);
+}
+END_TEST
+
+START_TEST(corrupt_and_truncated_bytes) {
+  ts_model *model = NULL;
+  ts_err err;
+  const uint8_t garbage[] = {0x07, 0xff, 0x13, 0x00, 0x42};
+  ck_assert_int_eq(ts_model_load(garbage, sizeof garbage, &model, &err),
+                   TS_EINVAL);
+  ASSERT_MSG_HAS(err, "not a valid ONNX model");
+  ck_assert_ptr_null(model);
+  Onnx__ModelProto *m = mlp_model();
+  size_t len;
+  uint8_t *bytes = kc_model_pack(m, &len);
+  kc_model_free(m);
+  ck_assert_int_eq(ts_model_load(bytes, len - 1, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "corrupt or truncated");
+  ck_assert_int_eq(ts_model_load(bytes, len / 2, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "corrupt or truncated");
+  /* every prefix fails cleanly (never crashes, never leaks) */
+  for (size_t cut = 0; cut < len; cut += 7) {
+    int rc = ts_model_load(bytes, cut, &model, &err);
+    ck_assert_msg(rc == TS_EINVAL || rc == TS_EUNSUPPORTED,
+                  "prefix %zu: rc %d", cut, rc);
+  }
+  /* flipped bytes fail or load, never crash */
+  for (size_t i = 0; i < len; i += 3) {
+    uint8_t saved = bytes[i];
+    bytes[i] ^= 0x5a;
+    if (ts_model_load(bytes, len, &model, &err) == 0) ts_model_free(model);
+    bytes[i] = saved;
+  }
+  ck_assert_int_eq(ts_model_load(bytes, len, &model, &err), 0);
+  ts_model_free(model);
+  free(bytes);
+}
+END_TEST
+
+START_TEST(unknown_op) {
+  ts_model *model;
+  ts_err err;
+  Onnx__ModelProto *m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 1, D(3));
+  kc_model_node(m, "FooBar", "", "weird", "x", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  ck_assert_int_eq(load(m, &model, &err), TS_EUNSUPPORTED);
+  ASSERT_MSG_HAS(err, "node 'weird' (FooBar): op FooBar (domain ai.onnx)");
+  m = kc_model_new(13);
+  kc_model_opset(m, "com.example", 1);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 1, D(3));
+  kc_model_node(m, "Gemm", "com.example", "", "x", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  ck_assert_int_eq(load(m, &model, &err), TS_EUNSUPPORTED);
+  ASSERT_MSG_HAS(err, "domain com.example");
+  ASSERT_MSG_HAS(err, "producing 'y'");
+}
+END_TEST
+
+START_TEST(bad_attributes) {
+  ts_model *model;
+  ts_err err;
+  Onnx__ModelProto *m = mlp_model();
+  kc_attr_float(m->graph->node[0], "gamma", 2);
+  ck_assert_int_eq(load(m, &model, &err), TS_EUNSUPPORTED);
+  ASSERT_MSG_HAS(err, "node 'fc' (Gemm)");
+  ASSERT_MSG_HAS(err, "attribute 'gamma'");
+  m = mlp_model();
+  kc_attr_int(m->graph->node[0], "transB", 7);
+  ck_assert_int_eq(load(m, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "node 'fc' (Gemm)");
+  ASSERT_MSG_HAS(err, "transB");
+  m = mlp_model();
+  kc_attr_string(m->graph->node[1], "axis", "last");
+  ck_assert_int_eq(load(m, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "node 'sm' (Softmax)");
+  ASSERT_MSG_HAS(err, "axis");
+}
+END_TEST
+
+START_TEST(structure_errors) {
+  ts_model *model;
+  ts_err err;
+  /* cycle: a = Identity(b), b = Identity(a) */
+  Onnx__ModelProto *m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 1, D(3));
+  kc_model_node(m, "Identity", "", "n1", "b", "a");
+  kc_model_node(m, "Identity", "", "n2", "a", "b");
+  kc_model_node(m, "Identity", "", "n3", "x", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  ck_assert_int_eq(load(m, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "cycle");
+  ck_assert_msg(strstr(err.msg, "'n1'") || strstr(err.msg, "'n2'"), "%s",
+                err.msg);
+  /* self loop */
+  m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 1, D(3));
+  kc_model_node(m, "MatMul", "", "self", "x,y", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  ck_assert_int_eq(load(m, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "node 'self' (MatMul) is part of a cycle");
+  /* undefined input */
+  m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 1, D(3));
+  kc_model_node(m, "MatMul", "", "mm", "x,ghost", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  ck_assert_int_eq(load(m, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "node 'mm' (MatMul): input 'ghost' is not defined");
+  /* two producers */
+  m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 1, D(3));
+  kc_model_node(m, "Identity", "", "p1", "x", "y");
+  kc_model_node(m, "Identity", "", "p2", "x", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  ck_assert_int_eq(load(m, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "node 'p2' (Identity): output 'y'");
+  /* undefined graph output */
+  m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 1, D(3));
+  kc_model_node(m, "Identity", "", "i", "x", "y");
+  kc_model_output(m, "z", TS_DTYPE_FLOAT, -1, NULL);
+  ck_assert_int_eq(load(m, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "graph output 'z'");
+  /* wrong arity and an empty required input */
+  m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 2, D(3, 3));
+  kc_model_node(m, "MatMul", "", "mm", "x", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  ck_assert_int_eq(load(m, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "node 'mm' (MatMul): has 1 inputs");
+  m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 2, D(3, 3));
+  kc_model_node(m, "MatMul", "", "mm", ",x", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  ck_assert_int_eq(load(m, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "required input 0");
+  /* no graph */
+  m = kc_model_new(13);
+  onnx__graph_proto__free_unpacked(m->graph, NULL);
+  m->graph = NULL;
+  ck_assert_int_eq(load(m, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "no graph");
+  /* static shapes that cannot work fail at load */
+  m = kc_model_new(13);
+  kc_model_input(m, "a", TS_DTYPE_FLOAT, 2, D(2, 3));
+  kc_model_input(m, "b", TS_DTYPE_FLOAT, 2, D(4, 5));
+  kc_model_node(m, "MatMul", "", "mm", "a,b", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  ck_assert_int_eq(load(m, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "node 'mm' (MatMul)");
+  /* ...but symbolic ones wait for run time */
+  m = kc_model_new(13);
+  kc_model_input(m, "a", TS_DTYPE_FLOAT, 2, D(2, -1));
+  kc_model_input(m, "b", TS_DTYPE_FLOAT, 2, D(-1, 5));
+  kc_model_node(m, "MatMul", "", "mm", "a,b", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  ck_assert_int_eq(load(m, &model, &err), 0);
+  int y = ts_graph_find_value(&model->graph, "y");
+  ck_assert_int_eq(model->graph.values[y].dims[0], 2);
+  ck_assert_int_eq(model->graph.values[y].dims[1], 5);
+  ts_model_free(model);
+}
+END_TEST
+
+START_TEST(versions) {
+  ts_model *model;
+  ts_err err;
+  Onnx__ModelProto *m = mlp_model();
+  m->opset_import[0]->version = 6;
+  ck_assert_int_eq(load(m, &model, &err), TS_EUNSUPPORTED);
+  ASSERT_MSG_HAS(err, "opset 6");
+  m = mlp_model();
+  m->opset_import[0]->version = 18;
+  ck_assert_int_eq(load(m, &model, &err), TS_EUNSUPPORTED);
+  m = mlp_model();
+  kc_model_opset(m, "ai.onnx.ml", 4);
+  ck_assert_int_eq(load(m, &model, &err), TS_EUNSUPPORTED);
+  ASSERT_MSG_HAS(err, "ai.onnx.ml");
+  m = mlp_model();
+  m->ir_version = 2;
+  ck_assert_int_eq(load(m, &model, &err), TS_EUNSUPPORTED);
+  ASSERT_MSG_HAS(err, "IR version 2");
+  m = mlp_model();
+  kc_model_opset(m, "", 13);
+  ck_assert_int_eq(load(m, &model, &err), TS_EINVAL);
+  m = mlp_model(); /* no default-domain import, but default-domain nodes */
+  free(m->opset_import[0]->domain);
+  m->opset_import[0]->domain = kc_strdup("ai.onnx.ml");
+  m->opset_import[0]->version = 2;
+  ck_assert_int_eq(load(m, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "imports no opset");
+  m = mlp_model(); /* "ai.onnx" is the default domain too */
+  free(m->opset_import[0]->domain);
+  m->opset_import[0]->domain = kc_strdup("ai.onnx");
+  ck_assert_int_eq(load(m, &model, &err), 0);
+  ck_assert_int_eq(model->opset, 13);
+  ts_model_free(model);
+}
+END_TEST
+
+/* c = Constant([2,3]); c2 = Identity(c); y = Reshape(x, c2): the Constant
+ * and the Identity fold at load, Reshape's output shape is then static. */
+START_TEST(constant_folding) {
+  ts_model *model;
+  ts_err err;
+  Onnx__ModelProto *m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 1, D(6));
+  Onnx__NodeProto *c = kc_model_node(m, "Constant", "", "c", "", "shape0");
+  kc_attr_ints(c, "value_ints", 2, D(2, 3));
+  kc_model_node(m, "Identity", "", "id", "shape0", "shape1");
+  kc_model_node(m, "Reshape", "", "rs", "x,shape1", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  ck_assert_int_eq(load(m, &model, &err), 0);
+  const ts_graph *g = &model->graph;
+  ck_assert_int_eq(g->n_nodes, 1);
+  ck_assert_str_eq(g->nodes[0].op_type, "Reshape");
+  int s1 = ts_graph_find_value(g, "shape1");
+  ck_assert_ptr_nonnull(g->values[s1].constant);
+  ck_assert_int_eq(g->values[s1].producer, -1);
+  kc_assert_close(g->values[s1].constant, (double[]){2, 3}, D(2), 1, 0, 0,
+                  "folded shape");
+  int y = ts_graph_find_value(g, "y");
+  ck_assert_int_eq(g->values[y].rank, 2);
+  ck_assert_int_eq(g->values[y].dims[0], 2);
+  ck_assert_int_eq(g->values[y].dims[1], 3);
+  ck_assert_int_eq(g->values[y].producer, 0);
+  /* the folded model runs */
+  ts_session *s;
+  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  ts_tensor x, out;
+  kc_tensor_from(&x, TS_DTYPE_FLOAT, 1, D(6), (double[]){1, 2, 3, 4, 5, 6});
+  const char *names[] = {"x"};
+  ck_assert_int_eq(ts_exec_run(model, s, names, &x, 1, NULL, &out, 0, &err),
+                   0);
+  kc_assert_close(&out, (double[]){1, 2, 3, 4, 5, 6}, D(2, 3), 2, 0, 0, "y");
+  ts_tensor_free(&x);
+  ts_session_free(s);
+  ts_model_free(model);
+}
+END_TEST
+
+START_TEST(nodes_out_of_order_are_sorted) {
+  ts_model *model;
+  ts_err err;
+  Onnx__ModelProto *m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 2, D(2, 3));
+  kc_model_node(m, "Softmax", "", "last", "b", "y");
+  kc_model_node(m, "Identity", "", "mid", "a", "b");
+  kc_model_node(m, "Identity", "", "first", "x", "a");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  ck_assert_int_eq(load(m, &model, &err), 0);
+  ck_assert_str_eq(model->graph.nodes[0].name, "first");
+  ck_assert_str_eq(model->graph.nodes[1].name, "mid");
+  ck_assert_str_eq(model->graph.nodes[2].name, "last");
+  for (int i = 0; i < 3; i++) {
+    int out = model->graph.nodes[i].outputs[0];
+    ck_assert_int_eq(model->graph.values[out].producer, i);
+    ck_assert_int_eq(model->graph.values[out].rank, 2); /* all static */
+    ck_assert_int_eq(model->graph.values[out].dims[1], 3);
+  }
+  ts_model_free(model);
+}
+END_TEST
+
+/* Shape -> Gather -> Unsqueeze -> Concat -> Reshape with a symbolic batch:
+ * the shape arithmetic is evaluated during inference, so y is [N, 6]. */
+START_TEST(shape_arithmetic_inference) {
+  ts_model *model;
+  ts_err err;
+  if (!ts_op_find("", "Shape") || !ts_op_find("", "Gather") ||
+      !ts_op_find("", "Unsqueeze") || !ts_op_find("", "Concat"))
+    ck_abort_msg("Shape/Gather/Unsqueeze/Concat are not in the op table");
+  Onnx__ModelProto *m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 3, D(-1, 2, 3));
+  ts_tensor zero, minus1, axes;
+  kc_tensor_from(&zero, TS_DTYPE_INT64, 0, NULL, (double[]){0});
+  kc_tensor_from(&minus1, TS_DTYPE_INT64, 1, D(1), (double[]){-1});
+  kc_tensor_from(&axes, TS_DTYPE_INT64, 1, D(1), (double[]){0});
+  kc_model_init(m, "zero", &zero);
+  kc_model_init(m, "minus1", &minus1);
+  kc_model_init(m, "axes", &axes);
+  kc_model_node(m, "Shape", "", "shape", "x", "s");
+  kc_model_node(m, "Gather", "", "gather", "s,zero", "n");
+  kc_model_node(m, "Unsqueeze", "", "unsq", "n,axes", "n1");
+  Onnx__NodeProto *cat = kc_model_node(m, "Concat", "", "cat", "n1,minus1",
+                                       "target");
+  kc_attr_int(cat, "axis", 0);
+  kc_model_node(m, "Reshape", "", "rs", "x,target", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  ck_assert_int_eq(load(m, &model, &err), 0);
+  const ts_graph *g = &model->graph;
+  int y = ts_graph_find_value(g, "y"), t = ts_graph_find_value(g, "target");
+  ck_assert_int_eq(g->values[t].rank, 1);
+  ck_assert_int_eq(g->values[t].dims[0], 2);
+  ck_assert_int_eq(g->values[y].rank, 2);
+  ck_assert_int_eq(g->values[y].dims[0], -1);
+  ck_assert_int_eq(g->values[y].dims[1], 6);
+  ck_assert_int_eq(g->values[y].dtype, TS_DTYPE_FLOAT);
+  ts_tensor_free(&zero);
+  ts_tensor_free(&minus1);
+  ts_tensor_free(&axes);
+  ts_model_free(model);
+}
+END_TEST
+
+START_TEST(output_shape_from_value_info) {
+  ts_model *model;
+  ts_err err;
+  /* Reshape to a shape given at run time: inference cannot tell, so the
+   * graph output's declared shape is used. */
+  Onnx__ModelProto *m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 1, D(6));
+  kc_model_input(m, "s", TS_DTYPE_INT64, 1, D(2));
+  kc_model_node(m, "Reshape", "", "rs", "x,s", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, 2, D(-1, 3));
+  ck_assert_int_eq(load(m, &model, &err), 0);
+  int y = ts_graph_find_value(&model->graph, "y");
+  ck_assert_int_eq(model->graph.values[y].rank, 2);
+  ck_assert_int_eq(model->graph.values[y].dims[0], -1);
+  ck_assert_int_eq(model->graph.values[y].dims[1], 3);
+  ts_model_free(model);
+}
+END_TEST
+
+START_TEST(load_file) {
+  ts_model *model;
+  ts_err err;
+  ck_assert_int_eq(ts_model_load_file("/nonexistent/dir/m.onnx", &model, &err),
+                   TS_ENOTFOUND);
+  ASSERT_MSG_HAS(err, "/nonexistent/dir/m.onnx");
+  char path[] = "/tmp/test_graph_XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(write(fd, "\x07\xff\x13", 3), 3);
+  close(fd);
+  ck_assert_int_eq(ts_model_load_file(path, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, path);
+  ASSERT_MSG_HAS(err, "not a valid ONNX model");
+  Onnx__ModelProto *m = mlp_model();
+  size_t len;
+  uint8_t *bytes = kc_model_pack(m, &len);
+  kc_model_free(m);
+  FILE *f = fopen(path, "wb");
+  ck_assert_uint_eq(fwrite(bytes, 1, len, f), len);
+  fclose(f);
+  free(bytes);
+  ck_assert_int_eq(ts_model_load_file(path, &model, &err), 0);
+  ck_assert_int_eq(model->graph.n_nodes, 2);
+  ts_model_free(model);
+  unlink(path);
+}
+END_TEST
+
+/* ---- ops.c helpers ------------------------------------------------------- */
+
+START_TEST(op_table) {
+  ts_err err;
+  int n = ts_ops_selfcheck(&err);
+  ck_assert_msg(n >= 9, "selfcheck: %d %s", n, err.msg);
+  ck_assert_ptr_nonnull(ts_op_find("", "Gemm"));
+  ck_assert_ptr_eq(ts_op_find("ai.onnx", "Gemm"), ts_op_find("", "Gemm"));
+  ck_assert_ptr_eq(ts_op_find(NULL, "MatMul"), ts_op_find("", "MatMul"));
+  ck_assert_ptr_null(ts_op_find("", "gemm"));
+  ck_assert_ptr_null(ts_op_find("ai.onnx.ml", "Gemm"));
+  ck_assert_ptr_null(ts_op_find("", NULL));
+}
+END_TEST
+
+/* A TensorProto with typed data, for ts_tensor_from_onnx. */
+static Onnx__TensorProto *tensor_proto(ts_dtype dt, int rank,
+                                       const int64_t *dims) {
+  Onnx__TensorProto *tp = malloc(sizeof *tp);
+  onnx__tensor_proto__init(tp);
+  tp->name = kc_strdup("t");
+  tp->has_data_type = 1;
+  tp->data_type = dt;
+  tp->n_dims = (size_t)rank;
+  tp->dims = malloc(sizeof(int64_t) * (size_t)(rank + 1));
+  memcpy(tp->dims, dims, sizeof(int64_t) * (size_t)rank);
+  return tp;
+}
+
+START_TEST(tensor_from_onnx) {
+  ts_tensor t;
+  ts_err err;
+  /* float_data */
+  Onnx__TensorProto *tp = tensor_proto(TS_DTYPE_FLOAT, 2, D(2, 2));
+  tp->n_float_data = 4;
+  tp->float_data = malloc(4 * sizeof(float));
+  for (int i = 0; i < 4; i++) tp->float_data[i] = (float)i - 1.5f;
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), 0);
+  kc_assert_close(&t, (double[]){-1.5, -0.5, 0.5, 1.5}, D(2, 2), 2, 0, 0,
+                  "float_data");
+  ck_assert(t.owned);
+  ts_tensor_free(&t);
+  tp->n_float_data = 3; /* size mismatch */
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "tensor 't'");
+  tp->n_float_data = 4;
+  tp->has_raw_data = 1; /* raw and typed at once */
+  tp->raw_data.len = 16;
+  tp->raw_data.data = calloc(1, 16);
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), TS_EINVAL);
+  tp->n_float_data = 0;
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), 0); /* raw only */
+  ts_tensor_free(&t);
+  tp->raw_data.len = 15; /* raw size mismatch */
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "raw_data holds 15 bytes");
+  tp->raw_data.len = 16;
+  tp->has_data_location = 1;
+  tp->data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), TS_EUNSUPPORTED);
+  ASSERT_MSG_HAS(err, "external");
+  onnx__tensor_proto__free_unpacked(tp, NULL);
+
+  /* int32_data narrowed for int8, float16 and bool */
+  tp = tensor_proto(TS_DTYPE_INT8, 1, D(3));
+  tp->n_int32_data = 3;
+  tp->int32_data = malloc(3 * sizeof(int32_t));
+  tp->int32_data[0] = -3, tp->int32_data[1] = 0, tp->int32_data[2] = 127;
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), 0);
+  kc_assert_close(&t, (double[]){-3, 0, 127}, D(3), 1, 0, 0, "int8");
+  ts_tensor_free(&t);
+  tp->data_type = TS_DTYPE_FLOAT16;
+  tp->int32_data[0] = 0x3c00; /* 1.0 */
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), 0);
+  ck_assert_uint_eq(t.nbytes, 6);
+  ck_assert_uint_eq(((uint16_t *)t.data)[0], 0x3c00);
+  ts_tensor_free(&t);
+  tp->data_type = TS_DTYPE_INT64; /* int32_data on int64: wrong field */
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), TS_EINVAL);
+  tp->data_type = TS_DTYPE_STRING;
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), TS_EUNSUPPORTED);
+  tp->data_type = 14; /* complex64 */
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), TS_EUNSUPPORTED);
+  onnx__tensor_proto__free_unpacked(tp, NULL);
+
+  /* int64, double, uint64 -> uint32 */
+  tp = tensor_proto(TS_DTYPE_INT64, 1, D(2));
+  tp->n_int64_data = 2;
+  tp->int64_data = malloc(2 * sizeof(int64_t));
+  tp->int64_data[0] = -5, tp->int64_data[1] = 1LL << 40;
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), 0);
+  ck_assert_int_eq(((int64_t *)t.data)[1], 1LL << 40);
+  ts_tensor_free(&t);
+  onnx__tensor_proto__free_unpacked(tp, NULL);
+  tp = tensor_proto(TS_DTYPE_DOUBLE, 0, NULL);
+  tp->n_double_data = 1;
+  tp->double_data = malloc(sizeof(double));
+  tp->double_data[0] = 0.1;
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), 0);
+  ck_assert_double_eq(*(double *)t.data, 0.1);
+  ck_assert_int_eq(t.rank, 0);
+  ts_tensor_free(&t);
+  onnx__tensor_proto__free_unpacked(tp, NULL);
+  tp = tensor_proto(TS_DTYPE_UINT32, 1, D(1));
+  tp->n_uint64_data = 1;
+  tp->uint64_data = malloc(sizeof(uint64_t));
+  tp->uint64_data[0] = 4000000000u;
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), 0);
+  ck_assert_uint_eq(((uint32_t *)t.data)[0], 4000000000u);
+  ts_tensor_free(&t);
+  onnx__tensor_proto__free_unpacked(tp, NULL);
+  /* negative dim, too many dims, empty tensor without data */
+  tp = tensor_proto(TS_DTYPE_FLOAT, 2, D(2, -1));
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "dim 1");
+  tp->dims[1] = 0;
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), 0);
+  ck_assert_uint_eq(t.nbytes, 0);
+  ts_tensor_free(&t);
+  onnx__tensor_proto__free_unpacked(tp, NULL);
+  tp = tensor_proto(TS_DTYPE_FLOAT, 9, D(1, 1, 1, 1, 1, 1, 1, 1, 1));
+  ck_assert_int_eq(ts_tensor_from_onnx(tp, &t, &err), TS_EUNSUPPORTED);
+  onnx__tensor_proto__free_unpacked(tp, NULL);
+}
+END_TEST
+
+START_TEST(broadcast_shape) {
+  ts_tensor a = {0}, b = {0};
+  int64_t dims[TS_MAX_RANK];
+  int rank;
+  ts_err err;
+  a.rank = 3, a.dims[0] = 2, a.dims[1] = 1, a.dims[2] = 5;
+  b.rank = 2, b.dims[0] = 4, b.dims[1] = 1;
+  ck_assert_int_eq(ts_broadcast_shape(&a, &b, dims, &rank, &err), 0);
+  ck_assert_int_eq(rank, 3);
+  ck_assert(dims[0] == 2 && dims[1] == 4 && dims[2] == 5);
+  b.rank = 0; /* scalar */
+  ck_assert_int_eq(ts_broadcast_shape(&a, &b, dims, &rank, &err), 0);
+  ck_assert(rank == 3 && dims[1] == 1);
+  b.rank = 1, b.dims[0] = 0; /* empty broadcasts against 1 */
+  a.dims[2] = 1;
+  ck_assert_int_eq(ts_broadcast_shape(&a, &b, dims, &rank, &err), 0);
+  ck_assert_int_eq(dims[2], 0);
+  b.dims[0] = 3;
+  a.dims[2] = 5;
+  ck_assert_int_eq(ts_broadcast_shape(&a, &b, dims, &rank, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "[2,1,5]");
+  ASSERT_MSG_HAS(err, "dim 2");
+}
+END_TEST
+
+START_TEST(attribute_helpers) {
+  ts_err err;
+  Onnx__ModelProto *m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 2, D(2, 3));
+  Onnx__NodeProto *n = kc_model_node(m, "Identity", "", "id", "x", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  /* Identity would reject these, so check them on a raw ts_node */
+  kc_attr_int(n, "i", 5);
+  kc_attr_float(n, "f", 1.5f);
+  kc_attr_string(n, "s", "hello");
+  kc_attr_ints(n, "is", 3, D(1, 2, 3));
+  kc_attr_floats(n, "fs", 2, (float[]){0.5f, 0.25f});
+  ts_node node = {.name = "id", .op_type = "Identity", .domain = "",
+                  .proto = n};
+  ck_assert_int_eq(ts_attr_int(&node, "i", 0), 5);
+  ck_assert_int_eq(ts_attr_int(&node, "f", 9), 9); /* wrong type: default */
+  ck_assert_int_eq(ts_attr_int(&node, "missing", -1), -1);
+  ck_assert_float_eq(ts_attr_float(&node, "f", 0), 1.5f);
+  ck_assert_str_eq(ts_attr_string(&node, "missing", "dflt"), "dflt");
+  ck_assert_str_eq(ts_attr_string(&node, "s", ""), "hello");
+  ck_assert_str_eq(ts_attr_string(&node, "i", "wrong type"), "wrong type");
+  const int64_t *iv;
+  const float *fv;
+  size_t cnt;
+  ck_assert_int_eq(ts_attr_ints(&node, "is", &iv, &cnt, &err), 0);
+  ck_assert(cnt == 3 && iv[2] == 3);
+  ck_assert_int_eq(ts_attr_ints(&node, "fs", &iv, &cnt, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "node 'id' (Identity): attribute 'fs'");
+  ck_assert_int_eq(ts_attr_ints(&node, "none", &iv, &cnt, &err), TS_ENOTFOUND);
+  ck_assert_int_eq(ts_attr_floats(&node, "fs", &fv, &cnt, &err), 0);
+  ck_assert(cnt == 2 && fv[1] == 0.25f);
+  static const char *const known[] = {"i", "f", "s", "is", NULL};
+  ck_assert_int_eq(ts_node_check_attrs(&node, known, &err), TS_EUNSUPPORTED);
+  ASSERT_MSG_HAS(err, "attribute 'fs'");
+  char desc[64];
+  ck_assert_str_eq(ts_node_desc(&node, desc, sizeof desc),
+                   "node 'id' (Identity)");
+  kc_model_free(m);
+}
+END_TEST
+
+/* ---- a real PyTorch export ------------------------------------------------ */
+
+static const char *export_script =
+    "import sys, torch, numpy as np\n"
+    "d = sys.argv[1]\n"
+    "torch.manual_seed(0)\n"
+    "class Net(torch.nn.Module):\n"
+    "    def __init__(s):\n"
+    "        super().__init__()\n"
+    "        s.l1 = torch.nn.Linear(6, 16)\n"
+    "        s.l2 = torch.nn.Linear(16, 5)\n"
+    "    def forward(s, x):\n"
+    "        x = x.reshape(x.shape[0], -1)\n"
+    "        return s.l2(torch.relu(s.l1(x)))\n"
+    "m = Net().eval()\n"
+    "x = torch.randn(3, 2, 3)\n"
+    "torch.onnx.export(m, x, d + '/mlp.onnx', opset_version=13,\n"
+    "    input_names=['x'], output_names=['y'],\n"
+    "    dynamic_axes={'x': {0: 'batch'}, 'y': {0: 'batch'}})\n"
+    "for n in (3, 7):\n"
+    "    x = torch.randn(n, 2, 3)\n"
+    "    x.numpy().astype('<f4').tofile(d + '/x%d.bin' % n)\n"
+    "    with torch.no_grad():\n"
+    "        m(x).numpy().astype('<f4').tofile(d + '/y%d.bin' % n)\n";
+
+static void *read_all(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  ck_assert_msg(f != NULL, "cannot open %s", path);
+  fseek(f, 0, SEEK_END);
+  *len = (size_t)ftell(f);
+  fseek(f, 0, SEEK_SET);
+  void *b = malloc(*len + 1);
+  ck_assert_uint_eq(fread(b, 1, *len, f), *len);
+  fclose(f);
+  return b;
+}
+
+START_TEST(pytorch_mlp_matches_torch) {
+  ck_assert_msg(access("/usr/bin/python3", X_OK) == 0,
+                "/usr/bin/python3 is missing: cannot export the PyTorch model");
+  char dir[] = "/tmp/test_graph_torch_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char script[256], cmd[768];
+  snprintf(script, sizeof script, "%s/export.py", dir);
+  FILE *f = fopen(script, "w");
+  fputs(export_script, f);
+  fclose(f);
+  snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s %s 2>%s/err.txt", script,
+           dir, dir);
+  int st = system(cmd);
+  if (st != 0) {
+    char ep[300];
+    snprintf(ep, sizeof ep, "%s/err.txt", dir);
+    size_t el;
+    char *e = read_all(ep, &el);
+    e[el] = '\0';
+    ck_abort_msg("torch export failed (%d): %.400s", st, e);
+  }
+  char path[300];
+  snprintf(path, sizeof path, "%s/mlp.onnx", dir);
+  ts_model *model;
+  ts_err err;
+  ck_assert_msg(ts_model_load_file(path, &model, &err) == 0, "%s", err.msg);
+  int y = ts_graph_find_value(&model->graph, "y");
+  ck_assert_int_eq(model->graph.values[y].rank, 2);
+  ck_assert_int_eq(model->graph.values[y].dims[0], -1);
+  ck_assert_int_eq(model->graph.values[y].dims[1], 5);
+  ts_session *s;
+  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  const int batches[] = {3, 7, 3};
+  for (int bi = 0; bi < 3; bi++) {
+    int n = batches[bi];
+    size_t xl, yl;
+    snprintf(path, sizeof path, "%s/x%d.bin", dir, n);
+    float *xd = read_all(path, &xl);
+    snprintf(path, sizeof path, "%s/y%d.bin", dir, n);
+    float *yd = read_all(path, &yl);
+    ck_assert_uint_eq(xl, (size_t)n * 6 * 4);
+    ck_assert_uint_eq(yl, (size_t)n * 5 * 4);
+    ts_tensor x, out;
+    ck_assert_int_eq(ts_tensor_view(&x, TS_DTYPE_FLOAT, D(n, 2, 3), 3, xd,
+                                    &err), 0);
+    const char *names[] = {"x"};
+    ck_assert_msg(ts_exec_run(model, s, names, &x, 1, NULL, &out, 0, &err) == 0,
+                  "%s", err.msg);
+    double ref[7 * 5];
+    for (int i = 0; i < n * 5; i++) ref[i] = yd[i];
+    kc_assert_close(&out, ref, D(n, 5), 2, 1e-5, 1e-6, "torch mlp");
+    free(xd);
+    free(yd);
+  }
+  ts_session_free(s);
+  ts_model_free(model);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("graph");
+  TCase *tc = tcase_create("load");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, good_model_loads);
+  tcase_add_test(tc, corrupt_and_truncated_bytes);
+  tcase_add_test(tc, unknown_op);
+  tcase_add_test(tc, bad_attributes);
+  tcase_add_test(tc, structure_errors);
+  tcase_add_test(tc, versions);
+  tcase_add_test(tc, constant_folding);
+  tcase_add_test(tc, nodes_out_of_order_are_sorted);
+  tcase_add_test(tc, shape_arithmetic_inference);
+  tcase_add_test(tc, output_shape_from_value_info);
+  tcase_add_test(tc, load_file);
+  tcase_add_test(tc, op_table);
+  tcase_add_test(tc, tensor_from_onnx);
+  tcase_add_test(tc, broadcast_shape);
+  tcase_add_test(tc, attribute_helpers);
+  tcase_add_test(tc, pytorch_mlp_matches_torch);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
