@@ -1187,6 +1187,17 @@ static int pad_resolve(const ts_node *n, const ts_tensor *const *in,
       return fail(n, err, TS_EINVAL,
                   "mode '%s' cannot pad the empty axis %d",
                   pad_mode_names[p->mode], d);
+    /* Beyond one reflection (one period for wrap) implementations disagree
+     * (numpy pads iteratively), so such pads are refused, not guessed. */
+    const int64_t most = p->mode == PAD_reflect ? len - 1
+                         : p->mode == PAD_wrap  ? len
+                                                : INT64_MAX;
+    if (len > 0 && (pb[d] > most || pe[d] > most))
+      return fail(n, err, TS_EUNSUPPORTED,
+                  "mode '%s' pads %lld, %lld on axis %d of size %lld: at most "
+                  "%lld is supported",
+                  pad_mode_names[p->mode], (long long)pb[d], (long long)pe[d],
+                  d, (long long)len, (long long)most);
   }
   return 0;
 }
