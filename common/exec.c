@@ -157,6 +157,9 @@ void ts_session_free(ts_session *s) {
  * has malloc'd so far. A warm session's count does not move. */
 size_t ts_session_alloc_count(const ts_session *s) { return s->alloc_count; }
 
+/* Test hook: the activation arena's size in bytes (its high-water mark). */
+size_t ts_session_arena_bytes(const ts_session *s) { return s->arena_cap; }
+
 /* Internal to the library (graph.c declares it): runs one node on its own,
  * outside any session, for load-time constant folding. Calls op->infer, then
  * allocates each present output (owned; the caller frees them with

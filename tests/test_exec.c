@@ -1,0 +1,451 @@
+/*
+ * test_exec.c - the executor (exec.c): input validation with exact codes and
+ * messages, output selection, buffer planning (a warm session allocates
+ * nothing; liveness lets buffers share memory; data-dependent shapes
+ * re-plan), and concurrent runs on separate sessions.
+ */
+#include <check.h>
+#include <pthread.h>
+
+#include "kernel_check.h"
+
+#define D(...) (int64_t[]){__VA_ARGS__}
+
+/* Test hooks defined in exec.c. */
+size_t ts_session_alloc_count(const ts_session *s);
+size_t ts_session_arena_bytes(const ts_session *s);
+
+/* x[N,4] -> Gemm(W[4,3], b[3]) = h -> Softmax -> y; also exposes h. */
+static ts_tensor W, B;
+
+static ts_model *load_mlp(void) {
+  kc_rng r = kc_rng_seed(200);
+  if (!W.data) {
+    kc_tensor_rand(&W, TS_DTYPE_FLOAT, 2, D(4, 3), &r, -1, 1);
+    kc_tensor_rand(&B, TS_DTYPE_FLOAT, 1, D(3), &r, -1, 1);
+  }
+  Onnx__ModelProto *m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 2, D(-1, 4));
+  kc_model_init(m, "W", &W);
+  kc_model_init(m, "b", &B);
+  kc_model_node(m, "Gemm", "", "fc", "x,W,b", "h");
+  kc_model_node(m, "Softmax", "", "sm", "h", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, 2, D(-1, 3));
+  ts_model *model;
+  ts_err err;
+  int rc = kc_model_load(m, &model, &err);
+  kc_model_free(m);
+  ck_assert_msg(rc == 0, "%s", err.msg);
+  return model;
+}
+
+/* float64 reference of the MLP above. */
+static void mlp_ref(const ts_tensor *x, double *y) {
+  int64_t n = x->dims[0];
+  for (int64_t i = 0; i < n; i++) {
+    double h[3], mx = -INFINITY, sum = 0;
+    for (int j = 0; j < 3; j++) {
+      h[j] = kc_get(&B, j);
+      for (int k = 0; k < 4; k++) h[j] += kc_get(x, i * 4 + k) * kc_get(&W, k * 3 + j);
+      mx = fmax(mx, h[j]);
+    }
+    for (int j = 0; j < 3; j++) sum += exp(h[j] - mx);
+    for (int j = 0; j < 3; j++) y[i * 3 + j] = exp(h[j] - mx) / sum;
+  }
+}
+
+static const char *const X_NAME[] = {"x"};
+
+static int run1(ts_model *m, ts_session *s, const ts_tensor *x,
+                ts_tensor *out, ts_err *err) {
+  ts_err_clear(err);
+  return ts_exec_run(m, s, X_NAME, x, 1, NULL, out, 0, err);
+}
+
+#define ASSERT_MSG_HAS(err, s) \
+  ck_assert_msg(strstr((err).msg, (s)) != NULL, "message '%s' lacks '%s'", \
+                (err).msg, (s))
+
+START_TEST(runs_and_matches_reference) {
+  ts_model *m = load_mlp();
+  ts_session *s;
+  ts_err err;
+  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  kc_rng r = kc_rng_seed(1);
+  for (int n = 0; n <= 9; n += 3) {
+    ts_tensor x, y;
+    kc_tensor_rand(&x, TS_DTYPE_FLOAT, 2, D(n, 4), &r, -2, 2);
+    ck_assert_msg(run1(m, s, &x, &y, &err) == 0, "%s", err.msg);
+    ck_assert(!y.owned);
+    double ref[27];
+    mlp_ref(&x, ref);
+    kc_assert_close(&y, ref, D(n, 3), 2, 1e-5, 1e-6, "mlp");
+    ts_tensor_free(&x);
+  }
+  ts_session_free(s);
+  ts_model_free(m);
+}
+END_TEST
+
+START_TEST(input_validation) {
+  ts_model *m = load_mlp();
+  ts_session *s;
+  ts_err err;
+  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  kc_rng r = kc_rng_seed(2);
+  ts_tensor x, y, bad;
+  kc_tensor_rand(&x, TS_DTYPE_FLOAT, 2, D(2, 4), &r, -1, 1);
+  /* wrong dtype */
+  kc_tensor_rand(&bad, TS_DTYPE_INT64, 2, D(2, 4), &r, -1, 1);
+  ck_assert_int_eq(run1(m, s, &bad, &y, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "input 'x' has data type int64; the model expects float");
+  ts_tensor_free(&bad);
+  /* wrong rank */
+  kc_tensor_rand(&bad, TS_DTYPE_FLOAT, 3, D(2, 4, 1), &r, -1, 1);
+  ck_assert_int_eq(run1(m, s, &bad, &y, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "input 'x' has rank 3; the model expects rank 2");
+  ts_tensor_free(&bad);
+  /* wrong static dim */
+  kc_tensor_rand(&bad, TS_DTYPE_FLOAT, 2, D(2, 5), &r, -1, 1);
+  ck_assert_int_eq(run1(m, s, &bad, &y, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "input 'x': dim 1 is 5; the model expects 4");
+  ts_tensor_free(&bad);
+  /* byte length that does not match the shape */
+  bad = x;
+  bad.nbytes -= 4;
+  ck_assert_int_eq(run1(m, s, &bad, &y, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "input 'x' holds 28 bytes; shape [2,4] of float needs 32");
+  /* negative dim, no data */
+  bad = x;
+  bad.dims[0] = -2;
+  ck_assert_int_eq(run1(m, s, &bad, &y, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "dim 0 is negative");
+  bad = x;
+  bad.data = NULL;
+  ck_assert_int_eq(run1(m, s, &bad, &y, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "input 'x' has no data");
+  /* unknown, duplicate and missing inputs */
+  const char *unk[] = {"z"};
+  ck_assert_int_eq(ts_exec_run(m, s, unk, &x, 1, NULL, &y, 0, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "unknown input 'z'");
+  const char *twice[] = {"x", "x"};
+  ts_tensor xs[2] = {x, x};
+  ck_assert_int_eq(ts_exec_run(m, s, twice, xs, 2, NULL, &y, 0, &err),
+                   TS_EINVAL);
+  ASSERT_MSG_HAS(err, "input 'x' is given twice");
+  ck_assert_int_eq(ts_exec_run(m, s, NULL, NULL, 0, NULL, &y, 0, &err),
+                   TS_EINVAL);
+  ASSERT_MSG_HAS(err, "input 'x' is missing");
+  /* unknown output */
+  const char *outs[] = {"y", "nope"};
+  ts_tensor ys[2];
+  ck_assert_int_eq(ts_exec_run(m, s, X_NAME, &x, 1, outs, ys, 2, &err),
+                   TS_EINVAL);
+  ASSERT_MSG_HAS(err, "'nope'");
+  /* the session still works after all that */
+  ck_assert_int_eq(run1(m, s, &x, &y, &err), 0);
+  ts_tensor_free(&x);
+  ts_session_free(s);
+  ts_model_free(m);
+}
+END_TEST
+
+START_TEST(output_selection) {
+  ts_model *m = load_mlp();
+  ts_session *s;
+  ts_err err;
+  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  kc_rng r = kc_rng_seed(3);
+  ts_tensor x;
+  kc_tensor_rand(&x, TS_DTYPE_FLOAT, 2, D(5, 4), &r, -1, 1);
+  /* an intermediate, the output, a constant and the input itself */
+  const char *outs[] = {"h", "y", "W", "x"};
+  ts_tensor o[4];
+  ck_assert_msg(ts_exec_run(m, s, X_NAME, &x, 1, outs, o, 4, &err) == 0, "%s",
+                err.msg);
+  double h[15];
+  for (int i = 0; i < 5; i++)
+    for (int j = 0; j < 3; j++) {
+      h[i * 3 + j] = kc_get(&B, j);
+      for (int k = 0; k < 4; k++)
+        h[i * 3 + j] += kc_get(&x, i * 4 + k) * kc_get(&W, k * 3 + j);
+    }
+  kc_assert_close(&o[0], h, D(5, 3), 2, 1e-5, 1e-6, "h");
+  double yref[15];
+  mlp_ref(&x, yref);
+  kc_assert_close(&o[1], yref, D(5, 3), 2, 1e-5, 1e-6, "y");
+  double *w = kc_to_f64(&W), *xr = kc_to_f64(&x);
+  kc_assert_close(&o[2], w, D(4, 3), 2, 0, 0, "W");
+  kc_assert_close(&o[3], xr, D(5, 4), 2, 0, 0, "x");
+  ck_assert_ptr_ne(o[3].data, x.data); /* copied into the arena */
+  /* only h: Softmax is not needed and not run; same result */
+  const char *only_h[] = {"h"};
+  ck_assert_int_eq(ts_exec_run(m, s, X_NAME, &x, 1, only_h, o, 1, &err), 0);
+  kc_assert_close(&o[0], h, D(5, 3), 2, 1e-5, 1e-6, "h alone");
+  free(w);
+  free(xr);
+  ts_tensor_free(&x);
+  ts_session_free(s);
+  ts_model_free(m);
+}
+END_TEST
+
+START_TEST(unneeded_nodes_are_skipped) {
+  /* y1 = Identity(x); y2 = Reshape(x, s): with a bad s, only asking for y2
+   * fails. */
+  Onnx__ModelProto *mp = kc_model_new(14);
+  kc_model_input(mp, "x", TS_DTYPE_FLOAT, 1, D(6));
+  kc_model_input(mp, "s", TS_DTYPE_INT64, 1, D(2));
+  kc_model_node(mp, "Identity", "", "id", "x", "y1");
+  kc_model_node(mp, "Reshape", "", "rs", "x,s", "y2");
+  kc_model_output(mp, "y1", TS_DTYPE_FLOAT, -1, NULL);
+  kc_model_output(mp, "y2", TS_DTYPE_FLOAT, -1, NULL);
+  ts_model *m;
+  ts_err err;
+  ck_assert_int_eq(kc_model_load(mp, &m, &err), 0);
+  kc_model_free(mp);
+  ts_session *s;
+  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  ts_tensor in[2], out[2];
+  kc_tensor_from(&in[0], TS_DTYPE_FLOAT, 1, D(6), (double[]){1, 2, 3, 4, 5, 6});
+  kc_tensor_from(&in[1], TS_DTYPE_INT64, 1, D(2), (double[]){4, 4});
+  const char *names[] = {"x", "s"}, *o1[] = {"y1"}, *o2[] = {"y2"};
+  ck_assert_int_eq(ts_exec_run(m, s, names, in, 2, o1, out, 1, &err), 0);
+  kc_assert_close(&out[0], (double[]){1, 2, 3, 4, 5, 6}, D(6), 1, 0, 0, "y1");
+  ck_assert_int_eq(ts_exec_run(m, s, names, in, 2, o2, out, 1, &err),
+                   TS_EINVAL);
+  ASSERT_MSG_HAS(err, "node 'rs' (Reshape)");
+  ck_assert_int_eq(ts_exec_run(m, s, names, in, 2, NULL, out, 0, &err),
+                   TS_EINVAL);
+  /* data-dependent shapes: same input shapes, different target -> re-plan */
+  const double targets[3][2] = {{2, 3}, {3, 2}, {2, 3}};
+  for (int t = 0; t < 3; t++) {
+    ((int64_t *)in[1].data)[0] = (int64_t)targets[t][0];
+    ((int64_t *)in[1].data)[1] = (int64_t)targets[t][1];
+    ck_assert_msg(ts_exec_run(m, s, names, in, 2, NULL, out, 0, &err) == 0,
+                  "%s", err.msg);
+    int64_t want[2] = {(int64_t)targets[t][0], (int64_t)targets[t][1]};
+    kc_assert_close(&out[1], (double[]){1, 2, 3, 4, 5, 6}, want, 2, 0, 0,
+                    "re-planned reshape");
+    kc_assert_close(&out[0], (double[]){1, 2, 3, 4, 5, 6}, D(6), 1, 0, 0,
+                    "y1 again");
+  }
+  ts_tensor_free(&in[0]);
+  ts_tensor_free(&in[1]);
+  ts_session_free(s);
+  ts_model_free(m);
+}
+END_TEST
+
+START_TEST(warm_session_allocates_nothing) {
+  ts_model *m = load_mlp();
+  ts_session *s;
+  ts_err err;
+  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  kc_rng r = kc_rng_seed(4);
+  ts_tensor x4, x9, y;
+  kc_tensor_rand(&x4, TS_DTYPE_FLOAT, 2, D(4, 4), &r, -1, 1);
+  kc_tensor_rand(&x9, TS_DTYPE_FLOAT, 2, D(9, 4), &r, -1, 1);
+  ck_assert_int_eq(run1(m, s, &x4, &y, &err), 0);
+  size_t after_first = ts_session_alloc_count(s);
+  ck_assert_uint_gt(after_first, 0);
+  void *first_data = y.data;
+  ck_assert_int_eq(run1(m, s, &x4, &y, &err), 0);
+  ck_assert_uint_eq(ts_session_alloc_count(s), after_first);
+  ck_assert_ptr_eq(y.data, first_data);
+  double ref[36];
+  mlp_ref(&x4, ref);
+  kc_assert_close(&y, ref, D(4, 3), 2, 1e-5, 1e-6, "warm run");
+  /* a new shape plans once more; then both shapes are warm */
+  ck_assert_int_eq(run1(m, s, &x9, &y, &err), 0);
+  size_t after_two = ts_session_alloc_count(s);
+  for (int i = 0; i < 3; i++) {
+    ck_assert_int_eq(run1(m, s, &x4, &y, &err), 0);
+    ck_assert_int_eq(run1(m, s, &x9, &y, &err), 0);
+  }
+  ck_assert_uint_eq(ts_session_alloc_count(s), after_two);
+  mlp_ref(&x9, ref);
+  kc_assert_close(&y, ref, D(9, 3), 2, 1e-5, 1e-6, "warm run, shape 2");
+  /* a second model on the same session keeps its own plan */
+  ts_model *m2 = load_mlp();
+  ck_assert_int_eq(run1(m2, s, &x4, &y, &err), 0);
+  size_t after_m2 = ts_session_alloc_count(s);
+  ck_assert_int_eq(run1(m, s, &x4, &y, &err), 0);
+  ck_assert_int_eq(run1(m2, s, &x4, &y, &err), 0);
+  ck_assert_uint_eq(ts_session_alloc_count(s), after_m2);
+  ts_model_free(m2);
+  ts_tensor_free(&x4);
+  ts_tensor_free(&x9);
+  ts_session_free(s);
+  ts_model_free(m);
+}
+END_TEST
+
+START_TEST(liveness_reuses_buffers) {
+  /* a chain of 8 Softmax nodes over [64,64] floats (16 KiB each): at most
+   * three buffers are live at once (input, output, requested output). */
+  Onnx__ModelProto *mp = kc_model_new(13);
+  kc_model_input(mp, "v0", TS_DTYPE_FLOAT, 2, D(64, 64));
+  for (int i = 0; i < 8; i++) {
+    char in[8], out[8];
+    snprintf(in, sizeof in, "v%d", i);
+    snprintf(out, sizeof out, "v%d", i + 1);
+    kc_model_node(mp, "Softmax", "", out, in, out);
+  }
+  kc_model_output(mp, "v8", TS_DTYPE_FLOAT, -1, NULL);
+  ts_model *m;
+  ts_err err;
+  ck_assert_int_eq(kc_model_load(mp, &m, &err), 0);
+  kc_model_free(mp);
+  ts_session *s;
+  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  kc_rng r = kc_rng_seed(5);
+  ts_tensor x, y;
+  kc_tensor_rand(&x, TS_DTYPE_FLOAT, 2, D(64, 64), &r, -1, 1);
+  const char *names[] = {"v0"};
+  ck_assert_int_eq(ts_exec_run(m, s, names, &x, 1, NULL, &y, 0, &err), 0);
+  size_t arena = ts_session_arena_bytes(s);
+  ck_assert_msg(arena >= 2 * 16384 && arena <= 3 * 16384 + 256,
+                "arena %zu bytes for 8 x 16 KiB values", arena);
+  /* reference: softmax applied 8 times */
+  double *ref = kc_to_f64(&x);
+  for (int it = 0; it < 8; it++)
+    for (int i = 0; i < 64; i++) {
+      double mx = -INFINITY, sum = 0;
+      for (int j = 0; j < 64; j++) mx = fmax(mx, ref[i * 64 + j]);
+      for (int j = 0; j < 64; j++) sum += exp(ref[i * 64 + j] - mx);
+      for (int j = 0; j < 64; j++) ref[i * 64 + j] = exp(ref[i * 64 + j] - mx) / sum;
+    }
+  kc_assert_close(&y, ref, D(64, 64), 2, 1e-5, 1e-7, "softmax chain");
+  ck_assert_int_eq(ts_exec_run(m, s, names, &x, 1, NULL, &y, 0, &err), 0);
+  kc_assert_close(&y, ref, D(64, 64), 2, 1e-5, 1e-7, "softmax chain, warm");
+  free(ref);
+  ts_tensor_free(&x);
+  ts_session_free(s);
+  ts_model_free(m);
+}
+END_TEST
+
+START_TEST(constant_only_model) {
+  Onnx__ModelProto *mp = kc_model_new(13);
+  Onnx__NodeProto *c = kc_model_node(mp, "Constant", "", "c", "", "k");
+  kc_attr_floats(c, "value_floats", 2, (float[]){1.5f, -2});
+  kc_model_node(mp, "Softmax", "", "sm", "k", "y");
+  kc_model_output(mp, "y", TS_DTYPE_FLOAT, -1, NULL);
+  ts_model *m;
+  ts_err err;
+  ck_assert_int_eq(kc_model_load(mp, &m, &err), 0);
+  kc_model_free(mp);
+  ck_assert_int_eq(m->graph.n_nodes, 0); /* everything folded */
+  ts_session *s;
+  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  ts_tensor y;
+  ck_assert_int_eq(ts_exec_run(m, s, NULL, NULL, 0, NULL, &y, 0, &err), 0);
+  double e = exp(3.5);
+  kc_assert_close(&y, (double[]){e / (1 + e), 1 / (1 + e)}, D(2), 1, 1e-6, 0,
+                  "folded softmax");
+  ts_session_free(s);
+  ts_model_free(m);
+}
+END_TEST
+
+/* ---- concurrency --------------------------------------------------------- */
+
+typedef struct worker_arg {
+  ts_model *model;
+  int id;
+  int failures;
+  double max_err;
+} worker_arg;
+
+static void *worker(void *p) {
+  worker_arg *a = p;
+  ts_session *s;
+  ts_err err;
+  if (ts_session_create(&s, &err)) {
+    a->failures++;
+    return NULL;
+  }
+  for (int it = 0; it < 60; it++) {
+    kc_rng r = kc_rng_seed((uint64_t)it); /* same inputs in every thread */
+    int64_t n = 1 + it % 7;
+    ts_tensor x, y;
+    if (ts_tensor_alloc(&x, TS_DTYPE_FLOAT, D(n, 4), 2, &err)) {
+      a->failures++;
+      break;
+    }
+    for (int64_t i = 0; i < n * 4; i++)
+      ((float *)x.data)[i] = (float)kc_uniform(&r, -3, 3);
+    if (ts_exec_run(a->model, s, X_NAME, &x, 1, NULL, &y, 0, &err) != 0) {
+      a->failures++;
+    } else {
+      double ref[7 * 3];
+      mlp_ref(&x, ref);
+      for (int64_t i = 0; i < n * 3; i++) {
+        double e = fabs(((float *)y.data)[i] - ref[i]);
+        if (e > a->max_err) a->max_err = e;
+      }
+    }
+    ts_tensor_free(&x);
+  }
+  ts_session_free(s);
+  return NULL;
+}
+
+START_TEST(concurrent_sessions) {
+  ts_model *m = load_mlp();
+  pthread_t th[4];
+  worker_arg args[4];
+  for (int i = 0; i < 4; i++) {
+    args[i] = (worker_arg){.model = m, .id = i};
+    ck_assert_int_eq(pthread_create(&th[i], NULL, worker, &args[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+  for (int i = 0; i < 4; i++) {
+    ck_assert_int_eq(args[i].failures, 0);
+    ck_assert_msg(args[i].max_err < 1e-6, "thread %d max error %g", i,
+                  args[i].max_err);
+  }
+  /* identical results across threads: same sessions-independent output */
+  ts_session *s1, *s2;
+  ts_err err;
+  ck_assert_int_eq(ts_session_create(&s1, &err), 0);
+  ck_assert_int_eq(ts_session_create(&s2, &err), 0);
+  kc_rng r = kc_rng_seed(6);
+  ts_tensor x, y1, y2;
+  kc_tensor_rand(&x, TS_DTYPE_FLOAT, 2, D(6, 4), &r, -1, 1);
+  ck_assert_int_eq(run1(m, s1, &x, &y1, &err), 0);
+  ck_assert_int_eq(run1(m, s2, &x, &y2, &err), 0);
+  ck_assert_int_eq(memcmp(y1.data, y2.data, y1.nbytes), 0);
+  ts_tensor_free(&x);
+  ts_session_free(s1);
+  ts_session_free(s2);
+  ts_model_free(m);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("exec");
+  TCase *tc = tcase_create("exec");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, runs_and_matches_reference);
+  tcase_add_test(tc, input_validation);
+  tcase_add_test(tc, output_selection);
+  tcase_add_test(tc, unneeded_nodes_are_skipped);
+  tcase_add_test(tc, warm_session_allocates_nothing);
+  tcase_add_test(tc, liveness_reuses_buffers);
+  tcase_add_test(tc, constant_only_model);
+  tcase_add_test(tc, concurrent_sessions);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  ts_tensor_free(&W);
+  ts_tensor_free(&B);
+  return failed ? 1 : 0;
+}
