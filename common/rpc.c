@@ -451,6 +451,10 @@ static void call_answer(ts_rpc_call *c, grpc_status_code status,
 }
 
 void ts_rpc_call_reply_owned(ts_rpc_call *call, uint8_t *resp, size_t len) {
+  if (!resp && len > 0) {
+    call_answer(call, GRPC_STATUS_INTERNAL, "reply buffer missing", NULL);
+    return;
+  }
   call_answer(call, GRPC_STATUS_OK, NULL, buffer_from_owned(resp, len));
 }
 

@@ -179,7 +179,7 @@ static int concat_msg(ts_rpc_call *call, const uint8_t *msg, size_t len,
     st->cap = (st->len + len) * 2;
     st->buf = realloc(st->buf, st->cap);
   }
-  memcpy(st->buf + st->len, msg, len);
+  if (len) memcpy(st->buf + st->len, msg, len);
   st->len += len;
   return 0;
 }
@@ -869,6 +869,96 @@ START_TEST(stream_unknown_method) {
 }
 END_TEST
 
+typedef struct stream_job {
+  ts_rpc_channel *ch;
+  int index;
+  int rc;
+  bool match;
+} stream_job;
+
+/* Streams 37 chunks of odd sizes and checks the echoed concatenation. */
+static void *stream_worker(void *arg) {
+  stream_job *job = arg;
+  size_t total = 0, sizes_[37];
+  for (int i = 0; i < 37; i++) total += sizes_[i] = (size_t)(i * 977 + job->index);
+  uint8_t *data = random_bytes(total);
+  ts_rpc_stream *st = NULL;
+  ts_err err = {0};
+  job->rc = ts_rpc_stream_open(job->ch, CONCAT, in_ms(30000), &st, &err);
+  size_t off = 0;
+  for (int i = 0; i < 37 && job->rc == 0; i++) {
+    job->rc = ts_rpc_stream_send(st, data + off, sizes_[i], &err);
+    off += sizes_[i];
+  }
+  uint8_t *resp = NULL;
+  size_t len = 0;
+  if (job->rc == 0) job->rc = ts_rpc_stream_finish(st, &resp, &len, &err);
+  job->match = job->rc == 0 && len == total && memcmp(resp, data, len) == 0;
+  free(resp);
+  free(data);
+  return NULL;
+}
+
+START_TEST(streams_and_unary_one_poller) {
+  ts_err err = {0};
+  ts_rpc_server_opts opts = {.listen = "127.0.0.1:0", .poll_threads = 1};
+  ck_assert_int_eq(ts_rpc_server_start(&opts, test_methods, N_TEST_METHODS,
+                                       &srv, &port, &err),
+                   0);
+  chan = open_channel(NULL);
+  enum { N = 4 };
+  pthread_t threads[N];
+  stream_job jobs[N];
+  for (int i = 0; i < N; i++) {
+    jobs[i] = (stream_job){.ch = chan, .index = i};
+    ck_assert_int_eq(pthread_create(&threads[i], NULL, stream_worker, &jobs[i]),
+                     0);
+  }
+  for (int i = 0; i < 20; i++) {
+    uint8_t *resp;
+    size_t len;
+    uint8_t req[3] = {(uint8_t)i, 7, 9};
+    ck_assert_int_eq(ts_rpc_call_sync(chan, i % 2 ? ECHO : LATER, req, 3,
+                                      in_ms(20000), &resp, &len, &err),
+                     0);
+    ck_assert(len == 3 && memcmp(resp, req, 3) == 0);
+    free(resp);
+  }
+  for (int i = 0; i < N; i++) {
+    pthread_join(threads[i], NULL);
+    ck_assert_msg(jobs[i].rc == 0 && jobs[i].match, "stream %d: rc %d", i,
+                  jobs[i].rc);
+  }
+  ck_assert_int_eq(atomic_load(&ends_ok), N);
+  ck_assert_int_eq(atomic_load(&ends_cancelled), 0);
+}
+END_TEST
+
+START_TEST(stop_mid_stream) {
+  start_plain();
+  ts_rpc_stream *st = NULL;
+  ts_err err = {0};
+  ck_assert_int_eq(ts_rpc_stream_open(chan, CONCAT, in_ms(10000), &st, &err),
+                   0);
+  ck_assert_int_eq(ts_rpc_stream_send(st, (const uint8_t *)"ab", 2, &err), 0);
+  for (int i = 0; i < 200 && !concat_calls[0].call; i++) sleep_ms(5);
+  int64_t t0 = ts_now_ms();
+  ts_rpc_server_stop(srv, 100);
+  srv = NULL;
+  ck_assert_int_lt(ts_now_ms() - t0, 3000);
+  ck_assert_int_eq(atomic_load(&ends_cancelled), 1);
+  ck_assert_int_eq(atomic_load(&ends_ok), 0);
+  uint8_t *resp = NULL;
+  size_t len;
+  int rc = ts_rpc_stream_send(st, (const uint8_t *)"cd", 2, &err);
+  int rc2 = ts_rpc_stream_finish(st, &resp, &len, &err);
+  ck_assert(rc < 0 || rc2 < 0);
+  ck_assert_int_ne(rc2, 0);
+  ck_assert_ptr_null(resp);
+  ck_assert_int_lt(ts_now_ms() - t0, 5000);
+}
+END_TEST
+
 /* ---- TLS -------------------------------------------------------------- */
 
 static char tls_dir[64];
@@ -999,6 +1089,8 @@ static Suite *rpc_suite(void) {
   tcase_add_test(tc, stream_message_rejected);
   tcase_add_test(tc, stream_deadline_mid_stream);
   tcase_add_test(tc, stream_unknown_method);
+  tcase_add_test(tc, streams_and_unary_one_poller);
+  tcase_add_test(tc, stop_mid_stream);
   tcase_add_test(tc, tls_and_mtls);
   suite_add_tcase(s, tc);
   return s;
