@@ -34,6 +34,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "admin.pb-c.h"
 #include "error.h"
 #include "health.pb-c.h"
 #include "inference.pb-c.h"
@@ -44,6 +45,7 @@
 
 #define KSERVE_SERVICE "/inference.GRPCInferenceService/"
 #define HEALTH_CHECK "/grpc.health.v1.Health/Check"
+#define ADMIN_SERVICE "/tessera.admin.v1.Admin/"
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_REQUESTS 100
 #define PRINT_THRESHOLD 1000 /* summarize above this many elements (NumPy's) */
@@ -177,7 +179,8 @@ typedef int (*command_fn)(cli *c, ts_err *err);
     "Shows ServerMetadata, or ModelMetadata with --model (a dim of -1 is "   \
     "variable).")                                                            \
   X(status, 0, O(SERVER), "--server ADDR",                                   \
-    "Shows the server, its models and each model's inputs and outputs.")     \
+    "Shows the server, its models and each model's inputs and outputs, "    \
+    "then (on Tessera) the workers, model states and the shard map.")     \
   X(bench, O(MODEL) | O(INPUT) | O(TYPED) | O(CONCURRENCY) | O(REQUESTS),   \
     O(SERVER) | O(MODEL) | O(INPUT),                                         \
     "--server ADDR --model NAME --input NAME=FILE.npy... "                   \
@@ -619,26 +622,71 @@ static void print_tensor(FILE *f, const char *name, const ts_tensor *t) {
   fputc('\n', f);
 }
 
-/* Left-aligned columns: rows[r * ncols + col]; row 0 is the header. */
-static void print_table(FILE *f, const char *indent, int ncols, int nrows,
-                        const char *const *cells) {
-  size_t width[8] = {0};
-  TS_ASSERT(ncols <= 8);
-  for (int r = 0; r < nrows; r++)
-    for (int col = 0; col < ncols; col++) {
-      size_t w = strlen(cells[r * ncols + col]);
-      if (w > width[col]) width[col] = w;
+/* A table of text cells printed in left-aligned columns. Cells are added
+ * row by row (row 0 is the header); each is a malloc'd copy, freed by
+ * table_print. An allocation failure drops the table, never crashes. */
+#define TABLE_MAX_COLS 12
+typedef struct text_table {
+  int ncols, n, cap;
+  char **cells;
+  bool failed;
+} text_table;
+
+static void table_cell(text_table *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void table_cell(text_table *t, const char *fmt, ...) {
+  if (t->failed) return;
+  if (t->n == t->cap) {
+    int cap = t->cap ? 2 * t->cap : 64;
+    char **cells = realloc(t->cells, (size_t)cap * sizeof *cells);
+    if (!cells) {
+      t->failed = true;
+      return;
     }
-  for (int r = 0; r < nrows; r++) {
-    fputs(indent, f);
-    for (int col = 0; col < ncols; col++) {
-      const char *cell = cells[r * ncols + col];
-      if (col == ncols - 1)
-        fprintf(f, "%s\n", cell);
-      else
-        fprintf(f, "%-*s  ", (int)width[col], cell);
-    }
+    t->cells = cells;
+    t->cap = cap;
   }
+  va_list ap;
+  va_start(ap, fmt);
+  if (vasprintf(&t->cells[t->n], fmt, ap) < 0)
+    t->failed = true;
+  else
+    t->n++;
+  va_end(ap);
+}
+
+/* Prints the table (each line after `indent`) and frees its cells. */
+static void table_print(text_table *t, const char *indent) {
+  size_t width[TABLE_MAX_COLS] = {0};
+  TS_ASSERT(t->ncols > 0 && t->ncols <= TABLE_MAX_COLS);
+  if (t->failed) fprintf(stdout, "%s(out of memory)\n", indent);
+  for (int i = 0; !t->failed && i < t->n; i++) {
+    size_t w = strlen(t->cells[i]);
+    if (w > width[i % t->ncols]) width[i % t->ncols] = w;
+  }
+  for (int i = 0; !t->failed && i < t->n; i++) {
+    int col = i % t->ncols;
+    if (col == 0) fputs(indent, stdout);
+    if (col == t->ncols - 1 || i == t->n - 1)
+      printf("%s\n", t->cells[i]);
+    else
+      printf("%-*s  ", (int)width[col], t->cells[i]);
+  }
+  for (int i = 0; i < t->n; i++) free(t->cells[i]);
+  free(t->cells);
+  memset(t, 0, sizeof *t);
+}
+
+/* "1.5 MB" */
+static void format_bytes(uint64_t bytes, char *buf, size_t size) {
+  static const char *const units[] = {"B", "KB", "MB", "GB", "TB"};
+  double v = (double)bytes;
+  size_t u = 0;
+  while (v >= 1024 && u + 1 < sizeof units / sizeof units[0]) {
+    v /= 1024;
+    u++;
+  }
+  snprintf(buf, size, u ? "%.1f %s" : "%.0f %s", v, units[u]);
 }
 
 /* ---- infer ------------------------------------------------------------ */
@@ -737,22 +785,19 @@ static int fetch_index(cli *c, Inference__RepositoryIndexResponse **index,
 }
 
 static void print_index(const Inference__RepositoryIndexResponse *index) {
-  size_t rows = index->n_models + 1;
-  const char **cells = calloc(rows * 4, sizeof *cells);
-  if (!cells) return;
-  cells[0] = "NAME";
-  cells[1] = "VERSION";
-  cells[2] = "STATE";
-  cells[3] = "REASON";
+  text_table t = {.ncols = 4};
+  table_cell(&t, "NAME");
+  table_cell(&t, "VERSION");
+  table_cell(&t, "STATE");
+  table_cell(&t, "REASON");
   for (size_t i = 0; i < index->n_models; i++) {
     const Inference__RepositoryIndexResponse__ModelIndex *m = index->models[i];
-    cells[(i + 1) * 4 + 0] = m->name;
-    cells[(i + 1) * 4 + 1] = m->version[0] ? m->version : "-";
-    cells[(i + 1) * 4 + 2] = m->state[0] ? m->state : "-";
-    cells[(i + 1) * 4 + 3] = m->reason;
+    table_cell(&t, "%s", m->name);
+    table_cell(&t, "%s", m->version[0] ? m->version : "-");
+    table_cell(&t, "%s", m->state[0] ? m->state : "-");
+    table_cell(&t, "%s", m->reason);
   }
-  print_table(stdout, "", 4, (int)rows, cells);
-  free(cells);
+  table_print(&t, "");
 }
 
 static int cmd_models(cli *c, ts_err *err) {
@@ -871,24 +916,20 @@ static int show_server_metadata(cli *c, ts_err *err) {
 static void print_tensor_metadata(
     const char *title, size_t n,
     Inference__ModelMetadataResponse__TensorMetadata *const *tensors) {
-  char(*shapes)[256] = calloc(n + 1, sizeof *shapes);
-  const char **cells = calloc((n + 1) * 3, sizeof *cells);
-  if (shapes && cells) {
-    printf("%s:\n", title);
-    cells[0] = "NAME";
-    cells[1] = "DATATYPE";
-    cells[2] = "SHAPE";
-    for (size_t i = 0; i < n; i++) {
-      int rank = tensors[i]->n_shape > 64 ? 64 : (int)tensors[i]->n_shape;
-      cells[(i + 1) * 3 + 0] = tensors[i]->name;
-      cells[(i + 1) * 3 + 1] = tensors[i]->datatype;
-      cells[(i + 1) * 3 + 2] =
-          ts_shape_str(tensors[i]->shape, rank, shapes[i], sizeof shapes[i]);
-    }
-    print_table(stdout, "  ", 3, (int)n + 1, cells);
+  text_table t = {.ncols = 3};
+  printf("%s:\n", title);
+  table_cell(&t, "NAME");
+  table_cell(&t, "DATATYPE");
+  table_cell(&t, "SHAPE");
+  for (size_t i = 0; i < n; i++) {
+    char shape[256];
+    int rank = tensors[i]->n_shape > 64 ? 64 : (int)tensors[i]->n_shape;
+    table_cell(&t, "%s", tensors[i]->name);
+    table_cell(&t, "%s", tensors[i]->datatype);
+    table_cell(&t, "%s",
+               ts_shape_str(tensors[i]->shape, rank, shape, sizeof shape));
   }
-  free(shapes);
-  free(cells);
+  table_print(&t, "  ");
 }
 
 static int show_model_metadata(cli *c, const char *model, ts_err *err) {
@@ -934,14 +975,111 @@ static int show_models_status(cli *c, ts_err *err) {
   return TS_OK;
 }
 
-/* Sections of `tessera status`, in order. The coordinator's admin API
- * (shard map, workers, load) adds its sections here. */
+static void print_workers(const Tessera__Admin__V1__ClusterStatusResponse *st) {
+  text_table t = {.ncols = 9};
+  const char *header[] = {"WORKER", "ADDRESS", "UP", "THREADS", "PLANNED",
+                          "LIMIT", "IN FLIGHT", "CALLS", "FAILURES"};
+  for (size_t i = 0; i < sizeof header / sizeof header[0]; i++)
+    table_cell(&t, "%s", header[i]);
+  for (size_t i = 0; i < st->n_workers; i++) {
+    const Tessera__Admin__V1__WorkerState *w = st->workers[i];
+    char planned[32], limit[32];
+    format_bytes(w->memory_planned, planned, sizeof planned);
+    format_bytes(w->memory_limit, limit, sizeof limit);
+    table_cell(&t, "%d", w->index);
+    table_cell(&t, "%s", w->address);
+    table_cell(&t, "%s", w->up ? "up" : "DOWN");
+    table_cell(&t, "%d", w->threads);
+    table_cell(&t, "%s", planned);
+    table_cell(&t, "%s", w->memory_limit ? limit : "none");
+    table_cell(&t, "%d", w->outstanding);
+    table_cell(&t, "%llu", (unsigned long long)w->calls);
+    table_cell(&t, "%llu", (unsigned long long)w->failures);
+  }
+  table_print(&t, "");
+}
+
+static void print_model_states(const Tessera__Admin__V1__ClusterStatusResponse *st) {
+  text_table t = {.ncols = 8};
+  const char *header[] = {"MODEL", "STATE", "STRATEGY", "STAGES", "REPLICAS",
+                          "WEIGHTS", "REQUESTS", "FAILURES"};
+  for (size_t i = 0; i < sizeof header / sizeof header[0]; i++)
+    table_cell(&t, "%s", header[i]);
+  for (size_t i = 0; i < st->n_models; i++) {
+    const Tessera__Admin__V1__ModelState *m = st->models[i];
+    char weights[32];
+    format_bytes(m->weight_bytes, weights, sizeof weights);
+    table_cell(&t, "%s", m->name);
+    table_cell(&t, "%s", m->state);
+    if (m->n_members) {
+      table_cell(&t, "ensemble(%s) of %zu", m->fuse, m->n_members);
+    } else {
+      table_cell(&t, "%s", m->strategy);
+    }
+    table_cell(&t, "%d", m->stages);
+    table_cell(&t, "%d", m->replicas);
+    table_cell(&t, "%s", weights);
+    table_cell(&t, "%llu", (unsigned long long)m->requests);
+    table_cell(&t, "%llu", (unsigned long long)m->failures);
+  }
+  table_print(&t, "");
+}
+
+static void print_shards(const Tessera__Admin__V1__ClusterStatusResponse *st) {
+  text_table t = {.ncols = 6};
+  const char *header[] = {"MODEL", "STAGE", "SHARD", "LABEL", "BYTES",
+                          "WORKERS"};
+  for (size_t i = 0; i < sizeof header / sizeof header[0]; i++)
+    table_cell(&t, "%s", header[i]);
+  for (size_t i = 0; i < st->n_shards; i++) {
+    const Tessera__Admin__V1__ShardPlacement *s = st->shards[i];
+    char bytes[32], workers[256] = "";
+    size_t off = 0;
+    format_bytes(s->bytes, bytes, sizeof bytes);
+    for (size_t w = 0; w < s->n_workers && off < sizeof workers; w++)
+      off += (size_t)snprintf(workers + off, sizeof workers - off, "%s%d",
+                              w ? "," : "", s->workers[w]);
+    table_cell(&t, "%s", s->model);
+    table_cell(&t, "%d", s->stage);
+    table_cell(&t, "%d", s->shard);
+    table_cell(&t, "%s", s->label);
+    table_cell(&t, "%s", bytes);
+    table_cell(&t, "%s", workers);
+  }
+  table_print(&t, "");
+}
+
+/* Tessera's own admin API (proto/admin.proto): workers, model states and
+ * the shard map. Other KServe servers lack it; that is not an error. */
+static int show_cluster_status(cli *c, ts_err *err) {
+  Tessera__Admin__V1__ClusterStatusRequest req =
+      TESSERA__ADMIN__V1__CLUSTER_STATUS_REQUEST__INIT;
+  Tessera__Admin__V1__ClusterStatusResponse *st;
+  int rc = rpc_call(c, ADMIN_SERVICE "ClusterStatus", &req.base,
+                    &tessera__admin__v1__cluster_status_response__descriptor,
+                    (ProtobufCMessage **)&st, err);
+  if (rc == TS_EUNSUPPORTED) {
+    printf("(this server has no Tessera admin API)\n");
+    return TS_OK;
+  }
+  if (rc) return rc;
+  print_workers(st);
+  printf("\n");
+  print_model_states(st);
+  printf("\n");
+  print_shards(st);
+  protobuf_c_message_free_unpacked(&st->base, NULL);
+  return TS_OK;
+}
+
+/* Sections of `tessera status`, in order. */
 static const struct status_section {
   const char *title;
   int (*show)(cli *c, ts_err *err);
 } status_sections[] = {
     {"server", show_server_metadata},
     {"models", show_models_status},
+    {"cluster", show_cluster_status},
 };
 
 static int cmd_status(cli *c, ts_err *err) {

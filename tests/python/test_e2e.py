@@ -5,6 +5,7 @@ One coordinator serves every model of this module (setUpClass); each test
 talks to it through kserve.Client or the `tessera` CLI.
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,11 @@ import kserve  # noqa: E402
 export_models.torch.set_num_threads(1)
 
 MODELS = ['linear', 'logistic', 'mlp']
+# Served name -> (exported model, coordinator model keys). The MLP is also
+# served split by columns/rows and by layers: answers must not change.
+SERVED = {m: (m, {}) for m in MODELS}
+SERVED['mlp_tensor'] = ('mlp', {'strategy': 'tensor', 'shards': 2})
+SERVED['mlp_pipeline'] = ('mlp', {'strategy': 'pipeline', 'stages': 2})
 BATCHES = [1, 2, 7, 16, 64]
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -40,8 +46,9 @@ class EndToEnd(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix='tessera_e2e_')
         paths = {m: export_models.export(m, cls.tmp) for m in MODELS}
-        cls.cluster = kserve.Cluster(models=[(m, paths[m]) for m in MODELS],
-                                     local_workers=2)
+        cls.cluster = kserve.Cluster(
+            models=[(name, paths[m], keys) for name, (m, keys) in SERVED.items()],
+            local_workers=2)
         cls.cluster.__enter__()
         cls.client = cls.cluster.client
 
@@ -55,17 +62,17 @@ class EndToEnd(unittest.TestCase):
     # ---- inference against torch ------------------------------------------
 
     def test_matches_torch(self):
-        for model in MODELS:
+        for served, (model, _) in SERVED.items():
             for batch in BATCHES:
                 for typed in (False, True):
-                    with self.subTest(model=model, batch=batch, typed=typed):
+                    with self.subTest(model=served, batch=batch, typed=typed):
                         inputs = export_models.make_inputs(model, batch, seed=batch)
                         want = export_models.reference(model, inputs)
-                        got = self.client.infer(model, inputs, typed=typed)
+                        got = self.client.infer(served, inputs, typed=typed)
                         self.assertEqual(list(got), list(want))
                         for name in want:
                             assert_close(self, got[name], want[name],
-                                         '%s/%s batch %d' % (model, name, batch))
+                                         '%s/%s batch %d' % (served, name, batch))
 
     def test_requested_outputs(self):
         inputs = export_models.make_inputs('logistic', 5, seed=3)
@@ -200,8 +207,15 @@ class EndToEnd(unittest.TestCase):
         self.assertRegex(p.stdout, r'embedding\s+FP32\s+\[-1,32\]')
         self.assertRegex(p.stdout, r'log_probs\s+FP32\s+\[-1,10\]')
         p = self.tessera('status', '--server', self.cluster.address)
-        for model in MODELS:
+        for model in SERVED:
             self.assertIn('model: ' + model, p.stdout)
+        # The admin section: both local workers up, every model's shards placed.
+        cluster = p.stdout.split('== cluster ==', 1)[1]
+        self.assertEqual(len(re.findall(r'^\d+\s+127\.0\.0\.1:\d+\s+up\s', cluster, re.M)), 2,
+                         cluster)
+        for model in SERVED:
+            self.assertRegex(cluster, r'(?m)^%s\s+READY\s' % model)
+            self.assertRegex(cluster, r'(?m)^%s\s+0\s+0\s' % model)
 
     def test_cli_errors(self):
         path = os.path.join(self.tmp, 'err_in.npy')
