@@ -367,18 +367,24 @@ static void call_free(ts_rpc_call *c) {
   free(c);
 }
 
+/* Takes c off srv->calls; s->mu must be held. */
+static void call_unlink_locked(ts_rpc_server *s, ts_rpc_call *c) {
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->calls = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  s->live--;
+}
+
 /* The last reference is gone: leave the server's list (unless stop already
  * orphaned the call) and free. */
 static void call_destroy(ts_rpc_call *c, bool orphaned) {
   if (!orphaned) {
     ts_rpc_server *s = c->srv;
     pthread_mutex_lock(&s->mu);
-    if (c->prev)
-      c->prev->next = c->next;
-    else
-      s->calls = c->next;
-    if (c->next) c->next->prev = c->prev;
-    s->live--;
+    call_unlink_locked(s, c);
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
   }
@@ -689,23 +695,35 @@ static void on_shutdown(tag *t, int ok) {
   pthread_mutex_unlock(&s->mu);
 }
 
-static void *server_poll(void *arg) {
-  ts_rpc_server *s = arg;
+/* Hands every completion of cq to its tag until the queue shuts down;
+ * `after` (may be NULL) runs once the tag's handler returned. */
+static void run_queue(grpc_completion_queue *cq,
+                      void (*after)(void *owner, bool counted), void *owner,
+                      const tag *uncounted) {
   for (;;) {
     grpc_event ev = grpc_completion_queue_next(
-        s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-    if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    if (ev.type == GRPC_QUEUE_SHUTDOWN) return;
     if (ev.type != GRPC_OP_COMPLETE) continue;
     tag *t = ev.tag;
-    bool counted = t != &s->t_shutdown;
+    bool counted = t != uncounted; /* compared before t may be freed */
     t->fn(t, ev.success);
-    if (counted) {
-      pthread_mutex_lock(&s->mu);
-      atomic_fetch_sub(&s->pending, 1);
-      pthread_cond_broadcast(&s->cv);
-      pthread_mutex_unlock(&s->mu);
-    }
+    if (after) after(owner, counted);
   }
+}
+
+static void server_tag_done(void *owner, bool counted) {
+  ts_rpc_server *s = owner;
+  if (!counted) return;
+  pthread_mutex_lock(&s->mu);
+  atomic_fetch_sub(&s->pending, 1);
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static void *server_poll(void *arg) {
+  ts_rpc_server *s = arg;
+  run_queue(s->cq, server_tag_done, s, &s->t_shutdown);
   return NULL;
 }
 
@@ -946,13 +964,7 @@ static void server_orphan_unanswered(ts_rpc_server *s) {
     if (!c->answered) {
       c->orphaned = true;
       c->refs++; /* held until its gRPC state is released below */
-      if (c->prev)
-        c->prev->next = c->next;
-      else
-        s->calls = c->next;
-      if (c->next) c->next->prev = c->prev;
-      s->live--;
-      c->prev = NULL;
+      call_unlink_locked(s, c);
       c->next = orphans;
       orphans = c;
       n++;
@@ -1160,12 +1172,7 @@ static void on_outcall(tag *t, int ok) {
 
 static void *client_poll(void *arg) {
   ts_rpc_client *c = arg;
-  for (;;) {
-    grpc_event ev = grpc_completion_queue_next(
-        c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-    if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
-    if (ev.type == GRPC_OP_COMPLETE) ((tag *)ev.tag)->fn(ev.tag, ev.success);
-  }
+  run_queue(c->cq, NULL, NULL, NULL);
   return NULL;
 }
 
