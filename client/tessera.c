@@ -809,32 +809,44 @@ static int cmd_models(cli *c, ts_err *err) {
   return TS_OK;
 }
 
-static int cmd_load(cli *c, ts_err *err) {
-  Inference__RepositoryModelLoadRequest req =
-      INFERENCE__REPOSITORY_MODEL_LOAD_REQUEST__INIT;
+/* RepositoryModelLoad and RepositoryModelUnload: requests of one layout
+ * (repository_name, model_name, parameters), so one function fills either
+ * through its descriptor. */
+static int repository_action(cli *c, const char *method,
+                             const ProtobufCMessageDescriptor *req_desc,
+                             const ProtobufCMessageDescriptor *resp_desc,
+                             const char *done, ts_err *err) {
+  union {
+    Inference__RepositoryModelLoadRequest load;
+    Inference__RepositoryModelUnloadRequest unload;
+  } req;
   ProtobufCMessage *resp;
-  req.model_name = (char *)c->opt->model;
-  int rc = rpc_call(c, KSERVE_SERVICE "RepositoryModelLoad", &req.base,
-                    &inference__repository_model_load_response__descriptor,
+  const ProtobufCFieldDescriptor *name =
+      protobuf_c_message_descriptor_get_field_by_name(req_desc, "model_name");
+  TS_ASSERT(name && req_desc->sizeof_message <= sizeof req);
+  protobuf_c_message_init(req_desc, &req);
+  *(const char **)((char *)&req + name->offset) = c->opt->model;
+  int rc = rpc_call(c, method, (const ProtobufCMessage *)&req, resp_desc,
                     &resp, err);
   if (rc) return rc;
   protobuf_c_message_free_unpacked(resp, NULL);
-  printf("loaded %s\n", c->opt->model);
+  printf("%s %s\n", done, c->opt->model);
   return TS_OK;
 }
 
+static int cmd_load(cli *c, ts_err *err) {
+  return repository_action(
+      c, KSERVE_SERVICE "RepositoryModelLoad",
+      &inference__repository_model_load_request__descriptor,
+      &inference__repository_model_load_response__descriptor, "loaded", err);
+}
+
 static int cmd_unload(cli *c, ts_err *err) {
-  Inference__RepositoryModelUnloadRequest req =
-      INFERENCE__REPOSITORY_MODEL_UNLOAD_REQUEST__INIT;
-  ProtobufCMessage *resp;
-  req.model_name = (char *)c->opt->model;
-  int rc = rpc_call(c, KSERVE_SERVICE "RepositoryModelUnload", &req.base,
-                    &inference__repository_model_unload_response__descriptor,
-                    &resp, err);
-  if (rc) return rc;
-  protobuf_c_message_free_unpacked(resp, NULL);
-  printf("unloaded %s\n", c->opt->model);
-  return TS_OK;
+  return repository_action(
+      c, KSERVE_SERVICE "RepositoryModelUnload",
+      &inference__repository_model_unload_request__descriptor,
+      &inference__repository_model_unload_response__descriptor, "unloaded",
+      err);
 }
 
 /* ---- health -------------------------------------------------------------- */

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 
 import grpc
 import numpy as np
@@ -364,3 +365,34 @@ class Cluster(Daemon):
         if self.client:
             self.client.close()
         super()._stop(check)
+
+
+class ClusterTestCase(unittest.TestCase):
+    """Serves one coordinator for a whole test class: setUpClass makes a
+    temporary directory self.tmp, asks cluster_options(tmp) for the Cluster's
+    keyword arguments (the subclass writes its model files there) and starts
+    it; self.cluster and self.client are then set. tearDownClass stops it
+    (failing if it does not exit cleanly) and removes the directory."""
+
+    @classmethod
+    def cluster_options(cls, tmp):
+        """{'models': [...], 'local_workers': N, 'extra_args': [...], ...}"""
+        raise NotImplementedError
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix='tessera_%s_' % cls.__name__)
+        try:
+            cls.cluster = Cluster(**cls.cluster_options(cls.tmp))
+            cls.cluster.__enter__()
+        except BaseException:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+            raise
+        cls.client = cls.cluster.client
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.cluster.__exit__(None, None, None)
+        finally:
+            shutil.rmtree(cls.tmp, ignore_errors=True)

@@ -33,21 +33,10 @@ def good_inputs(batch=2):
     return export_models.make_inputs(MODEL, batch, seed=batch)
 
 
-class BadRequests(unittest.TestCase):
+class BadRequests(kserve.ClusterTestCase):
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix='tessera_bad_')
-        cls.path = export_models.export(MODEL, cls.tmp)
-        cls.cluster = kserve.Cluster(models=[(MODEL, cls.path)], local_workers=1)
-        cls.cluster.__enter__()
-        cls.client = cls.cluster.client
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.cluster.__exit__(None, None, None)
-        finally:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+    def cluster_options(cls, tmp):
+        return {'models': [(MODEL, export_models.export(MODEL, tmp))], 'local_workers': 1}
 
     def assert_serving(self):
         inputs = good_inputs(3)

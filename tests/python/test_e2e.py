@@ -6,10 +6,8 @@ talks to it through kserve.Client or the `tessera` CLI.
 """
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import unittest
 
 import grpc
@@ -41,23 +39,12 @@ def assert_close(test, got, want, what):
             what, err.max(), np.unravel_index(err.argmax(), err.shape)))
 
 
-class EndToEnd(unittest.TestCase):
+class EndToEnd(kserve.ClusterTestCase):
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix='tessera_e2e_')
-        paths = {m: export_models.export(m, cls.tmp) for m in MODELS}
-        cls.cluster = kserve.Cluster(
-            models=[(name, paths[m], keys) for name, (m, keys) in SERVED.items()],
-            local_workers=2)
-        cls.cluster.__enter__()
-        cls.client = cls.cluster.client
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.cluster.__exit__(None, None, None)
-        finally:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+    def cluster_options(cls, tmp):
+        paths = {m: export_models.export(m, tmp) for m in MODELS}
+        return {'models': [(name, paths[m], keys) for name, (m, keys) in SERVED.items()],
+                'local_workers': 2}
 
     # ---- inference against torch ------------------------------------------
 
@@ -243,6 +230,64 @@ class EndToEnd(unittest.TestCase):
                          '--requests', '40')
         self.assertIn('ok: 40  errors: 0', p.stdout)
         self.assertRegex(p.stdout, r'p50 [0-9.]+  p90 [0-9.]+  p99 [0-9.]+')
+
+
+class Repository(kserve.ClusterTestCase):
+    """--model-repository DIR: DIR/NAME/model.onnx (+ config.ini), loaded and
+    unloaded at run time through the KServe repository extension."""
+
+    @classmethod
+    def cluster_options(cls, tmp):
+        repo = os.path.join(tmp, 'repository')
+        for name, model, config in [('lin', 'linear', ''),
+                                    ('mlp2', 'mlp', 'strategy=tensor\nshards=2\n')]:
+            os.makedirs(os.path.join(repo, name))
+            os.rename(export_models.export(model, tmp), os.path.join(repo, name, 'model.onnx'))
+            if config:
+                with open(os.path.join(repo, name, 'config.ini'), 'w') as f:
+                    f.write(config)
+        return {'extra_args': ['--model-repository', repo], 'local_workers': 1}
+
+    def check_model(self, served, model):
+        inputs = export_models.make_inputs(model, 7, seed=4)
+        want = export_models.reference(model, inputs)
+        got = self.client.infer(served, inputs)
+        for name in want:
+            assert_close(self, got[name], want[name], served + '/' + name)
+
+    def tessera(self, *args):
+        return subprocess.run([kserve.binary('tessera')] + list(args) +
+                              ['--server', self.cluster.address],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=60)
+
+    def test_load_unload(self):
+        states = {m.name: m.state for m in self.client.repository_index()}
+        self.assertEqual(states, {'lin': 'READY', 'mlp2': 'READY'})
+        self.check_model('lin', 'linear')
+        self.check_model('mlp2', 'mlp')
+
+        p = self.tessera('unload', '--model', 'lin')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, 'unloaded lin\n')
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.check_model('lin', 'linear')
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+        self.assertIn('lin', cm.exception.details())
+        states = {m.name: m.state for m in self.client.repository_index()}
+        self.assertNotEqual(states.get('lin'), 'READY')
+        self.check_model('mlp2', 'mlp')  # the other model is untouched
+
+        p = self.tessera('load', '--model', 'lin')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, 'loaded lin\n')
+        self.assertTrue(self.client.model_ready('lin'))
+        self.check_model('lin', 'linear')
+
+        p = self.tessera('load', '--model', 'not_in_repository')
+        self.assertEqual(p.returncode, 1)
+        self.assertTrue(p.stderr.startswith('tessera: NOT_FOUND: '), p.stderr)
+        self.assertIn('not_in_repository', p.stderr)
 
 
 class HealthOfClosedPort(unittest.TestCase):
