@@ -676,8 +676,22 @@ START_TEST(bind_in_use_fails) {
   ts_rpc_server_opts opts = {.listen = listen};
   ts_rpc_server *other = NULL;
   ts_err err = {0};
+  /* gRPC's own complaint is routed through ts_log: catch stderr. */
+  FILE *log = tmpfile();
+  int saved = dup(STDERR_FILENO);
+  dup2(fileno(log), STDERR_FILENO);
   int rc = ts_rpc_server_start(&opts, test_methods, N_TEST_METHODS, &other,
                                NULL, &err);
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  char logged[8192] = "";
+  rewind(log);
+  size_t n = fread(logged, 1, sizeof logged - 1, log);
+  logged[n] = '\0';
+  fclose(log);
+  ck_assert_msg(strstr(logged, "ERROR") && strstr(logged, "grpc: ") &&
+                    strstr(logged, "Address already in use"),
+                "log: %s", logged);
   ck_assert_int_eq(rc, TS_EIO);
   ck_assert_ptr_null(other);
   ck_assert_ptr_nonnull(strstr(err.msg, listen));
@@ -750,6 +764,12 @@ START_TEST(unreachable_server_unavailable) {
   ts_err err = {0};
   ck_assert_int_eq(call_text(chan, ECHO, "a", in_ms(5000), NULL, 0, &err),
                    TS_EUNAVAILABLE);
+  /* A malformed target makes a channel that fails every call. */
+  ts_rpc_channel *bad = NULL;
+  ck_assert_int_eq(ts_rpc_channel_open("bad::::target", NULL, &bad, &err), 0);
+  int rc = call_text(bad, ECHO, "a", in_ms(5000), NULL, 0, &err);
+  ts_rpc_channel_close(bad);
+  ck_assert_int_eq(rc, TS_EUNAVAILABLE);
 }
 END_TEST
 
