@@ -1377,6 +1377,16 @@ static int parse_options(const struct command *cmd, int argc, char **argv,
       return usage_error(cmd, "--%s is required", option_table[id].name);
   if (!opt->cert != !opt->key)
     return usage_error(cmd, "--cert and --key go together");
+  for (int i = 0; i < opt->inputs.n; i++) {
+    const char *spec = opt->inputs.items[i], *eq = strchr(spec, '=');
+    if (!eq || eq == spec || !eq[1])
+      return usage_error(cmd, "--input '%s' is not NAME=FILE.npy", spec);
+  }
+  for (int i = 0; i < opt->outputs.n; i++) {
+    const char *spec = opt->outputs.items[i], *eq = strchr(spec, '=');
+    if (eq == spec || !spec[0] || (eq && !eq[1]))
+      return usage_error(cmd, "--output '%s' is not NAME or NAME=FILE.npy", spec);
+  }
   return 0;
 }
 

@@ -1,0 +1,295 @@
+"""The `tessera` CLI against a scripted KServe v2 server written here in
+Python (grpcio generic handlers), so that every datatype, both content forms,
+malformed answers, slow answers and non-Tessera servers can be exercised;
+the real coordinator only ever answers well-formed FP32.
+
+The fake server's models, chosen by model_name:
+  echo_raw    each input comes back as an output of the same name, raw
+  echo_typed  the same, as typed InferTensorContents
+  short_raw   raw output one byte short of its shape
+  no_outputs  answers with no outputs at all
+  slow        sleeps 2 s, then echoes
+It records the last ModelInferRequest it got, for the tests to inspect.
+"""
+import concurrent.futures
+import os
+import subprocess
+import sys
+import tempfile
+import shutil
+import threading
+import time
+import unittest
+
+import grpc
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kserve  # noqa: E402
+
+pb, health_pb = kserve.pb, kserve.health_pb
+
+
+class FakeServer:
+    def __init__(self):
+        self.last_request = None
+        self.lock = threading.Lock()
+        handlers = {
+            'ModelInfer': self.model_infer,
+            'ServerMetadata': lambda req, ctx: pb.ServerMetadataResponse(
+                name='fake', version='9.9', extensions=['model_repository']),
+            'ServerLive': lambda req, ctx: pb.ServerLiveResponse(live=True),
+            'ServerReady': lambda req, ctx: pb.ServerReadyResponse(ready=False),
+            'RepositoryIndex': lambda req, ctx: pb.RepositoryIndexResponse(models=[
+                pb.RepositoryIndexResponse.ModelIndex(name='echo_raw', version='1',
+                                                      state='READY'),
+                pb.RepositoryIndexResponse.ModelIndex(name='gone', state='UNAVAILABLE',
+                                                      reason='unloaded')]),
+            'ModelMetadata': self.model_metadata,
+        }
+        rpcs = {name: grpc.unary_unary_rpc_method_handler(
+                    fn, request_deserializer=getattr(pb, name + 'Request').FromString,
+                    response_serializer=getattr(pb, name + 'Response').SerializeToString)
+                for name, fn in handlers.items()}
+        health = {'Check': grpc.unary_unary_rpc_method_handler(
+            lambda req, ctx: health_pb.HealthCheckResponse(
+                status=health_pb.HealthCheckResponse.NOT_SERVING),
+            request_deserializer=health_pb.HealthCheckRequest.FromString,
+            response_serializer=health_pb.HealthCheckResponse.SerializeToString)}
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=8))
+        self.server.add_generic_rpc_handlers([
+            grpc.method_handlers_generic_handler('inference.GRPCInferenceService', rpcs),
+            grpc.method_handlers_generic_handler('grpc.health.v1.Health', health)])
+        self.port = self.server.add_insecure_port('127.0.0.1:0')
+        self.address = '127.0.0.1:%d' % self.port
+        self.server.start()
+
+    def stop(self):
+        self.server.stop(0)
+
+    def model_metadata(self, req, ctx):
+        if req.name != 'echo_raw':
+            ctx.abort(grpc.StatusCode.NOT_FOUND, "model '%s' is not loaded" % req.name)
+        T = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=req.name, versions=['1'], platform='fake',
+            inputs=[T(name='x', datatype='FP32', shape=[-1, 4])],
+            outputs=[T(name='x', datatype='FP32', shape=[-1, 4])])
+
+    def model_infer(self, req, ctx):
+        with self.lock:
+            self.last_request = req
+        if req.model_name == 'slow':
+            time.sleep(2)
+        inputs = kserve.Client.decode_response(pb.ModelInferResponse(
+            outputs=[pb.ModelInferResponse.InferOutputTensor(
+                name=i.name, datatype=i.datatype, shape=i.shape, contents=i.contents)
+                for i in req.inputs],
+            raw_output_contents=req.raw_input_contents))
+        wanted = [o.name for o in req.outputs] or list(inputs)
+        resp = pb.ModelInferResponse(model_name=req.model_name, id=req.id)
+        if req.model_name == 'no_outputs':
+            return resp
+        for name in wanted:
+            a = inputs[name]
+            o = resp.outputs.add(name=name, datatype=kserve.datatype_of(a), shape=a.shape)
+            if req.model_name == 'echo_typed':
+                getattr(o.contents, kserve.DATATYPES[o.datatype][1]).extend(a.ravel().tolist())
+            else:
+                data = a.astype(a.dtype.newbyteorder('<')).tobytes()
+                resp.raw_output_contents.append(data[:-1] if req.model_name == 'short_raw'
+                                                else data)
+        return resp
+
+
+def sample(datatype, shape):
+    dtype = np.dtype(kserve.DATATYPES[datatype][0])
+    n = int(np.prod(shape))
+    i = np.arange(n)
+    if dtype.kind == 'b':
+        a = i % 3 == 0
+    elif dtype.kind == 'u':
+        a = (i * 7 + 3) % 101
+    elif dtype.kind == 'i':
+        a = (i * 7 + 3) % 101 - 50
+    else:
+        a = ((i * 7 + 3) % 101 - 50) * 0.25
+    return a.astype(dtype).reshape(shape)
+
+
+class Cli(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeServer()
+        cls.tmp = tempfile.mkdtemp(prefix='tessera_cli_')
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def tessera(self, *args, expect=0):
+        p = subprocess.run([kserve.binary('tessera')] + list(args),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, timeout=60)
+        self.assertEqual(p.returncode, expect, 'tessera %s\nstdout:\n%s\nstderr:\n%s' % (
+            ' '.join(args), p.stdout, p.stderr))
+        return p
+
+    def save(self, name, array):
+        path = os.path.join(self.tmp, name + '.npy')
+        np.save(path, array)
+        return path
+
+    def infer(self, model, arrays, *extra, expect=0):
+        args = ['infer', '--server', self.fake.address, '--model', model]
+        for name, a in arrays.items():
+            args += ['--input', '%s=%s' % (name, self.save('in_' + name, a))]
+        return self.tessera(*(args + list(extra)), expect=expect)
+
+    def test_every_datatype_round_trips(self):
+        for datatype in kserve.DATATYPES:
+            for typed in (False, True):
+                if typed and kserve.DATATYPES[datatype][1] is None:
+                    continue
+                with self.subTest(datatype=datatype, typed=typed):
+                    a = sample(datatype, (3, 1, 4))
+                    out = os.path.join(self.tmp, 'out.npy')
+                    model = 'echo_typed' if typed else 'echo_raw'
+                    self.infer(model, {'x': a}, '--output', 'x=' + out,
+                               *(['--typed'] if typed else []))
+                    # What went over the wire.
+                    req = self.fake.last_request
+                    self.assertEqual(req.model_name, model)
+                    self.assertEqual([(i.name, i.datatype, list(i.shape)) for i in req.inputs],
+                                     [('x', datatype, [3, 1, 4])])
+                    self.assertEqual(len(req.raw_input_contents), 0 if typed else 1)
+                    if typed:
+                        field = kserve.DATATYPES[datatype][1]
+                        self.assertEqual([f.name for f, _ in req.inputs[0].contents.ListFields()],
+                                         [field])
+                    self.assertEqual([o.name for o in req.outputs], ['x'])
+                    # What came back.
+                    got = np.load(out)
+                    self.assertEqual(got.dtype, a.dtype)
+                    self.assertEqual(got.shape, a.shape)
+                    self.assertTrue(np.array_equal(got, a), (got, a))
+
+    def test_fp16_typed_refused(self):
+        p = self.infer('echo_raw', {'x': sample('FP16', (2,))}, '--typed', expect=1)
+        self.assertTrue(p.stderr.startswith('tessera: UNIMPLEMENTED: '), p.stderr)
+        self.assertIn("'x'", p.stderr)
+
+    def test_print_small(self):
+        p = self.infer('echo_raw', {'m': np.array([[1.5, -2.0], [0.25, 3.0]], np.float32),
+                                    'flag': np.array([True, False, True]),
+                                    'scalar': np.array(7, np.int64)})
+        self.assertEqual(p.stdout,
+                         'm FP32 [2,2]\n[[1.5, -2],\n [0.25, 3]]\n'
+                         'flag BOOL [3]\n[True, False, True]\n'
+                         'scalar INT64 []\n7\n')
+
+    def test_print_summarized(self):
+        a = np.arange(2000, dtype=np.int32).reshape(2, 1000)
+        p = self.infer('echo_raw', {'big': a})
+        self.assertEqual(p.stdout, 'big INT32 [2,1000]\n'
+                                   '[[0, 1, 2, ..., 997, 998, 999],\n'
+                                   ' [1000, 1001, 1002, ..., 1997, 1998, 1999]]\n')
+        # At the threshold (1000 elements) nothing is left out.
+        p = self.infer('echo_raw', {'edge': np.arange(1000, dtype=np.uint16)})
+        self.assertNotIn('...', p.stdout)
+        self.assertEqual(len(p.stdout.split('\n')[1].split(',')), 1000)
+
+    def test_requested_outputs(self):
+        a, b = sample('FP32', (2, 2)), sample('INT8', (4,))
+        p = self.infer('echo_raw', {'a': a, 'b': b}, '--output', 'b')
+        self.assertEqual([o.name for o in self.fake.last_request.outputs], ['b'])
+        self.assertTrue(p.stdout.startswith('b INT8 [4]\n'), p.stdout)
+        self.assertNotIn('a FP32', p.stdout)
+        p = self.infer('no_outputs', {'a': a}, '--output', 'a', expect=1)
+        self.assertEqual(p.stderr, "tessera: INTERNAL: the server did not return "
+                                   "requested output 'a'\n")
+
+    def test_malformed_answer(self):
+        p = self.infer('short_raw', {'y': sample('FP64', (3,))}, expect=1)
+        self.assertTrue(p.stderr.startswith('tessera: INTERNAL: '), p.stderr)
+        self.assertIn("output 'y'", p.stderr)
+        self.assertIn('23 raw bytes', p.stderr)
+
+    def test_deadline(self):
+        p = self.infer('slow', {'x': sample('FP32', (1,))}, '--timeout-ms', '300', expect=1)
+        self.assertTrue(p.stderr.startswith('tessera: DEADLINE_EXCEEDED: '), p.stderr)
+
+    def test_bad_npy_input(self):
+        path = os.path.join(self.tmp, 'fortran.npy')
+        np.save(path, np.asfortranarray(np.ones((2, 3), np.float32)))
+        p = self.tessera('infer', '--server', self.fake.address, '--model', 'echo_raw',
+                         '--input', 'x=' + path, expect=1)
+        self.assertTrue(p.stderr.startswith('tessera: UNIMPLEMENTED: '), p.stderr)
+        self.assertIn(path, p.stderr)
+        path = os.path.join(self.tmp, 'garbage.npy')
+        with open(path, 'wb') as f:
+            f.write(b'not a numpy file')
+        p = self.tessera('infer', '--server', self.fake.address, '--model', 'echo_raw',
+                         '--input', 'x=' + path, expect=1)
+        self.assertTrue(p.stderr.startswith('tessera: INVALID_ARGUMENT: '), p.stderr)
+        self.assertIn('magic', p.stderr)
+
+    def test_health_not_serving(self):
+        p = self.tessera('health', '--server', self.fake.address, expect=1)
+        self.assertEqual(p.stdout, 'health: NOT_SERVING\nlive: true\nready: false\n')
+        self.assertEqual(p.stderr, 'tessera: UNAVAILABLE: health status is NOT_SERVING\n')
+
+    def test_status_without_admin_api(self):
+        p = self.tessera('status', '--server', self.fake.address)
+        self.assertIn('server: fake 9.9', p.stdout)
+        self.assertRegex(p.stdout, r'gone\s+-\s+UNAVAILABLE\s+unloaded')
+        self.assertRegex(p.stdout, r'x\s+FP32\s+\[-1,4\]')
+        self.assertIn('(this server has no Tessera admin API)', p.stdout)
+
+    def test_metadata(self):
+        p = self.tessera('metadata', '--server', self.fake.address)
+        self.assertEqual(p.stdout, 'server: fake 9.9\nextensions: model_repository\n')
+        p = self.tessera('metadata', '--server', self.fake.address, '--model', 'nope',
+                         expect=1)
+        self.assertEqual(p.stderr, "tessera: NOT_FOUND: model 'nope' is not loaded\n")
+
+    def test_load_unimplemented(self):
+        p = self.tessera('load', '--server', self.fake.address, '--model', 'm', expect=1)
+        self.assertTrue(p.stderr.startswith('tessera: UNIMPLEMENTED: '), p.stderr)
+
+    def test_bench(self):
+        path = self.save('bench', sample('FP32', (2, 3)))
+        p = self.tessera('bench', '--server', self.fake.address, '--model', 'echo_raw',
+                         '--input', 'x=' + path, '--concurrency', '3', '--requests', '30')
+        self.assertIn('ok: 30  errors: 0', p.stdout)
+        self.assertRegex(p.stdout, r'latency ms: mean [0-9.]+  p50 [0-9.]+  p90 [0-9.]+  '
+                                   r'p99 [0-9.]+  max [0-9.]+')
+        p = self.tessera('bench', '--server', self.fake.address, '--model', 'slow',
+                         '--input', 'x=' + path, '--concurrency', '2', '--requests', '4',
+                         '--timeout-ms', '200', expect=1)
+        self.assertIn('ok: 0  errors: 4', p.stdout)
+        self.assertTrue(p.stderr.startswith('tessera: DEADLINE_EXCEEDED: 4 of 4 requests '
+                                            'failed'), p.stderr)
+
+    def test_usage(self):
+        for args in (['infer', '--server', 'x', '--model', 'm'],       # no --input
+                     ['infer', '--server', 'x', '--model', 'm', '--input', 'noequals'],
+                     ['models', '--server', 'x', '--typed'],             # not its option
+                     ['bench', '--server', 'x', '--model', 'm', '--input', 'a=b',
+                      '--requests', '0'],
+                     ['health'],                                         # no --server
+                     ['nosuchcommand'],
+                     []):
+            with self.subTest(args=args):
+                p = self.tessera(*args, expect=2)
+                self.assertTrue(p.stderr, 'a usage error says why')
+        for cmd in ('infer', 'models', 'load', 'unload', 'health', 'metadata', 'status',
+                    'bench'):
+            p = self.tessera(cmd, '--help')
+            self.assertTrue(p.stdout.startswith('usage: tessera %s ' % cmd), p.stdout)
+        self.assertIn('commands:', self.tessera('--help').stdout)
+
+
+if __name__ == '__main__':
+    unittest.main()
