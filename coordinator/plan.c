@@ -264,11 +264,14 @@ static const op_rule op_rules[] = {
 #undef TS_X
 };
 
+static bool default_domain(const ts_node *n) {
+  return !n->domain || !n->domain[0] || strcmp(n->domain, "ai.onnx") == 0;
+}
+
 /* The rule of a default-domain op; NULL for unknown ops (never split, never
  * row-wise). */
 static const op_rule *rule_find(const ts_node *n) {
-  if (n->domain && n->domain[0] && strcmp(n->domain, "ai.onnx") != 0)
-    return NULL;
+  if (!default_domain(n)) return NULL;
   for (size_t i = 0; i < sizeof op_rules / sizeof op_rules[0]; i++)
     if (strcmp(op_rules[i].op_type, n->op_type) == 0) return &op_rules[i];
   return NULL;
@@ -325,8 +328,7 @@ static const split_op split_ops[] = {
 };
 
 static const split_op *split_op_find(const ts_node *n) {
-  if (n->domain && n->domain[0] && strcmp(n->domain, "ai.onnx") != 0)
-    return NULL;
+  if (!default_domain(n)) return NULL;
   for (size_t i = 0; i < sizeof split_ops / sizeof split_ops[0]; i++)
     if (strcmp(split_ops[i].op_type, n->op_type) == 0) return &split_ops[i];
   return NULL;
@@ -1335,8 +1337,12 @@ static int out_rank(const ctx *c, const ts_node *n) {
                                                 : -1;
 }
 
+/* Ops that work per sample on input 0 with constant parameters (Conv,
+ * pools, normalizations): any non-constant input after the first would be
+ * a batched tensor used as a parameter. */
 static bool row_any(const ctx *c, const ts_node *n) {
-  (void)c, (void)n;
+  for (int j = 1; j < n->n_inputs; j++)
+    if (n->inputs[j] >= 0 && !is_const(c, n->inputs[j])) return false;
   return true;
 }
 
@@ -1542,7 +1548,7 @@ static int build_shard(const ctx *c, int s, int k, const ts_stage *stage,
   int len = snprintf(out->label, sizeof out->label, "%s/s%d/k%d", model_name,
                      s, k);
   if (len < 0 || (size_t)len >= sizeof out->label)
-    snprintf(out->label, sizeof out->label, "%.100s.../s%d/k%d", model_name, s,
+    snprintf(out->label, sizeof out->label, "%.96s.../s%d/k%d", model_name, s,
              k);
 
   double flops = 0;

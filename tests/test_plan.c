@@ -472,6 +472,13 @@ static ts_model *mlp_odd(void) {
   return mlp_model(3, sizes, acts, -1, 13);
 }
 
+/* 64 -> 256 -> 256 -> 64 with Relus: big enough for weight shares. */
+static ts_model *mlp_big(void) {
+  static const int sizes[] = {64, 256, 256, 64};
+  static const char *acts[] = {"Relu", "Relu", NULL};
+  return mlp_model(3, sizes, acts, -1, 13);
+}
+
 /* A DAG: tensors that cross several cuts (residual), MatMul + Add with a
  * per-column bias (Megatron pair through Add and Relu), a one-column Gemm
  * head (split by input rows with a Slice), and two graph outputs.
@@ -700,9 +707,7 @@ END_TEST
 /* A 4-way tensor split of a large MLP: each shard holds about a quarter of
  * the weights, and the shards together hold about all of them. */
 START_TEST(test_weight_quarter) {
-  static const int sizes[] = {64, 256, 256, 64};
-  static const char *acts[] = {"Relu", "Relu", NULL};
-  ts_model *m = mlp_model(3, sizes, acts, -1, 13);
+  ts_model *m = mlp_big();
   ts_plan *p = build(m, TS_STRATEGY_TENSOR, 1, 4, 1);
   double total = (double)m->weight_bytes;
   size_t sum = 0;
@@ -889,9 +894,7 @@ START_TEST(test_bad_options) {
 END_TEST
 
 START_TEST(test_auto) {
-  static const int sizes[] = {64, 256, 256, 64};
-  static const char *acts[] = {"Relu", "Relu", NULL};
-  ts_model *m = mlp_model(3, sizes, acts, -1, 13);
+  ts_model *m = mlp_big();
   ts_plan_opts o = {.strategy = TS_STRATEGY_AUTO, .replicas = 1,
                     .n_workers = 4, .model_name = "big"};
   ts_plan *p = NULL;
