@@ -527,9 +527,11 @@ static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) {
   return v < lo ? lo : v > hi ? hi : v;
 }
 
-/* Clamps one axis's bounds like ONNX (and numpy) do: negative values count
- * from the end, out-of-range bounds clamp, and the element count is
- * ceil((end - start) / step) or 0. */
+/* Clamps one axis's bounds like numpy (and the ONNX reference
+ * implementation) do: negative values count from the end, out-of-range
+ * bounds clamp, and the element count is ceil((end - start) / step) or 0.
+ * With a negative step a start still below 0 selects nothing (numpy's
+ * x[-10:-10:-1] is empty), where onnxruntime would clamp it to 0. */
 static void slice_axis(int64_t d, int64_t s, int64_t e, int64_t step,
                        int64_t *start, int64_t *count) {
   if (s < 0) s += d;
@@ -541,7 +543,7 @@ static void slice_axis(int64_t d, int64_t s, int64_t e, int64_t step,
     span = e > s ? (uint64_t)(e - s) : 0;
     astep = (uint64_t)step;
   } else {
-    s = clamp64(s, 0, d - 1);
+    s = clamp64(s, -1, d - 1);
     e = clamp64(e, -1, d - 1);
     span = s > e ? (uint64_t)(s - e) : 0;
     astep = 0u - (uint64_t)step;
