@@ -33,92 +33,55 @@
 #include "npy.h"
 #include "onnx.pb-c.h"
 #include "ops.h"
+#include "kernel_check.h"
 
 #define PYTHON "/usr/bin/python3"
 
-/* ---- random numbers -------------------------------------------------------- */
+/* ---- random numbers and one-node models ------------------------------------ */
 
-static uint64_t rng_state;
+static kc_rng rng;
 
-static void rng_seed(uint64_t s) { rng_state = s * 0x9E3779B97F4A7C15ull + 1; }
-
-static uint64_t rng_next(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return rng_state;
-}
+static void rng_seed(uint64_t s) { rng = kc_rng_seed(s); }
 
 /* Uniform in [lo, hi). */
-static double uni(double lo, double hi) {
-  return lo + (hi - lo) * (double)(rng_next() >> 11) / 9007199254740992.0;
-}
+static double uni(double lo, double hi) { return kc_uniform(&rng, lo, hi); }
 
 /* Uniform integer in [0, n). */
-static int rnd(int n) { return (int)(rng_next() % (uint64_t)n); }
+static int rnd(int n) { return (int)kc_randint(&rng, 0, n - 1); }
 
-/* ---- one-node models --------------------------------------------------------- */
+/* A node's attributes are collected on a bare NodeProto (kernel_check.h's
+ * kc_attr_* copy the values); load_op turns it into the model's one node
+ * and frees it with the model. */
+typedef Onnx__NodeProto attr_list;
 
-#define MAX_ATTRS 16
-
-typedef struct attr_list {
-  Onnx__AttributeProto a[MAX_ATTRS];
-  Onnx__AttributeProto *p[MAX_ATTRS];
-  int n;
-} attr_list;
-
-static Onnx__AttributeProto *attr_new(attr_list *l, const char *name,
-                                      Onnx__AttributeProto__AttributeType t) {
-  ck_assert_int_lt(l->n, MAX_ATTRS);
-  Onnx__AttributeProto *a = &l->a[l->n];
-  onnx__attribute_proto__init(a);
-  a->name = (char *)name;
-  a->has_type = 1;
-  a->type = t;
-  l->p[l->n++] = a;
-  return a;
+static attr_list *attrs_new(void) {
+  attr_list *n = malloc(sizeof *n);
+  ck_assert_ptr_nonnull(n);
+  onnx__node_proto__init(n);
+  return n;
 }
 
-/* The arrays are not copied: they must outlive the load. */
 static void add_floats(attr_list *l, const char *name, const float *v,
                        size_t n) {
-  Onnx__AttributeProto *a =
-      attr_new(l, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS);
-  a->n_floats = n;
-  a->floats = (float *)v;
+  kc_attr_floats(l, name, n, v);
 }
 
 static void add_ints(attr_list *l, const char *name, const int64_t *v,
                      size_t n) {
-  Onnx__AttributeProto *a =
-      attr_new(l, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
-  a->n_ints = n;
-  a->ints = (int64_t *)v;
+  kc_attr_ints(l, name, n, v);
 }
 
 static void add_int(attr_list *l, const char *name, int64_t v) {
-  Onnx__AttributeProto *a =
-      attr_new(l, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
-  a->has_i = 1;
-  a->i = v;
+  kc_attr_int(l, name, v);
 }
 
 static void add_string(attr_list *l, const char *name, const char *v) {
-  Onnx__AttributeProto *a =
-      attr_new(l, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
-  a->has_s = 1;
-  a->s.data = (uint8_t *)v;
-  a->s.len = strlen(v);
+  kc_attr_string(l, name, v);
 }
 
 static void add_strings(attr_list *l, const char *name, int n) {
-  static ProtobufCBinaryData strs[4] = {
-      {1, (uint8_t *)"a"}, {1, (uint8_t *)"b"}, {1, (uint8_t *)"c"},
-      {1, (uint8_t *)"d"}};
-  Onnx__AttributeProto *a =
-      attr_new(l, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS);
-  a->n_strings = (size_t)n;
-  a->strings = strs;
+  static const char *const strs[] = {"a", "b", "c", "d"};
+  kc_attr_strings(l, name, (size_t)n, strs);
 }
 
 /* The graph input: dtype and dims (-1: symbolic) of X. */
@@ -133,99 +96,31 @@ static input_spec input_2d(ts_dtype t, int64_t n, int64_t f) {
   return s;
 }
 
-/* Builds and loads a model with one ai.onnx.ml node `op` reading X and
- * writing n_outputs outputs ("Y", "Z"). Returns ts_model_load's code. */
-static int load_op(const char *op, const attr_list *al, input_spec in,
+/* Builds and loads a model whose one node is the ai.onnx.ml op `op` with the
+ * attributes in al (consumed), reading X and writing n_outputs outputs
+ * ("Y", "Z"). Returns ts_model_load's code. */
+static int load_op(const char *op, attr_list *al, input_spec in,
                    int n_outputs, ts_model **m, ts_err *err) {
-  static char *out_names[] = {"Y", "Z"};
-  char *in_name = "X";
-
-  Onnx__NodeProto node = ONNX__NODE_PROTO__INIT;
-  node.op_type = (char *)op;
-  node.domain = "ai.onnx.ml";
-  node.name = "n0";
-  node.n_input = 1;
-  node.input = &in_name;
-  node.n_output = (size_t)n_outputs;
-  node.output = out_names;
-  node.n_attribute = (size_t)al->n;
-  node.attribute = (Onnx__AttributeProto **)al->p;
-  Onnx__NodeProto *nodes[] = {&node};
-
-  Onnx__TensorShapeProto__Dimension dims[3], *dimp[3];
-  for (int i = 0; i < in.rank; i++) {
-    onnx__tensor_shape_proto__dimension__init(&dims[i]);
-    if (in.dims[i] >= 0) {
-      dims[i].value_case =
-          ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
-      dims[i].dim_value = in.dims[i];
-    } else {
-      dims[i].value_case =
-          ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
-      dims[i].dim_param = i == 0 ? "N" : "F";
-    }
-    dimp[i] = &dims[i];
-  }
-  Onnx__TensorShapeProto shape = ONNX__TENSOR_SHAPE_PROTO__INIT;
-  shape.n_dim = (size_t)in.rank;
-  shape.dim = dimp;
-  Onnx__TypeProto__Tensor tt = ONNX__TYPE_PROTO__TENSOR__INIT;
-  tt.has_elem_type = 1;
-  tt.elem_type = (int32_t)in.dtype;
-  tt.shape = &shape;
-  Onnx__TypeProto tp = ONNX__TYPE_PROTO__INIT;
-  tp.value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
-  tp.tensor_type = &tt;
-  Onnx__ValueInfoProto x = ONNX__VALUE_INFO_PROTO__INIT;
-  x.name = in_name;
-  x.type = &tp;
-  Onnx__ValueInfoProto *inputs[] = {&x};
-  Onnx__ValueInfoProto outs[2], *outp[2];
-  for (int i = 0; i < n_outputs; i++) {
-    onnx__value_info_proto__init(&outs[i]);
-    outs[i].name = out_names[i];
-    outp[i] = &outs[i];
-  }
-
-  Onnx__GraphProto g = ONNX__GRAPH_PROTO__INIT;
-  g.name = "ml_test";
-  g.n_node = 1;
-  g.node = nodes;
-  g.n_input = 1;
-  g.input = inputs;
-  g.n_output = (size_t)n_outputs;
-  g.output = outp;
-
-  Onnx__OperatorSetIdProto ops[2];
-  Onnx__OperatorSetIdProto *opsp[2] = {&ops[0], &ops[1]};
-  for (int i = 0; i < 2; i++) {
-    onnx__operator_set_id_proto__init(&ops[i]);
-    ops[i].has_version = 1;
-  }
-  ops[0].domain = "";
-  ops[0].version = 13;
-  ops[1].domain = "ai.onnx.ml";
-  ops[1].version = 1;
-
-  Onnx__ModelProto mp = ONNX__MODEL_PROTO__INIT;
-  mp.has_ir_version = 1;
-  mp.ir_version = 8;
-  mp.n_opset_import = 2;
-  mp.opset_import = opsp;
-  mp.graph = &g;
-
-  size_t len = onnx__model_proto__get_packed_size(&mp);
-  uint8_t *buf = malloc(len);
-  ck_assert_ptr_nonnull(buf);
-  onnx__model_proto__pack(&mp, buf);
+  Onnx__ModelProto *mp = kc_model_new(13);
+  kc_model_opset(mp, "ai.onnx.ml", 1);
+  kc_model_input(mp, "X", in.dtype, in.rank, in.dims);
+  kc_model_output(mp, "Y", TS_DTYPE_UNDEFINED, -1, NULL);
+  if (n_outputs > 1) kc_model_output(mp, "Z", TS_DTYPE_UNDEFINED, -1, NULL);
+  Onnx__NodeProto *node = kc_model_node(mp, op, "ai.onnx.ml", "n0", "X",
+                                        n_outputs > 1 ? "Y,Z" : "Y");
+  node->n_attribute = al->n_attribute;
+  node->attribute = al->attribute;
+  al->n_attribute = 0;
+  al->attribute = NULL;
+  free(al);
   ts_err_clear(err);
-  int rc = ts_model_load(buf, len, m, err);
-  free(buf);
+  int rc = kc_model_load(mp, m, err);
+  kc_model_free(mp);
   return rc;
 }
 
 /* Loads, which must succeed. */
-static ts_model *must_load(const char *op, const attr_list *al, input_spec in,
+static ts_model *must_load(const char *op, attr_list *al, input_spec in,
                            int n_outputs) {
   ts_model *m = NULL;
   ts_err err;
@@ -235,7 +130,7 @@ static ts_model *must_load(const char *op, const attr_list *al, input_spec in,
 }
 
 /* Loading must fail with `code` and a message containing `needle`. */
-static void expect_load_error(const char *op, const attr_list *al,
+static void expect_load_error(const char *op, attr_list *al,
                               input_spec in, int n_outputs, int code,
                               const char *needle) {
   ts_model *m = NULL;
@@ -435,12 +330,12 @@ START_TEST(test_linear_regressor) {
     random_input(dt, x, (size_t)(n * f));
     random_linear(post, targets, f, x, n, coef, intercepts);
 
-    attr_list al = {0};
-    add_floats(&al, "coefficients", coef, (size_t)(targets * f));
-    if (with_intercepts) add_floats(&al, "intercepts", intercepts, targets);
-    add_int(&al, "targets", targets);
-    add_string(&al, "post_transform", post_name[post]);
-    ts_model *m = must_load("LinearRegressor", &al, input_2d(dt, -1, f), 1);
+    attr_list *al = attrs_new();
+    add_floats(al, "coefficients", coef, (size_t)(targets * f));
+    if (with_intercepts) add_floats(al, "intercepts", intercepts, targets);
+    add_int(al, "targets", targets);
+    add_string(al, "post_transform", post_name[post]);
+    ts_model *m = must_load("LinearRegressor", al, input_2d(dt, -1, f), 1);
     ts_tensor out[1];
     must_run(m, s, dt, x, n, f, out);
     expect_shape(&out[0], TS_DTYPE_FLOAT, 2, n, targets, "Y");
@@ -487,13 +382,13 @@ START_TEST(test_linear_classifier_multiclass) {
       intercepts[1] = 0;
     }
 
-    attr_list al = {0};
-    add_floats(&al, "coefficients", coef, (size_t)(rows * f));
-    if (with_intercepts) add_floats(&al, "intercepts", intercepts, rows);
-    add_ints(&al, "classlabels_ints", labels, rows);
-    add_int(&al, "multi_class", trial % 2);
-    add_string(&al, "post_transform", post_name[post]);
-    ts_model *m = must_load("LinearClassifier", &al, input_2d(dt, -1, f), 2);
+    attr_list *al = attrs_new();
+    add_floats(al, "coefficients", coef, (size_t)(rows * f));
+    if (with_intercepts) add_floats(al, "intercepts", intercepts, rows);
+    add_ints(al, "classlabels_ints", labels, rows);
+    add_int(al, "multi_class", trial % 2);
+    add_string(al, "post_transform", post_name[post]);
+    ts_model *m = must_load("LinearClassifier", al, input_2d(dt, -1, f), 2);
     ts_tensor out[2];
     must_run(m, s, dt, x, n, f, out);
     expect_shape(&out[0], TS_DTYPE_INT64, 1, n, 0, "Y");
@@ -538,12 +433,12 @@ START_TEST(test_linear_classifier_binary) {
     random_input(TS_DTYPE_FLOAT, x, (size_t)(n * f));
     random_linear(post, 1, f, x, n, coef, intercept);
 
-    attr_list al = {0};
-    add_floats(&al, "coefficients", coef, (size_t)f);
-    add_floats(&al, "intercepts", intercept, 1);
-    if (with_labels) add_ints(&al, "classlabels_ints", labels, 2);
-    add_string(&al, "post_transform", post_name[post]);
-    ts_model *m = must_load("LinearClassifier", &al,
+    attr_list *al = attrs_new();
+    add_floats(al, "coefficients", coef, (size_t)f);
+    add_floats(al, "intercepts", intercept, 1);
+    if (with_labels) add_ints(al, "classlabels_ints", labels, 2);
+    add_string(al, "post_transform", post_name[post]);
+    ts_model *m = must_load("LinearClassifier", al,
                             input_2d(TS_DTYPE_FLOAT, -1, f), 2);
     ts_tensor out[2];
     must_run(m, s, TS_DTYPE_FLOAT, x, n, f, out);
@@ -572,11 +467,11 @@ END_TEST
 START_TEST(test_linear_classifier_rank1) {
   float coef[] = {1, -2, 0.5f, 3, 1, -1};
   int64_t labels[] = {10, 20};
-  attr_list al = {0};
-  add_floats(&al, "coefficients", coef, 6);
-  add_ints(&al, "classlabels_ints", labels, 2);
+  attr_list *al = attrs_new();
+  add_floats(al, "coefficients", coef, 6);
+  add_ints(al, "classlabels_ints", labels, 2);
   input_spec in = {TS_DTYPE_FLOAT, 1, {3, 0, 0}};
-  ts_model *m = must_load("LinearClassifier", &al, in, 2);
+  ts_model *m = must_load("LinearClassifier", al, in, 2);
   ts_session *s;
   ts_err err;
   ck_assert_int_eq(ts_session_create(&s, &err), 0);
@@ -639,16 +534,16 @@ START_TEST(test_svm_regressor) {
     rho[0] = (float)uni(-0.5, 0.5);
     random_kernel_params(kp);
 
-    attr_list al = {0};
-    add_string(&al, "kernel_type", kernel_name[kernel]);
-    add_floats(&al, "kernel_params", kp, 3);
-    if (v) add_floats(&al, "support_vectors", sv, (size_t)(v * f));
-    add_floats(&al, "coefficients", coef, (size_t)n_coef);
-    add_floats(&al, "rho", rho, 1);
-    add_int(&al, "n_supports", v);
-    add_int(&al, "one_class", mode == 1);
-    add_string(&al, "post_transform", "NONE");
-    ts_model *m = must_load("SVMRegressor", &al,
+    attr_list *al = attrs_new();
+    add_string(al, "kernel_type", kernel_name[kernel]);
+    add_floats(al, "kernel_params", kp, 3);
+    if (v) add_floats(al, "support_vectors", sv, (size_t)(v * f));
+    add_floats(al, "coefficients", coef, (size_t)n_coef);
+    add_floats(al, "rho", rho, 1);
+    add_int(al, "n_supports", v);
+    add_int(al, "one_class", mode == 1);
+    add_string(al, "post_transform", "NONE");
+    ts_model *m = must_load("SVMRegressor", al,
                             input_2d(TS_DTYPE_FLOAT, -1, f), 1);
     ts_tensor out[1];
     must_run(m, s, TS_DTYPE_FLOAT, x, n, f, out);
@@ -853,9 +748,9 @@ static void random_svc(svc_case *c, int kernel, int classes, bool proba,
 }
 
 static void run_svc_case(const svc_case *c, ts_session *s, int n) {
-  attr_list al = {0};
-  svc_attrs(c, &al);
-  ts_model *m = must_load("SVMClassifier", &al,
+  attr_list *al = attrs_new();
+  svc_attrs(c, al);
+  ts_model *m = must_load("SVMClassifier", al,
                           input_2d(TS_DTYPE_FLOAT, -1, c->f), 2);
   double *x = malloc((size_t)(n * c->f) * sizeof *x);
   ck_assert_ptr_nonnull(x);
@@ -932,13 +827,13 @@ START_TEST(test_svm_classifier_linear_mode) {
     for (int i = 0; i < classes * f; i++)
       coef[i] = (float)uni(positive ? 0 : -1, 1);
 
-    attr_list al = {0};
-    add_string(&al, "kernel_type", "LINEAR");
-    add_floats(&al, "coefficients", coef, (size_t)(classes * f));
-    add_floats(&al, "rho", rho, 1);
-    add_ints(&al, "classlabels_ints", labels, (size_t)classes);
-    add_string(&al, "post_transform", post_name[post]);
-    ts_model *m = must_load("SVMClassifier", &al,
+    attr_list *al = attrs_new();
+    add_string(al, "kernel_type", "LINEAR");
+    add_floats(al, "coefficients", coef, (size_t)(classes * f));
+    add_floats(al, "rho", rho, 1);
+    add_ints(al, "classlabels_ints", labels, (size_t)classes);
+    add_string(al, "post_transform", post_name[post]);
+    ts_model *m = must_load("SVMClassifier", al,
                             input_2d(TS_DTYPE_FLOAT, -1, f), 2);
     ts_tensor out[2];
     must_run(m, s, TS_DTYPE_FLOAT, x, n, f, out);
@@ -991,9 +886,9 @@ START_TEST(test_normalizer) {
     random_input(dt, x, (size_t)(n * f));
     for (int j = 0; j < f; j++) x[j] = 0;                 /* a zero row */
     for (int j = 0; j < f; j++) x[f + j] = -1 - rnd(3);   /* all negative */
-    attr_list al = {0};
-    add_string(&al, "norm", norms[norm]);
-    ts_model *m = must_load("Normalizer", &al, input_2d(dt, n, f), 1);
+    attr_list *al = attrs_new();
+    add_string(al, "norm", norms[norm]);
+    ts_model *m = must_load("Normalizer", al, input_2d(dt, n, f), 1);
     ts_tensor out[1];
     must_run(m, s, dt, x, n, f, out);
     expect_shape(&out[0], TS_DTYPE_FLOAT, 2, n, f, "Y");
@@ -1032,10 +927,10 @@ START_TEST(test_scaler) {
       off[j] = (float)uni(-2, 2);
       scale[j] = (float)uni(-3, 3);
     }
-    attr_list al = {0};
-    if (n_off) add_floats(&al, "offset", off, (size_t)n_off);
-    if (n_scale) add_floats(&al, "scale", scale, (size_t)n_scale);
-    ts_model *m = must_load("Scaler", &al, input_2d(dt, -1, f), 1);
+    attr_list *al = attrs_new();
+    if (n_off) add_floats(al, "offset", off, (size_t)n_off);
+    if (n_scale) add_floats(al, "scale", scale, (size_t)n_scale);
+    ts_model *m = must_load("Scaler", al, input_2d(dt, -1, f), 1);
     ts_tensor out[1];
     must_run(m, s, dt, x, n, f, out);
     expect_shape(&out[0], TS_DTYPE_FLOAT, 2, n, f, "Y");
@@ -1061,138 +956,139 @@ static const int64_t I4[4] = {0, 1, 2, 3};
 #define IN2 input_2d(TS_DTYPE_FLOAT, -1, 2)
 
 START_TEST(test_linear_bad_attributes) {
-  attr_list al;
+  attr_list *al;
   /* LinearRegressor */
-  al = (attr_list){0};
-  add_floats(&al, "coefficients", F10, 7);
-  add_int(&al, "targets", 2);
-  expect_load_error("LinearRegressor", &al, IN4, 1, TS_EINVAL, "coefficients");
-  al = (attr_list){0};
-  add_floats(&al, "coefficients", F10, 8);
-  add_floats(&al, "intercepts", F10, 3);
-  add_int(&al, "targets", 2);
-  expect_load_error("LinearRegressor", &al, IN4, 1, TS_EINVAL, "intercepts");
-  al = (attr_list){0};
-  add_floats(&al, "coefficients", F10, 4);
-  add_int(&al, "targets", 0);
-  expect_load_error("LinearRegressor", &al, IN4, 1, TS_EINVAL, "targets");
-  al = (attr_list){0};
-  add_int(&al, "targets", 1);
-  expect_load_error("LinearRegressor", &al, IN4, 1, TS_EINVAL, "coefficients");
-  al = (attr_list){0};
-  add_ints(&al, "coefficients", I4, 4);
-  expect_load_error("LinearRegressor", &al, IN4, 1, TS_EINVAL, "coefficients");
-  al = (attr_list){0};
-  add_floats(&al, "coefficients", F10, 4);
-  add_string(&al, "targets", "1");
-  expect_load_error("LinearRegressor", &al, IN4, 1, TS_EINVAL, "targets");
-  al = (attr_list){0};
-  add_floats(&al, "coefficients", F10, 4);
-  add_string(&al, "post_transform", "TANH");
-  expect_load_error("LinearRegressor", &al, IN4, 1, TS_EUNSUPPORTED,
+  al = attrs_new();
+  add_floats(al, "coefficients", F10, 7);
+  add_int(al, "targets", 2);
+  expect_load_error("LinearRegressor", al, IN4, 1, TS_EINVAL, "coefficients");
+  al = attrs_new();
+  add_floats(al, "coefficients", F10, 8);
+  add_floats(al, "intercepts", F10, 3);
+  add_int(al, "targets", 2);
+  expect_load_error("LinearRegressor", al, IN4, 1, TS_EINVAL, "intercepts");
+  al = attrs_new();
+  add_floats(al, "coefficients", F10, 4);
+  add_int(al, "targets", 0);
+  expect_load_error("LinearRegressor", al, IN4, 1, TS_EINVAL, "targets");
+  al = attrs_new();
+  add_int(al, "targets", 1);
+  expect_load_error("LinearRegressor", al, IN4, 1, TS_EINVAL, "coefficients");
+  al = attrs_new();
+  add_ints(al, "coefficients", I4, 4);
+  expect_load_error("LinearRegressor", al, IN4, 1, TS_EINVAL, "coefficients");
+  al = attrs_new();
+  add_floats(al, "coefficients", F10, 4);
+  add_string(al, "targets", "1");
+  expect_load_error("LinearRegressor", al, IN4, 1, TS_EINVAL, "targets");
+  al = attrs_new();
+  add_floats(al, "coefficients", F10, 4);
+  add_string(al, "post_transform", "TANH");
+  expect_load_error("LinearRegressor", al, IN4, 1, TS_EUNSUPPORTED,
                     "post_transform");
-  al = (attr_list){0};
-  add_floats(&al, "coefficients", F10, 4);
-  add_int(&al, "post_transform", 1);
-  expect_load_error("LinearRegressor", &al, IN4, 1, TS_EINVAL,
+  al = attrs_new();
+  add_floats(al, "coefficients", F10, 4);
+  add_int(al, "post_transform", 1);
+  expect_load_error("LinearRegressor", al, IN4, 1, TS_EINVAL,
                     "post_transform");
-  al = (attr_list){0};
-  add_floats(&al, "coefficients", F10, 4);
-  add_int(&al, "bias", 1);
-  expect_load_error("LinearRegressor", &al, IN4, 1, TS_EUNSUPPORTED, "bias");
+  al = attrs_new();
+  add_floats(al, "coefficients", F10, 4);
+  add_int(al, "bias", 1);
+  expect_load_error("LinearRegressor", al, IN4, 1, TS_EUNSUPPORTED, "bias");
 
   /* LinearClassifier */
-  al = (attr_list){0};
-  add_floats(&al, "coefficients", F10, 8);
-  add_floats(&al, "intercepts", F10, 2);
-  add_ints(&al, "classlabels_ints", I4, 3);
-  expect_load_error("LinearClassifier", &al, IN4, 2, TS_EINVAL,
+  al = attrs_new();
+  add_floats(al, "coefficients", F10, 8);
+  add_floats(al, "intercepts", F10, 2);
+  add_ints(al, "classlabels_ints", I4, 3);
+  expect_load_error("LinearClassifier", al, IN4, 2, TS_EINVAL,
                     "classlabels_ints");
-  al = (attr_list){0};
-  add_floats(&al, "coefficients", F10, 9);
-  add_floats(&al, "intercepts", F10, 2);
-  expect_load_error("LinearClassifier", &al, IN4, 2, TS_EINVAL,
+  al = attrs_new();
+  add_floats(al, "coefficients", F10, 9);
+  add_floats(al, "intercepts", F10, 2);
+  expect_load_error("LinearClassifier", al, IN4, 2, TS_EINVAL,
                     "coefficients");
-  al = (attr_list){0};
-  add_floats(&al, "coefficients", F10, 8);
-  expect_load_error("LinearClassifier", &al, IN4, 2, TS_EINVAL, "intercepts");
-  al = (attr_list){0};
-  add_floats(&al, "coefficients", F10, 4);
-  add_floats(&al, "intercepts", F10, 1);
-  add_ints(&al, "classlabels_ints", I4, 1);
-  expect_load_error("LinearClassifier", &al, IN4, 2, TS_EINVAL,
+  al = attrs_new();
+  add_floats(al, "coefficients", F10, 8);
+  expect_load_error("LinearClassifier", al, IN4, 2, TS_EINVAL, "intercepts");
+  al = attrs_new();
+  add_floats(al, "coefficients", F10, 4);
+  add_floats(al, "intercepts", F10, 1);
+  add_ints(al, "classlabels_ints", I4, 1);
+  expect_load_error("LinearClassifier", al, IN4, 2, TS_EINVAL,
                     "classlabels_ints");
-  al = (attr_list){0};
-  add_floats(&al, "coefficients", F10, 8);
-  add_strings(&al, "classlabels_strings", 2);
-  expect_load_error("LinearClassifier", &al, IN4, 2, TS_EUNSUPPORTED,
+  al = attrs_new();
+  add_floats(al, "coefficients", F10, 8);
+  add_strings(al, "classlabels_strings", 2);
+  expect_load_error("LinearClassifier", al, IN4, 2, TS_EUNSUPPORTED,
                     "classlabels_strings");
-  al = (attr_list){0};
-  add_floats(&al, "coefficients", F10, 4);
-  add_floats(&al, "intercepts", F10, 1);
-  add_ints(&al, "classlabels_ints", I4, 2);
-  add_string(&al, "post_transform", "SOFTMAX");
-  expect_load_error("LinearClassifier", &al, IN4, 2, TS_EUNSUPPORTED,
+  al = attrs_new();
+  add_floats(al, "coefficients", F10, 4);
+  add_floats(al, "intercepts", F10, 1);
+  add_ints(al, "classlabels_ints", I4, 2);
+  add_string(al, "post_transform", "SOFTMAX");
+  expect_load_error("LinearClassifier", al, IN4, 2, TS_EUNSUPPORTED,
                     "post_transform");
-  al = (attr_list){0};
-  add_floats(&al, "coefficients", F10, 8);
-  add_ints(&al, "classlabels_ints", I4, 2);
-  add_floats(&al, "multi_class", F10, 1);
-  expect_load_error("LinearClassifier", &al, IN4, 2, TS_EINVAL,
+  al = attrs_new();
+  add_floats(al, "coefficients", F10, 8);
+  add_ints(al, "classlabels_ints", I4, 2);
+  add_floats(al, "multi_class", F10, 1);
+  expect_load_error("LinearClassifier", al, IN4, 2, TS_EINVAL,
                     "multi_class");
 }
 END_TEST
 
 /* A valid SVMRegressor (2 vectors of 2 features) to break one piece of. */
-static void svr_base(attr_list *al, int skip, int n_supports, size_t n_sv,
-                     size_t n_coef, size_t n_rho, size_t n_kp) {
-  *al = (attr_list){0};
+static attr_list *svr_base(int skip, int n_supports, size_t n_sv,
+                           size_t n_coef, size_t n_rho, size_t n_kp) {
+  attr_list *al = attrs_new();
   if (skip != 0) add_string(al, "kernel_type", "RBF");
   if (skip != 1) add_floats(al, "kernel_params", F10, n_kp);
   add_int(al, "n_supports", n_supports);
   if (n_sv) add_floats(al, "support_vectors", F10, n_sv);
   add_floats(al, "coefficients", F10, n_coef);
   add_floats(al, "rho", F10, n_rho);
+  return al;
 }
 
 START_TEST(test_svm_regressor_bad_attributes) {
-  attr_list al;
-  svr_base(&al, -1, 2, 4, 2, 1, 3);
-  ts_model *m = must_load("SVMRegressor", &al, IN2, 1);
+  attr_list *al;
+  al = svr_base(-1, 2, 4, 2, 1, 3);
+  ts_model *m = must_load("SVMRegressor", al, IN2, 1);
   ts_model_free(m);
-  svr_base(&al, -1, 3, 10, 3, 1, 3);
-  expect_load_error("SVMRegressor", &al, IN2, 1, TS_EINVAL, "support_vectors");
-  svr_base(&al, -1, 2, 4, 3, 1, 3);
-  expect_load_error("SVMRegressor", &al, IN2, 1, TS_EINVAL, "coefficients");
-  svr_base(&al, -1, 2, 4, 2, 2, 3);
-  expect_load_error("SVMRegressor", &al, IN2, 1, TS_EINVAL, "rho");
-  svr_base(&al, -1, 2, 4, 2, 1, 2);
-  expect_load_error("SVMRegressor", &al, IN2, 1, TS_EINVAL, "kernel_params");
-  svr_base(&al, -1, -1, 4, 2, 1, 3);
-  expect_load_error("SVMRegressor", &al, IN2, 1, TS_EINVAL, "n_supports");
-  svr_base(&al, -1, 0, 4, 2, 1, 3);
-  expect_load_error("SVMRegressor", &al, IN2, 1, TS_EINVAL, "support_vectors");
-  svr_base(&al, 0, 2, 4, 2, 1, 3);
-  add_string(&al, "kernel_type", "CUBIC");
-  expect_load_error("SVMRegressor", &al, IN2, 1, TS_EUNSUPPORTED,
+  al = svr_base(-1, 3, 10, 3, 1, 3);
+  expect_load_error("SVMRegressor", al, IN2, 1, TS_EINVAL, "support_vectors");
+  al = svr_base(-1, 2, 4, 3, 1, 3);
+  expect_load_error("SVMRegressor", al, IN2, 1, TS_EINVAL, "coefficients");
+  al = svr_base(-1, 2, 4, 2, 2, 3);
+  expect_load_error("SVMRegressor", al, IN2, 1, TS_EINVAL, "rho");
+  al = svr_base(-1, 2, 4, 2, 1, 2);
+  expect_load_error("SVMRegressor", al, IN2, 1, TS_EINVAL, "kernel_params");
+  al = svr_base(-1, -1, 4, 2, 1, 3);
+  expect_load_error("SVMRegressor", al, IN2, 1, TS_EINVAL, "n_supports");
+  al = svr_base(-1, 0, 4, 2, 1, 3);
+  expect_load_error("SVMRegressor", al, IN2, 1, TS_EINVAL, "support_vectors");
+  al = svr_base(0, 2, 4, 2, 1, 3);
+  add_string(al, "kernel_type", "CUBIC");
+  expect_load_error("SVMRegressor", al, IN2, 1, TS_EUNSUPPORTED,
                     "kernel_type");
-  svr_base(&al, -1, 2, 4, 2, 1, 3);
-  add_string(&al, "post_transform", "LOGISTIC");
-  expect_load_error("SVMRegressor", &al, IN2, 1, TS_EUNSUPPORTED,
+  al = svr_base(-1, 2, 4, 2, 1, 3);
+  add_string(al, "post_transform", "LOGISTIC");
+  expect_load_error("SVMRegressor", al, IN2, 1, TS_EUNSUPPORTED,
                     "post_transform");
   /* The model's 2 features against a declared input of 4. */
-  svr_base(&al, -1, 2, 4, 2, 1, 3);
-  expect_load_error("SVMRegressor", &al, input_2d(TS_DTYPE_FLOAT, 3, 4), 1,
+  al = svr_base(-1, 2, 4, 2, 1, 3);
+  expect_load_error("SVMRegressor", al, input_2d(TS_DTYPE_FLOAT, 3, 4), 1,
                     TS_EINVAL, "'X'");
 }
 END_TEST
 
 /* A valid 3-class SVMClassifier (vectors 1, 2, 1 of 2 features). */
 static const int64_t VPC[3] = {1, 2, 1};
-static void svc_base(attr_list *al, size_t n_labels, size_t n_vpc,
-                     size_t n_sv, size_t n_coef, size_t n_rho, size_t n_pa,
-                     size_t n_pb) {
-  *al = (attr_list){0};
+static attr_list *svc_base(size_t n_labels, size_t n_vpc, size_t n_sv,
+                           size_t n_coef, size_t n_rho, size_t n_pa,
+                           size_t n_pb) {
+  attr_list *al = attrs_new();
   add_string(al, "kernel_type", "POLY");
   add_floats(al, "kernel_params", F10, 3);
   if (n_labels) add_ints(al, "classlabels_ints", I4, n_labels);
@@ -1202,85 +1098,86 @@ static void svc_base(attr_list *al, size_t n_labels, size_t n_vpc,
   add_floats(al, "rho", F10, n_rho);
   if (n_pa) add_floats(al, "prob_a", F10, n_pa);
   if (n_pb) add_floats(al, "prob_b", F10, n_pb);
+  return al;
 }
 
 START_TEST(test_svm_classifier_bad_attributes) {
-  attr_list al;
-  svc_base(&al, 3, 3, 8, 8, 3, 3, 3);
-  ts_model_free(must_load("SVMClassifier", &al, IN2, 2));
-  svc_base(&al, 3, 2, 8, 8, 3, 0, 0);
-  expect_load_error("SVMClassifier", &al, IN2, 2, TS_EINVAL,
+  attr_list *al;
+  al = svc_base(3, 3, 8, 8, 3, 3, 3);
+  ts_model_free(must_load("SVMClassifier", al, IN2, 2));
+  al = svc_base(3, 2, 8, 8, 3, 0, 0);
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL,
                     "vectors_per_class");
-  svc_base(&al, 3, 3, 7, 8, 3, 0, 0);
-  expect_load_error("SVMClassifier", &al, IN2, 2, TS_EINVAL,
+  al = svc_base(3, 3, 7, 8, 3, 0, 0);
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL,
                     "support_vectors");
-  svc_base(&al, 3, 3, 8, 6, 3, 0, 0);
-  expect_load_error("SVMClassifier", &al, IN2, 2, TS_EINVAL, "coefficients");
-  svc_base(&al, 3, 3, 8, 8, 2, 0, 0);
-  expect_load_error("SVMClassifier", &al, IN2, 2, TS_EINVAL, "rho");
-  svc_base(&al, 3, 3, 8, 8, 3, 3, 0);
-  expect_load_error("SVMClassifier", &al, IN2, 2, TS_EINVAL, "prob_b");
-  svc_base(&al, 3, 3, 8, 8, 3, 2, 2);
-  expect_load_error("SVMClassifier", &al, IN2, 2, TS_EINVAL, "prob_a");
-  svc_base(&al, 0, 3, 8, 8, 3, 0, 0);
-  expect_load_error("SVMClassifier", &al, IN2, 2, TS_EINVAL,
+  al = svc_base(3, 3, 8, 6, 3, 0, 0);
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL, "coefficients");
+  al = svc_base(3, 3, 8, 8, 2, 0, 0);
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL, "rho");
+  al = svc_base(3, 3, 8, 8, 3, 3, 0);
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL, "prob_b");
+  al = svc_base(3, 3, 8, 8, 3, 2, 2);
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL, "prob_a");
+  al = svc_base(0, 3, 8, 8, 3, 0, 0);
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL,
                     "classlabels_ints");
-  svc_base(&al, 1, 0, 0, 2, 1, 0, 0);
-  expect_load_error("SVMClassifier", &al, IN2, 2, TS_EINVAL,
+  al = svc_base(1, 0, 0, 2, 1, 0, 0);
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL,
                     "classlabels_ints");
-  svc_base(&al, 0, 3, 8, 8, 3, 0, 0);
-  add_strings(&al, "classlabels_strings", 3);
-  expect_load_error("SVMClassifier", &al, IN2, 2, TS_EUNSUPPORTED,
+  al = svc_base(0, 3, 8, 8, 3, 0, 0);
+  add_strings(al, "classlabels_strings", 3);
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EUNSUPPORTED,
                     "classlabels_strings");
   {
     static const int64_t neg[3] = {1, -1, 2};
-    svc_base(&al, 3, 0, 8, 8, 3, 0, 0);
-    add_ints(&al, "vectors_per_class", neg, 3);
-    expect_load_error("SVMClassifier", &al, IN2, 2, TS_EINVAL,
+    al = svc_base(3, 0, 8, 8, 3, 0, 0);
+    add_ints(al, "vectors_per_class", neg, 3);
+    expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL,
                       "vectors_per_class");
   }
   /* Two classes without probabilities: only NONE has a meaning. */
   {
     static const int64_t two[2] = {1, 1};
-    al = (attr_list){0};
-    add_ints(&al, "classlabels_ints", I4, 2);
-    add_ints(&al, "vectors_per_class", two, 2);
-    add_floats(&al, "support_vectors", F10, 4);
-    add_floats(&al, "coefficients", F10, 2);
-    add_floats(&al, "rho", F10, 1);
-    add_string(&al, "post_transform", "LOGISTIC");
-    expect_load_error("SVMClassifier", &al, IN2, 2, TS_EUNSUPPORTED,
+    al = attrs_new();
+    add_ints(al, "classlabels_ints", I4, 2);
+    add_ints(al, "vectors_per_class", two, 2);
+    add_floats(al, "support_vectors", F10, 4);
+    add_floats(al, "coefficients", F10, 2);
+    add_floats(al, "rho", F10, 1);
+    add_string(al, "post_transform", "LOGISTIC");
+    expect_load_error("SVMClassifier", al, IN2, 2, TS_EUNSUPPORTED,
                       "post_transform");
   }
   /* Linear mode: weights [classes, features], one rho, no probabilities. */
-  svc_base(&al, 3, 0, 0, 6, 1, 0, 0);
-  ts_model_free(must_load("SVMClassifier", &al, IN2, 2));
-  svc_base(&al, 3, 0, 0, 7, 1, 0, 0);
-  expect_load_error("SVMClassifier", &al, IN2, 2, TS_EINVAL, "coefficients");
-  svc_base(&al, 3, 0, 0, 6, 3, 0, 0);
-  expect_load_error("SVMClassifier", &al, IN2, 2, TS_EINVAL, "rho");
-  svc_base(&al, 3, 0, 0, 6, 1, 3, 3);
-  expect_load_error("SVMClassifier", &al, IN2, 2, TS_EUNSUPPORTED, "prob_a");
-  svc_base(&al, 3, 0, 4, 6, 1, 0, 0);
-  expect_load_error("SVMClassifier", &al, IN2, 2, TS_EINVAL,
+  al = svc_base(3, 0, 0, 6, 1, 0, 0);
+  ts_model_free(must_load("SVMClassifier", al, IN2, 2));
+  al = svc_base(3, 0, 0, 7, 1, 0, 0);
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL, "coefficients");
+  al = svc_base(3, 0, 0, 6, 3, 0, 0);
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL, "rho");
+  al = svc_base(3, 0, 0, 6, 1, 3, 3);
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EUNSUPPORTED, "prob_a");
+  al = svc_base(3, 0, 4, 6, 1, 0, 0);
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL,
                     "support_vectors");
 }
 END_TEST
 
 START_TEST(test_preprocessing_bad_attributes) {
-  attr_list al = {0};
-  add_string(&al, "norm", "L3");
-  expect_load_error("Normalizer", &al, IN4, 1, TS_EUNSUPPORTED, "norm");
-  al = (attr_list){0};
-  add_int(&al, "norm", 2);
-  expect_load_error("Normalizer", &al, IN4, 1, TS_EINVAL, "norm");
-  al = (attr_list){0};
-  add_floats(&al, "offset", F10, 3);
-  add_floats(&al, "scale", F10, 2);
-  expect_load_error("Scaler", &al, IN4, 1, TS_EINVAL, "offset");
-  al = (attr_list){0};
-  add_floats(&al, "scale", F10, 3);
-  expect_load_error("Scaler", &al, input_2d(TS_DTYPE_FLOAT, 2, 4), 1,
+  attr_list *al = attrs_new();
+  add_string(al, "norm", "L3");
+  expect_load_error("Normalizer", al, IN4, 1, TS_EUNSUPPORTED, "norm");
+  al = attrs_new();
+  add_int(al, "norm", 2);
+  expect_load_error("Normalizer", al, IN4, 1, TS_EINVAL, "norm");
+  al = attrs_new();
+  add_floats(al, "offset", F10, 3);
+  add_floats(al, "scale", F10, 2);
+  expect_load_error("Scaler", al, IN4, 1, TS_EINVAL, "offset");
+  al = attrs_new();
+  add_floats(al, "scale", F10, 3);
+  expect_load_error("Scaler", al, input_2d(TS_DTYPE_FLOAT, 2, 4), 1,
                     TS_EINVAL, "scale");
 }
 END_TEST
@@ -1291,9 +1188,9 @@ START_TEST(test_bad_inputs) {
   ts_session *s;
   ts_err err;
   ck_assert_int_eq(ts_session_create(&s, &err), 0);
-  attr_list al = {0};
-  add_floats(&al, "coefficients", F10, 4);
-  ts_model *m = must_load("LinearRegressor", &al,
+  attr_list *al = attrs_new();
+  add_floats(al, "coefficients", F10, 4);
+  ts_model *m = must_load("LinearRegressor", al,
                           input_2d(TS_DTYPE_FLOAT, -1, -1), 1);
   double x[12] = {0};
   int64_t dims[2] = {3, 4};
@@ -1306,9 +1203,9 @@ START_TEST(test_bad_inputs) {
                 "message: %s", err.msg);
   ts_model_free(m);
 
-  al = (attr_list){0};
-  add_floats(&al, "scale", F10, 3);
-  m = must_load("Scaler", &al, input_2d(TS_DTYPE_FLOAT, -1, -1), 1);
+  al = attrs_new();
+  add_floats(al, "scale", F10, 3);
+  m = must_load("Scaler", al, input_2d(TS_DTYPE_FLOAT, -1, -1), 1);
   ck_assert_int_eq(run_model(m, s, TS_DTYPE_FLOAT, x, 2, dims, out, &err), 0);
   dims[1] = 4;
   ck_assert_int_eq(run_model(m, s, TS_DTYPE_FLOAT, x, 2, dims, out, &err),
@@ -1316,11 +1213,12 @@ START_TEST(test_bad_inputs) {
   ck_assert_msg(strstr(err.msg, "scale"), "message: %s", err.msg);
   ts_model_free(m);
 
-  al = (attr_list){0};
-  add_string(&al, "norm", "L1");
+  al = attrs_new();
+  add_string(al, "norm", "L1");
   input_spec rank3 = {TS_DTYPE_FLOAT, 3, {2, 2, 2}};
-  expect_load_error("Normalizer", &al, rank3, 1, TS_EINVAL, "rank 3");
-  expect_load_error("Normalizer", &al, input_2d(TS_DTYPE_UINT8, 2, 2), 1,
+  expect_load_error("Normalizer", al, rank3, 1, TS_EINVAL, "rank 3");
+  al = attrs_new();
+  expect_load_error("Normalizer", al, input_2d(TS_DTYPE_UINT8, 2, 2), 1,
                     TS_EINVAL, "uint8");
   ts_session_free(s);
 }
