@@ -1709,14 +1709,15 @@ static int emit_plan(const ctx *c, const ts_plan_opts *opts,
 
 /* ---- auto --------------------------------------------------------------- */
 
-/* Largest weight bytes of any shard of the layout. */
-static int layout_max_weight(const ctx *c, size_t *max) {
-  *max = 0;
+/* Largest weight bytes of any shard of the layout, and their total. */
+static int layout_weights(const ctx *c, size_t *max, size_t *total) {
+  *max = *total = 0;
   for (int s = 0; s < c->n_st; s++)
     for (int k = 0; k < c->st[s].ways; k++) {
       size_t w;
       if (shard_weight(c, s, k, &w)) return TS_ENOMEM;
       if (w > *max) *max = w;
+      *total += w;
     }
   return TS_OK;
 }
@@ -1810,11 +1811,11 @@ static bool any_splittable(ctx *c) {
  * within the limit. */
 static int plan_auto(ctx *c, const ts_plan_opts *opts, ts_plan **out,
                      ts_err *err) {
-  size_t limit = opts->worker_memory_limit, max = 0;
+  size_t limit = opts->worker_memory_limit, max = 0, total = 0;
   int rc;
   layout_reset(c);
   if ((rc = layout_range(c, 0, c->n_live, 1)) ||
-      (rc = layout_max_weight(c, &max)))
+      (rc = layout_weights(c, &max, &total)))
     return ts_err_set(err, rc, "plan: out of memory");
   if (limit == 0 || max <= limit) {
     int replicas = opts->replicas;
@@ -1833,9 +1834,15 @@ static int plan_auto(ctx *c, const ts_plan_opts *opts, ts_plan **out,
     rc = cut_whole_stages(c, limit, &cut, &last_err);
     if (rc == TS_EEXHAUSTED) continue;
     if (rc) return ts_err_set(err, rc, "%s", last_err.msg);
-    if ((rc = layout_max_weight(c, &max)))
+    if ((rc = layout_weights(c, &max, &total)))
       return ts_err_set(err, rc, "plan: out of memory");
     if (max > limit) continue;
+    /* Every shard fits some worker; all of them together must fit too. */
+    if (opts->n_workers > 0 && total / (size_t)opts->n_workers > limit)
+      return ts_err_set(err, TS_EEXHAUSTED,
+                        "auto plan: shards of %zu weight bytes in all do not "
+                        "fit %d workers of %zu bytes",
+                        total, opts->n_workers, limit);
     ts_strategy strategy = !splits ? TS_STRATEGY_PIPELINE
                            : cut   ? TS_STRATEGY_HYBRID
                                    : TS_STRATEGY_TENSOR;

@@ -967,6 +967,17 @@ START_TEST(test_auto_pipeline) {
                       o.worker_memory_limit);
   check_plan(m, p, 2, 0, "auto-pipeline");
   ts_plan_free(p);
+  /* One constant per stage fits each worker, but two workers cannot hold
+   * three stages' constants. */
+  o.worker_memory_limit = 256 * sizeof(float);
+  o.n_workers = 2;
+  ck_assert_int_eq(ts_plan_build(m, &o, &p, &err), TS_EEXHAUSTED);
+  ck_assert_msg(strstr(err.msg, "2 workers"), "%s", err.msg);
+  o.n_workers = 3;
+  ck_assert_int_eq(ts_plan_build(m, &o, &p, &err), 0);
+  ck_assert_int_eq(p->n_stages, 3);
+  ts_plan_free(p);
+  /* A single constant above the limit. */
   o.worker_memory_limit = 256 * sizeof(float) - 1;
   ck_assert_int_eq(ts_plan_build(m, &o, &p, &err), TS_EEXHAUSTED);
   ts_model_free(m);
