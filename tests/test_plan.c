@@ -519,6 +519,38 @@ static ts_model *dag_model(int64_t opset) {
   return mb_finish(b, opset);
 }
 
+/* Convolutions: a channel-split pair (Conv -> Relu -> Conv, one sum), a
+ * one-channel Conv (split by input channels with a Slice) and a grouped
+ * Conv (never split).
+ *   y1 = Conv(Relu(Conv(x, W1, B1)), W2, B2)   [N,5,4,4]
+ *   y2 = Conv(x, W3, B3)                        [N,1,4,4]
+ *   y3 = Conv(x, W4, group = 3)                 [N,3,4,4] */
+static ts_model *conv_model(void) {
+  mb *b = calloc(1, sizeof *b);
+  int64_t x[4] = {-1, 3, 6, 6}, w1[4] = {7, 3, 3, 3}, b1[1] = {7},
+          w2[4] = {5, 7, 1, 1}, b2[1] = {5}, w3[4] = {1, 3, 3, 3}, b3[1] = {1},
+          w4[4] = {3, 1, 3, 3}, y1[4] = {-1, 5, 4, 4}, y2[4] = {-1, 1, 4, 4},
+          y3[4] = {-1, 3, 4, 4};
+  mb_input(b, "x", 4, x);
+  mb_weight(b, "W1", 4, w1, 0.3);
+  mb_weight(b, "B1", 1, b1, 0.5);
+  mb_weight(b, "W2", 4, w2, 0.4);
+  mb_weight(b, "B2", 1, b2, 0.5);
+  mb_weight(b, "W3", 4, w3, 0.3);
+  mb_weight(b, "B3", 1, b3, 0.5);
+  mb_weight(b, "W4", 4, w4, 0.3);
+  mb_node(b, "Conv", "x,W1,B1", "c1");
+  mb_node(b, "Relu", "c1", "r1");
+  mb_node(b, "Conv", "r1,W2,B2", "y1");
+  mb_node(b, "Conv", "x,W3,B3", "y2");
+  Onnx__NodeProto *g = mb_node(b, "Conv", "x,W4", "y3");
+  mb_attr_int(b, g, "group", 3);
+  mb_output(b, "y1", 4, y1);
+  mb_output(b, "y2", 4, y2);
+  mb_output(b, "y3", 4, y3);
+  return mb_finish(b, 13);
+}
+
 /* ---- PyTorch exports ---------------------------------------------------- */
 
 static char torch_dir[64];
@@ -652,6 +684,24 @@ END_TEST
 START_TEST(test_dag_built) {
   ts_model *m = dag_model(13);
   check_all_strategies(m, 0, "dag13");
+  ts_model_free(m);
+}
+END_TEST
+
+START_TEST(test_conv_built) {
+  ts_model *m = conv_model();
+  check_all_strategies(m, 0, "conv");
+  ts_plan *p = build(m, TS_STRATEGY_TENSOR, 1, 3, 1);
+  /* [Conv Relu Conv] split, [Conv 1ch] split by input channels, [grouped
+   * Conv] whole. */
+  ck_assert_int_eq(p->n_stages, 3);
+  ck_assert_int_eq(p->stages[0].n_shards, 3);
+  ck_assert_int_eq(p->stages[0].fusions[0].kind, TS_FUSE_SUM);
+  ck_assert_int_eq(p->stages[1].n_shards, 3);
+  ck_assert_int_eq(p->stages[1].fusions[0].kind, TS_FUSE_SUM);
+  ck_assert_int_eq(p->stages[2].n_shards, 1);
+  ck_assert(p->stages[0].batch_splittable);
+  ts_plan_free(p);
   ts_model_free(m);
 }
 END_TEST
@@ -1009,6 +1059,7 @@ static Suite *plan_suite(void) {
   tcase_add_test(tc, test_mlp_built);
   tcase_add_test(tc, test_dag_built);
   tcase_add_test(tc, test_dag_built_opset9);
+  tcase_add_test(tc, test_conv_built);
   tcase_add_test(tc, test_tensor_structure);
   tcase_add_test(tc, test_weight_quarter);
   tcase_add_test(tc, test_ids_deterministic);
