@@ -30,14 +30,14 @@
 
 #include "exec.h"
 #include "graph.h"
+#include "kernel_check.h"
 #include "npy.h"
 #include "onnx.pb-c.h"
 #include "ops.h"
-#include "kernel_check.h"
 
 #define PYTHON "/usr/bin/python3"
 
-/* ---- random numbers and one-node models ------------------------------------ */
+/* ---- random numbers and one-node models ---------------------------------- */
 
 static kc_rng rng;
 
@@ -99,8 +99,8 @@ static input_spec input_2d(ts_dtype t, int64_t n, int64_t f) {
 /* Builds and loads a model whose one node is the ai.onnx.ml op `op` with the
  * attributes in al (consumed), reading X and writing n_outputs outputs
  * ("Y", "Z"). Returns ts_model_load's code. */
-static int load_op(const char *op, attr_list *al, input_spec in,
-                   int n_outputs, ts_model **m, ts_err *err) {
+static int load_op(const char *op, attr_list *al, input_spec in, int n_outputs,
+                   ts_model **m, ts_err *err) {
   Onnx__ModelProto *mp = kc_model_new(13);
   kc_model_opset(mp, "ai.onnx.ml", 1);
   kc_model_input(mp, "X", in.dtype, in.rank, in.dims);
@@ -130,15 +130,14 @@ static ts_model *must_load(const char *op, attr_list *al, input_spec in,
 }
 
 /* Loading must fail with `code` and a message containing `needle`. */
-static void expect_load_error(const char *op, attr_list *al,
-                              input_spec in, int n_outputs, int code,
-                              const char *needle) {
+static void expect_load_error(const char *op, attr_list *al, input_spec in,
+                              int n_outputs, int code, const char *needle) {
   ts_model *m = NULL;
   ts_err err;
   int rc = load_op(op, al, in, n_outputs, &m, &err);
   if (rc == 0) ts_model_free(m);
-  ck_assert_msg(rc == code, "%s: load returned %d, want %d (%s)", op, rc,
-                code, rc ? err.msg : "loaded");
+  ck_assert_msg(rc == code, "%s: load returned %d, want %d (%s)", op, rc, code,
+                rc ? err.msg : "loaded");
   ck_assert_msg(strstr(err.msg, needle) != NULL,
                 "%s: message '%s' does not name '%s'", op, err.msg, needle);
   ck_assert_msg(strstr(err.msg, op) != NULL,
@@ -152,11 +151,20 @@ static void *make_input(ts_dtype t, const double *v, size_t count) {
   ck_assert_ptr_nonnull(buf);
   for (size_t i = 0; i < count; i++) {
     switch (t) {
-      case TS_DTYPE_FLOAT: ((float *)buf)[i] = (float)v[i]; break;
-      case TS_DTYPE_DOUBLE: ((double *)buf)[i] = v[i]; break;
-      case TS_DTYPE_INT32: ((int32_t *)buf)[i] = (int32_t)v[i]; break;
-      case TS_DTYPE_INT64: ((int64_t *)buf)[i] = (int64_t)v[i]; break;
-      default: ck_abort_msg("bad dtype");
+      case TS_DTYPE_FLOAT:
+        ((float *)buf)[i] = (float)v[i];
+        break;
+      case TS_DTYPE_DOUBLE:
+        ((double *)buf)[i] = v[i];
+        break;
+      case TS_DTYPE_INT32:
+        ((int32_t *)buf)[i] = (int32_t)v[i];
+        break;
+      case TS_DTYPE_INT64:
+        ((int64_t *)buf)[i] = (int64_t)v[i];
+        break;
+      default:
+        ck_abort_msg("bad dtype");
     }
   }
   return buf;
@@ -196,7 +204,7 @@ static void must_run(const ts_model *m, ts_session *s, ts_dtype t,
   ck_assert_msg(rc == 0, "run failed (%d): %s", rc, err.msg);
 }
 
-/* ---- comparing ---------------------------------------------------------------- */
+/* ---- comparing ----------------------------------------------------------- */
 
 static void expect_shape(const ts_tensor *t, ts_dtype dtype, int rank,
                          int64_t d0, int64_t d1, const char *what) {
@@ -218,7 +226,7 @@ static void expect_close(double got, double ref, double tol, const char *what,
                 (long long)row, (long long)col, got, ref, tol);
 }
 
-/* ---- float64 references ------------------------------------------------------- */
+/* ---- float64 references -------------------------------------------------- */
 
 enum { P_NONE, P_LOGISTIC, P_SOFTMAX, P_SOFTMAX_ZERO, P_PROBIT, P_COUNT };
 static const char *const post_name[] = {"NONE", "LOGISTIC", "SOFTMAX",
@@ -282,7 +290,7 @@ static int ref_argmax(const double *s, int c, double gap) {
   return best;
 }
 
-/* ---- LinearRegressor ------------------------------------------------------------ */
+/* ---- LinearRegressor ----------------------------------------------------- */
 
 static const ts_dtype input_dtypes[] = {TS_DTYPE_FLOAT, TS_DTYPE_DOUBLE,
                                         TS_DTYPE_INT32, TS_DTYPE_INT64};
@@ -340,8 +348,8 @@ START_TEST(test_linear_regressor) {
     must_run(m, s, dt, x, n, f, out);
     expect_shape(&out[0], TS_DTYPE_FLOAT, 2, n, targets, "Y");
 
-    ref_linear(x, n, f, coef, with_intercepts ? intercepts : NULL, targets,
-               raw, scale);
+    ref_linear(x, n, f, coef, with_intercepts ? intercepts : NULL, targets, raw,
+               scale);
     for (int i = 0; i < n; i++) {
       double maxscale = 0;
       for (int t = 0; t < targets; t++)
@@ -358,7 +366,7 @@ START_TEST(test_linear_regressor) {
 }
 END_TEST
 
-/* ---- LinearClassifier ----------------------------------------------------------- */
+/* ---- LinearClassifier ---------------------------------------------------- */
 
 START_TEST(test_linear_classifier_multiclass) {
   rng_seed(12);
@@ -398,7 +406,8 @@ START_TEST(test_linear_classifier_multiclass) {
                scale);
     for (int i = 0; i < n; i++) {
       double *ri = raw + i * rows, maxscale = 0;
-      for (int r = 0; r < rows; r++) maxscale = fmax(maxscale, scale[i * rows + r]);
+      for (int r = 0; r < rows; r++)
+        maxscale = fmax(maxscale, scale[i * rows + r]);
       int best = ref_argmax(ri, rows, 1e-5 * maxscale);
       if (best >= 0)
         ck_assert_msg(((int64_t *)out[0].data)[i] == labels[best],
@@ -438,8 +447,8 @@ START_TEST(test_linear_classifier_binary) {
     add_floats(al, "intercepts", intercept, 1);
     if (with_labels) add_ints(al, "classlabels_ints", labels, 2);
     add_string(al, "post_transform", post_name[post]);
-    ts_model *m = must_load("LinearClassifier", al,
-                            input_2d(TS_DTYPE_FLOAT, -1, f), 2);
+    ts_model *m =
+        must_load("LinearClassifier", al, input_2d(TS_DTYPE_FLOAT, -1, f), 2);
     ts_tensor out[2];
     must_run(m, s, TS_DTYPE_FLOAT, x, n, f, out);
     int cols = with_labels ? 2 : 1;
@@ -490,7 +499,7 @@ START_TEST(test_linear_classifier_rank1) {
 }
 END_TEST
 
-/* ---- SVMs ------------------------------------------------------------------------- */
+/* ---- SVMs ---------------------------------------------------------------- */
 
 enum { K_LINEAR, K_POLY, K_RBF, K_SIGMOID, K_COUNT };
 static const char *const kernel_name[] = {"LINEAR", "POLY", "RBF", "SIGMOID"};
@@ -503,10 +512,14 @@ static double ref_kernel(int k, const double *x, const float *sv, int f,
     dist += (x[j] - sv[j]) * (x[j] - sv[j]);
   }
   switch (k) {
-    case K_POLY: return pow(kp[0] * dot + kp[1], kp[2]);
-    case K_RBF: return exp(-kp[0] * dist);
-    case K_SIGMOID: return tanh(kp[0] * dot + kp[1]);
-    default: return dot;
+    case K_POLY:
+      return pow(kp[0] * dot + kp[1], kp[2]);
+    case K_RBF:
+      return exp(-kp[0] * dist);
+    case K_SIGMOID:
+      return tanh(kp[0] * dot + kp[1]);
+    default:
+      return dot;
   }
 }
 
@@ -543,8 +556,8 @@ START_TEST(test_svm_regressor) {
     add_int(al, "n_supports", v);
     add_int(al, "one_class", mode == 1);
     add_string(al, "post_transform", "NONE");
-    ts_model *m = must_load("SVMRegressor", al,
-                            input_2d(TS_DTYPE_FLOAT, -1, f), 1);
+    ts_model *m =
+        must_load("SVMRegressor", al, input_2d(TS_DTYPE_FLOAT, -1, f), 1);
     ts_tensor out[1];
     must_run(m, s, TS_DTYPE_FLOAT, x, n, f, out);
     expect_shape(&out[0], TS_DTYPE_FLOAT, 2, n, 1, "Y");
@@ -683,9 +696,9 @@ static void svc_check_row(const svc_case *c, const double *x, int64_t label,
   for (int i = 1; i < k; i++)
     if (votes[i] > votes[best]) best = i;
   if (!tie)
-    ck_assert_msg(label == c->labels[best],
-                  "%s row %d: label %lld, want %lld", kernel_name[c->kernel],
-                  row, (long long)label, (long long)c->labels[best]);
+    ck_assert_msg(label == c->labels[best], "%s row %d: label %lld, want %lld",
+                  kernel_name[c->kernel], row, (long long)label,
+                  (long long)c->labels[best]);
 
   double want[MAXC * MAXC];
   int cols;
@@ -715,8 +728,8 @@ static void svc_check_row(const svc_case *c, const double *x, int64_t label,
   }
   ref_post(c->post, want, cols);
   for (int j = 0; j < cols; j++)
-    expect_close(z[j], want[j], post_tol(c->post, tol), post_name[c->post],
-                 row, j);
+    expect_close(z[j], want[j], post_tol(c->post, tol), post_name[c->post], row,
+                 j);
 }
 
 static void random_svc(svc_case *c, int kernel, int classes, bool proba,
@@ -750,8 +763,8 @@ static void random_svc(svc_case *c, int kernel, int classes, bool proba,
 static void run_svc_case(const svc_case *c, ts_session *s, int n) {
   attr_list *al = attrs_new();
   svc_attrs(c, al);
-  ts_model *m = must_load("SVMClassifier", al,
-                          input_2d(TS_DTYPE_FLOAT, -1, c->f), 2);
+  ts_model *m =
+      must_load("SVMClassifier", al, input_2d(TS_DTYPE_FLOAT, -1, c->f), 2);
   double *x = malloc((size_t)(n * c->f) * sizeof *x);
   ck_assert_ptr_nonnull(x);
   random_input(TS_DTYPE_FLOAT, x, (size_t)(n * c->f));
@@ -779,7 +792,7 @@ START_TEST(test_svm_classifier_svc) {
     int kernel = trial % K_COUNT;
     int classes = 2 + (trial / K_COUNT) % 4;
     bool proba = (trial / 16) % 2 == 1;
-    int post = proba ? (trial / 32) % P_COUNT
+    int post = proba          ? (trial / 32) % P_COUNT
                : classes == 2 ? P_NONE
                               : multi_posts[(trial / 32) % 4];
     svc_case c;
@@ -800,7 +813,8 @@ START_TEST(test_svm_classifier_large_batch) {
   random_svc(&c, K_RBF, 3, false, P_NONE);
   /* MAXV vectors -> 4096 rows per block; 9000 rows make three blocks. */
   c.vectors = 0;
-  for (int i = 0; i < 3; i++) c.vectors += (int)(c.per_class[i] = i == 2 ? 6 : 5);
+  for (int i = 0; i < 3; i++)
+    c.vectors += (int)(c.per_class[i] = i == 2 ? 6 : 5);
   for (int i = 0; i < c.vectors * c.f; i++) c.sv[i] = (float)uni(-1, 1);
   for (int i = 0; i < 2 * c.vectors; i++) c.coef[i] = (float)uni(-1, 1);
   run_svc_case(&c, s, 9000);
@@ -833,8 +847,8 @@ START_TEST(test_svm_classifier_linear_mode) {
     add_floats(al, "rho", rho, 1);
     add_ints(al, "classlabels_ints", labels, (size_t)classes);
     add_string(al, "post_transform", post_name[post]);
-    ts_model *m = must_load("SVMClassifier", al,
-                            input_2d(TS_DTYPE_FLOAT, -1, f), 2);
+    ts_model *m =
+        must_load("SVMClassifier", al, input_2d(TS_DTYPE_FLOAT, -1, f), 2);
     ts_tensor out[2];
     must_run(m, s, TS_DTYPE_FLOAT, x, n, f, out);
     expect_shape(&out[1], TS_DTYPE_FLOAT, 2, n, classes, "Z");
@@ -870,7 +884,7 @@ START_TEST(test_svm_classifier_linear_mode) {
 }
 END_TEST
 
-/* ---- Normalizer and Scaler ------------------------------------------------------- */
+/* ---- Normalizer and Scaler ----------------------------------------------- */
 
 START_TEST(test_normalizer) {
   rng_seed(18);
@@ -884,8 +898,8 @@ START_TEST(test_normalizer) {
     int f = 1 + rnd(9), n = 2 + rnd(7);
     double x[8 * 9];
     random_input(dt, x, (size_t)(n * f));
-    for (int j = 0; j < f; j++) x[j] = 0;                 /* a zero row */
-    for (int j = 0; j < f; j++) x[f + j] = -1 - rnd(3);   /* all negative */
+    for (int j = 0; j < f; j++) x[j] = 0;               /* a zero row */
+    for (int j = 0; j < f; j++) x[f + j] = -1 - rnd(3); /* all negative */
     attr_list *al = attrs_new();
     add_string(al, "norm", norms[norm]);
     ts_model *m = must_load("Normalizer", al, input_2d(dt, n, f), 1);
@@ -896,13 +910,13 @@ START_TEST(test_normalizer) {
       const double *r = x + i * f;
       double d = norm == 0 ? -INFINITY : 0;
       for (int j = 0; j < f; j++)
-        d = norm == 0 ? fmax(d, r[j]) : norm == 1 ? d + fabs(r[j])
-                                                  : d + r[j] * r[j];
+        d = norm == 0   ? fmax(d, r[j])
+            : norm == 1 ? d + fabs(r[j])
+                        : d + r[j] * r[j];
       if (norm == 2) d = sqrt(d);
       for (int j = 0; j < f; j++)
         expect_close(((float *)out[0].data)[i * f + j], d ? r[j] / d : r[j],
-                     1e-6 * (1 + fabs(d ? r[j] / d : r[j])), norms[norm], i,
-                     j);
+                     1e-6 * (1 + fabs(d ? r[j] / d : r[j])), norms[norm], i, j);
     }
     ts_model_free(m);
   }
@@ -948,7 +962,7 @@ START_TEST(test_scaler) {
 }
 END_TEST
 
-/* ---- bad attributes and inputs ---------------------------------------------------- */
+/* ---- bad attributes and inputs ------------------------------------------- */
 
 static const float F10[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
 static const int64_t I4[4] = {0, 1, 2, 3};
@@ -989,8 +1003,7 @@ START_TEST(test_linear_bad_attributes) {
   al = attrs_new();
   add_floats(al, "coefficients", F10, 4);
   add_int(al, "post_transform", 1);
-  expect_load_error("LinearRegressor", al, IN4, 1, TS_EINVAL,
-                    "post_transform");
+  expect_load_error("LinearRegressor", al, IN4, 1, TS_EINVAL, "post_transform");
   al = attrs_new();
   add_floats(al, "coefficients", F10, 4);
   add_int(al, "bias", 1);
@@ -1006,8 +1019,7 @@ START_TEST(test_linear_bad_attributes) {
   al = attrs_new();
   add_floats(al, "coefficients", F10, 9);
   add_floats(al, "intercepts", F10, 2);
-  expect_load_error("LinearClassifier", al, IN4, 2, TS_EINVAL,
-                    "coefficients");
+  expect_load_error("LinearClassifier", al, IN4, 2, TS_EINVAL, "coefficients");
   al = attrs_new();
   add_floats(al, "coefficients", F10, 8);
   expect_load_error("LinearClassifier", al, IN4, 2, TS_EINVAL, "intercepts");
@@ -1033,14 +1045,13 @@ START_TEST(test_linear_bad_attributes) {
   add_floats(al, "coefficients", F10, 8);
   add_ints(al, "classlabels_ints", I4, 2);
   add_floats(al, "multi_class", F10, 1);
-  expect_load_error("LinearClassifier", al, IN4, 2, TS_EINVAL,
-                    "multi_class");
+  expect_load_error("LinearClassifier", al, IN4, 2, TS_EINVAL, "multi_class");
 }
 END_TEST
 
 /* A valid SVMRegressor (2 vectors of 2 features) to break one piece of. */
-static attr_list *svr_base(int skip, int n_supports, size_t n_sv,
-                           size_t n_coef, size_t n_rho, size_t n_kp) {
+static attr_list *svr_base(int skip, int n_supports, size_t n_sv, size_t n_coef,
+                           size_t n_rho, size_t n_kp) {
   attr_list *al = attrs_new();
   if (skip != 0) add_string(al, "kernel_type", "RBF");
   if (skip != 1) add_floats(al, "kernel_params", F10, n_kp);
@@ -1070,8 +1081,7 @@ START_TEST(test_svm_regressor_bad_attributes) {
   expect_load_error("SVMRegressor", al, IN2, 1, TS_EINVAL, "support_vectors");
   al = svr_base(0, 2, 4, 2, 1, 3);
   add_string(al, "kernel_type", "CUBIC");
-  expect_load_error("SVMRegressor", al, IN2, 1, TS_EUNSUPPORTED,
-                    "kernel_type");
+  expect_load_error("SVMRegressor", al, IN2, 1, TS_EUNSUPPORTED, "kernel_type");
   al = svr_base(-1, 2, 4, 2, 1, 3);
   add_string(al, "post_transform", "LOGISTIC");
   expect_load_error("SVMRegressor", al, IN2, 1, TS_EUNSUPPORTED,
@@ -1109,8 +1119,7 @@ START_TEST(test_svm_classifier_bad_attributes) {
   expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL,
                     "vectors_per_class");
   al = svc_base(3, 3, 7, 8, 3, 0, 0);
-  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL,
-                    "support_vectors");
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL, "support_vectors");
   al = svc_base(3, 3, 8, 6, 3, 0, 0);
   expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL, "coefficients");
   al = svc_base(3, 3, 8, 8, 2, 0, 0);
@@ -1120,11 +1129,9 @@ START_TEST(test_svm_classifier_bad_attributes) {
   al = svc_base(3, 3, 8, 8, 3, 2, 2);
   expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL, "prob_a");
   al = svc_base(0, 3, 8, 8, 3, 0, 0);
-  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL,
-                    "classlabels_ints");
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL, "classlabels_ints");
   al = svc_base(1, 0, 0, 2, 1, 0, 0);
-  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL,
-                    "classlabels_ints");
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL, "classlabels_ints");
   al = svc_base(0, 3, 8, 8, 3, 0, 0);
   add_strings(al, "classlabels_strings", 3);
   expect_load_error("SVMClassifier", al, IN2, 2, TS_EUNSUPPORTED,
@@ -1159,8 +1166,7 @@ START_TEST(test_svm_classifier_bad_attributes) {
   al = svc_base(3, 0, 0, 6, 1, 3, 3);
   expect_load_error("SVMClassifier", al, IN2, 2, TS_EUNSUPPORTED, "prob_a");
   al = svc_base(3, 0, 4, 6, 1, 0, 0);
-  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL,
-                    "support_vectors");
+  expect_load_error("SVMClassifier", al, IN2, 2, TS_EINVAL, "support_vectors");
 }
 END_TEST
 
@@ -1177,8 +1183,8 @@ START_TEST(test_preprocessing_bad_attributes) {
   expect_load_error("Scaler", al, IN4, 1, TS_EINVAL, "offset");
   al = attrs_new();
   add_floats(al, "scale", F10, 3);
-  expect_load_error("Scaler", al, input_2d(TS_DTYPE_FLOAT, 2, 4), 1,
-                    TS_EINVAL, "scale");
+  expect_load_error("Scaler", al, input_2d(TS_DTYPE_FLOAT, 2, 4), 1, TS_EINVAL,
+                    "scale");
 }
 END_TEST
 
@@ -1190,8 +1196,8 @@ START_TEST(test_bad_inputs) {
   ck_assert_int_eq(ts_session_create(&s, &err), 0);
   attr_list *al = attrs_new();
   add_floats(al, "coefficients", F10, 4);
-  ts_model *m = must_load("LinearRegressor", al,
-                          input_2d(TS_DTYPE_FLOAT, -1, -1), 1);
+  ts_model *m =
+      must_load("LinearRegressor", al, input_2d(TS_DTYPE_FLOAT, -1, -1), 1);
   double x[12] = {0};
   int64_t dims[2] = {3, 4};
   ts_tensor out[2];
@@ -1224,7 +1230,7 @@ START_TEST(test_bad_inputs) {
 }
 END_TEST
 
-/* ---- scikit-learn models --------------------------------------------------------- */
+/* ---- scikit-learn models ------------------------------------------------- */
 
 static char *read_text(const char *path) {
   FILE *f = fopen(path, "rb");
@@ -1243,8 +1249,8 @@ static char *read_text(const char *path) {
 /* Copies the JSON string value after `key` (e.g. "\"file\": \"") at or after
  * p into out; returns the position after it, or NULL when absent before
  * `end`. */
-static const char *json_string(const char *p, const char *end,
-                               const char *key, char *out, size_t size) {
+static const char *json_string(const char *p, const char *end, const char *key,
+                               char *out, size_t size) {
   const char *k = strstr(p, key);
   if (!k || (end && k >= end)) return NULL;
   k += strlen(key);
@@ -1265,8 +1271,8 @@ static double json_number(const char *p, const char *end, const char *key) {
 /* Runs one manifest model (the text from `p` to `end` describes it) and
  * compares each output with its reference. Returns how many outputs it
  * compared. */
-static int check_sklearn_model(const char *dir, const char *p,
-                               const char *end, ts_session *s) {
+static int check_sklearn_model(const char *dir, const char *p, const char *end,
+                               ts_session *s) {
   char name[128], file[256], input_file[256], path[512];
   ts_err err;
   ck_assert_ptr_nonnull(json_string(p, end, "\"name\": \"", name, sizeof name));
@@ -1293,8 +1299,8 @@ static int check_sklearn_model(const char *dir, const char *p,
   ck_assert_msg(o && o < end, "%s: no outputs in manifest", name);
   char out_name[64], ref_file[256];
   while ((o = json_string(o, end, "\"name\": \"", out_name, sizeof out_name))) {
-    ck_assert_ptr_nonnull(
-        o = json_string(o, end, "\"reference\": \"", ref_file, sizeof ref_file));
+    ck_assert_ptr_nonnull(o = json_string(o, end, "\"reference\": \"", ref_file,
+                                          sizeof ref_file));
     const char *next = strstr(o, "\"name\": \"");
     if (!next || next > end) next = end;
     const char *exact = strstr(o, "\"exact\"");
@@ -1309,19 +1315,20 @@ static int check_sklearn_model(const char *dir, const char *p,
     ts_tensor ref;
     snprintf(path, sizeof path, "%s/%s", dir, ref_file);
     ck_assert_msg(ts_npy_read(path, &ref, &err) == 0, "%s", err.msg);
-    ck_assert_msg(ref.dtype == outs[k].dtype && ts_tensor_same_shape(&ref, &outs[k]),
-                  "%s: output '%s' has dtype %s rank %d, reference %s rank %d",
-                  name, out_name, ts_dtype_name(outs[k].dtype), outs[k].rank,
-                  ts_dtype_name(ref.dtype), ref.rank);
+    ck_assert_msg(
+        ref.dtype == outs[k].dtype && ts_tensor_same_shape(&ref, &outs[k]),
+        "%s: output '%s' has dtype %s rank %d, reference %s rank %d", name,
+        out_name, ts_dtype_name(outs[k].dtype), outs[k].rank,
+        ts_dtype_name(ref.dtype), ref.rank);
     int64_t count = ts_tensor_numel(&ref);
     int64_t cols = ref.rank > 1 ? ref.dims[1] : 1;
     for (int64_t i = 0; i < count; i++) {
       if (ref.dtype == TS_DTYPE_INT64) {
         int64_t got = ((int64_t *)outs[k].data)[i];
         int64_t want = ((int64_t *)ref.data)[i];
-        ck_assert_msg(got == want, "%s: %s[%lld] = %lld, scikit-learn says %lld",
-                      name, out_name, (long long)i, (long long)got,
-                      (long long)want);
+        ck_assert_msg(got == want,
+                      "%s: %s[%lld] = %lld, scikit-learn says %lld", name,
+                      out_name, (long long)i, (long long)got, (long long)want);
       } else {
         double got = ((float *)outs[k].data)[i];
         double want = ((float *)ref.data)[i];
@@ -1383,7 +1390,7 @@ START_TEST(test_sklearn_models) {
 }
 END_TEST
 
-/* ---- suite ----------------------------------------------------------------------- */
+/* ---- suite --------------------------------------------------------------- */
 
 static Suite *ml_suite(void) {
   Suite *s = suite_create("kernels_ml");

@@ -14,11 +14,15 @@
  *    with one coefficient row and two labels scores [1 - p, p];
  *  - the support-vector-free SVM ("liblinear mode") is a weight matrix plus
  *    rho[0], with onnxruntime's binary label rule.
- * Where onnxruntime ignores an attribute value or writes something that is
- * not a score (post_transform on SVMRegressor, LOGISTIC on a one-row binary
- * LinearClassifier is the exception: it is applied before the two columns
- * are formed), the model is rejected with TS_EUNSUPPORTED rather than
- * answered differently.
+ * Where onnxruntime ignores a post_transform or writes numbers that are not
+ * scores, the model is rejected with TS_EUNSUPPORTED rather than answered
+ * differently: any post_transform but NONE on SVMRegressor, and on a binary
+ * SVC without probabilities; SOFTMAX, SOFTMAX_ZERO and PROBIT on a one-row
+ * LinearClassifier. Two deliberate differences remain, both where
+ * onnxruntime skips the transform: a one-row LinearClassifier applies
+ * LOGISTIC (scores [1 - s(z), s(z)], or [s(z)] without labels; onnxruntime
+ * writes [1 - z, z] or [z]), and a one-target LinearRegressor applies its
+ * post_transform (onnxruntime applies only PROBIT there).
  *
  * Invariants:
  *  - prepare validates every attribute's type and its length against the
@@ -33,21 +37,21 @@
  */
 #include <cblas.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "list_elementwise.h" /* ts_kernel_fail */
 #include "ops.h"
 
 /* ---- attribute enums ----------------------------------------------------- */
 
 /* X(enum suffix, attribute value) */
-#define POST_TRANSFORM_LIST(X) \
-  X(NONE, "NONE")              \
-  X(LOGISTIC, "LOGISTIC")      \
-  X(SOFTMAX, "SOFTMAX")        \
+#define POST_TRANSFORM_LIST(X)    \
+  X(NONE, "NONE")                 \
+  X(LOGISTIC, "LOGISTIC")         \
+  X(SOFTMAX, "SOFTMAX")           \
   X(SOFTMAX_ZERO, "SOFTMAX_ZERO") \
   X(PROBIT, "PROBIT")
 
@@ -90,27 +94,14 @@ _Static_assert(sizeof norm_names / sizeof norm_names[0] == NORM_COUNT,
 #define ALL_POST ((1u << POST_COUNT) - 1)
 #define POST_BIT(p) (1u << (p))
 
-/* ---- errors and attributes ----------------------------------------------- */
-
-/* Fills err with "node 'x' (Op): <message>" and returns code. */
-static int node_fail(const ts_node *n, ts_err *err, int code, const char *fmt,
-                     ...) __attribute__((format(printf, 4, 5)));
-static int node_fail(const ts_node *n, ts_err *err, int code, const char *fmt,
-                     ...) {
-  char desc[160], msg[352];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  return ts_err_set(err, code, "%s: %s", ts_node_desc(n, desc, sizeof desc),
-                    msg);
-}
+/* ---- attributes ---------------------------------------------------------- */
 
 /* True when attribute a holds `type` (old exporters leave `type` unset; then
  * the presence of the scalar field decides). */
 static bool attr_has_type(const Onnx__AttributeProto *a,
                           Onnx__AttributeProto__AttributeType type) {
-  if (a->has_type && a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__UNDEFINED)
+  if (a->has_type &&
+      a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__UNDEFINED)
     return a->type == type;
   if (type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT) return a->has_i;
   if (type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING) return a->has_s;
@@ -124,8 +115,21 @@ static int get_int(const ts_node *n, const char *name, int64_t dflt,
   *out = dflt;
   if (!a) return TS_OK;
   if (!attr_has_type(a, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT))
-    return node_fail(n, err, TS_EINVAL, "attribute '%s' must be an int", name);
+    return ts_kernel_fail(n, err, TS_EINVAL, "attribute '%s' must be an int",
+                          name);
   *out = a->i;
+  return TS_OK;
+}
+
+/* Turns the TS_ENOTFOUND of an absent list attribute into TS_EINVAL when it
+ * is `required`, else into success (the getter left it empty). */
+static int absent_ok(const ts_node *n, const char *name, bool required, int rc,
+                     ts_err *err) {
+  if (rc != TS_ENOTFOUND) return rc;
+  if (required)
+    return ts_kernel_fail(n, err, TS_EINVAL, "attribute '%s' is required",
+                          name);
+  ts_err_clear(err);
   return TS_OK;
 }
 
@@ -133,27 +137,15 @@ static int get_int(const ts_node *n, const char *name, int64_t dflt,
  * *vals = NULL and *count = 0. */
 static int get_floats(const ts_node *n, const char *name, bool required,
                       const float **vals, size_t *count, ts_err *err) {
-  int rc = ts_attr_floats(n, name, vals, count, err);
-  if (rc == TS_ENOTFOUND && !required) {
-    ts_err_clear(err);
-    return TS_OK;
-  }
-  if (rc == TS_ENOTFOUND)
-    return node_fail(n, err, TS_EINVAL, "attribute '%s' is required", name);
-  return rc;
+  return absent_ok(n, name, required, ts_attr_floats(n, name, vals, count, err),
+                   err);
 }
 
 /* As get_floats, for a list of ints. */
 static int get_ints(const ts_node *n, const char *name, bool required,
                     const int64_t **vals, size_t *count, ts_err *err) {
-  int rc = ts_attr_ints(n, name, vals, count, err);
-  if (rc == TS_ENOTFOUND && !required) {
-    ts_err_clear(err);
-    return TS_OK;
-  }
-  if (rc == TS_ENOTFOUND)
-    return node_fail(n, err, TS_EINVAL, "attribute '%s' is required", name);
-  return rc;
+  return absent_ok(n, name, required, ts_attr_ints(n, name, vals, count, err),
+                   err);
 }
 
 /* A string attribute that names one of `names` (count entries); dflt when
@@ -166,8 +158,8 @@ static int get_enum(const ts_node *n, const char *name,
   *out = dflt;
   if (!a) return TS_OK;
   if (!attr_has_type(a, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING))
-    return node_fail(n, err, TS_EINVAL, "attribute '%s' must be a string",
-                     name);
+    return ts_kernel_fail(n, err, TS_EINVAL, "attribute '%s' must be a string",
+                          name);
   const char *v = ts_attr_string(n, name, "");
   for (int i = 0; i < count; i++) {
     if (strcmp(v, names[i]) != 0) continue;
@@ -180,10 +172,10 @@ static int get_enum(const ts_node *n, const char *name,
     if (allowed & (1u << i))
       off += snprintf(list + off, sizeof list - (size_t)off, "%s%s",
                       off ? ", " : "", names[i]);
-  return node_fail(n, err, TS_EUNSUPPORTED,
-                   "attribute '%s' = '%.64s' is not supported here "
-                   "(supported: %s)",
-                   name, v, list);
+  return ts_kernel_fail(n, err, TS_EUNSUPPORTED,
+                        "attribute '%s' = '%.64s' is not supported here "
+                        "(supported: %s)",
+                        name, v, list);
 }
 
 /* The class labels of a classifier. classlabels_strings is not supported
@@ -192,9 +184,10 @@ static int get_enum(const ts_node *n, const char *name,
 static int get_labels(const ts_node *n, const int64_t **labels, size_t *count,
                       ts_err *err) {
   if (ts_attr_find(n, "classlabels_strings"))
-    return node_fail(n, err, TS_EUNSUPPORTED,
-                     "attribute 'classlabels_strings' is not supported (string "
-                     "labels); use 'classlabels_ints'");
+    return ts_kernel_fail(
+        n, err, TS_EUNSUPPORTED,
+        "attribute 'classlabels_strings' is not supported (string "
+        "labels); use 'classlabels_ints'");
   return get_ints(n, "classlabels_ints", false, labels, count, err);
 }
 
@@ -212,7 +205,7 @@ static void release_params(ts_node *node) {
   node->params = NULL;
 }
 
-/* ---- inputs ---------------------------------------------------------------- */
+/* ---- inputs -------------------------------------------------------------- */
 
 static const char *input_name(const ts_node *n) {
   if (n->proto && n->proto->n_input > 0 && n->proto->input[0])
@@ -220,9 +213,17 @@ static const char *input_name(const ts_node *n) {
   return "X";
 }
 
+/* Input types the ops take besides float, cast to float before use:
+ * X(dtype suffix, C type). */
+#define CAST_INPUT_LIST(X) \
+  X(DOUBLE, double)        \
+  X(INT32, int32_t)        \
+  X(INT64, int64_t)
+
 static bool castable_dtype(ts_dtype t) {
-  return t == TS_DTYPE_FLOAT || t == TS_DTYPE_DOUBLE || t == TS_DTYPE_INT32 ||
-         t == TS_DTYPE_INT64;
+#define IS_CASTABLE(suffix, ctype) t == TS_DTYPE_##suffix ||
+  return CAST_INPUT_LIST(IS_CASTABLE) t == TS_DTYPE_FLOAT;
+#undef IS_CASTABLE
 }
 
 /* Checks the input X (rank 1: one sample; rank 2: [N, F]) and returns its
@@ -231,48 +232,40 @@ static bool castable_dtype(ts_dtype t) {
 static int check_input(const ts_node *n, const ts_tensor *x, int64_t features,
                        int64_t *rows, int64_t *cols, ts_err *err) {
   if (!castable_dtype(x->dtype))
-    return node_fail(n, err, TS_EINVAL,
-                     "input '%s' has type %s; the op takes float, double, "
-                     "int32 or int64",
-                     input_name(n), ts_dtype_name(x->dtype));
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "input '%s' has type %s; the op takes float, double, "
+                          "int32 or int64",
+                          input_name(n), ts_dtype_name(x->dtype));
   if (x->rank != 1 && x->rank != 2)
-    return node_fail(n, err, TS_EINVAL,
-                     "input '%s' has rank %d; the op takes [N, F] or [F]",
-                     input_name(n), x->rank);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "input '%s' has rank %d; the op takes [N, F] or [F]",
+                          input_name(n), x->rank);
   *rows = x->rank == 1 ? 1 : x->dims[0];
   *cols = x->dims[x->rank - 1];
   if (*rows > INT32_MAX || *cols > INT32_MAX)
-    return node_fail(n, err, TS_EINVAL,
-                     "input '%s' has %lld x %lld values; at most 2^31 - 1 "
-                     "samples and features are supported",
-                     input_name(n), (long long)*rows, (long long)*cols);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "input '%s' has %lld x %lld values; at most 2^31 - 1 "
+                          "samples and features are supported",
+                          input_name(n), (long long)*rows, (long long)*cols);
   if (features > 0 && *cols != features)
-    return node_fail(n, err, TS_EINVAL,
-                     "input '%s' has %lld features (dim %d) but the model "
-                     "needs %lld",
-                     input_name(n), (long long)*cols, x->rank - 1,
-                     (long long)features);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "input '%s' has %lld features (dim %d) but the model "
+                          "needs %lld",
+                          input_name(n), (long long)*cols, x->rank - 1,
+                          (long long)features);
   return TS_OK;
 }
 
 /* Converts count elements of x (a castable dtype) to float. */
 static void convert_to_float(const ts_tensor *x, float *dst, size_t count) {
   switch (x->dtype) {
-    case TS_DTYPE_DOUBLE: {
-      const double *s = x->data;
-      for (size_t i = 0; i < count; i++) dst[i] = (float)s[i];
-      break;
-    }
-    case TS_DTYPE_INT32: {
-      const int32_t *s = x->data;
-      for (size_t i = 0; i < count; i++) dst[i] = (float)s[i];
-      break;
-    }
-    case TS_DTYPE_INT64: {
-      const int64_t *s = x->data;
-      for (size_t i = 0; i < count; i++) dst[i] = (float)s[i];
-      break;
-    }
+#define CAST_CASE(suffix, ctype)                   \
+  case TS_DTYPE_##suffix:                          \
+    for (size_t i = 0; i < count; i++)             \
+      dst[i] = (float)((const ctype *)x->data)[i]; \
+    break;
+    CAST_INPUT_LIST(CAST_CASE)
+#undef CAST_CASE
     default:
       memcpy(dst, x->data, count * sizeof *dst);
       break;
@@ -289,8 +282,8 @@ static int input_floats(const ts_node *n, const ts_tensor *x, ts_kctx *ctx,
   }
   float *dst = ts_kctx_scratch(ctx, count * sizeof *dst);
   if (!dst)
-    return node_fail(n, err, TS_ENOMEM, "cannot cast input '%s' to float",
-                     input_name(n));
+    return ts_kernel_fail(n, err, TS_ENOMEM, "cannot cast input '%s' to float",
+                          input_name(n));
   convert_to_float(x, dst, count);
   *out = dst;
   return TS_OK;
@@ -300,8 +293,8 @@ static void *scratch_or_fail(const ts_node *n, ts_kctx *ctx, size_t bytes,
                              ts_err *err) {
   void *p = ts_kctx_scratch(ctx, bytes);
   if (!p)
-    node_fail(n, err, TS_ENOMEM, "cannot allocate %zu bytes of scratch",
-              bytes);
+    ts_kernel_fail(n, err, TS_ENOMEM, "cannot allocate %zu bytes of scratch",
+                   bytes);
   return p;
 }
 
@@ -315,7 +308,7 @@ static int infer_classifier(const ts_node *n, int64_t rows, int64_t cols,
   return rc;
 }
 
-/* ---- shared math ------------------------------------------------------------ */
+/* ---- shared math --------------------------------------------------------- */
 
 /* out[rows, m] = x[rows, k] * w[m, k]^T (+ bias[m] when given, else + c). */
 static void gemm_xwt(const float *x, const float *w, int64_t rows, int64_t m,
@@ -379,8 +372,7 @@ static void softmax_zero_row(float *s, int64_t c) {
 }
 
 /* Applies post_transform to rows x cols scores, row by row, in place. */
-static void apply_post(post_transform t, float *s, int64_t rows,
-                       int64_t cols) {
+static void apply_post(post_transform t, float *s, int64_t rows, int64_t cols) {
   size_t count = (size_t)(rows * cols);
   switch (t) {
     case POST_LOGISTIC:
@@ -410,15 +402,15 @@ static int64_t argmax_first(const float *s, int64_t c) {
   return best;
 }
 
-/* ---- LinearRegressor and LinearClassifier ---------------------------------- */
+/* ---- LinearRegressor and LinearClassifier -------------------------------- */
 
 typedef struct linear_params {
   const float *coef;       /* [rows, features]; in the model proto */
   const float *intercepts; /* [rows], or NULL for zeros */
   int64_t rows, features;
-  const int64_t *labels;   /* NULL: 0..rows-1 (0 and 1 for one row) */
+  const int64_t *labels; /* NULL: 0..rows-1 (0 and 1 for one row) */
   int64_t n_labels;
-  int64_t score_cols;      /* width of the scores output */
+  int64_t score_cols; /* width of the scores output */
   post_transform post;
 } linear_params;
 
@@ -431,23 +423,25 @@ static int parse_linear(ts_node *n, int64_t rows, const char *rows_from,
   if (!rc) rc = get_floats(n, "intercepts", false, &p->intercepts, &n_int, err);
   if (rc) return rc;
   if (rows == 0 && n_int == 0)
-    return node_fail(n, err, TS_EINVAL,
-                     "needs 'intercepts' or 'classlabels_ints' to know the "
-                     "number of classes");
+    return ts_kernel_fail(
+        n, err, TS_EINVAL,
+        "needs 'intercepts' or 'classlabels_ints' to know the "
+        "number of classes");
   if (rows == 0) {
     rows = (int64_t)n_int;
     rows_from = "attribute 'intercepts'";
   }
   if (n_coef == 0 || n_coef % (size_t)rows != 0)
-    return node_fail(n, err, TS_EINVAL,
-                     "attribute 'coefficients' holds %zu values, not a "
-                     "positive multiple of %lld (%s)",
-                     n_coef, (long long)rows, rows_from);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "attribute 'coefficients' holds %zu values, not a "
+                          "positive multiple of %lld (%s)",
+                          n_coef, (long long)rows, rows_from);
   if (p->intercepts && n_int != (size_t)rows)
-    return node_fail(n, err, TS_EINVAL,
-                     "attribute 'intercepts' holds %zu values but there are "
-                     "%lld rows of coefficients (%s)",
-                     n_int, (long long)rows, rows_from);
+    return ts_kernel_fail(
+        n, err, TS_EINVAL,
+        "attribute 'intercepts' holds %zu values but there are "
+        "%lld rows of coefficients (%s)",
+        n_int, (long long)rows, rows_from);
   p->rows = rows;
   p->features = (int64_t)(n_coef / (size_t)rows);
   return TS_OK;
@@ -463,9 +457,9 @@ static int linear_regressor_prepare(ts_node *n, const ts_graph *g,
   int64_t targets;
   if ((rc = get_int(n, "targets", 1, &targets, err))) return rc;
   if (targets < 1)
-    return node_fail(n, err, TS_EINVAL,
-                     "attribute 'targets' = %lld must be at least 1",
-                     (long long)targets);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "attribute 'targets' = %lld must be at least 1",
+                          (long long)targets);
   linear_params p = {0};
   int post;
   if ((rc = parse_linear(n, targets, "attribute 'targets'", &p, err)) ||
@@ -475,7 +469,7 @@ static int linear_regressor_prepare(ts_node *n, const ts_graph *g,
   p.post = (post_transform)post;
   p.score_cols = p.rows;
   linear_params *dst = params_alloc(sizeof p, 0, NULL);
-  if (!dst) return node_fail(n, err, TS_ENOMEM, "out of memory");
+  if (!dst) return ts_kernel_fail(n, err, TS_ENOMEM, "out of memory");
   *dst = p;
   n->params = dst;
   return TS_OK;
@@ -511,9 +505,13 @@ static int linear_regressor_run(const ts_node *n, const ts_tensor *const *in,
 static int linear_classifier_prepare(ts_node *n, const ts_graph *g,
                                      ts_err *err) {
   (void)g;
-  static const char *const known[] = {
-      "coefficients",        "intercepts",  "classlabels_ints",
-      "classlabels_strings", "multi_class", "post_transform", NULL};
+  static const char *const known[] = {"coefficients",
+                                      "intercepts",
+                                      "classlabels_ints",
+                                      "classlabels_strings",
+                                      "multi_class",
+                                      "post_transform",
+                                      NULL};
   int rc = ts_node_check_attrs(n, known, err);
   if (rc) return rc;
   linear_params p = {0};
@@ -528,18 +526,18 @@ static int linear_classifier_prepare(ts_node *n, const ts_graph *g,
                     "attribute 'classlabels_ints'", &p, err);
   if (rc) return rc;
   if (p.labels && p.n_labels != p.rows && !(p.rows == 1 && p.n_labels == 2))
-    return node_fail(n, err, TS_EINVAL,
-                     "attribute 'classlabels_ints' holds %lld labels but "
-                     "there are %lld rows of coefficients",
-                     (long long)p.n_labels, (long long)p.rows);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "attribute 'classlabels_ints' holds %lld labels but "
+                          "there are %lld rows of coefficients",
+                          (long long)p.n_labels, (long long)p.rows);
   if (p.rows == 1 && p.n_labels == 1)
-    return node_fail(n, err, TS_EINVAL,
-                     "attribute 'classlabels_ints' holds 1 label; one row of "
-                     "coefficients is a binary classifier and needs 2");
+    return ts_kernel_fail(
+        n, err, TS_EINVAL,
+        "attribute 'classlabels_ints' holds 1 label; one row of "
+        "coefficients is a binary classifier and needs 2");
   /* For one row, only NONE and LOGISTIC give scores that mean something. */
-  unsigned allowed = p.rows == 1
-                         ? POST_BIT(POST_NONE) | POST_BIT(POST_LOGISTIC)
-                         : ALL_POST;
+  unsigned allowed =
+      p.rows == 1 ? POST_BIT(POST_NONE) | POST_BIT(POST_LOGISTIC) : ALL_POST;
   int post;
   if ((rc = get_enum(n, "post_transform", post_names, POST_COUNT, allowed,
                      POST_NONE, &post, err)))
@@ -547,7 +545,7 @@ static int linear_classifier_prepare(ts_node *n, const ts_graph *g,
   p.post = (post_transform)post;
   p.score_cols = p.rows == 1 ? (p.n_labels == 2 ? 2 : 1) : p.rows;
   linear_params *dst = params_alloc(sizeof p, 0, NULL);
-  if (!dst) return node_fail(n, err, TS_ENOMEM, "out of memory");
+  if (!dst) return ts_kernel_fail(n, err, TS_ENOMEM, "out of memory");
   *dst = p;
   n->params = dst;
   return TS_OK;
@@ -602,29 +600,29 @@ static int linear_classifier_run(const ts_node *n, const ts_tensor *const *in,
   return TS_OK;
 }
 
-/* ---- SVMRegressor and SVMClassifier ---------------------------------------- */
+/* ---- SVMRegressor and SVMClassifier -------------------------------------- */
 
 typedef struct svm_params {
   svm_kernel kernel;
   float gamma, coef0, degree;
-  bool linear_mode;          /* no support vectors: coef is a weight matrix */
-  int64_t n_vectors;         /* support vectors (0 in linear mode) */
+  bool linear_mode;  /* no support vectors: coef is a weight matrix */
+  int64_t n_vectors; /* support vectors (0 in linear mode) */
   int64_t features;
-  const float *vectors;      /* [n_vectors, features] */
-  float *vector_norms;       /* RBF: squared norm of each support vector */
-  const float *coef;         /* SVC: [classes - 1, n_vectors]; regressor:
-                                [n_vectors]; linear: [classes, features] */
-  const float *rho;          /* SVC: one per class pair; else rho[0] */
+  const float *vectors; /* [n_vectors, features] */
+  float *vector_norms;  /* RBF: squared norm of each support vector */
+  const float *coef;    /* SVC: [classes - 1, n_vectors]; regressor:
+                           [n_vectors]; linear: [classes, features] */
+  const float *rho;     /* SVC: one per class pair; else rho[0] */
   /* classifier only */
   int64_t classes;
-  const int64_t *labels;     /* [classes] */
-  const int64_t *per_class;  /* vectors_per_class: [classes] */
-  int64_t *first_vector;     /* [classes]: index of each class's first vector */
+  const int64_t *labels;    /* [classes] */
+  const int64_t *per_class; /* vectors_per_class: [classes] */
+  int64_t *first_vector;    /* [classes]: index of each class's first vector */
   const float *prob_a, *prob_b; /* one per class pair, or NULL */
   bool weights_all_positive; /* every coefficient >= 0 (linear binary rule) */
   int64_t score_cols;
   post_transform post;
-  bool one_class;            /* regressor: output sign(score) as +-1 */
+  bool one_class; /* regressor: output sign(score) as +-1 */
 } svm_params;
 
 /* Parses kernel_type and kernel_params ([gamma, coef0, degree]). */
@@ -637,10 +635,11 @@ static int parse_svm_kernel(ts_node *n, svm_params *p, ts_err *err) {
   if (!rc) rc = get_floats(n, "kernel_params", false, &kp, &n_kp, err);
   if (rc) return rc;
   if (kp && n_kp != 3)
-    return node_fail(n, err, TS_EINVAL,
-                     "attribute 'kernel_params' holds %zu values; it must be "
-                     "[gamma, coef0, degree]",
-                     n_kp);
+    return ts_kernel_fail(
+        n, err, TS_EINVAL,
+        "attribute 'kernel_params' holds %zu values; it must be "
+        "[gamma, coef0, degree]",
+        n_kp);
   p->kernel = (svm_kernel)kernel;
   if (kp) {
     p->gamma = kp[0];
@@ -658,17 +657,18 @@ static int parse_support_vectors(ts_node *n, svm_params *p, int64_t vectors,
   if (rc) return rc;
   if (vectors == 0) {
     if (n_sv != 0)
-      return node_fail(n, err, TS_EINVAL,
-                       "attribute 'support_vectors' holds %zu values but the "
-                       "model declares no support vectors",
-                       n_sv);
+      return ts_kernel_fail(
+          n, err, TS_EINVAL,
+          "attribute 'support_vectors' holds %zu values but the "
+          "model declares no support vectors",
+          n_sv);
     return TS_OK;
   }
   if (n_sv == 0 || n_sv % (size_t)vectors != 0)
-    return node_fail(n, err, TS_EINVAL,
-                     "attribute 'support_vectors' holds %zu values, not a "
-                     "positive multiple of the %lld support vectors",
-                     n_sv, (long long)vectors);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "attribute 'support_vectors' holds %zu values, not a "
+                          "positive multiple of the %lld support vectors",
+                          n_sv, (long long)vectors);
   p->n_vectors = vectors;
   p->features = (int64_t)(n_sv / (size_t)vectors);
   return TS_OK;
@@ -682,7 +682,7 @@ static int svm_params_store(ts_node *n, const svm_params *p, ts_err *err) {
   void *tail;
   svm_params *dst = params_alloc(
       sizeof *dst, norms * sizeof(float) + firsts * sizeof(int64_t), &tail);
-  if (!dst) return node_fail(n, err, TS_ENOMEM, "out of memory");
+  if (!dst) return ts_kernel_fail(n, err, TS_ENOMEM, "out of memory");
   *dst = *p;
   dst->first_vector = firsts ? tail : NULL;
   dst->vector_norms = norms ? (float *)((int64_t *)tail + firsts) : NULL;
@@ -743,8 +743,9 @@ static void svm_kernel_rows(const svm_params *p, const float *x, int64_t rows,
 }
 
 static const char *const svm_regressor_attrs[] = {
-    "kernel_type", "kernel_params", "support_vectors", "coefficients", "rho",
-    "n_supports",  "one_class",     "post_transform",  NULL};
+    "kernel_type", "kernel_params", "support_vectors", "coefficients",
+    "rho",         "n_supports",    "one_class",       "post_transform",
+    NULL};
 
 /* SVMRegressor: y = sum_j coef_j K(x, sv_j) + rho[0]; with n_supports == 0
  * the coefficients are one weight vector (y = w.x + rho[0]). onnxruntime
@@ -766,23 +767,23 @@ static int svm_regressor_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
                      POST_BIT(POST_NONE), POST_NONE, &post, err)))
     return rc;
   if (n_supports < 0)
-    return node_fail(n, err, TS_EINVAL,
-                     "attribute 'n_supports' = %lld is negative",
-                     (long long)n_supports);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "attribute 'n_supports' = %lld is negative",
+                          (long long)n_supports);
   if ((rc = parse_support_vectors(n, &p, n_supports, err))) return rc;
   if (n_rho != 1)
-    return node_fail(n, err, TS_EINVAL,
-                     "attribute 'rho' holds %zu values; a regressor has 1",
-                     n_rho);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "attribute 'rho' holds %zu values; a regressor has 1",
+                          n_rho);
   if (n_supports > 0 && n_coef != (size_t)n_supports)
-    return node_fail(n, err, TS_EINVAL,
-                     "attribute 'coefficients' holds %zu values but "
-                     "'n_supports' is %lld",
-                     n_coef, (long long)n_supports);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "attribute 'coefficients' holds %zu values but "
+                          "'n_supports' is %lld",
+                          n_coef, (long long)n_supports);
   if (n_supports == 0) {
     if (n_coef == 0)
-      return node_fail(n, err, TS_EINVAL,
-                       "attribute 'coefficients' is empty");
+      return ts_kernel_fail(n, err, TS_EINVAL,
+                            "attribute 'coefficients' is empty");
     p.linear_mode = true;
     p.kernel = KERNEL_LINEAR;
     p.features = (int64_t)n_coef;
@@ -815,15 +816,15 @@ static int svm_regressor_run(const ts_node *n, const ts_tensor *const *in,
   } else {
     int64_t block = svm_block_rows(p);
     if (block > rows) block = rows;
-    float *k = scratch_or_fail(
-        n, ctx, (size_t)(block * p->n_vectors) * sizeof *k, err);
+    float *k = scratch_or_fail(n, ctx,
+                               (size_t)(block * p->n_vectors) * sizeof *k, err);
     if (!k) return err->code;
     for (int64_t r0 = 0; r0 < rows; r0 += block) {
       int64_t b = rows - r0 < block ? rows - r0 : block;
       svm_kernel_rows(p, x + r0 * p->features, b, k);
       for (int64_t i = 0; i < b; i++) y[r0 + i] = p->rho[0];
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)b, (int)p->n_vectors,
-                  1.0f, k, (int)p->n_vectors, p->coef, 1, 1.0f, y + r0, 1);
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)b, (int)p->n_vectors, 1.0f,
+                  k, (int)p->n_vectors, p->coef, 1, 1.0f, y + r0, 1);
     }
   }
   if (p->one_class)
@@ -832,10 +833,9 @@ static int svm_regressor_run(const ts_node *n, const ts_tensor *const *in,
 }
 
 static const char *const svm_classifier_attrs[] = {
-    "kernel_type",      "kernel_params",       "vectors_per_class",
-    "support_vectors",  "coefficients",        "rho",
-    "classlabels_ints", "classlabels_strings", "prob_a",
-    "prob_b",           "post_transform",      NULL};
+    "kernel_type",  "kernel_params", "vectors_per_class", "support_vectors",
+    "coefficients", "rho",           "classlabels_ints",  "classlabels_strings",
+    "prob_a",       "prob_b",        "post_transform",    NULL};
 
 /* Checks the SVC-mode sizes: coefficients [classes - 1, vectors], one rho
  * (and prob_a, prob_b when given) per class pair. */
@@ -843,21 +843,23 @@ static int check_svc_sizes(ts_node *n, const svm_params *p, size_t n_coef,
                            size_t n_rho, size_t n_prob, ts_err *err) {
   size_t pairs = (size_t)(p->classes * (p->classes - 1) / 2);
   if (n_coef != (size_t)((p->classes - 1) * p->n_vectors))
-    return node_fail(n, err, TS_EINVAL,
-                     "attribute 'coefficients' holds %zu values but (classes "
-                     "- 1) x support vectors = %lld x %lld",
-                     n_coef, (long long)(p->classes - 1),
-                     (long long)p->n_vectors);
+    return ts_kernel_fail(
+        n, err, TS_EINVAL,
+        "attribute 'coefficients' holds %zu values but (classes "
+        "- 1) x support vectors = %lld x %lld",
+        n_coef, (long long)(p->classes - 1), (long long)p->n_vectors);
   if (n_rho != pairs)
-    return node_fail(n, err, TS_EINVAL,
-                     "attribute 'rho' holds %zu values but %lld classes make "
-                     "%zu pairs",
-                     n_rho, (long long)p->classes, pairs);
+    return ts_kernel_fail(
+        n, err, TS_EINVAL,
+        "attribute 'rho' holds %zu values but %lld classes make "
+        "%zu pairs",
+        n_rho, (long long)p->classes, pairs);
   if (p->prob_a && n_prob != pairs)
-    return node_fail(n, err, TS_EINVAL,
-                     "attributes 'prob_a' and 'prob_b' hold %zu values but "
-                     "%lld classes make %zu pairs",
-                     n_prob, (long long)p->classes, pairs);
+    return ts_kernel_fail(
+        n, err, TS_EINVAL,
+        "attributes 'prob_a' and 'prob_b' hold %zu values but "
+        "%lld classes make %zu pairs",
+        n_prob, (long long)p->classes, pairs);
   return TS_OK;
 }
 
@@ -880,37 +882,39 @@ static int svm_classifier_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
       (rc = get_floats(n, "prob_b", false, &p.prob_b, &n_pb, err)))
     return rc;
   if (!p.labels)
-    return node_fail(n, err, TS_EINVAL,
-                     "attribute 'classlabels_ints' is required");
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "attribute 'classlabels_ints' is required");
   if (n_labels < 2)
-    return node_fail(n, err, TS_EINVAL,
-                     "attribute 'classlabels_ints' holds %zu labels; a "
-                     "classifier needs at least 2",
-                     n_labels);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "attribute 'classlabels_ints' holds %zu labels; a "
+                          "classifier needs at least 2",
+                          n_labels);
   if (n_labels > 65535)
-    return node_fail(n, err, TS_EUNSUPPORTED,
-                     "attribute 'classlabels_ints' holds %zu labels; at most "
-                     "65535 are supported",
-                     n_labels);
+    return ts_kernel_fail(
+        n, err, TS_EUNSUPPORTED,
+        "attribute 'classlabels_ints' holds %zu labels; at most "
+        "65535 are supported",
+        n_labels);
   p.classes = (int64_t)n_labels;
   if ((p.prob_a == NULL) != (p.prob_b == NULL) || n_pa != n_pb)
-    return node_fail(n, err, TS_EINVAL,
-                     "attributes 'prob_a' (%zu values) and 'prob_b' (%zu "
-                     "values) must be given together, of equal length",
-                     n_pa, n_pb);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "attributes 'prob_a' (%zu values) and 'prob_b' (%zu "
+                          "values) must be given together, of equal length",
+                          n_pa, n_pb);
 
   int64_t vectors = 0;
   if (p.per_class && n_per_class != n_labels)
-    return node_fail(n, err, TS_EINVAL,
-                     "attribute 'vectors_per_class' holds %zu counts but "
-                     "there are %zu classes",
-                     n_per_class, n_labels);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "attribute 'vectors_per_class' holds %zu counts but "
+                          "there are %zu classes",
+                          n_per_class, n_labels);
   for (size_t c = 0; c < n_per_class; c++) {
     if (p.per_class[c] < 0 || p.per_class[c] > INT32_MAX - vectors)
-      return node_fail(n, err, TS_EINVAL,
-                       "attribute 'vectors_per_class' has a bad count %lld "
-                       "for class %zu",
-                       (long long)p.per_class[c], c);
+      return ts_kernel_fail(
+          n, err, TS_EINVAL,
+          "attribute 'vectors_per_class' has a bad count %lld "
+          "for class %zu",
+          (long long)p.per_class[c], c);
     vectors += p.per_class[c];
   }
   if ((rc = parse_support_vectors(n, &p, vectors, err))) return rc;
@@ -921,28 +925,29 @@ static int svm_classifier_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
     /* Binary SVC without probabilities scores [-d, d]; onnxruntime does not
      * apply a transform to it, so only NONE has one meaning. */
     if (p.classes == 2 && !p.prob_a) allowed = POST_BIT(POST_NONE);
-    p.score_cols = p.prob_a ? p.classes
-                            : (p.classes > 2 ? p.classes * (p.classes - 1) / 2
-                                             : 2);
+    p.score_cols = p.prob_a
+                       ? p.classes
+                       : (p.classes > 2 ? p.classes * (p.classes - 1) / 2 : 2);
   } else {
     p.per_class = NULL;
     p.linear_mode = true;
     p.kernel = KERNEL_LINEAR;
     if (n_coef == 0 || n_coef % n_labels != 0)
-      return node_fail(n, err, TS_EINVAL,
-                       "attribute 'coefficients' holds %zu values, not a "
-                       "positive multiple of the %zu classes (linear SVM "
-                       "without support vectors)",
-                       n_coef, n_labels);
+      return ts_kernel_fail(n, err, TS_EINVAL,
+                            "attribute 'coefficients' holds %zu values, not a "
+                            "positive multiple of the %zu classes (linear SVM "
+                            "without support vectors)",
+                            n_coef, n_labels);
     if (n_rho != 1)
-      return node_fail(n, err, TS_EINVAL,
-                       "attribute 'rho' holds %zu values; a linear SVM "
-                       "without support vectors has 1",
-                       n_rho);
+      return ts_kernel_fail(n, err, TS_EINVAL,
+                            "attribute 'rho' holds %zu values; a linear SVM "
+                            "without support vectors has 1",
+                            n_rho);
     if (p.prob_a)
-      return node_fail(n, err, TS_EUNSUPPORTED,
-                       "attributes 'prob_a'/'prob_b' are not supported for a "
-                       "linear SVM without support vectors");
+      return ts_kernel_fail(
+          n, err, TS_EUNSUPPORTED,
+          "attributes 'prob_a'/'prob_b' are not supported for a "
+          "linear SVM without support vectors");
     p.features = (int64_t)(n_coef / n_labels);
     p.score_cols = p.classes;
   }
@@ -1020,8 +1025,8 @@ static float platt(float decision, float a, float b) {
 
 /* Per-row work buffers of the SVC path. */
 typedef struct svc_work {
-  float *pairs;   /* [pairs] decision values */
-  int64_t *votes; /* [classes] */
+  float *pairs;      /* [pairs] decision values */
+  int64_t *votes;    /* [classes] */
   float *r, *q, *qp; /* coupling: [classes^2], [classes^2], [classes] */
 } svc_work;
 
@@ -1082,10 +1087,12 @@ static int svc_run(const ts_node *n, const svm_params *p, const float *x,
   int64_t block = svm_block_rows(p);
   if (block > rows) block = rows;
   svc_work w = {0};
-  float *k = scratch_or_fail(n, ctx,
-                             (size_t)(block * p->n_vectors) * sizeof *k, err);
-  if (k) w.pairs = scratch_or_fail(n, ctx, (size_t)(c * c) * sizeof(float), err);
-  if (w.pairs) w.votes = scratch_or_fail(n, ctx, (size_t)c * sizeof(int64_t), err);
+  float *k =
+      scratch_or_fail(n, ctx, (size_t)(block * p->n_vectors) * sizeof *k, err);
+  if (k)
+    w.pairs = scratch_or_fail(n, ctx, (size_t)(c * c) * sizeof(float), err);
+  if (w.pairs)
+    w.votes = scratch_or_fail(n, ctx, (size_t)c * sizeof(int64_t), err);
   if (w.votes && p->prob_a) {
     w.r = scratch_or_fail(n, ctx, (size_t)(2 * c * c + c) * sizeof(float), err);
     if (w.r) {
@@ -1144,7 +1151,7 @@ static int svm_classifier_run(const ts_node *n, const ts_tensor *const *in,
   return TS_OK;
 }
 
-/* ---- Normalizer and Scaler --------------------------------------------------- */
+/* ---- Normalizer and Scaler ----------------------------------------------- */
 
 typedef struct norm_params {
   norm_kind norm;
@@ -1160,7 +1167,7 @@ static int normalizer_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
                   NORM_MAX, &norm, err);
   if (rc) return rc;
   norm_params *p = params_alloc(sizeof *p, 0, NULL);
-  if (!p) return node_fail(n, err, TS_ENOMEM, "out of memory");
+  if (!p) return ts_kernel_fail(n, err, TS_ENOMEM, "out of memory");
   p->norm = (norm_kind)norm;
   n->params = p;
   return TS_OK;
@@ -1172,8 +1179,8 @@ static int same_shape_infer(const ts_node *n, const ts_tensor *const *in,
   int64_t rows, cols;
   int rc = check_input(n, in[0], 0, &rows, &cols, err);
   if (rc) return rc;
-  return ts_tensor_set_shape(&out[0], TS_DTYPE_FLOAT, in[0]->dims,
-                             in[0]->rank, err);
+  return ts_tensor_set_shape(&out[0], TS_DTYPE_FLOAT, in[0]->dims, in[0]->rank,
+                             err);
 }
 
 /* Each row divided by its max (not max |x|, as the spec and onnxruntime
@@ -1224,14 +1231,14 @@ static int scaler_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
   if (!rc) rc = get_floats(n, "scale", false, &p.scale, &n_scale, err);
   if (rc) return rc;
   if (n_off > 1 && n_scale > 1 && n_off != n_scale)
-    return node_fail(n, err, TS_EINVAL,
-                     "attributes 'offset' (%zu values) and 'scale' (%zu "
-                     "values) disagree on the number of features",
-                     n_off, n_scale);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "attributes 'offset' (%zu values) and 'scale' (%zu "
+                          "values) disagree on the number of features",
+                          n_off, n_scale);
   p.n_offset = (int64_t)n_off;
   p.n_scale = (int64_t)n_scale;
   scaler_params *dst = params_alloc(sizeof p, 0, NULL);
-  if (!dst) return node_fail(n, err, TS_ENOMEM, "out of memory");
+  if (!dst) return ts_kernel_fail(n, err, TS_ENOMEM, "out of memory");
   *dst = p;
   n->params = dst;
   return TS_OK;
@@ -1247,12 +1254,12 @@ static int scaler_infer(const ts_node *n, const ts_tensor *const *in,
                     : p->n_scale > 1 && p->n_scale != cols ? "scale"
                                                            : NULL;
   if (bad)
-    return node_fail(n, err, TS_EINVAL,
-                     "attribute '%s' holds %lld values but input '%s' has "
-                     "%lld features",
-                     bad, (long long)(strcmp(bad, "offset") ? p->n_scale
-                                                            : p->n_offset),
-                     input_name(n), (long long)cols);
+    return ts_kernel_fail(
+        n, err, TS_EINVAL,
+        "attribute '%s' holds %lld values but input '%s' has "
+        "%lld features",
+        bad, (long long)(strcmp(bad, "offset") ? p->n_scale : p->n_offset),
+        input_name(n), (long long)cols);
   return TS_OK;
 }
 
@@ -1276,22 +1283,29 @@ static int scaler_run(const ts_node *n, const ts_tensor *const *in,
   return TS_OK;
 }
 
-/* ---- the op table's rows ------------------------------------------------------ */
+/* ---- the op table's rows ------------------------------------------------- */
 
-#define ML_OP(sym, op_type, n_out_min, n_out_max, prep, inf, rn)            \
-  const ts_op ts_op_##sym = {"ai.onnx.ml", op_type, 1,       1,           \
-                             n_out_min,    n_out_max, prep,   release_params, \
-                             inf,          rn}
+/* One ai.onnx.ml op: input X, outputs 1..max_outputs. */
+#define ML_OP(sym, op_type, max_out, prepare_fn, infer_fn, run_fn) \
+  const ts_op ts_op_##sym = {.domain = "ai.onnx.ml",               \
+                             .name = op_type,                      \
+                             .min_inputs = 1,                      \
+                             .max_inputs = 1,                      \
+                             .min_outputs = 1,                     \
+                             .max_outputs = max_out,               \
+                             .prepare = prepare_fn,                \
+                             .release = release_params,            \
+                             .infer = infer_fn,                    \
+                             .run = run_fn}
 
-ML_OP(ml_linear_regressor, "LinearRegressor", 1, 1, linear_regressor_prepare,
+ML_OP(ml_linear_regressor, "LinearRegressor", 1, linear_regressor_prepare,
       linear_regressor_infer, linear_regressor_run);
-ML_OP(ml_linear_classifier, "LinearClassifier", 1, 2,
-      linear_classifier_prepare, linear_classifier_infer,
-      linear_classifier_run);
-ML_OP(ml_svm_regressor, "SVMRegressor", 1, 1, svm_regressor_prepare,
+ML_OP(ml_linear_classifier, "LinearClassifier", 2, linear_classifier_prepare,
+      linear_classifier_infer, linear_classifier_run);
+ML_OP(ml_svm_regressor, "SVMRegressor", 1, svm_regressor_prepare,
       svm_regressor_infer, svm_regressor_run);
-ML_OP(ml_svm_classifier, "SVMClassifier", 1, 2, svm_classifier_prepare,
+ML_OP(ml_svm_classifier, "SVMClassifier", 2, svm_classifier_prepare,
       svm_classifier_infer, svm_classifier_run);
-ML_OP(ml_normalizer, "Normalizer", 1, 1, normalizer_prepare, same_shape_infer,
+ML_OP(ml_normalizer, "Normalizer", 1, normalizer_prepare, same_shape_infer,
       normalizer_run);
-ML_OP(ml_scaler, "Scaler", 1, 1, scaler_prepare, scaler_infer, scaler_run);
+ML_OP(ml_scaler, "Scaler", 1, scaler_prepare, scaler_infer, scaler_run);
