@@ -45,6 +45,28 @@
  *  - the plan owns copies of everything; the model is not referenced after
  *    ts_plan_build returns.
  *
+ * Names the partitioner makes (refused with TS_EUNSUPPORTED if the model
+ * already uses one): "<t>.part<k>" for shard k's slice or partial sum of
+ * tensor t, "<t>.rows<k>" for a ROW_SLICE input slice (and its Slice
+ * parameters "<t>.rows<k>.starts|ends|axes"), "<w>.slice<axis>_<a>_<b>" for
+ * a sliced constant, "<b>.zero<k>" for Gemm's zero C before opset 11.
+ * Symbolic dims are named "<t>:d<i>", one name per tensor and dim.
+ *
+ * auto: weight bytes decide. If the largest shard of the data plan (the
+ * whole model) fits worker_memory_limit (or there is no limit), the plan is
+ * data with one replica per worker (or opts->replicas when > 1). Otherwise
+ * the fewest tensor ways 2..n_workers (64 without a worker count) whose
+ * every shard fits, cutting whole stages greedily into pipeline pieces
+ * where they alone do not fit (strategy hybrid then); pipeline pieces only
+ * when no op splits. TS_EEXHAUSTED when one unsplittable node exceeds the
+ * limit, no ways fit, or all shards together exceed n_workers * limit.
+ * Activation memory is not modelled.
+ *
+ * Refused (TS_EUNSUPPORTED): nodes with subgraph attributes (implicit
+ * outer-scope inputs), graph outputs that no node computes (a constant or
+ * a graph input passed through), constants of string type, and tensors that
+ * cross a shard boundary with a dtype inference could not tell.
+ *
  * Data parallelism (batch_splittable) is a conservative proof: every
  * non-constant tensor a stage reads or writes has a symbolic dim 0, and
  * every node passes its op's row rule (table op_rules): row-wise ops
