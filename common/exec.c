@@ -347,6 +347,19 @@ static void gather_inputs(const ts_node *n, ts_session *s) {
     s->in[j] = n->inputs[j] >= 0 ? &s->vals[n->inputs[j]] : NULL;
 }
 
+/* op->infer on s->in into s->out. At run time every input has data, so an
+ * op asking for values (TS_EAGAIN) is a bug in that op. */
+static int infer_at_run(const ts_node *n, ts_session *s, ts_err *err) {
+  memset(s->out, 0, (size_t)n->n_outputs * sizeof *s->out);
+  int rc = n->op->infer(n, s->in, s->out, err);
+  if (rc == TS_EAGAIN) {
+    char desc[256];
+    rc = ts_err_set(err, TS_EINTERNAL, "%s: infer asked for values at run time",
+                    ts_node_desc(n, desc, sizeof desc));
+  }
+  return rc;
+}
+
 static int run_kernel(const ts_node *n, ts_session *s, ts_err *err) {
   ts_kctx ctx = {.sc = &s->sc};
   int rc = n->op->run(n, s->in, s->out, &ctx, err);
@@ -394,9 +407,7 @@ static int run_planned(const ts_model *m, ts_session *s, const plan *p,
     int rc = ensure_io(s, n, err);
     if (rc) return rc;
     gather_inputs(n, s);
-    memset(s->out, 0, (size_t)n->n_outputs * sizeof *s->out);
-    rc = n->op->infer(n, s->in, s->out, err);
-    if (rc) return rc == TS_EAGAIN ? TS_EINTERNAL : rc;
+    if ((rc = infer_at_run(n, s, err))) return rc;
     for (int j = 0; j < n->n_outputs; j++) {
       int v = n->outputs[j];
       if (v < 0) {
@@ -540,16 +551,7 @@ static int run_planning(const ts_model *m, ts_session *s,
     const ts_node *n = &g->nodes[p->steps[k]];
     if ((rc = ensure_io(s, n, err))) break;
     gather_inputs(n, s);
-    memset(s->out, 0, (size_t)n->n_outputs * sizeof *s->out);
-    rc = n->op->infer(n, s->in, s->out, err);
-    if (rc) {
-      if (rc == TS_EAGAIN) {
-        char desc[256];
-        rc = ts_err_set(err, TS_EINTERNAL, "%s: infer asked for values at run "
-                        "time", ts_node_desc(n, desc, sizeof desc));
-      }
-      break;
-    }
+    if ((rc = infer_at_run(n, s, err))) break;
     for (int j = 0; j < n->n_outputs && !rc; j++) {
       int v = n->outputs[j];
       if (v < 0) {

@@ -101,6 +101,12 @@ int ts_ops_selfcheck(ts_err *err) {
   return n;
 }
 
+/* Test hook (not in ops.h): the i-th op of the table, NULL past the end. */
+const ts_op *ts_op_at(int i) {
+  int n = (int)(sizeof op_table / sizeof op_table[0]) - 1;
+  return i >= 0 && i < n ? op_table[i].op : NULL;
+}
+
 /* ---- attributes ---------------------------------------------------------- */
 
 const Onnx__AttributeProto *ts_attr_find(const ts_node *n, const char *name) {

@@ -13,7 +13,8 @@
 
 #define D(...) (int64_t[]){__VA_ARGS__}
 
-int ts_ops_selfcheck(ts_err *err); /* test hook in ops.c */
+int ts_ops_selfcheck(ts_err *err);  /* test hooks in ops.c */
+const ts_op *ts_op_at(int i);
 
 /* x[N,4] -> Gemm(W[4,3], b[3]) -> Softmax -> y */
 static Onnx__ModelProto *mlp_model(void) {
@@ -449,6 +450,48 @@ START_TEST(op_table) {
 }
 END_TEST
 
+/* Every op in the table, with every allowed input count, fed tensors whose
+ * values are unknown at load (graph inputs) or known (initializers, so the
+ * node is folded), of a float and an int64 flavour: loading and running
+ * may fail with a TS_E* code but must never crash (the process would die
+ * and Check would report it). */
+START_TEST(every_op_survives_arbitrary_inputs) {
+  const ts_dtype dts[] = {TS_DTYPE_FLOAT, TS_DTYPE_INT64};
+  int loaded = 0;
+  for (int i = 0; ts_op_at(i); i++) {
+    const ts_op *op = ts_op_at(i);
+    bool ml = strcmp(op->domain, "ai.onnx.ml") == 0;
+    int max_in = op->max_inputs > 6 ? 6 : op->max_inputs;
+    for (int n_in = op->min_inputs; n_in <= max_in; n_in++)
+      for (int d = 0; d < 2; d++)
+        for (unsigned mask = 0; mask < 2; mask++) {
+          ts_tensor t[6];
+          const ts_tensor *in[6];
+          kc_rng r = kc_rng_seed(7);
+          for (int k = 0; k < n_in; k++) {
+            kc_tensor_rand(&t[k], dts[d], 2, D(2, 3), &r, 0, 2);
+            in[k] = &t[k];
+          }
+          ts_tensor out[4];
+          ts_err err;
+          int n_out = op->min_outputs > 0 ? op->min_outputs : 1;
+          int rc = kc_run_op(op->name, op->domain, ml ? 3 : 13, in, n_in,
+                             mask ? 0x3fu : 0u, out, n_out, &err);
+          ck_assert_msg(rc <= 0, "%s: rc %d", op->name, rc);
+          if (rc == 0) {
+            loaded++;
+            for (int k = 0; k < n_out; k++) ts_tensor_free(&out[k]);
+          } else {
+            ck_assert_msg(err.msg[0], "%s failed (%d) without a message",
+                          op->name, rc);
+          }
+          for (int k = 0; k < n_in; k++) ts_tensor_free(&t[k]);
+        }
+  }
+  ck_assert_int_gt(loaded, 0);
+}
+END_TEST
+
 /* A TensorProto with typed data, for ts_tensor_from_onnx. */
 static Onnx__TensorProto *tensor_proto(ts_dtype dt, int rank,
                                        const int64_t *dims) {
@@ -740,6 +783,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, output_shape_from_value_info);
   tcase_add_test(tc, load_file);
   tcase_add_test(tc, op_table);
+  tcase_add_test(tc, every_op_survives_arbitrary_inputs);
   tcase_add_test(tc, tensor_from_onnx);
   tcase_add_test(tc, broadcast_shape);
   tcase_add_test(tc, attribute_helpers);

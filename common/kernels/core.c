@@ -419,50 +419,85 @@ static int softmax_infer(const ts_node *n, const ts_tensor *const *in,
   return ts_tensor_set_shape(&out[0], x->dtype, x->dims, x->rank, err);
 }
 
-static void softmax_lane(const float *x, float *y, int64_t len, int64_t stride,
-                         bool log_out) {
+/* One contiguous lane (inner == 1): max, sum of exp in double, write. */
+static void softmax_row(const float *x, float *y, int64_t len, bool log_out) {
   float mx = -INFINITY;
   for (int64_t j = 0; j < len; j++)
-    if (x[j * stride] > mx) mx = x[j * stride];
-  if (isinf(mx) && mx < 0) mx = 0; /* all -inf: avoid inf - inf */
+    if (x[j] > mx) mx = x[j];
+  if (isinf(mx)) mx = mx < 0 ? 0 : mx; /* all -inf: avoid inf - inf */
   double sum = 0;
-  for (int64_t j = 0; j < len; j++) sum += exp((double)x[j * stride] - mx);
+  for (int64_t j = 0; j < len; j++) {
+    float e = expf(x[j] - mx);
+    if (!log_out) y[j] = e;
+    sum += e;
+  }
   if (log_out) {
-    double ls = log(sum);
-    for (int64_t j = 0; j < len; j++)
-      y[j * stride] = (float)((double)x[j * stride] - mx - ls);
+    float ls = (float)log(sum);
+    for (int64_t j = 0; j < len; j++) y[j] = x[j] - mx - ls;
   } else {
-    double inv = 1.0 / sum;
-    for (int64_t j = 0; j < len; j++)
-      y[j * stride] = (float)(exp((double)x[j * stride] - mx) * inv);
+    float inv = (float)(1.0 / sum);
+    for (int64_t j = 0; j < len; j++) y[j] *= inv;
   }
 }
 
+/* A [len, inner] block normalized along len, walking rows so that memory is
+ * read contiguously; mx and sum hold one entry per lane (scratch). */
+static void softmax_block(const float *x, float *y, int64_t len, int64_t inner,
+                          float *mx, double *sum, bool log_out) {
+  for (int64_t i = 0; i < inner; i++) mx[i] = -INFINITY, sum[i] = 0;
+  for (int64_t j = 0; j < len; j++)
+    for (int64_t i = 0; i < inner; i++)
+      if (x[j * inner + i] > mx[i]) mx[i] = x[j * inner + i];
+  for (int64_t i = 0; i < inner; i++)
+    if (isinf(mx[i])) mx[i] = mx[i] < 0 ? 0 : mx[i];
+  for (int64_t j = 0; j < len; j++)
+    for (int64_t i = 0; i < inner; i++) {
+      float e = expf(x[j * inner + i] - mx[i]);
+      if (!log_out) y[j * inner + i] = e;
+      sum[i] += e;
+    }
+  for (int64_t i = 0; i < inner; i++)
+    sum[i] = log_out ? log(sum[i]) : 1.0 / sum[i];
+  for (int64_t j = 0; j < len; j++)
+    for (int64_t i = 0; i < inner; i++) {
+      size_t k = (size_t)(j * inner + i);
+      y[k] = log_out ? x[k] - mx[i] - (float)sum[i] : y[k] * (float)sum[i];
+    }
+}
+
 static int softmax_common(const ts_node *n, const ts_tensor *const *in,
-                          ts_tensor *out, ts_err *err, bool log_out) {
+                          ts_tensor *out, ts_kctx *ctx, ts_err *err,
+                          bool log_out) {
   int64_t outer, len, inner;
   int rc = softmax_layout(n, in[0], &outer, &len, &inner, err);
   if (rc) return rc;
   const float *x = in[0]->data;
   float *y = out[0].data;
+  if (len == 0 || inner == 0 || outer == 0) return TS_OK;
+  if (inner == 1) {
+    for (int64_t o = 0; o < outer; o++)
+      softmax_row(x + o * len, y + o * len, len, log_out);
+    return TS_OK;
+  }
+  float *mx = ts_kctx_scratch(ctx, (size_t)inner * sizeof *mx);
+  double *sum = ts_kctx_scratch(ctx, (size_t)inner * sizeof *sum);
+  if (!mx || !sum)
+    return fail(n, err, TS_ENOMEM, "no scratch memory for %lld lanes",
+                (long long)inner);
   for (int64_t o = 0; o < outer; o++)
-    for (int64_t i = 0; i < inner; i++) {
-      size_t base = (size_t)(o * len * inner + i);
-      softmax_lane(x + base, y + base, len, inner, log_out);
-    }
+    softmax_block(x + o * len * inner, y + o * len * inner, len, inner, mx,
+                  sum, log_out);
   return TS_OK;
 }
 
 static int softmax_run(const ts_node *n, const ts_tensor *const *in,
                        ts_tensor *out, ts_kctx *ctx, ts_err *err) {
-  (void)ctx;
-  return softmax_common(n, in, out, err, false);
+  return softmax_common(n, in, out, ctx, err, false);
 }
 
 static int log_softmax_run(const ts_node *n, const ts_tensor *const *in,
                            ts_tensor *out, ts_kctx *ctx, ts_err *err) {
-  (void)ctx;
-  return softmax_common(n, in, out, err, true);
+  return softmax_common(n, in, out, ctx, err, true);
 }
 
 const ts_op ts_op_Softmax = {
