@@ -259,26 +259,34 @@ static int pem_load(const ts_rpc_creds *creds, pem_set *p, ts_err *err) {
   return rc;
 }
 
-static grpc_arg int_arg(const char *key, int value) {
-  grpc_arg a;
-  memset(&a, 0, sizeof a);
-  a.type = GRPC_ARG_INTEGER;
-  a.key = (char *)key;
-  a.value.integer = value;
-  return a;
-}
-
 /* Arguments both ends share: no message limits, keepalive so dead peers are
  * noticed, and tolerance for the peer's keepalive pings. */
-#define COMMON_ARGS                                                  \
-  int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, -1),                  \
-      int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, -1),                 \
-      int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, KEEPALIVE_TIME_MS),        \
-      int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, KEEPALIVE_TIMEOUT_MS),  \
-      int_arg(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1),           \
-      int_arg(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0),             \
-      int_arg(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, \
-              KEEPALIVE_TIME_MS / 2)
+static const struct {
+  const char *key;
+  int value;
+} common_args[] = {
+    {GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, -1},
+    {GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, -1},
+    {GRPC_ARG_KEEPALIVE_TIME_MS, KEEPALIVE_TIME_MS},
+    {GRPC_ARG_KEEPALIVE_TIMEOUT_MS, KEEPALIVE_TIMEOUT_MS},
+    {GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1},
+    {GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0},
+    {GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+     KEEPALIVE_TIME_MS / 2},
+};
+#define N_COMMON_ARGS (sizeof common_args / sizeof *common_args)
+
+/* Fills args[0..N_COMMON_ARGS) and returns the channel args over `n` of
+ * them (the caller may have put more after). The keys are static. */
+static grpc_channel_args fill_args(grpc_arg *args, size_t n) {
+  for (size_t i = 0; i < N_COMMON_ARGS; i++) {
+    memset(&args[i], 0, sizeof args[i]);
+    args[i].type = GRPC_ARG_INTEGER;
+    args[i].key = (char *)common_args[i].key;
+    args[i].value.integer = common_args[i].value;
+  }
+  return (grpc_channel_args){n, args};
+}
 
 /* ---- server ----------------------------------------------------------- */
 
@@ -884,8 +892,12 @@ int ts_rpc_server_start(const ts_rpc_server_opts *opts,
     return rc;
   }
 
-  grpc_arg args[] = {int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0), COMMON_ARGS};
-  grpc_channel_args chargs = {sizeof args / sizeof *args, args};
+  /* SO_REUSEPORT off, so a port in use is an error, not a shared port. */
+  grpc_arg args[N_COMMON_ARGS + 1];
+  args[N_COMMON_ARGS] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                                   .key = GRPC_ARG_ALLOW_REUSEPORT,
+                                   .value.integer = 0};
+  grpc_channel_args chargs = fill_args(args, N_COMMON_ARGS + 1);
   s->server = grpc_server_create(&chargs, NULL);
   s->cq = grpc_completion_queue_create_for_next(NULL);
   grpc_server_register_completion_queue(s->server, s->cq, NULL);
@@ -1237,8 +1249,8 @@ int ts_rpc_channel_open(const char *target, const ts_rpc_creds *creds,
     free(ch);
     return ts_err_set(err, TS_ENOMEM, "channel to %s: no memory", target);
   }
-  grpc_arg args[] = {COMMON_ARGS};
-  grpc_channel_args chargs = {sizeof args / sizeof *args, args};
+  grpc_arg args[N_COMMON_ARGS];
+  grpc_channel_args chargs = fill_args(args, N_COMMON_ARGS);
   ch->channel = grpc_channel_create(target, cc, &chargs);
   grpc_channel_credentials_release(cc);
   *out = ch;
