@@ -475,7 +475,7 @@ static void im2col(const float *x, int64_t channels, const window *w,
             const float *src = xc + (i0 * w->in[1] + i1) * w->in[2];
             memset(dst, 0, (size_t)lo * sizeof *dst);
             if (w->s[2] == 1)
-              memcpy(dst + lo, src + iw0 + lo, (size_t)(hi - lo) * sizeof *dst);
+              memcpy(dst + lo, src + (iw0 + lo), (size_t)(hi - lo) * sizeof *dst);
             else
               for (int64_t o = lo; o < hi; o++) dst[o] = src[iw0 + o * w->s[2]];
             memset(dst + hi, 0, (size_t)(ow_n - hi) * sizeof *dst);
@@ -925,9 +925,10 @@ static int bn_run(const ts_node *n, const ts_tensor *const *in, ts_tensor *out,
   if (rc < 0) return rc;
   const int64_t channels = in[0]->dims[1];
   const float *scale = p->scale, *shift = p->shift;
+  if (channels == 0) return 0;
   if (!scale) {
     float *buf = ts_kctx_scratch(ctx, 2 * (size_t)channels * sizeof(float));
-    if (!buf && channels > 0)
+    if (!buf)
       return fail(n, err, TS_ENOMEM, "out of memory for %lld channels",
                   (long long)channels);
     bn_fold(in, p->epsilon, channels, buf, buf + channels);
