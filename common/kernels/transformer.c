@@ -22,6 +22,13 @@
  * recomputes what it needs from its inputs with the same helpers infer()
  * uses, so the two never disagree; only Reduce* uses scratch memory.
  */
+/* The build's -O2 (GCC 12) uses the "very cheap" vectorizer cost model,
+ * which vectorizes no loop whose trip count is unknown: that is every
+ * kernel loop here. Allow the cheap model for this file (2-4x on the
+ * element-wise loops) until common/meson.build sets it for the kernels. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("vect-cost-model=cheap")
+#endif
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -999,6 +1006,11 @@ typedef struct reduce_geom {
 #define EMPTY_MEAN_i32 0
 #define EMPTY_MEAN_i64 0
 
+/* Independent partial accumulators per reduced row: they break the
+ * dependency chain of one serial fold (the order of a float sum changes,
+ * within double precision). */
+#define LANES 4
+
 /* reduce_<kind>_<slot>: initialises acc[0..n_out) and folds the input in. */
 #define REDUCE_FN(kind, fold, ident, s, T)                                     \
   static void reduce_##kind##_##s(const void *xv, void *accv, int64_t n_out,  \
@@ -1009,13 +1021,26 @@ typedef struct reduce_geom {
     for (int64_t i = 0; i < n_out; i++) a[i] = (ACC)(ident);                   \
     int64_t inner = g->dims[g->m - 1], idx[TS_MAX_RANK] = {0}, off = 0;        \
     for (int64_t r = 0; r < g->rows; r++, xp += inner) {                       \
-      if (g->inner_reduced) {                                                  \
-        ACC acc = a[off];                                                      \
-        for (int64_t i = 0; i < inner; i++) {                                  \
+      if (g->inner_reduced) { /* LANES partial folds, then combined */       \
+        ACC part[LANES];                                                       \
+        int64_t i = 0;                                                         \
+        for (int l = 0; l < LANES; l++) part[l] = l ? (ACC)(ident) : a[off];   \
+        for (; i + LANES <= inner; i += LANES)                                 \
+          for (int l = 0; l < LANES; l++) {                                    \
+            T x = xp[i + l];                                                   \
+            ACC acc = part[l];                                                 \
+            part[l] = fold;                                                    \
+          }                                                                    \
+        for (; i < inner; i++) {                                               \
           T x = xp[i];                                                         \
-          acc = fold;                                                          \
+          ACC acc = part[0];                                                   \
+          part[0] = fold;                                                      \
         }                                                                      \
-        a[off] = acc;                                                          \
+        for (int l = 1; l < LANES; l++) {                                      \
+          ACC x = part[l], acc = part[0];                                      \
+          part[0] = fold;                                                      \
+        }                                                                      \
+        a[off] = part[0];                                                      \
       } else {                                                                 \
         ACC *row = a + off;                                                    \
         for (int64_t i = 0; i < inner; i++) {                                  \
@@ -1296,25 +1321,36 @@ static int infer_layernorm(const ts_node *n, const ts_tensor *const *in,
   return rc;
 }
 
-/* Statistics in double (two passes over each row), whatever the type. */
+/* Statistics in double (two passes over each row), the normalisation
+ * itself in the tensor's type. */
 #define LAYERNORM_FN(s, T)                                                    \
   static void layernorm_##s(const T *x, const T *scale, const T *bias,       \
                             T *y, float *mean_out, float *inv_out,           \
                             int64_t rows, int64_t cols, const int64_t *step,  \
                             double eps) {                                     \
     for (int64_t r = 0; r < rows; r++, x += cols, y += cols) {               \
-      double sum = 0, var = 0;                                               \
-      for (int64_t i = 0; i < cols; i++) sum += x[i];                        \
-      double mean = cols ? sum / (double)cols : 0;                           \
-      for (int64_t i = 0; i < cols; i++) {                                   \
-        double d = x[i] - mean;                                              \
-        var += d * d;                                                        \
-      }                                                                      \
-      double inv = 1 / sqrt((cols ? var / (double)cols : 0) + eps);          \
-      for (int64_t i = 0; i < cols; i++) {                                   \
-        double v = (x[i] - mean) * inv * scale[i * step[1]];                 \
-        y[i] = (T)(bias ? v + bias[i * step[2]] : v);                        \
-      }                                                                      \
+      double sum[LANES] = {0}, var[LANES] = {0};                             \
+      int64_t i = 0, tail = cols - cols % LANES;                             \
+      for (; i < tail; i += LANES)                                           \
+        for (int l = 0; l < LANES; l++) sum[l] += x[i + l];                  \
+      for (; i < cols; i++) sum[0] += x[i];                                  \
+      for (int l = 1; l < LANES; l++) sum[0] += sum[l];                      \
+      double mean = cols ? sum[0] / (double)cols : 0;                        \
+      for (i = 0; i < tail; i += LANES)                                      \
+        for (int l = 0; l < LANES; l++) {                                    \
+          double d = x[i + l] - mean;                                        \
+          var[l] += d * d;                                                   \
+        }                                                                    \
+      for (; i < cols; i++) var[0] += (x[i] - mean) * (x[i] - mean);         \
+      for (int l = 1; l < LANES; l++) var[0] += var[l];                      \
+      double inv = 1 / sqrt((cols ? var[0] / (double)cols : 0) + eps);       \
+      const T m = (T)mean, s = (T)inv;                                       \
+      if (step[1] && bias && step[2]) /* the common case, vectorisable */    \
+        for (i = 0; i < cols; i++) y[i] = (x[i] - m) * s * scale[i] + bias[i]; \
+      else                                                                   \
+        for (i = 0; i < cols; i++)                                           \
+          y[i] = (x[i] - m) * s * scale[i * step[1]] +                       \
+                 (bias ? bias[i * step[2]] : 0);                             \
       if (mean_out) mean_out[r] = (float)mean;                               \
       if (inv_out) inv_out[r] = (float)inv;                                  \
     }                                                                        \
