@@ -22,6 +22,10 @@
  *                What inference cannot tell is taken from the model's
  *                value_info / graph outputs.
  *
+ * Initializers stored as raw_data become views into the proto (which the
+ * model keeps for the partitioner), so weights are held in memory once;
+ * folded constants and typed-field initializers are owned copies.
+ *
  * A ts_model is allocated inside a private box that also carries a serial
  * number unique within the process; the executor keys its plan cache on it
  * (a freed model's address may be reused, its serial is not).
@@ -60,6 +64,10 @@ static atomic_uint_fast64_t next_serial = 1;
 /* Internal (exec.c declares it): defined in exec.c, runs one node. */
 int ts_exec_node_eval(const ts_node *node, const ts_tensor *const *in,
                       ts_tensor *out, ts_err *err);
+
+/* Internal: defined in ops.c, a TensorProto as a view of its raw_data. */
+int ts_tensor_borrow_onnx(const Onnx__TensorProto *tp, ts_tensor *out,
+                          ts_err *err);
 
 /* Internal (exec.c declares it): the model's process-unique serial, or 0 for
  * a ts_model that did not come from ts_model_load. */
@@ -285,7 +293,7 @@ static int load_values(loader *L, ts_err *err) {
     ts_value *v = &g->values[vi];
     v->constant = calloc(1, sizeof *v->constant);
     if (!v->constant) return ts_err_set(err, TS_ENOMEM, "out of memory");
-    rc = ts_tensor_from_onnx(tp, v->constant, err);
+    rc = ts_tensor_borrow_onnx(tp, v->constant, err);
     if (rc) return ts_err_prefix(err, "initializer");
     v->dtype = v->constant->dtype;
     v->rank = v->constant->rank;

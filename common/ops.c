@@ -291,8 +291,11 @@ static void narrow_int32(void *dst, const int32_t *src, size_t n, size_t esize) 
   }
 }
 
-int ts_tensor_from_onnx(const Onnx__TensorProto *tp, ts_tensor *out,
-                        ts_err *err) {
+/* Shared body of ts_tensor_from_onnx and ts_tensor_borrow_onnx: validates
+ * tp, then copies its data into an owned tensor or, with borrow and
+ * raw_data (the layout the tensor needs as is), points at tp's bytes. */
+static int tensor_from_onnx(const Onnx__TensorProto *tp, ts_tensor *out,
+                            bool borrow, ts_err *err) {
   memset(out, 0, sizeof *out);
   const char *name = tp && tp->name ? tp->name : "";
   if (!tp) return ts_err_set(err, TS_EINVAL, "tensor is missing");
@@ -358,6 +361,11 @@ int ts_tensor_from_onnx(const Onnx__TensorProto *tp, ts_tensor *out,
                       "%lld",
                       name, typed_count[field], (long long)numel);
 
+  if (borrow && has_raw &&
+      ((uintptr_t)tp->raw_data.data % ts_dtype_size(dtype)) == 0) {
+    int rc = ts_tensor_view(out, dtype, tp->dims, rank, tp->raw_data.data, err);
+    return rc ? ts_err_prefix(err, "tensor '%s'", name) : TS_OK;
+  }
   int rc = ts_tensor_alloc(out, dtype, tp->dims, rank, err);
   if (rc) return ts_err_prefix(err, "tensor '%s'", name);
   size_t esize = ts_dtype_size(dtype);
@@ -382,6 +390,20 @@ int ts_tensor_from_onnx(const Onnx__TensorProto *tp, ts_tensor *out,
     case FIELD_NONE: break;
   }
   return TS_OK;
+}
+
+int ts_tensor_from_onnx(const Onnx__TensorProto *tp, ts_tensor *out,
+                        ts_err *err) {
+  return tensor_from_onnx(tp, out, false, err);
+}
+
+/* Internal (graph.c declares it): like ts_tensor_from_onnx, but a tensor
+ * stored in raw_data is not copied: out is a view (owned = false) into tp,
+ * which must outlive it. The loader uses it for initializers, so weights are
+ * held once (the model keeps its proto for the partitioner anyway). */
+int ts_tensor_borrow_onnx(const Onnx__TensorProto *tp, ts_tensor *out,
+                          ts_err *err) {
+  return tensor_from_onnx(tp, out, true, err);
 }
 
 /* ---- broadcasting -------------------------------------------------------- */
