@@ -775,61 +775,57 @@ static int layout_range(ctx *c, int lo, int hi, int ways) {
 
 /* ---- pipeline partition ------------------------------------------------- */
 
-/* Splits costs[0..m) into exactly k non-empty contiguous parts minimizing
- * the largest part's sum; writes each part's start into starts[0..k).
- * dp[j][i] = best max over the first i items in j parts; dp is
- * non-decreasing in i, so the best last cut is found by bisection:
- * O(k m log m). */
-static int linear_partition(const double *costs, int m, int k, int *starts) {
-  double *pre = malloc(((size_t)m + 1) * sizeof *pre);
-  double *prev = malloc(((size_t)m + 1) * sizeof *prev);
-  double *cur = malloc(((size_t)m + 1) * sizeof *cur);
-  int *cut = malloc((size_t)k * ((size_t)m + 1) * sizeof *cut);
-  if (!pre || !prev || !cur || !cut) {
-    free(pre), free(prev), free(cur), free(cut);
-    return TS_ENOMEM;
-  }
-  pre[0] = 0;
-  for (int i = 0; i < m; i++) pre[i + 1] = pre[i] + costs[i];
-  for (int i = 0; i <= m; i++) {
-    prev[i] = pre[i];
-    cut[i] = 0;
-  }
-  for (int j = 1; j < k; j++) {
-    int *cj = cut + (size_t)j * ((size_t)m + 1);
-    for (int i = 0; i <= m; i++) {
-      cur[i] = INFINITY;
-      cj[i] = -1;
-      if (i < j + 1) continue;
-      /* last part is (t, i] with t in [j, i-1]; find the first t where
-       * prev[t] >= pre[i] - pre[t] */
-      int lo = j, hi = i - 1;
-      while (lo < hi) {
-        int mid = lo + (hi - lo) / 2;
-        if (prev[mid] >= pre[i] - pre[mid])
-          hi = mid;
-        else
-          lo = mid + 1;
-      }
-      for (int t = lo - 1; t <= lo; t++) {
-        if (t < j || t > i - 1) continue;
-        double v = fmax(prev[t], pre[i] - pre[t]);
-        if (v < cur[i]) {
-          cur[i] = v;
-          cj[i] = t;
-        }
-      }
+/* Greedy packing: the fewest contiguous parts of costs[0..m) with sums
+ * <= cap (optimal for non-negative costs); writes part starts into starts
+ * (room for m) when non-NULL. */
+static int pack_parts(const double *costs, int m, double cap, int *starts) {
+  int parts = 0;
+  double sum = 0;
+  for (int i = 0; i < m; i++) {
+    if (i == 0 || sum + costs[i] > cap) {
+      if (starts) starts[parts] = i;
+      parts++;
+      sum = 0;
     }
-    memcpy(prev, cur, ((size_t)m + 1) * sizeof *prev);
+    sum += costs[i];
   }
-  int end = m;
-  for (int j = k - 1; j >= 0; j--) {
-    int t = j ? cut[(size_t)j * ((size_t)m + 1) + end] : 0;
-    starts[j] = t;
-    end = t;
+  return parts;
+}
+
+/* Splits costs[0..m) (m >= k >= 1) into exactly k non-empty contiguous parts
+ * whose largest sum is minimal (to floating-point precision): bisection on
+ * the bottleneck with greedy packing as the test, then parts with several
+ * items are split until there are k. Writes the part starts into
+ * starts[0..k). O(m) memory, about 100 passes over costs. */
+static int linear_partition(const double *costs, int m, int k, int *starts) {
+  int *tmp = malloc(((size_t)m + 1) * sizeof *tmp);
+  if (!tmp) return TS_ENOMEM;
+  double lo = 0, hi = 0;
+  for (int i = 0; i < m; i++) {
+    lo = fmax(lo, costs[i]);
+    hi += costs[i];
   }
-  free(pre), free(prev), free(cur), free(cut);
-  return TS_OK;
+  /* Invariant: packing under hi needs <= k parts; under lo, > k (or lo is
+   * the largest single cost, below which nothing packs). */
+  for (int it = 0; it < 100 && hi > lo * (1 + 1e-12); it++) {
+    double mid = lo + (hi - lo) / 2;
+    if (pack_parts(costs, m, mid, NULL) <= k)
+      hi = mid;
+    else
+      lo = mid;
+  }
+  int parts = pack_parts(costs, m, hi, tmp);
+  /* Fewer parts than k: split parts (never raising a part's sum) by
+   * starting a new part at every item not yet a start, left to right. */
+  int extra = k - parts, w = 0;
+  tmp[parts] = m;
+  for (int p = 0; p < parts; p++) {
+    starts[w++] = tmp[p];
+    for (int i = tmp[p] + 1; i < tmp[p + 1] && extra > 0; i++, extra--)
+      starts[w++] = i;
+  }
+  free(tmp);
+  return w == k ? TS_OK : TS_EINTERNAL;
 }
 
 /* Pipeline cuts over all live nodes, balanced by normalized FLOPs plus
@@ -1949,7 +1945,7 @@ int ts_plan_build(const ts_model *model, const ts_plan_opts *opts,
   }
   if (rc) {
     ctx_free(&c);
-    return ts_err_set(err, rc, "plan: out of memory");
+    return ts_err_set(err, rc, "plan: %s", ts_strerror(rc));
   }
   rc = emit_plan(&c, opts, opts->strategy, opts->replicas, out, err);
   ctx_free(&c);

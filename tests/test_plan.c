@@ -846,6 +846,22 @@ START_TEST(test_pipeline_cuts) {
 }
 END_TEST
 
+/* Eight equal layers in four stages: two layers' weights per stage. */
+START_TEST(test_pipeline_balance) {
+  static const int sizes[] = {32, 32, 32, 32, 32, 32, 32, 32, 32};
+  static const char *acts[] = {"Relu", "Relu", "Relu", "Relu",
+                               "Relu", "Relu", "Relu", NULL};
+  ts_model *m = mlp_model(8, sizes, acts, -1, 13);
+  ts_plan *p = build(m, TS_STRATEGY_PIPELINE, 4, 1, 1);
+  ck_assert_int_eq(p->n_stages, 4);
+  for (int s = 0; s < 4; s++)
+    ck_assert_uint_eq(p->stages[s].shards[0].weight_bytes,
+                      2 * (32 * 32 + 32) * sizeof(float));
+  ts_plan_free(p);
+  ts_model_free(m);
+}
+END_TEST
+
 /* A data plan is one whole-model shard; with a symbolic batch and row-wise
  * ops it is batch-splittable, and running the shard on two halves of the
  * batch and concatenating (axis 0) gives the whole answer. */
@@ -1064,6 +1080,7 @@ static Suite *plan_suite(void) {
   tcase_add_test(tc, test_weight_quarter);
   tcase_add_test(tc, test_ids_deterministic);
   tcase_add_test(tc, test_pipeline_cuts);
+  tcase_add_test(tc, test_pipeline_balance);
   tcase_add_test(tc, test_data_batch_split);
   tcase_add_test(tc, test_bad_options);
   tcase_add_test(tc, test_auto);
