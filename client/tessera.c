@@ -655,6 +655,14 @@ static void table_cell(text_table *t, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* Starts a table whose columns are the given header cells. */
+#define TABLE_HEADER(t, ...)                                               \
+  do {                                                                      \
+    static const char *const header_[] = {__VA_ARGS__};                    \
+    (t)->ncols = (int)(sizeof header_ / sizeof header_[0]);                 \
+    for (int i_ = 0; i_ < (t)->ncols; i_++) table_cell((t), "%s", header_[i_]); \
+  } while (0)
+
 /* Prints the table (each line after `indent`) and frees its cells. */
 static void table_print(text_table *t, const char *indent) {
   size_t width[TABLE_MAX_COLS] = {0};
@@ -785,11 +793,8 @@ static int fetch_index(cli *c, Inference__RepositoryIndexResponse **index,
 }
 
 static void print_index(const Inference__RepositoryIndexResponse *index) {
-  text_table t = {.ncols = 4};
-  table_cell(&t, "NAME");
-  table_cell(&t, "VERSION");
-  table_cell(&t, "STATE");
-  table_cell(&t, "REASON");
+  text_table t = {0};
+  TABLE_HEADER(&t, "NAME", "VERSION", "STATE", "REASON");
   for (size_t i = 0; i < index->n_models; i++) {
     const Inference__RepositoryIndexResponse__ModelIndex *m = index->models[i];
     table_cell(&t, "%s", m->name);
@@ -928,11 +933,9 @@ static int show_server_metadata(cli *c, ts_err *err) {
 static void print_tensor_metadata(
     const char *title, size_t n,
     Inference__ModelMetadataResponse__TensorMetadata *const *tensors) {
-  text_table t = {.ncols = 3};
+  text_table t = {0};
   printf("%s:\n", title);
-  table_cell(&t, "NAME");
-  table_cell(&t, "DATATYPE");
-  table_cell(&t, "SHAPE");
+  TABLE_HEADER(&t, "NAME", "DATATYPE", "SHAPE");
   for (size_t i = 0; i < n; i++) {
     char shape[256];
     int rank = tensors[i]->n_shape > 64 ? 64 : (int)tensors[i]->n_shape;
@@ -988,11 +991,9 @@ static int show_models_status(cli *c, ts_err *err) {
 }
 
 static void print_workers(const Tessera__Admin__V1__ClusterStatusResponse *st) {
-  text_table t = {.ncols = 9};
-  const char *header[] = {"WORKER", "ADDRESS", "UP", "THREADS", "PLANNED",
-                          "LIMIT", "IN FLIGHT", "CALLS", "FAILURES"};
-  for (size_t i = 0; i < sizeof header / sizeof header[0]; i++)
-    table_cell(&t, "%s", header[i]);
+  text_table t = {0};
+  TABLE_HEADER(&t, "WORKER", "ADDRESS", "UP", "THREADS", "PLANNED", "LIMIT",
+               "IN FLIGHT", "CALLS", "FAILURES");
   for (size_t i = 0; i < st->n_workers; i++) {
     const Tessera__Admin__V1__WorkerState *w = st->workers[i];
     char planned[32], limit[32];
@@ -1012,11 +1013,9 @@ static void print_workers(const Tessera__Admin__V1__ClusterStatusResponse *st) {
 }
 
 static void print_model_states(const Tessera__Admin__V1__ClusterStatusResponse *st) {
-  text_table t = {.ncols = 8};
-  const char *header[] = {"MODEL", "STATE", "STRATEGY", "STAGES", "REPLICAS",
-                          "WEIGHTS", "REQUESTS", "FAILURES"};
-  for (size_t i = 0; i < sizeof header / sizeof header[0]; i++)
-    table_cell(&t, "%s", header[i]);
+  text_table t = {0};
+  TABLE_HEADER(&t, "MODEL", "STATE", "STRATEGY", "STAGES", "REPLICAS",
+               "WEIGHTS", "REQUESTS", "FAILURES");
   for (size_t i = 0; i < st->n_models; i++) {
     const Tessera__Admin__V1__ModelState *m = st->models[i];
     char weights[32];
@@ -1038,11 +1037,8 @@ static void print_model_states(const Tessera__Admin__V1__ClusterStatusResponse *
 }
 
 static void print_shards(const Tessera__Admin__V1__ClusterStatusResponse *st) {
-  text_table t = {.ncols = 6};
-  const char *header[] = {"MODEL", "STAGE", "SHARD", "LABEL", "BYTES",
-                          "WORKERS"};
-  for (size_t i = 0; i < sizeof header / sizeof header[0]; i++)
-    table_cell(&t, "%s", header[i]);
+  text_table t = {0};
+  TABLE_HEADER(&t, "MODEL", "STAGE", "SHARD", "LABEL", "BYTES", "WORKERS");
   for (size_t i = 0; i < st->n_shards; i++) {
     const Tessera__Admin__V1__ShardPlacement *s = st->shards[i];
     char bytes[32], workers[256] = "";

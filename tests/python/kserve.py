@@ -79,6 +79,23 @@ def binary(name):
     return os.path.join(BUILD, folder, name)
 
 
+def run_tessera(*args, timeout=60):
+    """Runs the `tessera` CLI; returns the CompletedProcess (text output)."""
+    return subprocess.run([binary('tessera')] + list(args), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True,
+                          timeout=timeout)
+
+
+class CliMixin:
+    """For unittest.TestCase: self.tessera(*args, expect=status)."""
+
+    def tessera(self, *args, expect=0):
+        p = run_tessera(*args)
+        self.assertEqual(p.returncode, expect, 'tessera %s\nstdout:\n%s\nstderr:\n%s' % (
+            ' '.join(args), p.stdout, p.stderr))
+        return p
+
+
 class Client:
     """Synchronous KServe v2 client; every method raises grpc.RpcError on a
     non-OK status (e.code(), e.details())."""

@@ -13,7 +13,6 @@ It records the last ModelInferRequest it got, for the tests to inspect.
 """
 import concurrent.futures
 import os
-import subprocess
 import sys
 import tempfile
 import shutil
@@ -117,7 +116,7 @@ def sample(datatype, shape):
     return a.astype(dtype).reshape(shape)
 
 
-class Cli(unittest.TestCase):
+class Cli(kserve.CliMixin, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.fake = FakeServer()
@@ -127,14 +126,6 @@ class Cli(unittest.TestCase):
     def tearDownClass(cls):
         cls.fake.stop()
         shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def tessera(self, *args, expect=0):
-        p = subprocess.run([kserve.binary('tessera')] + list(args),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           universal_newlines=True, timeout=60)
-        self.assertEqual(p.returncode, expect, 'tessera %s\nstdout:\n%s\nstderr:\n%s' % (
-            ' '.join(args), p.stdout, p.stderr))
-        return p
 
     def save(self, name, array):
         path = os.path.join(self.tmp, name + '.npy')

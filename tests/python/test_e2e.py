@@ -6,7 +6,6 @@ talks to it through kserve.Client or the `tessera` CLI.
 """
 import os
 import re
-import subprocess
 import sys
 import unittest
 
@@ -39,7 +38,7 @@ def assert_close(test, got, want, what):
             what, err.max(), np.unravel_index(err.argmax(), err.shape)))
 
 
-class EndToEnd(kserve.ClusterTestCase):
+class EndToEnd(kserve.CliMixin, kserve.ClusterTestCase):
     @classmethod
     def cluster_options(cls, tmp):
         paths = {m: export_models.export(m, tmp) for m in MODELS}
@@ -132,14 +131,6 @@ class EndToEnd(kserve.ClusterTestCase):
             self.assertEqual(index.get(model), 'READY', model)
 
     # ---- the tessera CLI ----------------------------------------------------
-
-    def tessera(self, *args, expect=0):
-        p = subprocess.run([kserve.binary('tessera')] + list(args),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           universal_newlines=True, timeout=60)
-        self.assertEqual(p.returncode, expect, 'tessera %s\nstdout:\n%s\nstderr:\n%s' % (
-            ' '.join(args), p.stdout, p.stderr))
-        return p
 
     def test_cli_infer_npy(self):
         for model in MODELS:
@@ -256,10 +247,7 @@ class Repository(kserve.ClusterTestCase):
             assert_close(self, got[name], want[name], served + '/' + name)
 
     def tessera(self, *args):
-        return subprocess.run([kserve.binary('tessera')] + list(args) +
-                              ['--server', self.cluster.address],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              universal_newlines=True, timeout=60)
+        return kserve.run_tessera(*(args + ('--server', self.cluster.address)))
 
     def test_load_unload(self):
         states = {m.name: m.state for m in self.client.repository_index()}
@@ -292,10 +280,7 @@ class Repository(kserve.ClusterTestCase):
 
 class HealthOfClosedPort(unittest.TestCase):
     def test_cli_health_unreachable(self):
-        p = subprocess.run([kserve.binary('tessera'), 'health', '--server', '127.0.0.1:1',
-                            '--timeout-ms', '2000'],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           universal_newlines=True, timeout=60)
+        p = kserve.run_tessera('health', '--server', '127.0.0.1:1', '--timeout-ms', '2000')
         self.assertEqual(p.returncode, 1)
         self.assertTrue(p.stderr.startswith('tessera: UNAVAILABLE: '), p.stderr)
 
