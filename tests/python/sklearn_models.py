@@ -326,8 +326,8 @@ def make_svc(kernel, n_classes):
 
 def make_svc_proba(kernel, n_classes):
     """Platt scaling and pairwise coupling: scores = predict_proba. libsvm
-    couples in float64 and the op in float32, both iterating to the same
-    stopping rule, hence the looser tolerance."""
+    couples in float64 and the op in float32, both running the same
+    iteration to the same stopping rule."""
     def build():
         X, y, pool = classification(n_classes, seed=40 + n_classes,
                                     labels=[1, 3, 6][:n_classes])
@@ -341,7 +341,7 @@ def make_svc_proba(kernel, n_classes):
         m = graph(name, [node], X.shape[1], label_outputs(n_classes))
         return m, Xt, {"label": ("label", est.predict(Xt), None),
                        "scores": ("scores", est.predict_proba(Xt),
-                                  tol(1e-3, 1e-3))}
+                                  tol(1e-4, 1e-4))}
     return build
 
 
@@ -370,7 +370,7 @@ def model_scaled_svc():
     Zt = pipeline(Xt.astype(np.float64))
     return m, Xt, {"label": ("label", est.predict(Zt), None),
                    "scores": ("scores", est.decision_function(Zt),
-                              tol(1e-3, 1e-3))}
+                              tol(1e-4, 1e-4))}
 
 
 def model_one_class_svm():
