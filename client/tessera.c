@@ -915,6 +915,13 @@ static int cmd_health(cli *c, ts_err *err) {
 
 /* ---- metadata and status ------------------------------------------------ */
 
+/* "label: a, b, c" on one line. */
+static void print_list(const char *label, char *const *items, size_t n) {
+  printf("%s:", label);
+  for (size_t i = 0; i < n; i++) printf("%s %s", i ? "," : "", items[i]);
+  printf("\n");
+}
+
 static int show_server_metadata(cli *c, ts_err *err) {
   Inference__ServerMetadataRequest req = INFERENCE__SERVER_METADATA_REQUEST__INIT;
   Inference__ServerMetadataResponse *resp;
@@ -922,10 +929,8 @@ static int show_server_metadata(cli *c, ts_err *err) {
                     &inference__server_metadata_response__descriptor,
                     (ProtobufCMessage **)&resp, err);
   if (rc) return rc;
-  printf("server: %s %s\nextensions:", resp->name, resp->version);
-  for (size_t i = 0; i < resp->n_extensions; i++)
-    printf("%s %s", i ? "," : "", resp->extensions[i]);
-  printf("\n");
+  printf("server: %s %s\n", resp->name, resp->version);
+  print_list("extensions", resp->extensions, resp->n_extensions);
   protobuf_c_message_free_unpacked(&resp->base, NULL);
   return TS_OK;
 }
@@ -955,10 +960,8 @@ static int show_model_metadata(cli *c, const char *model, ts_err *err) {
                     &inference__model_metadata_response__descriptor,
                     (ProtobufCMessage **)&resp, err);
   if (rc) return rc;
-  printf("model: %s\nplatform: %s\nversions:", resp->name, resp->platform);
-  for (size_t i = 0; i < resp->n_versions; i++)
-    printf("%s %s", i ? "," : "", resp->versions[i]);
-  printf("\n");
+  printf("model: %s\nplatform: %s\n", resp->name, resp->platform);
+  print_list("versions", resp->versions, resp->n_versions);
   print_tensor_metadata("inputs", resp->n_inputs, resp->inputs);
   print_tensor_metadata("outputs", resp->n_outputs, resp->outputs);
   protobuf_c_message_free_unpacked(&resp->base, NULL);
