@@ -3,8 +3,10 @@
  *
  *   tessera infer|models|load|unload|health|metadata|status|bench ...
  *
- * It speaks only public protocols (proto/inference.proto, grpc.health.v1),
- * so it works against any KServe v2 server, Tessera's coordinator or not.
+ * It speaks public protocols (proto/inference.proto, grpc.health.v1), so it
+ * works against any KServe v2 server; `status` adds Tessera's own admin API
+ * (proto/admin.proto: workers, model states, shard map) where the server
+ * has it, and says so where it does not.
  *
  * Layout: OPTION_LIST is the one table of options; COMMAND_LIST says which
  * options each command accepts and requires, and which function runs it.
