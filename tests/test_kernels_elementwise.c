@@ -376,7 +376,8 @@ START_TEST(test_unary) {
         ck_assert_msg(rc == 0, "%s: %s", unary_cases[c].op, err.msg);
         int64_t n = ts_tensor_numel(&x);
         double *ref = malloc((size_t)(n + 1) * sizeof *ref);
-        for (int64_t i = 0; i < n; i++) ref[i] = unary_cases[c].f(kc_get(&x, i));
+        for (int64_t i = 0; i < n; i++)
+          ref[i] = unary_cases[c].f(kc_get(&x, i));
         ck_assert_int_eq(y.dtype, x.dtype);
         kc_assert_close(&y, ref, dims, rank, tol_for(x.dtype), 1e-30,
                         unary_cases[c].op);
@@ -695,6 +696,14 @@ START_TEST(test_bad_models) {
   m = kc_op_model("Clip", "", 13, (const ts_tensor *[]){&f}, 1, 0, 1, &n);
   kc_attr_float(n, "min", 1); /* an attribute only before opset 11 */
   ck_assert_int_eq(load_code(m, &err), TS_EUNSUPPORTED);
+  /* Attributes of the wrong type. */
+  m = kc_op_model("LeakyRelu", "", 13, (const ts_tensor *[]){&f}, 1, 0, 1, &n);
+  kc_attr_int(n, "alpha", 2);
+  ck_assert_int_eq(load_code(m, &err), TS_EINVAL);
+  ck_assert_msg(strstr(err.msg, "'alpha'"), "names it: %s", err.msg);
+  m = kc_op_model("Cast", "", 13, (const ts_tensor *[]){&f}, 1, 0, 1, &n);
+  kc_attr_float(n, "to", 7);
+  ck_assert_int_eq(load_code(m, &err), TS_EINVAL);
   /* Cast: 'to' missing, or a type Tessera does not compute on. */
   m = kc_op_model("Cast", "", 13, (const ts_tensor *[]){&f}, 1, 0, 1, &n);
   ck_assert_int_eq(load_code(m, &err), TS_EINVAL);

@@ -870,6 +870,21 @@ START_TEST(test_bad_models) {
   ck_assert_int_eq(load_code(m, &err), TS_EUNSUPPORTED);
   ck_assert_msg(strstr(err.msg, "'axis'") && strstr(err.msg, "Transpose"),
                 "names op and attribute: %s", err.msg);
+  /* Attributes of the wrong type (ts_attr_int would use its default). */
+  m = kc_op_model("Gather", "", 13, (const ts_tensor *[]){&x, &i}, 2, 0, 1, &n);
+  kc_attr_float(n, "axis", 1);
+  ck_assert_int_eq(load_code(m, &err), TS_EINVAL);
+  ck_assert_msg(strstr(err.msg, "'axis'"), "names it: %s", err.msg);
+  m = kc_op_model("Transpose", "", 13, x1, 1, 0, 1, &n);
+  kc_attr_int(n, "perm", 0);
+  ck_assert_int_eq(load_code(m, &err), TS_EINVAL);
+  /* A bad perm is caught at load even when the rank is not known. */
+  Onnx__ModelProto *mr = kc_model_new(13);
+  kc_model_input(mr, "x", TS_DTYPE_FLOAT, -1, NULL);
+  kc_model_output(mr, "y", TS_DTYPE_UNDEFINED, -1, NULL);
+  n = kc_model_node(mr, "Transpose", "", "t", "x", "y");
+  kc_attr_ints(n, "perm", 2, (int64_t[]){1, 2});
+  ck_assert_int_eq(load_code(mr, &err), TS_EINVAL);
   /* Gather / Concat axis out of range; Concat without axis. */
   m = kc_op_model("Gather", "", 13, (const ts_tensor *[]){&x, &i}, 2, 0, 1, &n);
   kc_attr_int(n, "axis", 3);

@@ -48,6 +48,32 @@ int ts_kernel_fail(const ts_node *n, ts_err *err, int code, const char *fmt,
                     msg);
 }
 
+int ts_kernel_check_attrs(const ts_node *n, const ts_attr_spec *specs,
+                          ts_err *err) {
+  static const char *const type_names[] = {
+      [ATTR_INT] = "an int", [ATTR_INTS] = "a list of ints",
+      [ATTR_FLOAT] = "a float", [ATTR_TENSOR] = "a tensor"};
+  const char *names[16];
+  int k = 0;
+  for (; specs[k].name; k++) {
+    TS_ASSERT(k < 15);
+    names[k] = specs[k].name;
+  }
+  names[k] = NULL;
+  int rc = ts_node_check_attrs(n, names, err);
+  for (int i = 0; i < k && !rc; i++) {
+    const Onnx__AttributeProto *a = ts_attr_find(n, specs[i].name);
+    /* Old IR versions leave `type` unset; the ts_attr_* helpers then go by
+     * which field is present. */
+    if (a && a->has_type &&
+        a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__UNDEFINED &&
+        a->type != specs[i].type)
+      rc = ts_kernel_fail(n, err, TS_EINVAL, "attribute '%s' must be %s",
+                          specs[i].name, type_names[specs[i].type]);
+  }
+  return rc;
+}
+
 int ts_kernel_ints(const ts_node *n, const ts_tensor *t, const char *what,
                    int64_t *vals, size_t max, size_t *count, ts_err *err) {
   if (t->dtype != TS_DTYPE_INT64 && t->dtype != TS_DTYPE_INT32)
@@ -327,11 +353,11 @@ static const binary_desc binary_Pow = {
            [S_f64] = {[S_f32] = pow_f64_f32, [S_f64] = pow_f64_f64,
                       [S_i32] = pow_f64_i32, [S_i64] = pow_f64_i64}}};
 
-static const char *const no_attrs[] = {NULL};
+static const ts_attr_spec no_attrs[] = {{NULL}};
 
 static int prepare_plain(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  return ts_node_check_attrs(n, no_attrs, err);
+  return ts_kernel_check_attrs(n, no_attrs, err);
 }
 
 /* The kernel for a and b; on failure fills err (type mismatch: TS_EINVAL,
@@ -556,18 +582,20 @@ typedef union param_buf {
 UNARY_LIST(X)
 #undef X
 
-static const char *const leaky_attrs[] = {"alpha", NULL};
-static const char *const clip_attrs[] = {"min", "max", NULL};
+static const ts_attr_spec leaky_attrs[] = {{"alpha", ATTR_FLOAT}, {NULL}};
+static const ts_attr_spec clip_attrs[] = {
+    {"min", ATTR_FLOAT}, {"max", ATTR_FLOAT}, {NULL}};
 
 static int prepare_leaky(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  return ts_node_check_attrs(n, leaky_attrs, err);
+  return ts_kernel_check_attrs(n, leaky_attrs, err);
 }
 
 /* Clip takes min/max as attributes before opset 11, as inputs from 11. */
 static int prepare_clip(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  return ts_node_check_attrs(n, n->opset < 11 ? clip_attrs : no_attrs, err);
+  return ts_kernel_check_attrs(n, n->opset < 11 ? clip_attrs : no_attrs,
+                               err);
 }
 
 static void param_set(param_buf *p, ts_dtype t, int i, double v) {
@@ -754,11 +782,12 @@ static const ew_fn cast_fn[N_SLOTS][N_SLOTS] = {SLOT_LIST(CAST_ROW)};
 #undef CAST_ROW
 #undef CAST_CELL
 
-static const char *const cast_attrs[] = {"to", "saturate", NULL};
+static const ts_attr_spec cast_attrs[] = {
+    {"to", ATTR_INT}, {"saturate", ATTR_INT}, {NULL}};
 
 static int prepare_cast(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  int rc = ts_node_check_attrs(n, cast_attrs, err);
+  int rc = ts_kernel_check_attrs(n, cast_attrs, err);
   if (rc) return rc;
   if (!ts_attr_find(n, "to"))
     return ts_kernel_fail(n, err, TS_EINVAL, "attribute 'to' is missing");

@@ -55,6 +55,23 @@
 int ts_kernel_fail(const ts_node *n, ts_err *err, int code, const char *fmt,
                    ...) __attribute__((format(printf, 4, 5)));
 
+/* An attribute a kernel accepts and the type it must have. */
+typedef struct ts_attr_spec {
+  const char *name;
+  Onnx__AttributeProto__AttributeType type;
+} ts_attr_spec;
+#define ATTR_INT ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT
+#define ATTR_INTS ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS
+#define ATTR_FLOAT ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT
+#define ATTR_TENSOR ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR
+
+/* ts_node_check_attrs() over specs[] (ended by {NULL}; at most 15), then
+ * the type of each attribute present: TS_EINVAL naming the attribute when
+ * it is not specs[i].type, because ts_attr_int() and friends would quietly
+ * use their default instead. */
+int ts_kernel_check_attrs(const ts_node *n, const ts_attr_spec *specs,
+                          ts_err *err);
+
 /* Reads the integer values of a 0-D or 1-D int32/int64 tensor `t` (an input
  * called `what` in messages) into vals[0..*count). TS_EAGAIN when the values
  * are not known yet (load-time inference); TS_EINVAL on another dtype or

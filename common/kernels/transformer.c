@@ -41,7 +41,7 @@
 /* Split into more outputs than this is not supported. */
 #define MAX_SPLIT 256
 
-static const char *const no_attrs[] = {NULL};
+static const ts_attr_spec no_attrs[] = {{NULL}};
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -124,10 +124,11 @@ static int64_t dims_product(const int64_t *dims, int from, int to) {
 static void gather_elems(char *dst, const char *src, int64_t n, int64_t step,
                          size_t esz) {
   switch (esz) {
-#define X(size, T)                                                      \
-  case size:                                                            \
-    for (int64_t i = 0; i < n; i++)                                     \
-      ((T *)(void *)dst)[i] = *(const T *)(const void *)(src + i * step * size); \
+#define X(size, T)                                           \
+  case size:                                                 \
+    for (int64_t i = 0; i < n; i++)                          \
+      ((T *)(void *)dst)[i] =                                \
+          *(const T *)(const void *)(src + i * step * size); \
     return;
     SIZE_LIST(X)
 #undef X
@@ -180,58 +181,64 @@ static void strided_copy(void *dst, const void *src, int rank,
 
 static int prepare_plain(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  return ts_node_check_attrs(n, no_attrs, err);
+  return ts_kernel_check_attrs(n, no_attrs, err);
 }
 
 /* Copies in to out (same bytes) unless the executor already aliased them. */
 static int copy_through(const ts_tensor *in, ts_tensor *out) {
-  if (out->data != in->data && in->nbytes) memcpy(out->data, in->data,
-                                                  in->nbytes);
+  if (out->data != in->data && in->nbytes)
+    memcpy(out->data, in->data, in->nbytes);
   return TS_OK;
 }
 
 /* ---- Transpose ---------------------------------------------------------- */
 
-static const char *const transpose_attrs[] = {"perm", NULL};
+static const ts_attr_spec transpose_attrs[] = {{"perm", ATTR_INTS}, {NULL}};
 
-static int prepare_transpose(ts_node *n, const ts_graph *g, ts_err *err) {
-  (void)g;
-  return ts_node_check_attrs(n, transpose_attrs, err);
-}
-
-/* perm[] for x: the attribute (validated as a permutation) or reversed. */
-static int transpose_perm(const ts_node *n, const ts_tensor *x, int *perm,
+/* perm[] for a tensor of `rank` dims: the attribute, validated as a
+ * permutation, or the dims reversed. rank < 0: validate only. */
+static int transpose_perm(const ts_node *n, int rank, int *perm,
                           ts_err *err) {
   const int64_t *p;
   size_t count;
   if (!ts_attr_find(n, "perm")) {
-    for (int k = 0; k < x->rank; k++) perm[k] = x->rank - 1 - k;
+    for (int k = 0; k < rank; k++) perm[k] = rank - 1 - k;
     return TS_OK;
   }
   int rc = ts_attr_ints(n, "perm", &p, &count, err);
   if (rc) return rc;
-  if (count != (size_t)x->rank)
+  if (rank >= 0 && count != (size_t)rank)
     return ts_kernel_fail(n, err, TS_EINVAL,
                           "attribute 'perm' has %zu entries for rank %d",
-                          count, x->rank);
+                          count, rank);
+  if (count > TS_MAX_RANK)
+    return ts_kernel_fail(n, err, TS_EUNSUPPORTED,
+                          "attribute 'perm' has %zu entries, above rank %d",
+                          count, TS_MAX_RANK);
   bool seen[TS_MAX_RANK] = {false};
-  for (int k = 0; k < x->rank; k++) {
-    if (p[k] < 0 || p[k] >= x->rank || seen[p[k]])
+  for (size_t k = 0; k < count; k++) {
+    if (p[k] < 0 || p[k] >= (int64_t)count || seen[p[k]])
       return ts_kernel_fail(n, err, TS_EINVAL,
-                            "attribute 'perm' is not a permutation (entry %d "
+                            "attribute 'perm' is not a permutation (entry %zu "
                             "is %lld)",
                             k, (long long)p[k]);
     seen[p[k]] = true;
-    perm[k] = (int)p[k];
+    if (perm) perm[k] = (int)p[k];
   }
   return TS_OK;
+}
+
+static int prepare_transpose(ts_node *n, const ts_graph *g, ts_err *err) {
+  (void)g;
+  int rc = ts_kernel_check_attrs(n, transpose_attrs, err);
+  return rc ? rc : transpose_perm(n, -1, NULL, err);
 }
 
 static int infer_transpose(const ts_node *n, const ts_tensor *const *in,
                            ts_tensor *out, ts_err *err) {
   int perm[TS_MAX_RANK];
   int64_t dims[TS_MAX_RANK];
-  int rc = transpose_perm(n, in[0], perm, err);
+  int rc = transpose_perm(n, in[0]->rank, perm, err);
   if (rc) return rc;
   for (int k = 0; k < in[0]->rank; k++) dims[k] = in[0]->dims[perm[k]];
   return ts_tensor_set_shape(out, in[0]->dtype, dims, in[0]->rank, err);
@@ -243,7 +250,7 @@ static int run_transpose(const ts_node *n, const ts_tensor *const *in,
   int64_t own[TS_MAX_RANK], stride[TS_MAX_RANK];
   size_t esz;
   (void)ctx;
-  int rc = transpose_perm(n, in[0], perm, err);
+  int rc = transpose_perm(n, in[0]->rank, perm, err);
   if (!rc) rc = elem_size(n, in[0], &esz, err);
   if (rc) return rc;
   contiguous_strides(in[0], own);
@@ -258,11 +265,13 @@ const ts_op ts_op_Transpose = {"", "Transpose", 1, 1, 1, 1,
 
 /* ---- Shape -------------------------------------------------------------- */
 
-static const char *const shape_attrs[] = {"start", "end", NULL};
+static const ts_attr_spec shape_attrs[] = {
+    {"start", ATTR_INT}, {"end", ATTR_INT}, {NULL}};
 
 static int prepare_shape(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  return ts_node_check_attrs(n, n->opset >= 15 ? shape_attrs : no_attrs, err);
+  return ts_kernel_check_attrs(n, n->opset >= 15 ? shape_attrs : no_attrs,
+                               err);
 }
 
 /* [start, end) of the dims Shape reports (opset 15 clamping rules). */
@@ -302,11 +311,11 @@ const ts_op ts_op_Shape = {"", "Shape", 1, 1, 1, 1, prepare_shape, NULL,
 
 /* ---- Gather ------------------------------------------------------------- */
 
-static const char *const axis_attrs[] = {"axis", NULL};
+static const ts_attr_spec axis_attrs[] = {{"axis", ATTR_INT}, {NULL}};
 
 static int prepare_axis(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  return ts_node_check_attrs(n, axis_attrs, err);
+  return ts_kernel_check_attrs(n, axis_attrs, err);
 }
 
 static int gather_check(const ts_node *n, const ts_tensor *const *in,
@@ -381,12 +390,13 @@ const ts_op ts_op_Gather = {"", "Gather", 2, 2, 1, 1, prepare_axis, NULL,
 
 /* ---- Unsqueeze, Squeeze ------------------------------------------------- */
 
-static const char *const axes_attrs[] = {"axes", NULL};
+static const ts_attr_spec axes_attrs[] = {{"axes", ATTR_INTS}, {NULL}};
 
 /* Unsqueeze and Squeeze take axes as an attribute before opset 13. */
 static int prepare_axes13(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  return ts_node_check_attrs(n, n->opset < 13 ? axes_attrs : no_attrs, err);
+  return ts_kernel_check_attrs(n, n->opset < 13 ? axes_attrs : no_attrs,
+                               err);
 }
 
 static int infer_unsqueeze(const ts_node *n, const ts_tensor *const *in,
@@ -405,7 +415,8 @@ static int infer_unsqueeze(const ts_node *n, const ts_tensor *const *in,
                           "output rank %d is above %d", rank, TS_MAX_RANK);
   rc = axes_mask(n, axes, count, rank, mask, err);
   if (rc) return rc;
-  for (int k = 0, j = 0; k < rank; k++) dims[k] = mask[k] ? 1 : in[0]->dims[j++];
+  for (int k = 0, j = 0; k < rank; k++)
+    dims[k] = mask[k] ? 1 : in[0]->dims[j++];
   return ts_tensor_set_shape(out, in[0]->dtype, dims, rank, err);
 }
 
@@ -455,8 +466,6 @@ static int concat_check(const ts_node *n, const ts_tensor *const *in,
   const ts_tensor *x = in[0];
   size_t esz;
   if (!x) return ts_kernel_fail(n, err, TS_EINVAL, "input 0 is missing");
-  if (!ts_attr_find(n, "axis"))
-    return ts_kernel_fail(n, err, TS_EINVAL, "attribute 'axis' is missing");
   int rc = elem_size(n, x, &esz, err);
   if (!rc)
     rc = ts_kernel_axis(n, ts_attr_int(n, "axis", 0), x->rank,
@@ -513,17 +522,27 @@ static int run_concat(const ts_node *n, const ts_tensor *const *in,
   return TS_OK;
 }
 
-const ts_op ts_op_Concat = {"", "Concat", 1, INT_MAX, 1, 1, prepare_axis,
+/* Concat's axis has no default. */
+static int prepare_concat(ts_node *n, const ts_graph *g, ts_err *err) {
+  int rc = prepare_axis(n, g, err);
+  if (!rc && !ts_attr_find(n, "axis"))
+    rc = ts_kernel_fail(n, err, TS_EINVAL, "attribute 'axis' is missing");
+  return rc;
+}
+
+const ts_op ts_op_Concat = {"", "Concat", 1, INT_MAX, 1, 1, prepare_concat,
                             NULL, infer_concat, run_concat};
 
 /* ---- Slice -------------------------------------------------------------- */
 
-static const char *const slice_attrs[] = {"starts", "ends", "axes", NULL};
+static const ts_attr_spec slice_attrs[] = {
+    {"starts", ATTR_INTS}, {"ends", ATTR_INTS}, {"axes", ATTR_INTS}, {NULL}};
 
 /* Before opset 10, starts/ends/axes are attributes. */
 static int prepare_slice(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  return ts_node_check_attrs(n, n->opset < 10 ? slice_attrs : no_attrs, err);
+  return ts_kernel_check_attrs(n, n->opset < 10 ? slice_attrs : no_attrs,
+                               err);
 }
 
 typedef struct slice_plan {
@@ -635,7 +654,8 @@ const ts_op ts_op_Slice = {"", "Slice", 1, 5, 1, 1, prepare_slice, NULL,
 
 /* ---- Split -------------------------------------------------------------- */
 
-static const char *const split_attrs[] = {"axis", "split", NULL};
+static const ts_attr_spec split_attrs[] = {
+    {"axis", ATTR_INT}, {"split", ATTR_INTS}, {NULL}};
 
 /* Before opset 13, 'split' is an attribute; from 13 an input. */
 static int prepare_split(ts_node *n, const ts_graph *g, ts_err *err) {
@@ -644,7 +664,7 @@ static int prepare_split(ts_node *n, const ts_graph *g, ts_err *err) {
     return ts_kernel_fail(n, err, TS_EUNSUPPORTED,
                           "%d outputs, at most %d supported", n->n_outputs,
                           MAX_SPLIT);
-  return ts_node_check_attrs(n, n->opset < 13 ? split_attrs : axis_attrs,
+  return ts_kernel_check_attrs(n, n->opset < 13 ? split_attrs : axis_attrs,
                              err);
 }
 
@@ -733,13 +753,13 @@ const ts_op ts_op_Split = {"", "Split", 1, 2, 1, MAX_SPLIT, prepare_split,
 
 /* ---- ConstantOfShape ---------------------------------------------------- */
 
-static const char *const cos_attrs[] = {"value", NULL};
+static const ts_attr_spec cos_attrs[] = {{"value", ATTR_TENSOR}, {NULL}};
 
 /* node->params: the fill value, an owned one-element ts_tensor (NULL: float
  * 0). */
 static int prepare_cos(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  int rc = ts_node_check_attrs(n, cos_attrs, err);
+  int rc = ts_kernel_check_attrs(n, cos_attrs, err);
   const Onnx__AttributeProto *a = ts_attr_find(n, "value");
   if (rc || !a) return rc;
   if (!a->t)
@@ -1109,9 +1129,10 @@ typedef struct reduce_desc {
   X(ReduceMin, min, false)          \
   X(ReduceProd, prod, false)
 
-static const char *const reduce_attrs[] = {"axes", "keepdims", NULL};
-static const char *const reduce_sum13_attrs[] = {
-    "keepdims", "noop_with_empty_axes", NULL};
+static const ts_attr_spec reduce_attrs[] = {
+    {"axes", ATTR_INTS}, {"keepdims", ATTR_INT}, {NULL}};
+static const ts_attr_spec reduce_sum13_attrs[] = {
+    {"keepdims", ATTR_INT}, {"noop_with_empty_axes", ATTR_INT}, {NULL}};
 
 /* ReduceSum takes axes as an input from opset 13 (and gains
  * noop_with_empty_axes); the others keep the attribute through opset 17. */
@@ -1121,7 +1142,7 @@ static bool axes_as_input(const ts_node *n) {
 
 static int prepare_reduce(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  int rc = ts_node_check_attrs(
+  int rc = ts_kernel_check_attrs(
       n, axes_as_input(n) ? reduce_sum13_attrs : reduce_attrs, err);
   if (rc) return rc;
   if (!axes_as_input(n) && n->n_inputs > 1)
@@ -1241,12 +1262,13 @@ REDUCE_OPS(X)
 
 /* ---- LayerNormalization (opset 17) -------------------------------------- */
 
-static const char *const layernorm_attrs[] = {"axis", "epsilon", "stash_type",
-                                              NULL};
+static const ts_attr_spec layernorm_attrs[] = {
+    {"axis", ATTR_INT}, {"epsilon", ATTR_FLOAT}, {"stash_type", ATTR_INT},
+    {NULL}};
 
 static int prepare_layernorm(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  int rc = ts_node_check_attrs(n, layernorm_attrs, err);
+  int rc = ts_kernel_check_attrs(n, layernorm_attrs, err);
   if (rc) return rc;
   if (ts_attr_int(n, "stash_type", 1) != 1)
     return ts_kernel_fail(n, err, TS_EUNSUPPORTED,
