@@ -19,7 +19,7 @@ import kserve  # noqa: E402
 # The reference runs are tiny; leave the cores to the daemons under test.
 export_models.torch.set_num_threads(1)
 
-MODELS = ['linear', 'logistic', 'mlp']
+MODELS = ['linear', 'logistic', 'logistic_binary', 'mlp']
 # Served name -> (exported model, coordinator model keys). The MLP is also
 # served split by columns/rows and by layers: answers must not change.
 SERVED = {m: (m, {}) for m in MODELS}
@@ -221,6 +221,35 @@ class EndToEnd(kserve.CliMixin, kserve.ClusterTestCase):
                          '--requests', '40')
         self.assertIn('ok: 40  errors: 0', p.stdout)
         self.assertRegex(p.stdout, r'p50 [0-9.]+  p90 [0-9.]+  p99 [0-9.]+')
+
+
+class Networks(kserve.ClusterTestCase):
+    """The CNNs and the transformer (dynamic batch and sequence) end to end."""
+
+    NETWORKS = ['lenet', 'resnet', 'transformer']
+
+    @classmethod
+    def cluster_options(cls, tmp):
+        return {'models': [(m, export_models.export(m, tmp)) for m in cls.NETWORKS],
+                'local_workers': 2}
+
+    def test_matches_torch(self):
+        for model in self.NETWORKS:
+            for batch, sequence in ((1, 5), (3, 9)):
+                with self.subTest(model=model, batch=batch, sequence=sequence):
+                    inputs = export_models.make_inputs(model, batch, seed=batch,
+                                                       sequence=sequence)
+                    want = export_models.reference(model, inputs)
+                    got = self.client.infer(model, inputs)
+                    for name in want:
+                        assert_close(self, got[name], want[name], '%s/%s' % (model, name))
+
+    def test_metadata(self):
+        md = self.client.model_metadata('transformer')
+        self.assertEqual([(t.name, t.datatype, list(t.shape)) for t in md.inputs],
+                         [('tokens', 'INT64', [-1, -1])])
+        self.assertEqual([(t.name, t.datatype, list(t.shape)) for t in md.outputs],
+                         [('hidden', 'FP32', [-1, -1, 16])])
 
 
 class Repository(kserve.ClusterTestCase):
