@@ -46,7 +46,8 @@ static ts_served_model *model_or_fail(ts_frontend *fe, ts_rpc_call *call,
   else if (!(m = ts_registry_acquire(fe->registry, name)))
     ts_err_set(&err, TS_ENOTFOUND, "model '%s' is not loaded", name);
   else if (need_ready && m->state != TS_MODEL_READY)
-    ts_err_set(&err, TS_EUNAVAILABLE, "model '%s' is not ready", name);
+    ts_err_set(&err, TS_EUNAVAILABLE, "model '%s' is not ready: %s", name,
+               m->reason[0] ? m->reason : "loading");
   if (err.code) {
     if (m) ts_served_model_release(m);
     reply_error(call, &err);

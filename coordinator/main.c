@@ -215,12 +215,14 @@ static int load_models(ts_registry *reg, const options *o) {
   if (rc == TS_OK && o->repository)
     rc = ts_model_repository_scan(o->repository, &repo, &n_repo, &err);
   for (int pass = 0; pass < 2 && rc == TS_OK; pass++) {
-    for (int i = 0; i < o->n_models && rc == TS_OK; i++)
-      if (configs[i].is_ensemble == pass)
-        rc = ts_registry_load(reg, &configs[i], &err);
-    for (int i = 0; i < n_repo && rc == TS_OK; i++)
-      if (repo[i].is_ensemble == pass)
-        rc = ts_registry_load(reg, &repo[i], &err);
+    for (int i = 0; i < o->n_models + n_repo && rc == TS_OK; i++) {
+      ts_model_config *c = i < o->n_models ? &configs[i]
+                                           : &repo[i - o->n_models];
+      if (c->is_ensemble != pass) continue;
+      rc = ts_registry_load(reg, c, &err);
+      /* Missing workers are not fatal: the model waits for them. */
+      if (rc == TS_EUNAVAILABLE) rc = TS_OK;
+    }
   }
   if (rc) fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
   free(configs);
@@ -259,6 +261,7 @@ static void probe_down_workers(uv_work_t *req) {
                   "%s", c->workers[i].address, err.msg);
     }
   }
+  if (ts_cluster_live_count(c) > 0) ts_registry_retry_unavailable(ctl->registry);
 }
 
 static void probe_done(uv_work_t *req, int status) {
@@ -268,8 +271,7 @@ static void probe_done(uv_work_t *req, int status) {
 
 static void on_probe_timer(uv_timer_t *t) {
   control *ctl = t->data;
-  if (ctl->probing || ts_cluster_live_count(ctl->cluster) == ctl->cluster->n)
-    return;
+  if (ctl->probing) return;
   ctl->probing = 1;
   ctl->probe_work.data = ctl;
   uv_queue_work(ctl->loop, &ctl->probe_work, probe_down_workers, probe_done);

@@ -289,12 +289,26 @@ int ts_registry_load(ts_registry *r, const ts_model_config *config,
   m->state = TS_MODEL_LOADING;
   int rc = config->is_ensemble ? load_ensemble(r, m, err)
                                : load_plain(r, m, err);
-  if (rc) {
+  if (rc == TS_EUNAVAILABLE && !config->is_ensemble) {
+    /* Workers are missing, the model is fine: keep it, unavailable, and
+     * load it when workers come (ts_registry_retry_unavailable). */
+    ts_log_warn("model %s is unavailable for now: %s", config->name, err->msg);
+    unbook(r->cluster, m);
+    if (m->placement && m->plan)
+      for (int s = 0; s < m->plan->n_stages; s++) free(m->placement[s]);
+    free(m->placement);
+    m->placement = NULL;
+    if (m->plan) ts_plan_free(m->plan);
+    m->plan = NULL;
+    m->state = TS_MODEL_FAILED;
+    snprintf(m->reason, sizeof m->reason, "%s", err->msg);
+  } else if (rc) {
     ts_log_error("model %s failed to load: %s", config->name, err->msg);
     served_free(m);
     return rc;
+  } else {
+    m->state = TS_MODEL_READY;
   }
-  m->state = TS_MODEL_READY;
   pthread_mutex_lock(&r->mu);
   int i = find_locked(r, config->name);
   ts_served_model *old = NULL;
@@ -315,8 +329,24 @@ int ts_registry_load(ts_registry *r, const ts_model_config *config,
     unbook(r->cluster, old);
     ts_served_model_release(old);
   }
-  ts_log_info("model %s is ready", config->name);
-  return TS_OK;
+  if (rc == TS_OK) ts_log_info("model %s is ready", config->name);
+  return rc;
+}
+
+int ts_registry_retry_unavailable(ts_registry *r) {
+  ts_served_model **models;
+  int n, loaded = 0;
+  if (ts_registry_snapshot(r, &models, &n) != TS_OK) return 0;
+  for (int i = 0; i < n; i++) {
+    if (models[i]->state == TS_MODEL_FAILED) {
+      ts_err err = {0};
+      ts_model_config config = models[i]->config;
+      loaded += ts_registry_load(r, &config, &err) == TS_OK;
+    }
+    ts_served_model_release(models[i]);
+  }
+  free(models);
+  return loaded;
 }
 
 int ts_registry_load_by_name(ts_registry *r, const char *name, ts_err *err) {

@@ -11,6 +11,11 @@
  * Lifetime: a served model is reference-counted. Requests hold a reference
  * (ts_registry_acquire / ts_served_model_release), so unloading or
  * replacing a model never frees state under a request in flight.
+ *
+ * A model that cannot be placed for lack of live workers is kept, FAILED
+ * with its reason (requests get UNAVAILABLE), and loaded again when
+ * workers come (ts_registry_retry_unavailable); a bad model file is an
+ * error instead.
  */
 #ifndef TS_REGISTRY_H
 #define TS_REGISTRY_H
@@ -91,6 +96,10 @@ static inline const int *ts_served_model_replicas(const ts_served_model *m,
 }
 
 
+
+/* Retries loading the models left unavailable for lack of workers;
+ * returns how many became ready. */
+int ts_registry_retry_unavailable(ts_registry *r);
 
 /* Makes sure worker `w` holds every shard placed on it (after it came back
  * up, possibly restarted and empty). Returns the first upload error. */
