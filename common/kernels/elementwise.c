@@ -107,27 +107,10 @@ int ts_kernel_axis(const ts_node *n, int64_t axis, int rank, const char *what,
 
 /* ---- dtypes ------------------------------------------------------------ */
 
-/* X(slot suffix, C type, ts_dtype). Kernel tables are indexed by slot. */
-#define SLOT_LIST(X)              \
-  X(f32, float, TS_DTYPE_FLOAT)   \
-  X(f64, double, TS_DTYPE_DOUBLE) \
-  X(i32, int32_t, TS_DTYPE_INT32) \
-  X(i64, int64_t, TS_DTYPE_INT64) \
-  X(b, uint8_t, TS_DTYPE_BOOL)    \
-  X(u8, uint8_t, TS_DTYPE_UINT8)  \
-  X(i8, int8_t, TS_DTYPE_INT8)
-
-enum {
-#define X(s, T, D) S_##s,
-  SLOT_LIST(X)
-#undef X
-  N_SLOTS
-};
-
-static int slot_of(ts_dtype t) {
+int ts_kernel_slot(ts_dtype t) {
 #define X(s, T, D) \
-  if (t == D) return S_##s;
-  SLOT_LIST(X)
+  if (t == D) return TS_SLOT_##s;
+  TS_KERNEL_SLOTS(X)
 #undef X
   return -1;
 }
@@ -332,15 +315,15 @@ POW_ROW(double, f64)
 typedef struct binary_desc {
   bool out_bool;              /* comparisons: output is bool */
   bool mixed;                 /* inputs may differ in dtype (Pow) */
-  ew_fn fn[N_SLOTS][N_SLOTS]; /* [slot of a][slot of b]; NULL: unsupported */
+  ew_fn fn[TS_N_SLOTS][TS_N_SLOTS]; /* [slot of a][slot of b]; NULL: unsupported */
 } binary_desc;
 
 #define TABLE_NUM(op)                                              \
-  .fn[S_f32][S_f32] = op##_f32, .fn[S_f64][S_f64] = op##_f64,       \
-  .fn[S_i32][S_i32] = op##_i32, .fn[S_i64][S_i64] = op##_i64
+  .fn[TS_SLOT_f32][TS_SLOT_f32] = op##_f32, .fn[TS_SLOT_f64][TS_SLOT_f64] = op##_f64,       \
+  .fn[TS_SLOT_i32][TS_SLOT_i32] = op##_i32, .fn[TS_SLOT_i64][TS_SLOT_i64] = op##_i64
 #define TABLE_CMP(op) .out_bool = true, TABLE_NUM(op)
-#define TABLE_EQ(op) TABLE_CMP(op), .fn[S_b][S_b] = op##_b
-#define TABLE_LOGIC(op) .out_bool = true, .fn[S_b][S_b] = op##_b
+#define TABLE_EQ(op) TABLE_CMP(op), .fn[TS_SLOT_b][TS_SLOT_b] = op##_b
+#define TABLE_LOGIC(op) .out_bool = true, .fn[TS_SLOT_b][TS_SLOT_b] = op##_b
 #define X(op, expr, fam) \
   static const binary_desc binary_##op = {TABLE_##fam(op)};
 BINARY_LIST(X)
@@ -348,10 +331,10 @@ VARIADIC_LIST(X)
 #undef X
 static const binary_desc binary_Pow = {
     .mixed = true,
-    .fn = {[S_f32] = {[S_f32] = pow_f32_f32, [S_f64] = pow_f32_f64,
-                      [S_i32] = pow_f32_i32, [S_i64] = pow_f32_i64},
-           [S_f64] = {[S_f32] = pow_f64_f32, [S_f64] = pow_f64_f64,
-                      [S_i32] = pow_f64_i32, [S_i64] = pow_f64_i64}}};
+    .fn = {[TS_SLOT_f32] = {[TS_SLOT_f32] = pow_f32_f32, [TS_SLOT_f64] = pow_f32_f64,
+                      [TS_SLOT_i32] = pow_f32_i32, [TS_SLOT_i64] = pow_f32_i64},
+           [TS_SLOT_f64] = {[TS_SLOT_f32] = pow_f64_f32, [TS_SLOT_f64] = pow_f64_f64,
+                      [TS_SLOT_i32] = pow_f64_i32, [TS_SLOT_i64] = pow_f64_i64}}};
 
 static const ts_attr_spec no_attrs[] = {{NULL}};
 
@@ -365,7 +348,7 @@ static int prepare_plain(ts_node *n, const ts_graph *g, ts_err *err) {
 static int binary_pick(const binary_desc *d, const ts_node *n,
                        const ts_tensor *a, const ts_tensor *b, ew_fn *fn,
                        ts_err *err) {
-  int sa = slot_of(a->dtype), sb = slot_of(b->dtype);
+  int sa = ts_kernel_slot(a->dtype), sb = ts_kernel_slot(b->dtype);
   if (!d->mixed && a->dtype != b->dtype)
     return ts_kernel_fail(n, err, TS_EINVAL, "input types %s and %s differ",
                           ts_dtype_name(a->dtype), ts_dtype_name(b->dtype));
@@ -376,45 +359,6 @@ static int binary_pick(const binary_desc *d, const ts_node *n,
                           ts_dtype_name(a->dtype), ts_dtype_name(b->dtype));
   return TS_OK;
 }
-
-static int binary_infer(const binary_desc *d, const ts_node *n,
-                        const ts_tensor *const *in, ts_tensor *out,
-                        ts_err *err) {
-  ew_fn fn;
-  int64_t dims[TS_MAX_RANK];
-  int rank;
-  int rc = binary_pick(d, n, in[0], in[1], &fn, err);
-  if (!rc) rc = broadcast_shape_n(n, 2, in, dims, &rank, err);
-  if (rc) return rc;
-  return ts_tensor_set_shape(out, d->out_bool ? TS_DTYPE_BOOL : in[0]->dtype,
-                             dims, rank, err);
-}
-
-static int binary_run(const binary_desc *d, const ts_node *n,
-                      const ts_tensor *const *in, ts_tensor *out,
-                      ts_err *err) {
-  ew_fn fn;
-  int rc = binary_pick(d, n, in[0], in[1], &fn, err);
-  if (rc) return rc;
-  return broadcast_apply(n, 2, in, out, fn, NULL, err);
-}
-
-#define DEFINE_BINARY_OP(op)                                                  \
-  static int infer_##op(const ts_node *n, const ts_tensor *const *in,         \
-                        ts_tensor *out, ts_err *err) {                        \
-    return binary_infer(&binary_##op, n, in, out, err);                       \
-  }                                                                           \
-  static int run_##op(const ts_node *n, const ts_tensor *const *in,           \
-                      ts_tensor *out, ts_kctx *ctx, ts_err *err) {            \
-    (void)ctx;                                                                \
-    return binary_run(&binary_##op, n, in, out, err);                         \
-  }                                                                           \
-  const ts_op ts_op_##op = {"", #op, 2, 2, 1, 1, prepare_plain, NULL,         \
-                            infer_##op, run_##op};
-#define X(op, expr, fam) DEFINE_BINARY_OP(op)
-BINARY_LIST(X)
-#undef X
-DEFINE_BINARY_OP(Pow)
 
 /* ---- copy kernels (Expand, Where, single-input variadics) --------------- */
 
@@ -457,7 +401,7 @@ static ew_fn sized_kernel(ts_dtype t, bool select) {
   }
 }
 
-/* ---- variadic Max, Min, Sum ------------------------------------------- */
+/* ---- binary and variadic ops ------------------------------------------- */
 
 static int variadic_check(const binary_desc *d, const ts_node *n,
                           const ts_tensor *const *in, ew_fn *fn,
@@ -480,12 +424,13 @@ static int variadic_infer(const binary_desc *d, const ts_node *n,
   int rc = variadic_check(d, n, in, &fn, err);
   if (!rc) rc = broadcast_shape_n(n, n->n_inputs, in, dims, &rank, err);
   if (rc) return rc;
-  return ts_tensor_set_shape(out, in[0]->dtype, dims, rank, err);
+  return ts_tensor_set_shape(out, d->out_bool ? TS_DTYPE_BOOL : in[0]->dtype,
+                             dims, rank, err);
 }
 
 /* out = in[0] op in[1], then out = out op in[j] for each further input:
  * broadcasting each pair onto the full output shape gives the n-way
- * broadcast. */
+ * broadcast. Binary ops are the case of two inputs. */
 static int variadic_run(const binary_desc *d, const ts_node *n,
                         const ts_tensor *const *in, ts_tensor *out,
                         ts_err *err) {
@@ -503,7 +448,7 @@ static int variadic_run(const binary_desc *d, const ts_node *n,
   return rc;
 }
 
-#define DEFINE_VARIADIC_OP(op, desc)                                          \
+#define DEFINE_BROADCAST_OP(op, desc, min_inputs, max_inputs)                 \
   static int infer_##op(const ts_node *n, const ts_tensor *const *in,         \
                         ts_tensor *out, ts_err *err) {                        \
     return variadic_infer(desc, n, in, out, err);                             \
@@ -513,12 +458,16 @@ static int variadic_run(const binary_desc *d, const ts_node *n,
     (void)ctx;                                                                \
     return variadic_run(desc, n, in, out, err);                               \
   }                                                                           \
-  const ts_op ts_op_##op = {"", #op, 1, INT_MAX, 1, 1, prepare_plain, NULL,   \
-                            infer_##op, run_##op};
-#define X(op, expr, fam) DEFINE_VARIADIC_OP(op, &binary_##op)
+  const ts_op ts_op_##op = {"", #op, min_inputs, max_inputs, 1, 1,           \
+                            prepare_plain, NULL, infer_##op, run_##op};
+#define X(op, expr, fam) DEFINE_BROADCAST_OP(op, &binary_##op, 2, 2)
+BINARY_LIST(X)
+#undef X
+#define X(op, expr, fam) DEFINE_BROADCAST_OP(op, &binary_##op, 1, INT_MAX)
 VARIADIC_LIST(X)
 #undef X
-DEFINE_VARIADIC_OP(Sum, &binary_Add)
+DEFINE_BROADCAST_OP(Pow, &binary_Pow, 2, 2)
+DEFINE_BROADCAST_OP(Sum, &binary_Add, 1, INT_MAX)
 
 /* ---- unary kernels ------------------------------------------------------ */
 
@@ -652,19 +601,19 @@ static int params_clip(const ts_node *n, const ts_tensor *const *in,
 }
 
 typedef struct unary_desc {
-  ew_fn fn[N_SLOTS];
+  ew_fn fn[TS_N_SLOTS];
   int (*params)(const ts_node *n, const ts_tensor *const *in, param_buf *p,
                 ts_err *err);
 } unary_desc;
 
-#define UN_TABLE_F(op) [S_f32] = u##op##_f32, [S_f64] = u##op##_f64
+#define UN_TABLE_F(op) [TS_SLOT_f32] = u##op##_f32, [TS_SLOT_f64] = u##op##_f64
 #define UN_TABLE_FI(op) \
-  UN_TABLE_F(op), [S_i32] = u##op##_i32, [S_i64] = u##op##_i64
-#define UN_TABLE_B(op) [S_b] = u##op##_b
+  UN_TABLE_F(op), [TS_SLOT_i32] = u##op##_i32, [TS_SLOT_i64] = u##op##_i64
+#define UN_TABLE_B(op) [TS_SLOT_b] = u##op##_b
 
 static int unary_pick(const unary_desc *d, const ts_node *n,
                       const ts_tensor *x, ew_fn *fn, ts_err *err) {
-  int s = slot_of(x->dtype);
+  int s = ts_kernel_slot(x->dtype);
   *fn = s >= 0 ? d->fn[s] : NULL;
   if (!*fn)
     return ts_kernel_fail(n, err, TS_EUNSUPPORTED,
@@ -754,8 +703,8 @@ static inline int64_t int_to_i64(int64_t x) { return x; }
 #define CONV_u8(x) (uint8_t)TO_INT(x)
 #define CONV_i8(x) (int8_t)TO_INT(x)
 
-/* SLOT_LIST again, with two leading arguments, so that a row of the
- * source x destination cross product can be expanded inside SLOT_LIST (the
+/* TS_KERNEL_SLOTS again, with two leading arguments, so that a row of the
+ * source x destination cross product can be expanded inside TS_KERNEL_SLOTS (the
  * preprocessor does not expand a macro inside its own expansion). */
 #define SLOT_LIST2(X, p1, p2)                                          \
   X(p1, p2, f32, float) X(p1, p2, f64, double) X(p1, p2, i32, int32_t)  \
@@ -773,12 +722,12 @@ static inline int64_t int_to_i64(int64_t x) { return x; }
     for (int64_t i = 0; i < n; i++) O[i] = CONV_##D(READ_##S(A[i]));        \
   }
 #define CAST_ROW(S, ST, D) SLOT_LIST2(CAST_FN, S, ST)
-SLOT_LIST(CAST_ROW)
+TS_KERNEL_SLOTS(CAST_ROW)
 #undef CAST_ROW
 
-#define CAST_CELL(S, ST, D, DT) [S_##D] = cast_##S##_##D,
-#define CAST_ROW(S, ST, D) [S_##S] = {SLOT_LIST2(CAST_CELL, S, ST)},
-static const ew_fn cast_fn[N_SLOTS][N_SLOTS] = {SLOT_LIST(CAST_ROW)};
+#define CAST_CELL(S, ST, D, DT) [TS_SLOT_##D] = cast_##S##_##D,
+#define CAST_ROW(S, ST, D) [TS_SLOT_##S] = {SLOT_LIST2(CAST_CELL, S, ST)},
+static const ew_fn cast_fn[TS_N_SLOTS][TS_N_SLOTS] = {TS_KERNEL_SLOTS(CAST_ROW)};
 #undef CAST_ROW
 #undef CAST_CELL
 
@@ -792,7 +741,7 @@ static int prepare_cast(ts_node *n, const ts_graph *g, ts_err *err) {
   if (!ts_attr_find(n, "to"))
     return ts_kernel_fail(n, err, TS_EINVAL, "attribute 'to' is missing");
   int64_t to = ts_attr_int(n, "to", 0);
-  if (to < INT_MIN || to > INT_MAX || slot_of((ts_dtype)to) < 0)
+  if (to < INT_MIN || to > INT_MAX || ts_kernel_slot((ts_dtype)to) < 0)
     return ts_kernel_fail(n, err, TS_EUNSUPPORTED,
                           "attribute 'to' = %lld (%s) is not supported",
                           (long long)to, ts_dtype_name((ts_dtype)to));
@@ -802,7 +751,7 @@ static int prepare_cast(ts_node *n, const ts_graph *g, ts_err *err) {
 static int cast_pick(const ts_node *n, const ts_tensor *x, ts_dtype *to,
                      ew_fn *fn, ts_err *err) {
   *to = (ts_dtype)ts_attr_int(n, "to", 0);
-  int s = slot_of(x->dtype), d = slot_of(*to);
+  int s = ts_kernel_slot(x->dtype), d = ts_kernel_slot(*to);
   *fn = s >= 0 && d >= 0 ? cast_fn[s][d] : NULL;
   if (!*fn)
     return ts_kernel_fail(n, err, TS_EUNSUPPORTED,

@@ -55,6 +55,30 @@
 int ts_kernel_fail(const ts_node *n, ts_err *err, int code, const char *fmt,
                    ...) __attribute__((format(printf, 4, 5)));
 
+/* The dtypes kernels compute on: X(slot suffix, C type, ts_dtype). The
+ * first four are the numeric ones. Kernel tables are indexed by slot. */
+#define TS_KERNEL_NUM_SLOTS(X)    \
+  X(f32, float, TS_DTYPE_FLOAT)   \
+  X(f64, double, TS_DTYPE_DOUBLE) \
+  X(i32, int32_t, TS_DTYPE_INT32) \
+  X(i64, int64_t, TS_DTYPE_INT64)
+#define TS_KERNEL_SLOTS(X)     \
+  TS_KERNEL_NUM_SLOTS(X)       \
+  X(b, uint8_t, TS_DTYPE_BOOL) \
+  X(u8, uint8_t, TS_DTYPE_UINT8) \
+  X(i8, int8_t, TS_DTYPE_INT8)
+
+enum {
+#define TS_KS_X(s, T, D) TS_SLOT_##s,
+  TS_KERNEL_SLOTS(TS_KS_X)
+#undef TS_KS_X
+  TS_N_SLOTS,
+  TS_N_NUM_SLOTS = TS_SLOT_b
+};
+
+/* The slot of t; -1 for a dtype no kernel here computes on. */
+int ts_kernel_slot(ts_dtype t);
+
 /* An attribute a kernel accepts and the type it must have. */
 typedef struct ts_attr_spec {
   const char *name;

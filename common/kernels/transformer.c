@@ -399,29 +399,9 @@ static int prepare_axes13(ts_node *n, const ts_graph *g, ts_err *err) {
                                err);
 }
 
-static int infer_unsqueeze(const ts_node *n, const ts_tensor *const *in,
-                           ts_tensor *out, ts_err *err) {
-  int64_t axes[TS_MAX_RANK], dims[TS_MAX_RANK];
-  bool mask[TS_MAX_RANK], present;
-  size_t count;
-  int rc = int_list(n, in, "axes", 1, 13, axes, TS_MAX_RANK, &count, &present,
-                    err);
-  if (rc) return rc;
-  if (!present)
-    return ts_kernel_fail(n, err, TS_EINVAL, "'axes' is missing");
-  int rank = in[0]->rank + (int)count;
-  if (rank > TS_MAX_RANK)
-    return ts_kernel_fail(n, err, TS_EUNSUPPORTED,
-                          "output rank %d is above %d", rank, TS_MAX_RANK);
-  rc = axes_mask(n, axes, count, rank, mask, err);
-  if (rc) return rc;
-  for (int k = 0, j = 0; k < rank; k++)
-    dims[k] = mask[k] ? 1 : in[0]->dims[j++];
-  return ts_tensor_set_shape(out, in[0]->dtype, dims, rank, err);
-}
-
-static int infer_squeeze(const ts_node *n, const ts_tensor *const *in,
-                         ts_tensor *out, ts_err *err) {
+/* Unsqueeze (insert) and Squeeze: the output shape from the axes. */
+static int infer_squeeze_like(const ts_node *n, const ts_tensor *const *in,
+                              ts_tensor *out, bool insert, ts_err *err) {
   const ts_tensor *x = in[0];
   int64_t axes[TS_MAX_RANK], dims[TS_MAX_RANK];
   bool mask[TS_MAX_RANK], present;
@@ -429,20 +409,36 @@ static int infer_squeeze(const ts_node *n, const ts_tensor *const *in,
   int rc = int_list(n, in, "axes", 1, 13, axes, TS_MAX_RANK, &count, &present,
                     err);
   if (rc) return rc;
-  if (present) {
-    rc = axes_mask(n, axes, count, x->rank, mask, err);
-    if (rc) return rc;
-  }
-  int rank = 0;
-  for (int k = 0; k < x->rank; k++) {
+  if (insert && !present)
+    return ts_kernel_fail(n, err, TS_EINVAL, "'axes' is missing");
+  int rank = insert ? x->rank + (int)count : x->rank, out_rank = 0;
+  if (rank > TS_MAX_RANK)
+    return ts_kernel_fail(n, err, TS_EUNSUPPORTED,
+                          "output rank %d is above %d", rank, TS_MAX_RANK);
+  if (present && (rc = axes_mask(n, axes, count, rank, mask, err))) return rc;
+  for (int k = 0, j = 0; k < rank; k++) {
+    if (insert) {
+      dims[out_rank++] = mask[k] ? 1 : x->dims[j++];
+      continue;
+    }
     bool drop = present ? mask[k] : x->dims[k] == 1;
     if (drop && x->dims[k] != 1)
       return ts_kernel_fail(n, err, TS_EINVAL,
                             "cannot squeeze dim %d of size %lld", k,
                             (long long)x->dims[k]);
-    if (!drop) dims[rank++] = x->dims[k];
+    if (!drop) dims[out_rank++] = x->dims[k];
   }
-  return ts_tensor_set_shape(out, x->dtype, dims, rank, err);
+  return ts_tensor_set_shape(out, x->dtype, dims, out_rank, err);
+}
+
+static int infer_unsqueeze(const ts_node *n, const ts_tensor *const *in,
+                           ts_tensor *out, ts_err *err) {
+  return infer_squeeze_like(n, in, out, true, err);
+}
+
+static int infer_squeeze(const ts_node *n, const ts_tensor *const *in,
+                         ts_tensor *out, ts_err *err) {
+  return infer_squeeze_like(n, in, out, false, err);
 }
 
 /* Unsqueeze, Squeeze: the bytes do not change. */
@@ -831,26 +827,10 @@ const ts_op ts_op_ConstantOfShape = {"", "ConstantOfShape", 1, 1, 1, 1,
 
 /* ---- Range -------------------------------------------------------------- */
 
-/* X(slot, C type, ts_dtype): the numeric types Range and Reduce* take. */
-#define NUM_LIST(X)               \
-  X(f32, float, TS_DTYPE_FLOAT)   \
-  X(f64, double, TS_DTYPE_DOUBLE) \
-  X(i32, int32_t, TS_DTYPE_INT32) \
-  X(i64, int64_t, TS_DTYPE_INT64)
-
-enum {
-#define X(s, T, D) N_##s,
-  NUM_LIST(X)
-#undef X
-  N_NUM
-};
-
+/* The slot of a numeric dtype (Range and Reduce* take those); else -1. */
 static int num_slot(ts_dtype t) {
-#define X(s, T, D) \
-  if (t == D) return N_##s;
-  NUM_LIST(X)
-#undef X
-  return -1;
+  int s = ts_kernel_slot(t);
+  return s < TS_N_NUM_SLOTS ? s : -1;
 }
 
 /* Range's element count from start, limit, delta (as double for floating
@@ -873,10 +853,10 @@ static int range_count(const ts_node *n, const ts_tensor *const *in,
     if (!in[i]->data) return TS_EAGAIN;
   }
   double c;
-  if (slot == N_f32 || slot == N_f64) {
+  if (slot == TS_SLOT_f32 || slot == TS_SLOT_f64) {
     double v[3];
     for (int i = 0; i < 3; i++)
-      v[i] = slot == N_f32 ? *(const float *)in[i]->data
+      v[i] = slot == TS_SLOT_f32 ? *(const float *)in[i]->data
                            : *(const double *)in[i]->data;
     if (v[2] == 0)
       return ts_kernel_fail(n, err, TS_EINVAL, "'delta' is 0");
@@ -884,7 +864,7 @@ static int range_count(const ts_node *n, const ts_tensor *const *in,
   } else {
     __int128 v[3];
     for (int i = 0; i < 3; i++)
-      v[i] = slot == N_i32 ? *(const int32_t *)in[i]->data
+      v[i] = slot == TS_SLOT_i32 ? *(const int32_t *)in[i]->data
                            : *(const int64_t *)in[i]->data;
     if (v[2] == 0)
       return ts_kernel_fail(n, err, TS_EINVAL, "'delta' is 0");
@@ -915,13 +895,13 @@ static int run_range(const ts_node *n, const ts_tensor *const *in,
   if (rc) return rc;
   switch (num_slot(in[0]->dtype)) {
 #define X(s, T, D)                                                      \
-  case N_##s: {                                                         \
+  case TS_SLOT_##s: {                                                         \
     T start = *(const T *)in[0]->data, delta = *(const T *)in[2]->data; \
     for (int64_t i = 0; i < count; i++)                                 \
       ((T *)out->data)[i] = TS_WRAP(+, start, TS_WRAP(*, (T)i, delta)); \
     break;                                                              \
   }
-    NUM_LIST(X)
+    TS_KERNEL_NUM_SLOTS(X)
 #undef X
   }
   return TS_OK;
@@ -1085,10 +1065,10 @@ typedef struct reduce_geom {
   REDUCE_FN(max, (x != x || x > acc) ? (ACC)x : acc, LOW_##s, s, T)
 #define REDUCE_CELL_min(s, T, D) \
   REDUCE_FN(min, (x != x || x < acc) ? (ACC)x : acc, HIGH_##s, s, T)
-NUM_LIST(REDUCE_CELL_sum)
-NUM_LIST(REDUCE_CELL_prod)
-NUM_LIST(REDUCE_CELL_max)
-NUM_LIST(REDUCE_CELL_min)
+TS_KERNEL_NUM_SLOTS(REDUCE_CELL_sum)
+TS_KERNEL_NUM_SLOTS(REDUCE_CELL_prod)
+TS_KERNEL_NUM_SLOTS(REDUCE_CELL_max)
+TS_KERNEL_NUM_SLOTS(REDUCE_CELL_min)
 
 /* Writes the accumulators to the output type; `mean` divides by count. */
 #define FINISH_FN(s, T, D)                                                  \
@@ -1100,27 +1080,27 @@ NUM_LIST(REDUCE_CELL_min)
       o[i] = (T)(mean ? (count ? a[i] / (ACC_##s)count : EMPTY_MEAN_##s)    \
                       : a[i]);                                              \
   }
-NUM_LIST(FINISH_FN)
+TS_KERNEL_NUM_SLOTS(FINISH_FN)
 
 typedef void (*reduce_fn)(const void *x, void *acc, int64_t n_out,
                           const reduce_geom *g);
 typedef void (*finish_fn)(const void *acc, void *out, int64_t n, bool mean,
                           int64_t count);
 
-static const finish_fn finish_table[N_NUM] = {
-#define X(s, T, D) [N_##s] = finish_##s,
-    NUM_LIST(X)
+static const finish_fn finish_table[TS_N_NUM_SLOTS] = {
+#define X(s, T, D) [TS_SLOT_##s] = finish_##s,
+    TS_KERNEL_NUM_SLOTS(X)
 #undef X
 };
 
 typedef struct reduce_desc {
-  reduce_fn fn[N_NUM];
+  reduce_fn fn[TS_N_NUM_SLOTS];
   bool mean;
 } reduce_desc;
 
 #define REDUCE_TABLE(kind)                                             \
-  {[N_f32] = reduce_##kind##_f32, [N_f64] = reduce_##kind##_f64,        \
-   [N_i32] = reduce_##kind##_i32, [N_i64] = reduce_##kind##_i64}
+  {[TS_SLOT_f32] = reduce_##kind##_f32, [TS_SLOT_f64] = reduce_##kind##_f64,        \
+   [TS_SLOT_i32] = reduce_##kind##_i32, [TS_SLOT_i64] = reduce_##kind##_i64}
 /* X(op, kind, mean) */
 #define REDUCE_OPS(X)               \
   X(ReduceSum, sum, false)          \
