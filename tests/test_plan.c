@@ -959,6 +959,26 @@ START_TEST(test_bad_options) {
 }
 END_TEST
 
+/* A graph output that no node computes (the input passed through) cannot
+ * be produced by any stage: refused, naming it. */
+START_TEST(test_passthrough_output) {
+  mb *b = calloc(1, sizeof *b);
+  int64_t x[2] = {-1, 4};
+  mb_input(b, "x", 2, x);
+  mb_node(b, "Relu", "x", "y");
+  mb_output(b, "y", 2, x);
+  mb_output(b, "x", 2, x);
+  ts_model *m = mb_finish(b, 13);
+  ts_plan_opts o = {.strategy = TS_STRATEGY_DATA, .replicas = 1};
+  ts_plan *p = (ts_plan *)1;
+  ts_err err = {0};
+  ck_assert_int_eq(ts_plan_build(m, &o, &p, &err), TS_EUNSUPPORTED);
+  ck_assert_ptr_null(p);
+  ck_assert_msg(strstr(err.msg, "'x'"), "%s", err.msg);
+  ts_model_free(m);
+}
+END_TEST
+
 START_TEST(test_auto) {
   ts_model *m = mlp_big();
   ts_plan_opts o = {.strategy = TS_STRATEGY_AUTO, .replicas = 1,
@@ -1083,6 +1103,7 @@ static Suite *plan_suite(void) {
   tcase_add_test(tc, test_pipeline_balance);
   tcase_add_test(tc, test_data_batch_split);
   tcase_add_test(tc, test_bad_options);
+  tcase_add_test(tc, test_passthrough_output);
   tcase_add_test(tc, test_auto);
   tcase_add_test(tc, test_auto_pipeline);
   suite_add_tcase(s, tc);
