@@ -2,8 +2,9 @@
  * npy.h - NumPy .npy files <-> ts_tensor.
  *
  * Reads format versions 1.0, 2.0 and 3.0 (the header is a Python dict literal
- * with exactly the keys 'descr', 'fortran_order' and 'shape'); writes 1.0, or
- * 2.0 when the header does not fit a 16-bit length. Only little-endian,
+ * with exactly the keys 'descr', 'fortran_order' and 'shape'); writes 1.0
+ * (a header of rank <= TS_MAX_RANK always fits its 16-bit length), with the
+ * data aligned to 64 bytes as NumPy does. Only little-endian,
  * C-order arrays of the fixed-size numeric dtypes in one table (npy.c) are
  * supported:
  *   <f2 <f4 <f8 |i1 <i2 <i4 <i8 |u1 <u2 <u4 <u8 |b1
