@@ -191,13 +191,29 @@ static int get_labels(const ts_node *n, const int64_t **labels, size_t *count,
   return get_ints(n, "classlabels_ints", false, labels, count, err);
 }
 
-/* One malloc block: the params struct followed by `extra` bytes (64-byte
- * aligned offset), zeroed. */
-static void *params_alloc(size_t head, size_t extra, void **tail) {
-  size_t off = (head + 63) & ~(size_t)63;
-  uint8_t *p = calloc(1, off + extra);
-  if (p && tail) *tail = p + off;
-  return p;
+/* post_transform, NONE when absent; values outside `allowed` (a mask of
+ * POST_BIT) are TS_EUNSUPPORTED. */
+static int get_post(const ts_node *n, unsigned allowed, post_transform *out,
+                    ts_err *err) {
+  int v;
+  int rc = get_enum(n, "post_transform", post_names, POST_COUNT, allowed,
+                    POST_NONE, &v, err);
+  *out = (post_transform)v;
+  return rc;
+}
+
+/* Stores a copy of the parsed params (size bytes at p) in n->params: one
+ * zeroed malloc block with `extra` more bytes at a 64-byte aligned offset,
+ * returned in *tail when tail is not NULL. release_params frees it. */
+static int params_store(ts_node *n, const void *p, size_t size, size_t extra,
+                        void **tail, ts_err *err) {
+  size_t off = (size + 63) & ~(size_t)63;
+  uint8_t *block = calloc(1, off + extra);
+  if (!block) return ts_kernel_fail(n, err, TS_ENOMEM, "out of memory");
+  memcpy(block, p, size);
+  if (tail) *tail = block + off;
+  n->params = block;
+  return TS_OK;
 }
 
 static void release_params(ts_node *node) {
@@ -461,18 +477,11 @@ static int linear_regressor_prepare(ts_node *n, const ts_graph *g,
                           "attribute 'targets' = %lld must be at least 1",
                           (long long)targets);
   linear_params p = {0};
-  int post;
   if ((rc = parse_linear(n, targets, "attribute 'targets'", &p, err)) ||
-      (rc = get_enum(n, "post_transform", post_names, POST_COUNT, ALL_POST,
-                     POST_NONE, &post, err)))
+      (rc = get_post(n, ALL_POST, &p.post, err)))
     return rc;
-  p.post = (post_transform)post;
   p.score_cols = p.rows;
-  linear_params *dst = params_alloc(sizeof p, 0, NULL);
-  if (!dst) return ts_kernel_fail(n, err, TS_ENOMEM, "out of memory");
-  *dst = p;
-  n->params = dst;
-  return TS_OK;
+  return params_store(n, &p, sizeof p, 0, NULL, err);
 }
 
 static int linear_regressor_infer(const ts_node *n, const ts_tensor *const *in,
@@ -538,17 +547,9 @@ static int linear_classifier_prepare(ts_node *n, const ts_graph *g,
   /* For one row, only NONE and LOGISTIC give scores that mean something. */
   unsigned allowed =
       p.rows == 1 ? POST_BIT(POST_NONE) | POST_BIT(POST_LOGISTIC) : ALL_POST;
-  int post;
-  if ((rc = get_enum(n, "post_transform", post_names, POST_COUNT, allowed,
-                     POST_NONE, &post, err)))
-    return rc;
-  p.post = (post_transform)post;
+  if ((rc = get_post(n, allowed, &p.post, err))) return rc;
   p.score_cols = p.rows == 1 ? (p.n_labels == 2 ? 2 : 1) : p.rows;
-  linear_params *dst = params_alloc(sizeof p, 0, NULL);
-  if (!dst) return ts_kernel_fail(n, err, TS_ENOMEM, "out of memory");
-  *dst = p;
-  n->params = dst;
-  return TS_OK;
+  return params_store(n, &p, sizeof p, 0, NULL, err);
 }
 
 static int linear_classifier_infer(const ts_node *n, const ts_tensor *const *in,
@@ -679,11 +680,12 @@ static int parse_support_vectors(ts_node *n, svm_params *p, int64_t vectors,
 static int svm_params_store(ts_node *n, const svm_params *p, ts_err *err) {
   size_t norms = p->kernel == KERNEL_RBF ? (size_t)p->n_vectors : 0;
   size_t firsts = p->per_class ? (size_t)p->classes : 0;
-  void *tail;
-  svm_params *dst = params_alloc(
-      sizeof *dst, norms * sizeof(float) + firsts * sizeof(int64_t), &tail);
-  if (!dst) return ts_kernel_fail(n, err, TS_ENOMEM, "out of memory");
-  *dst = *p;
+  void *tail = NULL;
+  int rc = params_store(n, p, sizeof *p,
+                        norms * sizeof(float) + firsts * sizeof(int64_t), &tail,
+                        err);
+  if (rc) return rc;
+  svm_params *dst = n->params;
   dst->first_vector = firsts ? tail : NULL;
   dst->vector_norms = norms ? (float *)((int64_t *)tail + firsts) : NULL;
   for (size_t c = 0, first = 0; c < firsts; c++) {
@@ -696,7 +698,6 @@ static int svm_params_store(ts_node *n, const svm_params *p, ts_err *err) {
     for (int64_t k = 0; k < p->features; k++) sum += s[k] * s[k];
     dst->vector_norms[v] = sum;
   }
-  n->params = dst;
   return TS_OK;
 }
 
@@ -757,14 +758,12 @@ static int svm_regressor_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
   svm_params p = {0};
   int64_t n_supports, one_class;
   size_t n_coef, n_rho;
-  int post;
   if ((rc = parse_svm_kernel(n, &p, err)) ||
       (rc = get_int(n, "n_supports", 0, &n_supports, err)) ||
       (rc = get_int(n, "one_class", 0, &one_class, err)) ||
       (rc = get_floats(n, "coefficients", true, &p.coef, &n_coef, err)) ||
       (rc = get_floats(n, "rho", true, &p.rho, &n_rho, err)) ||
-      (rc = get_enum(n, "post_transform", post_names, POST_COUNT,
-                     POST_BIT(POST_NONE), POST_NONE, &post, err)))
+      (rc = get_post(n, POST_BIT(POST_NONE), &p.post, err)))
     return rc;
   if (n_supports < 0)
     return ts_kernel_fail(n, err, TS_EINVAL,
@@ -789,7 +788,6 @@ static int svm_regressor_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
     p.features = (int64_t)n_coef;
   }
   p.one_class = one_class != 0;
-  p.post = (post_transform)post;
   return svm_params_store(n, &p, err);
 }
 
@@ -951,11 +949,7 @@ static int svm_classifier_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
     p.features = (int64_t)(n_coef / n_labels);
     p.score_cols = p.classes;
   }
-  int post;
-  if ((rc = get_enum(n, "post_transform", post_names, POST_COUNT, allowed,
-                     POST_NONE, &post, err)))
-    return rc;
-  p.post = (post_transform)post;
+  if ((rc = get_post(n, allowed, &p.post, err))) return rc;
   p.weights_all_positive = true;
   for (size_t i = 0; i < n_coef; i++)
     if (!(p.coef[i] >= 0)) p.weights_all_positive = false;
@@ -1166,11 +1160,8 @@ static int normalizer_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
     rc = get_enum(n, "norm", norm_names, NORM_COUNT, (1u << NORM_COUNT) - 1,
                   NORM_MAX, &norm, err);
   if (rc) return rc;
-  norm_params *p = params_alloc(sizeof *p, 0, NULL);
-  if (!p) return ts_kernel_fail(n, err, TS_ENOMEM, "out of memory");
-  p->norm = (norm_kind)norm;
-  n->params = p;
-  return TS_OK;
+  norm_params p = {(norm_kind)norm};
+  return params_store(n, &p, sizeof p, 0, NULL, err);
 }
 
 /* Normalizer and Scaler: float output of the input's shape. */
@@ -1237,11 +1228,7 @@ static int scaler_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
                           n_off, n_scale);
   p.n_offset = (int64_t)n_off;
   p.n_scale = (int64_t)n_scale;
-  scaler_params *dst = params_alloc(sizeof p, 0, NULL);
-  if (!dst) return ts_kernel_fail(n, err, TS_ENOMEM, "out of memory");
-  *dst = p;
-  n->params = dst;
-  return TS_OK;
+  return params_store(n, &p, sizeof p, 0, NULL, err);
 }
 
 static int scaler_infer(const ts_node *n, const ts_tensor *const *in,
