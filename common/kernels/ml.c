@@ -229,6 +229,11 @@ static const char *input_name(const ts_node *n) {
   return "X";
 }
 
+/* Samples in X: dim 0, or 1 for a rank-1 input. */
+static int64_t input_rows(const ts_tensor *x) {
+  return x->rank == 1 ? 1 : x->dims[0];
+}
+
 /* Input types the ops take besides float, cast to float before use:
  * X(dtype suffix, C type). */
 #define CAST_INPUT_LIST(X) \
@@ -256,7 +261,7 @@ static int check_input(const ts_node *n, const ts_tensor *x, int64_t features,
     return ts_kernel_fail(n, err, TS_EINVAL,
                           "input '%s' has rank %d; the op takes [N, F] or [F]",
                           input_name(n), x->rank);
-  *rows = x->rank == 1 ? 1 : x->dims[0];
+  *rows = input_rows(x);
   *cols = x->dims[x->rank - 1];
   if (*rows > INT32_MAX || *cols > INT32_MAX)
     return ts_kernel_fail(n, err, TS_EINVAL,
@@ -288,10 +293,12 @@ static void convert_to_float(const ts_tensor *x, float *dst, size_t count) {
   }
 }
 
-/* x as float: its own data when it is float, else a cast into scratch. */
+/* x as float (its own data when it is float, else a cast into scratch), and
+ * its sample count. */
 static int input_floats(const ts_node *n, const ts_tensor *x, ts_kctx *ctx,
-                        const float **out, ts_err *err) {
+                        const float **out, int64_t *rows, ts_err *err) {
   size_t count = (size_t)ts_tensor_numel(x);
+  *rows = input_rows(x);
   if (x->dtype == TS_DTYPE_FLOAT) {
     *out = x->data;
     return TS_OK;
@@ -314,11 +321,26 @@ static void *scratch_or_fail(const ts_node *n, ts_kctx *ctx, size_t bytes,
   return p;
 }
 
-/* Sets a classifier's outputs: labels int64 [N], scores float [N, cols]. */
-static int infer_classifier(const ts_node *n, int64_t rows, int64_t cols,
-                            ts_tensor *out, ts_err *err) {
+/* Checks X against the model's feature count and sets the output: scores
+ * float [N, cols]. */
+static int infer_regressor(const ts_node *n, const ts_tensor *x,
+                           int64_t features, int64_t cols, ts_tensor *out,
+                           ts_err *err) {
+  int64_t rows, x_cols;
+  int rc = check_input(n, x, features, &rows, &x_cols, err);
   int64_t dims[2] = {rows, cols};
-  int rc = ts_tensor_set_shape(&out[0], TS_DTYPE_INT64, dims, 1, err);
+  return rc ? rc : ts_tensor_set_shape(&out[0], TS_DTYPE_FLOAT, dims, 2, err);
+}
+
+/* Checks X against the model's feature count and sets the outputs: labels
+ * int64 [N], scores float [N, cols]. */
+static int infer_classifier(const ts_node *n, const ts_tensor *x,
+                            int64_t features, int64_t cols, ts_tensor *out,
+                            ts_err *err) {
+  int64_t rows, x_cols;
+  int rc = check_input(n, x, features, &rows, &x_cols, err);
+  int64_t dims[2] = {rows, cols};
+  if (!rc) rc = ts_tensor_set_shape(&out[0], TS_DTYPE_INT64, dims, 1, err);
   if (!rc && n->n_outputs > 1)
     rc = ts_tensor_set_shape(&out[1], TS_DTYPE_FLOAT, dims, 2, err);
   return rc;
@@ -487,20 +509,16 @@ static int linear_regressor_prepare(ts_node *n, const ts_graph *g,
 static int linear_regressor_infer(const ts_node *n, const ts_tensor *const *in,
                                   ts_tensor *out, ts_err *err) {
   const linear_params *p = n->params;
-  int64_t rows, cols;
-  int rc = check_input(n, in[0], p->features, &rows, &cols, err);
-  if (rc) return rc;
-  int64_t dims[2] = {rows, p->rows};
-  return ts_tensor_set_shape(&out[0], TS_DTYPE_FLOAT, dims, 2, err);
+  return infer_regressor(n, in[0], p->features, p->rows, out, err);
 }
 
 static int linear_regressor_run(const ts_node *n, const ts_tensor *const *in,
                                 ts_tensor *out, ts_kctx *ctx, ts_err *err) {
   const linear_params *p = n->params;
   const float *x;
-  int rc = input_floats(n, in[0], ctx, &x, err);
+  int64_t rows;
+  int rc = input_floats(n, in[0], ctx, &x, &rows, err);
   if (rc) return rc;
-  int64_t rows = in[0]->rank == 1 ? 1 : in[0]->dims[0];
   gemm_xwt(x, p->coef, rows, p->rows, p->features, p->intercepts, 0.0f,
            out[0].data);
   apply_post(p->post, out[0].data, rows, p->rows);
@@ -555,10 +573,7 @@ static int linear_classifier_prepare(ts_node *n, const ts_graph *g,
 static int linear_classifier_infer(const ts_node *n, const ts_tensor *const *in,
                                    ts_tensor *out, ts_err *err) {
   const linear_params *p = n->params;
-  int64_t rows, cols;
-  int rc = check_input(n, in[0], p->features, &rows, &cols, err);
-  if (rc) return rc;
-  return infer_classifier(n, rows, p->score_cols, out, err);
+  return infer_classifier(n, in[0], p->features, p->score_cols, out, err);
 }
 
 static int64_t label_of(const int64_t *labels, int64_t k) {
@@ -569,9 +584,9 @@ static int linear_classifier_run(const ts_node *n, const ts_tensor *const *in,
                                  ts_tensor *out, ts_kctx *ctx, ts_err *err) {
   const linear_params *p = n->params;
   const float *x;
-  int rc = input_floats(n, in[0], ctx, &x, err);
+  int64_t rows;
+  int rc = input_floats(n, in[0], ctx, &x, &rows, err);
   if (rc) return rc;
-  int64_t rows = in[0]->rank == 1 ? 1 : in[0]->dims[0];
   int64_t *y = out[0].data;
   float *z = n->n_outputs > 1 ? out[1].data : NULL;
   float *raw = z;
@@ -794,20 +809,16 @@ static int svm_regressor_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
 static int svm_regressor_infer(const ts_node *n, const ts_tensor *const *in,
                                ts_tensor *out, ts_err *err) {
   const svm_params *p = n->params;
-  int64_t rows, cols;
-  int rc = check_input(n, in[0], p->features, &rows, &cols, err);
-  if (rc) return rc;
-  int64_t dims[2] = {rows, 1};
-  return ts_tensor_set_shape(&out[0], TS_DTYPE_FLOAT, dims, 2, err);
+  return infer_regressor(n, in[0], p->features, 1, out, err);
 }
 
 static int svm_regressor_run(const ts_node *n, const ts_tensor *const *in,
                              ts_tensor *out, ts_kctx *ctx, ts_err *err) {
   const svm_params *p = n->params;
   const float *x;
-  int rc = input_floats(n, in[0], ctx, &x, err);
+  int64_t rows;
+  int rc = input_floats(n, in[0], ctx, &x, &rows, err);
   if (rc) return rc;
-  int64_t rows = in[0]->rank == 1 ? 1 : in[0]->dims[0];
   float *y = out[0].data;
   if (p->linear_mode) {
     gemm_xwt(x, p->coef, rows, 1, p->features, NULL, p->rho[0], y);
@@ -959,10 +970,7 @@ static int svm_classifier_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
 static int svm_classifier_infer(const ts_node *n, const ts_tensor *const *in,
                                 ts_tensor *out, ts_err *err) {
   const svm_params *p = n->params;
-  int64_t rows, cols;
-  int rc = check_input(n, in[0], p->features, &rows, &cols, err);
-  if (rc) return rc;
-  return infer_classifier(n, rows, p->score_cols, out, err);
+  return infer_classifier(n, in[0], p->features, p->score_cols, out, err);
 }
 
 /* Pairwise coupling of r (classes x classes, r[i][j] = P(i | i or j)) into
@@ -1122,9 +1130,9 @@ static int svm_classifier_run(const ts_node *n, const ts_tensor *const *in,
                               ts_tensor *out, ts_kctx *ctx, ts_err *err) {
   const svm_params *p = n->params;
   const float *x;
-  int rc = input_floats(n, in[0], ctx, &x, err);
+  int64_t rows;
+  int rc = input_floats(n, in[0], ctx, &x, &rows, err);
   if (rc) return rc;
-  int64_t rows = in[0]->rank == 1 ? 1 : in[0]->dims[0];
   int64_t *y = out[0].data;
   float *z = n->n_outputs > 1 ? out[1].data : NULL;
   if (rows == 0) return TS_OK;
@@ -1180,7 +1188,7 @@ static int normalizer_run(const ts_node *n, const ts_tensor *const *in,
                           ts_tensor *out, ts_kctx *ctx, ts_err *err) {
   (void)ctx, (void)err;
   const norm_params *p = n->params;
-  int64_t rows = in[0]->rank == 1 ? 1 : in[0]->dims[0];
+  int64_t rows = input_rows(in[0]);
   int64_t cols = in[0]->dims[in[0]->rank - 1];
   float *y = out[0].data;
   convert_to_float(in[0], y, (size_t)(rows * cols));
@@ -1254,7 +1262,7 @@ static int scaler_run(const ts_node *n, const ts_tensor *const *in,
                       ts_tensor *out, ts_kctx *ctx, ts_err *err) {
   (void)ctx, (void)err;
   const scaler_params *p = n->params;
-  int64_t rows = in[0]->rank == 1 ? 1 : in[0]->dims[0];
+  int64_t rows = input_rows(in[0]);
   int64_t cols = in[0]->dims[in[0]->rank - 1];
   float *y = out[0].data;
   convert_to_float(in[0], y, (size_t)(rows * cols));
