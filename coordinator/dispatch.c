@@ -193,6 +193,7 @@ static int build_request(ts_infer *inf, subcall *sc, ts_err *err) {
 }
 
 static void on_call_done(void *user, const ts_rpc_result *res);
+static int live_replicas(ts_infer *inf, int shard);
 
 static void send_call(subcall *sc) {
   ts_infer *inf = sc->inf;
@@ -200,16 +201,30 @@ static void send_call(subcall *sc) {
   sc->attempts++;
   atomic_fetch_add(&w->outstanding, 1);
   atomic_fetch_add(&w->calls, 1);
+  int64_t deadline = inf->deadline;
+  /* The attempt limit only helps where another replica can take over; a
+   * lone replica gets the whole deadline (a big shard may be slow). */
+  if (inf->opts.attempt_timeout_ms > 0 && live_replicas(inf, sc->shard) > 1 &&
+      ts_now_ms() + inf->opts.attempt_timeout_ms < deadline)
+    deadline = ts_now_ms() + inf->opts.attempt_timeout_ms;
   /* `done` always runs (also when the call cannot start), so nothing else
    * to handle here; inf may be gone once this returns for the last call. */
   ts_rpc_call_async(inf->cluster->client, w->channel, RUN_SHARD, sc->req,
-                    sc->req_len, inf->deadline, on_call_done, sc, NULL);
+                    sc->req_len, deadline, on_call_done, sc, NULL);
 }
 
-static int retryable(int status) {
-  /* UNAVAILABLE: the worker is gone; RESOURCE_EXHAUSTED: its queue is full;
-   * NOT_FOUND: it restarted and lost the shard (it is re-sent on return). */
-  return status == 14 || status == 8 || status == 5;
+/* UNAVAILABLE: the worker is gone; RESOURCE_EXHAUSTED: its queue is full;
+ * NOT_FOUND: it restarted and lost the shard (re-sent when it is back);
+ * DEADLINE_EXCEEDED before the request's own deadline: the attempt timed
+ * out on a stalled worker. */
+static int retryable(const ts_infer *inf, int status) {
+  return status == 14 || status == 8 || status == 5 ||
+         (status == 4 && ts_now_ms() < inf->deadline);
+}
+
+/* Statuses after which the worker is taken out of rotation. */
+static int takes_worker_down(int status) {
+  return status == 14 || status == 5 || status == 4;
 }
 
 static void stage_finish(ts_infer *inf);
@@ -226,8 +241,8 @@ static void on_call_done(void *user, const ts_rpc_result *res) {
     if (!sc->resp)
       fail(inf, TS_EIO, "worker %s answered shard %s with a malformed message",
            w->address, shard->label);
-  } else if (retryable(res->status) && !failed(inf)) {
-    if (res->status == 14 || res->status == 5) {
+  } else if (retryable(inf, res->status) && !failed(inf)) {
+    if (takes_worker_down(res->status)) {
       /* Down until the prober sees it again and re-sends its shards. */
       atomic_fetch_add(&w->failures, 1);
       if (atomic_exchange(&w->up, 0))

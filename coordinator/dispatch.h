@@ -9,11 +9,14 @@
  * next stage starts. Ensembles run their members as child inferences and
  * fuse their outputs by mean, weighted mean or vote.
  *
- * Failures: a call that fails at the transport (UNAVAILABLE) or finds the
- * worker's queue full (RESOURCE_EXHAUSTED) is retried on another replica of
- * the same shard while the deadline allows (at most TS_RETRY_BUDGET tries
- * per call); the worker is marked down on UNAVAILABLE. Other errors end the
- * inference with the worker's status and message.
+ * Failures: a call that fails at the transport (UNAVAILABLE), finds the
+ * worker's queue full (RESOURCE_EXHAUSTED), finds the shard missing
+ * (NOT_FOUND: the worker restarted) or outlives its attempt timeout is
+ * retried on another replica of the same shard while the request's deadline
+ * allows (at most TS_RETRY_BUDGET tries per call); the worker is marked
+ * down on UNAVAILABLE, NOT_FOUND and timeouts, until the prober sees it
+ * again. Other errors end the inference with the worker's status and
+ * message.
  *
  * Threads: ts_infer_start may be called on any thread; everything after it
  * runs on the cluster client's poller thread. `done` is called exactly once.
@@ -37,6 +40,11 @@ typedef void (*ts_infer_done_fn)(ts_infer *inf, void *user);
 
 typedef struct ts_dispatch_opts {
   ts_sched_policy policy;
+  /* One shard call may take at most this long (0: no limit but the
+   * request's deadline). A worker that does not answer in time (stalled,
+   * SIGSTOPped, partitioned) is marked down and the call moves on to
+   * another replica while the request's deadline allows. */
+  int64_t attempt_timeout_ms;
 } ts_dispatch_opts;
 
 /* A new inference of `model` (which the caller holds a reference to until

@@ -49,6 +49,7 @@ typedef struct options {
   const char *repository;
   long max_deadline_ms;
   int max_queue;
+  long attempt_timeout_ms;
   int round_robin;
 } options;
 
@@ -77,6 +78,8 @@ static void usage(FILE *f) {
 "  --max-deadline-ms N         cap on any request's deadline (default 60000)\n"
 "  --max-queue N               requests waiting for a dynamic batch, at most\n"
 "                              (default 1024; beyond: RESOURCE_EXHAUSTED)\n"
+"  --attempt-timeout-ms N      one shard call's limit before it moves to\n"
+"                              another replica (default 2000; 0: none)\n"
 "  --round-robin               schedule replicas round-robin instead of by\n"
 "                              power of two choices\n"
 "  --help                      this text\n");
@@ -101,7 +104,7 @@ static int parse_size(const char *s, unsigned long long *out) {
 
 static int parse_options(int argc, char **argv, options *o) {
   enum { O_LISTEN = 1, O_WORKER, O_LOCAL, O_THREADS, O_LIMIT, O_BINARY,
-         O_MODEL, O_REPO, O_DEADLINE, O_QUEUE, O_RR, O_HELP };
+         O_MODEL, O_REPO, O_DEADLINE, O_QUEUE, O_ATTEMPT, O_RR, O_HELP };
   static const struct option longopts[] = {
       {"listen", required_argument, 0, O_LISTEN},
       {"worker", required_argument, 0, O_WORKER},
@@ -113,12 +116,14 @@ static int parse_options(int argc, char **argv, options *o) {
       {"model-repository", required_argument, 0, O_REPO},
       {"max-deadline-ms", required_argument, 0, O_DEADLINE},
       {"max-queue", required_argument, 0, O_QUEUE},
+      {"attempt-timeout-ms", required_argument, 0, O_ATTEMPT},
       {"round-robin", no_argument, 0, O_RR},
       {"help", no_argument, 0, O_HELP},
       {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
   o->max_deadline_ms = 60000;
   o->max_queue = 1024;
+  o->attempt_timeout_ms = 2000;
   int c;
   char *end;
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -176,6 +181,14 @@ static int parse_options(int argc, char **argv, options *o) {
         if (*end || o->max_queue < 1 || o->max_queue > 1000000) {
           fprintf(stderr, "tessera-coordinator: --max-queue '%s' is not a "
                   "number in [1, 1000000]\n", optarg);
+          return 2;
+        }
+        break;
+      case O_ATTEMPT:
+        o->attempt_timeout_ms = strtol(optarg, &end, 10);
+        if (*end || o->attempt_timeout_ms < 0) {
+          fprintf(stderr, "tessera-coordinator: --attempt-timeout-ms '%s' is "
+                  "not a number >= 0\n", optarg);
           return 2;
         }
         break;
@@ -349,7 +362,8 @@ int main(int argc, char **argv) {
       .registry = &registry,
       .cluster = &cluster,
       .dispatch = {.policy = o.round_robin ? TS_SCHED_ROUND_ROBIN
-                                           : TS_SCHED_P2C},
+                                           : TS_SCHED_P2C,
+                   .attempt_timeout_ms = o.attempt_timeout_ms},
       .max_deadline_ms = o.max_deadline_ms,
   };
   if (ts_batcher_create(&cluster, &fe.dispatch, o.max_queue, &fe.batcher,
