@@ -21,9 +21,10 @@
  * The throughput of a 64->64 3x3 conv on 56x56 is printed (not asserted)
  * with the OpenBLAS kernel set in use.
  */
-#include <check.h>
 #include <cblas.h>
+#include <check.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,9 +143,8 @@ static void expect_close_mag(const ts_tensor *got, const double *want,
 }
 
 /* Expects got to hold exactly the bytes of want (shape dims). */
-static void expect_bytes(const ts_tensor *got, ts_dtype dtype,
-                         const void *want, const int64_t *dims, int rank,
-                         const char *what) {
+static void expect_bytes(const ts_tensor *got, ts_dtype dtype, const void *want,
+                         const int64_t *dims, int rank, const char *what) {
   kc_assert_shape(got, dims, rank, what);
   ck_assert_msg(got->dtype == dtype, "%s: dtype %d", what, (int)got->dtype);
   ck_assert_msg(got->nbytes == 0 || memcmp(got->data, want, got->nbytes) == 0,
@@ -162,8 +162,8 @@ static double *alloc_f64(int64_t n) {
 /* ------------------------------------------------------------------------ */
 
 enum { NOTSET, SAME_UPPER, SAME_LOWER, VALID };
-static const char *const auto_pad_str[] = {"NOTSET", "SAME_UPPER",
-                                           "SAME_LOWER", "VALID"};
+static const char *const auto_pad_str[] = {"NOTSET", "SAME_UPPER", "SAME_LOWER",
+                                           "VALID"};
 
 /* A windowed op's case, with leading unit dims up to 3 spatial dims. */
 typedef struct wcase {
@@ -212,7 +212,8 @@ static void unit_window(wcase *c, int nsp) {
   memset(c, 0, sizeof *c);
   c->nsp = nsp;
   c->batch = 1;
-  for (int j = 0; j < 3; j++) c->in[j] = c->k[j] = c->s[j] = c->d[j] = c->out[j] = 1;
+  for (int j = 0; j < 3; j++)
+    c->in[j] = c->k[j] = c->s[j] = c->d[j] = c->out[j] = 1;
 }
 
 /* A random geometry. Pads stay below the dilated kernel extent for pools
@@ -264,7 +265,8 @@ static void window_attrs(const wcase *c, bool pool, Onnx__NodeProto *node) {
   if (c->give_strides) kc_attr_ints(node, "strides", n, v[1]);
   if (c->give_dilations) kc_attr_ints(node, "dilations", n, v[2]);
   if (c->give_pads) kc_attr_ints(node, "pads", 2 * n, v[3]);
-  if (c->give_auto_pad) kc_attr_string(node, "auto_pad", auto_pad_str[c->auto_pad]);
+  if (c->give_auto_pad)
+    kc_attr_string(node, "auto_pad", auto_pad_str[c->auto_pad]);
   if (pool && c->ceil) kc_attr_int(node, "ceil_mode", 1);
 }
 
@@ -277,18 +279,28 @@ static int nchw_dims(const wcase *c, int64_t channels, const int64_t *sp,
   return 2 + c->nsp;
 }
 
-/* Appends " in 5x7 k 3x3 s 1x2 d 1x1 pb 0x1 pe 1x0 out 3x4" to buf. */
-static void describe(const wcase *c, char *buf, size_t size) {
-  size_t used = strlen(buf);
+/* Formats a case's label: the printf-style head, then auto_pad, ceil_mode,
+ * count_include_pad and the geometry ("in 5x7 k 3x3 s 1x2 ... out 3x4"). */
+static void describe(const wcase *c, char *buf, size_t size, const char *fmt,
+                     ...) __attribute__((format(printf, 4, 5)));
+static void describe(const wcase *c, char *buf, size_t size, const char *fmt,
+                     ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int used = vsnprintf(buf, size, fmt, ap);
+  va_end(ap);
+  used += snprintf(buf + used, size - (size_t)used,
+                   " (auto_pad %s, ceil_mode %d, count_include_pad %d;",
+                   auto_pad_str[c->auto_pad], c->ceil, c->include_pad);
   const char *names[] = {"in", "k", "s", "d", "pb", "pe", "out"};
   const int64_t *vals[] = {c->in, c->k, c->s, c->d, c->pb, c->pe, c->out};
-  for (int f = 0; f < 7 && used < size; f++) {
-    used += (size_t)snprintf(buf + used, size - used, " %s", names[f]);
-    for (int j = 3 - c->nsp; j < 3 && used < size; j++)
-      used += (size_t)snprintf(buf + used, size - used, "%s%lld",
-                               j > 3 - c->nsp ? "x" : " ",
-                               (long long)vals[f][j]);
+  for (int f = 0; f < 7; f++) {
+    used += snprintf(buf + used, size - (size_t)used, " %s", names[f]);
+    for (int j = 3 - c->nsp; j < 3; j++)
+      used += snprintf(buf + used, size - (size_t)used, "%s%lld",
+                       j > 3 - c->nsp ? "x" : " ", (long long)vals[f][j]);
   }
+  snprintf(buf + used, size - (size_t)used, ")");
 }
 
 static int64_t vol3(const int64_t *v) { return v[0] * v[1] * v[2]; }
@@ -297,43 +309,44 @@ static int64_t vol3(const int64_t *v) { return v[0] * v[1] * v[2]; }
 /* Conv                                                                     */
 /* ------------------------------------------------------------------------ */
 
+/* The offset within one input plane of kernel tap t (row-major over the
+ * kernel) at output position o, or -1 when the tap falls into the padding. */
+static int64_t tap_offset(const wcase *c, const int64_t *o, int64_t t) {
+  int64_t k[3], off = 0;
+  kc_unravel(t, c->k, 3, k);
+  for (int j = 0; j < 3; j++) {
+    const int64_t i = o[j] * c->s[j] - c->pb[j] + k[j] * c->d[j];
+    if (i < 0 || i >= c->in[j]) return -1;
+    off = off * c->in[j] + i;
+  }
+  return off;
+}
+
 /* Direct convolution by definition, in double, with mag = sum of |terms|. */
 static void ref_conv(const wcase *c, int64_t C, int64_t M, int64_t G,
                      const float *x, const float *w, const float *b, double *y,
                      double *mag) {
-  const int64_t cg = C / G, mg = M / G;
+  const int64_t cg = C / G, mg = M / G, kvol = vol3(c->k),
+                plane_in = vol3(c->in), plane_out = vol3(c->out);
   for (int64_t n = 0; n < c->batch; n++)
     for (int64_t m = 0; m < M; m++)
-      for (int64_t o0 = 0; o0 < c->out[0]; o0++)
-        for (int64_t o1 = 0; o1 < c->out[1]; o1++)
-          for (int64_t o2 = 0; o2 < c->out[2]; o2++) {
-            double acc = b ? b[m] : 0.0, abs_sum = b ? fabs(b[m]) : 0.0;
-            for (int64_t ci = 0; ci < cg; ci++)
-              for (int64_t k0 = 0; k0 < c->k[0]; k0++)
-                for (int64_t k1 = 0; k1 < c->k[1]; k1++)
-                  for (int64_t k2 = 0; k2 < c->k[2]; k2++) {
-                    const int64_t i0 = o0 * c->s[0] - c->pb[0] + k0 * c->d[0];
-                    const int64_t i1 = o1 * c->s[1] - c->pb[1] + k1 * c->d[1];
-                    const int64_t i2 = o2 * c->s[2] - c->pb[2] + k2 * c->d[2];
-                    if (i0 < 0 || i0 >= c->in[0] || i1 < 0 || i1 >= c->in[1] ||
-                        i2 < 0 || i2 >= c->in[2])
-                      continue;
-                    const int64_t channel = (m / mg) * cg + ci;
-                    const double xv =
-                        x[(((n * C + channel) * c->in[0] + i0) * c->in[1] +
-                           i1) * c->in[2] + i2];
-                    const double wv =
-                        w[(((m * cg + ci) * c->k[0] + k0) * c->k[1] + k1) *
-                              c->k[2] + k2];
-                    acc += xv * wv;
-                    abs_sum += fabs(xv * wv);
-                  }
-            const int64_t at =
-                (((n * M + m) * c->out[0] + o0) * c->out[1] + o1) * c->out[2] +
-                o2;
-            y[at] = acc;
-            mag[at] = abs_sum;
+      for (int64_t p = 0; p < plane_out; p++) {
+        int64_t o[3];
+        kc_unravel(p, c->out, 3, o);
+        double acc = b ? b[m] : 0.0, abs_sum = b ? fabs(b[m]) : 0.0;
+        for (int64_t ci = 0; ci < cg; ci++)
+          for (int64_t t = 0; t < kvol; t++) {
+            const int64_t off = tap_offset(c, o, t);
+            if (off < 0) continue;
+            const int64_t channel = (m / mg) * cg + ci;
+            const double xv = x[(n * C + channel) * plane_in + off];
+            const double wv = w[(m * cg + ci) * kvol + t];
+            acc += xv * wv;
+            abs_sum += fabs(xv * wv);
           }
+        y[(n * M + m) * plane_out + p] = acc;
+        mag[(n * M + m) * plane_out + p] = abs_sum;
+      }
 }
 
 /* Builds, runs and checks one Conv case. runtime_weights feeds W and B as
@@ -387,12 +400,8 @@ START_TEST(test_conv_random) {
       ref_geometry(&c);
     }
     char what[320];
-    snprintf(what, sizeof what,
-             "conv case %d (G %lld, C %lld, M %lld, auto_pad %s;", it,
-             (long long)G, (long long)(G * cg), (long long)(G * mg),
-             auto_pad_str[c.auto_pad]);
-    describe(&c, what, sizeof what - 1);
-    strcat(what, ")");
+    describe(&c, what, sizeof what, "conv case %d (G %lld, C %lld, M %lld)", it,
+             (long long)G, (long long)(G * cg), (long long)(G * mg));
     check_conv(&c, G * cg, G * mg, G, rnd(0, 2) > 0, it % 5 == 4, what);
   }
 }
@@ -446,11 +455,11 @@ START_TEST(test_conv_bad) {
   kc_attr_int(n, "group", 2);
   run_ok(m, in, 3, 6, &y, 1, "valid conv");
   ts_tensor_free(&y);
-#define CONV_BAD(code, needle, ...)                       \
-  do {                                                    \
-    m = op_model("Conv", 13, in, 3, 6, 0, 1, &n);         \
-    __VA_ARGS__;                                          \
-    expect_fail(m, in, 3, 6, 1, code, needle);            \
+#define CONV_BAD(code, needle, ...)               \
+  do {                                            \
+    m = op_model("Conv", 13, in, 3, 6, 0, 1, &n); \
+    __VA_ARGS__;                                  \
+    expect_fail(m, in, 3, 6, 1, code, needle);    \
   } while (0)
   /* Unsupported attributes and values. */
   CONV_BAD(TS_EUNSUPPORTED, "'foo'", kc_attr_int(n, "group", 2),
@@ -467,6 +476,8 @@ START_TEST(test_conv_bad) {
   CONV_BAD(TS_EINVAL, "'kernel_shape'", kc_attr_int(n, "group", 2),
            kc_attr_ints(n, "kernel_shape", 2, k22));
   CONV_BAD(TS_EINVAL, "'group'", kc_attr_int(n, "group", 0));
+  /* An attribute of the wrong type is malformed, not a silent default. */
+  CONV_BAD(TS_EINVAL, "'group'", kc_attr_float(n, "group", 2.0f));
   /* A consistent kernel_shape is fine. */
   m = op_model("Conv", 13, in, 3, 6, 0, 1, &n);
   kc_attr_int(n, "group", 2);
@@ -535,47 +546,38 @@ END_TEST
  * (count_include_pad ? padded count : valid count). */
 static void ref_pool(const wcase *c, int64_t C, bool is_max, const float *x,
                      double *y, double *mag, double *idx) {
-  const int64_t plane_in = vol3(c->in);
-  int64_t at = 0;
+  const int64_t plane_in = vol3(c->in), plane_out = vol3(c->out),
+                kvol = vol3(c->k);
   for (int64_t p = 0; p < c->batch * C; p++)
-    for (int64_t o0 = 0; o0 < c->out[0]; o0++)
-      for (int64_t o1 = 0; o1 < c->out[1]; o1++)
-        for (int64_t o2 = 0; o2 < c->out[2]; o2++, at++) {
-          double best = -INFINITY, sum = 0.0, abs_sum = 0.0;
-          int64_t best_at = -1, valid = 0, padded = 1;
-          const int64_t o[3] = {o0, o1, o2};
-          for (int j = 0; j < 3; j++) {
-            int64_t cnt = 0;
-            for (int64_t t = 0; t < c->k[j]; t++)
-              if (o[j] * c->s[j] - c->pb[j] + t * c->d[j] < c->in[j] + c->pe[j])
-                cnt++;
-            padded *= cnt;
-          }
-          for (int64_t k0 = 0; k0 < c->k[0]; k0++)
-            for (int64_t k1 = 0; k1 < c->k[1]; k1++)
-              for (int64_t k2 = 0; k2 < c->k[2]; k2++) {
-                const int64_t i0 = o0 * c->s[0] - c->pb[0] + k0 * c->d[0];
-                const int64_t i1 = o1 * c->s[1] - c->pb[1] + k1 * c->d[1];
-                const int64_t i2 = o2 * c->s[2] - c->pb[2] + k2 * c->d[2];
-                if (i0 < 0 || i0 >= c->in[0] || i1 < 0 || i1 >= c->in[1] ||
-                    i2 < 0 || i2 >= c->in[2])
-                  continue;
-                const int64_t flat =
-                    p * plane_in + (i0 * c->in[1] + i1) * c->in[2] + i2;
-                const double v = x[flat];
-                valid++;
-                sum += v;
-                abs_sum += fabs(v);
-                if (v > best) {
-                  best = v;
-                  best_at = flat;
-                }
-              }
-          const int64_t div = c->include_pad ? padded : valid;
-          y[at] = is_max ? best : div ? sum / (double)div : 0.0;
-          mag[at] = is_max ? 0.0 : div ? abs_sum / (double)div : 0.0;
-          idx[at] = (double)best_at;
+    for (int64_t q = 0; q < plane_out; q++) {
+      int64_t o[3], best_at = -1, valid = 0, padded = 1;
+      double best = -INFINITY, sum = 0.0, abs_sum = 0.0;
+      kc_unravel(q, c->out, 3, o);
+      for (int j = 0; j < 3; j++) {
+        int64_t cnt = 0;
+        for (int64_t t = 0; t < c->k[j]; t++)
+          if (o[j] * c->s[j] - c->pb[j] + t * c->d[j] < c->in[j] + c->pe[j])
+            cnt++;
+        padded *= cnt;
+      }
+      for (int64_t t = 0; t < kvol; t++) {
+        const int64_t off = tap_offset(c, o, t);
+        if (off < 0) continue;
+        const double v = x[p * plane_in + off];
+        valid++;
+        sum += v;
+        abs_sum += fabs(v);
+        if (v > best) {
+          best = v;
+          best_at = p * plane_in + off;
         }
+      }
+      const int64_t div = c->include_pad ? padded : valid,
+                    at = p * plane_out + q;
+      y[at] = is_max ? best : div ? sum / (double)div : 0.0;
+      mag[at] = is_max ? 0.0 : div ? abs_sum / (double)div : 0.0;
+      idx[at] = (double)best_at;
+    }
 }
 
 static void check_pool(const wcase *c, int64_t C, bool is_max,
@@ -591,8 +593,8 @@ static void check_pool(const wcase *c, int64_t C, bool is_max,
   const ts_tensor *in[1] = {&x};
   const int n_out = want_indices ? 2 : 1;
   Onnx__NodeProto *node;
-  Onnx__ModelProto *m = op_model(is_max ? "MaxPool" : "AveragePool", 12, in,
-                                 1, 0, 1, n_out, &node);
+  Onnx__ModelProto *m = op_model(is_max ? "MaxPool" : "AveragePool", 12, in, 1,
+                                 0, 1, n_out, &node);
   window_attrs(c, true, node);
   if (!is_max && (c->include_pad || rnd(0, 1)))
     kc_attr_int(node, "count_include_pad", c->include_pad);
@@ -612,36 +614,23 @@ static void check_pool(const wcase *c, int64_t C, bool is_max,
   free(want), free(mag), free(idx);
 }
 
-START_TEST(test_max_pool_random) {
-  rng = kc_rng_seed(21);
+/* 300 random cases of MaxPool (a third with Indices) or AveragePool. */
+static void pool_random(uint64_t seed, bool is_max) {
+  rng = kc_rng_seed(seed);
   for (int it = 0; it < 300; it++) {
     wcase c;
     random_window(&c, true);
     char what[320];
-    snprintf(what, sizeof what, "MaxPool case %d (auto_pad %s, ceil %d;", it,
-             auto_pad_str[c.auto_pad], c.ceil);
-    describe(&c, what, sizeof what - 1);
-    strcat(what, ")");
-    check_pool(&c, rnd(1, 3), true, it % 3 == 0, what);
+    describe(&c, what, sizeof what, "%s case %d",
+             is_max ? "MaxPool" : "AveragePool", it);
+    check_pool(&c, rnd(1, 3), is_max, is_max && it % 3 == 0, what);
   }
 }
+
+START_TEST(test_max_pool_random) { pool_random(21, true); }
 END_TEST
 
-START_TEST(test_average_pool_random) {
-  rng = kc_rng_seed(22);
-  for (int it = 0; it < 300; it++) {
-    wcase c;
-    random_window(&c, true);
-    char what[320];
-    snprintf(what, sizeof what,
-             "AveragePool case %d (auto_pad %s, ceil %d, count_include_pad "
-             "%d;",
-             it, auto_pad_str[c.auto_pad], c.ceil, c.include_pad);
-    describe(&c, what, sizeof what - 1);
-    strcat(what, ")");
-    check_pool(&c, rnd(1, 3), false, false, what);
-  }
-}
+START_TEST(test_average_pool_random) { pool_random(22, false); }
 END_TEST
 
 /* The ONNX operator docs' examples averagepool_2d_ceil and maxpool_2d_ceil,
@@ -656,8 +645,8 @@ START_TEST(test_pool_documented) {
   const double avg[] = {6, 7.5, 12, 13.5}, mx[] = {11, 12, 15, 16};
   for (int is_max = 0; is_max < 2; is_max++) {
     Onnx__NodeProto *n;
-    Onnx__ModelProto *m = op_model(is_max ? "MaxPool" : "AveragePool", 12, in,
-                                   1, 0, 0, 1, &n);
+    Onnx__ModelProto *m =
+        op_model(is_max ? "MaxPool" : "AveragePool", 12, in, 1, 0, 0, 1, &n);
     kc_attr_ints(n, "kernel_shape", 2, k3);
     kc_attr_ints(n, "strides", 2, s2);
     kc_attr_int(n, "ceil_mode", 1);
@@ -693,11 +682,11 @@ START_TEST(test_pool_bad) {
   kc_attr_int(n, "storage_order", 1);
   run_ok(m, in, 1, 0, &y, 1, "storage_order without Indices");
   ts_tensor_free(&y);
-#define POOL_BAD(op, n_out, code, needle, ...)             \
-  do {                                                     \
-    m = op_model(op, 12, in, 1, 0, 0, n_out, &n);          \
-    __VA_ARGS__;                                           \
-    expect_fail(m, in, 1, 0, n_out, code, needle);         \
+#define POOL_BAD(op, n_out, code, needle, ...)     \
+  do {                                             \
+    m = op_model(op, 12, in, 1, 0, 0, n_out, &n);  \
+    __VA_ARGS__;                                   \
+    expect_fail(m, in, 1, 0, n_out, code, needle); \
   } while (0)
   POOL_BAD("MaxPool", 2, TS_EUNSUPPORTED, "'storage_order'",
            kc_attr_ints(n, "kernel_shape", 2, k2),
@@ -712,6 +701,11 @@ START_TEST(test_pool_bad) {
   POOL_BAD("AveragePool", 1, TS_EUNSUPPORTED, "'auto_pad'",
            kc_attr_ints(n, "kernel_shape", 2, k2),
            kc_attr_string(n, "auto_pad", "FULL"));
+  POOL_BAD("AveragePool", 1, TS_EINVAL, "'auto_pad'",
+           kc_attr_ints(n, "kernel_shape", 2, k2),
+           kc_attr_int(n, "auto_pad", 1));
+  POOL_BAD("MaxPool", 1, TS_EINVAL, "'kernel_shape'",
+           kc_attr_int(n, "kernel_shape", 2));
   POOL_BAD("AveragePool", 1, TS_EINVAL, "'dilations'",
            kc_attr_ints(n, "kernel_shape", 2, k2),
            kc_attr_ints(n, "dilations", 2, dil10));
@@ -761,14 +755,14 @@ START_TEST(test_global_pools) {
       }
     }
     const ts_tensor *in[1] = {&x};
-    Onnx__ModelProto *m = op_model("GlobalAveragePool", 13, in, 1, 0, 1, 1,
-                                   NULL);
+    Onnx__ModelProto *m =
+        op_model("GlobalAveragePool", 13, in, 1, 0, 1, 1, NULL);
     expect_inferred(m, yd, rank, "GlobalAveragePool");
     run_ok(m, in, 1, 0, &y, 1, "GlobalAveragePool");
     expect_close_mag(&y, avg, mag, yd, rank, 1e-6, "GlobalAveragePool");
     ts_tensor_free(&y);
-    run_ok(op_model("GlobalMaxPool", 13, in, 1, 0, 1, 1, NULL), in, 1, 0, &y,
-           1, "GlobalMaxPool");
+    run_ok(op_model("GlobalMaxPool", 13, in, 1, 0, 1, 1, NULL), in, 1, 0, &y, 1,
+           "GlobalMaxPool");
     kc_assert_close(&y, mx, yd, rank, 0.0, 0.0, "GlobalMaxPool");
     ts_tensor_free(&y);
     ts_tensor_free(&x);
@@ -778,15 +772,15 @@ START_TEST(test_global_pools) {
   const int64_t d2[2] = {2, 4}, d0[4] = {1, 2, 0, 3};
   ts_tensor x = view(TS_DTYPE_FLOAT, 2, d2, buf);
   const ts_tensor *in[1] = {&x};
-  expect_fail(op_model("GlobalAveragePool", 13, in, 1, 0, 0, 1, NULL), in, 1,
-              0, 1, TS_EINVAL, "rank");
+  expect_fail(op_model("GlobalAveragePool", 13, in, 1, 0, 0, 1, NULL), in, 1, 0,
+              1, TS_EINVAL, "rank");
   Onnx__NodeProto *n;
   Onnx__ModelProto *m = op_model("GlobalMaxPool", 13, in, 1, 0, 0, 1, &n);
   kc_attr_int(n, "keepdims", 1);
   expect_fail(m, in, 1, 0, 1, TS_EUNSUPPORTED, "'keepdims'");
   x = view(TS_DTYPE_FLOAT, 4, d0, buf);
-  expect_fail(op_model("GlobalMaxPool", 13, in, 1, 0, 0, 1, NULL), in, 1, 0,
-              1, TS_EINVAL, "empty");
+  expect_fail(op_model("GlobalMaxPool", 13, in, 1, 0, 0, 1, NULL), in, 1, 0, 1,
+              TS_EINVAL, "empty");
 }
 END_TEST
 
@@ -818,8 +812,8 @@ START_TEST(test_batch_normalization) {
       const int64_t c = i / plane % C;
       const double inv = 1.0 / sqrt((double)var[c] + (double)eps);
       want[i] = ((double)xv[i] - mean[c]) * inv * gamma[c] + beta[c];
-      mag[i] = (fabs(xv[i]) + fabs(mean[c])) * inv * fabs(gamma[c]) +
-               fabs(beta[c]);
+      mag[i] =
+          (fabs(xv[i]) + fabs(mean[c])) * inv * fabs(gamma[c]) + fabs(beta[c]);
     }
     const bool runtime = it % 2; /* parameters as graph inputs */
     const unsigned consts = runtime ? 0 : 0x1e;
@@ -888,8 +882,10 @@ static int64_t ref_pad_index(int mode, int64_t o, int64_t pb, int64_t len) {
   int64_t i = o - pb;
   if (i >= 0 && i < len) return i;
   switch (mode) {
-    case P_CONSTANT: return -1;
-    case P_EDGE: return i < 0 ? 0 : len - 1;
+    case P_CONSTANT:
+      return -1;
+    case P_EDGE:
+      return i < 0 ? 0 : len - 1;
     case P_WRAP:
       while (i < 0) i += len;
       while (i >= len) i -= len;
@@ -917,8 +913,8 @@ static void ref_pad(int mode, const uint8_t *x, const int64_t *xd, int rank,
       if (i < 0) constant = true;
       src = src * xd[d] + i;
     }
-    memcpy(y + flat * (int64_t)esize, constant ? fill : x + src * (int64_t)esize,
-           esize);
+    memcpy(y + flat * (int64_t)esize,
+           constant ? fill : x + src * (int64_t)esize, esize);
   }
 }
 
@@ -942,7 +938,8 @@ START_TEST(test_pad_random) {
     }
     ts_tensor x, y;
     kc_tensor_from(&x, dt, rank, xd, NULL);
-    for (size_t i = 0; i < x.nbytes; i++) ((uint8_t *)x.data)[i] = (uint8_t)kc_next(&rng);
+    for (size_t i = 0; i < x.nbytes; i++)
+      ((uint8_t *)x.data)[i] = (uint8_t)kc_next(&rng);
     uint8_t fill[8] = {0};
     const bool give_value = rnd(0, 1), runtime_pads = rnd(0, 1);
     if (give_value)
@@ -1015,11 +1012,11 @@ START_TEST(test_pad_bad) {
   run_ok(op_model("Pad", 13, in, 2, 2, 0, 1, NULL), in, 2, 2, &y, 1,
          "valid Pad");
   ts_tensor_free(&y);
-#define PAD_BAD(n_in, consts, code, needle, ...)           \
-  do {                                                     \
-    m = op_model("Pad", 13, in, n_in, consts, 0, 1, &n);   \
-    __VA_ARGS__;                                           \
-    expect_fail(m, in, n_in, consts, 1, code, needle);     \
+#define PAD_BAD(n_in, consts, code, needle, ...)         \
+  do {                                                   \
+    m = op_model("Pad", 13, in, n_in, consts, 0, 1, &n); \
+    __VA_ARGS__;                                         \
+    expect_fail(m, in, n_in, consts, 1, code, needle);   \
   } while (0)
   PAD_BAD(2, 2, TS_EUNSUPPORTED, "'mode'",
           kc_attr_string(n, "mode", "symmetric"));
@@ -1060,8 +1057,7 @@ END_TEST
  * pads apply to the listed axes only, negative axes count from the end. */
 START_TEST(test_pad_axes) {
   rng = kc_rng_seed(53);
-  const int64_t xd[3] = {2, 3, 4}, yd[3] = {2, 6, 5}, pd[1] = {4},
-                ad[1] = {2};
+  const int64_t xd[3] = {2, 3, 4}, yd[3] = {2, 6, 5}, pd[1] = {4}, ad[1] = {2};
   const int64_t pads[4] = {2, 0, 1, 1}, axes[2] = {-2, 2},
                 full[6] = {0, 2, 0, 0, 1, 1};
   ts_tensor x, y, pt = view(TS_DTYPE_INT64, 1, pd, pads),
@@ -1088,11 +1084,17 @@ END_TEST
 /* Resize, Upsample                                                         */
 /* ------------------------------------------------------------------------ */
 
-enum { C_HALF_PIXEL, C_PYTORCH_HALF_PIXEL, C_ALIGN_CORNERS, C_ASYMMETRIC,
-       C_TF_HALF_PIXEL_FOR_NEAREST, C_HALF_PIXEL_SYMMETRIC };
+enum {
+  C_HALF_PIXEL,
+  C_PYTORCH_HALF_PIXEL,
+  C_ALIGN_CORNERS,
+  C_ASYMMETRIC,
+  C_TF_HALF_PIXEL_FOR_NEAREST,
+  C_HALF_PIXEL_SYMMETRIC
+};
 static const char *const coord_str[] = {
-    "half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
-    "tf_half_pixel_for_nearest", "half_pixel_symmetric"};
+    "half_pixel", "pytorch_half_pixel",        "align_corners",
+    "asymmetric", "tf_half_pixel_for_nearest", "half_pixel_symmetric"};
 enum { N_ROUND_PREFER_FLOOR, N_ROUND_PREFER_CEIL, N_FLOOR, N_CEIL, N_LEGACY };
 static const char *const nearest_str[] = {"round_prefer_floor",
                                           "round_prefer_ceil", "floor", "ceil"};
@@ -1105,13 +1107,21 @@ static int64_t ref_resize_index(int coord, int nearest, int64_t o, float scale,
   const float xo = (float)o, li = (float)in, lo = (float)out;
   float c;
   switch (nearest == N_LEGACY ? C_ASYMMETRIC : coord) {
-    case C_HALF_PIXEL: c = (xo + 0.5f) / scale - 0.5f; break;
+    case C_HALF_PIXEL:
+      c = (xo + 0.5f) / scale - 0.5f;
+      break;
     case C_PYTORCH_HALF_PIXEL:
       c = out > 1 ? (xo + 0.5f) / scale - 0.5f : 0.0f;
       break;
-    case C_ALIGN_CORNERS: c = out == 1 ? 0.0f : xo * (li - 1) / (lo - 1); break;
-    case C_ASYMMETRIC: c = xo / scale; break;
-    case C_TF_HALF_PIXEL_FOR_NEAREST: c = (xo + 0.5f) / scale; break;
+    case C_ALIGN_CORNERS:
+      c = out == 1 ? 0.0f : xo * (li - 1) / (lo - 1);
+      break;
+    case C_ASYMMETRIC:
+      c = xo / scale;
+      break;
+    case C_TF_HALF_PIXEL_FOR_NEAREST:
+      c = (xo + 0.5f) / scale;
+      break;
     default: {
       const float adj = lo / (scale * li);
       c = li / 2 * (1 - adj) + (xo + 0.5f) / scale - 0.5f;
@@ -1120,11 +1130,20 @@ static int64_t ref_resize_index(int coord, int nearest, int64_t o, float scale,
   const float f = floorf(c), frac = c - f;
   int64_t i;
   switch (nearest) {
-    case N_ROUND_PREFER_FLOOR: i = (int64_t)f + (frac > 0.5f); break;
-    case N_ROUND_PREFER_CEIL: i = (int64_t)f + (frac >= 0.5f); break;
-    case N_FLOOR: i = (int64_t)f; break;
-    case N_CEIL: i = (int64_t)ceilf(c); break;
-    default: i = scale < 1.0f ? (int64_t)ceilf(c) : (int64_t)truncf(c);
+    case N_ROUND_PREFER_FLOOR:
+      i = (int64_t)f + (frac > 0.5f);
+      break;
+    case N_ROUND_PREFER_CEIL:
+      i = (int64_t)f + (frac >= 0.5f);
+      break;
+    case N_FLOOR:
+      i = (int64_t)f;
+      break;
+    case N_CEIL:
+      i = (int64_t)ceilf(c);
+      break;
+    default:
+      i = scale < 1.0f ? (int64_t)ceilf(c) : (int64_t)truncf(c);
   }
   return i < 0 ? 0 : i >= in ? in - 1 : i;
 }
@@ -1299,11 +1318,11 @@ START_TEST(test_resize_bad) {
   run_ok(op_model("Resize", 13, in, 3, 4, 0, 1, NULL), in, 3, 4, &y, 1,
          "valid Resize");
   ts_tensor_free(&y);
-#define RESIZE_BAD(op, opset, n_in, code, needle, ...)      \
-  do {                                                      \
-    m = op_model(op, opset, in, n_in, 0xc, 0, 1, &n);       \
-    __VA_ARGS__;                                            \
-    expect_fail(m, in, n_in, 0xc, 1, code, needle);         \
+#define RESIZE_BAD(op, opset, n_in, code, needle, ...) \
+  do {                                                 \
+    m = op_model(op, opset, in, n_in, 0xc, 0, 1, &n);  \
+    __VA_ARGS__;                                       \
+    expect_fail(m, in, n_in, 0xc, 1, code, needle);    \
   } while (0)
   RESIZE_BAD("Resize", 13, 3, TS_EUNSUPPORTED, "'mode'",
              kc_attr_string(n, "mode", "linear"));
@@ -1390,16 +1409,17 @@ START_TEST(test_conv_throughput) {
   const double start = now_s();
   double elapsed = 0.0;
   while (elapsed < 1.0 || iters < 3) {
-    ck_assert_int_eq(
-        ts_exec_run(m, s, &in_name, &x, 1, &out_name, &y, 1, &err), 0);
+    ck_assert_int_eq(ts_exec_run(m, s, &in_name, &x, 1, &out_name, &y, 1, &err),
+                     0);
     iters++;
     elapsed = now_s() - start;
   }
   const double flops = 2.0 * 64 * 64 * 9 * 56 * 56;
-  printf("conv 64->64 3x3 on 56x56: %.1f GFLOP/s (%.2f ms/run, %d runs; "
-         "OpenBLAS core %s, %d threads)\n",
-         flops * iters / elapsed * 1e-9, elapsed / iters * 1e3, iters,
-         openblas_get_corename(), openblas_get_num_threads());
+  printf(
+      "conv 64->64 3x3 on 56x56: %.1f GFLOP/s (%.2f ms/run, %d runs; "
+      "OpenBLAS core %s, %d threads)\n",
+      flops * iters / elapsed * 1e-9, elapsed / iters * 1e3, iters,
+      openblas_get_corename(), openblas_get_num_threads());
   fflush(stdout);
   ts_session_free(s);
   ts_model_free(m);

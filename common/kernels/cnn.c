@@ -46,6 +46,7 @@
 #include <string.h>
 
 #include "list_cnn.h"
+#include "list_elementwise.h" /* ts_kernel_fail, ts_kernel_check_attrs, ... */
 #include "ops.h"
 
 /* Declarations from the list, so that a list line without a definition here
@@ -54,6 +55,19 @@
 TS_OPS_CNN(X)
 #undef X
 
+/* Attribute value enumerations are X-macro lists X(prefix, value); these
+ * items turn one into enum constants / functions (prefix##value) and a
+ * name table ("value"). */
+#define PASTE_ITEM(prefix, value) prefix##value,
+#define NAME_ITEM(prefix, value) #value,
+
+#ifndef ATTR_STRING
+#define ATTR_STRING ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING
+#endif
+#ifndef ATTR_FLOATS
+#define ATTR_FLOATS ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS
+#endif
+
 #define SP_MAX 3                      /* spatial dims of the windowed ops */
 #define COL_BUDGET ((int64_t)8 << 20) /* bytes of one im2col tile */
 #define ATTR_MAX ((int64_t)1 << 30)   /* bound on kernel/stride/dilation/pad */
@@ -61,20 +75,6 @@ TS_OPS_CNN(X)
 /* ------------------------------------------------------------------------ */
 /* Errors, inputs, attributes                                               */
 /* ------------------------------------------------------------------------ */
-
-/* ts_err_set with "node 'x' (Op): " in front of the message. Returns code. */
-static int fail(const ts_node *n, ts_err *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(const ts_node *n, ts_err *err, int code, const char *fmt,
-                ...) {
-  char desc[160], msg[TS_ERR_MSG_MAX];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  return ts_err_set(err, code, "%s: %s", ts_node_desc(n, desc, sizeof desc),
-                    msg);
-}
 
 /* The name of the tensor feeding input i, for messages. */
 static const char *input_name(const ts_node *n, int i) {
@@ -97,9 +97,9 @@ static bool output_wanted(const ts_node *n, int i) {
 static int check_float(const ts_node *n, const ts_tensor *t, int i,
                        const char *role, ts_err *err) {
   if (t->dtype == TS_DTYPE_FLOAT) return 0;
-  return fail(n, err, TS_EUNSUPPORTED,
-              "input %s ('%s') has type %s; only float is supported", role,
-              input_name(n, i), ts_dtype_name(t->dtype));
+  return ts_kernel_fail(n, err, TS_EUNSUPPORTED,
+                        "input %s ('%s') has type %s; only float is supported",
+                        role, input_name(n, i), ts_dtype_name(t->dtype));
 }
 
 /* Input i must have a rank in [lo, hi]: below lo is malformed (EINVAL),
@@ -107,9 +107,9 @@ static int check_float(const ts_node *n, const ts_tensor *t, int i,
 static int check_rank(const ts_node *n, const ts_tensor *t, int i,
                       const char *role, int lo, int hi, ts_err *err) {
   if (t->rank >= lo && t->rank <= hi) return 0;
-  return fail(n, err, t->rank < lo ? TS_EINVAL : TS_EUNSUPPORTED,
-              "input %s ('%s') has rank %d; expected %d to %d", role,
-              input_name(n, i), t->rank, lo, hi);
+  return ts_kernel_fail(n, err, t->rank < lo ? TS_EINVAL : TS_EUNSUPPORTED,
+                        "input %s ('%s') has rank %d; expected %d to %d", role,
+                        input_name(n, i), t->rank, lo, hi);
 }
 
 static int set_shape(const ts_node *n, ts_tensor *t, ts_dtype dtype,
@@ -126,8 +126,7 @@ static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
  * [min_value, ATTR_MAX] unless min_value is INT64_MIN, into dst; *count is 0
  * when the attribute is absent. */
 static int attr_ints_into(const ts_node *n, const char *name, int64_t *dst,
-                          int max, int64_t min_value, int *count,
-                          ts_err *err) {
+                          int max, int64_t min_value, int *count, ts_err *err) {
   const int64_t *v;
   size_t c;
   *count = 0;
@@ -138,15 +137,16 @@ static int attr_ints_into(const ts_node *n, const char *name, int64_t *dst,
   }
   if (rc < 0) return rc;
   if (c > (size_t)max)
-    return fail(n, err, TS_EUNSUPPORTED,
-                "attribute '%s' has %zu values; at most %d are supported",
-                name, c, max);
+    return ts_kernel_fail(
+        n, err, TS_EUNSUPPORTED,
+        "attribute '%s' has %zu values; at most %d are supported", name, c,
+        max);
   for (size_t i = 0; i < c; i++) {
     if (min_value != INT64_MIN && (v[i] < min_value || v[i] > ATTR_MAX))
-      return fail(n, err, TS_EINVAL,
-                  "attribute '%s'[%zu] is %lld; expected %lld to %lld", name,
-                  i, (long long)v[i], (long long)min_value,
-                  (long long)ATTR_MAX);
+      return ts_kernel_fail(
+          n, err, TS_EINVAL,
+          "attribute '%s'[%zu] is %lld; expected %lld to %lld", name, i,
+          (long long)v[i], (long long)min_value, (long long)ATTR_MAX);
     dst[i] = v[i];
   }
   *count = (int)c;
@@ -158,8 +158,9 @@ static int attr_flag(const ts_node *n, const char *name, bool *out,
                      ts_err *err) {
   int64_t v = ts_attr_int(n, name, 0);
   if (v != 0 && v != 1)
-    return fail(n, err, TS_EINVAL, "attribute '%s' is %lld; expected 0 or 1",
-                name, (long long)v);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "attribute '%s' is %lld; expected 0 or 1", name,
+                          (long long)v);
   *out = v == 1;
   return 0;
 }
@@ -168,8 +169,8 @@ static int attr_flag(const ts_node *n, const char *name, bool *out,
  * or dflt when absent. Any other value is EUNSUPPORTED, listing the ones
  * supported. */
 static int attr_choice(const ts_node *n, const char *name,
-                       const char *const *names, int count, int dflt,
-                       int *out, ts_err *err) {
+                       const char *const *names, int count, int dflt, int *out,
+                       ts_err *err) {
   const char *s = ts_attr_string(n, name, NULL);
   if (!s) {
     *out = dflt;
@@ -186,16 +187,17 @@ static int attr_choice(const ts_node *n, const char *name,
                      names[i]);
     if (w > 0 && (size_t)w < sizeof list - used) used += (size_t)w;
   }
-  return fail(n, err, TS_EUNSUPPORTED,
-              "attribute '%s' value '%s' is not supported (supported: %s)",
-              name, s, list);
+  return ts_kernel_fail(
+      n, err, TS_EUNSUPPORTED,
+      "attribute '%s' value '%s' is not supported (supported: %s)", name, s,
+      list);
 }
 
 /* Allocates node->params as a copy of `size` bytes at src. */
-static int params_store(ts_node *n, const void *src, size_t size,
-                        ts_err *err) {
+static int params_store(ts_node *n, const void *src, size_t size, ts_err *err) {
   void *p = malloc(size);
-  if (!p) return fail(n, err, TS_ENOMEM, "out of memory for parameters");
+  if (!p)
+    return ts_kernel_fail(n, err, TS_ENOMEM, "out of memory for parameters");
   memcpy(p, src, size);
   n->params = p;
   return 0;
@@ -211,24 +213,15 @@ static void params_release(ts_node *n) {
 /* Window geometry (Conv, MaxPool, AveragePool)                             */
 /* ------------------------------------------------------------------------ */
 
-#define AUTO_PADS(X) X(NOTSET) X(SAME_UPPER) X(SAME_LOWER) X(VALID)
-enum {
-#define X(name) AUTO_PAD_##name,
-  AUTO_PADS(X)
-#undef X
-  AUTO_PAD_COUNT
-};
-static const char *const auto_pad_names[] = {
-#define X(name) #name,
-    AUTO_PADS(X)
-#undef X
-};
+#define AUTO_PADS(X, P) \
+  X(P, NOTSET) X(P, SAME_UPPER) X(P, SAME_LOWER) X(P, VALID)
+enum { AUTO_PADS(PASTE_ITEM, AUTO_PAD_) AUTO_PAD_COUNT };
+static const char *const auto_pad_names[] = {AUTO_PADS(NAME_ITEM, )};
 
 /* Window attributes as parsed by prepare; counts are 0 when absent. */
 typedef struct window_attrs {
   int n_kernel, n_pads, n_strides, n_dilations;
-  int64_t kernel[SP_MAX], pads[2 * SP_MAX], strides[SP_MAX],
-      dilations[SP_MAX];
+  int64_t kernel[SP_MAX], pads[2 * SP_MAX], strides[SP_MAX], dilations[SP_MAX];
   int auto_pad;
   bool ceil_mode, count_include_pad, want_indices;
   int64_t group;
@@ -241,49 +234,60 @@ typedef struct window {
   int64_t pb[SP_MAX], pe[SP_MAX]; /* pads before / after */
 } window;
 
-static const char *const conv_attr_names[] = {
-    "auto_pad", "dilations", "group", "kernel_shape", "pads", "strides", NULL};
-static const char *const max_pool_attr_names[] = {
-    "auto_pad", "ceil_mode",     "dilations", "kernel_shape",
-    "pads",     "storage_order", "strides",   NULL};
-static const char *const average_pool_attr_names[] = {
-    "auto_pad",     "ceil_mode", "count_include_pad", "dilations",
-    "kernel_shape", "pads",      "strides",           NULL};
+static const ts_attr_spec conv_attrs[] = {{"auto_pad", ATTR_STRING},
+                                          {"dilations", ATTR_INTS},
+                                          {"group", ATTR_INT},
+                                          {"kernel_shape", ATTR_INTS},
+                                          {"pads", ATTR_INTS},
+                                          {"strides", ATTR_INTS},
+                                          {NULL}};
+static const ts_attr_spec max_pool_attrs[] = {
+    {"auto_pad", ATTR_STRING}, {"ceil_mode", ATTR_INT},
+    {"dilations", ATTR_INTS},  {"kernel_shape", ATTR_INTS},
+    {"pads", ATTR_INTS},       {"storage_order", ATTR_INT},
+    {"strides", ATTR_INTS},    {NULL}};
+static const ts_attr_spec average_pool_attrs[] = {
+    {"auto_pad", ATTR_STRING},       {"ceil_mode", ATTR_INT},
+    {"count_include_pad", ATTR_INT}, {"dilations", ATTR_INTS},
+    {"kernel_shape", ATTR_INTS},     {"pads", ATTR_INTS},
+    {"strides", ATTR_INTS},          {NULL}};
 
-static int window_parse(const ts_node *n, const char *const *known,
+static int window_parse(const ts_node *n, const ts_attr_spec *known,
                         bool kernel_required, window_attrs *a, ts_err *err) {
   int rc;
   memset(a, 0, sizeof *a);
-  if ((rc = ts_node_check_attrs(n, known, err)) < 0 ||
+  if ((rc = ts_kernel_check_attrs(n, known, err)) < 0 ||
       (rc = attr_ints_into(n, "kernel_shape", a->kernel, SP_MAX, 1,
                            &a->n_kernel, err)) < 0 ||
       (rc = attr_ints_into(n, "pads", a->pads, 2 * SP_MAX, 0, &a->n_pads,
                            err)) < 0 ||
-      (rc = attr_ints_into(n, "strides", a->strides, SP_MAX, 1,
-                           &a->n_strides, err)) < 0 ||
+      (rc = attr_ints_into(n, "strides", a->strides, SP_MAX, 1, &a->n_strides,
+                           err)) < 0 ||
       (rc = attr_ints_into(n, "dilations", a->dilations, SP_MAX, 1,
                            &a->n_dilations, err)) < 0 ||
       (rc = attr_choice(n, "auto_pad", auto_pad_names, AUTO_PAD_COUNT,
                         AUTO_PAD_NOTSET, &a->auto_pad, err)) < 0 ||
       (rc = attr_flag(n, "ceil_mode", &a->ceil_mode, err)) < 0 ||
-      (rc = attr_flag(n, "count_include_pad", &a->count_include_pad, err)) <
-          0)
+      (rc = attr_flag(n, "count_include_pad", &a->count_include_pad, err)) < 0)
     return rc;
   if (kernel_required && a->n_kernel == 0)
-    return fail(n, err, TS_EINVAL, "attribute 'kernel_shape' is required");
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "attribute 'kernel_shape' is required");
   a->group = ts_attr_int(n, "group", 1);
   if (a->group < 1)
-    return fail(n, err, TS_EINVAL, "attribute 'group' is %lld; expected >= 1",
-                (long long)a->group);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "attribute 'group' is %lld; expected >= 1",
+                          (long long)a->group);
   return 0;
 }
 
 static int check_attr_count(const ts_node *n, const char *name, int have,
                             int want, int nsp, ts_err *err) {
   if (have == 0 || have == want) return 0;
-  return fail(n, err, TS_EINVAL,
-              "attribute '%s' has %d values; expected %d for %d spatial dims",
-              name, have, want, nsp);
+  return ts_kernel_fail(
+      n, err, TS_EINVAL,
+      "attribute '%s' has %d values; expected %d for %d spatial dims", name,
+      have, want, nsp);
 }
 
 /* Resolves the geometry of an input with nsp spatial dims `spatial` and a
@@ -293,10 +297,9 @@ static int window_resolve(const ts_node *n, const window_attrs *a,
                           const int64_t *kernel, window *w, ts_err *err) {
   int rc;
   if ((rc = check_attr_count(n, "pads", a->n_pads, 2 * nsp, nsp, err)) < 0 ||
-      (rc = check_attr_count(n, "strides", a->n_strides, nsp, nsp, err)) <
-          0 ||
-      (rc = check_attr_count(n, "dilations", a->n_dilations, nsp, nsp,
-                             err)) < 0)
+      (rc = check_attr_count(n, "strides", a->n_strides, nsp, nsp, err)) < 0 ||
+      (rc = check_attr_count(n, "dilations", a->n_dilations, nsp, nsp, err)) <
+          0)
     return rc;
   for (int j = 0; j < SP_MAX; j++) {
     w->in[j] = w->out[j] = w->k[j] = w->s[j] = w->d[j] = 1;
@@ -307,11 +310,12 @@ static int window_resolve(const ts_node *n, const window_attrs *a,
     const int64_t in = spatial[i], k = kernel[i];
     const int64_t s = a->n_strides ? a->strides[i] : 1;
     const int64_t d = a->n_dilations ? a->dilations[i] : 1;
-    int64_t pb = a->n_pads ? a->pads[i] : 0, pe = a->n_pads ? a->pads[nsp + i] : 0;
+    int64_t pb = a->n_pads ? a->pads[i] : 0,
+            pe = a->n_pads ? a->pads[nsp + i] : 0;
     int64_t out = -1;
     if (k == 0 || k > ATTR_MAX)
-      return fail(n, err, TS_EINVAL, "kernel spatial dim %d is %lld", i,
-                  (long long)k);
+      return ts_kernel_fail(n, err, TS_EINVAL, "kernel spatial dim %d is %lld",
+                            i, (long long)k);
     const int64_t eff = (k - 1) * d + 1; /* extent of the dilated kernel */
     if (a->auto_pad == AUTO_PAD_SAME_UPPER ||
         a->auto_pad == AUTO_PAD_SAME_LOWER) {
@@ -328,11 +332,11 @@ static int window_resolve(const ts_node *n, const window_attrs *a,
       if (in >= 0 && k > 0) {
         const int64_t span = in + pb + pe - eff;
         if (span < 0)
-          return fail(n, err, TS_EINVAL,
-                      "spatial dim %d of input X is %lld; with pads %lld+%lld "
-                      "it is smaller than the kernel extent %lld",
-                      i, (long long)in, (long long)pb, (long long)pe,
-                      (long long)eff);
+          return ts_kernel_fail(
+              n, err, TS_EINVAL,
+              "spatial dim %d of input X is %lld; with pads %lld+%lld "
+              "it is smaller than the kernel extent %lld",
+              i, (long long)in, (long long)pb, (long long)pe, (long long)eff);
         out = span / s + 1;
         if (a->ceil_mode && a->auto_pad == AUTO_PAD_NOTSET) {
           out = ceil_div(span, s) + 1;
@@ -377,7 +381,7 @@ typedef struct conv_geom {
 static int conv_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
   window_attrs a;
-  int rc = window_parse(n, conv_attr_names, false, &a, err);
+  int rc = window_parse(n, conv_attrs, false, &a, err);
   if (rc < 0) return rc;
   return params_store(n, &a, sizeof a, err);
 }
@@ -396,43 +400,49 @@ static int conv_resolve(const ts_node *n, const ts_tensor *const *in,
     return rc;
   const int nsp = x->rank - 2;
   if (w->rank != x->rank)
-    return fail(n, err, TS_EINVAL,
-                "weight W ('%s') has rank %d; input X has rank %d",
-                input_name(n, 1), w->rank, x->rank);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "weight W ('%s') has rank %d; input X has rank %d",
+                          input_name(n, 1), w->rank, x->rank);
   cg->n = x->dims[0];
   cg->c = x->dims[1];
   cg->m = w->dims[0];
   cg->g = a->group;
   if (cg->c >= 0 && cg->c % cg->g != 0)
-    return fail(n, err, TS_EINVAL,
-                "input X has %lld channels, not divisible by group %lld",
-                (long long)cg->c, (long long)cg->g);
+    return ts_kernel_fail(
+        n, err, TS_EINVAL,
+        "input X has %lld channels, not divisible by group %lld",
+        (long long)cg->c, (long long)cg->g);
   if (cg->c >= 0 && w->dims[1] >= 0 && w->dims[1] != cg->c / cg->g)
-    return fail(n, err, TS_EINVAL,
-                "weight W ('%s') has %lld input channels per group; input X "
-                "has %lld channels in %lld groups",
-                input_name(n, 1), (long long)w->dims[1], (long long)cg->c,
-                (long long)cg->g);
+    return ts_kernel_fail(
+        n, err, TS_EINVAL,
+        "weight W ('%s') has %lld input channels per group; input X "
+        "has %lld channels in %lld groups",
+        input_name(n, 1), (long long)w->dims[1], (long long)cg->c,
+        (long long)cg->g);
   if (cg->m >= 0 && cg->m % cg->g != 0)
-    return fail(n, err, TS_EINVAL,
-                "weight W ('%s') has %lld output channels, not divisible by "
-                "group %lld",
-                input_name(n, 1), (long long)cg->m, (long long)cg->g);
+    return ts_kernel_fail(
+        n, err, TS_EINVAL,
+        "weight W ('%s') has %lld output channels, not divisible by "
+        "group %lld",
+        input_name(n, 1), (long long)cg->m, (long long)cg->g);
   if (a->n_kernel && a->n_kernel != nsp)
-    return fail(n, err, TS_EINVAL,
-                "attribute 'kernel_shape' has %d values; input X has %d "
-                "spatial dims",
-                a->n_kernel, nsp);
+    return ts_kernel_fail(
+        n, err, TS_EINVAL,
+        "attribute 'kernel_shape' has %d values; input X has %d "
+        "spatial dims",
+        a->n_kernel, nsp);
   for (int i = 0; i < a->n_kernel; i++)
     if (w->dims[2 + i] >= 0 && a->kernel[i] != w->dims[2 + i])
-      return fail(n, err, TS_EINVAL,
-                  "attribute 'kernel_shape'[%d] is %lld; weight W has %lld",
-                  i, (long long)a->kernel[i], (long long)w->dims[2 + i]);
-  if (b && (b->rank != 1 || (cg->m >= 0 && b->dims[0] >= 0 &&
-                             b->dims[0] != cg->m)))
-    return fail(n, err, TS_EINVAL,
-                "bias B ('%s') must have shape [%lld] (rank %d given)",
-                input_name(n, 2), (long long)cg->m, b->rank);
+      return ts_kernel_fail(
+          n, err, TS_EINVAL,
+          "attribute 'kernel_shape'[%d] is %lld; weight W has %lld", i,
+          (long long)a->kernel[i], (long long)w->dims[2 + i]);
+  if (b &&
+      (b->rank != 1 || (cg->m >= 0 && b->dims[0] >= 0 && b->dims[0] != cg->m)))
+    return ts_kernel_fail(
+        n, err, TS_EINVAL,
+        "bias B ('%s') must have shape [%lld] (rank %d given)",
+        input_name(n, 2), (long long)cg->m, b->rank);
   return window_resolve(n, a, x->dims + 2, nsp, w->dims + 2, &cg->w, err);
 }
 
@@ -464,10 +474,10 @@ static void im2col(const float *x, int64_t channels, const window *w,
           int64_t lo, hi;
           valid_range(iw0, w->s[2], ow_n, w->in[2], &lo, &hi);
           for (int64_t r = r0; r < r1; r++, dst += ow_n) {
-            const int64_t i0 = (r / w->out[1]) * w->s[0] - w->pb[0] +
-                               k0 * w->d[0];
-            const int64_t i1 = (r % w->out[1]) * w->s[1] - w->pb[1] +
-                               k1 * w->d[1];
+            const int64_t i0 =
+                (r / w->out[1]) * w->s[0] - w->pb[0] + k0 * w->d[0];
+            const int64_t i1 =
+                (r % w->out[1]) * w->s[1] - w->pb[1] + k1 * w->d[1];
             if (i0 < 0 || i0 >= w->in[0] || i1 < 0 || i1 >= w->in[1]) {
               memset(dst, 0, (size_t)ow_n * sizeof *dst);
               continue;
@@ -475,7 +485,8 @@ static void im2col(const float *x, int64_t channels, const window *w,
             const float *src = xc + (i0 * w->in[1] + i1) * w->in[2];
             memset(dst, 0, (size_t)lo * sizeof *dst);
             if (w->s[2] == 1)
-              memcpy(dst + lo, src + (iw0 + lo), (size_t)(hi - lo) * sizeof *dst);
+              memcpy(dst + lo, src + (iw0 + lo),
+                     (size_t)(hi - lo) * sizeof *dst);
             else
               for (int64_t o = lo; o < hi; o++) dst[o] = src[iw0 + o * w->s[2]];
             memset(dst + hi, 0, (size_t)(ow_n - hi) * sizeof *dst);
@@ -520,11 +531,13 @@ static void conv_depthwise(const conv_geom *cg, const float *x, const float *wt,
         valid_range(st2, w->s[2], w->out[2], w->in[2], &lo2, &hi2);
         for (int64_t o0 = lo0; o0 < hi0; o0++)
           for (int64_t o1 = lo1; o1 < hi1; o1++) {
-            const float *xr = xp + ((st0 + o0 * w->s[0]) * w->in[1] +
-                                    st1 + o1 * w->s[1]) * w->in[2];
+            const float *xr =
+                xp + ((st0 + o0 * w->s[0]) * w->in[1] + st1 + o1 * w->s[1]) *
+                         w->in[2];
             float *yr = yp + (o0 * w->out[1] + o1) * w->out[2];
             if (w->s[2] == 1)
-              for (int64_t o2 = lo2; o2 < hi2; o2++) yr[o2] += wv * xr[st2 + o2];
+              for (int64_t o2 = lo2; o2 < hi2; o2++)
+                yr[o2] += wv * xr[st2 + o2];
             else
               for (int64_t o2 = lo2; o2 < hi2; o2++)
                 yr[o2] += wv * xr[st2 + o2 * w->s[2]];
@@ -559,17 +572,20 @@ static int conv_run(const ts_node *n, const ts_tensor *const *in,
   int64_t tile = 0;
   float *col = NULL;
   if (kdim > INT_MAX || mpg > INT_MAX || plane_out > INT_MAX)
-    return fail(n, err, TS_EUNSUPPORTED,
-                "convolution too large for BLAS (K %lld, M %lld, pixels %lld)",
-                (long long)kdim, (long long)mpg, (long long)plane_out);
+    return ts_kernel_fail(
+        n, err, TS_EUNSUPPORTED,
+        "convolution too large for BLAS (K %lld, M %lld, pixels %lld)",
+        (long long)kdim, (long long)mpg, (long long)plane_out);
   if (!pointwise && kdim > 0) {
     tile = COL_BUDGET / (kdim * row_len * (int64_t)sizeof(float));
     if (tile < 1) tile = 1;
     if (tile > rows) tile = rows;
     col = ts_kctx_scratch(ctx, (size_t)(kdim * tile * row_len) * sizeof *col);
     if (!col)
-      return fail(n, err, TS_ENOMEM, "out of memory for a %lld x %lld im2col "
-                  "buffer", (long long)kdim, (long long)(tile * row_len));
+      return ts_kernel_fail(n, err, TS_ENOMEM,
+                            "out of memory for a %lld x %lld im2col "
+                            "buffer",
+                            (long long)kdim, (long long)(tile * row_len));
   }
   for (int64_t b = 0; b < cg.n; b++)
     for (int64_t g = 0; g < cg.g; g++) {
@@ -603,27 +619,28 @@ static int conv_run(const ts_node *n, const ts_tensor *const *in,
 /* MaxPool, AveragePool                                                     */
 /* ------------------------------------------------------------------------ */
 
-static int pool_prepare(ts_node *n, const char *const *known, ts_err *err) {
+static int pool_prepare(ts_node *n, const ts_attr_spec *known, ts_err *err) {
   window_attrs a;
   int rc = window_parse(n, known, true, &a, err);
   if (rc < 0) return rc;
   a.want_indices = output_wanted(n, 1);
   if (a.want_indices && ts_attr_int(n, "storage_order", 0) != 0)
-    return fail(n, err, TS_EUNSUPPORTED,
-                "attribute 'storage_order' = %lld with output Indices is not "
-                "supported (only 0, row-major)",
-                (long long)ts_attr_int(n, "storage_order", 0));
+    return ts_kernel_fail(
+        n, err, TS_EUNSUPPORTED,
+        "attribute 'storage_order' = %lld with output Indices is not "
+        "supported (only 0, row-major)",
+        (long long)ts_attr_int(n, "storage_order", 0));
   return params_store(n, &a, sizeof a, err);
 }
 
 static int max_pool_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  return pool_prepare(n, max_pool_attr_names, err);
+  return pool_prepare(n, max_pool_attrs, err);
 }
 
 static int average_pool_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  return pool_prepare(n, average_pool_attr_names, err);
+  return pool_prepare(n, average_pool_attrs, err);
 }
 
 static int pool_resolve(const ts_node *n, const ts_tensor *x, window *w,
@@ -635,10 +652,11 @@ static int pool_resolve(const ts_node *n, const ts_tensor *x, window *w,
     return rc;
   const int nsp = x->rank - 2;
   if (a->n_kernel != nsp)
-    return fail(n, err, TS_EINVAL,
-                "attribute 'kernel_shape' has %d values; input X has %d "
-                "spatial dims",
-                a->n_kernel, nsp);
+    return ts_kernel_fail(
+        n, err, TS_EINVAL,
+        "attribute 'kernel_shape' has %d values; input X has %d "
+        "spatial dims",
+        a->n_kernel, nsp);
   return window_resolve(n, a, x->dims + 2, nsp, a->kernel, w, err);
 }
 
@@ -689,8 +707,10 @@ static void pool_plane(const window *w, bool is_max, bool include_pad,
         int64_t best_at = -1;
         for (int64_t a = t0.lo; a < t0.hi; a++)
           for (int64_t b = t1.lo; b < t1.hi; b++) {
-            const int64_t row = ((t0.start + a * w->d[0]) * w->in[1] +
-                                 t1.start + b * w->d[1]) * w->in[2] + t2.start;
+            const int64_t row =
+                ((t0.start + a * w->d[0]) * w->in[1] + t1.start + b * w->d[1]) *
+                    w->in[2] +
+                t2.start;
             for (int64_t c = t2.lo; c < t2.hi; c++) {
               const int64_t at = row + c * w->d[2];
               const float v = x[at];
@@ -705,10 +725,9 @@ static void pool_plane(const window *w, bool is_max, bool include_pad,
           *y = best;
           if (idx) *idx++ = best_at < 0 ? -1 : base + best_at;
         } else {
-          const int64_t div = include_pad
-                                  ? t0.padded * t1.padded * t2.padded
-                                  : (t0.hi - t0.lo) * (t1.hi - t1.lo) *
-                                        (t2.hi - t2.lo);
+          const int64_t div =
+              include_pad ? t0.padded * t1.padded * t2.padded
+                          : (t0.hi - t0.lo) * (t1.hi - t1.lo) * (t2.hi - t2.lo);
           *y = div > 0 ? sum / (float)div : 0.0f;
         }
       }
@@ -751,9 +770,9 @@ static int average_pool_run(const ts_node *n, const ts_tensor *const *in,
 /* ------------------------------------------------------------------------ */
 
 static int global_pool_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
-  static const char *const known[] = {NULL};
+  static const ts_attr_spec known[] = {{NULL}};
   (void)g;
-  return ts_node_check_attrs(n, known, err);
+  return ts_kernel_check_attrs(n, known, err);
 }
 
 static int global_pool_infer(const ts_node *n, const ts_tensor *const *in,
@@ -767,8 +786,9 @@ static int global_pool_infer(const ts_node *n, const ts_tensor *const *in,
   for (int i = 0; i < x->rank; i++) {
     dims[i] = i < 2 ? x->dims[i] : 1;
     if (i >= 2 && x->dims[i] == 0)
-      return fail(n, err, TS_EINVAL,
-                  "input X has an empty spatial dim %d; nothing to pool", i);
+      return ts_kernel_fail(
+          n, err, TS_EINVAL,
+          "input X has an empty spatial dim %d; nothing to pool", i);
   }
   return set_shape(n, &out[0], TS_DTYPE_FLOAT, dims, x->rank, err);
 }
@@ -780,36 +800,40 @@ static void planes_of(const ts_tensor *x, int64_t *planes, int64_t *plane) {
   for (int i = 2; i < x->rank; i++) *plane *= x->dims[i];
 }
 
+/* Reductions of one plane of count >= 1 floats. */
+static float plane_mean(const float *x, int64_t count) {
+  double sum = 0.0; /* planes can be large: accumulate in double */
+  for (int64_t i = 0; i < count; i++) sum += x[i];
+  return (float)(sum / (double)count);
+}
+
+static float plane_max(const float *x, int64_t count) {
+  float best = x[0];
+  for (int64_t i = 1; i < count; i++)
+    if (x[i] > best || isnan(x[i])) best = x[i];
+  return best;
+}
+
+static void global_pool(const ts_tensor *x, ts_tensor *y,
+                        float (*reduce)(const float *, int64_t)) {
+  int64_t planes, plane;
+  planes_of(x, &planes, &plane);
+  const float *xv = x->data;
+  float *yv = y->data;
+  for (int64_t p = 0; p < planes; p++) yv[p] = reduce(xv + p * plane, plane);
+}
+
 static int global_average_pool_run(const ts_node *n, const ts_tensor *const *in,
                                    ts_tensor *out, ts_kctx *ctx, ts_err *err) {
   (void)n, (void)ctx, (void)err;
-  int64_t planes, plane;
-  planes_of(in[0], &planes, &plane);
-  const float *x = in[0]->data;
-  float *y = out[0].data;
-  for (int64_t p = 0; p < planes; p++) {
-    double sum = 0.0; /* planes can be large: accumulate in double */
-    for (int64_t i = 0; i < plane; i++) sum += x[p * plane + i];
-    y[p] = (float)(sum / (double)plane);
-  }
+  global_pool(in[0], &out[0], plane_mean);
   return 0;
 }
 
 static int global_max_pool_run(const ts_node *n, const ts_tensor *const *in,
                                ts_tensor *out, ts_kctx *ctx, ts_err *err) {
   (void)n, (void)ctx, (void)err;
-  int64_t planes, plane;
-  planes_of(in[0], &planes, &plane);
-  const float *x = in[0]->data;
-  float *y = out[0].data;
-  for (int64_t p = 0; p < planes; p++) {
-    float best = x[p * plane];
-    for (int64_t i = 1; i < plane; i++) {
-      const float v = x[p * plane + i];
-      if (v > best || isnan(v)) best = v;
-    }
-    y[p] = best;
-  }
+  global_pool(in[0], &out[0], plane_max);
   return 0;
 }
 
@@ -837,9 +861,10 @@ static int bn_check_params(const ts_node *n, const ts_tensor *const *p,
     if (rc < 0) return rc;
     if (p[i]->rank != 1 ||
         (channels >= 0 && p[i]->dims[0] >= 0 && p[i]->dims[0] != channels))
-      return fail(n, err, TS_EINVAL,
-                  "input %s ('%s') must have shape [%lld] (the channels of X)",
-                  bn_roles[i], input_name(n, i), (long long)channels);
+      return ts_kernel_fail(
+          n, err, TS_EINVAL,
+          "input %s ('%s') must have shape [%lld] (the channels of X)",
+          bn_roles[i], input_name(n, i), (long long)channels);
   }
   return 0;
 }
@@ -858,27 +883,32 @@ static void bn_fold(const ts_tensor *const *p, float eps, int64_t channels,
 }
 
 static int bn_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
-  static const char *const known[] = {"epsilon", "momentum", "training_mode",
-                                      "spatial", "is_test", "consumed_inputs",
-                                      NULL};
-  int rc = ts_node_check_attrs(n, known, err);
+  static const ts_attr_spec known[] = {{"epsilon", ATTR_FLOAT},
+                                       {"momentum", ATTR_FLOAT},
+                                       {"training_mode", ATTR_INT},
+                                       {"spatial", ATTR_INT},
+                                       {"is_test", ATTR_INT},
+                                       {"consumed_inputs", ATTR_INTS},
+                                       {NULL}};
+  int rc = ts_kernel_check_attrs(n, known, err);
   if (rc < 0) return rc;
   if (ts_attr_int(n, "training_mode", 0) != 0)
-    return fail(n, err, TS_EUNSUPPORTED,
-                "attribute 'training_mode' = 1 is not supported (inference "
-                "only)");
+    return ts_kernel_fail(
+        n, err, TS_EUNSUPPORTED,
+        "attribute 'training_mode' = 1 is not supported (inference "
+        "only)");
   if (ts_attr_int(n, "spatial", 1) != 1)
-    return fail(n, err, TS_EUNSUPPORTED,
-                "attribute 'spatial' = %lld is not supported (only 1)",
-                (long long)ts_attr_int(n, "spatial", 1));
+    return ts_kernel_fail(
+        n, err, TS_EUNSUPPORTED,
+        "attribute 'spatial' = %lld is not supported (only 1)",
+        (long long)ts_attr_int(n, "spatial", 1));
   for (int i = 1; i < n->n_outputs; i++)
     if (output_wanted(n, i))
-      return fail(n, err, TS_EUNSUPPORTED,
-                  "output %d is produced in training mode only; not "
-                  "supported",
-                  i);
-  bn_params p = {.epsilon = ts_attr_float(n, "epsilon", 1e-5f),
-                 .channels = -1};
+      return ts_kernel_fail(n, err, TS_EUNSUPPORTED,
+                            "output %d is produced in training mode only; not "
+                            "supported",
+                            i);
+  bn_params p = {.epsilon = ts_attr_float(n, "epsilon", 1e-5f), .channels = -1};
   const ts_tensor *cst[5] = {NULL};
   bool constant = true;
   for (int i = 1; i < 5 && i < n->n_inputs; i++) {
@@ -886,13 +916,13 @@ static int bn_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
     cst[i] = v >= 0 && v < g->n_values ? g->values[v].constant : NULL;
     if (!cst[i]) constant = false;
   }
-  if (!constant || n->n_inputs < 5)
-    return params_store(n, &p, sizeof p, err);
+  if (!constant || n->n_inputs < 5) return params_store(n, &p, sizeof p, err);
   p.channels = cst[1]->rank == 1 ? cst[1]->dims[0] : -1;
   if ((rc = bn_check_params(n, cst, p.channels, err)) < 0) return rc;
   const size_t size = sizeof p + 2 * (size_t)p.channels * sizeof(float);
   bn_params *q = malloc(size);
-  if (!q) return fail(n, err, TS_ENOMEM, "out of memory for parameters");
+  if (!q)
+    return ts_kernel_fail(n, err, TS_ENOMEM, "out of memory for parameters");
   *q = p;
   q->scale = (float *)(q + 1);
   q->shift = q->scale + p.channels;
@@ -901,8 +931,7 @@ static int bn_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
   return 0;
 }
 
-static int bn_check(const ts_node *n, const ts_tensor *const *in,
-                    ts_err *err) {
+static int bn_check(const ts_node *n, const ts_tensor *const *in, ts_err *err) {
   const ts_tensor *x = in[0];
   int rc;
   if ((rc = check_float(n, x, 0, "X", err)) < 0 ||
@@ -929,8 +958,9 @@ static int bn_run(const ts_node *n, const ts_tensor *const *in, ts_tensor *out,
   if (!scale) {
     float *buf = ts_kctx_scratch(ctx, 2 * (size_t)channels * sizeof(float));
     if (!buf)
-      return fail(n, err, TS_ENOMEM, "out of memory for %lld channels",
-                  (long long)channels);
+      return ts_kernel_fail(n, err, TS_ENOMEM,
+                            "out of memory for %lld channels",
+                            (long long)channels);
     bn_fold(in, p->epsilon, channels, buf, buf + channels);
     scale = buf;
     shift = buf + channels;
@@ -941,7 +971,8 @@ static int bn_run(const ts_node *n, const ts_tensor *const *in, ts_tensor *out,
   float *y = out[0].data;
   for (int64_t q = 0; q < planes; q++) {
     const float s = scale[q % channels], t = shift[q % channels];
-    for (int64_t i = 0; i < plane; i++) y[q * plane + i] = x[q * plane + i] * s + t;
+    for (int64_t i = 0; i < plane; i++)
+      y[q * plane + i] = x[q * plane + i] * s + t;
   }
   return 0;
 }
@@ -955,11 +986,11 @@ static int bn_run(const ts_node *n, const ts_tensor *const *in, ts_tensor *out,
 typedef void (*row_gather_fn)(uint8_t *dst, const uint8_t *src,
                               const int64_t *map, int64_t count,
                               const uint8_t *fill);
-#define ROW_GATHER(size)                                                   \
-  static void row_gather_##size(uint8_t *dst, const uint8_t *src,          \
-                                const int64_t *map, int64_t count,         \
-                                const uint8_t *fill) {                     \
-    for (int64_t j = 0; j < count; j++)                                    \
+#define ROW_GATHER(size)                                                     \
+  static void row_gather_##size(uint8_t *dst, const uint8_t *src,            \
+                                const int64_t *map, int64_t count,           \
+                                const uint8_t *fill) {                       \
+    for (int64_t j = 0; j < count; j++)                                      \
       memcpy(dst + j * size, map[j] < 0 ? fill : src + map[j] * size, size); \
   }
 ROW_GATHER(1)
@@ -969,9 +1000,10 @@ ROW_GATHER(8)
 #undef ROW_GATHER
 
 static row_gather_fn row_gather_for(size_t esize) {
-  static const row_gather_fn table[9] = {
-      [1] = row_gather_1, [2] = row_gather_2, [4] = row_gather_4,
-      [8] = row_gather_8};
+  static const row_gather_fn table[9] = {[1] = row_gather_1,
+                                         [2] = row_gather_2,
+                                         [4] = row_gather_4,
+                                         [8] = row_gather_8};
   return esize < 9 ? table[esize] : NULL;
 }
 
@@ -990,7 +1022,8 @@ static void gather_axes(const uint8_t *src, const int64_t *in_dims,
   const row_gather_fn gather = row_gather_for(esize);
   int64_t stride[TS_MAX_RANK], at[TS_MAX_RANK] = {0}, rows = 1;
   stride[rank - 1] = 1;
-  for (int d = rank - 2; d >= 0; d--) stride[d] = stride[d + 1] * in_dims[d + 1];
+  for (int d = rank - 2; d >= 0; d--)
+    stride[d] = stride[d + 1] * in_dims[d + 1];
   for (int d = 0; d < rank - 1; d++) rows *= out_dims[d];
   const int64_t inner = out_dims[rank - 1];
   const size_t row_bytes = (size_t)inner * esize;
@@ -1036,23 +1069,10 @@ static int64_t pad_wrap(int64_t i, int64_t len) {
   return m < 0 ? m + len : m;
 }
 
-#define PAD_MODES(X) X(constant) X(reflect) X(edge) X(wrap)
-enum {
-#define X(name) PAD_##name,
-  PAD_MODES(X)
-#undef X
-  PAD_MODE_COUNT
-};
-static const char *const pad_mode_names[] = {
-#define X(name) #name,
-    PAD_MODES(X)
-#undef X
-};
-static const pad_index_fn pad_mode_fns[] = {
-#define X(name) pad_##name,
-    PAD_MODES(X)
-#undef X
-};
+#define PAD_MODES(X, P) X(P, constant) X(P, reflect) X(P, edge) X(P, wrap)
+enum { PAD_MODES(PASTE_ITEM, PAD_) PAD_MODE_COUNT };
+static const char *const pad_mode_names[] = {PAD_MODES(NAME_ITEM, )};
+static const pad_index_fn pad_mode_fns[] = {PAD_MODES(PASTE_ITEM, pad_)};
 
 typedef struct pad_params {
   int mode;
@@ -1063,64 +1083,66 @@ typedef struct pad_params {
 } pad_params;
 
 static int pad_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
-  static const char *const known_attr[] = {"mode", "pads", "paddings", "value",
-                                           NULL};
-  static const char *const known_input[] = {"mode", NULL};
+  static const ts_attr_spec known_attr[] = {{"mode", ATTR_STRING},
+                                            {"pads", ATTR_INTS},
+                                            {"paddings", ATTR_INTS},
+                                            {"value", ATTR_FLOAT},
+                                            {NULL}};
+  static const ts_attr_spec known_input[] = {{"mode", ATTR_STRING}, {NULL}};
   (void)g;
   pad_params p = {.attr_form = n->opset < 11};
-  int rc = ts_node_check_attrs(n, p.attr_form ? known_attr : known_input, err);
+  int rc =
+      ts_kernel_check_attrs(n, p.attr_form ? known_attr : known_input, err);
   if (rc < 0 || (rc = attr_choice(n, "mode", pad_mode_names, PAD_MODE_COUNT,
                                   PAD_constant, &p.mode, err)) < 0)
     return rc;
   if (!p.attr_form) {
     if (n->n_inputs < 2 || n->inputs[1] < 0)
-      return fail(n, err, TS_EINVAL, "input 'pads' is required");
+      return ts_kernel_fail(n, err, TS_EINVAL, "input 'pads' is required");
     return params_store(n, &p, sizeof p, err);
   }
   if (n->n_inputs != 1)
-    return fail(n, err, TS_EINVAL,
-                "opset %lld Pad takes one input; %d given", (long long)n->opset,
-                n->n_inputs);
+    return ts_kernel_fail(n, err, TS_EINVAL,
+                          "opset %lld Pad takes one input; %d given",
+                          (long long)n->opset, n->n_inputs);
   const char *name = ts_attr_find(n, "pads") ? "pads" : "paddings";
   if ((rc = attr_ints_into(n, name, p.pads, 2 * TS_MAX_RANK, INT64_MIN,
                            &p.n_pads, err)) < 0)
     return rc;
   if (p.n_pads == 0 || p.n_pads % 2)
-    return fail(n, err, TS_EINVAL,
-                "attribute 'pads' must hold 2 values per axis (%d given)",
-                p.n_pads);
+    return ts_kernel_fail(
+        n, err, TS_EINVAL,
+        "attribute 'pads' must hold 2 values per axis (%d given)", p.n_pads);
   p.value = ts_attr_float(n, "value", 0.0f);
   return params_store(n, &p, sizeof p, err);
 }
 
-/* Reads an axes input (int32 or int64, values in [-rank, rank), no repeats)
- * into axes as non-negative axes. */
-static int read_axes(const ts_node *n, const ts_tensor *t, int i, int rank,
-                     int64_t *axes, int *count, ts_err *err) {
-  if (t->dtype != TS_DTYPE_INT64 && t->dtype != TS_DTYPE_INT32)
-    return fail(n, err, TS_EINVAL, "input 'axes' ('%s') must be int32 or int64",
-                input_name(n, i));
-  if (!t->data) return TS_EAGAIN;
-  const int64_t c = ts_tensor_numel(t);
-  if (t->rank != 1 || c > rank)
-    return fail(n, err, TS_EINVAL,
-                "input 'axes' ('%s') must be 1-D with at most %d values",
-                input_name(n, i), rank);
-  for (int64_t k = 0; k < c; k++) {
-    int64_t a = t->dtype == TS_DTYPE_INT64 ? ((const int64_t *)t->data)[k]
-                                           : ((const int32_t *)t->data)[k];
-    if (a < -rank || a >= rank)
-      return fail(n, err, TS_EINVAL,
-                  "input 'axes'[%lld] is %lld; the input has rank %d",
-                  (long long)k, (long long)a, rank);
-    axes[k] = a < 0 ? a + rank : a;
-    for (int64_t j = 0; j < k; j++)
-      if (axes[j] == axes[k])
-        return fail(n, err, TS_EINVAL, "input 'axes' repeats axis %lld",
-                    (long long)axes[k]);
+/* Maps count axis values in [-rank, rank) to axes in [0, rank), rejecting
+ * repeats; `what` names their source in messages. */
+static int normalize_axes(const ts_node *n, const int64_t *vals, int count,
+                          int rank, const char *what, int64_t *axes,
+                          ts_err *err) {
+  for (int k = 0; k < count; k++) {
+    int a;
+    int rc = ts_kernel_axis(n, vals[k], rank, what, &a, err);
+    if (rc < 0) return rc;
+    axes[k] = a;
+    for (int j = 0; j < k; j++)
+      if (axes[j] == a)
+        return ts_kernel_fail(n, err, TS_EINVAL, "%s repeats axis %d", what, a);
   }
-  *count = (int)c;
   return 0;
+}
+
+/* Reads Pad's axes input (int32 or int64) into non-negative axes. */
+static int read_axes(const ts_node *n, const ts_tensor *t, int rank,
+                     int64_t *axes, int *count, ts_err *err) {
+  int64_t vals[TS_MAX_RANK];
+  size_t c;
+  int rc = ts_kernel_ints(n, t, "axes", vals, (size_t)rank, &c, err);
+  if (rc != 0) return rc; /* TS_EAGAIN: values not known yet */
+  *count = (int)c;
+  return normalize_axes(n, vals, (int)c, rank, "input 'axes'", axes, err);
 }
 
 /* Per-axis pads before (pb) and after (pe) and the output dims. */
@@ -1134,35 +1156,36 @@ static int pad_resolve(const ts_node *n, const ts_tensor *const *in,
   int naxes = rank, rc;
   const int64_t *pads = p->pads;
   if (!ts_dtype_is_numeric(x->dtype))
-    return fail(n, err, TS_EUNSUPPORTED, "input data has type %s",
-                ts_dtype_name(x->dtype));
+    return ts_kernel_fail(n, err, TS_EUNSUPPORTED, "input data has type %s",
+                          ts_dtype_name(x->dtype));
   for (int d = 0; d < rank; d++) axes[d] = d;
   if (p->attr_form) {
     if (p->mode == PAD_constant && p->value != 0.0f &&
         x->dtype != TS_DTYPE_FLOAT)
-      return fail(n, err, TS_EUNSUPPORTED,
-                  "attribute 'value' with %s data is not supported",
-                  ts_dtype_name(x->dtype));
+      return ts_kernel_fail(n, err, TS_EUNSUPPORTED,
+                            "attribute 'value' with %s data is not supported",
+                            ts_dtype_name(x->dtype));
     if (p->n_pads != 2 * rank)
-      return fail(n, err, TS_EINVAL,
-                  "attribute 'pads' has %d values; input data has rank %d",
-                  p->n_pads, rank);
+      return ts_kernel_fail(
+          n, err, TS_EINVAL,
+          "attribute 'pads' has %d values; input data has rank %d", p->n_pads,
+          rank);
   } else {
     const ts_tensor *pt = in[1], *at = input_at(n, in, 3),
                     *cv = input_at(n, in, 2);
-    if (at && (rc = read_axes(n, at, 3, rank, axes, &naxes, err)) < 0)
-      return rc;
+    if (at && (rc = read_axes(n, at, rank, axes, &naxes, err)) != 0) return rc;
     if (pt->dtype != TS_DTYPE_INT64)
-      return fail(n, err, TS_EINVAL, "input 'pads' ('%s') must be int64",
-                  input_name(n, 1));
+      return ts_kernel_fail(n, err, TS_EINVAL,
+                            "input 'pads' ('%s') must be int64",
+                            input_name(n, 1));
     if (pt->rank != 1 || pt->dims[0] != 2 * naxes)
-      return fail(n, err, TS_EINVAL,
-                  "input 'pads' ('%s') must be 1-D with %d values", input_name(n, 1),
-                  2 * naxes);
+      return ts_kernel_fail(n, err, TS_EINVAL,
+                            "input 'pads' ('%s') must be 1-D with %d values",
+                            input_name(n, 1), 2 * naxes);
     if (cv && (cv->dtype != x->dtype || ts_tensor_numel(cv) > 1))
-      return fail(n, err, TS_EINVAL,
-                  "input 'constant_value' ('%s') must be one %s",
-                  input_name(n, 2), ts_dtype_name(x->dtype));
+      return ts_kernel_fail(n, err, TS_EINVAL,
+                            "input 'constant_value' ('%s') must be one %s",
+                            input_name(n, 2), ts_dtype_name(x->dtype));
     if (!pt->data) return TS_EAGAIN;
     pads = pt->data;
   }
@@ -1177,28 +1200,30 @@ static int pad_resolve(const ts_node *n, const ts_tensor *const *in,
       out_dims[d] = -1;
       continue;
     }
-    if (pb[d] < -len - ATTR_MAX || pb[d] > ATTR_MAX || pe[d] < -len - ATTR_MAX ||
-        pe[d] > ATTR_MAX || len + pb[d] + pe[d] < 0)
-      return fail(n, err, TS_EINVAL,
-                  "pads %lld, %lld on axis %d (size %lld) give a negative or "
-                  "huge size",
-                  (long long)pb[d], (long long)pe[d], d, (long long)len);
+    if (pb[d] < -len - ATTR_MAX || pb[d] > ATTR_MAX ||
+        pe[d] < -len - ATTR_MAX || pe[d] > ATTR_MAX || len + pb[d] + pe[d] < 0)
+      return ts_kernel_fail(
+          n, err, TS_EINVAL,
+          "pads %lld, %lld on axis %d (size %lld) give a negative or "
+          "huge size",
+          (long long)pb[d], (long long)pe[d], d, (long long)len);
     out_dims[d] = len + pb[d] + pe[d];
     if (len == 0 && out_dims[d] > 0 && p->mode != PAD_constant)
-      return fail(n, err, TS_EINVAL,
-                  "mode '%s' cannot pad the empty axis %d",
-                  pad_mode_names[p->mode], d);
+      return ts_kernel_fail(n, err, TS_EINVAL,
+                            "mode '%s' cannot pad the empty axis %d",
+                            pad_mode_names[p->mode], d);
     /* Beyond one reflection (one period for wrap) implementations disagree
      * (numpy pads iteratively), so such pads are refused, not guessed. */
     const int64_t most = p->mode == PAD_reflect ? len - 1
                          : p->mode == PAD_wrap  ? len
                                                 : INT64_MAX;
     if (len > 0 && (pb[d] > most || pe[d] > most))
-      return fail(n, err, TS_EUNSUPPORTED,
-                  "mode '%s' pads %lld, %lld on axis %d of size %lld: at most "
-                  "%lld is supported",
-                  pad_mode_names[p->mode], (long long)pb[d], (long long)pe[d],
-                  d, (long long)len, (long long)most);
+      return ts_kernel_fail(
+          n, err, TS_EUNSUPPORTED,
+          "mode '%s' pads %lld, %lld on axis %d of size %lld: at most "
+          "%lld is supported",
+          pad_mode_names[p->mode], (long long)pb[d], (long long)pe[d], d,
+          (long long)len, (long long)most);
   }
   return 0;
 }
@@ -1219,7 +1244,7 @@ static int64_t **maps_alloc(const ts_node *n, ts_kctx *ctx,
   int64_t **maps = ts_kctx_scratch(
       ctx, TS_MAX_RANK * sizeof(int64_t *) + (total + 1) * sizeof(int64_t));
   if (!maps) {
-    fail(n, err, TS_ENOMEM, "out of memory for index maps");
+    ts_kernel_fail(n, err, TS_ENOMEM, "out of memory for index maps");
     return NULL;
   }
   int64_t *next = (int64_t *)(maps + TS_MAX_RANK);
@@ -1230,8 +1255,8 @@ static int64_t **maps_alloc(const ts_node *n, ts_kctx *ctx,
   return maps;
 }
 
-static int pad_run(const ts_node *n, const ts_tensor *const *in,
-                   ts_tensor *out, ts_kctx *ctx, ts_err *err) {
+static int pad_run(const ts_node *n, const ts_tensor *const *in, ts_tensor *out,
+                   ts_kctx *ctx, ts_err *err) {
   const pad_params *p = n->params;
   const ts_tensor *x = in[0];
   int64_t pb[TS_MAX_RANK], pe[TS_MAX_RANK], dims[TS_MAX_RANK];
@@ -1250,12 +1275,10 @@ static int pad_run(const ts_node *n, const ts_tensor *const *in,
   for (int d = 0; d < x->rank; d++)
     for (int64_t o = 0; o < dims[d]; o++) {
       const int64_t i = o - pb[d];
-      maps[d][o] = i >= 0 && i < x->dims[d]
-                       ? i
-                       : pad_mode_fns[p->mode](i, x->dims[d]);
+      maps[d][o] =
+          i >= 0 && i < x->dims[d] ? i : pad_mode_fns[p->mode](i, x->dims[d]);
     }
-  gather_axes(x->data, x->dims, out[0].data, dims, x->rank, esize, maps,
-              fill);
+  gather_axes(x->data, x->dims, out[0].data, dims, x->rank, esize, maps, fill);
   return 0;
 }
 
@@ -1286,8 +1309,8 @@ static float coord_asymmetric(float x, float scale, float in_len,
   (void)in_len, (void)out_len;
   return x / scale;
 }
-static float coord_tf_half_pixel_for_nearest(float x, float scale,
-                                             float in_len, float out_len) {
+static float coord_tf_half_pixel_for_nearest(float x, float scale, float in_len,
+                                             float out_len) {
   (void)in_len, (void)out_len;
   return (x + 0.5f) / scale;
 }
@@ -1298,25 +1321,14 @@ static float coord_half_pixel_symmetric(float x, float scale, float in_len,
   return offset + (x + 0.5f) / scale - 0.5f;
 }
 
-#define COORD_MODES(X)                                                   \
-  X(half_pixel) X(pytorch_half_pixel) X(align_corners) X(asymmetric)     \
-  X(tf_half_pixel_for_nearest) X(half_pixel_symmetric)
-enum {
-#define X(name) COORD_##name,
-  COORD_MODES(X)
-#undef X
-  COORD_COUNT
-};
-static const char *const coord_names[] = {
-#define X(name) #name,
-    COORD_MODES(X)
-#undef X
-};
-static const coord_fn coord_fns[] = {
-#define X(name) coord_##name,
-    COORD_MODES(X)
-#undef X
-};
+#define COORD_MODES(X, P)                                              \
+  X(P, half_pixel)                                                     \
+  X(P, pytorch_half_pixel)                                             \
+  X(P, align_corners) X(P, asymmetric) X(P, tf_half_pixel_for_nearest) \
+      X(P, half_pixel_symmetric)
+enum { COORD_MODES(PASTE_ITEM, COORD_) COORD_COUNT };
+static const char *const coord_names[] = {COORD_MODES(NAME_ITEM, )};
+static const coord_fn coord_fns[] = {COORD_MODES(PASTE_ITEM, coord_)};
 
 /* Rounding of an input coordinate to an index (clamped afterwards). */
 typedef int64_t (*nearest_fn)(float x, bool downsampling);
@@ -1344,37 +1356,16 @@ static int64_t nearest_simple(float x, bool down) {
 
 /* The first NEAREST_PUBLIC modes are the attribute's values; "simple" is
  * internal. */
-#define NEAREST_MODES(X) \
-  X(round_prefer_floor) X(round_prefer_ceil) X(floor) X(ceil) X(simple)
-enum {
-#define X(name) NEAREST_##name,
-  NEAREST_MODES(X)
-#undef X
-  NEAREST_PUBLIC = NEAREST_simple
-};
-static const char *const nearest_names[] = {
-#define X(name) #name,
-    NEAREST_MODES(X)
-#undef X
-};
-static const nearest_fn nearest_fns[] = {
-#define X(name) nearest_##name,
-    NEAREST_MODES(X)
-#undef X
-};
+#define NEAREST_MODES(X, P) \
+  X(P, round_prefer_floor)  \
+  X(P, round_prefer_ceil) X(P, floor) X(P, ceil) X(P, simple)
+enum { NEAREST_MODES(PASTE_ITEM, NEAREST_) NEAREST_PUBLIC = NEAREST_simple };
+static const char *const nearest_names[] = {NEAREST_MODES(NAME_ITEM, )};
+static const nearest_fn nearest_fns[] = {NEAREST_MODES(PASTE_ITEM, nearest_)};
 
-#define ASPECT_POLICIES(X) X(stretch) X(not_larger) X(not_smaller)
-enum {
-#define X(name) ASPECT_##name,
-  ASPECT_POLICIES(X)
-#undef X
-  ASPECT_COUNT
-};
-static const char *const aspect_names[] = {
-#define X(name) #name,
-    ASPECT_POLICIES(X)
-#undef X
-};
+#define ASPECT_POLICIES(X, P) X(P, stretch) X(P, not_larger) X(P, not_smaller)
+enum { ASPECT_POLICIES(PASTE_ITEM, ASPECT_) ASPECT_COUNT };
+static const char *const aspect_names[] = {ASPECT_POLICIES(NAME_ITEM, )};
 
 static const char *const resize_mode_names[] = {"nearest"};
 
@@ -1388,20 +1379,30 @@ typedef struct resize_params {
 } resize_params;
 
 static int resize_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
-  static const char *const known_resize[] = {
-      "mode", "coordinate_transformation_mode", "nearest_mode",
-      "cubic_coeff_a", "exclude_outside", "extrapolation_value", "antialias",
-      "axes", "keep_aspect_ratio_policy", NULL};
-  static const char *const known_legacy[] = {"mode", "scales", NULL};
+  static const ts_attr_spec known_resize[] = {
+      {"mode", ATTR_STRING},
+      {"coordinate_transformation_mode", ATTR_STRING},
+      {"nearest_mode", ATTR_STRING},
+      {"cubic_coeff_a", ATTR_FLOAT},
+      {"exclude_outside", ATTR_INT},
+      {"extrapolation_value", ATTR_FLOAT},
+      {"antialias", ATTR_INT},
+      {"axes", ATTR_INTS},
+      {"keep_aspect_ratio_policy", ATTR_STRING},
+      {NULL}};
+  static const ts_attr_spec known_legacy[] = {
+      {"mode", ATTR_STRING}, {"scales", ATTR_FLOATS}, {NULL}};
   (void)g;
   const bool upsample = strcmp(n->op_type, "Upsample") == 0;
   const bool legacy = upsample || n->opset < 11; /* Upsample, Resize-10 */
-  resize_params p = {.coord = COORD_asymmetric, .nearest = NEAREST_simple,
-                     .aspect = ASPECT_stretch, .scales_in = 1,
+  resize_params p = {.coord = COORD_asymmetric,
+                     .nearest = NEAREST_simple,
+                     .aspect = ASPECT_stretch,
+                     .scales_in = 1,
                      .sizes_in = -1};
   int mode, rc;
-  if ((rc = ts_node_check_attrs(n, legacy ? known_legacy : known_resize,
-                                err)) < 0 ||
+  if ((rc = ts_kernel_check_attrs(n, legacy ? known_legacy : known_resize,
+                                  err)) < 0 ||
       (rc = attr_choice(n, "mode", resize_mode_names, 1, 0, &mode, err)) < 0)
     return rc;
   if (upsample && n->opset < 9) {
@@ -1410,15 +1411,16 @@ static int resize_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
     p.scales_in = -1;
     rc = ts_attr_floats(n, "scales", &v, &c, err);
     if (rc == TS_ENOTFOUND)
-      return fail(n, err, TS_EINVAL, "attribute 'scales' is required");
+      return ts_kernel_fail(n, err, TS_EINVAL,
+                            "attribute 'scales' is required");
     if (rc < 0) return rc;
     if (c > TS_MAX_RANK)
-      return fail(n, err, TS_EUNSUPPORTED, "attribute 'scales' has %zu values",
-                  c);
+      return ts_kernel_fail(n, err, TS_EUNSUPPORTED,
+                            "attribute 'scales' has %zu values", c);
     memcpy(p.attr_scales, v, c * sizeof *v);
     p.n_attr_scales = (int)c;
   } else if (legacy && (n->n_inputs < 2 || n->inputs[1] < 0)) {
-    return fail(n, err, TS_EINVAL, "input 'scales' is required");
+    return ts_kernel_fail(n, err, TS_EINVAL, "input 'scales' is required");
   } else if (!legacy) {
     p.scales_in = 2;
     p.sizes_in = 3;
@@ -1444,26 +1446,18 @@ static int resize_resolve(const ts_node *n, const ts_tensor *const *in,
   int64_t axes[TS_MAX_RANK];
   int naxes = rank;
   if (!ts_dtype_is_numeric(x->dtype))
-    return fail(n, err, TS_EUNSUPPORTED, "input X has type %s",
-                ts_dtype_name(x->dtype));
-  if (rank < 1) return fail(n, err, TS_EINVAL, "input X is a scalar");
+    return ts_kernel_fail(n, err, TS_EUNSUPPORTED, "input X has type %s",
+                          ts_dtype_name(x->dtype));
+  if (rank < 1) return ts_kernel_fail(n, err, TS_EINVAL, "input X is a scalar");
   for (int d = 0; d < rank; d++) axes[d] = d;
   if (p->n_axes) {
     naxes = p->n_axes;
-    for (int k = 0; k < naxes; k++) {
-      if (p->axes[k] < -rank || p->axes[k] >= rank)
-        return fail(n, err, TS_EINVAL,
-                    "attribute 'axes'[%d] is %lld; input X has rank %d", k,
-                    (long long)p->axes[k], rank);
-      axes[k] = p->axes[k] < 0 ? p->axes[k] + rank : p->axes[k];
-      for (int j = 0; j < k; j++)
-        if (axes[j] == axes[k])
-          return fail(n, err, TS_EINVAL, "attribute 'axes' repeats axis %lld",
-                      (long long)axes[k]);
-    }
+    int rc =
+        normalize_axes(n, p->axes, naxes, rank, "attribute 'axes'", axes, err);
+    if (rc < 0) return rc;
   }
-  const ts_tensor *st = p->scales_in >= 0 ? input_at(n, in, p->scales_in)
-                                          : NULL;
+  const ts_tensor *st =
+      p->scales_in >= 0 ? input_at(n, in, p->scales_in) : NULL;
   const ts_tensor *zt = p->sizes_in >= 0 ? input_at(n, in, p->sizes_in) : NULL;
   if (st && ts_tensor_numel(st) == 0) st = NULL;
   if (zt && ts_tensor_numel(zt) == 0) zt = NULL;
@@ -1471,21 +1465,24 @@ static int resize_resolve(const ts_node *n, const ts_tensor *const *in,
   const int64_t *zv = NULL;
   if (p->n_attr_scales) {
     if (p->n_attr_scales != rank)
-      return fail(n, err, TS_EINVAL,
-                  "attribute 'scales' has %d values; input X has rank %d",
-                  p->n_attr_scales, rank);
+      return ts_kernel_fail(
+          n, err, TS_EINVAL,
+          "attribute 'scales' has %d values; input X has rank %d",
+          p->n_attr_scales, rank);
   } else if ((st != NULL) == (zt != NULL)) {
-    return fail(n, err, TS_EINVAL,
-                "exactly one of the inputs 'scales' and 'sizes' must be given");
+    return ts_kernel_fail(
+        n, err, TS_EINVAL,
+        "exactly one of the inputs 'scales' and 'sizes' must be given");
   } else {
     const ts_tensor *t = st ? st : zt;
     const int i = st ? p->scales_in : p->sizes_in;
     const ts_dtype want = st ? TS_DTYPE_FLOAT : TS_DTYPE_INT64;
     if (t->dtype != want || t->rank != 1 || t->dims[0] != naxes)
-      return fail(n, err, TS_EINVAL,
-                  "input '%s' ('%s') must be a 1-D %s tensor of %d values",
-                  st ? "scales" : "sizes", input_name(n, i),
-                  ts_dtype_name(want), naxes);
+      return ts_kernel_fail(
+          n, err, TS_EINVAL,
+          "input '%s' ('%s') must be a 1-D %s tensor of %d values",
+          st ? "scales" : "sizes", input_name(n, i), ts_dtype_name(want),
+          naxes);
     if (!t->data) return TS_EAGAIN;
     sv = st ? st->data : NULL;
     zv = zt ? zt->data : NULL;
@@ -1500,32 +1497,37 @@ static int resize_resolve(const ts_node *n, const ts_tensor *const *in,
     const int64_t len = x->dims[d];
     if (sv) {
       if (!(sv[k] > 0.0f) || !isfinite(sv[k]))
-        return fail(n, err, TS_EINVAL, "scale %g for axis %d is not positive",
-                    (double)sv[k], d);
+        return ts_kernel_fail(n, err, TS_EINVAL,
+                              "scale %g for axis %d is not positive",
+                              (double)sv[k], d);
       scales[d] = sv[k];
       if (len < 0) continue;
       const float o = floorf((float)len * sv[k]);
       if (o > (float)ATTR_MAX * (float)ATTR_MAX)
-        return fail(n, err, TS_EINVAL, "scale %g makes axis %d too large",
-                    (double)sv[k], d);
+        return ts_kernel_fail(n, err, TS_EINVAL,
+                              "scale %g makes axis %d too large", (double)sv[k],
+                              d);
       out_dims[d] = (int64_t)o;
       continue;
     }
     if (zv[k] < 0 || (len == 0 && zv[k] > 0))
-      return fail(n, err, TS_EINVAL,
-                  "size %lld for axis %d (input size %lld) is not valid",
-                  (long long)zv[k], d, (long long)len);
+      return ts_kernel_fail(
+          n, err, TS_EINVAL,
+          "size %lld for axis %d (input size %lld) is not valid",
+          (long long)zv[k], d, (long long)len);
     out_dims[d] = zv[k];
     scales[d] = len > 0 ? (float)zv[k] / (float)len : 1.0f;
-    if (p->aspect == ASPECT_not_larger && scales[d] < common) common = scales[d];
-    if (p->aspect == ASPECT_not_smaller && scales[d] > common) common = scales[d];
+    if (p->aspect == ASPECT_not_larger && scales[d] < common)
+      common = scales[d];
+    if (p->aspect == ASPECT_not_smaller && scales[d] > common)
+      common = scales[d];
   }
   if (zv && p->aspect != ASPECT_stretch)
     for (int k = 0; k < naxes; k++) {
       const int d = (int)axes[k];
       scales[d] = common;
-      out_dims[d] = x->dims[d] < 0 ? -1
-                                   : (int64_t)roundf(common * (float)x->dims[d]);
+      out_dims[d] =
+          x->dims[d] < 0 ? -1 : (int64_t)roundf(common * (float)x->dims[d]);
     }
   return 0;
 }
@@ -1553,8 +1555,8 @@ static int resize_run(const ts_node *n, const ts_tensor *const *in,
   for (int d = 0; d < x->rank; d++) {
     const int64_t len = x->dims[d], olen = dims[d];
     for (int64_t o = 0; o < olen; o++) {
-      const float c = coord_fns[p->coord]((float)o, scales[d], (float)len,
-                                          (float)olen);
+      const float c =
+          coord_fns[p->coord]((float)o, scales[d], (float)len, (float)olen);
       int64_t i = nearest_fns[p->nearest](c, scales[d] < 1.0f);
       maps[d][o] = i < 0 ? 0 : i >= len ? len - 1 : i;
     }
@@ -1579,8 +1581,7 @@ static int resize_run(const ts_node *n, const ts_tensor *const *in,
                              .release = rel,                              \
                              .infer = inf,                                \
                              .run = rn};
-OP(conv, "Conv", 2, 3, 1, 1, conv_prepare, params_release, conv_infer,
-   conv_run)
+OP(conv, "Conv", 2, 3, 1, 1, conv_prepare, params_release, conv_infer, conv_run)
 OP(max_pool, "MaxPool", 1, 1, 1, 2, max_pool_prepare, params_release,
    pool_infer, max_pool_run)
 OP(average_pool, "AveragePool", 1, 1, 1, 1, average_pool_prepare,
