@@ -290,7 +290,7 @@ static int ref_argmax(const double *s, int c, double gap) {
   return best;
 }
 
-/* ---- LinearRegressor ----------------------------------------------------- */
+/* ---- LinearRegressor and LinearClassifier -------------------------------- */
 
 static const ts_dtype input_dtypes[] = {TS_DTYPE_FLOAT, TS_DTYPE_DOUBLE,
                                         TS_DTYPE_INT32, TS_DTYPE_INT64};
@@ -323,60 +323,51 @@ static void ref_linear(const double *x, int n, int f, const float *coef,
     }
 }
 
-START_TEST(test_linear_regressor) {
+/* Largest term sum of row i of scale[n][cols], the yardstick for the
+ * float32 error of that row's scores. */
+static double row_scale(const double *scale, int i, int cols) {
+  double m = 0;
+  for (int j = 0; j < cols; j++) m = fmax(m, scale[i * cols + j]);
+  return m;
+}
+
+/* Checks got[n][cols] against post(raw) row by row, raw[n][cols] being the
+ * float64 scores before the transform and scale[n][cols] their term sums. */
+static void check_score_rows(const float *got, const double *raw,
+                             const double *scale, int n, int cols, int post) {
+  for (int i = 0; i < n; i++) {
+    double want[16];
+    ck_assert_int_le(cols, 16);
+    memcpy(want, raw + i * cols, (size_t)cols * sizeof *want);
+    ref_post(post, want, cols);
+    double tol = post_tol(post, 1e-5 * row_scale(scale, i, cols));
+    for (int j = 0; j < cols; j++)
+      expect_close(got[i * cols + j], want[j], tol, post_name[post], i, j);
+  }
+}
+
+/* A label the reference cannot decide (a near-tie): not checked. */
+#define NO_LABEL INT64_MIN
+
+static void check_label(const ts_tensor *y, int row, int64_t want, int trial) {
+  if (want == NO_LABEL) return;
+  int64_t got = ((int64_t *)y->data)[row];
+  ck_assert_msg(got == want, "trial %d row %d: label %lld, want %lld", trial,
+                row, (long long)got, (long long)want);
+}
+
+/* The same random linear model as a LinearRegressor with `rows` targets
+ * and, for rows >= 2, as a LinearClassifier with `rows` classes (label =
+ * the first largest raw score), for every post_transform and input type. */
+START_TEST(test_linear_models) {
   rng_seed(11);
   ts_session *s;
   ts_err err;
   ck_assert_int_eq(ts_session_create(&s, &err), 0);
-  for (int trial = 0; trial < 60; trial++) {
+  for (int trial = 0; trial < 80; trial++) {
     int post = trial % P_COUNT;
     ts_dtype dt = input_dtypes[(trial / P_COUNT) % 4];
-    int targets = 1 + rnd(4), f = 1 + rnd(10), n = 1 + rnd(8);
-    bool with_intercepts = post == P_PROBIT || trial % 3 != 0;
-    double x[8 * 10], raw[8 * 4], scale[8 * 4];
-    float coef[4 * 10], intercepts[4];
-    random_input(dt, x, (size_t)(n * f));
-    random_linear(post, targets, f, x, n, coef, intercepts);
-
-    attr_list *al = attrs_new();
-    add_floats(al, "coefficients", coef, (size_t)(targets * f));
-    if (with_intercepts) add_floats(al, "intercepts", intercepts, targets);
-    add_int(al, "targets", targets);
-    add_string(al, "post_transform", post_name[post]);
-    ts_model *m = must_load("LinearRegressor", al, input_2d(dt, -1, f), 1);
-    ts_tensor out[1];
-    must_run(m, s, dt, x, n, f, out);
-    expect_shape(&out[0], TS_DTYPE_FLOAT, 2, n, targets, "Y");
-
-    ref_linear(x, n, f, coef, with_intercepts ? intercepts : NULL, targets, raw,
-               scale);
-    for (int i = 0; i < n; i++) {
-      double maxscale = 0;
-      for (int t = 0; t < targets; t++)
-        maxscale = fmax(maxscale, scale[i * targets + t]);
-      ref_post(post, raw + i * targets, targets);
-      for (int t = 0; t < targets; t++)
-        expect_close(((float *)out[0].data)[i * targets + t],
-                     raw[i * targets + t], post_tol(post, 1e-5 * maxscale),
-                     post_name[post], i, t);
-    }
-    ts_model_free(m);
-  }
-  ts_session_free(s);
-}
-END_TEST
-
-/* ---- LinearClassifier ---------------------------------------------------- */
-
-START_TEST(test_linear_classifier_multiclass) {
-  rng_seed(12);
-  ts_session *s;
-  ts_err err;
-  ck_assert_int_eq(ts_session_create(&s, &err), 0);
-  for (int trial = 0; trial < 60; trial++) {
-    int post = trial % P_COUNT;
-    ts_dtype dt = input_dtypes[(trial / P_COUNT) % 4];
-    int rows = 2 + rnd(4), f = 1 + rnd(10), n = 1 + rnd(8);
+    int rows = 1 + rnd(5), f = 1 + rnd(10), n = 1 + rnd(8);
     bool with_intercepts = post == P_PROBIT || trial % 3 != 0;
     double x[8 * 10], raw[8 * 5], scale[8 * 5];
     float coef[5 * 10], intercepts[5];
@@ -384,41 +375,43 @@ START_TEST(test_linear_classifier_multiclass) {
     random_input(dt, x, (size_t)(n * f));
     random_linear(post, rows, f, x, n, coef, intercepts);
     for (int r = 0; r < rows; r++) labels[r] = 100 - 17 * r + rnd(5);
-    if (post == P_SOFTMAX_ZERO) {
-      /* Class 1 scores exactly 0 and must be left out of the softmax. */
+    if (post == P_SOFTMAX_ZERO && rows > 1) {
+      /* Row 1 scores exactly 0 and must be left out of the softmax. */
       memset(coef + f, 0, (size_t)f * sizeof *coef);
       intercepts[1] = 0;
     }
+    ref_linear(x, n, f, coef, with_intercepts ? intercepts : NULL, rows, raw,
+               scale);
 
     attr_list *al = attrs_new();
+    add_floats(al, "coefficients", coef, (size_t)(rows * f));
+    if (with_intercepts) add_floats(al, "intercepts", intercepts, rows);
+    add_int(al, "targets", rows);
+    add_string(al, "post_transform", post_name[post]);
+    ts_model *m = must_load("LinearRegressor", al, input_2d(dt, -1, f), 1);
+    ts_tensor out[2];
+    must_run(m, s, dt, x, n, f, out);
+    expect_shape(&out[0], TS_DTYPE_FLOAT, 2, n, rows, "Y");
+    check_score_rows(out[0].data, raw, scale, n, rows, post);
+    ts_model_free(m);
+    if (rows == 1) continue;
+
+    al = attrs_new();
     add_floats(al, "coefficients", coef, (size_t)(rows * f));
     if (with_intercepts) add_floats(al, "intercepts", intercepts, rows);
     add_ints(al, "classlabels_ints", labels, rows);
     add_int(al, "multi_class", trial % 2);
     add_string(al, "post_transform", post_name[post]);
-    ts_model *m = must_load("LinearClassifier", al, input_2d(dt, -1, f), 2);
-    ts_tensor out[2];
+    m = must_load("LinearClassifier", al, input_2d(dt, -1, f), 2);
     must_run(m, s, dt, x, n, f, out);
     expect_shape(&out[0], TS_DTYPE_INT64, 1, n, 0, "Y");
     expect_shape(&out[1], TS_DTYPE_FLOAT, 2, n, rows, "Z");
-
-    ref_linear(x, n, f, coef, with_intercepts ? intercepts : NULL, rows, raw,
-               scale);
     for (int i = 0; i < n; i++) {
-      double *ri = raw + i * rows, maxscale = 0;
-      for (int r = 0; r < rows; r++)
-        maxscale = fmax(maxscale, scale[i * rows + r]);
-      int best = ref_argmax(ri, rows, 1e-5 * maxscale);
-      if (best >= 0)
-        ck_assert_msg(((int64_t *)out[0].data)[i] == labels[best],
-                      "trial %d row %d: label %lld, want %lld", trial, i,
-                      (long long)((int64_t *)out[0].data)[i],
-                      (long long)labels[best]);
-      ref_post(post, ri, rows);
-      for (int r = 0; r < rows; r++)
-        expect_close(((float *)out[1].data)[i * rows + r], ri[r],
-                     post_tol(post, 1e-5 * maxscale), post_name[post], i, r);
+      int best =
+          ref_argmax(raw + i * rows, rows, 1e-5 * row_scale(scale, i, rows));
+      check_label(&out[0], i, best >= 0 ? labels[best] : NO_LABEL, trial);
     }
+    check_score_rows(out[1].data, raw, scale, n, rows, post);
     ts_model_free(m);
   }
   ts_session_free(s);
@@ -853,31 +846,25 @@ START_TEST(test_svm_classifier_linear_mode) {
     must_run(m, s, TS_DTYPE_FLOAT, x, n, f, out);
     expect_shape(&out[1], TS_DTYPE_FLOAT, 2, n, classes, "Z");
     ref_linear(x, n, f, coef, NULL, classes, raw, scale);
+    for (int i = 0; i < n * classes; i++) {
+      raw[i] += rho[0];
+      scale[i] += fabs(rho[0]);
+    }
     for (int i = 0; i < n; i++) {
-      double *ri = raw + i * classes, maxscale = 0;
-      for (int r = 0; r < classes; r++) {
-        ri[r] += rho[0];
-        maxscale = fmax(maxscale, scale[i * classes + r] + fabs(rho[0]));
-      }
-      double gap = 1e-5 * maxscale;
+      double *ri = raw + i * classes;
+      double gap = 1e-5 * row_scale(scale, i, classes);
       int best = ref_argmax(ri, classes, gap);
-      int64_t want = best >= 0 ? labels[best] : -1;
+      int64_t want = best >= 0 ? labels[best] : NO_LABEL;
       if (classes == 2 && best >= 0) {
         double top = ri[best], threshold = positive ? 0.5 : 0;
         if (fabs(top - threshold) < gap)
-          want = -1;
+          want = NO_LABEL;
         else if (positive ? top >= 0.5 : top > 0)
           want = labels[1];
       }
-      if (want != -1)
-        ck_assert_msg(((int64_t *)out[0].data)[i] == want,
-                      "trial %d row %d: label %lld, want %lld", trial, i,
-                      (long long)((int64_t *)out[0].data)[i], (long long)want);
-      ref_post(post, ri, classes);
-      for (int r = 0; r < classes; r++)
-        expect_close(((float *)out[1].data)[i * classes + r], ri[r],
-                     post_tol(post, gap), post_name[post], i, r);
+      check_label(&out[0], i, want, trial);
     }
+    check_score_rows(out[1].data, raw, scale, n, classes, post);
     ts_model_free(m);
   }
   ts_session_free(s);
@@ -1344,8 +1331,7 @@ static Suite *ml_suite(void) {
   Suite *s = suite_create("kernels_ml");
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, test_linear_regressor);
-  tcase_add_test(tc, test_linear_classifier_multiclass);
+  tcase_add_test(tc, test_linear_models);
   tcase_add_test(tc, test_linear_classifier_binary);
   tcase_add_test(tc, test_linear_classifier_rank1);
   tcase_add_test(tc, test_svm_regressor);
