@@ -479,9 +479,36 @@ static ts_model *mlp_big(void) {
   return mlp_model(3, sizes, acts, -1, 13);
 }
 
+/* Declarative pieces of a model: weights, nodes and float outputs. */
+typedef struct wspec {
+  const char *name;
+  int rank;
+  int64_t dims[4];
+  double scale;
+} wspec;
+
+typedef struct nspec {
+  const char *op, *ins, *outs;
+} nspec;
+
+static void mb_weights(mb *b, const wspec *w, int n) {
+  for (int i = 0; i < n; i++)
+    mb_weight(b, w[i].name, w[i].rank, w[i].dims, w[i].scale);
+}
+
+static void mb_nodes(mb *b, const nspec *ns, int n) {
+  for (int i = 0; i < n; i++) mb_node(b, ns[i].op, ns[i].ins, ns[i].outs);
+}
+
+static void mb_outputs(mb *b, const wspec *o, int n) {
+  for (int i = 0; i < n; i++) mb_output(b, o[i].name, o[i].rank, o[i].dims);
+}
+
+#define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
 /* A DAG: tensors that cross several cuts (residual), MatMul + Add with a
  * per-column bias (Megatron pair through Add and Relu), a one-column Gemm
- * head (split by input rows with a Slice), and two graph outputs.
+ * head (split by input rows with a Slice), and three graph outputs.
  *   h1 = Relu(x @ W1 + b1)        [N,16]
  *   h2 = h1 @ W2 + b2             [N,12]
  *   s  = Sigmoid(x + h2)          [N,12]
@@ -489,33 +516,24 @@ static ts_model *mlp_big(void) {
  *   y2 = Gemm(s, W4^T) + c4       [N,1]
  *   y3 = s * h2                   [N,12] */
 static ts_model *dag_model(int64_t opset) {
+  static const wspec weights[] = {
+      {"W1", 2, {12, 16}, 0.4}, {"b1", 1, {16}, 0.5}, {"W2", 2, {16, 12}, 0.3},
+      {"b2", 1, {12}, 0.5},     {"W3", 2, {12, 9}, 0.3}, {"c3", 1, {9}, 0.5},
+      {"W4", 2, {1, 12}, 0.3},  {"c4", 1, {1}, 0.5}};
+  static const nspec nodes[] = {
+      {"MatMul", "x,W1", "m1"}, {"Add", "m1,b1", "p1"}, {"Relu", "p1", "h1"},
+      {"MatMul", "h1,W2", "m2"}, {"Add", "m2,b2", "h2"}, {"Add", "x,h2", "r"},
+      {"Sigmoid", "r", "s"},     {"Gemm", "s,W3,c3", "y1"},
+      {"Mul", "s,h2", "y3"}};
+  static const wspec outputs[] = {
+      {"y1", 2, {-1, 9}, 0}, {"y2", 2, {-1, 1}, 0}, {"y3", 2, {-1, 12}, 0}};
   mb *b = calloc(1, sizeof *b);
-  int64_t x[2] = {-1, 12}, w1[2] = {12, 16}, b1[1] = {16}, w2[2] = {16, 12},
-          b2[1] = {12}, w3[2] = {12, 9}, c3[1] = {9}, w4[2] = {1, 12},
-          c4[1] = {1}, y1[2] = {-1, 9}, y2[2] = {-1, 1}, y3[2] = {-1, 12};
+  int64_t x[2] = {-1, 12};
   mb_input(b, "x", 2, x);
-  mb_weight(b, "W1", 2, w1, 0.4);
-  mb_weight(b, "b1", 1, b1, 0.5);
-  mb_weight(b, "W2", 2, w2, 0.3);
-  mb_weight(b, "b2", 1, b2, 0.5);
-  mb_weight(b, "W3", 2, w3, 0.3);
-  mb_weight(b, "c3", 1, c3, 0.5);
-  mb_weight(b, "W4", 2, w4, 0.3);
-  mb_weight(b, "c4", 1, c4, 0.5);
-  mb_node(b, "MatMul", "x,W1", "m1");
-  mb_node(b, "Add", "m1,b1", "p1");
-  mb_node(b, "Relu", "p1", "h1");
-  mb_node(b, "MatMul", "h1,W2", "m2");
-  mb_node(b, "Add", "m2,b2", "h2");
-  mb_node(b, "Add", "x,h2", "r");
-  mb_node(b, "Sigmoid", "r", "s");
-  mb_node(b, "Gemm", "s,W3,c3", "y1");
-  Onnx__NodeProto *g4 = mb_node(b, "Gemm", "s,W4,c4", "y2");
-  mb_attr_int(b, g4, "transB", 1);
-  mb_node(b, "Mul", "s,h2", "y3");
-  mb_output(b, "y1", 2, y1);
-  mb_output(b, "y2", 2, y2);
-  mb_output(b, "y3", 2, y3);
+  mb_weights(b, weights, COUNT(weights));
+  mb_nodes(b, nodes, COUNT(nodes));
+  mb_attr_int(b, mb_node(b, "Gemm", "s,W4,c4", "y2"), "transB", 1);
+  mb_outputs(b, outputs, COUNT(outputs));
   return mb_finish(b, opset);
 }
 
@@ -526,28 +544,25 @@ static ts_model *dag_model(int64_t opset) {
  *   y2 = Conv(x, W3, B3)                        [N,1,4,4]
  *   y3 = Conv(x, W4, group = 3)                 [N,3,4,4] */
 static ts_model *conv_model(void) {
+  static const wspec weights[] = {
+      {"W1", 4, {7, 3, 3, 3}, 0.3}, {"B1", 1, {7}, 0.5},
+      {"W2", 4, {5, 7, 1, 1}, 0.4}, {"B2", 1, {5}, 0.5},
+      {"W3", 4, {1, 3, 3, 3}, 0.3}, {"B3", 1, {1}, 0.5},
+      {"W4", 4, {3, 1, 3, 3}, 0.3}};
+  static const nspec nodes[] = {{"Conv", "x,W1,B1", "c1"},
+                                {"Relu", "c1", "r1"},
+                                {"Conv", "r1,W2,B2", "y1"},
+                                {"Conv", "x,W3,B3", "y2"}};
+  static const wspec outputs[] = {{"y1", 4, {-1, 5, 4, 4}, 0},
+                                  {"y2", 4, {-1, 1, 4, 4}, 0},
+                                  {"y3", 4, {-1, 3, 4, 4}, 0}};
   mb *b = calloc(1, sizeof *b);
-  int64_t x[4] = {-1, 3, 6, 6}, w1[4] = {7, 3, 3, 3}, b1[1] = {7},
-          w2[4] = {5, 7, 1, 1}, b2[1] = {5}, w3[4] = {1, 3, 3, 3}, b3[1] = {1},
-          w4[4] = {3, 1, 3, 3}, y1[4] = {-1, 5, 4, 4}, y2[4] = {-1, 1, 4, 4},
-          y3[4] = {-1, 3, 4, 4};
+  int64_t x[4] = {-1, 3, 6, 6};
   mb_input(b, "x", 4, x);
-  mb_weight(b, "W1", 4, w1, 0.3);
-  mb_weight(b, "B1", 1, b1, 0.5);
-  mb_weight(b, "W2", 4, w2, 0.4);
-  mb_weight(b, "B2", 1, b2, 0.5);
-  mb_weight(b, "W3", 4, w3, 0.3);
-  mb_weight(b, "B3", 1, b3, 0.5);
-  mb_weight(b, "W4", 4, w4, 0.3);
-  mb_node(b, "Conv", "x,W1,B1", "c1");
-  mb_node(b, "Relu", "c1", "r1");
-  mb_node(b, "Conv", "r1,W2,B2", "y1");
-  mb_node(b, "Conv", "x,W3,B3", "y2");
-  Onnx__NodeProto *g = mb_node(b, "Conv", "x,W4", "y3");
-  mb_attr_int(b, g, "group", 3);
-  mb_output(b, "y1", 4, y1);
-  mb_output(b, "y2", 4, y2);
-  mb_output(b, "y3", 4, y3);
+  mb_weights(b, weights, COUNT(weights));
+  mb_nodes(b, nodes, COUNT(nodes));
+  mb_attr_int(b, mb_node(b, "Conv", "x,W4", "y3"), "group", 3);
+  mb_outputs(b, outputs, COUNT(outputs));
   return mb_finish(b, 13);
 }
 
@@ -674,23 +689,27 @@ static ts_model *torch_model(const char *name) {
 
 /* ---- tests: the invariant ----------------------------------------------- */
 
-START_TEST(test_mlp_built) {
-  ts_model *m = mlp_odd();
-  check_all_strategies(m, 0, "mlp_odd");
+static ts_model *dag13(void) { return dag_model(13); }
+/* Opset 9: Gemm's C is required (row shards get zeros) and Slice takes
+ * attributes. */
+static ts_model *dag9(void) { return dag_model(9); }
+
+static const struct {
+  const char *name;
+  ts_model *(*make)(void);
+} built_models[] = {
+    {"mlp_odd", mlp_odd}, {"dag13", dag13}, {"dag9", dag9},
+    {"conv", conv_model}};
+
+START_TEST(test_built_models) {
+  ts_model *m = built_models[_i].make();
+  check_all_strategies(m, 0, built_models[_i].name);
   ts_model_free(m);
 }
 END_TEST
 
-START_TEST(test_dag_built) {
-  ts_model *m = dag_model(13);
-  check_all_strategies(m, 0, "dag13");
-  ts_model_free(m);
-}
-END_TEST
-
-START_TEST(test_conv_built) {
+START_TEST(test_conv_structure) {
   ts_model *m = conv_model();
-  check_all_strategies(m, 0, "conv");
   ts_plan *p = build(m, TS_STRATEGY_TENSOR, 1, 3, 1);
   /* [Conv Relu Conv] split, [Conv 1ch] split by input channels, [grouped
    * Conv] whole. */
@@ -702,15 +721,6 @@ START_TEST(test_conv_built) {
   ck_assert_int_eq(p->stages[2].n_shards, 1);
   ck_assert(p->stages[0].batch_splittable);
   ts_plan_free(p);
-  ts_model_free(m);
-}
-END_TEST
-
-/* Opset 9: Gemm's C is required (row shards get zeros) and Slice takes
- * attributes. */
-START_TEST(test_dag_built_opset9) {
-  ts_model *m = dag_model(9);
-  check_all_strategies(m, 0, "dag9");
   ts_model_free(m);
 }
 END_TEST
@@ -1021,16 +1031,17 @@ END_TEST
 /* x[N,256] -> Add(c0) -> Mul(c1) -> Add(c2) -> Sigmoid -> y: weights but
  * no op that splits them. */
 static ts_model *chain_model(void) {
+  static const wspec weights[] = {
+      {"c0", 1, {256}, 1.0}, {"c1", 1, {256}, 1.0}, {"c2", 1, {256}, 1.0}};
+  static const nspec nodes[] = {{"Add", "x,c0", "a"},
+                                {"Mul", "a,c1", "m"},
+                                {"Add", "m,c2", "r"},
+                                {"Sigmoid", "r", "y"}};
   mb *b = calloc(1, sizeof *b);
-  int64_t x[2] = {-1, 256}, c[1] = {256};
+  int64_t x[2] = {-1, 256};
   mb_input(b, "x", 2, x);
-  mb_weight(b, "c0", 1, c, 1.0);
-  mb_weight(b, "c1", 1, c, 1.0);
-  mb_weight(b, "c2", 1, c, 1.0);
-  mb_node(b, "Add", "x,c0", "a");
-  mb_node(b, "Mul", "a,c1", "m");
-  mb_node(b, "Add", "m,c2", "r");
-  mb_node(b, "Sigmoid", "r", "y");
+  mb_weights(b, weights, COUNT(weights));
+  mb_nodes(b, nodes, COUNT(nodes));
   mb_output(b, "y", 2, x);
   return mb_finish(b, 13);
 }
@@ -1092,10 +1103,8 @@ static Suite *plan_suite(void) {
   TCase *tc = tcase_create("plan");
   tcase_set_timeout(tc, 240);
   tcase_add_test(tc, test_names);
-  tcase_add_test(tc, test_mlp_built);
-  tcase_add_test(tc, test_dag_built);
-  tcase_add_test(tc, test_dag_built_opset9);
-  tcase_add_test(tc, test_conv_built);
+  tcase_add_loop_test(tc, test_built_models, 0, COUNT(built_models));
+  tcase_add_test(tc, test_conv_structure);
   tcase_add_test(tc, test_tensor_structure);
   tcase_add_test(tc, test_weight_quarter);
   tcase_add_test(tc, test_ids_deterministic);
