@@ -1,0 +1,120 @@
+/* join.c - see join.h. */
+#include "join.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "admin.pb-c.h"
+#include "log.h"
+#include "rpc.h"
+
+struct ts_join {
+  char coordinator[256];
+  char advertise[256];
+  ts_rpc_channel *channel;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cond;
+  int stopping;
+};
+
+static int register_once(ts_join *j, ts_err *err) {
+  Tessera__Admin__V1__RegisterWorkerRequest req =
+      TESSERA__ADMIN__V1__REGISTER_WORKER_REQUEST__INIT;
+  req.address = j->advertise;
+  uint8_t buf[300];
+  size_t len = tessera__admin__v1__register_worker_request__pack(&req, buf);
+  uint8_t *resp = NULL;
+  size_t resp_len = 0;
+  int rc = ts_rpc_call_sync(j->channel, "/tessera.admin.v1.Admin/RegisterWorker",
+                            buf, len, ts_now_ms() + 5000, &resp, &resp_len,
+                            err);
+  free(resp);
+  return rc;
+}
+
+static void *heartbeat(void *arg) {
+  ts_join *j = arg;
+  int registered = -1; /* unknown */
+  pthread_mutex_lock(&j->mu);
+  while (!j->stopping) {
+    pthread_mutex_unlock(&j->mu);
+    ts_err err = {0};
+    int ok = register_once(j, &err) == TS_OK;
+    if (ok && registered != 1)
+      ts_log_info("registered with coordinator %s as %s", j->coordinator,
+                  j->advertise);
+    else if (!ok && registered != 0)
+      ts_log_warn("cannot register with coordinator %s (retrying every "
+                  "%d ms): %s", j->coordinator, TS_JOIN_INTERVAL_MS, err.msg);
+    registered = ok;
+    pthread_mutex_lock(&j->mu);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (long)TS_JOIN_INTERVAL_MS * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    if (!j->stopping) pthread_cond_timedwait(&j->cond, &j->mu, &until);
+  }
+  pthread_mutex_unlock(&j->mu);
+  return NULL;
+}
+
+int ts_join_start(const char *coordinator, const char *advertise,
+                  ts_join **out, ts_err *err) {
+  ts_join *j = calloc(1, sizeof *j);
+  if (!j) return ts_err_set(err, TS_ENOMEM, "out of memory");
+  if (strlen(coordinator) >= sizeof j->coordinator ||
+      strlen(advertise) >= sizeof j->advertise) {
+    free(j);
+    return ts_err_set(err, TS_EINVAL, "--join: address too long");
+  }
+  snprintf(j->coordinator, sizeof j->coordinator, "%s", coordinator);
+  snprintf(j->advertise, sizeof j->advertise, "%s", advertise);
+  int rc = ts_rpc_channel_open(coordinator, NULL, &j->channel, err);
+  if (rc) {
+    free(j);
+    return rc;
+  }
+  pthread_mutex_init(&j->mu, NULL);
+  pthread_cond_init(&j->cond, NULL);
+  if (pthread_create(&j->thread, NULL, heartbeat, j) != 0) {
+    ts_rpc_channel_close(j->channel);
+    free(j);
+    return ts_err_set(err, TS_EINTERNAL, "cannot start the join thread");
+  }
+  *out = j;
+  return TS_OK;
+}
+
+void ts_join_stop(ts_join *j) {
+  if (!j) return;
+  pthread_mutex_lock(&j->mu);
+  j->stopping = 1;
+  pthread_cond_signal(&j->cond);
+  pthread_mutex_unlock(&j->mu);
+  pthread_join(j->thread, NULL);
+  ts_rpc_channel_close(j->channel);
+  pthread_mutex_destroy(&j->mu);
+  pthread_cond_destroy(&j->cond);
+  free(j);
+}
+
+void ts_join_advertise_address(const char *listen, int port, char *out,
+                               size_t size) {
+  const char *colon = strrchr(listen, ':');
+  size_t host_len = colon ? (size_t)(colon - listen) : strlen(listen);
+  char host[256];
+  if (host_len >= sizeof host) host_len = sizeof host - 1;
+  memcpy(host, listen, host_len);
+  host[host_len] = '\0';
+  if (host_len == 0 || strcmp(host, "0.0.0.0") == 0 ||
+      strcmp(host, "[::]") == 0) {
+    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+  }
+  snprintf(out, size, "%s:%d", host, port);
+}

@@ -1,0 +1,32 @@
+/*
+ * join.h - a worker registering itself with a coordinator (--join COORD).
+ *
+ * A thread calls tessera.admin.v1.Admin/RegisterWorker at once and then
+ * every TS_JOIN_INTERVAL_MS as a heartbeat: a coordinator that restarted
+ * (and lost its membership) learns the worker again within one interval,
+ * with no manual step; shards it already holds are kept by content hash and
+ * not sent again. Failures are logged (first failure and recovery only)
+ * and retried; they never stop the worker.
+ */
+#ifndef TS_JOIN_H
+#define TS_JOIN_H
+
+#include "error.h"
+
+#define TS_JOIN_INTERVAL_MS 1000
+
+typedef struct ts_join ts_join;
+
+/* Starts registering `advertise` ("HOST:PORT", the address the coordinator
+ * should dial) with the coordinator at `coordinator`. */
+int ts_join_start(const char *coordinator, const char *advertise,
+                  ts_join **out, ts_err *err);
+/* Stops the heartbeat thread and frees. */
+void ts_join_stop(ts_join *j);
+
+/* The address to advertise for a listen address and bound port: the listen
+ * host, or this machine's hostname when it listens on a wildcard. */
+void ts_join_advertise_address(const char *listen, int port, char *out,
+                               size_t size);
+
+#endif
