@@ -110,9 +110,23 @@ def i64(a):
     return [int(v) for v in np.asarray(a).ravel()]
 
 
-def label_outputs(n_cols):
-    return [("label", TensorProto.INT64, ["N"]),
-            ("scores", TensorProto.FLOAT, ["N", n_cols])]
+def classifier(name, nodes, Xt, labels, scores, tolerance):
+    """(model, test input, references) of a classifier whose outputs are
+    label int64 [N] (exact) and scores float [N, C] (within tolerance)."""
+    outputs = [("label", TensorProto.INT64, ["N"]),
+               ("scores", TensorProto.FLOAT, ["N", scores.shape[1]])]
+    m = graph(name, nodes, Xt.shape[1], outputs)
+    return m, Xt, {"label": ("label", labels, None),
+                   "scores": ("scores", scores, tolerance)}
+
+
+def regressor(name, nodes, Xt, output, tolerance):
+    """(model, test input, references) of a model whose one output is
+    float [N, T]."""
+    output = np.asarray(output).reshape(len(Xt), -1)
+    m = graph(name, nodes, Xt.shape[1],
+              [("output", TensorProto.FLOAT, ["N", output.shape[1]])])
+    return m, Xt, {"output": ("output", output, tolerance)}
 
 
 # ---- node builders from fitted estimators ----------------------------------
@@ -174,10 +188,8 @@ def model_linear_regression():
     node = helper.make_node("LinearRegressor", ["X"], ["output"], domain=ML,
                             coefficients=f32(est.coef_),
                             intercepts=f32([est.intercept_]), targets=1)
-    m = graph("linear_regression", [node], X.shape[1],
-              [("output", TensorProto.FLOAT, ["N", 1])])
-    return m, Xt, {"output": ("output", est.predict(Xt).reshape(-1, 1),
-                              tol(1e-4, 1e-3))}
+    return regressor("linear_regression", [node], Xt, est.predict(Xt),
+                     tol(1e-4, 1e-3))
 
 
 def model_ridge_two_targets():
@@ -187,9 +199,8 @@ def model_ridge_two_targets():
     node = helper.make_node("LinearRegressor", ["X"], ["output"], domain=ML,
                             coefficients=f32(est.coef_),
                             intercepts=f32(est.intercept_), targets=2)
-    m = graph("ridge_two_targets", [node], X.shape[1],
-              [("output", TensorProto.FLOAT, ["N", 2])])
-    return m, Xt, {"output": ("output", est.predict(Xt), tol(1e-4, 1e-3))}
+    return regressor("ridge_two_targets", [node], Xt, est.predict(Xt),
+                     tol(1e-4, 1e-3))
 
 
 def model_logreg_binary():
@@ -202,10 +213,8 @@ def model_logreg_binary():
     w, b = est.coef_, est.intercept_
     node = linear_classifier(np.vstack([-w, w]), [-b[0], b[0]], est.classes_,
                              "LOGISTIC")
-    m = graph("logreg_binary", [node], X.shape[1], label_outputs(2))
-    return m, Xt, {"label": ("label", est.predict(Xt), None),
-                   "scores": ("scores", est.predict_proba(Xt),
-                              tol(1e-4, 1e-5))}
+    return classifier("logreg_binary", [node], Xt, est.predict(Xt),
+                      est.predict_proba(Xt), tol(1e-4, 1e-5))
 
 
 def model_logreg_multinomial():
@@ -215,10 +224,8 @@ def model_logreg_multinomial():
                    lambda A: top2_gap(est.decision_function(A)))
     node = linear_classifier(est.coef_, est.intercept_, est.classes_,
                              "SOFTMAX")
-    m = graph("logreg_multinomial", [node], X.shape[1], label_outputs(3))
-    return m, Xt, {"label": ("label", est.predict(Xt), None),
-                   "scores": ("scores", est.predict_proba(Xt),
-                              tol(1e-4, 1e-5))}
+    return classifier("logreg_multinomial", [node], Xt, est.predict(Xt),
+                      est.predict_proba(Xt), tol(1e-4, 1e-5))
 
 
 def model_logreg_ovr():
@@ -231,10 +238,8 @@ def model_logreg_ovr():
                                "LOGISTIC", out=("label", "raw_probs")),
              helper.make_node("Normalizer", ["raw_probs"], ["scores"],
                               domain=ML, norm="L1")]
-    m = graph("logreg_ovr", nodes, X.shape[1], label_outputs(4))
-    return m, Xt, {"label": ("label", est.predict(Xt), None),
-                   "scores": ("scores", est.predict_proba(Xt),
-                              tol(1e-4, 1e-5))}
+    return classifier("logreg_ovr", nodes, Xt, est.predict(Xt),
+                      est.predict_proba(Xt), tol(1e-4, 1e-5))
 
 
 def model_linear_svc_binary():
@@ -245,9 +250,8 @@ def model_linear_svc_binary():
                    lambda A: abs_margin(est.decision_function(A)))
     node = linear_classifier(est.coef_, est.intercept_, est.classes_, "NONE")
     d = est.decision_function(Xt)
-    m = graph("linear_svc_binary", [node], X.shape[1], label_outputs(2))
-    return m, Xt, {"label": ("label", est.predict(Xt), None),
-                   "scores": ("scores", np.c_[1 - d, d], tol(1e-4, 1e-4))}
+    return classifier("linear_svc_binary", [node], Xt, est.predict(Xt),
+                      np.c_[1 - d, d], tol(1e-4, 1e-4))
 
 
 def model_linear_svc_multi():
@@ -256,10 +260,8 @@ def model_linear_svc_multi():
     Xt = pick_test(pool,
                    lambda A: top2_gap(est.decision_function(A)))
     node = linear_classifier(est.coef_, est.intercept_, est.classes_, "NONE")
-    m = graph("linear_svc_multi", [node], X.shape[1], label_outputs(4))
-    return m, Xt, {"label": ("label", est.predict(Xt), None),
-                   "scores": ("scores", est.decision_function(Xt),
-                              tol(1e-4, 1e-4))}
+    return classifier("linear_svc_multi", [node], Xt, est.predict(Xt),
+                      est.decision_function(Xt), tol(1e-4, 1e-4))
 
 
 def model_linear_svc_svm_op():
@@ -274,10 +276,8 @@ def model_linear_svc_svm_op():
                             coefficients=f32(est.coef_), rho=[0.0],
                             classlabels_ints=i64(est.classes_),
                             post_transform="NONE")
-    m = graph("linear_svc_svm_op", [node], X.shape[1], label_outputs(3))
-    return m, Xt, {"label": ("label", est.predict(Xt), None),
-                   "scores": ("scores", est.decision_function(Xt),
-                              tol(1e-4, 1e-4))}
+    return classifier("linear_svc_svm_op", [node], Xt, est.predict(Xt),
+                      est.decision_function(Xt), tol(1e-4, 1e-4))
 
 
 SVM_KERNELS = {
@@ -295,11 +295,8 @@ def make_svr(kernel):
         est = SVR(kernel=kernel, C=2.0, epsilon=0.05,
                   **SVM_KERNELS[kernel]).fit(X, y)
         Xt = pick_test(pool, no_margin)
-        node = svm_regressor(est)
-        m = graph("svr_" + kernel, [node], X.shape[1],
-                  [("output", TensorProto.FLOAT, ["N", 1])])
-        return m, Xt, {"output": ("output", est.predict(Xt).reshape(-1, 1),
-                                  tol(1e-4, 1e-4))}
+        return regressor("svr_" + kernel, [svm_regressor(est)], Xt,
+                         est.predict(Xt), tol(1e-4, 1e-4))
     return build
 
 
@@ -312,15 +309,12 @@ def make_svc(kernel, n_classes):
         Xt = pick_test(pool, lambda A: abs_margin(est.decision_function(A)))
         node = svm_classifier(est)
         d = est.decision_function(Xt)
-        if n_classes == 2:
-            # libsvm's decision value is -d; the op scores [-(-d), -d].
-            scores, cols = np.c_[d, -d], 2
-        else:
-            scores, cols = d, n_classes * (n_classes - 1) // 2
+        # Two classes: libsvm's decision value is -d; the op scores
+        # [-(-d), -d]. More: one decision value per class pair.
+        scores = np.c_[d, -d] if n_classes == 2 else d
         name = "svc_%s_%s" % (kernel, "binary" if n_classes == 2 else "multi")
-        m = graph(name, [node], X.shape[1], label_outputs(cols))
-        return m, Xt, {"label": ("label", est.predict(Xt), None),
-                       "scores": ("scores", scores, tol(1e-4, 2e-4))}
+        return classifier(name, [node], Xt, est.predict(Xt),
+                          scores, tol(1e-4, 2e-4))
     return build
 
 
@@ -338,10 +332,8 @@ def make_svc_proba(kernel, n_classes):
         node = svm_classifier(est, with_proba=True)
         name = "svc_%s_proba_%s" % (kernel, "binary" if n_classes == 2
                                     else "multi")
-        m = graph(name, [node], X.shape[1], label_outputs(n_classes))
-        return m, Xt, {"label": ("label", est.predict(Xt), None),
-                       "scores": ("scores", est.predict_proba(Xt),
-                                  tol(1e-4, 1e-4))}
+        return classifier(name, [node], Xt, est.predict(Xt),
+                          est.predict_proba(Xt), tol(1e-4, 1e-4))
     return build
 
 
@@ -366,11 +358,9 @@ def model_scaled_svc():
              helper.make_node("Normalizer", ["scaled"], ["normed"],
                               domain=ML, norm="L2"),
              svm_classifier(est, inp="normed")]
-    m = graph("scaled_svc", nodes, X.shape[1], label_outputs(3))
     Zt = pipeline(Xt.astype(np.float64))
-    return m, Xt, {"label": ("label", est.predict(Zt), None),
-                   "scores": ("scores", est.decision_function(Zt),
-                              tol(1e-4, 1e-4))}
+    return classifier("scaled_svc", nodes, Xt, est.predict(Zt),
+                      est.decision_function(Zt), tol(1e-4, 1e-4))
 
 
 def model_one_class_svm():
@@ -378,11 +368,8 @@ def model_one_class_svm():
     est = OneClassSVM(kernel="rbf", nu=0.2, gamma=0.1).fit(X)
     Xc = pool * 1.5
     Xt = pick_test(Xc, lambda A: abs_margin(est.decision_function(A)))
-    node = svm_regressor(est, one_class=True)
-    m = graph("one_class_svm", [node], X.shape[1],
-              [("output", TensorProto.FLOAT, ["N", 1])])
-    pred = est.predict(Xt).astype(np.float32).reshape(-1, 1)
-    return m, Xt, {"output": ("output", pred, tol(0, 0))}
+    return regressor("one_class_svm", [svm_regressor(est, one_class=True)],
+                     Xt, est.predict(Xt), tol(0, 0))
 
 
 MODELS = [
