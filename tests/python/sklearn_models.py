@@ -129,7 +129,7 @@ def regressor(name, nodes, Xt, output, tolerance):
     return m, Xt, {"output": ("output", output, tolerance)}
 
 
-# ---- node builders from fitted estimators ----------------------------------
+# ---- node builders from fitted estimators -----------------------------------
 
 def linear_classifier(coef, intercept, labels, post, out=("label", "scores"),
                       inp="X"):
@@ -175,7 +175,7 @@ def svm_regressor(est, one_class=False):
                             **attrs)
 
 
-# ---- the models --------------------------------------------------------------
+# ---- the models -----------------------------------------------------------
 
 def tol(rtol, atol):
     return {"rtol": rtol, "atol": atol}
