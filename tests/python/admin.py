@@ -1,0 +1,100 @@
+"""A client for Tessera's admin API (proto/admin.proto), written from the
+protocol alone like kserve.py: the message classes come from compiling
+admin.proto with `protoc --python_out` at import time, and methods are
+called by path through grpc.Channel.unary_unary.
+
+    import admin
+    with admin.AdminClient(cluster.address) as a:
+        status = a.cluster_status()       # ClusterStatusResponse
+        shards = admin.shards_of(status, 'mlp')
+        calls = {w.address: w.calls for w in status.workers}
+"""
+import atexit
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import grpc
+
+import kserve
+
+SERVICE = '/tessera.admin.v1.Admin/'
+
+
+def _compile_protos():
+    out = tempfile.mkdtemp(prefix='tessera_admin_pb2_')
+    atexit.register(shutil.rmtree, out, True)
+    subprocess.run(['protoc', '--proto_path=' + os.path.join(kserve.SOURCE, 'proto'),
+                    '--python_out=' + out, 'admin.proto'], check=True)
+    sys.path.insert(0, out)
+    import admin_pb2
+    sys.path.remove(out)
+    return admin_pb2
+
+
+pb = _compile_protos()
+
+
+class AdminClient:
+    """Synchronous client of tessera.admin.v1.Admin; methods raise
+    grpc.RpcError on a non-OK status."""
+
+    def __init__(self, address, timeout=30.0):
+        self.address = address
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(address, options=[
+            ('grpc.max_receive_message_length', -1)])
+
+    def close(self):
+        self.channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _call(self, method, request, response_class, timeout=None):
+        stub = self.channel.unary_unary(
+            SERVICE + method, request_serializer=type(request).SerializeToString,
+            response_deserializer=response_class.FromString)
+        return stub(request, timeout=timeout or self.timeout)
+
+    def cluster_status(self):
+        return self._call('ClusterStatus', pb.ClusterStatusRequest(),
+                          pb.ClusterStatusResponse)
+
+    def register_worker(self, address):
+        return self._call('RegisterWorker', pb.RegisterWorkerRequest(address=address),
+                          pb.RegisterWorkerResponse)
+
+
+def cluster_status(address):
+    """One ClusterStatus call on a fresh channel."""
+    with AdminClient(address) as a:
+        return a.cluster_status()
+
+
+def model_state(status, name):
+    """The ModelState named `name`, or None."""
+    for m in status.models:
+        if m.name == name:
+            return m
+    return None
+
+
+def shards_of(status, name):
+    """{stage: [ShardPlacement, ...] in shard order} of model `name`."""
+    stages = collections.defaultdict(list)
+    for s in status.shards:
+        if s.model == name:
+            stages[s.stage].append(s)
+    return {k: sorted(v, key=lambda s: s.shard) for k, v in sorted(stages.items())}
+
+
+def calls_by_worker(status):
+    """{worker address: calls}."""
+    return {w.address: w.calls for w in status.workers}
