@@ -516,10 +516,17 @@ static double ref_kernel(int k, const double *x, const float *sv, int f,
   }
 }
 
-static void random_kernel_params(float *kp) {
+/* [gamma, coef0, degree] for inputs and vectors in [-1, 1]^f: degree 0 to
+ * 3, or now and then 1.5 with coef0 large enough that gamma x.s + coef0 > 0
+ * (a fractional power of a negative base is NaN). */
+static void random_kernel_params(float *kp, int f) {
   kp[0] = (float)uni(0.1, 0.6);
   kp[1] = (float)uni(-0.5, 0.5);
-  kp[2] = (float)(1 + rnd(3));
+  kp[2] = (float)rnd(4);
+  if (rnd(4) == 0) {
+    kp[2] = 1.5f;
+    kp[1] = kp[0] * (float)f + 0.25f;
+  }
 }
 
 START_TEST(test_svm_regressor) {
@@ -538,7 +545,7 @@ START_TEST(test_svm_regressor) {
     int n_coef = mode == 2 ? f : v;
     for (int i = 0; i < n_coef; i++) coef[i] = (float)uni(-1, 1);
     rho[0] = (float)uni(-0.5, 0.5);
-    random_kernel_params(kp);
+    random_kernel_params(kp, f);
 
     attr_list *al = attrs_new();
     add_string(al, "kernel_type", kernel_name[kernel]);
@@ -733,7 +740,7 @@ static void random_svc(svc_case *c, int kernel, int classes, bool proba,
   c->proba = proba;
   c->post = post;
   c->f = 1 + rnd(MAXF);
-  random_kernel_params(c->kp);
+  random_kernel_params(c->kp, c->f);
   for (int i = 0; i < classes; i++) {
     c->per_class[i] = rnd(4) == 0 ? 0 : 1 + rnd(3);
     c->labels[i] = 7 * i - 3 + (i ? rnd(3) : 0);
