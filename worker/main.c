@@ -1,0 +1,276 @@
+/*
+ * main.c - tessera-worker: options, wiring, signals, orderly shutdown.
+ *
+ *   tessera-worker --listen HOST:PORT [--threads N] [--memory-limit BYTES]
+ *                  [--join COORD]
+ *
+ * Startup: pick OpenBLAS kernels (may re-exec), parse options, create the
+ * store and the kernel pool, start the service, print exactly
+ * "listening on HOST:PORT" (the bound port) on stdout, notify systemd.
+ * The main thread then sleeps in a libuv loop that only waits for signals.
+ *
+ * SIGTERM/SIGINT: health turns NOT_SERVING, the pool takes no new runs,
+ * queued and running jobs get up to GRACE_MS to finish, then the server
+ * stops and the process exits 0. Runs still executing after the grace
+ * cannot be interrupted (kernels are not cancellable), so the process then
+ * exits at once without tearing down what they still use.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "blas.h"
+#include "log.h"
+#include "pool.h"
+#include "rpc.h"
+#include "service.h"
+#include "store.h"
+#include "ts_config.h"
+
+#if TS_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#define GRACE_MS 10000       /* in-flight runs get this long after SIGTERM */
+#define QUEUE_CAPACITY 256   /* runs waiting for a kernel thread */
+#define MAX_THREADS 4096
+
+typedef struct options {
+  const char *listen;     /* required */
+  int threads;            /* 0: one per CPU this process may use */
+  uint64_t memory_limit;  /* 0: no limit */
+} options;
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: tessera-worker --listen HOST:PORT [--threads N] "
+          "[--memory-limit BYTES] [--join COORD]\n"
+          "  --listen HOST:PORT     address to serve on; port 0 picks one\n"
+          "  --threads N            kernel threads (default: number of "
+          "CPUs)\n"
+          "  --memory-limit BYTES   cap on shard memory, K/M/G/T suffixes "
+          "(default: none)\n"
+          "  --join COORD           register with a coordinator (not "
+          "supported yet)\n");
+}
+
+/* Parses "512", "64K", "1.5G"-free integers with an optional binary
+ * K/M/G/T suffix. 0 on success, -1 on junk or overflow. */
+static int parse_size(const char *s, uint64_t *out) {
+  static const struct {
+    char suffix;
+    int shift;
+  } units[] = {{'K', 10}, {'M', 20}, {'G', 30}, {'T', 40}};
+  if (!s || !*s || *s == '-') return -1;
+  errno = 0;
+  char *end;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || end == s) return -1;
+  int shift = 0;
+  if (*end) {
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+      if ((*end & ~0x20) == units[i].suffix) shift = units[i].shift;
+    if (!shift || end[1] != '\0') return -1;
+  }
+  if (shift && v > (UINT64_MAX >> shift)) return -1;
+  *out = (uint64_t)v << shift;
+  return 0;
+}
+
+static int cpu_count(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
+
+/* Returns 0 to go on, or the exit status (0 for --help). */
+static int parse_options(int argc, char **argv, options *o) {
+  enum { OPT_LISTEN = 1, OPT_THREADS, OPT_MEMORY, OPT_JOIN, OPT_HELP };
+  static const struct option longopts[] = {
+      {"listen", required_argument, NULL, OPT_LISTEN},
+      {"threads", required_argument, NULL, OPT_THREADS},
+      {"memory-limit", required_argument, NULL, OPT_MEMORY},
+      {"join", required_argument, NULL, OPT_JOIN},
+      {"help", no_argument, NULL, OPT_HELP},
+      {NULL, 0, NULL, 0},
+  };
+  memset(o, 0, sizeof *o);
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    switch (c) {
+      case OPT_LISTEN:
+        o->listen = optarg;
+        break;
+      case OPT_THREADS: {
+        char *end;
+        errno = 0;
+        long n = strtol(optarg, &end, 10);
+        if (errno || *end || end == optarg || n < 1 || n > MAX_THREADS) {
+          fprintf(stderr,
+                  "tessera-worker: --threads '%s': expected an integer from "
+                  "1 to %d\n", optarg, MAX_THREADS);
+          return 2;
+        }
+        o->threads = (int)n;
+        break;
+      }
+      case OPT_MEMORY:
+        if (parse_size(optarg, &o->memory_limit)) {
+          fprintf(stderr,
+                  "tessera-worker: --memory-limit '%s': expected bytes, "
+                  "optionally with a K, M, G or T suffix\n", optarg);
+          return 2;
+        }
+        break;
+      case OPT_JOIN:
+        fprintf(stderr,
+                "tessera-worker: --join is not supported yet: start the "
+                "coordinator with --worker HOST:PORT for this worker "
+                "instead\n");
+        return 2;
+      case OPT_HELP:
+        usage(stdout);
+        return -1;
+      default:
+        fprintf(stderr, "tessera-worker: unknown or incomplete option '%s'\n",
+                argv[optind - 1]);
+        usage(stderr);
+        return 2;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "tessera-worker: unexpected argument '%s'\n",
+            argv[optind]);
+    return 2;
+  }
+  if (!o->listen) {
+    fprintf(stderr, "tessera-worker: --listen HOST:PORT is required\n");
+    usage(stderr);
+    return 2;
+  }
+  if (!strchr(o->listen, ':')) {
+    fprintf(stderr, "tessera-worker: --listen '%s': expected HOST:PORT\n",
+            o->listen);
+    return 2;
+  }
+  if (o->threads == 0) o->threads = cpu_count();
+  return 0;
+}
+
+static void notify(const char *state) {
+#if TS_HAVE_SYSTEMD
+  sd_notify(0, state);
+#else
+  (void)state;
+#endif
+}
+
+static void on_signal(uv_signal_t *handle, int signum) {
+  ts_log_info("%s: shutting down", strsignal(signum));
+  uv_stop(handle->loop);
+}
+
+/* Blocks or unblocks SIGTERM/SIGINT in the calling thread. Blocked from
+ * startup on, so every thread gRPC and the pool start inherits the block and
+ * a stop signal can only ever reach the main thread's libuv handler; one
+ * that arrives during startup stays pending until that handler exists. */
+static void block_stop_signals(int block) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
+
+/* Installs the handlers, unblocks the signals and sleeps until one comes. */
+static int wait_for_signal(void) {
+  uv_loop_t loop;
+  uv_signal_t sigterm, sigint;
+  int rc = uv_loop_init(&loop);
+  if (rc) return rc;
+  uv_signal_init(&loop, &sigterm);
+  uv_signal_init(&loop, &sigint);
+  uv_signal_start(&sigterm, on_signal, SIGTERM);
+  uv_signal_start(&sigint, on_signal, SIGINT);
+  block_stop_signals(0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_close((uv_handle_t *)&sigterm, NULL);
+  uv_close((uv_handle_t *)&sigint, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  return uv_loop_close(&loop);
+}
+
+int main(int argc, char **argv) {
+  ts_log_set_component("worker");
+  ts_log_init_from_env();
+  ts_blas_select_kernels(argc, argv);
+
+  options opt;
+  int status = parse_options(argc, argv, &opt);
+  if (status) return status < 0 ? 0 : status;
+
+  signal(SIGPIPE, SIG_IGN);
+  block_stop_signals(1);
+  ts_rpc_init();
+
+  ts_err err = {0};
+  ts_store *store = NULL;
+  ts_pool *pool = NULL;
+  ts_worker_service *svc = NULL;
+  int port = 0;
+  if (ts_store_create(opt.memory_limit, &store, &err) ||
+      ts_pool_create(opt.threads, QUEUE_CAPACITY, &pool, &err) ||
+      ts_worker_service_start(opt.listen, store, pool, &svc, &port, &err)) {
+    ts_log_error("cannot start: %s", err.msg);
+    ts_pool_free(pool);
+    ts_store_free(store);
+    ts_rpc_shutdown();
+    return 1;
+  }
+  ts_log_info("serving on %s: %d kernel threads, memory limit %" PRIu64
+              " bytes%s, OpenBLAS core %s",
+              ts_worker_service_address(svc), opt.threads, opt.memory_limit,
+              opt.memory_limit ? "" : " (none)", ts_blas_core_name());
+  printf("listening on %s\n", ts_worker_service_address(svc));
+  fflush(stdout);
+  notify("READY=1");
+
+  int rc = wait_for_signal();
+  if (rc) ts_log_error("signal loop: %s", uv_strerror(rc));
+
+  notify("STOPPING=1");
+  ts_worker_service_set_serving(svc, 0);
+  ts_pool_close(pool);
+  int64_t deadline = ts_now_ms() + GRACE_MS;
+  if (ts_pool_wait_idle(pool, deadline) != TS_OK) {
+    ts_pool_cancel_queued(pool);
+    int running = 0;
+    ts_pool_stats(pool, NULL, NULL, &running);
+    if (running > 0) {
+      ts_log_warn("%d runs still executing after the %d ms grace; exiting "
+                  "without waiting for them", running, GRACE_MS);
+      fflush(stdout);
+      _exit(0);
+    }
+  }
+  int64_t left = deadline - ts_now_ms();
+  ts_worker_service_stop(svc, left > 1000 ? left : 1000);
+  ts_pool_free(pool);
+  ts_store_free(store);
+  ts_rpc_shutdown();
+  ts_log_info("stopped");
+  return 0;
+}

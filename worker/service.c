@@ -1,0 +1,620 @@
+/*
+ * service.c - the Worker methods of proto/worker.proto.
+ *
+ * Threads: handlers run on the RPC poller threads and never run kernels or
+ * parse shards there. LoadShard copies each chunk into the upload buffer as
+ * it arrives (a memcpy of at most 1 MiB) and hands hashing and parsing to
+ * the pool; RunShard validates and queues; the pool thread runs the shard
+ * and answers. HasShard, UnloadShard and Status are answered in place.
+ *
+ * Ownership: a RunShard request's unpacked message, the tensors viewing its
+ * bytes and the shard reference live in one run_job, freed by whichever
+ * pool callback (run or skip) answers the call. Outputs are packed straight
+ * from the session's arena into the malloc'd reply that rpc.c takes over.
+ *
+ * LoadShard state is per call; rpc.h gives handlers no per-call slot, so
+ * uploads in progress sit in a short list keyed by the call pointer (as many
+ * entries as concurrent uploads; rpc.c calls on_end exactly once, which
+ * removes the entry before the call can be freed).
+ */
+#include "service.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blas.h"
+#include "log.h"
+#include "rpc.h"
+#include "rpc_message.h"
+#include "wire.h"
+#include "worker.pb-c.h"
+
+/* The most data one LoadShard chunk may carry (worker.proto's contract). */
+#define MAX_CHUNK_BYTES (1u << 20)
+#define RPC_POLL_THREADS 2
+
+typedef struct load_call load_call;
+
+struct ts_worker_service {
+  ts_store *store;
+  ts_pool *pool;
+  ts_rpc_server *server;
+  char address[300];
+  atomic_uint_fast64_t runs_total;
+  pthread_mutex_t loads_mu;
+  load_call *loads; /* LoadShard calls between their first chunk and on_end */
+};
+
+/* ---- helpers ---------------------------------------------------------- */
+
+/* Unpacks a request; on failure answers INVALID_ARGUMENT and returns NULL.
+ * The result is freed with protobuf_c_message_free_unpacked(.., NULL). */
+static ProtobufCMessage *unpack_or_fail(ts_rpc_call *call,
+                                        const ProtobufCMessageDescriptor *d,
+                                        const uint8_t *req, size_t len) {
+  ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, req);
+  if (!m) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "malformed %s (%zu bytes)", d->name, len);
+    ts_rpc_call_fail(call, TS_EINVAL, msg);
+  }
+  return m;
+}
+
+static int fail_err(ts_rpc_call *call, const ts_err *err) {
+  ts_rpc_call_fail(call, err->code, err->msg);
+  return err->code;
+}
+
+/* What every pool job of this service starts with: the job itself and the
+ * call it answers, so one is_cancelled serves both kinds. */
+typedef struct call_job {
+  ts_pool_job job; /* first: the pool hands back &job */
+  ts_rpc_call *call;
+} call_job;
+
+static int call_job_cancelled(ts_pool_job *job) {
+  return ts_rpc_call_is_cancelled(((call_job *)job)->call);
+}
+
+/* ---- LoadShard -------------------------------------------------------- */
+
+struct load_call {
+  call_job base; /* the finish step, once the stream has ended */
+  load_call *next;
+  ts_worker_service *svc;
+  ts_store_upload *upload;
+  uint64_t chunks;
+};
+
+static load_call *find_load(ts_worker_service *svc, ts_rpc_call *call,
+                            int remove) {
+  pthread_mutex_lock(&svc->loads_mu);
+  load_call *found = NULL;
+  for (load_call **p = &svc->loads; *p; p = &(*p)->next)
+    if ((*p)->base.call == call) {
+      found = *p;
+      if (remove) *p = found->next;
+      break;
+    }
+  pthread_mutex_unlock(&svc->loads_mu);
+  return found;
+}
+
+/* Answers a LoadShard with the shard's interface (consumes the reference). */
+static void reply_loaded(ts_worker_service *svc, ts_rpc_call *call,
+                         ts_shard *sh) {
+  const ts_graph *g = &sh->model->graph;
+  int n = g->n_inputs + g->n_outputs;
+  Tessera__Worker__V1__TensorInfo *infos = calloc((size_t)n + 1,
+                                                  sizeof *infos);
+  Tessera__Worker__V1__TensorInfo **ptrs = calloc((size_t)n + 1,
+                                                  sizeof *ptrs);
+  if (!infos || !ptrs) {
+    ts_rpc_call_fail(call, TS_ENOMEM, "cannot allocate the reply");
+  } else {
+    for (int i = 0; i < n; i++) {
+      int v = i < g->n_inputs ? g->inputs[i] : g->outputs[i - g->n_inputs];
+      const ts_value *val = &g->values[v];
+      tessera__worker__v1__tensor_info__init(&infos[i]);
+      infos[i].name = val->name;
+      infos[i].dtype = (int32_t)val->dtype;
+      /* Unknown rank (-1) has no encoding in TensorInfo: sent as no dims. */
+      infos[i].n_shape = val->rank > 0 ? (size_t)val->rank : 0;
+      infos[i].shape = (int64_t *)val->dims;
+      ptrs[i] = &infos[i];
+    }
+    Tessera__Worker__V1__LoadShardResponse resp =
+        TESSERA__WORKER__V1__LOAD_SHARD_RESPONSE__INIT;
+    resp.shard_id = sh->id;
+    resp.weight_bytes = sh->model->weight_bytes;
+    resp.n_inputs = (size_t)g->n_inputs;
+    resp.inputs = ptrs;
+    resp.n_outputs = (size_t)g->n_outputs;
+    resp.outputs = ptrs + g->n_inputs;
+    ts_rpc_call_reply_message(call, &resp.base);
+  }
+  free(infos);
+  free(ptrs);
+  ts_store_release(svc->store, sh);
+}
+
+static void load_finish_run(ts_pool_job *job, ts_session *session) {
+  (void)session;
+  load_call *lc = (load_call *)job;
+  ts_err err = {0};
+  ts_shard *sh = NULL;
+  if (ts_store_upload_finish(lc->upload, &sh, &err) == TS_OK)
+    reply_loaded(lc->svc, lc->base.call, sh);
+  else
+    fail_err(lc->base.call, &err);
+  free(lc);
+}
+
+static void load_finish_skip(ts_pool_job *job, int code, const char *why) {
+  load_call *lc = (load_call *)job;
+  char msg[256];
+  snprintf(msg, sizeof msg, "shard %.8s..: not loaded: %s",
+           ts_store_upload_id(lc->upload), why);
+  ts_store_upload_abort(lc->upload);
+  ts_rpc_call_fail(lc->base.call, code, msg);
+  free(lc);
+}
+
+static int load_on_message(ts_rpc_call *call, const uint8_t *msg, size_t len,
+                           void *user, ts_err *err) {
+  ts_worker_service *svc = user;
+  Tessera__Worker__V1__LoadShardChunk *chunk =
+      tessera__worker__v1__load_shard_chunk__unpack(NULL, len, msg);
+  if (!chunk)
+    return ts_err_set(err, TS_EINVAL, "malformed LoadShardChunk (%zu bytes)",
+                      len);
+  int rc = TS_OK;
+  load_call *lc = find_load(svc, call, 0);
+  if (!lc) {
+    /* First chunk: the header. */
+    lc = calloc(1, sizeof *lc);
+    if (!lc) {
+      rc = ts_err_set(err, TS_ENOMEM, "cannot allocate upload state");
+      goto out;
+    }
+    rc = ts_store_upload_begin(svc->store, chunk->shard_id,
+                               chunk->total_bytes, chunk->label, &lc->upload,
+                               err);
+    if (rc) {
+      free(lc);
+      lc = NULL;
+      goto out;
+    }
+    lc->svc = svc;
+    lc->base.call = call;
+    pthread_mutex_lock(&svc->loads_mu);
+    lc->next = svc->loads;
+    svc->loads = lc;
+    pthread_mutex_unlock(&svc->loads_mu);
+  } else {
+    /* Later chunks may repeat the header; if they do it must agree. */
+    const char *id = ts_store_upload_id(lc->upload);
+    if (chunk->shard_id[0] && strcmp(chunk->shard_id, id) != 0) {
+      rc = ts_err_set(err, TS_EINVAL,
+                      "chunk %llu: shard_id '%.80s' differs from the first "
+                      "chunk's %s", (unsigned long long)lc->chunks,
+                      chunk->shard_id, id);
+      goto out;
+    }
+    uint64_t total = ts_store_upload_total(lc->upload);
+    if (chunk->total_bytes && chunk->total_bytes != total) {
+      rc = ts_err_set(err, TS_EINVAL,
+                      "chunk %llu: total_bytes %llu differs from the first "
+                      "chunk's %llu", (unsigned long long)lc->chunks,
+                      (unsigned long long)chunk->total_bytes,
+                      (unsigned long long)total);
+      goto out;
+    }
+  }
+  if (chunk->data.len > MAX_CHUNK_BYTES) {
+    rc = ts_err_set(err, TS_EINVAL,
+                    "chunk %llu: data of %zu bytes is over the %u-byte chunk "
+                    "limit", (unsigned long long)lc->chunks, chunk->data.len,
+                    MAX_CHUNK_BYTES);
+    goto out;
+  }
+  rc = ts_store_upload_write(lc->upload, chunk->offset, chunk->data.data,
+                             chunk->data.len, err);
+  lc->chunks++;
+out:
+  if (rc && lc) {
+    /* Give the memory back before the client hears of the failure;
+     * on_end(cancelled) then finds nothing left to do. */
+    find_load(svc, call, 1);
+    ts_store_upload_abort(lc->upload);
+    free(lc);
+  }
+  tessera__worker__v1__load_shard_chunk__free_unpacked(chunk, NULL);
+  return rc;
+}
+
+static void load_on_end(ts_rpc_call *call, void *user, int cancelled) {
+  ts_worker_service *svc = user;
+  load_call *lc = find_load(svc, call, 1);
+  if (cancelled) {
+    if (lc) {
+      ts_store_upload_abort(lc->upload);
+      free(lc);
+    }
+    return;
+  }
+  if (!lc) {
+    ts_rpc_call_fail(call, TS_EINVAL,
+                     "LoadShard stream carried no chunk (the first must hold "
+                     "shard_id and total_bytes)");
+    return;
+  }
+  if (ts_store_upload_is_duplicate(lc->upload)) {
+    /* Already held: nothing to hash or parse, answer right here. */
+    load_finish_run(&lc->base.job, NULL);
+    return;
+  }
+  lc->base.job.run = load_finish_run;
+  lc->base.job.skip = load_finish_skip;
+  lc->base.job.is_cancelled = call_job_cancelled;
+  lc->base.job.deadline = ts_rpc_call_deadline(call);
+  ts_err err = {0};
+  if (ts_pool_submit(svc->pool, &lc->base.job, &err) != TS_OK) {
+    ts_store_upload_abort(lc->upload);
+    free(lc);
+    fail_err(call, &err);
+  }
+}
+
+/* ---- RunShard --------------------------------------------------------- */
+
+typedef struct run_job {
+  call_job base;
+  ts_worker_service *svc;
+  ts_shard *shard;
+  Tessera__Worker__V1__RunShardRequest *req;
+  int n_inputs, n_outputs;
+  ts_tensor *inputs;
+  ts_tensor *outputs;
+  const char **input_names;
+  const char **output_names;  /* request's names, or the graph's outputs */
+  Tessera__Worker__V1__Tensor *out_msgs;
+  Tessera__Worker__V1__Tensor **out_ptrs;
+  int64_t (*out_dims)[TS_MAX_RANK];
+} run_job;
+
+static void run_job_free(run_job *rj) {
+  ts_store_release(rj->svc->store, rj->shard);
+  tessera__worker__v1__run_shard_request__free_unpacked(rj->req, NULL);
+  free(rj);
+}
+
+/* One allocation for the job and all its per-tensor arrays. */
+static run_job *run_job_alloc(int n_inputs, int n_outputs) {
+  size_t ni = (size_t)n_inputs, no = (size_t)n_outputs;
+  size_t size = sizeof(run_job) + (ni + no) * sizeof(ts_tensor) +
+                no * sizeof(Tessera__Worker__V1__Tensor) +
+                no * sizeof(int64_t[TS_MAX_RANK]) +
+                (ni + no) * sizeof(char *) +
+                no * sizeof(Tessera__Worker__V1__Tensor *);
+  run_job *rj = calloc(1, size);
+  if (!rj) return NULL;
+  /* Most-aligned arrays first. */
+  char *p = (char *)(rj + 1);
+  rj->inputs = (ts_tensor *)p;
+  p += ni * sizeof(ts_tensor);
+  rj->outputs = (ts_tensor *)p;
+  p += no * sizeof(ts_tensor);
+  rj->out_msgs = (Tessera__Worker__V1__Tensor *)p;
+  p += no * sizeof(Tessera__Worker__V1__Tensor);
+  rj->out_dims = (int64_t(*)[TS_MAX_RANK])p;
+  p += no * sizeof(int64_t[TS_MAX_RANK]);
+  rj->input_names = (const char **)p;
+  p += ni * sizeof(char *);
+  rj->output_names = (const char **)p;
+  p += no * sizeof(char *);
+  rj->out_ptrs = (Tessera__Worker__V1__Tensor **)p;
+  rj->n_inputs = n_inputs;
+  rj->n_outputs = n_outputs;
+  return rj;
+}
+
+static void run_job_run(ts_pool_job *job, ts_session *session) {
+  run_job *rj = (run_job *)job;
+  ts_err err = {0};
+  int rc = ts_exec_run(rj->shard->model, session, rj->input_names,
+                       rj->inputs, rj->n_inputs, rj->output_names,
+                       rj->outputs, rj->n_outputs, &err);
+  atomic_fetch_add(&rj->shard->runs, 1);
+  atomic_fetch_add(&rj->svc->runs_total, 1);
+  if (rc) {
+    ts_err_prefix(&err, "shard %.8s.. '%s'", rj->shard->id, rj->shard->label);
+    fail_err(rj->base.call, &err);
+  } else {
+    Tessera__Worker__V1__RunShardResponse resp =
+        TESSERA__WORKER__V1__RUN_SHARD_RESPONSE__INIT;
+    for (int i = 0; i < rj->n_outputs; i++) {
+      tessera__worker__v1__tensor__init(&rj->out_msgs[i]);
+      ts_wire_tensor_fill(&rj->out_msgs[i], rj->output_names[i],
+                          &rj->outputs[i], rj->out_dims[i]);
+      rj->out_ptrs[i] = &rj->out_msgs[i];
+    }
+    resp.n_outputs = (size_t)rj->n_outputs;
+    resp.outputs = rj->out_ptrs;
+    ts_rpc_call_reply_message(rj->base.call, &resp.base);
+  }
+  run_job_free(rj);
+}
+
+static void run_job_skip(ts_pool_job *job, int code, const char *why) {
+  run_job *rj = (run_job *)job;
+  char msg[256];
+  snprintf(msg, sizeof msg, "shard %.8s.. '%s' not run: %s", rj->shard->id,
+           rj->shard->label, why);
+  ts_rpc_call_fail(rj->base.call, code, msg);
+  run_job_free(rj);
+}
+
+static void handle_run_shard(ts_rpc_call *call, const uint8_t *reqb,
+                             size_t len, void *user) {
+  ts_worker_service *svc = user;
+  Tessera__Worker__V1__RunShardRequest *req =
+      (Tessera__Worker__V1__RunShardRequest *)unpack_or_fail(
+          call, &tessera__worker__v1__run_shard_request__descriptor, reqb,
+          len);
+  if (!req) return;
+  ts_err err = {0};
+  ts_shard *sh = NULL;
+  run_job *rj = NULL;
+  if (!ts_store_id_valid(req->shard_id)) {
+    ts_err_set(&err, TS_EINVAL,
+               "shard_id '%.80s' is not a lowercase hex SHA-256",
+               req->shard_id);
+    goto fail;
+  }
+  sh = ts_store_acquire(svc->store, req->shard_id);
+  if (!sh) {
+    ts_err_set(&err, TS_ENOTFOUND, "shard %s is not loaded on this worker",
+               req->shard_id);
+    goto fail;
+  }
+  const ts_graph *g = &sh->model->graph;
+  if (req->n_inputs > (size_t)g->n_values ||
+      req->n_outputs > (size_t)g->n_values) {
+    ts_err_set(&err, TS_EINVAL,
+               "%zu inputs and %zu outputs requested; shard %.8s.. has %d "
+               "values", req->n_inputs, req->n_outputs, sh->id, g->n_values);
+    goto fail;
+  }
+  int n_out = req->n_outputs ? (int)req->n_outputs : g->n_outputs;
+  rj = run_job_alloc((int)req->n_inputs, n_out);
+  if (!rj) {
+    ts_err_set(&err, TS_ENOMEM, "cannot allocate the run");
+    goto fail;
+  }
+  for (size_t i = 0; i < req->n_inputs; i++) {
+    if (ts_wire_tensor_view(req->inputs[i], &rj->inputs[i], &err)) {
+      ts_err_prefix(&err, "inputs[%zu]", i);
+      goto fail;
+    }
+    rj->input_names[i] = req->inputs[i]->name;
+  }
+  for (int i = 0; i < n_out; i++) {
+    if (req->n_outputs) {
+      const char *name = req->outputs[i];
+      if (ts_graph_find_value(g, name) < 0) {
+        ts_err_set(&err, TS_EINVAL,
+                   "outputs[%d]: shard %.8s.. '%s' has no tensor '%.100s'", i,
+                   sh->id, sh->label, name);
+        goto fail;
+      }
+      rj->output_names[i] = name;
+    } else {
+      rj->output_names[i] = g->values[g->outputs[i]].name;
+    }
+  }
+  rj->svc = svc;
+  rj->base.call = call;
+  rj->shard = sh;
+  rj->req = req;
+  rj->base.job.run = run_job_run;
+  rj->base.job.skip = run_job_skip;
+  rj->base.job.is_cancelled = call_job_cancelled;
+  rj->base.job.deadline = ts_rpc_call_deadline(call);
+  if (ts_pool_submit(svc->pool, &rj->base.job, &err) == TS_OK) return;
+  rj->shard = NULL;
+  rj->req = NULL;
+fail:
+  free(rj);
+  ts_store_release(svc->store, sh);
+  tessera__worker__v1__run_shard_request__free_unpacked(req, NULL);
+  fail_err(call, &err);
+}
+
+/* ---- HasShard, UnloadShard, Status ------------------------------------ */
+
+static void handle_has_shard(ts_rpc_call *call, const uint8_t *reqb,
+                             size_t len, void *user) {
+  ts_worker_service *svc = user;
+  Tessera__Worker__V1__HasShardRequest *req =
+      (Tessera__Worker__V1__HasShardRequest *)unpack_or_fail(
+          call, &tessera__worker__v1__has_shard_request__descriptor, reqb,
+          len);
+  if (!req) return;
+  protobuf_c_boolean *present =
+      calloc(req->n_shard_ids + 1, sizeof *present);
+  if (!present) {
+    ts_rpc_call_fail(call, TS_ENOMEM, "cannot allocate the reply");
+    goto out;
+  }
+  for (size_t i = 0; i < req->n_shard_ids; i++) {
+    if (!ts_store_id_valid(req->shard_ids[i])) {
+      char msg[200];
+      snprintf(msg, sizeof msg,
+               "shard_ids[%zu] '%.80s' is not a lowercase hex SHA-256", i,
+               req->shard_ids[i]);
+      ts_rpc_call_fail(call, TS_EINVAL, msg);
+      goto out;
+    }
+    present[i] = ts_store_has(svc->store, req->shard_ids[i]);
+  }
+  Tessera__Worker__V1__HasShardResponse resp =
+      TESSERA__WORKER__V1__HAS_SHARD_RESPONSE__INIT;
+  resp.n_present = req->n_shard_ids;
+  resp.present = present;
+  ts_rpc_call_reply_message(call, &resp.base);
+out:
+  free(present);
+  tessera__worker__v1__has_shard_request__free_unpacked(req, NULL);
+}
+
+static void handle_unload_shard(ts_rpc_call *call, const uint8_t *reqb,
+                                size_t len, void *user) {
+  ts_worker_service *svc = user;
+  Tessera__Worker__V1__UnloadShardRequest *req =
+      (Tessera__Worker__V1__UnloadShardRequest *)unpack_or_fail(
+          call, &tessera__worker__v1__unload_shard_request__descriptor, reqb,
+          len);
+  if (!req) return;
+  if (!ts_store_id_valid(req->shard_id)) {
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "shard_id '%.80s' is not a lowercase hex SHA-256", req->shard_id);
+    ts_rpc_call_fail(call, TS_EINVAL, msg);
+  } else {
+    Tessera__Worker__V1__UnloadShardResponse resp =
+        TESSERA__WORKER__V1__UNLOAD_SHARD_RESPONSE__INIT;
+    resp.was_loaded = ts_store_unload(svc->store, req->shard_id);
+    ts_rpc_call_reply_message(call, &resp.base);
+  }
+  tessera__worker__v1__unload_shard_request__free_unpacked(req, NULL);
+}
+
+static void handle_status(ts_rpc_call *call, const uint8_t *reqb, size_t len,
+                          void *user) {
+  ts_worker_service *svc = user;
+  ProtobufCMessage *req = unpack_or_fail(
+      call, &tessera__worker__v1__status_request__descriptor, reqb, len);
+  if (!req) return;
+  protobuf_c_message_free_unpacked(req, NULL);
+
+  ts_err err = {0};
+  ts_shard **list = NULL;
+  int n = 0;
+  if (ts_store_list(svc->store, &list, &n, &err)) {
+    fail_err(call, &err);
+    return;
+  }
+  Tessera__Worker__V1__ShardInfo *infos = calloc((size_t)n + 1,
+                                                 sizeof *infos);
+  Tessera__Worker__V1__ShardInfo **ptrs = calloc((size_t)n + 1, sizeof *ptrs);
+  if (!infos || !ptrs) {
+    ts_rpc_call_fail(call, TS_ENOMEM, "cannot allocate the reply");
+  } else {
+    for (int i = 0; i < n; i++) {
+      tessera__worker__v1__shard_info__init(&infos[i]);
+      infos[i].shard_id = list[i]->id;
+      infos[i].label = list[i]->label;
+      infos[i].bytes = list[i]->bytes;
+      infos[i].runs = atomic_load(&list[i]->runs);
+      ptrs[i] = &infos[i];
+    }
+    ts_store_stats stats;
+    ts_store_stats_get(svc->store, &stats);
+    int threads = 0, queued = 0, running = 0;
+    ts_pool_stats(svc->pool, &threads, &queued, &running);
+    Tessera__Worker__V1__StatusResponse resp =
+        TESSERA__WORKER__V1__STATUS_RESPONSE__INIT;
+    resp.memory_used = stats.memory_used;
+    resp.memory_limit = stats.memory_limit;
+    resp.threads = (uint32_t)threads;
+    resp.queue_depth = (uint32_t)queued;
+    resp.in_flight = (uint32_t)running;
+    resp.n_shards = (size_t)n;
+    resp.shards = ptrs;
+    resp.runs_total = atomic_load(&svc->runs_total);
+    resp.blas_core = (char *)ts_blas_core_name();
+    resp.listen = svc->address;
+    ts_rpc_call_reply_message(call, &resp.base);
+  }
+  free(infos);
+  free(ptrs);
+  for (int i = 0; i < n; i++) ts_store_release(svc->store, list[i]);
+  free(list);
+}
+
+/* ---- the server ------------------------------------------------------- */
+
+#define WORKER_PATH "/tessera.worker.v1.Worker/"
+
+/* X(method, kind, unary handler, stream on_message, stream on_end) */
+#define WORKER_METHOD_LIST(X)                                              \
+  X("LoadShard", TS_RPC_CLIENT_STREAM, NULL, load_on_message, load_on_end) \
+  X("HasShard", TS_RPC_UNARY, handle_has_shard, NULL, NULL)                \
+  X("RunShard", TS_RPC_UNARY, handle_run_shard, NULL, NULL)                \
+  X("UnloadShard", TS_RPC_UNARY, handle_unload_shard, NULL, NULL)          \
+  X("Status", TS_RPC_UNARY, handle_status, NULL, NULL)
+
+int ts_worker_service_start(const char *listen, ts_store *store, ts_pool *pool,
+                            ts_worker_service **out, int *bound_port,
+                            ts_err *err) {
+  *out = NULL;
+  ts_worker_service *svc = calloc(1, sizeof *svc);
+  if (!svc) return ts_err_set(err, TS_ENOMEM, "cannot allocate the service");
+  svc->store = store;
+  svc->pool = pool;
+  atomic_init(&svc->runs_total, 0);
+  pthread_mutex_init(&svc->loads_mu, NULL);
+  const ts_rpc_method methods[] = {
+#define METHOD_ENTRY(name, kind, unary, on_message, on_end) \
+  {WORKER_PATH name, kind, unary, on_message, on_end, svc},
+      WORKER_METHOD_LIST(METHOD_ENTRY)
+#undef METHOD_ENTRY
+  };
+  ts_rpc_server_opts opts = {
+      .listen = listen, .creds = NULL, .poll_threads = RPC_POLL_THREADS};
+  int port = 0;
+  int rc = ts_rpc_server_start(&opts, methods,
+                               (int)(sizeof methods / sizeof methods[0]),
+                               &svc->server, &port, err);
+  if (rc) {
+    pthread_mutex_destroy(&svc->loads_mu);
+    free(svc);
+    return rc;
+  }
+  /* HOST is everything before the last ':' ("[::]:0" keeps its brackets). */
+  const char *colon = strrchr(listen, ':');
+  int host_len = colon ? (int)(colon - listen) : (int)strlen(listen);
+  snprintf(svc->address, sizeof svc->address, "%.*s:%d", host_len, listen,
+           port);
+  *bound_port = port;
+  *out = svc;
+  return TS_OK;
+}
+
+const char *ts_worker_service_address(const ts_worker_service *svc) {
+  return svc->address;
+}
+
+void ts_worker_service_set_serving(ts_worker_service *svc, int serving) {
+  ts_rpc_server_set_serving(svc->server, serving);
+}
+
+void ts_worker_service_stop(ts_worker_service *svc, int64_t grace_ms) {
+  if (!svc) return;
+  ts_rpc_server_stop(svc->server, grace_ms);
+  /* rpc.c ended every call (on_end), so no upload should be left; drop any
+   * that is, rather than leak it. */
+  while (svc->loads) {
+    load_call *lc = svc->loads;
+    svc->loads = lc->next;
+    ts_store_upload_abort(lc->upload);
+    free(lc);
+  }
+  pthread_mutex_destroy(&svc->loads_mu);
+  free(svc);
+}

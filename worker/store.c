@@ -1,0 +1,435 @@
+/*
+ * store.c - shard table, memory accounting and streamed uploads.
+ *
+ * Invariants (under st->mu):
+ *  - table[0..n) holds one reference to each held shard, in load order, and
+ *    no id twice;
+ *  - used == sum of bytes of shards alive (held, or unloaded but still
+ *    referenced) + sum of total_bytes of non-duplicate uploads in progress;
+ *    an upload's reservation becomes its shard's bytes when it is held;
+ *  - used <= limit whenever limit != 0, because every reservation is
+ *    checked before it is made;
+ *  - uploads is the list of uploads in progress, so HasShard can answer
+ *    "being loaded" and a finishing duplicate can be detected.
+ * The mutex is never held across hashing, parsing or freeing a model.
+ */
+#include "store.h"
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+struct ts_store {
+  pthread_mutex_t mu;
+  uint64_t limit;
+  uint64_t used;
+  ts_shard **table;
+  int n, cap;
+  ts_store_upload *uploads;
+};
+
+struct ts_store_upload {
+  ts_store *st;
+  ts_store_upload *next;  /* in st->uploads */
+  char id[TS_SHA256_HEX_LEN + 1];
+  char label[128];
+  uint64_t total;
+  uint64_t received;
+  uint8_t *buf;           /* total bytes; NULL for a duplicate */
+  ts_shard *held;         /* duplicate: a reference to the held shard */
+};
+
+/* "1.2 MB": decimal units, for logs and messages. */
+static const char *human_bytes(uint64_t n, char *buf, size_t size) {
+  static const char *const units[] = {"B", "kB", "MB", "GB", "TB"};
+  double v = (double)n;
+  int u = 0;
+  while (v >= 1000.0 && u < 4) {
+    v /= 1000.0;
+    u++;
+  }
+  if (u == 0)
+    snprintf(buf, size, "%llu B", (unsigned long long)n);
+  else
+    snprintf(buf, size, "%.1f %s", v, units[u]);
+  return buf;
+}
+
+/* Copies a client-supplied label for logs: printable ASCII only, truncated. */
+static void copy_label(char *dst, size_t size, const char *src) {
+  size_t i = 0;
+  for (; src && src[i] && i + 1 < size; i++)
+    dst[i] = isprint((unsigned char)src[i]) ? src[i] : '?';
+  dst[i] = '\0';
+}
+
+/* First 8 hex digits of an id, for log lines. */
+static const char *short_id(const char *id, char buf[12]) {
+  snprintf(buf, 12, "%.8s..", id);
+  return buf;
+}
+
+bool ts_store_id_valid(const char *id) {
+  if (!id) return false;
+  for (int i = 0; i < TS_SHA256_HEX_LEN; i++) {
+    char c = id[i];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return id[TS_SHA256_HEX_LEN] == '\0';
+}
+
+int ts_store_create(uint64_t memory_limit, ts_store **out, ts_err *err) {
+  ts_store *st = calloc(1, sizeof *st);
+  if (!st) return ts_err_set(err, TS_ENOMEM, "cannot allocate the shard store");
+  pthread_mutex_init(&st->mu, NULL);
+  st->limit = memory_limit;
+  *out = st;
+  return TS_OK;
+}
+
+static void shard_destroy(ts_shard *sh) {
+  ts_model_free(sh->model);
+  free(sh);
+}
+
+void ts_store_free(ts_store *st) {
+  if (!st) return;
+  TS_ASSERT(st->uploads == NULL);
+  for (int i = 0; i < st->n; i++) {
+    TS_ASSERT(st->table[i]->refs == 1);
+    shard_destroy(st->table[i]);
+  }
+  free(st->table);
+  pthread_mutex_destroy(&st->mu);
+  free(st);
+}
+
+/* Index of `id` in the table, or -1. Caller holds st->mu. */
+static int find_locked(const ts_store *st, const char *id) {
+  for (int i = 0; i < st->n; i++)
+    if (strcmp(st->table[i]->id, id) == 0) return i;
+  return -1;
+}
+
+ts_shard *ts_store_acquire(ts_store *st, const char *id) {
+  if (!id) return NULL;
+  pthread_mutex_lock(&st->mu);
+  int i = find_locked(st, id);
+  ts_shard *sh = i >= 0 ? st->table[i] : NULL;
+  if (sh) sh->refs++;
+  pthread_mutex_unlock(&st->mu);
+  return sh;
+}
+
+void ts_store_release(ts_store *st, ts_shard *sh) {
+  if (!sh) return;
+  pthread_mutex_lock(&st->mu);
+  TS_ASSERT(sh->refs > 0);
+  int last = --sh->refs == 0;
+  if (last) {
+    TS_ASSERT(sh->unloaded);
+    st->used -= sh->bytes;
+  }
+  pthread_mutex_unlock(&st->mu);
+  if (last) {
+    char sid[12], size[32];
+    ts_log_info("freed shard %s '%s': %s", short_id(sh->id, sid), sh->label,
+                human_bytes(sh->bytes, size, sizeof size));
+    shard_destroy(sh);
+  }
+}
+
+bool ts_store_has(ts_store *st, const char *id) {
+  if (!id) return false;
+  pthread_mutex_lock(&st->mu);
+  bool found = find_locked(st, id) >= 0;
+  for (ts_store_upload *up = st->uploads; up && !found; up = up->next)
+    found = strcmp(up->id, id) == 0;
+  pthread_mutex_unlock(&st->mu);
+  return found;
+}
+
+bool ts_store_unload(ts_store *st, const char *id) {
+  if (!id) return false;
+  pthread_mutex_lock(&st->mu);
+  int i = find_locked(st, id);
+  ts_shard *sh = NULL;
+  if (i >= 0) {
+    sh = st->table[i];
+    memmove(&st->table[i], &st->table[i + 1],
+            (size_t)(st->n - i - 1) * sizeof st->table[0]);
+    st->n--;
+    sh->unloaded = true;
+  }
+  pthread_mutex_unlock(&st->mu);
+  if (!sh) return false;
+  char sid[12];
+  ts_log_info("unloaded shard %s '%s'%s", short_id(sh->id, sid), sh->label,
+              sh->refs > 1 ? " (freed when its runs finish)" : "");
+  ts_store_release(st, sh); /* the table's reference */
+  return true;
+}
+
+void ts_store_stats_get(ts_store *st, ts_store_stats *out) {
+  pthread_mutex_lock(&st->mu);
+  out->memory_used = st->used;
+  out->memory_limit = st->limit;
+  out->shards = st->n;
+  pthread_mutex_unlock(&st->mu);
+}
+
+int ts_store_list(ts_store *st, ts_shard ***out, int *n, ts_err *err) {
+  pthread_mutex_lock(&st->mu);
+  ts_shard **list = malloc(((size_t)st->n + 1) * sizeof *list);
+  if (!list) {
+    pthread_mutex_unlock(&st->mu);
+    return ts_err_set(err, TS_ENOMEM, "cannot list %d shards", st->n);
+  }
+  for (int i = 0; i < st->n; i++) {
+    list[i] = st->table[i];
+    list[i]->refs++;
+  }
+  *n = st->n;
+  pthread_mutex_unlock(&st->mu);
+  *out = list;
+  return TS_OK;
+}
+
+/* Adds sh (one reference, the table's) to the table. Caller holds st->mu
+ * and has checked the id is absent. */
+static int insert_locked(ts_store *st, ts_shard *sh) {
+  if (st->n == st->cap) {
+    int cap = st->cap ? st->cap * 2 : 16;
+    ts_shard **t = realloc(st->table, (size_t)cap * sizeof *t);
+    if (!t) return TS_ENOMEM;
+    st->table = t;
+    st->cap = cap;
+  }
+  st->table[st->n++] = sh;
+  return TS_OK;
+}
+
+/* ---- uploads ---------------------------------------------------------- */
+
+static void unlink_upload_locked(ts_store *st, ts_store_upload *up) {
+  for (ts_store_upload **p = &st->uploads; *p; p = &(*p)->next)
+    if (*p == up) {
+      *p = up->next;
+      return;
+    }
+}
+
+int ts_store_upload_begin(ts_store *st, const char *id, uint64_t total_bytes,
+                          const char *label, ts_store_upload **out,
+                          ts_err *err) {
+  *out = NULL;
+  if (!ts_store_id_valid(id))
+    return ts_err_set(err, TS_EINVAL,
+                      "shard_id '%.80s' is not a lowercase hex SHA-256 "
+                      "(64 characters)", id ? id : "");
+  if (total_bytes == 0)
+    return ts_err_set(err, TS_EINVAL,
+                      "shard %.8s..: total_bytes is 0 (the first chunk must "
+                      "announce the shard's size)", id);
+  if (total_bytes > (uint64_t)SIZE_MAX / 2)
+    return ts_err_set(err, TS_EINVAL, "shard %.8s..: total_bytes %llu is not "
+                      "addressable", id, (unsigned long long)total_bytes);
+  ts_store_upload *up = calloc(1, sizeof *up);
+  if (!up) return ts_err_set(err, TS_ENOMEM, "cannot allocate an upload");
+  up->st = st;
+  memcpy(up->id, id, sizeof up->id);
+  copy_label(up->label, sizeof up->label, label);
+  up->total = total_bytes;
+
+  pthread_mutex_lock(&st->mu);
+  int i = find_locked(st, id);
+  if (i >= 0) {
+    up->held = st->table[i];
+    up->held->refs++;
+  } else if (st->limit && (st->used > st->limit ||
+                           total_bytes > st->limit - st->used)) {
+    uint64_t used = st->used, limit = st->limit;
+    pthread_mutex_unlock(&st->mu);
+    char need[32], in_use[32], lim[32];
+    ts_err_set(err, TS_EEXHAUSTED,
+               "shard %.8s.. '%s' needs %llu bytes (%s) but %llu bytes (%s) "
+               "of the worker's memory limit of %llu bytes (%s) are in use",
+               id, up->label, (unsigned long long)total_bytes,
+               human_bytes(total_bytes, need, sizeof need),
+               (unsigned long long)used, human_bytes(used, in_use, sizeof in_use),
+               (unsigned long long)limit, human_bytes(limit, lim, sizeof lim));
+    free(up);
+    return TS_EEXHAUSTED;
+  } else {
+    st->used += total_bytes; /* reserved before the allocation below */
+  }
+  up->next = st->uploads;
+  st->uploads = up;
+  pthread_mutex_unlock(&st->mu);
+
+  if (!up->held) {
+    up->buf = malloc((size_t)total_bytes);
+    if (!up->buf) {
+      ts_store_upload_abort(up);
+      char need[32];
+      return ts_err_set(err, TS_ENOMEM,
+                        "shard %.8s..: cannot allocate %llu bytes (%s)", id,
+                        (unsigned long long)total_bytes,
+                        human_bytes(total_bytes, need, sizeof need));
+    }
+  }
+  *out = up;
+  return TS_OK;
+}
+
+int ts_store_upload_write(ts_store_upload *up, uint64_t offset,
+                          const uint8_t *data, size_t len, ts_err *err) {
+  if (offset > up->received)
+    return ts_err_set(err, TS_EINVAL,
+                      "shard %.8s..: chunk at offset %llu leaves a gap: "
+                      "expected offset %llu (chunks must arrive in order)",
+                      up->id, (unsigned long long)offset,
+                      (unsigned long long)up->received);
+  if (offset < up->received)
+    return ts_err_set(err, TS_EINVAL,
+                      "shard %.8s..: chunk at offset %llu overlaps the %llu "
+                      "bytes already received", up->id,
+                      (unsigned long long)offset,
+                      (unsigned long long)up->received);
+  if (len > up->total - up->received)
+    return ts_err_set(err, TS_EINVAL,
+                      "shard %.8s..: chunk of %zu bytes at offset %llu runs "
+                      "past total_bytes %llu", up->id, len,
+                      (unsigned long long)offset,
+                      (unsigned long long)up->total);
+  if (up->buf && len) memcpy(up->buf + up->received, data, len);
+  up->received += len;
+  return TS_OK;
+}
+
+/* Frees an upload's buffer and unlinks it; returns its reservation unless
+ * `keep_bytes` (its bytes now belong to a held shard). */
+static void upload_end(ts_store_upload *up, bool keep_bytes) {
+  ts_store *st = up->st;
+  free(up->buf);
+  up->buf = NULL;
+  pthread_mutex_lock(&st->mu);
+  unlink_upload_locked(st, up);
+  if (!up->held && !keep_bytes) st->used -= up->total;
+  pthread_mutex_unlock(&st->mu);
+}
+
+void ts_store_upload_abort(ts_store_upload *up) {
+  if (!up) return;
+  upload_end(up, false);
+  if (up->held) ts_store_release(up->st, up->held);
+  free(up);
+}
+
+bool ts_store_upload_is_duplicate(const ts_store_upload *up) {
+  return up->held != NULL;
+}
+
+const char *ts_store_upload_id(const ts_store_upload *up) { return up->id; }
+
+uint64_t ts_store_upload_total(const ts_store_upload *up) { return up->total; }
+
+/* Finish for a shard that was already held when the upload began: hand out
+ * the reference taken then, putting the shard back in the table if it was
+ * unloaded meanwhile (its bytes are still accounted: it was referenced). */
+static int finish_duplicate(ts_store_upload *up, ts_shard **out) {
+  ts_store *st = up->st;
+  ts_shard *sh = up->held;
+  pthread_mutex_lock(&st->mu);
+  unlink_upload_locked(st, up);
+  if (sh->unloaded && find_locked(st, sh->id) < 0 &&
+      insert_locked(st, sh) == TS_OK) {
+    sh->unloaded = false;
+    sh->refs++; /* the table's reference again */
+  }
+  pthread_mutex_unlock(&st->mu);
+  free(up);
+  *out = sh;
+  return TS_OK;
+}
+
+int ts_store_upload_finish(ts_store_upload *up, ts_shard **out, ts_err *err) {
+  *out = NULL;
+  ts_store *st = up->st;
+  int rc;
+  if (up->received != up->total) {
+    rc = ts_err_set(err, TS_EINVAL,
+                    "shard %.8s..: stream ended after %llu of %llu bytes "
+                    "(total_bytes)", up->id,
+                    (unsigned long long)up->received,
+                    (unsigned long long)up->total);
+    ts_store_upload_abort(up);
+    return rc;
+  }
+  if (up->held) return finish_duplicate(up, out);
+
+  char digest[TS_SHA256_HEX_LEN + 1];
+  ts_sha256_hex(up->buf, (size_t)up->total, digest);
+  if (strcmp(digest, up->id) != 0) {
+    rc = ts_err_set(err, TS_EINVAL,
+                    "shard_id %s does not match the SHA-256 of the %llu bytes "
+                    "received (%s)", up->id, (unsigned long long)up->total,
+                    digest);
+    ts_store_upload_abort(up);
+    return rc;
+  }
+
+  ts_shard *sh = calloc(1, sizeof *sh);
+  if (!sh) {
+    ts_store_upload_abort(up);
+    return ts_err_set(err, TS_ENOMEM, "cannot allocate a shard");
+  }
+  rc = ts_model_load(up->buf, (size_t)up->total, &sh->model, err);
+  if (rc) {
+    ts_err_prefix(err, "shard %.8s.. '%s'", up->id, up->label);
+    free(sh);
+    ts_store_upload_abort(up);
+    return rc;
+  }
+  memcpy(sh->id, up->id, sizeof sh->id);
+  memcpy(sh->label, up->label, sizeof sh->label);
+  sh->bytes = up->total;
+  atomic_init(&sh->runs, 0);
+  sh->refs = 2; /* the table's and the caller's */
+
+  ts_shard *existing = NULL;
+  pthread_mutex_lock(&st->mu);
+  int i = find_locked(st, sh->id);
+  if (i >= 0) {
+    /* A concurrent upload of the same bytes finished first: keep that one
+     * and let our reservation go. */
+    existing = st->table[i];
+    existing->refs++;
+  } else if (insert_locked(st, sh) != TS_OK) {
+    pthread_mutex_unlock(&st->mu);
+    ts_model_free(sh->model);
+    free(sh);
+    ts_store_upload_abort(up);
+    return ts_err_set(err, TS_ENOMEM, "cannot grow the shard table");
+  }
+  pthread_mutex_unlock(&st->mu);
+  upload_end(up, existing == NULL);
+
+  if (existing) {
+    ts_model_free(sh->model);
+    free(sh);
+    sh = existing;
+  } else {
+    char sid[12], size[32];
+    ts_log_info("loaded shard %s '%s': %s, %d nodes", short_id(sh->id, sid),
+                sh->label, human_bytes(sh->bytes, size, sizeof size),
+                sh->model->graph.n_nodes);
+  }
+  free(up);
+  *out = sh;
+  return TS_OK;
+}
