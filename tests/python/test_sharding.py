@@ -46,9 +46,10 @@ torch.set_num_threads(1)
 
 MODELS = ['mlp', 'lenet', 'resnet', 'transformer']
 STRATEGIES = ['data', 'tensor', 'pipeline', 'hybrid', 'auto']
-# Batch 35 >= 2 * TS_SPLIT_MIN_ROWS: a batch-splittable stage with N
-# replicas is cut into min(N, 35 // 8) = N slices (uneven ones for N = 2, 3, 4).
-BATCHES = [1, 35]
+# Batch 16 is the smallest batch the dispatcher cuts (2 * TS_SPLIT_MIN_ROWS);
+# at batch 35 a batch-splittable stage with N replicas is cut into
+# min(N, 35 // 8) = N slices (uneven ones for N = 2, 3, 4).
+BATCHES = [1, 16, 35]
 SEQUENCE = 7  # the transformer's tokens per row
 # float32 against torch. Every model and strategy passes rtol 1e-5 (measured
 # worst absolute error ~6e-7 on outputs of order 1); atol covers outputs
