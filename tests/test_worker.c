@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +32,7 @@
 #include "hash.h"
 #include "onnx.pb-c.h"
 #include "rpc.h"
+#include "ts_config.h"
 #include "worker.pb-c.h"
 
 #define SVC "/tessera.worker.v1.Worker/"
@@ -112,11 +115,11 @@ static void worker_start(worker_proc *w, const char *const *args) {
   ck_assert_int_eq(ts_rpc_channel_open(w->addr, NULL, &w->ch, &err), 0);
 }
 
-/* Sends SIGTERM and returns the exit status (-1 on a signal or timeout). */
-static int worker_stop(worker_proc *w, int timeout_ms) {
+/* Waits for the worker to exit; its exit status, or -1 on a signal or a
+ * timeout (then it is killed). */
+static int worker_wait(worker_proc *w, int timeout_ms) {
   if (w->ch) ts_rpc_channel_close(w->ch);
   w->ch = NULL;
-  kill(w->pid, SIGTERM);
   int64_t end = ts_now_ms() + timeout_ms;
   int status = 0;
   for (;;) {
@@ -132,6 +135,12 @@ static int worker_stop(worker_proc *w, int timeout_ms) {
   }
   close(w->out_fd);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Sends SIGTERM and returns the exit status as worker_wait does. */
+static int worker_stop(worker_proc *w, int timeout_ms) {
+  kill(w->pid, SIGTERM);
+  return worker_wait(w, timeout_ms);
 }
 
 /* ---- models -------------------------------------------------------------- */
@@ -566,19 +575,25 @@ static void main_worker_teardown(void) {
   if (main_worker.pid) worker_stop(&main_worker, 30000);
 }
 
-START_TEST(test_health_serving) {
+/* grpc.health.v1 Check for the whole server: 1 SERVING, 2 NOT_SERVING. */
+static int health(worker_proc *w) {
   uint8_t *out = NULL;
   size_t len = 0;
   ts_err err = {0};
-  int rc = ts_rpc_call_sync(main_worker.ch, "/grpc.health.v1.Health/Check",
+  int rc = ts_rpc_call_sync(w->ch, "/grpc.health.v1.Health/Check",
                             (const uint8_t *)"", 0, ts_now_ms() + CALL_MS,
                             &out, &len, &err);
   ck_assert_msg(rc == 0, "Health/Check: %s", err.msg);
-  /* HealthCheckResponse{status: SERVING} is the two bytes 08 01. */
+  /* HealthCheckResponse{status: S} is the two bytes 08 S. */
   ck_assert_uint_eq(len, 2);
   ck_assert_int_eq(out[0], 0x08);
-  ck_assert_int_eq(out[1], 0x01);
+  int status = out[1];
   free(out);
+  return status;
+}
+
+START_TEST(test_health_serving) {
+  ck_assert_int_eq(health(&main_worker), 1);
 }
 END_TEST
 
@@ -1086,11 +1101,23 @@ START_TEST(test_queue_deadline_cancel) {
   ck_assert_uint_eq(runs_total(&w),
                     runs0 + 1 + (uint64_t)atomic_load(&flood.ok));
 
-  /* SIGTERM while a run executes: the run still completes, then exit 0. */
+  /* SIGTERM while a run executes: health turns NOT_SERVING, new runs are
+   * refused UNAVAILABLE, a second SIGTERM changes nothing, the run in
+   * flight still completes, then the worker exits 0. */
   async_tally last = {0};
   run_async(c, &w, &g, xs, slow_rows, ts_now_ms() + CALL_MS, &last);
   wait_in_flight(&w);
-  ck_assert_int_eq(worker_stop(&w, 60000), 0);
+  kill(w.pid, SIGTERM);
+  int64_t end = ts_now_ms() + 10000;
+  while (health(&w) != 2) {
+    ck_assert_msg(ts_now_ms() < end, "health never turned NOT_SERVING");
+    usleep(5000);
+  }
+  rc = run_shard(&w, &r, &resp, ts_now_ms() + CALL_MS, &err);
+  ck_assert_msg(rc == TS_EUNAVAILABLE, "run during drain: %d %s", rc,
+                err.msg);
+  kill(w.pid, SIGTERM);
+  ck_assert_int_eq(worker_wait(&w, 60000), 0);
   wait_done(&last, 1, 10000);
   ck_assert_msg(atomic_load(&last.ok) == 1,
                 "the in-flight run was not finished before exit");
@@ -1139,6 +1166,42 @@ START_TEST(test_command_line) {
 }
 END_TEST
 
+START_TEST(test_systemd_notify) {
+#if TS_HAVE_SYSTEMD
+  /* Play systemd: READY=1 once serving, STOPPING=1 on SIGTERM. */
+  char path[108];
+  snprintf(path, sizeof path, "/tmp/tessera-notify-%d", (int)getpid());
+  unlink(path);
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ck_assert_int_ge(fd, 0);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
+  ck_assert_int_eq(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+  setenv("NOTIFY_SOCKET", path, 1);
+  worker_proc w;
+  worker_start(&w, NULL);
+  unsetenv("NOTIFY_SOCKET");
+  const char *want[] = {"READY=1", "STOPPING=1"};
+  for (int i = 0; i < 2; i++) {
+    if (i == 1) kill(w.pid, SIGTERM);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    ck_assert_msg(poll(&p, 1, 20000) == 1, "no %s", want[i]);
+    char msg[256];
+    ssize_t n = recv(fd, msg, sizeof msg - 1, 0);
+    ck_assert_int_gt(n, 0);
+    msg[n] = '\0';
+    ck_assert_msg(strstr(msg, want[i]) != NULL, "got '%s', want %s", msg,
+                  want[i]);
+  }
+  ck_assert_int_eq(worker_wait(&w, 30000), 0);
+  close(fd);
+  unlink(path);
+#else
+  printf("built without libsystemd: sd_notify not tested\n");
+#endif
+}
+END_TEST
+
 START_TEST(test_sigterm_exit_zero) {
   ck_assert_int_eq(worker_stop(&main_worker, 30000), 0);
   main_worker.pid = 0;
@@ -1168,6 +1231,7 @@ static Suite *worker_suite(void) {
   tcase_set_timeout(sched, 280);
   tcase_add_test(sched, test_queue_deadline_cancel);
   tcase_add_test(sched, test_command_line);
+  tcase_add_test(sched, test_systemd_notify);
   suite_add_tcase(s, sched);
   return s;
 }

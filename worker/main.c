@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -183,34 +182,31 @@ static void on_signal(uv_signal_t *handle, int signum) {
   uv_stop(handle->loop);
 }
 
-/* Blocks or unblocks SIGTERM/SIGINT in the calling thread. Blocked from
- * startup on, so every thread gRPC and the pool start inherits the block and
- * a stop signal can only ever reach the main thread's libuv handler; one
- * that arrives during startup stays pending until that handler exists. */
-static void block_stop_signals(int block) {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+/* SIGTERM/SIGINT handling. The handlers are installed before anything
+ * starts and never removed: OpenBLAS starts its threads before main() runs,
+ * with no signal blocked, so any thread may take the signal, and without a
+ * handler the default action would kill the process instead of draining it.
+ * libuv's handler only records the signal; the main thread sees it in
+ * stop_signals_wait(). A second signal during the drain is recorded and
+ * ignored: the drain is bounded by its grace already. */
+typedef struct stop_signals {
+  uv_loop_t loop;
+  uv_signal_t term, intr;
+} stop_signals;
+
+static int stop_signals_install(stop_signals *s) {
+  int rc = uv_loop_init(&s->loop);
+  if (!rc) rc = uv_signal_init(&s->loop, &s->term);
+  if (!rc) rc = uv_signal_init(&s->loop, &s->intr);
+  if (!rc) rc = uv_signal_start(&s->term, on_signal, SIGTERM);
+  if (!rc) rc = uv_signal_start(&s->intr, on_signal, SIGINT);
+  return rc;
 }
 
-/* Installs the handlers, unblocks the signals and sleeps until one comes. */
-static int wait_for_signal(void) {
-  uv_loop_t loop;
-  uv_signal_t sigterm, sigint;
-  int rc = uv_loop_init(&loop);
-  if (rc) return rc;
-  uv_signal_init(&loop, &sigterm);
-  uv_signal_init(&loop, &sigint);
-  uv_signal_start(&sigterm, on_signal, SIGTERM);
-  uv_signal_start(&sigint, on_signal, SIGINT);
-  block_stop_signals(0);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  uv_close((uv_handle_t *)&sigterm, NULL);
-  uv_close((uv_handle_t *)&sigint, NULL);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  return uv_loop_close(&loop);
+/* Sleeps until a stop signal arrives (or arrived since the install). The
+ * loop and its handles stay alive until the process exits, on purpose. */
+static void stop_signals_wait(stop_signals *s) {
+  uv_run(&s->loop, UV_RUN_DEFAULT);
 }
 
 int main(int argc, char **argv) {
@@ -223,7 +219,12 @@ int main(int argc, char **argv) {
   if (status) return status < 0 ? 0 : status;
 
   signal(SIGPIPE, SIG_IGN);
-  block_stop_signals(1);
+  static stop_signals signals;
+  int rc = stop_signals_install(&signals);
+  if (rc) {
+    ts_log_error("cannot install signal handlers: %s", uv_strerror(rc));
+    return 1;
+  }
   ts_rpc_init();
 
   ts_err err = {0};
@@ -248,8 +249,7 @@ int main(int argc, char **argv) {
   fflush(stdout);
   notify("READY=1");
 
-  int rc = wait_for_signal();
-  if (rc) ts_log_error("signal loop: %s", uv_strerror(rc));
+  stop_signals_wait(&signals);
 
   notify("STOPPING=1");
   ts_worker_service_set_serving(svc, 0);
