@@ -69,6 +69,16 @@ static int fail_err(ts_rpc_call *call, const ts_err *err) {
   return err->code;
 }
 
+/* A refused shard is worth a line in the log: the coordinator will retry
+ * or give up, and the operator wants to know why. */
+static void log_load_refused(ts_rpc_call *call, const ts_err *err) {
+  char peer[128];
+  ts_log_warn("LoadShard from %s refused (%s): %s",
+              ts_rpc_call_peer(call, peer, sizeof peer)
+                  ? peer : "unknown peer",
+              ts_strerror(err->code), err->msg);
+}
+
 /* What every pool job of this service starts with: the job itself and the
  * call it answers, so one is_cancelled serves both kinds. */
 typedef struct call_job {
@@ -147,10 +157,12 @@ static void load_finish_run(ts_pool_job *job, ts_session *session) {
   load_call *lc = (load_call *)job;
   ts_err err = {0};
   ts_shard *sh = NULL;
-  if (ts_store_upload_finish(lc->upload, &sh, &err) == TS_OK)
+  if (ts_store_upload_finish(lc->upload, &sh, &err) == TS_OK) {
     reply_loaded(lc->svc, lc->base.call, sh);
-  else
+  } else {
+    log_load_refused(lc->base.call, &err);
     fail_err(lc->base.call, &err);
+  }
   free(lc);
 }
 
@@ -226,6 +238,7 @@ static int load_on_message(ts_rpc_call *call, const uint8_t *msg, size_t len,
                              chunk->data.len, err);
   lc->chunks++;
 out:
+  if (rc) log_load_refused(call, err);
   if (rc && lc) {
     /* Give the memory back before the client hears of the failure;
      * on_end(cancelled) then finds nothing left to do. */
