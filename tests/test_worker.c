@@ -953,8 +953,10 @@ START_TEST(test_status) {
   ck_assert_uint_eq(s->memory_limit, 512ull * MiB);
   ck_assert_str_eq(s->listen, main_worker.addr);
   ck_assert(s->blas_core && s->blas_core[0]);
+  /* Nothing queued; a pool thread may still be leaving the last run it
+   * answered, so in_flight is at most that one. */
   ck_assert_uint_eq(s->queue_depth, 0);
-  ck_assert_uint_eq(s->in_flight, 0);
+  ck_assert_uint_le(s->in_flight, 1);
   /* Only the small shard is held now, and memory is exactly its bytes. */
   ck_assert_uint_eq(s->n_shards, 1);
   ck_assert_str_eq(s->shards[0]->shard_id, small.id);

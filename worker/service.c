@@ -179,13 +179,16 @@ static void load_finish_skip(ts_pool_job *job, int code, const char *why) {
 static int load_on_message(ts_rpc_call *call, const uint8_t *msg, size_t len,
                            void *user, ts_err *err) {
   ts_worker_service *svc = user;
-  Tessera__Worker__V1__LoadShardChunk *chunk =
-      tessera__worker__v1__load_shard_chunk__unpack(NULL, len, msg);
-  if (!chunk)
-    return ts_err_set(err, TS_EINVAL, "malformed LoadShardChunk (%zu bytes)",
-                      len);
   int rc = TS_OK;
   load_call *lc = find_load(svc, call, 0);
+  Tessera__Worker__V1__LoadShardChunk *chunk =
+      tessera__worker__v1__load_shard_chunk__unpack(NULL, len, msg);
+  if (!chunk) {
+    rc = ts_err_set(err, TS_EINVAL, "chunk %llu: malformed LoadShardChunk "
+                    "(%zu bytes)", lc ? (unsigned long long)lc->chunks : 0ull,
+                    len);
+    goto out;
+  }
   if (!lc) {
     /* First chunk: the header. */
     lc = calloc(1, sizeof *lc);
@@ -246,7 +249,7 @@ out:
     ts_store_upload_abort(lc->upload);
     free(lc);
   }
-  tessera__worker__v1__load_shard_chunk__free_unpacked(chunk, NULL);
+  if (chunk) tessera__worker__v1__load_shard_chunk__free_unpacked(chunk, NULL);
   return rc;
 }
 
