@@ -153,6 +153,10 @@ static void *join_thread(void *arg) {
   } else if (ts_cluster_add(c, job->address, &err) == TS_OK) {
     index = ts_cluster_find(c, job->address);
     ts_log_info("worker %s joined", job->address);
+    /* Models waiting for workers load now; auto-replicated ones gain
+     * their second replica. */
+    ts_registry_retry_unavailable(job->admin->registry);
+    ts_registry_top_up_replicas(job->admin->registry);
   }
   if (index < 0) {
     ts_rpc_call_fail(job->call, err.code ? err.code : TS_EINTERNAL, err.msg);

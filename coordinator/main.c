@@ -61,7 +61,8 @@ static void usage(FILE *f) {
 "run on tessera-worker daemons.\n"
 "\n"
 "  --listen HOST:PORT          address to serve on (port 0: pick a free one)\n"
-"  --worker HOST:PORT          a worker to use (repeatable)\n"
+"  --worker HOST:PORT          a worker to use (repeatable); workers may\n"
+"                              also join later (tessera-worker --join)\n"
 "  --local-workers N           start N worker processes on loopback\n"
 "  --worker-threads N          kernel threads per local worker (default:\n"
 "                              CPUs / N, at least 1)\n"
@@ -205,11 +206,6 @@ static int parse_options(int argc, char **argv, options *o) {
   if (!o->listen) {
     fprintf(stderr, "tessera-coordinator: --listen HOST:PORT is required\n");
     usage(stderr);
-    return 2;
-  }
-  if (o->n_workers == 0 && o->local_workers == 0) {
-    fprintf(stderr, "tessera-coordinator: no workers: give --worker "
-            "HOST:PORT or --local-workers N\n");
     return 2;
   }
   return 0;
@@ -384,7 +380,10 @@ int main(int argc, char **argv) {
     goto out_batcher;
   }
   ts_log_info("serving %d model(s) on %s with %d worker(s)", registry.n,
-              o.listen, cluster.n);
+              o.listen, (int)cluster.n);
+  if (cluster.n == 0)
+    ts_log_warn("no workers yet: models wait until workers join "
+                "(tessera-worker --join %s)", o.listen);
   print_listening(o.listen, port);
   notify("READY=1");
 

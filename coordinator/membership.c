@@ -135,7 +135,10 @@ int ts_cluster_upload(ts_cluster *c, int index, const ts_shard *shard,
   if (rc) return ts_err_prefix(err, "worker %s", w->address);
   uint8_t *buf = malloc(UPLOAD_CHUNK + 512);
   if (!buf) {
-    ts_rpc_stream_finish(st, NULL, NULL, err);
+    uint8_t *ignored = NULL;
+    size_t ignored_len = 0;
+    ts_rpc_stream_finish(st, &ignored, &ignored_len, err);
+    free(ignored);
     return ts_err_set(err, TS_ENOMEM, "out of memory");
   }
   size_t off = 0;

@@ -333,6 +333,25 @@ int ts_registry_load(ts_registry *r, const ts_model_config *config,
   return rc;
 }
 
+int ts_registry_top_up_replicas(ts_registry *r) {
+  ts_served_model **models;
+  int n, reloaded = 0;
+  int want = ts_cluster_live_count(r->cluster) >= 2 ? 2 : 1;
+  if (ts_registry_snapshot(r, &models, &n) != TS_OK) return 0;
+  for (int i = 0; i < n; i++) {
+    ts_served_model *m = models[i];
+    if (m->state == TS_MODEL_READY && !m->config.is_ensemble &&
+        m->config.replicas == 0 && m->n_replicas < want) {
+      ts_err err = {0};
+      ts_model_config config = m->config;
+      if (ts_registry_load(r, &config, &err) == TS_OK) reloaded++;
+    }
+    ts_served_model_release(m);
+  }
+  free(models);
+  return reloaded;
+}
+
 int ts_registry_retry_unavailable(ts_registry *r) {
   ts_served_model **models;
   int n, loaded = 0;

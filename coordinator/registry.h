@@ -101,6 +101,11 @@ static inline const int *ts_served_model_replicas(const ts_served_model *m,
  * returns how many became ready. */
 int ts_registry_retry_unavailable(ts_registry *r);
 
+/* Re-plans models whose replica count was left to Tessera (replicas=0)
+ * and is below min(2, live workers), e.g. after a worker joined; the new
+ * placement replaces the old one atomically. Returns how many moved. */
+int ts_registry_top_up_replicas(ts_registry *r);
+
 /* Makes sure worker `w` holds every shard placed on it (after it came back
  * up, possibly restarted and empty). Returns the first upload error. */
 int ts_registry_resync_worker(ts_registry *r, int w, ts_err *err);

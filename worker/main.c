@@ -27,6 +27,7 @@
 #include <uv.h>
 
 #include "blas.h"
+#include "join.h"
 #include "log.h"
 #include "pool.h"
 #include "rpc.h"
@@ -46,19 +47,28 @@ typedef struct options {
   const char *listen;     /* required */
   int threads;            /* 0: one per CPU this process may use */
   uint64_t memory_limit;  /* 0: no limit */
+  const char *join;       /* coordinator to register with; NULL: none */
+  const char *advertise;  /* address the coordinator dials; NULL: derived */
 } options;
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: tessera-worker --listen HOST:PORT [--threads N] "
-          "[--memory-limit BYTES] [--join COORD]\n"
+          "[--memory-limit BYTES] [--join COORD [--advertise HOST:PORT]]\n"
           "  --listen HOST:PORT     address to serve on; port 0 picks one\n"
           "  --threads N            kernel threads (default: number of "
           "CPUs)\n"
           "  --memory-limit BYTES   cap on shard memory, K/M/G/T suffixes "
           "(default: none)\n"
-          "  --join COORD           register with a coordinator (not "
-          "supported yet)\n");
+          "  --join COORD           register with the coordinator at COORD "
+          "(and keep\n"
+          "                         re-registering every second, so a "
+          "restarted\n"
+          "                         coordinator finds this worker again)\n"
+          "  --advertise HOST:PORT  the address the coordinator should dial "
+          "(default:\n"
+          "                         the listen address; hostname for "
+          "0.0.0.0)\n");
 }
 
 /* Parses "512", "64K", "1.5G"-free integers with an optional binary
@@ -96,12 +106,14 @@ static int cpu_count(void) {
 
 /* Returns 0 to go on, or the exit status (0 for --help). */
 static int parse_options(int argc, char **argv, options *o) {
-  enum { OPT_LISTEN = 1, OPT_THREADS, OPT_MEMORY, OPT_JOIN, OPT_HELP };
+  enum { OPT_LISTEN = 1, OPT_THREADS, OPT_MEMORY, OPT_JOIN, OPT_ADVERTISE,
+         OPT_HELP };
   static const struct option longopts[] = {
       {"listen", required_argument, NULL, OPT_LISTEN},
       {"threads", required_argument, NULL, OPT_THREADS},
       {"memory-limit", required_argument, NULL, OPT_MEMORY},
       {"join", required_argument, NULL, OPT_JOIN},
+      {"advertise", required_argument, NULL, OPT_ADVERTISE},
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
   };
@@ -135,11 +147,11 @@ static int parse_options(int argc, char **argv, options *o) {
         }
         break;
       case OPT_JOIN:
-        fprintf(stderr,
-                "tessera-worker: --join is not supported yet: start the "
-                "coordinator with --worker HOST:PORT for this worker "
-                "instead\n");
-        return 2;
+        o->join = optarg;
+        break;
+      case OPT_ADVERTISE:
+        o->advertise = optarg;
+        break;
       case OPT_HELP:
         usage(stdout);
         return -1;
@@ -247,11 +259,22 @@ int main(int argc, char **argv) {
               opt.memory_limit ? "" : " (none)", ts_blas_core_name());
   printf("listening on %s\n", ts_worker_service_address(svc));
   fflush(stdout);
+  ts_join *join = NULL;
+  if (opt.join) {
+    char advertise[300];
+    if (opt.advertise)
+      snprintf(advertise, sizeof advertise, "%s", opt.advertise);
+    else
+      ts_join_advertise_address(opt.listen, port, advertise, sizeof advertise);
+    if (ts_join_start(opt.join, advertise, &join, &err) != TS_OK)
+      ts_log_error("--join %s: %s", opt.join, err.msg);
+  }
   notify("READY=1");
 
   stop_signals_wait(&signals);
 
   notify("STOPPING=1");
+  ts_join_stop(join);
   ts_worker_service_set_serving(svc, 0);
   ts_pool_close(pool);
   int64_t deadline = ts_now_ms() + GRACE_MS;
