@@ -18,6 +18,7 @@ What a client may see, by fault:
   a full batching queue: explicit RESOURCE_EXHAUSTED
 """
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,7 +123,6 @@ class FaultTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        import shutil
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     # ---- helpers ---------------------------------------------------------
@@ -287,10 +287,13 @@ class FaultTest(unittest.TestCase):
             load.ledger.event('kill -9 the only worker ' + address, w.kill)
             time.sleep(2.0)
             load.ledger.event('worker started again on ' + address, restart)
-            served = ledger.wait_for(
-                lambda: sum(1 for e in load.ledger.entries[-ledger.RUN:]
-                            if e.outcome == ledger.OK) == ledger.RUN
-                and load.ledger.entries[-ledger.RUN].t_send > load.ledger.events[-1][1], WAIT)
+            back_at = load.ledger.events[-1][1]
+
+            def serving():
+                last = load.ledger.entries[-ledger.RUN:]
+                return (len(last) == ledger.RUN and last[0].t_send > back_at
+                        and all(e.outcome == ledger.OK for e in last))
+            served = ledger.wait_for(serving, WAIT)
             time.sleep(1.0)
         led = load.ledger
         self.show(led)
