@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "inference.pb-c.h"
 #include "log.h"
@@ -386,6 +387,7 @@ static int bind_inputs(infer_ctx *ctx, ts_err *err) {
 }
 
 static void ctx_free(infer_ctx *ctx) {
+  atomic_fetch_sub(&ctx->fe->in_flight, 1);
   if (ctx->inf) ts_infer_free(ctx->inf);
   for (int i = 0; i < ctx->n_inputs; i++) ts_tensor_free(&ctx->inputs[i]);
   free(ctx->inputs);
@@ -516,6 +518,12 @@ static void handle_model_infer(ts_rpc_call *call, const uint8_t *data,
   }
   ctx->fe = fe;
   ctx->call = call;
+  atomic_fetch_add(&fe->in_flight, 1);
+  if (atomic_load(&fe->draining)) {
+    ts_rpc_call_fail(call, TS_EUNAVAILABLE, "the server is shutting down");
+    ctx_free(ctx);
+    return;
+  }
   ctx->req = (Inference__ModelInferRequest *)unpack_or_fail(
       call, &inference__model_infer_request__descriptor, data, len);
   if (!ctx->req) {
@@ -679,6 +687,16 @@ static void handle_repository_unload(ts_rpc_call *call, const uint8_t *data,
     reply_error(call, &err);
   }
   protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+int ts_frontend_drain(ts_frontend *fe, int64_t timeout_ms) {
+  atomic_store(&fe->draining, 1);
+  int64_t until = ts_now_ms() + timeout_ms;
+  while (atomic_load(&fe->in_flight) > 0 && ts_now_ms() < until) {
+    struct timespec ts = {0, 5 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  return atomic_load(&fe->in_flight);
 }
 
 int ts_frontend_methods(ts_frontend *fe, ts_rpc_method *out) {

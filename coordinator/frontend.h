@@ -15,6 +15,8 @@
 #ifndef TS_FRONTEND_H
 #define TS_FRONTEND_H
 
+#include <stdatomic.h>
+
 #include "dispatch.h"
 #include "registry.h"
 #include "rpc.h"
@@ -25,7 +27,14 @@ typedef struct ts_frontend {
   ts_dispatch_opts dispatch;
   int64_t max_deadline_ms;   /* cap on any request's deadline */
   struct ts_batcher *batcher; /* dynamic batching; NULL: none */
+  atomic_int draining;       /* shutting down: new requests get UNAVAILABLE */
+  atomic_int in_flight;      /* ModelInfer calls accepted, not yet answered */
 } ts_frontend;
+
+/* Graceful shutdown, first half: from now on new ModelInfer calls answer
+ * UNAVAILABLE; waits up to timeout_ms for the accepted ones to be answered.
+ * Returns the number still in flight. */
+int ts_frontend_drain(ts_frontend *fe, int64_t timeout_ms);
 
 #define TS_FRONTEND_METHODS 9
 

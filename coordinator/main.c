@@ -379,8 +379,8 @@ int main(int argc, char **argv) {
             err.msg);
     goto out_batcher;
   }
-  ts_log_info("serving %d model(s) on %s with %d worker(s)", registry.n,
-              o.listen, (int)cluster.n);
+  ts_log_info("serving %d model(s) on port %d with %d worker(s)", registry.n,
+              port, (int)cluster.n);
   if (cluster.n == 0)
     ts_log_warn("no workers yet: models wait until workers join "
                 "(tessera-worker --join %s)", o.listen);
@@ -399,9 +399,13 @@ int main(int argc, char **argv) {
   uv_run(ctl.loop, UV_RUN_DEFAULT);
   uv_loop_close(ctl.loop);
 
-  /* Stop accepting, let requests in flight finish, then tear down. */
+  /* Health says NOT_SERVING, new requests get UNAVAILABLE, requests in
+   * flight finish (10 s at most); only then does the server stop, so no
+   * accepted request is ever cancelled by the shutdown itself. */
   ts_rpc_server_set_serving(server, 0);
-  ts_rpc_server_stop(server, 10000);
+  int left = ts_frontend_drain(&fe, 10000);
+  if (left) ts_log_warn("%d request(s) still in flight after 10 s", left);
+  ts_rpc_server_stop(server, 1000);
   exit_code = 0;
 out_batcher:
   ts_batcher_free(fe.batcher);

@@ -1107,7 +1107,7 @@ START_TEST(test_queue_deadline_cancel) {
    * refused UNAVAILABLE, a second SIGTERM changes nothing, the run in
    * flight still completes, then the worker exits 0. */
   async_tally last = {0};
-  run_async(c, &w, &g, xs, slow_rows, ts_now_ms() + CALL_MS, &last);
+  run_async(c, &w, &g, xs, slow_rows / 2, ts_now_ms() + CALL_MS, &last);
   wait_in_flight(&w);
   kill(w.pid, SIGTERM);
   int64_t end = ts_now_ms() + 10000;
