@@ -79,7 +79,7 @@ static int int_list(const ts_node *n, const ts_tensor *const *in,
     return ts_kernel_fail(n, err, TS_EINVAL,
                           "attribute '%s' has %zu values, at most %zu allowed",
                           name, c, max);
-  memcpy(vals, a, c * sizeof *a);
+  if (c) memcpy(vals, a, c * sizeof *a);
   *count = c;
   *present = true;
   return TS_OK;
@@ -1316,6 +1316,7 @@ static int infer_layernorm(const ts_node *n, const ts_tensor *const *in,
   int64_t rows, cols, steps[3], dims[TS_MAX_RANK];
   int rc = layernorm_geom(n, in, &axis, &rows, &cols, steps, err);
   if (!rc) rc = ts_tensor_set_shape(&out[0], x->dtype, x->dims, x->rank, err);
+  if (rc) return rc;
   memcpy(dims, x->dims, sizeof dims);
   for (int k = axis; k < x->rank; k++) dims[k] = 1;
   for (int i = 1; i < n->n_outputs && !rc; i++) /* Mean, InvStdDev */
