@@ -121,15 +121,15 @@ int ts_kernel_slot(ts_dtype t) {
 typedef void (*ew_fn)(int64_t n, const void *const *in, const int64_t *step,
                       void *out, const void *params);
 
-static inline double float_div(double a, double b) { return a / b; }
 static inline int32_t div_i32(int32_t a, int32_t b) {
   return b == 0 ? 0 : b == -1 ? (int32_t)(0u - (uint32_t)a) : a / b;
 }
 static inline int64_t div_i64(int64_t a, int64_t b) {
   return b == 0 ? 0 : b == -1 ? (int64_t)(0u - (uint64_t)a) : a / b;
 }
-#define DIV(a, b) \
-  _Generic((a), int32_t : div_i32, int64_t : div_i64, default : float_div)(a, b)
+#define DIV(a, b)                                                    \
+  _Generic((a), int32_t : div_i32(a, b), int64_t : div_i64(a, b),    \
+           default : (a) / (b))
 
 #define NEG(x)                                                           \
   _Generic((x), int32_t : (int32_t)(0u - (uint32_t)(x)),                 \
