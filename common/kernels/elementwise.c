@@ -494,6 +494,38 @@ typedef union param_buf {
     }                                                                      \
   }
 
+/* erf for float without a libm call, so the loop vectorizes (glibc's
+ * erff is ~12 ns an element, the second cost of a GELU transformer after
+ * sgemm). |x| < 1: x * P(x^2); 1 <= |x| < 4: a polynomial in
+ * s = (|x| - 2.5) / 1.5; above 4 the float result is 1. The coefficients
+ * are least-squares fits on 2000 Chebyshev nodes (numpy polyfit of
+ * erf(x)/x in x^2, degree 5, and of erf in s, degree 12); evaluated in
+ * float the worst relative error over normal floats is 1.7e-7 (about
+ * 2.5 ulp, glibc: 1 ulp). Double inputs keep libm's erf. */
+static inline float erf_f32(float x) {
+  float a = fabsf(x), u = a * a, s = (a - 2.5f) * (1 / 1.5f);
+  float p = (((((-0.000565410592f * u + 0.00492327753f) * u +
+                -0.026716385f) * u + 0.112803645f) * u +
+              -0.376123488f) * u + 1.12837911f) * a;
+  /* Written out (not a loop over a table) so the element loop vectorizes. */
+  float q = -0.00113001803f;
+  q = q * s + 0.00185156765f;
+  q = q * s + 0.00342609966f;
+  q = q * s - 0.0107976608f;
+  q = q * s + 0.00748362578f;
+  q = q * s + 0.00981079135f;
+  q = q * s - 0.0321643278f;
+  q = q * s + 0.0463220701f;
+  q = q * s - 0.0436021946f;
+  q = q * s + 0.028195845f;
+  q = q * s - 0.012255908f;
+  q = q * s + 0.003266969f;
+  q = q * s + 0.999593079f;
+  float r = a < 1 ? p : a < 4 ? q : 1;
+  return x != x ? x : copysignf(r, x);
+}
+#define ERF(x) _Generic((x), float : erf_f32, default : erf)(x)
+
 #define ABS(x) _Generic((x), int32_t : (x) < 0 ? NEG(x) : (x), \
                         int64_t : (x) < 0 ? NEG(x) : (x), default : fabs(x))
 #define CLIP(x, lo, hi) \
@@ -511,7 +543,7 @@ typedef union param_buf {
   X(Sqrt, sqrt(x), F, prepare_plain, NULL, 1)                             \
   X(Exp, exp(x), F, prepare_plain, NULL, 1)                               \
   X(Log, log(x), F, prepare_plain, NULL, 1)                               \
-  X(Erf, erf(x), F, prepare_plain, NULL, 1)                               \
+  X(Erf, ERF(x), F, prepare_plain, NULL, 1)                               \
   X(Reciprocal, 1 / x, F, prepare_plain, NULL, 1)                         \
   X(Floor, floor(x), F, prepare_plain, NULL, 1)                           \
   X(Ceil, ceil(x), F, prepare_plain, NULL, 1)                             \
