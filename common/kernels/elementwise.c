@@ -526,6 +526,26 @@ static inline float erf_f32(float x) {
 }
 #define ERF(x) _Generic((x), float : erf_f32, default : erf)(x)
 
+/* tanh for float without a libm call (glibc's tanhf is ~30 ns an element;
+ * GELU's tanh form uses it): tanh(x) = x * P(x^2) / Q(x^2), degrees 5/5,
+ * evaluated in double on |x| clamped to 9, where the float result becomes
+ * 1. The coefficients come from an iteratively reweighted linear
+ * least-squares fit (Sanathanan-Koerner) of tanh(x)/x on [0, 9] in
+ * x^2 / 81, weighted for relative error; the worst relative error over
+ * normal floats is 5.9e-8, about 1 ulp. */
+static inline float tanh_f32(float x) {
+  double a = fabs((double)x), c = a < 9 ? a : 9, u = c * c;
+  double p = ((((3.7187391408126419e-11 * u + 1.118940366082885e-07) * u +
+                4.2399643024833472e-05) * u + 0.0044308493313470164) * u +
+              0.14102889854732367) * u + 0.99999999998367839;
+  double q = ((((2.9776552871458982e-09 * u + 2.6155190095977012e-06) * u +
+                0.00050177574173708201) * u + 0.029218260417641136) * u +
+              0.47436223160568508) * u + 1;
+  double r = a < 9 ? c * p / q : 1;
+  return x != x ? x : copysignf((float)r, x);
+}
+#define TANH(x) _Generic((x), float : tanh_f32, default : tanh)(x)
+
 #define ABS(x) _Generic((x), int32_t : (x) < 0 ? NEG(x) : (x), \
                         int64_t : (x) < 0 ? NEG(x) : (x), default : fabs(x))
 #define CLIP(x, lo, hi) \
@@ -539,7 +559,7 @@ static inline float erf_f32(float x) {
   X(Neg, NEG(x), FI, prepare_plain, NULL, 1)                              \
   X(Abs, ABS(x), FI, prepare_plain, NULL, 1)                              \
   X(Sigmoid, 1 / (1 + exp(-x)), F, prepare_plain, NULL, 1)                \
-  X(Tanh, tanh(x), F, prepare_plain, NULL, 1)                             \
+  X(Tanh, TANH(x), F, prepare_plain, NULL, 1)                             \
   X(Sqrt, sqrt(x), F, prepare_plain, NULL, 1)                             \
   X(Exp, exp(x), F, prepare_plain, NULL, 1)                               \
   X(Log, log(x), F, prepare_plain, NULL, 1)                               \
