@@ -746,6 +746,13 @@ START_TEST(test_bad_models) {
   kc_attr_int(n, "to", TS_DTYPE_STRING);
   ck_assert_int_eq(load_code(m, &err), TS_EUNSUPPORTED);
   ck_assert_msg(strstr(err.msg, "'to'"), "names the attribute: %s", err.msg);
+  /* Clip before opset 11 has no bound inputs. */
+  ts_tensor one;
+  kc_tensor_from(&one, TS_DTYPE_FLOAT, 0, NULL, (double[]){1});
+  ck_assert_int_eq(load_code(kc_op_model("Clip", "", 9,
+                                         (const ts_tensor *[]){&f, &one}, 2, 2,
+                                         1, NULL), &err), TS_EINVAL);
+  ts_tensor_free(&one);
   /* Clip bounds must be scalars of the input's type. */
   ck_assert_int_eq(load_code(kc_op_model("Clip", "", 13,
                                          (const ts_tensor *[]){&f, &f2}, 2, 2,

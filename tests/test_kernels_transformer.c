@@ -912,6 +912,18 @@ START_TEST(test_bad_models) {
   ck_assert_int_eq(load_code(kc_op_model("Unsqueeze", "", 13,
                                          (const ts_tensor *[]){&x, &rep}, 2, 2,
                                          1, NULL), &err), TS_EINVAL);
+  /* Inputs that the node's opset does not have yet (they would be
+   * ignored): Unsqueeze 11, Split 11, Slice 9 given input-form operands. */
+  ck_assert_int_eq(load_code(kc_op_model("Unsqueeze", "", 11,
+                                         (const ts_tensor *[]){&x, &i}, 2, 2,
+                                         1, NULL), &err), TS_EINVAL);
+  ck_assert_msg(strstr(err.msg, "opset 13"), "says which opset: %s", err.msg);
+  ck_assert_int_eq(load_code(kc_op_model("Split", "", 11,
+                                         (const ts_tensor *[]){&x, &i}, 2, 2,
+                                         1, NULL), &err), TS_EINVAL);
+  ck_assert_int_eq(load_code(kc_op_model("Slice", "", 9,
+                                         (const ts_tensor *[]){&x, &i, &big},
+                                         3, 6, 1, NULL), &err), TS_EINVAL);
   /* Unsqueeze opset 13 with the old attribute. */
   m = kc_op_model("Unsqueeze", "", 13, x1, 1, 0, 1, &n);
   kc_attr_ints(n, "axes", 1, (int64_t[]){0});

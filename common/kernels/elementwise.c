@@ -74,6 +74,22 @@ int ts_kernel_check_attrs(const ts_node *n, const ts_attr_spec *specs,
   return rc;
 }
 
+int ts_kernel_check_form(const ts_node *n, int64_t inputs_from,
+                         const ts_attr_spec *old_attrs,
+                         const ts_attr_spec *new_attrs, ts_err *err) {
+  bool old = n->opset < inputs_from;
+  int rc = ts_kernel_check_attrs(n, old ? old_attrs : new_attrs, err);
+  if (rc || !old || n->n_inputs <= 1) return rc;
+  if (inputs_from == INT64_MAX)
+    return ts_kernel_fail(n, err, TS_EINVAL, "takes one input, not %d",
+                          n->n_inputs);
+  return ts_kernel_fail(n, err, TS_EINVAL,
+                        "%d inputs: inputs after the first need opset %lld "
+                        "(the model imports %lld)",
+                        n->n_inputs, (long long)inputs_from,
+                        (long long)n->opset);
+}
+
 int ts_kernel_ints(const ts_node *n, const ts_tensor *t, const char *what,
                    int64_t *vals, size_t max, size_t *count, ts_err *err) {
   if (t->dtype != TS_DTYPE_INT64 && t->dtype != TS_DTYPE_INT32)
@@ -595,8 +611,7 @@ static int prepare_leaky(ts_node *n, const ts_graph *g, ts_err *err) {
 /* Clip takes min/max as attributes before opset 11, as inputs from 11. */
 static int prepare_clip(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  return ts_kernel_check_attrs(n, n->opset < 11 ? clip_attrs : no_attrs,
-                               err);
+  return ts_kernel_check_form(n, 11, clip_attrs, no_attrs, err);
 }
 
 static void param_set(param_buf *p, ts_dtype t, int i, double v) {

@@ -96,6 +96,15 @@ typedef struct ts_attr_spec {
 int ts_kernel_check_attrs(const ts_node *n, const ts_attr_spec *specs,
                           ts_err *err);
 
+/* For ops whose operands moved from attributes to inputs at opset
+ * `inputs_from` (Clip 11, Slice 10, Squeeze 13, ...): checks the attributes
+ * against old_attrs before that opset and new_attrs from it, and rejects
+ * inputs beyond the first before it (TS_EINVAL), which would otherwise be
+ * ignored. */
+int ts_kernel_check_form(const ts_node *n, int64_t inputs_from,
+                         const ts_attr_spec *old_attrs,
+                         const ts_attr_spec *new_attrs, ts_err *err);
+
 /* Reads the integer values of a 0-D or 1-D int32/int64 tensor `t` (an input
  * called `what` in messages) into vals[0..*count). TS_EAGAIN when the values
  * are not known yet (load-time inference); TS_EINVAL on another dtype or

@@ -395,8 +395,7 @@ static const ts_attr_spec axes_attrs[] = {{"axes", ATTR_INTS}, {NULL}};
 /* Unsqueeze and Squeeze take axes as an attribute before opset 13. */
 static int prepare_axes13(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  return ts_kernel_check_attrs(n, n->opset < 13 ? axes_attrs : no_attrs,
-                               err);
+  return ts_kernel_check_form(n, 13, axes_attrs, no_attrs, err);
 }
 
 /* Unsqueeze (insert) and Squeeze: the output shape from the axes. */
@@ -537,8 +536,7 @@ static const ts_attr_spec slice_attrs[] = {
 /* Before opset 10, starts/ends/axes are attributes. */
 static int prepare_slice(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  return ts_kernel_check_attrs(n, n->opset < 10 ? slice_attrs : no_attrs,
-                               err);
+  return ts_kernel_check_form(n, 10, slice_attrs, no_attrs, err);
 }
 
 typedef struct slice_plan {
@@ -660,8 +658,7 @@ static int prepare_split(ts_node *n, const ts_graph *g, ts_err *err) {
     return ts_kernel_fail(n, err, TS_EUNSUPPORTED,
                           "%d outputs, at most %d supported", n->n_outputs,
                           MAX_SPLIT);
-  return ts_kernel_check_attrs(n, n->opset < 13 ? split_attrs : axis_attrs,
-                             err);
+  return ts_kernel_check_form(n, 13, split_attrs, axis_attrs, err);
 }
 
 /* The size of each output along *axis. */
@@ -1114,21 +1111,17 @@ static const ts_attr_spec reduce_attrs[] = {
 static const ts_attr_spec reduce_sum13_attrs[] = {
     {"keepdims", ATTR_INT}, {"noop_with_empty_axes", ATTR_INT}, {NULL}};
 
-/* ReduceSum takes axes as an input from opset 13 (and gains
- * noop_with_empty_axes); the others keep the attribute through opset 17. */
-static bool axes_as_input(const ts_node *n) {
-  return n->opset >= 13 && strcmp(n->op_type, "ReduceSum") == 0;
+/* The opset from which axes is an input: ReduceSum's is 13 (it also gains
+ * noop_with_empty_axes then); the others keep the attribute through opset
+ * 17, the newest the loader takes. */
+static int64_t axes_input_from(const ts_node *n) {
+  return strcmp(n->op_type, "ReduceSum") == 0 ? 13 : INT64_MAX;
 }
 
 static int prepare_reduce(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
-  int rc = ts_kernel_check_attrs(
-      n, axes_as_input(n) ? reduce_sum13_attrs : reduce_attrs, err);
-  if (rc) return rc;
-  if (!axes_as_input(n) && n->n_inputs > 1)
-    return ts_kernel_fail(n, err, TS_EINVAL,
-                          "axes as an input needs opset 13 or later");
-  return TS_OK;
+  return ts_kernel_check_form(n, axes_input_from(n), reduce_attrs,
+                              reduce_sum13_attrs, err);
 }
 
 /* Which axes of in[0] are reduced (mask) and the output dims. *noop: the
@@ -1144,7 +1137,7 @@ static int reduce_shape(const ts_node *n, const ts_tensor *const *in,
     return ts_kernel_fail(n, err, TS_EUNSUPPORTED,
                           "input type %s is not supported",
                           ts_dtype_name(x->dtype));
-  int rc = int_list(n, in, "axes", 1, axes_as_input(n) ? 13 : INT64_MAX, axes,
+  int rc = int_list(n, in, "axes", 1, axes_input_from(n), axes,
                     TS_MAX_RANK, &count, &present, err);
   if (rc) return rc;
   *noop = count == 0 && ts_attr_int(n, "noop_with_empty_axes", 0);
