@@ -51,8 +51,10 @@ int ts_kernel_fail(const ts_node *n, ts_err *err, int code, const char *fmt,
 int ts_kernel_check_attrs(const ts_node *n, const ts_attr_spec *specs,
                           ts_err *err) {
   static const char *const type_names[] = {
-      [ATTR_INT] = "an int", [ATTR_INTS] = "a list of ints",
-      [ATTR_FLOAT] = "a float", [ATTR_TENSOR] = "a tensor"};
+      [ATTR_INT] = "an int",          [ATTR_INTS] = "a list of ints",
+      [ATTR_FLOAT] = "a float",       [ATTR_FLOATS] = "a list of floats",
+      [ATTR_STRING] = "a string",     [ATTR_STRINGS] = "a list of strings",
+      [ATTR_TENSOR] = "a tensor"};
   const char *names[16];
   int k = 0;
   for (; specs[k].name; k++) {
@@ -68,8 +70,12 @@ int ts_kernel_check_attrs(const ts_node *n, const ts_attr_spec *specs,
     if (a && a->has_type &&
         a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__UNDEFINED &&
         a->type != specs[i].type)
-      rc = ts_kernel_fail(n, err, TS_EINVAL, "attribute '%s' must be %s",
-                          specs[i].name, type_names[specs[i].type]);
+      rc = ts_kernel_fail(
+          n, err, TS_EINVAL, "attribute '%s' must be %s", specs[i].name,
+          (size_t)specs[i].type < sizeof type_names / sizeof type_names[0] &&
+                  type_names[specs[i].type]
+              ? type_names[specs[i].type]
+              : "of another type");
   }
   return rc;
 }

@@ -62,9 +62,9 @@ int ts_kernel_fail(const ts_node *n, ts_err *err, int code, const char *fmt,
   X(f64, double, TS_DTYPE_DOUBLE) \
   X(i32, int32_t, TS_DTYPE_INT32) \
   X(i64, int64_t, TS_DTYPE_INT64)
-#define TS_KERNEL_SLOTS(X)     \
-  TS_KERNEL_NUM_SLOTS(X)       \
-  X(b, uint8_t, TS_DTYPE_BOOL) \
+#define TS_KERNEL_SLOTS(X)       \
+  TS_KERNEL_NUM_SLOTS(X)         \
+  X(b, uint8_t, TS_DTYPE_BOOL)   \
   X(u8, uint8_t, TS_DTYPE_UINT8) \
   X(i8, int8_t, TS_DTYPE_INT8)
 
@@ -88,6 +88,9 @@ typedef struct ts_attr_spec {
 #define ATTR_INTS ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS
 #define ATTR_FLOAT ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT
 #define ATTR_TENSOR ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR
+#define ATTR_FLOATS ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS
+#define ATTR_STRING ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING
+#define ATTR_STRINGS ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS
 
 /* ts_node_check_attrs() over specs[] (ended by {NULL}; at most 15), then
  * the type of each attribute present: TS_EINVAL naming the attribute when
