@@ -39,22 +39,48 @@ static ts_model *load_mlp(void) {
   return model;
 }
 
-/* float64 reference of the MLP above. */
-static void mlp_ref(const ts_tensor *x, double *y) {
-  int64_t n = x->dims[0];
-  for (int64_t i = 0; i < n; i++) {
-    double h[3], mx = -INFINITY, sum = 0;
+/* float64 reference of h = x W + b in the MLP above. */
+static void mlp_hidden(const ts_tensor *x, double *h) {
+  for (int64_t i = 0; i < x->dims[0]; i++)
     for (int j = 0; j < 3; j++) {
-      h[j] = kc_get(&B, j);
-      for (int k = 0; k < 4; k++) h[j] += kc_get(x, i * 4 + k) * kc_get(&W, k * 3 + j);
-      mx = fmax(mx, h[j]);
+      h[i * 3 + j] = kc_get(&B, j);
+      for (int k = 0; k < 4; k++)
+        h[i * 3 + j] += kc_get(x, i * 4 + k) * kc_get(&W, k * 3 + j);
     }
-    for (int j = 0; j < 3; j++) sum += exp(h[j] - mx);
-    for (int j = 0; j < 3; j++) y[i * 3 + j] = exp(h[j] - mx) / sum;
+}
+
+/* float64 reference of y = softmax(h) over rows of `cols`, in place. */
+static void softmax_rows(double *v, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows; i++) {
+    double mx = -INFINITY, sum = 0, *r = v + i * cols;
+    for (int64_t j = 0; j < cols; j++) mx = fmax(mx, r[j]);
+    for (int64_t j = 0; j < cols; j++) sum += exp(r[j] - mx);
+    for (int64_t j = 0; j < cols; j++) r[j] = exp(r[j] - mx) / sum;
   }
 }
 
+/* float64 reference of the MLP's output y. */
+static void mlp_ref(const ts_tensor *x, double *y) {
+  mlp_hidden(x, y);
+  softmax_rows(y, x->dims[0], 3);
+}
+
 static const char *const X_NAME[] = {"x"};
+
+/* Fixture: the MLP and a session, fresh for every test. */
+static ts_model *M;
+static ts_session *S;
+
+static void setup(void) {
+  ts_err err;
+  M = load_mlp();
+  ck_assert_int_eq(ts_session_create(&S, &err), 0);
+}
+
+static void teardown(void) {
+  ts_session_free(S);
+  ts_model_free(M);
+}
 
 static int run1(ts_model *m, ts_session *s, const ts_tensor *x,
                 ts_tensor *out, ts_err *err) {
@@ -67,10 +93,9 @@ static int run1(ts_model *m, ts_session *s, const ts_tensor *x,
                 (err).msg, (s))
 
 START_TEST(runs_and_matches_reference) {
-  ts_model *m = load_mlp();
-  ts_session *s;
+  ts_model *m = M;
+  ts_session *s = S;
   ts_err err;
-  ck_assert_int_eq(ts_session_create(&s, &err), 0);
   kc_rng r = kc_rng_seed(1);
   for (int n = 0; n <= 9; n += 3) {
     ts_tensor x, y;
@@ -82,16 +107,13 @@ START_TEST(runs_and_matches_reference) {
     kc_assert_close(&y, ref, D(n, 3), 2, 1e-5, 1e-6, "mlp");
     ts_tensor_free(&x);
   }
-  ts_session_free(s);
-  ts_model_free(m);
 }
 END_TEST
 
 START_TEST(input_validation) {
-  ts_model *m = load_mlp();
-  ts_session *s;
+  ts_model *m = M;
+  ts_session *s = S;
   ts_err err;
-  ck_assert_int_eq(ts_session_create(&s, &err), 0);
   kc_rng r = kc_rng_seed(2);
   ts_tensor x, y, bad;
   kc_tensor_rand(&x, TS_DTYPE_FLOAT, 2, D(2, 4), &r, -1, 1);
@@ -145,16 +167,13 @@ START_TEST(input_validation) {
   /* the session still works after all that */
   ck_assert_int_eq(run1(m, s, &x, &y, &err), 0);
   ts_tensor_free(&x);
-  ts_session_free(s);
-  ts_model_free(m);
 }
 END_TEST
 
 START_TEST(output_selection) {
-  ts_model *m = load_mlp();
-  ts_session *s;
+  ts_model *m = M;
+  ts_session *s = S;
   ts_err err;
-  ck_assert_int_eq(ts_session_create(&s, &err), 0);
   kc_rng r = kc_rng_seed(3);
   ts_tensor x;
   kc_tensor_rand(&x, TS_DTYPE_FLOAT, 2, D(5, 4), &r, -1, 1);
@@ -164,12 +183,7 @@ START_TEST(output_selection) {
   ck_assert_msg(ts_exec_run(m, s, X_NAME, &x, 1, outs, o, 4, &err) == 0, "%s",
                 err.msg);
   double h[15];
-  for (int i = 0; i < 5; i++)
-    for (int j = 0; j < 3; j++) {
-      h[i * 3 + j] = kc_get(&B, j);
-      for (int k = 0; k < 4; k++)
-        h[i * 3 + j] += kc_get(&x, i * 4 + k) * kc_get(&W, k * 3 + j);
-    }
+  mlp_hidden(&x, h);
   kc_assert_close(&o[0], h, D(5, 3), 2, 1e-5, 1e-6, "h");
   double yref[15];
   mlp_ref(&x, yref);
@@ -185,8 +199,6 @@ START_TEST(output_selection) {
   free(w);
   free(xr);
   ts_tensor_free(&x);
-  ts_session_free(s);
-  ts_model_free(m);
 }
 END_TEST
 
@@ -238,10 +250,9 @@ START_TEST(unneeded_nodes_are_skipped) {
 END_TEST
 
 START_TEST(warm_session_allocates_nothing) {
-  ts_model *m = load_mlp();
-  ts_session *s;
+  ts_model *m = M;
+  ts_session *s = S;
   ts_err err;
-  ck_assert_int_eq(ts_session_create(&s, &err), 0);
   kc_rng r = kc_rng_seed(4);
   ts_tensor x4, x9, y;
   kc_tensor_rand(&x4, TS_DTYPE_FLOAT, 2, D(4, 4), &r, -1, 1);
@@ -276,8 +287,6 @@ START_TEST(warm_session_allocates_nothing) {
   ts_model_free(m2);
   ts_tensor_free(&x4);
   ts_tensor_free(&x9);
-  ts_session_free(s);
-  ts_model_free(m);
 }
 END_TEST
 
@@ -309,13 +318,7 @@ START_TEST(liveness_reuses_buffers) {
                 "arena %zu bytes for 8 x 16 KiB values", arena);
   /* reference: softmax applied 8 times */
   double *ref = kc_to_f64(&x);
-  for (int it = 0; it < 8; it++)
-    for (int i = 0; i < 64; i++) {
-      double mx = -INFINITY, sum = 0;
-      for (int j = 0; j < 64; j++) mx = fmax(mx, ref[i * 64 + j]);
-      for (int j = 0; j < 64; j++) sum += exp(ref[i * 64 + j] - mx);
-      for (int j = 0; j < 64; j++) ref[i * 64 + j] = exp(ref[i * 64 + j] - mx) / sum;
-    }
+  for (int it = 0; it < 8; it++) softmax_rows(ref, 64, 64);
   kc_assert_close(&y, ref, D(64, 64), 2, 1e-5, 1e-7, "softmax chain");
   ck_assert_int_eq(ts_exec_run(m, s, names, &x, 1, NULL, &y, 0, &err), 0);
   kc_assert_close(&y, ref, D(64, 64), 2, 1e-5, 1e-7, "softmax chain, warm");
@@ -428,6 +431,7 @@ static Suite *suite(void) {
   Suite *s = suite_create("exec");
   TCase *tc = tcase_create("exec");
   tcase_set_timeout(tc, 120);
+  tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, runs_and_matches_reference);
   tcase_add_test(tc, input_validation);
   tcase_add_test(tc, output_selection);
@@ -441,11 +445,8 @@ static Suite *suite(void) {
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
+  int rc = kc_main(suite());
   ts_tensor_free(&W);
   ts_tensor_free(&B);
-  return failed ? 1 : 0;
+  return rc;
 }

@@ -378,7 +378,9 @@ const ts_op ts_op_MatMul = {
 
 /* ---- Softmax / LogSoftmax ------------------------------------------------ */
 
-static int softmax_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
+/* prepare of ops whose one attribute is an int `axis` (Softmax, LogSoftmax,
+ * Flatten); its range is checked by infer, once the rank is known. */
+static int axis_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
   static const char *const known[] = {"axis", NULL};
   int64_t axis;
@@ -503,13 +505,13 @@ static int log_softmax_run(const ts_node *n, const ts_tensor *const *in,
 const ts_op ts_op_Softmax = {
     .domain = "", .name = "Softmax",
     .min_inputs = 1, .max_inputs = 1, .min_outputs = 1, .max_outputs = 1,
-    .prepare = softmax_prepare, .infer = softmax_infer, .run = softmax_run,
+    .prepare = axis_prepare, .infer = softmax_infer, .run = softmax_run,
 };
 
 const ts_op ts_op_LogSoftmax = {
     .domain = "", .name = "LogSoftmax",
     .min_inputs = 1, .max_inputs = 1, .min_outputs = 1, .max_outputs = 1,
-    .prepare = softmax_prepare, .infer = softmax_infer, .run = log_softmax_run,
+    .prepare = axis_prepare, .infer = softmax_infer, .run = log_softmax_run,
 };
 
 /* ---- Identity ------------------------------------------------------------ */
@@ -529,15 +531,6 @@ const ts_op ts_op_Identity = {
 
 /* ---- Flatten ------------------------------------------------------------- */
 
-static int flatten_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
-  (void)g;
-  static const char *const known[] = {"axis", NULL};
-  int64_t axis;
-  int rc = ts_node_check_attrs(n, known, err);
-  if (!rc) rc = attr_int(n, "axis", 1, &axis, err);
-  return rc;
-}
-
 static int flatten_infer(const ts_node *n, const ts_tensor *const *in,
                          ts_tensor *out, ts_err *err) {
   const ts_tensor *x = in[0];
@@ -551,7 +544,7 @@ static int flatten_infer(const ts_node *n, const ts_tensor *const *in,
 const ts_op ts_op_Flatten = {
     .domain = "", .name = "Flatten",
     .min_inputs = 1, .max_inputs = 1, .min_outputs = 1, .max_outputs = 1,
-    .prepare = flatten_prepare, .infer = flatten_infer, .run = copy_run,
+    .prepare = axis_prepare, .infer = flatten_infer, .run = copy_run,
 };
 
 /* ---- Reshape ------------------------------------------------------------- */
