@@ -337,12 +337,15 @@ POW_ROW(double, f64)
 typedef struct binary_desc {
   bool out_bool;              /* comparisons: output is bool */
   bool mixed;                 /* inputs may differ in dtype (Pow) */
-  ew_fn fn[TS_N_SLOTS][TS_N_SLOTS]; /* [slot of a][slot of b]; NULL: unsupported */
+  /* [slot of a][slot of b]; NULL: unsupported */
+  ew_fn fn[TS_N_SLOTS][TS_N_SLOTS];
 } binary_desc;
 
-#define TABLE_NUM(op)                                              \
-  .fn[TS_SLOT_f32][TS_SLOT_f32] = op##_f32, .fn[TS_SLOT_f64][TS_SLOT_f64] = op##_f64,       \
-  .fn[TS_SLOT_i32][TS_SLOT_i32] = op##_i32, .fn[TS_SLOT_i64][TS_SLOT_i64] = op##_i64
+#define TABLE_NUM(op)                            \
+  .fn[TS_SLOT_f32][TS_SLOT_f32] = op##_f32,      \
+  .fn[TS_SLOT_f64][TS_SLOT_f64] = op##_f64,      \
+  .fn[TS_SLOT_i32][TS_SLOT_i32] = op##_i32,      \
+  .fn[TS_SLOT_i64][TS_SLOT_i64] = op##_i64
 #define TABLE_CMP(op) .out_bool = true, TABLE_NUM(op)
 #define TABLE_EQ(op) TABLE_CMP(op), .fn[TS_SLOT_b][TS_SLOT_b] = op##_b
 #define TABLE_LOGIC(op) .out_bool = true, .fn[TS_SLOT_b][TS_SLOT_b] = op##_b
@@ -353,10 +356,14 @@ VARIADIC_LIST(X)
 #undef X
 static const binary_desc binary_Pow = {
     .mixed = true,
-    .fn = {[TS_SLOT_f32] = {[TS_SLOT_f32] = pow_f32_f32, [TS_SLOT_f64] = pow_f32_f64,
-                      [TS_SLOT_i32] = pow_f32_i32, [TS_SLOT_i64] = pow_f32_i64},
-           [TS_SLOT_f64] = {[TS_SLOT_f32] = pow_f64_f32, [TS_SLOT_f64] = pow_f64_f64,
-                      [TS_SLOT_i32] = pow_f64_i32, [TS_SLOT_i64] = pow_f64_i64}}};
+    .fn = {[TS_SLOT_f32] = {[TS_SLOT_f32] = pow_f32_f32,
+                            [TS_SLOT_f64] = pow_f32_f64,
+                            [TS_SLOT_i32] = pow_f32_i32,
+                            [TS_SLOT_i64] = pow_f32_i64},
+           [TS_SLOT_f64] = {[TS_SLOT_f32] = pow_f64_f32,
+                            [TS_SLOT_f64] = pow_f64_f64,
+                            [TS_SLOT_i32] = pow_f64_i32,
+                            [TS_SLOT_i64] = pow_f64_i64}}};
 
 static const ts_attr_spec no_attrs[] = {{NULL}};
 
@@ -777,8 +784,9 @@ static inline int64_t int_to_i64(int64_t x) { return x; }
 #define CONV_i8(x) (int8_t)TO_INT(x)
 
 /* TS_KERNEL_SLOTS again, with two leading arguments, so that a row of the
- * source x destination cross product can be expanded inside TS_KERNEL_SLOTS (the
- * preprocessor does not expand a macro inside its own expansion). */
+ * source x destination cross product can be expanded inside
+ * TS_KERNEL_SLOTS (the preprocessor does not expand a macro inside its own
+ * expansion). */
 #define SLOT_LIST2(X, p1, p2)                                          \
   X(p1, p2, f32, float) X(p1, p2, f64, double) X(p1, p2, i32, int32_t)  \
   X(p1, p2, i64, int64_t) X(p1, p2, b, uint8_t) X(p1, p2, u8, uint8_t)  \
@@ -800,7 +808,8 @@ TS_KERNEL_SLOTS(CAST_ROW)
 
 #define CAST_CELL(S, ST, D, DT) [TS_SLOT_##D] = cast_##S##_##D,
 #define CAST_ROW(S, ST, D) [TS_SLOT_##S] = {SLOT_LIST2(CAST_CELL, S, ST)},
-static const ew_fn cast_fn[TS_N_SLOTS][TS_N_SLOTS] = {TS_KERNEL_SLOTS(CAST_ROW)};
+static const ew_fn cast_fn[TS_N_SLOTS][TS_N_SLOTS] = {
+    TS_KERNEL_SLOTS(CAST_ROW)};
 #undef CAST_ROW
 #undef CAST_CELL
 

@@ -1095,9 +1095,11 @@ typedef struct reduce_desc {
   bool mean;
 } reduce_desc;
 
-#define REDUCE_TABLE(kind)                                             \
-  {[TS_SLOT_f32] = reduce_##kind##_f32, [TS_SLOT_f64] = reduce_##kind##_f64,        \
-   [TS_SLOT_i32] = reduce_##kind##_i32, [TS_SLOT_i64] = reduce_##kind##_i64}
+#define REDUCE_TABLE(kind)                 \
+  {[TS_SLOT_f32] = reduce_##kind##_f32,    \
+   [TS_SLOT_f64] = reduce_##kind##_f64,    \
+   [TS_SLOT_i32] = reduce_##kind##_i32,    \
+   [TS_SLOT_i64] = reduce_##kind##_i64}
 /* X(op, kind, mean) */
 #define REDUCE_OPS(X)               \
   X(ReduceSum, sum, false)          \
