@@ -493,7 +493,7 @@ static Onnx__TensorProto *tensor_proto(ts_dtype dt, int rank,
   tp->data_type = dt;
   tp->n_dims = (size_t)rank;
   tp->dims = malloc(sizeof(int64_t) * (size_t)(rank + 1));
-  memcpy(tp->dims, dims, sizeof(int64_t) * (size_t)rank);
+  if (rank) memcpy(tp->dims, dims, sizeof(int64_t) * (size_t)rank);
   return tp;
 }
 
