@@ -17,8 +17,8 @@
  *   shapes       static shape inference, run twice with symbolic dims bound
  *                to two different sentinel sizes: a dim that comes out equal
  *                in both runs is static, one that differs is symbolic (-1).
- *                Small integer tensors computed from shapes (Shape -> Gather
- *                -> Concat chains feeding Reshape) are evaluated on the way.
+ *                Small tensors computed from shapes (Shape -> Gather ->
+ *                Concat chains feeding Reshape) are evaluated on the way.
  *                What inference cannot tell is taken from the model's
  *                value_info / graph outputs.
  *
@@ -50,7 +50,7 @@
 /* Symbolic dims are bound to these two sizes during load-time inference. */
 #define SENTINEL_A 64
 #define SENTINEL_B 96
-/* Integer tensors up to this size are computed during shape inference. */
+/* Results up to this size are computed during shape inference. */
 #define SHAPE_DATA_MAX 4096
 
 typedef struct model_box {
@@ -627,10 +627,6 @@ static bool reads_shape_only(const ts_node *n) {
          (strcmp(n->op_type, "Shape") == 0 || strcmp(n->op_type, "Size") == 0);
 }
 
-static bool is_int_dtype(ts_dtype t) {
-  return t == TS_DTYPE_INT64 || t == TS_DTYPE_INT32;
-}
-
 /* Infers node n's outputs in one pass. Returns 0 (outputs known or not),
  * or the op's error code when infer fails for a reason other than EAGAIN. */
 static int infer_node(const ts_node *n, shape_info *info, const ts_tensor **in,
@@ -649,7 +645,6 @@ static int infer_node(const ts_node *n, shape_info *info, const ts_tensor **in,
   if (rc == TS_EAGAIN) return TS_OK;
   if (rc) return rc;
   size_t total = 0;
-  bool small_ints = true;
   for (int k = 0; k < n->n_outputs; k++) {
     int v = n->outputs[k];
     if (v < 0) continue;
@@ -658,11 +653,11 @@ static int infer_node(const ts_node *n, shape_info *info, const ts_tensor **in,
     info[v].t.data = NULL;
     info[v].t.owned = false;
     total += out[k].nbytes;
-    if (!is_int_dtype(out[k].dtype)) small_ints = false;
   }
-  /* Evaluate small integer results (shape arithmetic) so that Reshape and
-   * friends downstream can infer. Failures only mean "not known". */
-  if (have_data && small_ints && total <= SHAPE_DATA_MAX) {
+  /* Evaluate small results computed from known values (shape arithmetic,
+   * possibly through Cast and float math) so that Reshape and friends
+   * downstream can infer. Failures only mean "not known". */
+  if (have_data && total <= SHAPE_DATA_MAX) {
     ts_err ignored;
     if (ts_exec_node_eval(n, in, out, &ignored) == TS_OK) {
       for (int k = 0; k < n->n_outputs; k++) {

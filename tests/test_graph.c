@@ -727,6 +727,16 @@ START_TEST(pytorch_mlp_matches_torch) {
   ck_assert_int_eq(model->graph.values[y].rank, 2);
   ck_assert_int_eq(model->graph.values[y].dims[0], -1);
   ck_assert_int_eq(model->graph.values[y].dims[1], 5);
+  /* torch exports the reshape as Shape/Gather/Unsqueeze/Concat -> Reshape;
+   * inference must see through it: [batch, 6] */
+  int reshaped = -1;
+  for (int i = 0; i < model->graph.n_nodes; i++)
+    if (strcmp(model->graph.nodes[i].op_type, "Reshape") == 0)
+      reshaped = model->graph.nodes[i].outputs[0];
+  ck_assert_int_ge(reshaped, 0);
+  ck_assert_int_eq(model->graph.values[reshaped].rank, 2);
+  ck_assert_int_eq(model->graph.values[reshaped].dims[0], -1);
+  ck_assert_int_eq(model->graph.values[reshaped].dims[1], 6);
   ts_session *s;
   ck_assert_int_eq(ts_session_create(&s, &err), 0);
   const int batches[] = {3, 7, 3};
