@@ -374,6 +374,7 @@ static int tensor_from_onnx(const Onnx__TensorProto *tp, ts_tensor *out,
     if (nbytes) memcpy(out->data, tp->raw_data.data, (size_t)nbytes);
     return TS_OK;
   }
+  if (n == 0) return TS_OK; /* typed arrays are NULL when empty */
   switch (field) {
     case FIELD_FLOAT: memcpy(out->data, tp->float_data, n * 4); break;
     case FIELD_INT64: memcpy(out->data, tp->int64_data, n * 8); break;
