@@ -1,6 +1,23 @@
 /*
  * exec.c - sessions, kernel scratch and the executor (see exec.h).
  *
+ * A run is keyed by (model serial, each graph input's dtype and dims, the
+ * requested outputs). The first run for a key is a planning run: it executes
+ * the needed nodes with one heap buffer per value (freed after the value's
+ * last reader), records every value's shape, then assigns arena offsets by
+ * liveness (greedy by size: largest first, lowest offset that overlaps no
+ * value live at the same step) and moves the requested outputs into the
+ * arena. Later runs for the key reuse the plan and allocate nothing: every
+ * value's buffer is arena + offset. Each step still calls op->infer; if a
+ * shape differs from the plan (a size that depends on input values, not
+ * only input shapes), the plan is dropped and the run is redone as a
+ * planning run. A session caches up to MAX_PLANS plans (LRU).
+ *
+ * Invariants: inputs are never written (kernels read the caller's bytes in
+ * place); a node's outputs never share memory with its inputs or with each
+ * other; requested outputs live until the next run on the session; the
+ * model is only read, so any number of sessions may run it at once.
+ *
  * Kernel scratch (ts_kctx_scratch) is a bump allocator over one 64-byte
  * aligned block owned by the session. A kernel may ask for scratch several
  * times; when the block is too small, extra blocks are malloc'd for the rest
