@@ -1,7 +1,6 @@
 /* admin.c - see admin.h. */
 #include "admin.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,13 +24,10 @@ static void handle_cluster_status(ts_rpc_call *call, const uint8_t *data,
                                   size_t len, void *user) {
   ts_admin *admin = user;
   ts_cluster *c = admin->cluster;
-  Tessera__Admin__V1__ClusterStatusRequest *req =
-      tessera__admin__v1__cluster_status_request__unpack(NULL, len, data);
-  if (!req) {
-    ts_rpc_call_fail(call, TS_EINVAL, "malformed ClusterStatusRequest");
-    return;
-  }
-  tessera__admin__v1__cluster_status_request__free_unpacked(req, NULL);
+  ProtobufCMessage *req = ts_rpc_call_unpack(
+      call, &tessera__admin__v1__cluster_status_request__descriptor, data, len);
+  if (!req) return;
+  protobuf_c_message_free_unpacked(req, NULL);
   ts_served_model **models;
   int n_models;
   if (ts_registry_snapshot(admin->registry, &models, &n_models) != TS_OK) {
@@ -171,11 +167,10 @@ static void *join_thread(void *arg) {
 static void handle_register_worker(ts_rpc_call *call, const uint8_t *data,
                                    size_t len, void *user) {
   Tessera__Admin__V1__RegisterWorkerRequest *req =
-      tessera__admin__v1__register_worker_request__unpack(NULL, len, data);
-  if (!req) {
-    ts_rpc_call_fail(call, TS_EINVAL, "malformed RegisterWorkerRequest");
-    return;
-  }
+      (Tessera__Admin__V1__RegisterWorkerRequest *)ts_rpc_call_unpack(
+          call, &tessera__admin__v1__register_worker_request__descriptor, data,
+          len);
+  if (!req) return;
   join_job *job = calloc(1, sizeof *job);
   const char *colon = strrchr(req->address, ':');
   if (!job || !colon || colon == req->address ||
@@ -190,15 +185,7 @@ static void handle_register_worker(ts_rpc_call *call, const uint8_t *data,
   job->call = call;
   snprintf(job->address, sizeof job->address, "%s", req->address);
   tessera__admin__v1__register_worker_request__free_unpacked(req, NULL);
-  pthread_t t;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  if (pthread_create(&t, &attr, join_thread, job) != 0) {
-    ts_rpc_call_fail(call, TS_EEXHAUSTED, "cannot start a thread");
-    free(job);
-  }
-  pthread_attr_destroy(&attr);
+  if (ts_rpc_call_offload(call, join_thread, job) != 0) free(job);
 }
 
 int ts_admin_methods(ts_admin *admin, ts_rpc_method *out) {

@@ -3,7 +3,6 @@
 
 #include "batcher.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,18 +22,6 @@ static void reply_error(ts_rpc_call *call, const ts_err *err) {
 }
 
 /* Unpacks a request or answers INVALID_ARGUMENT naming the message. */
-static ProtobufCMessage *unpack_or_fail(ts_rpc_call *call,
-                                        const ProtobufCMessageDescriptor *d,
-                                        const uint8_t *data, size_t len) {
-  ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, data);
-  if (!m) {
-    char msg[160];
-    snprintf(msg, sizeof msg, "malformed %s message", d->name);
-    ts_rpc_call_fail(call, TS_EINVAL, msg);
-  }
-  return m;
-}
-
 /* The model named in a request, or answers NOT_FOUND / UNAVAILABLE. */
 static ts_served_model *model_or_fail(ts_frontend *fe, ts_rpc_call *call,
                                       const char *name, const char *version,
@@ -77,7 +64,7 @@ static void list_names(const ts_io_info *io, int n, char *buf, size_t size) {
 static void handle_server_live(ts_rpc_call *call, const uint8_t *data,
                                size_t len, void *user) {
   (void)user;
-  ProtobufCMessage *req = unpack_or_fail(
+  ProtobufCMessage *req = ts_rpc_call_unpack(
       call, &inference__server_live_request__descriptor, data, len);
   if (!req) return;
   protobuf_c_message_free_unpacked(req, NULL);
@@ -100,7 +87,7 @@ static int all_models_ready(ts_frontend *fe) {
 
 static void handle_server_ready(ts_rpc_call *call, const uint8_t *data,
                                 size_t len, void *user) {
-  ProtobufCMessage *req = unpack_or_fail(
+  ProtobufCMessage *req = ts_rpc_call_unpack(
       call, &inference__server_ready_request__descriptor, data, len);
   if (!req) return;
   protobuf_c_message_free_unpacked(req, NULL);
@@ -112,7 +99,7 @@ static void handle_server_ready(ts_rpc_call *call, const uint8_t *data,
 static void handle_model_ready(ts_rpc_call *call, const uint8_t *data,
                                size_t len, void *user) {
   Inference__ModelReadyRequest *req = (Inference__ModelReadyRequest *)
-      unpack_or_fail(call, &inference__model_ready_request__descriptor, data,
+      ts_rpc_call_unpack(call, &inference__model_ready_request__descriptor, data,
                      len);
   if (!req) return;
   ts_served_model *m = model_or_fail(user, call, req->name, req->version, 0);
@@ -128,7 +115,7 @@ static void handle_model_ready(ts_rpc_call *call, const uint8_t *data,
 static void handle_server_metadata(ts_rpc_call *call, const uint8_t *data,
                                    size_t len, void *user) {
   (void)user;
-  ProtobufCMessage *req = unpack_or_fail(
+  ProtobufCMessage *req = ts_rpc_call_unpack(
       call, &inference__server_metadata_request__descriptor, data, len);
   if (!req) return;
   protobuf_c_message_free_unpacked(req, NULL);
@@ -157,7 +144,7 @@ static void fill_meta(tensor_meta *tm, const ts_io_info *io) {
 static void handle_model_metadata(ts_rpc_call *call, const uint8_t *data,
                                   size_t len, void *user) {
   Inference__ModelMetadataRequest *req = (Inference__ModelMetadataRequest *)
-      unpack_or_fail(call, &inference__model_metadata_request__descriptor,
+      ts_rpc_call_unpack(call, &inference__model_metadata_request__descriptor,
                      data, len);
   if (!req) return;
   ts_served_model *m = model_or_fail(user, call, req->name, req->version, 0);
@@ -524,7 +511,7 @@ static void handle_model_infer(ts_rpc_call *call, const uint8_t *data,
     ctx_free(ctx);
     return;
   }
-  ctx->req = (Inference__ModelInferRequest *)unpack_or_fail(
+  ctx->req = (Inference__ModelInferRequest *)ts_rpc_call_unpack(
       call, &inference__model_infer_request__descriptor, data, len);
   if (!ctx->req) {
     ctx_free(ctx);
@@ -578,7 +565,7 @@ static void handle_repository_index(ts_rpc_call *call, const uint8_t *data,
                                     size_t len, void *user) {
   ts_frontend *fe = user;
   Inference__RepositoryIndexRequest *req = (Inference__RepositoryIndexRequest *)
-      unpack_or_fail(call, &inference__repository_index_request__descriptor,
+      ts_rpc_call_unpack(call, &inference__repository_index_request__descriptor,
                      data, len);
   if (!req) return;
   int ready_only = req->ready;
@@ -642,7 +629,7 @@ static void *load_thread(void *arg) {
 static void handle_repository_load(ts_rpc_call *call, const uint8_t *data,
                                    size_t len, void *user) {
   Inference__RepositoryModelLoadRequest *req =
-      (Inference__RepositoryModelLoadRequest *)unpack_or_fail(
+      (Inference__RepositoryModelLoadRequest *)ts_rpc_call_unpack(
           call, &inference__repository_model_load_request__descriptor, data,
           len);
   if (!req) return;
@@ -659,22 +646,14 @@ static void handle_repository_load(ts_rpc_call *call, const uint8_t *data,
   job->call = call;
   snprintf(job->name, sizeof job->name, "%s", req->model_name);
   protobuf_c_message_free_unpacked(&req->base, NULL);
-  pthread_t t;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  if (pthread_create(&t, &attr, load_thread, job) != 0) {
-    ts_rpc_call_fail(call, TS_EEXHAUSTED, "cannot start a loader thread");
-    free(job);
-  }
-  pthread_attr_destroy(&attr);
+  if (ts_rpc_call_offload(call, load_thread, job) != 0) free(job);
 }
 
 static void handle_repository_unload(ts_rpc_call *call, const uint8_t *data,
                                      size_t len, void *user) {
   ts_frontend *fe = user;
   Inference__RepositoryModelUnloadRequest *req =
-      (Inference__RepositoryModelUnloadRequest *)unpack_or_fail(
+      (Inference__RepositoryModelUnloadRequest *)ts_rpc_call_unpack(
           call, &inference__repository_model_unload_request__descriptor, data,
           len);
   if (!req) return;

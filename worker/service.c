@@ -52,18 +52,6 @@ struct ts_worker_service {
 
 /* Unpacks a request; on failure answers INVALID_ARGUMENT and returns NULL.
  * The result is freed with protobuf_c_message_free_unpacked(.., NULL). */
-static ProtobufCMessage *unpack_or_fail(ts_rpc_call *call,
-                                        const ProtobufCMessageDescriptor *d,
-                                        const uint8_t *req, size_t len) {
-  ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, req);
-  if (!m) {
-    char msg[160];
-    snprintf(msg, sizeof msg, "malformed %s (%zu bytes)", d->name, len);
-    ts_rpc_call_fail(call, TS_EINVAL, msg);
-  }
-  return m;
-}
-
 static int fail_err(ts_rpc_call *call, const ts_err *err) {
   ts_rpc_call_fail(call, err->code, err->msg);
   return err->code;
@@ -379,7 +367,7 @@ static void handle_run_shard(ts_rpc_call *call, const uint8_t *reqb,
                              size_t len, void *user) {
   ts_worker_service *svc = user;
   Tessera__Worker__V1__RunShardRequest *req =
-      (Tessera__Worker__V1__RunShardRequest *)unpack_or_fail(
+      (Tessera__Worker__V1__RunShardRequest *)ts_rpc_call_unpack(
           call, &tessera__worker__v1__run_shard_request__descriptor, reqb,
           len);
   if (!req) return;
@@ -457,7 +445,7 @@ static void handle_has_shard(ts_rpc_call *call, const uint8_t *reqb,
                              size_t len, void *user) {
   ts_worker_service *svc = user;
   Tessera__Worker__V1__HasShardRequest *req =
-      (Tessera__Worker__V1__HasShardRequest *)unpack_or_fail(
+      (Tessera__Worker__V1__HasShardRequest *)ts_rpc_call_unpack(
           call, &tessera__worker__v1__has_shard_request__descriptor, reqb,
           len);
   if (!req) return;
@@ -492,7 +480,7 @@ static void handle_unload_shard(ts_rpc_call *call, const uint8_t *reqb,
                                 size_t len, void *user) {
   ts_worker_service *svc = user;
   Tessera__Worker__V1__UnloadShardRequest *req =
-      (Tessera__Worker__V1__UnloadShardRequest *)unpack_or_fail(
+      (Tessera__Worker__V1__UnloadShardRequest *)ts_rpc_call_unpack(
           call, &tessera__worker__v1__unload_shard_request__descriptor, reqb,
           len);
   if (!req) return;
@@ -513,7 +501,7 @@ static void handle_unload_shard(ts_rpc_call *call, const uint8_t *reqb,
 static void handle_status(ts_rpc_call *call, const uint8_t *reqb, size_t len,
                           void *user) {
   ts_worker_service *svc = user;
-  ProtobufCMessage *req = unpack_or_fail(
+  ProtobufCMessage *req = ts_rpc_call_unpack(
       call, &tessera__worker__v1__status_request__descriptor, reqb, len);
   if (!req) return;
   protobuf_c_message_free_unpacked(req, NULL);
