@@ -17,8 +17,6 @@ import subprocess
 import sys
 import tempfile
 
-import grpc
-
 import kserve
 
 SERVICE = '/tessera.admin.v1.Admin/'
@@ -38,30 +36,12 @@ def _compile_protos():
 pb = _compile_protos()
 
 
-class AdminClient:
-    """Synchronous client of tessera.admin.v1.Admin; methods raise
-    grpc.RpcError on a non-OK status."""
-
-    def __init__(self, address, timeout=30.0):
-        self.address = address
-        self.timeout = timeout
-        self.channel = grpc.insecure_channel(address, options=[
-            ('grpc.max_receive_message_length', -1)])
-
-    def close(self):
-        self.channel.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+class AdminClient(kserve.Client):
+    """Synchronous client of tessera.admin.v1.Admin (the channel handling is
+    kserve.Client's); methods raise grpc.RpcError on a non-OK status."""
 
     def _call(self, method, request, response_class, timeout=None):
-        stub = self.channel.unary_unary(
-            SERVICE + method, request_serializer=type(request).SerializeToString,
-            response_deserializer=response_class.FromString)
-        return stub(request, timeout=timeout or self.timeout)
+        return self.call(SERVICE + method, request, response_class, timeout)
 
     def cluster_status(self):
         return self._call('ClusterStatus', pb.ClusterStatusRequest(),
