@@ -152,16 +152,21 @@ int ts_local_workers_start(ts_local_workers *lw, int n, int threads,
   return TS_OK;
 }
 
-void ts_local_workers_stop(ts_local_workers *lw, int grace_ms) {
+int ts_local_workers_stop(ts_local_workers *lw, int grace_ms) {
   for (int i = 0; i < lw->n; i++)
     if (lw->pids[i] > 0) kill(lw->pids[i], SIGTERM);
   int64_t until = mono_ms() + grace_ms;
+  int failed = 0;
   for (int i = 0; i < lw->n; i++) {
     if (lw->pids[i] <= 0) continue;
+    int status = 0;
     for (;;) {
-      int status;
       pid_t r = waitpid(lw->pids[i], &status, WNOHANG);
-      if (r == lw->pids[i] || (r < 0 && errno == ECHILD)) break;
+      if (r == lw->pids[i]) break;
+      if (r < 0 && errno == ECHILD) {
+        status = 0; /* reaped elsewhere: nothing to report */
+        break;
+      }
       if (mono_ms() >= until) {
         ts_log_warn("local worker pid %d did not stop in time; killing",
                     (int)lw->pids[i]);
@@ -171,10 +176,20 @@ void ts_local_workers_stop(ts_local_workers *lw, int grace_ms) {
       }
       usleep(10000);
     }
+    if (WIFSIGNALED(status)) {
+      ts_log_error("local worker pid %d ended by signal %d", (int)lw->pids[i],
+                   WTERMSIG(status));
+      failed++;
+    } else if (WEXITSTATUS(status) != 0) {
+      ts_log_error("local worker pid %d exited with status %d",
+                   (int)lw->pids[i], WEXITSTATUS(status));
+      failed++;
+    }
     close(lw->stdout_fds[i]);
   }
   free(lw->pids);
   free(lw->stdout_fds);
   free(lw->addresses);
   memset(lw, 0, sizeof *lw);
+  return failed;
 }

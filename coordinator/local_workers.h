@@ -28,7 +28,9 @@ typedef struct ts_local_workers {
 int ts_local_workers_start(ts_local_workers *lw, int n, int threads,
                            unsigned long long memory_limit, const char *binary,
                            ts_err *err);
-/* SIGTERM, wait up to grace_ms, then SIGKILL; frees lw's arrays. */
-void ts_local_workers_stop(ts_local_workers *lw, int grace_ms);
+/* SIGTERM, wait up to grace_ms, then SIGKILL; frees lw's arrays. Returns
+ * how many workers did not exit with status 0 (crashed earlier, failed
+ * their own shutdown, or had to be killed); each is logged as an error. */
+int ts_local_workers_stop(ts_local_workers *lw, int grace_ms);
 
 #endif

@@ -415,7 +415,9 @@ out_cluster:
   ts_cluster_free(&cluster);
 out_rpc:
   ts_rpc_shutdown();
-  if (local.n) ts_local_workers_stop(&local, 10000);
+  /* A local worker that crashed or failed its own shutdown fails the
+   * coordinator's exit status too, so systemd and tests see it. */
+  if (local.n && ts_local_workers_stop(&local, 10000) > 0) exit_code = 1;
   ts_log_info("stopped");
   return exit_code;
 }

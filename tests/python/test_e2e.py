@@ -6,6 +6,7 @@ talks to it through kserve.Client or the `tessera` CLI.
 """
 import os
 import re
+import signal
 import sys
 import unittest
 
@@ -312,6 +313,22 @@ class HealthOfClosedPort(unittest.TestCase):
         p = kserve.run_tessera('health', '--server', '127.0.0.1:1', '--timeout-ms', '2000')
         self.assertEqual(p.returncode, 1)
         self.assertTrue(p.stderr.startswith('tessera: UNAVAILABLE: '), p.stderr)
+
+
+
+class LocalWorkerCrash(unittest.TestCase):
+    def test_crashed_local_worker_fails_exit_status(self):
+        """A local worker that died (here kill -9) is reported at stop: the
+        coordinator logs it and exits 1, so systemd and CI see the crash."""
+        cluster = kserve.Cluster(local_workers=2, wait_ready=False)
+        with cluster:
+            pids = [int(p) for p in re.findall(r'local worker \d+: pid (\d+)', cluster.log())]
+            self.assertEqual(len(pids), 2, cluster.log())
+            os.kill(pids[0], signal.SIGKILL)
+            cluster.killed = True  # exit checked below, not by the fixture
+            cluster.proc.send_signal(signal.SIGTERM)
+            self.assertEqual(cluster.proc.wait(20), 1, cluster.log())
+            self.assertIn('local worker pid %d ended by signal 9' % pids[0], cluster.log())
 
 
 if __name__ == '__main__':
