@@ -26,6 +26,13 @@
  *     A group reads only its first op's input, so emitting the whole group
  *     at that op's topological position keeps the stage order valid; every
  *     other node joins the current whole stage.
+ *     Block stages (strategy block, an R x C grid) hold one Gemm, MatMul
+ *     or Conv (role BLOCK) and nothing else: shard k = i*C + j slices
+ *     features K_i of its input (an inserted Slice, when R > 1) and holds
+ *     the weight block [K_i, N_j] (cut along two axes), the bias of N_j in
+ *     row 0 only; its output is VK_BLOCK, fused by nested fusions (plan.h).
+ *     The grid is clamped per op to its weight's dims (R <= features,
+ *     C <= columns); an op that cannot split runs in a whole stage.
  *
  *  2. Emission. Each shard of each stage becomes a serialized ONNX
  *     ModelProto: node copies with renamed inputs/outputs, the initializers
@@ -47,7 +54,8 @@
  *
  * Names the partitioner makes (refused with TS_EUNSUPPORTED if the model
  * already uses one): "<t>.part<k>" for shard k's slice or partial sum of
- * tensor t, "<t>.rows<k>" for a ROW_SLICE input slice (and its Slice
+ * tensor t, "<t>.col<j>" for column j's sum of a block split, "<t>.rows<k>"
+ * for a ROW_SLICE or block input slice (and its Slice
  * parameters "<t>.rows<k>.starts|ends|axes"), "<w>.slice<axis>_<a>_<b>" for
  * a sliced constant, "<b>.zero<k>" for Gemm's zero C before opset 11.
  * Symbolic dims are named "<t>:d<i>", one name per tensor and dim.
@@ -58,9 +66,16 @@
  * the fewest tensor ways 2..n_workers (64 without a worker count) whose
  * every shard fits, cutting whole stages greedily into pipeline pieces
  * where they alone do not fit (strategy hybrid then); pipeline pieces only
- * when no op splits. TS_EEXHAUSTED when one unsplittable node exceeds the
- * limit, no ways fit, or all shards together exceed n_workers * limit.
- * Activation memory is not modelled.
+ * when no op splits. 1-D splits come first: for the same number of shards
+ * they hold the same weight bytes with one fusion and R times less partial
+ * output to send back. Only when no 1-D split fits does auto try block
+ * grids (strategy block; R >= 2, at most n_workers cells, fewest cells
+ * first): they fit where 1-D splits cannot when a weight has fewer output
+ * columns than there are workers (a column split stops at the columns),
+ * or when a Megatron pair's two weights together exceed the limit on one
+ * shard but each alone, cut R x C, does not. TS_EEXHAUSTED when one
+ * unsplittable node exceeds the limit, nothing fits, or all shards together
+ * exceed n_workers * limit. Activation memory is not modelled.
  *
  * Refused (TS_EUNSUPPORTED): nodes with subgraph attributes (implicit
  * outer-scope inputs), graph outputs that no node computes (a constant or
@@ -2004,10 +2019,43 @@ static bool any_splittable(ctx *c) {
   return any;
 }
 
+/* Lays out with `ways` (or the context's block grid), cuts whole stages
+ * that exceed the worker memory limit, and emits the plan when every shard
+ * fits (*done). TS_OK with !*done: try the next candidate. */
+static int fit_layout(ctx *c, const ts_plan_opts *opts, int ways, bool splits,
+                      ts_err *last_err, bool *done, ts_plan **out,
+                      ts_err *err) {
+  size_t limit = opts->worker_memory_limit, max = 0, total = 0;
+  bool cut = false;
+  *done = false;
+  layout_reset(c);
+  int rc = layout_range(c, 0, c->n_live, ways);
+  if (rc) return ts_err_set(err, rc, "plan: out of memory");
+  rc = cut_whole_stages(c, limit, &cut, last_err);
+  if (rc == TS_EEXHAUSTED) return TS_OK;
+  if (rc) return ts_err_set(err, rc, "%s", last_err->msg);
+  if ((rc = layout_weights(c, &max, &total)))
+    return ts_err_set(err, rc, "plan: out of memory");
+  if (max > limit) return TS_OK;
+  *done = true;
+  /* Every shard fits some worker; all of them together must fit too. */
+  if (opts->n_workers > 0 && total / (size_t)opts->n_workers > limit)
+    return ts_err_set(err, TS_EEXHAUSTED,
+                      "auto plan: shards of %zu weight bytes in all do not "
+                      "fit %d workers of %zu bytes",
+                      total, opts->n_workers, limit);
+  ts_strategy strategy = c->grid_rows ? TS_STRATEGY_BLOCK
+                         : !splits    ? TS_STRATEGY_PIPELINE
+                         : cut        ? TS_STRATEGY_HYBRID
+                                      : TS_STRATEGY_TENSOR;
+  return emit_plan(c, opts, strategy, opts->replicas, out, err);
+}
+
 /* auto: data when the model fits one worker; else the fewest tensor ways
  * (whole stages cut further where they alone do not fit), or pipeline
- * stages when nothing splits. A shard fits when its weight bytes are
- * within the limit. */
+ * stages when nothing splits; else the smallest block grid that fits (see
+ * the file comment). A shard fits when its weight bytes are within the
+ * limit. */
 static int plan_auto(ctx *c, const ts_plan_opts *opts, ts_plan **out,
                      ts_err *err) {
   size_t limit = opts->worker_memory_limit, max = 0, total = 0;
@@ -2025,28 +2073,20 @@ static int plan_auto(ctx *c, const ts_plan_opts *opts, ts_plan **out,
   bool splits = max_ways >= 2 && any_splittable(c);
   int first = splits ? 2 : 1, last = splits ? max_ways : 1;
   ts_err last_err = {0};
-  for (int ways = first; ways <= last; ways++) {
-    bool cut = false;
-    layout_reset(c);
-    if ((rc = layout_range(c, 0, c->n_live, ways)))
-      return ts_err_set(err, rc, "plan: out of memory");
-    rc = cut_whole_stages(c, limit, &cut, &last_err);
-    if (rc == TS_EEXHAUSTED) continue;
-    if (rc) return ts_err_set(err, rc, "%s", last_err.msg);
-    if ((rc = layout_weights(c, &max, &total)))
-      return ts_err_set(err, rc, "plan: out of memory");
-    if (max > limit) continue;
-    /* Every shard fits some worker; all of them together must fit too. */
-    if (opts->n_workers > 0 && total / (size_t)opts->n_workers > limit)
-      return ts_err_set(err, TS_EEXHAUSTED,
-                        "auto plan: shards of %zu weight bytes in all do not "
-                        "fit %d workers of %zu bytes",
-                        total, opts->n_workers, limit);
-    ts_strategy strategy = !splits ? TS_STRATEGY_PIPELINE
-                           : cut   ? TS_STRATEGY_HYBRID
-                                   : TS_STRATEGY_TENSOR;
-    return emit_plan(c, opts, strategy, opts->replicas, out, err);
-  }
+  bool done = false;
+  for (int ways = first; ways <= last && !rc && !done; ways++)
+    rc = fit_layout(c, opts, ways, splits, &last_err, &done, out, err);
+  /* Block grids R x C (R >= 2) of at most max_ways cells, fewest cells
+   * first, then fewest rows. */
+  for (int cells = 2; splits && cells <= max_ways && !rc && !done; cells++)
+    for (int r = 2; r <= cells && !rc && !done; r++) {
+      if (cells % r) continue;
+      c->grid_rows = r;
+      c->grid_cols = cells / r;
+      rc = fit_layout(c, opts, 1, splits, &last_err, &done, out, err);
+    }
+  c->grid_rows = c->grid_cols = 0;
+  if (rc || done) return rc;
   if (last_err.code)
     return ts_err_set(err, TS_EEXHAUSTED, "auto plan: %s", last_err.msg);
   return ts_err_set(err, TS_EEXHAUSTED,

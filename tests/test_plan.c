@@ -1275,6 +1275,34 @@ START_TEST(test_block_clamp_and_share) {
 }
 END_TEST
 
+/* auto falls back to a block grid when no 1-D split fits: a 64 x 2 weight
+ * splits by columns only 2 ways (260 bytes a shard, over the 170-byte
+ * limit); 2x1 and 3x1 grids do not fit either, 2x2 (132 bytes) does. */
+START_TEST(test_auto_block) {
+  ts_model *m = linear_model(64, 2, false, 0, 13);
+  ts_plan_opts o = {.strategy = TS_STRATEGY_AUTO, .replicas = 1,
+                    .n_workers = 4, .worker_memory_limit = 170,
+                    .model_name = "narrow"};
+  ts_plan *p = NULL;
+  ts_err err = {0};
+  int rc = ts_plan_build(m, &o, &p, &err);
+  ck_assert_msg(rc == 0, "auto: %s", err.msg);
+  ck_assert_int_eq(p->strategy, TS_STRATEGY_BLOCK);
+  ck_assert_int_eq(p->n_stages, 1);
+  expect_block_stage(&p->stages[0], 2, 2, 64, 2, 13);
+  tmap in = {0};
+  random_inputs(m, 3, 0, &in);
+  run_plan(p, &in);
+  expect_linear(m, &in, 64, 2, false, "auto block");
+  tmap_free(&in);
+  ts_plan_free(p);
+  /* Three workers cannot hold a 2x2 grid; 3x1 does not fit: exhausted. */
+  o.n_workers = 3;
+  ck_assert_int_eq(ts_plan_build(m, &o, &p, &err), TS_EEXHAUSTED);
+  ts_model_free(m);
+}
+END_TEST
+
 /* Fusions run in list order; a part naming the fusion itself or a later
  * one is a broken plan, a part nobody produced an I/O error. */
 START_TEST(test_fuse_stage_order) {
@@ -1355,6 +1383,7 @@ static Suite *plan_suite(void) {
   tcase_add_test(tc, test_block_grids);
   tcase_add_test(tc, test_block_clamp_and_share);
   tcase_add_test(tc, test_fuse_stage_order);
+  tcase_add_test(tc, test_auto_block);
   suite_add_tcase(s, tc);
   TCase *tt = tcase_create("torch");
   tcase_set_timeout(tt, 280);
