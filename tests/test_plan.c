@@ -219,16 +219,22 @@ static ts_model *load_bytes(const uint8_t *b, size_t len, const char *what) {
   return m;
 }
 
+/* A plan that must build. */
+static ts_plan *build_opts(const ts_model *m, const ts_plan_opts *o) {
+  ts_plan *p = NULL;
+  ts_err err = {0};
+  int rc = ts_plan_build(m, o, &p, &err);
+  ck_assert_msg(rc == 0, "ts_plan_build(%s, stages %d, shards %d, grid %dx%d) "
+                "failed: %s", ts_strategy_name(o->strategy), o->stages,
+                o->shards, o->grid_rows, o->grid_cols, err.msg);
+  return p;
+}
+
 static ts_plan *build(const ts_model *m, ts_strategy s, int stages, int shards,
                       int replicas) {
   ts_plan_opts o = {.strategy = s, .stages = stages, .shards = shards,
                     .replicas = replicas, .model_name = "m"};
-  ts_plan *p = NULL;
-  ts_err err = {0};
-  int rc = ts_plan_build(m, &o, &p, &err);
-  ck_assert_msg(rc == 0, "ts_plan_build(%s, %d, %d) failed: %s",
-                ts_strategy_name(s), stages, shards, err.msg);
-  return p;
+  return build_opts(m, &o);
 }
 
 /* The invariant for one plan. */
@@ -1148,11 +1154,7 @@ static void expect_linear(const ts_model *m, const tmap *env, int64_t k,
 static ts_plan *build_grid(const ts_model *m, int rows, int cols) {
   ts_plan_opts o = {.strategy = TS_STRATEGY_BLOCK, .grid_rows = rows,
                     .grid_cols = cols, .replicas = 1, .model_name = "m"};
-  ts_plan *p = NULL;
-  ts_err err = {0};
-  int rc = ts_plan_build(m, &o, &p, &err);
-  ck_assert_msg(rc == 0, "block %dx%d: %s", rows, cols, err.msg);
-  return p;
+  return build_opts(m, &o);
 }
 
 /* The block stage's structure: R*C shards, shard i*C+j holding exactly the
@@ -1283,10 +1285,7 @@ START_TEST(test_auto_block) {
   ts_plan_opts o = {.strategy = TS_STRATEGY_AUTO, .replicas = 1,
                     .n_workers = 4, .worker_memory_limit = 170,
                     .model_name = "narrow"};
-  ts_plan *p = NULL;
-  ts_err err = {0};
-  int rc = ts_plan_build(m, &o, &p, &err);
-  ck_assert_msg(rc == 0, "auto: %s", err.msg);
+  ts_plan *p = build_opts(m, &o);
   ck_assert_int_eq(p->strategy, TS_STRATEGY_BLOCK);
   ck_assert_int_eq(p->n_stages, 1);
   expect_block_stage(&p->stages[0], 2, 2, 64, 2, 13);
@@ -1297,6 +1296,7 @@ START_TEST(test_auto_block) {
   tmap_free(&in);
   ts_plan_free(p);
   /* Three workers cannot hold a 2x2 grid; 3x1 does not fit: exhausted. */
+  ts_err err = {0};
   o.n_workers = 3;
   ck_assert_int_eq(ts_plan_build(m, &o, &p, &err), TS_EEXHAUSTED);
   ts_model_free(m);
