@@ -32,7 +32,7 @@ static int set_strategy(ts_model_config *c, const char *v, ts_err *err) {
   if (s < 0)
     return ts_err_set(err, TS_EINVAL,
                       "model key 'strategy': '%s' is not one of "
-                      "data|tensor|pipeline|hybrid|auto", v);
+                      "data|tensor|pipeline|hybrid|auto|block", v);
   c->strategy = (ts_strategy)s;
   return TS_OK;
 }
@@ -50,6 +50,30 @@ INT_SETTER(replicas, 1, 64)
 INT_SETTER(max_batch, 0, 65536)
 INT_SETTER(batch_delay_us, 0, 10000000)
 #undef INT_SETTER
+
+/* grid=RxC: R ways over a weight's input rows, C over its output columns;
+ * R*C is a shard count, so at most 64 like `shards`. */
+static int set_grid(ts_model_config *c, const char *v, ts_err *err) {
+  long dims[2];
+  const char *p = v;
+  for (int q = 0; q < 2; q++) {
+    char *end;
+    errno = 0;
+    dims[q] = p[0] >= '0' && p[0] <= '9' ? strtol(p, &end, 10) : -1;
+    if (dims[q] < 1 || dims[q] > 64 || errno || *end != (q == 0 ? 'x' : '\0')) {
+      dims[0] = -1;
+      break;
+    }
+    p = end + 1;
+  }
+  if (dims[0] < 1 || dims[0] * dims[1] > 64)
+    return ts_err_set(err, TS_EINVAL,
+                      "model key 'grid': '%s' is not RxC with R, C >= 1 and "
+                      "R*C <= 64 (e.g. 2x3)", v);
+  c->grid_rows = (int)dims[0];
+  c->grid_cols = (int)dims[1];
+  return TS_OK;
+}
 
 static int set_fuse(ts_model_config *c, const char *v, ts_err *err) {
   int f = ts_fuse_parse(v);
@@ -114,8 +138,9 @@ static int set_members(ts_model_config *c, const char *v, ts_err *err) {
 
 /* The one table of model keys: name, setter, help. */
 #define TS_MODEL_KEYS(X)                                                     \
-  X("strategy", set_strategy, "data|tensor|pipeline|hybrid|auto")            \
+  X("strategy", set_strategy, "data|tensor|pipeline|hybrid|auto|block")      \
   X("shards", set_shards, "tensor-parallel ways per split op")               \
+  X("grid", set_grid, "block: RxC grid over a weight's rows and columns")    \
   X("stages", set_stages, "pipeline stages")                                 \
   X("replicas", set_replicas, "copies of every shard on distinct workers")   \
   X("max_batch", set_max_batch, "dynamic batching: largest batch (0 = off)") \
@@ -153,7 +178,7 @@ int ts_model_config_set(ts_model_config *c, const char *key, const char *value,
     if (strcmp(key, model_keys[i].key) == 0)
       return model_keys[i].set(c, value, err);
   return ts_err_set(err, TS_EINVAL,
-                    "unknown model key '%s' (known: strategy, shards, stages, "
+                    "unknown model key '%s' (known: strategy, shards, grid, stages, "
                     "replicas, max_batch, batch_delay_us, ensemble, fuse, "
                     "weights)", key);
 }
@@ -271,6 +296,10 @@ int ts_model_config_validate(const ts_model_config *c, ts_err *err) {
         return ts_err_set(err, TS_EINVAL,
                           "model %s: an ensemble cannot contain itself",
                           c->name);
+  } else if (c->grid_rows && c->strategy != TS_STRATEGY_BLOCK) {
+    return ts_err_set(err, TS_EINVAL,
+                      "model %s: 'grid' applies to strategy=block, not "
+                      "strategy=%s", c->name, ts_strategy_name(c->strategy));
   } else if (c->n_weights && c->fuse != TS_FUSE_WEIGHTED_MEAN) {
     return ts_err_set(err, TS_EINVAL,
                       "model %s: 'weights' applies to ensembles with "

@@ -25,7 +25,9 @@ typedef struct ts_model_config {
   char name[TS_MODEL_NAME_MAX];
   char path[PATH_MAX];        /* the ONNX file; empty for ensembles */
   ts_strategy strategy;       /* default data */
-  int shards;                 /* tensor ways (default 2 for tensor/hybrid) */
+  int shards;                 /* tensor ways (default 2 for tensor/hybrid);
+                                 block: R*C of a near-square grid */
+  int grid_rows, grid_cols;   /* block: grid=RxC; 0x0 = from shards */
   int stages;                 /* pipeline stages (default 2 for pipeline/hybrid) */
   int replicas;               /* 0 = auto: min(2, live workers) */
   int max_batch;              /* dynamic batching: 0 = off */

@@ -375,8 +375,21 @@ response_output(const Tessera__Worker__V1__RunShardResponse *r,
   return NULL;
 }
 
+/* ts_fuse_stage's view of the inference's values: fused tensors become
+ * values, so later (nested) fusions of the stage find them. */
+static const ts_tensor *fuse_lookup(void *user, const char *name) {
+  return ts_infer_value(user, name);
+}
+
+static int fuse_store(void *user, const char *name, ts_tensor *t,
+                      ts_err *err) {
+  int rc = add_value(user, name, t, err);
+  if (rc) ts_tensor_free(t);
+  return rc;
+}
+
 /* Adds the stage's results as values: worker outputs viewed in place, batch
- * slices concatenated, plan fusions applied. */
+ * slices concatenated, plan fusions applied in order. */
 static int collect_stage(ts_infer *inf, ts_err *err) {
   const ts_stage *st = current_stage(inf);
   int rc = TS_OK;
@@ -421,23 +434,9 @@ static int collect_stage(ts_infer *inf, ts_err *err) {
       rc = ts_wire_tensor_view(resps[i]->outputs[o], &t, err);
       if (rc == TS_OK) rc = add_value(inf, resps[i]->outputs[o]->name, &t, err);
     }
-  for (int f = 0; f < st->n_fusions && rc == TS_OK; f++) {
-    const ts_fusion *fu = &st->fusions[f];
-    const ts_tensor **parts = calloc((size_t)fu->n_parts, sizeof *parts);
-    if (!parts) return ts_err_set(err, TS_ENOMEM, "out of memory");
-    for (int p = 0; p < fu->n_parts && rc == TS_OK; p++) {
-      parts[p] = ts_infer_value(inf, fu->parts[p]);
-      if (!parts[p])
-        rc = ts_err_set(err, TS_EIO, "no shard produced '%s'", fu->parts[p]);
-    }
-    ts_tensor out;
-    if (rc == TS_OK)
-      rc = ts_fuse(fu->kind, parts, fu->n_parts, fu->axis, NULL, &out, err);
-    free(parts);
-    if (rc == TS_OK) {
-      rc = add_value(inf, fu->name, &out, err);
-      if (rc) ts_tensor_free(&out);
-    }
+  if (rc == TS_OK) {
+    ts_fuse_env env = {fuse_lookup, fuse_store, inf};
+    rc = ts_fuse_stage(st, &env, err);
   }
   return rc;
 }

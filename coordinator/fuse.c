@@ -1,6 +1,7 @@
 /*
- * fuse.c - combining partial outputs into one tensor (see fuse.h), and the
- * name tables of plan.h (strategies and fusion kinds).
+ * fuse.c - combining partial outputs into one tensor (see fuse.h), a
+ * stage's (possibly nested) fusions, and the name tables of plan.h
+ * (strategies and fusion kinds).
  *
  * Invariants:
  *  - every part is validated (non-NULL, known numeric dtype, rank, data
@@ -14,6 +15,7 @@
 #include "fuse.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- name tables (plan.h) ---------------------------------------------- */
@@ -424,4 +426,41 @@ int ts_fuse(ts_fuse_kind kind, const ts_tensor *const *parts, int n, int axis,
   return ts_err_set(err, TS_EINVAL,
                     "fusion kind %d (%s) does not combine parts", (int)kind,
                     ts_fuse_name(kind));
+}
+
+/* ---- a stage's fusions --------------------------------------------------- */
+
+/* Index of the fusion of `st` named `name` at or after `from`, -1: none. */
+static int fusion_at_or_after(const ts_stage *st, int from, const char *name) {
+  for (int f = from; f < st->n_fusions; f++)
+    if (strcmp(st->fusions[f].name, name) == 0) return f;
+  return -1;
+}
+
+int ts_fuse_stage(const ts_stage *st, const ts_fuse_env *env, ts_err *err) {
+  int rc = TS_OK;
+  for (int f = 0; f < st->n_fusions && rc == TS_OK; f++) {
+    const ts_fusion *fu = &st->fusions[f];
+    const ts_tensor **parts = calloc((size_t)fu->n_parts + 1, sizeof *parts);
+    if (!parts) return ts_err_set(err, TS_ENOMEM, "out of memory");
+    for (int p = 0; p < fu->n_parts && rc == TS_OK; p++) {
+      int later = fusion_at_or_after(st, f, fu->parts[p]);
+      if (later >= 0)
+        rc = ts_err_set(err, TS_EINVAL,
+                        "fusion '%s': part '%s' is the output of fusion %d, "
+                        "not of an earlier one",
+                        fu->name, fu->parts[p], later);
+      else if (!(parts[p] = env->lookup(env->user, fu->parts[p])))
+        rc = ts_err_set(err, TS_EIO,
+                        "fusion '%s': no shard or earlier fusion produced "
+                        "'%s'",
+                        fu->name, fu->parts[p]);
+    }
+    ts_tensor out;
+    if (rc == TS_OK)
+      rc = ts_fuse(fu->kind, parts, fu->n_parts, fu->axis, NULL, &out, err);
+    free(parts);
+    if (rc == TS_OK) rc = env->store(env->user, fu->name, &out, err);
+  }
+  return rc;
 }

@@ -26,6 +26,13 @@
  *     A group reads only its first op's input, so emitting the whole group
  *     at that op's topological position keeps the stage order valid; every
  *     other node joins the current whole stage.
+ *     Block stages (strategy block, an R x C grid) hold one Gemm, MatMul
+ *     or Conv (role BLOCK) and nothing else: shard k = i*C + j slices
+ *     features K_i of its input (an inserted Slice, when R > 1) and holds
+ *     the weight block [K_i, N_j] (cut along two axes), the bias of N_j in
+ *     row 0 only; its output is VK_BLOCK, fused by nested fusions (plan.h).
+ *     The grid is clamped per op to its weight's dims (R <= features,
+ *     C <= columns); an op that cannot split runs in a whole stage.
  *
  *  2. Emission. Each shard of each stage becomes a serialized ONNX
  *     ModelProto: node copies with renamed inputs/outputs, the initializers
@@ -47,7 +54,8 @@
  *
  * Names the partitioner makes (refused with TS_EUNSUPPORTED if the model
  * already uses one): "<t>.part<k>" for shard k's slice or partial sum of
- * tensor t, "<t>.rows<k>" for a ROW_SLICE input slice (and its Slice
+ * tensor t, "<t>.col<j>" for column j's sum of a block split, "<t>.rows<k>"
+ * for a ROW_SLICE or block input slice (and its Slice
  * parameters "<t>.rows<k>.starts|ends|axes"), "<w>.slice<axis>_<a>_<b>" for
  * a sliced constant, "<b>.zero<k>" for Gemm's zero C before opset 11.
  * Symbolic dims are named "<t>:d<i>", one name per tensor and dim.
@@ -58,9 +66,16 @@
  * the fewest tensor ways 2..n_workers (64 without a worker count) whose
  * every shard fits, cutting whole stages greedily into pipeline pieces
  * where they alone do not fit (strategy hybrid then); pipeline pieces only
- * when no op splits. TS_EEXHAUSTED when one unsplittable node exceeds the
- * limit, no ways fit, or all shards together exceed n_workers * limit.
- * Activation memory is not modelled.
+ * when no op splits. 1-D splits come first: for the same number of shards
+ * they hold the same weight bytes with one fusion and R times less partial
+ * output to send back. Only when no 1-D split fits does auto try block
+ * grids (strategy block; R >= 2, at most n_workers cells, fewest cells
+ * first): they fit where 1-D splits cannot when a weight has fewer output
+ * columns than there are workers (a column split stops at the columns),
+ * or when a Megatron pair's two weights together exceed the limit on one
+ * shard but each alone, cut R x C, does not. TS_EEXHAUSTED when one
+ * unsplittable node exceeds the limit, nothing fits, or all shards together
+ * exceed n_workers * limit. Activation memory is not modelled.
  *
  * Refused (TS_EUNSUPPORTED): nodes with subgraph attributes (implicit
  * outer-scope inputs), graph outputs that no node computes (a constant or
@@ -358,16 +373,64 @@ static const split_op *split_op_find(const ts_node *n) {
 
 /* ---- the planner's context ---------------------------------------------- */
 
-typedef enum { ROLE_WHOLE, ROLE_COL, ROLE_ELEM, ROLE_ROW, ROLE_ROW_SLICE } role;
-typedef enum { VK_NONE, VK_SPLIT, VK_PARTIAL } value_kind;
+typedef enum {
+  ROLE_WHOLE,
+  ROLE_COL,
+  ROLE_ELEM,
+  ROLE_ROW,
+  ROLE_ROW_SLICE,
+  ROLE_BLOCK
+} role;
+/* VK_BLOCK: shard k holds a partial sum of a column block (block stages). */
+typedef enum { VK_NONE, VK_SPLIT, VK_PARTIAL, VK_BLOCK } value_kind;
 
 typedef struct lstage {
   int *nodes;
   int n_nodes, cap;
-  int ways;    /* 1: whole */
+  int ways;    /* 1: whole; rows * (column ways) */
   int axis;    /* split tensors' axis: -1 (last) or 1 (channels) */
-  int64_t dim; /* size of the split dim */
+  int64_t dim; /* size of the split dim (a block's output columns) */
+  int rows;    /* block stages: R ways over kdim; 1 otherwise */
+  int64_t kdim; /* block stages: the weight's input features */
 } lstage;
+
+/* Ways of a stage along its split dim (a block's C). */
+static int split_ways(const lstage *st) { return st->ways / st->rows; }
+
+/* Shard k's range [*start, *end) of the split dim: shard k of a 1-D split,
+ * column j = k % C of a block grid. */
+static void split_range(const lstage *st, int k, int64_t *start,
+                        int64_t *end) {
+  int ways = split_ways(st), j = k % ways;
+  *start = part_start(st->dim, ways, j);
+  *end = part_start(st->dim, ways, j + 1);
+}
+
+/* Shard k's range of input features it reads: a ROW_SLICE stage's split
+ * dim, or row i = k / C of a block grid. */
+static void feature_range(const lstage *st, role r, int k, int64_t *start,
+                          int64_t *end) {
+  if (r != ROLE_BLOCK) {
+    split_range(st, k, start, end);
+    return;
+  }
+  int i = k / split_ways(st);
+  *start = part_start(st->kdim, st->rows, i);
+  *end = part_start(st->kdim, st->rows, i + 1);
+}
+
+/* Share of the node's work (and of its weight) shard k does. */
+static double shard_share(const lstage *st, int k) {
+  int64_t a, b;
+  if (st->ways < 2) return 1.0;
+  split_range(st, k, &a, &b);
+  double share = (double)(b - a) / (double)st->dim;
+  if (st->rows > 1) {
+    feature_range(st, ROLE_BLOCK, k, &a, &b);
+    share *= (double)(b - a) / (double)st->kdim;
+  }
+  return share;
+}
 
 typedef struct ctx {
   const ts_model *m;
@@ -381,6 +444,7 @@ typedef struct ctx {
   /* layout */
   lstage *st;
   int n_st, cap_st;
+  int grid_rows, grid_cols; /* block strategy: the grid; 0 otherwise */
   int *node_stage;   /* node -> layout stage, -1 */
   uint8_t *node_role;
   int *value_stage;  /* value -> stage where it is split/partial, -1 */
@@ -554,6 +618,7 @@ static int stage_new(ctx *c, int ways, int axis, int64_t dim) {
   s->ways = ways;
   s->axis = axis;
   s->dim = dim;
+  s->rows = 1;
   return c->n_st++;
 }
 
@@ -753,15 +818,46 @@ static int try_group(ctx *c, int i, int ways, int hi, bool *made) {
   return TS_OK;
 }
 
-/* Lays out live positions [lo, hi): split groups with `ways` shards where
- * possible (ways <= 1: never), consecutive other nodes in whole stages. */
+/* Tries a block split of node i on the context's grid, clamped to the
+ * weight's dims (R <= input features, C <= output columns; R = 1 when the
+ * input cannot be sliced): a stage of the node alone, R * C >= 2 shards.
+ * Shard k = i*C + j reads features K_i of input 0 (an inserted Slice when
+ * R > 1) and holds the weight block [K_i, N_j]. */
+static int try_block(ctx *c, int i, bool *made) {
+  const ts_node *n = &c->g->nodes[i];
+  const split_op *op = split_op_find(n);
+  *made = false;
+  if (!op || !op->usable(c, n, true)) return TS_OK;
+  const ts_tensor *w = cst(c, in_value(n, 1));
+  int64_t cols = w->dims[op->weight_axis(n, false)];
+  int64_t rows = w->dims[op->weight_axis(n, true)];
+  int r = rows < c->grid_rows ? (int)rows : c->grid_rows;
+  int k = cols < c->grid_cols ? (int)cols : c->grid_cols;
+  if (!c->has_slice || val(c, in_value(n, 0))->rank < 1) r = 1;
+  if (r < 1 || k < 1 || r * k < 2) return TS_OK;
+  int s = stage_new(c, r * k, op->out_axis, cols);
+  if (s < 0) return TS_ENOMEM;
+  c->st[s].rows = r;
+  c->st[s].kdim = rows;
+  *made = true;
+  int rc = stage_add(c, s, i, ROLE_BLOCK);
+  if (rc) return rc;
+  c->value_stage[n->outputs[0]] = s;
+  c->value_kind[n->outputs[0]] = VK_BLOCK;
+  return TS_OK;
+}
+
+/* Lays out live positions [lo, hi): split groups with `ways` shards (or
+ * block splits, with a grid) where possible (ways <= 1: never), consecutive
+ * other nodes in whole stages. */
 static int layout_range(ctx *c, int lo, int hi, int ways) {
   int whole = -1;
   for (int p = lo; p < hi; p++) {
     int i = c->live[p];
     if (c->node_stage[i] >= 0) continue;
     bool made = false;
-    int rc = try_group(c, i, ways, hi, &made);
+    int rc = c->grid_rows ? try_block(c, i, &made)
+                          : try_group(c, i, ways, hi, &made);
     if (rc) return rc;
     if (made) {
       whole = -1;
@@ -858,12 +954,35 @@ static int layout_pipeline(ctx *c, int stages, int ways) {
 
 /* ---- per-shard initializers ---------------------------------------------- */
 
+/* How a shard cuts a constant: along n (0..2) distinct axes, axis[q] to
+ * [start[q], end[q]) (two for a block's weight). */
+typedef struct const_cut {
+  int n;
+  int axis[2];
+  int64_t start[2], end[2];
+} const_cut;
+
+static void cut_add(const_cut *ct, int axis, int64_t start, int64_t end) {
+  ct->axis[ct->n] = axis;
+  ct->start[ct->n] = start;
+  ct->end[ct->n] = end;
+  ct->n++;
+}
+
+static bool cut_equal(const const_cut *a, const const_cut *b) {
+  if (a->n != b->n) return false;
+  for (int q = 0; q < a->n; q++)
+    if (a->axis[q] != b->axis[q] || a->start[q] != b->start[q] ||
+        a->end[q] != b->end[q])
+      return false;
+  return true;
+}
+
 /* One initializer of a shard: model value v (or -1: synthesized, with its
- * own data), sliced along `axis` to [start, end) when axis >= 0. */
+ * own data), cut as `cut` says. */
 typedef struct init_spec {
   int value;
-  int axis;
-  int64_t start, end;
+  const_cut cut;
   const char *name; /* arena */
   ts_dtype dtype;   /* synthesized only */
   int rank;
@@ -877,67 +996,79 @@ static size_t spec_bytes(const ctx *c, const init_spec *sp) {
     return (size_t)ts_shape_nbytes(sp->dtype, sp->dims, sp->rank);
   }
   const ts_tensor *t = cst(c, sp->value);
-  if (sp->axis < 0) return t->nbytes;
-  if (t->dims[sp->axis] == 0) return 0;
-  return t->nbytes / (size_t)t->dims[sp->axis] * (size_t)(sp->end - sp->start);
+  size_t bytes = t->nbytes;
+  for (int q = 0; q < sp->cut.n; q++) {
+    int64_t d = t->dims[sp->cut.axis[q]];
+    if (d == 0) return 0;
+    bytes = bytes / (size_t)d * (size_t)(sp->cut.end[q] - sp->cut.start[q]);
+  }
+  return bytes;
 }
 
 /* What shard k must do with input j of node i (in stage s): keep the
- * value, slice a constant (*axis >= 0 with [*start, *end)), or drop it
- * (returns false: the bias of a ROW op outside shard 0). */
-static bool input_slice(const ctx *c, int s, int k, int i, int j, int *axis,
-                        int64_t *start, int64_t *end) {
+ * value, cut a constant (ct->n > 0), or drop it (returns false: the bias of
+ * a ROW op outside shard 0, of a block outside grid row 0). */
+static bool input_slice(const ctx *c, int s, int k, int i, int j, const_cut *ct) {
   const lstage *st = &c->st[s];
   const ts_node *n = &c->g->nodes[i];
   int v = n->inputs[j];
-  *axis = -1;
+  memset(ct, 0, sizeof *ct);
   if (st->ways < 2 || !is_const(c, v)) return true;
-  *start = part_start(st->dim, st->ways, k);
-  *end = part_start(st->dim, st->ways, k + 1);
+  int64_t start, end;
+  split_range(st, k, &start, &end);
   role r = c->node_role[i];
   if (r == ROLE_ELEM) {
     const op_rule *rule = rule_find(n);
-    if (rule && rule->split == SPLIT_CHANNEL) {
-      *axis = 0;
-      return true;
+    int axis = 0;
+    if (!rule || rule->split != SPLIT_CHANNEL) {
+      int rank = -1;
+      for (int q = 0; q < n->n_inputs && rank < 0; q++)
+        if (n->inputs[q] >= 0 && !is_const(c, n->inputs[q]))
+          rank = val(c, n->inputs[q])->rank;
+      elem_const_axis(c, v, st->axis, rank, st->dim, &axis);
     }
-    int rank = -1;
-    for (int q = 0; q < n->n_inputs && rank < 0; q++)
-      if (n->inputs[q] >= 0 && !is_const(c, n->inputs[q]))
-        rank = val(c, n->inputs[q])->rank;
-    elem_const_axis(c, v, st->axis, rank, st->dim, axis);
+    if (axis >= 0) cut_add(ct, axis, start, end);
     return true;
   }
   const split_op *op = split_op_find(n);
   bool row = r == ROLE_ROW || r == ROLE_ROW_SLICE;
+  /* A block cuts its weight's features by grid row (R > 1) and its columns
+   * by grid column (C > 1); row i > 0 drops the bias. */
+  bool block_rows = r == ROLE_BLOCK && st->rows > 1;
+  bool block_cols = r == ROLE_BLOCK && split_ways(st) > 1;
   if (j == 1) {
-    *axis = op->weight_axis(n, row);
+    if (block_rows) {
+      int64_t a, b;
+      feature_range(st, r, k, &a, &b);
+      cut_add(ct, op->weight_axis(n, true), a, b);
+    }
+    if (r != ROLE_BLOCK || block_cols)
+      cut_add(ct, op->weight_axis(n, row), start, end);
   } else if (j == op->bias) {
     if (row) return k == 0;
+    if (r == ROLE_BLOCK && k >= split_ways(st)) return false;
     /* Column split: slice the bias's last axis where it has the columns. */
     const ts_tensor *b = cst(c, v);
-    if (b->rank >= 1 && b->dims[b->rank - 1] == st->dim) *axis = b->rank - 1;
+    if ((r != ROLE_BLOCK || block_cols) && b->rank >= 1 &&
+        b->dims[b->rank - 1] == st->dim)
+      cut_add(ct, b->rank - 1, start, end);
   }
   return true;
 }
 
-/* Finds or adds the spec (v, axis, start, end) in list; returns its index
- * or -1 when out of memory. */
-static int spec_intern(init_spec **list, int *n, int *cap, int v, int axis,
-                       int64_t start, int64_t end) {
+/* Finds or adds the spec (v, cut) in list; returns its index or -1 when out
+ * of memory. */
+static int spec_intern(init_spec **list, int *n, int *cap, int v,
+                       const const_cut *ct) {
   for (int q = 0; q < *n; q++) {
     init_spec *sp = &(*list)[q];
-    if (sp->value == v && sp->axis == axis &&
-        (axis < 0 || (sp->start == start && sp->end == end)))
-      return q;
+    if (sp->value == v && cut_equal(&sp->cut, ct)) return q;
   }
   if (grow(list, cap, *n + 1, sizeof **list)) return -1;
   init_spec *sp = &(*list)[*n];
   memset(sp, 0, sizeof *sp);
   sp->value = v;
-  sp->axis = axis;
-  sp->start = start;
-  sp->end = end;
+  sp->cut = *ct;
   return (*n)++;
 }
 
@@ -950,12 +1081,12 @@ static int shard_weight(const ctx *c, int s, int k, size_t *bytes) {
   for (int q = 0; q < st->n_nodes; q++) {
     const ts_node *node = &c->g->nodes[st->nodes[q]];
     for (int j = 0; j < node->n_inputs; j++) {
-      int v = node->inputs[j], axis;
-      int64_t a = 0, b = 0;
+      int v = node->inputs[j];
+      const_cut ct;
       if (!is_const(c, v)) continue;
-      if (!input_slice(c, s, k, st->nodes[q], j, &axis, &a, &b)) continue;
+      if (!input_slice(c, s, k, st->nodes[q], j, &ct)) continue;
       int before = n;
-      int idx = spec_intern(&list, &n, &cap, v, axis, a, b);
+      int idx = spec_intern(&list, &n, &cap, v, &ct);
       if (idx < 0) {
         free(list);
         return TS_ENOMEM;
@@ -1074,12 +1205,13 @@ static Onnx__ValueInfoProto *value_info_of(shard_build *b, int v,
   int rank = x->rank;
   if (rank > TS_MAX_RANK) rank = -1;
   if (rank > 0) memcpy(dims, x->dims, (size_t)rank * sizeof dims[0]);
-  if (rank > 0 && c->value_stage[v] == b->s && c->value_kind[v] == VK_SPLIT) {
+  if (rank > 0 && c->value_stage[v] == b->s &&
+      (c->value_kind[v] == VK_SPLIT || c->value_kind[v] == VK_BLOCK)) {
     const lstage *st = &c->st[b->s];
     int a = st->axis < 0 ? rank - 1 : st->axis;
-    if (a < rank && dims[a] >= 0)
-      dims[a] = part_start(st->dim, st->ways, b->k + 1) -
-                part_start(st->dim, st->ways, b->k);
+    int64_t start, end;
+    split_range(st, b->k, &start, &end);
+    if (a < rank && dims[a] >= 0) dims[a] = end - start;
   }
   return value_info(b, name, x->dtype, rank, dims);
 }
@@ -1104,20 +1236,19 @@ static int add_node(shard_build *b, Onnx__NodeProto *np) {
   return TS_OK;
 }
 
-/* Name of a constant input after slicing (interned in the shard's list). */
-static const char *const_name(shard_build *b, int v, int axis, int64_t start,
-                              int64_t end) {
+/* Name of a constant input after cutting (interned in the shard's list):
+ * the model's name with ".slice<axis>_<start>_<end>" per cut axis. */
+static const char *const_name(shard_build *b, int v, const const_cut *ct) {
   int before = b->n_inits;
-  int q = spec_intern(&b->inits, &b->n_inits, &b->cap_inits, v, axis, start,
-                      end);
+  int q = spec_intern(&b->inits, &b->n_inits, &b->cap_inits, v, ct);
   if (q < 0) return oom(b), NULL;
   init_spec *sp = &b->inits[q];
   if (b->n_inits > before) {
-    if (axis < 0)
-      sp->name = val(b->c, v)->name;
-    else
-      sp->name = arena_printf(&b->a, "%s.slice%d_%lld_%lld", val(b->c, v)->name,
-                              axis, (long long)start, (long long)end);
+    sp->name = val(b->c, v)->name;
+    for (int e = 0; e < ct->n && sp->name; e++)
+      sp->name = arena_printf(&b->a, "%s.slice%d_%lld_%lld", sp->name,
+                              ct->axis[e], (long long)ct->start[e],
+                              (long long)ct->end[e]);
     if (!sp->name) return oom(b), NULL;
   }
   return sp->name;
@@ -1131,7 +1262,6 @@ static int add_synth(shard_build *b, const char *name, ts_dtype dtype,
   init_spec *sp = &b->inits[b->n_inits];
   memset(sp, 0, sizeof *sp);
   sp->value = -1;
-  sp->axis = -1;
   sp->name = name;
   sp->dtype = dtype;
   sp->rank = rank;
@@ -1217,13 +1347,14 @@ static int emit_node(shard_build *b, int i) {
   np->n_output = (size_t)n->n_outputs;
   const lstage *st = &c->st[b->s];
   int rc;
+  role r = c->node_role[i];
   for (int j = 0; j < n->n_inputs; j++) {
-    int v = n->inputs[j], axis;
-    int64_t start = 0, end = 0;
+    int v = n->inputs[j];
+    const_cut ct;
     if (v < 0) {
       in[j] = "";
     } else if (is_const(c, v)) {
-      if (!input_slice(c, b->s, b->k, i, j, &axis, &start, &end)) {
+      if (!input_slice(c, b->s, b->k, i, j, &ct)) {
         /* The bias of a ROW op belongs to shard 0 only. Gemm needs its C
          * before opset 11: give it zeros there. */
         if (strcmp(n->op_type, "Gemm") == 0 && c->m->opset < 11) {
@@ -1236,18 +1367,20 @@ static int emit_node(shard_build *b, int i) {
           np->n_input = (size_t)j; /* the bias is the last input */
           break;
         }
-      } else if (!(in[j] = (char *)const_name(b, v, axis, start, end))) {
+      } else if (!(in[j] = (char *)const_name(b, v, &ct))) {
         return b->err->code;
       }
-    } else if (j == 0 && c->node_role[i] == ROLE_ROW_SLICE) {
+    } else if (j == 0 && (r == ROLE_ROW_SLICE ||
+                          (r == ROLE_BLOCK && st->rows > 1))) {
+      /* The shard's features of the whole input. */
       const split_op *op = split_op_find(n);
       int ax = op->in_axis(n, val(c, v)->rank);
+      int64_t start, end;
+      feature_range(st, r, b->k, &start, &end);
       in[j] = (char *)fresh_name(b, val(c, v)->name, "rows", b->k);
       if (!in[j]) return b->err->code;
       if ((rc = add_input(b, v))) return rc;
-      rc = emit_slice(b, val(c, v)->name, in[j], ax,
-                      part_start(st->dim, st->ways, b->k),
-                      part_start(st->dim, st->ways, b->k + 1));
+      rc = emit_slice(b, val(c, v)->name, in[j], ax, start, end);
       if (rc) return rc;
     } else {
       if (!(in[j] = (char *)local_name(b, v))) return b->err->code;
@@ -1264,8 +1397,33 @@ static int emit_node(shard_build *b, int i) {
   return add_node(b, np);
 }
 
-/* Builds the TensorProto of one initializer spec; sliced data is copied
- * into the arena, whole constants are referenced. */
+/* Copies the box [lo, hi) of a row-major tensor (dims, rank, element size
+ * esz) to dst, one contiguous run per index of the axes outside the
+ * innermost cut axis `a` (axes after `a` are whole). */
+static void box_copy(uint8_t *dst, const uint8_t *src, const int64_t *dims,
+                     int rank, size_t esz, const int64_t *lo,
+                     const int64_t *hi, int a) {
+  int64_t stride[TS_MAX_RANK], idx[TS_MAX_RANK];
+  int64_t s = (int64_t)esz;
+  for (int d = rank - 1; d >= 0; d--) {
+    stride[d] = s;
+    s *= dims[d];
+  }
+  size_t run = (size_t)((hi[a] - lo[a]) * stride[a]);
+  for (int d = 0; d < a; d++) idx[d] = lo[d];
+  for (;;) {
+    int64_t off = lo[a] * stride[a];
+    for (int d = 0; d < a; d++) off += idx[d] * stride[d];
+    memcpy(dst, src + off, run);
+    dst += run;
+    int d = a - 1;
+    while (d >= 0 && ++idx[d] == hi[d]) idx[d] = lo[d], d--;
+    if (d < 0) return;
+  }
+}
+
+/* Builds the TensorProto of one initializer spec; cut data is copied into
+ * the arena, whole constants are referenced. */
 static Onnx__TensorProto *tensor_proto(shard_build *b, const init_spec *sp) {
   const ctx *c = b->c;
   Onnx__TensorProto *tp = arena_alloc(&b->a, sizeof *tp);
@@ -1296,28 +1454,28 @@ static Onnx__TensorProto *tensor_proto(shard_build *b, const init_spec *sp) {
   memcpy(dims, t->dims, (size_t)t->rank * sizeof *dims);
   tp->n_dims = (size_t)t->rank;
   tp->dims = dims;
-  if (sp->axis < 0) {
+  if (sp->cut.n == 0) {
     tp->raw_data.data = t->data;
     tp->raw_data.len = t->nbytes;
     return tp;
   }
-  /* Slice along axis: `outer` runs of dims[axis] * inner elements each. */
-  int64_t outer = ts_shape_numel(t->dims, sp->axis);
-  int64_t inner = ts_shape_numel(t->dims + sp->axis + 1,
-                                 t->rank - sp->axis - 1);
-  size_t run = (size_t)inner * esz;
-  size_t width = (size_t)(sp->end - sp->start);
-  uint8_t *data = arena_alloc(&b->a, (size_t)outer * width * run);
+  int64_t lo[TS_MAX_RANK] = {0}, hi[TS_MAX_RANK];
+  int inner = 0;
+  memcpy(hi, t->dims, (size_t)t->rank * sizeof *hi);
+  for (int q = 0; q < sp->cut.n; q++) {
+    int a = sp->cut.axis[q];
+    lo[a] = sp->cut.start[q];
+    hi[a] = sp->cut.end[q];
+    dims[a] = hi[a] - lo[a];
+    if (a > inner) inner = a;
+  }
+  size_t len = spec_bytes(c, sp);
+  uint8_t *data = arena_alloc(&b->a, len);
   if (!data) return oom(b), NULL;
-  for (int64_t o = 0; o < outer; o++)
-    memcpy(data + (size_t)o * width * run,
-           (const uint8_t *)t->data +
-               ((size_t)o * (size_t)t->dims[sp->axis] + (size_t)sp->start) *
-                   run,
-           width * run);
-  dims[sp->axis] = (int64_t)width;
+  if (len)
+    box_copy(data, t->data, t->dims, t->rank, esz, lo, hi, inner);
   tp->raw_data.data = data;
-  tp->raw_data.len = (size_t)outer * width * run;
+  tp->raw_data.len = len;
   return tp;
 }
 
@@ -1507,8 +1665,59 @@ static bool stage_batch_splittable(const ctx *c, int s) {
   return true;
 }
 
+/* Appends fusion `name` = kind (on `axis`) of the n parts
+ * "<base>.<suffix><first + q*step>", q < n. */
+static int add_fusion(ts_stage *out, int *cap, const char *name,
+                      ts_fuse_kind kind, int axis, const char *base,
+                      const char *suffix, int first, int step, int n) {
+  if (grow(&out->fusions, cap, out->n_fusions + 1, sizeof *out->fusions))
+    return TS_ENOMEM;
+  ts_fusion *f = &out->fusions[out->n_fusions++];
+  memset(f, 0, sizeof *f);
+  f->name = xstrdup(name);
+  f->kind = kind;
+  f->axis = kind == TS_FUSE_CONCAT ? axis : 0;
+  f->parts = calloc((size_t)n, sizeof *f->parts);
+  if (!f->name || !f->parts) return TS_ENOMEM;
+  for (int q = 0; q < n; q++) {
+    size_t len = strlen(base) + strlen(suffix) + 32;
+    if (!(f->parts[q] = malloc(len))) return TS_ENOMEM;
+    snprintf(f->parts[q], len, "%s.%s%d", base, suffix, first + q * step);
+    f->n_parts = q + 1;
+  }
+  return TS_OK;
+}
+
+/* The fusions of block-split value v of stage s (see plan.h, "Fusions
+ * nest"): one row or one column needs one fusion; a full grid sums each
+ * column's R parts into "<v>.col<j>", then concatenates the columns. */
+static int block_fusions(const ctx *c, int s, int v, ts_stage *out, int *cap,
+                         ts_err *err) {
+  const lstage *st = &c->st[s];
+  const char *name = val(c, v)->name;
+  int cols = split_ways(st);
+  if (st->rows == 1 || cols == 1)
+    return add_fusion(out, cap, name, cols > 1 ? TS_FUSE_CONCAT : TS_FUSE_SUM,
+                      st->axis, name, "part", 0, 1, st->ways);
+  for (int j = 0; j < cols; j++) {
+    char col[512];
+    snprintf(col, sizeof col, "%s.col%d", name, j);
+    if (ts_graph_find_value(c->g, col) >= 0)
+      return ts_err_set(err, TS_EUNSUPPORTED,
+                        "tensor name '%s' is used by the model and by the "
+                        "partitioner's naming scheme",
+                        col);
+    int rc = add_fusion(out, cap, col, TS_FUSE_SUM, 0, name, "part", j, cols,
+                        st->rows);
+    if (rc) return rc;
+  }
+  return add_fusion(out, cap, name, TS_FUSE_CONCAT, st->axis, name, "col", 0,
+                    1, cols);
+}
+
 /* Fills the stage's inputs, outputs and fusions from the layout. */
-static int fill_stage_io(const ctx *c, int s, const int *lu, ts_stage *out) {
+static int fill_stage_io(const ctx *c, int s, const int *lu, ts_stage *out,
+                         ts_err *err) {
   const lstage *st = &c->st[s];
   int cap_in = 0, cap_out = 0, cap_f = 0;
   for (int q = 0; q < st->n_nodes; q++) {
@@ -1523,31 +1732,24 @@ static int fill_stage_io(const ctx *c, int s, const int *lu, ts_stage *out) {
         dup = strcmp(out->inputs[e], val(c, v)->name) == 0;
       if (!dup && names_push(&out->inputs, &out->n_inputs, &cap_in,
                              val(c, v)->name))
-        return TS_ENOMEM;
+        return ts_err_set(err, TS_ENOMEM, "plan: out of memory");
     }
     for (int j = 0; j < n->n_outputs; j++) {
       int v = n->outputs[j];
       if (v < 0 || lu[v] <= s) continue;
       if (names_push(&out->outputs, &out->n_outputs, &cap_out,
                      val(c, v)->name))
-        return TS_ENOMEM;
+        return ts_err_set(err, TS_ENOMEM, "plan: out of memory");
       if (st->ways < 2) continue;
-      if (grow(&out->fusions, &cap_f, out->n_fusions + 1,
-               sizeof *out->fusions))
-        return TS_ENOMEM;
-      ts_fusion *f = &out->fusions[out->n_fusions++];
-      memset(f, 0, sizeof *f);
-      f->name = xstrdup(val(c, v)->name);
-      f->kind = c->value_kind[v] == VK_PARTIAL ? TS_FUSE_SUM : TS_FUSE_CONCAT;
-      f->axis = f->kind == TS_FUSE_CONCAT ? st->axis : 0;
-      f->parts = calloc((size_t)st->ways, sizeof *f->parts);
-      if (!f->name || !f->parts) return TS_ENOMEM;
-      for (int k = 0; k < st->ways; k++) {
-        size_t len = strlen(f->name) + 32;
-        if (!(f->parts[k] = malloc(len))) return TS_ENOMEM;
-        snprintf(f->parts[k], len, "%s.part%d", f->name, k);
-        f->n_parts = k + 1;
-      }
+      const char *name = val(c, v)->name;
+      int rc = c->value_kind[v] == VK_BLOCK
+                   ? block_fusions(c, s, v, out, &cap_f, err)
+                   : add_fusion(out, &cap_f, name,
+                                c->value_kind[v] == VK_PARTIAL ? TS_FUSE_SUM
+                                                               : TS_FUSE_CONCAT,
+                                st->axis, name, "part", 0, 1, st->ways);
+      if (rc == TS_ENOMEM) return ts_err_set(err, rc, "plan: out of memory");
+      if (rc) return rc;
     }
   }
   out->batch_splittable = stage_batch_splittable(c, s);
@@ -1572,11 +1774,7 @@ static int build_shard(const ctx *c, int s, int k, const ts_stage *stage,
   double flops = 0;
   for (int q = 0; q < st->n_nodes && !rc; q++) {
     rc = emit_node(&b, st->nodes[q]);
-    double f = ts_graph_node_flops(c->m, st->nodes[q]);
-    if (st->ways > 1)
-      f *= (double)(part_start(st->dim, st->ways, k + 1) -
-                    part_start(st->dim, st->ways, k)) /
-           (double)st->dim;
+    double f = ts_graph_node_flops(c->m, st->nodes[q]) * shard_share(st, k);
     flops += f > 0 ? f : 0;
   }
   if (rc) goto done;
@@ -1700,11 +1898,7 @@ static int emit_plan(const ctx *c, const ts_plan_opts *opts,
   for (int s = 0; s < c->n_st && !rc; s++) {
     ts_stage *st = &p->stages[s];
     p->n_stages = s + 1;
-    rc = fill_stage_io(c, s, lu, st);
-    if (rc) {
-      ts_err_set(err, rc, "plan: out of memory");
-      break;
-    }
+    if ((rc = fill_stage_io(c, s, lu, st, err))) break;
     st->shards = calloc((size_t)c->st[s].ways, sizeof *st->shards);
     if (!st->shards) {
       rc = ts_err_set(err, TS_ENOMEM, "plan: out of memory");
@@ -1761,6 +1955,8 @@ static int cut_whole_stages(ctx *c, size_t limit, bool *cut, ts_err *err) {
         rc = TS_ENOMEM;
         break;
       }
+      c->st[ns].rows = st->rows;
+      c->st[ns].kdim = st->kdim;
       for (int q = 0; q < st->n_nodes && !rc; q++)
         rc = stage_add(c, ns, st->nodes[q], c->node_role[st->nodes[q]]);
       remap[s] = ns;
@@ -1823,10 +2019,43 @@ static bool any_splittable(ctx *c) {
   return any;
 }
 
+/* Lays out with `ways` (or the context's block grid), cuts whole stages
+ * that exceed the worker memory limit, and emits the plan when every shard
+ * fits (*done). TS_OK with !*done: try the next candidate. */
+static int fit_layout(ctx *c, const ts_plan_opts *opts, int ways, bool splits,
+                      ts_err *last_err, bool *done, ts_plan **out,
+                      ts_err *err) {
+  size_t limit = opts->worker_memory_limit, max = 0, total = 0;
+  bool cut = false;
+  *done = false;
+  layout_reset(c);
+  int rc = layout_range(c, 0, c->n_live, ways);
+  if (rc) return ts_err_set(err, rc, "plan: out of memory");
+  rc = cut_whole_stages(c, limit, &cut, last_err);
+  if (rc == TS_EEXHAUSTED) return TS_OK;
+  if (rc) return ts_err_set(err, rc, "%s", last_err->msg);
+  if ((rc = layout_weights(c, &max, &total)))
+    return ts_err_set(err, rc, "plan: out of memory");
+  if (max > limit) return TS_OK;
+  *done = true;
+  /* Every shard fits some worker; all of them together must fit too. */
+  if (opts->n_workers > 0 && total / (size_t)opts->n_workers > limit)
+    return ts_err_set(err, TS_EEXHAUSTED,
+                      "auto plan: shards of %zu weight bytes in all do not "
+                      "fit %d workers of %zu bytes",
+                      total, opts->n_workers, limit);
+  ts_strategy strategy = c->grid_rows ? TS_STRATEGY_BLOCK
+                         : !splits    ? TS_STRATEGY_PIPELINE
+                         : cut        ? TS_STRATEGY_HYBRID
+                                      : TS_STRATEGY_TENSOR;
+  return emit_plan(c, opts, strategy, opts->replicas, out, err);
+}
+
 /* auto: data when the model fits one worker; else the fewest tensor ways
  * (whole stages cut further where they alone do not fit), or pipeline
- * stages when nothing splits. A shard fits when its weight bytes are
- * within the limit. */
+ * stages when nothing splits; else the smallest block grid that fits (see
+ * the file comment). A shard fits when its weight bytes are within the
+ * limit. */
 static int plan_auto(ctx *c, const ts_plan_opts *opts, ts_plan **out,
                      ts_err *err) {
   size_t limit = opts->worker_memory_limit, max = 0, total = 0;
@@ -1844,28 +2073,20 @@ static int plan_auto(ctx *c, const ts_plan_opts *opts, ts_plan **out,
   bool splits = max_ways >= 2 && any_splittable(c);
   int first = splits ? 2 : 1, last = splits ? max_ways : 1;
   ts_err last_err = {0};
-  for (int ways = first; ways <= last; ways++) {
-    bool cut = false;
-    layout_reset(c);
-    if ((rc = layout_range(c, 0, c->n_live, ways)))
-      return ts_err_set(err, rc, "plan: out of memory");
-    rc = cut_whole_stages(c, limit, &cut, &last_err);
-    if (rc == TS_EEXHAUSTED) continue;
-    if (rc) return ts_err_set(err, rc, "%s", last_err.msg);
-    if ((rc = layout_weights(c, &max, &total)))
-      return ts_err_set(err, rc, "plan: out of memory");
-    if (max > limit) continue;
-    /* Every shard fits some worker; all of them together must fit too. */
-    if (opts->n_workers > 0 && total / (size_t)opts->n_workers > limit)
-      return ts_err_set(err, TS_EEXHAUSTED,
-                        "auto plan: shards of %zu weight bytes in all do not "
-                        "fit %d workers of %zu bytes",
-                        total, opts->n_workers, limit);
-    ts_strategy strategy = !splits ? TS_STRATEGY_PIPELINE
-                           : cut   ? TS_STRATEGY_HYBRID
-                                   : TS_STRATEGY_TENSOR;
-    return emit_plan(c, opts, strategy, opts->replicas, out, err);
-  }
+  bool done = false;
+  for (int ways = first; ways <= last && !rc && !done; ways++)
+    rc = fit_layout(c, opts, ways, splits, &last_err, &done, out, err);
+  /* Block grids R x C (R >= 2) of at most max_ways cells, fewest cells
+   * first, then fewest rows. */
+  for (int cells = 2; splits && cells <= max_ways && !rc && !done; cells++)
+    for (int r = 2; r <= cells && !rc && !done; r++) {
+      if (cells % r) continue;
+      c->grid_rows = r;
+      c->grid_cols = cells / r;
+      rc = fit_layout(c, opts, 1, splits, &last_err, &done, out, err);
+    }
+  c->grid_rows = c->grid_cols = 0;
+  if (rc || done) return rc;
   if (last_err.code)
     return ts_err_set(err, TS_EEXHAUSTED, "auto plan: %s", last_err.msg);
   return ts_err_set(err, TS_EEXHAUSTED,
@@ -1876,11 +2097,21 @@ static int plan_auto(ctx *c, const ts_plan_opts *opts, ts_plan **out,
 
 /* ---- entry point -------------------------------------------------------- */
 
+void ts_plan_grid(int shards, int *rows, int *cols) {
+  *rows = *cols = 0;
+  if (shards < 1) return;
+  int r = 1;
+  for (int d = 1; (int64_t)d * d <= shards; d++)
+    if (shards % d == 0) r = d;
+  *rows = r;
+  *cols = shards / r;
+}
+
 static int check_opts(const ts_model *model, const ts_plan_opts *o,
                       ts_err *err) {
   if (!model || !model->proto || !o)
     return ts_err_set(err, TS_EINVAL, "plan: model and options are required");
-  if ((int)o->strategy < 0 || (int)o->strategy > TS_STRATEGY_AUTO)
+  if ((int)o->strategy < 0 || (int)o->strategy > TS_STRATEGY_BLOCK)
     return ts_err_set(err, TS_EINVAL, "plan: unknown strategy %d",
                       (int)o->strategy);
   if (o->replicas < 1)
@@ -1896,6 +2127,16 @@ static int check_opts(const ts_model *model, const ts_plan_opts *o,
   if (sharded && o->shards < 1)
     return ts_err_set(err, TS_EINVAL, "plan: shards must be >= 1, got %d",
                       o->shards);
+  if (o->strategy == TS_STRATEGY_BLOCK) {
+    bool grid = o->grid_rows || o->grid_cols;
+    if (grid && (o->grid_rows < 1 || o->grid_cols < 1))
+      return ts_err_set(err, TS_EINVAL,
+                        "plan: block grid %dx%d needs both dims >= 1",
+                        o->grid_rows, o->grid_cols);
+    if (!grid && o->shards < 1)
+      return ts_err_set(err, TS_EINVAL, "plan: shards must be >= 1, got %d",
+                        o->shards);
+  }
   if (o->n_workers < 0)
     return ts_err_set(err, TS_EINVAL, "plan: n_workers must be >= 0, got %d",
                       o->n_workers);
@@ -1937,6 +2178,12 @@ int ts_plan_build(const ts_model *model, const ts_plan_opts *opts,
       rc = layout_pipeline(
           &c, opts->stages,
           opts->strategy == TS_STRATEGY_HYBRID ? opts->shards : 1);
+      break;
+    case TS_STRATEGY_BLOCK:
+      c.grid_rows = opts->grid_rows;
+      c.grid_cols = opts->grid_cols;
+      if (!c.grid_rows) ts_plan_grid(opts->shards, &c.grid_rows, &c.grid_cols);
+      rc = layout_range(&c, 0, c.n_live, 1);
       break;
     case TS_STRATEGY_AUTO:
       rc = plan_auto(&c, opts, out, err);

@@ -13,6 +13,15 @@
  * names; a shard's partial outputs that need fusion get unique names
  * ("<name>.part<k>") listed in the stage's fusions.
  *
+ * Fusions nest: a stage's fusions are evaluated in list order, and a part
+ * of a fusion names either an output of one of the stage's shards or the
+ * fused tensor of an EARLIER fusion of the same stage (never a later one,
+ * never itself). A block (2-D) split of Y = X.W on an R x C grid uses it:
+ * shard k = i*C + j computes X[:, K_i].W[K_i, N_j] ("Y.part<k>"; the bias
+ * only in row i = 0), fusion "Y.col<j>" sums the R parts of column j, and
+ * Y is the concat of the C columns on Y's last (column) axis. Grids with
+ * one row or one column need one fusion (concat, or sum) and no nesting.
+ *
  * Data parallelism is decided at dispatch time: a stage whose every input
  * and output has the batch as dim 0 and whose ops are row-independent is
  * marked `batch_splittable`, and the scheduler may cut a request's batch
@@ -50,7 +59,8 @@ typedef enum {
   X(TENSOR, "tensor")       \
   X(PIPELINE, "pipeline")   \
   X(HYBRID, "hybrid")       \
-  X(AUTO, "auto")
+  X(AUTO, "auto")           \
+  X(BLOCK, "block")
 
 typedef enum {
 #define TS_X(name, str) TS_STRATEGY_##name,
@@ -82,7 +92,8 @@ typedef struct ts_fusion {
   char *name;             /* the fused tensor's name (a model tensor) */
   ts_fuse_kind kind;      /* CONCAT or SUM inside plans */
   int axis;               /* for CONCAT; may be negative (from the end) */
-  char **parts;           /* one shard output name per part, in order */
+  char **parts;           /* per part, in order: a shard output or an
+                             earlier fusion's name (see "Fusions nest") */
   int n_parts;
 } ts_fusion;
 
@@ -109,13 +120,23 @@ typedef struct ts_plan {
 typedef struct ts_plan_opts {
   ts_strategy strategy;
   int stages;             /* pipeline / hybrid: number of stages (>= 1) */
-  int shards;             /* tensor / hybrid: ways per split op (>= 1) */
+  int shards;             /* tensor / hybrid: ways per split op (>= 1);
+                             block without a grid: R*C = shards */
+  int grid_rows;          /* block: R ways over the weight's input rows */
+  int grid_cols;          /* block: C ways over its output columns; both 0:
+                             the near-square grid of ts_plan_grid(shards) */
   int replicas;           /* >= 1 */
   /* auto: the workers' resources, to fit a model no single worker holds */
   int n_workers;
   size_t worker_memory_limit; /* smallest limit among workers; 0 = none */
   const char *model_name;     /* for labels */
 } ts_plan_opts;
+
+/* The near-square grid of `shards` cells used by block plans without an
+ * explicit grid: R*C = shards exactly, R the largest divisor <= sqrt, so
+ * C >= R (column splits need no partial sums): 4 -> 2x2, 6 -> 2x3,
+ * 2 -> 1x2, 3 -> 1x3. shards < 1 gives 0x0. */
+void ts_plan_grid(int shards, int *rows, int *cols);
 
 /* Builds the plan for `model`. TS_EINVAL on impossible options (more stages
  * than nodes, ...), TS_EEXHAUSTED when `auto` cannot fit the model. The plan

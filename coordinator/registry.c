@@ -160,6 +160,8 @@ static int load_plain(ts_registry *r, ts_served_model *m, ts_err *err) {
         .strategy = m->config.strategy,
         .stages = m->config.stages,
         .shards = m->config.shards,
+        .grid_rows = m->config.grid_rows,
+        .grid_cols = m->config.grid_cols,
         .replicas = replicas,
         .n_workers = live,
         .worker_memory_limit = min_limit,

@@ -135,8 +135,22 @@ static void run_model(const ts_model *m, const tmap *in,
   ts_session_free(s);
 }
 
+/* ts_fuse_stage's view of a tmap (stores copies; frees the fused tensor). */
+static const ts_tensor *tmap_lookup(void *user, const char *name) {
+  return tmap_get(user, name);
+}
+
+static int tmap_store(void *user, const char *name, ts_tensor *t,
+                      ts_err *err) {
+  (void)err;
+  tmap_put(user, name, t);
+  ts_tensor_free(t);
+  return 0;
+}
+
 /* Runs the plan stage by stage: each shard loaded from its bytes, run on
- * its inputs from `env`, its outputs added to `env`, fusions applied. */
+ * its inputs from `env`, its outputs added to `env`, fusions applied in
+ * order (nested ones reading earlier fusions' outputs). */
 static void run_plan(const ts_plan *p, tmap *env) {
   for (int s = 0; s < p->n_stages; s++) {
     const ts_stage *st = &p->stages[s];
@@ -156,23 +170,12 @@ static void run_plan(const ts_plan *p, tmap *env) {
                 sh->label);
       ts_model_free(m);
     }
-    for (int f = 0; f < st->n_fusions; f++) {
-      const ts_fusion *fu = &st->fusions[f];
-      ck_assert_int_eq(fu->n_parts, st->n_shards);
-      const ts_tensor **parts = calloc((size_t)fu->n_parts, sizeof *parts);
-      for (int q = 0; q < fu->n_parts; q++) {
-        parts[q] = tmap_get(env, fu->parts[q]);
-        ck_assert_msg(parts[q], "part '%s' missing", fu->parts[q]);
-      }
-      ts_tensor fused;
-      ts_err err = {0};
-      int rc = ts_fuse(fu->kind, parts, fu->n_parts, fu->axis, NULL, &fused,
-                       &err);
-      ck_assert_msg(rc == 0, "fusion of '%s' failed: %s", fu->name, err.msg);
-      tmap_put(env, fu->name, &fused);
-      ts_tensor_free(&fused);
-      free(parts);
-    }
+    for (int f = 0; f < st->n_fusions; f++)
+      ck_assert_int_le(st->fusions[f].n_parts, st->n_shards);
+    ts_fuse_env fenv = {tmap_lookup, tmap_store, env};
+    ts_err err = {0};
+    int rc = ts_fuse_stage(st, &fenv, &err);
+    ck_assert_msg(rc == 0, "stage %d fusions failed: %s", s, err.msg);
     for (int i = 0; i < st->n_outputs; i++)
       ck_assert_msg(tmap_get(env, st->outputs[i]),
                     "stage %d output '%s' was not produced", s,
@@ -216,16 +219,22 @@ static ts_model *load_bytes(const uint8_t *b, size_t len, const char *what) {
   return m;
 }
 
+/* A plan that must build. */
+static ts_plan *build_opts(const ts_model *m, const ts_plan_opts *o) {
+  ts_plan *p = NULL;
+  ts_err err = {0};
+  int rc = ts_plan_build(m, o, &p, &err);
+  ck_assert_msg(rc == 0, "ts_plan_build(%s, stages %d, shards %d, grid %dx%d) "
+                "failed: %s", ts_strategy_name(o->strategy), o->stages,
+                o->shards, o->grid_rows, o->grid_cols, err.msg);
+  return p;
+}
+
 static ts_plan *build(const ts_model *m, ts_strategy s, int stages, int shards,
                       int replicas) {
   ts_plan_opts o = {.strategy = s, .stages = stages, .shards = shards,
                     .replicas = replicas, .model_name = "m"};
-  ts_plan *p = NULL;
-  ts_err err = {0};
-  int rc = ts_plan_build(m, &o, &p, &err);
-  ck_assert_msg(rc == 0, "ts_plan_build(%s, %d, %d) failed: %s",
-                ts_strategy_name(s), stages, shards, err.msg);
-  return p;
+  return build_opts(m, &o);
 }
 
 /* The invariant for one plan. */
@@ -250,7 +259,7 @@ static void check_all_strategies(const ts_model *m, int int_range,
                                  const char *model) {
   static const ts_strategy strategies[] = {
       TS_STRATEGY_DATA, TS_STRATEGY_PIPELINE, TS_STRATEGY_TENSOR,
-      TS_STRATEGY_HYBRID};
+      TS_STRATEGY_HYBRID, TS_STRATEGY_BLOCK};
   for (size_t s = 0; s < sizeof strategies / sizeof strategies[0]; s++)
     for (int n = 2; n <= 4; n++) {
       ts_plan *p = build(m, strategies[s], n, n, n);
@@ -949,6 +958,11 @@ START_TEST(test_bad_options) {
         .replicas = 1}},
       {{.strategy = (ts_strategy)42, .replicas = 1}},
       {{.strategy = TS_STRATEGY_AUTO, .replicas = 1, .n_workers = -1}},
+      {{.strategy = TS_STRATEGY_BLOCK, .grid_rows = 0, .grid_cols = 2,
+        .replicas = 1}},
+      {{.strategy = TS_STRATEGY_BLOCK, .grid_rows = -1, .grid_cols = -1,
+        .replicas = 1}},
+      {{.strategy = TS_STRATEGY_BLOCK, .shards = 0, .replicas = 1}},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     ts_plan *p = (ts_plan *)1;
@@ -1081,10 +1095,261 @@ START_TEST(test_auto_pipeline) {
 }
 END_TEST
 
+/* ---- tests: block (2-D) splits ------------------------------------------ */
+
+/* x[N, K] -> Gemm(x, W, b) -> y[N, M] (transB: W is [M, K]), or, with
+ * `seq` > 0, x[N, seq, K] -> MatMul(x, W[K, M]) -> Add(b) -> y[N, seq, M]. */
+static ts_model *linear_model(int64_t k, int64_t m, bool trans_b, int64_t seq,
+                              int64_t opset) {
+  mb *b = calloc(1, sizeof *b);
+  int64_t x2[2] = {-1, k}, y2[2] = {-1, m};
+  int64_t x3[3] = {-1, seq, k}, y3[3] = {-1, seq, m};
+  int64_t wd[2] = {k, m}, bd[1] = {m};
+  if (trans_b) wd[0] = m, wd[1] = k;
+  mb_weight(b, "W", 2, wd, 1.0 / sqrt((double)k));
+  mb_weight(b, "b", 1, bd, 0.5);
+  if (seq > 0) {
+    mb_input(b, "x", 3, x3);
+    mb_node(b, "MatMul", "x,W", "h");
+    mb_node(b, "Add", "h,b", "y");
+    mb_output(b, "y", 3, y3);
+  } else {
+    mb_input(b, "x", 2, x2);
+    mb_attr_int(b, mb_node(b, "Gemm", "x,W,b", "y"), "transB", trans_b);
+    mb_output(b, "y", 2, y2);
+  }
+  return mb_finish(b, opset);
+}
+
+static const float *const_data(const ts_model *m, const char *name) {
+  int v = ts_graph_find_value(&m->graph, name);
+  ck_assert_msg(v >= 0 && m->graph.values[v].constant, "no constant %s", name);
+  return m->graph.values[v].constant->data;
+}
+
+/* The float64 reference y = x.W + b from the model's constants, compared
+ * with the plan's float32 y: max |y - ref| <= 1e-5 * max |ref|. */
+static void expect_linear(const ts_model *m, const tmap *env, int64_t k,
+                          int64_t cols, bool trans_b, const char *what) {
+  const ts_tensor *x = tmap_get(env, "x"), *y = tmap_get(env, "y");
+  ck_assert_msg(y && y->dtype == TS_DTYPE_FLOAT, "%s: no float y", what);
+  const float *w = const_data(m, "W"), *bias = const_data(m, "b");
+  int64_t rows = ts_tensor_numel(x) / k;
+  ck_assert_int_eq(ts_tensor_numel(y), rows * cols);
+  ck_assert_int_eq(y->dims[y->rank - 1], cols);
+  double scale = 0, diff = 0;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t o = 0; o < cols; o++) {
+      double acc = bias[o];
+      for (int64_t q = 0; q < k; q++)
+        acc += (double)((const float *)x->data)[r * k + q] *
+               (double)w[trans_b ? o * k + q : q * cols + o];
+      scale = fmax(scale, fabs(acc));
+      diff = fmax(diff, fabs(acc - ((const float *)y->data)[r * cols + o]));
+    }
+  ck_assert_msg(diff <= 1e-5 * scale, "%s: max error %g vs scale %g", what,
+                diff, scale);
+}
+
+static ts_plan *build_grid(const ts_model *m, int rows, int cols) {
+  ts_plan_opts o = {.strategy = TS_STRATEGY_BLOCK, .grid_rows = rows,
+                    .grid_cols = cols, .replicas = 1, .model_name = "m"};
+  return build_opts(m, &o);
+}
+
+/* The block stage's structure: R*C shards, shard i*C+j holding exactly the
+ * weight block [K_i, M_j] and the bias of M_j in row 0 (rows below: a zero
+ * scalar C before opset 11), plus, when R > 1, its Slice's int64 starts,
+ * ends and axes from opset 10 (attributes before); fusions "y.col<j>"
+ * = sum over i of "y.part<i*C+j>" then y = concat of the columns (one
+ * fusion when R or C is 1). */
+static void expect_block_stage(const ts_stage *st, int r, int c, int64_t k,
+                               int64_t cols, int64_t opset) {
+  ck_assert_int_eq(st->n_shards, r * c);
+  for (int i = 0; i < r; i++)
+    for (int j = 0; j < c; j++) {
+      int64_t ki = (k * (i + 1)) / r - (k * i) / r;
+      int64_t mj = (cols * (j + 1)) / c - (cols * j) / c;
+      size_t want = (size_t)(ki * mj + (i == 0 ? mj : opset < 11)) *
+                        sizeof(float) +
+                    (r > 1 && opset >= 10 ? 3 * sizeof(int64_t) : 0);
+      ck_assert_msg(st->shards[i * c + j].weight_bytes == want,
+                    "shard (%d,%d) of %dx%d holds %zu bytes, want %zu", i, j,
+                    r, c, st->shards[i * c + j].weight_bytes, want);
+    }
+  const ts_fusion *last = &st->fusions[st->n_fusions - 1];
+  ck_assert_str_eq(last->name, "y");
+  if (r == 1 || c == 1) {
+    ck_assert_int_eq(st->n_fusions, 1);
+    ck_assert_int_eq(last->kind, c > 1 ? TS_FUSE_CONCAT : TS_FUSE_SUM);
+    ck_assert_int_eq(last->n_parts, r * c);
+    return;
+  }
+  ck_assert_int_eq(st->n_fusions, c + 1);
+  for (int j = 0; j < c; j++) {
+    const ts_fusion *f = &st->fusions[j];
+    char name[32];
+    snprintf(name, sizeof name, "y.col%d", j);
+    ck_assert_str_eq(f->name, name);
+    ck_assert_int_eq(f->kind, TS_FUSE_SUM);
+    ck_assert_int_eq(f->n_parts, r);
+    for (int i = 0; i < r; i++) {
+      snprintf(name, sizeof name, "y.part%d", i * c + j);
+      ck_assert_str_eq(f->parts[i], name);
+    }
+    ck_assert_str_eq(last->parts[j], f->name);
+  }
+  ck_assert_int_eq(last->kind, TS_FUSE_CONCAT);
+  ck_assert_int_eq(last->axis, -1);
+  ck_assert_int_eq(last->n_parts, c);
+}
+
+static const int grids[][2] = {{1, 2}, {2, 1}, {2, 2}, {3, 2}, {2, 3}, {3, 3}};
+
+/* Gemm (both weight layouts, opsets 13 and 9) and a batched 3-D MatMul
+ * with uneven dims (K = 13, M = 7) on every grid, against float64. */
+START_TEST(test_block_grids) {
+  static const struct {
+    bool trans_b;
+    int64_t seq, opset;
+  } models[] = {{false, 0, 13}, {true, 0, 13}, {true, 0, 9}, {false, 4, 13}};
+  const int64_t k = 13, cols = 7;
+  for (int t = 0; t < COUNT(models); t++) {
+    ts_model *m = linear_model(k, cols, models[t].trans_b, models[t].seq,
+                               models[t].opset);
+    for (int g = 0; g < COUNT(grids); g++) {
+      int r = grids[g][0], c = grids[g][1];
+      char what[96];
+      snprintf(what, sizeof what, "model %d grid %dx%d", t, r, c);
+      ts_plan *p = build_grid(m, r, c);
+      ck_assert_int_eq(p->strategy, TS_STRATEGY_BLOCK);
+      /* The MatMul's Add runs whole after the block stage. */
+      ck_assert_int_eq(p->n_stages, models[t].seq ? 2 : 1);
+      if (!models[t].seq)
+        expect_block_stage(&p->stages[0], r, c, k, cols, models[t].opset);
+      ck_assert_int_eq(p->stages[0].n_shards, r * c);
+      for (int64_t batch = 1; batch <= 3; batch += 2) {
+        tmap in = {0};
+        random_inputs(m, batch, 0, &in);
+        run_plan(p, &in);
+        expect_linear(m, &in, k, cols, models[t].trans_b, what);
+        tmap_free(&in);
+      }
+      ts_plan_free(p);
+    }
+    ts_model_free(m);
+  }
+}
+END_TEST
+
+/* A grid larger than the weight is clamped to its dims; a weight's share
+ * of a large layer is 1/(R*C); ops that cannot split run whole. */
+START_TEST(test_block_clamp_and_share) {
+  ts_model *small = linear_model(3, 2, false, 0, 13);
+  ts_plan *p = build_grid(small, 8, 8);
+  expect_block_stage(&p->stages[0], 3, 2, 3, 2, 13);
+  ts_plan_free(p);
+  ts_model_free(small);
+
+  ts_model *m = mlp_big(); /* Gemm Relu Gemm Relu Gemm: 64-256-256-64 */
+  p = build_grid(m, 2, 2);
+  ck_assert_int_eq(p->n_stages, 5);
+  for (int s = 0; s < 5; s++)
+    ck_assert_int_eq(p->stages[s].n_shards, s % 2 == 0 ? 4 : 1);
+  size_t w1 = 256 * 256 * sizeof(float); /* bias and Slice: < 0.2% */
+  for (int k = 0; k < 4; k++) {
+    double share = (double)p->stages[2].shards[k].weight_bytes / (double)w1;
+    ck_assert_msg(share > 0.249 && share < 0.253, "share %g", share);
+  }
+  check_plan(m, p, 3, 0, "mlp256/block/2x2");
+  ts_plan_free(p);
+  ts_model_free(m);
+
+  int r, c;
+  static const int want[][3] = {{1, 1, 1}, {2, 1, 2}, {3, 1, 3}, {4, 2, 2},
+                                {6, 2, 3}, {7, 1, 7}, {12, 3, 4}, {64, 8, 8},
+                                {0, 0, 0}, {-3, 0, 0}};
+  for (int i = 0; i < COUNT(want); i++) {
+    ts_plan_grid(want[i][0], &r, &c);
+    ck_assert_msg(r == want[i][1] && c == want[i][2], "%d -> %dx%d",
+                  want[i][0], r, c);
+  }
+}
+END_TEST
+
+/* auto falls back to a block grid when no 1-D split fits: a 64 x 2 weight
+ * splits by columns only 2 ways (260 bytes a shard, over the 170-byte
+ * limit); 2x1 and 3x1 grids do not fit either, 2x2 (132 bytes) does. */
+START_TEST(test_auto_block) {
+  ts_model *m = linear_model(64, 2, false, 0, 13);
+  ts_plan_opts o = {.strategy = TS_STRATEGY_AUTO, .replicas = 1,
+                    .n_workers = 4, .worker_memory_limit = 170,
+                    .model_name = "narrow"};
+  ts_plan *p = build_opts(m, &o);
+  ck_assert_int_eq(p->strategy, TS_STRATEGY_BLOCK);
+  ck_assert_int_eq(p->n_stages, 1);
+  expect_block_stage(&p->stages[0], 2, 2, 64, 2, 13);
+  tmap in = {0};
+  random_inputs(m, 3, 0, &in);
+  run_plan(p, &in);
+  expect_linear(m, &in, 64, 2, false, "auto block");
+  tmap_free(&in);
+  ts_plan_free(p);
+  /* Three workers cannot hold a 2x2 grid; 3x1 does not fit: exhausted. */
+  ts_err err = {0};
+  o.n_workers = 3;
+  ck_assert_int_eq(ts_plan_build(m, &o, &p, &err), TS_EEXHAUSTED);
+  ts_model_free(m);
+}
+END_TEST
+
+/* Fusions run in list order; a part naming the fusion itself or a later
+ * one is a broken plan, a part nobody produced an I/O error. */
+START_TEST(test_fuse_stage_order) {
+  char *sum_parts[] = {"p0", "p1"}, *bad_parts[] = {"p0", "late"};
+  char *self_parts[] = {"p0", "self"}, *missing[] = {"p0", "nobody"};
+  ts_fusion ok[2] = {{"s", TS_FUSE_SUM, 0, sum_parts, 2},
+                     {"c", TS_FUSE_CONCAT, 0, (char *[]){"s", "p0"}, 2}};
+  ts_fusion later[2] = {{"early", TS_FUSE_SUM, 0, bad_parts, 2},
+                        {"late", TS_FUSE_SUM, 0, sum_parts, 2}};
+  ts_fusion self[1] = {{"self", TS_FUSE_SUM, 0, self_parts, 2}};
+  ts_fusion absent[1] = {{"a", TS_FUSE_SUM, 0, missing, 2}};
+  tmap env = {0};
+  int64_t d[1] = {2};
+  ts_tensor t;
+  ts_err err = {0};
+  ck_assert_int_eq(ts_tensor_alloc(&t, TS_DTYPE_FLOAT, d, 1, &err), 0);
+  ((float *)t.data)[0] = 1, ((float *)t.data)[1] = 2;
+  tmap_put(&env, "p0", &t);
+  ((float *)t.data)[0] = 10, ((float *)t.data)[1] = 20;
+  tmap_put(&env, "p1", &t);
+  ts_tensor_free(&t);
+  ts_fuse_env fenv = {tmap_lookup, tmap_store, &env};
+  ts_stage st = {.fusions = ok, .n_fusions = 2};
+  ck_assert_int_eq(ts_fuse_stage(&st, &fenv, &err), 0);
+  const ts_tensor *c = tmap_get(&env, "c");
+  ck_assert_int_eq(c->dims[0], 4);
+  static const float want[4] = {11, 22, 1, 2};
+  for (int i = 0; i < 4; i++)
+    ck_assert_float_eq(((const float *)c->data)[i], want[i]);
+  st.fusions = later;
+  ck_assert_int_eq(ts_fuse_stage(&st, &fenv, &err), TS_EINVAL);
+  ck_assert_msg(strstr(err.msg, "'late'"), "%s", err.msg);
+  st.fusions = self;
+  st.n_fusions = 1;
+  ck_assert_int_eq(ts_fuse_stage(&st, &fenv, &err), TS_EINVAL);
+  st.fusions = absent;
+  ck_assert_int_eq(ts_fuse_stage(&st, &fenv, &err), TS_EIO);
+  ck_assert_msg(strstr(err.msg, "'nobody'"), "%s", err.msg);
+  tmap_free(&env);
+}
+END_TEST
+
 START_TEST(test_names) {
   ck_assert_int_eq(ts_strategy_parse("hybrid"), TS_STRATEGY_HYBRID);
   ck_assert_int_eq(ts_strategy_parse("data"), TS_STRATEGY_DATA);
   ck_assert_int_eq(ts_strategy_parse("auto"), TS_STRATEGY_AUTO);
+  ck_assert_int_eq(ts_strategy_parse("block"), TS_STRATEGY_BLOCK);
   ck_assert_int_eq(ts_strategy_parse("Data"), -1);
   ck_assert_int_eq(ts_strategy_parse(""), -1);
   ck_assert_int_eq(ts_strategy_parse(NULL), -1);
@@ -1115,6 +1380,10 @@ static Suite *plan_suite(void) {
   tcase_add_test(tc, test_passthrough_output);
   tcase_add_test(tc, test_auto);
   tcase_add_test(tc, test_auto_pipeline);
+  tcase_add_test(tc, test_block_grids);
+  tcase_add_test(tc, test_block_clamp_and_share);
+  tcase_add_test(tc, test_fuse_stage_order);
+  tcase_add_test(tc, test_auto_block);
   suite_add_tcase(s, tc);
   TCase *tt = tcase_create("torch");
   tcase_set_timeout(tt, 280);

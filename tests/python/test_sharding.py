@@ -17,6 +17,11 @@ invariants: stage and shard counts per strategy, every shard on `replicas`
 distinct live workers, weight bytes equal to the torch module's, and each
 worker's planned memory equal to the bytes of the shards placed on it.
 
+Block (2-D) splits (strategy=block, grid=RxC or shards=N) of an MLP with
+uneven layers and of the transformer match torch on 2, 3 and 4 workers; the
+shard map shows R x C shards per Linear with about 1/(R*C) of its weights;
+bad grid values are refused at load (command line and config.ini).
+
 A model larger than any one worker's --worker-memory-limit serves when split
 (strategy=auto and strategy=tensor,shards=4), with each of the 4 tensor
 shards holding about a quarter of the weights; strategy=data under the same
@@ -378,6 +383,233 @@ class BiggerThanOneWorker(unittest.TestCase):
         self.assertTrue(last, p.stderr[-2000:])
         self.assertIn('big', last[-1])
         self.assertIn('memory-limit', last[-1])
+
+
+# ---- block (2-D) splits ------------------------------------------------------
+
+BLOCK_SEED = 91
+BLOCK_LAYERS = [(96, 130), (130, 70), (70, 9)]  # uneven on every grid below
+
+
+def block_mlp():
+    """An MLP whose first two layers are large enough that a block shard's
+    bytes are mostly its weight block (the graph adds a few hundred)."""
+    torch.manual_seed(BLOCK_SEED)
+    (a, b), (c, d), (e, f) = BLOCK_LAYERS
+    return nn.Sequential(nn.Linear(a, b), nn.ReLU(), nn.Linear(c, d), nn.Tanh(),
+                         nn.Linear(e, f), nn.LogSoftmax(dim=1)).eval()
+
+
+def near_square(n):
+    """The grid of shards=n (README): R x C = n, R the largest divisor of n
+    with R <= sqrt(n)."""
+    r = max(d for d in range(1, n + 1) if n % d == 0 and d * d <= n)
+    return r, n // r
+
+
+def block_grid(keys):
+    if 'grid' in keys:
+        r, c = keys['grid'].split('x')
+        return int(r), int(c)
+    return near_square(keys['shards'])
+
+
+class BlockMixin:
+    """strategy=block on N worker processes: the block MLP and the
+    transformer encoder of export_models.py (its MatMuls with constant
+    weights split on the grid) under each of GRIDS, served as
+    "<model>_<label>", against torch."""
+
+    N = None
+    GRIDS = ()
+
+    @classmethod
+    def cluster_options(cls, tmp):
+        cls.module = block_mlp()
+        path = os.path.join(tmp, 'block_mlp.onnx')
+        with torch.no_grad():
+            torch.onnx.export(cls.module, (torch.zeros(2, BLOCK_LAYERS[0][0]),), path,
+                              input_names=['features'], output_names=['log_probs'],
+                              dynamic_axes={'features': {0: 'batch'},
+                                            'log_probs': {0: 'batch'}},
+                              opset_version=13)
+        cls.cases = []
+        for b in BATCHES:
+            x = np.random.RandomState(200 + b).standard_normal(
+                (b, BLOCK_LAYERS[0][0])).astype(np.float32)
+            with torch.no_grad():
+                cls.cases.append((x, cls.module(torch.from_numpy(x)).numpy()))
+        models = []
+        for label, keys in cls.GRIDS:
+            keys = dict(keys, strategy='block')
+            models.append(('bmlp_' + label, path, keys))
+            models.append(('transformer_' + label, _paths['transformer'], keys))
+        return {'models': models, 'local_workers': cls.N}
+
+    def test_matches_torch(self):
+        for label, _ in self.GRIDS:
+            for x, want in self.cases:
+                with self.subTest(model='bmlp_' + label, batch=len(x)):
+                    got = self.client.infer('bmlp_' + label, {'features': x})
+                    assert_close(self, got['log_probs'], want, 'bmlp_%s N=%d batch %d' % (
+                        label, self.N, len(x)))
+            for b in BATCHES:
+                served = 'transformer_' + label
+                with self.subTest(model=served, batch=b):
+                    inputs, want = _cases['transformer', b]
+                    got = self.client.infer(served, inputs)
+                    for name in want:
+                        assert_close(self, got[name], want[name], '%s N=%d batch %d' % (
+                            served, self.N, b))
+
+    def test_shard_map(self):
+        """ClusterStatus: every Linear is a stage of R x C shards, each with
+        about 1/(R*C) of the layer's weight bytes; the activations run whole;
+        the transformer's MatMuls are R x C stages too."""
+        status = admin.cluster_status(self.cluster.address)
+        check_memory_booking(self, status)
+        for label, keys in self.GRIDS:
+            r, c = block_grid(keys)
+            served = 'bmlp_' + label
+            with self.subTest(model=served):
+                stages = check_placement(self, status, served)
+                model = admin.model_state(status, served)
+                self.assertEqual(model.strategy, 'block')
+                # The module's weights, plus 24 bytes of Slice parameters
+                # (int64 starts, ends, axes) per shard when R > 1.
+                torch_bytes = torch_weight_bytes(self.module)
+                self.assertEqual(model.weight_bytes,
+                                 torch_bytes + (3 * r * c * 24 if r > 1 else 0))
+                counts = [len(v) for v in stages.values()]
+                self.assertEqual(counts, [r * c, 1] * 3)
+                for layer in (0, 1):
+                    k, n = BLOCK_LAYERS[layer]
+                    share = k * n * 4 / (r * c)
+                    shards = stages[2 * layer]
+                    for p in shards:
+                        # Shard i*C+j: the weight block K_i x N_j, the bias
+                        # of N_j in row 0, Slice parameters when R > 1, and
+                        # its graph (under 1 KiB).
+                        i, j = divmod(p.shard, c)
+                        ki = k * (i + 1) // r - k * i // r
+                        nj = n * (j + 1) // c - n * j // c
+                        exact = (ki * nj + (nj if i == 0 else 0)) * 4 + (24 if r > 1 else 0)
+                        where = '%s %s holds %d bytes; its weights are %d, 1/%d of the ' \
+                                'layer is %d' % (served, p.label, p.bytes, exact, r * c, share)
+                        self.assertGreaterEqual(p.bytes, exact, where)
+                        self.assertLessEqual(p.bytes, exact + 1024, where)
+                        self.assertAlmostEqual(p.bytes / share, 1.0, delta=0.2, msg=where)
+                    self.assertGreaterEqual(sum(p.bytes for p in shards), (k + 1) * n * 4)
+            served = 'transformer_' + label
+            with self.subTest(model=served):
+                stages = check_placement(self, status, served)
+                self.assertEqual(admin.model_state(status, served).strategy, 'block')
+                counts = [len(v) for v in stages.values()]
+                self.assertTrue(set(counts) <= {1, r * c}, counts)
+                self.assertGreaterEqual(counts.count(r * c), 4, counts)
+
+    def test_large_batch_still_split(self):
+        """A 35-row batch: each block stage is one call per shard, each whole
+        (activation) stage is cut across its 2 replicas."""
+        client = admin.AdminClient(self.cluster.address)
+        self.addCleanup(client.close)
+        x, want = self.cases[-1]
+        self.assertEqual(len(x), 35)
+        for label, keys in self.GRIDS:
+            r, c = block_grid(keys)
+            served = 'bmlp_' + label
+            with self.subTest(model=served):
+                before = admin.calls_by_worker(client.cluster_status())
+                got = self.client.infer(served, {'features': x})['log_probs']
+                after = admin.calls_by_worker(client.cluster_status())
+                assert_close(self, got, want, served)
+                replicas = admin.model_state(client.cluster_status(), served).replicas
+                self.assertEqual(replicas, min(2, self.N))
+                calls = sum(after[a] - before.get(a, 0) for a in after)
+                self.assertEqual(calls, 3 * r * c + 3 * replicas)
+
+
+class BlockN2(BlockMixin, kserve.ClusterTestCase):
+    N = 2
+    GRIDS = (('2x1', {'grid': '2x1'}), ('1x2', {'grid': '1x2'}))
+
+
+class BlockN3(BlockMixin, kserve.ClusterTestCase):
+    N = 3
+    GRIDS = (('3x1', {'grid': '3x1'}), ('s3', {'shards': 3}))
+
+
+class BlockN4(BlockMixin, kserve.ClusterTestCase):
+    N = 4
+    GRIDS = (('2x2', {'grid': '2x2'}), ('s4', {'shards': 4}), ('3x2', {'grid': '3x2'}))
+
+
+BAD_GRIDS = ['0x2', 'abc', '2x', 'x2', '-1x2', '2x0', '9x9', '2x2x2', '+2x2']
+
+
+class BlockBadOptions(unittest.TestCase):
+    """Bad grid values are refused at load, naming the key and the value:
+    on the command line the coordinator exits non-zero; from a repository's
+    config.ini, RepositoryModelLoad answers INVALID_ARGUMENT."""
+
+    def test_command_line(self):
+        path = _paths['mlp']
+        cases = [('strategy=block,grid=%s' % g, ['grid', "'%s'" % g]) for g in BAD_GRIDS]
+        cases.append(('strategy=tensor,grid=2x2', ['grid', 'strategy=block']))
+        for keys, words in cases:
+            with self.subTest(keys=keys):
+                c = kserve.Cluster(['m=%s,%s' % (path, keys)], local_workers=1)
+                p = subprocess.run(c.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   stdin=subprocess.DEVNULL, universal_newlines=True,
+                                   timeout=60)
+                what = '%s: exit %d\n%s' % (keys, p.returncode, p.stderr[-2000:])
+                self.assertNotEqual(p.returncode, 0, what)
+                self.assertNotIn('listening on', p.stdout, what)
+                last = [l for l in p.stderr.splitlines()
+                        if l.startswith('tessera-coordinator:')]
+                self.assertTrue(last, what)
+                for w in words:
+                    self.assertIn(w, last[-1], what)
+
+    def test_repository_load(self):
+        repo = tempfile.mkdtemp(prefix='tessera_block_repo_')
+        self.addCleanup(shutil.rmtree, repo, True)
+        os.makedirs(os.path.join(repo, 'bm'))
+        shutil.copy(_paths['mlp'], os.path.join(repo, 'bm', 'model.onnx'))
+        ini = os.path.join(repo, 'bm', 'config.ini')
+
+        def write(text):
+            with open(ini, 'w') as f:
+                f.write(text)
+
+        write('strategy = block\ngrid = 2x2\n')
+        inputs, want = _cases['mlp', 16]
+        with kserve.Cluster([], local_workers=2,
+                            extra_args=['--model-repository', repo]) as c:
+            def check(grid):
+                got = c.client.infer('bm', inputs)
+                for name in want:
+                    assert_close(self, got[name], want[name], 'bm grid %dx%d' % grid)
+                status = admin.cluster_status(c.address)
+                self.assertEqual(admin.model_state(status, 'bm').strategy, 'block')
+                counts = [len(v) for v in admin.shards_of(status, 'bm').values()]
+                self.assertIn(grid[0] * grid[1], counts)
+                self.assertTrue(set(counts) <= {1, grid[0] * grid[1]}, counts)
+
+            check((2, 2))
+            for g in BAD_GRIDS:
+                with self.subTest(grid=g):
+                    write('strategy = block\ngrid = %s\n' % g)
+                    with self.assertRaises(kserve.grpc.RpcError) as cm:
+                        c.client.load('bm')
+                    self.assertEqual(cm.exception.code(),
+                                     kserve.grpc.StatusCode.INVALID_ARGUMENT)
+                    for w in ('grid', "'%s'" % g, 'config.ini'):
+                        self.assertIn(w, cm.exception.details())
+            check((2, 2))  # a refused load leaves the loaded plan serving
+            write('strategy = block\nshards = 3\n')
+            c.client.load('bm')
+            check((1, 3))
 
 
 if __name__ == '__main__':
