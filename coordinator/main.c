@@ -5,8 +5,12 @@
  * (gRPC does not survive fork), models are loaded and their shards placed
  * before the frontend binds, and "listening on HOST:PORT" is printed only
  * once the server can answer. The libuv loop owns signals and the prober
- * that brings workers back after failures; request handling never runs on
- * it (see ARCHITECTURE.md, "Threads and the event loop").
+ * (README "Membership"): a health check of every worker each round, shards
+ * of leaving workers and of workers down past --replace-after-ms re-placed
+ * elsewhere, returning workers given their shards back and rebalanced onto.
+ * The prober's blocking work runs on libuv's thread pool; request handling
+ * never runs on the loop (see ARCHITECTURE.md, "Threads and the event
+ * loop").
  */
 #include <getopt.h>
 #include <signal.h>

@@ -28,6 +28,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kserve  # noqa: E402
 import ledger  # noqa: E402
 import test_faults  # noqa: E402
 from test_faults import DATA2, WAIT  # noqa: E402
@@ -92,6 +93,7 @@ class MembershipTest(test_faults.FaultTest):
             load.ledger.event('every shard on 2 live workers again' if healed
                               else 'NOT re-replicated')
             healed_status = self.status(coord)
+            shown = kserve.run_tessera('status', '--server', coord.address)
             time.sleep(1.0)
             second = [w for w in self.replica_holders(coord, ws) if w is not first][0]
             load.ledger.event('kill -9 worker ' + second.address, second.kill)
@@ -103,6 +105,11 @@ class MembershipTest(test_faults.FaultTest):
         self.assertEqual(ledger.placed_on(healed_status, 'mlp', first.address), set(),
                          'the dead worker still holds a replica: %s' % shard_rows(healed_status))
         self.assertGreater(sum(m.moves for m in healed_status.models), 0)
+        # `tessera status`: the dead worker DOWN, the shard's replicas UP, one move.
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        dead = ledger.worker_state(healed_status, first.address)
+        self.assertRegex(shown.stdout, r'\n%d +%s +DOWN ' % (dead.index, first.address))
+        self.assertRegex(shown.stdout, r'mlp/s0/k0 .* \d+\(UP\),\d+\(UP\) +1\b')
         self.assert_all_correct(led)
 
     # ---- b -------------------------------------------------------------------
