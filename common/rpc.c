@@ -1290,8 +1290,12 @@ int ts_rpc_call_async(ts_rpc_client *c, ts_rpc_channel *ch, const char *method,
   grpc_op ops[6];
   size_t n = send_ops(ops, oc->request, true);
   n += recv_io_ops(&oc->io, ops + n);
-  oc->start_error = grpc_call_start_batch(oc->call, ops, n, &oc->t, NULL);
-  if (oc->start_error != GRPC_CALL_OK) {
+  /* Once the batch started, `oc` is the poller's: it may run `done` and
+   * free it before grpc_call_start_batch even returns here. */
+  grpc_call_error started = grpc_call_start_batch(oc->call, ops, n, &oc->t,
+                                                  NULL);
+  if (started != GRPC_CALL_OK) {
+    oc->start_error = started;
     snprintf(oc->start_msg, sizeof oc->start_msg, "cannot start call %s: %s",
              method, grpc_call_error_to_string(oc->start_error));
     /* No event will come for the batch. A connectivity watch that expires

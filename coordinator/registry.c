@@ -595,19 +595,21 @@ static ts_served_model *clone_placement(ts_served_model *m) {
   atomic_fetch_add(&c->origin->refs, 1);
   atomic_init(&c->requests, atomic_load(&m->requests));
   atomic_init(&c->failures, atomic_load(&m->failures));
-  int stages = m->plan->n_stages;
+  int stages = m->plan->n_stages, ok = stages > 0;
   c->placement = calloc((size_t)stages, sizeof *c->placement);
   c->moves = calloc((size_t)stages, sizeof *c->moves);
-  for (int s = 0; c->placement && c->moves && s < stages; s++) {
+  ok = ok && c->placement && c->moves;
+  for (int s = 0; ok && s < stages; s++) {
     size_t shards = (size_t)m->plan->stages[s].n_shards;
     size_t slots = shards * (size_t)m->n_replicas;
     c->placement[s] = malloc(slots * sizeof(int));
     c->moves[s] = calloc(shards, sizeof(unsigned));
-    if (!c->placement[s] || !c->moves[s]) break;
+    ok = c->placement[s] && c->moves[s];
+    if (!ok) break;
     memcpy(c->placement[s], m->placement[s], slots * sizeof(int));
     if (m->moves) memcpy(c->moves[s], m->moves[s], shards * sizeof(unsigned));
-    if (s == stages - 1) return c;
   }
+  if (ok) return c;
   served_free(c);
   return NULL;
 }
