@@ -1006,7 +1006,8 @@ static void print_workers(const Tessera__Admin__V1__ClusterStatusResponse *st) {
     format_bytes(w->memory_limit, limit, sizeof limit);
     table_cell(&t, "%d", w->index);
     table_cell(&t, "%s", w->address);
-    if (w->state[0])
+    /* "up" stays lower case, as scripts read it; the others stand out. */
+    if (w->state[0] && strcmp(w->state, "UP") != 0)
       table_cell(&t, "%s", w->state);
     else
       table_cell(&t, "%s", w->up ? "up" : "DOWN");
