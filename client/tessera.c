@@ -997,7 +997,7 @@ static int show_models_status(cli *c, ts_err *err) {
 
 static void print_workers(const Tessera__Admin__V1__ClusterStatusResponse *st) {
   text_table t = {0};
-  TABLE_HEADER(&t, "WORKER", "ADDRESS", "UP", "THREADS", "PLANNED", "LIMIT",
+  TABLE_HEADER(&t, "WORKER", "ADDRESS", "STATE", "THREADS", "PLANNED", "LIMIT",
                "IN FLIGHT", "CALLS", "FAILURES");
   for (size_t i = 0; i < st->n_workers; i++) {
     const Tessera__Admin__V1__WorkerState *w = st->workers[i];
@@ -1006,7 +1006,11 @@ static void print_workers(const Tessera__Admin__V1__ClusterStatusResponse *st) {
     format_bytes(w->memory_limit, limit, sizeof limit);
     table_cell(&t, "%d", w->index);
     table_cell(&t, "%s", w->address);
-    table_cell(&t, "%s", w->up ? "up" : "DOWN");
+    /* "up" stays lower case, as scripts read it; the others stand out. */
+    if (w->state[0] && strcmp(w->state, "UP") != 0)
+      table_cell(&t, "%s", w->state);
+    else
+      table_cell(&t, "%s", w->up ? "up" : "DOWN");
     table_cell(&t, "%d", w->threads);
     table_cell(&t, "%s", planned);
     table_cell(&t, "%s", w->memory_limit ? limit : "none");
@@ -1043,21 +1047,26 @@ static void print_model_states(const Tessera__Admin__V1__ClusterStatusResponse *
 
 static void print_shards(const Tessera__Admin__V1__ClusterStatusResponse *st) {
   text_table t = {0};
-  TABLE_HEADER(&t, "MODEL", "STAGE", "SHARD", "LABEL", "BYTES", "WORKERS");
+  TABLE_HEADER(&t, "MODEL", "STAGE", "SHARD", "LABEL", "BYTES", "WORKERS",
+               "MOVES");
   for (size_t i = 0; i < st->n_shards; i++) {
     const Tessera__Admin__V1__ShardPlacement *s = st->shards[i];
     char bytes[32], workers[256] = "";
     size_t off = 0;
     format_bytes(s->bytes, bytes, sizeof bytes);
     for (size_t w = 0; w < s->n_workers && off < sizeof workers; w++)
-      off += (size_t)snprintf(workers + off, sizeof workers - off, "%s%d",
-                              w ? "," : "", s->workers[w]);
+      off += (size_t)snprintf(
+          workers + off, sizeof workers - off, "%s%d%s%s%s", w ? "," : "",
+          s->workers[w], w < s->n_replica_states ? "(" : "",
+          w < s->n_replica_states ? s->replica_states[w] : "",
+          w < s->n_replica_states ? ")" : "");
     table_cell(&t, "%s", s->model);
     table_cell(&t, "%d", s->stage);
     table_cell(&t, "%d", s->shard);
     table_cell(&t, "%s", s->label);
     table_cell(&t, "%s", bytes);
     table_cell(&t, "%s", workers);
+    table_cell(&t, "%u", s->moves);
   }
   table_print(&t, "");
 }

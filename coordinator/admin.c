@@ -46,7 +46,9 @@ static void handle_cluster_status(ts_rpc_call *call, const uint8_t *data,
   placement *ps = calloc((size_t)n_shards + 1, sizeof *ps);
   placement **pp = calloc((size_t)n_shards + 1, sizeof *pp);
   int32_t *replica_ids = calloc((size_t)n_shards * 64 + 1, sizeof *replica_ids);
-  if (!ws || !wp || !ms || !mp || !ps || !pp || !replica_ids) {
+  char **replica_states = calloc((size_t)n_shards * 64 + 1, sizeof(char *));
+  if (!ws || !wp || !ms || !mp || !ps || !pp || !replica_ids ||
+      !replica_states) {
     ts_rpc_call_fail(call, TS_ENOMEM, "out of memory");
     goto done;
   }
@@ -63,6 +65,9 @@ static void handle_cluster_status(ts_rpc_call *call, const uint8_t *data,
     ws[i].calls = atomic_load(&w->calls);
     ws[i].failures = atomic_load(&w->failures);
     ws[i].blas_core = w->blas_core;
+    ws[i].state = (char *)ts_cluster_state_name(c, i);
+    int64_t since = atomic_load(&w->down_since_ms);
+    ws[i].down_ms = !ws[i].up && since ? ts_now_ms() - since : 0;
     wp[i] = &ws[i];
   }
   int k = 0;
@@ -99,8 +104,15 @@ static void handle_cluster_status(ts_rpc_call *call, const uint8_t *data,
           int n_rep = m->n_replicas < 64 ? m->n_replicas : 64;
           ps[k].n_workers = (size_t)n_rep;
           ps[k].workers = &replica_ids[k * 64];
-          for (int r = 0; r < n_rep; r++)
-            ps[k].workers[r] = ts_served_model_replicas(m, s, j)[r];
+          ps[k].n_replica_states = (size_t)n_rep;
+          ps[k].replica_states = &replica_states[k * 64];
+          for (int r = 0; r < n_rep; r++) {
+            int w = ts_served_model_replicas(m, s, j)[r];
+            ps[k].workers[r] = w;
+            ps[k].replica_states[r] = (char *)ts_cluster_state_name(c, w);
+          }
+          ps[k].moves = m->moves ? m->moves[s][j] : 0;
+          ms[i].moves += ps[k].moves;
           pp[k] = &ps[k];
         }
     }
@@ -124,6 +136,7 @@ done:
   free(ps);
   free(pp);
   free(replica_ids);
+  free(replica_states);
   for (int i = 0; i < n_models; i++) ts_served_model_release(models[i]);
   free(models);
 }
@@ -153,6 +166,9 @@ static void *join_thread(void *arg) {
      * their second replica. */
     ts_registry_retry_unavailable(job->admin->registry);
     ts_registry_top_up_replicas(job->admin->registry);
+    /* It takes its share of the shards; shards of dead workers that found
+     * no room are retried by the prober on its next round. */
+    ts_registry_rebalance(job->admin->registry);
   }
   if (index < 0) {
     ts_rpc_call_fail(job->call, err.code ? err.code : TS_EINTERNAL, err.msg);
@@ -164,8 +180,44 @@ static void *join_thread(void *arg) {
   return NULL;
 }
 
-static void handle_register_worker(ts_rpc_call *call, const uint8_t *data,
-                                   size_t len, void *user) {
+/* A graceful leave: the worker stays up (and routed to) while its shards
+ * move, then leaves the rotation; only then does the answer go back, so
+ * the worker knows it may stop. Never on a poller thread (uploads). */
+static void *leave_thread(void *arg) {
+  join_job *job = arg;
+  ts_cluster *c = job->admin->cluster;
+  int index = ts_cluster_find(c, job->address);
+  if (index < 0) {
+    char msg[TS_ADDR_MAX + 64];
+    snprintf(msg, sizeof msg, "worker %s is not registered", job->address);
+    ts_rpc_call_fail(job->call, TS_ENOTFOUND, msg);
+    free(job);
+    return NULL;
+  }
+  ts_worker *w = &c->workers[index];
+  atomic_store(&w->leaving, 1);
+  ts_log_info("worker %s is leaving (DeregisterWorker); moving its shards",
+              w->address);
+  Tessera__Admin__V1__DeregisterWorkerResponse resp =
+      TESSERA__ADMIN__V1__DEREGISTER_WORKER_RESPONSE__INIT;
+  int left = 0;
+  resp.moved = ts_registry_move_off_worker(job->admin->registry, index, &left);
+  resp.left = left;
+  if (atomic_exchange(&w->up, 0))
+    atomic_store(&w->down_since_ms, ts_now_ms());
+  ts_log_info("worker %s left the rotation: %d shard replica(s) moved, %d "
+              "found no other worker with room", w->address, resp.moved,
+              resp.left);
+  ts_rpc_call_reply_message(job->call, &resp.base);
+  free(job);
+  return NULL;
+}
+
+/* RegisterWorker and DeregisterWorker: both requests are one wire shape
+ * (field 1: the worker's address), so one decoder serves both. */
+static void handle_worker_address(ts_rpc_call *call, const uint8_t *data,
+                                  size_t len, void *user,
+                                  void *(*thread)(void *)) {
   Tessera__Admin__V1__RegisterWorkerRequest *req =
       (Tessera__Admin__V1__RegisterWorkerRequest *)ts_rpc_call_unpack(
           call, &tessera__admin__v1__register_worker_request__descriptor, data,
@@ -185,7 +237,17 @@ static void handle_register_worker(ts_rpc_call *call, const uint8_t *data,
   job->call = call;
   snprintf(job->address, sizeof job->address, "%s", req->address);
   tessera__admin__v1__register_worker_request__free_unpacked(req, NULL);
-  if (ts_rpc_call_offload(call, join_thread, job) != 0) free(job);
+  if (ts_rpc_call_offload(call, thread, job) != 0) free(job);
+}
+
+static void handle_register_worker(ts_rpc_call *call, const uint8_t *data,
+                                   size_t len, void *user) {
+  handle_worker_address(call, data, len, user, join_thread);
+}
+
+static void handle_deregister_worker(ts_rpc_call *call, const uint8_t *data,
+                                     size_t len, void *user) {
+  handle_worker_address(call, data, len, user, leave_thread);
 }
 
 int ts_admin_methods(ts_admin *admin, ts_rpc_method *out) {
@@ -196,6 +258,10 @@ int ts_admin_methods(ts_admin *admin, ts_rpc_method *out) {
   out[1] = (ts_rpc_method){.path = SERVICE "RegisterWorker",
                            .kind = TS_RPC_UNARY,
                            .unary = handle_register_worker,
+                           .user = admin};
+  out[2] = (ts_rpc_method){.path = SERVICE "DeregisterWorker",
+                           .kind = TS_RPC_UNARY,
+                           .unary = handle_deregister_worker,
                            .user = admin};
   return TS_ADMIN_METHODS;
 }

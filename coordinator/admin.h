@@ -2,7 +2,8 @@
  * admin.h - tessera.admin.v1.Admin on the coordinator: ClusterStatus (the
  * shard map, workers and their load, for `tessera status`) and
  * RegisterWorker (for `tessera-worker --join`; workers repeat it as a
- * heartbeat, so a restarted coordinator learns them again).
+ * heartbeat, so a restarted coordinator learns them again) and
+ * DeregisterWorker (a worker's graceful leave: its shards move first).
  */
 #ifndef TS_ADMIN_H
 #define TS_ADMIN_H
@@ -15,7 +16,7 @@ typedef struct ts_admin {
   ts_cluster *cluster;
 } ts_admin;
 
-#define TS_ADMIN_METHODS 2
+#define TS_ADMIN_METHODS 3
 
 int ts_admin_methods(ts_admin *admin, ts_rpc_method *out);
 

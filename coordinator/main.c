@@ -5,8 +5,12 @@
  * (gRPC does not survive fork), models are loaded and their shards placed
  * before the frontend binds, and "listening on HOST:PORT" is printed only
  * once the server can answer. The libuv loop owns signals and the prober
- * that brings workers back after failures; request handling never runs on
- * it (see ARCHITECTURE.md, "Threads and the event loop").
+ * (README "Membership"): a health check of every worker each round, shards
+ * of leaving workers and of workers down past --replace-after-ms re-placed
+ * elsewhere, returning workers given their shards back and rebalanced onto.
+ * The prober's blocking work runs on libuv's thread pool; request handling
+ * never runs on the loop (see ARCHITECTURE.md, "Threads and the event
+ * loop").
  */
 #include <getopt.h>
 #include <signal.h>
@@ -50,6 +54,7 @@ typedef struct options {
   long max_deadline_ms;
   int max_queue;
   long attempt_timeout_ms;
+  long replace_after_ms;
   int round_robin;
 } options;
 
@@ -82,6 +87,9 @@ static void usage(FILE *f) {
 "                              (default 1024; beyond: RESOURCE_EXHAUSTED)\n"
 "  --attempt-timeout-ms N      one shard call's limit before it moves to\n"
 "                              another replica (default 2000; 0: none)\n"
+"  --replace-after-ms N        re-place a down worker's shards on other\n"
+"                              workers once it has been down this long\n"
+"                              (default 5000)\n"
 "  --round-robin               schedule replicas round-robin instead of by\n"
 "                              power of two choices\n"
 "  --help                      this text\n");
@@ -106,7 +114,7 @@ static int parse_size(const char *s, unsigned long long *out) {
 
 static int parse_options(int argc, char **argv, options *o) {
   enum { O_LISTEN = 1, O_WORKER, O_LOCAL, O_THREADS, O_LIMIT, O_BINARY,
-         O_MODEL, O_REPO, O_DEADLINE, O_QUEUE, O_ATTEMPT, O_RR, O_HELP };
+         O_MODEL, O_REPO, O_DEADLINE, O_QUEUE, O_ATTEMPT, O_REPLACE, O_RR, O_HELP };
   static const struct option longopts[] = {
       {"listen", required_argument, 0, O_LISTEN},
       {"worker", required_argument, 0, O_WORKER},
@@ -119,6 +127,7 @@ static int parse_options(int argc, char **argv, options *o) {
       {"max-deadline-ms", required_argument, 0, O_DEADLINE},
       {"max-queue", required_argument, 0, O_QUEUE},
       {"attempt-timeout-ms", required_argument, 0, O_ATTEMPT},
+      {"replace-after-ms", required_argument, 0, O_REPLACE},
       {"round-robin", no_argument, 0, O_RR},
       {"help", no_argument, 0, O_HELP},
       {0, 0, 0, 0}};
@@ -126,6 +135,7 @@ static int parse_options(int argc, char **argv, options *o) {
   o->max_deadline_ms = 60000;
   o->max_queue = 1024;
   o->attempt_timeout_ms = 2000;
+  o->replace_after_ms = 5000;
   int c;
   char *end;
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -194,6 +204,14 @@ static int parse_options(int argc, char **argv, options *o) {
           return 2;
         }
         break;
+      case O_REPLACE:
+        o->replace_after_ms = strtol(optarg, &end, 10);
+        if (*end || end == optarg || o->replace_after_ms < 0) {
+          fprintf(stderr, "tessera-coordinator: --replace-after-ms '%s' is "
+                  "not a number >= 0\n", optarg);
+          return 2;
+        }
+        break;
       case O_RR: o->round_robin = 1; break;
       case O_HELP: usage(stdout); exit(0);
       default: usage(stderr); return 2;
@@ -248,30 +266,102 @@ typedef struct control {
   uv_timer_t prober;
   uv_work_t probe_work;
   int probing;
+  long replace_after_ms;
+  int unplaced[TS_MAX_WORKERS];  /* last count logged, per worker */
   ts_cluster *cluster;
   ts_registry *registry;
 } control;
 
+#define PROBE_TIMEOUT_MS 1000
+#define PROBE_FAILURES_DOWN 2   /* failed health checks in a row: down */
+
+/* A down worker answers again: hold it back from the scheduler until its
+ * shards are in place, then put it back in rotation. 1 when it is back. */
+static int bring_back(control *ctl, int i) {
+  ts_cluster *c = ctl->cluster;
+  ts_worker *w = &c->workers[i];
+  ts_err err = {0};
+  if (ts_cluster_probe(c, i, PROBE_TIMEOUT_MS, &err) != TS_OK) return 0;
+  atomic_store(&w->up, 0);
+  if (ts_registry_resync_worker(ctl->registry, i, &err) != TS_OK) {
+    ts_log_warn("worker %s answers but its shards could not be restored: "
+                "%s", w->address, err.msg);
+    return 0;
+  }
+  atomic_store(&w->leaving, 0);
+  atomic_store(&w->down_since_ms, 0);
+  atomic_store(&w->up, 1);
+  ts_log_info("worker %s is back and holds its shards", w->address);
+  return 1;
+}
+
+/* The heartbeat: one health check per worker. Returns 1 when a worker
+ * came back (membership grew). */
+static int check_worker(control *ctl, int i) {
+  ts_worker *w = &ctl->cluster->workers[i];
+  int back = 0;
+  switch (ts_cluster_check_health(ctl->cluster, i, PROBE_TIMEOUT_MS)) {
+    case TS_HEALTH_SERVING:
+      w->probe_failures = 0;
+      if (!atomic_load(&w->up)) back = bring_back(ctl, i);
+      break;
+    case TS_HEALTH_NOT_SERVING:
+      w->probe_failures = 0;
+      if (!atomic_exchange(&w->leaving, 1))
+        ts_log_info("worker %s is leaving (health NOT_SERVING); moving its "
+                    "shards", w->address);
+      break;
+    case TS_HEALTH_UNREACHABLE:
+      if (atomic_load(&w->up) && ++w->probe_failures >= PROBE_FAILURES_DOWN &&
+          atomic_exchange(&w->up, 0))
+        ts_log_warn("worker %s marked down: no health answer %d times in a "
+                    "row", w->address, w->probe_failures);
+      break;
+  }
+  if (!atomic_load(&w->up) && atomic_load(&w->down_since_ms) == 0)
+    atomic_store(&w->down_since_ms, ts_now_ms());
+  return back;
+}
+
+/* Re-places the shards of a leaving worker at once, and of a down one once
+ * it has been down for --replace-after-ms. A leaving worker whose shards
+ * all moved leaves the rotation. */
+static void replace_worker(control *ctl, int i) {
+  ts_worker *w = &ctl->cluster->workers[i];
+  int leaving = atomic_load(&w->leaving), up = atomic_load(&w->up);
+  int64_t since = atomic_load(&w->down_since_ms);
+  if (!leaving && (up || !since || ts_now_ms() - since < ctl->replace_after_ms))
+    return;
+  int left = 0;
+  if (ts_registry_replicas_on(ctl->registry, i) > 0) {
+    int moved = ts_registry_move_off_worker(ctl->registry, i, &left);
+    if (moved)
+      ts_log_info("worker %s (%s): %d shard replica(s) re-placed on other "
+                  "workers", w->address, ts_cluster_state_name(ctl->cluster, i),
+                  moved);
+    if (left && left != ctl->unplaced[i])
+      ts_log_warn("worker %s (%s): %d shard replica(s) have no other worker "
+                  "with room; retrying as workers join", w->address,
+                  ts_cluster_state_name(ctl->cluster, i), left);
+    ctl->unplaced[i] = left;
+  }
+  if (leaving && up && left == 0 && atomic_exchange(&w->up, 0)) {
+    atomic_store(&w->down_since_ms, ts_now_ms());
+    ts_log_info("worker %s left the rotation; its shards are on other "
+                "workers", w->address);
+  }
+}
+
 /* Runs on libuv's thread pool: blocking probes never stall the loop. */
-static void probe_down_workers(uv_work_t *req) {
+static void probe_workers(uv_work_t *req) {
   control *ctl = req->data;
   ts_cluster *c = ctl->cluster;
-  for (int i = 0; i < c->n; i++) {
-    if (atomic_load(&c->workers[i].up)) continue;
-    ts_err err = {0};
-    if (ts_cluster_probe(c, i, 1000, &err) != TS_OK) continue;
-    /* Hold it back from the scheduler until its shards are in place. */
-    atomic_store(&c->workers[i].up, 0);
-    if (ts_registry_resync_worker(ctl->registry, i, &err) == TS_OK) {
-      atomic_store(&c->workers[i].up, 1);
-      ts_log_info("worker %s is back and holds its shards",
-                  c->workers[i].address);
-    } else {
-      ts_log_warn("worker %s answers but its shards could not be restored: "
-                  "%s", c->workers[i].address, err.msg);
-    }
-  }
+  int grew = 0;
+  for (int i = 0; i < c->n; i++) grew |= check_worker(ctl, i);
+  for (int i = 0; i < c->n; i++) replace_worker(ctl, i);
   if (ts_cluster_live_count(c) > 0) ts_registry_retry_unavailable(ctl->registry);
+  if (grew && ts_registry_rebalance(ctl->registry) > 0)
+    ts_log_info("shards rebalanced onto returning workers");
 }
 
 static void probe_done(uv_work_t *req, int status) {
@@ -284,7 +374,7 @@ static void on_probe_timer(uv_timer_t *t) {
   if (ctl->probing) return;
   ctl->probing = 1;
   ctl->probe_work.data = ctl;
-  uv_queue_work(ctl->loop, &ctl->probe_work, probe_down_workers, probe_done);
+  uv_queue_work(ctl->loop, &ctl->probe_work, probe_workers, probe_done);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -388,7 +478,8 @@ int main(int argc, char **argv) {
   print_listening(o.listen, port);
   notify("READY=1");
 
-  control ctl = {.cluster = &cluster, .registry = &registry};
+  control ctl = {.cluster = &cluster, .registry = &registry,
+                 .replace_after_ms = o.replace_after_ms};
   ctl.loop = uv_default_loop();
   uv_signal_init(ctl.loop, &ctl.sigterm);
   uv_signal_init(ctl.loop, &ctl.sigint);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "health.pb-c.h"
 #include "log.h"
 #include "worker.pb-c.h"
 
@@ -88,6 +89,43 @@ int ts_cluster_live_count(ts_cluster *c) {
   int live = 0;
   for (int i = 0; i < c->n; i++) live += atomic_load(&c->workers[i].up);
   return live;
+}
+
+ts_health ts_cluster_check_health(ts_cluster *c, int index,
+                                  int64_t timeout_ms) {
+  Grpc__Health__V1__HealthCheckRequest req =
+      GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  req.service = "";
+  uint8_t buf[16];
+  size_t len = grpc__health__v1__health_check_request__pack(&req, buf);
+  uint8_t *resp = NULL;
+  size_t resp_len = 0;
+  ts_err err = {0};
+  if (ts_rpc_call_sync(c->workers[index].channel, "/grpc.health.v1.Health/Check",
+                       buf, len, ts_now_ms() + timeout_ms, &resp, &resp_len,
+                       &err) != TS_OK)
+    return TS_HEALTH_UNREACHABLE;
+  Grpc__Health__V1__HealthCheckResponse *r =
+      grpc__health__v1__health_check_response__unpack(NULL, resp_len, resp);
+  free(resp);
+  if (!r) return TS_HEALTH_UNREACHABLE;
+  ts_health h =
+      r->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+          ? TS_HEALTH_SERVING
+          : TS_HEALTH_NOT_SERVING;
+  grpc__health__v1__health_check_response__free_unpacked(r, NULL);
+  return h;
+}
+
+int ts_cluster_is_target(ts_cluster *c, int index) {
+  return atomic_load(&c->workers[index].up) &&
+         !atomic_load(&c->workers[index].leaving);
+}
+
+const char *ts_cluster_state_name(ts_cluster *c, int index) {
+  int up = atomic_load(&c->workers[index].up);
+  if (atomic_load(&c->workers[index].leaving)) return up ? "LEAVING" : "LEFT";
+  return up ? "UP" : "DOWN";
 }
 
 static int worker_has_shard(ts_worker *w, const ts_shard *shard, int *present,

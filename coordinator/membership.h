@@ -7,6 +7,19 @@
  * cluster mutex; a slot is fully set up before n grows past it), never
  * removed: a worker that leaves is marked down. Per-worker counters are
  * atomics read by the scheduler on any thread.
+ *
+ * A worker's life, as the prober and the scheduler see it:
+ *
+ *   UP       live: the scheduler routes to it; a placement target.
+ *   LEAVING  up, but it said it is going (DeregisterWorker, or its health
+ *            answers NOT_SERVING): still routed to while its shards are
+ *            re-placed elsewhere, never a placement target.
+ *   LEFT     its shards moved away; no longer routed to (up = 0).
+ *   DOWN     a call or probes failed; after the re-placement grace its
+ *            shards are re-placed on other workers.
+ *
+ * `up` is what the scheduler reads; `leaving` and `down_since_ms` are what
+ * the prober and the registry's re-placement read.
  */
 #ifndef TS_MEMBERSHIP_H
 #define TS_MEMBERSHIP_H
@@ -27,6 +40,9 @@ typedef struct ts_worker {
   char address[TS_ADDR_MAX];
   ts_rpc_channel *channel;
   atomic_int up;                   /* 1 while live */
+  atomic_int leaving;              /* 1 once it said it is going */
+  atomic_llong down_since_ms;      /* ts_now_ms() it was first seen down; 0 up */
+  int probe_failures;              /* failed health checks in a row (prober) */
   atomic_int outstanding;          /* RunShard calls in flight to it */
   atomic_ullong calls;             /* RunShard calls sent */
   atomic_ullong failures;          /* calls that failed at the transport */
@@ -54,6 +70,22 @@ int ts_cluster_find(ts_cluster *c, const char *address);
 int ts_cluster_probe(ts_cluster *c, int worker, int64_t timeout_ms,
                      ts_err *err);
 int ts_cluster_live_count(ts_cluster *c);
+
+/* What a worker's grpc.health.v1 answers. */
+typedef enum {
+  TS_HEALTH_UNREACHABLE,   /* no answer, or not a health answer */
+  TS_HEALTH_SERVING,
+  TS_HEALTH_NOT_SERVING,   /* alive but stopping: a graceful leave */
+} ts_health;
+
+/* Asks grpc.health.v1.Health/Check of one worker (never blocks longer than
+ * timeout_ms). The prober's heartbeat. */
+ts_health ts_cluster_check_health(ts_cluster *c, int worker,
+                                  int64_t timeout_ms);
+/* Whether new shard replicas may be placed on the worker: up, not leaving. */
+int ts_cluster_is_target(ts_cluster *c, int worker);
+/* The worker's state by the table above: "UP", "LEAVING", "LEFT", "DOWN". */
+const char *ts_cluster_state_name(ts_cluster *c, int worker);
 /* Makes sure `worker` holds `shard`: HasShard, and LoadShard if absent. */
 int ts_cluster_upload(ts_cluster *c, int worker, const ts_shard *shard,
                       ts_err *err);

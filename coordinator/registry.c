@@ -12,6 +12,7 @@ void ts_registry_init(ts_registry *r, ts_cluster *cluster,
                       const char *repository) {
   memset(r, 0, sizeof *r);
   pthread_mutex_init(&r->mu, NULL);
+  pthread_mutex_init(&r->move_mu, NULL);
   r->cluster = cluster;
   if (repository) snprintf(r->repository, sizeof r->repository, "%s", repository);
 }
@@ -21,14 +22,27 @@ static void io_free(ts_io_info *io, int n) {
   free(io);
 }
 
+static void placement_free(ts_served_model *m) {
+  for (int s = 0; m->plan && s < m->plan->n_stages; s++) {
+    if (m->placement) free(m->placement[s]);
+    if (m->moves) free(m->moves[s]);
+  }
+  free(m->placement);
+  free(m->moves);
+}
+
 static void served_free(ts_served_model *m) {
   if (!m) return;
+  placement_free(m);
+  if (m->origin) {
+    /* A re-placed copy: plan and io belong to the origin. */
+    ts_served_model_release(m->origin);
+    free(m);
+    return;
+  }
   io_free(m->inputs, m->n_inputs);
   io_free(m->outputs, m->n_outputs);
-  if (m->placement && m->plan)
-    for (int s = 0; s < m->plan->n_stages; s++) free(m->placement[s]);
   if (m->plan) ts_plan_free(m->plan);
-  free(m->placement);
   for (int i = 0; i < TS_ENSEMBLE_MAX; i++)
     if (m->members[i]) ts_served_model_release(m->members[i]);
   free(m);
@@ -296,10 +310,9 @@ int ts_registry_load(ts_registry *r, const ts_model_config *config,
      * load it when workers come (ts_registry_retry_unavailable). */
     ts_log_warn("model %s is unavailable for now: %s", config->name, err->msg);
     unbook(r->cluster, m);
-    if (m->placement && m->plan)
-      for (int s = 0; s < m->plan->n_stages; s++) free(m->placement[s]);
-    free(m->placement);
+    placement_free(m);
     m->placement = NULL;
+    m->moves = NULL;
     if (m->plan) ts_plan_free(m->plan);
     m->plan = NULL;
     m->state = TS_MODEL_FAILED;
@@ -340,6 +353,7 @@ int ts_registry_top_up_replicas(ts_registry *r) {
   int n, reloaded = 0;
   int want = ts_cluster_live_count(r->cluster) >= 2 ? 2 : 1;
   if (ts_registry_snapshot(r, &models, &n) != TS_OK) return 0;
+  pthread_mutex_lock(&r->move_mu);
   for (int i = 0; i < n; i++) {
     ts_served_model *m = models[i];
     if (m->state == TS_MODEL_READY && !m->config.is_ensemble &&
@@ -350,6 +364,7 @@ int ts_registry_top_up_replicas(ts_registry *r) {
     }
     ts_served_model_release(m);
   }
+  pthread_mutex_unlock(&r->move_mu);
   free(models);
   return reloaded;
 }
@@ -358,6 +373,7 @@ int ts_registry_retry_unavailable(ts_registry *r) {
   ts_served_model **models;
   int n, loaded = 0;
   if (ts_registry_snapshot(r, &models, &n) != TS_OK) return 0;
+  pthread_mutex_lock(&r->move_mu);
   for (int i = 0; i < n; i++) {
     if (models[i]->state == TS_MODEL_FAILED) {
       ts_err err = {0};
@@ -366,6 +382,7 @@ int ts_registry_retry_unavailable(ts_registry *r) {
     }
     ts_served_model_release(models[i]);
   }
+  pthread_mutex_unlock(&r->move_mu);
   free(models);
   return loaded;
 }
@@ -464,6 +481,7 @@ void ts_registry_free(ts_registry *r) {
       }
     }
   r->n = 0;
+  pthread_mutex_destroy(&r->move_mu);
   pthread_mutex_destroy(&r->mu);
 }
 
@@ -485,4 +503,266 @@ int ts_registry_resync_worker(ts_registry *r, int w, ts_err *err) {
   }
   free(models);
   return rc;
+}
+
+int ts_registry_replicas_on(ts_registry *r, int w) {
+  ts_served_model **models;
+  int n, count = 0;
+  if (ts_registry_snapshot(r, &models, &n) != TS_OK) return 0;
+  for (int i = 0; i < n; i++) {
+    ts_served_model *m = models[i];
+    for (int s = 0; m->plan && m->placement && s < m->plan->n_stages; s++)
+      for (int j = 0; j < m->plan->stages[s].n_shards * m->n_replicas; j++)
+        count += m->placement[s][j] == w;
+    ts_served_model_release(m);
+  }
+  free(models);
+  return count;
+}
+
+/* ---- re-placement ------------------------------------------------------ */
+
+/* What a pass moves: every replica on `from` (from >= 0), or, to
+ * rebalance (from < 0), any replica whose move to a lighter target lowers
+ * the heavier of the two. */
+typedef struct mover {
+  int from;
+} mover;
+
+/* One replica moved: slot `slot` of stage `stage` went `from` -> `to`. */
+typedef struct move {
+  int stage, shard, slot, from, to;
+} move;
+
+/* The placement target for a new replica of a shard of `len` bytes whose
+ * replicas are row[0..n): not in the row, room under its memory limit,
+ * fewer planned bytes than `below`, least planned first. -1 when none. */
+static int pick_target(ts_cluster *c, const int *row, int n, size_t len,
+                       unsigned long long below) {
+  int best = -1;
+  unsigned long long best_planned = 0;
+  for (int i = 0; i < c->n; i++) {
+    ts_worker *w = &c->workers[i];
+    int taken = 0;
+    for (int j = 0; j < n; j++) taken |= row[j] == i;
+    if (taken || !ts_cluster_is_target(c, i)) continue;
+    unsigned long long planned = atomic_load(&w->memory_planned);
+    if (planned >= below) continue;
+    if (w->memory_limit && planned + len > w->memory_limit) continue;
+    if (best < 0 || planned < best_planned) {
+      best = i;
+      best_planned = planned;
+    }
+  }
+  return best;
+}
+
+/* Where the replica on `worker` should go under `mv`; -1 to keep it.
+ * *wanted says whether `mv` wants it moved at all. */
+static int choose_target(ts_cluster *c, const mover *mv, int worker,
+                         const int *row, int n, size_t len, int *wanted) {
+  *wanted = 0;
+  if (mv->from >= 0) {
+    if (worker != mv->from) return -1;
+    *wanted = 1;
+    return pick_target(c, row, n, len, ~0ull);
+  }
+  if (!ts_cluster_is_target(c, worker)) return -1; /* down: its grace runs */
+  unsigned long long planned = atomic_load(&c->workers[worker].memory_planned);
+  if (planned <= len) return -1;
+  return pick_target(c, row, n, len, planned - len);
+}
+
+/* Moves the bytes of one replica's booking from one worker to another. */
+static void rebook(ts_cluster *c, int from, int to, size_t len) {
+  atomic_fetch_sub(&c->workers[from].memory_planned, len);
+  atomic_fetch_add(&c->workers[to].memory_planned, len);
+}
+
+/* A copy of plain model `m` that shares its plan and io (see registry.h)
+ * with its own placement and move counts. NULL when out of memory. */
+static ts_served_model *clone_placement(ts_served_model *m) {
+  ts_served_model *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->config = m->config;
+  atomic_init(&c->refs, 1);
+  c->state = m->state;
+  c->inputs = m->inputs;
+  c->n_inputs = m->n_inputs;
+  c->outputs = m->outputs;
+  c->n_outputs = m->n_outputs;
+  c->plan = m->plan;
+  c->n_replicas = m->n_replicas;
+  c->origin = m->origin ? m->origin : m;
+  atomic_fetch_add(&c->origin->refs, 1);
+  atomic_init(&c->requests, atomic_load(&m->requests));
+  atomic_init(&c->failures, atomic_load(&m->failures));
+  int stages = m->plan->n_stages, ok = stages > 0;
+  c->placement = calloc((size_t)stages, sizeof *c->placement);
+  c->moves = calloc((size_t)stages, sizeof *c->moves);
+  ok = ok && c->placement && c->moves;
+  for (int s = 0; ok && s < stages; s++) {
+    size_t shards = (size_t)m->plan->stages[s].n_shards;
+    size_t slots = shards * (size_t)m->n_replicas;
+    c->placement[s] = malloc(slots * sizeof(int));
+    c->moves[s] = calloc(shards, sizeof(unsigned));
+    ok = c->placement[s] && c->moves[s];
+    if (!ok) break;
+    memcpy(c->placement[s], m->placement[s], slots * sizeof(int));
+    if (m->moves) memcpy(c->moves[s], m->moves[s], shards * sizeof(unsigned));
+  }
+  if (ok) return c;
+  served_free(c);
+  return NULL;
+}
+
+/* Applies `mv` to plain model `m` (referenced by the caller): chooses new
+ * workers, uploads, and swaps the new placement in if `m` is still the
+ * registry's. Returns the replicas moved; adds to *unplaced those `mv`
+ * wanted moved but found no target for. Caller holds move_mu. */
+static int move_model(ts_registry *r, ts_served_model *m, const mover *mv,
+                      int *unplaced) {
+  ts_cluster *c = r->cluster;
+  if (m->config.is_ensemble || !m->plan || !m->placement ||
+      m->state != TS_MODEL_READY)
+    return 0;
+  int slots = 0;
+  for (int s = 0; s < m->plan->n_stages; s++)
+    slots += m->plan->stages[s].n_shards * m->n_replicas;
+  ts_served_model *next = clone_placement(m);
+  move *moves = calloc((size_t)slots, sizeof *moves);
+  int n_moves = 0;
+  if (!next || !moves) {
+    ts_log_warn("model %s: out of memory re-placing its shards",
+                m->config.name);
+    if (next) served_free(next);
+    free(moves);
+    return 0;
+  }
+  for (int s = 0; s < m->plan->n_stages; s++) {
+    const ts_stage *st = &m->plan->stages[s];
+    for (int k = 0; k < st->n_shards; k++) {
+      int *row = &next->placement[s][k * m->n_replicas];
+      for (int j = 0; j < m->n_replicas; j++) {
+        int wanted, from = row[j];
+        int to = choose_target(c, mv, from, row, m->n_replicas,
+                               st->shards[k].len, &wanted);
+        if (to < 0) {
+          *unplaced += wanted;
+          continue;
+        }
+        rebook(c, from, to, st->shards[k].len);
+        row[j] = to;
+        moves[n_moves++] = (move){s, k, j, from, to};
+      }
+    }
+  }
+  /* Upload outside the registry mutex: requests keep being served from the
+   * current placement meanwhile. A failed upload keeps the old replica. */
+  int uploaded = 0;
+  for (int i = 0; i < n_moves; i++) {
+    move *mo = &moves[i];
+    const ts_shard *sh = &m->plan->stages[mo->stage].shards[mo->shard];
+    ts_err err = {0};
+    if (ts_cluster_upload(c, mo->to, sh, &err) != TS_OK) {
+      ts_log_warn("model %s: shard %s not moved to %s: %s", m->config.name,
+                  sh->label, c->workers[mo->to].address, err.msg);
+      rebook(c, mo->to, mo->from, sh->len);
+      next->placement[mo->stage][mo->shard * m->n_replicas + mo->slot] =
+          mo->from;
+      *unplaced += mv->from >= 0;
+      mo->to = -1;
+    } else {
+      next->moves[mo->stage][mo->shard]++;
+      uploaded++;
+    }
+  }
+  int swapped = 0;
+  if (uploaded) {
+    pthread_mutex_lock(&r->mu);
+    int i = find_locked(r, m->config.name);
+    if (i >= 0 && r->models[i] == m) {
+      r->models[i] = next;
+      swapped = 1;
+    }
+    pthread_mutex_unlock(&r->mu);
+  }
+  for (int i = 0; i < n_moves; i++) {
+    const move *mo = &moves[i];
+    if (mo->to < 0) continue;
+    const ts_shard *sh = &m->plan->stages[mo->stage].shards[mo->shard];
+    if (swapped)
+      ts_log_info("model %s: shard %s re-placed from %s to %s",
+                  m->config.name, sh->label, c->workers[mo->from].address,
+                  c->workers[mo->to].address);
+    else
+      rebook(c, mo->to, mo->from, sh->len);
+  }
+  free(moves);
+  if (swapped) {
+    ts_served_model_release(m); /* the registry's reference */
+    return uploaded;
+  }
+  if (uploaded)
+    ts_log_info("model %s was replaced while its shards moved; the moves "
+                "are dropped", m->config.name);
+  served_free(next);
+  return 0;
+}
+
+/* Rebuilds the ensembles that still reference a member that was moved
+ * (replaced in the registry since the ensemble was built). */
+static void refresh_ensembles(ts_registry *r) {
+  ts_served_model **models;
+  int n;
+  if (ts_registry_snapshot(r, &models, &n) != TS_OK) return;
+  for (int i = 0; i < n; i++) {
+    ts_served_model *e = models[i];
+    int stale = 0;
+    for (int j = 0; e->config.is_ensemble && j < e->config.n_members; j++) {
+      ts_served_model *now = ts_registry_acquire(r, e->config.members[j]);
+      stale |= now != e->members[j];
+      ts_served_model_release(now);
+    }
+    if (stale) {
+      ts_err err = {0};
+      ts_model_config config = e->config;
+      if (ts_registry_load(r, &config, &err) != TS_OK)
+        ts_log_warn("ensemble %s not rebuilt on its moved members: %s",
+                    config.name, err.msg);
+    }
+    ts_served_model_release(e);
+  }
+  free(models);
+}
+
+static int move_all(ts_registry *r, const mover *mv, int *unplaced) {
+  ts_served_model **models;
+  int n, moved = 0;
+  *unplaced = 0;
+  if (ts_registry_snapshot(r, &models, &n) != TS_OK) return 0;
+  pthread_mutex_lock(&r->move_mu);
+  for (int i = 0; i < n; i++) {
+    moved += move_model(r, models[i], mv, unplaced);
+    ts_served_model_release(models[i]);
+  }
+  if (moved) refresh_ensembles(r);
+  pthread_mutex_unlock(&r->move_mu);
+  free(models);
+  return moved;
+}
+
+int ts_registry_move_off_worker(ts_registry *r, int w, int *left) {
+  mover mv = {.from = w};
+  return move_all(r, &mv, left);
+}
+
+int ts_registry_rebalance(ts_registry *r) {
+  mover mv = {.from = -1};
+  int unplaced, moved = 0, step;
+  /* Each pass lowers the sum of squared planned bytes; a few suffice. */
+  for (int pass = 0; pass < 8 && (step = move_all(r, &mv, &unplaced)) > 0;
+       pass++)
+    moved += step;
+  return moved;
 }

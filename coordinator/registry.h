@@ -16,6 +16,17 @@
  * with its reason (requests get UNAVAILABLE), and loaded again when
  * workers come (ts_registry_retry_unavailable); a bad model file is an
  * error instead.
+ *
+ * Re-placement: a placement is never edited in place (requests in flight
+ * index into it). Moving replicas (off a dead or leaving worker, or onto
+ * a returning one) builds a copy of the served model that shares the
+ * original's plan and tensor info (it references the original, `origin`),
+ * uploads the shards to their new workers, and swaps the copy into the
+ * registry under the mutex only if the model was not replaced meanwhile.
+ * Requests holding the old copy finish on it: its workers still hold the
+ * shards (nothing is unloaded), or are down and routed around. Moves are
+ * serialized by `move_mu`; ensembles that reference a moved member are
+ * rebuilt on the new one.
  */
 #ifndef TS_REGISTRY_H
 #define TS_REGISTRY_H
@@ -57,12 +68,17 @@ typedef struct ts_served_model {
   int n_replicas;                /* per shard */
   int **placement;               /* [stage][shard * n_replicas + r] = worker */
   struct ts_served_model *members[TS_ENSEMBLE_MAX]; /* ensembles; referenced */
+  struct ts_served_model *origin; /* owns plan and io of a re-placed copy;
+                                     referenced; NULL when this is it */
+  unsigned **moves;              /* [stage][shard] replicas re-placed since
+                                    load; NULL when none ever moved */
   atomic_ullong requests;
   atomic_ullong failures;
 } ts_served_model;
 
 typedef struct ts_registry {
   pthread_mutex_t mu;
+  pthread_mutex_t move_mu;       /* one re-placement / top-up at a time */
   ts_served_model *models[TS_MAX_MODELS];
   int n;
   ts_cluster *cluster;
@@ -109,5 +125,22 @@ int ts_registry_top_up_replicas(ts_registry *r);
 /* Makes sure worker `w` holds every shard placed on it (after it came back
  * up, possibly restarted and empty). Returns the first upload error. */
 int ts_registry_resync_worker(ts_registry *r, int w, ts_err *err);
+
+/* How many shard replicas (of all models) are placed on worker `w`. */
+int ts_registry_replicas_on(ts_registry *r, int w);
+
+/* Re-places every shard replica on worker `w` (down past its grace, or
+ * leaving) on another placement target (ts_cluster_is_target) that holds
+ * no replica of that shard and has room under its memory limit, least
+ * planned bytes first; uploads it and swaps the new placement in. Returns
+ * the number of replicas moved; *left gets the number still on `w` for
+ * want of a worker with room (retry when membership changes). */
+int ts_registry_move_off_worker(ts_registry *r, int w, int *left);
+
+/* Gives returning and new workers shards: moves a replica from a worker
+ * to a lighter placement target when that lowers the heavier of the two
+ * (planned bytes differ by more than the shard), until no such move is
+ * left. Returns the number of replicas moved. */
+int ts_registry_rebalance(ts_registry *r);
 
 #endif

@@ -19,19 +19,32 @@ struct ts_join {
   pthread_mutex_t mu;
   pthread_cond_t cond;
   int stopping;
+  int joined;   /* the heartbeat thread has been joined */
 };
+
+/* Calls Admin/`method` with `req` (which holds at most this worker's
+ * address); the caller frees *resp. */
+static int call_admin(ts_join *j, const char *method,
+                      const ProtobufCMessage *req, int64_t deadline,
+                      uint8_t **resp, size_t *resp_len, ts_err *err) {
+  char path[64];
+  snprintf(path, sizeof path, "/tessera.admin.v1.Admin/%s", method);
+  uint8_t buf[300];
+  size_t len = protobuf_c_message_pack(req, buf);
+  *resp = NULL;
+  *resp_len = 0;
+  return ts_rpc_call_sync(j->channel, path, buf, len, deadline, resp,
+                          resp_len, err);
+}
 
 static int register_once(ts_join *j, ts_err *err) {
   Tessera__Admin__V1__RegisterWorkerRequest req =
       TESSERA__ADMIN__V1__REGISTER_WORKER_REQUEST__INIT;
   req.address = j->advertise;
-  uint8_t buf[300];
-  size_t len = tessera__admin__v1__register_worker_request__pack(&req, buf);
-  uint8_t *resp = NULL;
-  size_t resp_len = 0;
-  int rc = ts_rpc_call_sync(j->channel, "/tessera.admin.v1.Admin/RegisterWorker",
-                            buf, len, ts_now_ms() + 5000, &resp, &resp_len,
-                            err);
+  uint8_t *resp;
+  size_t resp_len;
+  int rc = call_admin(j, "RegisterWorker", &req.base, ts_now_ms() + 5000,
+                      &resp, &resp_len, err);
   free(resp);
   return rc;
 }
@@ -90,13 +103,46 @@ int ts_join_start(const char *coordinator, const char *advertise,
   return TS_OK;
 }
 
-void ts_join_stop(ts_join *j) {
-  if (!j) return;
+static void stop_heartbeat(ts_join *j) {
+  if (j->joined) return;
   pthread_mutex_lock(&j->mu);
   j->stopping = 1;
   pthread_cond_signal(&j->cond);
   pthread_mutex_unlock(&j->mu);
   pthread_join(j->thread, NULL);
+  j->joined = 1;
+}
+
+int ts_join_leave(ts_join *j, int64_t deadline, int *moved, int *left,
+                  ts_err *err) {
+  stop_heartbeat(j);
+  Tessera__Admin__V1__DeregisterWorkerRequest req =
+      TESSERA__ADMIN__V1__DEREGISTER_WORKER_REQUEST__INIT;
+  req.address = j->advertise;
+  uint8_t *resp;
+  size_t resp_len;
+  int rc = call_admin(j, "DeregisterWorker", &req.base, deadline, &resp,
+                      &resp_len, err);
+  if (rc) {
+    free(resp);
+    return ts_err_prefix(err, "DeregisterWorker at %s", j->coordinator);
+  }
+  Tessera__Admin__V1__DeregisterWorkerResponse *r =
+      tessera__admin__v1__deregister_worker_response__unpack(NULL, resp_len,
+                                                             resp);
+  free(resp);
+  if (!r)
+    return ts_err_set(err, TS_EIO, "coordinator %s: malformed "
+                      "DeregisterWorker answer", j->coordinator);
+  *moved = r->moved;
+  *left = r->left;
+  tessera__admin__v1__deregister_worker_response__free_unpacked(r, NULL);
+  return TS_OK;
+}
+
+void ts_join_stop(ts_join *j) {
+  if (!j) return;
+  stop_heartbeat(j);
   ts_rpc_channel_close(j->channel);
   pthread_mutex_destroy(&j->mu);
   pthread_cond_destroy(&j->cond);

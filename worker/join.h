@@ -11,6 +11,8 @@
 #ifndef TS_JOIN_H
 #define TS_JOIN_H
 
+#include <stdint.h>
+
 #include "error.h"
 
 #define TS_JOIN_INTERVAL_MS 1000
@@ -21,6 +23,13 @@ typedef struct ts_join ts_join;
  * should dial) with the coordinator at `coordinator`. */
 int ts_join_start(const char *coordinator, const char *advertise,
                   ts_join **out, ts_err *err);
+/* A graceful leave: stops the heartbeat, then asks the coordinator to move
+ * this worker's shards elsewhere and stop routing to it
+ * (Admin/DeregisterWorker); it answers once done, or deadline (absolute
+ * ts_now_ms()) passes. *moved and *left: replicas moved, and those that
+ * found no other worker with room. Call ts_join_stop after. */
+int ts_join_leave(ts_join *j, int64_t deadline, int *moved, int *left,
+                  ts_err *err);
 /* Stops the heartbeat thread and frees. */
 void ts_join_stop(ts_join *j);
 

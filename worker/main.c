@@ -9,11 +9,18 @@
  * "listening on HOST:PORT" (the bound port) on stdout, notify systemd.
  * The main thread then sleeps in a libuv loop that only waits for signals.
  *
- * SIGTERM/SIGINT: health turns NOT_SERVING, the pool takes no new runs,
- * queued and running jobs get up to GRACE_MS to finish, then the server
- * stops and the process exits 0. Runs still executing after the grace
- * cannot be interrupted (kernels are not cancellable), so the process then
- * exits at once without tearing down what they still use.
+ * SIGTERM/SIGINT is a graceful leave, bounded by GRACE_MS in all:
+ *  1. health turns NOT_SERVING, but runs are still accepted: the
+ *     coordinator keeps routing here until its shards are elsewhere;
+ *  2. with --join, Admin/DeregisterWorker asks the coordinator to move
+ *     this worker's shards and stop routing to it (it answers when done);
+ *     without, the coordinator's prober sees NOT_SERVING and does the same;
+ *  3. once no run has arrived for QUIET_MS (at most LEAVE_MS after the
+ *     signal), the pool takes no new runs, queued and running jobs finish,
+ *     the server stops and the process exits 0.
+ * Runs still executing after the grace cannot be interrupted (kernels are
+ * not cancellable), so the process then exits at once without tearing
+ * down what they still use.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -39,7 +46,9 @@
 #include <systemd/sd-daemon.h>
 #endif
 
-#define GRACE_MS 10000       /* in-flight runs get this long after SIGTERM */
+#define GRACE_MS 10000       /* the whole leave after SIGTERM, at most */
+#define LEAVE_MS 6000        /* of which moving the shards away, at most */
+#define QUIET_MS 1000        /* no run for this long: routing has stopped */
 #define QUEUE_CAPACITY 256   /* runs waiting for a kernel thread */
 #define MAX_THREADS 4096
 
@@ -221,6 +230,25 @@ static void stop_signals_wait(stop_signals *s) {
   uv_run(&s->loop, UV_RUN_DEFAULT);
 }
 
+/* Steps 2 and 3 of a graceful leave (see the top of this file): the
+ * coordinator moves this worker's shards while it keeps serving, then the
+ * runs stop arriving. */
+static void leave(ts_join *join, ts_pool *pool, int64_t deadline) {
+  if (join) {
+    ts_err err = {0};
+    int moved = 0, left = 0;
+    if (ts_join_leave(join, deadline, &moved, &left, &err) == TS_OK)
+      ts_log_info("deregistered: the coordinator moved %d shard replica(s) "
+                  "to other workers%s", moved,
+                  left ? " (some found no room and stay here)" : "");
+    else
+      ts_log_warn("leaving without the coordinator's word: %s", err.msg);
+  }
+  if (ts_pool_wait_quiet(pool, QUIET_MS, deadline) != TS_OK)
+    ts_log_warn("runs still arrive %d ms after the stop signal; stopping "
+                "anyway", LEAVE_MS);
+}
+
 int main(int argc, char **argv) {
   ts_log_set_component("worker");
   ts_log_init_from_env();
@@ -274,10 +302,11 @@ int main(int argc, char **argv) {
   stop_signals_wait(&signals);
 
   notify("STOPPING=1");
-  ts_join_stop(join);
-  ts_worker_service_set_serving(svc, 0);
-  ts_pool_close(pool);
   int64_t deadline = ts_now_ms() + GRACE_MS;
+  ts_worker_service_set_serving(svc, 0);
+  leave(join, pool, ts_now_ms() + LEAVE_MS);
+  ts_join_stop(join);
+  ts_pool_close(pool);
   if (ts_pool_wait_idle(pool, deadline) != TS_OK) {
     ts_pool_cancel_queued(pool);
     int running = 0;

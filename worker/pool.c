@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "blas.h"
 #include "log.h"
@@ -25,6 +26,7 @@ struct ts_pool {
   pthread_cond_t idle;
   ts_pool_job *head, *tail;
   int queued, running, capacity;
+  int64_t last_submit_ms; /* ts_now_ms() of the last accepted job */
   int closed;   /* no more submissions */
   int stopping; /* threads exit once the queue is empty */
   int n_threads;  /* started */
@@ -142,6 +144,7 @@ int ts_pool_submit(ts_pool *p, ts_pool_job *job, ts_err *err) {
       p->head = job;
     p->tail = job;
     p->queued++;
+    p->last_submit_ms = ts_now_ms();
     pthread_cond_signal(&p->work);
   }
   pthread_mutex_unlock(&p->mu);
@@ -189,6 +192,20 @@ void ts_pool_cancel_queued(ts_pool *p) {
     list->next = NULL;
     list->skip(list, TS_EUNAVAILABLE, "the worker is shutting down");
     list = next;
+  }
+}
+
+int ts_pool_wait_quiet(ts_pool *p, int64_t quiet_ms, int64_t deadline) {
+  for (;;) {
+    pthread_mutex_lock(&p->mu);
+    int64_t now = ts_now_ms();
+    int quiet = p->queued == 0 && p->running == 0 &&
+                now - p->last_submit_ms >= quiet_ms;
+    pthread_mutex_unlock(&p->mu);
+    if (quiet) return TS_OK;
+    if (now >= deadline) return TS_ETIMEDOUT;
+    struct timespec nap = {0, 20 * 1000000L};
+    nanosleep(&nap, NULL);
   }
 }
 

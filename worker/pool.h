@@ -48,6 +48,11 @@ void ts_pool_close(ts_pool *p);
 /* Waits until no job is queued or running, or until deadline (absolute
  * ts_now_ms()). 0 when idle, TS_ETIMEDOUT otherwise. */
 int ts_pool_wait_idle(ts_pool *p, int64_t deadline);
+/* Waits until no job was submitted for quiet_ms and none is queued or
+ * running, or until deadline (absolute ts_now_ms()). 0 when quiet,
+ * TS_ETIMEDOUT otherwise. A leaving worker uses it to see that the
+ * coordinator stopped sending it work. */
+int ts_pool_wait_quiet(ts_pool *p, int64_t quiet_ms, int64_t deadline);
 /* Skips every queued job with TS_EUNAVAILABLE (on this thread). */
 void ts_pool_cancel_queued(ts_pool *p);
 void ts_pool_stats(ts_pool *p, int *threads, int *queued, int *running);

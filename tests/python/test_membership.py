@@ -1,0 +1,216 @@
+"""Membership chaos tests: shards of a dead or leaving worker are re-placed
+on survivors and newcomers while the model keeps serving.
+
+Real tessera-worker processes and a coordinator on loopback (the helpers of
+test_faults.py), the MLP exported by torch, closed-loop clients whose every
+answer is compared with torch's, every request accounted for in a ledger
+(ledger.py: sent, ok, failed by code, p50/p99 before and after each event,
+time to recover). The coordinator runs with --replace-after-ms 1000 so the
+re-placement grace is short; the shard map is read from Admin/ClusterStatus.
+
+  a. replicas=2 on 3 workers, kill -9 a holder under load: zero failures,
+     and after the grace every shard has 2 live replicas again; kill -9 a
+     second holder: still zero failures.
+  b. replicas=1 on 2 workers, kill -9 the holder: only UNAVAILABLE during
+     the gap, then correct answers from the survivor (time to recover
+     reported).
+  c. SIGTERM a worker under load (with --join: DeregisterWorker; without:
+     health NOT_SERVING seen by the prober): zero failures, exit 0 within
+     10 s, and its shards already on other workers when it exits.
+  d. replicas=2 on 2 workers, kill -9 one: its replicas have nowhere to go
+     (shown DOWN in the shard map); a newcomer joins and receives them.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kserve  # noqa: E402
+import ledger  # noqa: E402
+import test_faults  # noqa: E402
+from test_faults import DATA2, WAIT  # noqa: E402
+
+REPLACE_AFTER_MS = 1000
+ARGS = ['--replace-after-ms', str(REPLACE_AFTER_MS)]
+
+
+def shard_rows(status, model='mlp'):
+    """[(label, [(worker address, state)])] of every shard of `model`."""
+    addr = {w.index: w.address for w in status.workers}
+    return [(s.label, [(addr[w], st) for w, st in zip(s.workers, s.replica_states)])
+            for s in status.shards if s.model == model]
+
+
+def fully_replicated(status, replicas, model='mlp'):
+    """Every shard of `model` on `replicas` distinct UP workers."""
+    rows = shard_rows(status, model)
+    return bool(rows) and all(
+        len({a for a, st in row if st == 'UP'}) == replicas for _, row in rows)
+
+
+class MembershipTest(test_faults.FaultTest):
+    """FaultTest's helpers (workers, coordinator, load, asserts), not its
+    tests: those run in test_faults.py."""
+    locals().update({name: None for name in dir(test_faults.FaultTest)
+                     if name.startswith('test_')})
+
+    def coordinator(self, workers=(), keys=DATA2, **kw):
+        kw['extra_args'] = ARGS + list(kw.get('extra_args', ()))
+        return super().coordinator(workers, keys=keys, **kw)
+
+    def wait_replicated(self, coord, replicas, gone=None, timeout=WAIT):
+        """Until every shard has `replicas` UP replicas, none on `gone`."""
+        def check():
+            st = self.status(coord)
+            return fully_replicated(st, replicas) and not (
+                gone and ledger.placed_on(st, 'mlp', gone.address))
+        return ledger.wait_for(check, timeout)
+
+    def terminate(self, worker, out):
+        """SIGTERM; records (exit status, seconds to exit, shard map at exit)."""
+        t = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = worker.proc.wait(12.0)
+        except subprocess.TimeoutExpired:
+            rc = None
+        out.append((rc, time.monotonic() - t, self.status(self.coord)))
+
+    # ---- a -------------------------------------------------------------------
+
+    def test_a_kill_replica_then_another(self):
+        ws = self.workers(3)
+        coord = self.coordinator(ws)
+        first = self.replica_holders(coord, ws)[0]
+        load = self.load(coord.address, 'kill -9 two replica holders in turn')
+        with load:
+            time.sleep(1.5)
+            load.ledger.event('kill -9 worker ' + first.address, first.kill)
+            healed = self.wait_replicated(coord, 2, gone=first)
+            load.ledger.event('every shard on 2 live workers again' if healed
+                              else 'NOT re-replicated')
+            healed_status = self.status(coord)
+            shown = kserve.run_tessera('status', '--server', coord.address)
+            time.sleep(1.0)
+            second = [w for w in self.replica_holders(coord, ws) if w is not first][0]
+            load.ledger.event('kill -9 worker ' + second.address, second.kill)
+            time.sleep(2.5)
+        led = load.ledger
+        self.show(led)
+        self.assertTrue(healed, 'shards not back on 2 live workers within %.0f s:\n%s\n%s' % (
+            WAIT, shard_rows(self.status(coord)), coord.log()[-3000:]))
+        self.assertEqual(ledger.placed_on(healed_status, 'mlp', first.address), set(),
+                         'the dead worker still holds a replica: %s' % shard_rows(healed_status))
+        self.assertGreater(sum(m.moves for m in healed_status.models), 0)
+        # `tessera status`: the dead worker DOWN, the shard's replicas UP, one move.
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        dead = ledger.worker_state(healed_status, first.address)
+        self.assertRegex(shown.stdout, r'\n%d +%s +DOWN ' % (dead.index, first.address))
+        self.assertRegex(shown.stdout, r'mlp/s0/k0 .* \d+\(UP\),\d+\(UP\) +1\b')
+        self.assert_all_correct(led)
+
+    # ---- b -------------------------------------------------------------------
+
+    def test_b_single_replica_holder_killed(self):
+        ws = self.workers(2)
+        coord = self.coordinator(ws, keys={'strategy': 'data', 'replicas': 1})
+        (victim,) = self.replica_holders(coord, ws)
+        (survivor,) = [w for w in ws if w is not victim]
+        load = self.load(coord.address, 'replicas=1: the holder killed')
+        with load:
+            time.sleep(1.5)
+            load.ledger.event('kill -9 the only holder ' + victim.address, victim.kill)
+            moved = ledger.wait_for(
+                lambda: ledger.placed_on(self.status(coord), 'mlp', survivor.address), WAIT)
+            time.sleep(2.0)
+        led = load.ledger
+        self.show(led)
+        self.assertTrue(moved, 'shard not re-placed on %s:\n%s' % (
+            survivor.address, coord.log()[-3000:]))
+        self.assert_only(led, {'UNAVAILABLE'})
+        ok_at, _ = led.recovery(0)
+        print('time to recover: %s s' % ('%.3f' % ok_at if ok_at is not None else 'never'))
+        self.assertIsNotNone(ok_at, 'never served again:\n' + led.report())
+        self.assertLess(ok_at, REPLACE_AFTER_MS / 1000.0 + WAIT / 2, led.report())
+        self.assertEqual(led.failures(led.phases()[1][1][-ledger.RUN:]), {},
+                         'still failing at the end:\n' + led.report())
+
+    # ---- c -------------------------------------------------------------------
+
+    def sigterm_under_load(self, join):
+        if join:
+            self.coord = self.coordinator([], wait_ready=False)
+            ws = self.workers(3, join=self.coord.address)
+            self.assertTrue(self.wait_model_ready(self.coord))
+            self.assertTrue(ledger.wait_for(
+                lambda: sum(w.up for w in self.status(self.coord).workers) == 3, WAIT))
+        else:
+            ws = self.workers(3)
+            self.coord = self.coordinator(ws)
+        coord = self.coord
+        victim = self.replica_holders(coord, ws)[0]
+        exits = []
+        led = self.load(coord.address, 'SIGTERM a replica holder (%s)' % (
+            'DeregisterWorker' if join else 'health NOT_SERVING')).run(
+            6.0, events=[(1.5, 'SIGTERM worker ' + victim.address,
+                          lambda: self.terminate(victim, exits))])
+        self.show(led)
+        rc, seconds, at_exit = exits[0]
+        print('worker exited %s after %.2f s; shard map then: %s' % (
+            rc, seconds, shard_rows(at_exit)))
+        self.assertEqual(rc, 0, victim.log()[-3000:])
+        self.assertLess(seconds, 10.5)
+        self.assertEqual(ledger.placed_on(at_exit, 'mlp', victim.address), set(),
+                         'shards still on the leaving worker when it exited: %s\n%s' % (
+                             shard_rows(at_exit), coord.log()[-3000:]))
+        self.assertTrue(fully_replicated(at_exit, 2), shard_rows(at_exit))
+        self.assertEqual(ledger.worker_state(at_exit, victim.address).state, 'LEFT')
+        self.assert_all_correct(led)
+
+    def test_c_sigterm_worker_joined(self):
+        self.sigterm_under_load(join=True)
+
+    def test_c_sigterm_worker_listed(self):
+        self.sigterm_under_load(join=False)
+
+    # ---- d -------------------------------------------------------------------
+
+    def test_d_newcomer_receives_shards(self):
+        ws = self.workers(2)
+        coord = self.coordinator(ws)
+        victim = ws[0]
+        newcomer = []
+
+        def pending():
+            rows = shard_rows(self.status(coord))
+            return rows and all(('DOWN' in [st for _, st in row]) for _, row in rows)
+
+        load = self.load(coord.address, 'a death with no room, then a newcomer')
+        with load:
+            time.sleep(1.5)
+            load.ledger.event('kill -9 worker ' + victim.address, victim.kill)
+            time.sleep(REPLACE_AFTER_MS / 1000.0 + 1.0)
+            waiting = pending()
+            load.ledger.event('tessera-worker --join (newcomer)',
+                              lambda: newcomer.append(self.worker(join=coord.address)))
+            healed = self.wait_replicated(coord, 2, gone=victim)
+            load.ledger.event('every shard on 2 live workers again' if healed
+                              else 'NOT re-replicated')
+            time.sleep(1.0)
+        led = load.ledger
+        self.show(led)
+        self.assertTrue(waiting, 'replicas of the dead worker not shown DOWN while no '
+                        'worker had room: %s' % shard_rows(self.status(coord)))
+        self.assertTrue(healed, 'newcomer got no shards within %.0f s: %s\n%s' % (
+            WAIT, shard_rows(self.status(coord)), coord.log()[-3000:]))
+        placed = ledger.placed_on(self.status(coord), 'mlp', newcomer[0].address)
+        held = {s.shard_id for s in ledger.worker_status(newcomer[0].address).shards}
+        self.assertTrue(placed and placed <= held, (placed, held))
+        self.assert_all_correct(led)
+
+
+if __name__ == '__main__':
+    unittest.main(verbosity=2)
