@@ -21,6 +21,14 @@
  *    ends, so a client's cancel is seen (ts_rpc_call_is_cancelled).
  *  - Exactly one answer per accepted call: `answered` flips once; a second
  *    answer is dropped with a warning.
+ *  - Cancellation notice (ts_rpc_call_on_cancel): cancel_fn is taken (set
+ *    to NULL) under call->mu by whichever comes first of the answer, the
+ *    RECV_CLOSE that reports cancelled, or a registration that finds the
+ *    call already cancelled. So it runs at most once, never after the
+ *    answer began; it runs without call->mu, flagged by cancel_running
+ *    (and a guard reference), and an answer from another thread waits on
+ *    cancel_cv until it returned. An answer from inside the callback (same
+ *    thread) goes straight on.
  *  - Accepted calls sit on srv->calls until freed (or orphaned by stop).
  *
  * Stop: shutdown_and_notify; wait up to the grace for every call to finish;
@@ -314,6 +322,12 @@ struct ts_rpc_call {
   pthread_mutex_t mu;
   int refs;
   bool answered, orphaned;
+  bool close_cancelled_seen; /* on_close saw the call die; under mu */
+  ts_rpc_cancel_fn cancel_fn; /* registered notice, until taken; under mu */
+  void *cancel_user;
+  bool cancel_running;        /* cancel_fn runs on cancel_thread */
+  pthread_t cancel_thread;
+  pthread_cond_t cancel_cv;   /* signalled when cancel_fn returned */
   struct ts_rpc_call *prev, *next; /* srv->calls, under srv->mu */
 };
 
@@ -353,6 +367,7 @@ static ts_rpc_call *call_new(ts_rpc_server *s, int method) {
   grpc_metadata_array_init(&c->md);
   atomic_init(&c->cancelled, 0);
   pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cancel_cv, NULL);
   return c;
 }
 
@@ -371,6 +386,7 @@ static void call_release_grpc(ts_rpc_call *c) {
 
 static void call_free(ts_rpc_call *c) {
   call_release_grpc(c);
+  pthread_cond_destroy(&c->cancel_cv);
   pthread_mutex_destroy(&c->mu);
   free(c);
 }
@@ -436,6 +452,9 @@ static void call_answer(ts_rpc_call *c, grpc_status_code status,
     return;
   }
   c->answered = true;
+  c->cancel_fn = NULL; /* taken: the notice can no longer start */
+  while (c->cancel_running && !pthread_equal(c->cancel_thread, pthread_self()))
+    pthread_cond_wait(&c->cancel_cv, &c->mu);
   if (!c->orphaned) {
     grpc_op ops[3];
     memset(ops, 0, sizeof ops);
@@ -518,6 +537,40 @@ const char *ts_rpc_call_peer(const ts_rpc_call *call, char *buf, size_t size) {
 int ts_rpc_call_is_cancelled(const ts_rpc_call *call) {
   if (atomic_load(&call->cancelled)) return 1;
   return call->deadline != TS_DEADLINE_NONE && ts_now_ms() >= call->deadline;
+}
+
+/* Runs the registered notice, if any and if the call is unanswered; c->mu
+ * is held on entry and on return (released while the notice runs). Returns
+ * true when it ran: the caller then drops the guard reference it took,
+ * after releasing c->mu (the notice may have answered, so it can be the
+ * last one). */
+static bool run_cancel_locked(ts_rpc_call *c) {
+  ts_rpc_cancel_fn fn = c->cancel_fn;
+  void *user = c->cancel_user;
+  if (!fn || c->answered) return false;
+  c->cancel_fn = NULL;
+  c->cancel_running = true;
+  c->cancel_thread = pthread_self();
+  c->refs++; /* the notice may answer, which must not free c under us */
+  pthread_mutex_unlock(&c->mu);
+  fn(c, user);
+  pthread_mutex_lock(&c->mu);
+  c->cancel_running = false;
+  pthread_cond_broadcast(&c->cancel_cv);
+  return true;
+}
+
+void ts_rpc_call_on_cancel(ts_rpc_call *call, ts_rpc_cancel_fn fn,
+                           void *user) {
+  bool ran = false;
+  pthread_mutex_lock(&call->mu);
+  if (!call->answered) {
+    call->cancel_fn = fn;
+    call->cancel_user = user;
+    if (call->close_cancelled_seen) ran = run_cancel_locked(call);
+  }
+  pthread_mutex_unlock(&call->mu);
+  if (ran) call_unref(call);
 }
 
 /* Posts one request for `method` (or for unregistered paths). */
@@ -626,9 +679,18 @@ static void on_accept(tag *t, int ok) {
   call_unref(c);
 }
 
+/* The call ended. Cancelled (by its client, its deadline, a broken
+ * connection or the server's stop) before an answer: tell the handler. */
 static void on_close(tag *t, int ok) {
   ts_rpc_call *c = container_of(t, ts_rpc_call, t_close);
-  if (!ok || c->close_cancelled) atomic_store(&c->cancelled, 1);
+  if (!ok || c->close_cancelled) {
+    atomic_store(&c->cancelled, 1);
+    pthread_mutex_lock(&c->mu);
+    c->close_cancelled_seen = true;
+    bool ran = run_cancel_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    if (ran) call_unref(c);
+  }
   call_unref(c);
 }
 

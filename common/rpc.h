@@ -126,6 +126,23 @@ const char *ts_rpc_call_peer(const ts_rpc_call *call, char *buf, size_t size);
 /* Nonzero once the client cancelled or the deadline passed. */
 int ts_rpc_call_is_cancelled(const ts_rpc_call *call);
 
+/* Server-side cancellation notice: `fn` runs at most once, when the call
+ * dies before it was answered: its client cancelled, its deadline passed,
+ * its connection broke, or ts_rpc_server_stop cancelled it. It runs on a
+ * poller thread, or at once on the caller's thread if the call is already
+ * dead when it is registered. It must not block; it may answer the call.
+ *
+ * Answering the call unregisters it: once ts_rpc_call_reply_owned() or
+ * ts_rpc_call_fail() has returned, `fn` is not running and never will, so
+ * whatever `user` points to may be freed right after the answer (an answer
+ * from another thread while `fn` runs waits for `fn` to return; so `fn`
+ * must not wait for a thread that may be answering this call). Register
+ * from the handler, or from any thread before the answer; a second
+ * registration replaces the first. The client sees the status gRPC chose
+ * (CANCELLED, DEADLINE_EXCEEDED); an answer after the cancel is dropped. */
+typedef void (*ts_rpc_cancel_fn)(ts_rpc_call *call, void *user);
+void ts_rpc_call_on_cancel(ts_rpc_call *call, ts_rpc_cancel_fn fn, void *user);
+
 /* ---- client ---------------------------------------------------------- */
 
 typedef struct ts_rpc_client ts_rpc_client;

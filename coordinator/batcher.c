@@ -1,8 +1,19 @@
-/* batcher.c - see batcher.h. */
+/* batcher.c - see batcher.h.
+ *
+ * Cancellation: an item's `cancelled`, `cancel_code` and `batch`, a batch's
+ * n_cancelled and inf, and the batcher's `cancels` are guarded by b->mu.
+ * ts_batcher_cancel runs on an RPC poller thread: an item still queued
+ * (batch == NULL) is only flagged, and the loop thread, woken, takes it out
+ * of its queue (drop_cancelled) and answers it; an item in a batch is
+ * counted, and the batch's inference is cancelled when all its items are.
+ * Items stay valid while the cancel runs: the frontend's answer waits for
+ * its cancellation notice (rpc.h), and items are freed only after their
+ * answer. Nothing answers with b->mu held. */
 #include "batcher.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -10,14 +21,19 @@
 #include "fuse.h"
 #include "log.h"
 
-typedef struct item {
-  struct item *next;
+typedef struct batch batch;
+
+typedef struct ts_batch_item {
+  struct ts_batch_item *next;
   ts_served_model *model;
   const ts_tensor *inputs;
   int64_t rows;
   int64_t deadline;
   ts_batch_done_fn done;
   void *user;
+  bool cancelled;    /* under b->mu */
+  int cancel_code;
+  batch *batch;      /* the batch it went into; under b->mu */
 } item;
 
 /* An open batch per model, touched only on the batcher's loop thread. */
@@ -32,15 +48,16 @@ typedef struct model_queue {
 } model_queue;
 
 /* A closed batch in flight. */
-typedef struct batch {
+struct batch {
   ts_batcher *b;
   ts_served_model *model;
   item **items;
   int n;
+  int n_cancelled;            /* items cancelled since; under b->mu */
   ts_tensor *concat;          /* owned concatenated inputs (n > 1) */
   int n_concat;
-  ts_infer *inf;
-} batch;
+  ts_infer *inf;              /* set under b->mu */
+};
 
 struct ts_batcher {
   ts_cluster *cluster;
@@ -49,10 +66,11 @@ struct ts_batcher {
   uv_loop_t loop;
   uv_async_t wake;
   pthread_t thread;
-  pthread_mutex_t mu;         /* guards incoming, queued, stopping */
+  pthread_mutex_t mu;         /* guards incoming, queued, stopping, cancels */
   item *incoming_head, *incoming_tail;
   int queued;                 /* submitted, not yet answered */
   int stopping;
+  int cancels;                /* items cancelled while queued, not dropped */
   model_queue *queues;
   atomic_int in_flight;       /* batches dispatched, not yet done */
 };
@@ -87,6 +105,54 @@ static void release_slots(ts_batcher *b, int n) {
   pthread_mutex_unlock(&b->mu);
 }
 
+/* Whether nobody waits for this item's rows any more: its client cancelled
+ * (err gets the cancel's code) or its own deadline passed (TS_ETIMEDOUT). */
+static bool item_gone(ts_batcher *b, item *it, int64_t now, ts_err *err) {
+  pthread_mutex_lock(&b->mu);
+  bool cancelled = it->cancelled;
+  int code = it->cancel_code;
+  pthread_mutex_unlock(&b->mu);
+  if (cancelled)
+    ts_err_set(err, code, "the request was cancelled");
+  else if (now >= it->deadline)
+    ts_err_set(err, TS_ETIMEDOUT, "deadline passed while batched");
+  return err->code != TS_OK;
+}
+
+/* Takes the cancelled items out of q and answers them (loop thread). */
+static void drop_cancelled(model_queue *q) {
+  ts_batcher *b = q->b;
+  item *dropped = NULL;
+  int n = 0;
+  pthread_mutex_lock(&b->mu);
+  item **link = &q->head;
+  q->tail = NULL;
+  while (*link) {
+    item *it = *link;
+    if (it->cancelled) {
+      *link = it->next;
+      it->next = dropped;
+      dropped = it;
+      q->n--;
+      q->rows -= it->rows;
+      n++;
+    } else {
+      q->tail = it;
+      link = &it->next;
+    }
+  }
+  pthread_mutex_unlock(&b->mu);
+  if (q->n == 0) uv_timer_stop(&q->timer);
+  for (item *it = dropped, *next; it; it = next) {
+    next = it->next;
+    ts_err err = {0};
+    item_gone(b, it, ts_now_ms(), &err);
+    answer(it, &err, NULL, 0);
+    free(it);
+  }
+  if (n) release_slots(b, n);
+}
+
 /* Hands each request its rows of every output. */
 static void on_batch_done(ts_infer *inf, void *user) {
   batch *bt = user;
@@ -113,11 +179,14 @@ static void on_batch_done(ts_infer *inf, void *user) {
                  "model %s cannot be batched (set max_batch=0)",
                  m->outputs[k].name, m->config.name);
   }
-  int64_t row0 = 0;
+  int64_t row0 = 0, now = ts_now_ms();
   for (int i = 0; i < bt->n; i++) {
     item *it = bt->items[i];
-    if (err.code) {
-      answer(it, &err, NULL, 0);
+    ts_err own = {0};
+    if (!err.code) item_gone(b, it, now, &own);
+    if (err.code || own.code) {
+      answer(it, err.code ? &err : &own, NULL, 0);
+      row0 += it->rows;
       continue;
     }
     for (int k = 0; k < n_out; k++) {
@@ -149,6 +218,7 @@ static void on_batch_done(ts_infer *inf, void *user) {
 static void flush(model_queue *q) {
   ts_batcher *b = q->b;
   uv_timer_stop(&q->timer);
+  drop_cancelled(q);
   if (q->n == 0) return;
   batch *bt = calloc(1, sizeof *bt);
   item **items = calloc((size_t)q->n, sizeof *items);
@@ -173,12 +243,18 @@ static void flush(model_queue *q) {
   bt->model = q->model;
   bt->items = items;
   bt->n = n;
-  int64_t deadline = TS_DEADLINE_NONE;
+  /* The batch runs as long as its latest request waits; earlier deadlines
+   * are each request's own (item_gone), never the others'. */
+  int64_t deadline = 0;
   int i = 0;
+  pthread_mutex_lock(&b->mu);
   for (item *it = q->head; it; it = it->next) {
     items[i++] = it;
-    if (it->deadline < deadline) deadline = it->deadline;
+    it->batch = bt;
+    if (it->cancelled) bt->n_cancelled++; /* cancelled since the drop */
+    if (it->deadline > deadline) deadline = it->deadline;
   }
+  pthread_mutex_unlock(&b->mu);
   q->head = q->tail = NULL;
   q->n = 0;
   q->rows = 0;
@@ -198,12 +274,20 @@ static void flush(model_queue *q) {
     free(parts);
     inputs = bt->concat;
   }
+  ts_infer *inf = NULL;
   if (rc == TS_OK) {
-    bt->inf = ts_infer_new(b->cluster, bt->model, &b->opts, deadline, "batch");
-    if (!bt->inf) rc = ts_err_set(&err, TS_ENOMEM, "out of memory");
+    inf = ts_infer_new(b->cluster, bt->model, &b->opts, deadline, "batch");
+    if (!inf) rc = ts_err_set(&err, TS_ENOMEM, "out of memory");
   }
   for (int k = 0; rc == TS_OK && k < m->n_inputs; k++)
-    rc = ts_infer_add_input(bt->inf, m->inputs[k].name, &inputs[k], &err);
+    rc = ts_infer_add_input(inf, m->inputs[k].name, &inputs[k], &err);
+  pthread_mutex_lock(&b->mu);
+  bt->inf = inf;
+  bool all_cancelled = bt->n_cancelled == n;
+  pthread_mutex_unlock(&b->mu);
+  if (rc == TS_OK && all_cancelled)
+    ts_infer_cancel(inf, TS_ECANCELLED, "every request of the batch was "
+                    "cancelled");
   if (rc) {
     for (int j = 0; j < n; j++) answer(items[j], &err, NULL, 0);
     batch_free(bt);
@@ -238,6 +322,10 @@ static void on_wake(uv_async_t *a) {
   b->incoming_head = b->incoming_tail = NULL;
   int stopping = b->stopping;
   pthread_mutex_unlock(&b->mu);
+  pthread_mutex_lock(&b->mu);
+  bool scan = b->cancels > 0;
+  b->cancels = 0;
+  pthread_mutex_unlock(&b->mu);
   for (item *next; it; it = next) {
     next = it->next;
     it->next = NULL;
@@ -265,6 +353,8 @@ static void on_wake(uv_async_t *a) {
       uv_timer_start(&q->timer, on_timer,
                      (uint64_t)(c->batch_delay_us + 999) / 1000, 0);
   }
+  if (scan)
+    for (model_queue *q = b->queues; q; q = q->next) drop_cancelled(q);
   if (stopping) {
     for (model_queue *q = b->queues; q; q = q->next) {
       flush(q);
@@ -307,7 +397,8 @@ int ts_batcher_create(ts_cluster *cluster, const ts_dispatch_opts *opts,
 
 int ts_batcher_submit(ts_batcher *b, ts_served_model *m,
                       const ts_tensor *inputs, int64_t deadline,
-                      ts_batch_done_fn done, void *user, ts_err *err) {
+                      ts_batch_done_fn done, void *user,
+                      ts_batch_item **handle, ts_err *err) {
   item *it = calloc(1, sizeof *it);
   if (!it) return ts_err_set(err, TS_ENOMEM, "out of memory");
   it->model = m;
@@ -328,6 +419,7 @@ int ts_batcher_submit(ts_batcher *b, ts_served_model *m,
                       "waiting); retry later", m->config.name, queued);
   }
   b->queued++;
+  if (handle) *handle = it; /* before the loop thread can see it */
   if (b->incoming_tail)
     b->incoming_tail->next = it;
   else
@@ -336,6 +428,26 @@ int ts_batcher_submit(ts_batcher *b, ts_served_model *m,
   pthread_mutex_unlock(&b->mu);
   uv_async_send(&b->wake);
   return TS_OK;
+}
+
+void ts_batcher_cancel(ts_batcher *b, ts_batch_item *it, int code) {
+  ts_infer *stop = NULL;
+  bool wake = false;
+  pthread_mutex_lock(&b->mu);
+  if (!it->cancelled) {
+    it->cancelled = true;
+    it->cancel_code = code;
+    if (!it->batch) {
+      b->cancels++;
+      wake = !b->stopping;
+    } else if (++it->batch->n_cancelled == it->batch->n) {
+      stop = it->batch->inf; /* NULL until flush made it; flush checks */
+    }
+  }
+  pthread_mutex_unlock(&b->mu);
+  if (wake) uv_async_send(&b->wake);
+  if (stop)
+    ts_infer_cancel(stop, code, "every request of the batch was cancelled");
 }
 
 void ts_batcher_free(ts_batcher *b) {

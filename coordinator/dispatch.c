@@ -2,6 +2,7 @@
 #include "dispatch.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@ typedef struct subcall {
   uint8_t *req;
   size_t req_len;
   Tessera__Worker__V1__RunShardResponse *resp;
+  ts_rpc_outcall *handle; /* while the call is out; under inf->mu */
 } subcall;
 
 struct ts_infer {
@@ -38,8 +40,11 @@ struct ts_infer {
   char request_id[64];
   value *values;
   int n_values, cap_values;
-  pthread_mutex_t mu; /* guards err */
+  /* Guards err, cancelled, and (against ts_infer_cancel) the calls and
+   * children arrays and each call's handle. */
+  pthread_mutex_t mu;
   ts_err err;
+  bool cancelled;     /* no call is started any more */
   atomic_int pending;
   int stage;
   subcall *calls;
@@ -195,22 +200,38 @@ static int build_request(ts_infer *inf, subcall *sc, ts_err *err) {
 static void on_call_done(void *user, const ts_rpc_result *res);
 static int live_replicas(ts_infer *inf, int shard);
 
-static void send_call(subcall *sc) {
+/* Starts the call of `sc` on its replica. Returns false, with the failure
+ * recorded, when it did not start (the inference was cancelled, or no
+ * memory); then `done` will not run for it and the caller accounts for it. */
+static bool send_call(subcall *sc) {
   ts_infer *inf = sc->inf;
   ts_worker *w = call_worker(sc);
-  sc->attempts++;
-  atomic_fetch_add(&w->outstanding, 1);
-  atomic_fetch_add(&w->calls, 1);
   int64_t deadline = inf->deadline;
   /* The attempt limit only helps where another replica can take over; a
    * lone replica gets the whole deadline (a big shard may be slow). */
   if (inf->opts.attempt_timeout_ms > 0 && live_replicas(inf, sc->shard) > 1 &&
       ts_now_ms() + inf->opts.attempt_timeout_ms < deadline)
     deadline = ts_now_ms() + inf->opts.attempt_timeout_ms;
-  /* `done` always runs (also when the call cannot start), so nothing else
-   * to handle here; inf may be gone once this returns for the last call. */
-  ts_rpc_call_async(inf->cluster->client, w->channel, RUN_SHARD, sc->req,
-                    sc->req_len, deadline, on_call_done, sc, NULL);
+  /* Under inf->mu, so ts_infer_cancel sees either no call or its handle;
+   * `done` runs on the poller and takes inf->mu first, so inf outlives
+   * this. Once started, `done` always runs (also for calls that fail to
+   * start in gRPC). */
+  pthread_mutex_lock(&inf->mu);
+  int rc = TS_ECANCELLED;
+  if (!inf->cancelled) {
+    sc->attempts++;
+    atomic_fetch_add(&w->outstanding, 1);
+    atomic_fetch_add(&w->calls, 1);
+    rc = ts_rpc_call_async(inf->cluster->client, w->channel, RUN_SHARD,
+                           sc->req, sc->req_len, deadline, on_call_done, sc,
+                           &sc->handle);
+    if (rc != TS_OK) atomic_fetch_sub(&w->outstanding, 1);
+  }
+  pthread_mutex_unlock(&inf->mu);
+  if (rc != TS_OK && rc != TS_ECANCELLED)
+    fail(inf, rc, "cannot start the call of shard %s on %s",
+         current_stage(inf)->shards[sc->shard].label, w->address);
+  return rc == TS_OK;
 }
 
 /* UNAVAILABLE: the worker is gone; RESOURCE_EXHAUSTED: its queue is full;
@@ -232,6 +253,9 @@ static void stage_finish(ts_infer *inf);
 static void on_call_done(void *user, const ts_rpc_result *res) {
   subcall *sc = user;
   ts_infer *inf = sc->inf;
+  pthread_mutex_lock(&inf->mu);
+  sc->handle = NULL; /* invalid once this returns */
+  pthread_mutex_unlock(&inf->mu);
   ts_worker *w = call_worker(sc);
   const ts_shard *shard = &current_stage(inf)->shards[sc->shard];
   atomic_fetch_sub(&w->outstanding, 1);
@@ -259,12 +283,12 @@ static void on_call_done(void *user, const ts_rpc_result *res) {
                   inf->cluster->workers[call_replicas(sc)[next]].address,
                   res->message);
       sc->replica = next;
-      send_call(sc);
-      return;
+      if (send_call(sc)) return;
+    } else {
+      fail(inf, TS_EUNAVAILABLE,
+           "no live replica of shard %s could answer (last: %s: %s)",
+           shard->label, w->address, res->message);
     }
-    fail(inf, TS_EUNAVAILABLE,
-         "no live replica of shard %s could answer (last: %s: %s)",
-         shard->label, w->address, res->message);
   } else {
     fail(inf, res->code, "%s", res->message);
   }
@@ -307,8 +331,12 @@ static void stage_start(ts_infer *inf) {
     }
   }
   inf->split = pieces > 1;
-  inf->n_calls = inf->split ? pieces : st->n_shards;
-  inf->calls = calloc((size_t)inf->n_calls, sizeof *inf->calls);
+  int n_calls = inf->split ? pieces : st->n_shards;
+  subcall *new_calls = calloc((size_t)n_calls, sizeof *new_calls);
+  pthread_mutex_lock(&inf->mu);
+  inf->calls = new_calls;
+  inf->n_calls = new_calls ? n_calls : 0;
+  pthread_mutex_unlock(&inf->mu);
   if (!inf->calls) {
     fail(inf, TS_ENOMEM, "out of memory");
     finish(inf);
@@ -350,8 +378,12 @@ static void stage_start(ts_infer *inf) {
   atomic_store(&inf->pending, inf->n_calls);
   int n = inf->n_calls;
   subcall *calls = inf->calls;
-  /* After the last send `inf` may already be finished and freed. */
-  for (int i = 0; i < n; i++) send_call(&calls[i]);
+  /* After the last send `inf` may already be finished and freed. A call
+   * that did not start counts as done; until the last one, the calls not
+   * yet sent keep `pending` above zero, so nobody else finishes inf. */
+  for (int i = 0; i < n; i++)
+    if (!send_call(&calls[i]) && atomic_fetch_sub(&inf->pending, 1) == 1)
+      stage_finish(inf);
 }
 
 static int keep_response(ts_infer *inf,
@@ -442,15 +474,19 @@ static int collect_stage(ts_infer *inf, ts_err *err) {
 }
 
 static void free_calls(ts_infer *inf) {
-  for (int i = 0; i < inf->n_calls; i++) {
-    free(inf->calls[i].req);
-    if (inf->calls[i].resp)
-      tessera__worker__v1__run_shard_response__free_unpacked(
-          inf->calls[i].resp, NULL);
-  }
-  free(inf->calls);
+  pthread_mutex_lock(&inf->mu);
+  subcall *calls = inf->calls;
+  int n = inf->n_calls;
   inf->calls = NULL;
   inf->n_calls = 0;
+  pthread_mutex_unlock(&inf->mu);
+  for (int i = 0; i < n; i++) {
+    free(calls[i].req);
+    if (calls[i].resp)
+      tessera__worker__v1__run_shard_response__free_unpacked(calls[i].resp,
+                                                             NULL);
+  }
+  free(calls);
 }
 
 static void stage_finish(ts_infer *inf) {
@@ -538,7 +574,15 @@ static void ensemble_start(ts_infer *inf) {
     }
     inf->children[i] = child;
   }
+  pthread_mutex_lock(&inf->mu);
   inf->n_children = n;
+  bool cancelled = inf->cancelled;
+  pthread_mutex_unlock(&inf->mu);
+  /* A cancel that came before the children were listed reaches them now. */
+  if (cancelled)
+    for (int i = 0; i < n; i++)
+      ts_infer_cancel(inf->children[i], ts_infer_error(inf)->code,
+                      ts_infer_error(inf)->msg);
   atomic_store(&inf->pending, n);
   ts_infer **children = inf->children;
   for (int i = 0; i < n; i++) ts_infer_start(children[i], on_member_done, inf);
@@ -548,10 +592,23 @@ void ts_infer_start(ts_infer *inf, ts_infer_done_fn done, void *user) {
   inf->done = done;
   inf->user = user;
   atomic_fetch_add(&inf->model->requests, 1);
-  if (inf->model->config.is_ensemble)
+  if (failed(inf)) /* cancelled before it started */
+    finish(inf);
+  else if (inf->model->config.is_ensemble)
     ensemble_start(inf);
   else
     stage_start(inf);
+}
+
+void ts_infer_cancel(ts_infer *inf, int code, const char *why) {
+  fail(inf, code, "%s", why);
+  pthread_mutex_lock(&inf->mu);
+  inf->cancelled = true;
+  for (int i = 0; i < inf->n_calls; i++)
+    if (inf->calls[i].handle) ts_rpc_outcall_cancel(inf->calls[i].handle);
+  for (int i = 0; i < inf->n_children; i++)
+    ts_infer_cancel(inf->children[i], code, why);
+  pthread_mutex_unlock(&inf->mu);
 }
 
 void ts_infer_free(ts_infer *inf) {

@@ -16,7 +16,8 @@
  * allows (at most TS_RETRY_BUDGET tries per call); the worker is marked
  * down on UNAVAILABLE, NOT_FOUND and timeouts, until the prober sees it
  * again. Other errors end the inference with the worker's status and
- * message.
+ * message. A cancelled inference (ts_infer_cancel: its client went away)
+ * cancels its calls out and retries nothing.
  *
  * Threads: ts_infer_start may be called on any thread; everything after it
  * runs on the cluster client's poller thread. `done` is called exactly once.
@@ -57,6 +58,13 @@ int ts_infer_add_input(ts_infer *inf, const char *name, const ts_tensor *t,
                        ts_err *err);
 /* Starts; `done` runs exactly once (maybe before this returns). */
 void ts_infer_start(ts_infer *inf, ts_infer_done_fn done, void *user);
+/* Cancels the inference from any thread, between ts_infer_new and the end
+ * of `done`: records code/why as its outcome (unless it already failed),
+ * cancels every shard call out (ts_rpc_outcall_cancel), and starts no call,
+ * retry, stage or ensemble member after. `done` still runs exactly once,
+ * when the calls out are back (at once if none is out). Must not be called
+ * with a lock that `done` takes. */
+void ts_infer_cancel(ts_infer *inf, int code, const char *why);
 /* After done: the outcome (TS_OK or a TS_E* code with its message). */
 const ts_err *ts_infer_error(const ts_infer *inf);
 /* After a successful done: the tensor named `name`, or NULL. Valid until

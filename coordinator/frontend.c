@@ -189,7 +189,8 @@ typedef struct infer_ctx {
   ts_rpc_call *call;
   Inference__ModelInferRequest *req;
   ts_served_model *model;
-  ts_infer *inf;
+  ts_infer *inf;           /* unbatched: the inference */
+  ts_batch_item *item;     /* batched: the request in the batcher */
   ts_tensor *inputs;       /* views into req, or owned widened copies */
   int n_inputs;
   ts_tensor *ordered;      /* the same views in the model's input order */
@@ -455,10 +456,20 @@ done:
   free(dims);
 }
 
+/* The client is gone: gRPC already answered it (CANCELLED or
+ * DEADLINE_EXCEEDED), so packing a response would be wasted. */
+static int client_gone(infer_ctx *ctx) {
+  if (!ts_rpc_call_is_cancelled(ctx->call)) return 0;
+  ts_rpc_call_fail(ctx->call, TS_ECANCELLED, "the client went away");
+  return 1;
+}
+
 static void on_infer_done(ts_infer *inf, void *user) {
   infer_ctx *ctx = user;
   const ts_err *e = ts_infer_error(inf);
-  if (e->code) {
+  if (client_gone(ctx)) {
+    /* answered already: nobody listens for the outputs */
+  } else if (e->code) {
     ts_log_debug("request '%s' on %s failed: %s", ctx->req->id,
                  ctx->model->config.name, e->msg);
     ts_rpc_call_fail(ctx->call, e->code, e->msg);
@@ -472,7 +483,9 @@ static void on_batched_done(void *user, const ts_err *err,
                             const ts_tensor *const *outputs, int n_outputs) {
   infer_ctx *ctx = user;
   (void)n_outputs;
-  if (err->code) {
+  if (client_gone(ctx)) {
+    /* answered already: nobody listens for the outputs */
+  } else if (err->code) {
     ts_rpc_call_fail(ctx->call, err->code, err->msg);
   } else {
     batched_results r = {ctx->model, outputs};
@@ -493,6 +506,25 @@ static int order_inputs(infer_ctx *ctx, ts_err *err) {
       if (strcmp(ctx->req->inputs[i]->name, m->inputs[k].name) == 0)
         ctx->ordered[k] = ctx->inputs[i];
   return TS_OK;
+}
+
+/* Cancellation notice (rpc.h) of a ModelInfer in flight: its worker calls
+ * are cancelled, or it leaves the batcher. ctx is alive: its answer, which
+ * comes before ctx_free, waits for this to return. */
+static void on_client_gone(ts_rpc_call *call, void *user) {
+  infer_ctx *ctx = user;
+  int expired = ts_now_ms() >= ts_rpc_call_deadline(call);
+  int code = expired ? TS_ETIMEDOUT : TS_ECANCELLED;
+  ts_log_debug("request '%s' on %s: %s", ctx->req->id,
+               ctx->model->config.name,
+               expired ? "the client's deadline passed"
+                       : "the client cancelled");
+  if (ctx->inf)
+    ts_infer_cancel(ctx->inf, code,
+                    expired ? "the client's deadline passed"
+                            : "the client cancelled the request");
+  else if (ctx->item)
+    ts_batcher_cancel(ctx->fe->batcher, ctx->item, code);
 }
 
 static void handle_model_infer(ts_rpc_call *call, const uint8_t *data,
@@ -535,7 +567,10 @@ static void handle_model_infer(ts_rpc_call *call, const uint8_t *data,
   if (rc == TS_OK && fe->batcher &&
       ts_batcher_accepts(ctx->model, ctx->ordered)) {
     rc = ts_batcher_submit(fe->batcher, ctx->model, ctx->ordered, deadline,
-                           on_batched_done, ctx, &err);
+                           on_batched_done, ctx, &ctx->item, &err);
+    /* ctx may be answered and freed already: registering on an answered
+     * call does nothing (the call itself lives until this returns). */
+    if (rc == TS_OK) ts_rpc_call_on_cancel(call, on_client_gone, ctx);
     if (rc == TS_OK) return;
   }
   if (rc == TS_OK) {
@@ -551,7 +586,8 @@ static void handle_model_infer(ts_rpc_call *call, const uint8_t *data,
     ctx_free(ctx);
     return;
   }
-  ts_infer_start(ctx->inf, on_infer_done, ctx);
+  ts_infer_start(ctx->inf, on_infer_done, ctx); /* may answer at once */
+  ts_rpc_call_on_cancel(call, on_client_gone, ctx);
 }
 
 /* ---- repository --------------------------------------------------------- */

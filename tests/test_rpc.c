@@ -5,7 +5,8 @@
  * after a few ms), Fail (a fixed error), Never (parks the call; the test
  * answers it), Info (peer, user-agent and deadline as text) and Concat
  * (client streaming: answers with the chunks concatenated; a chunk starting
- * with "FAIL" is rejected). Each test starts its own server on port 0.
+ * with "FAIL" is rejected), Watch (parks the call like Never, with a
+ * cancellation notice registered). Each test starts its own server on port 0.
  */
 #include <check.h>
 #include <pthread.h>
@@ -28,6 +29,7 @@
 #define NEVER "/test.Svc/Never"
 #define INFO "/test.Svc/Info"
 #define CONCAT "/test.Svc/Concat"
+#define WATCH "/test.Svc/Watch"
 #define HEALTH "/grpc.health.v1.Health/Check"
 #define FAIL_MSG "tensor 'x': dim 1 is 3, expected 4"
 
@@ -130,6 +132,29 @@ static ts_rpc_call *unpark(void) {
   return c;
 }
 
+/* Watch's cancellation notices: how many ran, on which call, and what the
+ * notice does (notice_mode). */
+enum { NOTICE_COUNT, NOTICE_ANSWERS, NOTICE_SLOW };
+static atomic_int notice_mode, notices, notice_started, notice_finished;
+static ts_rpc_call *noticed_call;
+
+static void on_notice(ts_rpc_call *call, void *user) {
+  ck_assert_ptr_eq(user, &notices);
+  noticed_call = call;
+  atomic_fetch_add(&notice_started, 1);
+  if (atomic_load(&notice_mode) == NOTICE_ANSWERS)
+    ts_rpc_call_fail(call, TS_ECANCELLED, "answered by the notice");
+  if (atomic_load(&notice_mode) == NOTICE_SLOW) sleep_ms(300);
+  atomic_fetch_add(&notice_finished, 1);
+  atomic_fetch_add(&notices, 1);
+}
+
+static void watch(ts_rpc_call *call, const uint8_t *req, size_t len,
+                  void *user) {
+  ts_rpc_call_on_cancel(call, on_notice, &notices);
+  never(call, req, len, user);
+}
+
 static void info(ts_rpc_call *call, const uint8_t *req, size_t len,
                  void *user) {
   (void)req, (void)len, (void)user;
@@ -211,6 +236,7 @@ static const ts_rpc_method test_methods[] = {
      .kind = TS_RPC_CLIENT_STREAM,
      .on_message = concat_msg,
      .on_end = concat_end},
+    {.path = WATCH, .kind = TS_RPC_UNARY, .unary = watch},
 };
 #define N_TEST_METHODS ((int)(sizeof test_methods / sizeof *test_methods))
 
@@ -244,6 +270,11 @@ static void setup(void) {
   atomic_store(&later_running, 0);
   atomic_store(&ends_ok, 0);
   atomic_store(&ends_cancelled, 0);
+  atomic_store(&notice_mode, NOTICE_COUNT);
+  atomic_store(&notices, 0);
+  atomic_store(&notice_started, 0);
+  atomic_store(&notice_finished, 0);
+  noticed_call = NULL;
   n_parked = 0;
   srv = NULL;
   chan = NULL;
@@ -669,6 +700,139 @@ START_TEST(stop_cancels_unanswered_call) {
 }
 END_TEST
 
+/* ---- server-side cancellation notices ---------------------------------- */
+
+/* One async call with an empty request, parked by the server (Never or
+ * Watch) before this returns. */
+static ts_rpc_client *start_parked(const char *method, async_probe *p,
+                                   ts_rpc_outcall **handle) {
+  ts_rpc_client *client =
+      start_one_async(method, (const uint8_t *)"", 0, p, handle);
+  ck_assert_int_eq(wait_parked(1), 1);
+  return client;
+}
+
+START_TEST(notice_on_client_cancel) {
+  start_plain();
+  async_probe p;
+  ts_rpc_outcall *h = NULL;
+  ts_rpc_client *client = start_parked(WATCH, &p, &h);
+  sleep_ms(50);
+  ck_assert_int_eq(atomic_load(&notices), 0); /* nothing before the cancel */
+  ts_rpc_outcall_cancel(h);
+  ck_assert(wait_done(1, 5000));
+  ck_assert_int_eq(p.code, TS_ECANCELLED);
+  ck_assert(wait_count(&notices, 1));
+  ts_rpc_call *call = unpark();
+  ck_assert_ptr_eq(noticed_call, call);
+  ck_assert(ts_rpc_call_is_cancelled(call));
+  /* The late answer is dropped; the notice never runs again. */
+  ts_rpc_call_fail(call, TS_EINTERNAL, "too late");
+  ts_rpc_client_free(client);
+  sleep_ms(50);
+  ck_assert_int_eq(atomic_load(&notices), 1);
+}
+END_TEST
+
+START_TEST(notice_on_deadline) {
+  start_plain();
+  ts_err err = {0};
+  ck_assert_int_eq(call_text(chan, WATCH, "a", in_ms(200), NULL, 0, &err),
+                   TS_ETIMEDOUT);
+  ck_assert(wait_count(&notices, 1));
+  ts_rpc_call *call = unpark();
+  ck_assert_ptr_eq(noticed_call, call);
+  ts_rpc_call_reply_owned(call, dup_bytes((const uint8_t *)"late", 4), 4);
+  ck_assert_int_eq(atomic_load(&notices), 1);
+}
+END_TEST
+
+START_TEST(no_notice_after_answer) {
+  start_plain();
+  async_probe p;
+  ts_rpc_client *client = start_one_async(WATCH, (const uint8_t *)"ok", 2, &p,
+                                          NULL);
+  ck_assert_int_eq(wait_parked(1), 1);
+  ts_rpc_call_reply_owned(unpark(), dup_bytes((const uint8_t *)"ok", 2), 2);
+  ck_assert(wait_done(1, 5000));
+  ck_assert_msg(p.match, "status %d %s", p.status, p.message);
+  ts_rpc_client_free(client);
+  /* The call ended normally, then the server stops: no notice either way. */
+  ts_rpc_server_stop(srv, 1000);
+  srv = NULL;
+  ck_assert_int_eq(atomic_load(&notices), 0);
+}
+END_TEST
+
+START_TEST(notice_registered_late_runs_at_once) {
+  start_plain();
+  async_probe p;
+  ts_rpc_outcall *h = NULL;
+  ts_rpc_client *client = start_parked(NEVER, &p, &h);
+  ts_rpc_outcall_cancel(h);
+  ck_assert(wait_done(1, 5000));
+  ts_rpc_call *call = unpark();
+  ck_assert(wait_cancelled(call));
+  sleep_ms(50); /* the close event follows the cancel flag closely */
+  ts_rpc_call_on_cancel(call, on_notice, &notices);
+  ck_assert_int_eq(atomic_load(&notices), 1); /* ran on this thread */
+  ts_rpc_call_fail(call, TS_EINTERNAL, "too late");
+  ts_rpc_client_free(client);
+}
+END_TEST
+
+START_TEST(notice_may_answer_the_call) {
+  start_plain();
+  atomic_store(&notice_mode, NOTICE_ANSWERS);
+  async_probe p;
+  ts_rpc_outcall *h = NULL;
+  ts_rpc_client *client = start_parked(WATCH, &p, &h);
+  ts_rpc_outcall_cancel(h);
+  ck_assert(wait_count(&notices, 1));
+  ck_assert(wait_done(1, 5000));
+  ts_rpc_client_free(client);
+  unpark(); /* answered (and maybe freed) by the notice: not touched again */
+  ts_rpc_server_stop(srv, 1000);
+  srv = NULL;
+  ck_assert_int_eq(atomic_load(&notices), 1);
+}
+END_TEST
+
+/* An answer from another thread while the notice runs waits for it, so the
+ * handler may free the notice's state right after answering. */
+START_TEST(answer_waits_for_running_notice) {
+  start_plain();
+  atomic_store(&notice_mode, NOTICE_SLOW);
+  async_probe p;
+  ts_rpc_outcall *h = NULL;
+  ts_rpc_client *client = start_parked(WATCH, &p, &h);
+  ts_rpc_call *call = unpark();
+  ts_rpc_outcall_cancel(h);
+  ck_assert(wait_count(&notice_started, 1));
+  ck_assert_int_eq(atomic_load(&notice_finished), 0);
+  ts_rpc_call_fail(call, TS_EINTERNAL, "racing the notice");
+  ck_assert_int_eq(atomic_load(&notice_finished), 1);
+  ck_assert(wait_done(1, 5000));
+  ts_rpc_client_free(client);
+}
+END_TEST
+
+START_TEST(notice_on_server_stop) {
+  start_plain();
+  async_probe p;
+  ts_rpc_client *client = start_parked(WATCH, &p, NULL);
+  ts_rpc_server_stop(srv, 100);
+  srv = NULL;
+  ck_assert_int_eq(atomic_load(&notices), 1);
+  ck_assert(wait_done(1, 5000));
+  ck_assert_int_ne(p.status, 0);
+  ts_rpc_client_free(client);
+  ts_rpc_call *call = unpark();
+  ck_assert_ptr_eq(noticed_call, call);
+  ts_rpc_call_fail(call, TS_EINTERNAL, "after stop"); /* only frees it */
+}
+END_TEST
+
 START_TEST(bind_in_use_fails) {
   start_plain();
   char listen[64];
@@ -1091,6 +1255,13 @@ static Suite *rpc_suite(void) {
   tcase_add_test(tc, async_cancel);
   tcase_add_test(tc, stop_waits_for_call_in_flight);
   tcase_add_test(tc, stop_cancels_unanswered_call);
+  tcase_add_test(tc, notice_on_client_cancel);
+  tcase_add_test(tc, notice_on_deadline);
+  tcase_add_test(tc, no_notice_after_answer);
+  tcase_add_test(tc, notice_registered_late_runs_at_once);
+  tcase_add_test(tc, notice_may_answer_the_call);
+  tcase_add_test(tc, answer_waits_for_running_notice);
+  tcase_add_test(tc, notice_on_server_stop);
   tcase_add_test(tc, bind_in_use_fails);
   tcase_add_test(tc, bad_server_options);
   tcase_add_test(tc, unreachable_server_unavailable);

@@ -1081,6 +1081,13 @@ START_TEST(test_queue_deadline_cancel) {
   ts_rpc_outcall_cancel(h);
   wait_done(&cancelled, 1, 10000);
   ck_assert_int_eq(atomic_load(&cancelled.cancelled), 1);
+  /* Both left the queue at once (the slow run is not done) and are
+   * counted as dropped. */
+  Tessera__Worker__V1__StatusResponse *st = status(&w);
+  ck_assert_int_eq(atomic_load(&slow.done), 0);
+  ck_assert_uint_eq(st->queue_depth, 0);
+  ck_assert_uint_eq(st->runs_cancelled, 2);
+  tessera__worker__v1__status_response__free_unpacked(st, NULL);
 
   /* Flood: 300 runs against a queue of 256; the excess is refused with
    * RESOURCE_EXHAUSTED and every call gets exactly one answer. */

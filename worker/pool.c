@@ -180,6 +180,29 @@ int ts_pool_wait_idle(ts_pool *p, int64_t deadline) {
   return rc;
 }
 
+int ts_pool_cancel(ts_pool *p, ts_pool_job *job, const char *why) {
+  pthread_mutex_lock(&p->mu);
+  ts_pool_job *prev = NULL, *it = p->head;
+  while (it && it != job) {
+    prev = it;
+    it = it->next;
+  }
+  if (it) {
+    if (prev)
+      prev->next = job->next;
+    else
+      p->head = job->next;
+    if (p->tail == job) p->tail = prev;
+    p->queued--;
+    if (p->running == 0 && p->queued == 0) pthread_cond_broadcast(&p->idle);
+  }
+  pthread_mutex_unlock(&p->mu);
+  if (!it) return 0;
+  job->next = NULL;
+  job->skip(job, TS_ECANCELLED, why);
+  return 1;
+}
+
 void ts_pool_cancel_queued(ts_pool *p) {
   pthread_mutex_lock(&p->mu);
   ts_pool_job *list = p->head;

@@ -11,8 +11,9 @@
  * ts_pool_cancel_queued() runs, on the caller's thread):
  *  - run(), when a thread picks it up in time;
  *  - skip(code), instead of run, when its deadline passed (TS_ETIMEDOUT),
- *    its caller gave up (TS_ECANCELLED) or the pool is stopping
- *    (TS_EUNAVAILABLE). A skipped job never ran.
+ *    its caller gave up (TS_ECANCELLED: seen by is_cancelled when a thread
+ *    picks it up, or at once through ts_pool_cancel) or the pool is
+ *    stopping (TS_EUNAVAILABLE). A skipped job never ran.
  * After either callback the pool does not touch the job again.
  */
 #ifndef TS_WORKER_POOL_H
@@ -53,6 +54,10 @@ int ts_pool_wait_idle(ts_pool *p, int64_t deadline);
  * TS_ETIMEDOUT otherwise. A leaving worker uses it to see that the
  * coordinator stopped sending it work. */
 int ts_pool_wait_quiet(ts_pool *p, int64_t quiet_ms, int64_t deadline);
+/* Takes `job` out of the queue if it is still there and skips it with
+ * TS_ECANCELLED and `why` on this thread; returns 1 then, 0 when the job is
+ * not queued (running, finished, or never submitted: nothing happens). */
+int ts_pool_cancel(ts_pool *p, ts_pool_job *job, const char *why);
 /* Skips every queued job with TS_EUNAVAILABLE (on this thread). */
 void ts_pool_cancel_queued(ts_pool *p);
 void ts_pool_stats(ts_pool *p, int *threads, int *queued, int *running);

@@ -44,6 +44,8 @@ struct ts_worker_service {
   ts_rpc_server *server;
   char address[300];
   atomic_uint_fast64_t runs_total;
+  atomic_uint_fast64_t runs_cancelled; /* dropped before they ran */
+  atomic_uint_fast64_t runs_discarded; /* ran; the caller had gone */
   pthread_mutex_t loads_mu;
   load_call *loads; /* LoadShard calls between their first chunk and on_end */
 };
@@ -335,7 +337,12 @@ static void run_job_run(ts_pool_job *job, ts_session *session) {
                        rj->outputs, rj->n_outputs, &err);
   atomic_fetch_add(&rj->shard->runs, 1);
   atomic_fetch_add(&rj->svc->runs_total, 1);
-  if (rc) {
+  if (ts_rpc_call_is_cancelled(rj->base.call)) {
+    /* Nobody waits for the answer: do not pack it. */
+    atomic_fetch_add(&rj->svc->runs_discarded, 1);
+    ts_rpc_call_fail(rj->base.call, TS_ECANCELLED,
+                     "the call was cancelled while the shard ran");
+  } else if (rc) {
     ts_err_prefix(&err, "shard %.8s.. '%s'", rj->shard->id, rj->shard->label);
     fail_err(rj->base.call, &err);
   } else {
@@ -356,11 +363,24 @@ static void run_job_run(ts_pool_job *job, ts_session *session) {
 
 static void run_job_skip(ts_pool_job *job, int code, const char *why) {
   run_job *rj = (run_job *)job;
+  if (code == TS_ECANCELLED || code == TS_ETIMEDOUT)
+    atomic_fetch_add(&rj->svc->runs_cancelled, 1);
   char msg[256];
   snprintf(msg, sizeof msg, "shard %.8s.. '%s' not run: %s", rj->shard->id,
            rj->shard->label, why);
   ts_rpc_call_fail(rj->base.call, code, msg);
   run_job_free(rj);
+}
+
+/* The caller cancelled (or its deadline passed): a run still queued leaves
+ * the queue at once (skipped, counted); a running one finishes and its
+ * result is discarded (run_job_run). */
+static void run_job_cancel(ts_rpc_call *call, void *user) {
+  (void)call;
+  run_job *rj = user;
+  ts_pool_cancel(rj->svc->pool, &rj->base.job,
+                 "the call was cancelled while it waited for a kernel "
+                 "thread");
 }
 
 static void handle_run_shard(ts_rpc_call *call, const uint8_t *reqb,
@@ -429,7 +449,11 @@ static void handle_run_shard(ts_rpc_call *call, const uint8_t *reqb,
   rj->base.job.skip = run_job_skip;
   rj->base.job.is_cancelled = call_job_cancelled;
   rj->base.job.deadline = ts_rpc_call_deadline(call);
-  if (ts_pool_submit(svc->pool, &rj->base.job, &err) == TS_OK) return;
+  if (ts_pool_submit(svc->pool, &rj->base.job, &err) == TS_OK) {
+    /* After the submit: if the run already answered, this is a no-op. */
+    ts_rpc_call_on_cancel(call, run_job_cancel, rj);
+    return;
+  }
   rj->shard = NULL;
   rj->req = NULL;
 fail:
@@ -541,6 +565,8 @@ static void handle_status(ts_rpc_call *call, const uint8_t *reqb, size_t len,
     resp.n_shards = (size_t)n;
     resp.shards = ptrs;
     resp.runs_total = atomic_load(&svc->runs_total);
+    resp.runs_cancelled = atomic_load(&svc->runs_cancelled);
+    resp.runs_discarded = atomic_load(&svc->runs_discarded);
     resp.blas_core = (char *)ts_blas_core_name();
     resp.listen = svc->address;
     ts_rpc_call_reply_message(call, &resp.base);
@@ -572,6 +598,8 @@ int ts_worker_service_start(const char *listen, ts_store *store, ts_pool *pool,
   svc->store = store;
   svc->pool = pool;
   atomic_init(&svc->runs_total, 0);
+  atomic_init(&svc->runs_cancelled, 0);
+  atomic_init(&svc->runs_discarded, 0);
   pthread_mutex_init(&svc->loads_mu, NULL);
   const ts_rpc_method methods[] = {
 #define METHOD_ENTRY(name, kind, unary, on_message, on_end) \
