@@ -57,6 +57,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SOURCE, 'tests', 'python'))
+import kserve  # noqa: E402  (BUILD: $TESSERA_BUILD or SOURCE/build)
 
 DEFAULT_MODELS = 'mlp,lenet,resnet,transformer'
 ENGINES = ['tessera', 'tessera-split', 'onnxruntime', 'pytorch']
@@ -67,10 +68,9 @@ SEQUENCE = 16  # the transformer's tokens per row
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--build', default=os.environ.get('TESSERA_BUILD') or
-                   os.path.join(SOURCE, 'build'),
+    p.add_argument('--build', default=kserve.BUILD,
                    help='meson build dir with the daemons and the tessera CLI '
-                   '(default: $TESSERA_BUILD or SOURCE/build)')
+                   '(default: %(default)s)')
     p.add_argument('--models', default=DEFAULT_MODELS,
                    help='comma-separated models of tests/python/export_models.py '
                    '(default: %s)' % DEFAULT_MODELS)
@@ -215,9 +215,8 @@ def report(models, batch, threads, rounds, results, diffs):
 
 def main(argv):
     args = parse_args(argv)
-    os.environ['TESSERA_BUILD'] = os.path.abspath(args.build)
+    kserve.BUILD = os.path.abspath(args.build)
     import export_models
-    import kserve
     torch = export_models.torch
     torch.set_num_threads(args.threads)
 
