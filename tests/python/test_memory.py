@@ -24,8 +24,11 @@ Checked:
     inference), minus the idle baseline, is at most its shard bytes + 24 MB:
     no copy of a shard (upload buffer, chunk copies) stays behind once it is
     loaded (measured: shard bytes + 6-13 MB).
-A table of the numbers is printed.
+A table of the numbers is printed. In a sanitizer build (b_sanitize) the
+answers and shares are checked and the resident-set bounds are reported as
+skipped.
 """
+import json
 import os
 import shutil
 import sys
@@ -49,6 +52,18 @@ MB = 1e6
 PEAK_FRACTION = 0.6      # of the model's weight bytes, above the idle baseline
 STEADY_SLACK = 24 * MB   # above the worker's shard bytes and the idle baseline
 SHARE_TOLERANCE = 0.03   # each worker's bytes vs. model / WAYS
+
+
+def sanitizer():
+    """The build's b_sanitize ('none' for a plain build). Under ASan the
+    allocator keeps freed memory in quarantine and adds shadow memory, so
+    resident-set bounds do not apply there."""
+    info = os.path.join(kserve.BUILD, 'meson-info', 'intro-buildoptions.json')
+    with open(info) as f:
+        for option in json.load(f):
+            if option['name'] == 'b_sanitize':
+                return option['value']
+    return 'none'
 
 
 def proc_status(pid):
@@ -108,11 +123,14 @@ class TensorSplitMemory(unittest.TestCase):
         self.assertEqual(model.replicas, 1)
         self.assertGreaterEqual(model.weight_bytes, self.model_bytes)
         self.assertLessEqual(model.weight_bytes, self.model_bytes * 1.001)
+        self.assertEqual(sorted(w.address for w in status.workers),
+                         sorted(w.address for w in workers))
+        address = {w.index: w.address for w in status.workers}
         held = {w.address: 0 for w in status.workers}
         for p in status.shards:
             if p.model == 'big':
                 for i in p.workers:
-                    held[status.workers[i].address] += p.bytes
+                    held[address[i]] += p.bytes
         for w in status.workers:
             self.assertEqual(w.memory_planned, held[w.address], w.address)
 
@@ -123,11 +141,14 @@ class TensorSplitMemory(unittest.TestCase):
         self.print_table(rows, load_s)
 
         quarter = self.model_bytes / WAYS
+        for w, _, weights, _, _, _ in rows:
+            self.assertAlmostEqual(weights / quarter, 1.0, delta=SHARE_TOLERANCE,
+                                   msg='%s holds %d bytes of shards, a quarter of the '
+                                   'model is %d' % (w.address, weights, quarter))
+        if sanitizer() != 'none':
+            self.skipTest('resident-set bounds: the build uses b_sanitize=%s' % sanitizer())
         for w, base, weights, peak, rss, _ in rows:
             with self.subTest(worker=w.address):
-                self.assertAlmostEqual(weights / quarter, 1.0, delta=SHARE_TOLERANCE,
-                                       msg='holds %d bytes of shards, a quarter of the '
-                                       'model is %d' % (weights, quarter))
                 self.assertLess(peak - base, PEAK_FRACTION * self.model_bytes,
                                 'peak RSS %.1f MB over an idle baseline of %.1f MB '
                                 '(model %.1f MB)' % ((peak - base) / MB, base / MB,
