@@ -13,14 +13,17 @@
  *    "being loaded" and a finishing duplicate can be detected.
  * The mutex is never held across hashing, parsing or freeing a model.
  *
- * Memory: an upload's buffer is mapped with mmap and unmapped as soon as its
- * shard is parsed, not malloc'd. Parsing copies the weights out of it (the
- * protobuf-c unpack owns its bytes fields), so while a shard loads its bytes
- * are held twice; a malloc'd buffer of tens of MB would then, once freed,
- * often stay in the process (glibc raises its mmap threshold to the size of
- * the last large block freed and serves the next shard's tensors from the
- * heap it keeps), leaving the worker's resident memory at about twice its
- * shards for good. Measured with tests/python/test_memory.py.
+ * Memory: while a shard loads its bytes are held twice (parsing copies the
+ * weights out of the upload buffer: protobuf-c owns its bytes fields). Two
+ * things make sure that ends when the load does. The upload buffer is an
+ * anonymous mapping, unmapped once the shard is parsed, so it goes back to
+ * the system whatever glibc's dynamic mmap threshold would have made of a
+ * malloc'd block of tens of MB; and the heap is trimmed after every shard
+ * loaded or freed (return_free_memory). Measured on 4 workers holding 42 MB
+ * of shards each (tests/python/test_memory.py, 12 workers per variant):
+ * resident memory above an idle worker once loaded was 68-93 MB with a
+ * malloc'd buffer and no trim, 50-68 with the mapping alone, 56-86 with the
+ * trim alone, 47-54 with both.
  */
 #include "store.h"
 
@@ -73,7 +76,7 @@ static const char *human_bytes(uint64_t n, char *buf, size_t size) {
 /* Hands the heap's free pages back to the system after a shard is loaded or
  * freed: receiving a shard leaves megabytes of freed chunk copies (gRPC's
  * slices, the unpacked chunk messages) that glibc would otherwise keep in
- * the worker's resident memory. A few ms, once per shard. */
+ * the worker's resident memory. Once per shard; measured 0.01-3.4 ms. */
 static void return_free_memory(void) {
 #ifdef __GLIBC__
   malloc_trim(0);
