@@ -89,6 +89,10 @@ def parse_args(argv):
 
 def ensure_onnxruntime():
     """Installs onnxruntime-node into bench/node_modules when missing."""
+    for tool in ('node', 'npm'):
+        if not shutil.which(tool):
+            raise SystemExit('peers.py: `%s` is not on PATH; ONNX Runtime runs in node '
+                             '(apt-get install nodejs npm)' % tool)
     if os.path.exists(os.path.join(HERE, 'node_modules', ORT_PACKAGE, 'package.json')):
         return
     print('installing %s into %s (npm --ignore-scripts)' % (
