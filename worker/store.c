@@ -12,14 +12,28 @@
  *  - uploads is the list of uploads in progress, so HasShard can answer
  *    "being loaded" and a finishing duplicate can be detected.
  * The mutex is never held across hashing, parsing or freeing a model.
+ *
+ * Memory: while a shard loads its bytes are held twice (parsing copies the
+ * weights out of the upload buffer: protobuf-c owns its bytes fields). Two
+ * things make sure that ends when the load does. The upload buffer is an
+ * anonymous mapping, unmapped once the shard is parsed, so it goes back to
+ * the system whatever glibc's dynamic mmap threshold would have made of a
+ * malloc'd block of tens of MB; and the heap is trimmed after every shard
+ * loaded or freed (return_free_memory). Measured on 4 workers holding 42 MB
+ * of shards each (tests/python/test_memory.py, 12 workers per variant):
+ * resident memory above an idle worker once loaded was 68-93 MB with a
+ * malloc'd buffer and no trim, 50-68 with the mapping alone, 56-86 with the
+ * trim alone, 47-54 with both.
  */
 #include "store.h"
 
 #include <ctype.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "log.h"
 
@@ -39,7 +53,7 @@ struct ts_store_upload {
   char label[128];
   uint64_t total;
   uint64_t received;
-  uint8_t *buf;           /* total bytes; NULL for a duplicate */
+  uint8_t *buf;           /* total bytes, mapped; NULL for a duplicate */
   ts_shard *held;         /* duplicate: a reference to the held shard */
 };
 
@@ -57,6 +71,16 @@ static const char *human_bytes(uint64_t n, char *buf, size_t size) {
   else
     snprintf(buf, size, "%.1f %s", v, units[u]);
   return buf;
+}
+
+/* Hands the heap's free pages back to the system after a shard is loaded or
+ * freed: receiving a shard leaves megabytes of freed chunk copies (gRPC's
+ * slices, the unpacked chunk messages) that glibc would otherwise keep in
+ * the worker's resident memory. Once per shard; measured 0.01-3.4 ms. */
+static void return_free_memory(void) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
 }
 
 /* Copies a client-supplied label for logs: printable ASCII only, truncated. */
@@ -140,6 +164,7 @@ void ts_store_release(ts_store *st, ts_shard *sh) {
     ts_log_info("freed shard %s '%s': %s", short_id(sh->id, sid), sh->label,
                 human_bytes(sh->bytes, size, sizeof size));
     shard_destroy(sh);
+    return_free_memory();
   }
 }
 
@@ -272,7 +297,9 @@ int ts_store_upload_begin(ts_store *st, const char *id, uint64_t total_bytes,
   pthread_mutex_unlock(&st->mu);
 
   if (!up->held) {
-    up->buf = malloc((size_t)total_bytes);
+    void *map = mmap(NULL, (size_t)total_bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    up->buf = map == MAP_FAILED ? NULL : map;
     if (!up->buf) {
       ts_store_upload_abort(up);
       char need[32];
@@ -315,7 +342,7 @@ int ts_store_upload_write(ts_store_upload *up, uint64_t offset,
  * `keep_bytes` (its bytes now belong to a held shard). */
 static void upload_end(ts_store_upload *up, bool keep_bytes) {
   ts_store *st = up->st;
-  free(up->buf);
+  if (up->buf) munmap(up->buf, (size_t)up->total);
   up->buf = NULL;
   pthread_mutex_lock(&st->mu);
   unlink_upload_locked(st, up);
@@ -430,6 +457,7 @@ int ts_store_upload_finish(ts_store_upload *up, ts_shard **out, ts_err *err) {
                 sh->model->graph.n_nodes);
   }
   free(up);
+  return_free_memory();
   *out = sh;
   return TS_OK;
 }

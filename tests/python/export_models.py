@@ -65,6 +65,16 @@ def lenet():
         nn.Linear(84, 10))
 
 
+def mlp_168mb():
+    """Two Megatron pairs (2048 -> 5120 -> 2048) and a small head: 42.0 M
+    float32 parameters, 168 MB of weights, almost all of them in the four
+    big Gemms a tensor split cuts."""
+    return nn.Sequential(
+        nn.Linear(2048, 5120), nn.ReLU(), nn.Linear(5120, 2048), nn.Tanh(),
+        nn.Linear(2048, 5120), nn.ReLU(), nn.Linear(5120, 2048), nn.Tanh(),
+        nn.Linear(2048, 16))
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block: conv-bn-relu-conv-bn, plus the (projected) input."""
 
@@ -157,6 +167,8 @@ MODELS = collections.OrderedDict([
                    ['logits'], 13, 'LeNet-style CNN on 28x28 images')),
     ('resnet', Spec(resnet, [Input('image', np.float32, ['batch', 3, 32, 32])],
                     ['logits'], 13, 'ResNet-style CNN with BatchNorm and residual adds')),
+    ('mlp_168mb', Spec(mlp_168mb, [Input('features', np.float32, ['batch', 2048])],
+                       ['scores'], 13, 'MLP 2048-5120-2048-5120-2048-16, 168 MB of weights')),
     ('transformer', Spec(TokenEncoder,
                          [Input('tokens', np.int64, ['batch', 'sequence'])],
                          ['hidden'], 14,
