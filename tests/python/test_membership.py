@@ -15,10 +15,19 @@ re-placement grace is short; the shard map is read from Admin/ClusterStatus.
      the gap, then correct answers from the survivor (time to recover
      reported).
   c. SIGTERM a worker under load (with --join: DeregisterWorker; without:
-     health NOT_SERVING seen by the prober): zero failures, exit 0 within
-     10 s, and its shards already on other workers when it exits.
+     health NOT_SERVING seen by the prober): zero failures, exit 0, and its
+     shards already on other workers when it exits. With --join the
+     coordinator's answer lets it exit as soon as its runs are done (within
+     1 s of the signal); without, it waits until runs stop arriving for
+     1 s (so at least 1 s, at most 10 s).
   d. replicas=2 on 2 workers, kill -9 one: its replicas have nowhere to go
      (shown DOWN in the shard map); a newcomer joins and receives them.
+  f. a worker that holds no shard exits at once on SIGTERM (within 1 s),
+     with or without --join.
+  e. the prober checks all workers at once: with one worker stalled
+     (SIGSTOP, its health check times out every round), a holder killed
+     with -9 is marked DOWN and its replica re-placed within 2 s, as fast
+     as a holder killed while no worker is stalled.
 """
 import os
 import signal
@@ -34,6 +43,7 @@ import test_faults  # noqa: E402
 from test_faults import DATA2, WAIT  # noqa: E402
 
 REPLACE_AFTER_MS = 1000
+QUIET_S = 1.0   # tessera-worker's QUIET_MS: no run for this long, routing stopped
 ARGS = ['--replace-after-ms', str(REPLACE_AFTER_MS)]
 
 
@@ -162,7 +172,14 @@ class MembershipTest(test_faults.FaultTest):
         print('worker exited %s after %.2f s; shard map then: %s' % (
             rc, seconds, shard_rows(at_exit)))
         self.assertEqual(rc, 0, victim.log()[-3000:])
-        self.assertLess(seconds, 10.5)
+        if join:
+            # Confirmed by DeregisterWorker: no quiet wait after the moves.
+            self.assertIn('routes nothing here', victim.log())
+            self.assertLess(seconds, QUIET_S, victim.log()[-3000:])
+        else:
+            # Nobody confirms that routing stopped: the quiet wait is kept.
+            self.assertGreaterEqual(seconds, QUIET_S, victim.log()[-3000:])
+            self.assertLess(seconds, 10.5)
         self.assertEqual(ledger.placed_on(at_exit, 'mlp', victim.address), set(),
                          'shards still on the leaving worker when it exited: %s\n%s' % (
                              shard_rows(at_exit), coord.log()[-3000:]))
@@ -210,6 +227,77 @@ class MembershipTest(test_faults.FaultTest):
         held = {s.shard_id for s in ledger.worker_status(newcomer[0].address).shards}
         self.assertTrue(placed and placed <= held, (placed, held))
         self.assert_all_correct(led)
+
+    # ---- f -------------------------------------------------------------------
+
+    def shardless_worker_exits(self, join):
+        if join:
+            coord = self.coordinator([], wait_ready=False)
+            ws = self.workers(2, join=coord.address)
+            self.assertTrue(self.wait_model_ready(coord))
+            ws.append(self.worker(join=coord.address))
+            self.assertTrue(self.wait_up(coord, ws[2].address))
+        else:
+            ws = self.workers(3)
+            coord = self.coordinator(ws)
+        (idle,) = [w for w in ws if w not in self.replica_holders(coord, ws)]
+        held = ledger.worker_status(idle.address).shards
+        self.assertEqual(len(held), 0, held)
+        exits = []
+        self.coord = coord
+        self.terminate(idle, exits)
+        rc, seconds, at_exit = exits[0]
+        print('a worker with no shard (%s) exited %s after %.3f s' % (
+            '--join' if join else 'listed', rc, seconds))
+        self.assertEqual(rc, 0, idle.log()[-3000:])
+        self.assertLess(seconds, QUIET_S, idle.log()[-3000:])
+        self.assertTrue(fully_replicated(at_exit, 2), shard_rows(at_exit))
+
+    def test_f_shardless_worker_listed(self):
+        self.shardless_worker_exits(join=False)
+
+    def test_f_shardless_worker_joined(self):
+        self.shardless_worker_exits(join=True)
+
+    # ---- e -------------------------------------------------------------------
+
+    def seconds_to_replace(self, coord, victim, timeout=WAIT):
+        """kill -9 `victim`; seconds until ClusterStatus shows it DOWN with
+        no replica placed on it (None if not within timeout)."""
+        t = time.monotonic()
+        victim.kill()
+
+        def replaced():
+            st = self.status(coord)
+            return (ledger.worker_state(st, victim.address).state == 'DOWN' and
+                    not ledger.placed_on(st, 'mlp', victim.address))
+        if not ledger.wait_for(replaced, timeout, interval=0.02):
+            return None
+        return time.monotonic() - t
+
+    def test_e_stalled_worker_delays_no_detection(self):
+        bound = 2.0
+        ws = self.workers(5)
+        coord = self.coordinator(ws, extra_args=['--replace-after-ms', '0'])
+        first = self.replica_holders(coord, ws)[0]
+        baseline = self.seconds_to_replace(coord, first)
+        stalled = [w for w in ws if w is not first and
+                   not ledger.placed_on(self.status(coord), 'mlp', w.address)][0]
+        stalled.stop()
+        self.assertTrue(ledger.wait_for(
+            lambda: ledger.worker_state(self.status(coord), stalled.address).state == 'DOWN',
+            WAIT), 'the stalled worker was never marked DOWN')
+        second = [w for w in self.replica_holders(coord, ws)
+                  if w is not first and w is not stalled][0]
+        with_stall = self.seconds_to_replace(coord, second)
+        print('kill -9 to DOWN and re-placed: %s s alone, %s s beside a stalled '
+              'worker' % (baseline, with_stall))
+        self.assertIsNotNone(baseline, coord.log()[-3000:])
+        self.assertIsNotNone(with_stall, coord.log()[-3000:])
+        self.assertLess(baseline, bound)
+        self.assertLess(with_stall, bound, coord.log()[-3000:])
+        self.assertTrue(fully_replicated(self.status(coord), 2),
+                        shard_rows(self.status(coord)))
 
 
 if __name__ == '__main__':
