@@ -163,7 +163,8 @@ int ts_cluster_check_health_all(ts_cluster *c, int64_t timeout_ms,
   pthread_mutex_lock(&c->health_mu);
   for (;;) {
     int waiting = 0;
-    for (int i = 0; i < n; i++) waiting |= started[i] && c->workers[i].health_in_flight;
+    for (int i = 0; i < n; i++)
+      waiting |= started[i] && c->workers[i].health_in_flight;
     int64_t left = until - ts_now_ms();
     if (!waiting || left <= 0) break;
     /* The condition variable runs on CLOCK_REALTIME; wait in slices so a

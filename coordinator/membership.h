@@ -44,7 +44,7 @@ typedef struct ts_worker {
   atomic_llong down_since_ms;      /* ts_now_ms() it was first seen down; 0 up */
   int probe_failures;              /* failed health checks in a row (prober) */
   int health_in_flight;            /* a health check is out (health_mu) */
-  int health_fresh;                /* health_answer not yet taken (health_mu) */
+  int health_fresh;                /* an answer not yet taken (health_mu) */
   int health_answer;               /* a ts_health (health_mu) */
   atomic_int outstanding;          /* RunShard calls in flight to it */
   atomic_ullong calls;             /* RunShard calls sent */
