@@ -24,6 +24,11 @@ re-placement grace is short; the shard map is read from Admin/ClusterStatus.
      (shown DOWN in the shard map); a newcomer joins and receives them.
   f. a worker that holds no shard exits at once on SIGTERM (within 1 s),
      with or without --join.
+  g. an ensemble (weighted mean of two torch MLPs) whose member loses a
+     holder (kill -9): every answer correct through the re-placement; then
+     the member's other original holder is killed too, and the ensemble
+     still answers correctly, which it can only do from the member's new
+     placement (it was rebuilt on it).
   e. the prober checks all workers at once: with one worker stalled
      (SIGSTOP, its health check times out every round), a holder killed
      with -9 is marked DOWN and its replica re-placed within 2 s, as fast
@@ -31,14 +36,20 @@ re-placement grace is short; the shard map is read from Admin/ClusterStatus.
 """
 import os
 import signal
+import random
 import subprocess
 import sys
+import threading
 import time
 import unittest
+
+import grpc
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kserve  # noqa: E402
 import ledger  # noqa: E402
+import test_ensemble  # noqa: E402
 import test_faults  # noqa: E402
 from test_faults import DATA2, WAIT  # noqa: E402
 
@@ -298,6 +309,91 @@ class MembershipTest(test_faults.FaultTest):
         self.assertLess(with_stall, bound, coord.log()[-3000:])
         self.assertTrue(fully_replicated(self.status(coord), 2),
                         shard_rows(self.status(coord)))
+
+    # ---- g -------------------------------------------------------------------
+
+    def test_g_ensemble_member_replaced(self):
+        torch = test_ensemble.torch
+        members = {}
+        for name, seed in (('m1', 11), ('m2', 22)):
+            module = test_ensemble.member_module(seed)
+            path = test_ensemble.export_member(
+                module, os.path.join(self.tmp, 'ens_%s.onnx' % name))
+            members[name] = (module, path)
+        rng = np.random.RandomState(7)
+        cases = []
+        for rows in (1, 7, 35):
+            x = rng.standard_normal((rows, 32)).astype(np.float32)
+            with torch.no_grad():
+                outs = [members[m][0](torch.from_numpy(x)).numpy().astype(np.float64)
+                        for m in ('m1', 'm2')]
+            cases.append((x, (2.0 * outs[0] + outs[1]) / 3.0))
+        ws = self.workers(4)
+        coord = self.coordinator(ws, models=[
+            ('m1', members['m1'][1], DATA2), ('m2', members['m2'][1], DATA2),
+            'avg=ensemble:m1+m2,fuse=weighted_mean,weights=2+1'])
+        st = self.status(coord)
+        m1 = [w for w in ws if ledger.placed_on(st, 'm1', w.address)]
+        m2 = {w.address for w in ws if ledger.placed_on(st, 'm2', w.address)}
+        self.assertEqual(len(m1), 2, shard_rows(st, 'm1'))
+        self.assertFalse(m2 & {w.address for w in m1},
+                         'm1 and m2 share a worker: %s %s' % (
+                             shard_rows(st, 'm1'), shard_rows(st, 'm2')))
+        first, second = m1
+
+        outcomes = []   # (seconds since start, 'ok' | 'wrong' | status code)
+        stop = threading.Event()
+        t0 = time.monotonic()
+
+        def client(seed):
+            pick = random.Random(seed)
+            with kserve.Client(coord.address, timeout=10.0) as c:
+                while not stop.is_set():
+                    x, want = pick.choice(cases)
+                    try:
+                        got = c.infer('avg', {test_ensemble.INPUT: x})[test_ensemble.OUTPUT]
+                        ok = got.shape == want.shape and np.allclose(
+                            got, want, rtol=1e-5, atol=1e-5)
+                        outcome = 'ok' if ok else 'wrong'
+                    except grpc.RpcError as e:
+                        outcome = e.code().name
+                    outcomes.append((time.monotonic() - t0, outcome))
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(1.0)
+            kill1 = time.monotonic() - t0
+            first.kill()
+            moved = ledger.wait_for(lambda: not ledger.placed_on(
+                self.status(coord), 'm1', first.address) and fully_replicated(
+                    self.status(coord), 2, 'm1'), WAIT)
+            time.sleep(0.5)
+            kill2 = time.monotonic() - t0
+            second.kill()
+            time.sleep(1.0)
+            healed = ledger.wait_for(lambda: fully_replicated(
+                self.status(coord), 2, 'm1'), WAIT)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        end = self.status(coord)
+        phases = [('before', 0, kill1), ('after the first kill', kill1, kill2),
+                  ('after the second kill', kill2, 1e9)]
+        for label, a, b in phases:
+            got = [o for t, o in outcomes if a <= t < b]
+            print('ensemble %s: %d answers, %s' % (
+                label, len(got), {o: got.count(o) for o in set(got)}))
+            self.assertGreaterEqual(len(got), 10, label)
+        self.assertTrue(moved, 'm1 not re-placed off %s: %s\n%s' % (
+            first.address, shard_rows(self.status(coord), 'm1'), coord.log()[-3000:]))
+        self.assertTrue(healed, shard_rows(end, 'm1'))
+        bad = [(round(t, 3), o) for t, o in outcomes if o != 'ok']
+        self.assertEqual(bad, [], coord.log()[-3000:])
+        self.assertGreaterEqual([m.moves for m in end.models if m.name == 'm1'][0], 2)
 
 
 if __name__ == '__main__':
