@@ -56,7 +56,7 @@ static void assert_distinct(const int *row, int n) {
 START_TEST(test_distinct_replicas_fewest_bytes_first) {
   unsigned long long start[] = {300, 100, 200, 0};
   ts_cluster *c = cluster(4, NULL, start, NULL);
-  int row[4];
+  int row[5];  /* room for the five replicas asked below */
   ck_assert_int_eq(ts_placement_place(c, 50, 2, row), TS_OK);
   ck_assert_int_eq(row[0], 3); /* 0 bytes */
   ck_assert_int_eq(row[1], 1); /* 100 bytes; 3 already holds one */
