@@ -5,7 +5,8 @@
  * (gRPC does not survive fork), models are loaded and their shards placed
  * before the frontend binds, and "listening on HOST:PORT" is printed only
  * once the server can answer. The libuv loop owns signals and the prober
- * (README "Membership"): a health check of every worker each round, shards
+ * (README "Membership"): a health check of every worker each round, all
+ * at once (asynchronous calls, so one stalled worker delays no other), shards
  * of leaving workers and of workers down past --replace-after-ms re-placed
  * elsewhere, returning workers given their shards back and rebalanced onto.
  * The prober's blocking work runs on libuv's thread pool; request handling
@@ -273,6 +274,7 @@ typedef struct control {
 } control;
 
 #define PROBE_TIMEOUT_MS 1000
+#define PROBE_WAIT_MS 250       /* a round waits this long for answers */
 #define PROBE_FAILURES_DOWN 2   /* failed health checks in a row: down */
 
 /* A down worker answers again: hold it back from the scheduler until its
@@ -295,12 +297,15 @@ static int bring_back(control *ctl, int i) {
   return 1;
 }
 
-/* The heartbeat: one health check per worker. Returns 1 when a worker
- * came back (membership grew). */
-static int check_worker(control *ctl, int i) {
+/* Acts on worker i's health answer (TS_HEALTH_PENDING: its check is still
+ * out, nothing to act on yet). Returns 1 when the worker came back
+ * (membership grew). */
+static int check_worker(control *ctl, int i, ts_health health) {
   ts_worker *w = &ctl->cluster->workers[i];
   int back = 0;
-  switch (ts_cluster_check_health(ctl->cluster, i, PROBE_TIMEOUT_MS)) {
+  switch (health) {
+    case TS_HEALTH_PENDING:
+      break;
     case TS_HEALTH_SERVING:
       w->probe_failures = 0;
       if (!atomic_load(&w->up)) back = bring_back(ctl, i);
@@ -352,13 +357,20 @@ static void replace_worker(control *ctl, int i) {
   }
 }
 
-/* Runs on libuv's thread pool: blocking probes never stall the loop. */
+/* Runs on libuv's thread pool: blocking probes never stall the loop. The
+ * health checks of all workers go out at once; a round waits for their
+ * answers at most PROBE_WAIT_MS, so a stalled worker (whose check takes
+ * the whole PROBE_TIMEOUT_MS to fail) never delays noticing the others:
+ * its failure is counted in the round that sees it. */
 static void probe_workers(uv_work_t *req) {
   control *ctl = req->data;
   ts_cluster *c = ctl->cluster;
+  ts_health health[TS_MAX_WORKERS];
   int grew = 0;
-  for (int i = 0; i < c->n; i++) grew |= check_worker(ctl, i);
-  for (int i = 0; i < c->n; i++) replace_worker(ctl, i);
+  int n = ts_cluster_check_health_all(c, PROBE_TIMEOUT_MS, PROBE_WAIT_MS,
+                                      health);
+  for (int i = 0; i < n; i++) grew |= check_worker(ctl, i, health[i]);
+  for (int i = 0; i < n; i++) replace_worker(ctl, i);
   if (ts_cluster_live_count(c) > 0) ts_registry_retry_unavailable(ctl->registry);
   if (grew && ts_registry_rebalance(ctl->registry) > 0)
     ts_log_info("shards rebalanced onto returning workers");

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "health.pb-c.h"
 #include "log.h"
@@ -15,6 +16,8 @@ int ts_cluster_init(ts_cluster *c, const ts_rpc_creds *creds, ts_err *err) {
   memset(c, 0, sizeof *c);
   c->creds = creds;
   pthread_mutex_init(&c->mu, NULL);
+  pthread_mutex_init(&c->health_mu, NULL);
+  pthread_cond_init(&c->health_answered, NULL);
   return ts_rpc_client_create(&c->client, err);
 }
 
@@ -91,23 +94,10 @@ int ts_cluster_live_count(ts_cluster *c) {
   return live;
 }
 
-ts_health ts_cluster_check_health(ts_cluster *c, int index,
-                                  int64_t timeout_ms) {
-  Grpc__Health__V1__HealthCheckRequest req =
-      GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-  req.service = "";
-  uint8_t buf[16];
-  size_t len = grpc__health__v1__health_check_request__pack(&req, buf);
-  uint8_t *resp = NULL;
-  size_t resp_len = 0;
-  ts_err err = {0};
-  if (ts_rpc_call_sync(c->workers[index].channel, "/grpc.health.v1.Health/Check",
-                       buf, len, ts_now_ms() + timeout_ms, &resp, &resp_len,
-                       &err) != TS_OK)
-    return TS_HEALTH_UNREACHABLE;
+/* What a Health/Check answer says; UNREACHABLE when it is not one. */
+static ts_health health_from_answer(const uint8_t *data, size_t len) {
   Grpc__Health__V1__HealthCheckResponse *r =
-      grpc__health__v1__health_check_response__unpack(NULL, resp_len, resp);
-  free(resp);
+      grpc__health__v1__health_check_response__unpack(NULL, len, data);
   if (!r) return TS_HEALTH_UNREACHABLE;
   ts_health h =
       r->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
@@ -115,6 +105,85 @@ ts_health ts_cluster_check_health(ts_cluster *c, int index,
           : TS_HEALTH_NOT_SERVING;
   grpc__health__v1__health_check_response__free_unpacked(r, NULL);
   return h;
+}
+
+/* One health check out: the cluster and the worker it asks. */
+typedef struct health_check {
+  ts_cluster *cluster;
+  int worker;
+} health_check;
+
+static void health_record(ts_cluster *c, int worker, ts_health h) {
+  pthread_mutex_lock(&c->health_mu);
+  ts_worker *w = &c->workers[worker];
+  w->health_answer = (int)h;
+  w->health_fresh = 1;
+  w->health_in_flight = 0;
+  pthread_cond_broadcast(&c->health_answered);
+  pthread_mutex_unlock(&c->health_mu);
+}
+
+/* On the client's poller thread: decode, record, wake the prober. */
+static void health_done(void *user, const ts_rpc_result *res) {
+  health_check *hc = user;
+  health_record(hc->cluster, hc->worker,
+                res->status == 0 ? health_from_answer(res->data, res->len)
+                                 : TS_HEALTH_UNREACHABLE);
+  free(hc);
+}
+
+int ts_cluster_check_health_all(ts_cluster *c, int64_t timeout_ms,
+                                int64_t wait_ms, ts_health *out) {
+  Grpc__Health__V1__HealthCheckRequest req =
+      GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  req.service = "";
+  uint8_t buf[16];
+  size_t len = grpc__health__v1__health_check_request__pack(&req, buf);
+  int n = atomic_load(&c->n);
+  int64_t now = ts_now_ms(), until = now + wait_ms;
+  uint8_t started[TS_MAX_WORKERS] = {0};
+  pthread_mutex_lock(&c->health_mu);
+  for (int i = 0; i < n; i++)
+    if (!c->workers[i].health_in_flight)
+      started[i] = c->workers[i].health_in_flight = 1;
+  pthread_mutex_unlock(&c->health_mu);
+  for (int i = 0; i < n; i++) {
+    if (!started[i]) continue;
+    health_check *hc = malloc(sizeof *hc);
+    if (hc) *hc = (health_check){.cluster = c, .worker = i};
+    /* A call that cannot start never calls back: no answer is news too. */
+    if (!hc || ts_rpc_call_async(c->client, c->workers[i].channel,
+                                 "/grpc.health.v1.Health/Check", buf, len,
+                                 now + timeout_ms, health_done, hc,
+                                 NULL) != TS_OK) {
+      free(hc);
+      health_record(c, i, TS_HEALTH_UNREACHABLE);
+    }
+  }
+  pthread_mutex_lock(&c->health_mu);
+  for (;;) {
+    int waiting = 0;
+    for (int i = 0; i < n; i++)
+      waiting |= started[i] && c->workers[i].health_in_flight;
+    int64_t left = until - ts_now_ms();
+    if (!waiting || left <= 0) break;
+    /* The condition variable runs on CLOCK_REALTIME; wait in slices so a
+     * clock jump cannot stretch the wait. */
+    if (left > 50) left = 50;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += (long)left * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(&c->health_answered, &c->health_mu, &ts);
+  }
+  for (int i = 0; i < n; i++) {
+    ts_worker *w = &c->workers[i];
+    out[i] = w->health_fresh ? (ts_health)w->health_answer : TS_HEALTH_PENDING;
+    w->health_fresh = 0;
+  }
+  pthread_mutex_unlock(&c->health_mu);
+  return n;
 }
 
 int ts_cluster_is_target(ts_cluster *c, int index) {
@@ -214,6 +283,8 @@ void ts_cluster_free(ts_cluster *c) {
   for (int i = 0; i < c->n; i++)
     if (c->workers[i].channel) ts_rpc_channel_close(c->workers[i].channel);
   pthread_mutex_destroy(&c->mu);
+  pthread_mutex_destroy(&c->health_mu);
+  pthread_cond_destroy(&c->health_answered);
   c->n = 0;
   c->client = NULL;
 }

@@ -43,6 +43,9 @@ typedef struct ts_worker {
   atomic_int leaving;              /* 1 once it said it is going */
   atomic_llong down_since_ms;      /* ts_now_ms() it was first seen down; 0 up */
   int probe_failures;              /* failed health checks in a row (prober) */
+  int health_in_flight;            /* a health check is out (health_mu) */
+  int health_fresh;                /* an answer not yet taken (health_mu) */
+  int health_answer;               /* a ts_health (health_mu) */
   atomic_int outstanding;          /* RunShard calls in flight to it */
   atomic_ullong calls;             /* RunShard calls sent */
   atomic_ullong failures;          /* calls that failed at the transport */
@@ -58,6 +61,8 @@ typedef struct ts_cluster {
   ts_rpc_client *client;           /* async calls (RunShard) */
   const ts_rpc_creds *creds;       /* credentials for worker channels */
   pthread_mutex_t mu;
+  pthread_mutex_t health_mu;       /* the health_* fields of every worker */
+  pthread_cond_t health_answered;  /* a health check finished */
 } ts_cluster;
 
 int ts_cluster_init(ts_cluster *c, const ts_rpc_creds *creds, ts_err *err);
@@ -76,12 +81,21 @@ typedef enum {
   TS_HEALTH_UNREACHABLE,   /* no answer, or not a health answer */
   TS_HEALTH_SERVING,
   TS_HEALTH_NOT_SERVING,   /* alive but stopping: a graceful leave */
+  TS_HEALTH_PENDING,       /* the check is still out: no news yet */
 } ts_health;
 
-/* Asks grpc.health.v1.Health/Check of one worker (never blocks longer than
- * timeout_ms). The prober's heartbeat. */
-ts_health ts_cluster_check_health(ts_cluster *c, int worker,
-                                  int64_t timeout_ms);
+/* The prober's heartbeat: asks grpc.health.v1.Health/Check of every worker
+ * at once, asynchronously on the cluster's client, so a stalled worker
+ * delays nobody else's check. A check goes out to each worker that has
+ * none in flight (each with timeout_ms); then this waits until every check
+ * it started has answered, or wait_ms passed. out[i] (room for TS_MAX_WORKERS)
+ * gets worker i's answer that arrived since the previous call, or
+ * TS_HEALTH_PENDING when its check is still out; an answer that arrives
+ * later is kept for the next call. Returns the number of workers covered.
+ * One caller at a time (the prober); answers arrive on the client's poller
+ * thread under health_mu. */
+int ts_cluster_check_health_all(ts_cluster *c, int64_t timeout_ms,
+                                int64_t wait_ms, ts_health *out);
 /* Whether new shard replicas may be placed on the worker: up, not leaving. */
 int ts_cluster_is_target(ts_cluster *c, int worker);
 /* The worker's state by the table above: "UP", "LEAVING", "LEFT", "DOWN". */

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "placement.h"
 
 void ts_registry_init(ts_registry *r, ts_cluster *cluster,
                       const char *repository) {
@@ -87,42 +88,20 @@ static int io_copy(const ts_io_info *src, int n, ts_io_info **out,
   return TS_OK;
 }
 
-/* Chooses `replicas` distinct live workers with room for `bytes`, least
- * planned bytes first, and books the bytes on them. */
+/* Chooses `replicas` distinct placement targets with room for shard `s`,
+ * least planned bytes first (placement.h), and books the bytes on them. */
 static int place_shard(ts_cluster *c, const ts_shard *s, int replicas,
                        int *out, ts_err *err) {
-  int live = ts_cluster_live_count(c);
-  if (live < replicas)
+  int targets = ts_placement_targets(c);
+  if (targets < replicas)
     return ts_err_set(err, TS_EUNAVAILABLE,
                       "shard %s needs %d live workers for its replicas; %d "
-                      "are live", s->label, replicas, live);
-  for (int k = 0; k < replicas; k++) {
-    int best = -1;
-    unsigned long long best_planned = 0;
-    for (int i = 0; i < c->n; i++) {
-      ts_worker *w = &c->workers[i];
-      if (!atomic_load(&w->up)) continue;
-      int taken = 0;
-      for (int j = 0; j < k; j++) taken |= out[j] == i;
-      if (taken) continue;
-      unsigned long long planned = atomic_load(&w->memory_planned);
-      if (w->memory_limit && planned + s->len > w->memory_limit) continue;
-      if (best < 0 || planned < best_planned) {
-        best = i;
-        best_planned = planned;
-      }
-    }
-    if (best < 0) {
-      for (int j = 0; j < k; j++)
-        atomic_fetch_sub(&c->workers[out[j]].memory_planned, s->len);
-      return ts_err_set(err, TS_EEXHAUSTED,
-                        "no live worker has room for shard %s (%.1f MB) "
-                        "under its --memory-limit", s->label,
-                        (double)s->len / 1e6);
-    }
-    out[k] = best;
-    atomic_fetch_add(&c->workers[best].memory_planned, s->len);
-  }
+                      "are live", s->label, replicas, targets);
+  if (ts_placement_place(c, s->len, replicas, out) != TS_OK)
+    return ts_err_set(err, TS_EEXHAUSTED,
+                      "no live worker has room for shard %s (%.1f MB) "
+                      "under its --memory-limit", s->label,
+                      (double)s->len / 1e6);
   return TS_OK;
 }
 
@@ -153,7 +132,8 @@ static int load_plain(ts_registry *r, ts_served_model *m, ts_err *err) {
                         model->graph.n_outputs, &m->outputs, err);
   if (rc == TS_OK) m->n_outputs = model->graph.n_outputs;
 
-  int live = ts_cluster_live_count(c);
+  /* Leaving workers are live but take no new replicas: count targets. */
+  int live = ts_placement_targets(c);
   int replicas = m->config.replicas;
   if (replicas == 0) replicas = live >= 2 ? 2 : 1;
   if (rc == TS_OK && live == 0)
@@ -167,7 +147,7 @@ static int load_plain(ts_registry *r, ts_served_model *m, ts_err *err) {
     size_t min_limit = 0;
     for (int i = 0; i < c->n; i++) {
       unsigned long long l = c->workers[i].memory_limit;
-      if (atomic_load(&c->workers[i].up) && l && (!min_limit || l < min_limit))
+      if (ts_cluster_is_target(c, i) && l && (!min_limit || l < min_limit))
         min_limit = l;
     }
     ts_plan_opts opts = {
@@ -524,7 +504,7 @@ int ts_registry_replicas_on(ts_registry *r, int w) {
 
 /* What a pass moves: every replica on `from` (from >= 0), or, to
  * rebalance (from < 0), any replica whose move to a lighter target lowers
- * the heavier of the two. */
+ * the heavier of the two (placement.h). */
 typedef struct mover {
   int from;
 } mover;
@@ -533,51 +513,6 @@ typedef struct mover {
 typedef struct move {
   int stage, shard, slot, from, to;
 } move;
-
-/* The placement target for a new replica of a shard of `len` bytes whose
- * replicas are row[0..n): not in the row, room under its memory limit,
- * fewer planned bytes than `below`, least planned first. -1 when none. */
-static int pick_target(ts_cluster *c, const int *row, int n, size_t len,
-                       unsigned long long below) {
-  int best = -1;
-  unsigned long long best_planned = 0;
-  for (int i = 0; i < c->n; i++) {
-    ts_worker *w = &c->workers[i];
-    int taken = 0;
-    for (int j = 0; j < n; j++) taken |= row[j] == i;
-    if (taken || !ts_cluster_is_target(c, i)) continue;
-    unsigned long long planned = atomic_load(&w->memory_planned);
-    if (planned >= below) continue;
-    if (w->memory_limit && planned + len > w->memory_limit) continue;
-    if (best < 0 || planned < best_planned) {
-      best = i;
-      best_planned = planned;
-    }
-  }
-  return best;
-}
-
-/* Where the replica on `worker` should go under `mv`; -1 to keep it.
- * *wanted says whether `mv` wants it moved at all. */
-static int choose_target(ts_cluster *c, const mover *mv, int worker,
-                         const int *row, int n, size_t len, int *wanted) {
-  *wanted = 0;
-  if (mv->from >= 0) {
-    if (worker != mv->from) return -1;
-    *wanted = 1;
-    return pick_target(c, row, n, len, ~0ull);
-  }
-  if (!ts_cluster_is_target(c, worker)) return -1; /* down: its grace runs */
-  unsigned long long planned = atomic_load(&c->workers[worker].memory_planned);
-  if (planned <= len) return -1;
-  return pick_target(c, row, n, len, planned - len);
-}
-
-/* Moves the bytes of one replica's booking from one worker to another. */
-static void rebook(ts_cluster *c, int from, int to, size_t len) {
-  atomic_fetch_sub(&c->workers[from].memory_planned, len);
-  atomic_fetch_add(&c->workers[to].memory_planned, len);
-}
 
 /* A copy of plain model `m` that shares its plan and io (see registry.h)
  * with its own placement and move counts. NULL when out of memory. */
@@ -631,32 +566,29 @@ static int move_model(ts_registry *r, ts_served_model *m, const mover *mv,
     slots += m->plan->stages[s].n_shards * m->n_replicas;
   ts_served_model *next = clone_placement(m);
   move *moves = calloc((size_t)slots, sizeof *moves);
+  ts_placement_move *row_moves =
+      calloc((size_t)m->n_replicas, sizeof *row_moves);
   int n_moves = 0;
-  if (!next || !moves) {
+  if (!next || !moves || !row_moves) {
     ts_log_warn("model %s: out of memory re-placing its shards",
                 m->config.name);
     if (next) served_free(next);
     free(moves);
+    free(row_moves);
     return 0;
   }
   for (int s = 0; s < m->plan->n_stages; s++) {
     const ts_stage *st = &m->plan->stages[s];
     for (int k = 0; k < st->n_shards; k++) {
-      int *row = &next->placement[s][k * m->n_replicas];
-      for (int j = 0; j < m->n_replicas; j++) {
-        int wanted, from = row[j];
-        int to = choose_target(c, mv, from, row, m->n_replicas,
-                               st->shards[k].len, &wanted);
-        if (to < 0) {
-          *unplaced += wanted;
-          continue;
-        }
-        rebook(c, from, to, st->shards[k].len);
-        row[j] = to;
-        moves[n_moves++] = (move){s, k, j, from, to};
-      }
+      int moved = ts_placement_move_row(
+          c, mv->from, &next->placement[s][k * m->n_replicas], m->n_replicas,
+          st->shards[k].len, row_moves, unplaced);
+      for (int j = 0; j < moved; j++)
+        moves[n_moves++] = (move){s, k, row_moves[j].slot, row_moves[j].from,
+                                  row_moves[j].to};
     }
   }
+  free(row_moves);
   /* Upload outside the registry mutex: requests keep being served from the
    * current placement meanwhile. A failed upload keeps the old replica. */
   int uploaded = 0;
@@ -667,7 +599,7 @@ static int move_model(ts_registry *r, ts_served_model *m, const mover *mv,
     if (ts_cluster_upload(c, mo->to, sh, &err) != TS_OK) {
       ts_log_warn("model %s: shard %s not moved to %s: %s", m->config.name,
                   sh->label, c->workers[mo->to].address, err.msg);
-      rebook(c, mo->to, mo->from, sh->len);
+      ts_placement_rebook(c, mo->to, mo->from, sh->len);
       next->placement[mo->stage][mo->shard * m->n_replicas + mo->slot] =
           mo->from;
       *unplaced += mv->from >= 0;
@@ -696,7 +628,7 @@ static int move_model(ts_registry *r, ts_served_model *m, const mover *mv,
                   m->config.name, sh->label, c->workers[mo->from].address,
                   c->workers[mo->to].address);
     else
-      rebook(c, mo->to, mo->from, sh->len);
+      ts_placement_rebook(c, mo->to, mo->from, sh->len);
   }
   free(moves);
   if (swapped) {

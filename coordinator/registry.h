@@ -132,9 +132,10 @@ int ts_registry_replicas_on(ts_registry *r, int w);
 /* Re-places every shard replica on worker `w` (down past its grace, or
  * leaving) on another placement target (ts_cluster_is_target) that holds
  * no replica of that shard and has room under its memory limit, least
- * planned bytes first; uploads it and swaps the new placement in. Returns
- * the number of replicas moved; *left gets the number still on `w` for
- * want of a worker with room (retry when membership changes). */
+ * planned bytes first (placement.h); uploads it and swaps the new
+ * placement in. Returns the number of replicas moved; *left gets the
+ * number still on `w` for want of a worker with room (retry when
+ * membership changes). */
 int ts_registry_move_off_worker(ts_registry *r, int w, int *left);
 
 /* Gives returning and new workers shards: moves a replica from a worker

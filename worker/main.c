@@ -15,9 +15,12 @@
  *  2. with --join, Admin/DeregisterWorker asks the coordinator to move
  *     this worker's shards and stop routing to it (it answers when done);
  *     without, the coordinator's prober sees NOT_SERVING and does the same;
- *  3. once no run has arrived for QUIET_MS (at most LEAVE_MS after the
- *     signal), the pool takes no new runs, queued and running jobs finish,
- *     the server stops and the process exits 0.
+ *  3. once the coordinator answered DeregisterWorker (it routes nothing
+ *     here any more), or at once when this worker holds no shard, or else
+ *     once no run has arrived for QUIET_MS (at most LEAVE_MS after the
+ *     signal: without --join nobody confirms that routing stopped), the
+ *     pool takes no new runs, queued and running jobs finish, the server
+ *     stops and the process exits 0.
  * Runs still executing after the grace cannot be interrupted (kernels are
  * not cancellable), so the process then exits at once without tearing
  * down what they still use.
@@ -230,19 +233,37 @@ static void stop_signals_wait(stop_signals *s) {
   uv_run(&s->loop, UV_RUN_DEFAULT);
 }
 
+/* Whether nothing here could serve a run: no shard held, being uploaded,
+ * or still referenced by a run. */
+static int holds_nothing(ts_store *store) {
+  ts_store_stats st;
+  ts_store_stats_get(store, &st);
+  return st.shards == 0 && st.memory_used == 0;
+}
+
 /* Steps 2 and 3 of a graceful leave (see the top of this file): the
  * coordinator moves this worker's shards while it keeps serving, then the
- * runs stop arriving. */
-static void leave(ts_join *join, ts_pool *pool, int64_t deadline) {
+ * runs stop arriving. The quiet wait is only for when nobody can say that
+ * they stopped: once the coordinator answered DeregisterWorker it routes
+ * nothing here any more, and a worker that holds no shard has nothing a
+ * run could use; either stops as soon as its runs in flight are done. */
+static void leave(ts_join *join, ts_pool *pool, ts_store *store,
+                  int64_t deadline) {
   if (join) {
     ts_err err = {0};
     int moved = 0, left = 0;
-    if (ts_join_leave(join, deadline, &moved, &left, &err) == TS_OK)
+    if (ts_join_leave(join, deadline, &moved, &left, &err) == TS_OK) {
       ts_log_info("deregistered: the coordinator moved %d shard replica(s) "
-                  "to other workers%s", moved,
+                  "to other workers%s and routes nothing here; stopping "
+                  "once the runs in flight are done", moved,
                   left ? " (some found no room and stay here)" : "");
-    else
-      ts_log_warn("leaving without the coordinator's word: %s", err.msg);
+      return;
+    }
+    ts_log_warn("leaving without the coordinator's word: %s", err.msg);
+  }
+  if (holds_nothing(store)) {
+    ts_log_info("no shard held: stopping once the runs in flight are done");
+    return;
   }
   if (ts_pool_wait_quiet(pool, QUIET_MS, deadline) != TS_OK)
     ts_log_warn("runs still arrive %d ms after the stop signal; stopping "
@@ -304,7 +325,7 @@ int main(int argc, char **argv) {
   notify("STOPPING=1");
   int64_t deadline = ts_now_ms() + GRACE_MS;
   ts_worker_service_set_serving(svc, 0);
-  leave(join, pool, ts_now_ms() + LEAVE_MS);
+  leave(join, pool, store, ts_now_ms() + LEAVE_MS);
   ts_join_stop(join);
   ts_pool_close(pool);
   if (ts_pool_wait_idle(pool, deadline) != TS_OK) {

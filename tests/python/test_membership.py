@@ -15,25 +15,46 @@ re-placement grace is short; the shard map is read from Admin/ClusterStatus.
      the gap, then correct answers from the survivor (time to recover
      reported).
   c. SIGTERM a worker under load (with --join: DeregisterWorker; without:
-     health NOT_SERVING seen by the prober): zero failures, exit 0 within
-     10 s, and its shards already on other workers when it exits.
+     health NOT_SERVING seen by the prober): zero failures, exit 0, and its
+     shards already on other workers when it exits. With --join the
+     coordinator's answer lets it exit as soon as its runs are done (within
+     1 s of the signal); without, it waits until runs stop arriving for
+     1 s (so at least 1 s, at most 10 s).
   d. replicas=2 on 2 workers, kill -9 one: its replicas have nowhere to go
      (shown DOWN in the shard map); a newcomer joins and receives them.
+  f. a worker that holds no shard exits at once on SIGTERM (within 1 s),
+     with or without --join.
+  g. an ensemble (weighted mean of two torch MLPs) whose member loses a
+     holder (kill -9): every answer correct through the re-placement; then
+     the member's other original holder is killed too, and the ensemble
+     still answers correctly, which it can only do from the member's new
+     placement (it was rebuilt on it).
+  e. the prober checks all workers at once: with one worker stalled
+     (SIGSTOP, its health check times out every round), a holder killed
+     with -9 is marked DOWN and its replica re-placed within 2 s, as fast
+     as a holder killed while no worker is stalled.
 """
 import os
 import signal
+import random
 import subprocess
 import sys
+import threading
 import time
 import unittest
+
+import grpc
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kserve  # noqa: E402
 import ledger  # noqa: E402
+import test_ensemble  # noqa: E402
 import test_faults  # noqa: E402
 from test_faults import DATA2, WAIT  # noqa: E402
 
 REPLACE_AFTER_MS = 1000
+QUIET_S = 1.0   # tessera-worker's QUIET_MS: no run for this long, routing stopped
 ARGS = ['--replace-after-ms', str(REPLACE_AFTER_MS)]
 
 
@@ -162,7 +183,14 @@ class MembershipTest(test_faults.FaultTest):
         print('worker exited %s after %.2f s; shard map then: %s' % (
             rc, seconds, shard_rows(at_exit)))
         self.assertEqual(rc, 0, victim.log()[-3000:])
-        self.assertLess(seconds, 10.5)
+        if join:
+            # Confirmed by DeregisterWorker: no quiet wait after the moves.
+            self.assertIn('routes nothing here', victim.log())
+            self.assertLess(seconds, QUIET_S, victim.log()[-3000:])
+        else:
+            # Nobody confirms that routing stopped: the quiet wait is kept.
+            self.assertGreaterEqual(seconds, QUIET_S, victim.log()[-3000:])
+            self.assertLess(seconds, 10.5)
         self.assertEqual(ledger.placed_on(at_exit, 'mlp', victim.address), set(),
                          'shards still on the leaving worker when it exited: %s\n%s' % (
                              shard_rows(at_exit), coord.log()[-3000:]))
@@ -210,6 +238,162 @@ class MembershipTest(test_faults.FaultTest):
         held = {s.shard_id for s in ledger.worker_status(newcomer[0].address).shards}
         self.assertTrue(placed and placed <= held, (placed, held))
         self.assert_all_correct(led)
+
+    # ---- f -------------------------------------------------------------------
+
+    def shardless_worker_exits(self, join):
+        if join:
+            coord = self.coordinator([], wait_ready=False)
+            ws = self.workers(2, join=coord.address)
+            self.assertTrue(self.wait_model_ready(coord))
+            ws.append(self.worker(join=coord.address))
+            self.assertTrue(self.wait_up(coord, ws[2].address))
+        else:
+            ws = self.workers(3)
+            coord = self.coordinator(ws)
+        (idle,) = [w for w in ws if w not in self.replica_holders(coord, ws)]
+        held = ledger.worker_status(idle.address).shards
+        self.assertEqual(len(held), 0, held)
+        exits = []
+        self.coord = coord
+        self.terminate(idle, exits)
+        rc, seconds, at_exit = exits[0]
+        print('a worker with no shard (%s) exited %s after %.3f s' % (
+            '--join' if join else 'listed', rc, seconds))
+        self.assertEqual(rc, 0, idle.log()[-3000:])
+        self.assertLess(seconds, QUIET_S, idle.log()[-3000:])
+        self.assertTrue(fully_replicated(at_exit, 2), shard_rows(at_exit))
+
+    def test_f_shardless_worker_listed(self):
+        self.shardless_worker_exits(join=False)
+
+    def test_f_shardless_worker_joined(self):
+        self.shardless_worker_exits(join=True)
+
+    # ---- e -------------------------------------------------------------------
+
+    def seconds_to_replace(self, coord, victim, timeout=WAIT):
+        """kill -9 `victim`; seconds until ClusterStatus shows it DOWN with
+        no replica placed on it (None if not within timeout)."""
+        t = time.monotonic()
+        victim.kill()
+
+        def replaced():
+            st = self.status(coord)
+            return (ledger.worker_state(st, victim.address).state == 'DOWN' and
+                    not ledger.placed_on(st, 'mlp', victim.address))
+        if not ledger.wait_for(replaced, timeout, interval=0.02):
+            return None
+        return time.monotonic() - t
+
+    def test_e_stalled_worker_delays_no_detection(self):
+        bound = 2.0
+        ws = self.workers(5)
+        coord = self.coordinator(ws, extra_args=['--replace-after-ms', '0'])
+        first = self.replica_holders(coord, ws)[0]
+        baseline = self.seconds_to_replace(coord, first)
+        stalled = [w for w in ws if w is not first and
+                   not ledger.placed_on(self.status(coord), 'mlp', w.address)][0]
+        stalled.stop()
+        self.assertTrue(ledger.wait_for(
+            lambda: ledger.worker_state(self.status(coord), stalled.address).state == 'DOWN',
+            WAIT), 'the stalled worker was never marked DOWN')
+        second = [w for w in self.replica_holders(coord, ws)
+                  if w is not first and w is not stalled][0]
+        with_stall = self.seconds_to_replace(coord, second)
+        print('kill -9 to DOWN and re-placed: %s s alone, %s s beside a stalled '
+              'worker' % (baseline, with_stall))
+        self.assertIsNotNone(baseline, coord.log()[-3000:])
+        self.assertIsNotNone(with_stall, coord.log()[-3000:])
+        self.assertLess(baseline, bound)
+        self.assertLess(with_stall, bound, coord.log()[-3000:])
+        self.assertTrue(fully_replicated(self.status(coord), 2),
+                        shard_rows(self.status(coord)))
+
+    # ---- g -------------------------------------------------------------------
+
+    def test_g_ensemble_member_replaced(self):
+        torch = test_ensemble.torch
+        members = {}
+        for name, seed in (('m1', 11), ('m2', 22)):
+            module = test_ensemble.member_module(seed)
+            path = test_ensemble.export_member(
+                module, os.path.join(self.tmp, 'ens_%s.onnx' % name))
+            members[name] = (module, path)
+        rng = np.random.RandomState(7)
+        cases = []
+        for rows in (1, 7, 35):
+            x = rng.standard_normal((rows, 32)).astype(np.float32)
+            with torch.no_grad():
+                outs = [members[m][0](torch.from_numpy(x)).numpy().astype(np.float64)
+                        for m in ('m1', 'm2')]
+            cases.append((x, (2.0 * outs[0] + outs[1]) / 3.0))
+        ws = self.workers(4)
+        coord = self.coordinator(ws, models=[
+            ('m1', members['m1'][1], DATA2), ('m2', members['m2'][1], DATA2),
+            'avg=ensemble:m1+m2,fuse=weighted_mean,weights=2+1'])
+        st = self.status(coord)
+        m1 = [w for w in ws if ledger.placed_on(st, 'm1', w.address)]
+        m2 = {w.address for w in ws if ledger.placed_on(st, 'm2', w.address)}
+        self.assertEqual(len(m1), 2, shard_rows(st, 'm1'))
+        self.assertFalse(m2 & {w.address for w in m1},
+                         'm1 and m2 share a worker: %s %s' % (
+                             shard_rows(st, 'm1'), shard_rows(st, 'm2')))
+        first, second = m1
+
+        outcomes = []   # (seconds since start, 'ok' | 'wrong' | status code)
+        stop = threading.Event()
+        t0 = time.monotonic()
+
+        def client(seed):
+            pick = random.Random(seed)
+            with kserve.Client(coord.address, timeout=10.0) as c:
+                while not stop.is_set():
+                    x, want = pick.choice(cases)
+                    try:
+                        got = c.infer('avg', {test_ensemble.INPUT: x})[test_ensemble.OUTPUT]
+                        ok = got.shape == want.shape and np.allclose(
+                            got, want, rtol=1e-5, atol=1e-5)
+                        outcome = 'ok' if ok else 'wrong'
+                    except grpc.RpcError as e:
+                        outcome = e.code().name
+                    outcomes.append((time.monotonic() - t0, outcome))
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(1.0)
+            kill1 = time.monotonic() - t0
+            first.kill()
+            moved = ledger.wait_for(lambda: not ledger.placed_on(
+                self.status(coord), 'm1', first.address) and fully_replicated(
+                    self.status(coord), 2, 'm1'), WAIT)
+            time.sleep(0.5)
+            kill2 = time.monotonic() - t0
+            second.kill()
+            time.sleep(1.0)
+            healed = ledger.wait_for(lambda: fully_replicated(
+                self.status(coord), 2, 'm1'), WAIT)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        end = self.status(coord)
+        phases = [('before', 0, kill1), ('after the first kill', kill1, kill2),
+                  ('after the second kill', kill2, 1e9)]
+        for label, a, b in phases:
+            got = [o for t, o in outcomes if a <= t < b]
+            print('ensemble %s: %d answers, %s' % (
+                label, len(got), {o: got.count(o) for o in set(got)}))
+            self.assertGreaterEqual(len(got), 10, label)
+        self.assertTrue(moved, 'm1 not re-placed off %s: %s\n%s' % (
+            first.address, shard_rows(self.status(coord), 'm1'), coord.log()[-3000:]))
+        self.assertTrue(healed, shard_rows(end, 'm1'))
+        bad = [(round(t, 3), o) for t, o in outcomes if o != 'ok']
+        self.assertEqual(bad, [], coord.log()[-3000:])
+        self.assertGreaterEqual([m.moves for m in end.models if m.name == 'm1'][0], 2)
 
 
 if __name__ == '__main__':
