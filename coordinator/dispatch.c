@@ -25,7 +25,7 @@ typedef struct subcall {
   int replica;        /* position among the shard's replicas */
   uint64_t tried;     /* positions that failed this call */
   int attempts;
-  uint8_t *req;
+  uint8_t *req;       /* packed request until sent (gRPC takes it over) */
   size_t req_len;
   Tessera__Worker__V1__RunShardResponse *resp;
 } subcall;
@@ -207,10 +207,14 @@ static void send_call(subcall *sc) {
   if (inf->opts.attempt_timeout_ms > 0 && live_replicas(inf, sc->shard) > 1 &&
       ts_now_ms() + inf->opts.attempt_timeout_ms < deadline)
     deadline = ts_now_ms() + inf->opts.attempt_timeout_ms;
-  /* `done` always runs (also when the call cannot start), so nothing else
-   * to handle here; inf may be gone once this returns for the last call. */
-  ts_rpc_call_async(inf->cluster->client, w->channel, RUN_SHARD, sc->req,
-                    sc->req_len, deadline, on_call_done, sc, NULL);
+  /* The packed bytes go to gRPC as they are (no copy); a retry packs them
+   * again. `done` always runs (also when the call cannot start), so nothing
+   * else to handle here; inf may be gone once this returns for the last
+   * call. */
+  uint8_t *req = sc->req;
+  sc->req = NULL;
+  ts_rpc_call_async_owned(inf->cluster->client, w->channel, RUN_SHARD, req,
+                          sc->req_len, deadline, on_call_done, sc, NULL);
 }
 
 /* UNAVAILABLE: the worker is gone; RESOURCE_EXHAUSTED: its queue is full;
@@ -253,7 +257,8 @@ static void on_call_done(void *user, const ts_rpc_result *res) {
     if (sc->attempts < TS_RETRY_BUDGET && ts_now_ms() < inf->deadline)
       next = ts_sched_pick(inf->cluster, call_replicas(sc),
                            inf->model->n_replicas, sc->tried, inf->opts.policy);
-    if (next >= 0) {
+    ts_err err = {0};
+    if (next >= 0 && build_request(inf, sc, &err) == TS_OK) {
       ts_log_info("retrying shard %s of request '%s' on %s after: %s",
                   shard->label, inf->request_id,
                   inf->cluster->workers[call_replicas(sc)[next]].address,
@@ -262,9 +267,12 @@ static void on_call_done(void *user, const ts_rpc_result *res) {
       send_call(sc);
       return;
     }
-    fail(inf, TS_EUNAVAILABLE,
-         "no live replica of shard %s could answer (last: %s: %s)",
-         shard->label, w->address, res->message);
+    if (next >= 0)
+      fail(inf, err.code, "%s", err.msg);
+    else
+      fail(inf, TS_EUNAVAILABLE,
+           "no live replica of shard %s could answer (last: %s: %s)",
+           shard->label, w->address, res->message);
   } else {
     fail(inf, res->code, "%s", res->message);
   }
