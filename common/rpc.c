@@ -178,8 +178,14 @@ static grpc_status_code status_for_code(int code) {
 
 /* ---- small helpers ---------------------------------------------------- */
 
-/* The bytes of a received buffer as one slice (the caller unrefs it). */
+/* The bytes of a received buffer as one slice (the caller unrefs it). An
+ * uncompressed message that arrived in one slice (most small ones) is
+ * referenced, not copied. */
 static grpc_slice buffer_to_slice(grpc_byte_buffer *bb) {
+  if (bb->type == GRPC_BB_RAW &&
+      bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+      bb->data.raw.slice_buffer.count == 1)
+    return grpc_slice_ref(bb->data.raw.slice_buffer.slices[0]);
   grpc_byte_buffer_reader reader;
   if (!grpc_byte_buffer_reader_init(&reader, bb)) return grpc_empty_slice();
   grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
