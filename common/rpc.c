@@ -1377,10 +1377,13 @@ static int outcall_start(ts_rpc_client *c, ts_rpc_channel *ch,
   grpc_op ops[6];
   size_t n = send_ops(ops, oc->request, true);
   n += recv_io_ops(&oc->io, ops + n);
-  oc->start_error = grpc_call_start_batch(oc->call, ops, n, &oc->t, NULL);
-  if (oc->start_error != GRPC_CALL_OK) {
+  /* Once the batch started, another poller may complete it and free oc
+   * before start_batch returns: oc is touched again only if it failed. */
+  grpc_call_error e = grpc_call_start_batch(oc->call, ops, n, &oc->t, NULL);
+  if (e != GRPC_CALL_OK) {
+    oc->start_error = e;
     snprintf(oc->start_msg, sizeof oc->start_msg, "cannot start call %s: %s",
-             method, grpc_call_error_to_string(oc->start_error));
+             method, grpc_call_error_to_string(e));
     /* No event will come for the batch. A connectivity watch that expires
      * at once delivers the tag on the client's poller instead, so `done`
      * still runs there. */
