@@ -8,13 +8,15 @@ checked against the torch module on 64 random batch-1 inputs each. Then,
 for ROUNDS rounds alternating unbatched / batched (so that other load on
 the machine hits both alike), CLIENTS closed-loop clients send batch-1
 requests for about SECONDS each, after a warm-up. Prints requests/s, p50
-and p99 latency of every run, the median of each configuration, and the
-ratio of the medians (the goal: batched >= 2x unbatched).
+and p99 latency and the CPU time per request of the coordinator, its
+workers and the load generator of every run, the median of each
+configuration, and the ratio of the medians (the goal: batched >= 2x
+unbatched).
 
 Load generators (--client):
-  tessera  `tessera bench --concurrency CLIENTS` (C, one process): cheap
-           enough per request that the daemons, not the client, are what
-           is measured. It runs a number of requests, not a time: the count
+  tessera  `tessera bench --concurrency CLIENTS` (C, one process): cheaper
+           per request than the coordinator (see the CPU line), so the
+           daemons, not the client, are what is measured. It runs a number of requests, not a time: the count
            is set from the warm-up's rate to last about SECONDS; the real
            duration is printed. It checks the status of every answer.
   python   CLIENTS threads spread over PROCESSES processes (ledger.client),
@@ -30,6 +32,7 @@ import argparse
 import multiprocessing
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -129,12 +132,14 @@ def client_process(address, served, threads, pool, go, t_end, deadline, queue):
         t.start()
     connected.wait()
     queue.put('ready')
+    cpu0 = time.process_time()  # this process's CPU, all threads
     for t in ts:
         t.join()
+    totals['cpu'] = time.process_time() - cpu0
     queue.put(totals)
 
 
-def python_run(ctx, address, served, args, pool, seconds):
+def python_run(ctx, address, served, args, pool, seconds, meter=None):
     import numpy as np
     queue = ctx.Queue()
     go = ctx.Event()
@@ -149,6 +154,8 @@ def python_run(ctx, address, served, args, pool, seconds):
     for _ in procs:  # every client process started and connected
         if queue.get(timeout=120) != 'ready':
             raise RuntimeError('a client process did not start')
+    if meter:
+        meter.start()
     t_end.value = time.time() + seconds
     go.set()
     parts = [queue.get(timeout=seconds + args.deadline + 60) for _ in procs]
@@ -160,16 +167,72 @@ def python_run(ctx, address, served, args, pool, seconds):
         for c, n in p['codes'].items():
             codes[c] = codes.get(c, 0) + n
     ok = sum(p['ok'] for p in parts)
-    return {'sent': sum(p['sent'] for p in parts), 'ok': ok,
+    sent = sum(p['sent'] for p in parts)
+    cpu = meter.stop(sent) if meter else None
+    if cpu:  # the clients' own measure: reaping would count their start-up too
+        cpu['client'] = sum(p['cpu'] for p in parts) / max(sent, 1) * 1e6
+    return {'sent': sent, 'ok': ok, 'cpu': cpu,
             'wrong': sum(p['wrong'] for p in parts), 'codes': codes,
             'seconds': seconds, 'rps': ok / seconds,
             'p50': float(np.percentile(lat, 50)) * 1e3 if len(lat) else float('nan'),
             'p99': float(np.percentile(lat, 99)) * 1e3 if len(lat) else float('nan')}
 
 
+# ---- CPU per request ------------------------------------------------------------
+
+CLOCK_TICK = os.sysconf('SC_CLK_TCK')
+
+
+def cpu_seconds(pid):
+    """User + system CPU of a process so far (0 once it is gone)."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def worker_pids(pid):
+    """The coordinator's children: its --local-workers."""
+    kids = []
+    try:
+        for task in os.listdir('/proc/%d/task' % pid):
+            with open('/proc/%d/task/%s/children' % (pid, task)) as f:
+                kids += [int(k) for k in f.read().split()]
+    except OSError:
+        pass
+    return kids
+
+
+class CpuMeter:
+    """CPU seconds the coordinator, its workers and this process's waited-for
+    children (the load generator) spend between start() and stop()."""
+
+    def __init__(self, coordinator_pid):
+        self.pid = coordinator_pid
+        self.workers = worker_pids(coordinator_pid)
+
+    def sample(self):
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (cpu_seconds(self.pid), sum(cpu_seconds(w) for w in self.workers),
+                kids.ru_utime + kids.ru_stime)
+
+    def start(self):
+        self.before = self.sample()
+
+    def stop(self, requests):
+        after = self.sample()
+        n = max(requests, 1)
+        return {k: (a - b) / n * 1e6 for k, a, b in
+                zip(('coordinator', 'workers', 'client'), after, self.before)}
+
+
 # ---- tessera bench load generator --------------------------------------------------
 
-def tessera_run(tessera, address, served, args, npy, requests):
+def tessera_run(tessera, address, served, args, npy, requests, meter=None):
+    if meter:
+        meter.start()
     p = subprocess.run([tessera, 'bench', '--server', address, '--model', served,
                         '--input', npy, '--concurrency', str(args.clients),
                         '--requests', str(requests),
@@ -188,6 +251,8 @@ def tessera_run(tessera, address, served, args, npy, requests):
          'seconds': number(r'duration:\s*([\d.]+)'),
          'rps': number(r'throughput:\s*([\d.]+)'),
          'p50': number(r'p50\s+([\d.]+)'), 'p99': number(r'p99\s+([\d.]+)')}
+    if meter:
+        r['cpu'] = meter.stop(requests)
     if p.returncode or errors:
         r['error'] = (p.stderr.strip() or p.stdout.strip())[-500:]
     return r
@@ -208,12 +273,18 @@ def check(address, served, pool, deadline):
     return bad
 
 
+def cpu_text(cpu):
+    return 'CPU us/request: coordinator %.1f, workers %.1f, client %.1f' % (
+        cpu['coordinator'], cpu['workers'], cpu['client'])
+
+
 def show(label, keys, r):
     extra = ''.join(', %s %d' % kv for kv in sorted(r['codes'].items()))
     print('  %-10s %-32s %9.0f req/s  p50 %7.2f ms  p99 %7.2f ms  (%.1f s, ok %d, '
-          'wrong %d%s)%s' % (label, keys, r['rps'], r['p50'], r['p99'], r['seconds'],
-                             r['ok'], r['wrong'], extra,
-                             '\n    ' + r['error'] if r.get('error') else ''), flush=True)
+          'wrong %d%s)%s%s' % (label, keys, r['rps'], r['p50'], r['p99'], r['seconds'],
+                               r['ok'], r['wrong'], extra,
+                               '\n    ' + cpu_text(r['cpu']) if r.get('cpu') else '',
+                               '\n    ' + r['error'] if r.get('error') else ''), flush=True)
 
 
 def main(argv):
@@ -274,7 +345,8 @@ def main(argv):
                     if args.client == 'python':
                         if args.warmup > 0:
                             python_run(ctx, cluster.address, served, args, pool, args.warmup)
-                        r = python_run(ctx, cluster.address, served, args, pool, args.seconds)
+                        r = python_run(ctx, cluster.address, served, args, pool, args.seconds,
+                                       CpuMeter(cluster.proc.pid))
                     else:
                         warm = tessera_run(tessera, cluster.address, served, args, npy[0],
                                            max(args.clients * 20, 1000))
@@ -287,16 +359,20 @@ def main(argv):
                                 if w2['rps'] == w2['rps']:
                                     rate = w2['rps']
                         r = tessera_run(tessera, cluster.address, served, args, npy[0],
-                                        max(int(rate * args.seconds), args.clients))
+                                        max(int(rate * args.seconds), args.clients),
+                                        CpuMeter(cluster.proc.pid))
                     runs[label].append(r)
                     failed |= bool(r['wrong'] or r['codes'] or r.get('error'))
                     show(label, keys, r)
     med = {label: statistics.median(r['rps'] for r in rs) for label, rs in runs.items()}
     print('median over %d round(s):' % args.rounds)
     for label, served, keys, _ in configs:
-        print('  %-10s %-32s %9.0f req/s  p50 %7.2f ms  p99 %7.2f ms' % (
+        cpu = [r['cpu'] for r in runs[label] if r.get('cpu')]
+        print('  %-10s %-32s %9.0f req/s  p50 %7.2f ms  p99 %7.2f ms%s' % (
             label, keys, med[label], statistics.median(r['p50'] for r in runs[label]),
-            statistics.median(r['p99'] for r in runs[label])))
+            statistics.median(r['p99'] for r in runs[label]),
+            '\n    median ' + cpu_text({k: statistics.median(c[k] for c in cpu)
+                                        for k in cpu[0]}) if cpu else ''))
     u, b = med['unbatched'], med['batched']
     ratio = b / u if u else float('inf')
     print('ratio batched/unbatched: %.2fx (goal >= 2x: %s)' % (

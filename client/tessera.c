@@ -1122,17 +1122,24 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Shared between the main thread, which keeps `concurrency` calls in
- * flight, and the client's poller thread, which records each completion.
- * Everything below `lock` is guarded by it. */
+/* A closed loop of `concurrency` calls: the main thread starts the first
+ * ones, and each completion (on the client's poller thread) records its
+ * outcome and starts the next call right there, so the load generator adds
+ * no thread hand-over per request to what it measures. Counters below
+ * `lock` are guarded by it; the rest is fixed during the run. */
 typedef struct bench {
   pthread_mutex_t lock;
-  pthread_cond_t changed;
-  long in_flight, completed, errors;
+  pthread_cond_t finished;
+  long started, completed, errors;
   long n_ok;
   double *latency_ms; /* one per successful call, in completion order */
   int first_status;
   char first_error[TS_ERR_MSG_MAX];
+  cli *c;
+  ts_rpc_client *client;
+  const uint8_t *req;
+  size_t len;
+  struct bench_call *calls; /* one per request */
 } bench;
 
 typedef struct bench_call {
@@ -1140,22 +1147,52 @@ typedef struct bench_call {
   int64_t start_ns;
 } bench_call;
 
+/* Records one outcome; returns nonzero once every request has finished. */
+static int bench_record(bench *b, int64_t start_ns, int status,
+                        const char *message) {
+  double ms = (double)(now_ns() - start_ns) / 1e6;
+  pthread_mutex_lock(&b->lock);
+  if (status == 0) {
+    b->latency_ms[b->n_ok++] = ms;
+  } else if (b->errors++ == 0) {
+    b->first_status = status;
+    snprintf(b->first_error, sizeof b->first_error, "%s",
+             message ? message : "");
+  }
+  int all = ++b->completed == b->c->opt->requests;
+  if (all) pthread_cond_signal(&b->finished);
+  pthread_mutex_unlock(&b->lock);
+  return all;
+}
+
+static void bench_done(void *user, const ts_rpc_result *r);
+
+/* Starts the next request, if any is left; a call that cannot start is
+ * counted as failed and the next one is tried. */
+static void bench_start_next(bench *b) {
+  for (;;) {
+    pthread_mutex_lock(&b->lock);
+    long i = b->started < b->c->opt->requests ? b->started++ : -1;
+    pthread_mutex_unlock(&b->lock);
+    if (i < 0) return;
+    bench_call *call = &b->calls[i];
+    call->b = b;
+    call->start_ns = now_ns();
+    /* On a non-zero return the callback never runs. */
+    int rc = ts_rpc_call_async(b->client, b->c->channel,
+                               KSERVE_SERVICE "ModelInfer", b->req, b->len,
+                               call_deadline(b->c), bench_done, call, NULL);
+    if (rc == 0) return;
+    bench_record(b, call->start_ns, ts_err_grpc_status(rc),
+                 "cannot start the call");
+  }
+}
+
 static void bench_done(void *user, const ts_rpc_result *r) {
   bench_call *call = user;
   bench *b = call->b;
-  double ms = (double)(now_ns() - call->start_ns) / 1e6;
-  pthread_mutex_lock(&b->lock);
-  if (r->status == 0) {
-    b->latency_ms[b->n_ok++] = ms;
-  } else if (b->errors++ == 0) {
-    b->first_status = r->status;
-    snprintf(b->first_error, sizeof b->first_error, "%s",
-             r->message ? r->message : "");
-  }
-  b->in_flight--;
-  b->completed++;
-  pthread_cond_signal(&b->changed);
-  pthread_mutex_unlock(&b->lock);
+  if (!bench_record(b, call->start_ns, r->status, r->message))
+    bench_start_next(b);
 }
 
 static int compare_double(const void *a, const void *b) {
@@ -1171,32 +1208,12 @@ static double percentile(const double *sorted, long n, double p) {
   return sorted[k - 1];
 }
 
-/* Runs the closed loop: starts calls until `concurrency` are in flight,
- * waits for one to finish, repeats until `requests` have finished. */
-static void bench_run(cli *c, ts_rpc_client *client, bench *b,
-                      bench_call *calls, const uint8_t *req, size_t len) {
-  long total = c->opt->requests, started = 0;
+/* Runs the closed loop until `requests` have finished. */
+static void bench_run(bench *b) {
+  for (long i = 0; i < b->c->opt->concurrency; i++) bench_start_next(b);
   pthread_mutex_lock(&b->lock);
-  while (b->completed < total) {
-    while (b->in_flight < c->opt->concurrency && started < total) {
-      bench_call *call = &calls[started++];
-      call->b = b;
-      call->start_ns = now_ns();
-      b->in_flight++;
-      pthread_mutex_unlock(&b->lock);
-      /* On a non-zero return the callback never runs: count it here. */
-      int rc = ts_rpc_call_async(client, c->channel, KSERVE_SERVICE "ModelInfer",
-                                 req, len, call_deadline(c), bench_done, call,
-                                 NULL);
-      if (rc) {
-        ts_rpc_result failed = {ts_err_grpc_status(rc), rc,
-                                "cannot start the call", NULL, 0};
-        bench_done(call, &failed);
-      }
-      pthread_mutex_lock(&b->lock);
-    }
-    if (b->completed < total) pthread_cond_wait(&b->changed, &b->lock);
-  }
+  while (b->completed < b->c->opt->requests)
+    pthread_cond_wait(&b->finished, &b->lock);
   pthread_mutex_unlock(&b->lock);
 }
 
@@ -1224,7 +1241,8 @@ static int cmd_bench(cli *c, ts_err *err) {
   size_t len = 0;
   ts_rpc_client *client = NULL;
   bench b = {.lock = PTHREAD_MUTEX_INITIALIZER,
-             .changed = PTHREAD_COND_INITIALIZER};
+             .finished = PTHREAD_COND_INITIALIZER,
+             .c = c};
   bench_call *calls = NULL;
   int rc = load_inputs(&c->opt->inputs, &in, err);
   if (rc) return rc;
@@ -1238,8 +1256,12 @@ static int cmd_bench(cli *c, ts_err *err) {
                     c->opt->requests);
   if (!rc) rc = ts_rpc_client_create(&client, err);
   if (!rc) {
+    b.client = client;
+    b.req = req;
+    b.len = len;
+    b.calls = calls;
     int64_t start = now_ns();
-    bench_run(c, client, &b, calls, req, len);
+    bench_run(&b);
     double seconds = (double)(now_ns() - start) / 1e9;
     ts_rpc_client_free(client);
     bench_print(c, &b, seconds);

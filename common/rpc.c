@@ -1,15 +1,26 @@
 /*
  * rpc.c - Tessera's gRPC layer on the C core (see rpc.h for the contract).
  *
- * Tags. Every batch and request carries a `tag` whose only member is the
- * function that handles its completion; the tag is embedded in the struct
- * that owns the batch's buffers, which is recovered with container_of.
+ * Tags. Every batch and request carries a `tag`: the function that handles
+ * its completion and the server whose srv->pending counts it (NULL for
+ * client calls and the shutdown tag). The tag is embedded in the struct that
+ * owns the batch's buffers, which is recovered with container_of.
+ *
+ * The engine: one completion queue per process, shared by every server and
+ * every asynchronous client in it, polled by a few threads (the most any
+ * server asked for; one by default). Sharing is what keeps the request path
+ * cheap: a coordinator's poller that receives a worker's answer also sends
+ * the client's answer, with no hand-over between threads, and with one
+ * poller gRPC has no other thread to wake (kicks, futex wake-ups and gRPC's
+ * executor offloads were most of a coordinator's CPU per request with a
+ * queue and threads per server and per client). The engine is reference-
+ * counted by its servers and clients and shut down with the last of them.
  *
  * Server threading and lock model:
- *  - One completion queue, polled by `poll_threads` threads. Every tag on it
- *    except the shutdown tag is counted in srv->pending (atomic): +1 before a
- *    request or batch is posted, -1 by the poller after the tag's handler
- *    returned. Decrements broadcast srv->cv under srv->mu.
+ *  - Every tag of the server on the engine's queue except the shutdown tag
+ *    is counted in srv->pending (atomic): +1 before a request or batch is
+ *    posted, -1 by the poller after the tag's handler returned. Decrements
+ *    broadcast srv->cv under srv->mu.
  *  - Lock order: srv->mu before call->mu. Nothing takes srv->mu while it
  *    holds a call->mu.
  *  - Per call, call->mu guards refs, answered, orphaned, and every
@@ -37,9 +48,9 @@
  * answer only frees the struct (never touches the server). A handler that
  * never answers leaks its small call struct, nothing else.
  *
- * Client: a ts_rpc_client owns a next-CQ and a poller thread; async unary
- * calls run as one batch of six ops. Synchronous calls and client streams
- * use a pluck CQ of their own, so they never touch a client's poller.
+ * Client: a ts_rpc_client holds a reference on the engine; async unary
+ * calls run as one batch of six ops on its queue. Synchronous calls and
+ * client streams use a pluck CQ of their own, so they never touch a poller.
  */
 #include "rpc.h"
 
@@ -63,12 +74,14 @@
 
 #include "health.pb-c.h"
 #include "log.h"
+#include "rpc_message.h"
 
 #define container_of(ptr, type, member) \
   ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 typedef struct tag {
   void (*fn)(struct tag *t, int ok);
+  ts_rpc_server *counted; /* whose srv->pending counts this tag, or NULL */
 } tag;
 
 #define HEALTH_CHECK_PATH "/grpc.health.v1.Health/Check"
@@ -173,8 +186,14 @@ static grpc_status_code status_for_code(int code) {
 
 /* ---- small helpers ---------------------------------------------------- */
 
-/* The bytes of a received buffer as one slice (the caller unrefs it). */
+/* The bytes of a received buffer as one slice (the caller unrefs it). An
+ * uncompressed message that arrived in one slice (most small ones) is
+ * referenced, not copied. */
 static grpc_slice buffer_to_slice(grpc_byte_buffer *bb) {
+  if (bb->type == GRPC_BB_RAW &&
+      bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+      bb->data.raw.slice_buffer.count == 1)
+    return grpc_slice_ref(bb->data.raw.slice_buffer.slices[0]);
   grpc_byte_buffer_reader reader;
   if (!grpc_byte_buffer_reader_init(&reader, bb)) return grpc_empty_slice();
   grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
@@ -296,6 +315,120 @@ static grpc_channel_args fill_args(grpc_arg *args, size_t n) {
   return (grpc_channel_args){n, args};
 }
 
+/* ---- request arenas (rpc_message.h) ------------------------------------ */
+
+#define ARENA_ALIGN alignof(max_align_t)
+
+static void *arena_alloc(void *data, size_t size) {
+  ts_rpc_arena *a = data;
+  size = (size + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1);
+  if (size <= TS_RPC_ARENA_INLINE - a->used) {
+    void *p = a->first + a->used;
+    a->used += size;
+    return p;
+  }
+  if (size > SIZE_MAX - ARENA_ALIGN) return NULL;
+  void **block = malloc(ARENA_ALIGN + size);
+  if (!block) return NULL;
+  *block = a->blocks;
+  a->blocks = block;
+  return (unsigned char *)block + ARENA_ALIGN;
+}
+
+static void arena_free(void *data, void *p) {
+  (void)data; /* everything goes at ts_rpc_arena_release */
+  (void)p;
+}
+
+void ts_rpc_arena_init(ts_rpc_arena *a) {
+  a->allocator = (ProtobufCAllocator){arena_alloc, arena_free, a};
+  a->used = 0;
+  a->blocks = NULL;
+}
+
+void *ts_rpc_arena_calloc(ts_rpc_arena *a, size_t size) {
+  void *p = arena_alloc(a, size ? size : 1);
+  if (p) memset(p, 0, size);
+  return p;
+}
+
+void ts_rpc_arena_release(ts_rpc_arena *a) {
+  for (void **block = a->blocks, **next; block; block = next) {
+    next = *block;
+    free(block);
+  }
+  a->blocks = NULL;
+  a->used = 0;
+}
+
+/* ---- the engine: the process's completion queue and its pollers -------- */
+
+static void server_tag_done(ts_rpc_server *s);
+static void engine_release(void);
+
+/* Hands every completion to its tag until the queue shuts down, then counts
+ * a server's tag done once its handler returned. */
+static void *engine_poll(void *arg) {
+  grpc_completion_queue *cq = arg;
+  for (;;) {
+    grpc_event ev = grpc_completion_queue_next(
+        cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    if (ev.type == GRPC_QUEUE_SHUTDOWN) return NULL;
+    if (ev.type != GRPC_OP_COMPLETE) continue;
+    tag *t = ev.tag;
+    ts_rpc_server *counted = t->counted; /* read before t may be freed */
+    t->fn(t, ev.success);
+    if (counted) server_tag_done(counted);
+  }
+}
+
+static struct {
+  pthread_mutex_t mu; /* guards all of the engine */
+  grpc_completion_queue *cq;
+  pthread_t threads[MAX_POLL_THREADS];
+  int n_threads;
+  int refs;
+} engine = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* Takes a reference on the engine, creating it if needed, with at least
+ * `threads` pollers; *cq gets its queue. Undo with engine_release(). */
+static int engine_acquire(int threads, grpc_completion_queue **cq,
+                          ts_err *err) {
+  pthread_mutex_lock(&engine.mu);
+  if (!engine.cq) engine.cq = grpc_completion_queue_create_for_next(NULL);
+  while (engine.n_threads < threads &&
+         pthread_create(&engine.threads[engine.n_threads], NULL, engine_poll,
+                        engine.cq) == 0)
+    engine.n_threads++;
+  int started = engine.n_threads;
+  engine.refs++;
+  grpc_completion_queue *q = engine.cq;
+  pthread_mutex_unlock(&engine.mu);
+  if (started == 0) {
+    engine_release();
+    return ts_err_set(err, TS_ENOMEM, "cannot start a completion-queue "
+                      "thread");
+  }
+  *cq = q;
+  return 0;
+}
+
+/* Drops a reference; the last one shuts the queue down and joins its
+ * pollers. Never called on a poller thread (servers and clients are freed
+ * from their owners' threads). */
+static void engine_release(void) {
+  pthread_mutex_lock(&engine.mu);
+  if (--engine.refs == 0) {
+    grpc_completion_queue_shutdown(engine.cq);
+    for (int i = 0; i < engine.n_threads; i++)
+      pthread_join(engine.threads[i], NULL);
+    grpc_completion_queue_destroy(engine.cq);
+    engine.cq = NULL;
+    engine.n_threads = 0;
+  }
+  pthread_mutex_unlock(&engine.mu);
+}
+
 /* ---- server ----------------------------------------------------------- */
 
 #define UNREGISTERED (-1)
@@ -337,8 +470,6 @@ struct ts_rpc_server {
   method_entry *methods;
   int n_methods;
   int slots; /* outstanding requests per method */
-  pthread_t *pollers;
-  int n_pollers;
   atomic_int serving;
   atomic_long pending;
   pthread_mutex_t mu;
@@ -357,10 +488,10 @@ static void on_send(tag *t, int ok);
 static ts_rpc_call *call_new(ts_rpc_server *s, int method) {
   ts_rpc_call *c = calloc(1, sizeof *c);
   if (!c) return NULL;
-  c->t_accept.fn = on_accept;
-  c->t_close.fn = on_close;
-  c->t_recv.fn = on_recv;
-  c->t_send.fn = on_send;
+  c->t_accept = (tag){on_accept, s};
+  c->t_close = (tag){on_close, s};
+  c->t_recv = (tag){on_recv, s};
+  c->t_send = (tag){on_send, s};
   c->srv = s;
   c->method = method;
   grpc_call_details_init(&c->details);
@@ -765,36 +896,11 @@ static void on_shutdown(tag *t, int ok) {
   pthread_mutex_unlock(&s->mu);
 }
 
-/* Hands every completion of cq to its tag until the queue shuts down;
- * `after` (may be NULL) runs once the tag's handler returned. */
-static void run_queue(grpc_completion_queue *cq,
-                      void (*after)(void *owner, bool counted), void *owner,
-                      const tag *uncounted) {
-  for (;;) {
-    grpc_event ev = grpc_completion_queue_next(
-        cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-    if (ev.type == GRPC_QUEUE_SHUTDOWN) return;
-    if (ev.type != GRPC_OP_COMPLETE) continue;
-    tag *t = ev.tag;
-    bool counted = t != uncounted; /* compared before t may be freed */
-    t->fn(t, ev.success);
-    if (after) after(owner, counted);
-  }
-}
-
-static void server_tag_done(void *owner, bool counted) {
-  ts_rpc_server *s = owner;
-  if (!counted) return;
+static void server_tag_done(ts_rpc_server *s) {
   pthread_mutex_lock(&s->mu);
   atomic_fetch_sub(&s->pending, 1);
   pthread_cond_broadcast(&s->cv);
   pthread_mutex_unlock(&s->mu);
-}
-
-static void *server_poll(void *arg) {
-  ts_rpc_server *s = arg;
-  run_queue(s->cq, server_tag_done, s, &s->t_shutdown);
-  return NULL;
 }
 
 /* Built-in grpc.health.v1.Health/Check: "" is the whole server. */
@@ -916,12 +1022,7 @@ static int server_creds(const ts_rpc_creds *creds,
 /* Frees a server that never started (no listener, nothing posted). */
 static void server_discard(ts_rpc_server *s) {
   if (s->server) grpc_server_destroy(s->server);
-  if (s->cq) {
-    grpc_completion_queue_shutdown(s->cq);
-    for (int i = 0; i < s->n_pollers; i++) pthread_join(s->pollers[i], NULL);
-    grpc_completion_queue_destroy(s->cq);
-  }
-  free(s->pollers);
+  if (s->cq) engine_release();
   methods_free(s->methods, s->n_methods);
   pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->mu);
@@ -934,7 +1035,7 @@ int ts_rpc_server_start(const ts_rpc_server_opts *opts,
   *out = NULL;
   if (!opts || !opts->listen)
     return ts_err_set(err, TS_EINVAL, "listen: address missing");
-  int threads = opts->poll_threads ? opts->poll_threads : 2;
+  int threads = opts->poll_threads ? opts->poll_threads : 1;
   if (threads < 0 || threads > MAX_POLL_THREADS)
     return ts_err_set(err, TS_EINVAL, "poll_threads: %d is not in 0..%d",
                       opts->poll_threads, MAX_POLL_THREADS);
@@ -944,8 +1045,10 @@ int ts_rpc_server_start(const ts_rpc_server_opts *opts,
   pthread_cond_init(&s->cv, NULL);
   atomic_init(&s->serving, 1);
   atomic_init(&s->pending, 0);
-  s->t_shutdown.fn = on_shutdown;
-  s->slots = threads * 2 > 4 ? threads * 2 : 4;
+  s->t_shutdown = (tag){on_shutdown, NULL};
+  /* Requests posted per method: a burst of calls up to this many is
+   * matched at once; more wait in gRPC until a slot is re-posted. */
+  s->slots = threads * 4 > 16 ? threads * 4 : 16;
   grpc_server_credentials *sc = NULL;
   int rc = methods_copy(s, methods, n_methods, err);
   if (rc == 0) rc = server_creds(opts->creds, &sc, err);
@@ -961,7 +1064,12 @@ int ts_rpc_server_start(const ts_rpc_server_opts *opts,
                                    .value.integer = 0};
   grpc_channel_args chargs = fill_args(args, N_COMMON_ARGS + 1);
   s->server = grpc_server_create(&chargs, NULL);
-  s->cq = grpc_completion_queue_create_for_next(NULL);
+  rc = engine_acquire(threads, &s->cq, err);
+  if (rc < 0) {
+    grpc_server_credentials_release(sc);
+    server_discard(s);
+    return rc;
+  }
   grpc_server_register_completion_queue(s->server, s->cq, NULL);
   for (int i = 0; i < s->n_methods; i++) {
     method_entry *me = &s->methods[i];
@@ -976,17 +1084,6 @@ int ts_rpc_server_start(const ts_rpc_server_opts *opts,
       server_discard(s);
       return TS_EINVAL;
     }
-  }
-  s->pollers = calloc((size_t)threads, sizeof *s->pollers);
-  for (int i = 0; s->pollers && i < threads; i++) {
-    if (pthread_create(&s->pollers[i], NULL, server_poll, s) != 0) break;
-    s->n_pollers++;
-  }
-  if (s->n_pollers < threads) {
-    grpc_server_credentials_release(sc);
-    server_discard(s);
-    return ts_err_set(err, TS_ENOMEM, "server: cannot start %d poll threads",
-                      threads);
   }
   int port = grpc_server_add_http2_port(s->server, opts->listen, sc);
   grpc_server_credentials_release(sc);
@@ -1087,13 +1184,8 @@ void ts_rpc_server_stop(ts_rpc_server *s, int64_t grace_ms) {
     }
   }
   pthread_mutex_unlock(&s->mu);
-  grpc_completion_queue_shutdown(s->cq);
-  for (int i = 0; i < s->n_pollers; i++) pthread_join(s->pollers[i], NULL);
-  s->n_pollers = 0;
-  grpc_server_destroy(s->server);
-  s->server = NULL;
-  grpc_completion_queue_destroy(s->cq);
-  s->cq = NULL;
+  /* Every tag of this server has been delivered: the engine's queue goes
+   * on serving the process's other servers and clients. */
   server_discard(s);
 }
 
@@ -1105,8 +1197,7 @@ struct ts_rpc_channel {
 };
 
 struct ts_rpc_client {
-  grpc_completion_queue *cq;
-  pthread_t poller;
+  grpc_completion_queue *cq; /* the engine's */
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int outstanding;
@@ -1244,40 +1335,28 @@ static void on_outcall(tag *t, int ok) {
   pthread_mutex_unlock(&c->mu);
 }
 
-static void *client_poll(void *arg) {
-  ts_rpc_client *c = arg;
-  run_queue(c->cq, NULL, NULL, NULL);
-  return NULL;
-}
-
 int ts_rpc_client_create(ts_rpc_client **out, ts_err *err) {
   *out = NULL;
   ts_rpc_client *c = calloc(1, sizeof *c);
   if (!c) return ts_err_set(err, TS_ENOMEM, "client: no memory");
+  int rc = engine_acquire(1, &c->cq, err);
+  if (rc < 0) {
+    free(c);
+    return rc;
+  }
   pthread_mutex_init(&c->mu, NULL);
   pthread_cond_init(&c->cv, NULL);
-  c->cq = grpc_completion_queue_create_for_next(NULL);
-  if (pthread_create(&c->poller, NULL, client_poll, c) != 0) {
-    grpc_completion_queue_shutdown(c->cq);
-    grpc_completion_queue_destroy(c->cq);
-    pthread_cond_destroy(&c->cv);
-    pthread_mutex_destroy(&c->mu);
-    free(c);
-    return ts_err_set(err, TS_ENOMEM, "client: cannot start the poll thread");
-  }
   *out = c;
   return 0;
 }
 
-/* Must not run on the client's poller (inside a `done` callback). */
+/* Must not run on a poller thread (inside a `done` callback or a handler). */
 void ts_rpc_client_free(ts_rpc_client *c) {
   if (!c) return;
   pthread_mutex_lock(&c->mu);
   while (c->outstanding > 0) pthread_cond_wait(&c->cv, &c->mu);
   pthread_mutex_unlock(&c->mu);
-  grpc_completion_queue_shutdown(c->cq);
-  pthread_join(c->poller, NULL);
-  grpc_completion_queue_destroy(c->cq);
+  engine_release();
   pthread_cond_destroy(&c->cv);
   pthread_mutex_destroy(&c->mu);
   free(c);
@@ -1311,8 +1390,14 @@ int ts_rpc_channel_open(const char *target, const ts_rpc_creds *creds,
     free(ch);
     return ts_err_set(err, TS_ENOMEM, "channel to %s: no memory", target);
   }
-  grpc_arg args[N_COMMON_ARGS];
-  grpc_channel_args chargs = fill_args(args, N_COMMON_ARGS);
+  /* No gRPC retries: Tessera retries where it knows better (dispatch picks
+   * another replica), and the retry filter buffers every message it sends
+   * (about 10% of a small call's client CPU). */
+  grpc_arg args[N_COMMON_ARGS + 1];
+  args[N_COMMON_ARGS] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                                   .key = GRPC_ARG_ENABLE_RETRIES,
+                                   .value.integer = 0};
+  grpc_channel_args chargs = fill_args(args, N_COMMON_ARGS + 1);
   ch->channel = grpc_channel_create(target, cc, &chargs);
   grpc_channel_credentials_release(cc);
   *out = ch;
@@ -1330,20 +1415,22 @@ const char *ts_rpc_channel_target(const ts_rpc_channel *ch) {
   return ch->target;
 }
 
-int ts_rpc_call_async(ts_rpc_client *c, ts_rpc_channel *ch, const char *method,
-                      const uint8_t *req, size_t len, int64_t deadline,
-                      ts_rpc_done_fn done, void *user,
-                      ts_rpc_outcall **handle) {
-  if (handle) *handle = NULL;
-  if (!c || !ch || !method || !done || (len > 0 && !req)) return TS_EINVAL;
+/* Starts an asynchronous call sending `request` (taken over). */
+static int outcall_start(ts_rpc_client *c, ts_rpc_channel *ch,
+                         const char *method, grpc_byte_buffer *request,
+                         int64_t deadline, ts_rpc_done_fn done, void *user,
+                         ts_rpc_outcall **handle) {
   ts_rpc_outcall *oc = calloc(1, sizeof *oc);
-  if (!oc) return TS_ENOMEM;
-  oc->t.fn = on_outcall;
+  if (!oc) {
+    grpc_byte_buffer_destroy(request);
+    return TS_ENOMEM;
+  }
+  oc->t = (tag){on_outcall, NULL};
   oc->client = c;
   oc->done = done;
   oc->user = user;
   recv_io_init(&oc->io);
-  oc->request = buffer_from_copy(req, len);
+  oc->request = request;
   oc->call = call_create(ch, c->cq, method, deadline);
   pthread_mutex_lock(&c->mu);
   c->outstanding++;
@@ -1352,13 +1439,13 @@ int ts_rpc_call_async(ts_rpc_client *c, ts_rpc_channel *ch, const char *method,
   grpc_op ops[6];
   size_t n = send_ops(ops, oc->request, true);
   n += recv_io_ops(&oc->io, ops + n);
-  /* Once the batch is started, the call may complete and `oc` be freed on
-   * the poller at any moment: only a failed start may touch it again. */
+  /* Once the batch started, another poller may complete it and free oc
+   * before start_batch returns: oc is touched again only if it failed. */
   grpc_call_error e = grpc_call_start_batch(oc->call, ops, n, &oc->t, NULL);
   if (e != GRPC_CALL_OK) {
     oc->start_error = e;
     snprintf(oc->start_msg, sizeof oc->start_msg, "cannot start call %s: %s",
-             method, grpc_call_error_to_string(oc->start_error));
+             method, grpc_call_error_to_string(e));
     /* No event will come for the batch. A connectivity watch that expires
      * at once delivers the tag on the client's poller instead, so `done`
      * still runs there. */
@@ -1368,6 +1455,29 @@ int ts_rpc_call_async(ts_rpc_client *c, ts_rpc_channel *ch, const char *method,
         ch->channel, st, gpr_inf_past(GPR_CLOCK_MONOTONIC), c->cq, &oc->t);
   }
   return 0;
+}
+
+int ts_rpc_call_async(ts_rpc_client *c, ts_rpc_channel *ch, const char *method,
+                      const uint8_t *req, size_t len, int64_t deadline,
+                      ts_rpc_done_fn done, void *user,
+                      ts_rpc_outcall **handle) {
+  if (handle) *handle = NULL;
+  if (!c || !ch || !method || !done || (len > 0 && !req)) return TS_EINVAL;
+  return outcall_start(c, ch, method, buffer_from_copy(req, len), deadline,
+                       done, user, handle);
+}
+
+int ts_rpc_call_async_owned(ts_rpc_client *c, ts_rpc_channel *ch,
+                            const char *method, uint8_t *req, size_t len,
+                            int64_t deadline, ts_rpc_done_fn done, void *user,
+                            ts_rpc_outcall **handle) {
+  if (handle) *handle = NULL;
+  if (!c || !ch || !method || !done || (len > 0 && !req)) {
+    free(req);
+    return TS_EINVAL;
+  }
+  return outcall_start(c, ch, method, buffer_from_owned(req, len), deadline,
+                       done, user, handle);
 }
 
 void ts_rpc_outcall_cancel(ts_rpc_outcall *call) {

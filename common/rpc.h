@@ -1,18 +1,26 @@
 /*
  * rpc.h - Tessera's gRPC layer on the C core (grpc/grpc.h). No C++.
  *
- * Servers: a table of methods (unary or client-streaming), a completion
- * queue polled by a few threads, and a handler per method. Handlers run on
- * a poller thread and must not block or run kernels there: they hand work
+ * Threads: one completion queue per process (the engine), shared by every
+ * server and asynchronous client, polled by a few threads (the most any
+ * server asked for; one by default). Handlers and completion callbacks run
+ * on those threads, so none of them may block: a blocked callback stalls
+ * every server and client of the process. With one poller a call's whole
+ * life (request in, worker calls out and back, answer) stays on one thread,
+ * which is what makes the request path cheap (no wake-ups between threads).
+ *
+ * Servers: a table of methods (unary or client-streaming) and a handler per
+ * method. Handlers run on a poller thread and must not block or run kernels
+ * there: they hand work
  * to their own threads and answer later, from any thread, exactly once, with
  * ts_rpc_call_reply_owned() or ts_rpc_call_fail(). Calls to paths not in the
  * table answer UNIMPLEMENTED. Every server answers
  * grpc.health.v1.Health/Check (see ts_rpc_server_set_serving).
  *
- * Clients: a ts_rpc_client owns a completion queue and a poller thread for
- * asynchronous calls; completion callbacks run on that thread and must not
- * block. Synchronous helpers (unary and client streaming) are for the CLI and
- * the control plane.
+ * Clients: a ts_rpc_client makes asynchronous calls on the engine; their
+ * completion callbacks run on a poller thread and must not block.
+ * Synchronous helpers (unary and client streaming) use a queue of their own
+ * and are for the CLI and the control plane, never for a poller thread.
  *
  * Credentials are passed in from the start (ts_rpc_creds): all fields NULL
  * means plaintext; cert+key makes a TLS server (add ca for mTLS, requiring
@@ -91,7 +99,8 @@ typedef struct ts_rpc_method {
 typedef struct ts_rpc_server_opts {
   const char *listen;          /* "HOST:PORT"; port 0 picks a free one */
   const ts_rpc_creds *creds;   /* NULL: plaintext */
-  int poll_threads;            /* completion-queue threads; 0 means 2 */
+  int poll_threads;            /* engine pollers wanted (the process gets the
+                                  most any server asked for); 0 means 1 */
 } ts_rpc_server_opts;
 
 /* Creates, binds and starts a server. `methods` is copied. *bound_port gets
@@ -105,8 +114,8 @@ int ts_rpc_server_start(const ts_rpc_server_opts *opts,
  * NOT_SERVING. Starts as SERVING. */
 void ts_rpc_server_set_serving(ts_rpc_server *s, int serving);
 /* Graceful stop: stops accepting new calls, waits up to grace_ms for calls in
- * flight to be answered, cancels the rest, joins the pollers and frees the
- * server. Handlers' pending answers after this point are dropped safely only
+ * flight to be answered, cancels the rest, waits for all its tags and frees
+ * the server. Handlers' pending answers after this point are dropped safely only
  * if they happen before it returns; callers stop their own work first. */
 void ts_rpc_server_stop(ts_rpc_server *s, int64_t grace_ms);
 
@@ -161,9 +170,10 @@ typedef struct ts_rpc_result {
 
 typedef void (*ts_rpc_done_fn)(void *user, const ts_rpc_result *result);
 
-/* A completion queue and its poller thread for asynchronous calls. */
+/* A client for asynchronous calls on the engine (started if needed). */
 int ts_rpc_client_create(ts_rpc_client **out, ts_err *err);
-/* Waits for every outstanding call's callback, then frees. */
+/* Waits for every outstanding call's callback, then frees. Not on a poller
+ * thread. */
 void ts_rpc_client_free(ts_rpc_client *c);
 
 /* A channel to target ("HOST:PORT"); connects lazily. Thread-safe. */
@@ -173,12 +183,17 @@ void ts_rpc_channel_close(ts_rpc_channel *ch);
 const char *ts_rpc_channel_target(const ts_rpc_channel *ch);
 
 /* Starts a unary call. `req` is copied before return. `done` runs exactly
- * once on the client's poller thread (also for failures to start, then on
- * that thread too). If `handle` is non-NULL it receives a handle valid until
+ * once on a poller thread (also for failures to start). If `handle` is non-NULL it receives a handle valid until
  * `done` has returned, for ts_rpc_outcall_cancel. */
 int ts_rpc_call_async(ts_rpc_client *c, ts_rpc_channel *ch, const char *method,
                       const uint8_t *req, size_t len, int64_t deadline,
                       ts_rpc_done_fn done, void *user, ts_rpc_outcall **handle);
+/* The same, sending `req` without a copy: req comes from malloc() and is
+ * taken over in every case (freed by gRPC once sent, or here on failure). */
+int ts_rpc_call_async_owned(ts_rpc_client *c, ts_rpc_channel *ch,
+                            const char *method, uint8_t *req, size_t len,
+                            int64_t deadline, ts_rpc_done_fn done, void *user,
+                            ts_rpc_outcall **handle);
 /* Cancels a call started by ts_rpc_call_async; its `done` still runs (with
  * CANCELLED unless it had already completed). Only valid before `done`
  * returned. */

@@ -3,9 +3,11 @@
  *
  * Requests to a model with max_batch > 0 (and a dynamic first dim on every
  * input) are queued; the queue of each model closes a batch when its rows
- * reach max_batch or batch_delay_us after its first request, concatenates
- * the inputs along the batch axis (a lone request is sent as it is), runs
- * one inference, and hands each request its own rows of every output.
+ * reach max_batch or batch_delay_us after its first request (a request
+ * after a quiet spell of a window goes at once), concatenates the inputs
+ * into one contiguous tensor per input (a lone request is sent as it is),
+ * runs one inference, and hands each request a view of its own rows of
+ * every output (no copy).
  * Batching never changes an answer: rows are independent by the model's
  * contract, and each request gets exactly the rows it sent.
  *
@@ -18,10 +20,11 @@
  * beyond that submit answers TS_EEXHAUSTED (RESOURCE_EXHAUSTED) at once
  * instead of letting latency and memory grow without bound.
  *
- * Threads: the batcher runs its own libuv loop on its own thread (timers
- * for batch windows; submitters hand requests over with uv_async_send over
- * a mutex-protected list that the loop drains fully, since async sends
- * coalesce). Completion callbacks run on the cluster client's poller thread.
+ * Threads: submitters queue under a mutex and dispatch full (or quiet)
+ * batches themselves; a libuv loop on the batcher's own thread only runs
+ * the window timer, woken by uv_async_send when a batch opens. `done`
+ * callbacks run on an RPC poller thread (or, for a batch that fails to
+ * start, on the thread that dispatched it, possibly inside submit).
  */
 #ifndef TS_BATCHER_H
 #define TS_BATCHER_H
@@ -55,8 +58,8 @@ int ts_batcher_submit(ts_batcher *b, ts_served_model *m,
                       ts_batch_item **item, ts_err *err);
 /* The request's client went away (cancelled, or its deadline passed); from
  * any thread, before its `done` returned, not from inside `done`. Still
- * queued: it leaves the queue and is answered `code` at once (on the
- * batcher's thread). Already in a batch: the batch runs on for the others
+ * queued: it leaves the queue and is answered `code` at once (its `done`
+ * runs on the calling thread). Already in a batch: the batch runs on for the others
  * and this request's rows are dropped; a batch whose every request was
  * cancelled is itself cancelled (ts_infer_cancel). */
 void ts_batcher_cancel(ts_batcher *b, ts_batch_item *item, int code);

@@ -26,7 +26,7 @@ typedef struct subcall {
   int replica;        /* position among the shard's replicas */
   uint64_t tried;     /* positions that failed this call */
   int attempts;
-  uint8_t *req;
+  uint8_t *req;       /* packed request until sent (gRPC takes it over) */
   size_t req_len;
   Tessera__Worker__V1__RunShardResponse *resp;
   ts_rpc_outcall *handle; /* while the call is out; under inf->mu */
@@ -213,18 +213,21 @@ static bool send_call(subcall *sc) {
       ts_now_ms() + inf->opts.attempt_timeout_ms < deadline)
     deadline = ts_now_ms() + inf->opts.attempt_timeout_ms;
   /* Under inf->mu, so ts_infer_cancel sees either no call or its handle;
-   * `done` runs on the poller and takes inf->mu first, so inf outlives
+   * `done` runs on a poller and takes inf->mu first, so inf outlives
    * this. Once started, `done` always runs (also for calls that fail to
-   * start in gRPC). */
+   * start in gRPC). The packed bytes go to gRPC as they are (no copy); a
+   * retry packs them again; a cancelled request's stay for free_calls. */
   pthread_mutex_lock(&inf->mu);
   int rc = TS_ECANCELLED;
   if (!inf->cancelled) {
     sc->attempts++;
     atomic_fetch_add(&w->outstanding, 1);
     atomic_fetch_add(&w->calls, 1);
-    rc = ts_rpc_call_async(inf->cluster->client, w->channel, RUN_SHARD,
-                           sc->req, sc->req_len, deadline, on_call_done, sc,
-                           &sc->handle);
+    uint8_t *req = sc->req;
+    sc->req = NULL;
+    rc = ts_rpc_call_async_owned(inf->cluster->client, w->channel, RUN_SHARD,
+                                 req, sc->req_len, deadline, on_call_done, sc,
+                                 &sc->handle);
     if (rc != TS_OK) atomic_fetch_sub(&w->outstanding, 1);
   }
   pthread_mutex_unlock(&inf->mu);
@@ -277,13 +280,16 @@ static void on_call_done(void *user, const ts_rpc_result *res) {
     if (sc->attempts < TS_RETRY_BUDGET && ts_now_ms() < inf->deadline)
       next = ts_sched_pick(inf->cluster, call_replicas(sc),
                            inf->model->n_replicas, sc->tried, inf->opts.policy);
-    if (next >= 0) {
+    ts_err err = {0};
+    if (next >= 0 && build_request(inf, sc, &err) == TS_OK) {
       ts_log_info("retrying shard %s of request '%s' on %s after: %s",
                   shard->label, inf->request_id,
                   inf->cluster->workers[call_replicas(sc)[next]].address,
                   res->message);
       sc->replica = next;
       if (send_call(sc)) return;
+    } else if (next >= 0) {
+      fail(inf, err.code, "%s", err.msg);
     } else {
       fail(inf, TS_EUNAVAILABLE,
            "no live replica of shard %s could answer (last: %s: %s)",

@@ -3,6 +3,7 @@
 
 #include "batcher.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,17 +184,22 @@ static void handle_model_metadata(ts_rpc_call *call, const uint8_t *data,
 typedef Inference__ModelInferRequest__InferInputTensor infer_input;
 typedef Inference__InferTensorContents contents;
 
-/* One in-flight ModelInfer. */
+/* One in-flight ModelInfer. Its request is unpacked into the arena, and
+ * the small arrays come from there too: one allocation per request unless
+ * the request outgrows the arena's inline bytes. */
 typedef struct infer_ctx {
   ts_frontend *fe;
   ts_rpc_call *call;
-  Inference__ModelInferRequest *req;
+  Inference__ModelInferRequest *req; /* in arena */
   ts_served_model *model;
   ts_infer *inf;           /* unbatched: the inference */
   ts_batch_item *item;     /* batched: the request in the batcher */
-  ts_tensor *inputs;       /* views into req, or owned widened copies */
+  ts_tensor *inputs;       /* in arena: views into req, or owned widened
+                              copies */
   int n_inputs;
-  ts_tensor *ordered;      /* the same views in the model's input order */
+  ts_tensor *ordered;      /* in arena: the same views in the model's input
+                              order */
+  ts_rpc_arena arena;      /* last: not zeroed */
 } infer_ctx;
 
 /* Typed contents: where the elements of each datatype live, and whether
@@ -330,7 +336,8 @@ static int bind_inputs(infer_ctx *ctx, ts_err *err) {
                       "raw_input_contents has %zu entries but the request "
                       "has %zu inputs; they must match",
                       req->n_raw_input_contents, req->n_inputs);
-  ctx->inputs = calloc(req->n_inputs ? req->n_inputs : 1, sizeof *ctx->inputs);
+  ctx->inputs = ts_rpc_arena_calloc(&ctx->arena,
+                                    req->n_inputs * sizeof *ctx->inputs);
   if (!ctx->inputs) return ts_err_set(err, TS_ENOMEM, "out of memory");
   for (size_t i = 0; i < req->n_inputs; i++) {
     const infer_input *in = req->inputs[i];
@@ -378,10 +385,8 @@ static void ctx_free(infer_ctx *ctx) {
   atomic_fetch_sub(&ctx->fe->in_flight, 1);
   if (ctx->inf) ts_infer_free(ctx->inf);
   for (int i = 0; i < ctx->n_inputs; i++) ts_tensor_free(&ctx->inputs[i]);
-  free(ctx->inputs);
-  free(ctx->ordered);
   if (ctx->model) ts_served_model_release(ctx->model);
-  if (ctx->req) inference__model_infer_request__free_unpacked(ctx->req, NULL);
+  ts_rpc_arena_release(&ctx->arena);
   free(ctx);
 }
 
@@ -412,13 +417,15 @@ static void reply_outputs(infer_ctx *ctx, result_lookup lookup,
   const ts_served_model *m = ctx->model; /* names are read, not written */
   const Inference__ModelInferRequest *req = ctx->req;
   int n = req->n_outputs ? (int)req->n_outputs : m->n_outputs;
-  output_tensor *outs = calloc((size_t)(n ? n : 1), sizeof *outs);
-  output_tensor **ptrs = calloc((size_t)(n ? n : 1), sizeof *ptrs);
-  ProtobufCBinaryData *raw = calloc((size_t)(n ? n : 1), sizeof *raw);
-  int64_t(*dims)[TS_MAX_RANK] = calloc((size_t)(n ? n : 1), sizeof *dims);
+  ts_rpc_arena *a = &ctx->arena;
+  output_tensor *outs = ts_rpc_arena_calloc(a, (size_t)n * sizeof *outs);
+  output_tensor **ptrs = ts_rpc_arena_calloc(a, (size_t)n * sizeof *ptrs);
+  ProtobufCBinaryData *raw = ts_rpc_arena_calloc(a, (size_t)n * sizeof *raw);
+  int64_t(*dims)[TS_MAX_RANK] = ts_rpc_arena_calloc(a,
+                                                    (size_t)n * sizeof *dims);
   if (!outs || !ptrs || !raw || !dims) {
     ts_rpc_call_fail(ctx->call, TS_ENOMEM, "out of memory");
-    goto done;
+    return;
   }
   for (int i = 0; i < n; i++) {
     const char *name = req->n_outputs ? req->outputs[i]->name
@@ -428,7 +435,7 @@ static void reply_outputs(infer_ctx *ctx, result_lookup lookup,
       char msg[256];
       snprintf(msg, sizeof msg, "the model produced no output '%s'", name);
       ts_rpc_call_fail(ctx->call, TS_EINTERNAL, msg);
-      goto done;
+      return;
     }
     inference__model_infer_response__infer_output_tensor__init(&outs[i]);
     outs[i].name = (char *)name;
@@ -449,11 +456,6 @@ static void reply_outputs(infer_ctx *ctx, result_lookup lookup,
   resp.n_raw_output_contents = (size_t)n;
   resp.raw_output_contents = raw;
   ts_rpc_call_reply_message(ctx->call, &resp.base);
-done:
-  free(outs);
-  free(ptrs);
-  free(raw);
-  free(dims);
 }
 
 /* The client is gone: gRPC already answered it (CANCELLED or
@@ -498,8 +500,8 @@ static void on_batched_done(void *user, const ts_err *err,
  * that each model input appears exactly once). */
 static int order_inputs(infer_ctx *ctx, ts_err *err) {
   const ts_served_model *m = ctx->model;
-  ctx->ordered = calloc((size_t)(m->n_inputs ? m->n_inputs : 1),
-                        sizeof *ctx->ordered);
+  ctx->ordered = ts_rpc_arena_calloc(
+      &ctx->arena, (size_t)m->n_inputs * sizeof *ctx->ordered);
   if (!ctx->ordered) return ts_err_set(err, TS_ENOMEM, "out of memory");
   for (int k = 0; k < m->n_inputs; k++)
     for (int i = 0; i < ctx->n_inputs; i++)
@@ -530,11 +532,13 @@ static void on_client_gone(ts_rpc_call *call, void *user) {
 static void handle_model_infer(ts_rpc_call *call, const uint8_t *data,
                                size_t len, void *user) {
   ts_frontend *fe = user;
-  infer_ctx *ctx = calloc(1, sizeof *ctx);
+  infer_ctx *ctx = malloc(sizeof *ctx);
   if (!ctx) {
     ts_rpc_call_fail(call, TS_ENOMEM, "out of memory");
     return;
   }
+  memset(ctx, 0, offsetof(infer_ctx, arena));
+  ts_rpc_arena_init(&ctx->arena);
   ctx->fe = fe;
   ctx->call = call;
   atomic_fetch_add(&fe->in_flight, 1);
@@ -543,8 +547,9 @@ static void handle_model_infer(ts_rpc_call *call, const uint8_t *data,
     ctx_free(ctx);
     return;
   }
-  ctx->req = (Inference__ModelInferRequest *)ts_rpc_call_unpack(
-      call, &inference__model_infer_request__descriptor, data, len);
+  ctx->req = (Inference__ModelInferRequest *)ts_rpc_call_unpack_with(
+      call, &inference__model_infer_request__descriptor,
+      &ctx->arena.allocator, data, len);
   if (!ctx->req) {
     ctx_free(ctx);
     return;

@@ -474,7 +474,7 @@ int main(int argc, char **argv) {
   ts_rpc_method methods[TS_FRONTEND_METHODS + TS_ADMIN_METHODS];
   int n_methods = ts_frontend_methods(&fe, methods);
   n_methods += ts_admin_methods(&admin, methods + n_methods);
-  ts_rpc_server_opts sopts = {.listen = o.listen, .poll_threads = 2};
+  ts_rpc_server_opts sopts = {.listen = o.listen, .poll_threads = 1};
   int port = 0;
   if (ts_rpc_server_start(&sopts, methods, n_methods, &server, &port, &err) !=
       TS_OK) {

@@ -6,7 +6,9 @@
  * answers it), Info (peer, user-agent and deadline as text) and Concat
  * (client streaming: answers with the chunks concatenated; a chunk starting
  * with "FAIL" is rejected), Watch (parks the call like Never, with a
- * cancellation notice registered). Each test starts its own server on port 0.
+ * cancellation notice registered) and Relay (calls Echo on the same server
+ * asynchronously and answers from that call's callback, as a coordinator
+ * does with its workers). Each test starts its own server on port 0.
  */
 #include <check.h>
 #include <pthread.h>
@@ -22,6 +24,7 @@
 
 #include "health.pb-c.h"
 #include "rpc.h"
+#include "rpc_message.h"
 
 #define ECHO "/test.Svc/Echo"
 #define LATER "/test.Svc/Later"
@@ -30,6 +33,7 @@
 #define INFO "/test.Svc/Info"
 #define CONCAT "/test.Svc/Concat"
 #define WATCH "/test.Svc/Watch"
+#define RELAY "/test.Svc/Relay"
 #define HEALTH "/grpc.health.v1.Health/Check"
 #define FAIL_MSG "tensor 'x': dim 1 is 3, expected 4"
 
@@ -65,6 +69,8 @@ static void echo(ts_rpc_call *call, const uint8_t *req, size_t len,
 }
 
 static atomic_int later_running;
+static atomic_int later_started; /* never decremented: a 5 ms job is easy
+                                    to miss by polling later_running */
 typedef struct later_job {
   ts_rpc_call *call;
   uint8_t *data;
@@ -88,6 +94,7 @@ static void later(ts_rpc_call *call, const uint8_t *req, size_t len,
   job->data = dup_bytes(req, len);
   job->len = len;
   atomic_fetch_add(&later_running, 1);
+  atomic_fetch_add(&later_started, 1);
   pthread_t t;
   ck_assert_int_eq(pthread_create(&t, NULL, later_thread, job), 0);
   pthread_detach(t);
@@ -226,6 +233,33 @@ static void concat_end(ts_rpc_call *call, void *user, int cancelled) {
   }
 }
 
+/* Relay: the server's own async client and a channel to itself, set by the
+ * test that uses it. */
+static ts_rpc_client *relay_client;
+static ts_rpc_channel *relay_chan;
+
+static void relay_done(void *user, const ts_rpc_result *r) {
+  ts_rpc_call *call = user;
+  if (r->status != 0)
+    ts_rpc_call_fail(call, r->code, r->message);
+  else
+    ts_rpc_call_reply_owned(call, dup_bytes(r->data, r->len), r->len);
+}
+
+static void relay(ts_rpc_call *call, const uint8_t *req, size_t len,
+                  void *user) {
+  (void)user;
+  if (!relay_client || !relay_chan) {
+    ts_rpc_call_fail(call, TS_EUNAVAILABLE, "relay not set up");
+    return;
+  }
+  uint8_t *copy = dup_bytes(req, len);
+  int rc = ts_rpc_call_async_owned(relay_client, relay_chan, ECHO, copy, len,
+                                   ts_now_ms() + 20000, relay_done, call,
+                                   NULL);
+  if (rc) ts_rpc_call_fail(call, rc, "relay: cannot start the call");
+}
+
 static const ts_rpc_method test_methods[] = {
     {.path = ECHO, .kind = TS_RPC_UNARY, .unary = echo},
     {.path = LATER, .kind = TS_RPC_UNARY, .unary = later},
@@ -237,6 +271,7 @@ static const ts_rpc_method test_methods[] = {
      .on_message = concat_msg,
      .on_end = concat_end},
     {.path = WATCH, .kind = TS_RPC_UNARY, .unary = watch},
+    {.path = RELAY, .kind = TS_RPC_UNARY, .unary = relay},
 };
 #define N_TEST_METHODS ((int)(sizeof test_methods / sizeof *test_methods))
 
@@ -268,6 +303,7 @@ static ts_rpc_channel *open_channel(const ts_rpc_creds *creds) {
 static void setup(void) {
   ts_rpc_init();
   atomic_store(&later_running, 0);
+  atomic_store(&later_started, 0);
   atomic_store(&ends_ok, 0);
   atomic_store(&ends_cancelled, 0);
   atomic_store(&notice_mode, NOTICE_COUNT);
@@ -433,7 +469,11 @@ static bool wait_done(int n, int64_t timeout_ms) {
   return ok;
 }
 
+/* _i = 1: the owned variant, which sends the caller's malloc'd bytes as
+ * they are, and frees them also when it refuses a call (ASan would see a
+ * leak otherwise). */
 START_TEST(async_echo_sizes) {
+  bool owned = _i == 1;
   start_plain();
   ts_rpc_client *client;
   ts_err err = {0};
@@ -446,11 +486,21 @@ START_TEST(async_echo_sizes) {
     reqs[i] = random_bytes(sizes[i]);
     probes[i].expect = reqs[i];
     probes[i].expect_len = sizes[i];
-    ck_assert_int_eq(ts_rpc_call_async(client, chan, i % 2 ? ECHO : LATER,
-                                       reqs[i], sizes[i], in_ms(20000),
-                                       on_done, &probes[i], NULL),
-                     0);
+    const char *m = i % 2 ? ECHO : LATER;
+    int rc = owned ? ts_rpc_call_async_owned(client, chan, m,
+                                             dup_bytes(reqs[i], sizes[i]),
+                                             sizes[i], in_ms(20000), on_done,
+                                             &probes[i], NULL)
+                   : ts_rpc_call_async(client, chan, m, reqs[i], sizes[i],
+                                       in_ms(20000), on_done, &probes[i],
+                                       NULL);
+    ck_assert_int_eq(rc, 0);
   }
+  if (owned)
+    ck_assert_int_eq(ts_rpc_call_async_owned(client, NULL, ECHO,
+                                             dup_bytes(reqs[1], 1), 1,
+                                             in_ms(1000), on_done, NULL, NULL),
+                     TS_EINVAL);
   ck_assert(wait_done(N_SIZES, 30000));
   ts_rpc_client_free(client);
   for (size_t i = 0; i < N_SIZES; i++) {
@@ -462,8 +512,29 @@ START_TEST(async_echo_sizes) {
 }
 END_TEST
 
+/* Starts an async call of `len` random bytes to m on chan, checked by p;
+ * the bytes go to *req (the caller frees them). */
+static void start_probe(ts_rpc_client *client, const char *m, async_probe *p,
+                        uint8_t **req, size_t len) {
+  *req = random_bytes(len);
+  p->expect = *req;
+  p->expect_len = len;
+  ck_assert_int_eq(ts_rpc_call_async(client, chan, m, *req, len, in_ms(20000),
+                                     on_done, p, NULL),
+                   0);
+}
+
+/* _i = 1: every call goes to Relay, whose handler calls Echo on the same
+ * server asynchronously and answers from that callback, all on the
+ * process's one poller (servers and clients share it), as a coordinator
+ * does with its workers. */
 START_TEST(async_100_concurrent) {
+  bool relayed = _i == 1;
   start_plain();
+  if (relayed) {
+    ck_assert_int_eq(ts_rpc_client_create(&relay_client, NULL), 0);
+    relay_chan = open_channel(NULL);
+  }
   ts_rpc_client *client;
   ck_assert_int_eq(ts_rpc_client_create(&client, NULL), 0);
   n_done = 0;
@@ -472,22 +543,22 @@ START_TEST(async_100_concurrent) {
   static uint8_t *reqs[N];
   memset(probes, 0, sizeof probes);
   for (int i = 0; i < N; i++) {
-    size_t len = (size_t)(i * 37 % 1000);
-    reqs[i] = random_bytes(len);
-    probes[i].expect = reqs[i];
-    probes[i].expect_len = len;
     const char *m = i % 3 == 0 ? FAIL : (i % 3 == 1 ? LATER : ECHO);
-    ck_assert_int_eq(ts_rpc_call_async(client, chan, m, reqs[i], len,
-                                       in_ms(20000), on_done, &probes[i],
-                                       NULL),
-                     0);
+    start_probe(client, relayed ? RELAY : m, &probes[i], &reqs[i],
+                (size_t)(i * 37 % 1000));
   }
   /* client_free waits for every callback. */
   ts_rpc_client_free(client);
+  if (relayed) {
+    ts_rpc_client_free(relay_client);
+    ts_rpc_channel_close(relay_chan);
+    relay_client = NULL;
+    relay_chan = NULL;
+  }
   ck_assert_int_eq(n_done, N);
   for (int i = 0; i < N; i++) {
     ck_assert_int_eq(atomic_load(&probes[i].done), 1);
-    if (i % 3 == 0) {
+    if (i % 3 == 0 && !relayed) {
       ck_assert_int_eq(probes[i].status, 5);
       ck_assert_int_eq(probes[i].code, TS_ENOTFOUND);
       ck_assert_str_eq(probes[i].message, FAIL_MSG);
@@ -495,6 +566,42 @@ START_TEST(async_100_concurrent) {
       ck_assert_msg(probes[i].match, "call %d: %s", i, probes[i].message);
     }
     free(reqs[i]);
+  }
+}
+END_TEST
+
+/* Request arenas: a small message unpacks into the inline bytes, a large
+ * one spills into a block; both read back intact and release frees all. */
+START_TEST(arena_unpack_inline_and_spilled) {
+  static ts_rpc_arena arena;
+  for (size_t n = 10; n <= 2 * TS_RPC_ARENA_INLINE; n *= 20) {
+    char *name = malloc(n + 1);
+    for (size_t i = 0; i < n; i++) name[i] = (char)('a' + i % 26);
+    name[n] = '\0';
+    Grpc__Health__V1__HealthCheckRequest req =
+        GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    req.service = name;
+    size_t len = grpc__health__v1__health_check_request__get_packed_size(&req);
+    uint8_t *buf = malloc(len);
+    grpc__health__v1__health_check_request__pack(&req, buf);
+    ts_rpc_arena_init(&arena);
+    Grpc__Health__V1__HealthCheckRequest *got =
+        grpc__health__v1__health_check_request__unpack(&arena.allocator, len,
+                                                       buf);
+    ck_assert_ptr_nonnull(got);
+    ck_assert_str_eq(got->service, name);
+    bool inline_bytes = (unsigned char *)got->service >= arena.first &&
+                        (unsigned char *)got->service <
+                            arena.first + TS_RPC_ARENA_INLINE;
+    ck_assert_msg(inline_bytes == (n < TS_RPC_ARENA_INLINE / 2),
+                  "%zu bytes: inline %d", n, inline_bytes);
+    int64_t *zeros = ts_rpc_arena_calloc(&arena, 4 * sizeof *zeros);
+    ck_assert_ptr_nonnull(zeros);
+    ck_assert(zeros[0] == 0 && zeros[3] == 0);
+    ck_assert_uint_eq((uintptr_t)zeros % alignof(max_align_t), 0);
+    ts_rpc_arena_release(&arena);
+    free(buf);
+    free(name);
   }
 }
 END_TEST
@@ -668,7 +775,7 @@ START_TEST(stop_waits_for_call_in_flight) {
   async_probe p;
   uint8_t data[40] = {1, 2, 3};
   ts_rpc_client *client = start_one_async(LATER, data, sizeof data, &p, NULL);
-  ck_assert(wait_count(&later_running, 1));
+  ck_assert(wait_count(&later_started, 1));
   /* The answer comes within the grace period: the call succeeds. */
   ts_rpc_server_stop(srv, 5000);
   srv = NULL;
@@ -1245,8 +1352,9 @@ static Suite *rpc_suite(void) {
   tcase_add_test(tc, status_mapping);
   tcase_add_test(tc, now_is_monotonic_ms);
   tcase_add_test(tc, sync_echo_sizes);
-  tcase_add_test(tc, async_echo_sizes);
-  tcase_add_test(tc, async_100_concurrent);
+  tcase_add_loop_test(tc, async_echo_sizes, 0, 2);
+  tcase_add_loop_test(tc, async_100_concurrent, 0, 2);
+  tcase_add_test(tc, arena_unpack_inline_and_spilled);
   tcase_add_test(tc, fail_code_and_message);
   tcase_add_test(tc, unknown_method_unimplemented);
   tcase_add_test(tc, peer_metadata_deadline);

@@ -7,10 +7,15 @@ send requests with fresh random inputs (no two requests share an input);
 every answer is compared with torch's output for that request's own input
 (rtol 1e-5, atol 1e-6) and recorded in a ledger (ledger.py), whose report
 is printed. The worker's call count shows that batches did form.
+
+`mlp_idle` batches with a 1 s window: a request that comes after a quiet
+spell (nothing queued or running for a window) is sent at once, so it is
+answered long before its window would end.
 """
 import os
 import sys
 import threading
+import time
 import unittest
 
 import numpy as np
@@ -27,13 +32,16 @@ CLIENTS = 32
 DEADLINE = 30.0
 BATCHED = {'strategy': 'data', 'replicas': 1, 'max_batch': MAX_BATCH,
            'batch_delay_us': 2000}
+LONG_WINDOW_US = 1000000
+IDLE = dict(BATCHED, batch_delay_us=LONG_WINDOW_US)
 
 
 class Batching(kserve.ClusterTestCase):
     @classmethod
     def cluster_options(cls, tmp):
         path = export_models.export('mlp', tmp)
-        return {'models': [('mlp_batched', path, BATCHED)], 'local_workers': 1,
+        return {'models': [('mlp_batched', path, BATCHED), ('mlp_idle', path, IDLE)],
+                'local_workers': 1,
                 'extra_args': ['--worker-threads', '1']}
 
     def worker_calls(self):
@@ -115,6 +123,24 @@ class Batching(kserve.ClusterTestCase):
         led, calls, _ = self.fire('32 clients, 1..4 rows and 33..100 rows', 12,
                                   (1, 2, 3, 4, 33, 50, 100), seed=2)
         self.assert_correct(led, CLIENTS * 12)
+
+    def test_quiet_model_does_not_wait_for_the_window(self):
+        """Requests more than a window apart to a model with a 1 s window:
+        each is answered correctly in far less than the window (a
+        timer-only batcher would hold each for 1 s)."""
+        window = LONG_WINDOW_US / 1e6
+        with ledger.client(self.cluster.address, DEADLINE) as c:
+            for k in range(3):
+                time.sleep(window * 1.2)
+                inputs = export_models.make_inputs('mlp', 1 + k, seed=100 + k)
+                t0 = time.monotonic()
+                got = c.infer('mlp_idle', inputs)
+                took = time.monotonic() - t0
+                self.assertIsNone(ledger.check_answer(
+                    got, export_models.reference('mlp', inputs)), 'request %d' % k)
+                self.assertLess(took, window / 2,
+                                'request %d waited %.2f s for a batch window of %.1f s'
+                                % (k, took, window))
 
     def test_bad_request_does_not_spoil_a_batch(self):
         """Some requests with the wrong feature count among good ones: those
