@@ -284,6 +284,11 @@ static void on_call_done(void *user, const ts_rpc_result *res) {
                   res->message);
       sc->replica = next;
       if (send_call(sc)) return;
+    } else if (res->status == 8) {
+      /* Every replica tried refused for lack of resources (a full queue,
+       * or a run beyond its activation limit): the client's status. */
+      fail(inf, TS_EEXHAUSTED, "no replica of shard %s had the resources to "
+           "run it (last: %s: %s)", shard->label, w->address, res->message);
     } else {
       fail(inf, TS_EUNAVAILABLE,
            "no live replica of shard %s could answer (last: %s: %s)",
