@@ -511,6 +511,46 @@ START_TEST(data_dependent_sizes_are_checked) {
 }
 END_TEST
 
+START_TEST(resize_sizes_are_checked) {
+  /* Resize to sizes given at run time: a huge target is refused by the
+   * budget; a size whose aspect-ratio scaling leaves int64 is an error. */
+  ts_err err;
+  ts_tensor x, sizes, y;
+  kc_tensor_from(&x, TS_DTYPE_FLOAT, 4, D(1, 1, 8, 1),
+                 (double[]){1, 2, 3, 4, 5, 6, 7, 8});
+  kc_tensor_from(&sizes, TS_DTYPE_INT64, 1, D(4), (double[]){1, 1, 1e5, 1e5});
+  const ts_tensor *in[] = {&x, NULL, NULL, &sizes};
+  Onnx__NodeProto *node;
+  Onnx__ModelProto *mp = kc_op_model("Resize", "", 13, in, 4, 0, 1, NULL);
+  ck_assert_int_eq(kc_model_run_limited(mp, in, 4, 0, &y, 1, MIB, &err),
+                   TS_EEXHAUSTED);
+  ASSERT_MSG_HAS(err, "(Resize)");
+  ASSERT_MSG_HAS(err, "[1,1,100000,100000] of float is 40000000000 bytes");
+  kc_model_free(mp);
+  mp = kc_op_model("Resize", "", 13, in, 4, 0, 1, &node);
+  kc_attr_string(node, "keep_aspect_ratio_policy", "not_smaller");
+  int64_t *sz = sizes.data;
+  sz[2] = 1;
+  sz[3] = (int64_t)4e18; /* scale 4e18; axis 2 (8 long) would be 3.2e19 */
+  ck_assert_int_eq(kc_model_run_limited(mp, in, 4, 0, &y, 1, 0, &err),
+                   TS_EINVAL);
+  ASSERT_MSG_HAS(err, "too large");
+  sz[2] = 16; /* scale 2 on axis 2, and on every axis: [2,2,16,2] */
+  sz[3] = 1;
+  ck_assert_msg(kc_model_run_limited(mp, in, 4, 0, &y, 1, MIB, &err) == 0,
+                "%s", err.msg);
+  /* nearest (half_pixel, round_prefer_floor) at scale 2: y[.,.,i,.] is
+   * x[0,0,i/2,0] */
+  double ref[128];
+  for (int k = 0; k < 128; k++) ref[k] = 1 + (k / 2 % 16) / 2;
+  kc_assert_close(&y, ref, D(2, 2, 16, 2), 4, 0, 0, "resize not_smaller");
+  kc_model_free(mp);
+  ts_tensor_free(&y);
+  ts_tensor_free(&x);
+  ts_tensor_free(&sizes);
+}
+END_TEST
+
 START_TEST(kernel_scratch_counts) {
   /* Conv 3x3 on [1,1,16,16]: the output is 784 bytes (832 in the arena),
    * its im2col scratch 9 x 196 floats = 7056 bytes. */
@@ -634,6 +674,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, constant_only_model);
   tcase_add_test(tc, budget_refuses_then_serves);
   tcase_add_test(tc, data_dependent_sizes_are_checked);
+  tcase_add_test(tc, resize_sizes_are_checked);
   tcase_add_test(tc, kernel_scratch_counts);
   tcase_add_test(tc, concurrent_sessions);
   suite_add_tcase(s, tc);
