@@ -261,10 +261,6 @@ class BadModelFiles(unittest.TestCase):
         self.expect_refused(path)
 
 
-if __name__ == '__main__':
-    unittest.main()
-
-
 class ActivationLimit(kserve.ClusterTestCase):
     """A torch-exported model whose output size comes from an input's value
     (torch.arange(count[0]) * scale: Gather -> Cast -> Range -> Cast -> Mul).
@@ -342,3 +338,7 @@ class ActivationLimit(kserve.ClusterTestCase):
                 got = cluster.client.infer(self.MODEL, {'count': np.array([7], dtype=np.int64),
                                                         'scale': np.array([2], dtype=np.float32)})
                 np.testing.assert_array_equal(got['ramp'], np.arange(7) * 2.0)
+
+
+if __name__ == '__main__':
+    unittest.main()
