@@ -410,8 +410,7 @@ static void gather_inputs(const ts_node *n, ts_session *s) {
 
 /* op->infer on s->in into s->out. At run time every input has data, so an
  * op asking for values (TS_EAGAIN) is a bug in that op. */
-static int infer_at_run(const ts_graph *g, const ts_node *n, ts_session *s,
-                        ts_err *err) {
+static int infer_at_run(const ts_node *n, ts_session *s, ts_err *err) {
   memset(s->out, 0, (size_t)n->n_outputs * sizeof *s->out);
   int rc = n->op->infer(n, s->in, s->out, err);
   if (rc == TS_EAGAIN) {
@@ -419,8 +418,15 @@ static int infer_at_run(const ts_graph *g, const ts_node *n, ts_session *s,
     rc = ts_err_set(err, TS_EINTERNAL, "%s: infer asked for values at run time",
                     ts_node_desc(n, desc, sizeof desc));
   }
-  if (rc) return rc;
-  /* Every size below is trusted for allocation: re-check it. */
+  return rc;
+}
+
+/* Re-checks the sizes infer gave node n's outputs before a planning run
+ * allocates them (nbytes == dims x element size, without overflow). A
+ * planned run needs no check: its shapes must equal the plan's, checked
+ * here when the plan was made. */
+static int check_output_sizes(const ts_graph *g, const ts_node *n,
+                              const ts_session *s, ts_err *err) {
   for (int j = 0; j < n->n_outputs; j++) {
     const ts_tensor *t = &s->out[j];
     if (n->outputs[j] < 0) continue;
@@ -522,7 +528,7 @@ static int run_planned(const ts_model *m, ts_session *s, const plan *p,
     int rc = ensure_io(s, n, err);
     if (rc) return rc;
     gather_inputs(n, s);
-    if ((rc = infer_at_run(g, n, s, err))) return rc;
+    if ((rc = infer_at_run(n, s, err))) return rc;
     for (int j = 0; j < n->n_outputs; j++) {
       int v = n->outputs[j];
       if (v < 0) {
@@ -694,8 +700,10 @@ static int run_planning(const ts_model *m, ts_session *s,
     const ts_node *n = &g->nodes[p->steps[k]];
     if ((rc = ensure_io(s, n, err))) break;
     gather_inputs(n, s);
-    if ((rc = infer_at_run(g, n, s, err))) break;
-    if ((rc = reserve_outputs(g, n, s, &live, err))) break;
+    if ((rc = infer_at_run(n, s, err)) ||
+        (rc = check_output_sizes(g, n, s, err)) ||
+        (rc = reserve_outputs(g, n, s, &live, err)))
+      break;
     scratch_budget(s, live);
     for (int j = 0; j < n->n_outputs && !rc; j++) {
       int v = n->outputs[j];
