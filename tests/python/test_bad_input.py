@@ -339,6 +339,22 @@ class ActivationLimit(kserve.ClusterTestCase):
                                                         'scale': np.array([2], dtype=np.float32)})
                 np.testing.assert_array_equal(got['ramp'], np.arange(7) * 2.0)
 
+    def test_bad_limit_values_are_refused(self):
+        """A limit that is no size stops either daemon at once (status 2),
+        naming the option and the value."""
+        for cmd, option in (
+                ([kserve.binary('tessera-worker'), '--listen', '127.0.0.1:0'],
+                 '--activation-limit'),
+                ([kserve.binary('tessera-coordinator'), '--listen', '127.0.0.1:0',
+                  '--local-workers', '1'], '--worker-activation-limit')):
+            for value in ('12Q', '-5', 'lots', ''):
+                p = subprocess.run(cmd + [option, value], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, universal_newlines=True,
+                                   timeout=60)
+                self.assertEqual(p.returncode, 2, (cmd, value, p.stdout, p.stderr))
+                self.assertIn(option, p.stderr)
+                self.assertNotIn('listening on', p.stdout)
+
 
 if __name__ == '__main__':
     unittest.main()
