@@ -37,9 +37,10 @@
  *    liveness packing needs;
  *  - ts_kctx_scratch refuses a request beyond what the activations of the
  *    step leave free, and the kernel's failure becomes TS_EEXHAUSTED.
- * Output shapes are re-checked after every infer (nbytes must equal dims x
- * element size without overflow), so a kernel's shape arithmetic can never
- * wrap into a small allocation.
+ * A planning run re-checks every output size infer gives (nbytes must equal
+ * dims x element size without overflow) before allocating it, so an op's
+ * shape arithmetic can never wrap into a small allocation; a planned run's
+ * shapes must equal its plan's, so they were checked when it was made.
  */
 #include "exec.h"
 
