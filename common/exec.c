@@ -30,11 +30,15 @@
  * allocated; the run fails with TS_EEXHAUSTED instead, naming the node, the
  * bytes needed and the limit:
  *  - a planned run checks its plan's arena size before running anything;
- *  - a planning run checks, after each node's infer and before allocating
- *    its outputs, that the values live at that step plus the new outputs fit
- *    (this is where sizes computed from data, such as Range's limit, Tile's
- *    repeats or Expand's shape, are caught), and then checks the arena that
- *    liveness packing needs;
+ *  - a planning run first infers, without running anything, every shape
+ *    that follows from the inputs (their shapes and values) and constants,
+ *    and refuses when the values live at one of those steps exceed the
+ *    limit (a huge batch is refused before its first layer runs);
+ *  - then, as it runs, it checks after each node's infer and before
+ *    allocating its outputs that the values live at that step plus the new
+ *    outputs fit (this is where sizes computed from data, such as Range's
+ *    limit, Tile's repeats or Expand's shape, are caught), and at the end
+ *    the arena that liveness packing needs;
  *  - ts_kctx_scratch refuses a request beyond what the activations of the
  *    step leave free, and the kernel's failure becomes TS_EEXHAUSTED.
  * A planning run re-checks every output size infer gives (nbytes must equal
@@ -648,6 +652,46 @@ static int reserve_outputs(const ts_graph *g, const ts_node *n, ts_session *s,
   return TS_OK;
 }
 
+/* Before a planning run executes anything: infers the steps' shapes from
+ * the inputs' shapes and values and the constants alone (computed values
+ * have no data yet), as far as that goes, and refuses the run if the values
+ * live at one of those steps exceed the limit. A step whose shape needs a
+ * computed value (infer says TS_EAGAIN), or fails, ends the dry pass; the
+ * run itself checks the rest, and reports any error. last[v] is the last
+ * step reading value v. Leaves s->vals to be reset by set_sources. */
+static int dry_run_budget(const ts_graph *g, ts_session *s, const plan *p,
+                          const ts_tensor *inputs, const int *last,
+                          ts_err *err) {
+  if (!s->limit) return TS_OK;
+  set_sources(g, s, inputs);
+  size_t live = 0;
+  ts_err ignored;
+  for (int k = 0; k < p->n_steps; k++) {
+    const ts_node *n = &g->nodes[p->steps[k]];
+    if (ensure_io(s, n, &ignored)) return TS_OK;
+    gather_inputs(n, s);
+    memset(s->out, 0, (size_t)n->n_outputs * sizeof *s->out);
+    if (n->op->infer(n, s->in, s->out, &ignored) != TS_OK ||
+        check_output_sizes(g, n, s, &ignored) != TS_OK)
+      return TS_OK;
+    int rc = reserve_outputs(g, n, s, &live, err);
+    if (rc) return rc;
+    for (int j = 0; j < n->n_outputs; j++)
+      if (n->outputs[j] >= 0) {
+        s->vals[n->outputs[j]] = s->out[j];
+        s->vals[n->outputs[j]].data = NULL;
+      }
+    for (int j = 0; j < n->n_inputs + n->n_outputs; j++) {
+      int v = j < n->n_inputs ? n->inputs[j] : n->outputs[j - n->n_inputs];
+      if (v >= 0 && last[v] == k && g->values[v].producer >= 0) {
+        live -= align_up(s->vals[v].nbytes);
+        s->vals[v].nbytes = 0; /* a repeated input is freed once */
+      }
+    }
+  }
+  return TS_OK;
+}
+
 /* Planning run: executes with one heap buffer per value (freed after its
  * last reader), records every shape, then builds the plan, sizes the arena
  * and moves the requested outputs into it. */
@@ -694,6 +738,7 @@ static int run_planning(const ts_model *m, ts_session *s,
       if (n->outputs[j] >= 0) def[n->outputs[j]] = last[n->outputs[j]] = k;
   }
   for (int i = 0; i < n_req; i++) last[p->req[i]] = p->n_steps;
+  if ((rc = dry_run_budget(g, s, p, inputs, last, err))) goto fail;
 
   set_sources(g, s, inputs);
   size_t live = 0; /* bytes of the values held in temp[] */

@@ -511,6 +511,37 @@ START_TEST(data_dependent_sizes_are_checked) {
 }
 END_TEST
 
+START_TEST(budget_checked_before_running) {
+  /* y = Tile(Gather(x, i), [1e6, 1e6]): shapes follow from the inputs'
+   * shapes alone, so a run over the limit is refused before any node runs.
+   * An out-of-range index shows it: Gather would fail when run. */
+  ts_tensor x, i, reps, y;
+  kc_tensor_from(&x, TS_DTYPE_FLOAT, 2, D(2, 3), (double[]){1, 2, 3, 4, 5, 6});
+  kc_tensor_from(&i, TS_DTYPE_INT64, 1, D(1), (double[]){5});
+  kc_tensor_from(&reps, TS_DTYPE_INT64, 1, D(2), (double[]){1e6, 1e6});
+  Onnx__ModelProto *mp = kc_model_new(13);
+  kc_model_input(mp, "x0", TS_DTYPE_FLOAT, 2, D(2, 3));
+  kc_model_input(mp, "x1", TS_DTYPE_INT64, 1, D(1));
+  kc_model_init(mp, "reps", &reps);
+  kc_model_node(mp, "Gather", "", "pick", "x0,x1", "g");
+  kc_model_node(mp, "Tile", "", "big", "g,reps", "y0");
+  kc_model_output(mp, "y0", TS_DTYPE_FLOAT, -1, NULL);
+  const ts_tensor *in[] = {&x, &i};
+  ts_err err;
+  ck_assert_int_eq(kc_model_run_limited(mp, in, 2, 0, &y, 1, MIB, &err),
+                   TS_EEXHAUSTED);
+  ASSERT_MSG_HAS(err, "node 'big' (Tile)");
+  ASSERT_MSG_HAS(err, "[1000000,3000000] of float is 12000000000000 bytes");
+  ck_assert_int_eq(kc_model_run_limited(mp, in, 2, 0, &y, 1, 0, &err),
+                   TS_EINVAL);
+  ASSERT_MSG_HAS(err, "node 'pick' (Gather)");
+  kc_model_free(mp);
+  ts_tensor_free(&x);
+  ts_tensor_free(&i);
+  ts_tensor_free(&reps);
+}
+END_TEST
+
 START_TEST(resize_sizes_are_checked) {
   /* Resize to sizes given at run time: a huge target is refused by the
    * budget; a size whose aspect-ratio scaling leaves int64 is an error. */
@@ -674,6 +705,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, constant_only_model);
   tcase_add_test(tc, budget_refuses_then_serves);
   tcase_add_test(tc, data_dependent_sizes_are_checked);
+  tcase_add_test(tc, budget_checked_before_running);
   tcase_add_test(tc, resize_sizes_are_checked);
   tcase_add_test(tc, kernel_scratch_counts);
   tcase_add_test(tc, concurrent_sessions);
