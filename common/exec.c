@@ -23,6 +23,28 @@
  * times; when the block is too small, extra blocks are malloc'd for the rest
  * of that kernel, and afterwards the block is regrown to the total seen, so
  * a warm session allocates nothing.
+ *
+ * Activation budget (ts_session_set_activation_limit): a run may hold at
+ * most `limit` bytes of activations (every value a node produces, and the
+ * requested outputs) plus kernel scratch. Nothing beyond the limit is ever
+ * allocated; the run fails with TS_EEXHAUSTED instead, naming the node, the
+ * bytes needed and the limit:
+ *  - a planned run checks its plan's arena size before running anything;
+ *  - a planning run first infers, without running anything, every shape
+ *    that follows from the inputs (their shapes and values) and constants,
+ *    and refuses when the values live at one of those steps exceed the
+ *    limit (a huge batch is refused before its first layer runs);
+ *  - then, as it runs, it checks after each node's infer and before
+ *    allocating its outputs that the values live at that step plus the new
+ *    outputs fit (this is where sizes computed from data, such as Range's
+ *    limit, Tile's repeats or Expand's shape, are caught), and at the end
+ *    the arena that liveness packing needs;
+ *  - ts_kctx_scratch refuses a request beyond what the activations of the
+ *    step leave free, and the kernel's failure becomes TS_EEXHAUSTED.
+ * A planning run re-checks every output size infer gives (nbytes must equal
+ * dims x element size without overflow) before allocating it, so an op's
+ * shape arithmetic can never wrap into a small allocation; a planned run's
+ * shapes must equal its plan's, so they were checked when it was made.
  */
 #include "exec.h"
 
@@ -45,6 +67,9 @@ typedef struct scratch {
   void *overflow[MAX_OVERFLOW];
   int n_overflow;
   size_t overflow_bytes;
+  size_t budget;       /* bytes one kernel may take (SIZE_MAX: no limit) */
+  size_t refused;      /* bytes a refused request would have brought the
+                          kernel to; 0 when none was refused */
   size_t *alloc_count; /* counts mallocs, for the buffer-reuse test hook */
 } scratch;
 
@@ -80,6 +105,7 @@ typedef struct plan {
 
 struct ts_session {
   scratch sc;
+  size_t limit;          /* activation bytes per run; 0: no limit */
   size_t alloc_count;
   uint8_t *arena;        /* 64-byte aligned */
   size_t arena_cap;
@@ -97,10 +123,25 @@ struct ts_session {
   int io_cap;
 };
 
+/* x rounded up to ALIGN, or SIZE_MAX when that overflows. */
+static size_t align_up(size_t x) {
+  return x > SIZE_MAX - (ALIGN - 1) ? SIZE_MAX : ALIGN_UP(x);
+}
+
+/* a + b, or SIZE_MAX when that overflows. */
+static size_t add_sat(size_t a, size_t b) {
+  return a > SIZE_MAX - b ? SIZE_MAX : a + b;
+}
+
 void *ts_kctx_scratch(ts_kctx *ctx, size_t bytes) {
   scratch *sc = ctx->sc;
-  size_t need = ALIGN_UP(bytes ? bytes : 1);
-  if (need < bytes) return NULL;
+  size_t need = align_up(bytes ? bytes : 1);
+  if (need == SIZE_MAX) return NULL;
+  size_t held = sc->used + sc->overflow_bytes;
+  if (add_sat(held, need) > sc->budget) {
+    sc->refused = add_sat(held, need);
+    return NULL;
+  }
   if (sc->block && sc->cap - sc->used >= need) {
     void *p = sc->block + sc->used;
     sc->used += need;
@@ -123,15 +164,16 @@ static void scratch_reset(scratch *sc) {
     for (int i = 0; i < sc->n_overflow; i++) free(sc->overflow[i]);
     sc->n_overflow = 0;
     sc->overflow_bytes = 0;
-    uint8_t *b = aligned_alloc(ALIGN, ALIGN_UP(want));
+    uint8_t *b = aligned_alloc(ALIGN, align_up(want));
     if (b) {
       free(sc->block);
       sc->block = b;
-      sc->cap = ALIGN_UP(want);
+      sc->cap = align_up(want);
       if (sc->alloc_count) (*sc->alloc_count)++;
     }
   }
   sc->used = 0;
+  sc->refused = 0;
 }
 
 static void scratch_free(scratch *sc) {
@@ -144,6 +186,7 @@ int ts_session_create(ts_session **out, ts_err *err) {
   ts_session *s = calloc(1, sizeof *s);
   if (!s) return ts_err_set(err, TS_ENOMEM, "cannot allocate a session");
   s->sc.alloc_count = &s->alloc_count;
+  s->sc.budget = SIZE_MAX;
   *out = s;
   return TS_OK;
 }
@@ -170,6 +213,12 @@ void ts_session_free(ts_session *s) {
   free(s);
 }
 
+void ts_session_set_activation_limit(ts_session *s, size_t bytes) {
+  s->limit = bytes;
+}
+
+size_t ts_session_activation_limit(const ts_session *s) { return s->limit; }
+
 /* Test hook (not in exec.h; tests declare it): how many blocks the session
  * has malloc'd so far. A warm session's count does not move. */
 size_t ts_session_alloc_count(const ts_session *s) { return s->alloc_count; }
@@ -195,7 +244,7 @@ int ts_exec_node_eval(const ts_node *node, const ts_tensor *const *in,
                         out[i].nbytes);
     out[i].owned = true;
   }
-  scratch sc = {0};
+  scratch sc = {.budget = SIZE_MAX};
   ts_kctx ctx = {.sc = &sc};
   rc = node->op->run(node, in, out, &ctx, err);
   scratch_free(&sc);
@@ -377,10 +426,67 @@ static int infer_at_run(const ts_node *n, ts_session *s, ts_err *err) {
   return rc;
 }
 
+/* Re-checks the sizes infer gave node n's outputs before a planning run
+ * allocates them (nbytes == dims x element size, without overflow). A
+ * planned run needs no check: its shapes must equal the plan's, checked
+ * here when the plan was made. */
+static int check_output_sizes(const ts_graph *g, const ts_node *n,
+                              const ts_session *s, ts_err *err) {
+  for (int j = 0; j < n->n_outputs; j++) {
+    const ts_tensor *t = &s->out[j];
+    if (n->outputs[j] < 0) continue;
+    int64_t nb = t->rank >= 0 && t->rank <= TS_MAX_RANK
+                     ? ts_shape_nbytes(t->dtype, t->dims, t->rank)
+                     : -1;
+    if (nb >= 0 && (uint64_t)nb == (uint64_t)t->nbytes) continue;
+    char desc[256], sh[160];
+    ts_node_desc(n, desc, sizeof desc);
+    if (nb < 0)
+      return ts_err_set(err, TS_EINVAL,
+                        "%s: output '%s' of shape %s of %s has a negative dim "
+                        "or a size that overflows", desc,
+                        g->values[n->outputs[j]].name,
+                        ts_shape_str(t->dims, t->rank < 0 ? 0 : t->rank, sh,
+                                     sizeof sh),
+                        ts_dtype_name(t->dtype));
+    return ts_err_set(err, TS_EINTERNAL,
+                      "%s: output '%s' holds %zu bytes, not the %lld of its "
+                      "shape", desc, g->values[n->outputs[j]].name, t->nbytes,
+                      (long long)nb);
+  }
+  return TS_OK;
+}
+
+/* The failure of a run that would hold `need` bytes of activations at once
+ * (`what` says where). */
+static int over_limit(const ts_session *s, const char *what, size_t need,
+                      ts_err *err) {
+  return ts_err_set(err, TS_EEXHAUSTED,
+                    "activation memory exhausted: %s needs %zu bytes; the "
+                    "limit is %zu bytes", what, need, s->limit);
+}
+
+/* Sets how much scratch the next kernels may take: what the limit leaves
+ * beside `activations` bytes. */
+static void scratch_budget(ts_session *s, size_t activations) {
+  s->sc.budget = !s->limit ? SIZE_MAX
+                 : activations < s->limit ? s->limit - activations
+                                          : 0;
+}
+
 static int run_kernel(const ts_node *n, ts_session *s, ts_err *err) {
   ts_kctx ctx = {.sc = &s->sc};
   int rc = n->op->run(n, s->in, s->out, &ctx, err);
+  size_t refused = s->sc.refused;
   scratch_reset(&s->sc);
+  if (rc && refused) {
+    char desc[256], what[320];
+    snprintf(what, sizeof what, "%s, with %zu bytes of kernel scratch on "
+             "top of the activations,", ts_node_desc(n, desc, sizeof desc),
+             refused);
+    return over_limit(s, what, add_sat(s->limit - s->sc.budget, refused),
+                      err);
+  }
   if (rc && err && !err->msg[0]) {
     char desc[256];
     ts_err_set(err, rc, "%s: kernel failed",
@@ -407,6 +513,9 @@ static void copy_passthrough(const ts_graph *g, ts_session *s, const plan *p) {
 static int run_planned(const ts_model *m, ts_session *s, const plan *p,
                        const ts_tensor *inputs, ts_err *err) {
   const ts_graph *g = &m->graph;
+  if (s->limit && p->arena_bytes > s->limit)
+    return over_limit(s, "the run's activation arena", p->arena_bytes, err);
+  scratch_budget(s, p->arena_bytes);
   set_sources(g, s, inputs);
   for (int v = 0; v < g->n_values; v++) {
     const slot *sl = &p->slots[v];
@@ -516,6 +625,73 @@ static int64_t assign_offsets(placement *pl, int n) {
   return total;
 }
 
+/* Checks that node n's outputs (shaped in s->out) fit beside the `*live`
+ * bytes already held, and adds them to *live. TS_EEXHAUSTED naming the node
+ * and its largest output otherwise; nothing is allocated either way. */
+static int reserve_outputs(const ts_graph *g, const ts_node *n, ts_session *s,
+                           size_t *live, ts_err *err) {
+  size_t need = *live;
+  int largest = -1;
+  for (int j = 0; j < n->n_outputs; j++) {
+    if (n->outputs[j] < 0) continue;
+    need = add_sat(need, align_up(s->out[j].nbytes));
+    if (largest < 0 || s->out[j].nbytes > s->out[largest].nbytes) largest = j;
+  }
+  if (s->limit && need > s->limit && largest >= 0) {
+    const ts_tensor *t = &s->out[largest];
+    char desc[256], sh[160], what[600];
+    snprintf(what, sizeof what,
+             "%s (output '%s' %s of %s is %zu bytes, beside %zu bytes of "
+             "live activations)", ts_node_desc(n, desc, sizeof desc),
+             g->values[n->outputs[largest]].name,
+             ts_shape_str(t->dims, t->rank, sh, sizeof sh),
+             ts_dtype_name(t->dtype), t->nbytes, *live);
+    return over_limit(s, what, need, err);
+  }
+  *live = need;
+  return TS_OK;
+}
+
+/* Before a planning run executes anything: infers the steps' shapes from
+ * the inputs' shapes and values and the constants alone (computed values
+ * have no data yet), as far as that goes, and refuses the run if the values
+ * live at one of those steps exceed the limit. A step whose shape needs a
+ * computed value (infer says TS_EAGAIN), or fails, ends the dry pass; the
+ * run itself checks the rest, and reports any error. last[v] is the last
+ * step reading value v. Leaves s->vals to be reset by set_sources. */
+static int dry_run_budget(const ts_graph *g, ts_session *s, const plan *p,
+                          const ts_tensor *inputs, const int *last,
+                          ts_err *err) {
+  if (!s->limit) return TS_OK;
+  set_sources(g, s, inputs);
+  size_t live = 0;
+  ts_err ignored;
+  for (int k = 0; k < p->n_steps; k++) {
+    const ts_node *n = &g->nodes[p->steps[k]];
+    if (ensure_io(s, n, &ignored)) return TS_OK;
+    gather_inputs(n, s);
+    memset(s->out, 0, (size_t)n->n_outputs * sizeof *s->out);
+    if (n->op->infer(n, s->in, s->out, &ignored) != TS_OK ||
+        check_output_sizes(g, n, s, &ignored) != TS_OK)
+      return TS_OK;
+    int rc = reserve_outputs(g, n, s, &live, err);
+    if (rc) return rc;
+    for (int j = 0; j < n->n_outputs; j++)
+      if (n->outputs[j] >= 0) {
+        s->vals[n->outputs[j]] = s->out[j];
+        s->vals[n->outputs[j]].data = NULL;
+      }
+    for (int j = 0; j < n->n_inputs + n->n_outputs; j++) {
+      int v = j < n->n_inputs ? n->inputs[j] : n->outputs[j - n->n_inputs];
+      if (v >= 0 && last[v] == k && g->values[v].producer >= 0) {
+        live -= align_up(s->vals[v].nbytes);
+        s->vals[v].nbytes = 0; /* a repeated input is freed once */
+      }
+    }
+  }
+  return TS_OK;
+}
+
 /* Planning run: executes with one heap buffer per value (freed after its
  * last reader), records every shape, then builds the plan, sizes the arena
  * and moves the requested outputs into it. */
@@ -562,20 +738,26 @@ static int run_planning(const ts_model *m, ts_session *s,
       if (n->outputs[j] >= 0) def[n->outputs[j]] = last[n->outputs[j]] = k;
   }
   for (int i = 0; i < n_req; i++) last[p->req[i]] = p->n_steps;
+  if ((rc = dry_run_budget(g, s, p, inputs, last, err))) goto fail;
 
   set_sources(g, s, inputs);
+  size_t live = 0; /* bytes of the values held in temp[] */
   for (int k = 0; k < p->n_steps && !rc; k++) {
     const ts_node *n = &g->nodes[p->steps[k]];
     if ((rc = ensure_io(s, n, err))) break;
     gather_inputs(n, s);
-    if ((rc = infer_at_run(n, s, err))) break;
+    if ((rc = infer_at_run(n, s, err)) ||
+        (rc = check_output_sizes(g, n, s, err)) ||
+        (rc = reserve_outputs(g, n, s, &live, err)))
+      break;
+    scratch_budget(s, live);
     for (int j = 0; j < n->n_outputs && !rc; j++) {
       int v = n->outputs[j];
       if (v < 0) {
         s->out[j].data = NULL;
         continue;
       }
-      temp[v] = aligned_alloc(ALIGN, ALIGN_UP(s->out[j].nbytes + 1));
+      temp[v] = aligned_alloc(ALIGN, align_up(s->out[j].nbytes + 1));
       s->alloc_count++;
       if (!temp[v]) {
         rc = ts_err_set(err, TS_ENOMEM, "cannot allocate %zu bytes for '%s'",
@@ -594,18 +776,12 @@ static int run_planning(const ts_model *m, ts_session *s,
     }
     if (rc || (rc = run_kernel(n, s, err))) break;
     /* Free what no later step reads. */
-    for (int j = 0; j < n->n_inputs; j++) {
-      int v = n->inputs[j];
+    for (int j = 0; j < n->n_inputs + n->n_outputs; j++) {
+      int v = j < n->n_inputs ? n->inputs[j] : n->outputs[j - n->n_inputs];
       if (v >= 0 && last[v] == k && temp[v]) {
         free(temp[v]);
         temp[v] = NULL;
-      }
-    }
-    for (int j = 0; j < n->n_outputs; j++) {
-      int v = n->outputs[j];
-      if (v >= 0 && last[v] == k && temp[v]) {
-        free(temp[v]);
-        temp[v] = NULL;
+        live -= align_up(p->slots[v].nbytes);
       }
     }
   }
@@ -630,10 +806,15 @@ static int run_planning(const ts_model *m, ts_session *s,
     pl[n_pl++] = (placement){.value = v,
                              .def = passthrough ? p->n_steps : def[v],
                              .last = last[v],
-                             .size = ALIGN_UP(p->slots[v].nbytes)};
+                             .size = align_up(p->slots[v].nbytes)};
   }
   int64_t total = assign_offsets(pl, n_pl);
   if (total < 0) goto oom;
+  if (s->limit && (uint64_t)total > s->limit) {
+    rc = over_limit(s, "the run's activation arena (packed by liveness)",
+                    (size_t)total, err);
+    goto fail;
+  }
   for (int i = 0; i < n_pl; i++) p->slots[pl[i].value].offset = pl[i].offset;
   p->arena_bytes = (size_t)total;
   if (p->arena_bytes > s->arena_cap || !s->arena) {

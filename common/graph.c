@@ -652,7 +652,8 @@ static int infer_node(const ts_node *n, shape_info *info, const ts_tensor **in,
     info[v].t = out[k];
     info[v].t.data = NULL;
     info[v].t.owned = false;
-    total += out[k].nbytes;
+    /* Saturating: huge outputs must never wrap into "small enough". */
+    total = out[k].nbytes > SIZE_MAX - total ? SIZE_MAX : total + out[k].nbytes;
   }
   /* Evaluate small results computed from known values (shape arithmetic,
    * possibly through Cast and float math) so that Reshape and friends

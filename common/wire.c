@@ -5,13 +5,27 @@
  * view is made: a view that passes ts_wire_tensor_view() satisfies the
  * ts_tensor invariant (nbytes == numel * element size, no negative dims,
  * rank <= TS_MAX_RANK) and its data pointer covers exactly data.len bytes.
+ *
+ * Alignment: kernels load elements through typed pointers (float, int64_t,
+ * ...), which must be aligned to the element size. protobuf-c copies bytes
+ * fields into malloc'd blocks, so a view is aligned in practice, but that is
+ * the allocator's habit, not a guarantee of the format (a custom allocator
+ * or a message whose bytes point into a larger buffer breaks it). A view
+ * whose bytes are misaligned for its dtype is therefore made of an aligned
+ * copy instead, owned by the view; misaligned bytes are never read as
+ * elements.
+ *
  * Outgoing tensors only borrow pointers; the caller keeps ownership and must
  * keep the tensor's bytes and the dims array alive until the message is
  * packed.
  */
 #include "wire.h"
 
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+
+#define COPY_ALIGN 64 /* as the executor's arena */
 
 /* Name for messages: wire tensors may arrive unnamed. */
 static const char *tensor_label(const Tessera__Worker__V1__Tensor *msg) {
@@ -57,6 +71,20 @@ int ts_wire_tensor_view(const Tessera__Worker__V1__Tensor *msg, ts_tensor *out,
   out->data = msg->data.len ? msg->data.data : NULL;
   out->nbytes = (size_t)nbytes;
   out->owned = false;
+  size_t esz = ts_dtype_size(dtype);
+  if (out->data && (uintptr_t)out->data % esz != 0) {
+    size_t cap = (out->nbytes + COPY_ALIGN - 1) / COPY_ALIGN * COPY_ALIGN;
+    void *copy = aligned_alloc(COPY_ALIGN, cap);
+    if (!copy) {
+      memset(out, 0, sizeof *out);
+      return ts_err_set(err, TS_ENOMEM,
+                        "tensor '%s': cannot allocate %zu bytes to align it",
+                        name, (size_t)nbytes);
+    }
+    memcpy(copy, msg->data.data, out->nbytes);
+    out->data = copy;
+    out->owned = true;
+  }
   return TS_OK;
 }
 

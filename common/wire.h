@@ -2,7 +2,8 @@
  * wire.h - tensors to and from worker.proto's Tensor message.
  *
  * Both directions avoid copying tensor bytes: a received Tensor is viewed in
- * place (the view lives as long as the unpacked message), and an outgoing
+ * place (the view lives as long as the unpacked message; only bytes that
+ * are misaligned for their dtype are copied), and an outgoing
  * Tensor points at the ts_tensor's data until it is packed.
  */
 #ifndef TS_WIRE_H
@@ -13,7 +14,11 @@
 
 /* Validates a received Tensor (known numeric dtype, rank <= TS_MAX_RANK, no
  * negative dims, numel * size == data.len without overflow) and makes *out a
- * non-owning view of its bytes. TS_EINVAL with a message naming the tensor. */
+ * view of its bytes: non-owning, valid as long as the message, when they are
+ * aligned for the dtype (always so for messages protobuf-c unpacked with its
+ * default allocator); otherwise an aligned copy that *out owns. Finish every
+ * view with ts_tensor_free(), which frees only such a copy. TS_EINVAL with a
+ * message naming the tensor; TS_ENOMEM when the copy cannot be allocated. */
 int ts_wire_tensor_view(const Tessera__Worker__V1__Tensor *msg, ts_tensor *out,
                         ts_err *err);
 

@@ -290,6 +290,11 @@ static void on_call_done(void *user, const ts_rpc_result *res) {
       if (send_call(sc)) return;
     } else if (next >= 0) {
       fail(inf, err.code, "%s", err.msg);
+    } else if (res->status == 8) {
+      /* Every replica tried refused for lack of resources (a full queue,
+       * or a run beyond its activation limit): the client's status. */
+      fail(inf, TS_EEXHAUSTED, "no replica of shard %s had the resources to "
+           "run it (last: %s: %s)", shard->label, w->address, res->message);
     } else {
       fail(inf, TS_EUNAVAILABLE,
            "no live replica of shard %s could answer (last: %s: %s)",
@@ -461,6 +466,11 @@ static int collect_stage(ts_infer *inf, ts_err *err) {
         rc = add_value(inf, shard->outputs[o], &out, err);
         if (rc) ts_tensor_free(&out);
       }
+      /* A view owns a copy only where the wire's bytes were misaligned. */
+      for (int i = 0; i < inf->n_calls; i++) {
+        ts_tensor_free(&parts[i]);
+        memset(&parts[i], 0, sizeof parts[i]);
+      }
     }
     free(parts);
     free(ptrs);
@@ -470,7 +480,10 @@ static int collect_stage(ts_infer *inf, ts_err *err) {
     for (size_t o = 0; o < resps[i]->n_outputs && rc == TS_OK; o++) {
       ts_tensor t;
       rc = ts_wire_tensor_view(resps[i]->outputs[o], &t, err);
-      if (rc == TS_OK) rc = add_value(inf, resps[i]->outputs[o]->name, &t, err);
+      if (rc == TS_OK) {
+        rc = add_value(inf, resps[i]->outputs[o]->name, &t, err);
+        if (rc) ts_tensor_free(&t);
+      }
     }
   if (rc == TS_OK) {
     ts_fuse_env env = {fuse_lookup, fuse_store, inf};

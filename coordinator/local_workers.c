@@ -81,7 +81,8 @@ static int read_address(int fd, pid_t pid, char *addr, size_t size,
 }
 
 int ts_local_workers_start(ts_local_workers *lw, int n, int threads,
-                           unsigned long long memory_limit, const char *binary,
+                           unsigned long long memory_limit,
+                           long long activation_limit, const char *binary,
                            ts_err *err) {
   memset(lw, 0, sizeof *lw);
   char path[PATH_MAX];
@@ -99,9 +100,10 @@ int ts_local_workers_start(ts_local_workers *lw, int n, int threads,
     ts_local_workers_stop(lw, 0);
     return ts_err_set(err, TS_ENOMEM, "out of memory");
   }
-  char threads_arg[32], limit_arg[32];
+  char threads_arg[32], limit_arg[32], activation_arg[32];
   snprintf(threads_arg, sizeof threads_arg, "%d", threads);
   snprintf(limit_arg, sizeof limit_arg, "%llu", memory_limit);
+  snprintf(activation_arg, sizeof activation_arg, "%lld", activation_limit);
   pid_t parent = getpid();
   for (int i = 0; i < n; i++) {
     int fds[2];
@@ -120,7 +122,7 @@ int ts_local_workers_start(ts_local_workers *lw, int n, int threads,
       prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (getppid() != parent) _exit(1);
       dup2(fds[1], STDOUT_FILENO);
-      char *argv[10];
+      char *argv[12];
       int a = 0;
       argv[a++] = path;
       argv[a++] = "--listen";
@@ -130,6 +132,10 @@ int ts_local_workers_start(ts_local_workers *lw, int n, int threads,
       if (memory_limit) {
         argv[a++] = "--memory-limit";
         argv[a++] = limit_arg;
+      }
+      if (activation_limit >= 0) {
+        argv[a++] = "--activation-limit";
+        argv[a++] = activation_arg;
       }
       argv[a] = NULL;
       execv(path, argv);

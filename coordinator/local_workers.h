@@ -22,11 +22,13 @@ typedef struct ts_local_workers {
   char (*addresses)[TS_ADDR_MAX];  /* "127.0.0.1:PORT" */
 } ts_local_workers;
 
-/* Starts n workers with `threads` kernel threads each and an optional
- * memory limit (0 = none), waiting up to 30 s for each to print its port.
- * `binary` NULL means: next to this executable, then ../worker/. */
+/* Starts n workers with `threads` kernel threads each, an optional memory
+ * limit (0 = none) and activation limit (--activation-limit; < 0: the
+ * worker's default, 0: none), waiting up to 30 s for each to print its
+ * port. `binary` NULL means: next to this executable, then ../worker/. */
 int ts_local_workers_start(ts_local_workers *lw, int n, int threads,
-                           unsigned long long memory_limit, const char *binary,
+                           unsigned long long memory_limit,
+                           long long activation_limit, const char *binary,
                            ts_err *err);
 /* SIGTERM, wait up to grace_ms, then SIGKILL; frees lw's arrays. Returns
  * how many workers did not exit with status 0 (crashed earlier, failed

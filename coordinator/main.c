@@ -48,6 +48,7 @@ typedef struct options {
   int local_workers;
   int worker_threads;
   unsigned long long worker_memory_limit;
+  long long worker_activation_limit; /* < 0: the worker's default */
   const char *worker_binary;
   const char *models[MAX_SPECS];
   int n_models;
@@ -73,6 +74,10 @@ static void usage(FILE *f) {
 "  --worker-threads N          kernel threads per local worker (default:\n"
 "                              CPUs / N, at least 1)\n"
 "  --worker-memory-limit BYTES memory limit of each local worker (K/M/G)\n"
+"  --worker-activation-limit BYTES\n"
+"                              activation memory of one run on a local\n"
+"                              worker (K/M/G; 0: none; default: the\n"
+"                              worker's, see tessera-worker --help)\n"
 "  --worker-binary PATH        tessera-worker to start (default: beside this\n"
 "                              program)\n"
 "  --model NAME=FILE.onnx[,key=value...]\n"
@@ -114,7 +119,7 @@ static int parse_size(const char *s, unsigned long long *out) {
 }
 
 static int parse_options(int argc, char **argv, options *o) {
-  enum { O_LISTEN = 1, O_WORKER, O_LOCAL, O_THREADS, O_LIMIT, O_BINARY,
+  enum { O_LISTEN = 1, O_WORKER, O_LOCAL, O_THREADS, O_LIMIT, O_ACT, O_BINARY,
          O_MODEL, O_REPO, O_DEADLINE, O_QUEUE, O_ATTEMPT, O_REPLACE, O_RR, O_HELP };
   static const struct option longopts[] = {
       {"listen", required_argument, 0, O_LISTEN},
@@ -122,6 +127,7 @@ static int parse_options(int argc, char **argv, options *o) {
       {"local-workers", required_argument, 0, O_LOCAL},
       {"worker-threads", required_argument, 0, O_THREADS},
       {"worker-memory-limit", required_argument, 0, O_LIMIT},
+      {"worker-activation-limit", required_argument, 0, O_ACT},
       {"worker-binary", required_argument, 0, O_BINARY},
       {"model", required_argument, 0, O_MODEL},
       {"model-repository", required_argument, 0, O_REPO},
@@ -133,6 +139,7 @@ static int parse_options(int argc, char **argv, options *o) {
       {"help", no_argument, 0, O_HELP},
       {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
+  o->worker_activation_limit = -1;
   o->max_deadline_ms = 60000;
   o->max_queue = 1024;
   o->attempt_timeout_ms = 2000;
@@ -172,6 +179,16 @@ static int parse_options(int argc, char **argv, options *o) {
           return 2;
         }
         break;
+      case O_ACT: {
+        unsigned long long v;
+        if (parse_size(optarg, &v) || v > LLONG_MAX) {
+          fprintf(stderr, "tessera-coordinator: --worker-activation-limit "
+                  "'%s' is not a size (e.g. 512M)\n", optarg);
+          return 2;
+        }
+        o->worker_activation_limit = (long long)v;
+        break;
+      }
       case O_BINARY: o->worker_binary = optarg; break;
       case O_MODEL:
         if (o->n_models == MAX_SPECS) {
@@ -426,7 +443,8 @@ int main(int argc, char **argv) {
                                   : 1);
     ts_err err = {0};
     if (ts_local_workers_start(&local, o.local_workers, threads,
-                               o.worker_memory_limit, o.worker_binary,
+                               o.worker_memory_limit,
+                               o.worker_activation_limit, o.worker_binary,
                                &err) != TS_OK) {
       fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
       return 1;

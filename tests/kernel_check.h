@@ -540,12 +540,13 @@ static inline Onnx__ModelProto *kc_op_model(const char *op_type,
 }
 
 /* Loads m, runs it once feeding the inputs that are not in const_mask as
- * x<i>, and stores owned copies of y0..y{n_out-1} in out[]. On failure out[]
- * is zeroed and err says why. */
-static inline int kc_model_run(const Onnx__ModelProto *m,
-                               const ts_tensor *const *in, int n_in,
-                               unsigned const_mask, ts_tensor *out, int n_out,
-                               ts_err *err) {
+ * x<i> on a session whose activation limit is `limit` bytes (0: none), and
+ * stores owned copies of y0..y{n_out-1} in out[]. On failure out[] is zeroed
+ * and err says why. */
+static inline int kc_model_run_limited(const Onnx__ModelProto *m,
+                                       const ts_tensor *const *in, int n_in,
+                                       unsigned const_mask, ts_tensor *out,
+                                       int n_out, size_t limit, ts_err *err) {
   ts_model *model = NULL;
   ts_session *s = NULL;
   for (int i = 0; i < n_out; i++) memset(&out[i], 0, sizeof out[i]);
@@ -556,6 +557,7 @@ static inline int kc_model_run(const Onnx__ModelProto *m,
     ts_model_free(model);
     return rc;
   }
+  ts_session_set_activation_limit(s, limit);
   char names[16][16];
   const char *in_names[16], *out_names[16];
   ts_tensor feeds[16], results[16];
@@ -585,6 +587,17 @@ static inline int kc_model_run(const Onnx__ModelProto *m,
   ts_session_free(s);
   ts_model_free(model);
   return rc;
+}
+
+/* kc_model_run_limited under a limit no test reaches (1 TiB), so that every
+ * kernel test also goes through the executor's budget checks (the shape
+ * dry run before a planning run, the per-step and scratch checks). */
+static inline int kc_model_run(const Onnx__ModelProto *m,
+                               const ts_tensor *const *in, int n_in,
+                               unsigned const_mask, ts_tensor *out, int n_out,
+                               ts_err *err) {
+  return kc_model_run_limited(m, in, n_in, const_mask, out, n_out,
+                              (size_t)1 << 40, err);
 }
 
 /* kc_op_model + kc_model_run + kc_model_free, for ops without attributes. */

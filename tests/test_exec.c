@@ -352,6 +352,270 @@ START_TEST(constant_only_model) {
 }
 END_TEST
 
+/* ---- activation budget --------------------------------------------------- */
+
+/* The MLP's values are h and y, [N,3] floats each, 64-byte aligned in the
+ * arena: at the Softmax step both are live. */
+static size_t mlp_activation_bytes(int64_t n) {
+  size_t one = ((size_t)n * 12 + 63) / 64 * 64;
+  return 2 * one;
+}
+
+START_TEST(budget_refuses_then_serves) {
+  ts_err err;
+  kc_rng r = kc_rng_seed(30);
+  ts_tensor big, small, y;
+  kc_tensor_rand(&big, TS_DTYPE_FLOAT, 2, D(1000, 4), &r, -1, 1);
+  kc_tensor_rand(&small, TS_DTYPE_FLOAT, 2, D(100, 4), &r, -1, 1);
+  ck_assert_uint_eq(ts_session_activation_limit(S), 0);
+  ck_assert_uint_eq(mlp_activation_bytes(1000), 24064);
+
+  /* planning run: refused at the step that would exceed the limit */
+  ts_session_set_activation_limit(S, 16384);
+  ck_assert_int_eq(run1(M, S, &big, &y, &err), TS_EEXHAUSTED);
+  ASSERT_MSG_HAS(err, "activation memory exhausted");
+  ASSERT_MSG_HAS(err, "node 'sm' (Softmax)");
+  ASSERT_MSG_HAS(err, "output 'y' [1000,3] of float");
+  ASSERT_MSG_HAS(err, "needs 24064 bytes");
+  ASSERT_MSG_HAS(err, "the limit is 16384 bytes");
+  ck_assert_int_eq(ts_session_arena_bytes(S), 0); /* nothing was placed */
+
+  /* the same session still serves what fits */
+  double ref[3000];
+  ck_assert_msg(run1(M, S, &small, &y, &err) == 0, "%s", err.msg);
+  mlp_ref(&small, ref);
+  kc_assert_close(&y, ref, D(100, 3), 2, 1e-5, 1e-6, "within the limit");
+
+  /* exactly at the limit runs */
+  ts_session_set_activation_limit(S, mlp_activation_bytes(1000));
+  ck_assert_msg(run1(M, S, &big, &y, &err) == 0, "%s", err.msg);
+  mlp_ref(&big, ref);
+  kc_assert_close(&y, ref, D(1000, 3), 2, 1e-5, 1e-6, "at the limit");
+
+  /* a cached plan is checked before it runs: lower the limit */
+  ts_session_set_activation_limit(S, 16384);
+  ck_assert_int_eq(run1(M, S, &big, &y, &err), TS_EEXHAUSTED);
+  ASSERT_MSG_HAS(err, "activation arena");
+  ASSERT_MSG_HAS(err, "needs 24064 bytes");
+  ASSERT_MSG_HAS(err, "the limit is 16384 bytes");
+  ck_assert_msg(run1(M, S, &small, &y, &err) == 0, "%s", err.msg);
+  mlp_ref(&small, ref);
+  kc_assert_close(&y, ref, D(100, 3), 2, 1e-5, 1e-6, "cached, within");
+  ts_tensor_free(&big);
+  ts_tensor_free(&small);
+}
+END_TEST
+
+/* Runs a one-node model of `op` whose inputs are all fed at run time (so
+ * the output size depends on their values), under `limit`. */
+static int run_dynamic(const char *op, const ts_tensor *const *in, int n_in,
+                       size_t limit, ts_tensor *out, ts_err *err) {
+  Onnx__ModelProto *mp = kc_op_model(op, "", 13, in, n_in, 0, 1, NULL);
+  int rc = kc_model_run_limited(mp, in, n_in, 0, out, 1, limit, err);
+  kc_model_free(mp);
+  return rc;
+}
+
+#define MIB ((size_t)1 << 20)
+
+START_TEST(data_dependent_sizes_are_checked) {
+  ts_err err;
+  ts_tensor a, b, c, y;
+  /* Range(0, 1e9, 1) of int64: 8 GB asked, refused before allocation */
+  kc_tensor_from(&a, TS_DTYPE_INT64, 0, NULL, (double[]){0});
+  kc_tensor_from(&b, TS_DTYPE_INT64, 0, NULL, (double[]){1e9});
+  kc_tensor_from(&c, TS_DTYPE_INT64, 0, NULL, (double[]){1});
+  const ts_tensor *range_in[] = {&a, &b, &c};
+  ck_assert_int_eq(run_dynamic("Range", range_in, 3, MIB, &y, &err),
+                   TS_EEXHAUSTED);
+  ASSERT_MSG_HAS(err, "(Range)");
+  ASSERT_MSG_HAS(err, "[1000000000] of int64 is 8000000000 bytes");
+  ASSERT_MSG_HAS(err, "the limit is 1048576 bytes");
+  /* ... a limit near int64's end is a bad length, not a wrap */
+  *(int64_t *)b.data = INT64_MAX;
+  ck_assert_int_eq(run_dynamic("Range", range_in, 3, MIB, &y, &err),
+                   TS_EINVAL);
+  ASSERT_MSG_HAS(err, "(Range)");
+  /* ... and a small one runs */
+  *(int64_t *)b.data = 10;
+  *(int64_t *)c.data = 3;
+  ck_assert_msg(run_dynamic("Range", range_in, 3, MIB, &y, &err) == 0, "%s",
+                err.msg);
+  kc_assert_close(&y, (double[]){0, 3, 6, 9}, D(4), 1, 0, 0, "range");
+  ts_tensor_free(&y);
+  for (int i = 0; i < 3; i++) ts_tensor_free((ts_tensor *)range_in[i]);
+
+  /* Tile [2,3] by [1e6, 1e6]: 24 TB */
+  kc_tensor_from(&a, TS_DTYPE_FLOAT, 2, D(2, 3), (double[]){1, 2, 3, 4, 5, 6});
+  kc_tensor_from(&b, TS_DTYPE_INT64, 1, D(2), (double[]){1e6, 1e6});
+  const ts_tensor *tile_in[] = {&a, &b};
+  ck_assert_int_eq(run_dynamic("Tile", tile_in, 2, MIB, &y, &err),
+                   TS_EEXHAUSTED);
+  ASSERT_MSG_HAS(err, "(Tile)");
+  ASSERT_MSG_HAS(err, "[2000000,3000000] of float is 24000000000000 bytes");
+  /* repeats whose product overflows: an error, not a wrap */
+  ((int64_t *)b.data)[0] = (int64_t)1 << 62;
+  ((int64_t *)b.data)[1] = (int64_t)1 << 62;
+  ck_assert_int_eq(run_dynamic("Tile", tile_in, 2, 0, &y, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "overflows");
+  ((int64_t *)b.data)[0] = 2;
+  ((int64_t *)b.data)[1] = 1;
+  ck_assert_msg(run_dynamic("Tile", tile_in, 2, MIB, &y, &err) == 0, "%s",
+                err.msg);
+  kc_assert_close(&y, (double[]){1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6},
+                  D(4, 3), 2, 0, 0, "tile");
+  ts_tensor_free(&y);
+  ts_tensor_free(&b);
+
+  /* Expand [2,3] to [1e5, 2, 3]: 2.4 MB > 1 MiB */
+  kc_tensor_from(&b, TS_DTYPE_INT64, 1, D(3), (double[]){1e5, 2, 3});
+  const ts_tensor *expand_in[] = {&a, &b};
+  ck_assert_int_eq(run_dynamic("Expand", expand_in, 2, MIB, &y, &err),
+                   TS_EEXHAUSTED);
+  ASSERT_MSG_HAS(err, "(Expand)");
+  ASSERT_MSG_HAS(err, "2400000 bytes");
+  /* a shape whose size overflows size_t */
+  ((int64_t *)b.data)[0] = (int64_t)1 << 62;
+  ck_assert_int_eq(run_dynamic("Expand", expand_in, 2, 0, &y, &err),
+                   TS_EINVAL);
+  ASSERT_MSG_HAS(err, "overflows");
+  ((int64_t *)b.data)[0] = 2;
+  ((int64_t *)b.data)[1] = 1;
+  ck_assert_msg(run_dynamic("Expand", expand_in, 2, MIB, &y, &err) == 0, "%s",
+                err.msg);
+  kc_assert_close(&y, (double[]){1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6},
+                  D(2, 2, 3), 3, 0, 0, "expand");
+  ts_tensor_free(&y);
+  ts_tensor_free(&a);
+  ts_tensor_free(&b);
+
+  /* ConstantOfShape [1e5, 1e5]: 40 GB of float zeros */
+  kc_tensor_from(&a, TS_DTYPE_INT64, 1, D(2), (double[]){1e5, 1e5});
+  const ts_tensor *cos_in[] = {&a};
+  ck_assert_int_eq(run_dynamic("ConstantOfShape", cos_in, 1, MIB, &y, &err),
+                   TS_EEXHAUSTED);
+  ASSERT_MSG_HAS(err, "(ConstantOfShape)");
+  ASSERT_MSG_HAS(err, "40000000000 bytes");
+  ((int64_t *)a.data)[0] = (int64_t)1 << 62;
+  ((int64_t *)a.data)[1] = 4;
+  ck_assert_int_eq(run_dynamic("ConstantOfShape", cos_in, 1, 0, &y, &err),
+                   TS_EINVAL);
+  ASSERT_MSG_HAS(err, "overflows");
+  ((int64_t *)a.data)[0] = 2;
+  ((int64_t *)a.data)[1] = 2;
+  ck_assert_msg(run_dynamic("ConstantOfShape", cos_in, 1, MIB, &y, &err) == 0,
+                "%s", err.msg);
+  kc_assert_close(&y, (double[]){0, 0, 0, 0}, D(2, 2), 2, 0, 0, "zeros");
+  ts_tensor_free(&y);
+  ts_tensor_free(&a);
+}
+END_TEST
+
+START_TEST(budget_checked_before_running) {
+  /* y = Tile(Gather(x, i), [1e6, 1e6]): shapes follow from the inputs'
+   * shapes alone, so a run over the limit is refused before any node runs.
+   * An out-of-range index shows it: Gather would fail when run. */
+  ts_tensor x, i, reps, y;
+  kc_tensor_from(&x, TS_DTYPE_FLOAT, 2, D(2, 3), (double[]){1, 2, 3, 4, 5, 6});
+  kc_tensor_from(&i, TS_DTYPE_INT64, 1, D(1), (double[]){5});
+  kc_tensor_from(&reps, TS_DTYPE_INT64, 1, D(2), (double[]){1e6, 1e6});
+  Onnx__ModelProto *mp = kc_model_new(13);
+  kc_model_input(mp, "x0", TS_DTYPE_FLOAT, 2, D(2, 3));
+  kc_model_input(mp, "x1", TS_DTYPE_INT64, 1, D(1));
+  kc_model_init(mp, "reps", &reps);
+  kc_model_node(mp, "Gather", "", "pick", "x0,x1", "g");
+  kc_model_node(mp, "Tile", "", "big", "g,reps", "y0");
+  kc_model_output(mp, "y0", TS_DTYPE_FLOAT, -1, NULL);
+  const ts_tensor *in[] = {&x, &i};
+  ts_err err;
+  ck_assert_int_eq(kc_model_run_limited(mp, in, 2, 0, &y, 1, MIB, &err),
+                   TS_EEXHAUSTED);
+  ASSERT_MSG_HAS(err, "node 'big' (Tile)");
+  ASSERT_MSG_HAS(err, "[1000000,3000000] of float is 12000000000000 bytes");
+  ck_assert_int_eq(kc_model_run_limited(mp, in, 2, 0, &y, 1, 0, &err),
+                   TS_EINVAL);
+  ASSERT_MSG_HAS(err, "node 'pick' (Gather)");
+  kc_model_free(mp);
+  ts_tensor_free(&x);
+  ts_tensor_free(&i);
+  ts_tensor_free(&reps);
+}
+END_TEST
+
+START_TEST(resize_sizes_are_checked) {
+  /* Resize to sizes given at run time: a huge target is refused by the
+   * budget; a size whose aspect-ratio scaling leaves int64 is an error. */
+  ts_err err;
+  ts_tensor x, sizes, y;
+  kc_tensor_from(&x, TS_DTYPE_FLOAT, 4, D(1, 1, 8, 1),
+                 (double[]){1, 2, 3, 4, 5, 6, 7, 8});
+  kc_tensor_from(&sizes, TS_DTYPE_INT64, 1, D(4), (double[]){1, 1, 1e5, 1e5});
+  const ts_tensor *in[] = {&x, NULL, NULL, &sizes};
+  Onnx__NodeProto *node;
+  Onnx__ModelProto *mp = kc_op_model("Resize", "", 13, in, 4, 0, 1, NULL);
+  ck_assert_int_eq(kc_model_run_limited(mp, in, 4, 0, &y, 1, MIB, &err),
+                   TS_EEXHAUSTED);
+  ASSERT_MSG_HAS(err, "(Resize)");
+  ASSERT_MSG_HAS(err, "[1,1,100000,100000] of float is 40000000000 bytes");
+  kc_model_free(mp);
+  mp = kc_op_model("Resize", "", 13, in, 4, 0, 1, &node);
+  kc_attr_string(node, "keep_aspect_ratio_policy", "not_smaller");
+  int64_t *sz = sizes.data;
+  sz[2] = 1;
+  sz[3] = (int64_t)4e18; /* scale 4e18; axis 2 (8 long) would be 3.2e19 */
+  ck_assert_int_eq(kc_model_run_limited(mp, in, 4, 0, &y, 1, 0, &err),
+                   TS_EINVAL);
+  ASSERT_MSG_HAS(err, "too large");
+  sz[2] = 16; /* scale 2 on axis 2, and on every axis: [2,2,16,2] */
+  sz[3] = 1;
+  ck_assert_msg(kc_model_run_limited(mp, in, 4, 0, &y, 1, MIB, &err) == 0,
+                "%s", err.msg);
+  /* nearest (half_pixel, round_prefer_floor) at scale 2: y[.,.,i,.] is
+   * x[0,0,i/2,0] */
+  double ref[128];
+  for (int k = 0; k < 128; k++) ref[k] = 1 + (k / 2 % 16) / 2;
+  kc_assert_close(&y, ref, D(2, 2, 16, 2), 4, 0, 0, "resize not_smaller");
+  kc_model_free(mp);
+  ts_tensor_free(&y);
+  ts_tensor_free(&x);
+  ts_tensor_free(&sizes);
+}
+END_TEST
+
+START_TEST(kernel_scratch_counts) {
+  /* Conv 3x3 on [1,1,16,16]: the output is 784 bytes (832 in the arena),
+   * its im2col scratch 9 x 196 floats = 7056 bytes. */
+  ts_err err;
+  kc_rng r = kc_rng_seed(31);
+  ts_tensor x, w, y;
+  kc_tensor_rand(&x, TS_DTYPE_FLOAT, 4, D(1, 1, 16, 16), &r, -1, 1);
+  kc_tensor_rand(&w, TS_DTYPE_FLOAT, 4, D(1, 1, 3, 3), &r, -1, 1);
+  const ts_tensor *in[] = {&x, &w};
+  Onnx__ModelProto *mp = kc_op_model("Conv", "", 13, in, 2, 2u, 1, NULL);
+  ck_assert_int_eq(kc_model_run_limited(mp, in, 2, 2u, &y, 1, 2048, &err),
+                   TS_EEXHAUSTED);
+  ASSERT_MSG_HAS(err, "(Conv)");
+  ASSERT_MSG_HAS(err, "kernel scratch");
+  ASSERT_MSG_HAS(err, "the limit is 2048 bytes");
+  ck_assert_msg(kc_model_run_limited(mp, in, 2, 2u, &y, 1, 8192, &err) == 0,
+                "%s", err.msg);
+  double ref[14 * 14];
+  for (int i = 0; i < 14; i++)
+    for (int j = 0; j < 14; j++) {
+      double acc = 0;
+      for (int u = 0; u < 3; u++)
+        for (int v = 0; v < 3; v++)
+          acc += kc_get(&x, (i + u) * 16 + j + v) * kc_get(&w, u * 3 + v);
+      ref[i * 14 + j] = acc;
+    }
+  kc_assert_close(&y, ref, D(1, 1, 14, 14), 4, 1e-5, 1e-6, "conv");
+  ts_tensor_free(&y);
+  kc_model_free(mp);
+  ts_tensor_free(&x);
+  ts_tensor_free(&w);
+}
+END_TEST
+
 /* ---- concurrency --------------------------------------------------------- */
 
 typedef struct worker_arg {
@@ -439,6 +703,11 @@ static Suite *suite(void) {
   tcase_add_test(tc, warm_session_allocates_nothing);
   tcase_add_test(tc, liveness_reuses_buffers);
   tcase_add_test(tc, constant_only_model);
+  tcase_add_test(tc, budget_refuses_then_serves);
+  tcase_add_test(tc, data_dependent_sizes_are_checked);
+  tcase_add_test(tc, budget_checked_before_running);
+  tcase_add_test(tc, resize_sizes_are_checked);
+  tcase_add_test(tc, kernel_scratch_counts);
   tcase_add_test(tc, concurrent_sessions);
   suite_add_tcase(s, tc);
   return s;

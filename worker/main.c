@@ -2,7 +2,7 @@
  * main.c - tessera-worker: options, wiring, signals, orderly shutdown.
  *
  *   tessera-worker --listen HOST:PORT [--threads N] [--memory-limit BYTES]
- *                  [--join COORD]
+ *                  [--activation-limit BYTES] [--join COORD]
  *
  * Startup: pick OpenBLAS kernels (may re-exec), parse options, create the
  * store and the kernel pool, start the service, print exactly
@@ -54,11 +54,19 @@
 #define QUIET_MS 1000        /* no run for this long: routing has stopped */
 #define QUEUE_CAPACITY 256   /* runs waiting for a kernel thread */
 #define MAX_THREADS 4096
+/* Default --activation-limit: this fraction of the memory left beside the
+ * shards, per kernel thread. A thread's session may hold its arena (at most
+ * the limit) and, while it plans a new shape, as much again in temporary
+ * buffers, so all threads together stay within half of that memory. */
+#define ACTIVATION_SHARE 4
+#define ACTIVATION_MIN (16ull << 20) /* the default never goes below */
 
 typedef struct options {
   const char *listen;     /* required */
   int threads;            /* 0: one per CPU this process may use */
   uint64_t memory_limit;  /* 0: no limit */
+  uint64_t activation_limit; /* per run; 0: no limit */
+  bool activation_limit_set; /* false: derived (default_activation_limit) */
   const char *join;       /* coordinator to register with; NULL: none */
   const char *advertise;  /* address the coordinator dials; NULL: derived */
 } options;
@@ -66,12 +74,20 @@ typedef struct options {
 static void usage(FILE *f) {
   fprintf(f,
           "usage: tessera-worker --listen HOST:PORT [--threads N] "
-          "[--memory-limit BYTES] [--join COORD [--advertise HOST:PORT]]\n"
+          "[--memory-limit BYTES] [--activation-limit BYTES]\n"
+          "                      [--join COORD [--advertise HOST:PORT]]\n"
           "  --listen HOST:PORT     address to serve on; port 0 picks one\n"
           "  --threads N            kernel threads (default: number of "
           "CPUs)\n"
           "  --memory-limit BYTES   cap on shard memory, K/M/G/T suffixes "
           "(default: none)\n"
+          "  --activation-limit BYTES\n"
+          "                         cap on one run's activation memory, "
+          "K/M/G/T\n"
+          "                         suffixes; 0: none (default: (physical "
+          "memory -\n"
+          "                         --memory-limit) / (4 x threads), at least "
+          "16M)\n"
           "  --join COORD           register with the coordinator at COORD "
           "(and keep\n"
           "                         re-registering every second, so a "
@@ -106,6 +122,17 @@ static int parse_size(const char *s, uint64_t *out) {
   return 0;
 }
 
+/* The default --activation-limit (see ACTIVATION_SHARE): what physical
+ * memory leaves beside the shards, split over the kernel threads. */
+static uint64_t default_activation_limit(uint64_t memory_limit, int threads) {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  uint64_t phys = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+  uint64_t left = memory_limit && memory_limit < phys ? phys - memory_limit
+                                                       : phys;
+  uint64_t per_thread = left / ACTIVATION_SHARE / (uint64_t)threads;
+  return per_thread > ACTIVATION_MIN ? per_thread : ACTIVATION_MIN;
+}
+
 static int cpu_count(void) {
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof set, &set) == 0) {
@@ -118,12 +145,13 @@ static int cpu_count(void) {
 
 /* Returns 0 to go on, or the exit status (0 for --help). */
 static int parse_options(int argc, char **argv, options *o) {
-  enum { OPT_LISTEN = 1, OPT_THREADS, OPT_MEMORY, OPT_JOIN, OPT_ADVERTISE,
-         OPT_HELP };
+  enum { OPT_LISTEN = 1, OPT_THREADS, OPT_MEMORY, OPT_ACTIVATION, OPT_JOIN,
+         OPT_ADVERTISE, OPT_HELP };
   static const struct option longopts[] = {
       {"listen", required_argument, NULL, OPT_LISTEN},
       {"threads", required_argument, NULL, OPT_THREADS},
       {"memory-limit", required_argument, NULL, OPT_MEMORY},
+      {"activation-limit", required_argument, NULL, OPT_ACTIVATION},
       {"join", required_argument, NULL, OPT_JOIN},
       {"advertise", required_argument, NULL, OPT_ADVERTISE},
       {"help", no_argument, NULL, OPT_HELP},
@@ -158,6 +186,15 @@ static int parse_options(int argc, char **argv, options *o) {
           return 2;
         }
         break;
+      case OPT_ACTIVATION:
+        if (parse_size(optarg, &o->activation_limit)) {
+          fprintf(stderr,
+                  "tessera-worker: --activation-limit '%s': expected bytes, "
+                  "optionally with a K, M, G or T suffix\n", optarg);
+          return 2;
+        }
+        o->activation_limit_set = true;
+        break;
       case OPT_JOIN:
         o->join = optarg;
         break;
@@ -190,6 +227,8 @@ static int parse_options(int argc, char **argv, options *o) {
     return 2;
   }
   if (o->threads == 0) o->threads = cpu_count();
+  if (!o->activation_limit_set)
+    o->activation_limit = default_activation_limit(o->memory_limit, o->threads);
   return 0;
 }
 
@@ -306,6 +345,10 @@ int main(int argc, char **argv) {
               " bytes%s, OpenBLAS core %s",
               ts_worker_service_address(svc), opt.threads, opt.memory_limit,
               opt.memory_limit ? "" : " (none)", ts_blas_core_name());
+  ts_worker_service_set_activation_limit(svc, opt.activation_limit);
+  ts_log_info("activation limit %" PRIu64 " bytes per run%s",
+              opt.activation_limit,
+              opt.activation_limit ? "" : " (none)");
   printf("listening on %s\n", ts_worker_service_address(svc));
   fflush(stdout);
   ts_join *join = NULL;

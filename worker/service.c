@@ -50,6 +50,7 @@ struct ts_worker_service {
   atomic_uint_fast64_t runs_total;
   atomic_uint_fast64_t runs_cancelled; /* dropped before they ran */
   atomic_uint_fast64_t runs_discarded; /* ran; the caller had gone */
+  atomic_uint_fast64_t activation_limit; /* bytes per run; 0: none */
   pthread_mutex_t loads_mu;
   load_call *loads; /* LoadShard calls between their first chunk and on_end */
 };
@@ -308,8 +309,11 @@ static run_job *run_job_new(void) {
   return rj;
 }
 
-/* Frees the job, its request and arrays; releases the shard if held. */
+/* Frees the job, its request and arrays; releases the shard if held.
+ * Input views own their bytes only when the wire's were misaligned and
+ * had to be copied (ts_wire_tensor_view). */
 static void run_job_free(run_job *rj) {
+  for (int i = 0; i < rj->n_inputs; i++) ts_tensor_free(&rj->inputs[i]);
   if (rj->shard) ts_store_release(rj->svc->store, rj->shard);
   ts_rpc_arena_release(&rj->arena);
   free(rj);
@@ -347,6 +351,10 @@ static int run_job_arrays(run_job *rj, int n_inputs, int n_outputs) {
 static void run_job_run(ts_pool_job *job, ts_session *session) {
   run_job *rj = (run_job *)job;
   ts_err err = {0};
+  uint64_t limit = atomic_load_explicit(&rj->svc->activation_limit,
+                                        memory_order_relaxed);
+  ts_session_set_activation_limit(
+      session, limit > SIZE_MAX ? SIZE_MAX : (size_t)limit);
   int rc = ts_exec_run(rj->shard->model, session, rj->input_names,
                        rj->inputs, rj->n_inputs, rj->output_names,
                        rj->outputs, rj->n_outputs, &err);
@@ -642,6 +650,11 @@ int ts_worker_service_start(const char *listen, ts_store *store, ts_pool *pool,
   *bound_port = port;
   *out = svc;
   return TS_OK;
+}
+
+void ts_worker_service_set_activation_limit(ts_worker_service *svc,
+                                            uint64_t bytes) {
+  atomic_store(&svc->activation_limit, bytes);
 }
 
 const char *ts_worker_service_address(const ts_worker_service *svc) {

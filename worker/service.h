@@ -23,6 +23,12 @@ typedef struct ts_worker_service ts_worker_service;
 int ts_worker_service_start(const char *listen, ts_store *store, ts_pool *pool,
                             ts_worker_service **out, int *bound_port,
                             ts_err *err);
+/* Caps the activation memory of each run (ts_session_set_activation_limit
+ * on the kernel thread's session before every run; 0: no limit). A run
+ * over it is answered RESOURCE_EXHAUSTED naming the shard. Safe to call
+ * while serving; runs that start afterwards see the new limit. */
+void ts_worker_service_set_activation_limit(ts_worker_service *svc,
+                                            uint64_t bytes);
 /* "HOST:PORT" with the port actually bound (what Status reports). */
 const char *ts_worker_service_address(const ts_worker_service *svc);
 /* Health for grpc.health.v1: 1 SERVING, 0 NOT_SERVING. */

@@ -1525,9 +1525,14 @@ static int resize_resolve(const ts_node *n, const ts_tensor *const *in,
   if (zv && p->aspect != ASPECT_stretch)
     for (int k = 0; k < naxes; k++) {
       const int d = (int)axes[k];
+      const float o = roundf(common * (float)x->dims[d]);
+      /* A float beyond int64 must not be converted (undefined). */
+      if (x->dims[d] >= 0 && !(o < 0x1p62f))
+        return ts_kernel_fail(n, err, TS_EINVAL,
+                              "sizes make axis %d too large (%g)", d,
+                              (double)o);
       scales[d] = common;
-      out_dims[d] =
-          x->dims[d] < 0 ? -1 : (int64_t)roundf(common * (float)x->dims[d]);
+      out_dims[d] = x->dims[d] < 0 ? -1 : (int64_t)o;
     }
   return 0;
 }

@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import admin  # noqa: E402
 import export_models  # noqa: E402
 import kserve  # noqa: E402
 
@@ -258,6 +259,101 @@ class BadModelFiles(unittest.TestCase):
         path = os.path.join(self.tmp, 'empty.onnx')
         open(path, 'wb').close()
         self.expect_refused(path)
+
+
+class ActivationLimit(kserve.ClusterTestCase):
+    """A torch-exported model whose output size comes from an input's value
+    (torch.arange(count[0]) * scale: Gather -> Cast -> Range -> Cast -> Mul).
+    Asked for a huge output, each worker refuses the run before allocating
+    it (its --activation-limit, here 64 MiB through the coordinator's
+    --worker-activation-limit); both replicas refuse, so the client gets
+    RESOURCE_EXHAUSTED naming the shard, the node, the bytes and the limit.
+    The workers stay up and keep answering correctly."""
+
+    MODEL = 'ramp'
+    LIMIT = 64 << 20
+
+    @staticmethod
+    def export_ramp(outdir):
+        torch = export_models.torch
+
+        class Ramp(torch.nn.Module):
+            def forward(self, count, scale):
+                return torch.arange(count[0], dtype=torch.int64).to(torch.float32) * scale
+
+        path = os.path.join(outdir, 'ramp.onnx')
+        torch.onnx.export(Ramp(), (torch.tensor([5]), torch.tensor([2.0])), path,
+                          input_names=['count', 'scale'], output_names=['ramp'],
+                          dynamic_axes={'ramp': {0: 'n'}}, opset_version=13)
+        return path
+
+    @classmethod
+    def cluster_options(cls, tmp):
+        return {'models': [(cls.MODEL, cls.export_ramp(tmp), {'replicas': 2})],
+                'local_workers': 2,
+                'extra_args': ['--worker-activation-limit', '64M', '--worker-threads', '1']}
+
+    def ramp(self, count, scale=0.5):
+        return self.client.infer(self.MODEL, {'count': np.array([count], dtype=np.int64),
+                                              'scale': np.array([scale], dtype=np.float32)})['ramp']
+
+    def assert_ramp(self, count, scale=0.5):
+        got = self.ramp(count, scale)
+        want = np.arange(count, dtype=np.float64) * np.float64(np.float32(scale))
+        self.assertEqual(got.shape, (count,))
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+
+    def test_huge_output_refused_then_served(self):
+        self.assert_ramp(1000)
+        # 1e9 int64 values: 8 GB, far beyond 64 MiB. Several times, and with
+        # sizes just over the limit, so nothing is leaked or left behind.
+        for count in (10**9, 10**9, (self.LIMIT // 8) + 1, 10**15):
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.ramp(count)
+            e = cm.exception
+            self.assertEqual(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, e.details())
+            for word in ('activation memory exhausted', '(Range)', "'%s" % self.MODEL,
+                         'is %d bytes' % (count * 8), 'the limit is %d bytes' % self.LIMIT):
+                self.assertIn(word, e.details())
+            self.assert_ramp(1000 + count % 7, scale=-1.25)
+        # Within the limit: 4M float32 outputs (16 MiB) beside 32 MiB of int64.
+        self.assert_ramp(4 << 20, scale=3.0)
+        # Neither worker was taken out of rotation by the refusals.
+        status = admin.cluster_status(self.cluster.address)
+        self.assertEqual([w.state for w in status.workers], ['UP', 'UP'], status)
+
+    def test_default_limit_refuses_absurd_sizes(self):
+        """A worker started without --activation-limit derives one from its
+        memory: 1e15 values (8 PB) are refused, not attempted."""
+        with kserve.Worker() as worker:
+            cluster = kserve.Cluster(models=[(self.MODEL, self.export_ramp(self.tmp))],
+                                     local_workers=0, workers=[worker.address])
+            with cluster:
+                with self.assertRaises(grpc.RpcError) as cm:
+                    cluster.client.infer(self.MODEL, {'count': np.array([10**15], dtype=np.int64),
+                                                      'scale': np.array([1], dtype=np.float32)})
+                e = cm.exception
+                self.assertEqual(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, e.details())
+                self.assertIn('activation memory exhausted', e.details())
+                got = cluster.client.infer(self.MODEL, {'count': np.array([7], dtype=np.int64),
+                                                        'scale': np.array([2], dtype=np.float32)})
+                np.testing.assert_array_equal(got['ramp'], np.arange(7) * 2.0)
+
+    def test_bad_limit_values_are_refused(self):
+        """A limit that is no size stops either daemon at once (status 2),
+        naming the option and the value."""
+        for cmd, option in (
+                ([kserve.binary('tessera-worker'), '--listen', '127.0.0.1:0'],
+                 '--activation-limit'),
+                ([kserve.binary('tessera-coordinator'), '--listen', '127.0.0.1:0',
+                  '--local-workers', '1'], '--worker-activation-limit')):
+            for value in ('12Q', '-5', 'lots', ''):
+                p = subprocess.run(cmd + [option, value], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, universal_newlines=True,
+                                   timeout=60)
+                self.assertEqual(p.returncode, 2, (cmd, value, p.stdout, p.stderr))
+                self.assertIn(option, p.stderr)
+                self.assertNotIn('listening on', p.stdout)
 
 
 if __name__ == '__main__':
