@@ -240,9 +240,11 @@ static bool send_call(subcall *sc) {
 /* UNAVAILABLE: the worker is gone; RESOURCE_EXHAUSTED: its queue is full;
  * NOT_FOUND: it restarted and lost the shard (re-sent when it is back);
  * DEADLINE_EXCEEDED before the request's own deadline: the attempt timed
- * out on a stalled worker. */
+ * out on a stalled worker; CANCELLED: the worker's server stopped under
+ * the call (it is leaving). The caller retries only an inference that has
+ * not failed, so a call the coordinator cancelled itself is never retried. */
 static int retryable(const ts_infer *inf, int status) {
-  return status == 14 || status == 8 || status == 5 ||
+  return status == 14 || status == 8 || status == 5 || status == 1 ||
          (status == 4 && ts_now_ms() < inf->deadline);
 }
 
