@@ -735,6 +735,77 @@ static void pool_plane(const window *w, bool is_max, bool include_pad,
   }
 }
 
+/* The fast path of pool_plane() for the common case: one spatial plane
+ * (1-D or 2-D pooling, w->k[0] == w->in[0] == 1), no dilation, no Indices.
+ * The columns whose window lies inside the input are found once per plane
+ * (interior: no bounds checks per tap); only the border columns and rows
+ * clamp their windows. It visits the taps in the order pool_plane() does
+ * and accumulates in float the same way, so both give identical results. */
+static bool pool_fast_applies(const window *w, bool want_indices) {
+  return !want_indices && w->in[0] == 1 && w->k[0] == 1 && w->pb[0] == 0 &&
+         w->pe[0] == 0 && w->d[1] == 1 && w->d[2] == 1;
+}
+
+/* Max or sum of x over rows [r0, r1), columns [c0, c1) of a row length
+ * `width`: NaN wins the max as in pool_plane(), an empty window gives
+ * -inf / 0. */
+static inline float pool_window(const float *x, int64_t width, int64_t r0,
+                                int64_t r1, int64_t c0, int64_t c1,
+                                bool is_max) {
+  float best = -INFINITY, sum = 0.0f;
+  for (int64_t r = r0; r < r1; r++) {
+    const float *row = x + r * width;
+    for (int64_t c = c0; c < c1; c++) {
+      const float v = row[c];
+      sum += v;
+      if (v > best || v != v) best = v;
+    }
+  }
+  return is_max ? best : sum;
+}
+
+static void pool_plane_2d(const window *w, bool is_max, bool include_pad,
+                          const float *x, float *y) {
+  const int64_t height = w->in[1], width = w->in[2];
+  const int64_t kh = w->k[1], kw = w->k[2], sh = w->s[1], sw = w->s[2];
+  const int64_t out_w = w->out[2];
+  /* Interior columns [c_lo, c_hi): o * sw - pb >= 0 and o * sw - pb + kw
+   * <= width. */
+  int64_t c_lo = ceil_div(w->pb[2], sw);
+  int64_t c_hi = width + w->pb[2] - kw >= 0
+                     ? (width + w->pb[2] - kw) / sw + 1
+                     : 0;
+  if (c_hi > out_w) c_hi = out_w;
+  if (c_lo > c_hi) c_lo = c_hi;
+  for (int64_t o1 = 0; o1 < w->out[1]; o1++, y += out_w) {
+    const int64_t hs = o1 * sh - w->pb[1];
+    const int64_t r0 = hs > 0 ? hs : 0;
+    const int64_t r1 = hs + kh < height ? hs + kh : height;
+    const int64_t rows = r1 > r0 ? r1 - r0 : 0;
+    const int64_t rows_padded =
+        (hs + kh < height + w->pe[1] ? hs + kh : height + w->pe[1]) - hs;
+    for (int64_t o2 = 0; o2 < out_w; o2++) {
+      const int64_t ws = o2 * sw - w->pb[2];
+      int64_t c0 = ws, c1 = ws + kw;
+      if (o2 < c_lo || o2 >= c_hi) { /* a border column: clamp */
+        c0 = ws > 0 ? ws : 0;
+        c1 = c1 < width ? c1 : width;
+        if (c1 < c0) c1 = c0;
+      }
+      const float v = pool_window(x, width, r0, r1, c0, c1, is_max);
+      if (is_max) {
+        y[o2] = v;
+        continue;
+      }
+      const int64_t cols_padded =
+          (ws + kw < width + w->pe[2] ? ws + kw : width + w->pe[2]) - ws;
+      const int64_t div =
+          include_pad ? rows_padded * cols_padded : rows * (c1 - c0);
+      y[o2] = div > 0 ? v / (float)div : 0.0f;
+    }
+  }
+}
+
 static int pool_run(const ts_node *n, const ts_tensor *const *in,
                     ts_tensor *out, bool is_max, ts_err *err) {
   const window_attrs *a = n->params;
@@ -746,6 +817,12 @@ static int pool_run(const ts_node *n, const ts_tensor *const *in,
   const float *x = in[0]->data;
   float *y = out[0].data;
   int64_t *idx = is_max && output_wanted(n, 1) ? out[1].data : NULL;
+  if (pool_fast_applies(&w, idx != NULL)) {
+    for (int64_t p = 0; p < planes; p++)
+      pool_plane_2d(&w, is_max, a->count_include_pad, x + p * plane_in,
+                    y + p * plane_out);
+    return 0;
+  }
   for (int64_t p = 0; p < planes; p++)
     pool_plane(&w, is_max, a->count_include_pad, x + p * plane_in,
                y + p * plane_out, idx ? idx + p * plane_out : NULL,
