@@ -419,9 +419,23 @@ START_TEST(test_conv_tiled) {
   c.pb[1] = c.pe[1] = c.pb[2] = 1;
   c.pe[2] = 2;
   ref_geometry(&c);
-  /* K = 16 * 9 = 144; one output row is 144 * 302 * 4 bytes ~ 170 KiB, so an
-   * 8 MiB tile holds ~48 of the 150 rows. */
+  /* K = 16 * 9 = 144; one output row is 144 * 302 * 4 bytes ~ 170 KiB, over
+   * the 128 KiB tile target: one row (302 columns) per tile. */
   check_conv(&c, 16, 3, 1, true, false, "tiled conv");
+  /* 3-D, K = 8 * 27 = 216, rows of 70: a tile is 4 (out0, out1) rows (the
+   * 256-column floor), and 38 rows per out0 plane make tiles that start
+   * and end inside a plane. */
+  unit_window(&c, 3);
+  c.give_kernel = c.give_pads = true;
+  c.in[0] = 3;
+  c.in[1] = 38;
+  c.in[2] = 70;
+  for (int j = 0; j < 3; j++) {
+    c.k[j] = 3;
+    c.pb[j] = c.pe[j] = 1;
+  }
+  ref_geometry(&c);
+  check_conv(&c, 8, 3, 1, true, false, "tiled 3-D conv");
 }
 END_TEST
 
