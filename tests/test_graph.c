@@ -660,6 +660,182 @@ START_TEST(attribute_helpers) {
 }
 END_TEST
 
+/* ---- BatchNormalization folded into the Conv before it --------------------- */
+
+/* x[2, C, 5, 6] -> Conv(W[M, C/group, 3, 3] [, B], pads 1) -> h ->
+ * BatchNormalization(scale, bias, mean, var; epsilon 1e-3) -> y. */
+typedef struct conv_bn {
+  int64_t c, m, group;
+  bool bias;
+  bool mean_is_input; /* mean fed at run time: not constant */
+  bool h_is_output;   /* the Conv's output is also a graph output */
+  bool w_shared;      /* a second Conv reads W too: h2 */
+  ts_tensor x, w, b, bn[4];
+} conv_bn;
+
+static const char *const bn_names[4] = {"scale", "beta", "mean", "var"};
+
+static Onnx__ModelProto *conv_bn_model(conv_bn *c, kc_rng *r) {
+  Onnx__ModelProto *m = kc_model_new(13);
+  const int64_t cpg = c->c / c->group;
+  kc_tensor_rand(&c->x, TS_DTYPE_FLOAT, 4, D(2, c->c, 5, 6), r, -1, 1);
+  kc_tensor_rand(&c->w, TS_DTYPE_FLOAT, 4, D(c->m, cpg, 3, 3), r, -1, 1);
+  kc_tensor_rand(&c->b, TS_DTYPE_FLOAT, 1, D(c->m), r, -1, 1);
+  const double lo[4] = {0.5, -0.5, -0.5, 0.5}, hi[4] = {1.5, 0.5, 0.5, 2.0};
+  for (int i = 0; i < 4; i++)
+    kc_tensor_rand(&c->bn[i], TS_DTYPE_FLOAT, 1, D(c->m), r, lo[i], hi[i]);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 4, D(-1, c->c, 5, 6));
+  kc_model_init(m, "W", &c->w);
+  if (c->bias) kc_model_init(m, "B", &c->b);
+  for (int i = 0; i < 4; i++) {
+    if (i == 2 && c->mean_is_input)
+      kc_model_input(m, "mean", TS_DTYPE_FLOAT, 1, D(c->m));
+    else
+      kc_model_init(m, bn_names[i], &c->bn[i]);
+  }
+  Onnx__NodeProto *conv =
+      kc_model_node(m, "Conv", "", "conv", c->bias ? "x,W,B" : "x,W", "h");
+  kc_attr_ints(conv, "pads", 4, D(1, 1, 1, 1));
+  kc_attr_int(conv, "group", c->group);
+  Onnx__NodeProto *bn = kc_model_node(m, "BatchNormalization", "", "bn",
+                                      "h,scale,beta,mean,var", "y");
+  kc_attr_float(bn, "epsilon", 1e-3f);
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  if (c->h_is_output) kc_model_output(m, "h", TS_DTYPE_FLOAT, -1, NULL);
+  if (c->w_shared) {
+    conv = kc_model_node(m, "Conv", "", "conv2", "x,W", "h2");
+    kc_attr_ints(conv, "pads", 4, D(1, 1, 1, 1));
+    kc_attr_int(conv, "group", c->group);
+    kc_model_output(m, "h2", TS_DTYPE_FLOAT, -1, NULL);
+  }
+  return m;
+}
+
+static void conv_bn_free(conv_bn *c) {
+  ts_tensor_free(&c->x), ts_tensor_free(&c->w), ts_tensor_free(&c->b);
+  for (int i = 0; i < 4; i++) ts_tensor_free(&c->bn[i]);
+}
+
+/* The Conv (h) and BatchNormalization (y) of c in float64, straight from
+ * the ONNX definitions. */
+static void conv_bn_reference(const conv_bn *c, double *h, double *y) {
+  const float *x = c->x.data, *w = c->w.data, *b = c->b.data;
+  const float *scale = c->bn[0].data, *beta = c->bn[1].data,
+              *mean = c->bn[2].data, *var = c->bn[3].data;
+  const int64_t cpg = c->c / c->group, mpg = c->m / c->group;
+  for (int64_t n = 0; n < 2; n++)
+    for (int64_t m = 0; m < c->m; m++)
+      for (int64_t i = 0; i < 5; i++)
+        for (int64_t j = 0; j < 6; j++) {
+          double acc = c->bias ? b[m] : 0.0;
+          for (int64_t ci = 0; ci < cpg; ci++)
+            for (int64_t ki = 0; ki < 3; ki++)
+              for (int64_t kj = 0; kj < 3; kj++) {
+                const int64_t ii = i + ki - 1, jj = j + kj - 1;
+                if (ii < 0 || ii >= 5 || jj < 0 || jj >= 6) continue;
+                const int64_t chan = m / mpg * cpg + ci;
+                acc += (double)x[((n * c->c + chan) * 5 + ii) * 6 + jj] *
+                       w[((m * cpg + ci) * 3 + ki) * 3 + kj];
+              }
+          const int64_t at = ((n * c->m + m) * 5 + i) * 6 + j;
+          h[at] = acc;
+          y[at] = (acc - mean[m]) / sqrt((double)var[m] + (double)1e-3f) *
+                      scale[m] +
+                  beta[m];
+        }
+}
+
+/* Loads c's model, expects `nodes` nodes after loading, runs it and
+ * compares y (and h when it is an output) with the reference. Returns the
+ * model; the caller frees it. */
+static ts_model *conv_bn_check(conv_bn *c, kc_rng *r, int nodes,
+                               const char *what) {
+  ts_model *model;
+  ts_err err;
+  ck_assert_msg(load(conv_bn_model(c, r), &model, &err) == 0, "%s: %s", what,
+                err.msg);
+  const ts_graph *g = &model->graph;
+  ck_assert_msg(g->n_nodes == nodes, "%s: %d nodes, want %d", what,
+                g->n_nodes, nodes);
+  double h[2 * 8 * 30], y[2 * 8 * 30];
+  ck_assert_int_le(c->m, 8);
+  conv_bn_reference(c, h, y);
+  ts_session *s;
+  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  const char *in_names[] = {"x", "mean"};
+  const ts_tensor feeds[2] = {c->x, c->bn[2]};
+  const char *out_names[] = {"y", "h"};
+  ts_tensor out[2];
+  ck_assert_msg(ts_exec_run(model, s, in_names, feeds,
+                            c->mean_is_input ? 2 : 1, out_names, out,
+                            c->h_is_output ? 2 : 1, &err) == 0,
+                "%s: %s", what, err.msg);
+  kc_assert_close(&out[0], y, D(2, c->m, 5, 6), 4, 1e-5, 1e-6, what);
+  if (c->h_is_output)
+    kc_assert_close(&out[1], h, D(2, c->m, 5, 6), 4, 1e-5, 1e-6, what);
+  for (int i = 0; i < (c->h_is_output ? 2 : 1); i++) ts_tensor_free(&out[i]);
+  ts_session_free(s);
+  return model;
+}
+
+/* Conv + inference BatchNormalization with constant parameters load as one
+ * Conv whose weights and bias are the fold computed in float64 and rounded
+ * once, with and without a Conv bias, grouped or not; the folded model
+ * matches the float64 reference of the two ops at rtol 1e-5. */
+START_TEST(batch_norm_folds_into_conv) {
+  kc_rng r = kc_rng_seed(110);
+  for (int bias = 0; bias < 2; bias++)
+    for (int64_t group = 1; group <= 2; group++) {
+      conv_bn c = {.c = 4, .m = 6, .group = group, .bias = bias};
+      char what[64];
+      snprintf(what, sizeof what, "fold (bias %d, group %lld)", bias,
+               (long long)group);
+      ts_model *model = conv_bn_check(&c, &r, 1, what);
+      /* The folded constants, against the formula in float64. */
+      const ts_graph *g = &model->graph;
+      const ts_node *conv = &g->nodes[0];
+      ck_assert_str_eq(conv->op_type, "Conv");
+      ck_assert_int_eq(conv->n_inputs, 3);
+      ck_assert_int_eq(conv->outputs[0], ts_graph_find_value(g, "y"));
+      const ts_tensor *w = g->values[conv->inputs[1]].constant,
+                      *b = g->values[conv->inputs[2]].constant;
+      ck_assert_ptr_nonnull(w);
+      ck_assert_ptr_nonnull(b);
+      const float *w0 = c.w.data, *b0 = c.b.data, *sc = c.bn[0].data,
+                  *be = c.bn[1].data, *mu = c.bn[2].data, *va = c.bn[3].data;
+      const int64_t per = ts_tensor_numel(&c.w) / c.m;
+      for (int64_t m = 0; m < c.m; m++) {
+        const double k = (double)sc[m] / sqrt((double)va[m] + (double)1e-3f);
+        for (int64_t i = 0; i < per; i++)
+          ck_assert_float_eq(((const float *)w->data)[m * per + i],
+                             (float)(w0[m * per + i] * k));
+        ck_assert_float_eq(((const float *)b->data)[m],
+                           (float)(((bias ? b0[m] : 0.0) - mu[m]) * k + be[m]));
+      }
+      ts_model_free(model);
+      conv_bn_free(&c);
+    }
+}
+END_TEST
+
+/* No fold where it would be wrong or visible: a parameter that is not
+ * constant, the Conv's output read elsewhere (here: a graph output), the
+ * Conv's weight shared with another Conv. Both ops stay and the answers
+ * still match the reference. */
+START_TEST(batch_norm_not_folded) {
+  kc_rng r = kc_rng_seed(111);
+  conv_bn a = {.c = 4, .m = 6, .group = 1, .bias = true, .mean_is_input = true};
+  ts_model_free(conv_bn_check(&a, &r, 2, "mean not constant"));
+  conv_bn_free(&a);
+  conv_bn b = {.c = 4, .m = 6, .group = 2, .h_is_output = true};
+  ts_model_free(conv_bn_check(&b, &r, 2, "conv output also a graph output"));
+  conv_bn_free(&b);
+  conv_bn c = {.c = 4, .m = 6, .group = 1, .w_shared = true};
+  ts_model_free(conv_bn_check(&c, &r, 3, "weight shared by two convs"));
+  conv_bn_free(&c);
+}
+END_TEST
+
 /* ---- a real PyTorch export ------------------------------------------------ */
 
 static const char *export_script =
@@ -779,6 +955,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, structure_errors);
   tcase_add_test(tc, versions);
   tcase_add_test(tc, constant_folding);
+  tcase_add_test(tc, batch_norm_folds_into_conv);
+  tcase_add_test(tc, batch_norm_not_folded);
   tcase_add_test(tc, nodes_out_of_order_are_sorted);
   tcase_add_test(tc, shape_arithmetic_inference);
   tcase_add_test(tc, output_shape_from_value_info);
