@@ -470,41 +470,81 @@ static int conv_infer(const ts_node *n, const ts_tensor *const *in,
   return set_shape(n, &out[0], TS_DTYPE_FLOAT, dims, in[0]->rank, err);
 }
 
+/* Zeroes `count` floats (a plain loop: the runs here are short). */
+static void zero_floats(float *dst, int64_t count) {
+  for (int64_t i = 0; i < count; i++) dst[i] = 0.0f;
+}
+
 /* Writes the column matrix of one group's input planes x (channels planes
  * of w->in) for output rows [r0, r1), a row being one (out0, out1) pair:
  * col[channels * kernel volume][(r1 - r0) * out2], 0 where a tap falls into
- * the padding. The (out0, out1) pair is stepped, not divided out of r, and
- * rows are copied by plain loops (vectorised; a row is often only 10-30
- * floats, where a memcpy call costs more than the copy). */
+ * the padding.
+ *
+ * For each tap, the rows of one out0 plane are cut into the padding rows
+ * above, the valid rows and the padding rows below. Where the conv keeps
+ * the width (stride 1 on the last two dims, out2 == in2: a "same" conv),
+ * the valid rows of a tap are one contiguous run of the input, shifted by
+ * the tap's column offset: one copy, then the few columns that fall into
+ * the padding zeroed per row. Otherwise each row is copied on its own. */
 static void im2col(const float *x, int64_t channels, const window *w,
                    int64_t r0, int64_t r1, float *col) {
-  const int64_t ow_n = w->out[2], plane = prod3(w->in);
+  const int64_t ow_n = w->out[2], plane = prod3(w->in), s2 = w->s[2];
+  const int64_t out1 = w->out[1];
+  const bool dense = s2 == 1 && w->s[1] == 1 && ow_n == w->in[2];
   float *dst = col;
   for (int64_t c = 0; c < channels; c++) {
     const float *xc = x + c * plane;
     for (int64_t k0 = 0; k0 < w->k[0]; k0++)
       for (int64_t k1 = 0; k1 < w->k[1]; k1++)
         for (int64_t k2 = 0; k2 < w->k[2]; k2++) {
-          const int64_t iw0 = k2 * w->d[2] - w->pb[2], s2 = w->s[2];
-          int64_t lo, hi;
+          const int64_t iw0 = k2 * w->d[2] - w->pb[2];
+          const int64_t ih0 = k1 * w->d[1] - w->pb[1];
+          int64_t lo, hi, v_lo, v_hi; /* valid columns, valid out1 rows */
           valid_range(iw0, s2, ow_n, w->in[2], &lo, &hi);
-          int64_t o0 = r0 / w->out[1], o1 = r0 % w->out[1];
-          for (int64_t r = r0; r < r1; r++, dst += ow_n) {
+          valid_range(ih0, w->s[1], out1, w->in[1], &v_lo, &v_hi);
+          for (int64_t r = r0; r < r1;) {
+            const int64_t o0 = r / out1, first = r % out1;
+            const int64_t end = (o0 + 1) * out1 < r1 ? (o0 + 1) * out1 : r1;
+            const int64_t last = first + (end - r); /* out1 rows [first, last) */
+            float *d = dst + (r - r0) * ow_n;
             const int64_t i0 = o0 * w->s[0] - w->pb[0] + k0 * w->d[0];
-            const int64_t i1 = o1 * w->s[1] - w->pb[1] + k1 * w->d[1];
-            if (++o1 == w->out[1]) o1 = 0, o0++;
-            if (i0 < 0 || i0 >= w->in[0] || i1 < 0 || i1 >= w->in[1]) {
-              for (int64_t o = 0; o < ow_n; o++) dst[o] = 0.0f;
+            r = end;
+            if (i0 < 0 || i0 >= w->in[0]) {
+              zero_floats(d, (last - first) * ow_n);
               continue;
             }
-            const float *src = xc + (i0 * w->in[1] + i1) * w->in[2] + iw0;
-            for (int64_t o = 0; o < lo; o++) dst[o] = 0.0f;
-            if (s2 == 1)
-              for (int64_t o = lo; o < hi; o++) dst[o] = src[o];
-            else
-              for (int64_t o = lo; o < hi; o++) dst[o] = src[o * s2];
-            for (int64_t o = hi; o < ow_n; o++) dst[o] = 0.0f;
+            int64_t a = v_lo > first ? v_lo : first;
+            int64_t b = v_hi < last ? v_hi : last;
+            if (b < a) b = a;
+            zero_floats(d, (a - first) * ow_n);
+            zero_floats(d + (b - first) * ow_n, (last - b) * ow_n);
+            if (b == a) continue;
+            const float *src =
+                xc + (i0 * w->in[1] + ih0 + a * w->s[1]) * w->in[2] + iw0;
+            float *dv = d + (a - first) * ow_n;
+            if (dense && hi > lo) {
+              /* rows a..b of the input are contiguous, as are their
+               * destinations: copy [lo of the first, hi of the last). */
+              memcpy(dv + lo, src + lo,
+                     (size_t)((b - a) * ow_n - lo - (ow_n - hi)) *
+                         sizeof *dv);
+              for (int64_t q = 0; q < b - a; q++) {
+                zero_floats(dv + q * ow_n, lo);
+                zero_floats(dv + q * ow_n + hi, ow_n - hi);
+              }
+              continue;
+            }
+            for (int64_t q = 0; q < b - a; q++, dv += ow_n) {
+              const float *sr = src + q * w->s[1] * w->in[2];
+              zero_floats(dv, lo);
+              if (s2 == 1)
+                for (int64_t o = lo; o < hi; o++) dv[o] = sr[o];
+              else
+                for (int64_t o = lo; o < hi; o++) dv[o] = sr[o * s2];
+              zero_floats(dv + hi, ow_n - hi);
+            }
           }
+          dst += (r1 - r0) * ow_n;
         }
   }
 }
