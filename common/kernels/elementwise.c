@@ -340,14 +340,15 @@ POW_ROW(double, f64)
  * computed in double (x * x exact there, one more rounding, then float);
  * sqrt matches pow(x, 0.5) once -0 and -inf are mapped as pow maps them
  * (to +0 and +inf). The loops vectorise; powf per element does not. b is
- * the exponent, the same for every element, and unused. */
+ * the exponent, the same for every element, and unused: it is read as a
+ * byte, which every exponent type has. */
 #define POW_SQRT(a) ((a) == -INFINITY ? INFINITY : sqrt(a) + 0)
 #define POW_FIXED_ROW(TA, sa)                                             \
-  BIN_KERNEL(pow_##sa##_one, TA, TA, TA, ((void)b, a))                    \
-  BIN_KERNEL(pow_##sa##_square, TA, TA, TA, ((void)b, a * a))             \
-  BIN_KERNEL(pow_##sa##_cube, TA, TA, TA,                                 \
+  BIN_KERNEL(pow_##sa##_one, TA, uint8_t, TA, ((void)b, a))               \
+  BIN_KERNEL(pow_##sa##_square, TA, uint8_t, TA, ((void)b, a * a))        \
+  BIN_KERNEL(pow_##sa##_cube, TA, uint8_t, TA,                            \
              ((void)b, (double)a * (double)a * (double)a))                \
-  BIN_KERNEL(pow_##sa##_sqrt, TA, TA, TA, ((void)b, POW_SQRT(a)))
+  BIN_KERNEL(pow_##sa##_sqrt, TA, uint8_t, TA, ((void)b, POW_SQRT(a)))
 POW_FIXED_ROW(float, f32)
 POW_FIXED_ROW(double, f64)
 #undef POW_FIXED_ROW
