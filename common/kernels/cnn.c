@@ -21,7 +21,14 @@
  *    so the column buffer stays near COL_TARGET bytes; a 1x1, stride-1,
  *    unpadded conv is a plain sgemm on the input; a depthwise conv (one input
  *    channel per group) is a direct loop. Each run asks ts_kctx_scratch()
- *    once at most; nothing is allocated per element.
+ *    once at most; nothing is allocated per element. im2col copies the
+ *    valid rows of a tap in one run where the conv keeps the width.
+ *  - MaxPool/AveragePool of 1 or 2 spatial dims without dilation or
+ *    Indices pool whole output rows, interior columns apart from the
+ *    border (pool_plane_2d); every other case takes the generic N-d
+ *    window code (pool_plane). Both visit taps in the same order.
+ *  - A BatchNormalization after a Conv is usually gone by the time kernels
+ *    run: the loader folds it into the Conv's weights (graph.c).
  *  - node->params is written by prepare only and read-only afterwards: one
  *    model is run by many threads at once.
  *
