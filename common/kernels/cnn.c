@@ -546,6 +546,8 @@ static void im2col(const float *x, int64_t channels, const window *w,
               zero_floats(dv, lo);
               if (s2 == 1)
                 for (int64_t o = lo; o < hi; o++) dv[o] = sr[o];
+              else if (s2 == 2) /* a constant stride: vectorised */
+                for (int64_t o = lo; o < hi; o++) dv[o] = sr[o * 2];
               else
                 for (int64_t o = lo; o < hi; o++) dv[o] = sr[o * s2];
               zero_floats(dv + hi, ow_n - hi);
