@@ -612,7 +612,7 @@ done:
   return rc;
 }
 
-/* ---- folding BatchNormalization into the Conv before it ------------------- */
+/* ---- folding BatchNormalization into the Conv before it ----------------- */
 
 /* Nodes reading value v (each node once), +1 if v is a graph output. */
 static int consumers_of(const ts_graph *g, int v) {
@@ -657,7 +657,8 @@ static int add_constant(ts_graph *g, const char *name, ts_tensor *t,
   snprintf(fresh, sizeof fresh, "%s", name);
   for (int k = 1; ts_graph_find_value(g, fresh) >= 0; k++)
     snprintf(fresh, sizeof fresh, "%s.%d", name, k);
-  ts_value *values = realloc(g->values, ((size_t)g->n_values + 1) * sizeof *values);
+  ts_value *values =
+      realloc(g->values, ((size_t)g->n_values + 1) * sizeof *values);
   if (!values) return ts_err_set(err, TS_ENOMEM, "out of memory");
   g->values = values;
   ts_value *val = &g->values[g->n_values];
@@ -718,7 +719,8 @@ static int fold_conv_bn(ts_graph *g, int conv_i, int bn_i, ts_err *err) {
     return 0;
   const ts_tensor *w = g->values[w_v].constant;
   if (w->dtype != TS_DTYPE_FLOAT || w->rank < 3 || w->dims[0] < 1) return 0;
-  const int64_t channels = w->dims[0], per_channel = ts_tensor_numel(w) / channels;
+  const int64_t channels = w->dims[0];
+  const int64_t per_channel = ts_tensor_numel(w) / channels;
   const float *scale = channel_vector(g, bn->inputs[1], channels),
               *beta = channel_vector(g, bn->inputs[2], channels),
               *mean = channel_vector(g, bn->inputs[3], channels),
@@ -1013,7 +1015,8 @@ static int build(ts_model *m, ts_err *err) {
   if ((rc = normalize_strings(m->proto->graph, err))) return rc;
   if (!(rc = load_values(&L, err)) && !(rc = load_nodes(&L, err)) &&
       !(rc = sort_nodes(&m->graph, err)) && !(rc = prepare_and_fold(m, err)) &&
-      !(rc = fold_batch_norms(&L, err)) && !(rc = infer_shapes(m, err)) && !(rc = apply_value_info(&L, err)))
+      !(rc = fold_batch_norms(&L, err)) && !(rc = infer_shapes(m, err)) &&
+      !(rc = apply_value_info(&L, err)))
     count_consumers(m);
   free(L.ix.slots);
   return rc;

@@ -660,7 +660,7 @@ START_TEST(attribute_helpers) {
 }
 END_TEST
 
-/* ---- BatchNormalization folded into the Conv before it --------------------- */
+/* ---- BatchNormalization folded into the Conv before it ------------------ */
 
 /* x[2, C, 5, 6] -> Conv(W[M, C/group, 3, 3] [, B], pads 1) -> h ->
  * BatchNormalization(scale, bias, mean, var; epsilon 1e-3) -> y. */

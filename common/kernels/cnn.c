@@ -512,7 +512,7 @@ static void im2col(const float *x, int64_t channels, const window *w,
           for (int64_t r = r0; r < r1;) {
             const int64_t o0 = r / out1, first = r % out1;
             const int64_t end = (o0 + 1) * out1 < r1 ? (o0 + 1) * out1 : r1;
-            const int64_t last = first + (end - r); /* out1 rows [first, last) */
+            const int64_t last = first + (end - r); /* out1 [first, last) */
             float *d = dst + (r - r0) * ow_n;
             const int64_t i0 = o0 * w->s[0] - w->pb[0] + k0 * w->d[0];
             r = end;
@@ -642,7 +642,8 @@ static int conv_run(const ts_node *n, const ts_tensor *const *in,
   if (!pointwise && kdim > 0) {
     const int64_t row_bytes = kdim * row_len * (int64_t)sizeof(float);
     tile = COL_TARGET / row_bytes;
-    if (tile * row_len < COL_MIN_COLUMNS) tile = ceil_div(COL_MIN_COLUMNS, row_len);
+    if (tile * row_len < COL_MIN_COLUMNS)
+      tile = ceil_div(COL_MIN_COLUMNS, row_len);
     if (tile > COL_BUDGET / row_bytes) tile = COL_BUDGET / row_bytes;
     if (tile < 1) tile = 1;
     if (tile > rows) tile = rows;

@@ -89,8 +89,8 @@ def torch_weight_bytes(module):
     statistics included, its int64 step counter not) as Tessera holds them:
     a BatchNorm that follows a Conv is folded into the Conv's weights at
     load, so its four vectors are gone and a Conv without bias gains one."""
-    total = sum(t.numel() * t.element_size() for t in module.state_dict().values()
-                if t.is_floating_point())
+    total = sum(t.numel() * t.element_size()
+                for t in module.state_dict().values() if t.is_floating_point())
     conv = None
     for m in module.modules():
         if isinstance(m, torch.nn.Conv2d):
