@@ -873,15 +873,16 @@ static void *read_all(const char *path, size_t *len) {
   return b;
 }
 
-START_TEST(pytorch_mlp_matches_torch) {
+/* Runs a torch export script with a fresh directory (dir, a mkdtemp
+ * template) as its argument; fails the test with the script's stderr. */
+static void run_torch_script(const char *text, char *dir) {
   ck_assert_msg(access("/usr/bin/python3", X_OK) == 0,
                 "/usr/bin/python3 is missing: cannot export the PyTorch model");
-  char dir[] = "/tmp/test_graph_torch_XXXXXX";
   ck_assert_ptr_nonnull(mkdtemp(dir));
   char script[256], cmd[768];
   snprintf(script, sizeof script, "%s/export.py", dir);
   FILE *f = fopen(script, "w");
-  fputs(export_script, f);
+  fputs(text, f);
   fclose(f);
   snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s %s 2>%s/err.txt", script,
            dir, dir);
@@ -894,6 +895,11 @@ START_TEST(pytorch_mlp_matches_torch) {
     e[el] = '\0';
     ck_abort_msg("torch export failed (%d): %.400s", st, e);
   }
+}
+
+START_TEST(pytorch_mlp_matches_torch) {
+  char dir[] = "/tmp/test_graph_torch_XXXXXX", cmd[768];
+  run_torch_script(export_script, dir);
   char path[300];
   snprintf(path, sizeof path, "%s/mlp.onnx", dir);
   ts_model *model;
@@ -944,6 +950,77 @@ START_TEST(pytorch_mlp_matches_torch) {
 }
 END_TEST
 
+/* Conv -> BatchNorm -> ReLU -> Conv(stride 2, bias) -> BatchNorm, exported
+ * with the BatchNorms kept (training=PRESERVE in eval mode, no constant
+ * folding), as export_models.py exports its ResNet. */
+static const char *conv_bn_script =
+    "import sys, torch\n"
+    "d = sys.argv[1]\n"
+    "torch.manual_seed(0)\n"
+    "m = torch.nn.Sequential(\n"
+    "    torch.nn.Conv2d(3, 8, 3, padding=1, bias=False),\n"
+    "    torch.nn.BatchNorm2d(8), torch.nn.ReLU(),\n"
+    "    torch.nn.Conv2d(8, 4, 3, stride=2, padding=1),\n"
+    "    torch.nn.BatchNorm2d(4))\n"
+    "for b in (m[1], m[4]):\n"
+    "    with torch.no_grad():\n"
+    "        b.running_mean.uniform_(-0.5, 0.5)\n"
+    "        b.running_var.uniform_(0.5, 2.0)\n"
+    "        b.weight.uniform_(0.5, 1.5)\n"
+    "        b.bias.uniform_(-0.2, 0.2)\n"
+    "m.eval()\n"
+    "x = torch.randn(2, 3, 9, 10)\n"
+    "torch.onnx.export(m, x, d + '/cbn.onnx', opset_version=13,\n"
+    "    input_names=['x'], output_names=['y'], do_constant_folding=False,\n"
+    "    training=torch.onnx.TrainingMode.PRESERVE)\n"
+    "x.numpy().astype('<f4').tofile(d + '/x.bin')\n"
+    "with torch.no_grad():\n"
+    "    m(x).numpy().astype('<f4').tofile(d + '/y.bin')\n";
+
+/* A real torch export with Conv + BatchNorm pairs: both BatchNorms are
+ * folded at load and the folded model matches torch at rtol 1e-5. */
+START_TEST(pytorch_conv_bn_folds_and_matches_torch) {
+  char dir[] = "/tmp/test_graph_torch_XXXXXX", path[300], cmd[768];
+  run_torch_script(conv_bn_script, dir);
+  snprintf(path, sizeof path, "%s/cbn.onnx", dir);
+  ts_model *model;
+  ts_err err;
+  ck_assert_msg(ts_model_load_file(path, &model, &err) == 0, "%s", err.msg);
+  int convs = 0;
+  for (int i = 0; i < model->graph.n_nodes; i++) {
+    const char *op = model->graph.nodes[i].op_type;
+    ck_assert_msg(strcmp(op, "BatchNormalization") != 0,
+                  "BatchNormalization node %d was not folded", i);
+    convs += strcmp(op, "Conv") == 0;
+  }
+  ck_assert_int_eq(convs, 2);
+  size_t xl, yl;
+  snprintf(path, sizeof path, "%s/x.bin", dir);
+  float *xd = read_all(path, &xl);
+  snprintf(path, sizeof path, "%s/y.bin", dir);
+  float *yd = read_all(path, &yl);
+  ck_assert_uint_eq(xl, 2 * 3 * 9 * 10 * 4);
+  ck_assert_uint_eq(yl, 2 * 4 * 5 * 5 * 4);
+  ts_session *s;
+  ts_tensor x, out;
+  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  ck_assert_int_eq(ts_tensor_view(&x, TS_DTYPE_FLOAT, D(2, 3, 9, 10), 4, xd,
+                                  &err), 0);
+  const char *names[] = {"x"};
+  ck_assert_msg(ts_exec_run(model, s, names, &x, 1, NULL, &out, 0, &err) == 0,
+                "%s", err.msg);
+  double ref[2 * 4 * 5 * 5];
+  for (int i = 0; i < 2 * 4 * 5 * 5; i++) ref[i] = yd[i];
+  kc_assert_close(&out, ref, D(2, 4, 5, 5), 4, 1e-5, 1e-6, "torch conv+bn");
+  free(xd);
+  free(yd);
+  ts_session_free(s);
+  ts_model_free(model);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("graph");
   TCase *tc = tcase_create("load");
@@ -967,6 +1044,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, broadcast_shape);
   tcase_add_test(tc, attribute_helpers);
   tcase_add_test(tc, pytorch_mlp_matches_torch);
+  tcase_add_test(tc, pytorch_conv_bn_folds_and_matches_torch);
   suite_add_tcase(s, tc);
   return s;
 }
