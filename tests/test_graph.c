@@ -875,6 +875,39 @@ static void *read_all(const char *path, size_t *len) {
 
 /* Runs a torch export script with a fresh directory (dir, a mkdtemp
  * template) as its argument; fails the test with the script's stderr. */
+/* Runs model (input "x") in session s on dir/x_file (float32, shape xd)
+ * and compares the output with torch's in dir/y_file (shape yd) at rtol
+ * 1e-5. */
+static void expect_torch_output(const ts_model *model, ts_session *s,
+                                const char *dir, const char *x_file,
+                                const int64_t *xd, int x_rank,
+                                const char *y_file, const int64_t *yd,
+                                int y_rank, const char *what) {
+  char path[300];
+  size_t xl, yl;
+  snprintf(path, sizeof path, "%s/%s", dir, x_file);
+  float *xv = read_all(path, &xl);
+  snprintf(path, sizeof path, "%s/%s", dir, y_file);
+  float *yv = read_all(path, &yl);
+  const int64_t ny = ts_shape_numel(yd, y_rank);
+  ck_assert_uint_eq(xl, (size_t)ts_shape_numel(xd, x_rank) * 4);
+  ck_assert_uint_eq(yl, (size_t)ny * 4);
+  ts_tensor x, out;
+  ts_err err;
+  ck_assert_int_eq(ts_tensor_view(&x, TS_DTYPE_FLOAT, xd, x_rank, xv, &err),
+                   0);
+  const char *names[] = {"x"};
+  ck_assert_msg(ts_exec_run(model, s, names, &x, 1, NULL, &out, 0, &err) == 0,
+                "%s: %s", what, err.msg);
+  double *ref = malloc((size_t)ny * sizeof *ref);
+  ck_assert_ptr_nonnull(ref);
+  for (int64_t i = 0; i < ny; i++) ref[i] = yv[i];
+  kc_assert_close(&out, ref, yd, y_rank, 1e-5, 1e-6, what);
+  free(ref);
+  free(xv);
+  free(yv);
+}
+
 static void run_torch_script(const char *text, char *dir) {
   ck_assert_msg(access("/usr/bin/python3", X_OK) == 0,
                 "/usr/bin/python3 is missing: cannot export the PyTorch model");
@@ -924,24 +957,11 @@ START_TEST(pytorch_mlp_matches_torch) {
   const int batches[] = {3, 7, 3};
   for (int bi = 0; bi < 3; bi++) {
     int n = batches[bi];
-    size_t xl, yl;
-    snprintf(path, sizeof path, "%s/x%d.bin", dir, n);
-    float *xd = read_all(path, &xl);
-    snprintf(path, sizeof path, "%s/y%d.bin", dir, n);
-    float *yd = read_all(path, &yl);
-    ck_assert_uint_eq(xl, (size_t)n * 6 * 4);
-    ck_assert_uint_eq(yl, (size_t)n * 5 * 4);
-    ts_tensor x, out;
-    ck_assert_int_eq(ts_tensor_view(&x, TS_DTYPE_FLOAT, D(n, 2, 3), 3, xd,
-                                    &err), 0);
-    const char *names[] = {"x"};
-    ck_assert_msg(ts_exec_run(model, s, names, &x, 1, NULL, &out, 0, &err) == 0,
-                  "%s", err.msg);
-    double ref[7 * 5];
-    for (int i = 0; i < n * 5; i++) ref[i] = yd[i];
-    kc_assert_close(&out, ref, D(n, 5), 2, 1e-5, 1e-6, "torch mlp");
-    free(xd);
-    free(yd);
+    char xf[16], yf[16];
+    snprintf(xf, sizeof xf, "x%d.bin", n);
+    snprintf(yf, sizeof yf, "y%d.bin", n);
+    expect_torch_output(model, s, dir, xf, D(n, 2, 3), 3, yf, D(n, 5), 2,
+                        "torch mlp");
   }
   ts_session_free(s);
   ts_model_free(model);
@@ -994,26 +1014,10 @@ START_TEST(pytorch_conv_bn_folds_and_matches_torch) {
     convs += strcmp(op, "Conv") == 0;
   }
   ck_assert_int_eq(convs, 2);
-  size_t xl, yl;
-  snprintf(path, sizeof path, "%s/x.bin", dir);
-  float *xd = read_all(path, &xl);
-  snprintf(path, sizeof path, "%s/y.bin", dir);
-  float *yd = read_all(path, &yl);
-  ck_assert_uint_eq(xl, 2 * 3 * 9 * 10 * 4);
-  ck_assert_uint_eq(yl, 2 * 4 * 5 * 5 * 4);
   ts_session *s;
-  ts_tensor x, out;
   ck_assert_int_eq(ts_session_create(&s, &err), 0);
-  ck_assert_int_eq(ts_tensor_view(&x, TS_DTYPE_FLOAT, D(2, 3, 9, 10), 4, xd,
-                                  &err), 0);
-  const char *names[] = {"x"};
-  ck_assert_msg(ts_exec_run(model, s, names, &x, 1, NULL, &out, 0, &err) == 0,
-                "%s", err.msg);
-  double ref[2 * 4 * 5 * 5];
-  for (int i = 0; i < 2 * 4 * 5 * 5; i++) ref[i] = yd[i];
-  kc_assert_close(&out, ref, D(2, 4, 5, 5), 4, 1e-5, 1e-6, "torch conv+bn");
-  free(xd);
-  free(yd);
+  expect_torch_output(model, s, dir, "x.bin", D(2, 3, 9, 10), 4, "y.bin",
+                      D(2, 4, 5, 5), 4, "torch conv+bn");
   ts_session_free(s);
   ts_model_free(model);
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
