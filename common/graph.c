@@ -14,6 +14,10 @@
  *                inputs are all constants is run once (constant folding,
  *                through the executor's kernel path) and removed, so later
  *                nodes' prepare sees the folded values
+ *   fold_bn      an inference BatchNormalization with constant parameters
+ *                that alone reads a Conv's output is folded into that
+ *                Conv's weights and bias (float64, rounded once) and
+ *                removed; see fold_conv_bn() for when it is not
  *   shapes       static shape inference, run twice with symbolic dims bound
  *                to two different sentinel sizes: a dim that comes out equal
  *                in both runs is static, one that differs is symbolic (-1).
@@ -33,6 +37,7 @@
 #include "graph.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -520,6 +525,27 @@ done:
   return rc;
 }
 
+/* Removes the nodes i with drop[i] (releasing their params) and renumbers
+ * the producers of the values the others compute. */
+static void drop_nodes(ts_graph *g, const bool *drop) {
+  int k = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    ts_node *n = &g->nodes[i];
+    if (drop[i]) {
+      if (n->op->release && n->params) n->op->release(n);
+      free(n->inputs);
+      free(n->outputs);
+      continue;
+    }
+    g->nodes[k] = *n;
+    for (int j = 0; j < g->nodes[k].n_outputs; j++)
+      if (g->nodes[k].outputs[j] >= 0)
+        g->values[g->nodes[k].outputs[j]].producer = k;
+    k++;
+  }
+  g->n_nodes = k;
+}
+
 /* Runs op->prepare on every node in order and folds nodes whose inputs are
  * all constants; folded nodes are removed from the graph. */
 static int prepare_and_fold(ts_model *m, ts_err *err) {
@@ -578,27 +604,197 @@ static int prepare_and_fold(ts_model *m, ts_err *err) {
     folded[i] = true;
   }
   if (rc) goto done;
-  /* Drop folded nodes and renumber producers. */
-  int k = 0;
-  for (int i = 0; i < g->n_nodes; i++) {
-    ts_node *n = &g->nodes[i];
-    if (folded[i]) {
-      if (n->op->release && n->params) n->op->release(n);
-      free(n->inputs);
-      free(n->outputs);
-      continue;
-    }
-    g->nodes[k] = *n;
-    for (int j = 0; j < g->nodes[k].n_outputs; j++)
-      if (g->nodes[k].outputs[j] >= 0)
-        g->values[g->nodes[k].outputs[j]].producer = k;
-    k++;
-  }
-  g->n_nodes = k;
+  drop_nodes(g, folded);
 done:
   free(in);
   free(out);
   free(folded);
+  return rc;
+}
+
+/* ---- folding BatchNormalization into the Conv before it ----------------- */
+
+/* Nodes reading value v (each node once), +1 if v is a graph output. */
+static int consumers_of(const ts_graph *g, int v) {
+  int count = g->values[v].is_graph_output ? 1 : 0;
+  for (int i = 0; i < g->n_nodes; i++)
+    for (int j = 0; j < g->nodes[i].n_inputs; j++)
+      if (g->nodes[i].inputs[j] == v) {
+        count++;
+        break;
+      }
+  return count;
+}
+
+static bool is_op(const ts_node *n, const char *op_type) {
+  return n->domain[0] == '\0' && strcmp(n->op_type, op_type) == 0;
+}
+
+/* The constant float32 vector [channels] that value v holds, or NULL. */
+static const float *channel_vector(const ts_graph *g, int v,
+                                   int64_t channels) {
+  const ts_tensor *t = v >= 0 ? g->values[v].constant : NULL;
+  if (!t || t->dtype != TS_DTYPE_FLOAT || t->rank != 1 ||
+      t->dims[0] != channels)
+    return NULL;
+  return t->data;
+}
+
+/* v when it is a constant read by exactly one node (and not a graph
+ * output), so that node may have it rewritten; -1 otherwise. */
+static int private_constant(const ts_graph *g, int v) {
+  if (v < 0 || !g->values[v].constant || g->values[v].is_graph_output ||
+      consumers_of(g, v) != 1)
+    return -1;
+  return v;
+}
+
+/* Adds a constant value `name` (a fresh name derived from it when taken)
+ * holding t (moved in). Returns its index, or a negative TS_E* code. */
+static int add_constant(ts_graph *g, const char *name, ts_tensor *t,
+                        ts_err *err) {
+  char fresh[512];
+  snprintf(fresh, sizeof fresh, "%s", name);
+  for (int k = 1; ts_graph_find_value(g, fresh) >= 0; k++)
+    snprintf(fresh, sizeof fresh, "%s.%d", name, k);
+  ts_value *values =
+      realloc(g->values, ((size_t)g->n_values + 1) * sizeof *values);
+  if (!values) return ts_err_set(err, TS_ENOMEM, "out of memory");
+  g->values = values;
+  ts_value *val = &g->values[g->n_values];
+  memset(val, 0, sizeof *val);
+  val->name = strdup(fresh);
+  val->constant = malloc(sizeof *val->constant);
+  if (!val->name || !val->constant) {
+    free(val->name);
+    free(val->constant);
+    return ts_err_set(err, TS_ENOMEM, "out of memory");
+  }
+  *val->constant = *t;
+  memset(t, 0, sizeof *t);
+  val->dtype = val->constant->dtype;
+  val->rank = val->constant->rank;
+  memcpy(val->dims, val->constant->dims, sizeof val->dims);
+  val->producer = -1;
+  return g->n_values++;
+}
+
+/* Replaces the constant of value v by t (moved in). */
+static void replace_constant(ts_graph *g, int v, ts_tensor *t) {
+  ts_tensor_free(g->values[v].constant);
+  *g->values[v].constant = *t;
+  memset(t, 0, sizeof *t);
+}
+
+/* Folds BatchNormalization node `bn` into Conv node `conv` when the fold is
+ * exact and nothing else sees the difference; returns 1 when it folded
+ * (the caller drops bn), 0 when it left both alone, or a negative TS_E*
+ * (out of memory).
+ *
+ * Conditions: bn is inference BatchNormalization (only output Y used)
+ * reading the Conv's only output, which nothing else reads (nor is a graph
+ * output); scale, B, mean and var are constant float32 [M] (M = the Conv's
+ * output channels); the Conv's W (and B when given) are float32 constants
+ * read by this Conv only, so they can be rewritten in place. Then, per
+ * output channel m, in float64 and rounded once:
+ *   s = scale[m] / sqrt(var[m] + epsilon)
+ *   W'[m, ...] = W[m, ...] * s
+ *   B'[m] = (B[m] - mean[m]) * s + bias[m]      (B[m] = 0 without B)
+ * and the Conv computes bn's Y directly. */
+static int fold_conv_bn(ts_graph *g, int conv_i, int bn_i, ts_err *err) {
+  ts_node *conv = &g->nodes[conv_i], *bn = &g->nodes[bn_i];
+  if (conv->n_outputs != 1 || bn->n_inputs != 5 || bn->inputs[0] < 0 ||
+      bn->inputs[0] != conv->outputs[0])
+    return 0;
+  for (int k = 1; k < bn->n_outputs; k++)
+    if (bn->outputs[k] >= 0) return 0;
+  if (ts_attr_int(bn, "training_mode", 0) != 0 ||
+      consumers_of(g, conv->outputs[0]) != 1)
+    return 0;
+  const int w_v = private_constant(g, conv->inputs[1]);
+  const int b_v = conv->n_inputs > 2 && conv->inputs[2] >= 0
+                      ? private_constant(g, conv->inputs[2])
+                      : -1;
+  if (w_v < 0 || (conv->n_inputs > 2 && conv->inputs[2] >= 0 && b_v < 0))
+    return 0;
+  const ts_tensor *w = g->values[w_v].constant;
+  if (w->dtype != TS_DTYPE_FLOAT || w->rank < 3 || w->dims[0] < 1) return 0;
+  const int64_t channels = w->dims[0];
+  const int64_t per_channel = ts_tensor_numel(w) / channels;
+  const float *scale = channel_vector(g, bn->inputs[1], channels),
+              *beta = channel_vector(g, bn->inputs[2], channels),
+              *mean = channel_vector(g, bn->inputs[3], channels),
+              *var = channel_vector(g, bn->inputs[4], channels),
+              *bias = b_v >= 0 ? channel_vector(g, b_v, channels) : NULL;
+  if (!scale || !beta || !mean || !var || (b_v >= 0 && !bias)) return 0;
+
+  const double eps = (double)ts_attr_float(bn, "epsilon", 1e-5f);
+  ts_tensor nw, nb;
+  int rc = ts_tensor_alloc(&nw, TS_DTYPE_FLOAT, w->dims, w->rank, err);
+  if (rc) return rc;
+  if ((rc = ts_tensor_alloc(&nb, TS_DTYPE_FLOAT, &channels, 1, err))) {
+    ts_tensor_free(&nw);
+    return rc;
+  }
+  const float *wv = w->data;
+  float *nwv = nw.data, *nbv = nb.data;
+  for (int64_t m = 0; m < channels; m++) {
+    const double s = (double)scale[m] / sqrt((double)var[m] + eps);
+    for (int64_t i = m * per_channel; i < (m + 1) * per_channel; i++)
+      nwv[i] = (float)((double)wv[i] * s);
+    nbv[m] = (float)(((bias ? (double)bias[m] : 0.0) - (double)mean[m]) * s +
+                     (double)beta[m]);
+  }
+  replace_constant(g, w_v, &nw);
+  if (b_v >= 0) {
+    replace_constant(g, b_v, &nb);
+  } else {
+    char name[256];
+    snprintf(name, sizeof name, "%s.folded_bias",
+             g->values[bn->outputs[0]].name);
+    int v = add_constant(g, name, &nb, err);
+    ts_tensor_free(&nb);
+    if (v < 0) return v;
+    int *inputs = realloc(conv->inputs, 3 * sizeof *inputs);
+    if (!inputs) return ts_err_set(err, TS_ENOMEM, "out of memory");
+    conv->inputs = inputs;
+    if (conv->n_inputs < 3) conv->n_inputs = 3;
+    conv->inputs[2] = v;
+  }
+  /* The Conv now computes Y; its old output is read by nothing. */
+  g->values[conv->outputs[0]].producer = -1;
+  conv->outputs[0] = bn->outputs[0];
+  g->values[bn->outputs[0]].producer = conv_i;
+  return 1;
+}
+
+/* Folds every inference BatchNormalization that follows a Conv into the
+ * Conv's weights and bias (fold_conv_bn says when), as ONNX Runtime does
+ * at session creation: one pass over the activations less, and the
+ * planner then cuts the folded Conv. Runs after constant folding, so
+ * parameters computed from constants count as constant. */
+static int fold_batch_norms(loader *L, ts_err *err) {
+  ts_graph *g = &L->m->graph;
+  bool *drop = calloc((size_t)g->n_nodes + 1, sizeof *drop);
+  if (!drop) return ts_err_set(err, TS_ENOMEM, "out of memory");
+  int rc = TS_OK, folded = 0;
+  for (int i = 0; i < g->n_nodes && rc == TS_OK; i++) {
+    const ts_node *bn = &g->nodes[i];
+    if (!is_op(bn, "BatchNormalization") || bn->n_inputs < 1 ||
+        bn->inputs[0] < 0)
+      continue;
+    const int p = g->values[bn->inputs[0]].producer;
+    if (p < 0 || !is_op(&g->nodes[p], "Conv")) continue;
+    int r = fold_conv_bn(g, p, i, err);
+    if (r < 0) rc = r;
+    if (r > 0) drop[i] = true, folded++;
+  }
+  if (rc == TS_OK && folded) drop_nodes(g, drop);
+  free(drop);
+  /* add_constant() may have moved the values; the name index (still used
+   * by apply_value_info) points at them. The added values are not in it,
+   * so a value_info naming one is skipped like any unknown name. */
+  L->ix.values = g->values;
   return rc;
 }
 
@@ -820,7 +1016,8 @@ static int build(ts_model *m, ts_err *err) {
   if ((rc = normalize_strings(m->proto->graph, err))) return rc;
   if (!(rc = load_values(&L, err)) && !(rc = load_nodes(&L, err)) &&
       !(rc = sort_nodes(&m->graph, err)) && !(rc = prepare_and_fold(m, err)) &&
-      !(rc = infer_shapes(m, err)) && !(rc = apply_value_info(&L, err)))
+      !(rc = fold_batch_norms(&L, err)) && !(rc = infer_shapes(m, err)) &&
+      !(rc = apply_value_info(&L, err)))
     count_consumers(m);
   free(L.ix.slots);
   return rc;

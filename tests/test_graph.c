@@ -660,6 +660,182 @@ START_TEST(attribute_helpers) {
 }
 END_TEST
 
+/* ---- BatchNormalization folded into the Conv before it ------------------ */
+
+/* x[2, C, 5, 6] -> Conv(W[M, C/group, 3, 3] [, B], pads 1) -> h ->
+ * BatchNormalization(scale, bias, mean, var; epsilon 1e-3) -> y. */
+typedef struct conv_bn {
+  int64_t c, m, group;
+  bool bias;
+  bool mean_is_input; /* mean fed at run time: not constant */
+  bool h_is_output;   /* the Conv's output is also a graph output */
+  bool w_shared;      /* a second Conv reads W too: h2 */
+  ts_tensor x, w, b, bn[4];
+} conv_bn;
+
+static const char *const bn_names[4] = {"scale", "beta", "mean", "var"};
+
+static Onnx__ModelProto *conv_bn_model(conv_bn *c, kc_rng *r) {
+  Onnx__ModelProto *m = kc_model_new(13);
+  const int64_t cpg = c->c / c->group;
+  kc_tensor_rand(&c->x, TS_DTYPE_FLOAT, 4, D(2, c->c, 5, 6), r, -1, 1);
+  kc_tensor_rand(&c->w, TS_DTYPE_FLOAT, 4, D(c->m, cpg, 3, 3), r, -1, 1);
+  kc_tensor_rand(&c->b, TS_DTYPE_FLOAT, 1, D(c->m), r, -1, 1);
+  const double lo[4] = {0.5, -0.5, -0.5, 0.5}, hi[4] = {1.5, 0.5, 0.5, 2.0};
+  for (int i = 0; i < 4; i++)
+    kc_tensor_rand(&c->bn[i], TS_DTYPE_FLOAT, 1, D(c->m), r, lo[i], hi[i]);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 4, D(-1, c->c, 5, 6));
+  kc_model_init(m, "W", &c->w);
+  if (c->bias) kc_model_init(m, "B", &c->b);
+  for (int i = 0; i < 4; i++) {
+    if (i == 2 && c->mean_is_input)
+      kc_model_input(m, "mean", TS_DTYPE_FLOAT, 1, D(c->m));
+    else
+      kc_model_init(m, bn_names[i], &c->bn[i]);
+  }
+  Onnx__NodeProto *conv =
+      kc_model_node(m, "Conv", "", "conv", c->bias ? "x,W,B" : "x,W", "h");
+  kc_attr_ints(conv, "pads", 4, D(1, 1, 1, 1));
+  kc_attr_int(conv, "group", c->group);
+  Onnx__NodeProto *bn = kc_model_node(m, "BatchNormalization", "", "bn",
+                                      "h,scale,beta,mean,var", "y");
+  kc_attr_float(bn, "epsilon", 1e-3f);
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  if (c->h_is_output) kc_model_output(m, "h", TS_DTYPE_FLOAT, -1, NULL);
+  if (c->w_shared) {
+    conv = kc_model_node(m, "Conv", "", "conv2", "x,W", "h2");
+    kc_attr_ints(conv, "pads", 4, D(1, 1, 1, 1));
+    kc_attr_int(conv, "group", c->group);
+    kc_model_output(m, "h2", TS_DTYPE_FLOAT, -1, NULL);
+  }
+  return m;
+}
+
+static void conv_bn_free(conv_bn *c) {
+  ts_tensor_free(&c->x), ts_tensor_free(&c->w), ts_tensor_free(&c->b);
+  for (int i = 0; i < 4; i++) ts_tensor_free(&c->bn[i]);
+}
+
+/* The Conv (h) and BatchNormalization (y) of c in float64, straight from
+ * the ONNX definitions. */
+static void conv_bn_reference(const conv_bn *c, double *h, double *y) {
+  const float *x = c->x.data, *w = c->w.data, *b = c->b.data;
+  const float *scale = c->bn[0].data, *beta = c->bn[1].data,
+              *mean = c->bn[2].data, *var = c->bn[3].data;
+  const int64_t cpg = c->c / c->group, mpg = c->m / c->group;
+  for (int64_t n = 0; n < 2; n++)
+    for (int64_t m = 0; m < c->m; m++)
+      for (int64_t i = 0; i < 5; i++)
+        for (int64_t j = 0; j < 6; j++) {
+          double acc = c->bias ? b[m] : 0.0;
+          for (int64_t ci = 0; ci < cpg; ci++)
+            for (int64_t ki = 0; ki < 3; ki++)
+              for (int64_t kj = 0; kj < 3; kj++) {
+                const int64_t ii = i + ki - 1, jj = j + kj - 1;
+                if (ii < 0 || ii >= 5 || jj < 0 || jj >= 6) continue;
+                const int64_t chan = m / mpg * cpg + ci;
+                acc += (double)x[((n * c->c + chan) * 5 + ii) * 6 + jj] *
+                       w[((m * cpg + ci) * 3 + ki) * 3 + kj];
+              }
+          const int64_t at = ((n * c->m + m) * 5 + i) * 6 + j;
+          h[at] = acc;
+          y[at] = (acc - mean[m]) / sqrt((double)var[m] + (double)1e-3f) *
+                      scale[m] +
+                  beta[m];
+        }
+}
+
+/* Loads c's model, expects `nodes` nodes after loading, runs it and
+ * compares y (and h when it is an output) with the reference. Returns the
+ * model; the caller frees it. */
+static ts_model *conv_bn_check(conv_bn *c, kc_rng *r, int nodes,
+                               const char *what) {
+  ts_model *model;
+  ts_err err;
+  ck_assert_msg(load(conv_bn_model(c, r), &model, &err) == 0, "%s: %s", what,
+                err.msg);
+  const ts_graph *g = &model->graph;
+  ck_assert_msg(g->n_nodes == nodes, "%s: %d nodes, want %d", what,
+                g->n_nodes, nodes);
+  double h[2 * 8 * 30], y[2 * 8 * 30];
+  ck_assert_int_le(c->m, 8);
+  conv_bn_reference(c, h, y);
+  ts_session *s;
+  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  const char *in_names[] = {"x", "mean"};
+  const ts_tensor feeds[2] = {c->x, c->bn[2]};
+  const char *out_names[] = {"y", "h"};
+  ts_tensor out[2];
+  ck_assert_msg(ts_exec_run(model, s, in_names, feeds,
+                            c->mean_is_input ? 2 : 1, out_names, out,
+                            c->h_is_output ? 2 : 1, &err) == 0,
+                "%s: %s", what, err.msg);
+  kc_assert_close(&out[0], y, D(2, c->m, 5, 6), 4, 1e-5, 1e-6, what);
+  if (c->h_is_output)
+    kc_assert_close(&out[1], h, D(2, c->m, 5, 6), 4, 1e-5, 1e-6, what);
+  for (int i = 0; i < (c->h_is_output ? 2 : 1); i++) ts_tensor_free(&out[i]);
+  ts_session_free(s);
+  return model;
+}
+
+/* Conv + inference BatchNormalization with constant parameters load as one
+ * Conv whose weights and bias are the fold computed in float64 and rounded
+ * once, with and without a Conv bias, grouped or not; the folded model
+ * matches the float64 reference of the two ops at rtol 1e-5. */
+START_TEST(batch_norm_folds_into_conv) {
+  kc_rng r = kc_rng_seed(110);
+  for (int bias = 0; bias < 2; bias++)
+    for (int64_t group = 1; group <= 2; group++) {
+      conv_bn c = {.c = 4, .m = 6, .group = group, .bias = bias};
+      char what[64];
+      snprintf(what, sizeof what, "fold (bias %d, group %lld)", bias,
+               (long long)group);
+      ts_model *model = conv_bn_check(&c, &r, 1, what);
+      /* The folded constants, against the formula in float64. */
+      const ts_graph *g = &model->graph;
+      const ts_node *conv = &g->nodes[0];
+      ck_assert_str_eq(conv->op_type, "Conv");
+      ck_assert_int_eq(conv->n_inputs, 3);
+      ck_assert_int_eq(conv->outputs[0], ts_graph_find_value(g, "y"));
+      const ts_tensor *w = g->values[conv->inputs[1]].constant,
+                      *b = g->values[conv->inputs[2]].constant;
+      ck_assert_ptr_nonnull(w);
+      ck_assert_ptr_nonnull(b);
+      const float *w0 = c.w.data, *b0 = c.b.data, *sc = c.bn[0].data,
+                  *be = c.bn[1].data, *mu = c.bn[2].data, *va = c.bn[3].data;
+      const int64_t per = ts_tensor_numel(&c.w) / c.m;
+      for (int64_t m = 0; m < c.m; m++) {
+        const double k = (double)sc[m] / sqrt((double)va[m] + (double)1e-3f);
+        for (int64_t i = 0; i < per; i++)
+          ck_assert_float_eq(((const float *)w->data)[m * per + i],
+                             (float)(w0[m * per + i] * k));
+        ck_assert_float_eq(((const float *)b->data)[m],
+                           (float)(((bias ? b0[m] : 0.0) - mu[m]) * k + be[m]));
+      }
+      ts_model_free(model);
+      conv_bn_free(&c);
+    }
+}
+END_TEST
+
+/* No fold where it would be wrong or visible: a parameter that is not
+ * constant, the Conv's output read elsewhere (here: a graph output), the
+ * Conv's weight shared with another Conv. Both ops stay and the answers
+ * still match the reference. */
+START_TEST(batch_norm_not_folded) {
+  kc_rng r = kc_rng_seed(111);
+  conv_bn a = {.c = 4, .m = 6, .group = 1, .bias = true, .mean_is_input = true};
+  ts_model_free(conv_bn_check(&a, &r, 2, "mean not constant"));
+  conv_bn_free(&a);
+  conv_bn b = {.c = 4, .m = 6, .group = 2, .h_is_output = true};
+  ts_model_free(conv_bn_check(&b, &r, 2, "conv output also a graph output"));
+  conv_bn_free(&b);
+  conv_bn c = {.c = 4, .m = 6, .group = 1, .w_shared = true};
+  ts_model_free(conv_bn_check(&c, &r, 3, "weight shared by two convs"));
+  conv_bn_free(&c);
+}
+END_TEST
+
 /* ---- a real PyTorch export ------------------------------------------------ */
 
 static const char *export_script =
@@ -697,15 +873,49 @@ static void *read_all(const char *path, size_t *len) {
   return b;
 }
 
-START_TEST(pytorch_mlp_matches_torch) {
+/* Runs a torch export script with a fresh directory (dir, a mkdtemp
+ * template) as its argument; fails the test with the script's stderr. */
+/* Runs model (input "x") in session s on dir/x_file (float32, shape xd)
+ * and compares the output with torch's in dir/y_file (shape yd) at rtol
+ * 1e-5. */
+static void expect_torch_output(const ts_model *model, ts_session *s,
+                                const char *dir, const char *x_file,
+                                const int64_t *xd, int x_rank,
+                                const char *y_file, const int64_t *yd,
+                                int y_rank, const char *what) {
+  char path[300];
+  size_t xl, yl;
+  snprintf(path, sizeof path, "%s/%s", dir, x_file);
+  float *xv = read_all(path, &xl);
+  snprintf(path, sizeof path, "%s/%s", dir, y_file);
+  float *yv = read_all(path, &yl);
+  const int64_t ny = ts_shape_numel(yd, y_rank);
+  ck_assert_uint_eq(xl, (size_t)ts_shape_numel(xd, x_rank) * 4);
+  ck_assert_uint_eq(yl, (size_t)ny * 4);
+  ts_tensor x, out;
+  ts_err err;
+  ck_assert_int_eq(ts_tensor_view(&x, TS_DTYPE_FLOAT, xd, x_rank, xv, &err),
+                   0);
+  const char *names[] = {"x"};
+  ck_assert_msg(ts_exec_run(model, s, names, &x, 1, NULL, &out, 0, &err) == 0,
+                "%s: %s", what, err.msg);
+  double *ref = malloc((size_t)ny * sizeof *ref);
+  ck_assert_ptr_nonnull(ref);
+  for (int64_t i = 0; i < ny; i++) ref[i] = yv[i];
+  kc_assert_close(&out, ref, yd, y_rank, 1e-5, 1e-6, what);
+  free(ref);
+  free(xv);
+  free(yv);
+}
+
+static void run_torch_script(const char *text, char *dir) {
   ck_assert_msg(access("/usr/bin/python3", X_OK) == 0,
                 "/usr/bin/python3 is missing: cannot export the PyTorch model");
-  char dir[] = "/tmp/test_graph_torch_XXXXXX";
   ck_assert_ptr_nonnull(mkdtemp(dir));
   char script[256], cmd[768];
   snprintf(script, sizeof script, "%s/export.py", dir);
   FILE *f = fopen(script, "w");
-  fputs(export_script, f);
+  fputs(text, f);
   fclose(f);
   snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s %s 2>%s/err.txt", script,
            dir, dir);
@@ -718,6 +928,11 @@ START_TEST(pytorch_mlp_matches_torch) {
     e[el] = '\0';
     ck_abort_msg("torch export failed (%d): %.400s", st, e);
   }
+}
+
+START_TEST(pytorch_mlp_matches_torch) {
+  char dir[] = "/tmp/test_graph_torch_XXXXXX", cmd[768];
+  run_torch_script(export_script, dir);
   char path[300];
   snprintf(path, sizeof path, "%s/mlp.onnx", dir);
   ts_model *model;
@@ -742,25 +957,67 @@ START_TEST(pytorch_mlp_matches_torch) {
   const int batches[] = {3, 7, 3};
   for (int bi = 0; bi < 3; bi++) {
     int n = batches[bi];
-    size_t xl, yl;
-    snprintf(path, sizeof path, "%s/x%d.bin", dir, n);
-    float *xd = read_all(path, &xl);
-    snprintf(path, sizeof path, "%s/y%d.bin", dir, n);
-    float *yd = read_all(path, &yl);
-    ck_assert_uint_eq(xl, (size_t)n * 6 * 4);
-    ck_assert_uint_eq(yl, (size_t)n * 5 * 4);
-    ts_tensor x, out;
-    ck_assert_int_eq(ts_tensor_view(&x, TS_DTYPE_FLOAT, D(n, 2, 3), 3, xd,
-                                    &err), 0);
-    const char *names[] = {"x"};
-    ck_assert_msg(ts_exec_run(model, s, names, &x, 1, NULL, &out, 0, &err) == 0,
-                  "%s", err.msg);
-    double ref[7 * 5];
-    for (int i = 0; i < n * 5; i++) ref[i] = yd[i];
-    kc_assert_close(&out, ref, D(n, 5), 2, 1e-5, 1e-6, "torch mlp");
-    free(xd);
-    free(yd);
+    char xf[16], yf[16];
+    snprintf(xf, sizeof xf, "x%d.bin", n);
+    snprintf(yf, sizeof yf, "y%d.bin", n);
+    expect_torch_output(model, s, dir, xf, D(n, 2, 3), 3, yf, D(n, 5), 2,
+                        "torch mlp");
   }
+  ts_session_free(s);
+  ts_model_free(model);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* Conv -> BatchNorm -> ReLU -> Conv(stride 2, bias) -> BatchNorm, exported
+ * with the BatchNorms kept (training=PRESERVE in eval mode, no constant
+ * folding), as export_models.py exports its ResNet. */
+static const char *conv_bn_script =
+    "import sys, torch\n"
+    "d = sys.argv[1]\n"
+    "torch.manual_seed(0)\n"
+    "m = torch.nn.Sequential(\n"
+    "    torch.nn.Conv2d(3, 8, 3, padding=1, bias=False),\n"
+    "    torch.nn.BatchNorm2d(8), torch.nn.ReLU(),\n"
+    "    torch.nn.Conv2d(8, 4, 3, stride=2, padding=1),\n"
+    "    torch.nn.BatchNorm2d(4))\n"
+    "for b in (m[1], m[4]):\n"
+    "    with torch.no_grad():\n"
+    "        b.running_mean.uniform_(-0.5, 0.5)\n"
+    "        b.running_var.uniform_(0.5, 2.0)\n"
+    "        b.weight.uniform_(0.5, 1.5)\n"
+    "        b.bias.uniform_(-0.2, 0.2)\n"
+    "m.eval()\n"
+    "x = torch.randn(2, 3, 9, 10)\n"
+    "torch.onnx.export(m, x, d + '/cbn.onnx', opset_version=13,\n"
+    "    input_names=['x'], output_names=['y'], do_constant_folding=False,\n"
+    "    training=torch.onnx.TrainingMode.PRESERVE)\n"
+    "x.numpy().astype('<f4').tofile(d + '/x.bin')\n"
+    "with torch.no_grad():\n"
+    "    m(x).numpy().astype('<f4').tofile(d + '/y.bin')\n";
+
+/* A real torch export with Conv + BatchNorm pairs: both BatchNorms are
+ * folded at load and the folded model matches torch at rtol 1e-5. */
+START_TEST(pytorch_conv_bn_folds_and_matches_torch) {
+  char dir[] = "/tmp/test_graph_torch_XXXXXX", path[300], cmd[768];
+  run_torch_script(conv_bn_script, dir);
+  snprintf(path, sizeof path, "%s/cbn.onnx", dir);
+  ts_model *model;
+  ts_err err;
+  ck_assert_msg(ts_model_load_file(path, &model, &err) == 0, "%s", err.msg);
+  int convs = 0;
+  for (int i = 0; i < model->graph.n_nodes; i++) {
+    const char *op = model->graph.nodes[i].op_type;
+    ck_assert_msg(strcmp(op, "BatchNormalization") != 0,
+                  "BatchNormalization node %d was not folded", i);
+    convs += strcmp(op, "Conv") == 0;
+  }
+  ck_assert_int_eq(convs, 2);
+  ts_session *s;
+  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  expect_torch_output(model, s, dir, "x.bin", D(2, 3, 9, 10), 4, "y.bin",
+                      D(2, 4, 5, 5), 4, "torch conv+bn");
   ts_session_free(s);
   ts_model_free(model);
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
@@ -779,6 +1036,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, structure_errors);
   tcase_add_test(tc, versions);
   tcase_add_test(tc, constant_folding);
+  tcase_add_test(tc, batch_norm_folds_into_conv);
+  tcase_add_test(tc, batch_norm_not_folded);
   tcase_add_test(tc, nodes_out_of_order_are_sorted);
   tcase_add_test(tc, shape_arithmetic_inference);
   tcase_add_test(tc, output_shape_from_value_info);
@@ -789,6 +1048,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, broadcast_shape);
   tcase_add_test(tc, attribute_helpers);
   tcase_add_test(tc, pytorch_mlp_matches_torch);
+  tcase_add_test(tc, pytorch_conv_bn_folds_and_matches_torch);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -419,9 +419,23 @@ START_TEST(test_conv_tiled) {
   c.pb[1] = c.pe[1] = c.pb[2] = 1;
   c.pe[2] = 2;
   ref_geometry(&c);
-  /* K = 16 * 9 = 144; one output row is 144 * 302 * 4 bytes ~ 170 KiB, so an
-   * 8 MiB tile holds ~48 of the 150 rows. */
+  /* K = 16 * 9 = 144; one output row is 144 * 302 * 4 bytes ~ 170 KiB, over
+   * the 128 KiB tile target: one row (302 columns) per tile. */
   check_conv(&c, 16, 3, 1, true, false, "tiled conv");
+  /* 3-D, K = 8 * 27 = 216, rows of 70: a tile is 4 (out0, out1) rows (the
+   * 256-column floor), and 38 rows per out0 plane make tiles that start
+   * and end inside a plane. */
+  unit_window(&c, 3);
+  c.give_kernel = c.give_pads = true;
+  c.in[0] = 3;
+  c.in[1] = 38;
+  c.in[2] = 70;
+  for (int j = 0; j < 3; j++) {
+    c.k[j] = 3;
+    c.pb[j] = c.pe[j] = 1;
+  }
+  ref_geometry(&c);
+  check_conv(&c, 8, 3, 1, true, false, "tiled 3-D conv");
 }
 END_TEST
 
@@ -632,6 +646,93 @@ END_TEST
 
 START_TEST(test_average_pool_random) { pool_random(22, false); }
 END_TEST
+
+/* The 2-D fast path (no dilation, no Indices) against the reference on a
+ * grid that covers what it splits on: inputs with odd sizes larger than
+ * the windows (interior and border columns and rows), pads on all sides
+ * (asymmetric), strides 1-3, kernels 1-5, ceil_mode and count_include_pad
+ * both ways; 1-D pools go the same way. Each case is also run with
+ * dilation 2 and with Indices, which take the generic path, so both paths
+ * meet the same reference. */
+START_TEST(test_pool_fast_path) {
+  rng = kc_rng_seed(23);
+  static const int64_t kernels[][2] = {{1, 1}, {2, 2}, {3, 3}, {2, 3}, {5, 4}};
+  int cases = 0;
+  for (size_t kk = 0; kk < sizeof kernels / sizeof kernels[0]; kk++)
+    for (int64_t s = 1; s <= 3; s++)
+      for (int variant = 0; variant < 4; variant++) {
+        wcase c;
+        unit_window(&c, variant == 3 ? 1 : 2);
+        c.batch = 2;
+        c.give_kernel = c.give_strides = true;
+        c.ceil = variant & 1;
+        c.include_pad = variant >= 2;
+        for (int j = 3 - c.nsp; j < 3; j++) {
+          c.k[j] = kernels[kk][j - 1 < 0 ? 0 : j - 1];
+          c.s[j] = j == 1 ? s : 4 - s; /* different strides per dim */
+          c.in[j] = j == 1 ? 11 : 13;
+          if (variant >= 1 && c.k[j] > 1) { /* pads on every side */
+            c.give_pads = true;
+            c.pb[j] = c.k[j] - 1;
+            c.pe[j] = c.k[j] / 2;
+          }
+        }
+        for (int form = 0; form < 3; form++) {
+          wcase f = c;
+          if (form == 1) { /* dilation: the generic path */
+            f.give_dilations = true;
+            for (int j = 3 - f.nsp; j < 3; j++) f.d[j] = 2;
+          }
+          ref_geometry(&f);
+          for (int is_max = 0; is_max < 2; is_max++) {
+            if (form == 2 && !is_max) continue; /* Indices: MaxPool only */
+            char what[320];
+            describe(&f, what, sizeof what, "%s fast-path grid %d form %d",
+                     is_max ? "MaxPool" : "AveragePool", cases, form);
+            check_pool(&f, 3, is_max, form == 2, what);
+          }
+        }
+        cases++;
+      }
+}
+END_TEST
+
+/* MaxPool propagates NaN from any tap of a window and gives -inf for a
+ * window of -inf, on the fast path and on the generic one (reached by
+ * asking for Indices) alike. */
+START_TEST(test_max_pool_nan) {
+  float xv[2][20];
+  for (int p = 0; p < 2; p++) {
+    for (int i = 0; i < 20; i++) xv[p][i] = (float)i;
+    xv[p][7] = NAN; /* window (0, 1) of a 2x2 stride-2 pool on 4x5 */
+    xv[p][12] = xv[p][13] = xv[p][17] = xv[p][18] = -INFINITY; /* (1, 1) */
+  }
+  const int64_t xd[4] = {1, 2, 4, 5}, k2[] = {2, 2}, s2[] = {2, 2};
+  ts_tensor x = view(TS_DTYPE_FLOAT, 4, xd, xv);
+  const ts_tensor *in[1] = {&x};
+  for (int generic = 0; generic < 2; generic++) {
+    Onnx__NodeProto *n;
+    Onnx__ModelProto *m =
+        op_model("MaxPool", 12, in, 1, 0, 0, generic ? 2 : 1, &n);
+    kc_attr_ints(n, "kernel_shape", 2, k2);
+    kc_attr_ints(n, "strides", 2, s2);
+    ts_tensor out[2];
+    run_ok(m, in, 1, 0, out, generic ? 2 : 1, "MaxPool NaN");
+    const float *v = out[0].data;
+    ck_assert_int_eq(ts_tensor_numel(&out[0]), 8);
+    for (int p = 0; p < 2; p++) {
+      ck_assert_float_eq(v[p * 4 + 0], 6.0f);
+      ck_assert_msg(isnan(v[p * 4 + 1]), "NaN lost (generic %d)", generic);
+      ck_assert_float_eq(v[p * 4 + 2], 16.0f);
+      ck_assert_msg(v[p * 4 + 3] == -INFINITY, "got %g (generic %d)",
+                    (double)v[p * 4 + 3], generic);
+    }
+    ts_tensor_free(&out[0]);
+    if (generic) ts_tensor_free(&out[1]);
+  }
+}
+END_TEST
+
 
 /* The ONNX operator docs' examples averagepool_2d_ceil and maxpool_2d_ceil,
  * and a count_include_pad corner worked by hand. */
@@ -1438,6 +1539,8 @@ static Suite *cnn_suite(void) {
   tcase_add_test(tc, test_max_pool_random);
   tcase_add_test(tc, test_average_pool_random);
   tcase_add_test(tc, test_pool_documented);
+  tcase_add_test(tc, test_pool_fast_path);
+  tcase_add_test(tc, test_max_pool_nan);
   tcase_add_test(tc, test_pool_bad);
   tcase_add_test(tc, test_global_pools);
   tcase_add_test(tc, test_batch_normalization);

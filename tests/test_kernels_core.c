@@ -6,6 +6,7 @@
  * executor, so the load-time checks and the run path are both exercised.
  */
 #include <check.h>
+#include <float.h>
 
 #include "kernel_check.h"
 
@@ -353,6 +354,89 @@ START_TEST(softmax_every_axis) {
 }
 END_TEST
 
+/* Softmax's exponential over its whole range, against exp in float64: rows
+ * [0, v] for 200,001 values v from -120 to 0 (and the same as columns, the
+ * inner > 1 path). Softmax gives e^v / (1 + e^v); for v < -17, 1 + e^v is 1
+ * in float and the output is e^v itself, so this checks e^v to 2.5e-7
+ * relative (2 ulp) where it is a normal float, and to 2 subnormal steps
+ * below FLT_MIN, down to 0 where e^v rounds to it. */
+START_TEST(softmax_exp_accuracy) {
+  enum { N = 200001 };
+  for (int columns = 0; columns < 2; columns++) {
+    ts_tensor x, y;
+    const int64_t *dims = columns ? D(2, N) : D(N, 2);
+    kc_tensor_from(&x, TS_DTYPE_FLOAT, 2, dims, NULL);
+    float *xv = x.data;
+    for (int64_t i = 0; i < N; i++) {
+      const float v = (float)(-120.0 * (double)i / (N - 1));
+      xv[columns ? i : 2 * i] = 0.0f;
+      xv[columns ? N + i : 2 * i + 1] = v;
+    }
+    const ts_tensor *in[1] = {&x};
+    Onnx__NodeProto *node;
+    Onnx__ModelProto *mp = kc_op_model("Softmax", "", 13, in, 1, 0, 1, &node);
+    kc_attr_int(node, "axis", columns ? 0 : 1);
+    ts_err err;
+    ck_assert_int_eq(kc_model_run(mp, in, 1, 0, &y, 1, &err), 0);
+    kc_model_free(mp);
+    const float *yv = y.data;
+    for (int64_t i = 0; i < N; i++) {
+      const double v = xv[columns ? N + i : 2 * i + 1], e = exp(v);
+      const double want[2] = {1.0 / (1.0 + e), e / (1.0 + e)};
+      for (int k = 0; k < 2; k++) {
+        const double got = yv[columns ? k * N + i : 2 * i + k];
+        const double tol = fabs(want[k]) >= FLT_MIN
+                               ? 2.5e-7 * fabs(want[k])
+                               : 2.0 * 1.401298464e-45;
+        ck_assert_msg(fabs(got - want[k]) <= tol,
+                      "softmax([0, %.9g])[%d] = %.9g, want %.9g (columns %d)",
+                      v, k, got, want[k], columns);
+      }
+    }
+    ts_tensor_free(&x);
+    ts_tensor_free(&y);
+  }
+}
+END_TEST
+
+/* Special rows, as rows and as columns, against the float64 definition:
+ * a -inf entry (weight 0), all -inf (NaN: 0 / 0), a +inf entry (NaN:
+ * inf - inf), a NaN entry (the row is NaN), and a spread past the
+ * subnormals (outputs that are subnormal or 0). */
+START_TEST(softmax_special_values) {
+  const double rows[5][4] = {{0.0, -INFINITY, 1.0, -2.0},
+                             {-INFINITY, -INFINITY, -INFINITY, -INFINITY},
+                             {1.0, INFINITY, 2.0, -INFINITY},
+                             {1.0, NAN, 2.0, 3.0},
+                             {0.0, -90.0, -100.0, -200.0}};
+  for (int columns = 0; columns < 2; columns++)
+    for (int lg = 0; lg < 2; lg++) {
+      ts_tensor x, y;
+      kc_tensor_from(&x, TS_DTYPE_FLOAT, 2, columns ? D(4, 5) : D(5, 4),
+                     NULL);
+      for (int r = 0; r < 5; r++)
+        for (int j = 0; j < 4; j++)
+          kc_set(&x, columns ? j * 5 + r : r * 4 + j, rows[r][j]);
+      double ref[20];
+      softmax_ref(&x, columns ? 0 : 1, false, lg, ref);
+      const ts_tensor *in[1] = {&x};
+      Onnx__NodeProto *node;
+      Onnx__ModelProto *mp = kc_op_model(lg ? "LogSoftmax" : "Softmax", "",
+                                         13, in, 1, 0, 1, &node);
+      kc_attr_int(node, "axis", columns ? 0 : 1);
+      ts_err err;
+      ck_assert_int_eq(kc_model_run(mp, in, 1, 0, &y, 1, &err), 0);
+      kc_model_free(mp);
+      char what[64];
+      snprintf(what, sizeof what, "%s special values, columns %d",
+               lg ? "LogSoftmax" : "Softmax", columns);
+      kc_assert_close(&y, ref, x.dims, 2, 1e-6, 1e-44, what);
+      ts_tensor_free(&x);
+      ts_tensor_free(&y);
+    }
+}
+END_TEST
+
 START_TEST(softmax_bad_axis) {
   kc_rng r = kc_rng_seed(8);
   ts_tensor x, y;
@@ -608,6 +692,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, matmul_bad_inputs);
   tcase_add_test(tc, softmax_every_axis);
   tcase_add_test(tc, softmax_bad_axis);
+  tcase_add_test(tc, softmax_exp_accuracy);
+  tcase_add_test(tc, softmax_special_values);
   tcase_add_test(tc, identity_any_dtype);
   tcase_add_test(tc, flatten_every_axis);
   tcase_add_test(tc, reshape_cases);

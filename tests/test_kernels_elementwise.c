@@ -261,6 +261,60 @@ START_TEST(test_pow) {
 }
 END_TEST
 
+/* A single-valued exponent of 1, 2, 3 or 0.5 takes multiplication / sqrt
+ * kernels instead of pow: they must agree with pow in float64 on every base
+ * (negative, -0, +-inf, NaN, overflowing), for float and double bases and
+ * every exponent type, with the exponent a scalar, a [1] vector or of a
+ * higher rank than the base (the output takes its rank), given as an input
+ * or a constant. Exponents 2.5 and -2 go through pow, as before. */
+START_TEST(test_pow_fixed_exponent) {
+  const double bases[] = {-3.5,     -1.0,      -0.0,  0.0, 0.75, 1.5,
+                          1e20,     -1e20,     1e200, 7.0, 2.0,  0.1,
+                          INFINITY, -INFINITY, NAN,   -2.0};
+  const double exponents[] = {1.0, 2.0, 3.0, 0.5, 2.5, -2.0};
+  const ts_dtype exps[] = {TS_DTYPE_FLOAT, TS_DTYPE_DOUBLE, TS_DTYPE_INT32,
+                           TS_DTYPE_INT64};
+  const int64_t base_dims[2] = {2, 8}, one[3] = {1, 1, 1};
+  for (int base = 0; base < 2; base++)
+    for (size_t e = 0; e < sizeof exponents / sizeof exponents[0]; e++)
+      for (int t = 0; t < 4; t++)
+        for (int form = 0; form < 3; form++) {
+          const double ev = exponents[e];
+          if (ev != floor(ev) && t >= 2) continue; /* integer exponent */
+          ts_tensor a, b, y;
+          ts_err err;
+          kc_tensor_from(&a, num_types[base], 2, base_dims, bases);
+          /* rank 0, 1, or 3 (broadcasting raises the output's rank) */
+          kc_tensor_from(&b, exps[t], form == 2 ? 3 : form, one, &ev);
+          const ts_tensor *in[2] = {&a, &b};
+          const unsigned mask = (unsigned)(e + (size_t)form) & 2;
+          char what[96];
+          snprintf(what, sizeof what, "Pow %s ^ %g (%s, rank %d, mask %u)",
+                   ts_dtype_name(a.dtype), ev, ts_dtype_name(b.dtype), b.rank,
+                   mask);
+          ck_assert_msg(kc_run_op("Pow", "", 13, in, 2, mask, &y, 1, &err) == 0,
+                        "%s: %s", what, err.msg);
+          double want[16];
+          for (int i = 0; i < 16; i++) {
+            /* pow in float64 of the base as stored (1e200 is inf in
+             * float), rounded to the output's type (1e20^2 overflows). */
+            const double x = kc_get(&a, i), p = pow(x, ev);
+            want[i] = base == 0 ? (double)(float)p : p;
+          }
+          const int64_t out_dims[3] = {1, 2, 8};
+          const int out_rank = b.rank > 2 ? b.rank : 2;
+          kc_assert_close(&y, want, out_dims + (3 - out_rank), out_rank,
+                          tol_for(a.dtype), 0, what);
+          for (int i = 0; i < 16; i++) /* pow(-0, 0.5) is +0, not -0 */
+            if (want[i] == 0.0)
+              ck_assert_msg(signbit(kc_get(&y, i)) == signbit(want[i]),
+                            "%s: element %d has the wrong sign of zero", what,
+                            i);
+          free_all((ts_tensor[]){a, b, y}, 3);
+        }
+}
+END_TEST
+
 /* ---- variadic Max, Min, Sum and Where ------------------------------------ */
 
 START_TEST(test_variadic) {
@@ -781,6 +835,7 @@ static Suite *elementwise_suite(void) {
   tcase_add_test(tc, test_integer_division_by_zero_does_not_trap);
   tcase_add_test(tc, test_logic);
   tcase_add_test(tc, test_pow);
+  tcase_add_test(tc, test_pow_fixed_exponent);
   tcase_add_test(tc, test_variadic);
   tcase_add_test(tc, test_where);
   tcase_add_test(tc, test_unary);

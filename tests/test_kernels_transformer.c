@@ -780,6 +780,47 @@ START_TEST(test_layer_norm) {
 }
 END_TEST
 
+/* Rows far from 0 (1e4 + U(-1, 1), 1e7 + integers, a constant row, an
+ * outlying first element): the one-pass statistics and the centring keep
+ * float precision against the float64 two-pass reference. */
+START_TEST(test_layer_norm_offset_rows) {
+  kc_rng r = kc_rng_seed(30);
+  enum { COLS = 37 };
+  double xv[4][COLS];
+  for (int j = 0; j < COLS; j++) {
+    xv[0][j] = 1e4 + kc_uniform(&r, -1, 1);
+    xv[1][j] = 1e7 + (double)kc_randint(&r, -8, 8);
+    xv[2][j] = 3.0;
+    xv[3][j] = j == 0 ? 1e5 : kc_uniform(&r, -1, 1);
+  }
+  ts_tensor x, sc, y;
+  ts_err err;
+  kc_tensor_from(&x, TS_DTYPE_FLOAT, 2, (int64_t[]){4, COLS}, &xv[0][0]);
+  kc_tensor_rand(&sc, TS_DTYPE_FLOAT, 1, (int64_t[]){COLS}, &r, 0.5, 2);
+  const ts_tensor *in[2] = {&x, &sc};
+  Onnx__ModelProto *m =
+      kc_op_model("LayerNormalization", "", 17, in, 2, 2, 1, NULL);
+  ck_assert_msg(run_model(m, in, 2, 2, &y, 1, &err) == 0, "%s", err.msg);
+  double ref[4 * COLS];
+  for (int64_t i = 0; i < 4; i++) {
+    double s = 0, v = 0;
+    for (int64_t j = 0; j < COLS; j++) s += kc_get(&x, i * COLS + j);
+    const double mean = s / COLS;
+    for (int64_t j = 0; j < COLS; j++) {
+      const double d = kc_get(&x, i * COLS + j) - mean;
+      v += d * d;
+    }
+    const double inv = 1 / sqrt(v / COLS + (double)1e-5f);
+    for (int64_t j = 0; j < COLS; j++)
+      ref[i * COLS + j] =
+          (kc_get(&x, i * COLS + j) - mean) * inv * kc_get(&sc, j);
+  }
+  kc_assert_close(&y, ref, (int64_t[]){4, COLS}, 2, 1e-5, 1e-5,
+                  "LayerNormalization offset rows");
+  free_all((ts_tensor[]){x, sc, y}, 3);
+}
+END_TEST
+
 /* ---- symbolic shape arithmetic ------------------------------------------ */
 
 /* x [B, S, 8] (B, S symbolic) -> Reshape to [B, S, 2, 4] with the target
@@ -1150,6 +1191,7 @@ static Suite *transformer_suite(void) {
   tcase_add_test(tc, test_reduce);
   tcase_add_test(tc, test_reduce_sum_noop_and_empty);
   tcase_add_test(tc, test_layer_norm);
+  tcase_add_test(tc, test_layer_norm_offset_rows);
   tcase_add_test(tc, test_shape_arithmetic_symbolic);
   tcase_add_test(tc, test_bad_models);
   tcase_add_test(tc, test_runtime_errors);

@@ -13,8 +13,15 @@
  * exponentiating and accumulates in double, so it neither overflows nor
  * loses the small terms.
  */
+/* GCC 12's -O2 vectorizes no loop of unknown trip count ("very cheap" cost
+ * model); as in elementwise.c, allow the cheap model for this file (the
+ * Softmax loops). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("vect-cost-model=cheap")
+#endif
 #include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "ops.h"
@@ -421,23 +428,71 @@ static int softmax_infer(const ts_node *n, const ts_tensor *const *in,
   return ts_tensor_set_shape(&out[0], x->dtype, x->dims, x->rank, err);
 }
 
-/* One contiguous lane (inner == 1): max, sum of exp in double, write. */
+/* The Softmax loops are compiled without -ftrapping-math: with it GCC may
+ * not evaluate exp_nonpositive()'s arithmetic for every lane under its
+ * selects, and vectorises nothing. Tessera never reads the floating-point
+ * exception flags, and values do not change. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+/* e^x for x <= 0, -inf or NaN (Softmax's x - max), in straight-line float
+ * code that the compiler vectorises, where a call to expf per element
+ * does not. Cephes' expf: x = n ln2 + r with n = round(x / ln2) and ln2
+ * in two parts (n ln2_hi is exact), e^r by a degree-7 polynomial on
+ * |r| <= ln2 / 2, times 2^n applied as two halves so that results below
+ * FLT_MIN come out as correctly scaled subnormals. Within 2 ulp of expf
+ * over [-104, 0]; below -104 the result rounds to 0 (e^-104 < 2^-149 / 2),
+ * -inf gives 0 and NaN stays NaN. */
+static inline float exp_nonpositive(float x) {
+  const float xc = x >= -110.0f ? x : -110.0f; /* NaN, -inf: -110 */
+  const float magic = 12582912.0f;             /* 1.5 * 2^23: rounds */
+  const float fn = (xc * 1.44269504088896341f + magic) - magic;
+  const float r = (xc - fn * 0.693359375f) - fn * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float e = p * r * r + r + 1.0f;
+  const int32_t n = (int32_t)fn, n1 = n / 2, n2 = n - n1;
+  const int32_t b1 = (n1 + 127) * (1 << 23), b2 = (n2 + 127) * (1 << 23);
+  float s1, s2; /* 2^n1, 2^n2 */
+  memcpy(&s1, &b1, sizeof s1);
+  memcpy(&s2, &b2, sizeof s2);
+  const float y = e * s1 * s2;
+  return x == x ? y : x;
+}
+
+/* Sum in double of v[0..len), in 8 independent partial sums (vectorised;
+ * the order differs from a serial sum only within double precision). */
+static double sum_double(const float *v, int64_t len) {
+  double part[8] = {0};
+  int64_t j = 0;
+  for (; j + 8 <= len; j += 8)
+    for (int l = 0; l < 8; l++) part[l] += v[j + l];
+  for (; j < len; j++) part[0] += v[j];
+  double sum = 0;
+  for (int l = 0; l < 8; l++) sum += part[l];
+  return sum;
+}
+
+/* One contiguous lane (inner == 1): max, exp into y, sum in double, then
+ * normalise (or log-normalise) in place. */
 static void softmax_row(const float *x, float *y, int64_t len, bool log_out) {
   float mx = -INFINITY;
   for (int64_t j = 0; j < len; j++)
     if (x[j] > mx) mx = x[j];
   if (isinf(mx)) mx = mx < 0 ? 0 : mx; /* all -inf: avoid inf - inf */
-  double sum = 0;
-  for (int64_t j = 0; j < len; j++) {
-    float e = expf(x[j] - mx);
-    if (!log_out) y[j] = e;
-    sum += e;
-  }
+  for (int64_t j = 0; j < len; j++) y[j] = exp_nonpositive(x[j] - mx);
+  const double sum = sum_double(y, len);
   if (log_out) {
-    float ls = (float)log(sum);
+    const float ls = (float)log(sum);
     for (int64_t j = 0; j < len; j++) y[j] = x[j] - mx - ls;
   } else {
-    float inv = (float)(1.0 / sum);
+    const float inv = (float)(1.0 / sum);
     for (int64_t j = 0; j < len; j++) y[j] *= inv;
   }
 }
@@ -454,7 +509,7 @@ static void softmax_block(const float *x, float *y, int64_t len, int64_t inner,
     if (isinf(mx[i])) mx[i] = mx[i] < 0 ? 0 : mx[i];
   for (int64_t j = 0; j < len; j++)
     for (int64_t i = 0; i < inner; i++) {
-      float e = expf(x[j * inner + i] - mx[i]);
+      const float e = exp_nonpositive(x[j * inner + i] - mx[i]);
       if (!log_out) y[j * inner + i] = e;
       sum[i] += e;
     }
@@ -466,6 +521,10 @@ static void softmax_block(const float *x, float *y, int64_t len, int64_t inner,
       y[k] = log_out ? x[k] - mx[i] - (float)sum[i] : y[k] * (float)sum[i];
     }
 }
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
 
 static int softmax_common(const ts_node *n, const ts_tensor *const *in,
                           ts_tensor *out, ts_kctx *ctx, ts_err *err,

@@ -334,6 +334,53 @@ VARIADIC_LIST(X)
 POW_ROW(float, f32)
 POW_ROW(double, f64)
 
+/* Pow with one exponent for every element (a constant such as LayerNorm's
+ * Pow(x, 2)) is a multiplication or a square root for the exponents that
+ * models use: x * x is the correctly rounded square, as powf's is; x^3 is
+ * computed in double (x * x exact there, one more rounding, then float);
+ * sqrt matches pow(x, 0.5) once -0 and -inf are mapped as pow maps them
+ * (to +0 and +inf). The loops vectorise; powf per element does not. b is
+ * the exponent, the same for every element, and unused: it is read as a
+ * byte, which every exponent type has. */
+#define POW_SQRT(a) ((a) == -INFINITY ? INFINITY : sqrt(a) + 0)
+#define POW_FIXED_ROW(TA, sa)                                             \
+  BIN_KERNEL(pow_##sa##_one, TA, uint8_t, TA, ((void)b, a))               \
+  BIN_KERNEL(pow_##sa##_square, TA, uint8_t, TA, ((void)b, a * a))        \
+  BIN_KERNEL(pow_##sa##_cube, TA, uint8_t, TA,                            \
+             ((void)b, (double)a * (double)a * (double)a))                \
+  BIN_KERNEL(pow_##sa##_sqrt, TA, uint8_t, TA, ((void)b, POW_SQRT(a)))
+POW_FIXED_ROW(float, f32)
+POW_FIXED_ROW(double, f64)
+#undef POW_FIXED_ROW
+
+/* The exponent's single value as a double; false when b holds more than
+ * one element or a type Pow does not take. */
+static bool pow_scalar_exponent(const ts_tensor *b, double *out) {
+  if (ts_tensor_numel(b) != 1 || !b->data) return false;
+  switch (ts_kernel_slot(b->dtype)) {
+    case TS_SLOT_f32: *out = *(const float *)b->data; return true;
+    case TS_SLOT_f64: *out = *(const double *)b->data; return true;
+    case TS_SLOT_i32: *out = *(const int32_t *)b->data; return true;
+    case TS_SLOT_i64: *out = (double)*(const int64_t *)b->data; return true;
+    default: return false;
+  }
+}
+
+/* A multiplication kernel for base a and a single-valued exponent b, or
+ * NULL when the exponent is not one of 1, 2, 3, 0.5 (general powf). */
+static ew_fn pow_fixed_kernel(const ts_tensor *a, const ts_tensor *b) {
+  double e;
+  const int sa = ts_kernel_slot(a->dtype);
+  if ((sa != TS_SLOT_f32 && sa != TS_SLOT_f64) || !pow_scalar_exponent(b, &e))
+    return NULL;
+  const bool f32 = sa == TS_SLOT_f32;
+  if (e == 1.0) return f32 ? pow_f32_one : pow_f64_one;
+  if (e == 2.0) return f32 ? pow_f32_square : pow_f64_square;
+  if (e == 3.0) return f32 ? pow_f32_cube : pow_f64_cube;
+  if (e == 0.5) return f32 ? pow_f32_sqrt : pow_f64_sqrt;
+  return NULL;
+}
+
 typedef struct binary_desc {
   bool out_bool;              /* comparisons: output is bool */
   bool mixed;                 /* inputs may differ in dtype (Pow) */
@@ -495,7 +542,25 @@ BINARY_LIST(X)
 #define X(op, expr, fam) DEFINE_BROADCAST_OP(op, &binary_##op, 1, INT_MAX)
 VARIADIC_LIST(X)
 #undef X
-DEFINE_BROADCAST_OP(Pow, &binary_Pow, 2, 2)
+
+/* Pow: the broadcast op, with the kernel picked by the exponent when it is
+ * a single value (pow_fixed_kernel); the exponent's operand still goes
+ * through the driver so broadcasting shapes stay what they are. */
+static int infer_Pow(const ts_node *n, const ts_tensor *const *in,
+                     ts_tensor *out, ts_err *err) {
+  return variadic_infer(&binary_Pow, n, in, out, err);
+}
+static int run_Pow(const ts_node *n, const ts_tensor *const *in,
+                   ts_tensor *out, ts_kctx *ctx, ts_err *err) {
+  ew_fn fn;
+  (void)ctx;
+  int rc = binary_pick(&binary_Pow, n, in[0], in[1], &fn, err);
+  if (rc) return rc;
+  ew_fn fixed = pow_fixed_kernel(in[0], in[1]);
+  return broadcast_apply(n, 2, in, out, fixed ? fixed : fn, NULL, err);
+}
+const ts_op ts_op_Pow = {"", "Pow", 2, 2, 1, 1, prepare_plain, NULL,
+                         infer_Pow, run_Pow};
 DEFINE_BROADCAST_OP(Sum, &binary_Add, 1, INT_MAX)
 
 /* ---- unary kernels ------------------------------------------------------ */

@@ -1319,35 +1319,47 @@ static int infer_layernorm(const ts_node *n, const ts_tensor *const *in,
   return rc;
 }
 
-/* Statistics in double (two passes over each row), the normalisation
- * itself in the tensor's type. */
+/* Statistics in one pass over each row, in double: sums of d = x - x[0]
+ * and of d * d in LANES partial sums (vectorised), then mean = x[0] +
+ * E[d] and var = E[d^2] - E[d]^2. Shifting by a value of the row keeps
+ * E[d]^2 of the order of the variance (up to a factor of the row length
+ * for an outlying x[0]), so the subtraction loses nothing that float
+ * results could show, unlike E[x^2] - E[x]^2 for rows far from 0. The
+ * normalisation itself is in the tensor's type, centred the same way. */
 #define LAYERNORM_FN(s, T)                                                    \
   static void layernorm_##s(const T *x, const T *scale, const T *bias,       \
                             T *y, float *mean_out, float *inv_out,           \
                             int64_t rows, int64_t cols, const int64_t *step,  \
                             double eps) {                                     \
     for (int64_t r = 0; r < rows; r++, x += cols, y += cols) {               \
-      double sum[LANES] = {0}, var[LANES] = {0};                             \
+      double sum[LANES] = {0}, sq[LANES] = {0};                              \
+      const double shift = cols ? (double)x[0] : 0;                          \
       int64_t i = 0, tail = cols - cols % LANES;                             \
       for (; i < tail; i += LANES)                                           \
-        for (int l = 0; l < LANES; l++) sum[l] += x[i + l];                  \
-      for (; i < cols; i++) sum[0] += x[i];                                  \
-      for (int l = 1; l < LANES; l++) sum[0] += sum[l];                      \
-      double mean = cols ? sum[0] / (double)cols : 0;                        \
-      for (i = 0; i < tail; i += LANES)                                      \
         for (int l = 0; l < LANES; l++) {                                    \
-          double d = x[i + l] - mean;                                        \
-          var[l] += d * d;                                                   \
+          const double d = (double)x[i + l] - shift;                         \
+          sum[l] += d;                                                       \
+          sq[l] += d * d;                                                    \
         }                                                                    \
-      for (; i < cols; i++) var[0] += (x[i] - mean) * (x[i] - mean);         \
-      for (int l = 1; l < LANES; l++) var[0] += var[l];                      \
-      double inv = 1 / sqrt((cols ? var[0] / (double)cols : 0) + eps);       \
-      const T m = (T)mean, s = (T)inv;                                       \
+      for (; i < cols; i++) {                                                \
+        const double d = (double)x[i] - shift;                               \
+        sum[0] += d;                                                         \
+        sq[0] += d * d;                                                      \
+      }                                                                      \
+      for (int l = 1; l < LANES; l++) sum[0] += sum[l], sq[0] += sq[l];      \
+      const double md = cols ? sum[0] / (double)cols : 0;                    \
+      double var = cols ? sq[0] / (double)cols - md * md : 0;                \
+      if (var < 0) var = 0; /* rounding of a constant row */                 \
+      const double mean = shift + md, inv = 1 / sqrt(var + eps);             \
+      /* x - mean as (x - x[0]) - E[d]: both terms are of the order of the \
+       * spread, so a row far from 0 keeps its precision. */                \
+      const T x0 = cols ? x[0] : 0, m = (T)md, s = (T)inv;                   \
       if (step[1] && bias && step[2]) /* the common case, vectorisable */    \
-        for (i = 0; i < cols; i++) y[i] = (x[i] - m) * s * scale[i] + bias[i]; \
+        for (i = 0; i < cols; i++)                                           \
+          y[i] = ((x[i] - x0) - m) * s * scale[i] + bias[i];                 \
       else                                                                   \
         for (i = 0; i < cols; i++)                                           \
-          y[i] = (x[i] - m) * s * scale[i * step[1]] +                       \
+          y[i] = ((x[i] - x0) - m) * s * scale[i * step[1]] +                \
                  (bias ? bias[i * step[2]] : 0);                             \
       if (mean_out) mean_out[r] = (float)mean;                               \
       if (inv_out) inv_out[r] = (float)inv;                                  \
