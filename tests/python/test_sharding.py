@@ -51,7 +51,7 @@ nn = torch.nn
 torch.set_num_threads(1)
 
 MODELS = ['mlp', 'lenet', 'resnet', 'transformer']
-STRATEGIES = ['data', 'tensor', 'pipeline', 'hybrid', 'auto']
+STRATEGIES = ['data', 'tensor', 'pipeline', 'hybrid', 'block', 'auto']
 # Batch 16 is the smallest batch the dispatcher cuts (2 * TS_SPLIT_MIN_ROWS);
 # at batch 35 a batch-splittable stage with N replicas is cut into
 # min(N, 35 // 8) = N slices (uneven ones for N = 2, 3, 4).
@@ -115,6 +115,7 @@ def strategy_keys(strategy, n):
             'tensor': {'strategy': 'tensor', 'shards': n},
             'pipeline': {'strategy': 'pipeline', 'stages': n},
             'hybrid': {'strategy': 'hybrid', 'stages': 2, 'shards': 2},
+            'block': {'strategy': 'block', 'shards': n},
             'auto': {'strategy': 'auto'}}[strategy]
 
 
