@@ -318,16 +318,16 @@ def client(address, timeout=30.0):
     """A kserve.Client whose channel retries a lost connection quickly (the
     default reconnect backoff grows to minutes, which would hide how soon a
     restarted daemon serves again). gRPC also takes the minimum reconnect
-    backoff as the time one connection attempt may take: it stays at 5 s,
-    as a 100 ms limit fails handshakes with a loaded (or sanitized) daemon
-    and the channel's first requests with them."""
+    backoff as the time one connection attempt may take: 1 s, as 100 ms
+    fails handshakes with a loaded (or sanitized) daemon, and the
+    channel's first requests with them."""
     c = kserve.Client(address, timeout)
     c.channel.close()
     c.channel = grpc.insecure_channel(address, options=[
         ('grpc.max_receive_message_length', -1),
         ('grpc.max_send_message_length', -1),
         ('grpc.initial_reconnect_backoff_ms', 100),
-        ('grpc.min_reconnect_backoff_ms', 5000),
+        ('grpc.min_reconnect_backoff_ms', 1000),
         ('grpc.max_reconnect_backoff_ms', 500)])
     return c
 

@@ -378,7 +378,10 @@ class FaultTest(unittest.TestCase):
             time.sleep(1.5)
             load.ledger.event('SIGTERM coordinator, new one on ' + address, restart)
             ledger.wait_for(lambda: second and self.wait_model_ready(second[0], timeout=0), WAIT)
-            time.sleep(2.0)
+            # The clients reconnect on their own backoff (at most 0.5 s
+            # apart); wait for their answers to come back, then a little.
+            ledger.wait_for(lambda: load.ledger.recovery(0)[0] is not None, WAIT)
+            time.sleep(1.0)
         led = load.ledger
         self.show(led)
         self.assertEqual(exits[0][0], 0, 'first coordinator: exit %s:\n%s' % (
