@@ -890,7 +890,16 @@ START_TEST(test_has_shard_bad_id) {
   int rc = call_unary(main_worker.ch, SVC "HasShard", &req.base, NULL, NULL,
                       ts_now_ms() + CALL_MS, &err);
   ck_assert_int_eq(rc, TS_EINVAL);
-  ck_assert_ptr_nonnull(strstr(err.msg, "shard_ids[1]"));
+  ck_assert_ptr_nonnull(strstr(err.msg, "shard_ids[1] 'NOT-HEX'"));
+
+  Tessera__Worker__V1__UnloadShardRequest unload =
+      TESSERA__WORKER__V1__UNLOAD_SHARD_REQUEST__INIT;
+  unload.shard_id = "xyz";
+  rc = call_unary(main_worker.ch, SVC "UnloadShard", &unload.base, NULL, NULL,
+                  ts_now_ms() + CALL_MS, &err);
+  ck_assert_int_eq(rc, TS_EINVAL);
+  ck_assert_msg(strstr(err.msg, "shard_id 'xyz' is not a lowercase hex"),
+                "%s", err.msg);
 }
 END_TEST
 

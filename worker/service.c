@@ -425,12 +425,7 @@ static void handle_run_shard(ts_rpc_call *call, const uint8_t *reqb,
   }
   ts_err err = {0};
   ts_shard *sh = NULL;
-  if (!ts_store_id_valid(req->shard_id)) {
-    ts_err_set(&err, TS_EINVAL,
-               "shard_id '%.80s' is not a lowercase hex SHA-256",
-               req->shard_id);
-    goto fail;
-  }
+  if (ts_store_check_id("shard_id", req->shard_id, &err)) goto fail;
   sh = rj->shard = ts_store_acquire(svc->store, req->shard_id);
   if (!sh) {
     ts_err_set(&err, TS_ENOTFOUND, "shard %s is not loaded on this worker",
@@ -504,12 +499,11 @@ static void handle_has_shard(ts_rpc_call *call, const uint8_t *reqb,
     goto out;
   }
   for (size_t i = 0; i < req->n_shard_ids; i++) {
-    if (!ts_store_id_valid(req->shard_ids[i])) {
-      char msg[200];
-      snprintf(msg, sizeof msg,
-               "shard_ids[%zu] '%.80s' is not a lowercase hex SHA-256", i,
-               req->shard_ids[i]);
-      ts_rpc_call_fail(call, TS_EINVAL, msg);
+    char field[40];
+    snprintf(field, sizeof field, "shard_ids[%zu]", i);
+    ts_err err = {0};
+    if (ts_store_check_id(field, req->shard_ids[i], &err)) {
+      fail_err(call, &err);
       goto out;
     }
     present[i] = ts_store_has(svc->store, req->shard_ids[i]);
@@ -532,11 +526,9 @@ static void handle_unload_shard(ts_rpc_call *call, const uint8_t *reqb,
           call, &tessera__worker__v1__unload_shard_request__descriptor, reqb,
           len);
   if (!req) return;
-  if (!ts_store_id_valid(req->shard_id)) {
-    char msg[200];
-    snprintf(msg, sizeof msg,
-             "shard_id '%.80s' is not a lowercase hex SHA-256", req->shard_id);
-    ts_rpc_call_fail(call, TS_EINVAL, msg);
+  ts_err err = {0};
+  if (ts_store_check_id("shard_id", req->shard_id, &err)) {
+    fail_err(call, &err);
   } else {
     Tessera__Worker__V1__UnloadShardResponse resp =
         TESSERA__WORKER__V1__UNLOAD_SHARD_RESPONSE__INIT;

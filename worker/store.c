@@ -97,13 +97,20 @@ static const char *short_id(const char *id, char buf[12]) {
   return buf;
 }
 
-bool ts_store_id_valid(const char *id) {
+static bool id_valid(const char *id) {
   if (!id) return false;
   for (int i = 0; i < TS_SHA256_HEX_LEN; i++) {
     char c = id[i];
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
   }
   return id[TS_SHA256_HEX_LEN] == '\0';
+}
+
+int ts_store_check_id(const char *field, const char *id, ts_err *err) {
+  if (id_valid(id)) return TS_OK;
+  return ts_err_set(err, TS_EINVAL,
+                    "%s '%.80s' is not a lowercase hex SHA-256 (64 "
+                    "characters)", field, id ? id : "");
 }
 
 int ts_store_create(uint64_t memory_limit, ts_store **out, ts_err *err) {
@@ -252,10 +259,8 @@ int ts_store_upload_begin(ts_store *st, const char *id, uint64_t total_bytes,
                           const char *label, ts_store_upload **out,
                           ts_err *err) {
   *out = NULL;
-  if (!ts_store_id_valid(id))
-    return ts_err_set(err, TS_EINVAL,
-                      "shard_id '%.80s' is not a lowercase hex SHA-256 "
-                      "(64 characters)", id ? id : "");
+  int rc = ts_store_check_id("shard_id", id, err);
+  if (rc) return rc;
   if (total_bytes == 0)
     return ts_err_set(err, TS_EINVAL,
                       "shard %.8s..: total_bytes is 0 (the first chunk must "

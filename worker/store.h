@@ -54,8 +54,9 @@ int ts_store_create(uint64_t memory_limit, ts_store **out, ts_err *err);
  * have been finished or released. */
 void ts_store_free(ts_store *st);
 
-/* True when `id` is a lowercase hex SHA-256 (64 chars). */
-bool ts_store_id_valid(const char *id);
+/* TS_OK when `id` is a lowercase hex SHA-256 (64 chars); else TS_EINVAL
+ * with a message naming `field` (the request field it came from). */
+int ts_store_check_id(const char *field, const char *id, ts_err *err);
 
 /* A reference to shard `id`, or NULL when it is not held. */
 ts_shard *ts_store_acquire(ts_store *st, const char *id);
