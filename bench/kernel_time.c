@@ -8,13 +8,9 @@
  * It prints the process CPU time per run (CLOCK_PROCESS_CPUTIME_ID: on a
  * shared machine wall time moves by 2x between runs, CPU time by a few
  * percent) and a checksum of the first output, so that two builds can be
- * compared run for run. Not part of meson test; built by hand against a
- * build dir (see bench/README.md):
+ * compared run for run. Not part of meson test; built with the tree as
+ * build/bench/kernel_time (see bench/README.md):
  *
- *   cd build && cc -O2 -I.. -I../common -Icommon -Iproto \
- *     -I/usr/include/x86_64-linux-gnu/openblas-pthread ../bench/kernel_time.c \
- *     common/libtessera_common.a proto/libts_proto.a -lprotobuf-c \
- *     -lopenblas -lm -pthread -o kernel_time
  *   OPENBLAS_NUM_THREADS=1 ./kernel_time MODEL.onnx BATCH [SECONDS]
  */
 #include <stdio.h>
