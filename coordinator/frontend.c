@@ -458,11 +458,22 @@ static void reply_outputs(infer_ctx *ctx, result_lookup lookup,
   ts_rpc_call_reply_message(ctx->call, &resp.base);
 }
 
-/* The client is gone: gRPC already answered it (CANCELLED or
- * DEADLINE_EXCEEDED), so packing a response would be wasted. */
+/* Whether the client's deadline has passed (a call without one never
+ * expires). */
+static int deadline_passed(ts_rpc_call *call) {
+  int64_t deadline = ts_rpc_call_deadline(call);
+  return deadline != TS_DEADLINE_NONE && ts_now_ms() >= deadline;
+}
+
+/* The client is gone: packing a response would be wasted. The status says
+ * why, so that a client whose deadline passed reads DEADLINE_EXCEEDED even
+ * when this answer reaches it before its own timer fires. */
 static int client_gone(infer_ctx *ctx) {
   if (!ts_rpc_call_is_cancelled(ctx->call)) return 0;
-  ts_rpc_call_fail(ctx->call, TS_ECANCELLED, "the client went away");
+  if (deadline_passed(ctx->call))
+    ts_rpc_call_fail(ctx->call, TS_ETIMEDOUT, "the client's deadline passed");
+  else
+    ts_rpc_call_fail(ctx->call, TS_ECANCELLED, "the client went away");
   return 1;
 }
 
@@ -515,7 +526,7 @@ static int order_inputs(infer_ctx *ctx, ts_err *err) {
  * comes before ctx_free, waits for this to return. */
 static void on_client_gone(ts_rpc_call *call, void *user) {
   infer_ctx *ctx = user;
-  int expired = ts_now_ms() >= ts_rpc_call_deadline(call);
+  int expired = deadline_passed(call);
   int code = expired ? TS_ETIMEDOUT : TS_ECANCELLED;
   ts_log_debug("request '%s' on %s: %s", ctx->req->id,
                ctx->model->config.name,
