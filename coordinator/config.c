@@ -172,8 +172,12 @@ void ts_model_config_init(ts_model_config *c, const char *name,
   c->fuse = TS_FUSE_MEAN;
 }
 
-int ts_model_config_set(ts_model_config *c, const char *key, const char *value,
-                        ts_err *err) {
+/* Applies one key = value. TS_EINVAL naming key and value when unknown or
+ * malformed. */
+static int config_validate(const ts_model_config *c, ts_err *err);
+
+static int config_set(ts_model_config *c, const char *key, const char *value,
+                      ts_err *err) {
   for (size_t i = 0; i < sizeof model_keys / sizeof model_keys[0]; i++)
     if (strcmp(key, model_keys[i].key) == 0)
       return model_keys[i].set(c, value, err);
@@ -234,13 +238,13 @@ int ts_model_config_parse_spec(const char *spec, ts_model_config *c,
       break;
     }
     *kv = '\0';
-    rc = ts_model_config_set(c, tok, kv + 1, err);
+    rc = config_set(c, tok, kv + 1, err);
     if (rc) ts_err_prefix(err, "--model %s", name);
   }
   free(rest);
   if (rc == TS_OK && !c->is_ensemble && !c->path[0])
     rc = ts_err_set(err, TS_EINVAL, "--model %s: no file given", name);
-  if (rc == TS_OK) rc = ts_model_config_validate(c, err);
+  if (rc == TS_OK) rc = config_validate(c, err);
   return rc;
 }
 
@@ -259,7 +263,7 @@ static int on_ini_entry(void *user, const char *section, const char *key,
     ctx->failed = 1;
     return 0;
   }
-  if (ts_model_config_set(ctx->config, key, value, ctx->err)) {
+  if (config_set(ctx->config, key, value, ctx->err)) {
     ctx->failed = 1;
     return 0;
   }
@@ -277,10 +281,11 @@ int ts_model_config_load_ini(ts_model_config *c, const char *path,
     if (!ctx.failed) ts_err_set(err, TS_EINVAL, "syntax error");
     return ts_err_prefix(err, "%s:%d", path, line);
   }
-  return ts_model_config_validate(c, err);
+  return config_validate(c, err);
 }
 
-int ts_model_config_validate(const ts_model_config *c, ts_err *err) {
+/* Checks cross-key consistency (weights count = members, fuse values). */
+static int config_validate(const ts_model_config *c, ts_err *err) {
   if (c->is_ensemble) {
     if (c->n_members < 2)
       return ts_err_set(err, TS_EINVAL,

@@ -44,18 +44,12 @@ typedef struct ts_model_config {
 /* Defaults for a model named `name` at `path` (either may be NULL). */
 void ts_model_config_init(ts_model_config *c, const char *name,
                           const char *path);
-/* Applies one key = value. TS_EINVAL naming key and value when unknown or
- * malformed. */
-int ts_model_config_set(ts_model_config *c, const char *key, const char *value,
-                        ts_err *err);
 /* Parses "NAME=FILE[,key=value...]" or "NAME=ensemble:A+B[,key=value...]". */
 int ts_model_config_parse_spec(const char *spec, ts_model_config *c,
                                ts_err *err);
 /* Applies the keys of an ini file (no sections, or a [model] section);
  * errors name path and line. */
 int ts_model_config_load_ini(ts_model_config *c, const char *path, ts_err *err);
-/* Checks cross-key consistency (weights count = members, fuse values). */
-int ts_model_config_validate(const ts_model_config *c, ts_err *err);
 
 /* Scans DIR/NAME/model.onnx (+ optional DIR/NAME/config.ini); *out is a
  * malloc'd array the caller frees. Entries without model.onnx and without

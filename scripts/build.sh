@@ -8,7 +8,7 @@ build_dir=${BUILD_DIR:-build}
 if [ ! -f "$build_dir/build.ninja" ]; then
   meson setup "$build_dir" "$@" >/dev/null
 else
-  # New source files join the build through fs.exists lists: reconfigure.
+  # Pick up meson.build changes made since the last configuration.
   meson setup --reconfigure "$build_dir" >/dev/null
 fi
 ninja -C "$build_dir"

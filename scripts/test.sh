@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian bookworm machine or an old one:
 # installs what it needs, builds, runs every unit and integration suite,
-# then builds with ASan+UBSan and runs the suite again under the sanitizers.
+# builds the release configuration a packager makes (-O3, NDEBUG, -Werror)
+# and runs the unit suites on it, then builds with ASan+UBSan and runs every
+# suite again under the sanitizers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -9,6 +11,10 @@ scripts/install-deps.sh
 echo "== build (debugoptimized) and test"
 BUILD_DIR=build scripts/build.sh
 meson test -C build --print-errorlogs --num-processes 2
+
+echo "== build (release, as packaged) and the unit suites"
+BUILD_DIR=build-release scripts/build.sh -Dbuildtype=release
+meson test -C build-release --print-errorlogs --num-processes 2 --suite unit
 
 echo "== build with AddressSanitizer + UndefinedBehaviorSanitizer; every suite"
 # Every suite again, the daemons built with the sanitizers and leak detection:
@@ -20,4 +26,4 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   meson test -C build-asan --print-errorlogs --num-processes 2 \
   --timeout-multiplier 3
-echo "== all suites passed (plain and sanitized builds)"
+echo "== all suites passed (plain, release and sanitized builds)"

@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-int ts_err_set(ts_err *err, int code, const char *fmt, ...) {
+void ts_err_setf(ts_err *err, int code, const char *fmt, ...) {
   if (err) {
     va_list ap;
     va_start(ap, fmt);
@@ -11,11 +11,10 @@ int ts_err_set(ts_err *err, int code, const char *fmt, ...) {
     vsnprintf(err->msg, sizeof err->msg, fmt, ap);
     va_end(ap);
   }
-  return code;
 }
 
-int ts_err_prefix(ts_err *err, const char *fmt, ...) {
-  if (!err) return TS_EINTERNAL;
+void ts_err_prefixf(ts_err *err, const char *fmt, ...) {
+  if (!err) return;
   char prefix[TS_ERR_MSG_MAX];
   char old[TS_ERR_MSG_MAX];
   va_list ap;
@@ -31,7 +30,6 @@ int ts_err_prefix(ts_err *err, const char *fmt, ...) {
   size_t m = strnlen(old, room);
   memcpy(err->msg + n + 2, old, m);
   err->msg[n + 2 + m] = '\0';
-  return err->code;
 }
 
 void ts_err_clear(ts_err *err) {

@@ -50,14 +50,32 @@ typedef struct ts_err {
   char msg[TS_ERR_MSG_MAX];
 } ts_err;
 
-/* Sets *err (if err is non-NULL) to code and the printf-formatted message,
- * and returns code, so callers can write `return ts_err_set(err, ...)`. */
-int ts_err_set(ts_err *err, int code, const char *fmt, ...)
+/* Sets *err (if err is non-NULL) to code and the printf-formatted message. */
+void ts_err_setf(ts_err *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Prefixes err->msg with "context: " (printf-formatted). Returns err->code. */
-int ts_err_prefix(ts_err *err, const char *fmt, ...)
+/* ts_err_setf that also yields code, so callers can write
+ * `return ts_err_set(err, TS_EINVAL, ...)`. A macro, not a function, so that
+ * the compiler sees the code returned: after `if (ts_f(..., &out, err))
+ * return ...;` it knows `out` was set (release builds warn otherwise). */
+#define ts_err_set(err, code, ...)                                          \
+  __extension__({                                                           \
+    int ts_err_code_ = (code);                                              \
+    ts_err_setf((err), ts_err_code_, __VA_ARGS__);                          \
+    ts_err_code_;                                                           \
+  })
+
+/* Prefixes err->msg with "context: " (printf-formatted). */
+void ts_err_prefixf(ts_err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* ts_err_prefixf that yields err->code (TS_EINTERNAL without err). */
+#define ts_err_prefix(err, ...)                                             \
+  __extension__({                                                           \
+    ts_err *ts_err_p_ = (err);                                              \
+    ts_err_prefixf(ts_err_p_, __VA_ARGS__);                                 \
+    ts_err_p_ ? ts_err_p_->code : TS_EINTERNAL;                             \
+  })
 
 void ts_err_clear(ts_err *err);
 

@@ -16,8 +16,6 @@ static const char *const level_names[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};
 
 void ts_log_set_component(const char *component) { component_name = component; }
 
-void ts_log_set_level(ts_log_level level) { threshold = level; }
-
 void ts_log_init_from_env(void) {
   const char *v = getenv("TESSERA_LOG");
   if (!v) return;

@@ -60,24 +60,34 @@ static const uint8_t npy_magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
 #define NPY_HEADER_MAX (1 << 20) /* NumPy itself refuses above 10000 */
 #define NPY_ALIGN 64
 
-const char *ts_npy_descr(ts_dtype dtype) {
+/* The NumPy type string ("<f4", "|u1") for a dtype, or NULL if .npy files
+ * of that dtype are not supported. */
+static const char *npy_descr(ts_dtype dtype) {
   for (size_t i = 0; i < N_NPY_DTYPES; i++)
     if (npy_dtypes[i].dtype == dtype) return npy_dtypes[i].descr;
   return NULL;
 }
 
 /* Formats "<name>: <message>" into err and returns code. */
-static int fail(ts_err *err, const char *name, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(ts_err *err, const char *name, int code, const char *fmt,
-                ...) {
+static void failf(ts_err *err, const char *name, int code, const char *fmt,
+                  ...) __attribute__((format(printf, 4, 5)));
+static void failf(ts_err *err, const char *name, int code, const char *fmt,
+                  ...) {
   char msg[TS_ERR_MSG_MAX];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  return ts_err_set(err, code, "%s: %s", name ? name : "npy", msg);
+  ts_err_setf(err, code, "%s: %s", name ? name : "npy", msg);
 }
+
+/* failf yielding code (a macro for the reason given at ts_err_set). */
+#define fail(err, name, code, ...)                                          \
+  __extension__({                                                           \
+    int fail_code_ = (code);                                                \
+    failf((err), (name), fail_code_, __VA_ARGS__);                          \
+    fail_code_;                                                             \
+  })
 
 /* ---- header parsing ------------------------------------------------- */
 
@@ -451,7 +461,7 @@ done:
 #define NPY_HEADER_BUF 512
 static int build_header(const ts_tensor *t, const char *name, char *buf,
                         size_t *len, ts_err *err) {
-  const char *descr = ts_npy_descr(t->dtype);
+  const char *descr = npy_descr(t->dtype);
   if (!descr)
     return fail(err, name, TS_EUNSUPPORTED,
                 "%s tensors cannot be stored in .npy files",

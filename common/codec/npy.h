@@ -46,8 +46,5 @@ int ts_npy_decode(const void *buf, size_t len, const char *name,
 int ts_npy_encode(const ts_tensor *t, uint8_t **out, size_t *out_len,
                   ts_err *err);
 
-/* The NumPy type string ("<f4", "|u1") for a dtype, or NULL if .npy files
- * of that dtype are not supported. */
-const char *ts_npy_descr(ts_dtype dtype);
 
 #endif

@@ -37,15 +37,14 @@
 
 /* ---- helpers shared with transformer.c (declared in list_elementwise.h) */
 
-int ts_kernel_fail(const ts_node *n, ts_err *err, int code, const char *fmt,
-                   ...) {
+void ts_kernel_failf(const ts_node *n, ts_err *err, int code, const char *fmt,
+                     ...) {
   char desc[192], msg[TS_ERR_MSG_MAX];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  return ts_err_set(err, code, "%s: %s", ts_node_desc(n, desc, sizeof desc),
-                    msg);
+  ts_err_setf(err, code, "%s: %s", ts_node_desc(n, desc, sizeof desc), msg);
 }
 
 int ts_kernel_check_attrs(const ts_node *n, const ts_attr_spec *specs,
@@ -170,8 +169,9 @@ static int broadcast_shape_n(const ts_node *n, int n_in,
     int rc = ts_broadcast_shape(&acc, in[j], acc.dims, &acc.rank, err);
     if (rc) {
       char desc[192];
-      return ts_err_prefix(err, "%s: input %d", ts_node_desc(n, desc,
-                                                             sizeof desc), j);
+      ts_err_prefixf(err, "%s: input %d", ts_node_desc(n, desc, sizeof desc),
+                     j);
+      return rc;
     }
   }
   *rank = acc.rank;
@@ -482,6 +482,8 @@ static ew_fn sized_kernel(ts_dtype t, bool select) {
 static int variadic_check(const binary_desc *d, const ts_node *n,
                           const ts_tensor *const *in, ew_fn *fn,
                           ts_err *err) {
+  if (n->n_inputs < 1)
+    return ts_kernel_fail(n, err, TS_EINVAL, "needs at least one input");
   for (int j = 0; j < n->n_inputs; j++) {
     if (!in[j])
       return ts_kernel_fail(n, err, TS_EINVAL, "input %d is missing", j);

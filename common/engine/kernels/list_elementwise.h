@@ -52,8 +52,16 @@
            default : (a)op(b))
 
 /* Fills *err with code and "node 'x' (Op): <message>", returns code. */
-int ts_kernel_fail(const ts_node *n, ts_err *err, int code, const char *fmt,
-                   ...) __attribute__((format(printf, 4, 5)));
+void ts_kernel_failf(const ts_node *n, ts_err *err, int code, const char *fmt,
+                     ...) __attribute__((format(printf, 4, 5)));
+/* ts_kernel_failf yielding code; a macro for the reason given at
+ * ts_err_set (error.h). */
+#define ts_kernel_fail(n, err, code, ...)                                   \
+  __extension__({                                                           \
+    int ts_kernel_code_ = (code);                                           \
+    ts_kernel_failf((n), (err), ts_kernel_code_, __VA_ARGS__);              \
+    ts_kernel_code_;                                                        \
+  })
 
 /* The dtypes kernels compute on: X(slot suffix, C type, ts_dtype). The
  * first four are the numeric ones. Kernel tables are indexed by slot. */

@@ -328,8 +328,9 @@ static int infer_regressor(const ts_node *n, const ts_tensor *x,
                            ts_err *err) {
   int64_t rows, x_cols;
   int rc = check_input(n, x, features, &rows, &x_cols, err);
+  if (rc) return rc;
   int64_t dims[2] = {rows, cols};
-  return rc ? rc : ts_tensor_set_shape(&out[0], TS_DTYPE_FLOAT, dims, 2, err);
+  return ts_tensor_set_shape(&out[0], TS_DTYPE_FLOAT, dims, 2, err);
 }
 
 /* Checks X against the model's feature count and sets the outputs: labels
@@ -339,8 +340,9 @@ static int infer_classifier(const ts_node *n, const ts_tensor *x,
                             ts_err *err) {
   int64_t rows, x_cols;
   int rc = check_input(n, x, features, &rows, &x_cols, err);
+  if (rc) return rc;
   int64_t dims[2] = {rows, cols};
-  if (!rc) rc = ts_tensor_set_shape(&out[0], TS_DTYPE_INT64, dims, 1, err);
+  rc = ts_tensor_set_shape(&out[0], TS_DTYPE_INT64, dims, 1, err);
   if (!rc && n->n_outputs > 1)
     rc = ts_tensor_set_shape(&out[1], TS_DTYPE_FLOAT, dims, 2, err);
   return rc;
