@@ -24,6 +24,7 @@
 #include "fuse.h"
 #include "graph.h"
 #include "hash.h"
+#include "onnx.pb-c.h"
 #include "plan.h"
 
 /* ---- a name -> tensor map (owned copies) -------------------------------- */

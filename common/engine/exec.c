@@ -52,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine_int.h"
 #include "ops.h"
 
 #define ALIGN 64
@@ -226,11 +227,7 @@ size_t ts_session_alloc_count(const ts_session *s) { return s->alloc_count; }
 /* Test hook: the activation arena's size in bytes (its high-water mark). */
 size_t ts_session_arena_bytes(const ts_session *s) { return s->arena_cap; }
 
-/* Internal to the library (graph.c declares it): runs one node on its own,
- * outside any session, for load-time constant folding. Calls op->infer, then
- * allocates each present output (owned; the caller frees them with
- * ts_tensor_free, also on failure) and calls op->run. out[i] for an omitted
- * optional output (node->outputs[i] < 0) stays data-less. */
+/* engine_int.h */
 int ts_exec_node_eval(const ts_node *node, const ts_tensor *const *in,
                       ts_tensor *out, ts_err *err) {
   for (int i = 0; i < node->n_outputs; i++) memset(&out[i], 0, sizeof out[i]);
@@ -253,9 +250,6 @@ int ts_exec_node_eval(const ts_node *node, const ts_tensor *const *in,
 
 
 /* ---- the executor -------------------------------------------------------- */
-
-/* Internal (graph.c defines it). */
-uint64_t ts_model_serial(const ts_model *m);
 
 /* Returned by a planned run whose shapes left the plan (data-dependent
  * sizes): the caller re-plans and runs again. Positive: never a TS_E*. */

@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine_int.h"
 #include "ops.h"
 
 #define MODEL_MAGIC 0x74736d6f64656c31ull /* "tsmodel1" */
@@ -66,16 +67,6 @@ typedef struct model_box {
 
 static atomic_uint_fast64_t next_serial = 1;
 
-/* Internal (exec.c declares it): defined in exec.c, runs one node. */
-int ts_exec_node_eval(const ts_node *node, const ts_tensor *const *in,
-                      ts_tensor *out, ts_err *err);
-
-/* Internal: defined in ops.c, a TensorProto as a view of its raw_data. */
-int ts_tensor_borrow_onnx(const Onnx__TensorProto *tp, ts_tensor *out,
-                          ts_err *err);
-
-/* Internal (exec.c declares it): the model's process-unique serial, or 0 for
- * a ts_model that did not come from ts_model_load. */
 uint64_t ts_model_serial(const ts_model *m) {
   const model_box *b = (const model_box *)m;
   return b->magic == MODEL_MAGIC ? b->serial : 0;

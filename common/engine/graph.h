@@ -29,9 +29,14 @@
 #include <stdint.h>
 
 #include "error.h"
-#include "onnx.pb-c.h"
 #include "tensor.h"
 
+/* The IR holds its ONNX protos opaquely: users of the IR (scheduler,
+ * fusion, placement, the worker's store and pool) do not see the generated
+ * schema. The loader, ops.h's attribute access and the planner's shard
+ * writer include "onnx.pb-c.h" for the full types. */
+struct Onnx__NodeProto;
+struct Onnx__ModelProto;
 struct ts_op;
 
 typedef struct ts_value {
@@ -56,7 +61,7 @@ typedef struct ts_node {
   int *inputs;                /* value indices; -1 = omitted optional input */
   int n_outputs;
   int *outputs;               /* value indices; -1 = omitted optional output */
-  const Onnx__NodeProto *proto; /* attributes; owned by the model */
+  const struct Onnx__NodeProto *proto; /* attributes; owned by the model */
   void *params;               /* op-private, from op->prepare; op->release frees */
 } ts_node;
 
@@ -72,7 +77,7 @@ typedef struct ts_graph {
 } ts_graph;
 
 typedef struct ts_model {
-  Onnx__ModelProto *proto;    /* owned; the planner cuts shards out of it */
+  struct Onnx__ModelProto *proto; /* owned; the planner cuts shards from it */
   ts_graph graph;
   int64_t opset;              /* default-domain opset */
   int64_t ml_opset;           /* ai.onnx.ml opset, 0 if not imported */

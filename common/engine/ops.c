@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "engine_int.h"
 #include "list_cnn.h"
 #include "list_core.h"
 #include "list_elementwise.h"
@@ -398,10 +399,7 @@ int ts_tensor_from_onnx(const Onnx__TensorProto *tp, ts_tensor *out,
   return tensor_from_onnx(tp, out, false, err);
 }
 
-/* Internal (graph.c declares it): like ts_tensor_from_onnx, but a tensor
- * stored in raw_data is not copied: out is a view (owned = false) into tp,
- * which must outlive it. The loader uses it for initializers, so weights are
- * held once (the model keeps its proto for the partitioner anyway). */
+/* engine_int.h */
 int ts_tensor_borrow_onnx(const Onnx__TensorProto *tp, ts_tensor *out,
                           ts_err *err) {
   return tensor_from_onnx(tp, out, true, err);

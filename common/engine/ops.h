@@ -28,6 +28,7 @@
 #define TS_OPS_H
 
 #include "graph.h"
+#include "onnx.pb-c.h"
 
 /* infer: not enough is known yet (load-time inference only). */
 #define TS_EAGAIN (-100)
