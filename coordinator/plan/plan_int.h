@@ -1,0 +1,308 @@
+/*
+ * plan_int.h - the partitioner's internals, shared by the files of
+ * coordinator/plan/ (see plan.h for the data model and the invariant).
+ *
+ * Not a public interface: only the files of coordinator/plan/ include it.
+ *
+ * Building a plan has two phases:
+ *
+ *  1. Layout. The live nodes (those whose outputs are needed and not folded
+ *     to constants) are assigned to layout stages in topological order. A
+ *     layout stage is either "whole" (ways == 1: its nodes run unchanged on
+ *     one shard) or "split" (ways >= 2: every shard runs every node of the
+ *     stage on its slice of one dimension of size `dim`, along `axis`).
+ *     Split stages are groups grown from one column-split op (Gemm, MatMul
+ *     with a constant 2-D weight, Conv with constant weights and group 1):
+ *       - the op itself (role COL) computes a slice of its output columns /
+ *         channels (fuse: concat);
+ *       - element-wise ops (role ELEM) whose non-constant inputs are all
+ *         split tensors of the group run on the slices; their constant
+ *         operands are sliced where they vary along the split axis;
+ *       - Gemm / MatMul / Conv consumers of a split tensor (role ROW) take
+ *         the matching rows / input channels of their weights and produce a
+ *         partial sum (fuse: sum) - the Megatron pairing, one fusion per
+ *         pair. The bias of a ROW op is added by shard 0 only.
+ *     A split op whose output has one column but whose input has several
+ *     features splits by rows on its own (role ROW_SLICE): each shard slices
+ *     its features out of the full input with an inserted Slice node.
+ *     A group reads only its first op's input, so emitting the whole group
+ *     at that op's topological position keeps the stage order valid; every
+ *     other node joins the current whole stage.
+ *     Block stages (strategy block, an R x C grid) hold one Gemm, MatMul
+ *     or Conv (role BLOCK) and nothing else: shard k = i*C + j slices
+ *     features K_i of its input (an inserted Slice, when R > 1) and holds
+ *     the weight block [K_i, N_j] (cut along two axes), the bias of N_j in
+ *     row 0 only; its output is VK_BLOCK, fused by nested fusions (plan.h).
+ *     The grid is clamped per op to its weight's dims (R <= features,
+ *     C <= columns); an op that cannot split runs in a whole stage.
+ *
+ *  2. Emission. Each shard of each stage becomes a serialized ONNX
+ *     ModelProto: node copies with renamed inputs/outputs, the initializers
+ *     its nodes read (sliced for split stages; folded constants included),
+ *     graph inputs = the non-constant tensors it reads and does not produce,
+ *     graph outputs = what later stages or the response read (or the
+ *     partial outputs "<name>.part<k>" of a split stage). Types and shapes
+ *     come from the IR; unknown dims become unique dim_param names.
+ *
+ * Invariants:
+ *  - every stage reads only request inputs and tensors of earlier stages;
+ *  - within a split stage all shards read the same inputs (model names) and
+ *    produce parts in the order of the stage's fusions;
+ *  - uneven splits: shard k of a dim of size C with W ways gets
+ *    [k*C/W, (k+1)*C/W) (floor), W = min(requested ways, C), so no part is
+ *    empty;
+ *  - the plan owns copies of everything; the model is not referenced after
+ *    ts_plan_build returns.
+ *
+ * Names the partitioner makes (refused with TS_EUNSUPPORTED if the model
+ * already uses one): "<t>.part<k>" for shard k's slice or partial sum of
+ * tensor t, "<t>.col<j>" for column j's sum of a block split, "<t>.rows<k>"
+ * for a ROW_SLICE or block input slice (and its Slice
+ * parameters "<t>.rows<k>.starts|ends|axes"), "<w>.slice<axis>_<a>_<b>" for
+ * a sliced constant, "<b>.zero<k>" for Gemm's zero C before opset 11.
+ * Symbolic dims are named "<t>:d<i>", one name per tensor and dim.
+ *
+ * auto: weight bytes decide. If the largest shard of the data plan (the
+ * whole model) fits worker_memory_limit (or there is no limit), the plan is
+ * data with one replica per worker (or opts->replicas when > 1). Otherwise
+ * the fewest tensor ways 2..n_workers (64 without a worker count) whose
+ * every shard fits, cutting whole stages greedily into pipeline pieces
+ * where they alone do not fit (strategy hybrid then); pipeline pieces only
+ * when no op splits. 1-D splits come first: for the same number of shards
+ * they hold the same weight bytes with one fusion and R times less partial
+ * output to send back. Only when no 1-D split fits does auto try block
+ * grids (strategy block; R >= 2, at most n_workers cells, fewest cells
+ * first): they fit where 1-D splits cannot when a weight has fewer output
+ * columns than there are workers (a column split stops at the columns),
+ * or when a Megatron pair's two weights together exceed the limit on one
+ * shard but each alone, cut R x C, does not. TS_EEXHAUSTED when one
+ * unsplittable node exceeds the limit, nothing fits, or all shards together
+ * exceed n_workers * limit. Activation memory is not modelled.
+ *
+ * Refused (TS_EUNSUPPORTED): nodes with subgraph attributes (implicit
+ * outer-scope inputs), graph outputs that no node computes (a constant or
+ * a graph input passed through), constants of string type, and tensors that
+ * cross a shard boundary with a dtype inference could not tell.
+ *
+ * Data parallelism (batch_splittable) is a conservative proof: every
+ * non-constant tensor a stage reads or writes has a symbolic dim 0, and
+ * every node passes its op's row rule (table op_rules): row-wise ops
+ * (element-wise with constants that do not vary along dim 0, Gemm/MatMul
+ * with constant weights, Conv, pools, normalizations over axes != 0,
+ * Softmax on axis != 0, Flatten with axis >= 1, Reshape whose constant shape
+ * keeps dim 0 (0, or -1 with static rest of equal size), Transpose with
+ * perm[0] == 0, Concat/Split/Slice/Squeeze/Unsqueeze/Reduce* away from
+ * axis 0, Gather of an embedding table). Anything else (Shape, attention's
+ * dynamic reshapes, ...) makes the stage not batch-splittable.
+ */
+#ifndef TS_PLAN_INT_H
+#define TS_PLAN_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "plan.h"
+
+/* An arena for one shard's temporary protobuf structures: every block is
+ * calloc'd and freed together once the shard is packed. */
+typedef struct arena {
+  void **blocks;
+  int n, cap;
+} arena;
+
+/* Start of part k of a dim of size c split `ways` ways (floor). */
+static inline int64_t part_start(int64_t c, int ways, int k) {
+  return (int64_t)(((__int128)c * k) / ways);
+}
+
+/* How an op behaves inside a split group.
+ *  ELEM: element-wise; runs on slices along any axis, constant operands
+ *        sliced where they vary along it.
+ *  CHANNEL: per-channel (pools, BatchNormalization, ...); runs on channel
+ *        slices (axis 1); inputs after the first are [C] parameters.
+ *  NONE: cannot run on a slice. */
+typedef enum { SPLIT_NONE, SPLIT_ELEM, SPLIT_CHANNEL } split_class;
+
+struct ctx;
+
+/* Row rule: true when the node never mixes rows (dim 0) of its tensors. */
+typedef bool (*row_rule)(const struct ctx *c, const ts_node *n);
+
+typedef struct op_rule {
+  const char *op_type;
+  split_class split;
+  row_rule row;
+  int default_axis;
+} op_rule;
+
+/* The ops that split their weights. Input 1 is the constant weight; the
+ * bias (if any) is input `bias`. `weight_axis(n, row)` is the weight axis
+ * holding output columns (row = false) or input features (row = true);
+ * `in_axis(n, rank)` is the axis of input 0 holding the features (for
+ * ROW_SLICE); `out_axis` is the axis of the output holding the columns
+ * (the concat axis; -1: last). */
+typedef struct split_op {
+  const char *op_type;
+  bool (*usable)(const struct ctx *c, const ts_node *n, bool row);
+  int (*weight_axis)(const ts_node *n, bool row);
+  int (*in_axis)(const ts_node *n, int rank);
+  int out_axis;
+  int bias;
+} split_op;
+
+typedef enum {
+  ROLE_WHOLE,
+  ROLE_COL,
+  ROLE_ELEM,
+  ROLE_ROW,
+  ROLE_ROW_SLICE,
+  ROLE_BLOCK
+} role;
+
+/* VK_BLOCK: shard k holds a partial sum of a column block (block stages). */
+typedef enum { VK_NONE, VK_SPLIT, VK_PARTIAL, VK_BLOCK } value_kind;
+
+typedef struct lstage {
+  int *nodes;
+  int n_nodes, cap;
+  int ways;     /* 1: whole; rows * (column ways) */
+  int axis;     /* split tensors' axis: -1 (last) or 1 (channels) */
+  int64_t dim;  /* size of the split dim (a block's output columns) */
+  int rows;     /* block stages: R ways over kdim; 1 otherwise */
+  int64_t kdim; /* block stages: the weight's input features */
+} lstage;
+
+/* Ways of a stage along its split dim (a block's C). */
+static inline int split_ways(const lstage *st) { return st->ways / st->rows; }
+
+typedef struct ctx {
+  const ts_model *m;
+  const ts_graph *g;
+  bool has_slice; /* the executor has Slice: ROW_SLICE possible */
+  int n_live;
+  int *live;            /* node indices, topological */
+  int *pos;             /* node -> position in live[], -1 if not live */
+  int *cons_off, *cons; /* consumers per value (live nodes), CSR */
+  double *node_bytes;   /* distinct constant bytes a node reads */
+  /* layout */
+  lstage *st;
+  int n_st, cap_st;
+  int grid_rows, grid_cols; /* block strategy: the grid; 0 otherwise */
+  int *node_stage;          /* node -> layout stage, -1 */
+  uint8_t *node_role;
+  int *value_stage; /* value -> stage where it is split/partial, -1 */
+  uint8_t *value_kind;
+} ctx;
+
+static inline const ts_value *val(const ctx *c, int v) {
+  return &c->g->values[v];
+}
+
+static inline bool is_const(const ctx *c, int v) {
+  return v >= 0 && c->g->values[v].constant != NULL;
+}
+
+static inline const ts_tensor *cst(const ctx *c, int v) {
+  return c->g->values[v].constant;
+}
+
+static inline int in_value(const ts_node *n, int j) {
+  return j < n->n_inputs ? n->inputs[j] : -1;
+}
+
+/* How a shard cuts a constant: along n (0..2) distinct axes, axis[q] to
+ * [start[q], end[q]) (two for a block's weight). */
+typedef struct const_cut {
+  int n;
+  int axis[2];
+  int64_t start[2], end[2];
+} const_cut;
+
+/* One initializer of a shard: model value v (or -1: synthesized, with its
+ * own data), cut as `cut` says. */
+typedef struct init_spec {
+  int value;
+  const_cut cut;
+  const char *name; /* arena */
+  ts_dtype dtype;   /* synthesized only */
+  int rank;
+  int64_t dims[TS_MAX_RANK];
+  void *data; /* synthesized only; arena */
+} init_spec;
+
+/* arena.c */
+int grow(void *arrp, int *cap, int need, size_t esz);
+void *arena_alloc(arena *a, size_t size);
+char *arena_printf(arena *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void arena_free(arena *a);
+char *xstrdup(const char *s);
+int names_push(char ***list, int *n, int *cap, const char *s);
+void names_free(char **list, int n);
+
+/* rules.c */
+const op_rule *rule_find(const ts_node *n);
+bool single_output(const ctx *c, const ts_node *n);
+const split_op *split_op_find(const ts_node *n);
+
+/* context.c */
+void split_range(const lstage *st, int k, int64_t *start, int64_t *end);
+void feature_range(const lstage *st, role r, int k, int64_t *start,
+                   int64_t *end);
+double shard_share(const lstage *st, int k);
+int ctx_init(ctx *c, const ts_model *m, ts_err *err);
+void layout_reset(ctx *c);
+void ctx_free(ctx *c);
+int stage_new(ctx *c, int ways, int axis, int64_t dim);
+int stage_add(ctx *c, int s, int node, role r);
+
+/* tensor.c */
+bool elem_const_axis(const ctx *c, int v, int axis, int r, int64_t dim,
+                     int *sl_axis);
+int layout_range(ctx *c, int lo, int hi, int ways);
+
+/* block.c */
+int try_block(ctx *c, int i, bool *made);
+int block_fusions(const ctx *c, int s, int v, ts_stage *out, int *cap,
+                  ts_err *err);
+
+/* pipeline.c */
+int layout_pipeline(ctx *c, int stages, int ways);
+
+/* slice.c */
+size_t spec_bytes(const ctx *c, const init_spec *sp);
+bool input_slice(const ctx *c, int s, int k, int i, int j, const_cut *ct);
+int spec_intern(init_spec **list, int *n, int *cap, int v, const const_cut *ct);
+int shard_weight(const ctx *c, int s, int k, size_t *bytes);
+
+/* writer.c */
+int build_shard(const ctx *c, int s, int k, const ts_stage *stage,
+                const char *model_name, ts_shard *out, ts_err *err);
+
+/* data.c */
+bool row_any(const ctx *c, const ts_node *n);
+bool row_bcast(const ctx *c, const ts_node *n);
+bool row_axis(const ctx *c, const ts_node *n);
+bool row_gemm(const ctx *c, const ts_node *n);
+bool row_matmul(const ctx *c, const ts_node *n);
+bool row_reshape(const ctx *c, const ts_node *n);
+bool row_transpose(const ctx *c, const ts_node *n);
+bool row_concat(const ctx *c, const ts_node *n);
+bool row_gather(const ctx *c, const ts_node *n);
+bool row_axes(const ctx *c, const ts_node *n);
+bool stage_batch_splittable(const ctx *c, int s);
+
+/* emit.c */
+int add_fusion(ts_stage *out, int *cap, const char *name, ts_fuse_kind kind,
+               int axis, const char *base, const char *suffix, int first,
+               int step, int n);
+int emit_plan(const ctx *c, const ts_plan_opts *opts, ts_strategy strategy,
+              int replicas, ts_plan **out, ts_err *err);
+
+/* auto.c */
+int plan_auto(ctx *c, const ts_plan_opts *opts, ts_plan **out, ts_err *err);
+
+#endif
