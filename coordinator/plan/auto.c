@@ -1,7 +1,23 @@
 /*
- * auto.c - the `auto` strategy: the smallest split whose every shard fits the
- * workers' memory
- * (see plan_int.h).
+ * auto.c - the `auto` strategy: the cheapest plan whose every shard fits
+ * the workers' memory.
+ *
+ * Weight bytes decide. If the largest shard of the data plan (the
+ * whole model) fits worker_memory_limit (or there is no limit), the plan is
+ * data with one replica per worker (or opts->replicas when > 1). Otherwise
+ * the fewest tensor ways 2..n_workers (64 without a worker count) whose
+ * every shard fits, cutting whole stages greedily into pipeline pieces
+ * where they alone do not fit (strategy hybrid then); pipeline pieces only
+ * when no op splits. 1-D splits come first: for the same number of shards
+ * they hold the same weight bytes with one fusion and R times less partial
+ * output to send back. Only when no 1-D split fits does auto try block
+ * grids (strategy block; R >= 2, at most n_workers cells, fewest cells
+ * first): they fit where 1-D splits cannot when a weight has fewer output
+ * columns than there are workers (a column split stops at the columns),
+ * or when a Megatron pair's two weights together exceed the limit on one
+ * shard but each alone, cut R x C, does not. TS_EEXHAUSTED when one
+ * unsplittable node exceeds the limit, nothing fits, or all shards together
+ * exceed n_workers * limit. Activation memory is not modelled.
  */
 #include "plan_int.h"
 
@@ -11,7 +27,7 @@ static int layout_weights(const ctx *c, size_t *max, size_t *total) {
   for (int s = 0; s < c->n_st; s++)
     for (int k = 0; k < c->st[s].ways; k++) {
       size_t w;
-      if (shard_weight(c, s, k, &w)) return TS_ENOMEM;
+      if (plan_shard_weight(c, s, k, &w)) return TS_ENOMEM;
       if (w > *max) *max = w;
       *total += w;
     }
@@ -34,7 +50,7 @@ static int cut_whole_stages(ctx *c, size_t limit, bool *cut, ts_err *err) {
     lstage *st = &old[s];
     size_t w = 0;
     if (st->ways > 1) {
-      int ns = stage_new(c, st->ways, st->axis, st->dim);
+      int ns = plan_stage_new(c, st->ways, st->axis, st->dim);
       if (ns < 0) {
         rc = TS_ENOMEM;
         break;
@@ -42,7 +58,7 @@ static int cut_whole_stages(ctx *c, size_t limit, bool *cut, ts_err *err) {
       c->st[ns].rows = st->rows;
       c->st[ns].kdim = st->kdim;
       for (int q = 0; q < st->n_nodes && !rc; q++)
-        rc = stage_add(c, ns, st->nodes[q], c->node_role[st->nodes[q]]);
+        rc = plan_stage_add(c, ns, st->nodes[q], c->node_role[st->nodes[q]]);
       remap[s] = ns;
       continue;
     }
@@ -61,7 +77,7 @@ static int cut_whole_stages(ctx *c, size_t limit, bool *cut, ts_err *err) {
         *cut = true;
       }
       if (cur < 0) {
-        if ((cur = stage_new(c, 1, 0, 1)) < 0) {
+        if ((cur = plan_stage_new(c, 1, 0, 1)) < 0) {
           rc = TS_ENOMEM;
           break;
         }
@@ -80,7 +96,7 @@ static int cut_whole_stages(ctx *c, size_t limit, bool *cut, ts_err *err) {
       for (int j = 0; j < n->n_inputs; j++)
         if (is_const(c, n->inputs[j])) stamp[n->inputs[j]] = piece + 1;
       w += add;
-      rc = stage_add(c, cur, i, ROLE_WHOLE);
+      rc = plan_stage_add(c, cur, i, ROLE_WHOLE);
     }
   }
   /* Split values follow their stage (only split stages have any). */
@@ -96,9 +112,9 @@ static int cut_whole_stages(ctx *c, size_t limit, bool *cut, ts_err *err) {
 
 /* True when some live node can split (at `ways` = 2). */
 static bool any_splittable(ctx *c) {
-  layout_reset(c);
+  plan_layout_reset(c);
   bool any = false;
-  if (layout_range(c, 0, c->n_live, 2) == TS_OK)
+  if (plan_layout_range(c, 0, c->n_live, 2) == TS_OK)
     for (int s = 0; s < c->n_st; s++) any |= c->st[s].ways > 1;
   return any;
 }
@@ -112,8 +128,8 @@ static int fit_layout(ctx *c, const ts_plan_opts *opts, int ways, bool splits,
   size_t limit = opts->worker_memory_limit, max = 0, total = 0;
   bool cut = false;
   *done = false;
-  layout_reset(c);
-  int rc = layout_range(c, 0, c->n_live, ways);
+  plan_layout_reset(c);
+  int rc = plan_layout_range(c, 0, c->n_live, ways);
   if (rc) return ts_err_set(err, rc, "plan: out of memory");
   rc = cut_whole_stages(c, limit, &cut, last_err);
   if (rc == TS_EEXHAUSTED) return TS_OK;
@@ -132,7 +148,7 @@ static int fit_layout(ctx *c, const ts_plan_opts *opts, int ways, bool splits,
                          : !splits    ? TS_STRATEGY_PIPELINE
                          : cut        ? TS_STRATEGY_HYBRID
                                       : TS_STRATEGY_TENSOR;
-  return emit_plan(c, opts, strategy, opts->replicas, out, err);
+  return plan_emit(c, opts, strategy, opts->replicas, out, err);
 }
 
 /* auto: data when the model fits one worker; else the fewest tensor ways
@@ -143,14 +159,14 @@ static int fit_layout(ctx *c, const ts_plan_opts *opts, int ways, bool splits,
 int plan_auto(ctx *c, const ts_plan_opts *opts, ts_plan **out, ts_err *err) {
   size_t limit = opts->worker_memory_limit, max = 0, total = 0;
   int rc;
-  layout_reset(c);
-  if ((rc = layout_range(c, 0, c->n_live, 1)) ||
+  plan_layout_reset(c);
+  if ((rc = plan_layout_range(c, 0, c->n_live, 1)) ||
       (rc = layout_weights(c, &max, &total)))
     return ts_err_set(err, rc, "plan: out of memory");
   if (limit == 0 || max <= limit) {
     int replicas = opts->replicas;
     if (replicas == 1 && opts->n_workers > 1) replicas = opts->n_workers;
-    return emit_plan(c, opts, TS_STRATEGY_DATA, replicas, out, err);
+    return plan_emit(c, opts, TS_STRATEGY_DATA, replicas, out, err);
   }
   int max_ways = opts->n_workers > 0 ? opts->n_workers : 64;
   bool splits = max_ways >= 2 && any_splittable(c);

@@ -1,7 +1,7 @@
 /*
- * block.c - block (2-D) splits: one op on an R x C grid, and the nested fusions
- * of its output
- * (see plan_int.h).
+ * block.c - block (2-D) splits: one Gemm, MatMul or Conv on an R x C grid
+ * (shard k = i*C + j holds the weight block [K_i, N_j]), and the nested
+ * fusions that sum each column and concatenate the columns (plan.h).
  */
 #include "plan_int.h"
 
@@ -12,9 +12,9 @@
  * input cannot be sliced): a stage of the node alone, R * C >= 2 shards.
  * Shard k = i*C + j reads features K_i of input 0 (an inserted Slice when
  * R > 1) and holds the weight block [K_i, N_j]. */
-int try_block(ctx *c, int i, bool *made) {
+int plan_try_block(ctx *c, int i, bool *made) {
   const ts_node *n = &c->g->nodes[i];
-  const split_op *op = split_op_find(n);
+  const split_op *op = plan_split_op_find(n);
   *made = false;
   if (!op || !op->usable(c, n, true)) return TS_OK;
   const ts_tensor *w = cst(c, in_value(n, 1));
@@ -24,12 +24,12 @@ int try_block(ctx *c, int i, bool *made) {
   int k = cols < c->grid_cols ? (int)cols : c->grid_cols;
   if (!c->has_slice || val(c, in_value(n, 0))->rank < 1) r = 1;
   if (r < 1 || k < 1 || r * k < 2) return TS_OK;
-  int s = stage_new(c, r * k, op->out_axis, cols);
+  int s = plan_stage_new(c, r * k, op->out_axis, cols);
   if (s < 0) return TS_ENOMEM;
   c->st[s].rows = r;
   c->st[s].kdim = rows;
   *made = true;
-  int rc = stage_add(c, s, i, ROLE_BLOCK);
+  int rc = plan_stage_add(c, s, i, ROLE_BLOCK);
   if (rc) return rc;
   c->value_stage[n->outputs[0]] = s;
   c->value_kind[n->outputs[0]] = VK_BLOCK;
@@ -39,14 +39,15 @@ int try_block(ctx *c, int i, bool *made) {
 /* The fusions of block-split value v of stage s (see plan.h, "Fusions
  * nest"): one row or one column needs one fusion; a full grid sums each
  * column's R parts into "<v>.col<j>", then concatenates the columns. */
-int block_fusions(const ctx *c, int s, int v, ts_stage *out, int *cap,
-                  ts_err *err) {
+int plan_block_fusions(const ctx *c, int s, int v, ts_stage *out, int *cap,
+                       ts_err *err) {
   const lstage *st = &c->st[s];
   const char *name = val(c, v)->name;
   int cols = split_ways(st);
   if (st->rows == 1 || cols == 1)
-    return add_fusion(out, cap, name, cols > 1 ? TS_FUSE_CONCAT : TS_FUSE_SUM,
-                      st->axis, name, "part", 0, 1, st->ways);
+    return plan_add_fusion(out, cap, name,
+                           cols > 1 ? TS_FUSE_CONCAT : TS_FUSE_SUM, st->axis,
+                           name, "part", 0, 1, st->ways);
   for (int j = 0; j < cols; j++) {
     char col[512];
     snprintf(col, sizeof col, "%s.col%d", name, j);
@@ -55,10 +56,10 @@ int block_fusions(const ctx *c, int s, int v, ts_stage *out, int *cap,
                         "tensor name '%s' is used by the model and by the "
                         "partitioner's naming scheme",
                         col);
-    int rc = add_fusion(out, cap, col, TS_FUSE_SUM, 0, name, "part", j, cols,
-                        st->rows);
+    int rc = plan_add_fusion(out, cap, col, TS_FUSE_SUM, 0, name, "part", j,
+                             cols, st->rows);
     if (rc) return rc;
   }
-  return add_fusion(out, cap, name, TS_FUSE_CONCAT, st->axis, name, "col", 0,
-                    1, cols);
+  return plan_add_fusion(out, cap, name, TS_FUSE_CONCAT, st->axis, name, "col",
+                         0, 1, cols);
 }

@@ -1,12 +1,13 @@
 /*
- * context.c - the planner's context: liveness, consumer lists and layout stages
- * (see plan_int.h).
+ * context.c - the planner's context: live nodes in topological order,
+ * consumer lists, per-node constant bytes, and the layout stages that
+ * the strategies fill (shard ranges of a stage's split dim included).
  */
 #include "plan_int.h"
 
 /* Shard k's range [*start, *end) of the split dim: shard k of a 1-D split,
  * column j = k % C of a block grid. */
-void split_range(const lstage *st, int k, int64_t *start, int64_t *end) {
+void plan_split_range(const lstage *st, int k, int64_t *start, int64_t *end) {
   int ways = split_ways(st), j = k % ways;
   *start = part_start(st->dim, ways, j);
   *end = part_start(st->dim, ways, j + 1);
@@ -14,10 +15,10 @@ void split_range(const lstage *st, int k, int64_t *start, int64_t *end) {
 
 /* Shard k's range of input features it reads: a ROW_SLICE stage's split
  * dim, or row i = k / C of a block grid. */
-void feature_range(const lstage *st, role r, int k, int64_t *start,
-                   int64_t *end) {
+void plan_feature_range(const lstage *st, role r, int k, int64_t *start,
+                        int64_t *end) {
   if (r != ROLE_BLOCK) {
-    split_range(st, k, start, end);
+    plan_split_range(st, k, start, end);
     return;
   }
   int i = k / split_ways(st);
@@ -26,13 +27,13 @@ void feature_range(const lstage *st, role r, int k, int64_t *start,
 }
 
 /* Share of the node's work (and of its weight) shard k does. */
-double shard_share(const lstage *st, int k) {
+double plan_shard_share(const lstage *st, int k) {
   int64_t a, b;
   if (st->ways < 2) return 1.0;
-  split_range(st, k, &a, &b);
+  plan_split_range(st, k, &a, &b);
   double share = (double)(b - a) / (double)st->dim;
   if (st->rows > 1) {
-    feature_range(st, ROLE_BLOCK, k, &a, &b);
+    plan_feature_range(st, ROLE_BLOCK, k, &a, &b);
     share *= (double)(b - a) / (double)st->kdim;
   }
   return share;
@@ -56,7 +57,7 @@ static int check_no_subgraph(const ts_node *n, ts_err *err) {
 }
 
 /* Liveness, positions, consumer lists and per-node constant bytes. */
-int ctx_init(ctx *c, const ts_model *m, ts_err *err) {
+int plan_ctx_init(ctx *c, const ts_model *m, ts_err *err) {
   memset(c, 0, sizeof *c);
   c->m = m;
   c->g = &m->graph;
@@ -159,7 +160,7 @@ int ctx_init(ctx *c, const ts_model *m, ts_err *err) {
   return TS_OK;
 }
 
-void layout_reset(ctx *c) {
+void plan_layout_reset(ctx *c) {
   for (int i = 0; i < c->n_st; i++) free(c->st[i].nodes);
   c->n_st = 0;
   for (int i = 0; i < c->g->n_nodes; i++) {
@@ -172,8 +173,8 @@ void layout_reset(ctx *c) {
   }
 }
 
-void ctx_free(ctx *c) {
-  if (c->node_stage) layout_reset(c);
+void plan_ctx_free(ctx *c) {
+  if (c->node_stage) plan_layout_reset(c);
   free(c->st);
   free(c->live);
   free(c->pos);
@@ -187,8 +188,8 @@ void ctx_free(ctx *c) {
   memset(c, 0, sizeof *c);
 }
 
-int stage_new(ctx *c, int ways, int axis, int64_t dim) {
-  if (grow(&c->st, &c->cap_st, c->n_st + 1, sizeof *c->st)) return -1;
+int plan_stage_new(ctx *c, int ways, int axis, int64_t dim) {
+  if (plan_grow(&c->st, &c->cap_st, c->n_st + 1, sizeof *c->st)) return -1;
   lstage *s = &c->st[c->n_st];
   memset(s, 0, sizeof *s);
   s->ways = ways;
@@ -198,9 +199,9 @@ int stage_new(ctx *c, int ways, int axis, int64_t dim) {
   return c->n_st++;
 }
 
-int stage_add(ctx *c, int s, int node, role r) {
+int plan_stage_add(ctx *c, int s, int node, role r) {
   lstage *st = &c->st[s];
-  if (grow(&st->nodes, &st->cap, st->n_nodes + 1, sizeof *st->nodes))
+  if (plan_grow(&st->nodes, &st->cap, st->n_nodes + 1, sizeof *st->nodes))
     return TS_ENOMEM;
   st->nodes[st->n_nodes++] = node;
   c->node_stage[node] = s;

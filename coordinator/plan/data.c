@@ -1,7 +1,17 @@
 /*
- * data.c - data parallelism: the per-op row rules and the proof that a stage may
- * be cut along its batch
- * (see plan_int.h).
+ * data.c - data parallelism: the per-op row rules (the row column of the
+ * op table) and the proof that a stage may be cut along its batch.
+ *
+ * Data parallelism (batch_splittable) is a conservative proof: every
+ * non-constant tensor a stage reads or writes has a symbolic dim 0, and
+ * every node passes its op's row rule (table op_rules): row-wise ops
+ * (element-wise with constants that do not vary along dim 0, Gemm/MatMul
+ * with constant weights, Conv, pools, normalizations over axes != 0,
+ * Softmax on axis != 0, Flatten with axis >= 1, Reshape whose constant shape
+ * keeps dim 0 (0, or -1 with static rest of equal size), Transpose with
+ * perm[0] == 0, Concat/Split/Slice/Squeeze/Unsqueeze/Reduce* away from
+ * axis 0, Gather of an embedding table). Anything else (Shape, attention's
+ * dynamic reshapes, ...) makes the stage not batch-splittable.
  */
 #include "plan_int.h"
 
@@ -47,7 +57,7 @@ bool row_bcast(const ctx *c, const ts_node *n) {
 }
 
 bool row_axis(const ctx *c, const ts_node *n) {
-  const op_rule *r = rule_find(n);
+  const op_rule *r = plan_rule_find(n);
   int x = in_value(n, 0);
   if (x < 0) return false;
   int a = norm_axis(ts_attr_int(n, "axis", r->default_axis), val(c, x)->rank);
@@ -151,11 +161,11 @@ bool row_axes(const ctx *c, const ts_node *n) {
 
 /* See the file comment: every non-constant tensor read or written has a
  * symbolic dim 0 and every node passes its op's row rule. */
-bool stage_batch_splittable(const ctx *c, int s) {
+bool plan_stage_batch_splittable(const ctx *c, int s) {
   const lstage *st = &c->st[s];
   for (int q = 0; q < st->n_nodes; q++) {
     const ts_node *n = &c->g->nodes[st->nodes[q]];
-    const op_rule *r = rule_find(n);
+    const op_rule *r = plan_rule_find(n);
     if (!r || !r->row(c, n)) return false;
     for (int j = 0; j < n->n_inputs; j++)
       if (n->inputs[j] >= 0 && !is_const(c, n->inputs[j]) &&

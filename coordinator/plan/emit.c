@@ -1,7 +1,6 @@
 /*
- * emit.c - emitting a layout as a ts_plan: stage inputs, outputs and fusions;
- * freeing a plan
- * (see plan_int.h).
+ * emit.c - a layout as a ts_plan: each stage's inputs, outputs and
+ * fusions, its shards (writer.c), and freeing a plan.
  */
 #include "plan_int.h"
 
@@ -26,14 +25,14 @@ static int *last_use(const ctx *c) {
 
 /* Appends fusion `name` = kind (on `axis`) of the n parts
  * "<base>.<suffix><first + q*step>", q < n. */
-int add_fusion(ts_stage *out, int *cap, const char *name, ts_fuse_kind kind,
-               int axis, const char *base, const char *suffix, int first,
-               int step, int n) {
-  if (grow(&out->fusions, cap, out->n_fusions + 1, sizeof *out->fusions))
+int plan_add_fusion(ts_stage *out, int *cap, const char *name,
+                    ts_fuse_kind kind, int axis, const char *base,
+                    const char *suffix, int first, int step, int n) {
+  if (plan_grow(&out->fusions, cap, out->n_fusions + 1, sizeof *out->fusions))
     return TS_ENOMEM;
   ts_fusion *f = &out->fusions[out->n_fusions++];
   memset(f, 0, sizeof *f);
-  f->name = xstrdup(name);
+  f->name = plan_strdup(name);
   f->kind = kind;
   f->axis = kind == TS_FUSE_CONCAT ? axis : 0;
   f->parts = calloc((size_t)n, sizeof *f->parts);
@@ -62,21 +61,22 @@ static int fill_stage_io(const ctx *c, int s, const int *lu, ts_stage *out,
       bool dup = false;
       for (int e = 0; e < out->n_inputs && !dup; e++)
         dup = strcmp(out->inputs[e], val(c, v)->name) == 0;
-      if (!dup && names_push(&out->inputs, &out->n_inputs, &cap_in,
-                             val(c, v)->name))
+      if (!dup && plan_names_push(&out->inputs, &out->n_inputs, &cap_in,
+                                  val(c, v)->name))
         return ts_err_set(err, TS_ENOMEM, "plan: out of memory");
     }
     for (int j = 0; j < n->n_outputs; j++) {
       int v = n->outputs[j];
       if (v < 0 || lu[v] <= s) continue;
-      if (names_push(&out->outputs, &out->n_outputs, &cap_out,
-                     val(c, v)->name))
+      if (plan_names_push(&out->outputs, &out->n_outputs, &cap_out,
+                          val(c, v)->name))
         return ts_err_set(err, TS_ENOMEM, "plan: out of memory");
       if (st->ways < 2) continue;
       const char *name = val(c, v)->name;
-      int rc = c->value_kind[v] == VK_BLOCK
-                   ? block_fusions(c, s, v, out, &cap_f, err)
-                   : add_fusion(out, &cap_f, name,
+      int rc =
+          c->value_kind[v] == VK_BLOCK
+              ? plan_block_fusions(c, s, v, out, &cap_f, err)
+              : plan_add_fusion(out, &cap_f, name,
                                 c->value_kind[v] == VK_PARTIAL ? TS_FUSE_SUM
                                                                : TS_FUSE_CONCAT,
                                 st->axis, name, "part", 0, 1, st->ways);
@@ -84,7 +84,7 @@ static int fill_stage_io(const ctx *c, int s, const int *lu, ts_stage *out,
       if (rc) return rc;
     }
   }
-  out->batch_splittable = stage_batch_splittable(c, s);
+  out->batch_splittable = plan_stage_batch_splittable(c, s);
   return TS_OK;
 }
 
@@ -92,17 +92,17 @@ static void stage_free(ts_stage *st) {
   for (int k = 0; k < st->n_shards; k++) {
     ts_shard *sh = &st->shards[k];
     free(sh->bytes);
-    names_free(sh->inputs, sh->n_inputs);
-    names_free(sh->outputs, sh->n_outputs);
+    plan_names_free(sh->inputs, sh->n_inputs);
+    plan_names_free(sh->outputs, sh->n_outputs);
   }
   free(st->shards);
   for (int f = 0; f < st->n_fusions; f++) {
     free(st->fusions[f].name);
-    names_free(st->fusions[f].parts, st->fusions[f].n_parts);
+    plan_names_free(st->fusions[f].parts, st->fusions[f].n_parts);
   }
   free(st->fusions);
-  names_free(st->inputs, st->n_inputs);
-  names_free(st->outputs, st->n_outputs);
+  plan_names_free(st->inputs, st->n_inputs);
+  plan_names_free(st->outputs, st->n_outputs);
 }
 
 void ts_plan_free(ts_plan *plan) {
@@ -113,7 +113,7 @@ void ts_plan_free(ts_plan *plan) {
 }
 
 /* Emits the current layout as a plan. */
-int emit_plan(const ctx *c, const ts_plan_opts *opts, ts_strategy strategy,
+int plan_emit(const ctx *c, const ts_plan_opts *opts, ts_strategy strategy,
               int replicas, ts_plan **out, ts_err *err) {
   ts_plan *p = calloc(1, sizeof *p);
   int *lu = last_use(c);
@@ -136,7 +136,7 @@ int emit_plan(const ctx *c, const ts_plan_opts *opts, ts_strategy strategy,
     }
     for (int k = 0; k < c->st[s].ways && !rc; k++) {
       st->n_shards = k + 1;
-      rc = build_shard(c, s, k, st, name, &st->shards[k], err);
+      rc = plan_build_shard(c, s, k, st, name, &st->shards[k], err);
       p->weight_bytes += st->shards[k].weight_bytes;
     }
   }

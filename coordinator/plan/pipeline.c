@@ -1,6 +1,6 @@
 /*
- * pipeline.c - the pipeline partition: balanced contiguous cuts of the live nodes
- * (see plan_int.h).
+ * pipeline.c - the pipeline partition: the live nodes cut into contiguous
+ * stages balanced by normalized FLOPs plus normalized weight bytes.
  */
 #include "plan_int.h"
 
@@ -61,7 +61,7 @@ static int linear_partition(const double *costs, int m, int k, int *starts) {
 
 /* Pipeline cuts over all live nodes, balanced by normalized FLOPs plus
  * normalized weight bytes, then each slice laid out with `ways`. */
-int layout_pipeline(ctx *c, int stages, int ways) {
+int plan_layout_pipeline(ctx *c, int stages, int ways) {
   int m = c->n_live;
   double *cost = malloc(((size_t)m + 1) * sizeof *cost);
   int *starts = malloc(((size_t)stages + 1) * sizeof *starts);
@@ -82,7 +82,7 @@ int layout_pipeline(ctx *c, int stages, int ways) {
   int rc = linear_partition(cost, m, stages, starts);
   starts[stages] = m;
   for (int s = 0; !rc && s < stages; s++)
-    rc = layout_range(c, starts[s], starts[s + 1], ways);
+    rc = plan_layout_range(c, starts[s], starts[s + 1], ways);
   free(cost), free(starts);
   return rc;
 }

@@ -1,6 +1,6 @@
 /*
- * plan.c - the entry point: option checks and the strategy switch
- * (see plan_int.h).
+ * plan.c - the partitioner's entry point: checks the options and runs the
+ * strategy (plan.h; internals in plan_int.h).
  */
 #include "plan_int.h"
 
@@ -56,33 +56,33 @@ int ts_plan_build(const ts_model *model, const ts_plan_opts *opts,
   int rc = check_opts(model, opts, err);
   if (rc) return rc;
   ctx c;
-  rc = ctx_init(&c, model, err);
+  rc = plan_ctx_init(&c, model, err);
   if (rc) {
-    ctx_free(&c);
+    plan_ctx_free(&c);
     return rc;
   }
   if (c.n_live < 1) {
-    ctx_free(&c);
+    plan_ctx_free(&c);
     return ts_err_set(err, TS_EINVAL, "plan: the model computes nothing");
   }
-  layout_reset(&c);
+  plan_layout_reset(&c);
   switch (opts->strategy) {
     case TS_STRATEGY_DATA:
-      rc = layout_range(&c, 0, c.n_live, 1);
+      rc = plan_layout_range(&c, 0, c.n_live, 1);
       break;
     case TS_STRATEGY_TENSOR:
-      rc = layout_range(&c, 0, c.n_live, opts->shards);
+      rc = plan_layout_range(&c, 0, c.n_live, opts->shards);
       break;
     case TS_STRATEGY_PIPELINE:
     case TS_STRATEGY_HYBRID:
       if (opts->stages > c.n_live) {
-        ctx_free(&c);
+        plan_ctx_free(&c);
         return ts_err_set(err, TS_EINVAL,
                           "plan: %d stages requested but the model has only "
                           "%d nodes to run",
                           opts->stages, c.n_live);
       }
-      rc = layout_pipeline(
+      rc = plan_layout_pipeline(
           &c, opts->stages,
           opts->strategy == TS_STRATEGY_HYBRID ? opts->shards : 1);
       break;
@@ -90,18 +90,18 @@ int ts_plan_build(const ts_model *model, const ts_plan_opts *opts,
       c.grid_rows = opts->grid_rows;
       c.grid_cols = opts->grid_cols;
       if (!c.grid_rows) ts_plan_grid(opts->shards, &c.grid_rows, &c.grid_cols);
-      rc = layout_range(&c, 0, c.n_live, 1);
+      rc = plan_layout_range(&c, 0, c.n_live, 1);
       break;
     case TS_STRATEGY_AUTO:
       rc = plan_auto(&c, opts, out, err);
-      ctx_free(&c);
+      plan_ctx_free(&c);
       return rc;
   }
   if (rc) {
-    ctx_free(&c);
+    plan_ctx_free(&c);
     return ts_err_set(err, rc, "plan: %s", ts_strerror(rc));
   }
-  rc = emit_plan(&c, opts, opts->strategy, opts->replicas, out, err);
-  ctx_free(&c);
+  rc = plan_emit(&c, opts, opts->strategy, opts->replicas, out, err);
+  plan_ctx_free(&c);
   return rc;
 }

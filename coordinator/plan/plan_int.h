@@ -62,38 +62,25 @@
  * a sliced constant, "<b>.zero<k>" for Gemm's zero C before opset 11.
  * Symbolic dims are named "<t>:d<i>", one name per tensor and dim.
  *
- * auto: weight bytes decide. If the largest shard of the data plan (the
- * whole model) fits worker_memory_limit (or there is no limit), the plan is
- * data with one replica per worker (or opts->replicas when > 1). Otherwise
- * the fewest tensor ways 2..n_workers (64 without a worker count) whose
- * every shard fits, cutting whole stages greedily into pipeline pieces
- * where they alone do not fit (strategy hybrid then); pipeline pieces only
- * when no op splits. 1-D splits come first: for the same number of shards
- * they hold the same weight bytes with one fusion and R times less partial
- * output to send back. Only when no 1-D split fits does auto try block
- * grids (strategy block; R >= 2, at most n_workers cells, fewest cells
- * first): they fit where 1-D splits cannot when a weight has fewer output
- * columns than there are workers (a column split stops at the columns),
- * or when a Megatron pair's two weights together exceed the limit on one
- * shard but each alone, cut R x C, does not. TS_EEXHAUSTED when one
- * unsplittable node exceeds the limit, nothing fits, or all shards together
- * exceed n_workers * limit. Activation memory is not modelled.
- *
  * Refused (TS_EUNSUPPORTED): nodes with subgraph attributes (implicit
  * outer-scope inputs), graph outputs that no node computes (a constant or
  * a graph input passed through), constants of string type, and tensors that
  * cross a shard boundary with a dtype inference could not tell.
  *
- * Data parallelism (batch_splittable) is a conservative proof: every
- * non-constant tensor a stage reads or writes has a symbolic dim 0, and
- * every node passes its op's row rule (table op_rules): row-wise ops
- * (element-wise with constants that do not vary along dim 0, Gemm/MatMul
- * with constant weights, Conv, pools, normalizations over axes != 0,
- * Softmax on axis != 0, Flatten with axis >= 1, Reshape whose constant shape
- * keeps dim 0 (0, or -1 with static rest of equal size), Transpose with
- * perm[0] == 0, Concat/Split/Slice/Squeeze/Unsqueeze/Reduce* away from
- * axis 0, Gather of an embedding table). Anything else (Shape, attention's
- * dynamic reshapes, ...) makes the stage not batch-splittable.
+ * The files, one concern each:
+ *   plan.c      the entry point (ts_plan_build): options, strategy switch;
+ *   context.c   the context: liveness, consumer lists, layout stages;
+ *   rules.c     the split-rule lookup: per-op rules from the one op table,
+ *               the ops that split their weights (Gemm, MatMul, Conv);
+ *   tensor.c    tensor-parallel split groups (columns, Megatron pairs);
+ *   block.c     block (R x C) splits and their nested fusions;
+ *   pipeline.c  the pipeline partition (balanced contiguous cuts);
+ *   data.c      data parallelism: row rules, batch_splittable;
+ *   slice.c     weight slicing: each shard's cut of each constant;
+ *   writer.c    writing a shard out as a serialized ONNX ModelProto;
+ *   emit.c      a layout as a ts_plan (stage I/O, fusions, shards);
+ *   auto.c      the `auto` search;
+ *   arena.c     growable arrays, the per-shard arena, string lists.
  */
 #ifndef TS_PLAN_INT_H
 #define TS_PLAN_INT_H
@@ -233,56 +220,101 @@ typedef struct init_spec {
   void *data; /* synthesized only; arena */
 } init_spec;
 
-/* arena.c */
-int grow(void *arrp, int *cap, int need, size_t esz);
-void *arena_alloc(arena *a, size_t size);
-char *arena_printf(arena *a, const char *fmt, ...)
+/* ---- arena.c: utilities ---------------------------------------------- */
+
+/* Grows *arrp (an array of esz-byte elements, capacity *cap) to hold at
+ * least `need`; TS_ENOMEM leaves it as it was. */
+int plan_grow(void *arrp, int *cap, int need, size_t esz);
+/* Zeroed blocks (and formatted strings) that live until plan_arena_free. */
+void *plan_arena_alloc(arena *a, size_t size);
+char *plan_arena_printf(arena *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-void arena_free(arena *a);
-char *xstrdup(const char *s);
-int names_push(char ***list, int *n, int *cap, const char *s);
-void names_free(char **list, int n);
+void plan_arena_free(arena *a);
+/* malloc'd copies; the caller frees (plan_names_free for a list). */
+char *plan_strdup(const char *s);
+int plan_names_push(char ***list, int *n, int *cap, const char *s);
+void plan_names_free(char **list, int n);
 
-/* rules.c */
-const op_rule *rule_find(const ts_node *n);
-bool single_output(const ctx *c, const ts_node *n);
-const split_op *split_op_find(const ts_node *n);
+/* ---- rules.c: per-op rules ---------------------------------------------- */
 
-/* context.c */
-void split_range(const lstage *st, int k, int64_t *start, int64_t *end);
-void feature_range(const lstage *st, role r, int k, int64_t *start,
-                   int64_t *end);
-double shard_share(const lstage *st, int k);
-int ctx_init(ctx *c, const ts_model *m, ts_err *err);
-void layout_reset(ctx *c);
-void ctx_free(ctx *c);
-int stage_new(ctx *c, int ways, int axis, int64_t dim);
-int stage_add(ctx *c, int s, int node, role r);
+/* The rule of n's op; NULL for unknown ops (never split, never row-wise). */
+const op_rule *plan_rule_find(const ts_node *n);
+/* The weight-splitting description of n's op; NULL when it has none. */
+const split_op *plan_split_op_find(const ts_node *n);
+/* True when only output 0 of n may be read by anything. */
+bool plan_single_output(const ctx *c, const ts_node *n);
 
-/* tensor.c */
-bool elem_const_axis(const ctx *c, int v, int axis, int r, int64_t dim,
-                     int *sl_axis);
-int layout_range(ctx *c, int lo, int hi, int ways);
+/* ---- context.c: the context and its layout stages ----------------------- */
 
-/* block.c */
-int try_block(ctx *c, int i, bool *made);
-int block_fusions(const ctx *c, int s, int v, ts_stage *out, int *cap,
-                  ts_err *err);
+/* Shard k's range of a stage's split dim (a block's column j = k % C). */
+void plan_split_range(const lstage *st, int k, int64_t *start, int64_t *end);
+/* Shard k's range of input features (ROW_SLICE: the split dim; a block's
+ * row i = k / C). */
+void plan_feature_range(const lstage *st, role r, int k, int64_t *start,
+                        int64_t *end);
+/* The share of a node's work (and weight) shard k of the stage does. */
+double plan_shard_share(const lstage *st, int k);
+/* Fills c for model m (liveness, consumers, constant bytes); on error c
+ * still goes to plan_ctx_free. */
+int plan_ctx_init(ctx *c, const ts_model *m, ts_err *err);
+/* Empties the layout (every node and value unassigned). */
+void plan_layout_reset(ctx *c);
+void plan_ctx_free(ctx *c);
+/* A new layout stage; its index, or -1 when out of memory. */
+int plan_stage_new(ctx *c, int ways, int axis, int64_t dim);
+/* Assigns node to stage s with role r. */
+int plan_stage_add(ctx *c, int s, int node, role r);
 
-/* pipeline.c */
-int layout_pipeline(ctx *c, int stages, int ways);
+/* ---- the strategies' layouts -------------------------------------------- */
 
-/* slice.c */
-size_t spec_bytes(const ctx *c, const init_spec *sp);
-bool input_slice(const ctx *c, int s, int k, int i, int j, const_cut *ct);
-int spec_intern(init_spec **list, int *n, int *cap, int v, const const_cut *ct);
-int shard_weight(const ctx *c, int s, int k, size_t *bytes);
+/* tensor.c: how constant v is sliced in a group split along `axis` (see
+ * there); lays out live positions [lo, hi) with `ways` (or the context's
+ * block grid). */
+bool plan_elem_const_axis(const ctx *c, int v, int axis, int r, int64_t dim,
+                          int *sl_axis);
+int plan_layout_range(ctx *c, int lo, int hi, int ways);
+/* block.c: a block split of node i on the context's grid (*made: done);
+ * the nested fusions of its output v. */
+int plan_try_block(ctx *c, int i, bool *made);
+int plan_block_fusions(const ctx *c, int s, int v, ts_stage *out, int *cap,
+                       ts_err *err);
+/* pipeline.c: `stages` balanced cuts, each laid out with `ways`. */
+int plan_layout_pipeline(ctx *c, int stages, int ways);
+/* data.c: true when stage s may be cut along its batch (dim 0). */
+bool plan_stage_batch_splittable(const ctx *c, int s);
 
-/* writer.c */
-int build_shard(const ctx *c, int s, int k, const ts_stage *stage,
-                const char *model_name, ts_shard *out, ts_err *err);
+/* ---- slice.c: weight slicing -------------------------------------------- */
 
-/* data.c */
+/* Bytes of a (possibly cut) constant. */
+size_t plan_spec_bytes(const ctx *c, const init_spec *sp);
+/* What shard k does with input j of node i in stage s: keep it, cut it
+ * (ct->n > 0), or drop it (false). */
+bool plan_input_slice(const ctx *c, int s, int k, int i, int j, const_cut *ct);
+/* The index of spec (v, ct) in the list, added when new; -1: no memory. */
+int plan_spec_intern(init_spec **list, int *n, int *cap, int v,
+                     const const_cut *ct);
+/* The weight bytes of shard k of stage s. */
+int plan_shard_weight(const ctx *c, int s, int k, size_t *bytes);
+
+/* ---- writer.c, emit.c: the plan ----------------------------------------- */
+
+/* Packs shard k of stage s into out (owned by the plan afterwards). */
+int plan_build_shard(const ctx *c, int s, int k, const ts_stage *stage,
+                     const char *model_name, ts_shard *out, ts_err *err);
+/* Appends fusion `name` of parts "<base>.<suffix><first + q*step>". */
+int plan_add_fusion(ts_stage *out, int *cap, const char *name,
+                    ts_fuse_kind kind, int axis, const char *base,
+                    const char *suffix, int first, int step, int n);
+/* The current layout as a plan (*out, freed by ts_plan_free). */
+int plan_emit(const ctx *c, const ts_plan_opts *opts, ts_strategy strategy,
+              int replicas, ts_plan **out, ts_err *err);
+
+/* ---- auto.c ------------------------------------------------------------- */
+
+/* The `auto` strategy (see auto.c). */
+int plan_auto(ctx *c, const ts_plan_opts *opts, ts_plan **out, ts_err *err);
+
+/* data.c: the row rules named by the op rule table. */
 bool row_any(const ctx *c, const ts_node *n);
 bool row_bcast(const ctx *c, const ts_node *n);
 bool row_axis(const ctx *c, const ts_node *n);
@@ -293,16 +325,5 @@ bool row_transpose(const ctx *c, const ts_node *n);
 bool row_concat(const ctx *c, const ts_node *n);
 bool row_gather(const ctx *c, const ts_node *n);
 bool row_axes(const ctx *c, const ts_node *n);
-bool stage_batch_splittable(const ctx *c, int s);
-
-/* emit.c */
-int add_fusion(ts_stage *out, int *cap, const char *name, ts_fuse_kind kind,
-               int axis, const char *base, const char *suffix, int first,
-               int step, int n);
-int emit_plan(const ctx *c, const ts_plan_opts *opts, ts_strategy strategy,
-              int replicas, ts_plan **out, ts_err *err);
-
-/* auto.c */
-int plan_auto(ctx *c, const ts_plan_opts *opts, ts_plan **out, ts_err *err);
 
 #endif

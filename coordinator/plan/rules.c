@@ -1,7 +1,7 @@
 /*
- * rules.c - the split-rule lookup: the op rule table and the ops that split their
- * weights (Gemm, MatMul, Conv) with their preconditions
- * (see plan_int.h).
+ * rules.c - the split-rule lookup: each op's planner rule (split class,
+ * row rule, default axis) and the ops that split their weights (Gemm,
+ * MatMul, Conv) with their preconditions.
  */
 #include "plan_int.h"
 
@@ -99,7 +99,7 @@ static bool default_domain(const ts_node *n) {
 
 /* The rule of a default-domain op; NULL for unknown ops (never split, never
  * row-wise). */
-const op_rule *rule_find(const ts_node *n) {
+const op_rule *plan_rule_find(const ts_node *n) {
   if (!default_domain(n)) return NULL;
   for (size_t i = 0; i < sizeof op_rules / sizeof op_rules[0]; i++)
     if (strcmp(op_rules[i].op_type, n->op_type) == 0) return &op_rules[i];
@@ -108,7 +108,7 @@ const op_rule *rule_find(const ts_node *n) {
 
 /* True when output j >= 1 of n is absent or unused (only output 0 may be
  * read by anything). */
-bool single_output(const ctx *c, const ts_node *n) {
+bool plan_single_output(const ctx *c, const ts_node *n) {
   if (n->n_outputs < 1 || n->outputs[0] < 0) return false;
   for (int j = 1; j < n->n_outputs; j++) {
     int v = n->outputs[j];
@@ -130,7 +130,7 @@ static bool weights_usable(const ctx *c, const ts_node *n, int min_rank,
     return false;
   int b = bias >= 0 ? in_value(n, bias) : -1;
   if (b >= 0 && !is_const(c, b)) return false;
-  return single_output(c, n);
+  return plan_single_output(c, n);
 }
 
 static bool gemm_usable(const ctx *c, const ts_node *n, bool row) {
@@ -185,7 +185,7 @@ static const split_op split_ops[] = {
     {"Conv", conv_usable, conv_weight_axis, conv_in_axis, 1, 2},
 };
 
-const split_op *split_op_find(const ts_node *n) {
+const split_op *plan_split_op_find(const ts_node *n) {
   if (!default_domain(n)) return NULL;
   for (size_t i = 0; i < sizeof split_ops / sizeof split_ops[0]; i++)
     if (strcmp(split_ops[i].op_type, n->op_type) == 0) return &split_ops[i];

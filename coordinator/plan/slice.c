@@ -1,7 +1,7 @@
 /*
- * slice.c - weight slicing: how each shard cuts the constants its nodes read, and
- * the weight bytes that leaves it
- * (see plan_int.h).
+ * slice.c - weight slicing: how shard k of a stage cuts each constant its
+ * nodes read (or drops it: a bias outside shard 0), and the weight bytes
+ * that leaves the shard.
  */
 #include "plan_int.h"
 
@@ -22,7 +22,7 @@ static bool cut_equal(const const_cut *a, const const_cut *b) {
 }
 
 /* Bytes of a (possibly sliced) constant. */
-size_t spec_bytes(const ctx *c, const init_spec *sp) {
+size_t plan_spec_bytes(const ctx *c, const init_spec *sp) {
   if (sp->value < 0) {
     return (size_t)ts_shape_nbytes(sp->dtype, sp->dims, sp->rank);
   }
@@ -39,29 +39,29 @@ size_t spec_bytes(const ctx *c, const init_spec *sp) {
 /* What shard k must do with input j of node i (in stage s): keep the
  * value, cut a constant (ct->n > 0), or drop it (returns false: the bias of
  * a ROW op outside shard 0, of a block outside grid row 0). */
-bool input_slice(const ctx *c, int s, int k, int i, int j, const_cut *ct) {
+bool plan_input_slice(const ctx *c, int s, int k, int i, int j, const_cut *ct) {
   const lstage *st = &c->st[s];
   const ts_node *n = &c->g->nodes[i];
   int v = n->inputs[j];
   memset(ct, 0, sizeof *ct);
   if (st->ways < 2 || !is_const(c, v)) return true;
   int64_t start, end;
-  split_range(st, k, &start, &end);
+  plan_split_range(st, k, &start, &end);
   role r = c->node_role[i];
   if (r == ROLE_ELEM) {
-    const op_rule *rule = rule_find(n);
+    const op_rule *rule = plan_rule_find(n);
     int axis = 0;
     if (!rule || rule->split != SPLIT_CHANNEL) {
       int rank = -1;
       for (int q = 0; q < n->n_inputs && rank < 0; q++)
         if (n->inputs[q] >= 0 && !is_const(c, n->inputs[q]))
           rank = val(c, n->inputs[q])->rank;
-      elem_const_axis(c, v, st->axis, rank, st->dim, &axis);
+      plan_elem_const_axis(c, v, st->axis, rank, st->dim, &axis);
     }
     if (axis >= 0) cut_add(ct, axis, start, end);
     return true;
   }
-  const split_op *op = split_op_find(n);
+  const split_op *op = plan_split_op_find(n);
   bool row = r == ROLE_ROW || r == ROLE_ROW_SLICE;
   /* A block cuts its weight's features by grid row (R > 1) and its columns
    * by grid column (C > 1); row i > 0 drops the bias. */
@@ -70,7 +70,7 @@ bool input_slice(const ctx *c, int s, int k, int i, int j, const_cut *ct) {
   if (j == 1) {
     if (block_rows) {
       int64_t a, b;
-      feature_range(st, r, k, &a, &b);
+      plan_feature_range(st, r, k, &a, &b);
       cut_add(ct, op->weight_axis(n, true), a, b);
     }
     if (r != ROLE_BLOCK || block_cols)
@@ -89,13 +89,13 @@ bool input_slice(const ctx *c, int s, int k, int i, int j, const_cut *ct) {
 
 /* Finds or adds the spec (v, cut) in list; returns its index or -1 when out
  * of memory. */
-int spec_intern(init_spec **list, int *n, int *cap, int v,
-                const const_cut *ct) {
+int plan_spec_intern(init_spec **list, int *n, int *cap, int v,
+                     const const_cut *ct) {
   for (int q = 0; q < *n; q++) {
     init_spec *sp = &(*list)[q];
     if (sp->value == v && cut_equal(&sp->cut, ct)) return q;
   }
-  if (grow(list, cap, *n + 1, sizeof **list)) return -1;
+  if (plan_grow(list, cap, *n + 1, sizeof **list)) return -1;
   init_spec *sp = &(*list)[*n];
   memset(sp, 0, sizeof *sp);
   sp->value = v;
@@ -104,7 +104,7 @@ int spec_intern(init_spec **list, int *n, int *cap, int v,
 }
 
 /* The weight bytes of shard k of stage s (its distinct sliced constants). */
-int shard_weight(const ctx *c, int s, int k, size_t *bytes) {
+int plan_shard_weight(const ctx *c, int s, int k, size_t *bytes) {
   init_spec *list = NULL;
   int n = 0, cap = 0;
   *bytes = 0;
@@ -115,14 +115,14 @@ int shard_weight(const ctx *c, int s, int k, size_t *bytes) {
       int v = node->inputs[j];
       const_cut ct;
       if (!is_const(c, v)) continue;
-      if (!input_slice(c, s, k, st->nodes[q], j, &ct)) continue;
+      if (!plan_input_slice(c, s, k, st->nodes[q], j, &ct)) continue;
       int before = n;
-      int idx = spec_intern(&list, &n, &cap, v, &ct);
+      int idx = plan_spec_intern(&list, &n, &cap, v, &ct);
       if (idx < 0) {
         free(list);
         return TS_ENOMEM;
       }
-      if (n > before) *bytes += spec_bytes(c, &list[idx]);
+      if (n > before) *bytes += plan_spec_bytes(c, &list[idx]);
     }
   }
   free(list);

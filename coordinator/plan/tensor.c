@@ -1,7 +1,7 @@
 /*
- * tensor.c - tensor-parallel layout: split groups grown from a column-split op
- * (the Megatron pairing) and the layout of a range of live nodes
- * (see plan_int.h).
+ * tensor.c - tensor-parallel layout: split groups grown from a column-split
+ * op (element-wise followers, the Megatron row pairing, ROW_SLICE), and
+ * the layout of a range of live nodes into split and whole stages.
  */
 #include "plan_int.h"
 
@@ -9,8 +9,8 @@
  * dim, split tensors of rank r) is sliced: sets *sl_axis to the constant's
  * axis to slice, or -1 to keep it whole. False when the constant varies
  * along the split axis in a way slices cannot follow. */
-bool elem_const_axis(const ctx *c, int v, int axis, int r, int64_t dim,
-                     int *sl_axis) {
+bool plan_elem_const_axis(const ctx *c, int v, int axis, int r, int64_t dim,
+                          int *sl_axis) {
   const ts_tensor *t = cst(c, v);
   *sl_axis = -1;
   int a;
@@ -31,9 +31,9 @@ bool elem_const_axis(const ctx *c, int v, int axis, int r, int64_t dim,
  * per-channel) op: all its non-constant inputs are split tensors of s of
  * one known rank, and its constants can be sliced to match. */
 static bool elem_joins(const ctx *c, const ts_node *n, int s) {
-  const op_rule *r = rule_find(n);
+  const op_rule *r = plan_rule_find(n);
   const lstage *st = &c->st[s];
-  if (!r || r->split == SPLIT_NONE || !single_output(c, n)) return false;
+  if (!r || r->split == SPLIT_NONE || !plan_single_output(c, n)) return false;
   if (r->split == SPLIT_CHANNEL) {
     int x = in_value(n, 0);
     if (st->axis != 1 || x < 0 || c->value_stage[x] != s ||
@@ -61,7 +61,8 @@ static bool elem_joins(const ctx *c, const ts_node *n, int s) {
   if (rank == -2) return false;
   for (int j = 0; j < n->n_inputs; j++) {
     int v = n->inputs[j], a;
-    if (is_const(c, v) && !elem_const_axis(c, v, st->axis, rank, st->dim, &a))
+    if (is_const(c, v) &&
+        !plan_elem_const_axis(c, v, st->axis, rank, st->dim, &a))
       return false;
   }
   return true;
@@ -71,7 +72,7 @@ static bool elem_joins(const ctx *c, const ts_node *n, int s) {
  * Megatron pair: a weight-splitting op reading a split tensor of s as
  * input 0 whose feature axis is the split axis. */
 static bool row_joins(const ctx *c, const ts_node *n, int s) {
-  const split_op *op = split_op_find(n);
+  const split_op *op = plan_split_op_find(n);
   const lstage *st = &c->st[s];
   int x = in_value(n, 0);
   if (!op || x < 0 || c->value_stage[x] != s || c->value_kind[x] != VK_SPLIT)
@@ -86,7 +87,7 @@ static bool row_joins(const ctx *c, const ts_node *n, int s) {
 /* Grows a split group from its column-split op `a` (at live position pa),
  * within live positions [pa, hi). */
 static int grow_group(ctx *c, int a, int s, int hi) {
-  int rc = stage_add(c, s, a, ROLE_COL);
+  int rc = plan_stage_add(c, s, a, ROLE_COL);
   if (rc) return rc;
   int y = c->g->nodes[a].outputs[0];
   c->value_stage[y] = s;
@@ -101,14 +102,14 @@ static int grow_group(ctx *c, int a, int s, int hi) {
     const ts_node *n = &c->g->nodes[i];
     if (c->node_stage[i] >= 0) continue;
     if (elem_joins(c, n, s)) {
-      if ((rc = stage_add(c, s, i, ROLE_ELEM))) return rc;
+      if ((rc = plan_stage_add(c, s, i, ROLE_ELEM))) return rc;
       int v = n->outputs[0];
       c->value_stage[v] = s;
       c->value_kind[v] = VK_SPLIT;
       for (int q = c->cons_off[v]; q < c->cons_off[v + 1]; q++)
         if (c->pos[c->cons[q]] > last) last = c->pos[c->cons[q]];
     } else if (row_joins(c, n, s)) {
-      if ((rc = stage_add(c, s, i, ROLE_ROW))) return rc;
+      if ((rc = plan_stage_add(c, s, i, ROLE_ROW))) return rc;
       c->value_stage[n->outputs[0]] = s;
       c->value_kind[n->outputs[0]] = VK_PARTIAL;
     }
@@ -120,7 +121,7 @@ static int grow_group(ctx *c, int a, int s, int hi) {
  * output columns when there are at least two, else by input features. */
 static int try_group(ctx *c, int i, int ways, int hi, bool *made) {
   const ts_node *n = &c->g->nodes[i];
-  const split_op *op = split_op_find(n);
+  const split_op *op = plan_split_op_find(n);
   *made = false;
   if (!op || ways < 2 || !op->usable(c, n, false)) return TS_OK;
   const ts_tensor *w = cst(c, in_value(n, 1));
@@ -135,11 +136,11 @@ static int try_group(ctx *c, int i, int ways, int hi, bool *made) {
     dim = rows;
   }
   int w_eff = dim < ways ? (int)dim : ways;
-  int s = stage_new(c, w_eff, op->out_axis, dim);
+  int s = plan_stage_new(c, w_eff, op->out_axis, dim);
   if (s < 0) return TS_ENOMEM;
   *made = true;
   if (r == ROLE_COL) return grow_group(c, i, s, hi);
-  int rc = stage_add(c, s, i, ROLE_ROW_SLICE);
+  int rc = plan_stage_add(c, s, i, ROLE_ROW_SLICE);
   if (rc) return rc;
   c->value_stage[n->outputs[0]] = s;
   c->value_kind[n->outputs[0]] = VK_PARTIAL;
@@ -149,21 +150,21 @@ static int try_group(ctx *c, int i, int ways, int hi, bool *made) {
 /* Lays out live positions [lo, hi): split groups with `ways` shards (or
  * block splits, with a grid) where possible (ways <= 1: never), consecutive
  * other nodes in whole stages. */
-int layout_range(ctx *c, int lo, int hi, int ways) {
+int plan_layout_range(ctx *c, int lo, int hi, int ways) {
   int whole = -1;
   for (int p = lo; p < hi; p++) {
     int i = c->live[p];
     if (c->node_stage[i] >= 0) continue;
     bool made = false;
-    int rc = c->grid_rows ? try_block(c, i, &made)
+    int rc = c->grid_rows ? plan_try_block(c, i, &made)
                           : try_group(c, i, ways, hi, &made);
     if (rc) return rc;
     if (made) {
       whole = -1;
       continue;
     }
-    if (whole < 0 && (whole = stage_new(c, 1, 0, 1)) < 0) return TS_ENOMEM;
-    if ((rc = stage_add(c, whole, i, ROLE_WHOLE))) return rc;
+    if (whole < 0 && (whole = plan_stage_new(c, 1, 0, 1)) < 0) return TS_ENOMEM;
+    if ((rc = plan_stage_add(c, whole, i, ROLE_WHOLE))) return rc;
   }
   return TS_OK;
 }

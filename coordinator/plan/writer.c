@@ -1,7 +1,7 @@
 /*
- * writer.c - writing shards out: each shard of a stage as a serialized ONNX
- * ModelProto
- * (see plan_int.h).
+ * writer.c - writing shards out: one shard of a stage as a serialized ONNX
+ * ModelProto (renamed node copies, inserted Slices, sliced initializers,
+ * typed graph inputs and outputs), named by the SHA-256 of its bytes.
  */
 #include "plan_int.h"
 
@@ -33,7 +33,7 @@ static int oom(shard_build *b) {
  * shard would then mean two tensors by one name. */
 static const char *fresh_name(shard_build *b, const char *base,
                               const char *suffix, int k) {
-  const char *name = arena_printf(&b->a, "%s.%s%d", base, suffix, k);
+  const char *name = plan_arena_printf(&b->a, "%s.%s%d", base, suffix, k);
   if (!name) return NULL;
   if (ts_graph_find_value(b->c->g, name) >= 0) {
     ts_err_set(b->err, TS_EUNSUPPORTED,
@@ -66,9 +66,9 @@ static Onnx__ValueInfoProto *value_info(shard_build *b, const char *name,
                name);
     return NULL;
   }
-  Onnx__ValueInfoProto *vi = arena_alloc(&b->a, sizeof *vi);
-  Onnx__TypeProto *tp = arena_alloc(&b->a, sizeof *tp);
-  Onnx__TypeProto__Tensor *tt = arena_alloc(&b->a, sizeof *tt);
+  Onnx__ValueInfoProto *vi = plan_arena_alloc(&b->a, sizeof *vi);
+  Onnx__TypeProto *tp = plan_arena_alloc(&b->a, sizeof *tp);
+  Onnx__TypeProto__Tensor *tt = plan_arena_alloc(&b->a, sizeof *tt);
   if (!vi || !tp || !tt) return oom(b), NULL;
   onnx__value_info_proto__init(vi);
   onnx__type_proto__init(tp);
@@ -80,13 +80,13 @@ static Onnx__ValueInfoProto *value_info(shard_build *b, const char *name,
   tt->has_elem_type = 1;
   tt->elem_type = (int32_t)dtype;
   if (rank < 0) return vi;
-  Onnx__TensorShapeProto *sh = arena_alloc(&b->a, sizeof *sh);
+  Onnx__TensorShapeProto *sh = plan_arena_alloc(&b->a, sizeof *sh);
   Onnx__TensorShapeProto__Dimension **dl =
-      arena_alloc(&b->a, (size_t)(rank + 1) * sizeof *dl);
+      plan_arena_alloc(&b->a, (size_t)(rank + 1) * sizeof *dl);
   if (!sh || !dl) return oom(b), NULL;
   onnx__tensor_shape_proto__init(sh);
   for (int i = 0; i < rank; i++) {
-    dl[i] = arena_alloc(&b->a, sizeof *dl[i]);
+    dl[i] = plan_arena_alloc(&b->a, sizeof *dl[i]);
     if (!dl[i]) return oom(b), NULL;
     onnx__tensor_shape_proto__dimension__init(dl[i]);
     if (dims[i] >= 0) {
@@ -94,7 +94,7 @@ static Onnx__ValueInfoProto *value_info(shard_build *b, const char *name,
       dl[i]->dim_value = dims[i];
     } else {
       dl[i]->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
-      dl[i]->dim_param = arena_printf(&b->a, "%s:d%d", name, i);
+      dl[i]->dim_param = plan_arena_printf(&b->a, "%s:d%d", name, i);
       if (!dl[i]->dim_param) return oom(b), NULL;
     }
   }
@@ -119,7 +119,7 @@ static Onnx__ValueInfoProto *value_info_of(shard_build *b, int v,
     const lstage *st = &c->st[b->s];
     int a = st->axis < 0 ? rank - 1 : st->axis;
     int64_t start, end;
-    split_range(st, b->k, &start, &end);
+    plan_split_range(st, b->k, &start, &end);
     if (a < rank && dims[a] >= 0) dims[a] = end - start;
   }
   return value_info(b, name, x->dtype, rank, dims);
@@ -132,14 +132,14 @@ static int add_input(shard_build *b, int v) {
     if (strcmp(b->inputs[q]->name, name) == 0) return TS_OK;
   Onnx__ValueInfoProto *vi = value_info_of(b, v, name);
   if (!vi) return b->err->code;
-  if (grow(&b->inputs, &b->cap_inputs, b->n_inputs + 1, sizeof *b->inputs))
+  if (plan_grow(&b->inputs, &b->cap_inputs, b->n_inputs + 1, sizeof *b->inputs))
     return oom(b);
   b->inputs[b->n_inputs++] = vi;
   return TS_OK;
 }
 
 static int add_node(shard_build *b, Onnx__NodeProto *np) {
-  if (grow(&b->nodes, &b->cap_nodes, b->n_nodes + 1, sizeof *b->nodes))
+  if (plan_grow(&b->nodes, &b->cap_nodes, b->n_nodes + 1, sizeof *b->nodes))
     return oom(b);
   b->nodes[b->n_nodes++] = np;
   return TS_OK;
@@ -149,15 +149,15 @@ static int add_node(shard_build *b, Onnx__NodeProto *np) {
  * the model's name with ".slice<axis>_<start>_<end>" per cut axis. */
 static const char *const_name(shard_build *b, int v, const const_cut *ct) {
   int before = b->n_inits;
-  int q = spec_intern(&b->inits, &b->n_inits, &b->cap_inits, v, ct);
+  int q = plan_spec_intern(&b->inits, &b->n_inits, &b->cap_inits, v, ct);
   if (q < 0) return oom(b), NULL;
   init_spec *sp = &b->inits[q];
   if (b->n_inits > before) {
     sp->name = val(b->c, v)->name;
     for (int e = 0; e < ct->n && sp->name; e++)
-      sp->name = arena_printf(&b->a, "%s.slice%d_%lld_%lld", sp->name,
-                              ct->axis[e], (long long)ct->start[e],
-                              (long long)ct->end[e]);
+      sp->name = plan_arena_printf(&b->a, "%s.slice%d_%lld_%lld", sp->name,
+                                   ct->axis[e], (long long)ct->start[e],
+                                   (long long)ct->end[e]);
     if (!sp->name) return oom(b), NULL;
   }
   return sp->name;
@@ -166,7 +166,7 @@ static const char *const_name(shard_build *b, int v, const const_cut *ct) {
 /* Adds a synthesized initializer (int64 vector or zeros) named `name`. */
 static int add_synth(shard_build *b, const char *name, ts_dtype dtype,
                      int rank, const int64_t *dims, const void *data) {
-  if (grow(&b->inits, &b->cap_inits, b->n_inits + 1, sizeof *b->inits))
+  if (plan_grow(&b->inits, &b->cap_inits, b->n_inits + 1, sizeof *b->inits))
     return oom(b);
   init_spec *sp = &b->inits[b->n_inits];
   memset(sp, 0, sizeof *sp);
@@ -176,7 +176,7 @@ static int add_synth(shard_build *b, const char *name, ts_dtype dtype,
   sp->rank = rank;
   memcpy(sp->dims, dims, (size_t)rank * sizeof dims[0]);
   size_t nb = (size_t)ts_shape_nbytes(dtype, dims, rank);
-  sp->data = arena_alloc(&b->a, nb);
+  sp->data = plan_arena_alloc(&b->a, nb);
   if (!sp->data) return oom(b);
   if (data) memcpy(sp->data, data, nb);
   b->n_inits++;
@@ -186,8 +186,8 @@ static int add_synth(shard_build *b, const char *name, ts_dtype dtype,
 /* An INTS attribute. */
 static Onnx__AttributeProto *ints_attr(shard_build *b, const char *name,
                                        int64_t value) {
-  Onnx__AttributeProto *at = arena_alloc(&b->a, sizeof *at);
-  int64_t *vals = arena_alloc(&b->a, sizeof *vals);
+  Onnx__AttributeProto *at = plan_arena_alloc(&b->a, sizeof *at);
+  int64_t *vals = plan_arena_alloc(&b->a, sizeof *vals);
   if (!at || !vals) return NULL;
   onnx__attribute_proto__init(at);
   at->name = (char *)name;
@@ -203,9 +203,9 @@ static Onnx__AttributeProto *ints_attr(shard_build *b, const char *name,
  * (opset >= 10) or attributes (older opsets). */
 static int emit_slice(shard_build *b, const char *x, const char *out, int axis,
                       int64_t start, int64_t end) {
-  Onnx__NodeProto *np = arena_alloc(&b->a, sizeof *np);
-  char **in = arena_alloc(&b->a, 4 * sizeof *in);
-  char **outs = arena_alloc(&b->a, sizeof *outs);
+  Onnx__NodeProto *np = plan_arena_alloc(&b->a, sizeof *np);
+  char **in = plan_arena_alloc(&b->a, 4 * sizeof *in);
+  char **outs = plan_arena_alloc(&b->a, sizeof *outs);
   if (!np || !in || !outs) return oom(b);
   onnx__node_proto__init(np);
   np->op_type = "Slice";
@@ -222,7 +222,7 @@ static int emit_slice(shard_build *b, const char *x, const char *out, int axis,
     static const char *const suffix[3] = {"starts", "ends", "axes"};
     int64_t one = 1;
     for (int q = 0; q < 3; q++) {
-      in[q + 1] = arena_printf(&b->a, "%s.%s", out, suffix[q]);
+      in[q + 1] = plan_arena_printf(&b->a, "%s.%s", out, suffix[q]);
       if (!in[q + 1]) return oom(b);
       int rc = add_synth(b, in[q + 1], TS_DTYPE_INT64, 1, &one, &vals[q]);
       if (rc) return rc;
@@ -230,7 +230,7 @@ static int emit_slice(shard_build *b, const char *x, const char *out, int axis,
     np->n_input = 4;
   } else {
     static const char *const names[3] = {"starts", "ends", "axes"};
-    Onnx__AttributeProto **attrs = arena_alloc(&b->a, 3 * sizeof *attrs);
+    Onnx__AttributeProto **attrs = plan_arena_alloc(&b->a, 3 * sizeof *attrs);
     if (!attrs) return oom(b);
     for (int q = 0; q < 3; q++)
       if (!(attrs[q] = ints_attr(b, names[q], vals[q]))) return oom(b);
@@ -245,9 +245,10 @@ static int emit_slice(shard_build *b, const char *x, const char *out, int axis,
 static int emit_node(shard_build *b, int i) {
   const ctx *c = b->c;
   const ts_node *n = &c->g->nodes[i];
-  Onnx__NodeProto *np = arena_alloc(&b->a, sizeof *np);
-  char **in = arena_alloc(&b->a, ((size_t)n->n_inputs + 1) * sizeof *in);
-  char **out = arena_alloc(&b->a, ((size_t)n->n_outputs + 1) * sizeof *out);
+  Onnx__NodeProto *np = plan_arena_alloc(&b->a, sizeof *np);
+  char **in = plan_arena_alloc(&b->a, ((size_t)n->n_inputs + 1) * sizeof *in);
+  char **out =
+      plan_arena_alloc(&b->a, ((size_t)n->n_outputs + 1) * sizeof *out);
   if (!np || !in || !out) return oom(b);
   *np = *n->proto; /* attributes, name, domain: shared with the model */
   np->input = in;
@@ -263,7 +264,7 @@ static int emit_node(shard_build *b, int i) {
     if (v < 0) {
       in[j] = "";
     } else if (is_const(c, v)) {
-      if (!input_slice(c, b->s, b->k, i, j, &ct)) {
+      if (!plan_input_slice(c, b->s, b->k, i, j, &ct)) {
         /* The bias of a ROW op belongs to shard 0 only. Gemm needs its C
          * before opset 11: give it zeros there. */
         if (strcmp(n->op_type, "Gemm") == 0 && c->m->opset < 11) {
@@ -282,10 +283,10 @@ static int emit_node(shard_build *b, int i) {
     } else if (j == 0 && (r == ROLE_ROW_SLICE ||
                           (r == ROLE_BLOCK && st->rows > 1))) {
       /* The shard's features of the whole input. */
-      const split_op *op = split_op_find(n);
+      const split_op *op = plan_split_op_find(n);
       int ax = op->in_axis(n, val(c, v)->rank);
       int64_t start, end;
-      feature_range(st, r, b->k, &start, &end);
+      plan_feature_range(st, r, b->k, &start, &end);
       in[j] = (char *)fresh_name(b, val(c, v)->name, "rows", b->k);
       if (!in[j]) return b->err->code;
       if ((rc = add_input(b, v))) return rc;
@@ -335,8 +336,8 @@ static void box_copy(uint8_t *dst, const uint8_t *src, const int64_t *dims,
  * the arena, whole constants are referenced. */
 static Onnx__TensorProto *tensor_proto(shard_build *b, const init_spec *sp) {
   const ctx *c = b->c;
-  Onnx__TensorProto *tp = arena_alloc(&b->a, sizeof *tp);
-  int64_t *dims = arena_alloc(&b->a, TS_MAX_RANK * sizeof *dims);
+  Onnx__TensorProto *tp = plan_arena_alloc(&b->a, sizeof *tp);
+  int64_t *dims = plan_arena_alloc(&b->a, TS_MAX_RANK * sizeof *dims);
   if (!tp || !dims) return oom(b), NULL;
   onnx__tensor_proto__init(tp);
   tp->name = (char *)sp->name;
@@ -348,7 +349,7 @@ static Onnx__TensorProto *tensor_proto(shard_build *b, const init_spec *sp) {
     tp->n_dims = (size_t)sp->rank;
     tp->dims = dims;
     tp->raw_data.data = sp->data;
-    tp->raw_data.len = spec_bytes(c, sp);
+    tp->raw_data.len = plan_spec_bytes(c, sp);
     return tp;
   }
   const ts_tensor *t = cst(c, sp->value);
@@ -378,8 +379,8 @@ static Onnx__TensorProto *tensor_proto(shard_build *b, const init_spec *sp) {
     dims[a] = hi[a] - lo[a];
     if (a > inner) inner = a;
   }
-  size_t len = spec_bytes(c, sp);
-  uint8_t *data = arena_alloc(&b->a, len);
+  size_t len = plan_spec_bytes(c, sp);
+  uint8_t *data = plan_arena_alloc(&b->a, len);
   if (!data) return oom(b), NULL;
   if (len)
     box_copy(data, t->data, t->dims, t->rank, esz, lo, hi, inner);
@@ -389,8 +390,8 @@ static Onnx__TensorProto *tensor_proto(shard_build *b, const init_spec *sp) {
 }
 
 /* Builds and packs shard k of stage s into out. */
-int build_shard(const ctx *c, int s, int k, const ts_stage *stage,
-                const char *model_name, ts_shard *out, ts_err *err) {
+int plan_build_shard(const ctx *c, int s, int k, const ts_stage *stage,
+                     const char *model_name, ts_shard *out, ts_err *err) {
   shard_build b = {.c = c, .s = s, .k = k, .err = err};
   const lstage *st = &c->st[s];
   int rc = TS_OK;
@@ -406,7 +407,8 @@ int build_shard(const ctx *c, int s, int k, const ts_stage *stage,
   double flops = 0;
   for (int q = 0; q < st->n_nodes && !rc; q++) {
     rc = emit_node(&b, st->nodes[q]);
-    double f = ts_graph_node_flops(c->m, st->nodes[q]) * shard_share(st, k);
+    double f =
+        ts_graph_node_flops(c->m, st->nodes[q]) * plan_shard_share(st, k);
     flops += f > 0 ? f : 0;
   }
   if (rc) goto done;
@@ -420,8 +422,8 @@ int build_shard(const ctx *c, int s, int k, const ts_stage *stage,
       rc = err->code;
       goto done;
     }
-    if (grow(&b.outputs, &b.cap_outputs, b.n_outputs + 1,
-             sizeof *b.outputs)) {
+    if (plan_grow(&b.outputs, &b.cap_outputs, b.n_outputs + 1,
+                  sizeof *b.outputs)) {
       rc = oom(&b);
       goto done;
     }
@@ -473,10 +475,11 @@ int build_shard(const ctx *c, int s, int k, const ts_stage *stage,
   /* The shard's own input and output names. */
   int cap = 0;
   for (int q = 0; q < b.n_inputs && !rc; q++)
-    rc = names_push(&out->inputs, &out->n_inputs, &cap, b.inputs[q]->name);
+    rc = plan_names_push(&out->inputs, &out->n_inputs, &cap, b.inputs[q]->name);
   cap = 0;
   for (int q = 0; q < b.n_outputs && !rc; q++)
-    rc = names_push(&out->outputs, &out->n_outputs, &cap, b.outputs[q]->name);
+    rc = plan_names_push(&out->outputs, &out->n_outputs, &cap,
+                         b.outputs[q]->name);
   if (rc) rc = oom(&b);
 
 done:
@@ -485,6 +488,6 @@ done:
   free(b.inits);
   free(b.inputs);
   free(b.outputs);
-  arena_free(&b.a);
+  plan_arena_free(&b.a);
   return rc;
 }
