@@ -25,6 +25,7 @@
 #include "graph.h"
 #include "hash.h"
 #include "plan.h"
+#include "plan/plan_int.h"
 
 /* ---- a name -> tensor map (owned copies) -------------------------------- */
 
@@ -1345,6 +1346,41 @@ START_TEST(test_fuse_stage_order) {
 }
 END_TEST
 
+/* The one op table (op_list.h): the planner has one rule per op the engine
+ * runs, each naming an op with a kernel, with the columns of its line. */
+START_TEST(test_op_rules) {
+  ts_err err = {0};
+  int n = 0;
+  const op_rule *rules = plan_rules(&n);
+  ck_assert_int_eq(n, ts_ops_selfcheck(&err));
+  const op_rule *gemm = NULL, *relu = NULL, *pool = NULL, *shape = NULL;
+  for (int i = 0; i < n; i++) {
+    const op_rule *r = &rules[i];
+    ck_assert_msg(ts_op_find(r->domain, r->op_type), "%s has no kernel",
+                  r->op_type);
+    for (int j = 0; j < i; j++)
+      ck_assert_msg(strcmp(rules[j].op_type, r->op_type) != 0 ||
+                        strcmp(rules[j].domain, r->domain) != 0,
+                    "two rules for %s", r->op_type);
+    if (!r->domain[0] && strcmp(r->op_type, "Gemm") == 0) gemm = r;
+    if (!r->domain[0] && strcmp(r->op_type, "Relu") == 0) relu = r;
+    if (!r->domain[0] && strcmp(r->op_type, "MaxPool") == 0) pool = r;
+    if (!r->domain[0] && strcmp(r->op_type, "Shape") == 0) shape = r;
+  }
+  ck_assert(gemm && gemm->split == TS_OP_SPLIT_NONE &&
+            gemm->row == TS_OP_ROW_GEMM &&
+            gemm->weights == TS_OP_WEIGHTS_GEMM);
+  ck_assert(relu && relu->split == TS_OP_SPLIT_ELEM &&
+            relu->row == TS_OP_ROW_BCAST &&
+            relu->weights == TS_OP_WEIGHTS_NONE);
+  ck_assert(pool && pool->split == TS_OP_SPLIT_CHANNEL &&
+            pool->row == TS_OP_ROW_ANY);
+  ck_assert(shape && shape->split == TS_OP_SPLIT_NONE &&
+            shape->row == TS_OP_ROW_NONE &&
+            shape->weights == TS_OP_WEIGHTS_NONE);
+}
+END_TEST
+
 START_TEST(test_names) {
   ck_assert_int_eq(ts_strategy_parse("hybrid"), TS_STRATEGY_HYBRID);
   ck_assert_int_eq(ts_strategy_parse("data"), TS_STRATEGY_DATA);
@@ -1368,6 +1404,7 @@ static Suite *plan_suite(void) {
   TCase *tc = tcase_create("plan");
   tcase_set_timeout(tc, 240);
   tcase_add_test(tc, test_names);
+  tcase_add_test(tc, test_op_rules);
   tcase_add_loop_test(tc, test_built_models, 0, COUNT(built_models));
   tcase_add_test(tc, test_conv_structure);
   tcase_add_test(tc, test_tensor_structure);

@@ -4,7 +4,8 @@
  *
  * Data parallelism (batch_splittable) is a conservative proof: every
  * non-constant tensor a stage reads or writes has a symbolic dim 0, and
- * every node passes its op's row rule (table op_rules): row-wise ops
+ * every node passes its op's row rule (the row column of the op table,
+ * kernels/list_*.h): row-wise ops
  * (element-wise with constants that do not vary along dim 0, Gemm/MatMul
  * with constant weights, Conv, pools, normalizations over axes != 0,
  * Softmax on axis != 0, Flatten with axis >= 1, Reshape whose constant shape
@@ -30,10 +31,16 @@ static int out_rank(const ctx *c, const ts_node *n) {
                                                 : -1;
 }
 
+/* TS_OP_ROW_NONE: the op may mix rows (Shape, Range, ...). */
+static bool row_none(const ctx *c, const ts_node *n) {
+  (void)c, (void)n;
+  return false;
+}
+
 /* Ops that work per sample on input 0 with constant parameters (Conv,
  * pools, normalizations): any non-constant input after the first would be
  * a batched tensor used as a parameter. */
-bool row_any(const ctx *c, const ts_node *n) {
+static bool row_any(const ctx *c, const ts_node *n) {
   for (int j = 1; j < n->n_inputs; j++)
     if (n->inputs[j] >= 0 && !is_const(c, n->inputs[j])) return false;
   return true;
@@ -41,7 +48,7 @@ bool row_any(const ctx *c, const ts_node *n) {
 
 /* Broadcasting ops: non-constant inputs have the output's rank (their
  * dim 0 is the batch); constants do not vary along dim 0. */
-bool row_bcast(const ctx *c, const ts_node *n) {
+static bool row_bcast(const ctx *c, const ts_node *n) {
   int r = out_rank(c, n);
   if (r < 1) return false;
   for (int j = 0; j < n->n_inputs; j++) {
@@ -56,7 +63,7 @@ bool row_bcast(const ctx *c, const ts_node *n) {
   return true;
 }
 
-bool row_axis(const ctx *c, const ts_node *n) {
+static bool row_axis(const ctx *c, const ts_node *n) {
   const op_rule *r = plan_rule_find(n);
   int x = in_value(n, 0);
   if (x < 0) return false;
@@ -64,7 +71,7 @@ bool row_axis(const ctx *c, const ts_node *n) {
   return a > 0;
 }
 
-bool row_gemm(const ctx *c, const ts_node *n) {
+static bool row_gemm(const ctx *c, const ts_node *n) {
   int b = in_value(n, 1), bias = in_value(n, 2);
   if (ts_attr_int(n, "transA", 0) != 0 || !is_const(c, b)) return false;
   if (bias >= 0 && (!is_const(c, bias) ||
@@ -73,7 +80,7 @@ bool row_gemm(const ctx *c, const ts_node *n) {
   return true;
 }
 
-bool row_matmul(const ctx *c, const ts_node *n) {
+static bool row_matmul(const ctx *c, const ts_node *n) {
   int a = in_value(n, 0), b = in_value(n, 1);
   if (a < 0 || b < 0 || is_const(c, a)) return false;
   if (is_const(c, b)) return cst(c, b)->rank <= 2 && val(c, a)->rank >= 2;
@@ -83,7 +90,7 @@ bool row_matmul(const ctx *c, const ts_node *n) {
 /* Reshape keeps dim 0 when its constant shape starts with 0 (copy, without
  * allowzero), or with -1 when every other dim is static and the input's
  * non-batch elements equal the output's. */
-bool row_reshape(const ctx *c, const ts_node *n) {
+static bool row_reshape(const ctx *c, const ts_node *n) {
   int x = in_value(n, 0), sv = in_value(n, 1);
   if (x < 0 || !is_const(c, sv)) return false;
   const ts_tensor *s = cst(c, sv);
@@ -103,7 +110,7 @@ bool row_reshape(const ctx *c, const ts_node *n) {
   return in_rest > 0 && in_rest == out_rest;
 }
 
-bool row_transpose(const ctx *c, const ts_node *n) {
+static bool row_transpose(const ctx *c, const ts_node *n) {
   (void)c;
   const int64_t *perm;
   size_t count;
@@ -111,7 +118,7 @@ bool row_transpose(const ctx *c, const ts_node *n) {
   return count >= 1 && perm[0] == 0;
 }
 
-bool row_concat(const ctx *c, const ts_node *n) {
+static bool row_concat(const ctx *c, const ts_node *n) {
   for (int j = 0; j < n->n_inputs; j++)
     if (n->inputs[j] < 0 || is_const(c, n->inputs[j])) return false;
   return norm_axis(ts_attr_int(n, "axis", 0), out_rank(c, n)) > 0;
@@ -119,7 +126,7 @@ bool row_concat(const ctx *c, const ts_node *n) {
 
 /* Gather rows of a constant table (embedding: the batch is the indices'),
  * or constant indices away from axis 0 of a batched tensor. */
-bool row_gather(const ctx *c, const ts_node *n) {
+static bool row_gather(const ctx *c, const ts_node *n) {
   int d = in_value(n, 0), i = in_value(n, 1);
   if (d < 0 || i < 0) return false;
   int64_t axis = ts_attr_int(n, "axis", 0);
@@ -133,7 +140,7 @@ bool row_gather(const ctx *c, const ts_node *n) {
 /* Ops with an "axes" list (attribute, or constant input 1 / 3 for Slice):
  * row-wise when the axes are given and none is 0. Unsqueeze's axes index
  * the output. */
-bool row_axes(const ctx *c, const ts_node *n) {
+static bool row_axes(const ctx *c, const ts_node *n) {
   bool slice = strcmp(n->op_type, "Slice") == 0;
   bool unsq = strcmp(n->op_type, "Unsqueeze") == 0;
   int x = in_value(n, 0);
@@ -159,6 +166,19 @@ bool row_axes(const ctx *c, const ts_node *n) {
   return true;
 }
 
+/* The row rules, indexed by the row column of the op table. */
+typedef bool (*row_rule)(const ctx *c, const ts_node *n);
+static const row_rule row_rules[] = {
+    [TS_OP_ROW_NONE] = row_none,       [TS_OP_ROW_ANY] = row_any,
+    [TS_OP_ROW_BCAST] = row_bcast,     [TS_OP_ROW_AXIS] = row_axis,
+    [TS_OP_ROW_GEMM] = row_gemm,       [TS_OP_ROW_MATMUL] = row_matmul,
+    [TS_OP_ROW_RESHAPE] = row_reshape, [TS_OP_ROW_TRANSPOSE] = row_transpose,
+    [TS_OP_ROW_CONCAT] = row_concat,   [TS_OP_ROW_GATHER] = row_gather,
+    [TS_OP_ROW_AXES] = row_axes,
+};
+_Static_assert(sizeof row_rules / sizeof row_rules[0] == TS_OP_ROW_COUNT,
+               "one row rule per ts_op_row value");
+
 /* See the file comment: every non-constant tensor read or written has a
  * symbolic dim 0 and every node passes its op's row rule. */
 bool plan_stage_batch_splittable(const ctx *c, int s) {
@@ -166,7 +186,7 @@ bool plan_stage_batch_splittable(const ctx *c, int s) {
   for (int q = 0; q < st->n_nodes; q++) {
     const ts_node *n = &c->g->nodes[st->nodes[q]];
     const op_rule *r = plan_rule_find(n);
-    if (!r || !r->row(c, n)) return false;
+    if (!r || !row_rules[r->row](c, n)) return false;
     for (int j = 0; j < n->n_inputs; j++)
       if (n->inputs[j] >= 0 && !is_const(c, n->inputs[j]) &&
           !dim0_symbolic(c, n->inputs[j]))

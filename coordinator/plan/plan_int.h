@@ -90,6 +90,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "op_list.h"
 #include "ops.h"
 #include "plan.h"
 
@@ -105,25 +106,17 @@ static inline int64_t part_start(int64_t c, int ways, int k) {
   return (int64_t)(((__int128)c * k) / ways);
 }
 
-/* How an op behaves inside a split group.
- *  ELEM: element-wise; runs on slices along any axis, constant operands
- *        sliced where they vary along it.
- *  CHANNEL: per-channel (pools, BatchNormalization, ...); runs on channel
- *        slices (axis 1); inputs after the first are [C] parameters.
- *  NONE: cannot run on a slice. */
-typedef enum { SPLIT_NONE, SPLIT_ELEM, SPLIT_CHANNEL } split_class;
+/* An op's planner rule: its columns of the one op table (op_list.h). */
+typedef struct op_rule {
+  const char *domain; /* "" for the default domain */
+  const char *op_type;
+  ts_op_split split;
+  ts_op_row row;
+  int default_axis; /* of attribute "axis", for TS_OP_ROW_AXIS */
+  ts_op_weights weights;
+} op_rule;
 
 struct ctx;
-
-/* Row rule: true when the node never mixes rows (dim 0) of its tensors. */
-typedef bool (*row_rule)(const struct ctx *c, const ts_node *n);
-
-typedef struct op_rule {
-  const char *op_type;
-  split_class split;
-  row_rule row;
-  int default_axis;
-} op_rule;
 
 /* The ops that split their weights. Input 1 is the constant weight; the
  * bias (if any) is input `bias`. `weight_axis(n, row)` is the weight axis
@@ -132,7 +125,6 @@ typedef struct op_rule {
  * ROW_SLICE); `out_axis` is the axis of the output holding the columns
  * (the concat axis; -1: last). */
 typedef struct split_op {
-  const char *op_type;
   bool (*usable)(const struct ctx *c, const ts_node *n, bool row);
   int (*weight_axis)(const ts_node *n, bool row);
   int (*in_axis)(const ts_node *n, int rank);
@@ -237,8 +229,11 @@ void plan_names_free(char **list, int n);
 
 /* ---- rules.c: per-op rules ---------------------------------------------- */
 
-/* The rule of n's op; NULL for unknown ops (never split, never row-wise). */
+/* The rule of n's op; NULL for an op without a kernel (never split, never
+ * row-wise; a loaded model has none). */
 const op_rule *plan_rule_find(const ts_node *n);
+/* The whole rule table, one entry per op of the engine (for tests). */
+const op_rule *plan_rules(int *count);
 /* The weight-splitting description of n's op; NULL when it has none. */
 const split_op *plan_split_op_find(const ts_node *n);
 /* True when only output 0 of n may be read by anything. */
@@ -313,17 +308,5 @@ int plan_emit(const ctx *c, const ts_plan_opts *opts, ts_strategy strategy,
 
 /* The `auto` strategy (see auto.c). */
 int plan_auto(ctx *c, const ts_plan_opts *opts, ts_plan **out, ts_err *err);
-
-/* data.c: the row rules named by the op rule table. */
-bool row_any(const ctx *c, const ts_node *n);
-bool row_bcast(const ctx *c, const ts_node *n);
-bool row_axis(const ctx *c, const ts_node *n);
-bool row_gemm(const ctx *c, const ts_node *n);
-bool row_matmul(const ctx *c, const ts_node *n);
-bool row_reshape(const ctx *c, const ts_node *n);
-bool row_transpose(const ctx *c, const ts_node *n);
-bool row_concat(const ctx *c, const ts_node *n);
-bool row_gather(const ctx *c, const ts_node *n);
-bool row_axes(const ctx *c, const ts_node *n);
 
 #endif

@@ -5,105 +5,39 @@
  */
 #include "plan_int.h"
 
-/* X(op_type, split class, row rule, default of attribute "axis") */
-#define OP_RULES(X)                                        \
-  X("Relu", SPLIT_ELEM, row_bcast, 0)                      \
-  X("Tanh", SPLIT_ELEM, row_bcast, 0)                      \
-  X("Sigmoid", SPLIT_ELEM, row_bcast, 0)                   \
-  X("Erf", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Exp", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Log", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Abs", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Neg", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Sqrt", SPLIT_ELEM, row_bcast, 0)                      \
-  X("Reciprocal", SPLIT_ELEM, row_bcast, 0)                \
-  X("Floor", SPLIT_ELEM, row_bcast, 0)                     \
-  X("Ceil", SPLIT_ELEM, row_bcast, 0)                      \
-  X("Round", SPLIT_ELEM, row_bcast, 0)                     \
-  X("Sign", SPLIT_ELEM, row_bcast, 0)                      \
-  X("Sin", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Cos", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Not", SPLIT_ELEM, row_bcast, 0)                       \
-  X("LeakyRelu", SPLIT_ELEM, row_bcast, 0)                 \
-  X("Elu", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Selu", SPLIT_ELEM, row_bcast, 0)                      \
-  X("Celu", SPLIT_ELEM, row_bcast, 0)                      \
-  X("Softplus", SPLIT_ELEM, row_bcast, 0)                  \
-  X("Softsign", SPLIT_ELEM, row_bcast, 0)                  \
-  X("HardSigmoid", SPLIT_ELEM, row_bcast, 0)               \
-  X("HardSwish", SPLIT_ELEM, row_bcast, 0)                 \
-  X("Mish", SPLIT_ELEM, row_bcast, 0)                      \
-  X("Gelu", SPLIT_ELEM, row_bcast, 0)                      \
-  X("ThresholdedRelu", SPLIT_ELEM, row_bcast, 0)           \
-  X("PRelu", SPLIT_ELEM, row_bcast, 0)                     \
-  X("Clip", SPLIT_ELEM, row_bcast, 0)                      \
-  X("Cast", SPLIT_ELEM, row_bcast, 0)                      \
-  X("Identity", SPLIT_ELEM, row_bcast, 0)                  \
-  X("Dropout", SPLIT_ELEM, row_bcast, 0)                   \
-  X("Add", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Sub", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Mul", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Div", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Pow", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Max", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Min", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Sum", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Where", SPLIT_ELEM, row_bcast, 0)                     \
-  X("Equal", SPLIT_ELEM, row_bcast, 0)                     \
-  X("Less", SPLIT_ELEM, row_bcast, 0)                      \
-  X("Greater", SPLIT_ELEM, row_bcast, 0)                   \
-  X("LessOrEqual", SPLIT_ELEM, row_bcast, 0)               \
-  X("GreaterOrEqual", SPLIT_ELEM, row_bcast, 0)            \
-  X("And", SPLIT_ELEM, row_bcast, 0)                       \
-  X("Or", SPLIT_ELEM, row_bcast, 0)                        \
-  X("Xor", SPLIT_ELEM, row_bcast, 0)                       \
-  X("BatchNormalization", SPLIT_CHANNEL, row_any, 0)       \
-  X("InstanceNormalization", SPLIT_CHANNEL, row_any, 0)    \
-  X("MaxPool", SPLIT_CHANNEL, row_any, 0)                  \
-  X("AveragePool", SPLIT_CHANNEL, row_any, 0)              \
-  X("GlobalAveragePool", SPLIT_CHANNEL, row_any, 0)        \
-  X("GlobalMaxPool", SPLIT_CHANNEL, row_any, 0)            \
-  X("Conv", SPLIT_NONE, row_any, 0)                        \
-  X("LRN", SPLIT_NONE, row_any, 0)                         \
-  X("Gemm", SPLIT_NONE, row_gemm, 0)                       \
-  X("MatMul", SPLIT_NONE, row_matmul, 0)                   \
-  X("Softmax", SPLIT_NONE, row_axis, -1)                   \
-  X("LogSoftmax", SPLIT_NONE, row_axis, -1)                \
-  X("Hardmax", SPLIT_NONE, row_axis, -1)                   \
-  X("LayerNormalization", SPLIT_NONE, row_axis, -1)        \
-  X("Flatten", SPLIT_NONE, row_axis, 1)                    \
-  X("Split", SPLIT_NONE, row_axis, 0)                      \
-  X("Concat", SPLIT_NONE, row_concat, 0)                   \
-  X("Reshape", SPLIT_NONE, row_reshape, 0)                 \
-  X("Transpose", SPLIT_NONE, row_transpose, 0)             \
-  X("Gather", SPLIT_NONE, row_gather, 0)                   \
-  X("Squeeze", SPLIT_NONE, row_axes, 0)                    \
-  X("Unsqueeze", SPLIT_NONE, row_axes, 0)                  \
-  X("Slice", SPLIT_NONE, row_axes, 0)                      \
-  X("ReduceMean", SPLIT_NONE, row_axes, 0)                 \
-  X("ReduceSum", SPLIT_NONE, row_axes, 0)                  \
-  X("ReduceMax", SPLIT_NONE, row_axes, 0)                  \
-  X("ReduceMin", SPLIT_NONE, row_axes, 0)                  \
-  X("ReduceProd", SPLIT_NONE, row_axes, 0)                 \
-  X("ReduceL2", SPLIT_NONE, row_axes, 0)
+#include "list_cnn.h"
+#include "list_core.h"
+#include "list_elementwise.h"
+#include "list_ml.h"
+#include "list_transformer.h"
+#include "op_list.h"
 
-static const op_rule op_rules[] = {
-#define TS_X(op, split, row, axis) {op, split, row, axis},
-    OP_RULES(TS_X)
-#undef TS_X
-};
+/* The planner's columns of the one op table (op_list.h): a rule for every
+ * op that has a kernel, and for no other op. */
+#define RULE(X, domain, op_type, symbol, split, row, axis, weights) \
+  {domain, op_type, TS_OP_SPLIT_##split, TS_OP_ROW_##row, axis,      \
+   TS_OP_WEIGHTS_##weights},
+static const op_rule op_rules[] = {TS_OP_TABLE(RULE, )};
+#undef RULE
 
-static bool default_domain(const ts_node *n) {
-  return !n->domain || !n->domain[0] || strcmp(n->domain, "ai.onnx") == 0;
+/* "" for the default domain (NULL, "" or "ai.onnx"), as the engine reads
+ * it (ops.h). */
+static const char *canonical_domain(const char *domain) {
+  return !domain || strcmp(domain, "ai.onnx") == 0 ? "" : domain;
 }
 
-/* The rule of a default-domain op; NULL for unknown ops (never split, never
- * row-wise). */
 const op_rule *plan_rule_find(const ts_node *n) {
-  if (!default_domain(n)) return NULL;
+  const char *d = canonical_domain(n->domain);
   for (size_t i = 0; i < sizeof op_rules / sizeof op_rules[0]; i++)
-    if (strcmp(op_rules[i].op_type, n->op_type) == 0) return &op_rules[i];
+    if (strcmp(op_rules[i].op_type, n->op_type) == 0 &&
+        strcmp(op_rules[i].domain, d) == 0)
+      return &op_rules[i];
   return NULL;
+}
+
+const op_rule *plan_rules(int *count) {
+  *count = (int)(sizeof op_rules / sizeof op_rules[0]);
+  return op_rules;
 }
 
 /* True when output j >= 1 of n is absent or unused (only output 0 may be
@@ -179,15 +113,19 @@ static int conv_in_axis(const ts_node *n, int rank) {
   return 1;
 }
 
+/* Indexed by the weights column of the op table. */
 static const split_op split_ops[] = {
-    {"Gemm", gemm_usable, gemm_weight_axis, gemm_in_axis, -1, 2},
-    {"MatMul", matmul_usable, matmul_weight_axis, matmul_in_axis, -1, -1},
-    {"Conv", conv_usable, conv_weight_axis, conv_in_axis, 1, 2},
+    [TS_OP_WEIGHTS_NONE] = {NULL, NULL, NULL, 0, 0},
+    [TS_OP_WEIGHTS_GEMM] = {gemm_usable, gemm_weight_axis, gemm_in_axis, -1, 2},
+    [TS_OP_WEIGHTS_MATMUL] = {matmul_usable, matmul_weight_axis, matmul_in_axis,
+                              -1, -1},
+    [TS_OP_WEIGHTS_CONV] = {conv_usable, conv_weight_axis, conv_in_axis, 1, 2},
 };
+_Static_assert(sizeof split_ops / sizeof split_ops[0] == TS_OP_WEIGHTS_COUNT,
+               "one split_ops entry per ts_op_weights value");
 
 const split_op *plan_split_op_find(const ts_node *n) {
-  if (!default_domain(n)) return NULL;
-  for (size_t i = 0; i < sizeof split_ops / sizeof split_ops[0]; i++)
-    if (strcmp(split_ops[i].op_type, n->op_type) == 0) return &split_ops[i];
-  return NULL;
+  const op_rule *r = plan_rule_find(n);
+  if (!r || r->weights == TS_OP_WEIGHTS_NONE) return NULL;
+  return &split_ops[r->weights];
 }

@@ -51,7 +51,7 @@ bool plan_input_slice(const ctx *c, int s, int k, int i, int j, const_cut *ct) {
   if (r == ROLE_ELEM) {
     const op_rule *rule = plan_rule_find(n);
     int axis = 0;
-    if (!rule || rule->split != SPLIT_CHANNEL) {
+    if (!rule || rule->split != TS_OP_SPLIT_CHANNEL) {
       int rank = -1;
       for (int q = 0; q < n->n_inputs && rank < 0; q++)
         if (n->inputs[q] >= 0 && !is_const(c, n->inputs[q]))

@@ -33,8 +33,9 @@ bool plan_elem_const_axis(const ctx *c, int v, int axis, int r, int64_t dim,
 static bool elem_joins(const ctx *c, const ts_node *n, int s) {
   const op_rule *r = plan_rule_find(n);
   const lstage *st = &c->st[s];
-  if (!r || r->split == SPLIT_NONE || !plan_single_output(c, n)) return false;
-  if (r->split == SPLIT_CHANNEL) {
+  if (!r || r->split == TS_OP_SPLIT_NONE || !plan_single_output(c, n))
+    return false;
+  if (r->split == TS_OP_SPLIT_CHANNEL) {
     int x = in_value(n, 0);
     if (st->axis != 1 || x < 0 || c->value_stage[x] != s ||
         c->value_kind[x] != VK_SPLIT)
