@@ -116,7 +116,7 @@ typedef struct op_rule {
   ts_op_weights weights;
 } op_rule;
 
-struct ctx;
+struct ctx; /* the planner's context, below */
 
 /* The ops that split their weights. Input 1 is the constant weight; the
  * bias (if any) is input `bias`. `weight_axis(n, row)` is the weight axis
@@ -132,18 +132,22 @@ typedef struct split_op {
   int bias;
 } split_op;
 
+/* A node's part in its layout stage (see "Layout" above). */
 typedef enum {
-  ROLE_WHOLE,
-  ROLE_COL,
-  ROLE_ELEM,
-  ROLE_ROW,
-  ROLE_ROW_SLICE,
-  ROLE_BLOCK
+  ROLE_WHOLE,     /* runs unchanged on a whole stage's one shard */
+  ROLE_COL,       /* the column-split op a group grew from (fuse: concat) */
+  ROLE_ELEM,      /* an element-wise or per-channel op on the slices */
+  ROLE_ROW,       /* the row half of a Megatron pair (fuse: sum) */
+  ROLE_ROW_SLICE, /* a one-column op split by its input features alone */
+  ROLE_BLOCK      /* the one op of a block stage */
 } role;
 
-/* VK_BLOCK: shard k holds a partial sum of a column block (block stages). */
+/* What a value is in the stage that splits it: a slice per shard
+ * (VK_SPLIT), a partial sum per shard (VK_PARTIAL), or a partial sum of a
+ * column block (VK_BLOCK, block stages). */
 typedef enum { VK_NONE, VK_SPLIT, VK_PARTIAL, VK_BLOCK } value_kind;
 
+/* A layout stage: nodes that run together, whole or split `ways` ways. */
 typedef struct lstage {
   int *nodes;
   int n_nodes, cap;
@@ -157,6 +161,8 @@ typedef struct lstage {
 /* Ways of a stage along its split dim (a block's C). */
 static inline int split_ways(const lstage *st) { return st->ways / st->rows; }
 
+/* The planner's context: the model, its live nodes and the layout being
+ * built. One per ts_plan_build; auto lays out several times in one. */
 typedef struct ctx {
   const ts_model *m;
   const ts_graph *g;
@@ -176,6 +182,8 @@ typedef struct ctx {
   uint8_t *value_kind;
 } ctx;
 
+/* Shorthands: value v, whether it is a constant, its constant, and input j
+ * of a node (-1 when absent). */
 static inline const ts_value *val(const ctx *c, int v) {
   return &c->g->values[v];
 }
