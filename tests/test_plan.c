@@ -1,8 +1,8 @@
 /*
  * test_plan.c - the partitioner's invariant and its contract (plan.h): plan
  * structure, options, fusion order, names, the one op table. Pipeline, data,
- * auto and block plans: test_plan_strategies.c; shared helpers:
- * plan_fixtures.c.
+ * auto and block plans: test_plan_strategies.c; the shared harness:
+ * plan_check.h.
  *
  * The invariant: for every strategy and N in {2, 3, 4}, running a model's
  * plan stage by stage (each shard loaded from its own bytes with
@@ -27,7 +27,128 @@
 #include "hash.h"
 #include "plan.h"
 #include "plan/plan_int.h"
-#include "plan_fixtures.h"
+#include "plan_check.h"
+
+/* ---- PyTorch exports ---------------------------------------------------- */
+
+static char torch_dir[64];
+static char torch_log[4096];
+static int torch_rc = -1;
+
+static const char torch_script[] =
+    "import sys, torch, torch.nn as nn\n"
+    "out = sys.argv[1]\n"
+    "torch.manual_seed(0)\n"
+    "class MLP(nn.Module):\n"
+    "    def __init__(s):\n"
+    "        super().__init__(); s.a=nn.Linear(20,37); s.b=nn.Linear(37,29); "
+    "s.c=nn.Linear(29,7)\n"
+    "    def forward(s,x): return s.c(torch.tanh(s.b(torch.relu(s.a(x)))))\n"
+    "class LeNet(nn.Module):\n"
+    "    def __init__(s):\n"
+    "        super().__init__()\n"
+    "        s.c1=nn.Conv2d(1,6,5,padding=2); s.c2=nn.Conv2d(6,16,5)\n"
+    "        s.f1=nn.Linear(400,120); s.f2=nn.Linear(120,84); "
+    "s.f3=nn.Linear(84,10)\n"
+    "    def forward(s,x):\n"
+    "        x=torch.max_pool2d(torch.relu(s.c1(x)),2)\n"
+    "        x=torch.max_pool2d(torch.relu(s.c2(x)),2)\n"
+    "        x=torch.flatten(x,1)\n"
+    "        return s.f3(torch.relu(s.f2(torch.relu(s.f1(x)))))\n"
+    "class Block(nn.Module):\n"
+    "    def __init__(s,c):\n"
+    "        super().__init__()\n"
+    "        s.c1=nn.Conv2d(c,c,3,padding=1,bias=False); s.b1=nn.BatchNorm2d(c)\n"
+    "        s.c2=nn.Conv2d(c,c,3,padding=1,bias=False); s.b2=nn.BatchNorm2d(c)\n"
+    "    def forward(s,x):\n"
+    "        return torch.relu(x+s.b2(s.c2(torch.relu(s.b1(s.c1(x))))))\n"
+    "class ResNet(nn.Module):\n"
+    "    def __init__(s):\n"
+    "        super().__init__(); s.stem=nn.Conv2d(3,12,3,padding=1); "
+    "s.bn=nn.BatchNorm2d(12)\n"
+    "        s.l1=Block(12); s.l2=Block(12); s.fc=nn.Linear(12,5)\n"
+    "    def forward(s,x):\n"
+    "        x=torch.relu(s.bn(s.stem(x))); x=s.l2(s.l1(x))\n"
+    "        x=torch.nn.functional.adaptive_avg_pool2d(x,1)\n"
+    "        return s.fc(torch.flatten(x,1))\n"
+    "class Tx(nn.Module):\n"
+    "    def __init__(s):\n"
+    "        super().__init__(); s.emb=nn.Embedding(50,32)\n"
+    "        layer=nn.TransformerEncoderLayer(32,4,dim_feedforward=48,"
+    "dropout=0.0,batch_first=True)\n"
+    "        s.enc=nn.TransformerEncoder(layer,2,enable_nested_tensor=False)\n"
+    "        s.head=nn.Linear(32,6)\n"
+    "    def forward(s,ids): return s.head(s.enc(s.emb(ids)))\n"
+    "def bn_randomize(m):\n"
+    "    for mod in m.modules():\n"
+    "        if isinstance(mod, nn.BatchNorm2d):\n"
+    "            mod.running_mean.uniform_(-0.5,0.5); "
+    "mod.running_var.uniform_(0.5,1.5)\n"
+    "            mod.weight.data.uniform_(0.5,1.5); "
+    "mod.bias.data.uniform_(-0.5,0.5)\n"
+    "cases=[('mlp',MLP(),torch.randn(2,20)),\n"
+    "       ('lenet',LeNet(),torch.randn(2,1,28,28)),\n"
+    "       ('resnet',ResNet(),torch.randn(2,3,16,16)),\n"
+    "       ('transformer',Tx(),torch.randint(0,50,(2,9)))]\n"
+    "for name,m,x in cases:\n"
+    "    bn_randomize(m); m.eval()\n"
+    /* PRESERVE keeps BatchNormalization (EVAL folds it into Conv); grad
+     * stays enabled so TransformerEncoderLayer avoids its fused fast path,
+     * which has no ONNX export. */
+    "    torch.onnx.export(m,(x,),f'{out}/{name}.onnx',input_names=['x'],\n"
+    "        output_names=['y'],dynamic_axes={'x':{0:'N'},'y':{0:'N'}},\n"
+    "        opset_version=13,do_constant_folding=True,\n"
+    "        training=torch.onnx.TrainingMode.PRESERVE)\n";
+
+/* Exports the PyTorch models once, in the parent process (an unchecked
+ * fixture), into a temporary directory. */
+static void torch_export(void) {
+  snprintf(torch_dir, sizeof torch_dir, "/tmp/ts_test_plan_XXXXXX");
+  if (!mkdtemp(torch_dir)) {
+    snprintf(torch_log, sizeof torch_log, "mkdtemp failed");
+    return;
+  }
+  char path[512], cmd[1024];
+  snprintf(path, sizeof path, "%s/export.py", torch_dir);
+  FILE *f = fopen(path, "w");
+  if (!f) return;
+  fputs(torch_script, f);
+  fclose(f);
+  snprintf(cmd, sizeof cmd,
+           "PYTHONWARNINGS=ignore /usr/bin/python3 %s %s > %s/log.txt 2>&1",
+           path, torch_dir, torch_dir);
+  torch_rc = system(cmd);
+  snprintf(path, sizeof path, "%s/log.txt", torch_dir);
+  f = fopen(path, "r");
+  if (f) {
+    size_t n = fread(torch_log, 1, sizeof torch_log - 1, f);
+    torch_log[n] = '\0';
+    fclose(f);
+  }
+}
+
+static void torch_cleanup(void) {
+  char cmd[512];
+  if (torch_dir[0]) {
+    snprintf(cmd, sizeof cmd, "rm -rf %s", torch_dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", torch_dir);
+  }
+}
+
+/* Loads an exported model; fails loudly with the exporter's or the
+ * loader's message. */
+static ts_model *torch_model(const char *name) {
+  ck_assert_msg(torch_rc == 0, "torch.onnx.export failed (%d): %s", torch_rc,
+                torch_log);
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s.onnx", torch_dir, name);
+  ts_model *m = NULL;
+  ts_err err = {0};
+  int rc = ts_model_load_file(path, &m, &err);
+  ck_assert_msg(rc == 0, "%s.onnx does not load (%s): %s", name,
+                ts_strerror(rc), err.msg);
+  return m;
+}
 
 /* ---- tests: the invariant ----------------------------------------------- */
 

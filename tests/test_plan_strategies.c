@@ -3,7 +3,7 @@
  * (plan.h): pipeline cuts and their balance, data parallelism's
  * batch_splittable, `auto` (data, tensor, hybrid, pipeline, block), and block
  * (2-D) grids with their nested fusions. Each plan is also checked against
- * the invariant (test_plan.c; helpers in plan_fixtures.c).
+ * the invariant (test_plan.c; the harness in plan_check.h).
  */
 #include <check.h>
 #include <math.h>
@@ -15,7 +15,7 @@
 #include "fuse.h"
 #include "graph.h"
 #include "plan.h"
-#include "plan_fixtures.h"
+#include "plan_check.h"
 
 /* ---- tests: pipeline and data ------------------------------------------ */
 

@@ -1,21 +1,39 @@
 /*
- * plan_fixtures.c - the helpers of the planner's suites (plan_fixtures.h).
+ * plan_check.h - the harness the planner's suites (test_plan.c,
+ * test_plan_strategies.c) share: a name -> tensor map, running a model and
+ * a plan (shards loaded from their own bytes, fusions by fuse.c), the
+ * invariant check, and models built with protobuf-c. Header-only (static
+ * inline), like kernel_check.h; every helper fails the running test on
+ * error.
  */
-#include "plan_fixtures.h"
+#ifndef TS_PLAN_CHECK_H
+#define TS_PLAN_CHECK_H
 
 #include <check.h>
 #include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "exec.h"
 #include "fuse.h"
+#include "graph.h"
+#include "plan.h"
+#include "tensor.h"
+
+#define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 /* ---- a name -> tensor map (owned copies) -------------------------------- */
 
-void tmap_put(tmap *m, const char *name, const ts_tensor *src) {
+typedef struct tmap {
+  char **names;
+  ts_tensor *t;
+  int n, cap;
+} tmap;
+
+static inline void tmap_put(tmap *m, const char *name, const ts_tensor *src) {
   if (m->n == m->cap) {
     m->cap = m->cap ? m->cap * 2 : 16;
     m->names = realloc(m->names, (size_t)m->cap * sizeof *m->names);
@@ -30,13 +48,13 @@ void tmap_put(tmap *m, const char *name, const ts_tensor *src) {
   m->names[m->n++] = strdup(name);
 }
 
-const ts_tensor *tmap_get(const tmap *m, const char *name) {
+static inline const ts_tensor *tmap_get(const tmap *m, const char *name) {
   for (int i = m->n - 1; i >= 0; i--)
     if (strcmp(m->names[i], name) == 0) return &m->t[i];
   return NULL;
 }
 
-void tmap_free(tmap *m) {
+static inline void tmap_free(tmap *m) {
   for (int i = 0; i < m->n; i++) {
     free(m->names[i]);
     ts_tensor_free(&m->t[i]);
@@ -49,7 +67,7 @@ void tmap_free(tmap *m) {
 /* ---- random inputs ------------------------------------------------------ */
 
 static uint64_t rng_state = 88172645463325252ull;
-static double rnd(void) { /* xorshift64, uniform in [-1, 1) */
+static inline double rnd(void) { /* xorshift64, uniform in [-1, 1) */
   rng_state ^= rng_state << 13;
   rng_state ^= rng_state >> 7;
   rng_state ^= rng_state << 17;
@@ -58,7 +76,8 @@ static double rnd(void) { /* xorshift64, uniform in [-1, 1) */
 
 /* Fills a map with one random tensor per graph input of m, with every
  * symbolic dim set to `batch`. Integer inputs get ids in [0, int_range). */
-void random_inputs(const ts_model *m, int64_t batch, int int_range, tmap *out) {
+static inline void random_inputs(const ts_model *m, int64_t batch,
+                                 int int_range, tmap *out) {
   for (int i = 0; i < m->graph.n_inputs; i++) {
     const ts_value *v = &m->graph.values[m->graph.inputs[i]];
     int64_t dims[TS_MAX_RANK];
@@ -84,8 +103,9 @@ void random_inputs(const ts_model *m, int64_t batch, int int_range, tmap *out) {
 
 /* Runs `m` on the named inputs from `in` (those it declares) and puts the
  * listed outputs (all graph outputs when names == NULL) into `out`. */
-void run_model(const ts_model *m, const tmap *in, const char *const *out_names,
-               int n_out, tmap *out, const char *what) {
+static inline void run_model(const ts_model *m, const tmap *in,
+                             const char *const *out_names, int n_out, tmap *out,
+                             const char *what) {
   ts_session *s;
   ts_err err = {0};
   ck_assert_int_eq(ts_session_create(&s, &err), 0);
@@ -115,11 +135,12 @@ void run_model(const ts_model *m, const tmap *in, const char *const *out_names,
 }
 
 /* ts_fuse_stage's view of a tmap (stores copies; frees the fused tensor). */
-const ts_tensor *tmap_lookup(void *user, const char *name) {
+static inline const ts_tensor *tmap_lookup(void *user, const char *name) {
   return tmap_get(user, name);
 }
 
-int tmap_store(void *user, const char *name, ts_tensor *t, ts_err *err) {
+static inline int tmap_store(void *user, const char *name, ts_tensor *t,
+                             ts_err *err) {
   (void)err;
   tmap_put(user, name, t);
   ts_tensor_free(t);
@@ -129,7 +150,7 @@ int tmap_store(void *user, const char *name, ts_tensor *t, ts_err *err) {
 /* Runs the plan stage by stage: each shard loaded from its bytes, run on
  * its inputs from `env`, its outputs added to `env`, fusions applied in
  * order (nested ones reading earlier fusions' outputs). */
-void run_plan(const ts_plan *p, tmap *env) {
+static inline void run_plan(const ts_plan *p, tmap *env) {
   for (int s = 0; s < p->n_stages; s++) {
     const ts_stage *st = &p->stages[s];
     ck_assert_int_ge(st->n_shards, 1);
@@ -161,7 +182,7 @@ void run_plan(const ts_plan *p, tmap *env) {
   }
 }
 
-static double elem(const ts_tensor *t, int64_t i) {
+static inline double elem(const ts_tensor *t, int64_t i) {
   switch (t->dtype) {
     case TS_DTYPE_FLOAT: return ((const float *)t->data)[i];
     case TS_DTYPE_DOUBLE: return ((const double *)t->data)[i];
@@ -173,8 +194,8 @@ static double elem(const ts_tensor *t, int64_t i) {
 }
 
 /* max |got - want| <= tol * max |want|, shapes and dtypes equal. */
-void expect_close(const ts_tensor *want, const ts_tensor *got, double tol,
-                  const char *what) {
+static inline void expect_close(const ts_tensor *want, const ts_tensor *got,
+                                double tol, const char *what) {
   ck_assert_msg(got, "%s: missing", what);
   ck_assert_msg(want->dtype == got->dtype && ts_tensor_same_shape(want, got),
                 "%s: dtype/shape differ", what);
@@ -189,7 +210,8 @@ void expect_close(const ts_tensor *want, const ts_tensor *got, double tol,
                 scale, tol);
 }
 
-static ts_model *load_bytes(const uint8_t *b, size_t len, const char *what) {
+static inline ts_model *load_bytes(const uint8_t *b, size_t len,
+                                   const char *what) {
   ts_model *m = NULL;
   ts_err err = {0};
   int rc = ts_model_load(b, len, &m, &err);
@@ -198,7 +220,7 @@ static ts_model *load_bytes(const uint8_t *b, size_t len, const char *what) {
 }
 
 /* A plan that must build. */
-ts_plan *build_opts(const ts_model *m, const ts_plan_opts *o) {
+static inline ts_plan *build_opts(const ts_model *m, const ts_plan_opts *o) {
   ts_plan *p = NULL;
   ts_err err = {0};
   int rc = ts_plan_build(m, o, &p, &err);
@@ -208,16 +230,16 @@ ts_plan *build_opts(const ts_model *m, const ts_plan_opts *o) {
   return p;
 }
 
-ts_plan *build(const ts_model *m, ts_strategy s, int stages, int shards,
-               int replicas) {
+static inline ts_plan *build(const ts_model *m, ts_strategy s, int stages,
+                             int shards, int replicas) {
   ts_plan_opts o = {.strategy = s, .stages = stages, .shards = shards,
                     .replicas = replicas, .model_name = "m"};
   return build_opts(m, &o);
 }
 
 /* The invariant for one plan. */
-void check_plan(const ts_model *m, const ts_plan *p, int64_t batch,
-                int int_range, const char *what) {
+static inline void check_plan(const ts_model *m, const ts_plan *p,
+                              int64_t batch, int int_range, const char *what) {
   tmap in = {0}, whole = {0};
   random_inputs(m, batch, int_range, &in);
   run_model(m, &in, NULL, 0, &whole, what);
@@ -233,7 +255,8 @@ void check_plan(const ts_model *m, const ts_plan *p, int64_t batch,
 }
 
 /* Every strategy, N in {2, 3, 4}. */
-void check_all_strategies(const ts_model *m, int int_range, const char *model) {
+static inline void check_all_strategies(const ts_model *m, int int_range,
+                                        const char *model) {
   static const ts_strategy strategies[] = {
       TS_STRATEGY_DATA, TS_STRATEGY_PIPELINE, TS_STRATEGY_TENSOR,
       TS_STRATEGY_HYBRID, TS_STRATEGY_BLOCK};
@@ -257,22 +280,33 @@ void check_all_strategies(const ts_model *m, int int_range, const char *model) {
 
 /* ---- models built with protobuf-c --------------------------------------- */
 
-static void *mb_alloc(mb *b, size_t size) {
+typedef struct mb {
+  Onnx__NodeProto *nodes[64];
+  int n_nodes;
+  Onnx__TensorProto *inits[64];
+  int n_inits;
+  Onnx__ValueInfoProto *ins[8], *outs[8];
+  int n_ins, n_outs;
+  void *allocs[4096];
+  int n_allocs;
+} mb;
+
+static inline void *mb_alloc(mb *b, size_t size) {
   ck_assert_int_lt(b->n_allocs, 4096);
   void *p = calloc(1, size);
   ck_assert(p);
   return b->allocs[b->n_allocs++] = p;
 }
 
-static char *mb_str(mb *b, const char *s) {
+static inline char *mb_str(mb *b, const char *s) {
   char *d = mb_alloc(b, strlen(s) + 1);
   strcpy(d, s);
   return d;
 }
 
 /* A float ValueInfo; dims -1 become dim_param "N". */
-static Onnx__ValueInfoProto *mb_vi(mb *b, const char *name, int rank,
-                                   const int64_t *dims) {
+static inline Onnx__ValueInfoProto *mb_vi(mb *b, const char *name, int rank,
+                                          const int64_t *dims) {
   Onnx__ValueInfoProto *vi = mb_alloc(b, sizeof *vi);
   Onnx__TypeProto *tp = mb_alloc(b, sizeof *tp);
   Onnx__TypeProto__Tensor *tt = mb_alloc(b, sizeof *tt);
@@ -305,17 +339,19 @@ static Onnx__ValueInfoProto *mb_vi(mb *b, const char *name, int rank,
   return vi;
 }
 
-void mb_input(mb *b, const char *name, int rank, const int64_t *dims) {
+static inline void mb_input(mb *b, const char *name, int rank,
+                            const int64_t *dims) {
   b->ins[b->n_ins++] = mb_vi(b, name, rank, dims);
 }
 
-void mb_output(mb *b, const char *name, int rank, const int64_t *dims) {
+static inline void mb_output(mb *b, const char *name, int rank,
+                             const int64_t *dims) {
   b->outs[b->n_outs++] = mb_vi(b, name, rank, dims);
 }
 
 /* A float initializer with random values in [-scale, scale). */
-void mb_weight(mb *b, const char *name, int rank, const int64_t *dims,
-               double scale) {
+static inline void mb_weight(mb *b, const char *name, int rank,
+                             const int64_t *dims, double scale) {
   Onnx__TensorProto *t = mb_alloc(b, sizeof *t);
   onnx__tensor_proto__init(t);
   t->name = mb_str(b, name);
@@ -332,8 +368,8 @@ void mb_weight(mb *b, const char *name, int rank, const int64_t *dims,
 }
 
 /* A node; `ins` and `outs` are comma-separated names ("" for none). */
-Onnx__NodeProto *mb_node(mb *b, const char *op, const char *ins,
-                                const char *outs) {
+static inline Onnx__NodeProto *mb_node(mb *b, const char *op, const char *ins,
+                                       const char *outs) {
   Onnx__NodeProto *n = mb_alloc(b, sizeof *n);
   onnx__node_proto__init(n);
   n->op_type = mb_str(b, op);
@@ -357,7 +393,8 @@ Onnx__NodeProto *mb_node(mb *b, const char *op, const char *ins,
   return n;
 }
 
-void mb_attr_int(mb *b, Onnx__NodeProto *n, const char *name, int64_t v) {
+static inline void mb_attr_int(mb *b, Onnx__NodeProto *n, const char *name,
+                               int64_t v) {
   Onnx__AttributeProto *a = mb_alloc(b, sizeof *a);
   onnx__attribute_proto__init(a);
   a->name = mb_str(b, name);
@@ -374,7 +411,7 @@ void mb_attr_int(mb *b, Onnx__NodeProto *n, const char *name, int64_t v) {
 }
 
 /* Serializes the model (opset `opset`) and frees the builder. */
-ts_model *mb_finish(mb *b, int64_t opset) {
+static inline ts_model *mb_finish(mb *b, int64_t opset) {
   Onnx__OperatorSetIdProto op = ONNX__OPERATOR_SET_ID_PROTO__INIT;
   Onnx__OperatorSetIdProto *ops[1] = {&op};
   op.domain = "";
@@ -409,8 +446,9 @@ ts_model *mb_finish(mb *b, int64_t opset) {
 /* x[N, sizes[0]] -> Gemm -> act[0] -> Gemm -> act[1] -> ... -> y. Layer i
  * uses transB = i % 2 (so both weight layouts are split). `batch` < 0:
  * symbolic. */
-ts_model *mlp_model(int layers, const int *sizes, const char **acts,
-                    int64_t batch, int64_t opset) {
+static inline ts_model *mlp_model(int layers, const int *sizes,
+                                  const char **acts, int64_t batch,
+                                  int64_t opset) {
   mb *b = calloc(1, sizeof *b);
   int64_t in_dims[2] = {batch, sizes[0]}, out_dims[2] = {batch, sizes[layers]};
   mb_input(b, "x", 2, in_dims);
@@ -440,29 +478,41 @@ ts_model *mlp_model(int layers, const int *sizes, const char **acts,
 }
 
 /* The MLP of the brief: Gemm+Relu+Gemm+Tanh+Gemm with odd sizes. */
-ts_model *mlp_odd(void) {
+static inline ts_model *mlp_odd(void) {
   static const int sizes[] = {13, 17, 11, 5};
   static const char *acts[] = {"Relu", "Tanh", NULL};
   return mlp_model(3, sizes, acts, -1, 13);
 }
 
 /* 64 -> 256 -> 256 -> 64 with Relus: big enough for weight shares. */
-ts_model *mlp_big(void) {
+static inline ts_model *mlp_big(void) {
   static const int sizes[] = {64, 256, 256, 64};
   static const char *acts[] = {"Relu", "Relu", NULL};
   return mlp_model(3, sizes, acts, -1, 13);
 }
 
-void mb_weights(mb *b, const wspec *w, int n) {
+/* Declarative pieces of a model: weights, nodes and float outputs. */
+typedef struct wspec {
+  const char *name;
+  int rank;
+  int64_t dims[4];
+  double scale;
+} wspec;
+
+typedef struct nspec {
+  const char *op, *ins, *outs;
+} nspec;
+
+static inline void mb_weights(mb *b, const wspec *w, int n) {
   for (int i = 0; i < n; i++)
     mb_weight(b, w[i].name, w[i].rank, w[i].dims, w[i].scale);
 }
 
-void mb_nodes(mb *b, const nspec *ns, int n) {
+static inline void mb_nodes(mb *b, const nspec *ns, int n) {
   for (int i = 0; i < n; i++) mb_node(b, ns[i].op, ns[i].ins, ns[i].outs);
 }
 
-static void mb_outputs(mb *b, const wspec *o, int n) {
+static inline void mb_outputs(mb *b, const wspec *o, int n) {
   for (int i = 0; i < n; i++) mb_output(b, o[i].name, o[i].rank, o[i].dims);
 }
 
@@ -475,7 +525,7 @@ static void mb_outputs(mb *b, const wspec *o, int n) {
  *   y1 = Gemm(s, W3) + c3         [N,9]
  *   y2 = Gemm(s, W4^T) + c4       [N,1]
  *   y3 = s * h2                   [N,12] */
-ts_model *dag_model(int64_t opset) {
+static inline ts_model *dag_model(int64_t opset) {
   static const wspec weights[] = {
       {"W1", 2, {12, 16}, 0.4}, {"b1", 1, {16}, 0.5}, {"W2", 2, {16, 12}, 0.3},
       {"b2", 1, {12}, 0.5},     {"W3", 2, {12, 9}, 0.3}, {"c3", 1, {9}, 0.5},
@@ -503,7 +553,7 @@ ts_model *dag_model(int64_t opset) {
  *   y1 = Conv(Relu(Conv(x, W1, B1)), W2, B2)   [N,5,4,4]
  *   y2 = Conv(x, W3, B3)                        [N,1,4,4]
  *   y3 = Conv(x, W4, group = 3)                 [N,3,4,4] */
-ts_model *conv_model(void) {
+static inline ts_model *conv_model(void) {
   static const wspec weights[] = {
       {"W1", 4, {7, 3, 3, 3}, 0.3}, {"B1", 1, {7}, 0.5},
       {"W2", 4, {5, 7, 1, 1}, 0.4}, {"B2", 1, {5}, 0.5},
@@ -526,123 +576,4 @@ ts_model *conv_model(void) {
   return mb_finish(b, 13);
 }
 
-/* ---- PyTorch exports ---------------------------------------------------- */
-
-static char torch_dir[64];
-static char torch_log[4096];
-static int torch_rc = -1;
-
-static const char torch_script[] =
-    "import sys, torch, torch.nn as nn\n"
-    "out = sys.argv[1]\n"
-    "torch.manual_seed(0)\n"
-    "class MLP(nn.Module):\n"
-    "    def __init__(s):\n"
-    "        super().__init__(); s.a=nn.Linear(20,37); s.b=nn.Linear(37,29); "
-    "s.c=nn.Linear(29,7)\n"
-    "    def forward(s,x): return s.c(torch.tanh(s.b(torch.relu(s.a(x)))))\n"
-    "class LeNet(nn.Module):\n"
-    "    def __init__(s):\n"
-    "        super().__init__()\n"
-    "        s.c1=nn.Conv2d(1,6,5,padding=2); s.c2=nn.Conv2d(6,16,5)\n"
-    "        s.f1=nn.Linear(400,120); s.f2=nn.Linear(120,84); "
-    "s.f3=nn.Linear(84,10)\n"
-    "    def forward(s,x):\n"
-    "        x=torch.max_pool2d(torch.relu(s.c1(x)),2)\n"
-    "        x=torch.max_pool2d(torch.relu(s.c2(x)),2)\n"
-    "        x=torch.flatten(x,1)\n"
-    "        return s.f3(torch.relu(s.f2(torch.relu(s.f1(x)))))\n"
-    "class Block(nn.Module):\n"
-    "    def __init__(s,c):\n"
-    "        super().__init__()\n"
-    "        s.c1=nn.Conv2d(c,c,3,padding=1,bias=False); s.b1=nn.BatchNorm2d(c)\n"
-    "        s.c2=nn.Conv2d(c,c,3,padding=1,bias=False); s.b2=nn.BatchNorm2d(c)\n"
-    "    def forward(s,x):\n"
-    "        return torch.relu(x+s.b2(s.c2(torch.relu(s.b1(s.c1(x))))))\n"
-    "class ResNet(nn.Module):\n"
-    "    def __init__(s):\n"
-    "        super().__init__(); s.stem=nn.Conv2d(3,12,3,padding=1); "
-    "s.bn=nn.BatchNorm2d(12)\n"
-    "        s.l1=Block(12); s.l2=Block(12); s.fc=nn.Linear(12,5)\n"
-    "    def forward(s,x):\n"
-    "        x=torch.relu(s.bn(s.stem(x))); x=s.l2(s.l1(x))\n"
-    "        x=torch.nn.functional.adaptive_avg_pool2d(x,1)\n"
-    "        return s.fc(torch.flatten(x,1))\n"
-    "class Tx(nn.Module):\n"
-    "    def __init__(s):\n"
-    "        super().__init__(); s.emb=nn.Embedding(50,32)\n"
-    "        layer=nn.TransformerEncoderLayer(32,4,dim_feedforward=48,"
-    "dropout=0.0,batch_first=True)\n"
-    "        s.enc=nn.TransformerEncoder(layer,2,enable_nested_tensor=False)\n"
-    "        s.head=nn.Linear(32,6)\n"
-    "    def forward(s,ids): return s.head(s.enc(s.emb(ids)))\n"
-    "def bn_randomize(m):\n"
-    "    for mod in m.modules():\n"
-    "        if isinstance(mod, nn.BatchNorm2d):\n"
-    "            mod.running_mean.uniform_(-0.5,0.5); "
-    "mod.running_var.uniform_(0.5,1.5)\n"
-    "            mod.weight.data.uniform_(0.5,1.5); "
-    "mod.bias.data.uniform_(-0.5,0.5)\n"
-    "cases=[('mlp',MLP(),torch.randn(2,20)),\n"
-    "       ('lenet',LeNet(),torch.randn(2,1,28,28)),\n"
-    "       ('resnet',ResNet(),torch.randn(2,3,16,16)),\n"
-    "       ('transformer',Tx(),torch.randint(0,50,(2,9)))]\n"
-    "for name,m,x in cases:\n"
-    "    bn_randomize(m); m.eval()\n"
-    /* PRESERVE keeps BatchNormalization (EVAL folds it into Conv); grad
-     * stays enabled so TransformerEncoderLayer avoids its fused fast path,
-     * which has no ONNX export. */
-    "    torch.onnx.export(m,(x,),f'{out}/{name}.onnx',input_names=['x'],\n"
-    "        output_names=['y'],dynamic_axes={'x':{0:'N'},'y':{0:'N'}},\n"
-    "        opset_version=13,do_constant_folding=True,\n"
-    "        training=torch.onnx.TrainingMode.PRESERVE)\n";
-
-/* Exports the PyTorch models once, in the parent process (an unchecked
- * fixture), into a temporary directory. */
-void torch_export(void) {
-  snprintf(torch_dir, sizeof torch_dir, "/tmp/ts_test_plan_XXXXXX");
-  if (!mkdtemp(torch_dir)) {
-    snprintf(torch_log, sizeof torch_log, "mkdtemp failed");
-    return;
-  }
-  char path[512], cmd[1024];
-  snprintf(path, sizeof path, "%s/export.py", torch_dir);
-  FILE *f = fopen(path, "w");
-  if (!f) return;
-  fputs(torch_script, f);
-  fclose(f);
-  snprintf(cmd, sizeof cmd,
-           "PYTHONWARNINGS=ignore /usr/bin/python3 %s %s > %s/log.txt 2>&1",
-           path, torch_dir, torch_dir);
-  torch_rc = system(cmd);
-  snprintf(path, sizeof path, "%s/log.txt", torch_dir);
-  f = fopen(path, "r");
-  if (f) {
-    size_t n = fread(torch_log, 1, sizeof torch_log - 1, f);
-    torch_log[n] = '\0';
-    fclose(f);
-  }
-}
-
-void torch_cleanup(void) {
-  char cmd[512];
-  if (torch_dir[0]) {
-    snprintf(cmd, sizeof cmd, "rm -rf %s", torch_dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", torch_dir);
-  }
-}
-
-/* Loads an exported model; fails loudly with the exporter's or the
- * loader's message. */
-ts_model *torch_model(const char *name) {
-  ck_assert_msg(torch_rc == 0, "torch.onnx.export failed (%d): %s", torch_rc,
-                torch_log);
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s.onnx", torch_dir, name);
-  ts_model *m = NULL;
-  ts_err err = {0};
-  int rc = ts_model_load_file(path, &m, &err);
-  ck_assert_msg(rc == 0, "%s.onnx does not load (%s): %s", name,
-                ts_strerror(rc), err.msg);
-  return m;
-}
+#endif
