@@ -1,40 +1,44 @@
-/* Ops of the "elementwise" family: X(domain, op_type, symbol); the kernel file
- * defines `const ts_op ts_op_<symbol>`. One line per op. */
-#define TS_OPS_ELEMENTWISE(X)                  \
-  X("", "Add", Add)                            \
-  X("", "Sub", Sub)                            \
-  X("", "Mul", Mul)                            \
-  X("", "Div", Div)                            \
-  X("", "Pow", Pow)                            \
-  X("", "Equal", Equal)                        \
-  X("", "Less", Less)                          \
-  X("", "Greater", Greater)                    \
-  X("", "LessOrEqual", LessOrEqual)            \
-  X("", "GreaterOrEqual", GreaterOrEqual)      \
-  X("", "And", And)                            \
-  X("", "Or", Or)                              \
-  X("", "Xor", Xor)                            \
-  X("", "Max", Max)                            \
-  X("", "Min", Min)                            \
-  X("", "Sum", Sum)                            \
-  X("", "Relu", Relu)                          \
-  X("", "Sigmoid", Sigmoid)                    \
-  X("", "Tanh", Tanh)                          \
-  X("", "Sqrt", Sqrt)                          \
-  X("", "Exp", Exp)                            \
-  X("", "Log", Log)                            \
-  X("", "Erf", Erf)                            \
-  X("", "Neg", Neg)                            \
-  X("", "Reciprocal", Reciprocal)              \
-  X("", "Abs", Abs)                            \
-  X("", "Floor", Floor)                        \
-  X("", "Ceil", Ceil)                          \
-  X("", "Not", Not)                            \
-  X("", "LeakyRelu", LeakyRelu)                \
-  X("", "Clip", Clip)                          \
-  X("", "Cast", Cast)                          \
-  X("", "Where", Where)                        \
-  X("", "Expand", Expand)
+#include "op_list.h"
+
+/* Ops of the "elementwise" family, one line each (columns: op_list.h):
+ * E(X, domain, op_type, symbol, split, row, axis, weights); the kernel
+ * file defines `const ts_op ts_op_<symbol>`. */
+#define TS_OP_TABLE_ELEMENTWISE(E, X)                              \
+  E(X, "", "Add", Add, ELEM, BCAST, 0, NONE)                       \
+  E(X, "", "Sub", Sub, ELEM, BCAST, 0, NONE)                       \
+  E(X, "", "Mul", Mul, ELEM, BCAST, 0, NONE)                       \
+  E(X, "", "Div", Div, ELEM, BCAST, 0, NONE)                       \
+  E(X, "", "Pow", Pow, ELEM, BCAST, 0, NONE)                       \
+  E(X, "", "Equal", Equal, ELEM, BCAST, 0, NONE)                   \
+  E(X, "", "Less", Less, ELEM, BCAST, 0, NONE)                     \
+  E(X, "", "Greater", Greater, ELEM, BCAST, 0, NONE)               \
+  E(X, "", "LessOrEqual", LessOrEqual, ELEM, BCAST, 0, NONE)       \
+  E(X, "", "GreaterOrEqual", GreaterOrEqual, ELEM, BCAST, 0, NONE) \
+  E(X, "", "And", And, ELEM, BCAST, 0, NONE)                       \
+  E(X, "", "Or", Or, ELEM, BCAST, 0, NONE)                         \
+  E(X, "", "Xor", Xor, ELEM, BCAST, 0, NONE)                       \
+  E(X, "", "Max", Max, ELEM, BCAST, 0, NONE)                       \
+  E(X, "", "Min", Min, ELEM, BCAST, 0, NONE)                       \
+  E(X, "", "Sum", Sum, ELEM, BCAST, 0, NONE)                       \
+  E(X, "", "Relu", Relu, ELEM, BCAST, 0, NONE)                     \
+  E(X, "", "Sigmoid", Sigmoid, ELEM, BCAST, 0, NONE)               \
+  E(X, "", "Tanh", Tanh, ELEM, BCAST, 0, NONE)                     \
+  E(X, "", "Sqrt", Sqrt, ELEM, BCAST, 0, NONE)                     \
+  E(X, "", "Exp", Exp, ELEM, BCAST, 0, NONE)                       \
+  E(X, "", "Log", Log, ELEM, BCAST, 0, NONE)                       \
+  E(X, "", "Erf", Erf, ELEM, BCAST, 0, NONE)                       \
+  E(X, "", "Neg", Neg, ELEM, BCAST, 0, NONE)                       \
+  E(X, "", "Reciprocal", Reciprocal, ELEM, BCAST, 0, NONE)         \
+  E(X, "", "Abs", Abs, ELEM, BCAST, 0, NONE)                       \
+  E(X, "", "Floor", Floor, ELEM, BCAST, 0, NONE)                   \
+  E(X, "", "Ceil", Ceil, ELEM, BCAST, 0, NONE)                     \
+  E(X, "", "Not", Not, ELEM, BCAST, 0, NONE)                       \
+  E(X, "", "LeakyRelu", LeakyRelu, ELEM, BCAST, 0, NONE)           \
+  E(X, "", "Clip", Clip, ELEM, BCAST, 0, NONE)                     \
+  E(X, "", "Cast", Cast, ELEM, BCAST, 0, NONE)                     \
+  E(X, "", "Where", Where, ELEM, BCAST, 0, NONE)                   \
+  E(X, "", "Expand", Expand, NONE, NONE, 0, NONE)
+#define TS_OPS_ELEMENTWISE(X) TS_OP_TABLE_ELEMENTWISE(TS_OP_KERNEL, X)
 
 #ifndef TS_KERNELS_SHARED_H
 #define TS_KERNELS_SHARED_H
