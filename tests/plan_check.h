@@ -20,6 +20,7 @@
 #include "exec.h"
 #include "fuse.h"
 #include "graph.h"
+#include "onnx.pb-c.h"
 #include "plan.h"
 #include "tensor.h"
 

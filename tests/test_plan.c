@@ -25,7 +25,6 @@
 #include "fuse.h"
 #include "graph.h"
 #include "hash.h"
-#include "onnx.pb-c.h"
 #include "plan.h"
 #include "plan/plan_int.h"
 #include "plan_check.h"
