@@ -20,10 +20,6 @@
 
 #include "blas.h"
 
-/* Exported by blas.c for this test only (not part of blas.h). */
-const char *ts_blas_choose_coretype(const char *library_core, int cpu,
-                                    int user_set, int dynamic_arch);
-
 enum { GENERIC = 0, AVX = 1, AVX2 = 2, AVX512 = 3 };
 
 static const char *self_path(void) {

@@ -11,10 +11,6 @@
 
 #define D(...) (int64_t[]){__VA_ARGS__}
 
-/* Test hooks defined in exec.c. */
-size_t ts_session_alloc_count(const ts_session *s);
-size_t ts_session_arena_bytes(const ts_session *s);
-
 /* x[N,4] -> Gemm(W[4,3], b[3]) = h -> Softmax -> y; also exposes h. */
 static ts_tensor W, B;
 

@@ -10,11 +10,10 @@
 #include <unistd.h>
 
 #include "kernel_check.h"
+#include "op_list.h"
 
 #define D(...) (int64_t[]){__VA_ARGS__}
 
-int ts_ops_selfcheck(ts_err *err);  /* test hooks in ops.c */
-const ts_op *ts_op_at(int i);
 
 /* x[N,4] -> Gemm(W[4,3], b[3]) -> Softmax -> y */
 static Onnx__ModelProto *mlp_model(void) {

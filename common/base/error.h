@@ -5,7 +5,7 @@
  * failure. Where the caller must show a user *why*, the function also takes a
  * ts_err* and fills in a message naming the tensor, dim, field, node or file
  * at fault. The mapping from TS_E* to a gRPC status lives in one place,
- * ts_err_grpc_status() in rpc.c, at the RPC edge.
+ * ts_err_grpc_status() in error.c, used at the RPC edge.
  *
  * TS_ASSERT is for invariants (bugs) only. Bytes from the network or a file
  * are validated and rejected, never asserted on.

@@ -93,12 +93,7 @@ static int cpu_level(void) {
   return LEVEL_GENERIC;
 }
 
-/* The decision, as a pure function so tests can drive it with any inputs:
- * the OPENBLAS_CORETYPE to set given the library's current core, the CPU's
- * level (LEVEL_*: 0 generic, 1 AVX, 2 AVX2, 3 AVX-512), whether the user
- * already set the variable and whether the library is DYNAMIC_ARCH. NULL
- * means keep the library's choice. Not in blas.h: only tests/test_blas.c
- * declares it. */
+/* blas.h (test hook). */
 const char *ts_blas_choose_coretype(const char *library_core, int cpu,
                                     int user_set, int dynamic_arch) {
   if (user_set || !dynamic_arch) return NULL;

@@ -21,4 +21,11 @@ const char *ts_blas_core_name(void);
 /* Sets OpenBLAS's own thread count (the worker keeps it inside its budget). */
 void ts_blas_set_threads(int threads);
 
+/* Test hook (tests/test_blas.c): the OPENBLAS_CORETYPE to force, given the
+ * library's chosen core, the CPU's level (0 generic, 1 AVX, 2 AVX2, 3
+ * AVX-512), whether the user already set the variable and whether the
+ * library is DYNAMIC_ARCH; NULL keeps the library's choice. */
+const char *ts_blas_choose_coretype(const char *library_core, int cpu,
+                                    int user_set, int dynamic_arch);
+
 #endif

@@ -220,11 +220,9 @@ void ts_session_set_activation_limit(ts_session *s, size_t bytes) {
 
 size_t ts_session_activation_limit(const ts_session *s) { return s->limit; }
 
-/* Test hook (not in exec.h; tests declare it): how many blocks the session
- * has malloc'd so far. A warm session's count does not move. */
+/* exec.h (test hooks). */
 size_t ts_session_alloc_count(const ts_session *s) { return s->alloc_count; }
 
-/* Test hook: the activation arena's size in bytes (its high-water mark). */
 size_t ts_session_arena_bytes(const ts_session *s) { return s->arena_cap; }
 
 /* engine_int.h */

@@ -46,4 +46,10 @@ int ts_exec_run(const ts_model *model, ts_session *s,
                 int n_inputs, const char *const *output_names,
                 ts_tensor *outputs, int n_outputs, ts_err *err);
 
+/* Test hooks (tests/test_exec.c): how many blocks the session has malloc'd
+ * so far (a warm session's count does not move), and its activation arena's
+ * size in bytes (its high-water mark). */
+size_t ts_session_alloc_count(const ts_session *s);
+size_t ts_session_arena_bytes(const ts_session *s);
+
 #endif

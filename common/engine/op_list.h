@@ -84,5 +84,8 @@ typedef enum {
  * agreeing with its ts_op, with infer and run); the number of rows, or a
  * negative TS_E* code naming the first bad row in *err. */
 int ts_ops_selfcheck(ts_err *err);
+/* Test hook (ops.c): the i-th op of the table, NULL past the end. */
+struct ts_op;
+const struct ts_op *ts_op_at(int i);
 
 #endif

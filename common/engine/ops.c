@@ -2,8 +2,8 @@
  * ops.c - the operator table, attribute access, TensorProto decoding and
  * numpy broadcasting (see ops.h).
  *
- * The table is built from the per-family X-macro lists in kernels/list_*.h:
- * each line X(domain, op_type, symbol) declares `extern const ts_op
+ * The table is built from the one op table (TS_OP_TABLE, op_list.h): each
+ * line's kernel view X(domain, op_type, symbol) declares `extern const ts_op
  * ts_op_<symbol>` and adds one row. The lists are the single source of truth;
  * nothing here names an op. Lookup is a linear scan: it runs once per node at
  * load time, never on the request path.
@@ -33,11 +33,7 @@
 #endif
 
 #define DECLARE_OP(domain, op_type, symbol) extern const ts_op ts_op_##symbol;
-TS_OPS_CORE(DECLARE_OP)
-TS_OPS_ELEMENTWISE(DECLARE_OP)
-TS_OPS_CNN(DECLARE_OP)
-TS_OPS_TRANSFORMER(DECLARE_OP)
-TS_OPS_ML(DECLARE_OP)
+TS_OP_TABLE(TS_OP_KERNEL, DECLARE_OP)
 #undef DECLARE_OP
 
 typedef struct op_entry {
@@ -48,8 +44,7 @@ typedef struct op_entry {
 
 #define OP_ROW(domain, op_type, symbol) {domain, op_type, &ts_op_##symbol},
 static const op_entry op_table[] = {
-    TS_OPS_CORE(OP_ROW) TS_OPS_ELEMENTWISE(OP_ROW) TS_OPS_CNN(OP_ROW)
-        TS_OPS_TRANSFORMER(OP_ROW) TS_OPS_ML(OP_ROW){NULL, NULL, NULL},
+    TS_OP_TABLE(TS_OP_KERNEL, OP_ROW){NULL, NULL, NULL},
 };
 #undef OP_ROW
 
@@ -69,10 +64,7 @@ const ts_op *ts_op_find(const char *domain, const char *op_type) {
   return NULL;
 }
 
-/* Test hook (not in ops.h; tests declare it): checks that every table row is
- * unique and that the ts_op it points at agrees with its row and has an
- * infer and a run function and sane arities. Returns the number of rows, or
- * a negative TS_E* code naming the first bad row. */
+/* op_list.h (test hook). */
 int ts_ops_selfcheck(ts_err *err) {
   int n = 0;
   for (const op_entry *e = op_table; e->op; e++, n++) {
@@ -102,7 +94,7 @@ int ts_ops_selfcheck(ts_err *err) {
   return n;
 }
 
-/* Test hook (not in ops.h): the i-th op of the table, NULL past the end. */
+/* op_list.h (test hook). */
 const ts_op *ts_op_at(int i) {
   int n = (int)(sizeof op_table / sizeof op_table[0]) - 1;
   return i >= 0 && i < n ? op_table[i].op : NULL;

@@ -1,10 +1,11 @@
 /*
  * ops.h - the operator table and the kernel interface.
  *
- * Every supported op is one line in an X-macro list (kernels/list_*.h, one
- * list per op family) naming its domain, ONNX op_type and a C symbol; the
- * kernel file defines `const ts_op ts_op_<symbol>`. Adding an op is that
- * line plus its kernel and a test against a naive float64 reference.
+ * Every supported op is one line of the one op table (kernels/list_*.h, one
+ * list per op family; op_list.h names the columns): its domain, ONNX
+ * op_type, a C symbol, and how the planner may split it. The kernel file
+ * defines `const ts_op ts_op_<symbol>`. Adding an op is that line plus its
+ * kernel and a test against a naive float64 reference.
  *
  * Contract of each op:
  *  - prepare (load time, may be NULL): validate the node's attributes and
