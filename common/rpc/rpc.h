@@ -59,8 +59,13 @@ typedef struct ts_rpc_creds {
 void ts_rpc_init(void);
 void ts_rpc_shutdown(void);
 
-/* The TS_E* code for a gRPC status code (inverse of ts_err_grpc_status). */
+/* The TS_E* code for a gRPC status code (inverse of ts_err_grpc_status,
+ * derived from the same error table; statuses no TS_E* code produces map to
+ * the nearest code, unknown numbers to TS_EINTERNAL). */
 int ts_err_from_grpc_status(int status);
+/* gRPC's name for a status code ("DEADLINE_EXCEEDED"); "UNKNOWN" for a
+ * number gRPC does not define. */
+const char *ts_rpc_status_name(int status);
 
 /* ---- server ---------------------------------------------------------- */
 

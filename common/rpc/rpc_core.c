@@ -16,6 +16,7 @@
  */
 #include <pthread.h>
 #include <stdalign.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
+#include <grpc/status.h>
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
@@ -94,35 +96,72 @@ void ts_rpc_init(void) {
 
 void ts_rpc_shutdown(void) { grpc_shutdown(); }
 
-/* gRPC statuses that no TS_E* code produces, and the code they map back to. */
-static const struct {
-  int status, code;
-} extra_status_codes[] = {
-    {2, TS_EINTERNAL},     /* UNKNOWN */
-    {10, TS_EUNAVAILABLE}, /* ABORTED: worth a retry elsewhere */
-    {11, TS_EINVAL},       /* OUT_OF_RANGE */
-    {15, TS_EIO},          /* DATA_LOSS */
-};
+/* gRPC's statuses (grpc/status.h), one line each, with the TS_E* code the
+ * status reads back as where no entry of the error table (error.h)
+ * produces it; 0 where one does: the error table decides those. */
+#define GRPC_STATUS_LIST(X)                                                 \
+  X(OK, 0)                                                                  \
+  X(CANCELLED, 0)                                                           \
+  X(UNKNOWN, TS_EINTERNAL)                                                  \
+  X(INVALID_ARGUMENT, 0)                                                    \
+  X(DEADLINE_EXCEEDED, 0)                                                   \
+  X(NOT_FOUND, 0)                                                           \
+  X(ALREADY_EXISTS, 0)                                                      \
+  X(PERMISSION_DENIED, 0)                                                   \
+  X(RESOURCE_EXHAUSTED, 0)                                                  \
+  X(FAILED_PRECONDITION, 0)                                                 \
+  X(ABORTED, TS_EUNAVAILABLE) /* worth a retry elsewhere */                 \
+  X(OUT_OF_RANGE, TS_EINVAL)                                                \
+  X(UNIMPLEMENTED, 0)                                                       \
+  X(INTERNAL, 0)                                                            \
+  X(UNAVAILABLE, 0)                                                         \
+  X(DATA_LOSS, TS_EIO)                                                      \
+  X(UNAUTHENTICATED, 0)
 
-static const struct {
-  int code, status;
-} code_status[] = {
-#define TS_X(name, value, grpc, desc) {value, grpc},
-    TS_ERROR_LIST(TS_X)
+/* Indexed by status; -Woverride-init (in -Wextra) rejects a status listed
+ * twice, and the count assert one left out. */
+static const struct grpc_status_info {
+  const char *name;
+  int code;
+} grpc_statuses[] = {
+#define TS_X(name, code) [GRPC_STATUS_##name] = {#name, code},
+    GRPC_STATUS_LIST(TS_X)
 #undef TS_X
 };
+#define N_GRPC_STATUSES (sizeof grpc_statuses / sizeof *grpc_statuses)
+enum {
+#define TS_X(name, code) +1
+  N_GRPC_STATUSES_LISTED = 0 GRPC_STATUS_LIST(TS_X)
+#undef TS_X
+};
+_Static_assert(N_GRPC_STATUSES_LISTED == GRPC_STATUS_UNAUTHENTICATED + 1 &&
+                   N_GRPC_STATUSES == N_GRPC_STATUSES_LISTED,
+               "GRPC_STATUS_LIST has every status of grpc/status.h once");
 
 int ts_err_from_grpc_status(int status) {
-  int code = TS_EINTERNAL;
-  for (size_t i = 0; i < sizeof extra_status_codes / sizeof *extra_status_codes;
-       i++)
-    if (extra_status_codes[i].status == status)
-      code = extra_status_codes[i].code;
-  /* Several codes share a status (RESOURCE_EXHAUSTED, INTERNAL); the last in
-   * the table is the general one (TS_EEXHAUSTED, TS_EINTERNAL) and wins. */
-  for (size_t i = 0; i < sizeof code_status / sizeof *code_status; i++)
-    if (code_status[i].status == status) code = code_status[i].code;
-  return code;
+  /* Several codes share a status (RESOURCE_EXHAUSTED, INTERNAL); the last
+   * in the error table is the general one (TS_EEXHAUSTED, TS_EINTERNAL)
+   * and wins. */
+  int code = 0;
+  bool produced = false;
+#define TS_X(name, value, grpc, desc) \
+  if (status == (grpc)) {             \
+    code = (value);                   \
+    produced = true;                  \
+  }
+  TS_ERROR_LIST(TS_X)
+#undef TS_X
+  if (produced) return code;
+  if (status >= 0 && (size_t)status < N_GRPC_STATUSES &&
+      grpc_statuses[status].code != 0)
+    return grpc_statuses[status].code;
+  return TS_EINTERNAL; /* a status gRPC does not define */
+}
+
+const char *ts_rpc_status_name(int status) {
+  if (status >= 0 && (size_t)status < N_GRPC_STATUSES)
+    return grpc_statuses[status].name;
+  return "UNKNOWN";
 }
 
 /* ---- small helpers ---------------------------------------------------- */
