@@ -55,27 +55,10 @@
 
 #define EXIT_USAGE 2
 
-/* gRPC status names by code (grpc/impl/codegen/status.h). */
-static const char *const grpc_status_names[] = {
-    "OK",                 "CANCELLED",        "UNKNOWN",
-    "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED", "NOT_FOUND",
-    "ALREADY_EXISTS",     "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION", "ABORTED",          "OUT_OF_RANGE",
-    "UNIMPLEMENTED",      "INTERNAL",         "UNAVAILABLE",
-    "DATA_LOSS",          "UNAUTHENTICATED",
-};
-
-static const char *status_name(int status) {
-  if (status >= 0 &&
-      (size_t)status < sizeof grpc_status_names / sizeof grpc_status_names[0])
-    return grpc_status_names[status];
-  return "UNKNOWN";
-}
-
 /* Prints "tessera: <gRPC status name>: <message>" for a failed command. */
 static void report(const ts_err *err) {
   fprintf(stderr, "tessera: %s: %s\n",
-          status_name(ts_err_grpc_status(err->code)),
+          ts_rpc_status_name(ts_err_grpc_status(err->code)),
           err->msg[0] ? err->msg : ts_strerror(err->code));
 }
 
@@ -1269,7 +1252,7 @@ static int cmd_bench(cli *c, ts_err *err) {
       rc = ts_err_set(err, ts_err_from_grpc_status(b.first_status),
                       "%ld of %ld requests failed; the first with %s: %s",
                       b.errors, c->opt->requests,
-                      status_name(b.first_status), b.first_error);
+                      ts_rpc_status_name(b.first_status), b.first_error);
   }
   free(calls);
   free(b.latency_ms);
