@@ -87,12 +87,12 @@ static void recv_io_result(recv_io *io, ts_rpc_result *r, grpc_slice *data,
   if (io->status == GRPC_STATUS_OK && !io->response) {
     r->status = GRPC_STATUS_INTERNAL;
     rpc_copy_string(msg, msg_size, "response message missing",
-                strlen("response message missing"));
+                    strlen("response message missing"));
   } else if (io->status != GRPC_STATUS_OK) {
     size_t n = GRPC_SLICE_LENGTH(io->details);
     if (n > 0)
-      rpc_copy_string(msg, msg_size, (const char *)GRPC_SLICE_START_PTR(io->details),
-                  n);
+      rpc_copy_string(msg, msg_size,
+                      (const char *)GRPC_SLICE_START_PTR(io->details), n);
     else
       snprintf(msg, msg_size, "%s",
                io->error_string ? io->error_string : "call failed");

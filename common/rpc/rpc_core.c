@@ -313,8 +313,7 @@ static struct {
 
 /* Takes a reference on the engine, creating it if needed, with at least
  * `threads` pollers; *cq gets its queue. Undo with rpc_engine_release(). */
-int rpc_engine_acquire(int threads, grpc_completion_queue **cq,
-                          ts_err *err) {
+int rpc_engine_acquire(int threads, grpc_completion_queue **cq, ts_err *err) {
   pthread_mutex_lock(&engine.mu);
   if (!engine.cq) engine.cq = grpc_completion_queue_create_for_next(NULL);
   while (engine.n_threads < threads &&

@@ -72,9 +72,10 @@ static int pem_load(const ts_rpc_creds *creds, pem_set *p, ts_err *err) {
   if (rc < 0) pem_free(p);
   return rc;
 }
+
 /* The server's credentials into *out (release them); reads the files. */
-int rpc_server_creds(const ts_rpc_creds *creds,
-                        grpc_server_credentials **out, ts_err *err) {
+int rpc_server_creds(const ts_rpc_creds *creds, grpc_server_credentials **out,
+                     ts_err *err) {
   pem_set pem;
   *out = NULL;
   int rc = pem_load(creds, &pem, err);

@@ -13,7 +13,7 @@
 
 /* Built-in grpc.health.v1.Health/Check: "" is the whole server. */
 void rpc_health_check(ts_rpc_call *call, const uint8_t *req, size_t len,
-                         void *user) {
+                      void *user) {
   ts_rpc_server *s = user;
   Grpc__Health__V1__HealthCheckRequest *rq =
       grpc__health__v1__health_check_request__unpack(NULL, len, req);

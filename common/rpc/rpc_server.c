@@ -271,7 +271,7 @@ const char *ts_rpc_call_metadata(const ts_rpc_call *call, const char *key,
     if (grpc_slice_str_cmp(c->md.metadata[i].key, key) == 0) {
       grpc_slice v = c->md.metadata[i].value;
       rpc_copy_string(buf, size, (const char *)GRPC_SLICE_START_PTR(v),
-                  GRPC_SLICE_LENGTH(v));
+                      GRPC_SLICE_LENGTH(v));
       found = size ? buf : NULL;
       break;
     }
