@@ -23,7 +23,6 @@
 #include "tensor.h"
 
 #define KSERVE_SERVICE "/inference.GRPCInferenceService/"
-#define HEALTH_CHECK "/grpc.health.v1.Health/Check"
 #define ADMIN_SERVICE "/tessera.admin.v1.Admin/"
 
 /* ---- options (main.c parses them) -------------------------------------- */

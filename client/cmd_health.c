@@ -33,7 +33,7 @@ int cmd_health(cli *c, ts_err *err) {
       GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
   Grpc__Health__V1__HealthCheckResponse *resp;
   req.service = (char *)(c->opt->service ? c->opt->service : "");
-  int rc = cli_call(c, HEALTH_CHECK, &req.base,
+  int rc = cli_call(c, TS_RPC_HEALTH_CHECK_PATH, &req.base,
                     &grpc__health__v1__health_check_response__descriptor,
                     (ProtobufCMessage **)&resp, err);
   if (rc) return rc;

@@ -31,7 +31,6 @@ typedef struct rpc_tag {
   ts_rpc_server *counted; /* whose srv->pending counts this tag, or NULL */
 } rpc_tag;
 
-#define RPC_HEALTH_CHECK_PATH "/grpc.health.v1.Health/Check"
 #define RPC_MAX_POLL_THREADS 64
 
 /* ---- rpc_core.c: clocks ------------------------------------------------ */
@@ -68,7 +67,7 @@ int rpc_server_serving(const ts_rpc_server *s);
 
 /* ---- rpc_health.c ------------------------------------------------------ */
 
-/* The unary handler of RPC_HEALTH_CHECK_PATH; user is the ts_rpc_server. */
+/* The unary handler of TS_RPC_HEALTH_CHECK_PATH; user is the server. */
 void rpc_health_check(ts_rpc_call *call, const uint8_t *req, size_t len,
                       void *user);
 

@@ -566,13 +566,13 @@ static int methods_copy(ts_rpc_server *s, const ts_rpc_method *methods, int n,
       return ts_err_set(err, TS_EINVAL,
                         "methods[%d] %s: missing handler for its kind", i,
                         m->path);
-    if (strcmp(m->path, RPC_HEALTH_CHECK_PATH) == 0) has_health = true;
+    if (strcmp(m->path, TS_RPC_HEALTH_CHECK_PATH) == 0) has_health = true;
   }
   int total = n + (has_health ? 0 : 1);
   s->methods = calloc((size_t)total, sizeof *s->methods);
   if (!s->methods) return ts_err_set(err, TS_ENOMEM, "methods: no memory");
   for (int i = 0; i < total; i++) {
-    ts_rpc_method m = {.path = RPC_HEALTH_CHECK_PATH,
+    ts_rpc_method m = {.path = TS_RPC_HEALTH_CHECK_PATH,
                        .kind = TS_RPC_UNARY,
                        .unary = rpc_health_check,
                        .user = s};
