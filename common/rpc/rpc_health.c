@@ -5,11 +5,11 @@
  */
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 
 #include "health.pb-c.h"
 #include "rpc.h"
 #include "rpc_int.h"
+#include "rpc_message.h"
 
 /* Built-in grpc.health.v1.Health/Check: "" is the whole server. */
 void rpc_health_check(ts_rpc_call *call, const uint8_t *req, size_t len,
@@ -36,12 +36,5 @@ void rpc_health_check(ts_rpc_call *call, const uint8_t *req, size_t len,
       rpc_server_serving(s)
           ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
           : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
-  size_t n = grpc__health__v1__health_check_response__get_packed_size(&resp);
-  uint8_t *buf = malloc(n ? n : 1);
-  if (!buf) {
-    ts_rpc_call_fail(call, TS_ENOMEM, "no memory for the health answer");
-    return;
-  }
-  grpc__health__v1__health_check_response__pack(&resp, buf);
-  ts_rpc_call_reply_owned(call, buf, n);
+  ts_rpc_call_reply_message(call, &resp.base);
 }
