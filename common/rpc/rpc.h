@@ -11,10 +11,9 @@
  *
  * Servers: a table of methods (unary or client-streaming) and a handler per
  * method. Handlers run on a poller thread and must not block or run kernels
- * there: they hand work
- * to their own threads and answer later, from any thread, exactly once, with
- * ts_rpc_call_reply_owned() or ts_rpc_call_fail(). Calls to paths not in the
- * table answer UNIMPLEMENTED. Every server answers
+ * there: they hand work to their own threads and answer later, from any
+ * thread, exactly once, with ts_rpc_call_reply_owned() or ts_rpc_call_fail().
+ * Calls to paths not in the table answer UNIMPLEMENTED. Every server answers
  * grpc.health.v1.Health/Check (see ts_rpc_server_set_serving).
  *
  * Clients: a ts_rpc_client makes asynchronous calls on the engine; their
@@ -45,6 +44,9 @@
 
 #define TS_DEADLINE_NONE INT64_MAX
 
+/* The health check every server answers (grpc.health.v1). */
+#define TS_RPC_HEALTH_CHECK_PATH "/grpc.health.v1.Health/Check"
+
 /* Milliseconds on CLOCK_MONOTONIC. */
 int64_t ts_now_ms(void);
 
@@ -59,8 +61,13 @@ typedef struct ts_rpc_creds {
 void ts_rpc_init(void);
 void ts_rpc_shutdown(void);
 
-/* The TS_E* code for a gRPC status code (inverse of ts_err_grpc_status). */
+/* The TS_E* code for a gRPC status code (inverse of ts_err_grpc_status,
+ * derived from the same error table; statuses no TS_E* code produces map to
+ * the nearest code, unknown numbers to TS_EINTERNAL). */
 int ts_err_from_grpc_status(int status);
+/* gRPC's name for a status code ("DEADLINE_EXCEEDED"); "UNKNOWN" for a
+ * number gRPC does not define. */
+const char *ts_rpc_status_name(int status);
 
 /* ---- server ---------------------------------------------------------- */
 
@@ -109,9 +116,9 @@ typedef struct ts_rpc_server_opts {
 int ts_rpc_server_start(const ts_rpc_server_opts *opts,
                         const ts_rpc_method *methods, int n_methods,
                         ts_rpc_server **out, int *bound_port, ts_err *err);
-/* What grpc.health.v1.Health/Check answers for service "" (and any service
- * name registered by ts_rpc_server_set_service_serving): SERVING or
- * NOT_SERVING. Starts as SERVING. */
+/* What TS_RPC_HEALTH_CHECK_PATH answers for service "" (the whole server;
+ * any other service name is NOT_FOUND): SERVING or NOT_SERVING. Starts as
+ * SERVING. */
 void ts_rpc_server_set_serving(ts_rpc_server *s, int serving);
 /* Graceful stop: stops accepting new calls, waits up to grace_ms for calls in
  * flight to be answered, cancels the rest, waits for all its tags and frees

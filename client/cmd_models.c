@@ -1,0 +1,77 @@
+/*
+ * cmd_models.c - the repository commands: `tessera models` (RepositoryIndex),
+ * `load` and `unload`.
+ */
+#include <stdio.h>
+
+#include "client.h"
+
+int cli_fetch_index(cli *c, Inference__RepositoryIndexResponse **index,
+                    ts_err *err) {
+  Inference__RepositoryIndexRequest req = INFERENCE__REPOSITORY_INDEX_REQUEST__INIT;
+  return cli_call(c, KSERVE_SERVICE "RepositoryIndex", &req.base,
+                  &inference__repository_index_response__descriptor,
+                  (ProtobufCMessage **)index, err);
+}
+
+void cli_print_index(const Inference__RepositoryIndexResponse *index) {
+  text_table t = {0};
+  TABLE_HEADER(&t, "NAME", "VERSION", "STATE", "REASON");
+  for (size_t i = 0; i < index->n_models; i++) {
+    const Inference__RepositoryIndexResponse__ModelIndex *m = index->models[i];
+    cli_table_cell(&t, "%s", m->name);
+    cli_table_cell(&t, "%s", m->version[0] ? m->version : "-");
+    cli_table_cell(&t, "%s", m->state[0] ? m->state : "-");
+    cli_table_cell(&t, "%s", m->reason);
+  }
+  cli_table_print(&t, "");
+}
+
+int cmd_models(cli *c, ts_err *err) {
+  Inference__RepositoryIndexResponse *index;
+  int rc = cli_fetch_index(c, &index, err);
+  if (rc) return rc;
+  cli_print_index(index);
+  protobuf_c_message_free_unpacked(&index->base, NULL);
+  return TS_OK;
+}
+
+/* RepositoryModelLoad and RepositoryModelUnload: requests of one layout
+ * (repository_name, model_name, parameters), so one function fills either
+ * through its descriptor. */
+static int repository_action(cli *c, const char *method,
+                             const ProtobufCMessageDescriptor *req_desc,
+                             const ProtobufCMessageDescriptor *resp_desc,
+                             const char *done, ts_err *err) {
+  union {
+    Inference__RepositoryModelLoadRequest load;
+    Inference__RepositoryModelUnloadRequest unload;
+  } req;
+  ProtobufCMessage *resp;
+  const ProtobufCFieldDescriptor *name =
+      protobuf_c_message_descriptor_get_field_by_name(req_desc, "model_name");
+  TS_ASSERT(name && req_desc->sizeof_message <= sizeof req);
+  protobuf_c_message_init(req_desc, &req);
+  *(const char **)((char *)&req + name->offset) = c->opt->model;
+  int rc = cli_call(c, method, (const ProtobufCMessage *)&req, resp_desc, &resp,
+                    err);
+  if (rc) return rc;
+  protobuf_c_message_free_unpacked(resp, NULL);
+  printf("%s %s\n", done, c->opt->model);
+  return TS_OK;
+}
+
+int cmd_load(cli *c, ts_err *err) {
+  return repository_action(
+      c, KSERVE_SERVICE "RepositoryModelLoad",
+      &inference__repository_model_load_request__descriptor,
+      &inference__repository_model_load_response__descriptor, "loaded", err);
+}
+
+int cmd_unload(cli *c, ts_err *err) {
+  return repository_action(
+      c, KSERVE_SERVICE "RepositoryModelUnload",
+      &inference__repository_model_unload_request__descriptor,
+      &inference__repository_model_unload_response__descriptor, "unloaded",
+      err);
+}

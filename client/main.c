@@ -1,0 +1,349 @@
+/*
+ * main.c - the `tessera` command line, a KServe v2 gRPC client: options,
+ * the command table, usage and dispatch (see client.h for the rest).
+ *
+ *   tessera infer|models|load|unload|health|metadata|status|bench ...
+ *
+ * It speaks public protocols (proto/inference.proto, grpc.health.v1), so it
+ * works against any KServe v2 server; `status` adds Tessera's own admin API
+ * (proto/admin.proto: workers, model states, shard map) where the server
+ * has it, and says so where it does not.
+ *
+ * Layout: OPTION_LIST is the one table of options; COMMAND_LIST says which
+ * options each command accepts and requires, and which function runs it.
+ * main() parses and dispatches, nothing else. A command gets a `cli` with
+ * an open channel, makes calls through cli_call() and prints; it returns 0
+ * or a negative TS_E* code with a ts_err saying why.
+ *
+ * Exit status: 0 success; 1 when the server, the network or a file said no,
+ * after printing "tessera: <gRPC status name>: <message>" on stderr; 2 on
+ * bad usage.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "ts_config.h"
+
+#define DEFAULT_TIMEOUT_MS 30000
+#define DEFAULT_REQUESTS 100
+
+#define EXIT_USAGE 2
+
+/* Prints "tessera: <gRPC status name>: <message>" for a failed command. */
+static void report(const ts_err *err) {
+  fprintf(stderr, "tessera: %s: %s\n",
+          ts_rpc_status_name(ts_err_grpc_status(err->code)),
+          err->msg[0] ? err->msg : ts_strerror(err->code));
+}
+
+/* ---- options -------------------------------------------------------- */
+
+typedef enum {
+  ARG_NONE,   /* flag: int set to 1 */
+  ARG_STRING, /* const char * */
+  ARG_LIST,   /* string_list, repeatable */
+  ARG_COUNT,  /* long, a positive integer */
+} arg_kind;
+
+/* X(id, long name, kind, options field, metavar, help) */
+#define OPTION_LIST(X)                                                       \
+  X(SERVER, "server", ARG_STRING, server, "ADDR",                           \
+    "server address, HOST:PORT")                                            \
+  X(MODEL, "model", ARG_STRING, model, "NAME", "model name")                \
+  X(INPUT, "input", ARG_LIST, inputs, "NAME=FILE.npy",                      \
+    "input tensor NAME from a .npy file; repeat for each input")            \
+  X(OUTPUT, "output", ARG_LIST, outputs, "NAME[=FILE.npy]",                 \
+    "ask for output NAME only (repeatable); with =FILE.npy, write it "      \
+    "there instead of printing it")                                         \
+  X(TYPED, "typed", ARG_NONE, typed, NULL,                                  \
+    "send typed InferTensorContents instead of raw_input_contents")         \
+  X(TIMEOUT, "timeout-ms", ARG_COUNT, timeout_ms, "N",                      \
+    "deadline of each call in milliseconds (default 30000)")                \
+  X(CONCURRENCY, "concurrency", ARG_COUNT, concurrency, "C",                \
+    "requests in flight at once (default 1)")                               \
+  X(REQUESTS, "requests", ARG_COUNT, requests, "N",                         \
+    "requests to send in all (default 100)")                                \
+  X(SERVICE, "service", ARG_STRING, service, "NAME",                        \
+    "health-checked service (default \"\": the whole server)")              \
+  X(CA, "ca", ARG_STRING, ca, "FILE",                                       \
+    "PEM roots that verify the server; turns on TLS")                       \
+  X(CERT, "cert", ARG_STRING, cert, "FILE",                                 \
+    "PEM client certificate for mutual TLS (with --key)")                   \
+  X(KEY, "key", ARG_STRING, key, "FILE", "PEM private key of --cert")       \
+  X(HELP, "help", ARG_NONE, help, NULL, "show this help")
+
+enum option_id {
+#define TS_X(id, name, kind, field, metavar, help) OPT_##id,
+  OPTION_LIST(TS_X)
+#undef TS_X
+      N_OPTIONS
+};
+#define O(id) (1u << OPT_##id)
+
+static const struct option_info {
+  const char *name;
+  arg_kind kind;
+  size_t offset;
+  const char *metavar;
+  const char *help;
+} option_table[N_OPTIONS] = {
+#define TS_X(id, name, kind, field, metavar, help) \
+  {name, kind, offsetof(options, field), metavar, help},
+    OPTION_LIST(TS_X)
+#undef TS_X
+};
+
+/* ---- commands ------------------------------------------------------- */
+
+typedef int (*command_fn)(cli *c, ts_err *err);
+
+#define CONNECTION (O(SERVER) | O(TIMEOUT) | O(CA) | O(CERT) | O(KEY) | O(HELP))
+
+/* X(name, accepted options besides CONNECTION, required options, synopsis,
+ *   description) */
+#define COMMAND_LIST(X)                                                      \
+  X(infer, O(MODEL) | O(INPUT) | O(OUTPUT) | O(TYPED),                       \
+    O(SERVER) | O(MODEL) | O(INPUT),                                         \
+    "--server ADDR --model NAME --input NAME=FILE.npy... "                   \
+    "[--output NAME[=FILE.npy]]... [--typed] [--timeout-ms N]",              \
+    "Runs one inference (ModelInfer) and prints each output tensor: name, "  \
+    "datatype, shape and values, or writes it to a .npy file.")              \
+  X(models, 0, O(SERVER), "--server ADDR",                                   \
+    "Lists the server's models and their states (RepositoryIndex).")         \
+  X(load, O(MODEL), O(SERVER) | O(MODEL), "--server ADDR --model NAME",      \
+    "Loads a model from the server's repository (RepositoryModelLoad).")     \
+  X(unload, O(MODEL), O(SERVER) | O(MODEL), "--server ADDR --model NAME",    \
+    "Unloads a model (RepositoryModelUnload).")                              \
+  X(health, O(SERVICE), O(SERVER), "--server ADDR [--service NAME]",         \
+    "Asks grpc.health.v1 Check, then ServerLive and ServerReady. Exits 0 "   \
+    "only if the server is serving, live and ready.")                        \
+  X(metadata, O(MODEL), O(SERVER), "--server ADDR [--model NAME]",           \
+    "Shows ServerMetadata, or ModelMetadata with --model (a dim of -1 is "   \
+    "variable).")                                                            \
+  X(status, 0, O(SERVER), "--server ADDR",                                   \
+    "Shows the server, its models and each model's inputs and outputs, "    \
+    "then (on Tessera) the workers, model states and the shard map.")     \
+  X(bench, O(MODEL) | O(INPUT) | O(TYPED) | O(CONCURRENCY) | O(REQUESTS),   \
+    O(SERVER) | O(MODEL) | O(INPUT),                                         \
+    "--server ADDR --model NAME --input NAME=FILE.npy... "                   \
+    "[--concurrency C] [--requests N] [--typed]",                            \
+    "Closed-loop load: keeps C inferences in flight until N are done, then " \
+    "prints throughput and p50/p90/p99 latency.")
+
+static const struct command {
+  const char *name;
+  command_fn run;
+  unsigned accepts, requires;
+  const char *synopsis, *description;
+} command_table[] = {
+#define TS_X(name, accepts, requires, synopsis, description) \
+  {#name, cmd_##name, (accepts) | CONNECTION, requires, synopsis, description},
+    COMMAND_LIST(TS_X)
+#undef TS_X
+};
+#define N_COMMANDS (sizeof command_table / sizeof command_table[0])
+
+/* ---- command line ----------------------------------------------------------- */
+
+static int set_flag(void *field, const char *arg) {
+  (void)arg;
+  *(int *)field = 1;
+  return 0;
+}
+
+static int set_string(void *field, const char *arg) {
+  *(const char **)field = arg;
+  return 0;
+}
+
+static int set_list(void *field, const char *arg) {
+  string_list *list = field;
+  const char **items = realloc(list->items, (size_t)(list->n + 1) * sizeof *items);
+  if (!items) return -1;
+  items[list->n++] = arg;
+  list->items = items;
+  return 0;
+}
+
+static int set_count(void *field, const char *arg) {
+  char *end;
+  errno = 0;
+  long v = strtol(arg, &end, 10);
+  if (errno || end == arg || *end || v <= 0 || v > INT32_MAX) return -1;
+  *(long *)field = v;
+  return 0;
+}
+
+/* By arg_kind: stores arg into the field; -1 when arg is not acceptable. */
+static int (*const option_setters[])(void *field, const char *arg) = {
+    [ARG_NONE] = set_flag,
+    [ARG_STRING] = set_string,
+    [ARG_LIST] = set_list,
+    [ARG_COUNT] = set_count,
+};
+
+static bool option_given(const options *opt, int id) {
+  const struct option_info *info = &option_table[id];
+  const char *field = (const char *)opt + info->offset;
+  switch (info->kind) {
+    case ARG_STRING: return *(const char *const *)field != NULL;
+    case ARG_LIST: return ((const string_list *)field)->n > 0;
+    default: return true;
+  }
+}
+
+static void options_free(options *opt) {
+  free(opt->inputs.items);
+  free(opt->outputs.items);
+}
+
+static void print_overview(FILE *f) {
+  fprintf(f, "usage: tessera COMMAND [OPTIONS]\n\ncommands:\n");
+  for (size_t i = 0; i < N_COMMANDS; i++)
+    fprintf(f, "  %-9s %s\n", command_table[i].name,
+            command_table[i].synopsis);
+  fprintf(f, "\nRun 'tessera COMMAND --help' for details.\n");
+}
+
+static void print_command_help(const struct command *cmd, FILE *f) {
+  fprintf(f, "usage: tessera %s %s\n\n%s\n\noptions:\n", cmd->name,
+          cmd->synopsis, cmd->description);
+  for (int id = 0; id < N_OPTIONS; id++) {
+    if (!(cmd->accepts & (1u << id))) continue;
+    char left[64];
+    snprintf(left, sizeof left, "--%s%s%s", option_table[id].name,
+             option_table[id].metavar ? " " : "",
+             option_table[id].metavar ? option_table[id].metavar : "");
+    fprintf(f, "  %-26s %s\n", left, option_table[id].help);
+  }
+}
+
+/* Fails the command line: prints why and a hint; returns EXIT_USAGE. */
+static int usage_error(const struct command *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int usage_error(const struct command *cmd, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "tessera %s: ", cmd->name);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "\nTry 'tessera %s --help'.\n", cmd->name);
+  return EXIT_USAGE;
+}
+
+/* Parses argv (argv[0] is the command's name) into *opt, which
+ * options_free releases. Returns 0 or EXIT_USAGE after saying why. */
+static int parse_options(const struct command *cmd, int argc, char **argv,
+                         options *opt) {
+  struct option longopts[N_OPTIONS + 1];
+  memset(opt, 0, sizeof *opt);
+  opt->timeout_ms = DEFAULT_TIMEOUT_MS;
+  opt->concurrency = 1;
+  opt->requests = DEFAULT_REQUESTS;
+  for (int id = 0; id < N_OPTIONS; id++)
+    longopts[id] = (struct option){
+        option_table[id].name,
+        option_table[id].kind == ARG_NONE ? no_argument : required_argument,
+        NULL, 256 + id};
+  memset(&longopts[N_OPTIONS], 0, sizeof longopts[N_OPTIONS]);
+  opterr = 0;
+  optind = 1;
+  int ch;
+  while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    if (ch == 'h') {
+      opt->help = 1;
+      continue;
+    }
+    if (ch == '?')
+      return usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+    if (ch == ':')
+      return usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
+    int id = ch - 256;
+    const struct option_info *info = &option_table[id];
+    if (!(cmd->accepts & (1u << id)))
+      return usage_error(cmd, "--%s does not apply to this command",
+                         info->name);
+    if (option_setters[info->kind]((char *)opt + info->offset, optarg))
+      return usage_error(cmd, "--%s: '%s' is not a positive integer",
+                         info->name, optarg);
+  }
+  if (optind < argc)
+    return usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+  if (opt->help) return 0;
+  for (int id = 0; id < N_OPTIONS; id++)
+    if ((cmd->requires & (1u << id)) && !option_given(opt, id))
+      return usage_error(cmd, "--%s is required", option_table[id].name);
+  if (!opt->cert != !opt->key)
+    return usage_error(cmd, "--cert and --key go together");
+  for (int i = 0; i < opt->inputs.n; i++) {
+    const char *spec = opt->inputs.items[i], *eq = strchr(spec, '=');
+    if (!eq || eq == spec || !eq[1])
+      return usage_error(cmd, "--input '%s' is not NAME=FILE.npy", spec);
+  }
+  for (int i = 0; i < opt->outputs.n; i++) {
+    const char *spec = opt->outputs.items[i], *eq = strchr(spec, '=');
+    if (eq == spec || !spec[0] || (eq && !eq[1]))
+      return usage_error(cmd, "--output '%s' is not NAME or NAME=FILE.npy", spec);
+  }
+  return 0;
+}
+
+/* Opens the channel, runs the command, reports its error. Returns the
+ * process exit status. */
+static int run_command(const struct command *cmd, const options *opt) {
+  ts_err err;
+  ts_rpc_creds creds = {opt->cert, opt->key, opt->ca};
+  cli c = {opt, NULL};
+  ts_err_clear(&err);
+  ts_rpc_init();
+  int rc = ts_rpc_channel_open(opt->server, &creds, &c.channel, &err);
+  if (!rc) rc = cmd->run(&c, &err);
+  if (c.channel) ts_rpc_channel_close(c.channel);
+  ts_rpc_shutdown();
+  fflush(stdout);
+  if (rc) {
+    report(&err);
+    return EXIT_FAILURE;
+  }
+  return EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    print_overview(stderr);
+    return EXIT_USAGE;
+  }
+  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+      !strcmp(argv[1], "help")) {
+    print_overview(stdout);
+    return EXIT_SUCCESS;
+  }
+  if (!strcmp(argv[1], "--version")) {
+    printf("tessera %s\n", TESSERA_VERSION);
+    return EXIT_SUCCESS;
+  }
+  const struct command *cmd = NULL;
+  for (size_t i = 0; i < N_COMMANDS && !cmd; i++)
+    if (!strcmp(argv[1], command_table[i].name)) cmd = &command_table[i];
+  if (!cmd) {
+    fprintf(stderr, "tessera: unknown command '%s'\n\n", argv[1]);
+    print_overview(stderr);
+    return EXIT_USAGE;
+  }
+  options opt;
+  int rc = parse_options(cmd, argc - 1, argv + 1, &opt);
+  if (!rc && opt.help)
+    print_command_help(cmd, stdout);
+  else if (!rc)
+    rc = run_command(cmd, &opt);
+  options_free(&opt);
+  return rc;
+}
