@@ -286,7 +286,7 @@ typedef struct control {
   int probing;
   long replace_after_ms;
   int unplaced[TS_MAX_WORKERS];  /* last count logged, per worker */
-  ts_cluster *cluster;
+  ts_membership *cluster;
   ts_registry *registry;
 } control;
 
@@ -297,10 +297,10 @@ typedef struct control {
 /* A down worker answers again: hold it back from the scheduler until its
  * shards are in place, then put it back in rotation. 1 when it is back. */
 static int bring_back(control *ctl, int i) {
-  ts_cluster *c = ctl->cluster;
+  ts_membership *c = ctl->cluster;
   ts_worker *w = &c->workers[i];
   ts_err err = {0};
-  if (ts_cluster_probe(c, i, PROBE_TIMEOUT_MS, &err) != TS_OK) return 0;
+  if (ts_membership_probe(c, i, PROBE_TIMEOUT_MS, &err) != TS_OK) return 0;
   atomic_store(&w->up, 0);
   if (ts_registry_resync_worker(ctl->registry, i, &err) != TS_OK) {
     ts_log_warn("worker %s answers but its shards could not be restored: "
@@ -358,13 +358,15 @@ static void replace_worker(control *ctl, int i) {
   if (ts_registry_replicas_on(ctl->registry, i) > 0) {
     int moved = ts_registry_move_off_worker(ctl->registry, i, &left);
     if (moved)
-      ts_log_info("worker %s (%s): %d shard replica(s) re-placed on other "
-                  "workers", w->address, ts_cluster_state_name(ctl->cluster, i),
-                  moved);
+      ts_log_info(
+          "worker %s (%s): %d shard replica(s) re-placed on other "
+          "workers",
+          w->address, ts_membership_state_name(ctl->cluster, i), moved);
     if (left && left != ctl->unplaced[i])
-      ts_log_warn("worker %s (%s): %d shard replica(s) have no other worker "
-                  "with room; retrying as workers join", w->address,
-                  ts_cluster_state_name(ctl->cluster, i), left);
+      ts_log_warn(
+          "worker %s (%s): %d shard replica(s) have no other worker "
+          "with room; retrying as workers join",
+          w->address, ts_membership_state_name(ctl->cluster, i), left);
     ctl->unplaced[i] = left;
   }
   if (leaving && up && left == 0 && atomic_exchange(&w->up, 0)) {
@@ -381,14 +383,15 @@ static void replace_worker(control *ctl, int i) {
  * its failure is counted in the round that sees it. */
 static void probe_workers(uv_work_t *req) {
   control *ctl = req->data;
-  ts_cluster *c = ctl->cluster;
+  ts_membership *c = ctl->cluster;
   ts_health health[TS_MAX_WORKERS];
   int grew = 0;
-  int n = ts_cluster_check_health_all(c, PROBE_TIMEOUT_MS, PROBE_WAIT_MS,
-                                      health);
+  int n = ts_membership_check_health_all(c, PROBE_TIMEOUT_MS, PROBE_WAIT_MS,
+                                         health);
   for (int i = 0; i < n; i++) grew |= check_worker(ctl, i, health[i]);
   for (int i = 0; i < n; i++) replace_worker(ctl, i);
-  if (ts_cluster_live_count(c) > 0) ts_registry_retry_unavailable(ctl->registry);
+  if (ts_membership_live_count(c) > 0)
+    ts_registry_retry_unavailable(ctl->registry);
   if (grew && ts_registry_rebalance(ctl->registry) > 0)
     ts_log_info("shards rebalanced onto returning workers");
 }
@@ -452,23 +455,23 @@ int main(int argc, char **argv) {
   }
 
   ts_rpc_init();
-  ts_cluster cluster;
+  ts_membership cluster;
   ts_registry registry;
   ts_err err = {0};
   ts_rpc_server *server = NULL;
   int exit_code = 1;
-  if (ts_cluster_init(&cluster, NULL, &err) != TS_OK) {
+  if (ts_membership_init(&cluster, NULL, &err) != TS_OK) {
     fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
     goto out_rpc;
   }
   for (int i = 0; i < o.n_workers; i++)
-    if (ts_cluster_add(&cluster, o.workers[i], &err) != TS_OK) {
+    if (ts_membership_add(&cluster, o.workers[i], &err) != TS_OK) {
       fprintf(stderr, "tessera-coordinator: worker %s: %s\n", o.workers[i],
               err.msg);
       goto out_cluster;
     }
   for (int i = 0; i < local.n; i++)
-    if (ts_cluster_add(&cluster, local.addresses[i], &err) != TS_OK) {
+    if (ts_membership_add(&cluster, local.addresses[i], &err) != TS_OK) {
       fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
       goto out_cluster;
     }
@@ -534,7 +537,7 @@ out_batcher:
 out_registry:
   ts_registry_free(&registry);
 out_cluster:
-  ts_cluster_free(&cluster);
+  ts_membership_free(&cluster);
 out_rpc:
   ts_rpc_shutdown();
   /* A local worker that crashed or failed its own shutdown fails the
