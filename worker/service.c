@@ -28,6 +28,7 @@
 
 #include "blas.h"
 #include "log.h"
+#include "options.h"
 #include "rpc.h"
 #include "rpc_message.h"
 #include "wire.h"
@@ -635,8 +636,7 @@ int ts_worker_service_start(const char *listen, ts_store *store, ts_pool *pool,
     return rc;
   }
   /* HOST is everything before the last ':' ("[::]:0" keeps its brackets). */
-  const char *colon = strrchr(listen, ':');
-  int host_len = colon ? (int)(colon - listen) : (int)strlen(listen);
+  int host_len = (int)ts_hostport_host_length(listen);
   snprintf(svc->address, sizeof svc->address, "%.*s:%d", host_len, listen,
            port);
   *bound_port = port;
