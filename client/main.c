@@ -19,7 +19,6 @@
  * after printing "tessera: <gRPC status name>: <message>" on stderr; 2 on
  * bad usage.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -30,6 +29,7 @@
 #include <string.h>
 
 #include "client.h"
+#include "options.h"
 #include "ts_config.h"
 
 #define DEFAULT_TIMEOUT_MS 30000
@@ -174,11 +174,9 @@ static int set_list(void *field, const char *arg) {
 }
 
 static int set_count(void *field, const char *arg) {
-  char *end;
-  errno = 0;
-  long v = strtol(arg, &end, 10);
-  if (errno || end == arg || *end || v <= 0 || v > INT32_MAX) return -1;
-  *(long *)field = v;
+  long long v;
+  if (ts_integer_parse(arg, 1, INT32_MAX, &v, NULL)) return -1;
+  *(long *)field = (long)v;
   return 0;
 }
 
