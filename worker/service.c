@@ -10,11 +10,11 @@
  * Ownership: a RunShard request's unpacked message (in the job's arena),
  * the tensors viewing its bytes and the shard reference live in one
  * run_job, freed by whichever pool callback (run or skip) answers the call. Outputs are packed straight
- * from the session's arena into the malloc'd reply that rpc.c takes over.
+ * from the session's arena into the malloc'd reply that common/rpc takes over.
  *
  * LoadShard state is per call; rpc.h gives handlers no per-call slot, so
  * uploads in progress sit in a short list keyed by the call pointer (as many
- * entries as concurrent uploads; rpc.c calls on_end exactly once, which
+ * entries as concurrent uploads; common/rpc calls on_end exactly once, which
  * removes the entry before the call can be freed).
  */
 #include "service.h"
@@ -660,7 +660,7 @@ void ts_worker_service_set_serving(ts_worker_service *svc, int serving) {
 void ts_worker_service_stop(ts_worker_service *svc, int64_t grace_ms) {
   if (!svc) return;
   ts_rpc_server_stop(svc->server, grace_ms);
-  /* rpc.c ended every call (on_end), so no upload should be left; drop any
+  /* common/rpc ended every call (on_end), so no upload should be left; drop any
    * that is, rather than leak it. */
   while (svc->loads) {
     load_call *lc = svc->loads;
