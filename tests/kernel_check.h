@@ -55,7 +55,7 @@
  *   imports the default domain at 17.
  *   kc_run_op(...) does all of that in one call for ops without attributes.
  *
- * A suite's main():  int main(void) { return kc_main(suite()); }
+ * Suites have no main() of their own: check_main.h describes the runner.
  */
 #ifndef TS_KERNEL_CHECK_H
 #define TS_KERNEL_CHECK_H
@@ -610,15 +610,6 @@ static inline int kc_run_op(const char *op_type, const char *domain,
   int rc = kc_model_run(m, in, n_in, const_mask, out, n_out, err);
   kc_model_free(m);
   return rc;
-}
-
-/* Runs every test of s and returns the process exit status (0: all pass). */
-static inline int kc_main(Suite *s) {
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
 }
 
 #endif

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "blas.h"
 
 /* Exported by blas.c for this test only (not part of blas.h). */
@@ -212,23 +213,21 @@ START_TEST(test_sgemm_speed) {
 }
 END_TEST
 
-static Suite *blas_suite(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("blas");
-  TCase *tc = tcase_create("select");
+  TCase *tc = ts_check_tcase(s, "select", 0);
   tcase_add_test(tc, test_choose_table);
   tcase_add_test(tc, test_child_gets_fast_core);
   tcase_add_test(tc, test_user_choice_respected);
   tcase_add_test(tc, test_core_name);
-  suite_add_tcase(s, tc);
-  TCase *speed = tcase_create("speed");
-  tcase_set_timeout(speed, 120);
+  TCase *speed = ts_check_tcase(s, "speed", 120);
   tcase_add_test(speed, test_sgemm_speed);
-  suite_add_tcase(s, speed);
   return s;
 }
 
-int main(int argc, char **argv) {
-  /* As in the daemons: first thing, before anything else runs. */
+/* As in the daemons: first thing, before anything else runs. The child
+ * modes print one line and exit instead of running the suite. */
+static int child_modes(int argc, char **argv) {
   ts_blas_select_kernels(argc, argv);
   if (argc > 1 && strcmp(argv[1], "--print-core") == 0) {
     const char *env = getenv("OPENBLAS_CORETYPE");
@@ -245,9 +244,8 @@ int main(int argc, char **argv) {
     printf("core %s: %.1f GFLOP/s\n", ts_blas_core_name(), gf);
     return 0;
   }
-  SRunner *sr = srunner_create(blas_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return -1;
 }
+
+const ts_check_suite ts_check_this_suite = {.make = suite,
+                                            .before = child_modes};

@@ -7,6 +7,7 @@
 #include <check.h>
 #include <pthread.h>
 
+#include "check_main.h"
 #include "kernel_check.h"
 
 #define D(...) (int64_t[]){__VA_ARGS__}
@@ -693,8 +694,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("exec");
-  TCase *tc = tcase_create("exec");
-  tcase_set_timeout(tc, 120);
+  TCase *tc = ts_check_tcase(s, "exec", 120);
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, runs_and_matches_reference);
   tcase_add_test(tc, input_validation);
@@ -709,13 +709,14 @@ static Suite *suite(void) {
   tcase_add_test(tc, resize_sizes_are_checked);
   tcase_add_test(tc, kernel_scratch_counts);
   tcase_add_test(tc, concurrent_sessions);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) {
-  int rc = kc_main(suite());
+/* The shared weights W and B outlive every test (setup fills them once). */
+static void free_weights(void) {
   ts_tensor_free(&W);
   ts_tensor_free(&B);
-  return rc;
 }
+
+const ts_check_suite ts_check_this_suite = {.make = suite,
+                                            .after = free_weights};

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "kernel_check.h"
 
 #define D(...) (int64_t[]){__VA_ARGS__}
@@ -1027,8 +1028,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("graph");
-  TCase *tc = tcase_create("load");
-  tcase_set_timeout(tc, 120);
+  TCase *tc = ts_check_tcase(s, "load", 120);
   tcase_add_test(tc, good_model_loads);
   tcase_add_test(tc, corrupt_and_truncated_bytes);
   tcase_add_test(tc, unknown_op);
@@ -1049,8 +1049,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, attribute_helpers);
   tcase_add_test(tc, pytorch_mlp_matches_torch);
   tcase_add_test(tc, pytorch_conv_bn_folds_and_matches_torch);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) { return kc_main(suite()); }
+const ts_check_suite ts_check_this_suite = {.make = suite};

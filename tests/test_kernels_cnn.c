@@ -30,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "check_main.h"
 #include "blas.h"
 #include "kernel_check.h"
 
@@ -732,7 +733,6 @@ START_TEST(test_max_pool_nan) {
   }
 }
 END_TEST
-
 
 /* The ONNX operator docs' examples averagepool_2d_ceil and maxpool_2d_ceil,
  * and a count_include_pad corner worked by hand. */
@@ -1528,10 +1528,9 @@ START_TEST(test_conv_throughput) {
 }
 END_TEST
 
-static Suite *cnn_suite(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("kernels_cnn");
-  TCase *tc = tcase_create("cnn");
-  tcase_set_timeout(tc, 120);
+  TCase *tc = ts_check_tcase(s, "cnn", 120);
   tcase_add_test(tc, test_conv_random);
   tcase_add_test(tc, test_conv_tiled);
   tcase_add_test(tc, test_conv_empty_batch);
@@ -1554,15 +1553,13 @@ static Suite *cnn_suite(void) {
   tcase_add_test(tc, test_resize_documented);
   tcase_add_test(tc, test_resize_bad);
   tcase_add_test(tc, test_conv_throughput);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(int argc, char **argv) {
+static int select_kernels(int argc, char **argv) {
   ts_blas_select_kernels(argc, argv); /* may re-exec with faster kernels */
-  SRunner *sr = srunner_create(cnn_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  const int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return -1;
 }
+
+const ts_check_suite ts_check_this_suite = {.make = suite,
+                                            .before = select_kernels};

@@ -13,6 +13,7 @@
 #include <check.h>
 #include <math.h>
 
+#include "check_main.h"
 #include "kernel_check.h"
 
 /* ---- shared helpers ----------------------------------------------------- */
@@ -825,10 +826,9 @@ START_TEST(test_bad_models) {
 }
 END_TEST
 
-static Suite *elementwise_suite(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("kernels_elementwise");
-  TCase *tc = tcase_create("kernels");
-  tcase_set_timeout(tc, 120);
+  TCase *tc = ts_check_tcase(s, "kernels", 120);
   tcase_add_test(tc, test_binary_random);
   tcase_add_test(tc, test_binary_every_pattern);
   tcase_add_test(tc, test_integer_division);
@@ -850,14 +850,7 @@ static Suite *elementwise_suite(void) {
   tcase_add_test(tc, test_symbolic_batch);
   tcase_add_test(tc, test_runtime_broadcast_mismatch);
   tcase_add_test(tc, test_bad_models);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(elementwise_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const ts_check_suite ts_check_this_suite = {.make = suite};

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "exec.h"
 #include "graph.h"
 #include "kernel_check.h"
@@ -1334,10 +1335,9 @@ END_TEST
 
 /* ---- suite --------------------------------------------------------------- */
 
-static Suite *ml_suite(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("kernels_ml");
-  TCase *tc = tcase_create("core");
-  tcase_set_timeout(tc, 120);
+  TCase *tc = ts_check_tcase(s, "core", 120);
   tcase_add_test(tc, test_linear_models);
   tcase_add_test(tc, test_linear_classifier_binary);
   tcase_add_test(tc, test_linear_classifier_rank1);
@@ -1350,14 +1350,7 @@ static Suite *ml_suite(void) {
   tcase_add_test(tc, test_bad_attributes);
   tcase_add_test(tc, test_bad_inputs);
   tcase_add_test(tc, test_sklearn_models);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(ml_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const ts_check_suite ts_check_this_suite = {.make = suite};

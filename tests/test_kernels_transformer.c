@@ -15,6 +15,7 @@
 #include <check.h>
 #include <math.h>
 
+#include "check_main.h"
 #include "kernel_check.h"
 #include "list_elementwise.h"
 #include "list_transformer.h"
@@ -1172,10 +1173,9 @@ START_TEST(test_garbage_models_never_crash) {
 }
 END_TEST
 
-static Suite *transformer_suite(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("kernels_transformer");
-  TCase *tc = tcase_create("kernels");
-  tcase_set_timeout(tc, 120);
+  TCase *tc = ts_check_tcase(s, "kernels", 120);
   tcase_add_test(tc, test_transpose);
   tcase_add_test(tc, test_shape);
   tcase_add_test(tc, test_gather);
@@ -1196,14 +1196,7 @@ static Suite *transformer_suite(void) {
   tcase_add_test(tc, test_bad_models);
   tcase_add_test(tc, test_runtime_errors);
   tcase_add_test(tc, test_garbage_models_never_crash);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(transformer_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const ts_check_suite ts_check_this_suite = {.make = suite};

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "health.pb-c.h"
 #include "rpc.h"
 #include "rpc_message.h"
@@ -1344,11 +1345,10 @@ START_TEST(tls_and_mtls) {
 }
 END_TEST
 
-static Suite *rpc_suite(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("rpc");
-  TCase *tc = tcase_create("rpc");
+  TCase *tc = ts_check_tcase(s, "rpc", 120);
   tcase_add_checked_fixture(tc, setup, teardown);
-  tcase_set_timeout(tc, 120);
   tcase_add_test(tc, status_mapping);
   tcase_add_test(tc, now_is_monotonic_ms);
   tcase_add_test(tc, sync_echo_sizes);
@@ -1381,14 +1381,7 @@ static Suite *rpc_suite(void) {
   tcase_add_test(tc, streams_and_unary_one_poller);
   tcase_add_test(tc, stop_mid_stream);
   tcase_add_test(tc, tls_and_mtls);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(rpc_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const ts_check_suite ts_check_this_suite = {.make = suite};

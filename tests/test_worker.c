@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "hash.h"
 #include "onnx.pb-c.h"
 #include "rpc.h"
@@ -1237,10 +1238,9 @@ START_TEST(test_sigterm_exit_zero) {
 }
 END_TEST
 
-static Suite *worker_suite(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("worker");
-  TCase *tc = tcase_create("daemon");
-  tcase_set_timeout(tc, 280);
+  TCase *tc = ts_check_tcase(s, "daemon", 280);
   tcase_add_unchecked_fixture(tc, main_worker_setup, main_worker_teardown);
   tcase_add_test(tc, test_health_serving);
   tcase_add_test(tc, test_load_and_run_small);
@@ -1255,24 +1255,22 @@ static Suite *worker_suite(void) {
   tcase_add_test(tc, test_big_model);
   tcase_add_test(tc, test_status);
   tcase_add_test(tc, test_sigterm_exit_zero);
-  suite_add_tcase(s, tc);
-  TCase *sched = tcase_create("scheduling");
-  tcase_set_timeout(sched, 280);
+  TCase *sched = ts_check_tcase(s, "scheduling", 280);
   tcase_add_test(sched, test_queue_deadline_cancel);
   tcase_add_test(sched, test_command_line);
   tcase_add_test(sched, test_systemd_notify);
-  suite_add_tcase(s, sched);
   return s;
 }
 
-int main(void) {
+static int rpc_init(int argc, char **argv) {
+  (void)argc, (void)argv;
   signal(SIGPIPE, SIG_IGN);
   ts_rpc_init();
-  SRunner *sr = srunner_create(worker_suite());
-  srunner_set_fork_status(sr, CK_NOFORK);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  ts_rpc_shutdown();
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return -1;
 }
+
+/* No fork: the unchecked fixture's worker serves every test of its case. */
+const ts_check_suite ts_check_this_suite = {.make = suite,
+                                            .before = rpc_init,
+                                            .after = ts_rpc_shutdown,
+                                            .no_fork = true};
