@@ -17,7 +17,9 @@
 
 static kc_rng rng;
 
-static inline int64_t rnd(int64_t lo, int64_t hi) { return kc_randint(&rng, lo, hi); }
+static inline int64_t rnd(int64_t lo, int64_t hi) {
+  return kc_randint(&rng, lo, hi);
+}
 
 /* An owned float tensor, uniform in [-1, 1). */
 static inline void rand_float(ts_tensor *t, int rank, const int64_t *dims) {
@@ -58,9 +60,9 @@ static inline Onnx__ModelProto *op_model(const char *op, int64_t opset,
 }
 
 /* Runs m expecting success; out[] are owned. Frees m. */
-static inline void run_ok(Onnx__ModelProto *m, const ts_tensor *const *in, int n_in,
-                   unsigned const_mask, ts_tensor *out, int n_out,
-                   const char *what) {
+static inline void run_ok(Onnx__ModelProto *m, const ts_tensor *const *in,
+                          int n_in, unsigned const_mask, ts_tensor *out,
+                          int n_out, const char *what) {
   ts_err err;
   int rc = kc_model_run(m, in, n_in, const_mask, out, n_out, &err);
   kc_model_free(m);
@@ -87,8 +89,9 @@ static inline void expect_fail(Onnx__ModelProto *m, const ts_tensor *const *in,
 
 /* Expects that load-time inference made y0's batch dim symbolic and the
  * other dims exactly `dims`. */
-static inline void expect_inferred(const Onnx__ModelProto *m, const int64_t *dims,
-                            int rank, const char *what) {
+static inline void expect_inferred(const Onnx__ModelProto *m,
+                                   const int64_t *dims, int rank,
+                                   const char *what) {
   ts_model *model;
   ts_err err;
   ck_assert_msg(kc_model_load(m, &model, &err) == 0, "%s: %s", what, err.msg);
@@ -121,8 +124,9 @@ static inline void expect_close_mag(const ts_tensor *got, const double *want,
 }
 
 /* Expects got to hold exactly the bytes of want (shape dims). */
-static inline void expect_bytes(const ts_tensor *got, ts_dtype dtype, const void *want,
-                         const int64_t *dims, int rank, const char *what) {
+static inline void expect_bytes(const ts_tensor *got, ts_dtype dtype,
+                                const void *want, const int64_t *dims, int rank,
+                                const char *what) {
   kc_assert_shape(got, dims, rank, what);
   ck_assert_msg(got->dtype == dtype, "%s: dtype %d", what, (int)got->dtype);
   ck_assert_msg(got->nbytes == 0 || memcmp(got->data, want, got->nbytes) == 0,
