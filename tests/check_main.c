@@ -6,9 +6,11 @@
 
 #include <stdlib.h>
 
-TCase *ts_check_tcase(Suite *s, const char *name, int timeout_s) {
+TCase *ts_check_tcase(Suite *s, const char *name, int timeout_s,
+                      void (*setup)(void), void (*teardown)(void)) {
   TCase *tc = tcase_create(name);
   if (timeout_s > 0) tcase_set_timeout(tc, timeout_s);
+  if (setup || teardown) tcase_add_checked_fixture(tc, setup, teardown);
   suite_add_tcase(s, tc);
   return tc;
 }

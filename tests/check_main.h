@@ -6,7 +6,7 @@
  *
  *   static Suite *suite(void) {
  *     Suite *s = suite_create("hash");
- *     TCase *tc = ts_check_tcase(s, "sha256", 0);
+ *     TCase *tc = ts_check_tcase(s, "sha256", 0, NULL, NULL);
  *     tcase_add_test(tc, test_empty);
  *     return s;
  *   }
@@ -43,7 +43,10 @@ extern const ts_check_suite ts_check_this_suite;
 
 /* Creates a test case named name, adds it to s and returns it (s owns it).
  * timeout_s > 0 replaces Check's default of 4 s (CK_DEFAULT_TIMEOUT and
- * CK_TIMEOUT_MULTIPLIER still apply on top, as Check documents). */
-TCase *ts_check_tcase(Suite *s, const char *name, int timeout_s);
+ * CK_TIMEOUT_MULTIPLIER still apply on top, as Check documents). setup and
+ * teardown, when not NULL, are its checked fixture: they run around each
+ * test, in the test's own process. */
+TCase *ts_check_tcase(Suite *s, const char *name, int timeout_s,
+                      void (*setup)(void), void (*teardown)(void));
 
 #endif

@@ -28,7 +28,7 @@ static inline void rand_float(ts_tensor *t, int rank, const int64_t *dims) {
 
 /* A non-owning view of data, for inputs held in local arrays. */
 static inline ts_tensor view(ts_dtype dtype, int rank, const int64_t *dims,
-                      const void *data) {
+                             const void *data) {
   ts_tensor t;
   ck_assert_int_eq(ts_tensor_view(&t, dtype, dims, rank, (void *)data, NULL),
                    0);
@@ -38,9 +38,9 @@ static inline ts_tensor view(ts_dtype dtype, int rank, const int64_t *dims,
 /* kc_op_model (inputs x0.., outputs y0..) with bit d of sym_mask declaring
  * dim d of the graph input x0 symbolic. */
 static inline Onnx__ModelProto *op_model(const char *op, int64_t opset,
-                                  const ts_tensor *const *in, int n_in,
-                                  unsigned const_mask, unsigned sym_mask,
-                                  int n_out, Onnx__NodeProto **node) {
+                                         const ts_tensor *const *in, int n_in,
+                                         unsigned const_mask, unsigned sym_mask,
+                                         int n_out, Onnx__NodeProto **node) {
   Onnx__ModelProto *m =
       kc_op_model(op, "", opset, in, n_in, const_mask, n_out, node);
   for (size_t i = 0; i < m->graph->n_input && sym_mask; i++) {
@@ -72,8 +72,8 @@ static inline void run_ok(Onnx__ModelProto *m, const ts_tensor *const *in,
 /* Runs m expecting failure with `code` and a message containing `needle`.
  * Frees m. */
 static inline void expect_fail(Onnx__ModelProto *m, const ts_tensor *const *in,
-                        int n_in, unsigned const_mask, int n_out, int code,
-                        const char *needle) {
+                               int n_in, unsigned const_mask, int n_out,
+                               int code, const char *needle) {
   ts_tensor out[5];
   ts_err err;
   ts_err_clear(&err);
@@ -112,8 +112,8 @@ static inline void expect_inferred(const Onnx__ModelProto *m,
  * the terms' magnitudes, not to the result (which may cancel), so these
  * references carry mag[i] = sum |term| and the bound is rtol * mag + 1e-6. */
 static inline void expect_close_mag(const ts_tensor *got, const double *want,
-                             const double *mag, const int64_t *dims, int rank,
-                             double rtol, const char *what) {
+                                    const double *mag, const int64_t *dims,
+                                    int rank, double rtol, const char *what) {
   kc_assert_shape(got, dims, rank, what);
   const int64_t n = ts_shape_numel(dims, rank);
   const float *g = got->data;

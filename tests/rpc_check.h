@@ -72,7 +72,7 @@ static inline void sleep_ms(int ms) {
 /* ---- test server handlers -------------------------------------------- */
 
 static inline void echo(ts_rpc_call *call, const uint8_t *req, size_t len,
-                 void *user) {
+                        void *user) {
   (void)user;
   ts_rpc_call_reply_owned(call, dup_bytes(req, len), len);
 }
@@ -96,7 +96,7 @@ static inline void *later_thread(void *arg) {
 }
 
 static inline void later(ts_rpc_call *call, const uint8_t *req, size_t len,
-                  void *user) {
+                         void *user) {
   (void)user;
   later_job *job = malloc(sizeof *job);
   job->call = call;
@@ -121,7 +121,7 @@ static ts_rpc_call *parked[16];
 static int n_parked;
 
 static inline void never(ts_rpc_call *call, const uint8_t *req, size_t len,
-                  void *user) {
+                         void *user) {
   (void)req, (void)len, (void)user;
   pthread_mutex_lock(&park_mu);
   ck_assert_int_lt(n_parked, 16);
@@ -166,13 +166,13 @@ static inline void on_notice(ts_rpc_call *call, void *user) {
 }
 
 static inline void watch(ts_rpc_call *call, const uint8_t *req, size_t len,
-                  void *user) {
+                         void *user) {
   ts_rpc_call_on_cancel(call, on_notice, &notices);
   never(call, req, len, user);
 }
 
 static inline void info(ts_rpc_call *call, const uint8_t *req, size_t len,
-                 void *user) {
+                        void *user) {
   (void)req, (void)len, (void)user;
   char peer[128], ua[128], missing[8];
   char *out = malloc(512);
@@ -210,7 +210,7 @@ static inline concat_state *concat_find(ts_rpc_call *call, bool create) {
 }
 
 static inline int concat_msg(ts_rpc_call *call, const uint8_t *msg, size_t len,
-                      void *user, ts_err *err) {
+                             void *user, ts_err *err) {
   (void)user;
   if (len >= 4 && memcmp(msg, "FAIL", 4) == 0)
     return ts_err_set(err, TS_EINVAL, "chunk 'FAIL' rejected");
@@ -256,7 +256,7 @@ static inline void relay_done(void *user, const ts_rpc_result *r) {
 }
 
 static inline void relay(ts_rpc_call *call, const uint8_t *req, size_t len,
-                  void *user) {
+                         void *user) {
   (void)user;
   if (!relay_client || !relay_chan) {
     ts_rpc_call_fail(call, TS_EUNAVAILABLE, "relay not set up");
@@ -264,8 +264,7 @@ static inline void relay(ts_rpc_call *call, const uint8_t *req, size_t len,
   }
   uint8_t *copy = dup_bytes(req, len);
   int rc = ts_rpc_call_async_owned(relay_client, relay_chan, ECHO, copy, len,
-                                   ts_now_ms() + 20000, relay_done, call,
-                                   NULL);
+                                   ts_now_ms() + 20000, relay_done, call, NULL);
   if (rc) ts_rpc_call_fail(call, rc, "relay: cannot start the call");
 }
 
@@ -293,8 +292,8 @@ static int port;
 static inline void start_server(const ts_rpc_creds *creds) {
   ts_err err = {0};
   ts_rpc_server_opts opts = {.listen = "127.0.0.1:0", .creds = creds};
-  int rc = ts_rpc_server_start(&opts, test_methods, N_TEST_METHODS, &srv,
-                               &port, &err);
+  int rc = ts_rpc_server_start(&opts, test_methods, N_TEST_METHODS, &srv, &port,
+                               &err);
   ck_assert_msg(rc == 0, "server start: %s", err.msg);
   ck_assert_int_gt(port, 0);
 }
@@ -326,8 +325,7 @@ static inline void setup(void) {
 }
 
 static inline void teardown(void) {
-  for (int i = 0; i < 500 && atomic_load(&later_running) > 0; i++)
-    sleep_ms(10);
+  for (int i = 0; i < 500 && atomic_load(&later_running) > 0; i++) sleep_ms(10);
   if (chan) ts_rpc_channel_close(chan);
   if (srv) ts_rpc_server_stop(srv, 1000);
   ts_rpc_shutdown();

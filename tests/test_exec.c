@@ -694,8 +694,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("exec");
-  TCase *tc = ts_check_tcase(s, "exec", 120);
-  tcase_add_checked_fixture(tc, setup, teardown);
+  TCase *tc = ts_check_tcase(s, "exec", 120, setup, teardown);
   tcase_add_test(tc, runs_and_matches_reference);
   tcase_add_test(tc, input_validation);
   tcase_add_test(tc, output_selection);

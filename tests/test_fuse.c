@@ -319,7 +319,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("fuse");
-  TCase *tc = ts_check_tcase(s, "fuse", 0);
+  TCase *tc = ts_check_tcase(s, "fuse", 0, NULL, NULL);
   tcase_add_test(tc, test_concat_axes);
   tcase_add_test(tc, test_sum);
   tcase_add_test(tc, test_mean_weighted);

@@ -1028,7 +1028,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("graph");
-  TCase *tc = ts_check_tcase(s, "load", 120);
+  TCase *tc = ts_check_tcase(s, "load", 120, NULL, NULL);
   tcase_add_test(tc, good_model_loads);
   tcase_add_test(tc, corrupt_and_truncated_bytes);
   tcase_add_test(tc, unknown_op);

@@ -60,7 +60,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("hash");
-  TCase *tc = ts_check_tcase(s, "sha256", 0);
+  TCase *tc = ts_check_tcase(s, "sha256", 0, NULL, NULL);
   tcase_add_test(tc, test_empty);
   tcase_add_test(tc, test_abc);
   tcase_add_test(tc, test_two_blocks);

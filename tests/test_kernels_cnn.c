@@ -845,7 +845,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("kernels_cnn");
-  TCase *tc = ts_check_tcase(s, "cnn", 120);
+  TCase *tc = ts_check_tcase(s, "cnn", 120, NULL, NULL);
   tcase_add_test(tc, test_conv_random);
   tcase_add_test(tc, test_conv_tiled);
   tcase_add_test(tc, test_conv_empty_batch);

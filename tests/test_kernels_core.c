@@ -684,7 +684,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("kernels_core");
-  TCase *tc = ts_check_tcase(s, "core", 120);
+  TCase *tc = ts_check_tcase(s, "core", 120, NULL, NULL);
   tcase_add_test(tc, gemm_all_combinations);
   tcase_add_test(tc, gemm_larger_and_edge_sizes);
   tcase_add_test(tc, gemm_bad_inputs);

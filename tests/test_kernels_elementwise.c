@@ -828,7 +828,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("kernels_elementwise");
-  TCase *tc = ts_check_tcase(s, "kernels", 120);
+  TCase *tc = ts_check_tcase(s, "kernels", 120, NULL, NULL);
   tcase_add_test(tc, test_binary_random);
   tcase_add_test(tc, test_binary_every_pattern);
   tcase_add_test(tc, test_integer_division);

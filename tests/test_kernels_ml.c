@@ -1337,7 +1337,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("kernels_ml");
-  TCase *tc = ts_check_tcase(s, "core", 120);
+  TCase *tc = ts_check_tcase(s, "core", 120, NULL, NULL);
   tcase_add_test(tc, test_linear_models);
   tcase_add_test(tc, test_linear_classifier_binary);
   tcase_add_test(tc, test_linear_classifier_rank1);

@@ -529,7 +529,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("kernels_pad_resize");
-  TCase *tc = ts_check_tcase(s, "pad_resize", 120);
+  TCase *tc = ts_check_tcase(s, "pad_resize", 120, NULL, NULL);
   tcase_add_test(tc, test_pad_random);
   tcase_add_test(tc, test_pad_attribute_form);
   tcase_add_test(tc, test_pad_bad);

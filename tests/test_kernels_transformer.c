@@ -1175,7 +1175,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("kernels_transformer");
-  TCase *tc = ts_check_tcase(s, "kernels", 120);
+  TCase *tc = ts_check_tcase(s, "kernels", 120, NULL, NULL);
   tcase_add_test(tc, test_transpose);
   tcase_add_test(tc, test_shape);
   tcase_add_test(tc, test_gather);

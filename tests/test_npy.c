@@ -577,7 +577,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("npy");
-  TCase *tc = ts_check_tcase(s, "core", 120);
+  TCase *tc = ts_check_tcase(s, "core", 120, NULL, NULL);
   tcase_add_test(tc, test_roundtrip_memory);
   tcase_add_test(tc, test_header_layout);
   tcase_add_test(tc, test_write_unsupported_dtype);

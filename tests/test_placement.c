@@ -323,7 +323,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("placement");
-  TCase *tc = ts_check_tcase(s, "core", 0);
+  TCase *tc = ts_check_tcase(s, "core", 0, NULL, NULL);
   tcase_add_test(tc, test_distinct_replicas_fewest_bytes_first);
   tcase_add_test(tc, test_memory_limits_respected);
   tcase_add_test(tc, test_down_and_leaving_never_chosen);

@@ -691,8 +691,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("rpc");
-  TCase *tc = ts_check_tcase(s, "rpc", 120);
-  tcase_add_checked_fixture(tc, setup, teardown);
+  TCase *tc = ts_check_tcase(s, "rpc", 120, setup, teardown);
   tcase_add_test(tc, status_mapping);
   tcase_add_test(tc, now_is_monotonic_ms);
   tcase_add_test(tc, sync_echo_sizes);

@@ -311,8 +311,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("rpc_stream");
-  TCase *tc = ts_check_tcase(s, "stream", 120);
-  tcase_add_checked_fixture(tc, setup, teardown);
+  TCase *tc = ts_check_tcase(s, "stream", 120, setup, teardown);
   tcase_add_test(tc, stream_20mib_in_1mib_chunks);
   tcase_add_test(tc, stream_empty_and_odd_chunks);
   tcase_add_test(tc, stream_message_rejected);

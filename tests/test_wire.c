@@ -303,12 +303,12 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("wire");
-  TCase *ok = ts_check_tcase(s, "round_trip", 0);
+  TCase *ok = ts_check_tcase(s, "round_trip", 0, NULL, NULL);
   tcase_add_test(ok, test_round_trip_float);
   tcase_add_test(ok, test_round_trip_scalar_and_empty);
   tcase_add_test(ok, test_every_numeric_dtype);
   tcase_add_test(ok, test_misaligned_bytes_are_copied);
-  TCase *bad = ts_check_tcase(s, "bad_input", 0);
+  TCase *bad = ts_check_tcase(s, "bad_input", 0, NULL, NULL);
   tcase_add_test(bad, test_unknown_dtype);
   tcase_add_test(bad, test_rank_too_high);
   tcase_add_test(bad, test_negative_dim);
