@@ -37,6 +37,7 @@
  *   kc_attr_ints / kc_attr_floats / kc_attr_strings / kc_attr_tensor
  *   uint8_t *bytes = kc_model_pack(m, &len);       malloc'd, caller frees
  *   int rc = kc_model_load(m, &model, &err);       pack + ts_model_load
+ *   rc = kc_load_code(m, &err);       load, free both, return the code
  *   kc_model_free(m);
  *   Names in kc_model_node are comma-separated; an empty entry ("x,,b") is
  *   an omitted optional input/output.
@@ -598,6 +599,20 @@ static inline int kc_model_run(const Onnx__ModelProto *m,
                                ts_err *err) {
   return kc_model_run_limited(m, in, n_in, const_mask, out, n_out,
                               (size_t)1 << 40, err);
+}
+
+/* Loads m and returns the load's code; frees m and the loaded model. */
+static inline int kc_load_code(Onnx__ModelProto *m, ts_err *err) {
+  ts_model *model = NULL;
+  int rc = kc_model_load(m, &model, err);
+  ts_model_free(model);
+  kc_model_free(m);
+  return rc;
+}
+
+/* Frees t[0..n) (each as ts_tensor_free does). */
+static inline void kc_tensors_free(ts_tensor *t, int n) {
+  for (int i = 0; i < n; i++) ts_tensor_free(&t[i]);
 }
 
 /* kc_op_model + kc_model_run + kc_model_free, for ops without attributes. */
