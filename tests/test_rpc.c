@@ -5,6 +5,7 @@
  * client streaming and TLS are in test_rpc_stream.c.
  */
 #include <check.h>
+#include <grpc/status.h>
 
 #include "check_main.h"
 #include "rpc_check.h"
@@ -23,18 +24,27 @@ START_TEST(status_mapping) {
     /* The way back lands on a code with the same status. */
     ck_assert_int_eq(ts_err_grpc_status(back), status);
   }
-  ck_assert_int_eq(ts_err_from_grpc_status(0), TS_OK);
-  ck_assert_int_eq(ts_err_from_grpc_status(3), TS_EINVAL);
-  ck_assert_int_eq(ts_err_from_grpc_status(4), TS_ETIMEDOUT);
-  ck_assert_int_eq(ts_err_from_grpc_status(5), TS_ENOTFOUND);
-  ck_assert_int_eq(ts_err_from_grpc_status(8), TS_EEXHAUSTED);
-  ck_assert_int_eq(ts_err_from_grpc_status(12), TS_EUNSUPPORTED);
-  ck_assert_int_eq(ts_err_from_grpc_status(13), TS_EINTERNAL);
-  ck_assert_int_eq(ts_err_from_grpc_status(14), TS_EUNAVAILABLE);
-  ck_assert_int_eq(ts_err_from_grpc_status(16), TS_EUNAUTH);
-  ck_assert_int_eq(ts_err_from_grpc_status(2), TS_EINTERNAL);
-  ck_assert_int_eq(ts_err_from_grpc_status(11), TS_EINVAL);
-  ck_assert_int_eq(ts_err_from_grpc_status(99), TS_EINTERNAL);
+  /* The way in from each status a peer may send. */
+  static const struct {
+    int status, code;
+  } in[] = {
+      {GRPC_STATUS_OK, TS_OK},
+      {GRPC_STATUS_INVALID_ARGUMENT, TS_EINVAL},
+      {GRPC_STATUS_DEADLINE_EXCEEDED, TS_ETIMEDOUT},
+      {GRPC_STATUS_NOT_FOUND, TS_ENOTFOUND},
+      {GRPC_STATUS_RESOURCE_EXHAUSTED, TS_EEXHAUSTED},
+      {GRPC_STATUS_UNIMPLEMENTED, TS_EUNSUPPORTED},
+      {GRPC_STATUS_INTERNAL, TS_EINTERNAL},
+      {GRPC_STATUS_UNAVAILABLE, TS_EUNAVAILABLE},
+      {GRPC_STATUS_UNAUTHENTICATED, TS_EUNAUTH},
+      {GRPC_STATUS_UNKNOWN, TS_EINTERNAL},
+      {GRPC_STATUS_OUT_OF_RANGE, TS_EINVAL},
+      {99, TS_EINTERNAL}, /* no such status */
+  };
+  for (size_t i = 0; i < sizeof in / sizeof *in; i++)
+    ck_assert_msg(ts_err_from_grpc_status(in[i].status) == in[i].code,
+                  "status %d: got %d, want %d", in[i].status,
+                  ts_err_from_grpc_status(in[i].status), in[i].code);
 }
 END_TEST
 
@@ -92,7 +102,7 @@ static void on_done(void *user, const ts_rpc_result *r) {
   p->status = r->status;
   p->code = r->code;
   snprintf(p->message, sizeof p->message, "%s", r->message ? r->message : "");
-  p->match = r->status == 0 && r->len == p->expect_len &&
+  p->match = r->status == GRPC_STATUS_OK && r->len == p->expect_len &&
              (r->len == 0 || memcmp(r->data, p->expect, r->len) == 0);
   atomic_fetch_add(&p->done, 1);
   pthread_mutex_lock(&done_mu);
@@ -204,7 +214,7 @@ START_TEST(async_100_concurrent) {
   for (int i = 0; i < N; i++) {
     ck_assert_int_eq(atomic_load(&probes[i].done), 1);
     if (i % 3 == 0 && !relayed) {
-      ck_assert_int_eq(probes[i].status, 5);
+      ck_assert_int_eq(probes[i].status, GRPC_STATUS_NOT_FOUND);
       ck_assert_int_eq(probes[i].code, TS_ENOTFOUND);
       ck_assert_str_eq(probes[i].message, FAIL_MSG);
     } else {
@@ -405,7 +415,7 @@ START_TEST(async_cancel) {
   ck_assert_int_eq(wait_parked(1), 1);
   ts_rpc_outcall_cancel(h);
   ck_assert(wait_done(1, 5000));
-  ck_assert_int_eq(p.status, 1);
+  ck_assert_int_eq(p.status, GRPC_STATUS_CANCELLED);
   ck_assert_int_eq(p.code, TS_ECANCELLED);
   ts_rpc_client_free(client);
   ck_assert_int_eq(atomic_load(&p.done), 1);
@@ -443,7 +453,7 @@ START_TEST(stop_cancels_unanswered_call) {
   ck_assert_int_ge(took, 150);
   ck_assert_int_lt(took, 3000);
   ck_assert(wait_done(1, 5000));
-  ck_assert_int_ne(p.status, 0);
+  ck_assert_int_ne(p.status, GRPC_STATUS_OK);
   ts_rpc_client_free(client);
   /* The handler's answer after stop only frees the call. */
   ts_rpc_call *call = unpark();
@@ -577,7 +587,7 @@ START_TEST(notice_on_server_stop) {
   srv = NULL;
   ck_assert_int_eq(atomic_load(&notices), 1);
   ck_assert(wait_done(1, 5000));
-  ck_assert_int_ne(p.status, 0);
+  ck_assert_int_ne(p.status, GRPC_STATUS_OK);
   ts_rpc_client_free(client);
   ts_rpc_call *call = unpark();
   ck_assert_ptr_eq(noticed_call, call);

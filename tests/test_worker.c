@@ -27,7 +27,7 @@ static void main_worker_teardown(void) {
 }
 
 START_TEST(test_health_serving) {
-  ck_assert_int_eq(health(&main_worker), 1);
+  ck_assert_int_eq(health(&main_worker), SERVING);
 }
 END_TEST
 

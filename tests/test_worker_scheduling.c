@@ -20,7 +20,7 @@ typedef struct async_tally {
 
 static void tally_done(void *user, const ts_rpc_result *res) {
   async_tally *t = user;
-  if (res->code == 0)
+  if (res->code == TS_OK)
     atomic_fetch_add(&t->ok, 1);
   else if (res->code == TS_EEXHAUSTED)
     atomic_fetch_add(&t->exhausted, 1);
@@ -163,7 +163,7 @@ START_TEST(test_queue_deadline_cancel) {
   wait_in_flight(&w);
   kill(w.pid, SIGTERM);
   int64_t end = ts_now_ms() + 10000;
-  while (health(&w) != 2) {
+  while (health(&w) != NOT_SERVING) {
     ck_assert_msg(ts_now_ms() < end, "health never turned NOT_SERVING");
     usleep(5000);
   }

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "hash.h"
+#include "health.pb-c.h"
 #include "onnx.pb-c.h"
 #include "rpc.h"
 #include "ts_config.h"
@@ -568,7 +569,12 @@ static inline void expect_run_fails(worker_proc *w, const run_req *r, int code,
                 err.msg);
 }
 
-/* grpc.health.v1 Check for the whole server: 1 SERVING, 2 NOT_SERVING. */
+/* The worker's health, as grpc.health.v1 names it. */
+#define SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+#define NOT_SERVING \
+  GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+
+/* grpc.health.v1 Check for the whole server: SERVING or NOT_SERVING. */
 static inline int health(worker_proc *w) {
   uint8_t *out = NULL;
   size_t len = 0;
