@@ -23,7 +23,7 @@ static const char *state_name(ts_model_state s) {
 static void handle_cluster_status(ts_rpc_call *call, const uint8_t *data,
                                   size_t len, void *user) {
   ts_admin *admin = user;
-  ts_cluster *c = admin->cluster;
+  ts_membership *c = admin->cluster;
   ProtobufCMessage *req = ts_rpc_call_unpack(
       call, &tessera__admin__v1__cluster_status_request__descriptor, data, len);
   if (!req) return;
@@ -65,7 +65,7 @@ static void handle_cluster_status(ts_rpc_call *call, const uint8_t *data,
     ws[i].calls = atomic_load(&w->calls);
     ws[i].failures = atomic_load(&w->failures);
     ws[i].blas_core = w->blas_core;
-    ws[i].state = (char *)ts_cluster_state_name(c, i);
+    ws[i].state = (char *)ts_membership_state_name(c, i);
     int64_t since = atomic_load(&w->down_since_ms);
     ws[i].down_ms = !ws[i].up && since ? ts_now_ms() - since : 0;
     wp[i] = &ws[i];
@@ -109,7 +109,7 @@ static void handle_cluster_status(ts_rpc_call *call, const uint8_t *data,
           for (int r = 0; r < n_rep; r++) {
             int w = ts_served_model_replicas(m, s, j)[r];
             ps[k].workers[r] = w;
-            ps[k].replica_states[r] = (char *)ts_cluster_state_name(c, w);
+            ps[k].replica_states[r] = (char *)ts_membership_state_name(c, w);
           }
           ps[k].moves = m->moves ? m->moves[s][j] : 0;
           ms[i].moves += ps[k].moves;
@@ -150,17 +150,17 @@ typedef struct join_job {
 /* Adding a worker probes it over the network: never on a poller thread. */
 static void *join_thread(void *arg) {
   join_job *job = arg;
-  ts_cluster *c = job->admin->cluster;
+  ts_membership *c = job->admin->cluster;
   ts_err err = {0};
   Tessera__Admin__V1__RegisterWorkerResponse resp =
       TESSERA__ADMIN__V1__REGISTER_WORKER_RESPONSE__INIT;
-  int index = ts_cluster_find(c, job->address);
+  int index = ts_membership_find(c, job->address);
   if (index >= 0) {
     /* Known: if it is down the prober restores its shards and brings it
      * back; nothing to do here. */
     resp.known = 1;
-  } else if (ts_cluster_add(c, job->address, &err) == TS_OK) {
-    index = ts_cluster_find(c, job->address);
+  } else if (ts_membership_add(c, job->address, &err) == TS_OK) {
+    index = ts_membership_find(c, job->address);
     ts_log_info("worker %s joined", job->address);
     /* Models waiting for workers load now; auto-replicated ones gain
      * their second replica. */
@@ -185,8 +185,8 @@ static void *join_thread(void *arg) {
  * the worker knows it may stop. Never on a poller thread (uploads). */
 static void *leave_thread(void *arg) {
   join_job *job = arg;
-  ts_cluster *c = job->admin->cluster;
-  int index = ts_cluster_find(c, job->address);
+  ts_membership *c = job->admin->cluster;
+  int index = ts_membership_find(c, job->address);
   if (index < 0) {
     char msg[TS_ADDR_MAX + 64];
     snprintf(msg, sizeof msg, "worker %s is not registered", job->address);

@@ -13,7 +13,7 @@
 
 typedef struct ts_admin {
   ts_registry *registry;
-  ts_cluster *cluster;
+  ts_membership *cluster;
 } ts_admin;
 
 #define TS_ADMIN_METHODS 3

@@ -90,7 +90,7 @@ struct batch {
   ts_served_model *model;
   ts_tensor *concat;
   int n_concat;
-  ts_infer *inf;      /* set under b->mu */
+  ts_dispatch *inf;   /* set under b->mu */
   int n_cancelled;    /* items cancelled once cut; under b->mu */
   struct batch *next; /* batches cut together, dispatched in order */
   int n;
@@ -98,7 +98,7 @@ struct batch {
 };
 
 struct ts_batcher {
-  ts_cluster *cluster;
+  ts_membership *cluster;
   ts_dispatch_opts opts;
   int max_queue;
   uv_loop_t loop;
@@ -169,10 +169,10 @@ static batch *cut_locked(ts_batcher *b, model_queue *q, item **failed) {
   return bt;
 }
 
-static void on_batch_done(ts_infer *inf, void *user);
+static void on_batch_done(ts_dispatch *inf, void *user);
 
 static void batch_free(batch *bt) {
-  if (bt->inf) ts_infer_free(bt->inf);
+  if (bt->inf) ts_dispatch_free(bt->inf);
   for (int i = 0; i < bt->n_concat; i++) ts_tensor_free(&bt->concat[i]);
   free(bt->concat);
   for (int i = 0; i < bt->n; i++) free(bt->items[i]);
@@ -220,27 +220,27 @@ static batch *batch_start(batch *bt) {
     free(parts);
     inputs = bt->concat;
   }
-  ts_infer *inf = NULL;
+  ts_dispatch *inf = NULL;
   if (rc == TS_OK) {
-    inf = ts_infer_new(b->cluster, m, &b->opts, deadline, "batch");
+    inf = ts_dispatch_new(b->cluster, m, &b->opts, deadline, "batch");
     if (!inf) rc = ts_err_set(&err, TS_ENOMEM, "out of memory");
   }
   for (int k = 0; rc == TS_OK && k < m->n_inputs; k++)
-    rc = ts_infer_add_input(inf, m->inputs[k].name, &inputs[k], &err);
+    rc = ts_dispatch_add_input(inf, m->inputs[k].name, &inputs[k], &err);
   pthread_mutex_lock(&b->mu);
   bt->inf = inf;
   bool all_cancelled = bt->n_cancelled == n;
   pthread_mutex_unlock(&b->mu);
   if (rc == TS_OK && all_cancelled)
-    ts_infer_cancel(inf, TS_ECANCELLED,
-                    "every request of the batch was cancelled");
+    ts_dispatch_cancel(inf, TS_ECANCELLED,
+                       "every request of the batch was cancelled");
   if (rc) {
     for (int j = 0; j < n; j++) bt->items[j]->done(bt->items[j]->user, &err,
                                                    NULL, 0);
     return bt;
   }
   ts_log_debug("batch of %d request(s) for %s", n, m->config.name);
-  ts_infer_start(bt->inf, on_batch_done, bt);
+  ts_dispatch_start(bt->inf, on_batch_done, bt);
   return NULL;
 }
 
@@ -280,10 +280,10 @@ static bool item_gone(ts_batcher *b, item *it, int64_t now, ts_err *err) {
 
 /* Hands each request its rows of every output (zero-copy views into the
  * batch's outputs). */
-static void on_batch_done(ts_infer *inf, void *user) {
+static void on_batch_done(ts_dispatch *inf, void *user) {
   batch *bt = user;
   const ts_served_model *m = bt->model;
-  ts_err err = *ts_infer_error(inf);
+  ts_err err = *ts_dispatch_error(inf);
   int n_out = m->n_outputs;
   /* Per output: the batch's tensor, this request's view, its pointer. */
   struct out_slot {
@@ -300,8 +300,8 @@ static void on_batch_done(ts_infer *inf, void *user) {
   int64_t total = 0;
   for (int i = 0; i < bt->n; i++) total += bt->items[i]->rows;
   for (int k = 0; !err.code && k < n_out; k++) {
-    const ts_tensor *full = outs[k].full = ts_infer_value(inf,
-                                                          m->outputs[k].name);
+    const ts_tensor *full = outs[k].full =
+        ts_dispatch_value(inf, m->outputs[k].name);
     if (!full)
       ts_err_set(&err, TS_EINTERNAL, "the model produced no output '%s'",
                  m->outputs[k].name);
@@ -417,7 +417,7 @@ static void *loop_thread(void *arg) {
   return NULL;
 }
 
-int ts_batcher_create(ts_cluster *cluster, const ts_dispatch_opts *opts,
+int ts_batcher_create(ts_membership *cluster, const ts_dispatch_opts *opts,
                       int max_queue, ts_batcher **out, ts_err *err) {
   ts_batcher *b = calloc(1, sizeof *b);
   if (!b) return ts_err_set(err, TS_ENOMEM, "out of memory");
@@ -529,7 +529,7 @@ static bool unqueue_locked(ts_batcher *b, item *it) {
 }
 
 void ts_batcher_cancel(ts_batcher *b, ts_batch_item *it, int code) {
-  ts_infer *stop = NULL;
+  ts_dispatch *stop = NULL;
   bool dropped = false;
   pthread_mutex_lock(&b->mu);
   if (!it->cancelled) {
@@ -551,7 +551,7 @@ void ts_batcher_cancel(ts_batcher *b, ts_batch_item *it, int code) {
     free(it);
   }
   if (stop)
-    ts_infer_cancel(stop, code, "every request of the batch was cancelled");
+    ts_dispatch_cancel(stop, code, "every request of the batch was cancelled");
 }
 
 void ts_batcher_free(ts_batcher *b) {

@@ -76,7 +76,7 @@ static void handle_server_live(ts_rpc_call *call, const uint8_t *data,
 
 static int all_models_ready(ts_frontend *fe) {
   ts_served_model **models;
-  int n, ready = ts_cluster_live_count(fe->cluster) > 0;
+  int n, ready = ts_membership_live_count(fe->cluster) > 0;
   if (ts_registry_snapshot(fe->registry, &models, &n) != TS_OK) return 0;
   for (int i = 0; i < n; i++) {
     ready &= models[i]->state == TS_MODEL_READY;
@@ -192,7 +192,7 @@ typedef struct infer_ctx {
   ts_rpc_call *call;
   Inference__ModelInferRequest *req; /* in arena */
   ts_served_model *model;
-  ts_infer *inf;           /* unbatched: the inference */
+  ts_dispatch *inf;        /* unbatched: the inference */
   ts_batch_item *item;     /* batched: the request in the batcher */
   ts_tensor *inputs;       /* in arena: views into req, or owned widened
                               copies */
@@ -383,7 +383,7 @@ static int bind_inputs(infer_ctx *ctx, ts_err *err) {
 
 static void ctx_free(infer_ctx *ctx) {
   atomic_fetch_sub(&ctx->fe->in_flight, 1);
-  if (ctx->inf) ts_infer_free(ctx->inf);
+  if (ctx->inf) ts_dispatch_free(ctx->inf);
   for (int i = 0; i < ctx->n_inputs; i++) ts_tensor_free(&ctx->inputs[i]);
   if (ctx->model) ts_served_model_release(ctx->model);
   ts_rpc_arena_release(&ctx->arena);
@@ -396,7 +396,7 @@ typedef Inference__ModelInferResponse__InferOutputTensor output_tensor;
 typedef const ts_tensor *(*result_lookup)(const void *src, const char *name);
 
 static const ts_tensor *infer_lookup(const void *src, const char *name) {
-  return ts_infer_value(src, name);
+  return ts_dispatch_value(src, name);
 }
 
 /* Batched results: output k of the model is outputs[k]. */
@@ -477,9 +477,9 @@ static int client_gone(infer_ctx *ctx) {
   return 1;
 }
 
-static void on_infer_done(ts_infer *inf, void *user) {
+static void on_infer_done(ts_dispatch *inf, void *user) {
   infer_ctx *ctx = user;
-  const ts_err *e = ts_infer_error(inf);
+  const ts_err *e = ts_dispatch_error(inf);
   if (client_gone(ctx)) {
     /* answered already: nobody listens for the outputs */
   } else if (e->code) {
@@ -533,9 +533,9 @@ static void on_client_gone(ts_rpc_call *call, void *user) {
                expired ? "the client's deadline passed"
                        : "the client cancelled");
   if (ctx->inf)
-    ts_infer_cancel(ctx->inf, code,
-                    expired ? "the client's deadline passed"
-                            : "the client cancelled the request");
+    ts_dispatch_cancel(ctx->inf, code,
+                       expired ? "the client's deadline passed"
+                               : "the client cancelled the request");
   else if (ctx->item)
     ts_batcher_cancel(ctx->fe->batcher, ctx->item, code);
 }
@@ -590,19 +590,19 @@ static void handle_model_infer(ts_rpc_call *call, const uint8_t *data,
     if (rc == TS_OK) return;
   }
   if (rc == TS_OK) {
-    ctx->inf = ts_infer_new(fe->cluster, ctx->model, &fe->dispatch, deadline,
-                            ctx->req->id);
+    ctx->inf = ts_dispatch_new(fe->cluster, ctx->model, &fe->dispatch, deadline,
+                               ctx->req->id);
     if (!ctx->inf) rc = ts_err_set(&err, TS_ENOMEM, "out of memory");
   }
   for (int i = 0; rc == TS_OK && i < ctx->n_inputs; i++)
-    rc = ts_infer_add_input(ctx->inf, ctx->req->inputs[i]->name,
-                            &ctx->inputs[i], &err);
+    rc = ts_dispatch_add_input(ctx->inf, ctx->req->inputs[i]->name,
+                               &ctx->inputs[i], &err);
   if (rc) {
     reply_error(call, &err);
     ctx_free(ctx);
     return;
   }
-  ts_infer_start(ctx->inf, on_infer_done, ctx); /* may answer at once */
+  ts_dispatch_start(ctx->inf, on_infer_done, ctx); /* may answer at once */
   ts_rpc_call_on_cancel(call, on_client_gone, ctx);
 }
 

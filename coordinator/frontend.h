@@ -23,7 +23,7 @@
 
 typedef struct ts_frontend {
   ts_registry *registry;
-  ts_cluster *cluster;
+  ts_membership *cluster;
   ts_dispatch_opts dispatch;
   int64_t max_deadline_ms;   /* cap on any request's deadline */
   struct ts_batcher *batcher; /* dynamic batching; NULL: none */

@@ -14,6 +14,7 @@
  * loop").
  */
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 #include "local_workers.h"
 #include "log.h"
 #include "membership.h"
+#include "options.h"
 #include "registry.h"
 #include "rpc.h"
 #include "ts_config.h"
@@ -47,7 +49,7 @@ typedef struct options {
   int n_workers;
   int local_workers;
   int worker_threads;
-  unsigned long long worker_memory_limit;
+  uint64_t worker_memory_limit;
   long long worker_activation_limit; /* < 0: the worker's default */
   const char *worker_binary;
   const char *models[MAX_SPECS];
@@ -73,10 +75,11 @@ static void usage(FILE *f) {
 "  --local-workers N           start N worker processes on loopback\n"
 "  --worker-threads N          kernel threads per local worker (default:\n"
 "                              CPUs / N, at least 1)\n"
-"  --worker-memory-limit BYTES memory limit of each local worker (K/M/G)\n"
+"  --worker-memory-limit BYTES memory limit of each local worker (bytes,\n"
+"                              or K/M/G/T, e.g. 512M, 1GiB)\n"
 "  --worker-activation-limit BYTES\n"
 "                              activation memory of one run on a local\n"
-"                              worker (K/M/G; 0: none; default: the\n"
+"                              worker (K/M/G/T; 0: none; default: the\n"
 "                              worker's, see tessera-worker --help)\n"
 "  --worker-binary PATH        tessera-worker to start (default: beside this\n"
 "                              program)\n"
@@ -101,22 +104,20 @@ static void usage(FILE *f) {
 "  --help                      this text\n");
 }
 
-static int parse_size(const char *s, unsigned long long *out) {
-  char *end;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (end == s) return -1;
-  unsigned long long mult = 1;
-  switch (*end) {
-    case 'K': case 'k': mult = 1ull << 10; end++; break;
-    case 'M': case 'm': mult = 1ull << 20; end++; break;
-    case 'G': case 'g': mult = 1ull << 30; end++; break;
-    default: break;
-  }
-  if (*end == 'B' || *end == 'b') end++;
-  if (*end) return -1;
-  *out = v * mult;
-  return 0;
+/* Reports a bad option value (err says why) and returns the exit status 2. */
+static int bad_option(const char *option, const ts_err *err) {
+  fprintf(stderr, "tessera-coordinator: %s %s\n", option, err->msg);
+  return 2;
 }
+
+/* An integer option in [lo, hi] into *out (of any integer type via v). */
+#define INT_OPTION(option, lo, hi, field)                              \
+  do {                                                                 \
+    long long v;                                                       \
+    if (ts_integer_parse(optarg, lo, hi, &v, &err))                    \
+      return bad_option(option, &err);                                 \
+    field = v;                                                         \
+  } while (0)
 
 static int parse_options(int argc, char **argv, options *o) {
   enum { O_LISTEN = 1, O_WORKER, O_LOCAL, O_THREADS, O_LIMIT, O_ACT, O_BINARY,
@@ -145,7 +146,7 @@ static int parse_options(int argc, char **argv, options *o) {
   o->attempt_timeout_ms = 2000;
   o->replace_after_ms = 5000;
   int c;
-  char *end;
+  ts_err err = {0};
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (c) {
       case O_LISTEN: o->listen = optarg; break;
@@ -156,35 +157,21 @@ static int parse_options(int argc, char **argv, options *o) {
         }
         o->workers[o->n_workers++] = optarg;
         break;
-      case O_LOCAL:
-        o->local_workers = (int)strtol(optarg, &end, 10);
-        if (*end || o->local_workers < 0 || o->local_workers > 64) {
-          fprintf(stderr, "tessera-coordinator: --local-workers '%s' is not "
-                  "a number in [0, 64]\n", optarg);
-          return 2;
-        }
-        break;
+      case O_LOCAL: INT_OPTION("--local-workers", 0, 64, o->local_workers); break;
       case O_THREADS:
-        o->worker_threads = (int)strtol(optarg, &end, 10);
-        if (*end || o->worker_threads < 1 || o->worker_threads > 1024) {
-          fprintf(stderr, "tessera-coordinator: --worker-threads '%s' is not "
-                  "a number in [1, 1024]\n", optarg);
-          return 2;
-        }
+        INT_OPTION("--worker-threads", 1, 1024, o->worker_threads);
         break;
       case O_LIMIT:
-        if (parse_size(optarg, &o->worker_memory_limit)) {
-          fprintf(stderr, "tessera-coordinator: --worker-memory-limit '%s' "
-                  "is not a size (e.g. 512M)\n", optarg);
-          return 2;
-        }
+        if (ts_size_parse(optarg, &o->worker_memory_limit, &err))
+          return bad_option("--worker-memory-limit", &err);
         break;
       case O_ACT: {
-        unsigned long long v;
-        if (parse_size(optarg, &v) || v > LLONG_MAX) {
-          fprintf(stderr, "tessera-coordinator: --worker-activation-limit "
-                  "'%s' is not a size (e.g. 512M)\n", optarg);
-          return 2;
+        uint64_t v;
+        if (ts_size_parse(optarg, &v, &err))
+          return bad_option("--worker-activation-limit", &err);
+        if (v > LLONG_MAX) {
+          ts_err_set(&err, TS_EINVAL, "'%s' is too large a size", optarg);
+          return bad_option("--worker-activation-limit", &err);
         }
         o->worker_activation_limit = (long long)v;
         break;
@@ -199,36 +186,14 @@ static int parse_options(int argc, char **argv, options *o) {
         break;
       case O_REPO: o->repository = optarg; break;
       case O_DEADLINE:
-        o->max_deadline_ms = strtol(optarg, &end, 10);
-        if (*end || o->max_deadline_ms < 1) {
-          fprintf(stderr, "tessera-coordinator: --max-deadline-ms '%s' is "
-                  "not a positive number\n", optarg);
-          return 2;
-        }
+        INT_OPTION("--max-deadline-ms", 1, LONG_MAX, o->max_deadline_ms);
         break;
-      case O_QUEUE:
-        o->max_queue = (int)strtol(optarg, &end, 10);
-        if (*end || o->max_queue < 1 || o->max_queue > 1000000) {
-          fprintf(stderr, "tessera-coordinator: --max-queue '%s' is not a "
-                  "number in [1, 1000000]\n", optarg);
-          return 2;
-        }
-        break;
+      case O_QUEUE: INT_OPTION("--max-queue", 1, 1000000, o->max_queue); break;
       case O_ATTEMPT:
-        o->attempt_timeout_ms = strtol(optarg, &end, 10);
-        if (*end || o->attempt_timeout_ms < 0) {
-          fprintf(stderr, "tessera-coordinator: --attempt-timeout-ms '%s' is "
-                  "not a number >= 0\n", optarg);
-          return 2;
-        }
+        INT_OPTION("--attempt-timeout-ms", 0, LONG_MAX, o->attempt_timeout_ms);
         break;
       case O_REPLACE:
-        o->replace_after_ms = strtol(optarg, &end, 10);
-        if (*end || end == optarg || o->replace_after_ms < 0) {
-          fprintf(stderr, "tessera-coordinator: --replace-after-ms '%s' is "
-                  "not a number >= 0\n", optarg);
-          return 2;
-        }
+        INT_OPTION("--replace-after-ms", 0, LONG_MAX, o->replace_after_ms);
         break;
       case O_RR: o->round_robin = 1; break;
       case O_HELP: usage(stdout); exit(0);
@@ -286,7 +251,7 @@ typedef struct control {
   int probing;
   long replace_after_ms;
   int unplaced[TS_MAX_WORKERS];  /* last count logged, per worker */
-  ts_cluster *cluster;
+  ts_membership *cluster;
   ts_registry *registry;
 } control;
 
@@ -297,10 +262,10 @@ typedef struct control {
 /* A down worker answers again: hold it back from the scheduler until its
  * shards are in place, then put it back in rotation. 1 when it is back. */
 static int bring_back(control *ctl, int i) {
-  ts_cluster *c = ctl->cluster;
+  ts_membership *c = ctl->cluster;
   ts_worker *w = &c->workers[i];
   ts_err err = {0};
-  if (ts_cluster_probe(c, i, PROBE_TIMEOUT_MS, &err) != TS_OK) return 0;
+  if (ts_membership_probe(c, i, PROBE_TIMEOUT_MS, &err) != TS_OK) return 0;
   atomic_store(&w->up, 0);
   if (ts_registry_resync_worker(ctl->registry, i, &err) != TS_OK) {
     ts_log_warn("worker %s answers but its shards could not be restored: "
@@ -358,13 +323,15 @@ static void replace_worker(control *ctl, int i) {
   if (ts_registry_replicas_on(ctl->registry, i) > 0) {
     int moved = ts_registry_move_off_worker(ctl->registry, i, &left);
     if (moved)
-      ts_log_info("worker %s (%s): %d shard replica(s) re-placed on other "
-                  "workers", w->address, ts_cluster_state_name(ctl->cluster, i),
-                  moved);
+      ts_log_info(
+          "worker %s (%s): %d shard replica(s) re-placed on other "
+          "workers",
+          w->address, ts_membership_state_name(ctl->cluster, i), moved);
     if (left && left != ctl->unplaced[i])
-      ts_log_warn("worker %s (%s): %d shard replica(s) have no other worker "
-                  "with room; retrying as workers join", w->address,
-                  ts_cluster_state_name(ctl->cluster, i), left);
+      ts_log_warn(
+          "worker %s (%s): %d shard replica(s) have no other worker "
+          "with room; retrying as workers join",
+          w->address, ts_membership_state_name(ctl->cluster, i), left);
     ctl->unplaced[i] = left;
   }
   if (leaving && up && left == 0 && atomic_exchange(&w->up, 0)) {
@@ -381,14 +348,15 @@ static void replace_worker(control *ctl, int i) {
  * its failure is counted in the round that sees it. */
 static void probe_workers(uv_work_t *req) {
   control *ctl = req->data;
-  ts_cluster *c = ctl->cluster;
+  ts_membership *c = ctl->cluster;
   ts_health health[TS_MAX_WORKERS];
   int grew = 0;
-  int n = ts_cluster_check_health_all(c, PROBE_TIMEOUT_MS, PROBE_WAIT_MS,
-                                      health);
+  int n = ts_membership_check_health_all(c, PROBE_TIMEOUT_MS, PROBE_WAIT_MS,
+                                         health);
   for (int i = 0; i < n; i++) grew |= check_worker(ctl, i, health[i]);
   for (int i = 0; i < n; i++) replace_worker(ctl, i);
-  if (ts_cluster_live_count(c) > 0) ts_registry_retry_unavailable(ctl->registry);
+  if (ts_membership_live_count(c) > 0)
+    ts_registry_retry_unavailable(ctl->registry);
   if (grew && ts_registry_rebalance(ctl->registry) > 0)
     ts_log_info("shards rebalanced onto returning workers");
 }
@@ -419,8 +387,7 @@ static void on_signal(uv_signal_t *s, int signum) {
 }
 
 static void print_listening(const char *listen, int port) {
-  const char *colon = strrchr(listen, ':');
-  int host_len = colon ? (int)(colon - listen) : (int)strlen(listen);
+  int host_len = (int)ts_hostport_host_length(listen);
   printf("listening on %.*s:%d\n", host_len, listen, port);
   fflush(stdout);
 }
@@ -452,23 +419,23 @@ int main(int argc, char **argv) {
   }
 
   ts_rpc_init();
-  ts_cluster cluster;
+  ts_membership cluster;
   ts_registry registry;
   ts_err err = {0};
   ts_rpc_server *server = NULL;
   int exit_code = 1;
-  if (ts_cluster_init(&cluster, NULL, &err) != TS_OK) {
+  if (ts_membership_init(&cluster, NULL, &err) != TS_OK) {
     fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
     goto out_rpc;
   }
   for (int i = 0; i < o.n_workers; i++)
-    if (ts_cluster_add(&cluster, o.workers[i], &err) != TS_OK) {
+    if (ts_membership_add(&cluster, o.workers[i], &err) != TS_OK) {
       fprintf(stderr, "tessera-coordinator: worker %s: %s\n", o.workers[i],
               err.msg);
       goto out_cluster;
     }
   for (int i = 0; i < local.n; i++)
-    if (ts_cluster_add(&cluster, local.addresses[i], &err) != TS_OK) {
+    if (ts_membership_add(&cluster, local.addresses[i], &err) != TS_OK) {
       fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
       goto out_cluster;
     }
@@ -534,7 +501,7 @@ out_batcher:
 out_registry:
   ts_registry_free(&registry);
 out_cluster:
-  ts_cluster_free(&cluster);
+  ts_membership_free(&cluster);
 out_rpc:
   ts_rpc_shutdown();
   /* A local worker that crashed or failed its own shutdown fails the

@@ -12,7 +12,8 @@
 #define WORKER_SERVICE "/tessera.worker.v1.Worker/"
 #define UPLOAD_CHUNK (1u << 20)
 
-int ts_cluster_init(ts_cluster *c, const ts_rpc_creds *creds, ts_err *err) {
+int ts_membership_init(ts_membership *c, const ts_rpc_creds *creds,
+                       ts_err *err) {
   memset(c, 0, sizeof *c);
   c->creds = creds;
   pthread_mutex_init(&c->mu, NULL);
@@ -21,8 +22,8 @@ int ts_cluster_init(ts_cluster *c, const ts_rpc_creds *creds, ts_err *err) {
   return ts_rpc_client_create(&c->client, err);
 }
 
-int ts_cluster_probe(ts_cluster *c, int index, int64_t timeout_ms,
-                     ts_err *err) {
+int ts_membership_probe(ts_membership *c, int index, int64_t timeout_ms,
+                        ts_err *err) {
   ts_worker *w = &c->workers[index];
   Tessera__Worker__V1__StatusRequest req =
       TESSERA__WORKER__V1__STATUS_REQUEST__INIT;
@@ -52,7 +53,7 @@ int ts_cluster_probe(ts_cluster *c, int index, int64_t timeout_ms,
   return TS_OK;
 }
 
-int ts_cluster_add(ts_cluster *c, const char *address, ts_err *err) {
+int ts_membership_add(ts_membership *c, const char *address, ts_err *err) {
   pthread_mutex_lock(&c->mu);
   if (c->n == TS_MAX_WORKERS) {
     pthread_mutex_unlock(&c->mu);
@@ -72,7 +73,7 @@ int ts_cluster_add(ts_cluster *c, const char *address, ts_err *err) {
   c->n++;
   pthread_mutex_unlock(&c->mu);
   ts_err probe_err;
-  if (ts_cluster_probe(c, w->index, 5000, &probe_err) == TS_OK)
+  if (ts_membership_probe(c, w->index, 5000, &probe_err) == TS_OK)
     ts_log_info("worker %d: %s up, %d threads, memory limit %llu, BLAS %s",
                 w->index, w->address, w->threads, w->memory_limit,
                 w->blas_core);
@@ -82,13 +83,13 @@ int ts_cluster_add(ts_cluster *c, const char *address, ts_err *err) {
   return TS_OK;
 }
 
-int ts_cluster_find(ts_cluster *c, const char *address) {
+int ts_membership_find(ts_membership *c, const char *address) {
   for (int i = 0; i < c->n; i++)
     if (strcmp(c->workers[i].address, address) == 0) return i;
   return -1;
 }
 
-int ts_cluster_live_count(ts_cluster *c) {
+int ts_membership_live_count(ts_membership *c) {
   int live = 0;
   for (int i = 0; i < c->n; i++) live += atomic_load(&c->workers[i].up);
   return live;
@@ -109,11 +110,11 @@ static ts_health health_from_answer(const uint8_t *data, size_t len) {
 
 /* One health check out: the cluster and the worker it asks. */
 typedef struct health_check {
-  ts_cluster *cluster;
+  ts_membership *cluster;
   int worker;
 } health_check;
 
-static void health_record(ts_cluster *c, int worker, ts_health h) {
+static void health_record(ts_membership *c, int worker, ts_health h) {
   pthread_mutex_lock(&c->health_mu);
   ts_worker *w = &c->workers[worker];
   w->health_answer = (int)h;
@@ -132,8 +133,8 @@ static void health_done(void *user, const ts_rpc_result *res) {
   free(hc);
 }
 
-int ts_cluster_check_health_all(ts_cluster *c, int64_t timeout_ms,
-                                int64_t wait_ms, ts_health *out) {
+int ts_membership_check_health_all(ts_membership *c, int64_t timeout_ms,
+                                   int64_t wait_ms, ts_health *out) {
   Grpc__Health__V1__HealthCheckRequest req =
       GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
   req.service = "";
@@ -186,12 +187,12 @@ int ts_cluster_check_health_all(ts_cluster *c, int64_t timeout_ms,
   return n;
 }
 
-int ts_cluster_is_target(ts_cluster *c, int index) {
+int ts_membership_is_target(ts_membership *c, int index) {
   return atomic_load(&c->workers[index].up) &&
          !atomic_load(&c->workers[index].leaving);
 }
 
-const char *ts_cluster_state_name(ts_cluster *c, int index) {
+const char *ts_membership_state_name(ts_membership *c, int index) {
   int up = atomic_load(&c->workers[index].up);
   if (atomic_load(&c->workers[index].leaving)) return up ? "LEAVING" : "LEFT";
   return up ? "UP" : "DOWN";
@@ -223,8 +224,8 @@ static int worker_has_shard(ts_worker *w, const ts_shard *shard, int *present,
   return TS_OK;
 }
 
-int ts_cluster_upload(ts_cluster *c, int index, const ts_shard *shard,
-                      ts_err *err) {
+int ts_membership_upload(ts_membership *c, int index, const ts_shard *shard,
+                         ts_err *err) {
   ts_worker *w = &c->workers[index];
   int present = 0;
   int rc = worker_has_shard(w, shard, &present, err);
@@ -278,7 +279,7 @@ int ts_cluster_upload(ts_cluster *c, int index, const ts_shard *shard,
   return TS_OK;
 }
 
-void ts_cluster_free(ts_cluster *c) {
+void ts_membership_free(ts_membership *c) {
   if (c->client) ts_rpc_client_free(c->client);
   for (int i = 0; i < c->n; i++)
     if (c->workers[i].channel) ts_rpc_channel_close(c->workers[i].channel);

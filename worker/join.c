@@ -9,6 +9,7 @@
 
 #include "admin.pb-c.h"
 #include "log.h"
+#include "options.h"
 #include "rpc.h"
 
 struct ts_join {
@@ -151,8 +152,7 @@ void ts_join_stop(ts_join *j) {
 
 void ts_join_advertise_address(const char *listen, int port, char *out,
                                size_t size) {
-  const char *colon = strrchr(listen, ':');
-  size_t host_len = colon ? (size_t)(colon - listen) : strlen(listen);
+  size_t host_len = ts_hostport_host_length(listen);
   char host[256];
   if (host_len >= sizeof host) host_len = sizeof host - 1;
   memcpy(host, listen, host_len);

@@ -25,7 +25,6 @@
  * not cancellable), so the process then exits at once without tearing
  * down what they still use.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <sched.h>
@@ -39,6 +38,7 @@
 #include "blas.h"
 #include "join.h"
 #include "log.h"
+#include "options.h"
 #include "pool.h"
 #include "rpc.h"
 #include "service.h"
@@ -79,8 +79,9 @@ static void usage(FILE *f) {
           "  --listen HOST:PORT     address to serve on; port 0 picks one\n"
           "  --threads N            kernel threads (default: number of "
           "CPUs)\n"
-          "  --memory-limit BYTES   cap on shard memory, K/M/G/T suffixes "
-          "(default: none)\n"
+          "  --memory-limit BYTES   cap on shard memory: bytes, or K/M/G/T "
+          "(e.g. 512M, 1GiB;\n"
+          "                         default: none)\n"
           "  --activation-limit BYTES\n"
           "                         cap on one run's activation memory, "
           "K/M/G/T\n"
@@ -97,29 +98,6 @@ static void usage(FILE *f) {
           "(default:\n"
           "                         the listen address; hostname for "
           "0.0.0.0)\n");
-}
-
-/* Parses "512", "64K", "1.5G"-free integers with an optional binary
- * K/M/G/T suffix. 0 on success, -1 on junk or overflow. */
-static int parse_size(const char *s, uint64_t *out) {
-  static const struct {
-    char suffix;
-    int shift;
-  } units[] = {{'K', 10}, {'M', 20}, {'G', 30}, {'T', 40}};
-  if (!s || !*s || *s == '-') return -1;
-  errno = 0;
-  char *end;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || end == s) return -1;
-  int shift = 0;
-  if (*end) {
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-      if ((*end & ~0x20) == units[i].suffix) shift = units[i].shift;
-    if (!shift || end[1] != '\0') return -1;
-  }
-  if (shift && v > (UINT64_MAX >> shift)) return -1;
-  *out = (uint64_t)v << shift;
-  return 0;
 }
 
 /* The default --activation-limit (see ACTIVATION_SHARE): what physical
@@ -143,6 +121,12 @@ static int cpu_count(void) {
   return n > 0 ? (int)n : 1;
 }
 
+/* Reports a bad option value (err says why) and returns the exit status 2. */
+static int bad_option(const char *option, const ts_err *err) {
+  fprintf(stderr, "tessera-worker: %s %s\n", option, err->msg);
+  return 2;
+}
+
 /* Returns 0 to go on, or the exit status (0 for --help). */
 static int parse_options(int argc, char **argv, options *o) {
   enum { OPT_LISTEN = 1, OPT_THREADS, OPT_MEMORY, OPT_ACTIVATION, OPT_JOIN,
@@ -160,39 +144,26 @@ static int parse_options(int argc, char **argv, options *o) {
   memset(o, 0, sizeof *o);
   opterr = 0;
   int c;
+  ts_err err = {0};
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (c) {
       case OPT_LISTEN:
         o->listen = optarg;
         break;
       case OPT_THREADS: {
-        char *end;
-        errno = 0;
-        long n = strtol(optarg, &end, 10);
-        if (errno || *end || end == optarg || n < 1 || n > MAX_THREADS) {
-          fprintf(stderr,
-                  "tessera-worker: --threads '%s': expected an integer from "
-                  "1 to %d\n", optarg, MAX_THREADS);
-          return 2;
-        }
+        long long n;
+        if (ts_integer_parse(optarg, 1, MAX_THREADS, &n, &err))
+          return bad_option("--threads", &err);
         o->threads = (int)n;
         break;
       }
       case OPT_MEMORY:
-        if (parse_size(optarg, &o->memory_limit)) {
-          fprintf(stderr,
-                  "tessera-worker: --memory-limit '%s': expected bytes, "
-                  "optionally with a K, M, G or T suffix\n", optarg);
-          return 2;
-        }
+        if (ts_size_parse(optarg, &o->memory_limit, &err))
+          return bad_option("--memory-limit", &err);
         break;
       case OPT_ACTIVATION:
-        if (parse_size(optarg, &o->activation_limit)) {
-          fprintf(stderr,
-                  "tessera-worker: --activation-limit '%s': expected bytes, "
-                  "optionally with a K, M, G or T suffix\n", optarg);
-          return 2;
-        }
+        if (ts_size_parse(optarg, &o->activation_limit, &err))
+          return bad_option("--activation-limit", &err);
         o->activation_limit_set = true;
         break;
       case OPT_JOIN:

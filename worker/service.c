@@ -28,6 +28,7 @@
 
 #include "blas.h"
 #include "log.h"
+#include "options.h"
 #include "rpc.h"
 #include "rpc_message.h"
 #include "wire.h"
@@ -111,7 +112,7 @@ static load_call *find_load(ts_worker_service *svc, ts_rpc_call *call,
 
 /* Answers a LoadShard with the shard's interface (consumes the reference). */
 static void reply_loaded(ts_worker_service *svc, ts_rpc_call *call,
-                         ts_shard *sh) {
+                         ts_stored_shard *sh) {
   const ts_graph *g = &sh->model->graph;
   int n = g->n_inputs + g->n_outputs;
   Tessera__Worker__V1__TensorInfo *infos = calloc((size_t)n + 1,
@@ -151,7 +152,7 @@ static void load_finish_run(ts_pool_job *job, ts_session *session) {
   (void)session;
   load_call *lc = (load_call *)job;
   ts_err err = {0};
-  ts_shard *sh = NULL;
+  ts_stored_shard *sh = NULL;
   if (ts_store_upload_finish(lc->upload, &sh, &err) == TS_OK) {
     reply_loaded(lc->svc, lc->base.call, sh);
   } else {
@@ -288,7 +289,7 @@ static void load_on_end(ts_rpc_call *call, void *user, int cancelled) {
 typedef struct run_job {
   call_job base;
   ts_worker_service *svc;
-  ts_shard *shard;
+  ts_stored_shard *shard;
   Tessera__Worker__V1__RunShardRequest *req; /* in arena */
   int n_inputs, n_outputs;
   ts_tensor *inputs;
@@ -424,7 +425,7 @@ static void handle_run_shard(ts_rpc_call *call, const uint8_t *reqb,
     return;
   }
   ts_err err = {0};
-  ts_shard *sh = NULL;
+  ts_stored_shard *sh = NULL;
   if (ts_store_check_id("shard_id", req->shard_id, &err)) goto fail;
   sh = rj->shard = ts_store_acquire(svc->store, req->shard_id);
   if (!sh) {
@@ -547,7 +548,7 @@ static void handle_status(ts_rpc_call *call, const uint8_t *reqb, size_t len,
   protobuf_c_message_free_unpacked(req, NULL);
 
   ts_err err = {0};
-  ts_shard **list = NULL;
+  ts_stored_shard **list = NULL;
   int n = 0;
   if (ts_store_list(svc->store, &list, &n, &err)) {
     fail_err(call, &err);
@@ -635,8 +636,7 @@ int ts_worker_service_start(const char *listen, ts_store *store, ts_pool *pool,
     return rc;
   }
   /* HOST is everything before the last ':' ("[::]:0" keeps its brackets). */
-  const char *colon = strrchr(listen, ':');
-  int host_len = colon ? (int)(colon - listen) : (int)strlen(listen);
+  int host_len = (int)ts_hostport_host_length(listen);
   snprintf(svc->address, sizeof svc->address, "%.*s:%d", host_len, listen,
            port);
   *bound_port = port;
