@@ -69,12 +69,24 @@ static int upload(ts_store *st, const shard_bytes *s, size_t chunk,
   return ts_store_upload_finish(up, out, err);
 }
 
+/* Checked fixture: each test has a fresh store without a limit and one
+ * shard's bytes. */
+static ts_store *st;
+static shard_bytes shard;
+
+static void setup(void) {
+  st = store_new(0);
+  shard = make_shard(4);
+}
+
+static void teardown(void) {
+}
+
 START_TEST(check_id) {
   ts_err err;
-  shard_bytes s = make_shard(4);
-  ck_assert_int_eq(ts_store_check_id("shard_id", s.id, &err), TS_OK);
+  ck_assert_int_eq(ts_store_check_id("shard_id", shard.id, &err), TS_OK);
   char upper[TS_SHA256_HEX_LEN + 1];
-  memcpy(upper, s.id, sizeof upper);
+  memcpy(upper, shard.id, sizeof upper);
   upper[0] = 'A';
   const char *bad[] = {"", "abc", upper, NULL};
   for (int i = 0; bad[i]; i++) {
@@ -82,24 +94,21 @@ START_TEST(check_id) {
     ck_assert_ptr_nonnull(strstr(err.msg, "shard_id"));
   }
   ck_assert_int_eq(ts_store_check_id("id", NULL, &err), TS_EINVAL);
-  free(s.data);
 }
 END_TEST
 
 START_TEST(upload_in_chunks_and_acquire) {
-  ts_store *st = store_new(0);
-  shard_bytes s = make_shard(4);
   ts_stored_shard *sh;
   ts_err err;
-  ck_assert(!ts_store_has(st, s.id));
-  ck_assert_int_eq(upload(st, &s, 7, &sh, &err), TS_OK);
-  ck_assert_str_eq(sh->id, s.id);
+  ck_assert(!ts_store_has(st, shard.id));
+  ck_assert_int_eq(upload(st, &shard, 7, &sh, &err), TS_OK);
+  ck_assert_str_eq(sh->id, shard.id);
   ck_assert_str_eq(sh->label, "test");
-  ck_assert_uint_eq(sh->bytes, s.len);
+  ck_assert_uint_eq(sh->bytes, shard.len);
   ck_assert_int_eq(sh->model->graph.n_nodes, 1);
-  ck_assert(ts_store_has(st, s.id));
-  ck_assert_uint_eq(used(st), s.len);
-  ts_stored_shard *again = ts_store_acquire(st, s.id);
+  ck_assert(ts_store_has(st, shard.id));
+  ck_assert_uint_eq(used(st), shard.len);
+  ts_stored_shard *again = ts_store_acquire(st, shard.id);
   ck_assert_ptr_eq(again, sh);
   ts_store_release(st, again);
   ts_store_release(st, sh);
@@ -107,59 +116,52 @@ START_TEST(upload_in_chunks_and_acquire) {
       "0000000000000000000000000000000000000000000000000000000000000000";
   ck_assert_ptr_null(ts_store_acquire(st, absent));
   ck_assert(!ts_store_has(st, absent));
-  ts_store_free(st);
-  free(s.data);
 }
 END_TEST
 
 START_TEST(duplicate_upload_is_cheap) {
-  ts_store *st = store_new(0);
-  shard_bytes s = make_shard(4);
   ts_stored_shard *first, *second;
   ts_err err;
-  ck_assert_int_eq(upload(st, &s, s.len, &first, &err), TS_OK);
+  ck_assert_int_eq(upload(st, &shard, shard.len, &first, &err), TS_OK);
   ts_store_upload *up;
-  ck_assert_int_eq(ts_store_upload_begin(st, s.id, s.len, "again", &up, &err),
+  ck_assert_int_eq(ts_store_upload_begin(st, shard.id, shard.len, "again", &up, &err),
                    TS_OK);
   ck_assert(ts_store_upload_is_duplicate(up));
-  ck_assert_str_eq(ts_store_upload_id(up), s.id);
-  ck_assert_uint_eq(ts_store_upload_total(up), s.len);
-  ck_assert_uint_eq(used(st), s.len); /* nothing reserved twice */
-  ck_assert_int_eq(ts_store_upload_write(up, 0, s.data, s.len, &err), TS_OK);
+  ck_assert_str_eq(ts_store_upload_id(up), shard.id);
+  ck_assert_uint_eq(ts_store_upload_total(up), shard.len);
+  ck_assert_uint_eq(used(st), shard.len); /* nothing reserved twice */
+  ck_assert_int_eq(ts_store_upload_write(up, 0, shard.data, shard.len, &err), TS_OK);
   ck_assert_int_eq(ts_store_upload_finish(up, &second, &err), TS_OK);
   ck_assert_ptr_eq(second, first);
-  ck_assert_uint_eq(used(st), s.len);
+  ck_assert_uint_eq(used(st), shard.len);
   ts_store_release(st, first);
   ts_store_release(st, second);
-  ts_store_free(st);
-  free(s.data);
 }
 END_TEST
 
 /* Every bad stream fails with TS_EINVAL, a message naming the fault, and
  * leaves nothing held or reserved. */
 START_TEST(bad_streams) {
-  ts_store *st = store_new(0);
-  shard_bytes s = make_shard(4), other = make_shard(5);
+  shard_bytes other = make_shard(5);
   ts_store_upload *up;
   ts_stored_shard *sh;
   ts_err err;
 
-  ck_assert_int_eq(ts_store_upload_begin(st, s.id, 0, NULL, &up, &err),
+  ck_assert_int_eq(ts_store_upload_begin(st, shard.id, 0, NULL, &up, &err),
                    TS_EINVAL);
   ck_assert_ptr_nonnull(strstr(err.msg, "total_bytes is 0"));
   ck_assert_ptr_null(up);
   ck_assert_int_eq(ts_store_upload_begin(st, "nothex", 10, NULL, &up, &err),
                    TS_EINVAL);
 
-  ck_assert_int_eq(ts_store_upload_begin(st, s.id, s.len, NULL, &up, &err),
+  ck_assert_int_eq(ts_store_upload_begin(st, shard.id, shard.len, NULL, &up, &err),
                    TS_OK);
-  ck_assert_int_eq(ts_store_upload_write(up, 1, s.data, 1, &err), TS_EINVAL);
+  ck_assert_int_eq(ts_store_upload_write(up, 1, shard.data, 1, &err), TS_EINVAL);
   ck_assert_ptr_nonnull(strstr(err.msg, "gap"));
-  ck_assert_int_eq(ts_store_upload_write(up, 0, s.data, 2, &err), TS_OK);
-  ck_assert_int_eq(ts_store_upload_write(up, 1, s.data, 1, &err), TS_EINVAL);
+  ck_assert_int_eq(ts_store_upload_write(up, 0, shard.data, 2, &err), TS_OK);
+  ck_assert_int_eq(ts_store_upload_write(up, 1, shard.data, 1, &err), TS_EINVAL);
   ck_assert_ptr_nonnull(strstr(err.msg, "overlaps"));
-  ck_assert_int_eq(ts_store_upload_write(up, 2, s.data, s.len, &err),
+  ck_assert_int_eq(ts_store_upload_write(up, 2, shard.data, shard.len, &err),
                    TS_EINVAL);
   ck_assert_ptr_nonnull(strstr(err.msg, "runs past"));
   ck_assert_int_eq(ts_store_upload_finish(up, &sh, &err), TS_EINVAL);
@@ -168,7 +170,7 @@ START_TEST(bad_streams) {
 
   /* other's bytes under s's id: the hash does not match. */
   shard_bytes wrong = {other.data, other.len, {0}};
-  memcpy(wrong.id, s.id, sizeof wrong.id);
+  memcpy(wrong.id, shard.id, sizeof wrong.id);
   ck_assert_int_eq(upload(st, &wrong, 64, &sh, &err), TS_EINVAL);
   ck_assert_ptr_nonnull(strstr(err.msg, "does not match the SHA-256"));
 
@@ -178,10 +180,8 @@ START_TEST(bad_streams) {
   ck_assert_int_eq(upload(st, &junk, 64, &sh, &err), TS_EINVAL);
   ck_assert_ptr_nonnull(strstr(err.msg, "shard"));
 
-  ck_assert(!ts_store_has(st, s.id));
+  ck_assert(!ts_store_has(st, shard.id));
   ck_assert_uint_eq(used(st), 0);
-  ts_store_free(st);
-  free(s.data);
   free(other.data);
 }
 END_TEST
@@ -189,8 +189,9 @@ END_TEST
 /* The limit is checked at begin, before any allocation, counting uploads
  * in progress; an aborted upload returns its reservation. */
 START_TEST(memory_limit) {
-  shard_bytes a = make_shard(4), b = make_shard(5);
-  ts_store *st = store_new(a.len + b.len - 1);
+  shard_bytes a = make_shard(3), b = make_shard(5);
+  ts_store_free(st);
+  st = store_new(a.len + b.len - 1);
   ts_store_upload *up_a, *up_b;
   ts_err err;
   ck_assert_int_eq(ts_store_upload_begin(st, a.id, a.len, "a", &up_a, &err),
@@ -211,7 +212,6 @@ START_TEST(memory_limit) {
   ck_assert_uint_eq(stats.memory_limit, a.len + b.len - 1);
   ck_assert_int_eq(stats.shards, 1);
   ts_store_release(st, sh);
-  ts_store_free(st);
   free(a.data);
   free(b.data);
 }
@@ -220,50 +220,44 @@ END_TEST
 /* Unload takes a shard out of the table at once; its memory stays counted
  * until the last reference goes. */
 START_TEST(reference_outlives_unload) {
-  ts_store *st = store_new(0);
-  shard_bytes s = make_shard(4);
   ts_stored_shard *sh;
   ts_err err;
-  ck_assert_int_eq(upload(st, &s, 64, &sh, &err), TS_OK);
-  ck_assert(ts_store_unload(st, s.id));
-  ck_assert(!ts_store_unload(st, s.id));
-  ck_assert(!ts_store_has(st, s.id));
-  ck_assert_ptr_null(ts_store_acquire(st, s.id));
-  ck_assert_uint_eq(used(st), s.len);
+  ck_assert_int_eq(upload(st, &shard, 64, &sh, &err), TS_OK);
+  ck_assert(ts_store_unload(st, shard.id));
+  ck_assert(!ts_store_unload(st, shard.id));
+  ck_assert(!ts_store_has(st, shard.id));
+  ck_assert_ptr_null(ts_store_acquire(st, shard.id));
+  ck_assert_uint_eq(used(st), shard.len);
   ck_assert_int_eq(sh->model->graph.n_nodes, 1); /* still usable */
   ts_store_release(st, sh);
   ck_assert_uint_eq(used(st), 0);
-  ts_store_free(st);
-  free(s.data);
 }
 END_TEST
 
 START_TEST(list_in_load_order) {
-  ts_store *st = store_new(0);
-  shard_bytes s[3] = {make_shard(3), make_shard(4), make_shard(5)};
+  shard_bytes shards[3] = {make_shard(3), make_shard(4), make_shard(5)};
   ts_stored_shard *sh;
   ts_err err;
   for (int i = 0; i < 3; i++) {
-    ck_assert_int_eq(upload(st, &s[i], 64, &sh, &err), TS_OK);
+    ck_assert_int_eq(upload(st, &shards[i], 64, &sh, &err), TS_OK);
     ts_store_release(st, sh);
   }
-  ck_assert(ts_store_unload(st, s[1].id));
+  ck_assert(ts_store_unload(st, shards[1].id));
   ts_stored_shard **list;
   int n;
   ck_assert_int_eq(ts_store_list(st, &list, &n, &err), TS_OK);
   ck_assert_int_eq(n, 2);
-  ck_assert_str_eq(list[0]->id, s[0].id);
-  ck_assert_str_eq(list[1]->id, s[2].id);
+  ck_assert_str_eq(list[0]->id, shards[0].id);
+  ck_assert_str_eq(list[1]->id, shards[2].id);
   for (int i = 0; i < n; i++) ts_store_release(st, list[i]);
   free(list);
-  ts_store_free(st);
-  for (int i = 0; i < 3; i++) free(s[i].data);
+  for (int i = 0; i < 3; i++) free(shards[i].data);
 }
 END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("store");
-  TCase *tc = ts_check_tcase(s, "store", 0, NULL, NULL);
+  TCase *tc = ts_check_tcase(s, "store", 0, setup, teardown);
   tcase_add_test(tc, check_id);
   tcase_add_test(tc, upload_in_chunks_and_acquire);
   tcase_add_test(tc, duplicate_upload_is_cheap);
