@@ -443,13 +443,21 @@ static inline void kc_attr_string(Onnx__NodeProto *n, const char *name,
   a->s.data = (uint8_t *)kc_strdup(v);
 }
 
+/* A malloc'd copy of count elements of `size` bytes (room for one even when
+ * count is 0). */
+static inline void *kc_copy_array(const void *v, size_t count, size_t size) {
+  void *copy = malloc((count + 1) * size);
+  ck_assert(copy != NULL);
+  if (count) memcpy(copy, v, count * size);
+  return copy;
+}
+
 static inline void kc_attr_ints(Onnx__NodeProto *n, const char *name,
                                 size_t count, const int64_t *v) {
   Onnx__AttributeProto *a =
       kc_attr_new(n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
   a->n_ints = count;
-  a->ints = malloc((count + 1) * sizeof *a->ints);
-  if (count) memcpy(a->ints, v, count * sizeof *v);
+  a->ints = kc_copy_array(v, count, sizeof *v);
 }
 
 static inline void kc_attr_floats(Onnx__NodeProto *n, const char *name,
@@ -457,8 +465,7 @@ static inline void kc_attr_floats(Onnx__NodeProto *n, const char *name,
   Onnx__AttributeProto *a =
       kc_attr_new(n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS);
   a->n_floats = count;
-  a->floats = malloc((count + 1) * sizeof *a->floats);
-  if (count) memcpy(a->floats, v, count * sizeof *v);
+  a->floats = kc_copy_array(v, count, sizeof *v);
 }
 
 static inline void kc_attr_strings(Onnx__NodeProto *n, const char *name,
