@@ -8,6 +8,7 @@
 #include "admin.pb-c.h"
 #include "log.h"
 #include "rpc_message.h"
+#include "rpc_table.h"
 
 #define SERVICE "/tessera.admin.v1.Admin/"
 
@@ -20,14 +21,11 @@ static const char *state_name(ts_model_state s) {
   return names[s];
 }
 
-static void handle_cluster_status(ts_rpc_call *call, const uint8_t *data,
-                                  size_t len, void *user) {
+static void handle_cluster_status(ts_rpc_call *call,
+                                  const ProtobufCMessage *msg, void *user) {
+  (void)msg;
   ts_admin *admin = user;
   ts_membership *c = admin->cluster;
-  ProtobufCMessage *req = ts_rpc_call_unpack(
-      call, &tessera__admin__v1__cluster_status_request__descriptor, data, len);
-  if (!req) return;
-  protobuf_c_message_free_unpacked(req, NULL);
   ts_served_model **models;
   int n_models;
   if (ts_registry_snapshot(admin->registry, &models, &n_models) != TS_OK) {
@@ -215,14 +213,11 @@ static void *leave_thread(void *arg) {
 
 /* RegisterWorker and DeregisterWorker: both requests are one wire shape
  * (field 1: the worker's address), so one decoder serves both. */
-static void handle_worker_address(ts_rpc_call *call, const uint8_t *data,
-                                  size_t len, void *user,
+static void handle_worker_address(ts_rpc_call *call,
+                                  const ProtobufCMessage *msg, void *user,
                                   void *(*thread)(void *)) {
-  Tessera__Admin__V1__RegisterWorkerRequest *req =
-      (Tessera__Admin__V1__RegisterWorkerRequest *)ts_rpc_call_unpack(
-          call, &tessera__admin__v1__register_worker_request__descriptor, data,
-          len);
-  if (!req) return;
+  const Tessera__Admin__V1__RegisterWorkerRequest *req =
+      (const Tessera__Admin__V1__RegisterWorkerRequest *)msg;
   join_job *job = calloc(1, sizeof *job);
   const char *colon = strrchr(req->address, ':');
   if (!job || !colon || colon == req->address ||
@@ -230,38 +225,39 @@ static void handle_worker_address(ts_rpc_call *call, const uint8_t *data,
     ts_rpc_call_fail(call, job ? TS_EINVAL : TS_ENOMEM,
                      job ? "address must be HOST:PORT" : "out of memory");
     free(job);
-    tessera__admin__v1__register_worker_request__free_unpacked(req, NULL);
     return;
   }
   job->admin = user;
   job->call = call;
   snprintf(job->address, sizeof job->address, "%s", req->address);
-  tessera__admin__v1__register_worker_request__free_unpacked(req, NULL);
   if (ts_rpc_call_offload(call, thread, job) != 0) free(job);
 }
 
-static void handle_register_worker(ts_rpc_call *call, const uint8_t *data,
-                                   size_t len, void *user) {
-  handle_worker_address(call, data, len, user, join_thread);
+static void handle_register_worker(ts_rpc_call *call,
+                                   const ProtobufCMessage *msg, void *user) {
+  handle_worker_address(call, msg, user, join_thread);
 }
 
-static void handle_deregister_worker(ts_rpc_call *call, const uint8_t *data,
-                                     size_t len, void *user) {
-  handle_worker_address(call, data, len, user, leave_thread);
+static void handle_deregister_worker(ts_rpc_call *call,
+                                     const ProtobufCMessage *msg, void *user) {
+  handle_worker_address(call, msg, user, leave_thread);
 }
+
+/* The service's method table (rpc_table.h). RegisterWorker and
+ * DeregisterWorker requests are one wire shape (see above). */
+static const ts_rpc_handler admin_table[TS_ADMIN_METHODS] = {
+    {SERVICE "ClusterStatus",
+     &tessera__admin__v1__cluster_status_request__descriptor,
+     handle_cluster_status, NULL},
+    {SERVICE "RegisterWorker",
+     &tessera__admin__v1__register_worker_request__descriptor,
+     handle_register_worker, NULL},
+    {SERVICE "DeregisterWorker",
+     &tessera__admin__v1__register_worker_request__descriptor,
+     handle_deregister_worker, NULL},
+};
 
 int ts_admin_methods(ts_admin *admin, ts_rpc_method *out) {
-  out[0] = (ts_rpc_method){.path = SERVICE "ClusterStatus",
-                           .kind = TS_RPC_UNARY,
-                           .unary = handle_cluster_status,
-                           .user = admin};
-  out[1] = (ts_rpc_method){.path = SERVICE "RegisterWorker",
-                           .kind = TS_RPC_UNARY,
-                           .unary = handle_register_worker,
-                           .user = admin};
-  out[2] = (ts_rpc_method){.path = SERVICE "DeregisterWorker",
-                           .kind = TS_RPC_UNARY,
-                           .unary = handle_deregister_worker,
-                           .user = admin};
-  return TS_ADMIN_METHODS;
+  return ts_rpc_table_methods(admin_table, TS_ADMIN_METHODS, admin,
+                              admin->bindings, out);
 }

@@ -5,13 +5,8 @@
  * (gRPC does not survive fork), models are loaded and their shards placed
  * before the frontend binds, and "listening on HOST:PORT" is printed only
  * once the server can answer. The libuv loop owns signals and the prober
- * (README "Membership"): a health check of every worker each round, all
- * at once (asynchronous calls, so one stalled worker delays no other), shards
- * of leaving workers and of workers down past --replace-after-ms re-placed
- * elsewhere, returning workers given their shards back and rebalanced onto.
- * The prober's blocking work runs on libuv's thread pool; request handling
- * never runs on the loop (see ARCHITECTURE.md, "Threads and the event
- * loop").
+ * (cluster/prober.h); request handling never runs on the loop (see
+ * ARCHITECTURE.md, "Threads and the event loop").
  */
 #include <getopt.h>
 #include <limits.h>
@@ -30,6 +25,7 @@
 #include "log.h"
 #include "membership.h"
 #include "options.h"
+#include "prober.h"
 #include "registry.h"
 #include "rpc.h"
 #include "ts_config.h"
@@ -246,133 +242,8 @@ static int load_models(ts_registry *reg, const options *o) {
 typedef struct control {
   uv_loop_t *loop;
   uv_signal_t sigterm, sigint;
-  uv_timer_t prober;
-  uv_work_t probe_work;
-  int probing;
-  long replace_after_ms;
-  int unplaced[TS_MAX_WORKERS];  /* last count logged, per worker */
-  ts_membership *cluster;
-  ts_registry *registry;
+  ts_prober prober;
 } control;
-
-#define PROBE_TIMEOUT_MS 1000
-#define PROBE_WAIT_MS 250       /* a round waits this long for answers */
-#define PROBE_FAILURES_DOWN 2   /* failed health checks in a row: down */
-
-/* A down worker answers again: hold it back from the scheduler until its
- * shards are in place, then put it back in rotation. 1 when it is back. */
-static int bring_back(control *ctl, int i) {
-  ts_membership *c = ctl->cluster;
-  ts_worker *w = &c->workers[i];
-  ts_err err = {0};
-  if (ts_membership_probe(c, i, PROBE_TIMEOUT_MS, &err) != TS_OK) return 0;
-  atomic_store(&w->up, 0);
-  if (ts_registry_resync_worker(ctl->registry, i, &err) != TS_OK) {
-    ts_log_warn("worker %s answers but its shards could not be restored: "
-                "%s", w->address, err.msg);
-    return 0;
-  }
-  atomic_store(&w->leaving, 0);
-  atomic_store(&w->down_since_ms, 0);
-  atomic_store(&w->up, 1);
-  ts_log_info("worker %s is back and holds its shards", w->address);
-  return 1;
-}
-
-/* Acts on worker i's health answer (TS_HEALTH_PENDING: its check is still
- * out, nothing to act on yet). Returns 1 when the worker came back
- * (membership grew). */
-static int check_worker(control *ctl, int i, ts_health health) {
-  ts_worker *w = &ctl->cluster->workers[i];
-  int back = 0;
-  switch (health) {
-    case TS_HEALTH_PENDING:
-      break;
-    case TS_HEALTH_SERVING:
-      w->probe_failures = 0;
-      if (!atomic_load(&w->up)) back = bring_back(ctl, i);
-      break;
-    case TS_HEALTH_NOT_SERVING:
-      w->probe_failures = 0;
-      if (!atomic_exchange(&w->leaving, 1))
-        ts_log_info("worker %s is leaving (health NOT_SERVING); moving its "
-                    "shards", w->address);
-      break;
-    case TS_HEALTH_UNREACHABLE:
-      if (atomic_load(&w->up) && ++w->probe_failures >= PROBE_FAILURES_DOWN &&
-          atomic_exchange(&w->up, 0))
-        ts_log_warn("worker %s marked down: no health answer %d times in a "
-                    "row", w->address, w->probe_failures);
-      break;
-  }
-  if (!atomic_load(&w->up) && atomic_load(&w->down_since_ms) == 0)
-    atomic_store(&w->down_since_ms, ts_now_ms());
-  return back;
-}
-
-/* Re-places the shards of a leaving worker at once, and of a down one once
- * it has been down for --replace-after-ms. A leaving worker whose shards
- * all moved leaves the rotation. */
-static void replace_worker(control *ctl, int i) {
-  ts_worker *w = &ctl->cluster->workers[i];
-  int leaving = atomic_load(&w->leaving), up = atomic_load(&w->up);
-  int64_t since = atomic_load(&w->down_since_ms);
-  if (!leaving && (up || !since || ts_now_ms() - since < ctl->replace_after_ms))
-    return;
-  int left = 0;
-  if (ts_registry_replicas_on(ctl->registry, i) > 0) {
-    int moved = ts_registry_move_off_worker(ctl->registry, i, &left);
-    if (moved)
-      ts_log_info(
-          "worker %s (%s): %d shard replica(s) re-placed on other "
-          "workers",
-          w->address, ts_membership_state_name(ctl->cluster, i), moved);
-    if (left && left != ctl->unplaced[i])
-      ts_log_warn(
-          "worker %s (%s): %d shard replica(s) have no other worker "
-          "with room; retrying as workers join",
-          w->address, ts_membership_state_name(ctl->cluster, i), left);
-    ctl->unplaced[i] = left;
-  }
-  if (leaving && up && left == 0 && atomic_exchange(&w->up, 0)) {
-    atomic_store(&w->down_since_ms, ts_now_ms());
-    ts_log_info("worker %s left the rotation; its shards are on other "
-                "workers", w->address);
-  }
-}
-
-/* Runs on libuv's thread pool: blocking probes never stall the loop. The
- * health checks of all workers go out at once; a round waits for their
- * answers at most PROBE_WAIT_MS, so a stalled worker (whose check takes
- * the whole PROBE_TIMEOUT_MS to fail) never delays noticing the others:
- * its failure is counted in the round that sees it. */
-static void probe_workers(uv_work_t *req) {
-  control *ctl = req->data;
-  ts_membership *c = ctl->cluster;
-  ts_health health[TS_MAX_WORKERS];
-  int grew = 0;
-  int n = ts_membership_check_health_all(c, PROBE_TIMEOUT_MS, PROBE_WAIT_MS,
-                                         health);
-  for (int i = 0; i < n; i++) grew |= check_worker(ctl, i, health[i]);
-  for (int i = 0; i < n; i++) replace_worker(ctl, i);
-  if (ts_membership_live_count(c) > 0)
-    ts_registry_retry_unavailable(ctl->registry);
-  if (grew && ts_registry_rebalance(ctl->registry) > 0)
-    ts_log_info("shards rebalanced onto returning workers");
-}
-
-static void probe_done(uv_work_t *req, int status) {
-  (void)status;
-  ((control *)req->data)->probing = 0;
-}
-
-static void on_probe_timer(uv_timer_t *t) {
-  control *ctl = t->data;
-  if (ctl->probing) return;
-  ctl->probing = 1;
-  ctl->probe_work.data = ctl;
-  uv_queue_work(ctl->loop, &ctl->probe_work, probe_workers, probe_done);
-}
 
 static void on_signal(uv_signal_t *s, int signum) {
   control *ctl = s->data;
@@ -380,10 +251,9 @@ static void on_signal(uv_signal_t *s, int signum) {
   notify("STOPPING=1");
   uv_signal_stop(&ctl->sigterm);
   uv_signal_stop(&ctl->sigint);
-  uv_timer_stop(&ctl->prober);
+  ts_prober_stop(&ctl->prober);
   uv_close((uv_handle_t *)&ctl->sigterm, NULL);
   uv_close((uv_handle_t *)&ctl->sigint, NULL);
-  uv_close((uv_handle_t *)&ctl->prober, NULL);
 }
 
 static void print_listening(const char *listen, int port) {
@@ -475,16 +345,14 @@ int main(int argc, char **argv) {
   print_listening(o.listen, port);
   notify("READY=1");
 
-  control ctl = {.cluster = &cluster, .registry = &registry,
-                 .replace_after_ms = o.replace_after_ms};
-  ctl.loop = uv_default_loop();
+  control ctl = {.loop = uv_default_loop()};
   uv_signal_init(ctl.loop, &ctl.sigterm);
   uv_signal_init(ctl.loop, &ctl.sigint);
-  uv_timer_init(ctl.loop, &ctl.prober);
-  ctl.sigterm.data = ctl.sigint.data = ctl.prober.data = &ctl;
+  ctl.sigterm.data = ctl.sigint.data = &ctl;
   uv_signal_start(&ctl.sigterm, on_signal, SIGTERM);
   uv_signal_start(&ctl.sigint, on_signal, SIGINT);
-  uv_timer_start(&ctl.prober, on_probe_timer, 500, 500);
+  ts_prober_start(&ctl.prober, ctl.loop, &cluster, &registry,
+                  o.replace_after_ms);
   uv_run(ctl.loop, UV_RUN_DEFAULT);
   uv_loop_close(ctl.loop);
 

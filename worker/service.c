@@ -31,6 +31,7 @@
 #include "options.h"
 #include "rpc.h"
 #include "rpc_message.h"
+#include "rpc_table.h"
 #include "wire.h"
 #include "worker.pb-c.h"
 
@@ -43,6 +44,8 @@
 
 typedef struct load_call load_call;
 
+#define WORKER_UNARY_METHODS 4
+
 struct ts_worker_service {
   ts_store *store;
   ts_pool *pool;
@@ -54,12 +57,11 @@ struct ts_worker_service {
   atomic_uint_fast64_t activation_limit; /* bytes per run; 0: none */
   pthread_mutex_t loads_mu;
   load_call *loads; /* LoadShard calls between their first chunk and on_end */
+  ts_rpc_binding bindings[WORKER_UNARY_METHODS]; /* worker_table's */
 };
 
 /* ---- helpers ---------------------------------------------------------- */
 
-/* Unpacks a request; on failure answers INVALID_ARGUMENT and returns NULL.
- * The result is freed with protobuf_c_message_free_unpacked(.., NULL). */
 static int fail_err(ts_rpc_call *call, const ts_err *err) {
   ts_rpc_call_fail(call, err->code, err->msg);
   return err->code;
@@ -485,14 +487,11 @@ fail:
 
 /* ---- HasShard, UnloadShard, Status ------------------------------------ */
 
-static void handle_has_shard(ts_rpc_call *call, const uint8_t *reqb,
-                             size_t len, void *user) {
+static void handle_has_shard(ts_rpc_call *call, const ProtobufCMessage *msg,
+                             void *user) {
   ts_worker_service *svc = user;
-  Tessera__Worker__V1__HasShardRequest *req =
-      (Tessera__Worker__V1__HasShardRequest *)ts_rpc_call_unpack(
-          call, &tessera__worker__v1__has_shard_request__descriptor, reqb,
-          len);
-  if (!req) return;
+  const Tessera__Worker__V1__HasShardRequest *req =
+      (const Tessera__Worker__V1__HasShardRequest *)msg;
   protobuf_c_boolean *present =
       calloc(req->n_shard_ids + 1, sizeof *present);
   if (!present) {
@@ -516,17 +515,13 @@ static void handle_has_shard(ts_rpc_call *call, const uint8_t *reqb,
   ts_rpc_call_reply_message(call, &resp.base);
 out:
   free(present);
-  tessera__worker__v1__has_shard_request__free_unpacked(req, NULL);
 }
 
-static void handle_unload_shard(ts_rpc_call *call, const uint8_t *reqb,
-                                size_t len, void *user) {
+static void handle_unload_shard(ts_rpc_call *call,
+                                const ProtobufCMessage *msg, void *user) {
   ts_worker_service *svc = user;
-  Tessera__Worker__V1__UnloadShardRequest *req =
-      (Tessera__Worker__V1__UnloadShardRequest *)ts_rpc_call_unpack(
-          call, &tessera__worker__v1__unload_shard_request__descriptor, reqb,
-          len);
-  if (!req) return;
+  const Tessera__Worker__V1__UnloadShardRequest *req =
+      (const Tessera__Worker__V1__UnloadShardRequest *)msg;
   ts_err err = {0};
   if (ts_store_check_id("shard_id", req->shard_id, &err)) {
     fail_err(call, &err);
@@ -536,17 +531,12 @@ static void handle_unload_shard(ts_rpc_call *call, const uint8_t *reqb,
     resp.was_loaded = ts_store_unload(svc->store, req->shard_id);
     ts_rpc_call_reply_message(call, &resp.base);
   }
-  tessera__worker__v1__unload_shard_request__free_unpacked(req, NULL);
 }
 
-static void handle_status(ts_rpc_call *call, const uint8_t *reqb, size_t len,
+static void handle_status(ts_rpc_call *call, const ProtobufCMessage *msg,
                           void *user) {
+  (void)msg;
   ts_worker_service *svc = user;
-  ProtobufCMessage *req = ts_rpc_call_unpack(
-      call, &tessera__worker__v1__status_request__descriptor, reqb, len);
-  if (!req) return;
-  protobuf_c_message_free_unpacked(req, NULL);
-
   ts_err err = {0};
   ts_stored_shard **list = NULL;
   int n = 0;
@@ -598,13 +588,20 @@ static void handle_status(ts_rpc_call *call, const uint8_t *reqb, size_t len,
 
 #define WORKER_PATH "/tessera.worker.v1.Worker/"
 
-/* X(method, kind, unary handler, stream on_message, stream on_end) */
-#define WORKER_METHOD_LIST(X)                                              \
-  X("LoadShard", TS_RPC_CLIENT_STREAM, NULL, load_on_message, load_on_end) \
-  X("HasShard", TS_RPC_UNARY, handle_has_shard, NULL, NULL)                \
-  X("RunShard", TS_RPC_UNARY, handle_run_shard, NULL, NULL)                \
-  X("UnloadShard", TS_RPC_UNARY, handle_unload_shard, NULL, NULL)          \
-  X("Status", TS_RPC_UNARY, handle_status, NULL, NULL)
+/* The unary methods' table (rpc_table.h). RunShard is raw: its request
+ * lives in the run's arena until the run is answered. LoadShard, a client
+ * stream, is registered beside the table. */
+static const ts_rpc_handler worker_table[WORKER_UNARY_METHODS] = {
+    {WORKER_PATH "HasShard", &tessera__worker__v1__has_shard_request__descriptor,
+     handle_has_shard, NULL},
+    {WORKER_PATH "RunShard", &tessera__worker__v1__run_shard_request__descriptor,
+     NULL, handle_run_shard},
+    {WORKER_PATH "UnloadShard",
+     &tessera__worker__v1__unload_shard_request__descriptor,
+     handle_unload_shard, NULL},
+    {WORKER_PATH "Status", &tessera__worker__v1__status_request__descriptor,
+     handle_status, NULL},
+};
 
 int ts_worker_service_start(const char *listen, ts_store *store, ts_pool *pool,
                             ts_worker_service **out, int *bound_port,
@@ -618,12 +615,15 @@ int ts_worker_service_start(const char *listen, ts_store *store, ts_pool *pool,
   atomic_init(&svc->runs_cancelled, 0);
   atomic_init(&svc->runs_discarded, 0);
   pthread_mutex_init(&svc->loads_mu, NULL);
-  const ts_rpc_method methods[] = {
-#define METHOD_ENTRY(name, kind, unary, on_message, on_end) \
-  {WORKER_PATH name, kind, unary, on_message, on_end, svc},
-      WORKER_METHOD_LIST(METHOD_ENTRY)
-#undef METHOD_ENTRY
+  ts_rpc_method methods[WORKER_UNARY_METHODS + 1] = {
+      {.path = WORKER_PATH "LoadShard",
+       .kind = TS_RPC_CLIENT_STREAM,
+       .on_message = load_on_message,
+       .on_end = load_on_end,
+       .user = svc},
   };
+  ts_rpc_table_methods(worker_table, WORKER_UNARY_METHODS, svc, svc->bindings,
+                       methods + 1);
   ts_rpc_server_opts opts = {
       .listen = listen, .creds = NULL, .poll_threads = RPC_POLL_THREADS};
   int port = 0;
