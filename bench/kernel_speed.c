@@ -54,8 +54,8 @@ static int sgemm_speed(int n) {
   double best = 1e30;
   for (int rep = 0; rep < 4; rep++) { /* rep 0 warms up */
     double t0 = now_s();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a,
-                n, b, n, 0.0f, c, n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n,
+                b, n, 0.0f, c, n);
     double t = now_s() - t0;
     if (rep > 0 && t < best) best = t;
   }
@@ -167,10 +167,11 @@ static int conv_speed(void) {
     fprintf(stderr, "conv: %s\n", err.msg);
   } else {
     const double flops = 2.0 * C * C * K * K * H * H;
-    printf("conv 64->64 3x3 on 56x56: %.1f GFLOP/s (%.2f ms/run, %d runs; "
-           "OpenBLAS core %s, %d threads)\n",
-           flops * iters / elapsed * 1e-9, elapsed / iters * 1e3, iters,
-           ts_blas_core_name(), openblas_get_num_threads());
+    printf(
+        "conv 64->64 3x3 on 56x56: %.1f GFLOP/s (%.2f ms/run, %d runs; "
+        "OpenBLAS core %s, %d threads)\n",
+        flops * iters / elapsed * 1e-9, elapsed / iters * 1e3, iters,
+        ts_blas_core_name(), openblas_get_num_threads());
   }
   ts_session_free(s);
   ts_tensor_free(&in);

@@ -47,8 +47,8 @@ static ts_dispatch *started[MAX_STARTED];
 static int64_t started_rows[MAX_STARTED], started_deadline[MAX_STARTED];
 static bool claimed[MAX_STARTED]; /* finished, or being finished */
 static int n_started;
-static bool hold;       /* keep started inferences until finish_held() */
-static int fail_code;   /* nonzero: every inference fails with it */
+static bool hold;     /* keep started inferences until finish_held() */
+static int fail_code; /* nonzero: every inference fails with it */
 
 ts_dispatch *ts_dispatch_new(ts_membership *cluster, ts_served_model *model,
                              const ts_dispatch_opts *opts, int64_t deadline,
@@ -59,8 +59,8 @@ ts_dispatch *ts_dispatch_new(ts_membership *cluster, ts_served_model *model,
   return d;
 }
 
-int ts_dispatch_add_input(ts_dispatch *d, const char *name,
-                          const ts_tensor *t, ts_err *err) {
+int ts_dispatch_add_input(ts_dispatch *d, const char *name, const ts_tensor *t,
+                          ts_err *err) {
   (void)err;
   ck_assert_str_eq(name, "x");
   d->x = t;
@@ -73,9 +73,9 @@ static void finish(ts_dispatch *d) {
   else if (fail_code)
     ts_err_set(&d->err, fail_code, "mock failure");
   else {
-    ck_assert_int_eq(ts_tensor_alloc(&d->y, TS_DTYPE_FLOAT, d->x->dims,
-                                     d->x->rank, &d->err),
-                     TS_OK);
+    ck_assert_int_eq(
+        ts_tensor_alloc(&d->y, TS_DTYPE_FLOAT, d->x->dims, d->x->rank, &d->err),
+        TS_OK);
     const float *x = d->x->data;
     float *y = d->y.data;
     for (int64_t i = 0; i < ts_tensor_numel(&d->y); i++) y[i] = 2 * x[i];
@@ -131,10 +131,10 @@ static void finish_held(void) {
 
 enum { F = 3 };
 
-static ts_io_info model_in = {.name = "x", .dtype = TS_DTYPE_FLOAT,
-                              .rank = 2, .dims = {-1, F}};
-static ts_io_info model_out = {.name = "y", .dtype = TS_DTYPE_FLOAT,
-                               .rank = 2, .dims = {-1, F}};
+static ts_io_info model_in = {
+    .name = "x", .dtype = TS_DTYPE_FLOAT, .rank = 2, .dims = {-1, F}};
+static ts_io_info model_out = {
+    .name = "y", .dtype = TS_DTYPE_FLOAT, .rank = 2, .dims = {-1, F}};
 static ts_served_model model;
 static ts_batcher *batcher;
 
@@ -159,8 +159,8 @@ static void on_done(void *user, const ts_err *err,
   if (!err->code) {
     ck_assert_int_eq(n_outputs, 1);
     const ts_tensor *y = outputs[0];
-    q->rows_ok = y->rank == 2 && y->dims[0] == q->input.dims[0] &&
-                 y->dims[1] == F;
+    q->rows_ok =
+        y->rank == 2 && y->dims[0] == q->input.dims[0] && y->dims[1] == F;
     for (int64_t i = 0; q->rows_ok && i < ts_tensor_numel(y); i++)
       q->rows_ok = ((const float *)y->data)[i] == 2 * q->x[i];
   }
@@ -239,9 +239,9 @@ static void start_busy(int max_queue) {
 START_TEST(accepts) {
   start(1000, 16);
   ts_tensor *in = &r[0].input;
-  ck_assert_int_eq(ts_tensor_view(in, TS_DTYPE_FLOAT, (int64_t[]){4, F}, 2,
-                                  r[0].x, NULL),
-                   TS_OK);
+  ck_assert_int_eq(
+      ts_tensor_view(in, TS_DTYPE_FLOAT, (int64_t[]){4, F}, 2, r[0].x, NULL),
+      TS_OK);
   ck_assert(ts_batcher_accepts(&model, in));
   in->dims[0] = 5; /* more rows than max_batch */
   ck_assert(!ts_batcher_accepts(&model, in));

@@ -26,7 +26,7 @@
 
 static ts_membership members;
 static ts_registry registry;
-static char repo[64];       /* a repository holding model "m" */
+static char repo[64]; /* a repository holding model "m" */
 static char model_path[128];
 
 /* Writes a one-node model (Relu over float [N, 4]) to repo/m/model.onnx. */
@@ -93,8 +93,8 @@ static ts_served_model *load_ready(int replicas) {
 }
 
 /* Expects loading `path` as `name` to fail with `code`, naming `needle`. */
-static void expect_load_fails(const char *name, const char *path,
-                              int replicas, int code, const char *needle) {
+static void expect_load_fails(const char *name, const char *path, int replicas,
+                              int code, const char *needle) {
   ts_err err;
   ts_model_config c;
   ts_model_config_init(&c, name, path);

@@ -79,8 +79,7 @@ static void setup(void) {
   shard = make_shard(4);
 }
 
-static void teardown(void) {
-}
+static void teardown(void) {}
 
 START_TEST(check_id) {
   ts_err err;
@@ -124,13 +123,15 @@ START_TEST(duplicate_upload_is_cheap) {
   ts_err err;
   ck_assert_int_eq(upload(st, &shard, shard.len, &first, &err), TS_OK);
   ts_store_upload *up;
-  ck_assert_int_eq(ts_store_upload_begin(st, shard.id, shard.len, "again", &up, &err),
-                   TS_OK);
+  ck_assert_int_eq(
+      ts_store_upload_begin(st, shard.id, shard.len, "again", &up, &err),
+      TS_OK);
   ck_assert(ts_store_upload_is_duplicate(up));
   ck_assert_str_eq(ts_store_upload_id(up), shard.id);
   ck_assert_uint_eq(ts_store_upload_total(up), shard.len);
   ck_assert_uint_eq(used(st), shard.len); /* nothing reserved twice */
-  ck_assert_int_eq(ts_store_upload_write(up, 0, shard.data, shard.len, &err), TS_OK);
+  ck_assert_int_eq(ts_store_upload_write(up, 0, shard.data, shard.len, &err),
+                   TS_OK);
   ck_assert_int_eq(ts_store_upload_finish(up, &second, &err), TS_OK);
   ck_assert_ptr_eq(second, first);
   ck_assert_uint_eq(used(st), shard.len);
@@ -154,12 +155,14 @@ START_TEST(bad_streams) {
   ck_assert_int_eq(ts_store_upload_begin(st, "nothex", 10, NULL, &up, &err),
                    TS_EINVAL);
 
-  ck_assert_int_eq(ts_store_upload_begin(st, shard.id, shard.len, NULL, &up, &err),
-                   TS_OK);
-  ck_assert_int_eq(ts_store_upload_write(up, 1, shard.data, 1, &err), TS_EINVAL);
+  ck_assert_int_eq(
+      ts_store_upload_begin(st, shard.id, shard.len, NULL, &up, &err), TS_OK);
+  ck_assert_int_eq(ts_store_upload_write(up, 1, shard.data, 1, &err),
+                   TS_EINVAL);
   ck_assert_ptr_nonnull(strstr(err.msg, "gap"));
   ck_assert_int_eq(ts_store_upload_write(up, 0, shard.data, 2, &err), TS_OK);
-  ck_assert_int_eq(ts_store_upload_write(up, 1, shard.data, 1, &err), TS_EINVAL);
+  ck_assert_int_eq(ts_store_upload_write(up, 1, shard.data, 1, &err),
+                   TS_EINVAL);
   ck_assert_ptr_nonnull(strstr(err.msg, "overlaps"));
   ck_assert_int_eq(ts_store_upload_write(up, 2, shard.data, shard.len, &err),
                    TS_EINVAL);
