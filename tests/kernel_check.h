@@ -257,6 +257,18 @@ static inline void kc_push(void ***arr, size_t *n, void *item) {
 }
 #define KC_PUSH(arr, n, item) kc_push((void ***)&(arr), &(n), (item))
 
+/* Imports `domain` at `version` into m. */
+static inline void kc_model_opset(Onnx__ModelProto *m, const char *domain,
+                                  int64_t version) {
+  Onnx__OperatorSetIdProto *o = malloc(sizeof *o);
+  ck_assert(o != NULL);
+  onnx__operator_set_id_proto__init(o);
+  o->domain = kc_strdup(domain);
+  o->has_version = 1;
+  o->version = version;
+  KC_PUSH(m->opset_import, m->n_opset_import, o);
+}
+
 static inline Onnx__ModelProto *kc_model_new(int64_t opset) {
   Onnx__ModelProto *m = malloc(sizeof *m);
   ck_assert(m != NULL);
@@ -268,27 +280,8 @@ static inline Onnx__ModelProto *kc_model_new(int64_t opset) {
   ck_assert(m->graph != NULL);
   onnx__graph_proto__init(m->graph);
   m->graph->name = kc_strdup("kc");
-  if (opset > 0) {
-    Onnx__OperatorSetIdProto *o = malloc(sizeof *o);
-    ck_assert(o != NULL);
-    onnx__operator_set_id_proto__init(o);
-    o->domain = kc_strdup("");
-    o->has_version = 1;
-    o->version = opset;
-    KC_PUSH(m->opset_import, m->n_opset_import, o);
-  }
+  if (opset > 0) kc_model_opset(m, "", opset);
   return m;
-}
-
-static inline void kc_model_opset(Onnx__ModelProto *m, const char *domain,
-                                  int64_t version) {
-  Onnx__OperatorSetIdProto *o = malloc(sizeof *o);
-  ck_assert(o != NULL);
-  onnx__operator_set_id_proto__init(o);
-  o->domain = kc_strdup(domain);
-  o->has_version = 1;
-  o->version = version;
-  KC_PUSH(m->opset_import, m->n_opset_import, o);
 }
 
 /* A ValueInfo; dtype UNDEFINED: no type at all; rank < 0: no shape; dims
@@ -606,6 +599,20 @@ static inline int kc_model_run(const Onnx__ModelProto *m,
                                ts_err *err) {
   return kc_model_run_limited(m, in, n_in, const_mask, out, n_out,
                               (size_t)1 << 40, err);
+}
+
+/* x[N,4] -> Gemm(W = w [4,3], b [3]) = h -> Softmax -> y, at opset 13: the
+ * MLP of the graph and exec suites (w and b are copied into initializers). */
+static inline Onnx__ModelProto *kc_mlp_model(const ts_tensor *w,
+                                             const ts_tensor *b) {
+  Onnx__ModelProto *m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 2, (int64_t[]){-1, 4});
+  kc_model_init(m, "W", w);
+  kc_model_init(m, "b", b);
+  kc_model_node(m, "Gemm", "", "fc", "x,W,b", "h");
+  kc_model_node(m, "Softmax", "", "sm", "h", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, 2, (int64_t[]){-1, 3});
+  return m;
 }
 
 /* Loads m and returns the load's code; frees m and the loaded model. */

@@ -25,13 +25,7 @@ static ts_model *load_mlp(void) {
     kc_tensor_rand(&W, TS_DTYPE_FLOAT, 2, D(4, 3), &r, -1, 1);
     kc_tensor_rand(&B, TS_DTYPE_FLOAT, 1, D(3), &r, -1, 1);
   }
-  Onnx__ModelProto *m = kc_model_new(13);
-  kc_model_input(m, "x", TS_DTYPE_FLOAT, 2, D(-1, 4));
-  kc_model_init(m, "W", &W);
-  kc_model_init(m, "b", &B);
-  kc_model_node(m, "Gemm", "", "fc", "x,W,b", "h");
-  kc_model_node(m, "Softmax", "", "sm", "h", "y");
-  kc_model_output(m, "y", TS_DTYPE_FLOAT, 2, D(-1, 3));
+  Onnx__ModelProto *m = kc_mlp_model(&W, &B);
   ts_model *model;
   ts_err err;
   int rc = kc_model_load(m, &model, &err);

@@ -20,16 +20,10 @@ const ts_op *ts_op_at(int i);
 /* x[N,4] -> Gemm(W[4,3], b[3]) -> Softmax -> y */
 static Onnx__ModelProto *mlp_model(void) {
   kc_rng r = kc_rng_seed(100);
-  Onnx__ModelProto *m = kc_model_new(13);
   ts_tensor w, b;
   kc_tensor_rand(&w, TS_DTYPE_FLOAT, 2, D(4, 3), &r, -1, 1);
   kc_tensor_rand(&b, TS_DTYPE_FLOAT, 1, D(3), &r, -1, 1);
-  kc_model_input(m, "x", TS_DTYPE_FLOAT, 2, D(-1, 4));
-  kc_model_init(m, "W", &w);
-  kc_model_init(m, "b", &b);
-  kc_model_node(m, "Gemm", "", "fc", "x,W,b", "h");
-  kc_model_node(m, "Softmax", "", "sm", "h", "y");
-  kc_model_output(m, "y", TS_DTYPE_FLOAT, 2, D(-1, 3));
+  Onnx__ModelProto *m = kc_mlp_model(&w, &b);
   ts_tensor_free(&w);
   ts_tensor_free(&b);
   return m;
