@@ -529,7 +529,7 @@ static int run_reshape(const int64_t *xd, int xr, const int64_t *shape,
   kc_rng r = kc_rng_seed(11);
   ts_tensor x, s;
   kc_tensor_rand(&x, TS_DTYPE_FLOAT, xr, xd, &r, -1, 1);
-  double sv[8];
+  double sv[8] = {0};
   for (int i = 0; i < n; i++) sv[i] = (double)shape[i];
   kc_tensor_from(&s, TS_DTYPE_INT64, 1, (int64_t[]){n}, sv);
   const ts_tensor *in[2] = {&x, &s};
