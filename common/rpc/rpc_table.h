@@ -12,7 +12,9 @@
  * unpacked into the job's own arena, used after the handler returned)
  * names a raw handler instead, which unpacks with ts_rpc_call_unpack_with
  * itself, so the same check and message apply. Client-streaming methods
- * stay ts_rpc_method entries of their own.
+ * stay ts_rpc_method entries of their own (the worker's LoadShard must
+ * release a half-done upload's memory before a malformed chunk's failure
+ * reaches the client, so it unpacks each chunk itself).
  *
  * Depends on rpc.h, rpc_message.h and protobuf-c only.
  */
