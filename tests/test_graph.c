@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "kernel_check.h"
 #include "op_list.h"
 
@@ -18,16 +19,10 @@
 /* x[N,4] -> Gemm(W[4,3], b[3]) -> Softmax -> y */
 static Onnx__ModelProto *mlp_model(void) {
   kc_rng r = kc_rng_seed(100);
-  Onnx__ModelProto *m = kc_model_new(13);
   ts_tensor w, b;
   kc_tensor_rand(&w, TS_DTYPE_FLOAT, 2, D(4, 3), &r, -1, 1);
   kc_tensor_rand(&b, TS_DTYPE_FLOAT, 1, D(3), &r, -1, 1);
-  kc_model_input(m, "x", TS_DTYPE_FLOAT, 2, D(-1, 4));
-  kc_model_init(m, "W", &w);
-  kc_model_init(m, "b", &b);
-  kc_model_node(m, "Gemm", "", "fc", "x,W,b", "h");
-  kc_model_node(m, "Softmax", "", "sm", "h", "y");
-  kc_model_output(m, "y", TS_DTYPE_FLOAT, 2, D(-1, 3));
+  Onnx__ModelProto *m = kc_mlp_model(&w, &b);
   ts_tensor_free(&w);
   ts_tensor_free(&b);
   return m;
@@ -1134,8 +1129,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("graph");
-  TCase *tc = tcase_create("load");
-  tcase_set_timeout(tc, 120);
+  TCase *tc = ts_check_tcase(s, "load", 120, NULL, NULL);
   tcase_add_test(tc, good_model_loads);
   tcase_add_test(tc, corrupt_and_truncated_bytes);
   tcase_add_test(tc, unknown_op);
@@ -1157,8 +1151,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, attribute_helpers);
   tcase_add_test(tc, pytorch_mlp_matches_torch);
   tcase_add_test(tc, pytorch_conv_bn_folds_and_matches_torch);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) { return kc_main(suite()); }
+const ts_check_suite ts_check_this_suite = {.make = suite};

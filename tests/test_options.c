@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "options.h"
 
 static void expect_size(const char *text, uint64_t want) {
@@ -188,9 +189,9 @@ START_TEST(test_host_length) {
 }
 END_TEST
 
-static Suite *options_suite(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("options");
-  TCase *size = tcase_create("size");
+  TCase *size = ts_check_tcase(s, "size", 0, NULL, NULL);
   tcase_add_test(size, test_size_plain);
   tcase_add_test(size, test_size_units);
   tcase_add_test(size, test_size_overflow);
@@ -198,23 +199,14 @@ static Suite *options_suite(void) {
   tcase_add_test(size, test_size_empty);
   tcase_add_test(size, test_size_negative);
   tcase_add_test(size, test_size_null_err);
-  suite_add_tcase(s, size);
-  TCase *integer = tcase_create("integer");
+  TCase *integer = ts_check_tcase(s, "integer", 0, NULL, NULL);
   tcase_add_test(integer, test_integer_range);
   tcase_add_test(integer, test_integer_messages);
   tcase_add_test(integer, test_integer_overflow);
   tcase_add_test(integer, test_integer_garbage);
-  suite_add_tcase(s, integer);
-  TCase *host = tcase_create("hostport");
+  TCase *host = ts_check_tcase(s, "hostport", 0, NULL, NULL);
   tcase_add_test(host, test_host_length);
-  suite_add_tcase(s, host);
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(options_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+const ts_check_suite ts_check_this_suite = {.make = suite};

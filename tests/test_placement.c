@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "placement.h"
 
 enum { UP, DOWN, LEAVING };
@@ -320,9 +321,9 @@ START_TEST(test_rebalance_converges) {
 }
 END_TEST
 
-int main(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("placement");
-  TCase *tc = tcase_create("core");
+  TCase *tc = ts_check_tcase(s, "core", 0, NULL, NULL);
   tcase_add_test(tc, test_distinct_replicas_fewest_bytes_first);
   tcase_add_test(tc, test_memory_limits_respected);
   tcase_add_test(tc, test_down_and_leaving_never_chosen);
@@ -330,10 +331,7 @@ int main(void) {
   tcase_add_test(tc, test_rebalance_only_strict_improvement);
   tcase_add_test(tc, test_pick_matches_reference);
   tcase_add_test(tc, test_rebalance_converges);
-  suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return s;
 }
+
+const ts_check_suite ts_check_this_suite = {.make = suite};

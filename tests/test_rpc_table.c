@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "health.pb-c.h"
 #include "rpc_table.h"
 
@@ -161,25 +162,15 @@ START_TEST(test_bindings) {
 }
 END_TEST
 
-static Suite *rpc_table_suite(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("rpc_table");
-  TCase *tc = tcase_create("dispatch");
-  tcase_add_checked_fixture(tc, setup, teardown);
+  TCase *tc = ts_check_tcase(s, "dispatch", 30, setup, teardown);
   tcase_add_test(tc, test_typed_gets_its_message);
   tcase_add_test(tc, test_bad_bytes_never_reach_the_handler);
   tcase_add_test(tc, test_raw_gets_the_bytes);
-  tcase_set_timeout(tc, 30);
-  suite_add_tcase(s, tc);
-  TCase *pure = tcase_create("bindings");
+  TCase *pure = ts_check_tcase(s, "bindings", 0, NULL, NULL);
   tcase_add_test(pure, test_bindings);
-  suite_add_tcase(s, pure);
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(rpc_table_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+const ts_check_suite ts_check_this_suite = {.make = suite};
