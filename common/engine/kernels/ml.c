@@ -42,7 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "list_elementwise.h" /* ts_kernel_fail */
+#include "kernel_util.h"
 #include "ops.h"
 
 /* ---- attribute enums ----------------------------------------------------- */

@@ -34,7 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "list_elementwise.h"
+#include "kernel_util.h"
 #include "list_transformer.h"
 #include "ops.h"
 
