@@ -1,5 +1,5 @@
 /*
- * test_kernels_ml.c - the ai.onnx.ml kernels (kernels/ml.c).
+ * test_kernels_ml.c - the ai.onnx.ml kernels (kernels/ml_*.c).
  *
  * Each op runs as a one-node ModelProto built here with protobuf-c, loaded
  * with ts_model_load and run with ts_exec_run, on random attributes and

@@ -1,6 +1,6 @@
 /*
  * test_kernels_transformer.c - shape, index and reduction kernels
- * (kernels/transformer.c) run as one-node models through ts_model_load and
+ * (list_transformer.h) run as one-node models through ts_model_load and
  * ts_exec_run, against naive references written here: loops over output
  * (or input) multi-indices, Python's own slice rules for Slice, float64
  * statistics for the reductions and LayerNormalization.
