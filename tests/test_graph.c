@@ -115,6 +115,103 @@ START_TEST(corrupt_and_truncated_bytes) {
 }
 END_TEST
 
+/* ---- nesting (nesting.c) ------------------------------------------------ */
+
+/* Wraps buf[0..*len) as field `number` (length-delimited) in place: the
+ * buffer is reallocated, the tag and length put in front. */
+static uint8_t *wire_wrap(uint8_t *buf, size_t *len, uint64_t number) {
+  uint8_t head[20];
+  size_t h = 0;
+  for (uint64_t v = number << 3 | 2, pass = 0; pass < 2;
+       v = *len, pass++) {
+    do {
+      head[h] = (uint8_t)(v & 0x7f);
+      v >>= 7;
+      if (v) head[h] |= 0x80;
+      h++;
+    } while (v);
+  }
+  uint8_t *out = malloc(*len + h);
+  ck_assert_ptr_nonnull(out);
+  memcpy(out, head, h);
+  if (*len) memcpy(out + h, buf, *len);
+  free(buf);
+  *len += h;
+  return out;
+}
+
+/* ModelProto bytes whose graph nests `levels` graphs in If-style attribute
+ * subgraphs (Model.graph -> Graph.node -> Node.attribute -> Attribute.g ->
+ * ...): 1 + 3 * levels + 1 messages deep. */
+static uint8_t *nested_graph_bytes(int levels, size_t *len) {
+  uint8_t *b = NULL;
+  *len = 0;
+  for (int i = 0; i < levels; i++) {
+    b = wire_wrap(b, len, 6); /* Attribute.g */
+    b = wire_wrap(b, len, 5); /* Node.attribute */
+    b = wire_wrap(b, len, 1); /* Graph.node */
+  }
+  return wire_wrap(b, len, 7); /* Model.graph */
+}
+
+START_TEST(nesting_limit) {
+  ts_err err;
+  size_t len;
+  /* depth = 2 + 3 * levels: 11 levels = 35, 12 = 38 */
+  uint8_t *b = nested_graph_bytes(11, &len);
+  ck_assert_int_eq(ts_model_check_nesting(b, len, 35, &err), TS_OK);
+  ck_assert_int_eq(ts_model_check_nesting(b, len, 34, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "limit of 34");
+  free(b);
+  /* a type nested in sequences: Model.graph.input[0].type.sequence_type
+   * .elem_type... (ValueInfo.type = 2, Type.sequence_type = 4,
+   * Sequence.elem_type = 1) */
+  b = NULL;
+  len = 0;
+  for (int i = 0; i < 40; i++) {
+    b = wire_wrap(b, &len, 1);
+    b = wire_wrap(b, &len, 4);
+  }
+  b = wire_wrap(b, &len, 2);
+  b = wire_wrap(b, &len, 11);
+  b = wire_wrap(b, &len, 7);
+  ck_assert_int_eq(ts_model_check_nesting(b, len, 100, &err), TS_OK);
+  ck_assert_int_eq(ts_model_check_nesting(b, len, 50, &err), TS_EINVAL);
+  /* unreadable bytes are left to protobuf-c */
+  ck_assert_int_eq(ts_model_check_nesting(b, len - 1, 50, &err), TS_OK);
+  free(b);
+  /* non-message fields are not descended into: a deep structure inside
+   * a string (Graph.name = 2) is just bytes */
+  b = nested_graph_bytes(60, &len);
+  b = wire_wrap(b, &len, 2);
+  b = wire_wrap(b, &len, 7);
+  ck_assert_int_eq(ts_model_check_nesting(b, len, 10, &err), TS_OK);
+  free(b);
+}
+END_TEST
+
+/* The attack of issue 12: 3000 levels (a 63 KB file) crashed protobuf-c;
+ * both loaders now refuse it before unpacking. */
+START_TEST(deep_model_refused_by_loaders) {
+  ts_err err;
+  size_t len;
+  ts_model *model = NULL;
+  uint8_t *b = nested_graph_bytes(3000, &len);
+  ck_assert_int_eq(ts_model_load(b, len, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "limit of 100");
+  ck_assert_ptr_null(model);
+  ck_assert_int_eq(ts_model_load_adopt(b, len, NULL, NULL, &model, &err),
+                   TS_EINVAL);
+  ASSERT_MSG_HAS(err, "limit of 100");
+  free(b);
+  /* within the limit, the load goes on to its usual checks */
+  b = nested_graph_bytes(5, &len);
+  ck_assert_int_ne(ts_model_load(b, len, &model, &err), TS_OK);
+  ck_assert_ptr_null(strstr(err.msg, "limit of"));
+  free(b);
+}
+END_TEST
+
 START_TEST(unknown_op) {
   ts_model *model;
   ts_err err;
@@ -1132,6 +1229,8 @@ static Suite *suite(void) {
   TCase *tc = ts_check_tcase(s, "load", 120, NULL, NULL);
   tcase_add_test(tc, good_model_loads);
   tcase_add_test(tc, corrupt_and_truncated_bytes);
+  tcase_add_test(tc, nesting_limit);
+  tcase_add_test(tc, deep_model_refused_by_loaders);
   tcase_add_test(tc, unknown_op);
   tcase_add_test(tc, bad_attributes);
   tcase_add_test(tc, structure_errors);

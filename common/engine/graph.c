@@ -1068,6 +1068,8 @@ int ts_model_load(const uint8_t *bytes, size_t len, ts_model **out,
   *out = NULL;
   if (!bytes && len)
     return ts_err_set(err, TS_EINVAL, "model bytes are missing");
+  int rc = ts_model_check_nesting(bytes, len, TS_MODEL_MAX_NESTING, err);
+  if (rc) return rc;
   Onnx__ModelProto *p = onnx__model_proto__unpack(NULL, len, bytes);
   if (!p)
     return ts_err_set(err, TS_EINVAL,
@@ -1105,6 +1107,11 @@ int ts_model_load_adopt(uint8_t *bytes, size_t len, ts_bytes_release release,
   adoption a = {bytes, len, release, ctx};
   ts_inplace s;
   Onnx__ModelProto *p = NULL;
+  int rc = ts_model_check_nesting(bytes, len, TS_MODEL_MAX_NESTING, err);
+  if (rc) {
+    if (release) release(bytes, len, ctx);
+    return rc;
+  }
   if (bytes && ts_inplace_slim(bytes, len, &s) == TS_OK) {
     p = onnx__model_proto__unpack(NULL, s.slim_len, s.slim);
     if (p && !place_payloads(p, bytes, &s)) {
@@ -1115,7 +1122,7 @@ int ts_model_load_adopt(uint8_t *bytes, size_t len, ts_bytes_release release,
   }
   if (p) return load_proto(p, &a, out, err);
   /* nothing to place, or not understood: the plain path */
-  int rc = ts_model_load(bytes, len, out, err);
+  rc = ts_model_load(bytes, len, out, err);
   if (release) release(bytes, len, ctx);
   return rc;
 }

@@ -91,6 +91,16 @@ typedef struct ts_model {
  * message naming the node, op and attribute. */
 int ts_model_load(const uint8_t *bytes, size_t len, ts_model **out,
                   ts_err *err);
+/* How deep a model's messages may nest (the model is level 1; each graph
+ * in an attribute adds three: graph, node, attribute). The loaders refuse
+ * deeper bytes before unpacking them, since protobuf-c recurses without a
+ * limit; protobuf's own default recursion limit is the same 100. */
+#define TS_MODEL_MAX_NESTING 100
+/* TS_EINVAL, naming the limit, when the ModelProto in bytes[0..len) nests
+ * messages deeper than `limit` levels; TS_OK otherwise (also for bytes it
+ * cannot read, which protobuf-c then rejects). Reads the bytes only. */
+int ts_model_check_nesting(const uint8_t *bytes, size_t len, int limit,
+                           ts_err *err);
 /* Releases a buffer a model adopted: munmap, free, ... */
 typedef void (*ts_bytes_release)(void *bytes, size_t len, void *ctx);
 

@@ -18,12 +18,12 @@
  * varint, a second raw_data) makes it give up, and the loader falls back to
  * unpacking the original bytes, whose errors it reports as before.
  *
- * Wire format: each field is a varint tag (number << 3 | wire type) then a
- * varint (type 0), 8 bytes (1), a varint length and that many bytes (2), or
- * 4 bytes (5). The slim copy writes the lengths of the messages it re-encodes
- * as 5-byte varints (legal, non-minimal), so it is written in one pass.
+ * The wire cursor is protowire.h's. The slim copy writes the lengths of the
+ * messages it re-encodes as 5-byte varints (legal, non-minimal), so it is
+ * written in one pass.
  */
 #include "engine_int.h"
+#include "protowire.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,71 +32,17 @@
 #define MIN_PAYLOAD 4096
 #define ALIGN 64
 
-enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
+enum { WT_LEN = TS_WT_LEN };
 enum { MODEL_GRAPH = 7, GRAPH_INITIALIZER = 5, TENSOR_RAW_DATA = 9 };
 
-typedef struct cursor {
-  const uint8_t *p, *end;
-} cursor;
+typedef ts_wire_cursor cursor;
+typedef ts_wire_field field;
 
 typedef struct writer {
   ts_inplace *out;
   size_t cap;
   bool failed;
 } writer;
-
-static bool read_varint(cursor *c, uint64_t *v) {
-  uint64_t x = 0;
-  for (int shift = 0; shift < 64 && c->p < c->end; shift += 7) {
-    uint8_t b = *c->p++;
-    x |= (uint64_t)(b & 0x7f) << shift;
-    if (!(b & 0x80)) {
-      *v = x;
-      return true;
-    }
-  }
-  return false;
-}
-
-/* One field: its number, wire type, and where its value starts and ends
- * (for WT_LEN, the bytes after the length). */
-typedef struct field {
-  uint64_t number;
-  int type;
-  const uint8_t *start;       /* the tag */
-  const uint8_t *value, *end; /* the value (payload for WT_LEN) */
-} field;
-
-static bool next_field(cursor *c, field *f) {
-  uint64_t tag, n;
-  f->start = c->p;
-  if (!read_varint(c, &tag)) return false;
-  f->number = tag >> 3;
-  f->type = (int)(tag & 7);
-  switch (f->type) {
-  case WT_VARINT:
-    f->value = c->p;
-    if (!read_varint(c, &n)) return false;
-    break;
-  case WT_I64:
-  case WT_I32: {
-    size_t w = f->type == WT_I64 ? 8 : 4;
-    if ((size_t)(c->end - c->p) < w) return false;
-    f->value = c->p;
-    c->p += w;
-    break;
-  }
-  case WT_LEN:
-    if (!read_varint(c, &n) || n > (uint64_t)(c->end - c->p)) return false;
-    f->value = c->p;
-    c->p += n;
-    break;
-  default:
-    return false; /* groups: not in ONNX */
-  }
-  f->end = c->p;
-  return true;
-}
 
 static void put(writer *w, const void *data, size_t n) {
   if (w->failed) return;
@@ -192,7 +138,7 @@ static bool slim_tensor(writer *w, const uint8_t *base, size_t ordinal,
   const uint8_t *raw = NULL;
   size_t raw_len = 0;
   for (cursor s = c; s.p < s.end;) {
-    if (!next_field(&s, &f)) return false;
+    if (!ts_wire_next(&s, &f)) return false;
     if (f.number == TENSOR_RAW_DATA && f.type == WT_LEN) {
       if (raw) return false; /* twice: let protobuf-c merge it */
       raw = f.value;
@@ -208,7 +154,7 @@ static bool slim_tensor(writer *w, const uint8_t *base, size_t ordinal,
   }
   size_t at = open_len(w, GRAPH_INITIALIZER);
   while (c.p < c.end) {
-    next_field(&c, &f);
+    ts_wire_next(&c, &f);
     if (f.number == TENSOR_RAW_DATA && f.type == WT_LEN) {
       put_tag(w, TENSOR_RAW_DATA, WT_LEN);
       put(w, "", 1); /* present and empty */
@@ -228,7 +174,7 @@ static bool slim_graph(writer *w, const uint8_t *base, const field *gf) {
   size_t ordinal = 0;
   size_t at = open_len(w, MODEL_GRAPH);
   while (c.p < c.end) {
-    if (!next_field(&c, &f)) return false;
+    if (!ts_wire_next(&c, &f)) return false;
     if (f.number == GRAPH_INITIALIZER && f.type == WT_LEN) {
       if (!slim_tensor(w, base, ordinal++, &f)) return false;
     } else {
@@ -246,7 +192,7 @@ int ts_inplace_slim(const uint8_t *bytes, size_t len, ts_inplace *out) {
   field f;
   bool graph_seen = false, ok = true;
   while (ok && c.p < c.end) {
-    if (!next_field(&c, &f)) {
+    if (!ts_wire_next(&c, &f)) {
       ok = false;
     } else if (f.number == MODEL_GRAPH && f.type == WT_LEN) {
       ok = !graph_seen && slim_graph(&w, bytes, &f);
