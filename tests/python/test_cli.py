@@ -138,6 +138,15 @@ class Cli(kserve.CliMixin, unittest.TestCase):
             args += ['--input', '%s=%s' % (name, self.save('in_' + name, a))]
         return self.tessera(*(args + list(extra)), expect=expect)
 
+    def test_server_without_port_uses_8001(self):
+        # Nothing needs to answer: the error names the address tried.
+        p = kserve.run_tessera('health', '--server', '127.0.0.1',
+                               '--timeout-ms', '300')
+        if p.returncode == 0:
+            self.skipTest('something serves on 127.0.0.1:8001')
+        self.assertIn('127.0.0.1:8001', p.stderr)
+        self.assertNotIn(':443', p.stderr)
+
     def test_every_datatype_round_trips(self):
         for datatype in kserve.DATATYPES:
             for typed in (False, True):
