@@ -33,6 +33,9 @@
 #include "ts_config.h"
 
 #define DEFAULT_TIMEOUT_MS 30000
+/* The port --server means when it names a host only: Triton's and KServe's
+ * gRPC port, the one docs/CLI.md and README's examples use. */
+#define DEFAULT_PORT "8001"
 #define DEFAULT_REQUESTS 100
 
 #define EXIT_USAGE 2
@@ -56,7 +59,7 @@ typedef enum {
 /* X(id, long name, kind, options field, metavar, help) */
 #define OPTION_LIST(X)                                                       \
   X(SERVER, "server", ARG_STRING, server, "ADDR",                           \
-    "server address, HOST:PORT")                                            \
+    "server address, HOST[:PORT] (port 8001 when left out)")                                            \
   X(MODEL, "model", ARG_STRING, model, "NAME", "model name")                \
   X(INPUT, "input", ARG_LIST, inputs, "NAME=FILE.npy",                      \
     "input tensor NAME from a .npy file; repeat for each input")            \
@@ -294,15 +297,30 @@ static int parse_options(const struct command *cmd, int argc, char **argv,
   return 0;
 }
 
+/* The gRPC target of --server: as given when it has a port (or is a
+ * "scheme:" target such as unix:PATH), else HOST:DEFAULT_PORT in target
+ * (size bytes). A bare IPv6 address goes in brackets: "[::1]". */
+static const char *server_target(const char *server, char *target,
+                                 size_t size) {
+  size_t host = ts_hostport_host_length(server);
+  bool bracketed = server[0] == '[' && server[strlen(server) - 1] == ']';
+  if (server[host] == ':' && !bracketed) return server;
+  snprintf(target, size, "%s:%s", server, DEFAULT_PORT);
+  return target;
+}
+
 /* Opens the channel, runs the command, reports its error. Returns the
  * process exit status. */
 static int run_command(const struct command *cmd, const options *opt) {
   ts_err err;
   ts_rpc_creds creds = {opt->cert, opt->key, opt->ca};
   cli c = {opt, NULL};
+  char target[512];
   ts_err_clear(&err);
   ts_rpc_init();
-  int rc = ts_rpc_channel_open(opt->server, &creds, &c.channel, &err);
+  int rc = ts_rpc_channel_open(
+      server_target(opt->server, target, sizeof target), &creds, &c.channel,
+      &err);
   if (!rc) rc = cmd->run(&c, &err);
   if (c.channel) ts_rpc_channel_close(c.channel);
   ts_rpc_shutdown();

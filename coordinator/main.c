@@ -97,6 +97,7 @@ static void usage(FILE *f) {
 "                              (default 5000)\n"
 "  --round-robin               schedule replicas round-robin instead of by\n"
 "                              power of two choices\n"
+"  --version                   print the version and exit\n"
 "  --help                      this text\n");
 }
 
@@ -263,6 +264,11 @@ static void print_listening(const char *listen, int port) {
 }
 
 int main(int argc, char **argv) {
+  /* Before anything else, so it answers even where options are wrong. */
+  if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+    printf("tessera-coordinator %s\n", TESSERA_VERSION);
+    return 0;
+  }
   options o;
   int rc = parse_options(argc, argv, &o);
   if (rc) return rc;

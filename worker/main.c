@@ -281,6 +281,11 @@ static void leave(ts_join *join, ts_pool *pool, ts_store *store,
 }
 
 int main(int argc, char **argv) {
+  /* Before anything else, so it answers even where options are wrong. */
+  if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+    printf("tessera-worker %s\n", TESSERA_VERSION);
+    return 0;
+  }
   ts_log_set_component("worker");
   ts_log_init_from_env();
   ts_blas_select_kernels(argc, argv);

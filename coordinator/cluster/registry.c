@@ -288,7 +288,8 @@ int ts_registry_load(ts_registry *r, const ts_model_config *config,
   if (rc == TS_EUNAVAILABLE && !config->is_ensemble) {
     /* Workers are missing, the model is fine: keep it, unavailable, and
      * load it when workers come (ts_registry_retry_unavailable). */
-    ts_log_warn("model %s is unavailable for now: %s", config->name, err->msg);
+    ts_log_warn_limited("model %s is unavailable for now: %s", config->name,
+                        err->msg);
     unbook(r->cluster, m);
     placement_free(m);
     m->placement = NULL;
