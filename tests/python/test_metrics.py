@@ -102,5 +102,37 @@ class Metrics(kserve.ClusterTestCase):
         self.assertEqual(cm.exception.code, 404)
 
 
+class WorkerMetrics(unittest.TestCase):
+    """A worker's own /metrics: runs counted, shard bytes held, promtool."""
+
+    def test_worker_counts_runs(self):
+        import tempfile
+        port = free_port()
+        url = 'http://127.0.0.1:%d/metrics' % port
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_models.export('logistic', tmp)
+            with kserve.Worker(extra_args=['--metrics-listen',
+                                           '127.0.0.1:%d' % port]) as w:
+                with kserve.Cluster(models=[('logistic', path, {})],
+                                    local_workers=0,
+                                    workers=[w.address]) as c:
+                    before = urllib.request.urlopen(url, timeout=10).read().decode()
+                    n = 10
+                    for i in range(n):
+                        c.client.infer('logistic',
+                                       export_models.make_inputs('logistic', 2, seed=i))
+                    after = urllib.request.urlopen(url, timeout=10).read().decode()
+        runs = (value(after, 'tessera_worker_run_seconds_count') -
+                value(before, 'tessera_worker_run_seconds_count'))
+        self.assertEqual(runs, n)
+        self.assertGreater(value(after, 'tessera_worker_shard_memory_bytes'), 0)
+        self.assertEqual(value(after, 'tessera_worker_shards'), 1)
+        self.assertEqual(value(after, 'tessera_worker_runs_refused_total'), 0)
+        if shutil.which('promtool'):
+            p = subprocess.run(['promtool', 'check', 'metrics'], input=after,
+                               capture_output=True, text=True)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+
 if __name__ == '__main__':
     unittest.main()
