@@ -222,40 +222,27 @@ static void write_workers(ts_metrics_text *t, ts_membership *c) {
   }
 }
 
-static void scrape(void *user, const ts_http_request *req,
-                   ts_http_response *resp) {
+static void write_all(void *user, ts_metrics_text *t) {
   exporter *x = user;
-  if (strcmp(req->url, "/metrics") != 0) {
-    resp->status = 404;
-    resp->body = strdup("not found; metrics are at /metrics\n");
-    resp->body_len = resp->body ? strlen(resp->body) : 0;
-    return;
-  }
-  ts_metrics_text t = {0};
-  write_models(&t);
-  ts_metrics_family(&t, "tessera_in_flight_requests", "gauge",
+  write_models(t);
+  ts_metrics_family(t, "tessera_in_flight_requests", "gauge",
                     "ModelInfer requests accepted, not yet answered.");
-  ts_metrics_printf(&t, "tessera_in_flight_requests %d\n",
+  ts_metrics_printf(t, "tessera_in_flight_requests %d\n",
                     x->fe ? atomic_load(&x->fe->in_flight) : 0);
-  ts_metrics_family(&t, "tessera_queue_depth", "gauge",
+  ts_metrics_family(t, "tessera_queue_depth", "gauge",
                     "Requests waiting in the dynamic batcher.");
-  ts_metrics_printf(&t, "tessera_queue_depth %d\n",
+  ts_metrics_printf(t, "tessera_queue_depth %d\n",
                     x->batcher ? ts_batcher_queued(x->batcher) : 0);
-  ts_metrics_family(&t, "tessera_retries_total", "counter",
+  ts_metrics_family(t, "tessera_retries_total", "counter",
                     "Shard calls retried on another replica, by the gRPC "
                     "code that failed.");
   for (int c = 0; c < GRPC_CODES; c++) {
     unsigned long long v = atomic_load(&retries[c]);
     if (v || c == 14)
-      ts_metrics_printf(&t, "tessera_retries_total{code=\"%s\"} %llu\n",
+      ts_metrics_printf(t, "tessera_retries_total{code=\"%s\"} %llu\n",
                         ts_metrics_grpc_code_name(c), v);
   }
-  write_workers(&t, x->cluster);
-  ts_metrics_process(&t);
-  resp->status = t.oom ? 500 : 200;
-  resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
-  resp->body = t.buf;
-  resp->body_len = t.oom ? 0 : t.len;
+  write_workers(t, x->cluster);
 }
 
 int ts_coord_metrics_start(const char *listen, ts_membership *cluster,
@@ -264,5 +251,5 @@ int ts_coord_metrics_start(const char *listen, ts_membership *cluster,
                            ts_err *err) {
   static exporter x;
   x = (exporter){cluster, fe, batcher};
-  return ts_http_start(listen, 4096, scrape, &x, out, bound_port, err);
+  return ts_metrics_serve(listen, write_all, &x, out, bound_port, err);
 }

@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "http.h"
+
 const ts_histogram_bounds ts_histogram_seconds = {
     15, {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
          0.1, 0.25, 0.5, 1, 5, 30}};
@@ -157,4 +159,39 @@ const char *ts_metrics_grpc_code_name(int code) {
   if (code < 0 || code >= (int)(sizeof names / sizeof names[0]))
     return "UNKNOWN";
   return names[code];
+}
+
+typedef struct exporter {
+  ts_metrics_write_fn write;
+  void *user;
+} exporter;
+
+static void scrape(void *user, const ts_http_request *req,
+                   ts_http_response *resp) {
+  const exporter *x = user;
+  if (strcmp(req->url, "/metrics") != 0) {
+    resp->status = 404;
+    resp->body = strdup("not found; metrics are at /metrics\n");
+    resp->body_len = resp->body ? strlen(resp->body) : 0;
+    return;
+  }
+  ts_metrics_text t = {0};
+  x->write(x->user, &t);
+  ts_metrics_process(&t);
+  resp->status = t.oom ? 500 : 200;
+  resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+  resp->body = t.oom ? NULL : t.buf;
+  resp->body_len = t.oom ? 0 : t.len;
+  if (t.oom) free(t.buf);
+}
+
+int ts_metrics_serve(const char *listen, ts_metrics_write_fn write,
+                     void *user, struct ts_http_server **out,
+                     int *bound_port, ts_err *err) {
+  exporter *x = malloc(sizeof *x); /* lives as long as the process */
+  if (!x) return ts_err_set(err, TS_ENOMEM, "out of memory");
+  *x = (exporter){write, user};
+  int rc = ts_http_start(listen, 4096, scrape, x, out, bound_port, err);
+  if (rc) free(x);
+  return rc;
 }

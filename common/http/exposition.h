@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "error.h"
+
 #define TS_HISTOGRAM_MAX_BUCKETS 20
 
 /* Bucket upper bounds (ascending; +Inf is implied). */
@@ -64,6 +66,15 @@ void ts_metrics_histogram(ts_metrics_text *t, const char *name,
  * process_start_time_seconds (the names every Prometheus client library
  * uses), from /proc/self. */
 void ts_metrics_process(ts_metrics_text *t);
+struct ts_http_server;
+/* Writes a daemon's own families into t (a scrape; any thread). */
+typedef void (*ts_metrics_write_fn)(void *user, ts_metrics_text *t);
+/* Serves /metrics on listen ("HOST:PORT"): write(user, t) then the process
+ * metrics, as text format 0.0.4; other paths answer 404. user must outlive
+ * the server; stop it with ts_http_stop. */
+int ts_metrics_serve(const char *listen, ts_metrics_write_fn write,
+                     void *user, struct ts_http_server **out,
+                     int *bound_port, ts_err *err);
 /* Copies s into out (size bytes) escaped for a label value (\\, \", \n). */
 void ts_metrics_escape(const char *s, char *out, size_t size);
 /* The canonical name of gRPC status code `code` ("OK", "NOT_FOUND", ...),
