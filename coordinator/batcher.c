@@ -48,8 +48,10 @@
 #include <string.h>
 #include <uv.h>
 
+#include "exposition.h"
 #include "fuse.h"
 #include "log.h"
+#include "metrics.h"
 
 /* Outputs split without a heap allocation. */
 #define STACK_OUTPUTS 8
@@ -67,6 +69,7 @@ typedef struct ts_batch_item {
   bool cancelled;    /* under b->mu */
   int cancel_code;
   batch *batch;      /* the batch it was cut into; under b->mu */
+  double submitted;  /* ts_metrics_now() at submit */
 } item;
 
 /* A model's open batch and its batches in flight (under b->mu). The queue
@@ -92,6 +95,7 @@ struct batch {
   int n_concat;
   ts_dispatch *inf;   /* set under b->mu */
   int n_cancelled;    /* items cancelled once cut; under b->mu */
+  double started;     /* ts_metrics_now() at dispatch */
   struct batch *next; /* batches cut together, dispatched in order */
   int n;
   item *items[];
@@ -194,6 +198,18 @@ static void batch_release(batch *bt) {
   pthread_mutex_unlock(&b->mu);
 }
 
+/* Metrics (metrics.h): each request's wait, and the batch's rows. */
+static void record_start(batch *bt) {
+  int64_t rows = 0;
+  bt->started = ts_metrics_now();
+  for (int i = 0; i < bt->n; i++) {
+    rows += bt->items[i]->rows;
+    ts_coord_metrics_queue(bt->model->config.name,
+                           bt->started - bt->items[i]->submitted);
+  }
+  ts_coord_metrics_batch(bt->model->config.name, rows);
+}
+
 /* Concatenates the inputs (n > 1) and starts the inference. On failure
  * answers every item and returns the error's batch for release. */
 static batch *batch_start(batch *bt) {
@@ -240,6 +256,7 @@ static batch *batch_start(batch *bt) {
     return bt;
   }
   ts_log_debug("batch of %d request(s) for %s", n, m->config.name);
+  record_start(bt);
   ts_dispatch_start(bt->inf, on_batch_done, bt);
   return NULL;
 }
@@ -299,6 +316,8 @@ static void on_batch_done(ts_dispatch *inf, void *user) {
   }
   int64_t total = 0;
   for (int i = 0; i < bt->n; i++) total += bt->items[i]->rows;
+  for (int i = 0; i < bt->n; i++)
+    ts_coord_metrics_compute(m->config.name, ts_metrics_now() - bt->started);
   for (int k = 0; !err.code && k < n_out; k++) {
     const ts_tensor *full = outs[k].full =
         ts_dispatch_value(inf, m->outputs[k].name);
@@ -454,7 +473,8 @@ int ts_batcher_submit(ts_batcher *b, ts_served_model *m,
   item *it = malloc(sizeof *it);
   if (!it) return ts_err_set(err, TS_ENOMEM, "out of memory");
   *it = (item){.model = m, .inputs = inputs, .rows = inputs[0].dims[0],
-               .deadline = deadline, .done = done, .user = user};
+               .deadline = deadline, .done = done, .user = user,
+               .submitted = ts_metrics_now()};
   batch *head = NULL, *bt;
   item *failed = NULL;
   int wake = 0;
@@ -552,6 +572,13 @@ void ts_batcher_cancel(ts_batcher *b, ts_batch_item *it, int code) {
   }
   if (stop)
     ts_dispatch_cancel(stop, code, "every request of the batch was cancelled");
+}
+
+int ts_batcher_queued(ts_batcher *b) {
+  pthread_mutex_lock(&b->mu);
+  int n = b->queued;
+  pthread_mutex_unlock(&b->mu);
+  return n;
 }
 
 void ts_batcher_free(ts_batcher *b) {

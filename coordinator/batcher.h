@@ -63,6 +63,8 @@ int ts_batcher_submit(ts_batcher *b, ts_served_model *m,
  * others and this request's rows are dropped; a batch whose every request was
  * cancelled is itself cancelled (ts_dispatch_cancel). */
 void ts_batcher_cancel(ts_batcher *b, ts_batch_item *item, int code);
+/* Requests submitted and not yet answered (for /metrics). */
+int ts_batcher_queued(ts_batcher *b);
 /* Flushes what is queued, waits for batches in flight, stops the thread. */
 void ts_batcher_free(ts_batcher *b);
 

@@ -9,6 +9,7 @@
 
 #include "fuse.h"
 #include "log.h"
+#include "metrics.h"
 #include "wire.h"
 #include "worker.pb-c.h"
 
@@ -223,6 +224,7 @@ static bool send_call(subcall *sc) {
     sc->attempts++;
     atomic_fetch_add(&w->outstanding, 1);
     atomic_fetch_add(&w->calls, 1);
+    ts_coord_metrics_worker_bytes(w->index, sc->req_len, 0);
     uint8_t *req = sc->req;
     sc->req = NULL;
     rc = ts_rpc_call_async_owned(inf->cluster->client, w->channel, RUN_SHARD,
@@ -264,6 +266,7 @@ static void on_call_done(void *user, const ts_rpc_result *res) {
   ts_worker *w = call_worker(sc);
   const ts_shard *shard = &current_stage(inf)->shards[sc->shard];
   atomic_fetch_sub(&w->outstanding, 1);
+  ts_coord_metrics_worker_bytes(w->index, 0, res->len);
   if (res->status == 0) {
     sc->resp = tessera__worker__v1__run_shard_response__unpack(NULL, res->len,
                                                                res->data);
@@ -274,8 +277,10 @@ static void on_call_done(void *user, const ts_rpc_result *res) {
     if (takes_worker_down(res->status)) {
       /* Down until the prober sees it again and re-sends its shards. */
       atomic_fetch_add(&w->failures, 1);
-      if (atomic_exchange(&w->up, 0))
+      if (atomic_exchange(&w->up, 0)) {
+        ts_coord_metrics_worker_down(w->index);
         ts_log_warn("worker %s marked down: %s", w->address, res->message);
+      }
     }
     if (sc->replica < 64) sc->tried |= 1ull << sc->replica;
     int next = -1;
@@ -289,6 +294,7 @@ static void on_call_done(void *user, const ts_rpc_result *res) {
                   inf->cluster->workers[call_replicas(sc)[next]].address,
                   res->message);
       sc->replica = next;
+      ts_coord_metrics_retry(res->status);
       if (send_call(sc)) return;
     } else if (next >= 0) {
       fail(inf, err.code, "%s", err.msg);

@@ -21,6 +21,8 @@
 #include "batcher.h"
 #include "config.h"
 #include "frontend.h"
+#include "http.h"
+#include "metrics.h"
 #include "local_workers.h"
 #include "log.h"
 #include "membership.h"
@@ -56,6 +58,7 @@ typedef struct options {
   long attempt_timeout_ms;
   long replace_after_ms;
   int round_robin;
+  const char *metrics_listen; /* NULL: no /metrics (metrics.h) */
 } options;
 
 static void usage(FILE *f) {
@@ -97,6 +100,7 @@ static void usage(FILE *f) {
 "                              (default 5000)\n"
 "  --round-robin               schedule replicas round-robin instead of by\n"
 "                              power of two choices\n"
+"  --metrics-listen HOST:PORT  serve Prometheus metrics at /metrics\n"
 "  --version                   print the version and exit\n"
 "  --help                      this text\n");
 }
@@ -118,7 +122,8 @@ static int bad_option(const char *option, const ts_err *err) {
 
 static int parse_options(int argc, char **argv, options *o) {
   enum { O_LISTEN = 1, O_WORKER, O_LOCAL, O_THREADS, O_LIMIT, O_ACT, O_BINARY,
-         O_MODEL, O_REPO, O_DEADLINE, O_QUEUE, O_ATTEMPT, O_REPLACE, O_RR, O_HELP };
+         O_MODEL, O_REPO, O_DEADLINE, O_QUEUE, O_ATTEMPT, O_REPLACE, O_RR, O_HELP,
+         O_METRICS };
   static const struct option longopts[] = {
       {"listen", required_argument, 0, O_LISTEN},
       {"worker", required_argument, 0, O_WORKER},
@@ -135,6 +140,7 @@ static int parse_options(int argc, char **argv, options *o) {
       {"replace-after-ms", required_argument, 0, O_REPLACE},
       {"round-robin", no_argument, 0, O_RR},
       {"help", no_argument, 0, O_HELP},
+      {"metrics-listen", required_argument, 0, O_METRICS},
       {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
   o->worker_activation_limit = -1;
@@ -147,6 +153,7 @@ static int parse_options(int argc, char **argv, options *o) {
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (c) {
       case O_LISTEN: o->listen = optarg; break;
+      case O_METRICS: o->metrics_listen = optarg; break;
       case O_WORKER:
         if (o->n_workers == TS_MAX_WORKERS) {
           fprintf(stderr, "tessera-coordinator: too many --worker\n");
@@ -348,6 +355,16 @@ int main(int argc, char **argv) {
   if (cluster.n == 0)
     ts_log_warn("no workers yet: models wait until workers join "
                 "(tessera-worker --join %s)", o.listen);
+  ts_http_server *metrics = NULL;
+  int metrics_port = 0;
+  if (o.metrics_listen &&
+      ts_coord_metrics_start(o.metrics_listen, &cluster, &fe, fe.batcher,
+                             &metrics, &metrics_port, &err) != TS_OK) {
+    fprintf(stderr, "tessera-coordinator: --metrics-listen %s\n", err.msg);
+    ts_rpc_server_stop(server, 1000);
+    goto out_batcher;
+  }
+  if (metrics) ts_log_info("metrics on port %d at /metrics", metrics_port);
   print_listening(o.listen, port);
   notify("READY=1");
 
@@ -369,6 +386,7 @@ int main(int argc, char **argv) {
   int left = ts_frontend_drain(&fe, 10000);
   if (left) ts_log_warn("%d request(s) still in flight after 10 s", left);
   ts_rpc_server_stop(server, 1000);
+  ts_http_stop(metrics);
   exit_code = 0;
 out_batcher:
   ts_batcher_free(fe.batcher);

@@ -36,8 +36,10 @@
 #include <uv.h>
 
 #include "blas.h"
+#include "http.h"
 #include "join.h"
 #include "log.h"
+#include "metrics.h"
 #include "options.h"
 #include "pool.h"
 #include "rpc.h"
@@ -68,6 +70,7 @@ typedef struct options {
   uint64_t activation_limit; /* per run; 0: no limit */
   bool activation_limit_set; /* false: derived (default_activation_limit) */
   const char *join;       /* coordinator to register with; NULL: none */
+  const char *metrics_listen; /* NULL: no /metrics (metrics.h) */
   const char *advertise;  /* address the coordinator dials; NULL: derived */
 } options;
 
@@ -130,7 +133,7 @@ static int bad_option(const char *option, const ts_err *err) {
 /* Returns 0 to go on, or the exit status (0 for --help). */
 static int parse_options(int argc, char **argv, options *o) {
   enum { OPT_LISTEN = 1, OPT_THREADS, OPT_MEMORY, OPT_ACTIVATION, OPT_JOIN,
-         OPT_ADVERTISE, OPT_HELP };
+         OPT_ADVERTISE, OPT_HELP, OPT_METRICS };
   static const struct option longopts[] = {
       {"listen", required_argument, NULL, OPT_LISTEN},
       {"threads", required_argument, NULL, OPT_THREADS},
@@ -139,6 +142,7 @@ static int parse_options(int argc, char **argv, options *o) {
       {"join", required_argument, NULL, OPT_JOIN},
       {"advertise", required_argument, NULL, OPT_ADVERTISE},
       {"help", no_argument, NULL, OPT_HELP},
+      {"metrics-listen", required_argument, NULL, OPT_METRICS},
       {NULL, 0, NULL, 0},
   };
   memset(o, 0, sizeof *o);
@@ -149,6 +153,9 @@ static int parse_options(int argc, char **argv, options *o) {
     switch (c) {
       case OPT_LISTEN:
         o->listen = optarg;
+        break;
+      case OPT_METRICS:
+        o->metrics_listen = optarg;
         break;
       case OPT_THREADS: {
         long long n;
@@ -325,6 +332,11 @@ int main(int argc, char **argv) {
   ts_log_info("activation limit %" PRIu64 " bytes per run%s",
               opt.activation_limit,
               opt.activation_limit ? "" : " (none)");
+  ts_http_server *metrics = NULL;
+  if (opt.metrics_listen &&
+      ts_worker_metrics_start(opt.metrics_listen, store, &metrics, NULL,
+                              &err) != TS_OK)
+    ts_log_error("--metrics-listen: %s", err.msg);
   printf("listening on %s\n", ts_worker_service_address(svc));
   fflush(stdout);
   ts_join *join = NULL;
@@ -360,6 +372,7 @@ int main(int argc, char **argv) {
   }
   int64_t left = deadline - ts_now_ms();
   ts_worker_service_stop(svc, left > 1000 ? left : 1000);
+  ts_http_stop(metrics);
   ts_pool_free(pool);
   ts_store_free(store);
   ts_rpc_shutdown();

@@ -27,7 +27,9 @@
 #include <string.h>
 
 #include "blas.h"
+#include "exposition.h"
 #include "log.h"
+#include "metrics.h"
 #include "options.h"
 #include "rpc.h"
 #include "rpc_message.h"
@@ -358,9 +360,11 @@ static void run_job_run(ts_pool_job *job, ts_session *session) {
                                         memory_order_relaxed);
   ts_session_set_activation_limit(
       session, limit > SIZE_MAX ? SIZE_MAX : (size_t)limit);
+  double started = ts_metrics_now();
   int rc = ts_exec_run(rj->shard->model, session, rj->input_names,
                        rj->inputs, rj->n_inputs, rj->output_names,
                        rj->outputs, rj->n_outputs, &err);
+  ts_worker_metrics_run(rc, ts_metrics_now() - started);
   atomic_fetch_add(&rj->shard->runs, 1);
   atomic_fetch_add(&rj->svc->runs_total, 1);
   if (ts_rpc_call_is_cancelled(rj->base.call)) {

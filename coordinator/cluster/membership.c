@@ -5,8 +5,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "exposition.h"
 #include "health.pb-c.h"
 #include "log.h"
+#include "metrics.h"
 #include "worker.pb-c.h"
 
 #define WORKER_SERVICE "/tessera.worker.v1.Worker/"
@@ -112,6 +114,7 @@ static ts_health health_from_answer(const uint8_t *data, size_t len) {
 typedef struct health_check {
   ts_membership *cluster;
   int worker;
+  double sent; /* ts_metrics_now(): the round trip's start */
 } health_check;
 
 static void health_record(ts_membership *c, int worker, ts_health h) {
@@ -127,6 +130,8 @@ static void health_record(ts_membership *c, int worker, ts_health h) {
 /* On the client's poller thread: decode, record, wake the prober. */
 static void health_done(void *user, const ts_rpc_result *res) {
   health_check *hc = user;
+  if (res->status == 0)
+    ts_coord_metrics_worker_rtt(hc->worker, ts_metrics_now() - hc->sent);
   health_record(hc->cluster, hc->worker,
                 res->status == 0 ? health_from_answer(res->data, res->len)
                                  : TS_HEALTH_UNREACHABLE);
@@ -151,7 +156,8 @@ int ts_membership_check_health_all(ts_membership *c, int64_t timeout_ms,
   for (int i = 0; i < n; i++) {
     if (!started[i]) continue;
     health_check *hc = malloc(sizeof *hc);
-    if (hc) *hc = (health_check){.cluster = c, .worker = i};
+    if (hc)
+      *hc = (health_check){.cluster = c, .worker = i, .sent = ts_metrics_now()};
     /* A call that cannot start never calls back: no answer is news too. */
     if (!hc || ts_rpc_call_async(c->client, c->workers[i].channel,
                                  "/grpc.health.v1.Health/Check", buf, len,

@@ -2,6 +2,8 @@
 #include "frontend.h"
 
 #include "batcher.h"
+#include "exposition.h"
+#include "metrics.h"
 #include "reply.h"
 #include "validate.h"
 
@@ -25,26 +27,34 @@ static void reply_error(ts_rpc_call *call, const ts_err *err) {
   ts_rpc_call_fail(call, err->code, err->msg);
 }
 
-/* Unpacks a request or answers INVALID_ARGUMENT naming the message. */
-/* The model named in a request, or answers NOT_FOUND / UNAVAILABLE. */
+/* The model named in a request (a reference the caller releases), or NULL
+ * with *err set to NOT_FOUND / UNAVAILABLE. */
+static ts_served_model *model_find(ts_frontend *fe, const char *name,
+                                   const char *version, int need_ready,
+                                   ts_err *err) {
+  ts_served_model *m = NULL;
+  if (version && version[0] && strcmp(version, "1") != 0)
+    ts_err_set(err, TS_ENOTFOUND, "model '%s' has no version '%s' (only 1)",
+               name, version);
+  else if (!(m = ts_registry_acquire(fe->registry, name)))
+    ts_err_set(err, TS_ENOTFOUND, "model '%s' is not loaded", name);
+  else if (need_ready && m->state != TS_MODEL_READY)
+    ts_err_set(err, TS_EUNAVAILABLE, "model '%s' is not ready: %s", name,
+               m->reason[0] ? m->reason : "loading");
+  if (err->code && m) {
+    ts_served_model_release(m);
+    m = NULL;
+  }
+  return m;
+}
+
+/* model_find, answering the call with the error. */
 static ts_served_model *model_or_fail(ts_frontend *fe, ts_rpc_call *call,
                                       const char *name, const char *version,
                                       int need_ready) {
   ts_err err = {0};
-  ts_served_model *m = NULL;
-  if (version && version[0] && strcmp(version, "1") != 0)
-    ts_err_set(&err, TS_ENOTFOUND, "model '%s' has no version '%s' (only 1)",
-               name, version);
-  else if (!(m = ts_registry_acquire(fe->registry, name)))
-    ts_err_set(&err, TS_ENOTFOUND, "model '%s' is not loaded", name);
-  else if (need_ready && m->state != TS_MODEL_READY)
-    ts_err_set(&err, TS_EUNAVAILABLE, "model '%s' is not ready: %s", name,
-               m->reason[0] ? m->reason : "loading");
-  if (err.code) {
-    if (m) ts_served_model_release(m);
-    reply_error(call, &err);
-    return NULL;
-  }
+  ts_served_model *m = model_find(fe, name, version, need_ready, &err);
+  if (!m) reply_error(call, &err);
   return m;
 }
 
@@ -170,10 +180,14 @@ typedef struct infer_ctx {
   int n_inputs;
   ts_tensor *ordered;      /* in arena: the same views in the model's input
                               order */
+  int outcome;             /* the TS_E* code answered (metrics.h) */
+  double arrived, dispatched; /* ts_metrics_now() */
   ts_rpc_arena arena;      /* last: not zeroed */
 } infer_ctx;
 
 static void ctx_free(infer_ctx *ctx) {
+  ts_coord_metrics_request(ctx->req ? ctx->req->model_name : NULL,
+                           ctx->outcome, ts_metrics_now() - ctx->arrived);
   atomic_fetch_sub(&ctx->fe->in_flight, 1);
   if (ctx->inf) ts_dispatch_free(ctx->inf);
   for (int i = 0; i < ctx->n_inputs; i++) ts_tensor_free(&ctx->inputs[i]);
@@ -211,7 +225,8 @@ static int deadline_passed(ts_rpc_call *call) {
  * when this answer reaches it before its own timer fires. */
 static int client_gone(infer_ctx *ctx) {
   if (!ts_rpc_call_is_cancelled(ctx->call)) return 0;
-  if (deadline_passed(ctx->call))
+  ctx->outcome = deadline_passed(ctx->call) ? TS_ETIMEDOUT : TS_ECANCELLED;
+  if (ctx->outcome == TS_ETIMEDOUT)
     ts_rpc_call_fail(ctx->call, TS_ETIMEDOUT, "the client's deadline passed");
   else
     ts_rpc_call_fail(ctx->call, TS_ECANCELLED, "the client went away");
@@ -221,6 +236,10 @@ static int client_gone(infer_ctx *ctx) {
 static void on_infer_done(ts_dispatch *inf, void *user) {
   infer_ctx *ctx = user;
   const ts_err *e = ts_dispatch_error(inf);
+  const char *name = ctx->model->config.name;
+  ts_coord_metrics_queue(name, ctx->dispatched - ctx->arrived);
+  ts_coord_metrics_compute(name, ts_metrics_now() - ctx->dispatched);
+  ctx->outcome = e->code;
   if (client_gone(ctx)) {
     /* answered already: nobody listens for the outputs */
   } else if (e->code) {
@@ -238,6 +257,7 @@ static void on_batched_done(void *user, const ts_err *err,
                             const ts_tensor *const *outputs, int n_outputs) {
   infer_ctx *ctx = user;
   (void)n_outputs;
+  ctx->outcome = err->code;
   if (client_gone(ctx)) {
     /* answered already: nobody listens for the outputs */
   } else if (err->code) {
@@ -281,8 +301,10 @@ static void handle_model_infer(ts_rpc_call *call, const uint8_t *data,
   ts_rpc_arena_init(&ctx->arena);
   ctx->fe = fe;
   ctx->call = call;
+  ctx->arrived = ts_metrics_now();
   atomic_fetch_add(&fe->in_flight, 1);
   if (atomic_load(&fe->draining)) {
+    ctx->outcome = TS_EUNAVAILABLE;
     ts_rpc_call_fail(call, TS_EUNAVAILABLE, "the server is shutting down");
     ctx_free(ctx);
     return;
@@ -291,16 +313,19 @@ static void handle_model_infer(ts_rpc_call *call, const uint8_t *data,
       call, &inference__model_infer_request__descriptor,
       &ctx->arena.allocator, data, len);
   if (!ctx->req) {
-    ctx_free(ctx);
-    return;
-  }
-  ctx->model = model_or_fail(fe, call, ctx->req->model_name,
-                             ctx->req->model_version, 1);
-  if (!ctx->model) {
+    ctx->outcome = TS_EINVAL;
     ctx_free(ctx);
     return;
   }
   ts_err err = {0};
+  ctx->model = model_find(fe, ctx->req->model_name, ctx->req->model_version,
+                          1, &err);
+  if (!ctx->model) {
+    ctx->outcome = err.code;
+    reply_error(call, &err);
+    ctx_free(ctx);
+    return;
+  }
   int64_t now = ts_now_ms();
   int64_t deadline = ts_rpc_call_deadline(call);
   if (deadline == TS_DEADLINE_NONE || deadline - now > fe->max_deadline_ms)
@@ -329,10 +354,15 @@ static void handle_model_infer(ts_rpc_call *call, const uint8_t *data,
     rc = ts_dispatch_add_input(ctx->inf, ctx->req->inputs[i]->name,
                                &ctx->inputs[i], &err);
   if (rc) {
+    ctx->outcome = err.code;
     reply_error(call, &err);
     ctx_free(ctx);
     return;
   }
+  ts_coord_metrics_batch(ctx->model->config.name,
+                         ctx->n_inputs && ctx->inputs[0].rank
+                             ? ctx->inputs[0].dims[0] : 1);
+  ctx->dispatched = ts_metrics_now();
   ts_dispatch_start(ctx->inf, on_infer_done, ctx); /* may answer at once */
   ts_rpc_call_on_cancel(call, on_client_gone, ctx);
 }
