@@ -81,6 +81,8 @@ typedef enum {
   X(CERT, "cert", ARG_STRING, cert, "FILE",                                 \
     "PEM client certificate for mutual TLS (with --key)")                   \
   X(KEY, "key", ARG_STRING, key, "FILE", "PEM private key of --cert")       \
+  X(TOKEN, "token", ARG_STRING, token, "TOKEN",                             \
+    "bearer token (default: $TESSERA_TOKEN; needs --ca)")                   \
   X(HELP, "help", ARG_NONE, help, NULL, "show this help")
 
 enum option_id {
@@ -108,7 +110,7 @@ static const struct option_info {
 
 typedef int (*command_fn)(cli *c, ts_err *err);
 
-#define CONNECTION (O(SERVER) | O(TIMEOUT) | O(CA) | O(CERT) | O(KEY) | O(HELP))
+#define CONNECTION (O(SERVER) | O(TIMEOUT) | O(CA) | O(CERT) | O(KEY) | O(TOKEN) | O(HELP))
 
 /* X(name, accepted options besides CONNECTION, required options, synopsis,
  *   description) */
@@ -313,7 +315,8 @@ static const char *server_target(const char *server, char *target,
  * process exit status. */
 static int run_command(const struct command *cmd, const options *opt) {
   ts_err err;
-  ts_rpc_creds creds = {opt->cert, opt->key, opt->ca};
+  ts_rpc_creds creds = {opt->cert, opt->key, opt->ca,
+                        opt->token ? opt->token : getenv("TESSERA_TOKEN"), 0};
   cli c = {opt, NULL};
   char target[512];
   ts_err_clear(&err);

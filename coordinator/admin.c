@@ -248,13 +248,13 @@ static void handle_deregister_worker(ts_rpc_call *call,
 static const ts_rpc_handler admin_table[TS_ADMIN_METHODS] = {
     {SERVICE "ClusterStatus",
      &tessera__admin__v1__cluster_status_request__descriptor,
-     handle_cluster_status, NULL},
+     handle_cluster_status, NULL, TS_ROLE_ADMIN},
     {SERVICE "RegisterWorker",
      &tessera__admin__v1__register_worker_request__descriptor,
-     handle_register_worker, NULL},
+     handle_register_worker, NULL, TS_ROLE_WORKER},
     {SERVICE "DeregisterWorker",
      &tessera__admin__v1__register_worker_request__descriptor,
-     handle_deregister_worker, NULL},
+     handle_deregister_worker, NULL, TS_ROLE_WORKER},
 };
 
 int ts_admin_methods(ts_admin *admin, ts_rpc_method *out) {

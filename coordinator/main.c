@@ -30,6 +30,7 @@
 #include "prober.h"
 #include "registry.h"
 #include "rpc.h"
+#include "rpc_auth.h"
 #include "ts_config.h"
 
 #if TS_HAVE_SYSTEMD
@@ -59,6 +60,7 @@ typedef struct options {
   long replace_after_ms;
   int round_robin;
   const char *metrics_listen; /* NULL: no /metrics (metrics.h) */
+  ts_security_opts security; /* TLS, tokens, the loopback rule */
 } options;
 
 static void usage(FILE *f) {
@@ -102,7 +104,8 @@ static void usage(FILE *f) {
 "                              power of two choices\n"
 "  --metrics-listen HOST:PORT  serve Prometheus metrics at /metrics\n"
 "  --version                   print the version and exit\n"
-"  --help                      this text\n");
+"  --help                      this text\n"
+"%s", ts_security_usage);
 }
 
 /* Reports a bad option value (err says why) and returns the exit status 2. */
@@ -141,6 +144,7 @@ static int parse_options(int argc, char **argv, options *o) {
       {"round-robin", no_argument, 0, O_RR},
       {"help", no_argument, 0, O_HELP},
       {"metrics-listen", required_argument, 0, O_METRICS},
+      TS_SECURITY_LONGOPTS,
       {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
   o->worker_activation_limit = -1;
@@ -201,7 +205,10 @@ static int parse_options(int argc, char **argv, options *o) {
         break;
       case O_RR: o->round_robin = 1; break;
       case O_HELP: usage(stdout); exit(0);
-      default: usage(stderr); return 2;
+      default:
+        if (ts_security_option(&o->security, c, optarg)) break;
+        usage(stderr);
+        return 2;
     }
   }
   if (optind < argc) {
@@ -214,7 +221,31 @@ static int parse_options(int argc, char **argv, options *o) {
     usage(stderr);
     return 2;
   }
+  if (ts_security_validate(&o->security, o->listen, &err)) {
+    fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
+    return 2;
+  }
   return 0;
+}
+
+/* The options every --local-workers child gets: this coordinator's
+ * certificate (it serves worker RPCs to the coordinator role, which this
+ * certificate carries) and trust domain. */
+static void local_worker_args(const options *o, const char **args) {
+  int a = 0;
+  if (o->security.tls_cert) {
+    args[a++] = "--tls-cert";
+    args[a++] = o->security.tls_cert;
+    args[a++] = "--tls-key";
+    args[a++] = o->security.tls_key;
+    args[a++] = "--tls-ca";
+    args[a++] = o->security.tls_ca;
+  }
+  if (o->security.trust_domain) {
+    args[a++] = "--trust-domain";
+    args[a++] = o->security.trust_domain;
+  }
+  args[a] = NULL;
 }
 
 /* ---- model loading order: plain models, repository, then ensembles ---- */
@@ -249,9 +280,19 @@ static int load_models(ts_registry *reg, const options *o) {
 
 typedef struct control {
   uv_loop_t *loop;
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
   ts_prober prober;
+  ts_rpc_auth *auth;
 } control;
+
+/* SIGHUP: re-read the token file; a bad file keeps the old tokens. */
+static void on_reload(uv_signal_t *s, int signum) {
+  (void)signum;
+  control *ctl = s->data;
+  ts_err err = {0};
+  if (ts_rpc_auth_reload(ctl->auth, &err) != TS_OK)
+    ts_log_error("SIGHUP: %s (the old tokens stay in force)", err.msg);
+}
 
 static void on_signal(uv_signal_t *s, int signum) {
   control *ctl = s->data;
@@ -259,9 +300,11 @@ static void on_signal(uv_signal_t *s, int signum) {
   notify("STOPPING=1");
   uv_signal_stop(&ctl->sigterm);
   uv_signal_stop(&ctl->sigint);
+  uv_signal_stop(&ctl->sighup);
   ts_prober_stop(&ctl->prober);
   uv_close((uv_handle_t *)&ctl->sigterm, NULL);
   uv_close((uv_handle_t *)&ctl->sigint, NULL);
+  uv_close((uv_handle_t *)&ctl->sighup, NULL);
 }
 
 static void print_listening(const char *listen, int port) {
@@ -292,10 +335,12 @@ int main(int argc, char **argv) {
                                   ? cpus / o.local_workers
                                   : 1);
     ts_err err = {0};
+    const char *extra[TS_LOCAL_EXTRA_ARGS + 1];
+    local_worker_args(&o, extra);
     if (ts_local_workers_start(&local, o.local_workers, threads,
                                o.worker_memory_limit,
                                o.worker_activation_limit, o.worker_binary,
-                               &err) != TS_OK) {
+                               extra, &err) != TS_OK) {
       fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
       return 1;
     }
@@ -306,8 +351,14 @@ int main(int argc, char **argv) {
   ts_registry registry;
   ts_err err = {0};
   ts_rpc_server *server = NULL;
+  ts_rpc_auth *auth = NULL;
   int exit_code = 1;
-  if (ts_membership_init(&cluster, NULL, &err) != TS_OK) {
+  /* One set of credentials for the client port and every worker channel:
+   * with tokens, clients may come without a certificate; the worker
+   * channels present this coordinator's either way. */
+  ts_rpc_creds creds = ts_security_creds(&o.security);
+  if (ts_security_auth(&o.security, true, &auth, &err) != TS_OK ||
+      ts_membership_init(&cluster, &creds, &err) != TS_OK) {
     fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
     goto out_rpc;
   }
@@ -342,7 +393,8 @@ int main(int argc, char **argv) {
   ts_rpc_method methods[TS_FRONTEND_METHODS + TS_ADMIN_METHODS];
   int n_methods = ts_frontend_methods(&fe, methods);
   n_methods += ts_admin_methods(&admin, methods + n_methods);
-  ts_rpc_server_opts sopts = {.listen = o.listen, .poll_threads = 1};
+  ts_rpc_server_opts sopts = {
+      .listen = o.listen, .creds = &creds, .auth = auth, .poll_threads = 1};
   int port = 0;
   if (ts_rpc_server_start(&sopts, methods, n_methods, &server, &port, &err) !=
       TS_OK) {
@@ -365,15 +417,20 @@ int main(int argc, char **argv) {
     goto out_batcher;
   }
   if (metrics) ts_log_info("metrics on port %d at /metrics", metrics_port);
+  if (!o.security.tls_cert)
+    ts_log_warn("plaintext on %s: any process that reaches it may call "
+                "every method (see --tls-cert, docs/SECURITY.md)", o.listen);
   print_listening(o.listen, port);
   notify("READY=1");
 
-  control ctl = {.loop = uv_default_loop()};
+  control ctl = {.loop = uv_default_loop(), .auth = auth};
   uv_signal_init(ctl.loop, &ctl.sigterm);
   uv_signal_init(ctl.loop, &ctl.sigint);
-  ctl.sigterm.data = ctl.sigint.data = &ctl;
+  uv_signal_init(ctl.loop, &ctl.sighup);
+  ctl.sigterm.data = ctl.sigint.data = ctl.sighup.data = &ctl;
   uv_signal_start(&ctl.sigterm, on_signal, SIGTERM);
   uv_signal_start(&ctl.sigint, on_signal, SIGINT);
+  uv_signal_start(&ctl.sighup, on_reload, SIGHUP);
   ts_prober_start(&ctl.prober, ctl.loop, &cluster, &registry,
                   o.replace_after_ms);
   uv_run(ctl.loop, UV_RUN_DEFAULT);
@@ -395,6 +452,7 @@ out_registry:
 out_cluster:
   ts_membership_free(&cluster);
 out_rpc:
+  ts_rpc_auth_free(auth);
   ts_rpc_shutdown();
   /* A local worker that crashed or failed its own shutdown fails the
    * coordinator's exit status too, so systemd and tests see it. */

@@ -78,7 +78,7 @@ static void *heartbeat(void *arg) {
 }
 
 int ts_join_start(const char *coordinator, const char *advertise,
-                  ts_join **out, ts_err *err) {
+                  const ts_rpc_creds *creds, ts_join **out, ts_err *err) {
   ts_join *j = calloc(1, sizeof *j);
   if (!j) return ts_err_set(err, TS_ENOMEM, "out of memory");
   if (strlen(coordinator) >= sizeof j->coordinator ||
@@ -88,7 +88,7 @@ int ts_join_start(const char *coordinator, const char *advertise,
   }
   snprintf(j->coordinator, sizeof j->coordinator, "%s", coordinator);
   snprintf(j->advertise, sizeof j->advertise, "%s", advertise);
-  int rc = ts_rpc_channel_open(coordinator, NULL, &j->channel, err);
+  int rc = ts_rpc_channel_open(coordinator, creds, &j->channel, err);
   if (rc) {
     free(j);
     return rc;

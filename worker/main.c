@@ -43,6 +43,7 @@
 #include "options.h"
 #include "pool.h"
 #include "rpc.h"
+#include "rpc_auth.h"
 #include "service.h"
 #include "store.h"
 #include "ts_config.h"
@@ -72,6 +73,7 @@ typedef struct options {
   const char *join;       /* coordinator to register with; NULL: none */
   const char *metrics_listen; /* NULL: no /metrics (metrics.h) */
   const char *advertise;  /* address the coordinator dials; NULL: derived */
+  ts_security_opts security; /* TLS and the loopback rule (rpc_auth.h) */
 } options;
 
 static void usage(FILE *f) {
@@ -100,7 +102,13 @@ static void usage(FILE *f) {
           "  --advertise HOST:PORT  the address the coordinator should dial "
           "(default:\n"
           "                         the listen address; hostname for "
-          "0.0.0.0)\n");
+          "0.0.0.0)\n"
+          "  --metrics-listen HOST:PORT\n"
+          "                         serve Prometheus metrics at /metrics\n"
+          "  --version              print the version and exit\n"
+          "  --help                 this text\n"
+          "%s",
+          ts_security_usage);
 }
 
 /* The default --activation-limit (see ACTIVATION_SHARE): what physical
@@ -143,6 +151,7 @@ static int parse_options(int argc, char **argv, options *o) {
       {"advertise", required_argument, NULL, OPT_ADVERTISE},
       {"help", no_argument, NULL, OPT_HELP},
       {"metrics-listen", required_argument, NULL, OPT_METRICS},
+      TS_SECURITY_LONGOPTS,
       {NULL, 0, NULL, 0},
   };
   memset(o, 0, sizeof *o);
@@ -183,6 +192,7 @@ static int parse_options(int argc, char **argv, options *o) {
         usage(stdout);
         return -1;
       default:
+        if (ts_security_option(&o->security, c, optarg)) break;
         fprintf(stderr, "tessera-worker: unknown or incomplete option '%s'\n",
                 argv[optind - 1]);
         usage(stderr);
@@ -202,6 +212,15 @@ static int parse_options(int argc, char **argv, options *o) {
   if (!strchr(o->listen, ':')) {
     fprintf(stderr, "tessera-worker: --listen '%s': expected HOST:PORT\n",
             o->listen);
+    return 2;
+  }
+  if (o->security.token_file) {
+    fprintf(stderr, "tessera-worker: --auth-token-file is for the "
+                    "coordinator (workers admit coordinator certificates)\n");
+    return 2;
+  }
+  if (ts_security_validate(&o->security, o->listen, &err)) {
+    fprintf(stderr, "tessera-worker: %s\n", err.msg);
     return 2;
   }
   if (o->threads == 0) o->threads = cpu_count();
@@ -314,11 +333,16 @@ int main(int argc, char **argv) {
   ts_store *store = NULL;
   ts_pool *pool = NULL;
   ts_worker_service *svc = NULL;
+  ts_rpc_auth *auth = NULL;
   int port = 0;
-  if (ts_store_create(opt.memory_limit, &store, &err) ||
+  ts_rpc_creds creds = ts_security_creds(&opt.security);
+  if (ts_security_auth(&opt.security, false, &auth, &err) ||
+      ts_store_create(opt.memory_limit, &store, &err) ||
       ts_pool_create(opt.threads, QUEUE_CAPACITY, &pool, &err) ||
-      ts_worker_service_start(opt.listen, store, pool, &svc, &port, &err)) {
+      ts_worker_service_start(opt.listen, &creds, auth, store, pool, &svc,
+                              &port, &err)) {
     ts_log_error("cannot start: %s", err.msg);
+    ts_rpc_auth_free(auth);
     ts_pool_free(pool);
     ts_store_free(store);
     ts_rpc_shutdown();
@@ -346,7 +370,7 @@ int main(int argc, char **argv) {
       snprintf(advertise, sizeof advertise, "%s", opt.advertise);
     else
       ts_join_advertise_address(opt.listen, port, advertise, sizeof advertise);
-    if (ts_join_start(opt.join, advertise, &join, &err) != TS_OK)
+    if (ts_join_start(opt.join, advertise, &creds, &join, &err) != TS_OK)
       ts_log_error("--join %s: %s", opt.join, err.msg);
   }
   notify("READY=1");
@@ -375,6 +399,7 @@ int main(int argc, char **argv) {
   ts_http_stop(metrics);
   ts_pool_free(pool);
   ts_store_free(store);
+  ts_rpc_auth_free(auth);
   ts_rpc_shutdown();
   ts_log_info("stopped");
   return 0;

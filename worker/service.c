@@ -597,17 +597,18 @@ static void handle_status(ts_rpc_call *call, const ProtobufCMessage *msg,
  * stream, is registered beside the table. */
 static const ts_rpc_handler worker_table[WORKER_UNARY_METHODS] = {
     {WORKER_PATH "HasShard", &tessera__worker__v1__has_shard_request__descriptor,
-     handle_has_shard, NULL},
+     handle_has_shard, NULL, TS_ROLE_COORDINATOR},
     {WORKER_PATH "RunShard", &tessera__worker__v1__run_shard_request__descriptor,
-     NULL, handle_run_shard},
+     NULL, handle_run_shard, TS_ROLE_COORDINATOR},
     {WORKER_PATH "UnloadShard",
      &tessera__worker__v1__unload_shard_request__descriptor,
-     handle_unload_shard, NULL},
+     handle_unload_shard, NULL, TS_ROLE_COORDINATOR},
     {WORKER_PATH "Status", &tessera__worker__v1__status_request__descriptor,
-     handle_status, NULL},
+     handle_status, NULL, TS_ROLE_COORDINATOR},
 };
 
-int ts_worker_service_start(const char *listen, ts_store *store, ts_pool *pool,
+int ts_worker_service_start(const char *listen, const ts_rpc_creds *creds,
+                            ts_rpc_auth *auth, ts_store *store, ts_pool *pool,
                             ts_worker_service **out, int *bound_port,
                             ts_err *err) {
   *out = NULL;
@@ -624,12 +625,16 @@ int ts_worker_service_start(const char *listen, ts_store *store, ts_pool *pool,
        .kind = TS_RPC_CLIENT_STREAM,
        .on_message = load_on_message,
        .on_end = load_on_end,
-       .user = svc},
+       .user = svc,
+       .roles = TS_ROLE_COORDINATOR},
   };
   ts_rpc_table_methods(worker_table, WORKER_UNARY_METHODS, svc, svc->bindings,
                        methods + 1);
   ts_rpc_server_opts opts = {
-      .listen = listen, .creds = NULL, .poll_threads = RPC_POLL_THREADS};
+      .listen = listen,
+      .creds = creds,
+      .auth = auth,
+      .poll_threads = RPC_POLL_THREADS};
   int port = 0;
   int rc = ts_rpc_server_start(&opts, methods,
                                (int)(sizeof methods / sizeof methods[0]),

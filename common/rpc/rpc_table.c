@@ -25,6 +25,7 @@ int ts_rpc_table_methods(const ts_rpc_handler *table, int n, void *user,
         .kind = TS_RPC_UNARY,
         .unary = table[i].raw ? table[i].raw : dispatch,
         .user = table[i].raw ? user : &bindings[i],
+        .roles = table[i].roles,
     };
   }
   return n;

@@ -16,12 +16,16 @@
  * release a half-done upload's memory before a malformed chunk's failure
  * reaches the client, so it unpacks each chunk itself).
  *
- * Depends on rpc.h, rpc_message.h and protobuf-c only.
+ * Each entry names the roles it admits (rpc_auth.h), checked by the server
+ * before the handler runs.
+ *
+ * Depends on rpc.h, rpc_auth.h, rpc_message.h and protobuf-c only.
  */
 #ifndef TS_RPC_TABLE_H
 #define TS_RPC_TABLE_H
 
 #include "rpc.h"
+#include "rpc_auth.h"
 #include "rpc_message.h"
 
 /* A typed unary handler: `request` is the unpacked message of the entry's
@@ -36,6 +40,7 @@ typedef struct ts_rpc_handler {
   const ProtobufCMessageDescriptor *request;  /* its request message */
   ts_rpc_request_fn handle;                   /* or NULL with raw */
   ts_rpc_unary_fn raw; /* instead of handle: gets the bytes, unpacks itself */
+  unsigned roles;      /* TS_ROLE_* bits admitted (rpc_auth.h); 0: anyone */
 } ts_rpc_handler;
 
 /* Where a table entry meets its service: storage the caller keeps (one per

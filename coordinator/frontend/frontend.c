@@ -479,22 +479,22 @@ int ts_frontend_drain(ts_frontend *fe, int64_t timeout_ms) {
 
 /* The service's method table (rpc_table.h). ModelInfer is raw: its
  * request lives in the request's own arena until the answer. */
-#define TYPED(method, message, fn) \
-  {SERVICE method, &inference__##message##__descriptor, fn, NULL}
+#define TYPED(method, message, fn, roles) \
+  {SERVICE method, &inference__##message##__descriptor, fn, NULL, roles}
 static const ts_rpc_handler frontend_table[TS_FRONTEND_METHODS] = {
-    TYPED("ServerLive", server_live_request, handle_server_live),
-    TYPED("ServerReady", server_ready_request, handle_server_ready),
-    TYPED("ModelReady", model_ready_request, handle_model_ready),
-    TYPED("ServerMetadata", server_metadata_request, handle_server_metadata),
-    TYPED("ModelMetadata", model_metadata_request, handle_model_metadata),
+    TYPED("ServerLive", server_live_request, handle_server_live, TS_ROLES_INFER),
+    TYPED("ServerReady", server_ready_request, handle_server_ready, TS_ROLES_INFER),
+    TYPED("ModelReady", model_ready_request, handle_model_ready, TS_ROLES_INFER),
+    TYPED("ServerMetadata", server_metadata_request, handle_server_metadata, TS_ROLES_INFER),
+    TYPED("ModelMetadata", model_metadata_request, handle_model_metadata, TS_ROLES_INFER),
     {SERVICE "ModelInfer", &inference__model_infer_request__descriptor, NULL,
-     handle_model_infer},
+     handle_model_infer, TS_ROLES_INFER},
     TYPED("RepositoryIndex", repository_index_request,
-          handle_repository_index),
+          handle_repository_index, TS_ROLE_ADMIN),
     TYPED("RepositoryModelLoad", repository_model_load_request,
-          handle_repository_load),
+          handle_repository_load, TS_ROLE_ADMIN),
     TYPED("RepositoryModelUnload", repository_model_unload_request,
-          handle_repository_unload),
+          handle_repository_unload, TS_ROLE_ADMIN),
 };
 #undef TYPED
 
