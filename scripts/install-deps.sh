@@ -14,6 +14,8 @@ packages=(
   # tests: independent references and a KServe client written in Python
   python3 python3-numpy python3-torch python3-onnx python3-sklearn
   python3-grpcio python3-protobuf protobuf-compiler
+  # deploy: offline images and the compose test (deploy/, test_compose.py)
+  docker.io docker-compose debootstrap
 )
 
 missing=()
