@@ -16,6 +16,10 @@ packages=(
   python3 python3-numpy python3-torch python3-onnx python3-sklearn
   python3-grpcio python3-protobuf protobuf-compiler
   prometheus  # promtool: test_metrics checks the exposition with it
+  # deploy: offline images and the compose test (deploy/, test_compose.py)
+  docker.io docker-compose debootstrap
+  systemd  # systemd-analyze: test_systemd verifies and scores the units
+  openssl  # scripts/certs.sh makes the cluster CA and role certificates
 )
 
 missing=()
