@@ -51,27 +51,33 @@ if [ $have_all = 0 ]; then
   ninja -C "$build_dir" -j"${NINJA_JOBS:-2}" >&2
 fi
 
-# The Debian packages that own every shared library the binaries load.
-# dpkg records bookworm's libraries under /lib or /usr/lib, so each path is
-# asked as ldd prints it, resolved, and without its /usr prefix, all in one
-# dpkg -S (one scan of its file lists); a library no package owns is fatal.
+# The names dpkg may record for a library ldd printed: bookworm's packages
+# list their files under /lib or /usr/lib (merged /usr), so the path as
+# printed and resolved, each with and without the /usr prefix.
+lib_names() {
+  local p
+  for p in "$1" "$(realpath "$1")"; do
+    printf '%s\n' "${p#/usr}" "/usr${p#/usr}"
+  done
+}
+
+# The Debian packages that own every shared library the binaries load, all
+# asked in one dpkg -S (one scan of its file lists); a library no package
+# owns is fatal.
 runtime_packages() {
   local libs candidates owners lib
   libs=$(for b in "${binaries[@]}"; do ldd "$build_dir/$b"; done |
            awk '/=>/ && $3 ~ /^\// {print $3}' | sort -u)
-  candidates=$(for lib in $libs; do
-                 real=$(realpath "$lib")
-                 printf '%s\n' "$lib" "$real" "${lib#/usr}" "${real#/usr}"
-               done | sort -u)
+  candidates=$(for lib in $libs; do lib_names "$lib"; done | sort -u)
   owners=$(dpkg -S $candidates 2>/dev/null || true)
   for lib in $libs; do
-    real=$(realpath "$lib")
     sed 's/^[^ ]* //' <<<"$owners" |
-      grep -qxF -e "$lib" -e "$real" -e "${lib#/usr}" -e "${real#/usr}" ||
+      grep -qxF $(lib_names "$lib" | sed 's/^/-e /') ||
       { log "no Debian package owns $lib"; return 1; }
   done
   sed 's/:.*//' <<<"$owners" | sort -u
 }
+
 # Builds (or finds cached) the image NAME:<hash> of a bookworm minbase root
 # with PACKAGES; prints its tag. The recipe version is hashed too: changing
 # how the root is made rebuilds it.
