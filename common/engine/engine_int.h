@@ -1,7 +1,7 @@
 /*
  * engine_int.h - calls between the engine's own modules (graph.c, load.c,
- * ops.c, exec.c, inplace.c). Not part of the engine's interface: nothing outside
- * common/engine/ includes it (SQLite's btreeInt.h habit).
+ * ops.c, exec.c, inplace.c). Not part of the engine's interface: nothing
+ * outside common/engine/ includes it (SQLite's btreeInt.h habit).
  *
  *   graph.c (loader, constant folding) -> exec.c: ts_exec_node_eval
  *   graph.c (initializers)             -> ops.c:  ts_tensor_borrow_onnx
