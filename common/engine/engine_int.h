@@ -1,12 +1,14 @@
 /*
- * engine_int.h - calls between the engine's own modules (graph.c, ops.c,
- * exec.c). Not part of the engine's interface: nothing outside
- * common/engine/ includes it (SQLite's btreeInt.h habit).
+ * engine_int.h - calls between the engine's own modules (graph.c, load.c,
+ * ops.c, exec.c, inplace.c). Not part of the engine's interface: nothing
+ * outside common/engine/ includes it (SQLite's btreeInt.h habit).
  *
  *   graph.c (loader, constant folding) -> exec.c: ts_exec_node_eval
  *   graph.c (initializers)             -> ops.c:  ts_tensor_borrow_onnx
- *   exec.c  (plan cache key)           -> graph.c: ts_model_serial
- *   graph.c (in-place loads)           -> inplace.c: ts_inplace_slim
+ *   exec.c  (plan cache key)           -> load.c: ts_model_serial
+ *   load.c  (in-place loads)           -> inplace.c: ts_inplace_slim
+ *   load.c  (entry points, free)       -> graph.c: ts_model_build,
+ *                                                   ts_graph_free
  */
 #ifndef TS_ENGINE_INT_H
 #define TS_ENGINE_INT_H
@@ -33,9 +35,20 @@ int ts_exec_node_eval(const ts_node *node, const ts_tensor *const *in,
 int ts_tensor_borrow_onnx(const Onnx__TensorProto *tp, ts_tensor *out,
                           ts_err *err);
 
-/* graph.c: the model's process-unique serial, or 0 for a ts_model that did
+/* load.c: the model's process-unique serial, or 0 for a ts_model that did
  * not come from ts_model_load. */
 uint64_t ts_model_serial(const ts_model *m);
+
+/* graph.c: runs the loader's passes (graph.c's opening comment) on
+ * m->proto, an unpacked ModelProto, filling m->graph and the model's
+ * totals. On failure returns a negative TS_E* naming what is wrong, with
+ * m->graph partly built: the caller frees it with ts_graph_free (as
+ * ts_model_free does). */
+int ts_model_build(ts_model *m, ts_err *err);
+
+/* graph.c: frees what ts_model_build put in g (nodes and their params,
+ * values and constants, the input and output lists), not g itself. */
+void ts_graph_free(ts_graph *g);
 
 /* inplace.c: one large initializer payload of a model's bytes: the
  * initializer's index in GraphProto.initializer, where its raw_data lies

@@ -1,10 +1,13 @@
 /*
- * graph.c - the ONNX loader and the graph IR (see graph.h).
+ * graph.c - the ONNX loader's passes and the graph IR (see graph.h). The
+ * entry points (ts_model_load, ts_model_load_adopt, ts_model_load_file,
+ * ts_model_free) and the box a model lives in are load.c's; it unpacks the
+ * bytes and hands the proto to ts_model_build (engine_int.h) here.
  *
  * Loading is a fixed sequence of passes; each one leaves the IR a little
  * more checked, and any failure frees everything and names what is wrong:
  *
- *   unpack       protobuf-c parse; string attributes NUL-terminated
+ *   unpack       protobuf-c parse (load.c); string attributes NUL-terminated
  *   versions     IR version, opset imports (default 7..17, ai.onnx.ml 1..3)
  *   values       initializers (constants), graph inputs, node outputs; one
  *                producer per name
@@ -31,17 +34,11 @@
  * folded constants and typed-field initializers are owned copies. Loaded
  * with ts_model_load_adopt (as files and the worker's shards are), the
  * large raw_data fields are not even copied out of the received bytes
- * (inplace.c), so a load never holds the weights twice.
- *
- * A ts_model is allocated inside a private box that also carries a serial
- * number unique within the process; the executor keys its plan cache on it
- * (a freed model's address may be reused, its serial is not).
+ * (inplace.c, load.c), so a load never holds the weights twice.
  */
 #include "graph.h"
 
-#include <errno.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +46,6 @@
 #include "engine_int.h"
 #include "ops.h"
 
-#define MODEL_MAGIC 0x74736d6f64656c31ull /* "tsmodel1" */
 #define IR_VERSION_MIN 3
 #define IR_VERSION_MAX 10
 #define OPSET_MIN 7
@@ -61,28 +57,6 @@
 #define SENTINEL_B 96
 /* Results up to this size are computed during shape inference. */
 #define SHAPE_DATA_MAX 4096
-
-/* The buffer a model adopted (ts_model_load_adopt), or none. */
-typedef struct adoption {
-  uint8_t *bytes;
-  size_t len;
-  ts_bytes_release release;
-  void *ctx;
-} adoption;
-
-typedef struct model_box {
-  ts_model pub;
-  uint64_t magic;
-  uint64_t serial;
-  adoption adoption; /* large initializers may point into it */
-} model_box;
-
-static atomic_uint_fast64_t next_serial = 1;
-
-uint64_t ts_model_serial(const ts_model *m) {
-  const model_box *b = (const model_box *)m;
-  return b->magic == MODEL_MAGIC ? b->serial : 0;
-}
 
 /* ---- name index (open addressing, load time only) ------------------------ */
 
@@ -1010,7 +984,9 @@ static void count_consumers(ts_model *m) {
     if (g->values[v].constant) m->weight_bytes += g->values[v].constant->nbytes;
 }
 
-static int build(ts_model *m, ts_err *err) {
+/* engine_int.h: the passes after unpack, in the order the file comment
+ * lists them. */
+int ts_model_build(ts_model *m, ts_err *err) {
   loader L = {.m = m};
   int rc = check_versions(m, err);
   if (rc) return rc;
@@ -1026,154 +1002,9 @@ static int build(ts_model *m, ts_err *err) {
   return rc;
 }
 
-/* Frees an unpacked proto whose initializers may point into an adopted
- * buffer (protobuf-c would free() them), then releases the buffer. */
-static void free_proto(Onnx__ModelProto *p, const adoption *a) {
-  if (a->bytes && p && p->graph)
-    for (size_t i = 0; i < p->graph->n_initializer; i++) {
-      ProtobufCBinaryData *raw = &p->graph->initializer[i]->raw_data;
-      if (raw->data >= a->bytes && raw->data < a->bytes + a->len) {
-        raw->data = NULL;
-        raw->len = 0;
-      }
-    }
-  if (p) onnx__model_proto__free_unpacked(p, NULL);
-  if (a->release) a->release(a->bytes, a->len, a->ctx);
-}
 
-/* Builds a model around an unpacked proto and the buffer it may point into,
- * which the model owns from here on, also on failure. */
-static int load_proto(Onnx__ModelProto *p, const adoption *a, ts_model **out,
-                      ts_err *err) {
-  model_box *box = calloc(1, sizeof *box);
-  if (!box) {
-    free_proto(p, a);
-    return ts_err_set(err, TS_ENOMEM, "out of memory loading a model");
-  }
-  box->magic = MODEL_MAGIC;
-  box->serial = atomic_fetch_add(&next_serial, 1);
-  box->adoption = *a;
-  box->pub.proto = p;
-  int rc = build(&box->pub, err);
-  if (rc) {
-    ts_model_free(&box->pub);
-    return rc;
-  }
-  *out = &box->pub;
-  return TS_OK;
-}
-
-int ts_model_load(const uint8_t *bytes, size_t len, ts_model **out,
-                  ts_err *err) {
-  *out = NULL;
-  if (!bytes && len)
-    return ts_err_set(err, TS_EINVAL, "model bytes are missing");
-  int rc = ts_model_check_nesting(bytes, len, TS_MODEL_MAX_NESTING, err);
-  if (rc) return rc;
-  Onnx__ModelProto *p = onnx__model_proto__unpack(NULL, len, bytes);
-  if (!p)
-    return ts_err_set(err, TS_EINVAL,
-                      "not a valid ONNX model (corrupt or truncated protobuf)");
-  return load_proto(p, &(adoption){0}, out, err);
-}
-
-/* Moves the slim encoding's payloads into place in `bytes` and points the
- * initializers at them; false, with nothing moved, when the unpacked slim
- * proto does not have the empty raw_data each record expects. */
-static bool place_payloads(Onnx__ModelProto *p, uint8_t *bytes,
-                           const ts_inplace *s) {
-  const Onnx__GraphProto *g = p->graph;
-  for (size_t i = 0; i < s->n; i++) {
-    const ts_inplace_payload *r = &s->payloads[i];
-    if (!g || r->initializer >= g->n_initializer ||
-        !g->initializer[r->initializer]->has_raw_data ||
-        g->initializer[r->initializer]->raw_data.len != 0)
-      return false;
-  }
-  for (size_t i = 0; i < s->n; i++) {
-    const ts_inplace_payload *r = &s->payloads[i];
-    memmove(bytes + r->dst, bytes + r->src, r->len);
-    Onnx__TensorProto *tp = g->initializer[r->initializer];
-    free(tp->raw_data.data); /* what protobuf-c made of the empty field */
-    tp->raw_data.data = bytes + r->dst;
-    tp->raw_data.len = r->len;
-  }
-  return true;
-}
-
-int ts_model_load_adopt(uint8_t *bytes, size_t len, ts_bytes_release release,
-                        void *ctx, ts_model **out, ts_err *err) {
-  *out = NULL;
-  adoption a = {bytes, len, release, ctx};
-  ts_inplace s;
-  Onnx__ModelProto *p = NULL;
-  int rc = ts_model_check_nesting(bytes, len, TS_MODEL_MAX_NESTING, err);
-  if (rc) {
-    if (release) release(bytes, len, ctx);
-    return rc;
-  }
-  if (bytes && ts_inplace_slim(bytes, len, &s) == TS_OK) {
-    p = onnx__model_proto__unpack(NULL, s.slim_len, s.slim);
-    if (p && !place_payloads(p, bytes, &s)) {
-      onnx__model_proto__free_unpacked(p, NULL);
-      p = NULL;
-    }
-    ts_inplace_free(&s);
-  }
-  if (p) return load_proto(p, &a, out, err);
-  /* nothing to place, or not understood: the plain path */
-  rc = ts_model_load(bytes, len, out, err);
-  if (release) release(bytes, len, ctx);
-  return rc;
-}
-
-static void release_malloced(void *bytes, size_t len, void *ctx) {
-  (void)len;
-  (void)ctx;
-  free(bytes);
-}
-
-int ts_model_load_file(const char *path, ts_model **out, ts_err *err) {
-  *out = NULL;
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return ts_err_set(err, errno == ENOENT ? TS_ENOTFOUND : TS_EIO,
-                      "cannot open model file '%s': %s", path, strerror(errno));
-  uint8_t *buf = NULL;
-  size_t len = 0, cap = 0;
-  int rc = TS_OK;
-  for (;;) {
-    if (len == cap) {
-      size_t ncap = cap ? cap * 2 : 1 << 20;
-      uint8_t *nb = realloc(buf, ncap);
-      if (!nb) {
-        rc = ts_err_set(err, TS_ENOMEM, "model file '%s' is too large", path);
-        break;
-      }
-      buf = nb;
-      cap = ncap;
-    }
-    size_t got = fread(buf + len, 1, cap - len, f);
-    len += got;
-    if (got == 0) {
-      if (ferror(f))
-        rc = ts_err_set(err, TS_EIO, "cannot read model file '%s'", path);
-      break;
-    }
-  }
-  fclose(f);
-  if (rc) {
-    free(buf);
-    return rc;
-  }
-  rc = ts_model_load_adopt(buf, len, release_malloced, NULL, out, err);
-  if (rc) ts_err_prefix(err, "%s", path);
-  return rc;
-}
-
-void ts_model_free(ts_model *m) {
-  if (!m) return;
-  ts_graph *g = &m->graph;
+/* engine_int.h: frees what the passes put in g, and the nodes' params. */
+void ts_graph_free(ts_graph *g) {
   for (int i = 0; i < g->n_nodes; i++) {
     ts_node *n = &g->nodes[i];
     if (n->op && n->op->release && n->params) n->op->release(n);
@@ -1191,10 +1022,6 @@ void ts_model_free(ts_model *m) {
   free(g->nodes);
   free(g->inputs);
   free(g->outputs);
-  model_box *box = (model_box *)m;
-  free_proto(m->proto, &box->adoption);
-  box->magic = 0;
-  free(box);
 }
 
 int ts_graph_find_value(const ts_graph *g, const char *name) {
