@@ -15,6 +15,14 @@ TCase *ts_check_tcase(Suite *s, const char *name, int timeout_s,
   return tc;
 }
 
+TCase *ts_check_tcase_tests(Suite *s, const char *name, int timeout_s,
+                            void (*setup)(void), void (*teardown)(void),
+                            const TTest *const *tests) {
+  TCase *tc = ts_check_tcase(s, name, timeout_s, setup, teardown);
+  for (; *tests; tests++) tcase_add_test(tc, *tests);
+  return tc;
+}
+
 int main(int argc, char **argv) {
   const ts_check_suite *desc = &ts_check_this_suite;
   if (desc->before) {

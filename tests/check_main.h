@@ -6,8 +6,7 @@
  *
  *   static Suite *suite(void) {
  *     Suite *s = suite_create("hash");
- *     TCase *tc = ts_check_tcase(s, "sha256", 0, NULL, NULL);
- *     tcase_add_test(tc, test_empty);
+ *     TS_CHECK_CASE(s, "sha256", 0, NULL, NULL, test_empty, test_abc);
  *     return s;
  *   }
  *   const ts_check_suite ts_check_this_suite = {.make = suite};
@@ -48,5 +47,17 @@ extern const ts_check_suite ts_check_this_suite;
  * test, in the test's own process. */
 TCase *ts_check_tcase(Suite *s, const char *name, int timeout_s,
                       void (*setup)(void), void (*teardown)(void));
+
+/* ts_check_tcase, then adds tests, a NULL-terminated list, to the new test
+ * case in their order; returns the test case (s owns it). */
+TCase *ts_check_tcase_tests(Suite *s, const char *name, int timeout_s,
+                            void (*setup)(void), void (*teardown)(void),
+                            const TTest *const *tests);
+
+/* One test case as one call: its name, timeout and fixture as
+ * ts_check_tcase takes them, then the tests (START_TEST names) it runs. */
+#define TS_CHECK_CASE(s, name, timeout_s, setup, teardown, ...) \
+  ts_check_tcase_tests(s, name, timeout_s, setup, teardown,     \
+                       (const TTest *const[]){__VA_ARGS__, NULL})
 
 #endif

@@ -845,20 +845,12 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("kernels_cnn");
-  TCase *tc = ts_check_tcase(s, "cnn", 120, NULL, NULL);
-  tcase_add_test(tc, test_conv_random);
-  tcase_add_test(tc, test_conv_tiled);
-  tcase_add_test(tc, test_conv_empty_batch);
-  tcase_add_test(tc, test_conv_bad);
-  tcase_add_test(tc, test_max_pool_random);
-  tcase_add_test(tc, test_average_pool_random);
-  tcase_add_test(tc, test_pool_documented);
-  tcase_add_test(tc, test_pool_fast_path);
-  tcase_add_test(tc, test_max_pool_nan);
-  tcase_add_test(tc, test_pool_bad);
-  tcase_add_test(tc, test_global_pools);
-  tcase_add_test(tc, test_batch_normalization);
-  tcase_add_test(tc, test_batch_normalization_bad);
+  TS_CHECK_CASE(s, "cnn", 120, NULL, NULL, test_conv_random, test_conv_tiled,
+                test_conv_empty_batch, test_conv_bad, test_max_pool_random,
+                test_average_pool_random, test_pool_documented,
+                test_pool_fast_path, test_max_pool_nan, test_pool_bad,
+                test_global_pools, test_batch_normalization,
+                test_batch_normalization_bad);
   return s;
 }
 

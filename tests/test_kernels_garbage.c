@@ -123,8 +123,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("kernels_garbage");
-  TCase *tc = ts_check_tcase(s, "garbage", 120, NULL, NULL);
-  tcase_add_test(tc, test_garbage_models_never_crash);
+  TS_CHECK_CASE(s, "garbage", 120, NULL, NULL, test_garbage_models_never_crash);
   return s;
 }
 

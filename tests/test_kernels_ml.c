@@ -780,16 +780,11 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("kernels_ml");
-  TCase *tc = ts_check_tcase(s, "core", 120, NULL, NULL);
-  tcase_add_test(tc, test_linear_models);
-  tcase_add_test(tc, test_linear_classifier_binary);
-  tcase_add_test(tc, test_linear_classifier_rank1);
-  tcase_add_test(tc, test_svm_regressor);
-  tcase_add_test(tc, test_svm_classifier_svc);
-  tcase_add_test(tc, test_svm_classifier_large_batch);
-  tcase_add_test(tc, test_svm_classifier_linear_mode);
-  tcase_add_test(tc, test_normalizer);
-  tcase_add_test(tc, test_scaler);
+  TS_CHECK_CASE(s, "core", 120, NULL, NULL, test_linear_models,
+                test_linear_classifier_binary, test_linear_classifier_rank1,
+                test_svm_regressor, test_svm_classifier_svc,
+                test_svm_classifier_large_batch,
+                test_svm_classifier_linear_mode, test_normalizer, test_scaler);
   return s;
 }
 

@@ -230,9 +230,8 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("kernels_ml_bad");
-  TCase *tc = ts_check_tcase(s, "bad", 120, NULL, NULL);
-  tcase_add_test(tc, test_bad_attributes);
-  tcase_add_test(tc, test_bad_inputs);
+  TS_CHECK_CASE(s, "bad", 120, NULL, NULL, test_bad_attributes,
+                test_bad_inputs);
   return s;
 }
 

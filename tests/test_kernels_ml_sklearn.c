@@ -179,8 +179,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("kernels_ml_sklearn");
-  TCase *tc = ts_check_tcase(s, "sklearn", 120, NULL, NULL);
-  tcase_add_test(tc, test_sklearn_models);
+  TS_CHECK_CASE(s, "sklearn", 120, NULL, NULL, test_sklearn_models);
   return s;
 }
 

@@ -529,15 +529,10 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("kernels_pad_resize");
-  TCase *tc = ts_check_tcase(s, "pad_resize", 120, NULL, NULL);
-  tcase_add_test(tc, test_pad_random);
-  tcase_add_test(tc, test_pad_attribute_form);
-  tcase_add_test(tc, test_pad_bad);
-  tcase_add_test(tc, test_pad_axes);
-  tcase_add_test(tc, test_resize_random);
-  tcase_add_test(tc, test_resize_legacy);
-  tcase_add_test(tc, test_resize_documented);
-  tcase_add_test(tc, test_resize_bad);
+  TS_CHECK_CASE(s, "pad_resize", 120, NULL, NULL, test_pad_random,
+                test_pad_attribute_form, test_pad_bad, test_pad_axes,
+                test_resize_random, test_resize_legacy, test_resize_documented,
+                test_resize_bad);
   return s;
 }
 

@@ -142,12 +142,9 @@ END_TEST
 
 static Suite *log_suite(void) {
   Suite *s = suite_create("log");
-  TCase *tc = ts_check_tcase(s, "format", 0, NULL, NULL);
-  tcase_add_test(tc, test_plain_line);
-  tcase_add_test(tc, test_journal_priorities);
-  tcase_add_test(tc, test_long_line_keeps_newline);
-  tcase_add_test(tc, test_journal_stream_detected);
-  tcase_add_test(tc, test_repeats_limited);
+  TS_CHECK_CASE(s, "format", 0, NULL, NULL, test_plain_line,
+                test_journal_priorities, test_long_line_keeps_newline,
+                test_journal_stream_detected, test_repeats_limited);
   return s;
 }
 

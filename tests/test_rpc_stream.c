@@ -311,15 +311,10 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("rpc_stream");
-  TCase *tc = ts_check_tcase(s, "stream", 120, setup, teardown);
-  tcase_add_test(tc, stream_20mib_in_1mib_chunks);
-  tcase_add_test(tc, stream_empty_and_odd_chunks);
-  tcase_add_test(tc, stream_message_rejected);
-  tcase_add_test(tc, stream_deadline_mid_stream);
-  tcase_add_test(tc, stream_unknown_method);
-  tcase_add_test(tc, streams_and_unary_one_poller);
-  tcase_add_test(tc, stop_mid_stream);
-  tcase_add_test(tc, tls_and_mtls);
+  TS_CHECK_CASE(s, "stream", 120, setup, teardown, stream_20mib_in_1mib_chunks,
+                stream_empty_and_odd_chunks, stream_message_rejected,
+                stream_deadline_mid_stream, stream_unknown_method,
+                streams_and_unary_one_poller, stop_mid_stream, tls_and_mtls);
   return s;
 }
 

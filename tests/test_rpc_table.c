@@ -164,12 +164,10 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("rpc_table");
-  TCase *tc = ts_check_tcase(s, "dispatch", 30, setup, teardown);
-  tcase_add_test(tc, test_typed_gets_its_message);
-  tcase_add_test(tc, test_bad_bytes_never_reach_the_handler);
-  tcase_add_test(tc, test_raw_gets_the_bytes);
-  TCase *pure = ts_check_tcase(s, "bindings", 0, NULL, NULL);
-  tcase_add_test(pure, test_bindings);
+  TS_CHECK_CASE(s, "dispatch", 30, setup, teardown, test_typed_gets_its_message,
+                test_bad_bytes_never_reach_the_handler,
+                test_raw_gets_the_bytes);
+  TS_CHECK_CASE(s, "bindings", 0, NULL, NULL, test_bindings);
   return s;
 }
 

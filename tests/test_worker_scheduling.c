@@ -258,10 +258,8 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("worker_scheduling");
-  TCase *tc = ts_check_tcase(s, "scheduling", 280, NULL, NULL);
-  tcase_add_test(tc, test_queue_deadline_cancel);
-  tcase_add_test(tc, test_command_line);
-  tcase_add_test(tc, test_systemd_notify);
+  TS_CHECK_CASE(s, "scheduling", 280, NULL, NULL, test_queue_deadline_cancel,
+                test_command_line, test_systemd_notify);
   return s;
 }
 
