@@ -38,16 +38,25 @@ static int same_shape_infer(const ts_node *n, const ts_tensor *const *in,
                              err);
 }
 
+/* The first step of Normalizer and Scaler: input 0 as floats in y, the
+ * output (of the input's shape); its rows and features in *rows, *cols. */
+static float *input_to_output(const ts_tensor *x, ts_tensor *out,
+                              int64_t *rows, int64_t *cols) {
+  *rows = ts_ml_input_rows(x);
+  *cols = x->dims[x->rank - 1];
+  float *y = out[0].data;
+  ts_ml_convert_to_float(x, y, (size_t)(*rows * *cols));
+  return y;
+}
+
 /* Each row divided by its max (not max |x|, as the spec and onnxruntime
  * define MAX), its L1 norm or its L2 norm; rows whose norm is 0 are copied. */
 static int normalizer_run(const ts_node *n, const ts_tensor *const *in,
                           ts_tensor *out, ts_kctx *ctx, ts_err *err) {
   (void)ctx, (void)err;
   const norm_params *p = n->params;
-  int64_t rows = ts_ml_input_rows(in[0]);
-  int64_t cols = in[0]->dims[in[0]->rank - 1];
-  float *y = out[0].data;
-  ts_ml_convert_to_float(in[0], y, (size_t)(rows * cols));
+  int64_t rows, cols;
+  float *y = input_to_output(in[0], out, &rows, &cols);
   for (int64_t r = 0; r < rows && cols > 0; r++) {
     float *row = y + r * cols, d = 0;
     switch (p->norm) {
@@ -118,10 +127,8 @@ static int scaler_run(const ts_node *n, const ts_tensor *const *in,
                       ts_tensor *out, ts_kctx *ctx, ts_err *err) {
   (void)ctx, (void)err;
   const scaler_params *p = n->params;
-  int64_t rows = ts_ml_input_rows(in[0]);
-  int64_t cols = in[0]->dims[in[0]->rank - 1];
-  float *y = out[0].data;
-  ts_ml_convert_to_float(in[0], y, (size_t)(rows * cols));
+  int64_t rows, cols;
+  float *y = input_to_output(in[0], out, &rows, &cols);
   int64_t off_step = p->n_offset > 1, scale_step = p->n_scale > 1;
   for (int64_t r = 0; r < rows; r++) {
     float *row = y + r * cols;
