@@ -29,7 +29,14 @@ int main(int argc, char **argv) {
     int rc = desc->before(argc, argv);
     if (rc >= 0) return rc;
   }
-  SRunner *sr = srunner_create(desc->make());
+  Suite *s = NULL;
+  if (desc->make) {
+    s = desc->make();
+  } else {
+    s = suite_create(desc->name);
+    desc->cases(s);
+  }
+  SRunner *sr = srunner_create(s);
   if (desc->no_fork) srunner_set_fork_status(sr, CK_NOFORK);
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);

@@ -674,8 +674,7 @@ START_TEST(concurrent_sessions) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("exec");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "exec", 120, setup, teardown, runs_and_matches_reference,
                 input_validation, output_selection, unneeded_nodes_are_skipped,
                 warm_session_allocates_nothing, liveness_reuses_buffers,
@@ -683,7 +682,6 @@ static Suite *suite(void) {
                 data_dependent_sizes_are_checked, budget_checked_before_running,
                 resize_sizes_are_checked, kernel_scratch_counts,
                 concurrent_sessions);
-  return s;
 }
 
 /* The shared weights W and B outlive every test (setup fills them once). */
@@ -692,5 +690,5 @@ static void free_weights(void) {
   ts_tensor_free(&B);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite,
-                                            .after = free_weights};
+const ts_check_suite ts_check_this_suite = {
+    .name = "exec", .cases = cases, .after = free_weights};

@@ -317,12 +317,10 @@ START_TEST(test_mismatched_parts) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("fuse");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "fuse", 0, NULL, NULL, test_concat_axes, test_sum,
                 test_mean_weighted, test_vote_labels, test_vote_scores,
                 test_mismatched_parts);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "fuse", .cases = cases};

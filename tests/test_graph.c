@@ -1224,8 +1224,7 @@ START_TEST(pytorch_conv_bn_folds_and_matches_torch) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("graph");
+static void cases(Suite *s) {
   TS_CHECK_CASE(
       s, "load", 120, NULL, NULL, good_model_loads, corrupt_and_truncated_bytes,
       nesting_limit, deep_model_refused_by_loaders, unknown_op, bad_attributes,
@@ -1235,7 +1234,6 @@ static Suite *suite(void) {
       load_in_place, op_table, every_op_survives_arbitrary_inputs,
       tensor_from_onnx, broadcast_shape, attribute_helpers,
       pytorch_mlp_matches_torch, pytorch_conv_bn_folds_and_matches_torch);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "graph", .cases = cases};

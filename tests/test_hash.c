@@ -58,11 +58,9 @@ START_TEST(test_one_byte) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("hash");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "sha256", 0, NULL, NULL, test_empty, test_abc,
                 test_two_blocks, test_million_a, test_one_byte);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "hash", .cases = cases};

@@ -843,15 +843,13 @@ START_TEST(test_batch_normalization_bad) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("kernels_cnn");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "cnn", 120, NULL, NULL, test_conv_random, test_conv_tiled,
                 test_conv_empty_batch, test_conv_bad, test_max_pool_random,
                 test_average_pool_random, test_pool_documented,
                 test_pool_fast_path, test_max_pool_nan, test_pool_bad,
                 test_global_pools, test_batch_normalization,
                 test_batch_normalization_bad);
-  return s;
 }
 
 static int select_kernels(int argc, char **argv) {
@@ -859,5 +857,5 @@ static int select_kernels(int argc, char **argv) {
   return -1;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite,
-                                            .before = select_kernels};
+const ts_check_suite ts_check_this_suite = {
+    .name = "kernels_cnn", .cases = cases, .before = select_kernels};

@@ -682,15 +682,14 @@ START_TEST(dropout_is_identity) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("kernels_core");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "core", 120, NULL, NULL, gemm_all_combinations,
                 gemm_larger_and_edge_sizes, gemm_bad_inputs, matmul_shapes,
                 matmul_bad_inputs, softmax_every_axis, softmax_bad_axis,
                 softmax_exp_accuracy, softmax_special_values,
                 identity_any_dtype, flatten_every_axis, reshape_cases,
                 constant_attributes, dropout_is_identity);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "kernels_core",
+                                            .cases = cases};

@@ -815,8 +815,7 @@ START_TEST(test_bad_models) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("kernels_elementwise");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "kernels", 120, NULL, NULL, test_binary_random,
                 test_binary_every_pattern, test_integer_division,
                 test_integer_division_by_zero_does_not_trap, test_logic,
@@ -826,7 +825,7 @@ static Suite *suite(void) {
                 test_cast_all_pairs, test_cast_float_edge_values, test_expand,
                 test_symbolic_batch, test_runtime_broadcast_mismatch,
                 test_bad_models);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "kernels_elementwise",
+                                            .cases = cases};

@@ -778,14 +778,13 @@ START_TEST(test_scaler) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("kernels_ml");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "core", 120, NULL, NULL, test_linear_models,
                 test_linear_classifier_binary, test_linear_classifier_rank1,
                 test_svm_regressor, test_svm_classifier_svc,
                 test_svm_classifier_large_batch,
                 test_svm_classifier_linear_mode, test_normalizer, test_scaler);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "kernels_ml",
+                                            .cases = cases};

@@ -177,10 +177,9 @@ START_TEST(test_sklearn_models) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("kernels_ml_sklearn");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "sklearn", 120, NULL, NULL, test_sklearn_models);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "kernels_ml_sklearn",
+                                            .cases = cases};

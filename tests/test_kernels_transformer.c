@@ -1052,8 +1052,7 @@ START_TEST(test_runtime_errors) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("kernels_transformer");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "kernels", 120, NULL, NULL, test_transpose, test_shape,
                 test_gather, test_gather_index_out_of_range,
                 test_unsqueeze_squeeze, test_concat, test_slice,
@@ -1062,7 +1061,7 @@ static Suite *suite(void) {
                 test_reduce_sum_noop_and_empty, test_layer_norm,
                 test_layer_norm_offset_rows, test_shape_arithmetic_symbolic,
                 test_bad_models, test_runtime_errors);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "kernels_transformer",
+                                            .cases = cases};

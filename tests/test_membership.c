@@ -136,13 +136,12 @@ START_TEST(probe_of_a_worker_gone) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("membership");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "membership", 60, setup, teardown, add_reads_status,
                 unreachable_is_added_down, states,
                 health_of_every_worker_in_one_round,
                 upload_in_chunks_unless_held, probe_of_a_worker_gone);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "membership",
+                                            .cases = cases};

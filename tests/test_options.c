@@ -189,8 +189,7 @@ START_TEST(test_host_length) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("options");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "size", 0, NULL, NULL, test_size_plain, test_size_units,
                 test_size_overflow, test_size_garbage, test_size_empty,
                 test_size_negative, test_size_null_err);
@@ -198,7 +197,6 @@ static Suite *suite(void) {
                 test_integer_messages, test_integer_overflow,
                 test_integer_garbage);
   TS_CHECK_CASE(s, "hostport", 0, NULL, NULL, test_host_length);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "options", .cases = cases};

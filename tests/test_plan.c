@@ -467,8 +467,7 @@ START_TEST(test_names) {
 }
 END_TEST
 
-static Suite *plan_suite(void) {
-  Suite *s = suite_create("plan");
+static void cases(Suite *s) {
   TCase *tc = TS_CHECK_CASE(s, "plan", 240, NULL, NULL, test_names,
                             test_op_rules, test_conv_structure,
                             test_tensor_structure, test_weight_quarter,
@@ -479,7 +478,6 @@ static Suite *plan_suite(void) {
   tcase_add_unchecked_fixture(tt, torch_export, torch_cleanup);
   tcase_add_loop_test(tt, test_torch_models, 0, 4);
   tcase_add_test(tt, test_torch_batch_splittable);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = plan_suite};
+const ts_check_suite ts_check_this_suite = {.name = "plan", .cases = cases};

@@ -219,14 +219,12 @@ START_TEST(wait_quiet) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("pool");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "create", 0, NULL, NULL, bad_sizes);
   TS_CHECK_CASE(
       s, "jobs", 30, setup, teardown, runs_in_order_with_a_session,
       full_queue_and_closed_pool, deadline_and_cancellation_in_the_queue,
       cancel_takes_a_queued_job_only, stopping_skips_the_queue, wait_quiet);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "pool", .cases = cases};

@@ -211,12 +211,10 @@ START_TEST(repository) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("registry");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "registry", 60, setup, teardown, load_places_and_uploads,
                 auto_replicas, unavailable_then_retried, no_live_worker,
                 missing_file, unload_keeps_references, repository);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "registry", .cases = cases};

@@ -699,8 +699,7 @@ START_TEST(unreachable_server_unavailable) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("rpc");
+static void cases(Suite *s) {
   TCase *tc = TS_CHECK_CASE(
       s, "rpc", 120, setup, teardown, status_mapping, now_is_monotonic_ms,
       sync_echo_sizes, arena_unpack_inline_and_spilled, fail_code_and_message,
@@ -713,7 +712,6 @@ static Suite *suite(void) {
       unreachable_server_unavailable);
   tcase_add_loop_test(tc, async_echo_sizes, 0, 2);
   tcase_add_loop_test(tc, async_100_concurrent, 0, 2);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "rpc", .cases = cases};

@@ -309,13 +309,12 @@ START_TEST(tls_and_mtls) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("rpc_stream");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "stream", 120, setup, teardown, stream_20mib_in_1mib_chunks,
                 stream_empty_and_odd_chunks, stream_message_rejected,
                 stream_deadline_mid_stream, stream_unknown_method,
                 streams_and_unary_one_poller, stop_mid_stream, tls_and_mtls);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "rpc_stream",
+                                            .cases = cases};

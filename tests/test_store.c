@@ -258,13 +258,11 @@ START_TEST(list_in_load_order) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("store");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "store", 0, setup, teardown, check_id,
                 upload_in_chunks_and_acquire, duplicate_upload_is_cheap,
                 bad_streams, memory_limit, reference_outlives_unload,
                 list_in_load_order);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "store", .cases = cases};

@@ -301,8 +301,7 @@ START_TEST(test_null_and_unnamed) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("wire");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "round_trip", 0, NULL, NULL, test_round_trip_float,
                 test_round_trip_scalar_and_empty, test_every_numeric_dtype,
                 test_misaligned_bytes_are_copied);
@@ -310,7 +309,6 @@ static Suite *suite(void) {
                 test_rank_too_high, test_negative_dim,
                 test_byte_length_mismatch, test_overflowing_shape,
                 test_null_and_unnamed);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "wire", .cases = cases};

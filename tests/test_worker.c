@@ -422,8 +422,7 @@ START_TEST(test_sigterm_exit_zero) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("worker");
+static void cases(Suite *s) {
   TCase *tc =
       TS_CHECK_CASE(s, "daemon", 280, NULL, NULL, test_health_serving,
                     test_load_and_run_small, test_second_load_is_cheap_success,
@@ -432,8 +431,8 @@ static Suite *suite(void) {
                     test_unknown_method, test_has_shard_bad_id, test_big_model,
                     test_status, test_sigterm_exit_zero);
   tcase_add_unchecked_fixture(tc, main_worker_setup, main_worker_teardown);
-  return s;
 }
 
 /* No fork: the unchecked fixture's worker serves every test of its case. */
-const ts_check_suite ts_check_this_suite = WORKER_CHECK_SUITE(suite);
+const ts_check_suite ts_check_this_suite =
+    WORKER_CHECK_SUITE("worker", cases);

@@ -256,11 +256,10 @@ START_TEST(test_systemd_notify) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("worker_scheduling");
+static void cases(Suite *s) {
   TS_CHECK_CASE(s, "scheduling", 280, NULL, NULL, test_queue_deadline_cancel,
                 test_command_line, test_systemd_notify);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = WORKER_CHECK_SUITE(suite);
+const ts_check_suite ts_check_this_suite =
+    WORKER_CHECK_SUITE("worker_scheduling", cases);
