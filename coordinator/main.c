@@ -123,6 +123,18 @@ static int bad_option(const char *option, const ts_err *err) {
     field = v;                                                         \
   } while (0)
 
+/* Appends optarg to a repeatable option's list[*n] (max entries); 0, or the
+ * exit status 2 once the list is full. */
+static int append_option(const char **list, int *n, int max,
+                         const char *option) {
+  if (*n == max) {
+    fprintf(stderr, "tessera-coordinator: too many %s\n", option);
+    return 2;
+  }
+  list[(*n)++] = optarg;
+  return 0;
+}
+
 static int parse_options(int argc, char **argv, options *o) {
   enum { O_LISTEN = 1, O_WORKER, O_LOCAL, O_THREADS, O_LIMIT, O_ACT, O_BINARY,
          O_MODEL, O_REPO, O_DEADLINE, O_QUEUE, O_ATTEMPT, O_REPLACE, O_RR, O_HELP,
@@ -159,11 +171,9 @@ static int parse_options(int argc, char **argv, options *o) {
       case O_LISTEN: o->listen = optarg; break;
       case O_METRICS: o->metrics_listen = optarg; break;
       case O_WORKER:
-        if (o->n_workers == TS_MAX_WORKERS) {
-          fprintf(stderr, "tessera-coordinator: too many --worker\n");
+        if (append_option(o->workers, &o->n_workers, TS_MAX_WORKERS,
+                          "--worker"))
           return 2;
-        }
-        o->workers[o->n_workers++] = optarg;
         break;
       case O_LOCAL: INT_OPTION("--local-workers", 0, 64, o->local_workers); break;
       case O_THREADS:
@@ -186,11 +196,8 @@ static int parse_options(int argc, char **argv, options *o) {
       }
       case O_BINARY: o->worker_binary = optarg; break;
       case O_MODEL:
-        if (o->n_models == MAX_SPECS) {
-          fprintf(stderr, "tessera-coordinator: too many --model\n");
+        if (append_option(o->models, &o->n_models, MAX_SPECS, "--model"))
           return 2;
-        }
-        o->models[o->n_models++] = optarg;
         break;
       case O_REPO: o->repository = optarg; break;
       case O_DEADLINE:

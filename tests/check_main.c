@@ -15,13 +15,28 @@ TCase *ts_check_tcase(Suite *s, const char *name, int timeout_s,
   return tc;
 }
 
+TCase *ts_check_tcase_tests(Suite *s, const char *name, int timeout_s,
+                            void (*setup)(void), void (*teardown)(void),
+                            const TTest *const *tests) {
+  TCase *tc = ts_check_tcase(s, name, timeout_s, setup, teardown);
+  for (; *tests; tests++) tcase_add_test(tc, *tests);
+  return tc;
+}
+
 int main(int argc, char **argv) {
   const ts_check_suite *desc = &ts_check_this_suite;
   if (desc->before) {
     int rc = desc->before(argc, argv);
     if (rc >= 0) return rc;
   }
-  SRunner *sr = srunner_create(desc->make());
+  Suite *s = NULL;
+  if (desc->make) {
+    s = desc->make();
+  } else {
+    s = suite_create(desc->name);
+    desc->cases(s);
+  }
+  SRunner *sr = srunner_create(s);
   if (desc->no_fork) srunner_set_fork_status(sr, CK_NOFORK);
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);

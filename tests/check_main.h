@@ -4,13 +4,11 @@
  * A suite file (tests/test_<module>.c) has no main(): it defines one
  * descriptor, ts_check_this_suite, and check_main.c's main() runs it:
  *
- *   static Suite *suite(void) {
- *     Suite *s = suite_create("hash");
- *     TCase *tc = ts_check_tcase(s, "sha256", 0, NULL, NULL);
- *     tcase_add_test(tc, test_empty);
- *     return s;
+ *   static void cases(Suite *s) {
+ *     TS_CHECK_CASE(s, "sha256", 0, NULL, NULL, test_empty, test_abc);
  *   }
- *   const ts_check_suite ts_check_this_suite = {.make = suite};
+ *   const ts_check_suite ts_check_this_suite = {.name = "hash",
+ *                                               .cases = cases};
  *
  * The runner prints Check's normal report and exits 0 when every test
  * passed, 1 otherwise, which is what `meson test` reads. CK_FORK=no in the
@@ -23,7 +21,13 @@
 #include <stdbool.h>
 
 typedef struct ts_check_suite {
-  /* Builds the suite; the runner owns and frees it. Required. */
+  /* The suite's name; the runner creates the Suite and passes it to cases,
+   * which adds its test cases (TS_CHECK_CASE). Required, unless make is
+   * given instead. */
+  const char *name;
+  void (*cases)(Suite *s);
+  /* Optional, instead of name and cases: builds the whole suite itself
+   * (the runner owns and frees it). */
   Suite *(*make)(void);
   /* Optional: runs first with main's arguments (a suite that re-executes
    * itself, as test_blas does, reads its own flags here). Returns a
@@ -48,5 +52,17 @@ extern const ts_check_suite ts_check_this_suite;
  * test, in the test's own process. */
 TCase *ts_check_tcase(Suite *s, const char *name, int timeout_s,
                       void (*setup)(void), void (*teardown)(void));
+
+/* ts_check_tcase, then adds tests, a NULL-terminated list, to the new test
+ * case in their order; returns the test case (s owns it). */
+TCase *ts_check_tcase_tests(Suite *s, const char *name, int timeout_s,
+                            void (*setup)(void), void (*teardown)(void),
+                            const TTest *const *tests);
+
+/* One test case as one call: its name, timeout and fixture as
+ * ts_check_tcase takes them, then the tests (START_TEST names) it runs. */
+#define TS_CHECK_CASE(s, name, timeout_s, setup, teardown, ...) \
+  ts_check_tcase_tests(s, name, timeout_s, setup, teardown,     \
+                       (const TTest *const[]){__VA_ARGS__, NULL})
 
 #endif

@@ -20,6 +20,7 @@
 #include "exec.h"
 #include "fuse.h"
 #include "graph.h"
+#include "kernel_check.h"
 #include "onnx.pb-c.h"
 #include "plan.h"
 #include "tensor.h"
@@ -183,17 +184,6 @@ static inline void run_plan(const ts_plan *p, tmap *env) {
   }
 }
 
-static inline double elem(const ts_tensor *t, int64_t i) {
-  switch (t->dtype) {
-    case TS_DTYPE_FLOAT: return ((const float *)t->data)[i];
-    case TS_DTYPE_DOUBLE: return ((const double *)t->data)[i];
-    case TS_DTYPE_INT64: return (double)((const int64_t *)t->data)[i];
-    case TS_DTYPE_INT32: return ((const int32_t *)t->data)[i];
-    default: ck_abort_msg("unexpected dtype %d", t->dtype);
-  }
-  return 0;
-}
-
 /* max |got - want| <= tol * max |want|, shapes and dtypes equal. */
 static inline void expect_close(const ts_tensor *want, const ts_tensor *got,
                                 double tol, const char *what) {
@@ -203,8 +193,8 @@ static inline void expect_close(const ts_tensor *want, const ts_tensor *got,
   int64_t n = ts_tensor_numel(want);
   double scale = 0, diff = 0;
   for (int64_t i = 0; i < n; i++) {
-    scale = fmax(scale, fabs(elem(want, i)));
-    diff = fmax(diff, fabs(elem(want, i) - elem(got, i)));
+    scale = fmax(scale, fabs(kc_get(want, i)));
+    diff = fmax(diff, fabs(kc_get(want, i) - kc_get(got, i)));
   }
   ck_assert_msg(diff <= tol * fmax(scale, 1e-30),
                 "%s: max error %g vs scale %g exceeds %g relative", what, diff,

@@ -358,18 +358,11 @@ START_TEST(failed_batch_fails_each_request) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("batcher");
-  TCase *tc = ts_check_tcase(s, "batcher", 30, setup, teardown);
-  tcase_add_test(tc, accepts);
-  tcase_add_test(tc, full_batch_goes_at_once);
-  tcase_add_test(tc, overflow_closes_the_open_batch);
-  tcase_add_test(tc, window_closes_a_batch);
-  tcase_add_test(tc, queue_bound);
-  tcase_add_test(tc, cancel_while_queued);
-  tcase_add_test(tc, deadline_passed_while_batched);
-  tcase_add_test(tc, failed_batch_fails_each_request);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "batcher", 30, setup, teardown, accepts,
+                full_batch_goes_at_once, overflow_closes_the_open_batch,
+                window_closes_a_batch, queue_bound, cancel_while_queued,
+                deadline_passed_while_batched, failed_batch_fails_each_request);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "batcher", .cases = cases};

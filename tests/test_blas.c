@@ -192,16 +192,11 @@ START_TEST(test_sgemm_matches_reference) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("blas");
-  TCase *tc = ts_check_tcase(s, "select", 0, NULL, NULL);
-  tcase_add_test(tc, test_choose_table);
-  tcase_add_test(tc, test_child_gets_fast_core);
-  tcase_add_test(tc, test_user_choice_respected);
-  tcase_add_test(tc, test_core_name);
-  TCase *sgemm = ts_check_tcase(s, "sgemm", 120, NULL, NULL);
-  tcase_add_test(sgemm, test_sgemm_matches_reference);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "select", 0, NULL, NULL, test_choose_table,
+                test_child_gets_fast_core, test_user_choice_respected,
+                test_core_name);
+  TS_CHECK_CASE(s, "sgemm", 120, NULL, NULL, test_sgemm_matches_reference);
 }
 
 /* As in the daemons: first thing, before anything else runs. The child
@@ -225,5 +220,5 @@ static int child_modes(int argc, char **argv) {
   return -1;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite,
-                                            .before = child_modes};
+const ts_check_suite ts_check_this_suite = {
+    .name = "blas", .cases = cases, .before = child_modes};

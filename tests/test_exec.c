@@ -674,23 +674,14 @@ START_TEST(concurrent_sessions) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("exec");
-  TCase *tc = ts_check_tcase(s, "exec", 120, setup, teardown);
-  tcase_add_test(tc, runs_and_matches_reference);
-  tcase_add_test(tc, input_validation);
-  tcase_add_test(tc, output_selection);
-  tcase_add_test(tc, unneeded_nodes_are_skipped);
-  tcase_add_test(tc, warm_session_allocates_nothing);
-  tcase_add_test(tc, liveness_reuses_buffers);
-  tcase_add_test(tc, constant_only_model);
-  tcase_add_test(tc, budget_refuses_then_serves);
-  tcase_add_test(tc, data_dependent_sizes_are_checked);
-  tcase_add_test(tc, budget_checked_before_running);
-  tcase_add_test(tc, resize_sizes_are_checked);
-  tcase_add_test(tc, kernel_scratch_counts);
-  tcase_add_test(tc, concurrent_sessions);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "exec", 120, setup, teardown, runs_and_matches_reference,
+                input_validation, output_selection, unneeded_nodes_are_skipped,
+                warm_session_allocates_nothing, liveness_reuses_buffers,
+                constant_only_model, budget_refuses_then_serves,
+                data_dependent_sizes_are_checked, budget_checked_before_running,
+                resize_sizes_are_checked, kernel_scratch_counts,
+                concurrent_sessions);
 }
 
 /* The shared weights W and B outlive every test (setup fills them once). */
@@ -699,5 +690,5 @@ static void free_weights(void) {
   ts_tensor_free(&B);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite,
-                                            .after = free_weights};
+const ts_check_suite ts_check_this_suite = {
+    .name = "exec", .cases = cases, .after = free_weights};

@@ -317,16 +317,10 @@ START_TEST(test_mismatched_parts) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("fuse");
-  TCase *tc = ts_check_tcase(s, "fuse", 0, NULL, NULL);
-  tcase_add_test(tc, test_concat_axes);
-  tcase_add_test(tc, test_sum);
-  tcase_add_test(tc, test_mean_weighted);
-  tcase_add_test(tc, test_vote_labels);
-  tcase_add_test(tc, test_vote_scores);
-  tcase_add_test(tc, test_mismatched_parts);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "fuse", 0, NULL, NULL, test_concat_axes, test_sum,
+                test_mean_weighted, test_vote_labels, test_vote_scores,
+                test_mismatched_parts);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "fuse", .cases = cases};

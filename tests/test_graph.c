@@ -1224,33 +1224,16 @@ START_TEST(pytorch_conv_bn_folds_and_matches_torch) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("graph");
-  TCase *tc = ts_check_tcase(s, "load", 120, NULL, NULL);
-  tcase_add_test(tc, good_model_loads);
-  tcase_add_test(tc, corrupt_and_truncated_bytes);
-  tcase_add_test(tc, nesting_limit);
-  tcase_add_test(tc, deep_model_refused_by_loaders);
-  tcase_add_test(tc, unknown_op);
-  tcase_add_test(tc, bad_attributes);
-  tcase_add_test(tc, structure_errors);
-  tcase_add_test(tc, versions);
-  tcase_add_test(tc, constant_folding);
-  tcase_add_test(tc, batch_norm_folds_into_conv);
-  tcase_add_test(tc, batch_norm_not_folded);
-  tcase_add_test(tc, nodes_out_of_order_are_sorted);
-  tcase_add_test(tc, shape_arithmetic_inference);
-  tcase_add_test(tc, output_shape_from_value_info);
-  tcase_add_test(tc, load_file);
-  tcase_add_test(tc, load_in_place);
-  tcase_add_test(tc, op_table);
-  tcase_add_test(tc, every_op_survives_arbitrary_inputs);
-  tcase_add_test(tc, tensor_from_onnx);
-  tcase_add_test(tc, broadcast_shape);
-  tcase_add_test(tc, attribute_helpers);
-  tcase_add_test(tc, pytorch_mlp_matches_torch);
-  tcase_add_test(tc, pytorch_conv_bn_folds_and_matches_torch);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(
+      s, "load", 120, NULL, NULL, good_model_loads, corrupt_and_truncated_bytes,
+      nesting_limit, deep_model_refused_by_loaders, unknown_op, bad_attributes,
+      structure_errors, versions, constant_folding, batch_norm_folds_into_conv,
+      batch_norm_not_folded, nodes_out_of_order_are_sorted,
+      shape_arithmetic_inference, output_shape_from_value_info, load_file,
+      load_in_place, op_table, every_op_survives_arbitrary_inputs,
+      tensor_from_onnx, broadcast_shape, attribute_helpers,
+      pytorch_mlp_matches_torch, pytorch_conv_bn_folds_and_matches_torch);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "graph", .cases = cases};

@@ -58,15 +58,9 @@ START_TEST(test_one_byte) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("hash");
-  TCase *tc = ts_check_tcase(s, "sha256", 0, NULL, NULL);
-  tcase_add_test(tc, test_empty);
-  tcase_add_test(tc, test_abc);
-  tcase_add_test(tc, test_two_blocks);
-  tcase_add_test(tc, test_million_a);
-  tcase_add_test(tc, test_one_byte);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "sha256", 0, NULL, NULL, test_empty, test_abc,
+                test_two_blocks, test_million_a, test_one_byte);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "hash", .cases = cases};

@@ -843,23 +843,13 @@ START_TEST(test_batch_normalization_bad) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("kernels_cnn");
-  TCase *tc = ts_check_tcase(s, "cnn", 120, NULL, NULL);
-  tcase_add_test(tc, test_conv_random);
-  tcase_add_test(tc, test_conv_tiled);
-  tcase_add_test(tc, test_conv_empty_batch);
-  tcase_add_test(tc, test_conv_bad);
-  tcase_add_test(tc, test_max_pool_random);
-  tcase_add_test(tc, test_average_pool_random);
-  tcase_add_test(tc, test_pool_documented);
-  tcase_add_test(tc, test_pool_fast_path);
-  tcase_add_test(tc, test_max_pool_nan);
-  tcase_add_test(tc, test_pool_bad);
-  tcase_add_test(tc, test_global_pools);
-  tcase_add_test(tc, test_batch_normalization);
-  tcase_add_test(tc, test_batch_normalization_bad);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "cnn", 120, NULL, NULL, test_conv_random, test_conv_tiled,
+                test_conv_empty_batch, test_conv_bad, test_max_pool_random,
+                test_average_pool_random, test_pool_documented,
+                test_pool_fast_path, test_max_pool_nan, test_pool_bad,
+                test_global_pools, test_batch_normalization,
+                test_batch_normalization_bad);
 }
 
 static int select_kernels(int argc, char **argv) {
@@ -867,5 +857,5 @@ static int select_kernels(int argc, char **argv) {
   return -1;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite,
-                                            .before = select_kernels};
+const ts_check_suite ts_check_this_suite = {
+    .name = "kernels_cnn", .cases = cases, .before = select_kernels};

@@ -682,24 +682,14 @@ START_TEST(dropout_is_identity) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("kernels_core");
-  TCase *tc = ts_check_tcase(s, "core", 120, NULL, NULL);
-  tcase_add_test(tc, gemm_all_combinations);
-  tcase_add_test(tc, gemm_larger_and_edge_sizes);
-  tcase_add_test(tc, gemm_bad_inputs);
-  tcase_add_test(tc, matmul_shapes);
-  tcase_add_test(tc, matmul_bad_inputs);
-  tcase_add_test(tc, softmax_every_axis);
-  tcase_add_test(tc, softmax_bad_axis);
-  tcase_add_test(tc, softmax_exp_accuracy);
-  tcase_add_test(tc, softmax_special_values);
-  tcase_add_test(tc, identity_any_dtype);
-  tcase_add_test(tc, flatten_every_axis);
-  tcase_add_test(tc, reshape_cases);
-  tcase_add_test(tc, constant_attributes);
-  tcase_add_test(tc, dropout_is_identity);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "core", 120, NULL, NULL, gemm_all_combinations,
+                gemm_larger_and_edge_sizes, gemm_bad_inputs, matmul_shapes,
+                matmul_bad_inputs, softmax_every_axis, softmax_bad_axis,
+                softmax_exp_accuracy, softmax_special_values,
+                identity_any_dtype, flatten_every_axis, reshape_cases,
+                constant_attributes, dropout_is_identity);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "kernels_core",
+                                            .cases = cases};

@@ -815,31 +815,17 @@ START_TEST(test_bad_models) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("kernels_elementwise");
-  TCase *tc = ts_check_tcase(s, "kernels", 120, NULL, NULL);
-  tcase_add_test(tc, test_binary_random);
-  tcase_add_test(tc, test_binary_every_pattern);
-  tcase_add_test(tc, test_integer_division);
-  tcase_add_test(tc, test_integer_division_by_zero_does_not_trap);
-  tcase_add_test(tc, test_logic);
-  tcase_add_test(tc, test_pow);
-  tcase_add_test(tc, test_pow_fixed_exponent);
-  tcase_add_test(tc, test_variadic);
-  tcase_add_test(tc, test_where);
-  tcase_add_test(tc, test_unary);
-  tcase_add_test(tc, test_erf_tanh_float_dense);
-  tcase_add_test(tc, test_not);
-  tcase_add_test(tc, test_leaky_relu);
-  tcase_add_test(tc, test_clip_inputs);
-  tcase_add_test(tc, test_clip_attributes);
-  tcase_add_test(tc, test_cast_all_pairs);
-  tcase_add_test(tc, test_cast_float_edge_values);
-  tcase_add_test(tc, test_expand);
-  tcase_add_test(tc, test_symbolic_batch);
-  tcase_add_test(tc, test_runtime_broadcast_mismatch);
-  tcase_add_test(tc, test_bad_models);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "kernels", 120, NULL, NULL, test_binary_random,
+                test_binary_every_pattern, test_integer_division,
+                test_integer_division_by_zero_does_not_trap, test_logic,
+                test_pow, test_pow_fixed_exponent, test_variadic, test_where,
+                test_unary, test_erf_tanh_float_dense, test_not,
+                test_leaky_relu, test_clip_inputs, test_clip_attributes,
+                test_cast_all_pairs, test_cast_float_edge_values, test_expand,
+                test_symbolic_batch, test_runtime_broadcast_mismatch,
+                test_bad_models);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "kernels_elementwise",
+                                            .cases = cases};

@@ -121,11 +121,9 @@ START_TEST(test_garbage_models_never_crash) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("kernels_garbage");
-  TCase *tc = ts_check_tcase(s, "garbage", 120, NULL, NULL);
-  tcase_add_test(tc, test_garbage_models_never_crash);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "garbage", 120, NULL, NULL, test_garbage_models_never_crash);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "kernels_garbage",
+                                            .cases = cases};

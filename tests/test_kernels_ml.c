@@ -178,14 +178,23 @@ static void check_label(const ts_tensor *y, int row, int64_t want, int trial) {
                 row, (long long)got, (long long)want);
 }
 
+/* The session every test runs its models on: a checked fixture, created
+ * and freed around each test in the test's own process. */
+static ts_session *session;
+
+static void session_setup(void) {
+  ts_err err;
+  ck_assert_int_eq(ts_session_create(&session, &err), 0);
+}
+
+static void session_teardown(void) { ts_session_free(session); }
+
 /* The same random linear model as a LinearRegressor with `rows` targets
  * and, for rows >= 2, as a LinearClassifier with `rows` classes (label =
  * the first largest raw score), for every post_transform and input type. */
 START_TEST(test_linear_models) {
   rng_seed(11);
-  ts_session *s;
-  ts_err err;
-  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  ts_session *s = session;
   for (int trial = 0; trial < 80; trial++) {
     int post = trial % P_COUNT;
     ts_dtype dt = input_dtypes[(trial / P_COUNT) % 4];
@@ -236,7 +245,6 @@ START_TEST(test_linear_models) {
     check_score_rows(out[1].data, raw, scale, n, rows, post);
     ts_model_free(m);
   }
-  ts_session_free(s);
 }
 END_TEST
 
@@ -244,9 +252,7 @@ END_TEST
  * labels the scores are [1 - p, p], p = the (transformed) score. */
 START_TEST(test_linear_classifier_binary) {
   rng_seed(13);
-  ts_session *s;
-  ts_err err;
-  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  ts_session *s = session;
   for (int trial = 0; trial < 24; trial++) {
     int post = trial % 2 ? P_LOGISTIC : P_NONE;
     bool with_labels = (trial / 2) % 2 == 0;
@@ -283,7 +289,6 @@ START_TEST(test_linear_classifier_binary) {
     }
     ts_model_free(m);
   }
-  ts_session_free(s);
 }
 END_TEST
 
@@ -296,9 +301,8 @@ START_TEST(test_linear_classifier_rank1) {
   add_ints(al, "classlabels_ints", labels, 2);
   input_spec in = {TS_DTYPE_FLOAT, 1, {3, 0, 0}};
   ts_model *m = must_load("LinearClassifier", al, in, 2);
-  ts_session *s;
+  ts_session *s = session;
   ts_err err;
-  ck_assert_int_eq(ts_session_create(&s, &err), 0);
   double x[] = {0.5, 0.25, -1};
   int64_t dims[] = {3};
   ts_tensor out[2];
@@ -310,7 +314,6 @@ START_TEST(test_linear_classifier_rank1) {
   expect_close(((float *)out[1].data)[1], z1, 1e-6, "Z", 0, 1);
   ck_assert_int_eq(((int64_t *)out[0].data)[0], 20);
   ts_model_free(m);
-  ts_session_free(s);
 }
 END_TEST
 
@@ -353,9 +356,7 @@ static void random_kernel_params(float *kp, int f) {
 
 START_TEST(test_svm_regressor) {
   rng_seed(14);
-  ts_session *s;
-  ts_err err;
-  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  ts_session *s = session;
   for (int trial = 0; trial < 48; trial++) {
     int kernel = trial % K_COUNT;
     int mode = (trial / K_COUNT) % 3; /* 0: SVR, 1: one-class, 2: linear */
@@ -407,7 +408,6 @@ START_TEST(test_svm_regressor) {
     }
     ts_model_free(m);
   }
-  ts_session_free(s);
 }
 END_TEST
 
@@ -605,9 +605,7 @@ static void run_svc_case(const svc_case *c, ts_session *s, int n) {
 
 START_TEST(test_svm_classifier_svc) {
   rng_seed(15);
-  ts_session *s;
-  ts_err err;
-  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  ts_session *s = session;
   static const int multi_posts[] = {P_NONE, P_LOGISTIC, P_SOFTMAX,
                                     P_SOFTMAX_ZERO};
   for (int trial = 0; trial < 96; trial++) {
@@ -621,16 +619,13 @@ START_TEST(test_svm_classifier_svc) {
     random_svc(&c, kernel, classes, proba, post);
     run_svc_case(&c, s, 1 + rnd(9));
   }
-  ts_session_free(s);
 }
 END_TEST
 
 /* More samples than one block of kernel rows (64 Ki values / vectors). */
 START_TEST(test_svm_classifier_large_batch) {
   rng_seed(16);
-  ts_session *s;
-  ts_err err;
-  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  ts_session *s = session;
   svc_case c;
   random_svc(&c, K_RBF, 3, false, P_NONE);
   /* MAXV vectors -> 4096 rows per block; 9000 rows make three blocks. */
@@ -640,7 +635,6 @@ START_TEST(test_svm_classifier_large_batch) {
   for (int i = 0; i < c.vectors * c.f; i++) c.sv[i] = (float)uni(-1, 1);
   for (int i = 0; i < 2 * c.vectors; i++) c.coef[i] = (float)uni(-1, 1);
   run_svc_case(&c, s, 9000);
-  ts_session_free(s);
 }
 END_TEST
 
@@ -649,9 +643,7 @@ END_TEST
  * non-negative) or > 0 (mixed weights), else the label of the top score. */
 START_TEST(test_svm_classifier_linear_mode) {
   rng_seed(17);
-  ts_session *s;
-  ts_err err;
-  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  ts_session *s = session;
   for (int trial = 0; trial < 40; trial++) {
     int classes = 2 + trial % 3, f = 1 + rnd(8), n = 1 + rnd(8);
     int post = (trial / 3) % 4; /* PROBIT needs probabilities */
@@ -696,7 +688,6 @@ START_TEST(test_svm_classifier_linear_mode) {
     check_score_rows(out[1].data, raw, scale, n, classes, post);
     ts_model_free(m);
   }
-  ts_session_free(s);
 }
 END_TEST
 
@@ -705,9 +696,7 @@ END_TEST
 START_TEST(test_normalizer) {
   rng_seed(18);
   static const char *const norms[] = {"MAX", "L1", "L2"};
-  ts_session *s;
-  ts_err err;
-  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  ts_session *s = session;
   for (int trial = 0; trial < 36; trial++) {
     int norm = trial % 3;
     ts_dtype dt = input_dtypes[(trial / 3) % 4];
@@ -736,15 +725,12 @@ START_TEST(test_normalizer) {
     }
     ts_model_free(m);
   }
-  ts_session_free(s);
 }
 END_TEST
 
 START_TEST(test_scaler) {
   rng_seed(19);
-  ts_session *s;
-  ts_err err;
-  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  ts_session *s = session;
   for (int trial = 0; trial < 36; trial++) {
     int f = 1 + rnd(9), n = 1 + rnd(8);
     int n_off = (int[]){0, 1, f}[trial % 3];
@@ -774,23 +760,16 @@ START_TEST(test_scaler) {
       }
     ts_model_free(m);
   }
-  ts_session_free(s);
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("kernels_ml");
-  TCase *tc = ts_check_tcase(s, "core", 120, NULL, NULL);
-  tcase_add_test(tc, test_linear_models);
-  tcase_add_test(tc, test_linear_classifier_binary);
-  tcase_add_test(tc, test_linear_classifier_rank1);
-  tcase_add_test(tc, test_svm_regressor);
-  tcase_add_test(tc, test_svm_classifier_svc);
-  tcase_add_test(tc, test_svm_classifier_large_batch);
-  tcase_add_test(tc, test_svm_classifier_linear_mode);
-  tcase_add_test(tc, test_normalizer);
-  tcase_add_test(tc, test_scaler);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "core", 120, session_setup, session_teardown,
+                test_linear_models, test_linear_classifier_binary,
+                test_linear_classifier_rank1, test_svm_regressor,
+                test_svm_classifier_svc, test_svm_classifier_large_batch,
+                test_svm_classifier_linear_mode, test_normalizer, test_scaler);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "kernels_ml",
+                                            .cases = cases};

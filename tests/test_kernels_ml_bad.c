@@ -228,12 +228,10 @@ START_TEST(test_bad_attributes) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("kernels_ml_bad");
-  TCase *tc = ts_check_tcase(s, "bad", 120, NULL, NULL);
-  tcase_add_test(tc, test_bad_attributes);
-  tcase_add_test(tc, test_bad_inputs);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "bad", 120, NULL, NULL, test_bad_attributes,
+                test_bad_inputs);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "kernels_ml_bad",
+                                            .cases = cases};

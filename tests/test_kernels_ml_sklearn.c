@@ -177,11 +177,9 @@ START_TEST(test_sklearn_models) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("kernels_ml_sklearn");
-  TCase *tc = ts_check_tcase(s, "sklearn", 120, NULL, NULL);
-  tcase_add_test(tc, test_sklearn_models);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "sklearn", 120, NULL, NULL, test_sklearn_models);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "kernels_ml_sklearn",
+                                            .cases = cases};

@@ -527,18 +527,12 @@ START_TEST(test_resize_bad) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("kernels_pad_resize");
-  TCase *tc = ts_check_tcase(s, "pad_resize", 120, NULL, NULL);
-  tcase_add_test(tc, test_pad_random);
-  tcase_add_test(tc, test_pad_attribute_form);
-  tcase_add_test(tc, test_pad_bad);
-  tcase_add_test(tc, test_pad_axes);
-  tcase_add_test(tc, test_resize_random);
-  tcase_add_test(tc, test_resize_legacy);
-  tcase_add_test(tc, test_resize_documented);
-  tcase_add_test(tc, test_resize_bad);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "pad_resize", 120, NULL, NULL, test_pad_random,
+                test_pad_attribute_form, test_pad_bad, test_pad_axes,
+                test_resize_random, test_resize_legacy, test_resize_documented,
+                test_resize_bad);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "kernels_pad_resize",
+                                            .cases = cases};

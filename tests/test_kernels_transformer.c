@@ -1052,29 +1052,16 @@ START_TEST(test_runtime_errors) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("kernels_transformer");
-  TCase *tc = ts_check_tcase(s, "kernels", 120, NULL, NULL);
-  tcase_add_test(tc, test_transpose);
-  tcase_add_test(tc, test_shape);
-  tcase_add_test(tc, test_gather);
-  tcase_add_test(tc, test_gather_index_out_of_range);
-  tcase_add_test(tc, test_unsqueeze_squeeze);
-  tcase_add_test(tc, test_concat);
-  tcase_add_test(tc, test_slice);
-  tcase_add_test(tc, test_slice_opset9_attributes);
-  tcase_add_test(tc, test_split);
-  tcase_add_test(tc, test_constant_of_shape);
-  tcase_add_test(tc, test_range);
-  tcase_add_test(tc, test_tile);
-  tcase_add_test(tc, test_reduce);
-  tcase_add_test(tc, test_reduce_sum_noop_and_empty);
-  tcase_add_test(tc, test_layer_norm);
-  tcase_add_test(tc, test_layer_norm_offset_rows);
-  tcase_add_test(tc, test_shape_arithmetic_symbolic);
-  tcase_add_test(tc, test_bad_models);
-  tcase_add_test(tc, test_runtime_errors);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "kernels", 120, NULL, NULL, test_transpose, test_shape,
+                test_gather, test_gather_index_out_of_range,
+                test_unsqueeze_squeeze, test_concat, test_slice,
+                test_slice_opset9_attributes, test_split,
+                test_constant_of_shape, test_range, test_tile, test_reduce,
+                test_reduce_sum_noop_and_empty, test_layer_norm,
+                test_layer_norm_offset_rows, test_shape_arithmetic_symbolic,
+                test_bad_models, test_runtime_errors);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "kernels_transformer",
+                                            .cases = cases};

@@ -140,16 +140,11 @@ START_TEST(test_repeats_limited) {
 }
 END_TEST
 
-static Suite *log_suite(void) {
-  Suite *s = suite_create("log");
-  TCase *tc = ts_check_tcase(s, "format", 0, NULL, NULL);
-  tcase_add_test(tc, test_plain_line);
-  tcase_add_test(tc, test_journal_priorities);
-  tcase_add_test(tc, test_long_line_keeps_newline);
-  tcase_add_test(tc, test_journal_stream_detected);
-  tcase_add_test(tc, test_repeats_limited);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "format", 0, NULL, NULL, test_plain_line,
+                test_journal_priorities, test_long_line_keeps_newline,
+                test_journal_stream_detected, test_repeats_limited);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = log_suite,
-                                            .no_fork = true};
+const ts_check_suite ts_check_this_suite = {
+    .name = "log", .cases = cases, .no_fork = true};

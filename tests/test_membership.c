@@ -136,16 +136,12 @@ START_TEST(probe_of_a_worker_gone) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("membership");
-  TCase *tc = ts_check_tcase(s, "membership", 60, setup, teardown);
-  tcase_add_test(tc, add_reads_status);
-  tcase_add_test(tc, unreachable_is_added_down);
-  tcase_add_test(tc, states);
-  tcase_add_test(tc, health_of_every_worker_in_one_round);
-  tcase_add_test(tc, upload_in_chunks_unless_held);
-  tcase_add_test(tc, probe_of_a_worker_gone);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "membership", 60, setup, teardown, add_reads_status,
+                unreachable_is_added_down, states,
+                health_of_every_worker_in_one_round,
+                upload_in_chunks_unless_held, probe_of_a_worker_gone);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "membership",
+                                            .cases = cases};

@@ -575,19 +575,12 @@ START_TEST(test_file_errors) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("npy");
-  TCase *tc = ts_check_tcase(s, "core", 120, NULL, NULL);
-  tcase_add_test(tc, test_roundtrip_memory);
-  tcase_add_test(tc, test_header_layout);
-  tcase_add_test(tc, test_write_unsupported_dtype);
-  tcase_add_test(tc, test_read_numpy_files);
-  tcase_add_test(tc, test_numpy_reads_ours);
-  tcase_add_test(tc, test_numpy_unsupported);
-  tcase_add_test(tc, test_malformed_headers);
-  tcase_add_test(tc, test_malformed_prelude);
-  tcase_add_test(tc, test_file_errors);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "core", 120, NULL, NULL, test_roundtrip_memory,
+                test_header_layout, test_write_unsupported_dtype,
+                test_read_numpy_files, test_numpy_reads_ours,
+                test_numpy_unsupported, test_malformed_headers,
+                test_malformed_prelude, test_file_errors);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "npy", .cases = cases};

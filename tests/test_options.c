@@ -189,24 +189,14 @@ START_TEST(test_host_length) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("options");
-  TCase *size = ts_check_tcase(s, "size", 0, NULL, NULL);
-  tcase_add_test(size, test_size_plain);
-  tcase_add_test(size, test_size_units);
-  tcase_add_test(size, test_size_overflow);
-  tcase_add_test(size, test_size_garbage);
-  tcase_add_test(size, test_size_empty);
-  tcase_add_test(size, test_size_negative);
-  tcase_add_test(size, test_size_null_err);
-  TCase *integer = ts_check_tcase(s, "integer", 0, NULL, NULL);
-  tcase_add_test(integer, test_integer_range);
-  tcase_add_test(integer, test_integer_messages);
-  tcase_add_test(integer, test_integer_overflow);
-  tcase_add_test(integer, test_integer_garbage);
-  TCase *host = ts_check_tcase(s, "hostport", 0, NULL, NULL);
-  tcase_add_test(host, test_host_length);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "size", 0, NULL, NULL, test_size_plain, test_size_units,
+                test_size_overflow, test_size_garbage, test_size_empty,
+                test_size_negative, test_size_null_err);
+  TS_CHECK_CASE(s, "integer", 0, NULL, NULL, test_integer_range,
+                test_integer_messages, test_integer_overflow,
+                test_integer_garbage);
+  TS_CHECK_CASE(s, "hostport", 0, NULL, NULL, test_host_length);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "options", .cases = cases};

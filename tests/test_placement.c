@@ -321,17 +321,14 @@ START_TEST(test_rebalance_converges) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("placement");
-  TCase *tc = ts_check_tcase(s, "core", 0, NULL, NULL);
-  tcase_add_test(tc, test_distinct_replicas_fewest_bytes_first);
-  tcase_add_test(tc, test_memory_limits_respected);
-  tcase_add_test(tc, test_down_and_leaving_never_chosen);
-  tcase_add_test(tc, test_empty_worker_moves_its_replicas);
-  tcase_add_test(tc, test_rebalance_only_strict_improvement);
-  tcase_add_test(tc, test_pick_matches_reference);
-  tcase_add_test(tc, test_rebalance_converges);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(
+      s, "core", 0, NULL, NULL, test_distinct_replicas_fewest_bytes_first,
+      test_memory_limits_respected, test_down_and_leaving_never_chosen,
+      test_empty_worker_moves_its_replicas,
+      test_rebalance_only_strict_improvement, test_pick_matches_reference,
+      test_rebalance_converges);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "placement",
+                                            .cases = cases};

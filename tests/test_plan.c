@@ -467,24 +467,17 @@ START_TEST(test_names) {
 }
 END_TEST
 
-static Suite *plan_suite(void) {
-  Suite *s = suite_create("plan");
-  TCase *tc = ts_check_tcase(s, "plan", 240, NULL, NULL);
-  tcase_add_test(tc, test_names);
-  tcase_add_test(tc, test_op_rules);
+static void cases(Suite *s) {
+  TCase *tc = TS_CHECK_CASE(s, "plan", 240, NULL, NULL, test_names,
+                            test_op_rules, test_conv_structure,
+                            test_tensor_structure, test_weight_quarter,
+                            test_ids_deterministic, test_bad_options,
+                            test_passthrough_output, test_fuse_stage_order);
   tcase_add_loop_test(tc, test_built_models, 0, COUNT(built_models));
-  tcase_add_test(tc, test_conv_structure);
-  tcase_add_test(tc, test_tensor_structure);
-  tcase_add_test(tc, test_weight_quarter);
-  tcase_add_test(tc, test_ids_deterministic);
-  tcase_add_test(tc, test_bad_options);
-  tcase_add_test(tc, test_passthrough_output);
-  tcase_add_test(tc, test_fuse_stage_order);
   TCase *tt = ts_check_tcase(s, "torch", 280, NULL, NULL);
   tcase_add_unchecked_fixture(tt, torch_export, torch_cleanup);
   tcase_add_loop_test(tt, test_torch_models, 0, 4);
   tcase_add_test(tt, test_torch_batch_splittable);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = plan_suite};
+const ts_check_suite ts_check_this_suite = {.name = "plan", .cases = cases};

@@ -410,18 +410,12 @@ START_TEST(test_auto_block) {
 }
 END_TEST
 
-static Suite *plan_strategies_suite(void) {
-  Suite *s = suite_create("plan_strategies");
-  TCase *tc = ts_check_tcase(s, "strategies", 240, NULL, NULL);
-  tcase_add_test(tc, test_pipeline_cuts);
-  tcase_add_test(tc, test_pipeline_balance);
-  tcase_add_test(tc, test_data_batch_split);
-  tcase_add_test(tc, test_auto);
-  tcase_add_test(tc, test_auto_pipeline);
-  tcase_add_test(tc, test_block_grids);
-  tcase_add_test(tc, test_block_clamp_and_share);
-  tcase_add_test(tc, test_auto_block);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "strategies", 240, NULL, NULL, test_pipeline_cuts,
+                test_pipeline_balance, test_data_batch_split, test_auto,
+                test_auto_pipeline, test_block_grids,
+                test_block_clamp_and_share, test_auto_block);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = plan_strategies_suite};
+const ts_check_suite ts_check_this_suite = {.name = "plan_strategies",
+                                            .cases = cases};

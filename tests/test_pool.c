@@ -219,18 +219,12 @@ START_TEST(wait_quiet) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("pool");
-  TCase *plain = ts_check_tcase(s, "create", 0, NULL, NULL);
-  tcase_add_test(plain, bad_sizes);
-  TCase *tc = ts_check_tcase(s, "jobs", 30, setup, teardown);
-  tcase_add_test(tc, runs_in_order_with_a_session);
-  tcase_add_test(tc, full_queue_and_closed_pool);
-  tcase_add_test(tc, deadline_and_cancellation_in_the_queue);
-  tcase_add_test(tc, cancel_takes_a_queued_job_only);
-  tcase_add_test(tc, stopping_skips_the_queue);
-  tcase_add_test(tc, wait_quiet);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "create", 0, NULL, NULL, bad_sizes);
+  TS_CHECK_CASE(
+      s, "jobs", 30, setup, teardown, runs_in_order_with_a_session,
+      full_queue_and_closed_pool, deadline_and_cancellation_in_the_queue,
+      cancel_takes_a_queued_job_only, stopping_skips_the_queue, wait_quiet);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "pool", .cases = cases};

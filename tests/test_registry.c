@@ -211,17 +211,10 @@ START_TEST(repository) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("registry");
-  TCase *tc = ts_check_tcase(s, "registry", 60, setup, teardown);
-  tcase_add_test(tc, load_places_and_uploads);
-  tcase_add_test(tc, auto_replicas);
-  tcase_add_test(tc, unavailable_then_retried);
-  tcase_add_test(tc, no_live_worker);
-  tcase_add_test(tc, missing_file);
-  tcase_add_test(tc, unload_keeps_references);
-  tcase_add_test(tc, repository);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "registry", 60, setup, teardown, load_places_and_uploads,
+                auto_replicas, unavailable_then_retried, no_live_worker,
+                missing_file, unload_keeps_references, repository);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "registry", .cases = cases};

@@ -699,34 +699,19 @@ START_TEST(unreachable_server_unavailable) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("rpc");
-  TCase *tc = ts_check_tcase(s, "rpc", 120, setup, teardown);
-  tcase_add_test(tc, status_mapping);
-  tcase_add_test(tc, now_is_monotonic_ms);
-  tcase_add_test(tc, sync_echo_sizes);
+static void cases(Suite *s) {
+  TCase *tc = TS_CHECK_CASE(
+      s, "rpc", 120, setup, teardown, status_mapping, now_is_monotonic_ms,
+      sync_echo_sizes, arena_unpack_inline_and_spilled, fail_code_and_message,
+      unknown_method_unimplemented, peer_metadata_deadline, health_check,
+      deadline_exceeded, async_cancel, stop_waits_for_call_in_flight,
+      stop_cancels_unanswered_call, notice_on_client_cancel, notice_on_deadline,
+      no_notice_after_answer, notice_registered_late_runs_at_once,
+      notice_may_answer_the_call, answer_waits_for_running_notice,
+      notice_on_server_stop, bind_in_use_fails, bad_server_options,
+      unreachable_server_unavailable);
   tcase_add_loop_test(tc, async_echo_sizes, 0, 2);
   tcase_add_loop_test(tc, async_100_concurrent, 0, 2);
-  tcase_add_test(tc, arena_unpack_inline_and_spilled);
-  tcase_add_test(tc, fail_code_and_message);
-  tcase_add_test(tc, unknown_method_unimplemented);
-  tcase_add_test(tc, peer_metadata_deadline);
-  tcase_add_test(tc, health_check);
-  tcase_add_test(tc, deadline_exceeded);
-  tcase_add_test(tc, async_cancel);
-  tcase_add_test(tc, stop_waits_for_call_in_flight);
-  tcase_add_test(tc, stop_cancels_unanswered_call);
-  tcase_add_test(tc, notice_on_client_cancel);
-  tcase_add_test(tc, notice_on_deadline);
-  tcase_add_test(tc, no_notice_after_answer);
-  tcase_add_test(tc, notice_registered_late_runs_at_once);
-  tcase_add_test(tc, notice_may_answer_the_call);
-  tcase_add_test(tc, answer_waits_for_running_notice);
-  tcase_add_test(tc, notice_on_server_stop);
-  tcase_add_test(tc, bind_in_use_fails);
-  tcase_add_test(tc, bad_server_options);
-  tcase_add_test(tc, unreachable_server_unavailable);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "rpc", .cases = cases};

@@ -39,6 +39,13 @@ static int finish_text(ts_rpc_stream *st, char *text, size_t size,
   return rc;
 }
 
+/* The server's Concat handler (rpc_check.h) has ended ok streams normally
+ * and cancelled streams cancelled. */
+static void expect_ends(int ok, int cancelled) {
+  ck_assert_int_eq(atomic_load(&ends_ok), ok);
+  ck_assert_int_eq(atomic_load(&ends_cancelled), cancelled);
+}
+
 START_TEST(stream_20mib_in_1mib_chunks) {
   start_plain();
   size_t chunk = 1u << 20, total = 20u << 20;
@@ -56,8 +63,7 @@ START_TEST(stream_20mib_in_1mib_chunks) {
   ck_assert(memcmp(resp, data, total) == 0);
   free(resp);
   free(data);
-  ck_assert_int_eq(atomic_load(&ends_ok), 1);
-  ck_assert_int_eq(atomic_load(&ends_cancelled), 0);
+  expect_ends(1, 0);
 }
 END_TEST
 
@@ -94,8 +100,7 @@ START_TEST(stream_message_rejected) {
   ck_assert_int_eq(finish_text(st, NULL, 0, &err), TS_EINVAL);
   ck_assert_str_eq(err.msg, "chunk 'FAIL' rejected");
   ck_assert(wait_count(&ends_cancelled, 1));
-  ck_assert_int_eq(atomic_load(&ends_cancelled), 1);
-  ck_assert_int_eq(atomic_load(&ends_ok), 0);
+  expect_ends(0, 1);
 }
 END_TEST
 
@@ -107,8 +112,7 @@ START_TEST(stream_deadline_mid_stream) {
   sleep_ms(500);
   ck_assert_int_eq(finish_text(st, NULL, 0, &err), TS_ETIMEDOUT);
   ck_assert(wait_count(&ends_cancelled, 1));
-  ck_assert_int_eq(atomic_load(&ends_cancelled), 1);
-  ck_assert_int_eq(atomic_load(&ends_ok), 0);
+  expect_ends(0, 1);
 }
 END_TEST
 
@@ -188,8 +192,7 @@ START_TEST(streams_and_unary_one_poller) {
     ck_assert_msg(jobs[i].rc == 0 && jobs[i].match, "stream %d: rc %d", i,
                   jobs[i].rc);
   }
-  ck_assert_int_eq(atomic_load(&ends_ok), N);
-  ck_assert_int_eq(atomic_load(&ends_cancelled), 0);
+  expect_ends(N, 0);
 }
 END_TEST
 
@@ -203,8 +206,7 @@ START_TEST(stop_mid_stream) {
   ts_rpc_server_stop(srv, 100);
   srv = NULL;
   ck_assert_int_lt(ts_now_ms() - t0, 3000);
-  ck_assert_int_eq(atomic_load(&ends_cancelled), 1);
-  ck_assert_int_eq(atomic_load(&ends_ok), 0);
+  expect_ends(0, 1);
   send_text(st, "cd", &err); /* may or may not fail yet */
   ck_assert_int_lt(finish_text(st, NULL, 0, &err), 0);
   ck_assert_int_lt(ts_now_ms() - t0, 5000);
@@ -309,18 +311,12 @@ START_TEST(tls_and_mtls) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("rpc_stream");
-  TCase *tc = ts_check_tcase(s, "stream", 120, setup, teardown);
-  tcase_add_test(tc, stream_20mib_in_1mib_chunks);
-  tcase_add_test(tc, stream_empty_and_odd_chunks);
-  tcase_add_test(tc, stream_message_rejected);
-  tcase_add_test(tc, stream_deadline_mid_stream);
-  tcase_add_test(tc, stream_unknown_method);
-  tcase_add_test(tc, streams_and_unary_one_poller);
-  tcase_add_test(tc, stop_mid_stream);
-  tcase_add_test(tc, tls_and_mtls);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "stream", 120, setup, teardown, stream_20mib_in_1mib_chunks,
+                stream_empty_and_odd_chunks, stream_message_rejected,
+                stream_deadline_mid_stream, stream_unknown_method,
+                streams_and_unary_one_poller, stop_mid_stream, tls_and_mtls);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "rpc_stream",
+                                            .cases = cases};

@@ -162,15 +162,12 @@ START_TEST(test_bindings) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("rpc_table");
-  TCase *tc = ts_check_tcase(s, "dispatch", 30, setup, teardown);
-  tcase_add_test(tc, test_typed_gets_its_message);
-  tcase_add_test(tc, test_bad_bytes_never_reach_the_handler);
-  tcase_add_test(tc, test_raw_gets_the_bytes);
-  TCase *pure = ts_check_tcase(s, "bindings", 0, NULL, NULL);
-  tcase_add_test(pure, test_bindings);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "dispatch", 30, setup, teardown, test_typed_gets_its_message,
+                test_bad_bytes_never_reach_the_handler,
+                test_raw_gets_the_bytes);
+  TS_CHECK_CASE(s, "bindings", 0, NULL, NULL, test_bindings);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "rpc_table",
+                                            .cases = cases};

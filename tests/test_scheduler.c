@@ -103,14 +103,11 @@ START_TEST(p2c_spreads_over_the_idle) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("scheduler");
-  TCase *tc = ts_check_tcase(s, "pick", 0, setup, teardown);
-  tcase_add_test(tc, only_live_and_not_excluded);
-  tcase_add_test(tc, round_robin_visits_each_in_turn);
-  tcase_add_test(tc, p2c_takes_the_less_loaded_of_two);
-  tcase_add_test(tc, p2c_spreads_over_the_idle);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "pick", 0, setup, teardown, only_live_and_not_excluded,
+                round_robin_visits_each_in_turn,
+                p2c_takes_the_less_loaded_of_two, p2c_spreads_over_the_idle);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "scheduler",
+                                            .cases = cases};

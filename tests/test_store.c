@@ -258,17 +258,11 @@ START_TEST(list_in_load_order) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("store");
-  TCase *tc = ts_check_tcase(s, "store", 0, setup, teardown);
-  tcase_add_test(tc, check_id);
-  tcase_add_test(tc, upload_in_chunks_and_acquire);
-  tcase_add_test(tc, duplicate_upload_is_cheap);
-  tcase_add_test(tc, bad_streams);
-  tcase_add_test(tc, memory_limit);
-  tcase_add_test(tc, reference_outlives_unload);
-  tcase_add_test(tc, list_in_load_order);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "store", 0, setup, teardown, check_id,
+                upload_in_chunks_and_acquire, duplicate_upload_is_cheap,
+                bad_streams, memory_limit, reference_outlives_unload,
+                list_in_load_order);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "store", .cases = cases};

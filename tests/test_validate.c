@@ -230,13 +230,10 @@ START_TEST(bad_input_class) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("validate");
-  TCase *tc = ts_check_tcase(s, "validate", 0, setup, NULL);
-  tcase_add_test(tc, raw_binds_views_in_model_order);
-  tcase_add_test(tc, typed_contents);
+static void cases(Suite *s) {
+  TCase *tc = TS_CHECK_CASE(s, "validate", 0, setup, NULL,
+                            raw_binds_views_in_model_order, typed_contents);
   tcase_add_loop_test(tc, bad_input_class, 0, sizeof bad / sizeof bad[0]);
-  return s;
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "validate", .cases = cases};

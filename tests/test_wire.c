@@ -301,21 +301,14 @@ START_TEST(test_null_and_unnamed) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("wire");
-  TCase *ok = ts_check_tcase(s, "round_trip", 0, NULL, NULL);
-  tcase_add_test(ok, test_round_trip_float);
-  tcase_add_test(ok, test_round_trip_scalar_and_empty);
-  tcase_add_test(ok, test_every_numeric_dtype);
-  tcase_add_test(ok, test_misaligned_bytes_are_copied);
-  TCase *bad = ts_check_tcase(s, "bad_input", 0, NULL, NULL);
-  tcase_add_test(bad, test_unknown_dtype);
-  tcase_add_test(bad, test_rank_too_high);
-  tcase_add_test(bad, test_negative_dim);
-  tcase_add_test(bad, test_byte_length_mismatch);
-  tcase_add_test(bad, test_overflowing_shape);
-  tcase_add_test(bad, test_null_and_unnamed);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "round_trip", 0, NULL, NULL, test_round_trip_float,
+                test_round_trip_scalar_and_empty, test_every_numeric_dtype,
+                test_misaligned_bytes_are_copied);
+  TS_CHECK_CASE(s, "bad_input", 0, NULL, NULL, test_unknown_dtype,
+                test_rank_too_high, test_negative_dim,
+                test_byte_length_mismatch, test_overflowing_shape,
+                test_null_and_unnamed);
 }
 
-const ts_check_suite ts_check_this_suite = {.make = suite};
+const ts_check_suite ts_check_this_suite = {.name = "wire", .cases = cases};

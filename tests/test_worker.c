@@ -422,25 +422,17 @@ START_TEST(test_sigterm_exit_zero) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("worker");
-  TCase *tc = ts_check_tcase(s, "daemon", 280, NULL, NULL);
+static void cases(Suite *s) {
+  TCase *tc =
+      TS_CHECK_CASE(s, "daemon", 280, NULL, NULL, test_health_serving,
+                    test_load_and_run_small, test_second_load_is_cheap_success,
+                    test_load_wrong_hash, test_load_bad_streams,
+                    test_load_not_a_model, test_memory_limit, test_run_errors,
+                    test_unknown_method, test_has_shard_bad_id, test_big_model,
+                    test_status, test_sigterm_exit_zero);
   tcase_add_unchecked_fixture(tc, main_worker_setup, main_worker_teardown);
-  tcase_add_test(tc, test_health_serving);
-  tcase_add_test(tc, test_load_and_run_small);
-  tcase_add_test(tc, test_second_load_is_cheap_success);
-  tcase_add_test(tc, test_load_wrong_hash);
-  tcase_add_test(tc, test_load_bad_streams);
-  tcase_add_test(tc, test_load_not_a_model);
-  tcase_add_test(tc, test_memory_limit);
-  tcase_add_test(tc, test_run_errors);
-  tcase_add_test(tc, test_unknown_method);
-  tcase_add_test(tc, test_has_shard_bad_id);
-  tcase_add_test(tc, test_big_model);
-  tcase_add_test(tc, test_status);
-  tcase_add_test(tc, test_sigterm_exit_zero);
-  return s;
 }
 
 /* No fork: the unchecked fixture's worker serves every test of its case. */
-const ts_check_suite ts_check_this_suite = WORKER_CHECK_SUITE(suite);
+const ts_check_suite ts_check_this_suite =
+    WORKER_CHECK_SUITE("worker", cases);

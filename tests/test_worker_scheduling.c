@@ -256,13 +256,10 @@ START_TEST(test_systemd_notify) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("worker_scheduling");
-  TCase *tc = ts_check_tcase(s, "scheduling", 280, NULL, NULL);
-  tcase_add_test(tc, test_queue_deadline_cancel);
-  tcase_add_test(tc, test_command_line);
-  tcase_add_test(tc, test_systemd_notify);
-  return s;
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "scheduling", 280, NULL, NULL, test_queue_deadline_cancel,
+                test_command_line, test_systemd_notify);
 }
 
-const ts_check_suite ts_check_this_suite = WORKER_CHECK_SUITE(suite);
+const ts_check_suite ts_check_this_suite =
+    WORKER_CHECK_SUITE("worker_scheduling", cases);

@@ -600,10 +600,11 @@ static inline int worker_check_init(int argc, char **argv) {
   ts_rpc_init();
   return -1;
 }
-#define WORKER_CHECK_SUITE(make_fn)                                           \
-  {                                                                           \
-    .make = (make_fn), .before = worker_check_init, .after = ts_rpc_shutdown, \
-    .no_fork = true                                                           \
+#define WORKER_CHECK_SUITE(suite_name, cases_fn)           \
+  {                                                        \
+    .name = (suite_name), .cases = (cases_fn),             \
+    .before = worker_check_init, .after = ts_rpc_shutdown, \
+    .no_fork = true                                        \
   }
 
 #endif

@@ -9,31 +9,14 @@ called by path through grpc.Channel.unary_unary.
         shards = admin.shards_of(status, 'mlp')
         calls = {w.address: w.calls for w in status.workers}
 """
-import atexit
 import collections
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 
 import kserve
 
 SERVICE = '/tessera.admin.v1.Admin/'
 
 
-def _compile_protos():
-    out = tempfile.mkdtemp(prefix='tessera_admin_pb2_')
-    atexit.register(shutil.rmtree, out, True)
-    subprocess.run(['protoc', '--proto_path=' + os.path.join(kserve.SOURCE, 'proto'),
-                    '--python_out=' + out, 'admin.proto'], check=True)
-    sys.path.insert(0, out)
-    import admin_pb2
-    sys.path.remove(out)
-    return admin_pb2
-
-
-pb = _compile_protos()
+pb, = kserve.compile_protos('admin.proto')
 
 
 class AdminClient(kserve.Client):

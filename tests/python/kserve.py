@@ -11,6 +11,7 @@ file) and TESSERA_BUILD (the meson build dir; default SOURCE/build).
 """
 import atexit
 import collections
+import importlib
 import os
 import re
 import shutil
@@ -29,20 +30,24 @@ SOURCE = os.environ.get('TESSERA_SOURCE') or os.path.dirname(
 BUILD = os.environ.get('TESSERA_BUILD') or os.path.join(SOURCE, 'build')
 
 
-def _compile_protos():
+def compile_protos(*protos):
+    """The message modules of proto/NAME.proto for each NAME.proto given, in
+    order: compiled with `protoc --python_out` into a temporary directory
+    (removed at exit) and imported from there. A module imported before is
+    returned again, as import does."""
     out = tempfile.mkdtemp(prefix='tessera_pb2_')
     atexit.register(shutil.rmtree, out, True)
     subprocess.run(['protoc', '--proto_path=' + os.path.join(SOURCE, 'proto'),
-                    '--python_out=' + out, 'inference.proto', 'health.proto'],
-                   check=True)
+                    '--python_out=' + out] + list(protos), check=True)
     sys.path.insert(0, out)
-    import inference_pb2
-    import health_pb2
-    sys.path.remove(out)
-    return inference_pb2, health_pb2
+    try:
+        return tuple(importlib.import_module(os.path.splitext(p)[0] + '_pb2')
+                     for p in protos)
+    finally:
+        sys.path.remove(out)
 
 
-pb, health_pb = _compile_protos()
+pb, health_pb = compile_protos('inference.proto', 'health.proto')
 
 KSERVE = '/inference.GRPCInferenceService/'
 HEALTH_CHECK = '/grpc.health.v1.Health/Check'

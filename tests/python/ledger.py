@@ -30,13 +30,9 @@ into a ledger of its own. The module also compiles proto/admin.proto and
 proto/worker.proto (like kserve.py compiles inference.proto) for
 cluster_status(coordinator) and worker_status(worker).
 """
-import atexit
 import collections
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -55,21 +51,7 @@ LATENCY_FACTOR = 2.0   # p99 back under this many times the p99 before
 
 # ---- admin and worker protocols ---------------------------------------------
 
-def _compile(*protos):
-    out = tempfile.mkdtemp(prefix='tessera_ledger_pb2_')
-    atexit.register(shutil.rmtree, out, True)
-    subprocess.run(['protoc', '--proto_path=' + os.path.join(kserve.SOURCE, 'proto'),
-                    '--python_out=' + out] + list(protos), check=True)
-    sys.path.insert(0, out)
-    try:
-        import admin_pb2
-        import worker_pb2
-    finally:
-        sys.path.remove(out)
-    return admin_pb2, worker_pb2
-
-
-admin_pb, worker_pb = _compile('admin.proto', 'worker.proto')
+admin_pb, worker_pb = kserve.compile_protos('admin.proto', 'worker.proto')
 
 
 def _unary(address, path, request, response_class, timeout=5.0):

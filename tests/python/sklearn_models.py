@@ -66,6 +66,15 @@ def regression(seed, n_targets=1, n_features=5):
     return X[:N_TRAIN], y[:N_TRAIN], X[N_TRAIN:]
 
 
+def fit_classifier(est, margin_fn, n_classes, seed, labels=None):
+    """(est, X_test): est fitted to classification(n_classes, seed, labels),
+    and the test rows of its pool picked by margin_fn of its decision
+    function (pick_test)."""
+    X, y, pool = classification(n_classes, seed, labels)
+    est.fit(X, y)
+    return est, pick_test(pool, lambda A: margin_fn(est.decision_function(A)))
+
+
 def pick_test(X, margin_fn):
     """The first N_TEST rows of X whose margin is >= MARGIN."""
     keep = np.nonzero(margin_fn(X) >= MARGIN)[0][:N_TEST]
@@ -206,10 +215,8 @@ def model_ridge_two_targets():
 def model_logreg_binary():
     """Two classes as skl2onnx writes them: rows [-w, w], LOGISTIC, so the
     scores are [1 - p, p] = predict_proba."""
-    X, y, pool = classification(2, seed=3, labels=[3, 7])
-    est = LogisticRegression().fit(X, y)
-    Xt = pick_test(pool,
-                   lambda A: abs_margin(est.decision_function(A)))
+    est, Xt = fit_classifier(LogisticRegression(), abs_margin,
+                             2, seed=3, labels=[3, 7])
     w, b = est.coef_, est.intercept_
     node = linear_classifier(np.vstack([-w, w]), [-b[0], b[0]], est.classes_,
                              "LOGISTIC")
@@ -218,10 +225,8 @@ def model_logreg_binary():
 
 
 def model_logreg_multinomial():
-    X, y, pool = classification(3, seed=4)
-    est = LogisticRegression(max_iter=500).fit(X, y)
-    Xt = pick_test(pool,
-                   lambda A: top2_gap(est.decision_function(A)))
+    est, Xt = fit_classifier(LogisticRegression(max_iter=500), top2_gap,
+                             3, seed=4)
     node = linear_classifier(est.coef_, est.intercept_, est.classes_,
                              "SOFTMAX")
     return classifier("logreg_multinomial", [node], Xt, est.predict(Xt),
@@ -230,10 +235,9 @@ def model_logreg_multinomial():
 
 def model_logreg_ovr():
     """One-vs-rest: LOGISTIC scores normalised to sum 1 by a Normalizer."""
-    X, y, pool = classification(4, seed=5, labels=[1, 2, 4, 8])
-    est = LogisticRegression(multi_class="ovr", max_iter=500).fit(X, y)
-    Xt = pick_test(pool,
-                   lambda A: top2_gap(est.decision_function(A)))
+    est, Xt = fit_classifier(
+        LogisticRegression(multi_class="ovr", max_iter=500), top2_gap,
+        4, seed=5, labels=[1, 2, 4, 8])
     nodes = [linear_classifier(est.coef_, est.intercept_, est.classes_,
                                "LOGISTIC", out=("label", "raw_probs")),
              helper.make_node("Normalizer", ["raw_probs"], ["scores"],
@@ -244,10 +248,8 @@ def model_logreg_ovr():
 
 def model_linear_svc_binary():
     """One coefficient row and two labels: scores [1 - d, d]."""
-    X, y, pool = classification(2, seed=6)
-    est = LinearSVC(max_iter=20000).fit(X, y)
-    Xt = pick_test(pool,
-                   lambda A: abs_margin(est.decision_function(A)))
+    est, Xt = fit_classifier(LinearSVC(max_iter=20000), abs_margin,
+                             2, seed=6)
     node = linear_classifier(est.coef_, est.intercept_, est.classes_, "NONE")
     d = est.decision_function(Xt)
     return classifier("linear_svc_binary", [node], Xt, est.predict(Xt),
@@ -255,10 +257,8 @@ def model_linear_svc_binary():
 
 
 def model_linear_svc_multi():
-    X, y, pool = classification(4, seed=7, labels=[-3, 0, 5, 11])
-    est = LinearSVC(max_iter=20000).fit(X, y)
-    Xt = pick_test(pool,
-                   lambda A: top2_gap(est.decision_function(A)))
+    est, Xt = fit_classifier(LinearSVC(max_iter=20000), top2_gap,
+                             4, seed=7, labels=[-3, 0, 5, 11])
     node = linear_classifier(est.coef_, est.intercept_, est.classes_, "NONE")
     return classifier("linear_svc_multi", [node], Xt, est.predict(Xt),
                       est.decision_function(Xt), tol(1e-4, 1e-4))
@@ -267,10 +267,9 @@ def model_linear_svc_multi():
 def model_linear_svc_svm_op():
     """LinearSVC without intercept as an SVMClassifier with no support
     vectors: coefficients are the [classes, features] weights, rho = [0]."""
-    X, y, pool = classification(3, seed=8, labels=[4, 5, 6])
-    est = LinearSVC(fit_intercept=False, max_iter=20000).fit(X, y)
-    Xt = pick_test(pool,
-                   lambda A: top2_gap(est.decision_function(A)))
+    est, Xt = fit_classifier(
+        LinearSVC(fit_intercept=False, max_iter=20000), top2_gap,
+        3, seed=8, labels=[4, 5, 6])
     node = helper.make_node("SVMClassifier", ["X"], ["label", "scores"],
                             domain=ML, kernel_type="LINEAR",
                             coefficients=f32(est.coef_), rho=[0.0],
@@ -302,11 +301,10 @@ def make_svr(kernel):
 
 def make_svc(kernel, n_classes):
     def build():
-        X, y, pool = classification(n_classes, seed=30 + n_classes,
-                                    labels=[2, 5, 9][:n_classes])
-        est = SVC(kernel=kernel, C=1.0, decision_function_shape="ovo",
-                  **SVM_KERNELS[kernel]).fit(X, y)
-        Xt = pick_test(pool, lambda A: abs_margin(est.decision_function(A)))
+        est, Xt = fit_classifier(
+            SVC(kernel=kernel, C=1.0, decision_function_shape="ovo",
+                **SVM_KERNELS[kernel]), abs_margin,
+            n_classes, seed=30 + n_classes, labels=[2, 5, 9][:n_classes])
         node = svm_classifier(est)
         d = est.decision_function(Xt)
         # Two classes: libsvm's decision value is -d; the op scores
@@ -323,12 +321,11 @@ def make_svc_proba(kernel, n_classes):
     couples in float64 and the op in float32, both running the same
     iteration to the same stopping rule."""
     def build():
-        X, y, pool = classification(n_classes, seed=40 + n_classes,
-                                    labels=[1, 3, 6][:n_classes])
-        est = SVC(kernel=kernel, probability=True, random_state=0,
-                  decision_function_shape="ovo",
-                  **SVM_KERNELS[kernel]).fit(X, y)
-        Xt = pick_test(pool, lambda A: abs_margin(est.decision_function(A)))
+        est, Xt = fit_classifier(
+            SVC(kernel=kernel, probability=True, random_state=0,
+                decision_function_shape="ovo", **SVM_KERNELS[kernel]),
+            abs_margin, n_classes, seed=40 + n_classes,
+            labels=[1, 3, 6][:n_classes])
         node = svm_classifier(est, with_proba=True)
         name = "svc_%s_proba_%s" % (kernel, "binary" if n_classes == 2
                                     else "multi")

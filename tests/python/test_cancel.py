@@ -133,6 +133,14 @@ class Cancel(unittest.TestCase):
     def assert_idle(self):
         self.wait_status('an empty queue and no run', lambda s: s.queue_depth == 0 and s.in_flight == 0)
 
+    def assert_runs_since(self, before, runs):
+        """Once the worker is idle, exactly `runs` runs happened since the
+        status `before`; returns the status now."""
+        self.assert_idle()
+        after = self.status()
+        self.assertEqual(after.runs_total - before.runs_total, runs, after)
+        return after
+
     def start_blocker(self):
         """A big request whose run occupies the worker's only thread."""
         self.assert_idle()
@@ -158,9 +166,7 @@ class Cancel(unittest.TestCase):
         self.assertFalse(blocker[0].done(), 'the big run ended too early for this test')
         self.assertEqual(s.queue_depth, 0)
         self.assert_correct(*blocker)
-        self.assert_idle()
-        after = self.status()
-        self.assertEqual(after.runs_total - before.runs_total, 1, after)
+        after = self.assert_runs_since(before, 1)
         self.assertEqual(after.runs_discarded, before.runs_discarded)
 
     def test_b_deadline_queued(self):
@@ -175,9 +181,7 @@ class Cancel(unittest.TestCase):
                          lambda s: s.runs_cancelled - before.runs_cancelled == 3)
         self.assertFalse(blocker[0].done(), 'the big run ended too early for this test')
         self.assert_correct(*blocker)
-        self.assert_idle()
-        after = self.status()
-        self.assertEqual(after.runs_total - before.runs_total, 1, after)
+        self.assert_runs_since(before, 1)
 
     def test_c_cancel_running(self):
         before = self.status()
@@ -201,11 +205,9 @@ class Cancel(unittest.TestCase):
         self.assertTrue(sent[1][0].cancel())
         self.assert_correct(*sent[0])
         self.assert_correct(*sent[2])
-        self.assert_idle()
-        after = self.status()
         # The opener, then one batch of the two others ran; the cancelled
         # one never left the coordinator.
-        self.assertEqual(after.runs_total - before.runs_total, 2, after)
+        after = self.assert_runs_since(before, 2)
         self.assertEqual(after.runs_cancelled, before.runs_cancelled)
 
     def test_e_cancel_whole_batch(self):
@@ -228,8 +230,7 @@ class Cancel(unittest.TestCase):
                          lambda s: s.runs_cancelled - before.runs_cancelled >= 1)
         self.assert_correct(*blocker)
         self.assert_correct(*opener)
-        self.assert_idle()
-        self.assertEqual(self.status().runs_total - before.runs_total, 2)
+        self.assert_runs_since(before, 2)
 
     def test_z_still_serving(self):
         for model in ('slow', 'slow_batched', 'slow_batched_short'):

@@ -3,11 +3,9 @@ crash or exhaust a daemon is refused with its exact gRPC status, and the
 daemon still serves a good request afterwards. docs/LIMITS.md lists the
 limits these tests hold the daemons to.
 """
-import atexit
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import unittest
@@ -25,18 +23,7 @@ MODEL = 'mlp'
 WORKER = '/tessera.worker.v1.Worker/'
 
 
-def _compile_worker_proto():
-    out = tempfile.mkdtemp(prefix='tessera_worker_pb2_')
-    atexit.register(shutil.rmtree, out, True)
-    subprocess.run(['protoc', '--proto_path=' + os.path.join(kserve.SOURCE, 'proto'),
-                    '--python_out=' + out, 'worker.proto'], check=True)
-    sys.path.insert(0, out)
-    import worker_pb2
-    sys.path.remove(out)
-    return worker_pb2
-
-
-wpb = _compile_worker_proto()
+wpb, = kserve.compile_protos('worker.proto')
 
 
 def _wrap(number, payload):

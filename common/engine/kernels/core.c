@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernel_util.h"
 #include "ops.h"
 
 /* ---- shared helpers ------------------------------------------------------ */
@@ -740,13 +741,6 @@ static int constant_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
   return TS_OK;
 }
 
-static void constant_release(ts_node *n) {
-  ts_tensor *t = n->params;
-  if (t) ts_tensor_free(t);
-  free(t);
-  n->params = NULL;
-}
-
 static int constant_infer(const ts_node *n, const ts_tensor *const *in,
                           ts_tensor *out, ts_err *err) {
   (void)in;
@@ -766,7 +760,7 @@ static int constant_run(const ts_node *n, const ts_tensor *const *in,
 const ts_op ts_op_Constant = {
     .domain = "", .name = "Constant",
     .min_inputs = 0, .max_inputs = 0, .min_outputs = 1, .max_outputs = 1,
-    .prepare = constant_prepare, .release = constant_release,
+    .prepare = constant_prepare, .release = ts_kernel_release_tensor,
     .infer = constant_infer, .run = constant_run,
 };
 

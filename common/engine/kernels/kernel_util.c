@@ -97,6 +97,13 @@ int ts_kernel_axis(const ts_node *n, int64_t axis, int rank, const char *what,
   return TS_OK;
 }
 
+void ts_kernel_release_tensor(ts_node *n) {
+  ts_tensor *t = n->params;
+  if (t) ts_tensor_free(t);
+  free(t);
+  n->params = NULL;
+}
+
 /* ---- dtypes ------------------------------------------------------------ */
 
 int ts_kernel_slot(ts_dtype t) {

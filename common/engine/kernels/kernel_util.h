@@ -94,4 +94,8 @@ int ts_kernel_ints(const ts_node *n, const ts_tensor *t, const char *what,
  * of range. */
 int ts_kernel_axis(const ts_node *n, int64_t axis, int rank, const char *what,
                    int *out, ts_err *err);
+
+/* The release of ops whose params are one heap ts_tensor their prepare made
+ * (Constant, ConstantOfShape): frees its data and itself; NULL is allowed. */
+void ts_kernel_release_tensor(ts_node *n);
 #endif

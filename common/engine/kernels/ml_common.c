@@ -216,24 +216,30 @@ void *ts_ml_scratch_or_fail(const ts_node *n, ts_kctx *ctx, size_t bytes,
   return p;
 }
 
+/* Checks x against the model's feature count and gives the output dims
+ * {rows of x, cols}: the shape regressors and classifiers share. */
+static int output_dims(const ts_node *n, const ts_tensor *x, int64_t features,
+                       int64_t cols, int64_t dims[2], ts_err *err) {
+  int64_t x_cols;
+  dims[1] = cols;
+  return ts_ml_check_input(n, x, features, &dims[0], &x_cols, err);
+}
+
 int ts_ml_infer_regressor(const ts_node *n, const ts_tensor *x,
                           int64_t features, int64_t cols, ts_tensor *out,
                           ts_err *err) {
-  int64_t rows, x_cols;
-  int rc = ts_ml_check_input(n, x, features, &rows, &x_cols, err);
+  int64_t dims[2];
+  int rc = output_dims(n, x, features, cols, dims, err);
   if (rc) return rc;
-  int64_t dims[2] = {rows, cols};
   return ts_tensor_set_shape(&out[0], TS_DTYPE_FLOAT, dims, 2, err);
 }
 
 int ts_ml_infer_classifier(const ts_node *n, const ts_tensor *x,
                            int64_t features, int64_t cols, ts_tensor *out,
                            ts_err *err) {
-  int64_t rows, x_cols;
-  int rc = ts_ml_check_input(n, x, features, &rows, &x_cols, err);
-  if (rc) return rc;
-  int64_t dims[2] = {rows, cols};
-  rc = ts_tensor_set_shape(&out[0], TS_DTYPE_INT64, dims, 1, err);
+  int64_t dims[2];
+  int rc = output_dims(n, x, features, cols, dims, err);
+  if (!rc) rc = ts_tensor_set_shape(&out[0], TS_DTYPE_INT64, dims, 1, err);
   if (!rc && n->n_outputs > 1)
     rc = ts_tensor_set_shape(&out[1], TS_DTYPE_FLOAT, dims, 2, err);
   return rc;

@@ -198,4 +198,16 @@ int64_t ts_ml_argmax_first(const float *s, int64_t c);
                              .infer = infer_fn,                    \
                              .run = run_fn}
 
+/* An ML_OP whose run_fn reads input X as floats: the op's run converts X
+ * (ts_ml_input_floats) and calls run_fn(n, x, rows, out, ctx, err). */
+#define ML_MODEL_OP(sym, op_type, max_out, prepare_fn, infer_fn, run_fn) \
+  static int sym##_run(const ts_node *n, const ts_tensor *const *in,    \
+                       ts_tensor *out, ts_kctx *ctx, ts_err *err) {     \
+    const float *x;                                                     \
+    int64_t rows;                                                       \
+    int rc = ts_ml_input_floats(n, in[0], ctx, &x, &rows, err);         \
+    return rc ? rc : run_fn(n, x, rows, out, ctx, err);                 \
+  }                                                                     \
+  ML_OP(sym, op_type, max_out, prepare_fn, infer_fn, sym##_run)
+
 #endif

@@ -82,13 +82,10 @@ static int linear_regressor_infer(const ts_node *n, const ts_tensor *const *in,
   return ts_ml_infer_regressor(n, in[0], p->features, p->rows, out, err);
 }
 
-static int linear_regressor_run(const ts_node *n, const ts_tensor *const *in,
+static int linear_regressor_run(const ts_node *n, const float *x, int64_t rows,
                                 ts_tensor *out, ts_kctx *ctx, ts_err *err) {
+  (void)ctx, (void)err;
   const linear_params *p = n->params;
-  const float *x;
-  int64_t rows;
-  int rc = ts_ml_input_floats(n, in[0], ctx, &x, &rows, err);
-  if (rc) return rc;
   ts_ml_gemm_xwt(x, p->coef, rows, p->rows, p->features, p->intercepts, 0.0f,
                  out[0].data);
   ts_ml_apply_post(p->post, out[0].data, rows, p->rows);
@@ -150,13 +147,9 @@ static int64_t label_of(const int64_t *labels, int64_t k) {
   return labels ? labels[k] : k;
 }
 
-static int linear_classifier_run(const ts_node *n, const ts_tensor *const *in,
+static int linear_classifier_run(const ts_node *n, const float *x, int64_t rows,
                                  ts_tensor *out, ts_kctx *ctx, ts_err *err) {
   const linear_params *p = n->params;
-  const float *x;
-  int64_t rows;
-  int rc = ts_ml_input_floats(n, in[0], ctx, &x, &rows, err);
-  if (rc) return rc;
   int64_t *y = out[0].data;
   float *z = n->n_outputs > 1 ? out[1].data : NULL;
   float *raw = z;
@@ -190,7 +183,8 @@ static int linear_classifier_run(const ts_node *n, const ts_tensor *const *in,
 
 /* ---- the op table's rows ------------------------------------------------- */
 
-ML_OP(ml_linear_regressor, "LinearRegressor", 1, linear_regressor_prepare,
-      linear_regressor_infer, linear_regressor_run);
-ML_OP(ml_linear_classifier, "LinearClassifier", 2, linear_classifier_prepare,
-      linear_classifier_infer, linear_classifier_run);
+ML_MODEL_OP(ml_linear_regressor, "LinearRegressor", 1, linear_regressor_prepare,
+            linear_regressor_infer, linear_regressor_run);
+ML_MODEL_OP(ml_linear_classifier, "LinearClassifier", 2,
+            linear_classifier_prepare, linear_classifier_infer,
+            linear_classifier_run);

@@ -11,9 +11,29 @@
 
 /* ---- Normalizer and Scaler ----------------------------------------------- */
 
+/* Both ops convert input 0 to float into the output (of the input's shape)
+ * and then change each row in place: their params start with that step. */
+typedef void (*row_fn)(const void *params, float *row, int64_t cols);
+
+static int rows_run(const ts_node *n, const ts_tensor *const *in,
+                    ts_tensor *out, ts_kctx *ctx, ts_err *err) {
+  (void)ctx, (void)err;
+  const row_fn *row = n->params; /* the first member of either params */
+  int64_t rows = ts_ml_input_rows(in[0]);
+  int64_t cols = in[0]->dims[in[0]->rank - 1];
+  float *y = out[0].data;
+  ts_ml_convert_to_float(in[0], y, (size_t)(rows * cols));
+  for (int64_t r = 0; r < rows && cols > 0; r++)
+    (*row)(n->params, y + r * cols, cols);
+  return TS_OK;
+}
+
 typedef struct norm_params {
+  row_fn row;
   norm_kind norm;
 } norm_params;
+
+static void normalize_row(const void *params, float *row, int64_t cols);
 
 static int normalizer_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
@@ -24,7 +44,7 @@ static int normalizer_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
     rc = ts_ml_get_enum(n, "norm", norm_names, NORM_COUNT,
                         (1u << NORM_COUNT) - 1, NORM_MAX, &norm, err);
   if (rc) return rc;
-  norm_params p = {(norm_kind)norm};
+  norm_params p = {normalize_row, (norm_kind)norm};
   return ts_ml_params_store(n, &p, sizeof p, 0, NULL, err);
 }
 
@@ -40,46 +60,40 @@ static int same_shape_infer(const ts_node *n, const ts_tensor *const *in,
 
 /* Each row divided by its max (not max |x|, as the spec and onnxruntime
  * define MAX), its L1 norm or its L2 norm; rows whose norm is 0 are copied. */
-static int normalizer_run(const ts_node *n, const ts_tensor *const *in,
-                          ts_tensor *out, ts_kctx *ctx, ts_err *err) {
-  (void)ctx, (void)err;
-  const norm_params *p = n->params;
-  int64_t rows = ts_ml_input_rows(in[0]);
-  int64_t cols = in[0]->dims[in[0]->rank - 1];
-  float *y = out[0].data;
-  ts_ml_convert_to_float(in[0], y, (size_t)(rows * cols));
-  for (int64_t r = 0; r < rows && cols > 0; r++) {
-    float *row = y + r * cols, d = 0;
-    switch (p->norm) {
-      case NORM_MAX:
-        d = row[0];
-        for (int64_t j = 1; j < cols; j++) d = row[j] > d ? row[j] : d;
-        break;
-      case NORM_L1:
-        for (int64_t j = 0; j < cols; j++) d += fabsf(row[j]);
-        break;
-      default:
-        for (int64_t j = 0; j < cols; j++) d += row[j] * row[j];
-        d = sqrtf(d);
-        break;
-    }
-    if (d == 0) continue;
-    for (int64_t j = 0; j < cols; j++) row[j] /= d;
+static void normalize_row(const void *params, float *row, int64_t cols) {
+  const norm_params *p = params;
+  float d = 0;
+  switch (p->norm) {
+    case NORM_MAX:
+      d = row[0];
+      for (int64_t j = 1; j < cols; j++) d = row[j] > d ? row[j] : d;
+      break;
+    case NORM_L1:
+      for (int64_t j = 0; j < cols; j++) d += fabsf(row[j]);
+      break;
+    default:
+      for (int64_t j = 0; j < cols; j++) d += row[j] * row[j];
+      d = sqrtf(d);
+      break;
   }
-  return TS_OK;
+  if (d == 0) return;
+  for (int64_t j = 0; j < cols; j++) row[j] /= d;
 }
 
 typedef struct scaler_params {
+  row_fn row;
   const float *offset, *scale; /* NULL: 0 and 1 */
   int64_t n_offset, n_scale;   /* 1 broadcasts; else one per feature */
 } scaler_params;
+
+static void scale_row(const void *params, float *row, int64_t cols);
 
 /* Scaler: y = (x - offset) * scale; each of offset and scale is absent, one
  * value for every feature, or one value per feature. */
 static int scaler_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
   (void)g;
   static const char *const known[] = {"offset", "scale", NULL};
-  scaler_params p = {0};
+  scaler_params p = {.row = scale_row};
   size_t n_off = 0, n_scale = 0;
   int rc = ts_node_check_attrs(n, known, err);
   if (!rc) rc = ts_ml_get_floats(n, "offset", false, &p.offset, &n_off, err);
@@ -114,28 +128,18 @@ static int scaler_infer(const ts_node *n, const ts_tensor *const *in,
   return TS_OK;
 }
 
-static int scaler_run(const ts_node *n, const ts_tensor *const *in,
-                      ts_tensor *out, ts_kctx *ctx, ts_err *err) {
-  (void)ctx, (void)err;
-  const scaler_params *p = n->params;
-  int64_t rows = ts_ml_input_rows(in[0]);
-  int64_t cols = in[0]->dims[in[0]->rank - 1];
-  float *y = out[0].data;
-  ts_ml_convert_to_float(in[0], y, (size_t)(rows * cols));
+static void scale_row(const void *params, float *row, int64_t cols) {
+  const scaler_params *p = params;
   int64_t off_step = p->n_offset > 1, scale_step = p->n_scale > 1;
-  for (int64_t r = 0; r < rows; r++) {
-    float *row = y + r * cols;
-    for (int64_t j = 0; j < cols; j++) {
-      float o = p->offset ? p->offset[j * off_step] : 0.0f;
-      float s = p->scale ? p->scale[j * scale_step] : 1.0f;
-      row[j] = (row[j] - o) * s;
-    }
+  for (int64_t j = 0; j < cols; j++) {
+    float o = p->offset ? p->offset[j * off_step] : 0.0f;
+    float s = p->scale ? p->scale[j * scale_step] : 1.0f;
+    row[j] = (row[j] - o) * s;
   }
-  return TS_OK;
 }
 
 /* ---- the op table's rows ------------------------------------------------- */
 
 ML_OP(ml_normalizer, "Normalizer", 1, normalizer_prepare, same_shape_infer,
-      normalizer_run);
-ML_OP(ml_scaler, "Scaler", 1, scaler_prepare, scaler_infer, scaler_run);
+      rows_run);
+ML_OP(ml_scaler, "Scaler", 1, scaler_prepare, scaler_infer, rows_run);

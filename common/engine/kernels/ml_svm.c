@@ -220,13 +220,9 @@ static int svm_regressor_infer(const ts_node *n, const ts_tensor *const *in,
   return ts_ml_infer_regressor(n, in[0], p->features, 1, out, err);
 }
 
-static int svm_regressor_run(const ts_node *n, const ts_tensor *const *in,
+static int svm_regressor_run(const ts_node *n, const float *x, int64_t rows,
                              ts_tensor *out, ts_kctx *ctx, ts_err *err) {
   const svm_params *p = n->params;
-  const float *x;
-  int64_t rows;
-  int rc = ts_ml_input_floats(n, in[0], ctx, &x, &rows, err);
-  if (rc) return rc;
   float *y = out[0].data;
   if (p->linear_mode) {
     ts_ml_gemm_xwt(x, p->coef, rows, 1, p->features, NULL, p->rho[0], y);
@@ -536,13 +532,9 @@ static int64_t linear_svm_binary_label(const svm_params *p, const float *s) {
   return p->labels[best];
 }
 
-static int svm_classifier_run(const ts_node *n, const ts_tensor *const *in,
+static int svm_classifier_run(const ts_node *n, const float *x, int64_t rows,
                               ts_tensor *out, ts_kctx *ctx, ts_err *err) {
   const svm_params *p = n->params;
-  const float *x;
-  int64_t rows;
-  int rc = ts_ml_input_floats(n, in[0], ctx, &x, &rows, err);
-  if (rc) return rc;
   int64_t *y = out[0].data;
   float *z = n->n_outputs > 1 ? out[1].data : NULL;
   if (rows == 0) return TS_OK;
@@ -566,7 +558,7 @@ static int svm_classifier_run(const ts_node *n, const ts_tensor *const *in,
 
 /* ---- the op table's rows ------------------------------------------------- */
 
-ML_OP(ml_svm_regressor, "SVMRegressor", 1, svm_regressor_prepare,
-      svm_regressor_infer, svm_regressor_run);
-ML_OP(ml_svm_classifier, "SVMClassifier", 2, svm_classifier_prepare,
-      svm_classifier_infer, svm_classifier_run);
+ML_MODEL_OP(ml_svm_regressor, "SVMRegressor", 1, svm_regressor_prepare,
+            svm_regressor_infer, svm_regressor_run);
+ML_MODEL_OP(ml_svm_classifier, "SVMClassifier", 2, svm_classifier_prepare,
+            svm_classifier_infer, svm_classifier_run);

@@ -214,13 +214,6 @@ static int prepare_cos(ts_node *n, const ts_graph *g, ts_err *err) {
   return TS_OK;
 }
 
-static void release_cos(ts_node *n) {
-  ts_tensor *v = n->params;
-  if (v) ts_tensor_free(v);
-  free(v);
-  n->params = NULL;
-}
-
 static int infer_cos(const ts_node *n, const ts_tensor *const *in,
                      ts_tensor *out, ts_err *err) {
   const ts_tensor *v = n->params;
@@ -253,8 +246,8 @@ static int run_cos(const ts_node *n, const ts_tensor *const *in,
 }
 
 const ts_op ts_op_ConstantOfShape = {"", "ConstantOfShape", 1, 1, 1, 1,
-                                     prepare_cos, release_cos, infer_cos,
-                                     run_cos};
+                                     prepare_cos, ts_kernel_release_tensor,
+                                     infer_cos, run_cos};
 
 
 /* ---- Range -------------------------------------------------------------- */
