@@ -21,6 +21,8 @@ failing.
              server with another CA's certificate, nothing reaches it either
              (the coordinator verifies); naming a server with a valid
              certificate, shards arrive (the control: the fake records).
+             The same with real workers that --join: a client certificate
+             is refused and sent nothing, a worker certificate serves.
   Tokens     --auth-token-file: none / malformed / unknown / prefix of a
              token: UNAUTHENTICATED; infer token on admin and repository
              calls: PERMISSION_DENIED; tokens never stand in for a worker
@@ -460,6 +462,44 @@ class RogueWorker(SecurityCase):
         # The other CA's server was reached, and refused by the coordinator.
         self.assertRegex(cluster.log(), r'worker \d+: %s is down: .*certificate verify failed'
                          % re.escape(fakes['other_ca'].address))
+
+
+    def test_join(self):
+        """Real workers that --join: one whose certificate is a client's is
+        refused and sent nothing; one with a worker certificate is sent the
+        shards and the model answers as torch does."""
+        tmp = tempfile.mkdtemp(prefix='tessera_join_')
+        self.addCleanup(shutil.rmtree, tmp, True)
+        cluster = self.enterContext(TlsCluster(
+            models=[('mlp', export_models.export('mlp', tmp))], local_workers=0,
+            wait_ready=False, extra_args=tls_args('coordinator'), start_timeout=60))
+
+        def join(cert):
+            return self.enterContext(kserve.Worker(
+                extra_args=tls_args(cert) + ['--join', cluster.address], start_timeout=30))
+
+        rogue = join('client')
+        deadline = time.monotonic() + WAIT
+        refused = (r'cannot register with coordinator %s \(retrying every \d+ ms\): .*'
+                   r'this call needs a certificate of role worker' % re.escape(cluster.address))
+        while not re.search(refused, rogue.log()):
+            self.assertLess(time.monotonic(), deadline, rogue.log())
+            time.sleep(0.05)
+        good = join('worker0')
+        deadline = time.monotonic() + WAIT
+        while not cluster.client.model_ready('mlp'):
+            self.assertLess(time.monotonic(), deadline, cluster.log()[-3000:])
+            time.sleep(0.05)
+        self.assertMatchesTorch(cluster.client, seed=9)
+        listed = {w.address for w in cluster.client.cluster_status().workers}
+        self.assertEqual(listed, {good.address})
+
+        def held(w):
+            with TlsClient(w.address, 'coordinator') as c:
+                return c.worker('Status', wpb.StatusRequest()).shards
+
+        self.assertTrue(held(good))
+        self.assertEqual(list(held(rogue)), [])
 
 
 class Tokens(SecurityCase, kserve.ClusterTestCase):
