@@ -28,6 +28,9 @@ failing.
              calls: PERMISSION_DENIED; tokens never stand in for a worker
              certificate; the CLI's --token and TESSERA_TOKEN; SIGHUP adds
              and revokes tokens, a broken file keeps the old ones.
+  Identities certificates of the cluster's CA with a look-alike SPIFFE ID
+             (in a DNS or email SAN, another or a prefix trust domain, an
+             unknown role): no role; --trust-domain moves the domain.
   StartUp    plaintext off loopback refused (exit 2, the message says how)
              unless --insecure, for both daemons; what counts as loopback.
 """
@@ -149,7 +152,7 @@ class TlsClient(admin.AdminClient):
 
 class TlsCluster(kserve.Cluster):
     """kserve.Cluster whose readiness probe and self.client are a TlsClient
-    with certificate `cert` (or a token)."""
+    with certificate `client_cert` (None: none) and bearer `token`."""
 
     def __init__(self, client_cert='admin', token=None, **kw):
         super().__init__(**kw)
@@ -704,7 +707,7 @@ class StartUp(SecurityCase):
 
     def test_plaintext_off_loopback_refused(self):
         for daemon in ('tessera-coordinator', 'tessera-worker'):
-            for listen in ('0.0.0.0:0', '[::]:0', ':0', '10.1.2.3:0', '127.0.0.1.nip.io:0',
+            for listen in ('0.0.0.0:0', '[::]:0', '[::2]:0', ':0', '10.1.2.3:0', '127.0.0.1.nip.io:0',
                            '127.example:0', 'localhost.example.com:0', '0177.0.0.1:0'):
                 with self.subTest(daemon=daemon, listen=listen):
                     err = self.refused(daemon, '--listen', listen)
