@@ -708,7 +708,8 @@ class StartUp(SecurityCase):
     def test_plaintext_off_loopback_refused(self):
         for daemon in ('tessera-coordinator', 'tessera-worker'):
             for listen in ('0.0.0.0:0', '[::]:0', '[::2]:0', ':0', '10.1.2.3:0',
-                           '127.0.0.1.nip.io:0', '127.example:0', 'localhost.example.com:0', '0177.0.0.1:0'):
+                           '127.0.0.1.nip.io:0', '127.example:0',
+                           'localhost.example.com:0', '0177.0.0.1:0'):
                 with self.subTest(daemon=daemon, listen=listen):
                     err = self.refused(daemon, '--listen', listen)
                     self.assertIn(
