@@ -32,7 +32,8 @@ failing.
              (in a DNS or email SAN, another or a prefix trust domain, an
              unknown role): no role; --trust-domain moves the domain.
   StartUp    plaintext off loopback refused (exit 2, the message says how)
-             unless --insecure, for both daemons; what counts as loopback.
+             unless --insecure, for both daemons; what counts as loopback; TLS
+             options that go together; bad token files (exit 1, file:line).
 """
 import concurrent.futures
 import os
@@ -689,10 +690,10 @@ class Identities(SecurityCase):
 class StartUp(SecurityCase):
     """The loopback rule and the options' consistency, at start-up."""
 
-    def refused(self, daemon, *args):
+    def refused(self, daemon, *args, status=2):
         p = subprocess.run([kserve.binary(daemon)] + list(args), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, universal_newlines=True, timeout=30)
-        self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+        self.assertEqual(p.returncode, status, p.stdout + p.stderr)
         self.assertNotIn('listening on', p.stdout)
         return p.stderr
 
@@ -739,6 +740,29 @@ class StartUp(SecurityCase):
         err = self.refused('tessera-coordinator', '--listen', '127.0.0.1:0',
                            '--auth-token-file', tokens)
         self.assertIn('--auth-token-file needs TLS', err)
+
+
+    def test_token_file_errors(self):
+        tmp = self.enterContext(tempfile.TemporaryDirectory(prefix='tessera_tokens_'))
+        files = {'role': 'tok superuser\n', 'extra': 'tok infer more\n', 'empty': '# none\n',
+                 'long': 'x' * 600 + ' admin\n'}
+        for name, text in files.items():
+            with open(os.path.join(tmp, name), 'w') as f:
+                f.write(text)
+        want = {'role': r":1: expected 'TOKEN ROLE' with ROLE infer or admin",
+                'extra': r":1: expected 'TOKEN ROLE'", 'long': r":1: expected 'TOKEN ROLE'",
+                'empty': r': no token$', 'missing': r"': No such file or directory$"}
+        for name, pattern in want.items():
+            with self.subTest(file=name):
+                path = os.path.join(tmp, name)
+                err = self.refused('tessera-coordinator', '--listen', '127.0.0.1:0',
+                                   *tls_args('coordinator'), '--auth-token-file', path,
+                                   status=1)
+                self.assertRegex(err, r'(?m)^tessera-coordinator: --auth-token-file \'?'
+                                 + re.escape(path) + pattern)  # quoted when unreadable
+        err = self.refused('tessera-worker', '--listen', '127.0.0.1:0', *tls_args('worker0'),
+                           '--auth-token-file', os.path.join(tmp, 'role'))
+        self.assertIn('tessera-worker: --auth-token-file is for the coordinator', err)
 
 
 if __name__ == '__main__':
