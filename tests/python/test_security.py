@@ -27,7 +27,8 @@ failing.
              token: UNAUTHENTICATED; infer token on admin and repository
              calls: PERMISSION_DENIED; tokens never stand in for a worker
              certificate; the CLI's --token and TESSERA_TOKEN; SIGHUP adds
-             and revokes tokens, a broken file keeps the old ones.
+             and revokes tokens, a broken file keeps the old ones, and
+             requests under a kept token never fail across reloads.
   Identities certificates of the cluster's CA with a look-alike SPIFFE ID
              (in a DNS or email SAN, another or a prefix trust domain, an
              unknown role): no role; --trust-domain moves the domain.
@@ -43,6 +44,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -620,6 +622,22 @@ class Tokens(SecurityCase, kserve.ClusterTestCase):
         keep = [TOKENS['infer'] + ' infer', TOKENS['admin'] + ' admin']
         self.assertTrue(old.server_live())
         self.assertCode(UNAUTHENTICATED, '^unknown bearer token$', new.server_live)
+        # Requests of a kept token go on through every reload, unharmed.
+        inputs, want = mlp_inputs(4, seed=10)
+        loader, stop, answers = self.caller(TOKENS['infer']), threading.Event(), []
+
+        def load():
+            while not stop.is_set():
+                try:
+                    got = loader.infer('mlp', inputs)['log_probs']
+                    answers.append(np.allclose(got, want['log_probs'], rtol=RTOL, atol=ATOL))
+                except grpc.RpcError as e:
+                    answers.append('%s: %s' % (e.code(), e.details()))
+
+        thread = threading.Thread(target=load)
+        thread.start()
+        self.addCleanup(thread.join)
+        self.addCleanup(stop.set)
         try:
             sighup(keep + ['rotated-new-0d9e admin'], r'auth: 3 token\(s\) from ')
             self.assertTrue(new.cluster_status().workers)
@@ -632,6 +650,10 @@ class Tokens(SecurityCase, kserve.ClusterTestCase):
             self.assertEqual(reloads(), n)
             self.assertTrue(new.cluster_status().workers)
             self.assertCode(UNAUTHENTICATED, '^unknown bearer token$', old.server_live)
+            stop.set()
+            thread.join()
+            self.assertTrue(answers)
+            self.assertEqual([a for a in answers if a is not True], [])
         finally:
             self.write_tokens(keep + ['rotated-old-71c3 infer'])
 
