@@ -25,7 +25,8 @@ failing.
              is refused and sent nothing, a worker certificate serves.
   Tokens     --auth-token-file: none / malformed / unknown / prefix of a
              token: UNAUTHENTICATED; infer token on admin and repository
-             calls: PERMISSION_DENIED; tokens never stand in for a worker
+             calls: PERMISSION_DENIED (and unload nothing), the admin token
+             unloads and loads; tokens never stand in for a worker
              certificate; the CLI's --token and TESSERA_TOKEN; SIGHUP adds
              and revokes tokens, a broken file keeps the old ones, and
              requests under a kept token never fail across reloads.
@@ -516,9 +517,14 @@ class Tokens(SecurityCase, kserve.ClusterTestCase):
         cls.token_file = os.path.join(tmp, 'tokens')
         cls.write_tokens(['# comment', '', TOKENS['infer'] + ' infer',
                           TOKENS['admin'] + ' admin', 'rotated-old-71c3 infer'])
+        path = export_models.export('mlp', tmp)
+        repo = os.path.join(tmp, 'repository')
+        os.makedirs(os.path.join(repo, 'repo_mlp'))
+        shutil.copy(path, os.path.join(repo, 'repo_mlp', 'model.onnx'))
         return {'client_cert': None, 'token': TOKENS['admin'], 'local_workers': 1,
-                'models': [('mlp', export_models.export('mlp', tmp))], 'start_timeout': 60,
-                'extra_args': tls_args('coordinator') + ['--auth-token-file', cls.token_file]}
+                'models': [('mlp', path)], 'start_timeout': 60,
+                'extra_args': tls_args('coordinator') + ['--auth-token-file', cls.token_file,
+                                                         '--model-repository', repo]}
 
     @classmethod
     def write_tokens(cls, lines):
@@ -576,6 +582,20 @@ class Tokens(SecurityCase, kserve.ClusterTestCase):
         status = c.cluster_status()
         self.assertEqual(admin.model_state(status, 'mlp').state, 'READY')
         self.assertTrue(status.workers)
+
+    def test_repository(self):
+        user, root = self.caller(TOKENS['infer']), self.caller(TOKENS['admin'])
+        admin_only = r'^this call needs a token of role admin$'
+        self.assertCode(DENIED, admin_only, user.unload, 'repo_mlp')
+        self.assertCode(DENIED, admin_only, user.load, 'repo_mlp')
+        self.assertTrue(user.model_ready('repo_mlp'))  # the refused unload did nothing
+        self.assertEqual({m.name: m.state for m in root.repository_index()}.get('repo_mlp'),
+                         'READY')
+        root.unload('repo_mlp')
+        self.assertCode(grpc.StatusCode.NOT_FOUND, 'repo_mlp', user.infer, 'repo_mlp',
+                        mlp_inputs(1, seed=1)[0])
+        root.load('repo_mlp')
+        self.assertMatchesTorch(user, 'repo_mlp', seed=11)
 
     def test_token_is_not_a_worker_certificate(self):
         for c in (self.caller(TOKENS['admin']), self.caller(TOKENS['admin'], cert='client')):
