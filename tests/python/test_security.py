@@ -300,8 +300,7 @@ class MutualTls(SecurityCase):
 
     def test_plaintext_client_refused(self):
         self.assertCode(UNAVAILABLE, REFUSED_BY_SERVER, self.client(plaintext=True).server_live)
-        self.assertCode(UNAVAILABLE, REFUSED_BY_SERVER, TlsClient(self.workers[0].address,
-                                                    plaintext=True).worker,
+        self.assertCode(UNAVAILABLE, REFUSED_BY_SERVER, self.on_worker(0, plaintext=True).worker,
                         'Status', wpb.StatusRequest())
 
     def test_health_needs_no_role(self):
