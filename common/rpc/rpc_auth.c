@@ -212,23 +212,20 @@ bool ts_rpc_auth_has_tokens(const ts_rpc_auth *a) {
 /* ---- the check ---------------------------------------------------------- */
 
 /* The roles of the call's verified peer certificate: every SPIFFE ID among
- * its URI SANs in the trust domain. 0 for no (verified) certificate. */
+ * its URI SANs in the trust domain. 0 for no (verified) certificate. Only
+ * URI SANs count: gRPC's x509_subject_alternative_name property also holds
+ * the DNS, email and IP SANs, and a DNS SAN "spiffe://tessera/admin" is no
+ * SPIFFE ID (tests/python/test_security.py, Identities). */
 static unsigned peer_roles(const ts_rpc_auth *a, grpc_call *call) {
   grpc_auth_context *ctx = grpc_call_auth_context(call);
   if (!ctx) return 0;
   unsigned roles = 0;
   if (grpc_auth_context_peer_is_authenticated(ctx)) {
-    static const char *const names[] = {GRPC_PEER_URI_PROPERTY_NAME,
-                                        GRPC_X509_SAN_PROPERTY_NAME,
-                                        GRPC_PEER_SPIFFE_ID_PROPERTY_NAME};
-    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
-      grpc_auth_property_iterator it =
-          grpc_auth_context_find_properties_by_name(ctx, names[k]);
-      const grpc_auth_property *p;
-      while ((p = grpc_auth_property_iterator_next(&it)) != NULL)
-        roles |= ts_role_from_spiffe(p->value, p->value_length,
-                                     a->trust_domain);
-    }
+    grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(
+        ctx, GRPC_PEER_URI_PROPERTY_NAME);
+    const grpc_auth_property *p;
+    while ((p = grpc_auth_property_iterator_next(&it)) != NULL)
+      roles |= ts_role_from_spiffe(p->value, p->value_length, a->trust_domain);
   }
   grpc_auth_context_release(ctx);
   return roles;

@@ -365,8 +365,12 @@ class Cluster(Daemon):
             cmd += ['--model', m]
         return cmd + self.extra_args
 
+    def new_client(self):
+        """The Client of self.client (a subclass may give credentials)."""
+        return Client(self.address)
+
     def started(self):
-        self.client = Client(self.address)
+        self.client = self.new_client()
         deadline = time.monotonic() + self.start_timeout
         last = None
         while time.monotonic() < deadline:
@@ -394,7 +398,10 @@ class ClusterTestCase(unittest.TestCase):
     temporary directory self.tmp, asks cluster_options(tmp) for the Cluster's
     keyword arguments (the subclass writes its model files there) and starts
     it; self.cluster and self.client are then set. tearDownClass stops it
-    (failing if it does not exit cleanly) and removes the directory."""
+    (failing if it does not exit cleanly) and removes the directory.
+    cluster_class is the Cluster (sub)class it starts."""
+
+    cluster_class = Cluster
 
     @classmethod
     def cluster_options(cls, tmp):
@@ -405,7 +412,7 @@ class ClusterTestCase(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix='tessera_%s_' % cls.__name__)
         try:
-            cls.cluster = Cluster(**cls.cluster_options(cls.tmp))
+            cls.cluster = cls.cluster_class(**cls.cluster_options(cls.tmp))
             cls.cluster.__enter__()
         except BaseException:
             shutil.rmtree(cls.tmp, ignore_errors=True)
