@@ -33,12 +33,14 @@ static void reply_error(ts_rpc_call *call, const ts_err *err) {
 static ts_served_model *model_find(ts_frontend *fe, const char *name,
                                    const char *version, int need_ready,
                                    ts_err *err) {
-  ts_served_model *m = NULL;
-  if (version && version[0] && strcmp(version, "1") != 0)
-    ts_err_set(err, TS_ENOTFOUND, "model '%s' has no version '%s' (only 1)",
-               name, version);
-  else if (!(m = ts_registry_acquire(fe->registry, name)))
+  ts_served_model *m = ts_registry_acquire(fe->registry, name);
+  char served[TS_VERSION_STR_MAX];
+  if (!m)
     ts_err_set(err, TS_ENOTFOUND, "model '%s' is not loaded", name);
+  else if (version && version[0] &&
+           strcmp(version, ts_model_config_version_str(&m->config, served)))
+    ts_err_set(err, TS_ENOTFOUND, "model '%s' has no version '%s' (only %s)",
+               name, version, served);
   else if (need_ready && m->state != TS_MODEL_READY)
     ts_err_set(err, TS_EUNAVAILABLE, "model '%s' is not ready: %s", name,
                m->reason[0] ? m->reason : "loading");
@@ -145,7 +147,8 @@ static void handle_model_metadata(ts_rpc_call *call,
     for (int i = 0; i < m->n_outputs; i++)
       fill_meta(&metas[m->n_inputs + i], &m->outputs[i]);
     for (int i = 0; i < n; i++) ptrs[i] = &metas[i];
-    static char *versions[] = {"1"};
+    char served[TS_VERSION_STR_MAX];
+    char *versions[] = {ts_model_config_version_str(&m->config, served)};
     Inference__ModelMetadataResponse resp =
         INFERENCE__MODEL_METADATA_RESPONSE__INIT;
     resp.name = m->config.name;
@@ -475,8 +478,10 @@ static void handle_repository_index(ts_rpc_call *call,
   }
   typedef Inference__RepositoryIndexResponse__ModelIndex model_index;
   model_index *idx = calloc((size_t)(n ? n : 1), sizeof *idx);
+  char(*versions)[TS_VERSION_STR_MAX] =
+      calloc((size_t)(n ? n : 1), sizeof *versions);
   model_index **ptrs = calloc((size_t)(n ? n : 1), sizeof *ptrs);
-  if (!idx || !ptrs) {
+  if (!idx || !ptrs || !versions) {
     ts_rpc_call_fail(call, TS_ENOMEM, "out of memory");
   } else {
     size_t k = 0;
@@ -484,7 +489,8 @@ static void handle_repository_index(ts_rpc_call *call,
       if (ready_only && models[i]->state != TS_MODEL_READY) continue;
       inference__repository_index_response__model_index__init(&idx[k]);
       idx[k].name = models[i]->config.name;
-      idx[k].version = "1";
+      idx[k].version =
+          ts_model_config_version_str(&models[i]->config, versions[k]);
       idx[k].state = (char *)state_name(models[i]->state);
       idx[k].reason = models[i]->reason;
       ptrs[k] = &idx[k];
@@ -498,6 +504,7 @@ static void handle_repository_index(ts_rpc_call *call,
   }
   free(idx);
   free(ptrs);
+  free(versions);
   for (int i = 0; i < n; i++) ts_served_model_release(models[i]);
   free(models);
 }

@@ -235,7 +235,9 @@ int ts_model_api_statistics(const ts_served_model *m, ts_rpc_arena *arena,
   ts_coord_metrics_model_stats(m->config.name, &st);
   inference__model_statistics__init(out);
   out->name = (char *)m->config.name;
-  out->version = "1";
+  out->version = ts_model_config_version_str(
+      &m->config, ts_rpc_arena_calloc(arena, TS_VERSION_STR_MAX));
+  if (!out->version) return ts_err_set(err, TS_ENOMEM, "out of memory");
   out->last_inference = st.last_inference_ms;
   out->inference_count = st.inference_count;
   out->execution_count = st.execution_count;

@@ -12,9 +12,16 @@ requests add N successes, one bad request adds one failure, the inference
 count adds rows where the model batches, durations grow and never shrink,
 and last_inference falls inside the test's own wall-clock window.
 Unknown models and versions answer NOT_FOUND with a message naming them.
+
+A --model-repository in Triton's layout NAME/VERSION/model.onnx serves the
+newest version under its number; a layout Tessera does not understand
+stops the coordinator with the path at fault.
 """
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -212,6 +219,84 @@ class ModelApi(kserve.ClusterTestCase):
         names = sorted(s.name for s in self.stats())
         self.assertEqual(names, sorted(m.name for m in self.client.repository_index()))
         self.assertEqual(names, ['batched', 'ens', 'plain'])
+
+
+class TritonRepository(kserve.ClusterTestCase):
+    """--model-repository in Triton's layout NAME/VERSION/model.onnx: the
+    newest version is served and reported; other versions are NOT_FOUND."""
+
+    @classmethod
+    def cluster_options(cls, tmp):
+        repo = os.path.join(tmp, 'repository')
+        path = export_models.export('logistic', tmp)
+        for version in ('1', '3'):
+            os.makedirs(os.path.join(repo, 'lr', version))
+            with open(path, 'rb') as src, \
+                    open(os.path.join(repo, 'lr', version, 'model.onnx'), 'wb') as dst:
+                dst.write(src.read())
+        with open(os.path.join(repo, 'README.md'), 'w') as f:
+            f.write('a repository\n')
+        return {'extra_args': ['--model-repository', repo], 'local_workers': 1}
+
+    def test_newest_version_served(self):
+        self.assertEqual(list(self.client.model_metadata('lr').versions), ['3'])
+        self.assertEqual([(m.name, m.version) for m in self.client.repository_index()],
+                         [('lr', '3')])
+        inputs = export_models.make_inputs('logistic', 4, seed=1)
+        want = export_models.reference('logistic', inputs)
+        req = self.client.build_request('lr', inputs)
+        req.model_version = '3'
+        resp = self.client.infer_request(req)
+        self.assertEqual(resp.model_version, '3')
+        got = self.client.decode_response(resp)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
+        stats = self.client.kserve('ModelStatistics', pb.ModelStatisticsRequest(
+            name='lr', version='3')).model_stats
+        self.assertEqual([(s.name, s.version) for s in stats], [('lr', '3')])
+        self.assertEqual(stats[0].inference_stats.success.count, 1)
+
+    def test_other_version_not_found(self):
+        req = self.client.build_request('lr', export_models.make_inputs('logistic', 1))
+        req.model_version = '1'
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.client.infer_request(req)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+        self.assertEqual(cm.exception.details(), "model 'lr' has no version '1' (only 3)")
+
+
+class UnknownLayout(unittest.TestCase):
+    """A repository Tessera does not understand stops the coordinator with
+    the path at fault, instead of serving zero models."""
+
+    def check_refused(self, files, fault, why):
+        tmp = tempfile.mkdtemp(prefix='tessera_layout_')
+        try:
+            repo = os.path.join(tmp, 'repository')
+            for rel in files:
+                os.makedirs(os.path.dirname(os.path.join(repo, rel)), exist_ok=True)
+                with open(os.path.join(repo, rel), 'w') as f:
+                    f.write('x')
+            p = subprocess.run([kserve.binary('tessera-coordinator'), '--listen',
+                                '127.0.0.1:0', '--model-repository', repo],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               universal_newlines=True, timeout=60)
+            self.assertNotEqual(p.returncode, 0, p.stdout)
+            self.assertNotIn('listening on', p.stdout)
+            self.assertIn(os.path.join(repo, fault), p.stderr)
+            self.assertIn(why, p.stderr)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_flat_model_files(self):
+        self.check_refused(['mlp.onnx'], 'mlp.onnx', 'a model file at the top')
+
+    def test_other_framework(self):
+        self.check_refused(['resnet/1/model.savedmodel/saved_model.pb'], 'resnet/1',
+                           'a version directory without model.onnx')
+
+    def test_directory_without_model(self):
+        self.check_refused(['notes/todo.txt'], 'notes', 'not a model')
 
 
 if __name__ == '__main__':
