@@ -118,13 +118,18 @@ struct ts_batcher {
   atomic_int in_flight; /* batches dispatched, not yet done */
 };
 
-int ts_batcher_accepts(const ts_served_model *m, const ts_tensor *inputs) {
+int ts_batcher_batches(const ts_served_model *m) {
   if (m->config.max_batch <= 0 || m->config.is_ensemble || m->n_inputs == 0)
     return 0;
-  for (int i = 0; i < m->n_inputs; i++) {
+  for (int i = 0; i < m->n_inputs; i++)
     if (m->inputs[i].rank < 1 || m->inputs[i].dims[0] >= 0) return 0;
+  return 1;
+}
+
+int ts_batcher_accepts(const ts_served_model *m, const ts_tensor *inputs) {
+  if (!ts_batcher_batches(m)) return 0;
+  for (int i = 0; i < m->n_inputs; i++)
     if (inputs[i].dims[0] != inputs[0].dims[0]) return 0;
-  }
   return inputs[0].dims[0] > 0 && inputs[0].dims[0] <= m->config.max_batch;
 }
 

@@ -45,8 +45,11 @@ typedef void (*ts_batch_done_fn)(void *user, const ts_err *err,
 
 int ts_batcher_create(ts_membership *cluster, const ts_dispatch_opts *opts,
                       int max_queue, ts_batcher **out, ts_err *err);
+/* Whether the model batches: max_batch > 0, not an ensemble, and every
+ * input's first dim is dynamic (the batch dim). */
+int ts_batcher_batches(const ts_served_model *m);
 /* Whether this request can be batched: the model batches and every input's
- * first dim is dynamic in the model and equal across the request. */
+ * first dim is equal across the request, within max_batch. */
 int ts_batcher_accepts(const ts_served_model *m, const ts_tensor *inputs);
 /* Queues a request. `inputs` are in model->inputs order and must stay valid
  * until `done`; the caller holds a reference to `m` until then. *item (may

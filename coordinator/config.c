@@ -51,6 +51,18 @@ INT_SETTER(max_batch, 0, 65536)
 INT_SETTER(batch_delay_us, 0, 10000000)
 #undef INT_SETTER
 
+/* version = N: the version served (and reported); in a repository entry
+ * with version directories, the one to serve instead of the newest. */
+static int set_version(ts_model_config *c, const char *v, ts_err *err) {
+  long x;
+  int rc = parse_int("version", v, 1, 2147483647L, &x, err);
+  if (rc == TS_OK) {
+    c->version = x;
+    c->version_pinned = true;
+  }
+  return rc;
+}
+
 /* grid=RxC: R ways over a weight's input rows, C over its output columns;
  * R*C is a shard count, so at most 64 like `shards`. */
 static int set_grid(ts_model_config *c, const char *v, ts_err *err) {
@@ -147,7 +159,8 @@ static int set_members(ts_model_config *c, const char *v, ts_err *err) {
   X("batch_delay_us", set_batch_delay_us, "dynamic batching window")         \
   X("ensemble", set_members, "member models a+b+...")                        \
   X("fuse", set_fuse, "ensemble fusion: mean|weighted_mean|vote")            \
-  X("weights", set_weights, "ensemble weights w1+w2+...")
+  X("weights", set_weights, "ensemble weights w1+w2+...")                 \
+  X("version", set_version, "the version served (default: 1, or newest)")
 
 static const struct {
   const char *key;
@@ -170,6 +183,7 @@ void ts_model_config_init(ts_model_config *c, const char *name,
   c->replicas = 0; /* auto: min(2, live workers) */
   c->batch_delay_us = 500;
   c->fuse = TS_FUSE_MEAN;
+  c->version = 1;
 }
 
 /* Applies one key = value. TS_EINVAL naming key and value when unknown or
@@ -184,7 +198,7 @@ static int config_set(ts_model_config *c, const char *key, const char *value,
   return ts_err_set(err, TS_EINVAL,
                     "unknown model key '%s' (known: strategy, shards, grid, stages, "
                     "replicas, max_batch, batch_delay_us, ensemble, fuse, "
-                    "weights)", key);
+                    "weights, version)", key);
 }
 
 static int valid_name(const char *s) {
@@ -318,6 +332,116 @@ static int cmp_config_name(const void *a, const void *b) {
                 ((const ts_model_config *)b)->name);
 }
 
+/* A version directory's name: digits only, a positive int32. */
+static long version_of(const char *s) {
+  long v = 0;
+  if (!*s) return -1;
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9' || v > 214748364L) return -1;
+    v = v * 10 + (*s - '0');
+  }
+  return v >= 1 && v <= 2147483647L ? v : -1;
+}
+
+static int is_file(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int is_dir(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The version directories of entry `dir` (Triton's NAME/V/model.onnx):
+ * *newest gets the highest V, *count how many there are; 0 when none. A
+ * version directory without model.onnx is refused, naming it. */
+static int scan_versions(const char *dir, long *newest, int *count,
+                         ts_err *err) {
+  *newest = 0;
+  *count = 0;
+  DIR *d = opendir(dir);
+  if (!d)
+    return ts_err_set(err, TS_ENOTFOUND, "%s: %s", dir, strerror(errno));
+  int rc = TS_OK;
+  struct dirent *e;
+  while (rc == TS_OK && (e = readdir(d))) {
+    long v = version_of(e->d_name);
+    char path[PATH_MAX], model[PATH_MAX];
+    if (v < 0 ||
+        (size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >=
+            sizeof path ||
+        !is_dir(path))
+      continue; /* not a version: Triton ignores such entries too */
+    if ((size_t)snprintf(model, sizeof model, "%s/model.onnx", path) >=
+            sizeof model ||
+        !is_file(model)) {
+      rc = ts_err_set(err, TS_EINVAL,
+                      "%s: a version directory without model.onnx", path);
+      break;
+    }
+    (*count)++;
+    if (v > *newest) *newest = v;
+  }
+  closedir(d);
+  return rc;
+}
+
+int ts_model_repository_entry(const char *repository, const char *name,
+                              ts_model_config *c, ts_err *err) {
+  char dir[PATH_MAX], flat[PATH_MAX], ini[PATH_MAX], versioned[PATH_MAX];
+  if (!valid_name(name) || strlen(name) >= TS_MODEL_NAME_MAX ||
+      (size_t)snprintf(dir, sizeof dir, "%s/%s", repository, name) >=
+          sizeof dir ||
+      (size_t)snprintf(flat, sizeof flat, "%s/model.onnx", dir) >=
+          sizeof flat ||
+      (size_t)snprintf(ini, sizeof ini, "%s/config.ini", dir) >= sizeof ini)
+    return ts_err_set(err, TS_EINVAL,
+                      "model name '%s' is not a valid repository entry (a "
+                      "name of letters, digits, '_', '-' and '.')", name);
+  if (!is_dir(dir))
+    return ts_err_set(err, TS_ENOTFOUND,
+                      "model '%s' is not in the repository %s", name,
+                      repository);
+  long newest;
+  int n_versions;
+  int rc = scan_versions(dir, &newest, &n_versions, err);
+  if (rc) return rc;
+  int has_flat = is_file(flat), has_ini = is_file(ini);
+  if (has_flat && n_versions)
+    return ts_err_set(err, TS_EINVAL,
+                      "%s: both model.onnx and version directories "
+                      "(N/model.onnx); keep one layout", dir);
+  if (!has_flat && !n_versions && !has_ini)
+    return ts_err_set(err, TS_EINVAL,
+                      "%s: not a model: expected model.onnx, version "
+                      "directories N/model.onnx (Triton's layout) or an "
+                      "ensemble's config.ini", dir);
+  ts_model_config_init(c, name, has_flat ? flat : NULL);
+  if (n_versions) c->version = newest;
+  if (has_ini && (rc = ts_model_config_load_ini(c, ini, err))) return rc;
+  if (n_versions && !c->is_ensemble) {
+    if ((size_t)snprintf(versioned, sizeof versioned, "%s/%ld/model.onnx",
+                         dir, (long)c->version) >= sizeof versioned ||
+        !is_file(versioned))
+      return ts_err_set(err, TS_EINVAL,
+                        "%s: version %ld: no %s/%ld/model.onnx", ini,
+                        (long)c->version, dir, (long)c->version);
+    snprintf(c->path, sizeof c->path, "%s", versioned);
+  }
+  if (!c->is_ensemble && !c->path[0])
+    return ts_err_set(err, TS_EINVAL, "%s: no model.onnx and no ensemble",
+                      ini);
+  return TS_OK;
+}
+
+/* A model file at the top of the repository: a layout Tessera refuses
+ * rather than serving nothing in silence. */
+static int is_onnx_name(const char *s) {
+  size_t n = strlen(s);
+  return n > 5 && strcmp(s + n - 5, ".onnx") == 0;
+}
+
 int ts_model_repository_scan(const char *dir, ts_model_config **out, int *n,
                              ts_err *err) {
   *out = NULL;
@@ -330,17 +454,21 @@ int ts_model_repository_scan(const char *dir, ts_model_config **out, int *n,
   ts_model_config *list = NULL;
   struct dirent *e;
   while ((e = readdir(d)) && rc == TS_OK) {
-    if (e->d_name[0] == '.' || !valid_name(e->d_name) ||
-        strlen(e->d_name) >= TS_MODEL_NAME_MAX)
-      continue;
-    char model_path[PATH_MAX], ini_path[PATH_MAX];
-    struct stat st;
-    snprintf(model_path, sizeof model_path, "%s/%s/model.onnx", dir,
-             e->d_name);
-    snprintf(ini_path, sizeof ini_path, "%s/%s/config.ini", dir, e->d_name);
-    int has_model = stat(model_path, &st) == 0;
-    int has_ini = stat(ini_path, &st) == 0;
-    if (!has_model && !has_ini) continue;
+    char path[PATH_MAX];
+    if (e->d_name[0] == '.') continue;
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >=
+        sizeof path) {
+      rc = ts_err_set(err, TS_EINVAL, "%s/%s: path too long", dir, e->d_name);
+      break;
+    }
+    if (!is_dir(path)) {
+      if (is_onnx_name(e->d_name))
+        rc = ts_err_set(err, TS_EINVAL,
+                        "%s: a model file at the top of the repository; "
+                        "put it in DIR/NAME/model.onnx or "
+                        "DIR/NAME/VERSION/model.onnx", path);
+      continue; /* other files (a README) are no models */
+    }
     if (*n == cap) {
       cap = cap ? cap * 2 : 8;
       ts_model_config *grown = realloc(list, (size_t)cap * sizeof *list);
@@ -350,12 +478,11 @@ int ts_model_repository_scan(const char *dir, ts_model_config **out, int *n,
       }
       list = grown;
     }
-    ts_model_config *c = &list[*n];
-    ts_model_config_init(c, e->d_name, has_model ? model_path : NULL);
-    if (has_ini) rc = ts_model_config_load_ini(c, ini_path, err);
-    if (rc == TS_OK && !c->is_ensemble && !has_model)
-      rc = ts_err_set(err, TS_EINVAL, "%s: no model.onnx and no ensemble",
-                      ini_path);
+    rc = ts_model_repository_entry(dir, e->d_name, &list[*n], err);
+    if (rc == TS_EINVAL && !valid_name(e->d_name))
+      ts_err_set(err, TS_EINVAL,
+                 "%s: '%s' is not a model name (letters, digits, '_', '-' "
+                 "and '.')", path, e->d_name);
     if (rc == TS_OK) (*n)++;
   }
   closedir(d);

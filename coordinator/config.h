@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "error.h"
 #include "plan.h"
@@ -32,6 +33,9 @@ typedef struct ts_model_config {
   int replicas;               /* 0 = auto: min(2, live workers) */
   int max_batch;              /* dynamic batching: 0 = off */
   int64_t batch_delay_us;     /* dynamic batching window */
+  int64_t version;            /* the version served and reported (1, or a
+                                 repository entry's newest N/) */
+  bool version_pinned;        /* `version` came from a key */
   /* ensembles */
   bool is_ensemble;
   int n_members;
@@ -40,6 +44,14 @@ typedef struct ts_model_config {
   int n_weights;
   double weights[TS_ENSEMBLE_MAX];
 } ts_model_config;
+
+/* The served version as the protocol writes it ("1"), in buf. */
+#define TS_VERSION_STR_MAX 24
+static inline char *ts_model_config_version_str(const ts_model_config *c,
+                                                char *buf) {
+  snprintf(buf, TS_VERSION_STR_MAX, "%lld", (long long)c->version);
+  return buf;
+}
 
 /* Defaults for a model named `name` at `path` (either may be NULL). */
 void ts_model_config_init(ts_model_config *c, const char *name,
@@ -51,9 +63,24 @@ int ts_model_config_parse_spec(const char *spec, ts_model_config *c,
  * errors name path and line. */
 int ts_model_config_load_ini(ts_model_config *c, const char *path, ts_err *err);
 
-/* Scans DIR/NAME/model.onnx (+ optional DIR/NAME/config.ini); *out is a
- * malloc'd array the caller frees. Entries without model.onnx and without
- * an ensemble config are skipped. */
+/* Reads repository entry DIR/NAME into *c, in one of two layouts:
+ *   DIR/NAME/model.onnx               served as version 1 (or `version`)
+ *   DIR/NAME/N/model.onnx ...         Triton's: version directories (N a
+ *                                     positive integer); the newest served,
+ *                                     or the one config.ini's `version` pins
+ * plus an optional DIR/NAME/config.ini (an ensemble may be only that).
+ * Other subdirectories of NAME are ignored, as Triton does; config.pbtxt is
+ * not read. TS_ENOTFOUND when DIR/NAME is not there; TS_EINVAL naming the
+ * path for a bad name, a version directory without model.onnx, both
+ * layouts at once, or a directory that is none of these. */
+int ts_model_repository_entry(const char *dir, const char *name,
+                              ts_model_config *c, ts_err *err);
+
+/* Every entry of DIR (ts_model_repository_entry), sorted by name; *out is
+ * a malloc'd array the caller frees. A subdirectory that is not a model,
+ * or a .onnx file at the top of DIR, fails the scan with its path, so an
+ * unknown layout is never served as zero models; other top-level files are
+ * ignored. */
 int ts_model_repository_scan(const char *dir, ts_model_config **out, int *n,
                              ts_err *err);
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "batcher.h"
 #include "frontend.h"
@@ -26,7 +27,10 @@
 typedef struct model_metrics {
   char name[128];
   atomic_ullong requests[GRPC_CODES]; /* by gRPC status code */
-  ts_histogram queue, compute, e2e, batch;
+  atomic_ullong ok_rows;              /* rows of OK requests */
+  atomic_ullong ok_ns, fail_ns;       /* e2e of OK / failed requests */
+  atomic_ullong last_ms;              /* wall clock of the last answer */
+  ts_histogram input, queue, compute, output, e2e, batch;
 } model_metrics;
 
 typedef struct worker_metrics {
@@ -43,6 +47,12 @@ static atomic_ullong retries[GRPC_CODES];
 static void model_init(model_metrics *m, const char *name) {
   snprintf(m->name, sizeof m->name, "%s", name);
   for (int i = 0; i < GRPC_CODES; i++) atomic_init(&m->requests[i], 0);
+  atomic_init(&m->ok_rows, 0);
+  atomic_init(&m->ok_ns, 0);
+  atomic_init(&m->fail_ns, 0);
+  atomic_init(&m->last_ms, 0);
+  ts_histogram_init(&m->input, &ts_histogram_seconds);
+  ts_histogram_init(&m->output, &ts_histogram_seconds);
   ts_histogram_init(&m->queue, &ts_histogram_seconds);
   ts_histogram_init(&m->compute, &ts_histogram_seconds);
   ts_histogram_init(&m->e2e, &ts_histogram_seconds);
@@ -80,11 +90,36 @@ static int grpc_code(int ts_code) {
   return c >= 0 && c < GRPC_CODES ? c : 2;
 }
 
-void ts_coord_metrics_request(const char *model, int code, double e2e) {
+static uint64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void ts_coord_metrics_request(const char *model, int code, int64_t rows,
+                              double e2e) {
   model_metrics *m = model_slot(model);
+  unsigned long long ns = (unsigned long long)(e2e > 0 ? e2e * 1e9 + 0.5 : 0);
+  if (code == TS_OK) {
+    atomic_fetch_add_explicit(&m->ok_rows,
+                              (unsigned long long)(rows > 0 ? rows : 1),
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->ok_ns, ns, memory_order_relaxed);
+  } else {
+    atomic_fetch_add_explicit(&m->fail_ns, ns, memory_order_relaxed);
+  }
+  atomic_store_explicit(&m->last_ms, wall_ms(), memory_order_relaxed);
   atomic_fetch_add_explicit(&m->requests[grpc_code(code)], 1,
                             memory_order_relaxed);
   ts_histogram_observe(&m->e2e, e2e);
+}
+
+void ts_coord_metrics_compute_input(const char *model, double seconds) {
+  ts_histogram_observe(&model_slot(model)->input, seconds);
+}
+
+void ts_coord_metrics_compute_output(const char *model, double seconds) {
+  ts_histogram_observe(&model_slot(model)->output, seconds);
 }
 
 void ts_coord_metrics_queue(const char *model, double seconds) {
@@ -126,6 +161,31 @@ void ts_coord_metrics_worker_rtt(int worker, double seconds) {
                           memory_order_relaxed);
 }
 
+/* A seconds histogram's count and sum (kept in ns: exposition.h). */
+static ts_duration_stat duration_of(const ts_histogram *h) {
+  return (ts_duration_stat){atomic_load(&h->count), atomic_load(&h->sum)};
+}
+
+void ts_coord_metrics_model_stats(const char *model, ts_model_stats *out) {
+  memset(out, 0, sizeof *out);
+  if (!model) return;
+  model_metrics *m =
+      find(model, atomic_load_explicit(&n_models, memory_order_acquire));
+  if (!m) return;
+  out->last_inference_ms = atomic_load(&m->last_ms);
+  out->inference_count = atomic_load(&m->ok_rows);
+  out->execution_count = atomic_load(&m->batch.count);
+  out->success.count = atomic_load(&m->requests[0]);
+  out->success.ns = atomic_load(&m->ok_ns);
+  for (int c = 1; c < GRPC_CODES; c++)
+    out->fail.count += atomic_load(&m->requests[c]);
+  out->fail.ns = atomic_load(&m->fail_ns);
+  out->compute_input = duration_of(&m->input);
+  out->queue = duration_of(&m->queue);
+  out->compute_infer = duration_of(&m->compute);
+  out->compute_output = duration_of(&m->output);
+}
+
 /* ---- the scrape ---------------------------------------------------------- */
 
 typedef struct exporter {
@@ -152,12 +212,18 @@ static void write_models(ts_metrics_text *t) {
     const char *name, *help;
     size_t offset;
   } hists[] = {
+      {"tessera_request_compute_input_seconds",
+       "Time validating a request's inputs and binding them to tensors.",
+       offsetof(model_metrics, input)},
       {"tessera_request_queue_seconds",
        "Time a request waited before its inference started.",
        offsetof(model_metrics, queue)},
       {"tessera_request_compute_seconds",
        "Time of a request's inference across the cluster.",
        offsetof(model_metrics, compute)},
+      {"tessera_request_compute_output_seconds",
+       "Time packing a request's outputs into its answer.",
+       offsetof(model_metrics, output)},
       {"tessera_request_duration_seconds",
        "End-to-end time of a ModelInfer request, arrival to answer.",
        offsetof(model_metrics, e2e)},

@@ -31,12 +31,18 @@ struct ts_frontend;
 struct ts_batcher;
 struct ts_http_server;
 
-/* One ModelInfer answered with TS_E* `code`, e2e_seconds after it arrived. */
-void ts_coord_metrics_request(const char *model, int code, double e2e_seconds);
+/* One ModelInfer answered with TS_E* `code`, e2e_seconds after it arrived;
+ * `rows` inferences (its batch rows; 1 for a model that does not batch). */
+void ts_coord_metrics_request(const char *model, int code, int64_t rows,
+                              double e2e_seconds);
+/* A request's time validating its inputs and binding them to tensors. */
+void ts_coord_metrics_compute_input(const char *model, double seconds);
 /* A request's time waiting before its inference started (batcher queue). */
 void ts_coord_metrics_queue(const char *model, double seconds);
 /* A request's inference time, from dispatch to the fused answer. */
 void ts_coord_metrics_compute(const char *model, double seconds);
+/* A request's time packing its outputs into the answer. */
+void ts_coord_metrics_compute_output(const char *model, double seconds);
 /* One inference dispatched with `rows` rows (batch size; 1 unbatched). */
 void ts_coord_metrics_batch(const char *model, int64_t rows);
 /* A shard call retried on another replica after gRPC status `status`. */
@@ -48,6 +54,30 @@ void ts_coord_metrics_worker_bytes(int worker, uint64_t sent,
                                    uint64_t received);
 /* Round-trip time of one health check of a worker. */
 void ts_coord_metrics_worker_rtt(int worker, double seconds);
+
+/* A count and the total of its durations, as Triton's StatisticDuration. */
+typedef struct ts_duration_stat {
+  uint64_t count;
+  uint64_t ns;
+} ts_duration_stat;
+
+/* One model's cumulative statistics as Triton's ModelStatistics defines
+ * them, read from the same counters /metrics exposes (one source): success
+ * and fail are end-to-end times of answered requests by outcome;
+ * compute_input, queue, compute_infer and compute_output are the phases
+ * above (tessera_request_*_seconds). */
+typedef struct ts_model_stats {
+  uint64_t last_inference_ms; /* wall clock of the last answer; 0: never */
+  uint64_t inference_count;   /* rows of successful requests */
+  uint64_t execution_count;   /* inferences dispatched (a batch is one) */
+  ts_duration_stat success, fail, queue, compute_input, compute_infer,
+      compute_output;
+} ts_model_stats;
+
+/* Fills *out with the statistics of `model`; all zero for a model that no
+ * request named yet. Lock-free; the fields are each monotonic but read one
+ * by one, not as a snapshot. */
+void ts_coord_metrics_model_stats(const char *model, ts_model_stats *out);
 
 /* Serves /metrics on listen ("HOST:PORT"), reading the cluster, frontend
  * and batcher (NULL: none) at each scrape; they must outlive the server.

@@ -14,9 +14,9 @@
 
 const ts_histogram_bounds ts_histogram_seconds = {
     15, {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-         0.1, 0.25, 0.5, 1, 5, 30}};
+         0.1, 0.25, 0.5, 1, 5, 30}, 1e9};
 const ts_histogram_bounds ts_histogram_counts = {
-    11, {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}};
+    11, {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}, 1};
 
 double ts_metrics_now(void) {
   struct timespec ts;
@@ -29,15 +29,15 @@ void ts_histogram_init(ts_histogram *h, const ts_histogram_bounds *bounds) {
   for (int i = 0; i <= TS_HISTOGRAM_MAX_BUCKETS; i++)
     atomic_init(&h->buckets[i], 0);
   atomic_init(&h->count, 0);
-  atomic_init(&h->sum_micro, 0);
+  atomic_init(&h->sum, 0);
 }
 
 void ts_histogram_observe(ts_histogram *h, double value) {
   int i = 0;
   while (i < h->bounds->n && value > h->bounds->le[i]) i++;
   atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&h->sum_micro,
-                            (unsigned long long)(value > 0 ? value * 1e6 : 0),
+  double scaled = value > 0 ? value * h->bounds->scale + 0.5 : 0;
+  atomic_fetch_add_explicit(&h->sum, (unsigned long long)scaled,
                             memory_order_relaxed);
   atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
 }
@@ -86,8 +86,8 @@ void ts_metrics_histogram(ts_metrics_text *t, const char *name,
                         sep, cumulative);
   }
   /* _count equals the +Inf bucket as read, so the two never disagree. */
-  ts_metrics_printf(t, "%s_sum{%s} %.6f\n", name, labels,
-                    (double)atomic_load(&h->sum_micro) / 1e6);
+  ts_metrics_printf(t, "%s_sum{%s} %.9f\n", name, labels,
+                    (double)atomic_load(&h->sum) / h->bounds->scale);
   ts_metrics_printf(t, "%s_count{%s} %llu\n", name, labels, cumulative);
 }
 

@@ -20,22 +20,25 @@
 
 #define TS_HISTOGRAM_MAX_BUCKETS 20
 
-/* Bucket upper bounds (ascending; +Inf is implied). */
+/* Bucket upper bounds (ascending; +Inf is implied), and the resolution the
+ * sum keeps: it counts observations x `scale` as an integer. */
 typedef struct ts_histogram_bounds {
   int n;
   double le[TS_HISTOGRAM_MAX_BUCKETS];
+  double scale;
 } ts_histogram_bounds;
 
-/* Latencies in seconds, 100 us to 30 s. */
+/* Latencies in seconds, 100 us to 30 s; the sum in nanoseconds (Triton's
+ * statistics read it, metrics.h), good for 584 years of latency. */
 extern const ts_histogram_bounds ts_histogram_seconds;
-/* Counts (batch sizes), 1 to 1024 in powers of two. */
+/* Counts (batch sizes), 1 to 1024 in powers of two; the sum in units. */
 extern const ts_histogram_bounds ts_histogram_counts;
 
 typedef struct ts_histogram {
   const ts_histogram_bounds *bounds;
   atomic_ullong buckets[TS_HISTOGRAM_MAX_BUCKETS + 1]; /* last: +Inf */
   atomic_ullong count;
-  atomic_ullong sum_micro; /* sum of observations x 1e6 */
+  atomic_ullong sum; /* sum of observations x bounds->scale */
 } ts_histogram;
 
 void ts_histogram_init(ts_histogram *h, const ts_histogram_bounds *bounds);

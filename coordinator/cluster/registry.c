@@ -372,31 +372,10 @@ int ts_registry_load_by_name(ts_registry *r, const char *name, ts_err *err) {
   ts_model_config config;
   ts_served_model *known = ts_registry_acquire(r, name);
   if (r->repository[0]) {
-    char model_path[PATH_MAX], ini[PATH_MAX];
-    if (strchr(name, '/') ||
-        (size_t)snprintf(model_path, sizeof model_path, "%s/%s/model.onnx",
-                         r->repository, name) >= sizeof model_path ||
-        (size_t)snprintf(ini, sizeof ini, "%s/%s/config.ini", r->repository,
-                         name) >= sizeof ini) {
+    int rc = ts_model_repository_entry(r->repository, name, &config, err);
+    if (rc) {
       if (known) ts_served_model_release(known);
-      return ts_err_set(err, TS_EINVAL, "model name '%s' is not a valid "
-                        "repository entry", name);
-    }
-    int has_model = access(model_path, R_OK) == 0;
-    int has_ini = access(ini, R_OK) == 0;
-    if (!has_model && !has_ini) {
-      if (known) ts_served_model_release(known);
-      return ts_err_set(err, TS_ENOTFOUND,
-                        "model '%s' is not in the repository %s", name,
-                        r->repository);
-    }
-    ts_model_config_init(&config, name, has_model ? model_path : NULL);
-    if (has_ini) {
-      int rc = ts_model_config_load_ini(&config, ini, err);
-      if (rc) {
-        if (known) ts_served_model_release(known);
-        return rc;
-      }
+      return rc;
     }
   } else if (known) {
     config = known->config;

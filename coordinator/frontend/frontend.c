@@ -4,6 +4,7 @@
 #include "batcher.h"
 #include "exposition.h"
 #include "metrics.h"
+#include "model_api.h"
 #include "reply.h"
 #include "validate.h"
 
@@ -32,12 +33,14 @@ static void reply_error(ts_rpc_call *call, const ts_err *err) {
 static ts_served_model *model_find(ts_frontend *fe, const char *name,
                                    const char *version, int need_ready,
                                    ts_err *err) {
-  ts_served_model *m = NULL;
-  if (version && version[0] && strcmp(version, "1") != 0)
-    ts_err_set(err, TS_ENOTFOUND, "model '%s' has no version '%s' (only 1)",
-               name, version);
-  else if (!(m = ts_registry_acquire(fe->registry, name)))
+  ts_served_model *m = ts_registry_acquire(fe->registry, name);
+  char served[TS_VERSION_STR_MAX];
+  if (!m)
     ts_err_set(err, TS_ENOTFOUND, "model '%s' is not loaded", name);
+  else if (version && version[0] &&
+           strcmp(version, ts_model_config_version_str(&m->config, served)))
+    ts_err_set(err, TS_ENOTFOUND, "model '%s' has no version '%s' (only %s)",
+               name, version, served);
   else if (need_ready && m->state != TS_MODEL_READY)
     ts_err_set(err, TS_EUNAVAILABLE, "model '%s' is not ready: %s", name,
                m->reason[0] ? m->reason : "loading");
@@ -144,7 +147,8 @@ static void handle_model_metadata(ts_rpc_call *call,
     for (int i = 0; i < m->n_outputs; i++)
       fill_meta(&metas[m->n_inputs + i], &m->outputs[i]);
     for (int i = 0; i < n; i++) ptrs[i] = &metas[i];
-    static char *versions[] = {"1"};
+    char served[TS_VERSION_STR_MAX];
+    char *versions[] = {ts_model_config_version_str(&m->config, served)};
     Inference__ModelMetadataResponse resp =
         INFERENCE__MODEL_METADATA_RESPONSE__INIT;
     resp.name = m->config.name;
@@ -160,6 +164,77 @@ static void handle_model_metadata(ts_rpc_call *call,
   free(metas);
   free(ptrs);
   ts_served_model_release(m);
+}
+
+/* ---- Triton's model APIs (model_api.h) -------------------------------- */
+
+static void handle_model_config(ts_rpc_call *call, const ProtobufCMessage *msg,
+                                void *user) {
+  const Inference__ModelConfigRequest *req =
+      (const Inference__ModelConfigRequest *)msg;
+  ts_served_model *m = model_or_fail(user, call, req->name, req->version, 0);
+  if (!m) return;
+  ts_rpc_arena arena;
+  ts_rpc_arena_init(&arena);
+  ts_err err = {0};
+  Inference__ModelConfig config;
+  if (ts_model_api_config(m, &arena, &config, &err) == TS_OK) {
+    Inference__ModelConfigResponse resp = INFERENCE__MODEL_CONFIG_RESPONSE__INIT;
+    resp.config = &config;
+    ts_rpc_call_reply_message(call, &resp.base);
+  } else {
+    reply_error(call, &err);
+  }
+  ts_rpc_arena_release(&arena);
+  ts_served_model_release(m);
+}
+
+/* One model's statistics when the request names it, else every model's
+ * (Triton's rule for an empty name). */
+static void handle_model_statistics(ts_rpc_call *call,
+                                    const ProtobufCMessage *msg, void *user) {
+  const Inference__ModelStatisticsRequest *req =
+      (const Inference__ModelStatisticsRequest *)msg;
+  ts_served_model **models = NULL;
+  int n = 0;
+  if (req->name[0]) {
+    ts_served_model *m = model_or_fail(user, call, req->name, req->version, 0);
+    if (!m) return;
+    if (!(models = malloc(sizeof *models))) {
+      ts_served_model_release(m);
+      ts_rpc_call_fail(call, TS_ENOMEM, "out of memory");
+      return;
+    }
+    models[n++] = m;
+  } else if (ts_registry_snapshot(((ts_frontend *)user)->registry, &models,
+                                  &n) != TS_OK) {
+    ts_rpc_call_fail(call, TS_ENOMEM, "out of memory");
+    return;
+  }
+  ts_rpc_arena arena;
+  ts_rpc_arena_init(&arena);
+  ts_err err = {0};
+  Inference__ModelStatistics *stats =
+      ts_rpc_arena_calloc(&arena, sizeof *stats * (size_t)(n ? n : 1));
+  Inference__ModelStatistics **ptrs =
+      ts_rpc_arena_calloc(&arena, sizeof *ptrs * (size_t)(n ? n : 1));
+  if (!stats || !ptrs) ts_err_set(&err, TS_ENOMEM, "out of memory");
+  for (int i = 0; !err.code && i < n; i++) {
+    ts_model_api_statistics(models[i], &arena, &stats[i], &err);
+    ptrs[i] = &stats[i];
+  }
+  if (!err.code) {
+    Inference__ModelStatisticsResponse resp =
+        INFERENCE__MODEL_STATISTICS_RESPONSE__INIT;
+    resp.n_model_stats = (size_t)n;
+    resp.model_stats = ptrs;
+    ts_rpc_call_reply_message(call, &resp.base);
+  } else {
+    reply_error(call, &err);
+  }
+  ts_rpc_arena_release(&arena);
+  for (int i = 0; i < n; i++) ts_served_model_release(models[i]);
+  free(models);
 }
 
 /* ---- ModelInfer --------------------------------------------------------- */
@@ -181,13 +256,16 @@ typedef struct infer_ctx {
   ts_tensor *ordered;      /* in arena: the same views in the model's input
                               order */
   int outcome;             /* the TS_E* code answered (metrics.h) */
-  double arrived, dispatched; /* ts_metrics_now() */
+  int64_t rows;            /* inferences in it: its batch rows if the model
+                              batches, else 1 (metrics.h) */
+  double arrived, bound, dispatched; /* ts_metrics_now() */
   ts_rpc_arena arena;      /* last: not zeroed */
 } infer_ctx;
 
 static void ctx_free(infer_ctx *ctx) {
   ts_coord_metrics_request(ctx->req ? ctx->req->model_name : NULL,
-                           ctx->outcome, ts_metrics_now() - ctx->arrived);
+                           ctx->outcome, ctx->rows,
+                           ts_metrics_now() - ctx->arrived);
   atomic_fetch_sub(&ctx->fe->in_flight, 1);
   if (ctx->inf) ts_dispatch_free(ctx->inf);
   for (int i = 0; i < ctx->n_inputs; i++) ts_tensor_free(&ctx->inputs[i]);
@@ -237,7 +315,7 @@ static void on_infer_done(ts_dispatch *inf, void *user) {
   infer_ctx *ctx = user;
   const ts_err *e = ts_dispatch_error(inf);
   const char *name = ctx->model->config.name;
-  ts_coord_metrics_queue(name, ctx->dispatched - ctx->arrived);
+  ts_coord_metrics_queue(name, ctx->dispatched - ctx->bound);
   ts_coord_metrics_compute(name, ts_metrics_now() - ctx->dispatched);
   ctx->outcome = e->code;
   if (client_gone(ctx)) {
@@ -247,8 +325,10 @@ static void on_infer_done(ts_dispatch *inf, void *user) {
                  ctx->model->config.name, e->msg);
     ts_rpc_call_fail(ctx->call, e->code, e->msg);
   } else {
+    double start = ts_metrics_now();
     ts_frontend_reply_outputs(ctx->call, ctx->req, ctx->model, &ctx->arena,
                               infer_lookup, inf);
+    ts_coord_metrics_compute_output(name, ts_metrics_now() - start);
   }
   ctx_free(ctx);
 }
@@ -264,8 +344,11 @@ static void on_batched_done(void *user, const ts_err *err,
     ts_rpc_call_fail(ctx->call, err->code, err->msg);
   } else {
     batched_results r = {ctx->model, outputs};
+    double start = ts_metrics_now();
     ts_frontend_reply_outputs(ctx->call, ctx->req, ctx->model, &ctx->arena,
                               batched_lookup, &r);
+    ts_coord_metrics_compute_output(ctx->model->config.name,
+                                    ts_metrics_now() - start);
   }
   ctx_free(ctx);
 }
@@ -336,6 +419,15 @@ static void handle_model_infer(ts_rpc_call *call, const uint8_t *data,
     rc = ts_err_set(&err, TS_ETIMEDOUT, "deadline passed before dispatch");
   if (rc == TS_OK && fe->batcher) rc = ts_frontend_order_inputs(ctx->req, ctx->model, ctx->inputs,
                                   &ctx->arena, &ctx->ordered, &err);
+  if (rc == TS_OK) {
+    ctx->rows = ts_batcher_batches(ctx->model) && ctx->n_inputs &&
+                        ctx->inputs[0].rank
+                    ? ctx->inputs[0].dims[0]
+                    : 1;
+    ctx->bound = ts_metrics_now();
+    ts_coord_metrics_compute_input(ctx->model->config.name,
+                                   ctx->bound - ctx->arrived);
+  }
   if (rc == TS_OK && fe->batcher &&
       ts_batcher_accepts(ctx->model, ctx->ordered)) {
     rc = ts_batcher_submit(fe->batcher, ctx->model, ctx->ordered, deadline,
@@ -386,8 +478,10 @@ static void handle_repository_index(ts_rpc_call *call,
   }
   typedef Inference__RepositoryIndexResponse__ModelIndex model_index;
   model_index *idx = calloc((size_t)(n ? n : 1), sizeof *idx);
+  char(*versions)[TS_VERSION_STR_MAX] =
+      calloc((size_t)(n ? n : 1), sizeof *versions);
   model_index **ptrs = calloc((size_t)(n ? n : 1), sizeof *ptrs);
-  if (!idx || !ptrs) {
+  if (!idx || !ptrs || !versions) {
     ts_rpc_call_fail(call, TS_ENOMEM, "out of memory");
   } else {
     size_t k = 0;
@@ -395,7 +489,8 @@ static void handle_repository_index(ts_rpc_call *call,
       if (ready_only && models[i]->state != TS_MODEL_READY) continue;
       inference__repository_index_response__model_index__init(&idx[k]);
       idx[k].name = models[i]->config.name;
-      idx[k].version = "1";
+      idx[k].version =
+          ts_model_config_version_str(&models[i]->config, versions[k]);
       idx[k].state = (char *)state_name(models[i]->state);
       idx[k].reason = models[i]->reason;
       ptrs[k] = &idx[k];
@@ -409,6 +504,7 @@ static void handle_repository_index(ts_rpc_call *call,
   }
   free(idx);
   free(ptrs);
+  free(versions);
   for (int i = 0; i < n; i++) ts_served_model_release(models[i]);
   free(models);
 }
@@ -489,6 +585,9 @@ static const ts_rpc_handler frontend_table[TS_FRONTEND_METHODS] = {
     TYPED("ModelMetadata", model_metadata_request, handle_model_metadata, TS_ROLES_INFER),
     {SERVICE "ModelInfer", &inference__model_infer_request__descriptor, NULL,
      handle_model_infer, TS_ROLES_INFER},
+    TYPED("ModelConfig", model_config_request, handle_model_config, TS_ROLES_INFER),
+    TYPED("ModelStatistics", model_statistics_request, handle_model_statistics,
+          TS_ROLES_INFER),
     TYPED("RepositoryIndex", repository_index_request,
           handle_repository_index, TS_ROLE_ADMIN),
     TYPED("RepositoryModelLoad", repository_model_load_request,

@@ -24,7 +24,7 @@
 #include "rpc.h"
 #include "rpc_table.h"
 
-#define TS_FRONTEND_METHODS 9
+#define TS_FRONTEND_METHODS 11
 
 typedef struct ts_frontend {
   ts_registry *registry;

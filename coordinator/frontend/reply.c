@@ -46,7 +46,8 @@ void ts_frontend_reply_outputs(ts_rpc_call *call,
   }
   Inference__ModelInferResponse resp = INFERENCE__MODEL_INFER_RESPONSE__INIT;
   resp.model_name = (char *)m->config.name; /* read, never written */
-  resp.model_version = "1";
+  char version[TS_VERSION_STR_MAX];
+  resp.model_version = ts_model_config_version_str(&m->config, version);
   resp.id = req->id;
   resp.n_outputs = (size_t)n;
   resp.outputs = ptrs;

@@ -72,6 +72,8 @@ class Metrics(kserve.ClusterTestCase):
         self.assertEqual(delta('tessera_requests_total', model='nope',
                                code='NOT_FOUND'), 1)
         for h in ('tessera_request_duration_seconds',
+                  'tessera_request_compute_input_seconds',
+                  'tessera_request_compute_output_seconds',
                   'tessera_request_queue_seconds',
                   'tessera_request_compute_seconds', 'tessera_batch_size'):
             self.assertEqual(delta(h + '_count', model='logistic'), n, h)

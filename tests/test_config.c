@@ -1,0 +1,226 @@
+/*
+ * test_config.c - model repository layouts (config.h):
+ * ts_model_repository_scan and ts_model_repository_entry over temporary
+ * directories. The files are never loaded here, so a model.onnx is any
+ * bytes.
+ *
+ * Each layout has its case: DIR/NAME/model.onnx (version 1), Triton's
+ * DIR/NAME/N/model.onnx (newest served, compared numerically, not as
+ * text), a version pinned by config.ini, an ensemble given by config.ini
+ * alone, other files and subdirectories ignored; and each refused layout
+ * answers TS_EINVAL naming the path at fault: a model file at the top of
+ * the repository, a directory that is no model, a version directory
+ * without model.onnx, both layouts at once, a pinned version that is not
+ * there, a bad name.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check_main.h"
+#include "config.h"
+
+static char repo[64];
+
+static void path_of(char *out, size_t size, const char *rel) {
+  snprintf(out, size, "%s/%s", repo, rel);
+}
+
+/* Writes repo/rel (its directories made first) holding `text`. */
+static void put(const char *rel, const char *text) {
+  char path[PATH_MAX];
+  path_of(path, sizeof path, rel);
+  for (char *p = path + strlen(repo) + 1; (p = strchr(p, '/')); p++) {
+    *p = '\0';
+    mkdir(path, 0700);
+    *p = '/';
+  }
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+static void dir(const char *rel) {
+  char path[PATH_MAX];
+  path_of(path, sizeof path, rel);
+  ck_assert_int_eq(mkdir(path, 0700), 0);
+}
+
+static void setup(void) {
+  snprintf(repo, sizeof repo, "/tmp/tessera_repo_XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(repo));
+}
+
+static void teardown(void) {
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", repo);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Scans the repository, expecting `want` models; returns them. */
+static ts_model_config *scan_ok(int want) {
+  ts_model_config *list;
+  int n;
+  ts_err err = {0};
+  ck_assert_msg(ts_model_repository_scan(repo, &list, &n, &err) == TS_OK,
+                "%s", err.msg);
+  ck_assert_int_eq(n, want);
+  return list;
+}
+
+/* Scans, expecting TS_EINVAL with a message containing repo/rel and `why`. */
+static void scan_refused(const char *rel, const char *why) {
+  ts_model_config *list = NULL;
+  int n = -1;
+  ts_err err = {0};
+  char path[PATH_MAX];
+  path_of(path, sizeof path, rel);
+  ck_assert_int_eq(ts_model_repository_scan(repo, &list, &n, &err), TS_EINVAL);
+  ck_assert_ptr_null(list);
+  ck_assert_int_eq(n, 0);
+  ck_assert_msg(strstr(err.msg, path), "'%s' lacks '%s'", err.msg, path);
+  ck_assert_msg(strstr(err.msg, why), "'%s' lacks '%s'", err.msg, why);
+}
+
+static void assert_path(const ts_model_config *c, const char *rel) {
+  char path[PATH_MAX];
+  path_of(path, sizeof path, rel);
+  ck_assert_str_eq(c->path, path);
+}
+
+START_TEST(flat_layout_is_version_1) {
+  put("a/model.onnx", "x");
+  put("b/model.onnx", "x");
+  put("b/config.ini", "max_batch = 4\n");
+  put("README.md", "not a model");
+  ts_model_config *list = scan_ok(2);
+  ck_assert_str_eq(list[0].name, "a");
+  assert_path(&list[0], "a/model.onnx");
+  ck_assert_int_eq(list[0].version, 1);
+  ck_assert_str_eq(list[1].name, "b");
+  ck_assert_int_eq(list[1].max_batch, 4);
+  ck_assert_int_eq(list[1].version, 1);
+  free(list);
+}
+END_TEST
+
+START_TEST(triton_layout_serves_newest) {
+  put("m/1/model.onnx", "x");
+  put("m/2/model.onnx", "x");
+  put("m/10/model.onnx", "x"); /* 10 > 2: numbers, not text */
+  put("m/config.pbtxt", "name: \"m\"\n"); /* Triton's own: not read */
+  dir("m/labels");                        /* not a version: ignored */
+  ts_model_config *list = scan_ok(1);
+  ck_assert_str_eq(list[0].name, "m");
+  ck_assert_int_eq(list[0].version, 10);
+  assert_path(&list[0], "m/10/model.onnx");
+  free(list);
+  char buf[TS_VERSION_STR_MAX];
+  ts_model_config c;
+  ts_err err = {0};
+  ck_assert_int_eq(ts_model_repository_entry(repo, "m", &c, &err), TS_OK);
+  ck_assert_str_eq(ts_model_config_version_str(&c, buf), "10");
+}
+END_TEST
+
+START_TEST(config_pins_a_version) {
+  put("m/1/model.onnx", "x");
+  put("m/3/model.onnx", "x");
+  put("m/config.ini", "version = 1\nstrategy = tensor\n");
+  ts_model_config c;
+  ts_err err = {0};
+  ck_assert_msg(ts_model_repository_entry(repo, "m", &c, &err) == TS_OK, "%s",
+                err.msg);
+  ck_assert_int_eq(c.version, 1);
+  assert_path(&c, "m/1/model.onnx");
+  ck_assert_int_eq(c.strategy, TS_STRATEGY_TENSOR);
+}
+END_TEST
+
+START_TEST(pinned_version_missing) {
+  put("m/1/model.onnx", "x");
+  put("m/config.ini", "version = 7\n");
+  scan_refused("m/7/model.onnx", "version 7");
+}
+END_TEST
+
+START_TEST(ensemble_is_config_only) {
+  put("a/model.onnx", "x");
+  put("b/1/model.onnx", "x");
+  put("e/config.ini", "ensemble = a+b\n");
+  ts_model_config *list = scan_ok(3);
+  ck_assert_str_eq(list[2].name, "e");
+  ck_assert(list[2].is_ensemble);
+  ck_assert_int_eq(list[2].n_members, 2);
+  free(list);
+}
+END_TEST
+
+START_TEST(model_file_at_top_refused) {
+  put("a/model.onnx", "x");
+  put("mlp.onnx", "x");
+  scan_refused("mlp.onnx", "DIR/NAME/VERSION/model.onnx");
+}
+END_TEST
+
+START_TEST(directory_without_model_refused) {
+  put("a/model.onnx", "x");
+  put("b/model.pt", "x");
+  scan_refused("b", "not a model");
+}
+END_TEST
+
+START_TEST(version_without_model_refused) {
+  put("m/1/model.onnx", "x");
+  put("m/2/model.plan", "x");
+  scan_refused("m/2", "without model.onnx");
+}
+END_TEST
+
+START_TEST(both_layouts_refused) {
+  put("m/model.onnx", "x");
+  put("m/1/model.onnx", "x");
+  scan_refused("m", "keep one layout");
+}
+END_TEST
+
+START_TEST(bad_name_refused) {
+  put("a b/model.onnx", "x");
+  scan_refused("a b", "not a model name");
+}
+END_TEST
+
+START_TEST(entry_not_there) {
+  ts_model_config c;
+  ts_err err = {0};
+  ck_assert_int_eq(ts_model_repository_entry(repo, "nope", &c, &err),
+                   TS_ENOTFOUND);
+  ck_assert_ptr_nonnull(strstr(err.msg, "'nope'"));
+  ck_assert_ptr_nonnull(strstr(err.msg, repo));
+  ck_assert_int_eq(ts_model_repository_entry(repo, "a/../b", &c, &err),
+                   TS_EINVAL);
+  ck_assert_int_eq(ts_model_repository_entry(repo, "", &c, &err), TS_EINVAL);
+}
+END_TEST
+
+START_TEST(empty_repository_serves_nothing) {
+  ts_model_config *list = scan_ok(0);
+  free(list);
+}
+END_TEST
+
+static void cases(Suite *s) {
+  TS_CHECK_CASE(s, "repository", 30, setup, teardown,
+                flat_layout_is_version_1, triton_layout_serves_newest,
+                config_pins_a_version, pinned_version_missing,
+                ensemble_is_config_only, model_file_at_top_refused,
+                directory_without_model_refused, version_without_model_refused,
+                both_layouts_refused, bad_name_refused, entry_not_there,
+                empty_repository_serves_nothing);
+}
+
+const ts_check_suite ts_check_this_suite = {.name = "config", .cases = cases};
