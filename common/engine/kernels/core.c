@@ -8,8 +8,11 @@
  * rejects mismatched inputs with TS_EINVAL naming the node and dims; run
  * computes into preallocated outputs and allocates nothing.
  *
- * Float matrix products go to OpenBLAS (cblas_sgemm / cblas_dgemm); integer
- * MatMul uses a plain triple loop. Softmax subtracts the row maximum before
+ * Float matrix products go to OpenBLAS (cblas_sgemm / cblas_dgemm), except
+ * those with a constant float B (Gemm's, or MatMul's when 2-D) and at most
+ * TS_GEMM_PACKED_MAX_M rows: prepare packs such a B once (gemm_packed.h)
+ * and run streams the packed panels instead of letting sgemm re-pack B on
+ * every call. Integer MatMul uses a plain triple loop. Softmax subtracts the row maximum before
  * exponentiating and accumulates in double, so it neither overflows nor
  * loses the small terms.
  */
@@ -22,8 +25,10 @@
 #include <cblas.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "gemm_packed.h"
 #include "ops.h"
 
 /* ---- shared helpers ------------------------------------------------------ */
@@ -117,17 +122,68 @@ static int copy_run(const ts_node *n, const ts_tensor *const *in,
 
 /* ---- Gemm ---------------------------------------------------------------- */
 
+/* params of Gemm and MatMul: the attributes, parsed once, and B packed at
+ * load when it is a constant float matrix (NULL otherwise). */
+typedef struct product_params {
+  bool trans_a, trans_b;
+  float alpha, beta;
+  ts_gemm_packed *packed;
+} product_params;
+
+static void product_release(ts_node *n) {
+  product_params *p = n->params;
+  ts_gemm_packed_free(p->packed);
+  free(p);
+  n->params = NULL;
+}
+
+/* Allocates n->params and packs input 1 when it is a constant float matrix
+ * and input 0 is not constant (a fully constant node is folded at load and
+ * never run again). trans_b says how B is stored. */
+static int product_params_init(ts_node *n, const ts_graph *g, bool trans_b,
+                               ts_err *err) {
+  product_params *p = calloc(1, sizeof *p);
+  if (!p) return ts_err_set(err, TS_ENOMEM, "out of memory");
+  n->params = p;
+  p->trans_b = trans_b;
+  int va = n->inputs[0], vb = n->inputs[1];
+  const ts_tensor *b = vb >= 0 ? g->values[vb].constant : NULL;
+  if (!b || b->dtype != TS_DTYPE_FLOAT || b->rank != 2 ||
+      (va >= 0 && g->values[va].constant))
+    return TS_OK;
+  int64_t k = b->dims[trans_b], nn = b->dims[!trans_b];
+  p->packed = ts_gemm_pack(b->data, k, nn, trans_b);
+  if (!p->packed)
+    return fail(n, err, TS_ENOMEM, "out of memory packing B (%lld x %lld)",
+                (long long)k, (long long)nn);
+  return TS_OK;
+}
+
+/* The packed B of node n when it applies to a product of m rows with this
+ * B: the constant prepare packed, and m small enough to beat sgemm. */
+static const ts_gemm_packed *product_packed(const ts_node *n,
+                                            const ts_tensor *b, int64_t m) {
+  const product_params *p = n->params;
+  if (!p->packed || p->packed->source != b->data || m > TS_GEMM_PACKED_MAX_M)
+    return NULL;
+  return p->packed;
+}
+
 static int gemm_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
-  (void)g;
   static const char *const known[] = {"alpha", "beta", "transA", "transB",
                                       NULL};
-  float f;
+  float alpha, beta;
   int rc;
   if ((rc = ts_node_check_attrs(n, known, err)) ||
       (rc = attr_flag(n, "transA", err)) || (rc = attr_flag(n, "transB", err)) ||
-      (rc = attr_float(n, "alpha", 1.0f, &f, err)) ||
-      (rc = attr_float(n, "beta", 1.0f, &f, err)))
+      (rc = attr_float(n, "alpha", 1.0f, &alpha, err)) ||
+      (rc = attr_float(n, "beta", 1.0f, &beta, err)) ||
+      (rc = product_params_init(n, g, ts_attr_int(n, "transB", 0) != 0, err)))
     return rc;
+  product_params *p = n->params;
+  p->trans_a = ts_attr_int(n, "transA", 0) != 0;
+  p->alpha = alpha;
+  p->beta = beta;
   return TS_OK;
 }
 
@@ -142,7 +198,8 @@ static int gemm_infer(const ts_node *n, const ts_tensor *const *in,
   if (a->rank != 2 || b->rank != 2)
     return fail(n, err, TS_EINVAL, "A and B must be matrices (ranks %d, %d)",
                 a->rank, b->rank);
-  bool ta = ts_attr_int(n, "transA", 0), tb = ts_attr_int(n, "transB", 0);
+  const product_params *p = n->params;
+  bool ta = p->trans_a, tb = p->trans_b;
   int64_t m = a->dims[ta], k = a->dims[!ta];
   int64_t kb = b->dims[tb], nn = b->dims[!tb];
   if (k != kb)
@@ -187,9 +244,9 @@ static int gemm_run(const ts_node *n, const ts_tensor *const *in,
                     ts_tensor *out, ts_kctx *ctx, ts_err *err) {
   (void)ctx, (void)err;
   const ts_tensor *a = in[0], *b = in[1], *c = n->n_inputs > 2 ? in[2] : NULL;
-  bool ta = ts_attr_int(n, "transA", 0), tb = ts_attr_int(n, "transB", 0);
-  float alpha = ts_attr_float(n, "alpha", 1.0f);
-  float beta = ts_attr_float(n, "beta", 1.0f);
+  const product_params *p = n->params;
+  bool ta = p->trans_a, tb = p->trans_b;
+  float alpha = p->alpha, beta = p->beta;
   int64_t m = out[0].dims[0], nn = out[0].dims[1];
   int64_t k = a->dims[!ta];
   float *y = out[0].data;
@@ -200,6 +257,11 @@ static int gemm_run(const ts_node *n, const ts_tensor *const *in,
   else
     memset(y, 0, (size_t)(m * nn) * sizeof *y);
   if (k == 0) return TS_OK;
+  const ts_gemm_packed *packed = ta ? NULL : product_packed(n, b, m);
+  if (packed) {
+    ts_gemm_packed_run(packed, m, a->data, k, alpha, use_c, y, nn);
+    return TS_OK;
+  }
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
               tb ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)nn,
               (blasint)k, alpha, a->data, (blasint)a->dims[1], b->data,
@@ -210,7 +272,8 @@ static int gemm_run(const ts_node *n, const ts_tensor *const *in,
 const ts_op ts_op_Gemm = {
     .domain = "", .name = "Gemm",
     .min_inputs = 2, .max_inputs = 3, .min_outputs = 1, .max_outputs = 1,
-    .prepare = gemm_prepare, .infer = gemm_infer, .run = gemm_run,
+    .prepare = gemm_prepare, .release = product_release,
+    .infer = gemm_infer, .run = gemm_run,
 };
 
 /* ---- MatMul -------------------------------------------------------------- */
@@ -351,7 +414,14 @@ static int matmul_run(const ts_node *n, const ts_tensor *const *in,
   }
   if (b_shared && a_full) {
     /* One B for all batches and A laid out densely: one big product. */
-    mm_one(a->dtype, ad, bd, yd, s.m * s.n_batch, s.k, s.n);
+    const ts_gemm_packed *packed =
+        a->dtype == TS_DTYPE_FLOAT ? product_packed(n, b, s.m * s.n_batch)
+                                   : NULL;
+    if (packed)
+      ts_gemm_packed_run(packed, s.m * s.n_batch, a->data, s.k, 1.0f, false,
+                         out[0].data, s.n);
+    else
+      mm_one(a->dtype, ad, bd, yd, s.m * s.n_batch, s.k, s.n);
     return TS_OK;
   }
   int64_t idx[TS_MAX_RANK] = {0};
@@ -377,10 +447,16 @@ static int no_attrs_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
   return ts_node_check_attrs(n, known, err);
 }
 
+static int matmul_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
+  int rc = no_attrs_prepare(n, g, err);
+  return rc ? rc : product_params_init(n, g, false, err);
+}
+
 const ts_op ts_op_MatMul = {
     .domain = "", .name = "MatMul",
     .min_inputs = 2, .max_inputs = 2, .min_outputs = 1, .max_outputs = 1,
-    .prepare = no_attrs_prepare, .infer = matmul_infer, .run = matmul_run,
+    .prepare = matmul_prepare, .release = product_release,
+    .infer = matmul_infer, .run = matmul_run,
 };
 
 /* ---- Softmax / LogSoftmax ------------------------------------------------ */
