@@ -33,7 +33,7 @@ typedef struct string_list {
 } string_list;
 
 typedef struct options {
-  const char *server, *model, *service, *ca, *cert, *key;
+  const char *server, *model, *service, *ca, *cert, *key, *token;
   string_list inputs, outputs;
   int typed, help;
   long timeout_ms, concurrency, requests;

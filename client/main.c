@@ -19,7 +19,6 @@
  * after printing "tessera: <gRPC status name>: <message>" on stderr; 2 on
  * bad usage.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -30,9 +29,13 @@
 #include <string.h>
 
 #include "client.h"
+#include "options.h"
 #include "ts_config.h"
 
 #define DEFAULT_TIMEOUT_MS 30000
+/* The port --server means when it names a host only: Triton's and KServe's
+ * gRPC port, the one docs/CLI.md and README's examples use. */
+#define DEFAULT_PORT "8001"
 #define DEFAULT_REQUESTS 100
 
 #define EXIT_USAGE 2
@@ -56,7 +59,7 @@ typedef enum {
 /* X(id, long name, kind, options field, metavar, help) */
 #define OPTION_LIST(X)                                                       \
   X(SERVER, "server", ARG_STRING, server, "ADDR",                           \
-    "server address, HOST:PORT")                                            \
+    "server address, HOST[:PORT] (port 8001 when left out)")                                            \
   X(MODEL, "model", ARG_STRING, model, "NAME", "model name")                \
   X(INPUT, "input", ARG_LIST, inputs, "NAME=FILE.npy",                      \
     "input tensor NAME from a .npy file; repeat for each input")            \
@@ -78,6 +81,8 @@ typedef enum {
   X(CERT, "cert", ARG_STRING, cert, "FILE",                                 \
     "PEM client certificate for mutual TLS (with --key)")                   \
   X(KEY, "key", ARG_STRING, key, "FILE", "PEM private key of --cert")       \
+  X(TOKEN, "token", ARG_STRING, token, "TOKEN",                             \
+    "bearer token (default: $TESSERA_TOKEN; needs --ca)")                   \
   X(HELP, "help", ARG_NONE, help, NULL, "show this help")
 
 enum option_id {
@@ -105,7 +110,7 @@ static const struct option_info {
 
 typedef int (*command_fn)(cli *c, ts_err *err);
 
-#define CONNECTION (O(SERVER) | O(TIMEOUT) | O(CA) | O(CERT) | O(KEY) | O(HELP))
+#define CONNECTION (O(SERVER) | O(TIMEOUT) | O(CA) | O(CERT) | O(KEY) | O(TOKEN) | O(HELP))
 
 /* X(name, accepted options besides CONNECTION, required options, synopsis,
  *   description) */
@@ -174,11 +179,9 @@ static int set_list(void *field, const char *arg) {
 }
 
 static int set_count(void *field, const char *arg) {
-  char *end;
-  errno = 0;
-  long v = strtol(arg, &end, 10);
-  if (errno || end == arg || *end || v <= 0 || v > INT32_MAX) return -1;
-  *(long *)field = v;
+  long long v;
+  if (ts_integer_parse(arg, 1, INT32_MAX, &v, NULL)) return -1;
+  *(long *)field = (long)v;
   return 0;
 }
 
@@ -296,15 +299,31 @@ static int parse_options(const struct command *cmd, int argc, char **argv,
   return 0;
 }
 
+/* The gRPC target of --server: as given when it has a port (or is a
+ * "scheme:" target such as unix:PATH), else HOST:DEFAULT_PORT in target
+ * (size bytes). A bare IPv6 address goes in brackets: "[::1]". */
+static const char *server_target(const char *server, char *target,
+                                 size_t size) {
+  size_t host = ts_hostport_host_length(server);
+  bool bracketed = server[0] == '[' && server[strlen(server) - 1] == ']';
+  if (server[host] == ':' && !bracketed) return server;
+  snprintf(target, size, "%s:%s", server, DEFAULT_PORT);
+  return target;
+}
+
 /* Opens the channel, runs the command, reports its error. Returns the
  * process exit status. */
 static int run_command(const struct command *cmd, const options *opt) {
   ts_err err;
-  ts_rpc_creds creds = {opt->cert, opt->key, opt->ca};
+  ts_rpc_creds creds = {opt->cert, opt->key, opt->ca,
+                        opt->token ? opt->token : getenv("TESSERA_TOKEN"), 0};
   cli c = {opt, NULL};
+  char target[512];
   ts_err_clear(&err);
   ts_rpc_init();
-  int rc = ts_rpc_channel_open(opt->server, &creds, &c.channel, &err);
+  int rc = ts_rpc_channel_open(
+      server_target(opt->server, target, sizeof target), &creds, &c.channel,
+      &err);
   if (!rc) rc = cmd->run(&c, &err);
   if (c.channel) ts_rpc_channel_close(c.channel);
   ts_rpc_shutdown();

@@ -8,6 +8,7 @@
 #include "admin.pb-c.h"
 #include "log.h"
 #include "rpc_message.h"
+#include "rpc_table.h"
 
 #define SERVICE "/tessera.admin.v1.Admin/"
 
@@ -20,14 +21,11 @@ static const char *state_name(ts_model_state s) {
   return names[s];
 }
 
-static void handle_cluster_status(ts_rpc_call *call, const uint8_t *data,
-                                  size_t len, void *user) {
+static void handle_cluster_status(ts_rpc_call *call,
+                                  const ProtobufCMessage *msg, void *user) {
+  (void)msg;
   ts_admin *admin = user;
-  ts_cluster *c = admin->cluster;
-  ProtobufCMessage *req = ts_rpc_call_unpack(
-      call, &tessera__admin__v1__cluster_status_request__descriptor, data, len);
-  if (!req) return;
-  protobuf_c_message_free_unpacked(req, NULL);
+  ts_membership *c = admin->cluster;
   ts_served_model **models;
   int n_models;
   if (ts_registry_snapshot(admin->registry, &models, &n_models) != TS_OK) {
@@ -65,7 +63,7 @@ static void handle_cluster_status(ts_rpc_call *call, const uint8_t *data,
     ws[i].calls = atomic_load(&w->calls);
     ws[i].failures = atomic_load(&w->failures);
     ws[i].blas_core = w->blas_core;
-    ws[i].state = (char *)ts_cluster_state_name(c, i);
+    ws[i].state = (char *)ts_membership_state_name(c, i);
     int64_t since = atomic_load(&w->down_since_ms);
     ws[i].down_ms = !ws[i].up && since ? ts_now_ms() - since : 0;
     wp[i] = &ws[i];
@@ -109,7 +107,7 @@ static void handle_cluster_status(ts_rpc_call *call, const uint8_t *data,
           for (int r = 0; r < n_rep; r++) {
             int w = ts_served_model_replicas(m, s, j)[r];
             ps[k].workers[r] = w;
-            ps[k].replica_states[r] = (char *)ts_cluster_state_name(c, w);
+            ps[k].replica_states[r] = (char *)ts_membership_state_name(c, w);
           }
           ps[k].moves = m->moves ? m->moves[s][j] : 0;
           ms[i].moves += ps[k].moves;
@@ -150,17 +148,17 @@ typedef struct join_job {
 /* Adding a worker probes it over the network: never on a poller thread. */
 static void *join_thread(void *arg) {
   join_job *job = arg;
-  ts_cluster *c = job->admin->cluster;
+  ts_membership *c = job->admin->cluster;
   ts_err err = {0};
   Tessera__Admin__V1__RegisterWorkerResponse resp =
       TESSERA__ADMIN__V1__REGISTER_WORKER_RESPONSE__INIT;
-  int index = ts_cluster_find(c, job->address);
+  int index = ts_membership_find(c, job->address);
   if (index >= 0) {
     /* Known: if it is down the prober restores its shards and brings it
      * back; nothing to do here. */
     resp.known = 1;
-  } else if (ts_cluster_add(c, job->address, &err) == TS_OK) {
-    index = ts_cluster_find(c, job->address);
+  } else if (ts_membership_add(c, job->address, &err) == TS_OK) {
+    index = ts_membership_find(c, job->address);
     ts_log_info("worker %s joined", job->address);
     /* Models waiting for workers load now; auto-replicated ones gain
      * their second replica. */
@@ -185,8 +183,8 @@ static void *join_thread(void *arg) {
  * the worker knows it may stop. Never on a poller thread (uploads). */
 static void *leave_thread(void *arg) {
   join_job *job = arg;
-  ts_cluster *c = job->admin->cluster;
-  int index = ts_cluster_find(c, job->address);
+  ts_membership *c = job->admin->cluster;
+  int index = ts_membership_find(c, job->address);
   if (index < 0) {
     char msg[TS_ADDR_MAX + 64];
     snprintf(msg, sizeof msg, "worker %s is not registered", job->address);
@@ -215,14 +213,11 @@ static void *leave_thread(void *arg) {
 
 /* RegisterWorker and DeregisterWorker: both requests are one wire shape
  * (field 1: the worker's address), so one decoder serves both. */
-static void handle_worker_address(ts_rpc_call *call, const uint8_t *data,
-                                  size_t len, void *user,
+static void handle_worker_address(ts_rpc_call *call,
+                                  const ProtobufCMessage *msg, void *user,
                                   void *(*thread)(void *)) {
-  Tessera__Admin__V1__RegisterWorkerRequest *req =
-      (Tessera__Admin__V1__RegisterWorkerRequest *)ts_rpc_call_unpack(
-          call, &tessera__admin__v1__register_worker_request__descriptor, data,
-          len);
-  if (!req) return;
+  const Tessera__Admin__V1__RegisterWorkerRequest *req =
+      (const Tessera__Admin__V1__RegisterWorkerRequest *)msg;
   join_job *job = calloc(1, sizeof *job);
   const char *colon = strrchr(req->address, ':');
   if (!job || !colon || colon == req->address ||
@@ -230,38 +225,39 @@ static void handle_worker_address(ts_rpc_call *call, const uint8_t *data,
     ts_rpc_call_fail(call, job ? TS_EINVAL : TS_ENOMEM,
                      job ? "address must be HOST:PORT" : "out of memory");
     free(job);
-    tessera__admin__v1__register_worker_request__free_unpacked(req, NULL);
     return;
   }
   job->admin = user;
   job->call = call;
   snprintf(job->address, sizeof job->address, "%s", req->address);
-  tessera__admin__v1__register_worker_request__free_unpacked(req, NULL);
   if (ts_rpc_call_offload(call, thread, job) != 0) free(job);
 }
 
-static void handle_register_worker(ts_rpc_call *call, const uint8_t *data,
-                                   size_t len, void *user) {
-  handle_worker_address(call, data, len, user, join_thread);
+static void handle_register_worker(ts_rpc_call *call,
+                                   const ProtobufCMessage *msg, void *user) {
+  handle_worker_address(call, msg, user, join_thread);
 }
 
-static void handle_deregister_worker(ts_rpc_call *call, const uint8_t *data,
-                                     size_t len, void *user) {
-  handle_worker_address(call, data, len, user, leave_thread);
+static void handle_deregister_worker(ts_rpc_call *call,
+                                     const ProtobufCMessage *msg, void *user) {
+  handle_worker_address(call, msg, user, leave_thread);
 }
+
+/* The service's method table (rpc_table.h). RegisterWorker and
+ * DeregisterWorker requests are one wire shape (see above). */
+static const ts_rpc_handler admin_table[TS_ADMIN_METHODS] = {
+    {SERVICE "ClusterStatus",
+     &tessera__admin__v1__cluster_status_request__descriptor,
+     handle_cluster_status, NULL, TS_ROLE_ADMIN},
+    {SERVICE "RegisterWorker",
+     &tessera__admin__v1__register_worker_request__descriptor,
+     handle_register_worker, NULL, TS_ROLE_WORKER},
+    {SERVICE "DeregisterWorker",
+     &tessera__admin__v1__register_worker_request__descriptor,
+     handle_deregister_worker, NULL, TS_ROLE_WORKER},
+};
 
 int ts_admin_methods(ts_admin *admin, ts_rpc_method *out) {
-  out[0] = (ts_rpc_method){.path = SERVICE "ClusterStatus",
-                           .kind = TS_RPC_UNARY,
-                           .unary = handle_cluster_status,
-                           .user = admin};
-  out[1] = (ts_rpc_method){.path = SERVICE "RegisterWorker",
-                           .kind = TS_RPC_UNARY,
-                           .unary = handle_register_worker,
-                           .user = admin};
-  out[2] = (ts_rpc_method){.path = SERVICE "DeregisterWorker",
-                           .kind = TS_RPC_UNARY,
-                           .unary = handle_deregister_worker,
-                           .user = admin};
-  return TS_ADMIN_METHODS;
+  return ts_rpc_table_methods(admin_table, TS_ADMIN_METHODS, admin,
+                              admin->bindings, out);
 }

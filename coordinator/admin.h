@@ -10,14 +10,18 @@
 
 #include "registry.h"
 #include "rpc.h"
-
-typedef struct ts_admin {
-  ts_registry *registry;
-  ts_cluster *cluster;
-} ts_admin;
+#include "rpc_table.h"
 
 #define TS_ADMIN_METHODS 3
 
+typedef struct ts_admin {
+  ts_registry *registry;
+  ts_membership *cluster;
+  ts_rpc_binding bindings[TS_ADMIN_METHODS]; /* ts_admin_methods */
+} ts_admin;
+
+/* Fills `out` (room for TS_ADMIN_METHODS) with the service's methods,
+ * bound to admin (which must outlive the server). */
 int ts_admin_methods(ts_admin *admin, ts_rpc_method *out);
 
 #endif

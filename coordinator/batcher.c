@@ -48,8 +48,10 @@
 #include <string.h>
 #include <uv.h>
 
+#include "exposition.h"
 #include "fuse.h"
 #include "log.h"
+#include "metrics.h"
 
 /* Outputs split without a heap allocation. */
 #define STACK_OUTPUTS 8
@@ -67,6 +69,7 @@ typedef struct ts_batch_item {
   bool cancelled;    /* under b->mu */
   int cancel_code;
   batch *batch;      /* the batch it was cut into; under b->mu */
+  double submitted;  /* ts_metrics_now() at submit */
 } item;
 
 /* A model's open batch and its batches in flight (under b->mu). The queue
@@ -90,15 +93,16 @@ struct batch {
   ts_served_model *model;
   ts_tensor *concat;
   int n_concat;
-  ts_infer *inf;      /* set under b->mu */
+  ts_dispatch *inf;   /* set under b->mu */
   int n_cancelled;    /* items cancelled once cut; under b->mu */
+  double started;     /* ts_metrics_now() at dispatch */
   struct batch *next; /* batches cut together, dispatched in order */
   int n;
   item *items[];
 };
 
 struct ts_batcher {
-  ts_cluster *cluster;
+  ts_membership *cluster;
   ts_dispatch_opts opts;
   int max_queue;
   uv_loop_t loop;
@@ -169,10 +173,10 @@ static batch *cut_locked(ts_batcher *b, model_queue *q, item **failed) {
   return bt;
 }
 
-static void on_batch_done(ts_infer *inf, void *user);
+static void on_batch_done(ts_dispatch *inf, void *user);
 
 static void batch_free(batch *bt) {
-  if (bt->inf) ts_infer_free(bt->inf);
+  if (bt->inf) ts_dispatch_free(bt->inf);
   for (int i = 0; i < bt->n_concat; i++) ts_tensor_free(&bt->concat[i]);
   free(bt->concat);
   for (int i = 0; i < bt->n; i++) free(bt->items[i]);
@@ -192,6 +196,18 @@ static void batch_release(batch *bt) {
   q->in_flight--;
   q->last_done = ts_now_ms();
   pthread_mutex_unlock(&b->mu);
+}
+
+/* Metrics (metrics.h): each request's wait, and the batch's rows. */
+static void record_start(batch *bt) {
+  int64_t rows = 0;
+  bt->started = ts_metrics_now();
+  for (int i = 0; i < bt->n; i++) {
+    rows += bt->items[i]->rows;
+    ts_coord_metrics_queue(bt->model->config.name,
+                           bt->started - bt->items[i]->submitted);
+  }
+  ts_coord_metrics_batch(bt->model->config.name, rows);
 }
 
 /* Concatenates the inputs (n > 1) and starts the inference. On failure
@@ -220,27 +236,28 @@ static batch *batch_start(batch *bt) {
     free(parts);
     inputs = bt->concat;
   }
-  ts_infer *inf = NULL;
+  ts_dispatch *inf = NULL;
   if (rc == TS_OK) {
-    inf = ts_infer_new(b->cluster, m, &b->opts, deadline, "batch");
+    inf = ts_dispatch_new(b->cluster, m, &b->opts, deadline, "batch");
     if (!inf) rc = ts_err_set(&err, TS_ENOMEM, "out of memory");
   }
   for (int k = 0; rc == TS_OK && k < m->n_inputs; k++)
-    rc = ts_infer_add_input(inf, m->inputs[k].name, &inputs[k], &err);
+    rc = ts_dispatch_add_input(inf, m->inputs[k].name, &inputs[k], &err);
   pthread_mutex_lock(&b->mu);
   bt->inf = inf;
   bool all_cancelled = bt->n_cancelled == n;
   pthread_mutex_unlock(&b->mu);
   if (rc == TS_OK && all_cancelled)
-    ts_infer_cancel(inf, TS_ECANCELLED,
-                    "every request of the batch was cancelled");
+    ts_dispatch_cancel(inf, TS_ECANCELLED,
+                       "every request of the batch was cancelled");
   if (rc) {
     for (int j = 0; j < n; j++) bt->items[j]->done(bt->items[j]->user, &err,
                                                    NULL, 0);
     return bt;
   }
   ts_log_debug("batch of %d request(s) for %s", n, m->config.name);
-  ts_infer_start(bt->inf, on_batch_done, bt);
+  record_start(bt);
+  ts_dispatch_start(bt->inf, on_batch_done, bt);
   return NULL;
 }
 
@@ -280,10 +297,10 @@ static bool item_gone(ts_batcher *b, item *it, int64_t now, ts_err *err) {
 
 /* Hands each request its rows of every output (zero-copy views into the
  * batch's outputs). */
-static void on_batch_done(ts_infer *inf, void *user) {
+static void on_batch_done(ts_dispatch *inf, void *user) {
   batch *bt = user;
   const ts_served_model *m = bt->model;
-  ts_err err = *ts_infer_error(inf);
+  ts_err err = *ts_dispatch_error(inf);
   int n_out = m->n_outputs;
   /* Per output: the batch's tensor, this request's view, its pointer. */
   struct out_slot {
@@ -299,9 +316,11 @@ static void on_batch_done(ts_infer *inf, void *user) {
   }
   int64_t total = 0;
   for (int i = 0; i < bt->n; i++) total += bt->items[i]->rows;
+  for (int i = 0; i < bt->n; i++)
+    ts_coord_metrics_compute(m->config.name, ts_metrics_now() - bt->started);
   for (int k = 0; !err.code && k < n_out; k++) {
-    const ts_tensor *full = outs[k].full = ts_infer_value(inf,
-                                                          m->outputs[k].name);
+    const ts_tensor *full = outs[k].full =
+        ts_dispatch_value(inf, m->outputs[k].name);
     if (!full)
       ts_err_set(&err, TS_EINTERNAL, "the model produced no output '%s'",
                  m->outputs[k].name);
@@ -417,7 +436,7 @@ static void *loop_thread(void *arg) {
   return NULL;
 }
 
-int ts_batcher_create(ts_cluster *cluster, const ts_dispatch_opts *opts,
+int ts_batcher_create(ts_membership *cluster, const ts_dispatch_opts *opts,
                       int max_queue, ts_batcher **out, ts_err *err) {
   ts_batcher *b = calloc(1, sizeof *b);
   if (!b) return ts_err_set(err, TS_ENOMEM, "out of memory");
@@ -454,7 +473,8 @@ int ts_batcher_submit(ts_batcher *b, ts_served_model *m,
   item *it = malloc(sizeof *it);
   if (!it) return ts_err_set(err, TS_ENOMEM, "out of memory");
   *it = (item){.model = m, .inputs = inputs, .rows = inputs[0].dims[0],
-               .deadline = deadline, .done = done, .user = user};
+               .deadline = deadline, .done = done, .user = user,
+               .submitted = ts_metrics_now()};
   batch *head = NULL, *bt;
   item *failed = NULL;
   int wake = 0;
@@ -529,7 +549,7 @@ static bool unqueue_locked(ts_batcher *b, item *it) {
 }
 
 void ts_batcher_cancel(ts_batcher *b, ts_batch_item *it, int code) {
-  ts_infer *stop = NULL;
+  ts_dispatch *stop = NULL;
   bool dropped = false;
   pthread_mutex_lock(&b->mu);
   if (!it->cancelled) {
@@ -551,7 +571,14 @@ void ts_batcher_cancel(ts_batcher *b, ts_batch_item *it, int code) {
     free(it);
   }
   if (stop)
-    ts_infer_cancel(stop, code, "every request of the batch was cancelled");
+    ts_dispatch_cancel(stop, code, "every request of the batch was cancelled");
+}
+
+int ts_batcher_queued(ts_batcher *b) {
+  pthread_mutex_lock(&b->mu);
+  int n = b->queued;
+  pthread_mutex_unlock(&b->mu);
+  return n;
 }
 
 void ts_batcher_free(ts_batcher *b) {

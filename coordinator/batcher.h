@@ -43,7 +43,7 @@ typedef void (*ts_batch_done_fn)(void *user, const ts_err *err,
                                   const ts_tensor *const *outputs,
                                   int n_outputs);
 
-int ts_batcher_create(ts_cluster *cluster, const ts_dispatch_opts *opts,
+int ts_batcher_create(ts_membership *cluster, const ts_dispatch_opts *opts,
                       int max_queue, ts_batcher **out, ts_err *err);
 /* Whether this request can be batched: the model batches and every input's
  * first dim is dynamic in the model and equal across the request. */
@@ -59,10 +59,12 @@ int ts_batcher_submit(ts_batcher *b, ts_served_model *m,
 /* The request's client went away (cancelled, or its deadline passed); from
  * any thread, before its `done` returned, not from inside `done`. Still
  * queued: it leaves the queue and is answered `code` at once (its `done`
- * runs on the calling thread). Already in a batch: the batch runs on for the others
- * and this request's rows are dropped; a batch whose every request was
- * cancelled is itself cancelled (ts_infer_cancel). */
+ * runs on the calling thread). Already in a batch: the batch runs on for the
+ * others and this request's rows are dropped; a batch whose every request was
+ * cancelled is itself cancelled (ts_dispatch_cancel). */
 void ts_batcher_cancel(ts_batcher *b, ts_batch_item *item, int code);
+/* Requests submitted and not yet answered (for /metrics). */
+int ts_batcher_queued(ts_batcher *b);
 /* Flushes what is queued, waits for batches in flight, stops the thread. */
 void ts_batcher_free(ts_batcher *b);
 

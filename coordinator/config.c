@@ -3,6 +3,7 @@
  * line spec, config.ini, repository scan). See config.h.
  */
 #include "config.h"
+#include "options.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -16,14 +17,13 @@ typedef int (*key_setter)(ts_model_config *c, const char *value, ts_err *err);
 
 static int parse_int(const char *key, const char *value, long lo, long hi,
                      long *out, ts_err *err) {
-  char *end;
-  errno = 0;
-  long v = strtol(value, &end, 10);
-  if (errno || end == value || *end != '\0' || v < lo || v > hi)
-    return ts_err_set(err, TS_EINVAL,
-                      "model key '%s': '%s' is not an integer in [%ld, %ld]",
-                      key, value, lo, hi);
-  *out = v;
+  long long v;
+  int rc = ts_integer_parse(value, lo, hi, &v, err);
+  if (rc) {
+    if (err) ts_err_prefix(err, "model key '%s'", key);
+    return rc;
+  }
+  *out = (long)v;
   return TS_OK;
 }
 

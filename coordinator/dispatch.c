@@ -9,6 +9,7 @@
 
 #include "fuse.h"
 #include "log.h"
+#include "metrics.h"
 #include "wire.h"
 #include "worker.pb-c.h"
 
@@ -20,7 +21,7 @@ typedef struct value {
 } value;
 
 typedef struct subcall {
-  ts_infer *inf;
+  ts_dispatch *inf;
   int shard;          /* index in the stage */
   int64_t row0, rows; /* batch slice; rows < 0: the whole batch */
   int replica;        /* position among the shard's replicas */
@@ -32,15 +33,15 @@ typedef struct subcall {
   ts_rpc_outcall *handle; /* while the call is out; under inf->mu */
 } subcall;
 
-struct ts_infer {
-  ts_cluster *cluster;
+struct ts_dispatch {
+  ts_membership *cluster;
   ts_served_model *model;
   ts_dispatch_opts opts;
   int64_t deadline;
   char request_id[64];
   value *values;
   int n_values, cap_values;
-  /* Guards err, cancelled, and (against ts_infer_cancel) the calls and
+  /* Guards err, cancelled, and (against ts_dispatch_cancel) the calls and
    * children arrays and each call's handle. */
   pthread_mutex_t mu;
   ts_err err;
@@ -52,18 +53,18 @@ struct ts_infer {
   int split;          /* current stage is cut into batch slices */
   Tessera__Worker__V1__RunShardResponse **responses;
   int n_responses, cap_responses;
-  ts_infer **children;
+  ts_dispatch **children;
   int n_children;
-  ts_infer_done_fn done;
+  ts_dispatch_done_fn done;
   void *user;
 };
 
-static void stage_start(ts_infer *inf);
+static void stage_start(ts_dispatch *inf);
 
-ts_infer *ts_infer_new(ts_cluster *cluster, ts_served_model *model,
-                       const ts_dispatch_opts *opts, int64_t deadline,
-                       const char *request_id) {
-  ts_infer *inf = calloc(1, sizeof *inf);
+ts_dispatch *ts_dispatch_new(ts_membership *cluster, ts_served_model *model,
+                             const ts_dispatch_opts *opts, int64_t deadline,
+                             const char *request_id) {
+  ts_dispatch *inf = calloc(1, sizeof *inf);
   if (!inf) return NULL;
   inf->cluster = cluster;
   inf->model = model;
@@ -75,7 +76,7 @@ ts_infer *ts_infer_new(ts_cluster *cluster, ts_served_model *model,
   return inf;
 }
 
-static int add_value(ts_infer *inf, const char *name, const ts_tensor *t,
+static int add_value(ts_dispatch *inf, const char *name, const ts_tensor *t,
                      ts_err *err) {
   if (inf->n_values == inf->cap_values) {
     int cap = inf->cap_values ? inf->cap_values * 2 : 16;
@@ -90,26 +91,26 @@ static int add_value(ts_infer *inf, const char *name, const ts_tensor *t,
   return TS_OK;
 }
 
-int ts_infer_add_input(ts_infer *inf, const char *name, const ts_tensor *t,
-                       ts_err *err) {
+int ts_dispatch_add_input(ts_dispatch *inf, const char *name,
+                          const ts_tensor *t, ts_err *err) {
   ts_tensor view = *t;
   view.owned = false;
   return add_value(inf, name, &view, err);
 }
 
-const ts_tensor *ts_infer_value(const ts_infer *inf, const char *name) {
+const ts_tensor *ts_dispatch_value(const ts_dispatch *inf, const char *name) {
   /* Latest first: a fused tensor shadows nothing, but be safe. */
   for (int i = inf->n_values - 1; i >= 0; i--)
     if (strcmp(inf->values[i].name, name) == 0) return &inf->values[i].t;
   return NULL;
 }
 
-const ts_err *ts_infer_error(const ts_infer *inf) { return &inf->err; }
+const ts_err *ts_dispatch_error(const ts_dispatch *inf) { return &inf->err; }
 
 /* Records the first failure; later ones are dropped. */
-static void fail(ts_infer *inf, int code, const char *fmt, ...)
+static void fail(ts_dispatch *inf, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static void fail(ts_infer *inf, int code, const char *fmt, ...) {
+static void fail(ts_dispatch *inf, int code, const char *fmt, ...) {
   pthread_mutex_lock(&inf->mu);
   if (inf->err.code == TS_OK) {
     va_list ap;
@@ -121,21 +122,21 @@ static void fail(ts_infer *inf, int code, const char *fmt, ...) {
   pthread_mutex_unlock(&inf->mu);
 }
 
-static int failed(ts_infer *inf) {
+static int failed(ts_dispatch *inf) {
   pthread_mutex_lock(&inf->mu);
   int code = inf->err.code;
   pthread_mutex_unlock(&inf->mu);
   return code;
 }
 
-static void finish(ts_infer *inf) {
+static void finish(ts_dispatch *inf) {
   if (inf->err.code) atomic_fetch_add(&inf->model->failures, 1);
   inf->done(inf, inf->user);
 }
 
 /* ---- one shard call ------------------------------------------------- */
 
-static const ts_stage *current_stage(const ts_infer *inf) {
+static const ts_stage *current_stage(const ts_dispatch *inf) {
   return &inf->model->plan->stages[inf->stage];
 }
 
@@ -148,7 +149,7 @@ static ts_worker *call_worker(const subcall *sc) {
 }
 
 /* Packs the RunShard request of `sc` (inputs viewed, sliced if asked). */
-static int build_request(ts_infer *inf, subcall *sc, ts_err *err) {
+static int build_request(ts_dispatch *inf, subcall *sc, ts_err *err) {
   const ts_shard *shard = &current_stage(inf)->shards[sc->shard];
   int n = shard->n_inputs;
   Tessera__Worker__V1__Tensor *msgs = calloc((size_t)(n ? n : 1), sizeof *msgs);
@@ -157,7 +158,7 @@ static int build_request(ts_infer *inf, subcall *sc, ts_err *err) {
   int rc = TS_OK;
   if (!msgs || !ptrs || !dims) rc = ts_err_set(err, TS_ENOMEM, "out of memory");
   for (int i = 0; i < n && rc == TS_OK; i++) {
-    const ts_tensor *t = ts_infer_value(inf, shard->inputs[i]);
+    const ts_tensor *t = ts_dispatch_value(inf, shard->inputs[i]);
     if (!t) {
       rc = ts_err_set(err, TS_EINTERNAL, "shard %s needs tensor '%s', which "
                       "no earlier stage produced", shard->label,
@@ -198,13 +199,13 @@ static int build_request(ts_infer *inf, subcall *sc, ts_err *err) {
 }
 
 static void on_call_done(void *user, const ts_rpc_result *res);
-static int live_replicas(ts_infer *inf, int shard);
+static int live_replicas(ts_dispatch *inf, int shard);
 
 /* Starts the call of `sc` on its replica. Returns false, with the failure
  * recorded, when it did not start (the inference was cancelled, or no
  * memory); then `done` will not run for it and the caller accounts for it. */
 static bool send_call(subcall *sc) {
-  ts_infer *inf = sc->inf;
+  ts_dispatch *inf = sc->inf;
   ts_worker *w = call_worker(sc);
   int64_t deadline = inf->deadline;
   /* The attempt limit only helps where another replica can take over; a
@@ -212,7 +213,7 @@ static bool send_call(subcall *sc) {
   if (inf->opts.attempt_timeout_ms > 0 && live_replicas(inf, sc->shard) > 1 &&
       ts_now_ms() + inf->opts.attempt_timeout_ms < deadline)
     deadline = ts_now_ms() + inf->opts.attempt_timeout_ms;
-  /* Under inf->mu, so ts_infer_cancel sees either no call or its handle;
+  /* Under inf->mu, so ts_dispatch_cancel sees either no call or its handle;
    * `done` runs on a poller and takes inf->mu first, so inf outlives
    * this. Once started, `done` always runs (also for calls that fail to
    * start in gRPC). The packed bytes go to gRPC as they are (no copy); a
@@ -223,6 +224,7 @@ static bool send_call(subcall *sc) {
     sc->attempts++;
     atomic_fetch_add(&w->outstanding, 1);
     atomic_fetch_add(&w->calls, 1);
+    ts_coord_metrics_worker_bytes(w->index, sc->req_len, 0);
     uint8_t *req = sc->req;
     sc->req = NULL;
     rc = ts_rpc_call_async_owned(inf->cluster->client, w->channel, RUN_SHARD,
@@ -243,7 +245,7 @@ static bool send_call(subcall *sc) {
  * out on a stalled worker; CANCELLED: the worker's server stopped under
  * the call (it is leaving). The caller retries only an inference that has
  * not failed, so a call the coordinator cancelled itself is never retried. */
-static int retryable(const ts_infer *inf, int status) {
+static int retryable(const ts_dispatch *inf, int status) {
   return status == 14 || status == 8 || status == 5 || status == 1 ||
          (status == 4 && ts_now_ms() < inf->deadline);
 }
@@ -253,17 +255,18 @@ static int takes_worker_down(int status) {
   return status == 14 || status == 5 || status == 4;
 }
 
-static void stage_finish(ts_infer *inf);
+static void stage_finish(ts_dispatch *inf);
 
 static void on_call_done(void *user, const ts_rpc_result *res) {
   subcall *sc = user;
-  ts_infer *inf = sc->inf;
+  ts_dispatch *inf = sc->inf;
   pthread_mutex_lock(&inf->mu);
   sc->handle = NULL; /* invalid once this returns */
   pthread_mutex_unlock(&inf->mu);
   ts_worker *w = call_worker(sc);
   const ts_shard *shard = &current_stage(inf)->shards[sc->shard];
   atomic_fetch_sub(&w->outstanding, 1);
+  ts_coord_metrics_worker_bytes(w->index, 0, res->len);
   if (res->status == 0) {
     sc->resp = tessera__worker__v1__run_shard_response__unpack(NULL, res->len,
                                                                res->data);
@@ -274,8 +277,10 @@ static void on_call_done(void *user, const ts_rpc_result *res) {
     if (takes_worker_down(res->status)) {
       /* Down until the prober sees it again and re-sends its shards. */
       atomic_fetch_add(&w->failures, 1);
-      if (atomic_exchange(&w->up, 0))
+      if (atomic_exchange(&w->up, 0)) {
+        ts_coord_metrics_worker_down(w->index);
         ts_log_warn("worker %s marked down: %s", w->address, res->message);
+      }
     }
     if (sc->replica < 64) sc->tried |= 1ull << sc->replica;
     int next = -1;
@@ -289,6 +294,7 @@ static void on_call_done(void *user, const ts_rpc_result *res) {
                   inf->cluster->workers[call_replicas(sc)[next]].address,
                   res->message);
       sc->replica = next;
+      ts_coord_metrics_retry(res->status);
       if (send_call(sc)) return;
     } else if (next >= 0) {
       fail(inf, err.code, "%s", err.msg);
@@ -311,10 +317,10 @@ static void on_call_done(void *user, const ts_rpc_result *res) {
 /* ---- stages ---------------------------------------------------------- */
 
 /* Rows of the batch common to every stage input; -1 when they disagree. */
-static int64_t stage_batch(ts_infer *inf, const ts_stage *st) {
+static int64_t stage_batch(ts_dispatch *inf, const ts_stage *st) {
   int64_t batch = -1;
   for (int i = 0; i < st->n_inputs; i++) {
-    const ts_tensor *t = ts_infer_value(inf, st->inputs[i]);
+    const ts_tensor *t = ts_dispatch_value(inf, st->inputs[i]);
     if (!t || t->rank == 0) return -1;
     if (batch >= 0 && t->dims[0] != batch) return -1;
     batch = t->dims[0];
@@ -322,7 +328,7 @@ static int64_t stage_batch(ts_infer *inf, const ts_stage *st) {
   return batch;
 }
 
-static int live_replicas(ts_infer *inf, int shard) {
+static int live_replicas(ts_dispatch *inf, int shard) {
   const int *reps = ts_served_model_replicas(inf->model, inf->stage, shard);
   int live = 0;
   for (int r = 0; r < inf->model->n_replicas; r++)
@@ -330,7 +336,7 @@ static int live_replicas(ts_infer *inf, int shard) {
   return live;
 }
 
-static void stage_start(ts_infer *inf) {
+static void stage_start(ts_dispatch *inf) {
   const ts_stage *st = current_stage(inf);
   int pieces = 1;
   int64_t batch = -1;
@@ -399,7 +405,7 @@ static void stage_start(ts_infer *inf) {
       stage_finish(inf);
 }
 
-static int keep_response(ts_infer *inf,
+static int keep_response(ts_dispatch *inf,
                          Tessera__Worker__V1__RunShardResponse *resp) {
   if (inf->n_responses == inf->cap_responses) {
     int cap = inf->cap_responses ? inf->cap_responses * 2 : 8;
@@ -423,7 +429,7 @@ response_output(const Tessera__Worker__V1__RunShardResponse *r,
 /* ts_fuse_stage's view of the inference's values: fused tensors become
  * values, so later (nested) fusions of the stage find them. */
 static const ts_tensor *fuse_lookup(void *user, const char *name) {
-  return ts_infer_value(user, name);
+  return ts_dispatch_value(user, name);
 }
 
 static int fuse_store(void *user, const char *name, ts_tensor *t,
@@ -435,7 +441,7 @@ static int fuse_store(void *user, const char *name, ts_tensor *t,
 
 /* Adds the stage's results as values: worker outputs viewed in place, batch
  * slices concatenated, plan fusions applied in order. */
-static int collect_stage(ts_infer *inf, ts_err *err) {
+static int collect_stage(ts_dispatch *inf, ts_err *err) {
   const ts_stage *st = current_stage(inf);
   int rc = TS_OK;
   for (int i = 0; i < inf->n_calls; i++) {
@@ -494,7 +500,7 @@ static int collect_stage(ts_infer *inf, ts_err *err) {
   return rc;
 }
 
-static void free_calls(ts_infer *inf) {
+static void free_calls(ts_dispatch *inf) {
   pthread_mutex_lock(&inf->mu);
   subcall *calls = inf->calls;
   int n = inf->n_calls;
@@ -510,7 +516,7 @@ static void free_calls(ts_infer *inf) {
   free(calls);
 }
 
-static void stage_finish(ts_infer *inf) {
+static void stage_finish(ts_dispatch *inf) {
   if (!failed(inf)) {
     ts_err err = {0};
     if (collect_stage(inf, &err) != TS_OK) fail(inf, err.code, "%s", err.msg);
@@ -525,15 +531,15 @@ static void stage_finish(ts_infer *inf) {
 
 /* ---- ensembles -------------------------------------------------------- */
 
-static void ensemble_finish(ts_infer *inf) {
+static void ensemble_finish(ts_dispatch *inf) {
   const ts_served_model *m = inf->model;
   ts_err err = {0};
   int rc = TS_OK;
   const ts_tensor *parts[TS_ENSEMBLE_MAX];
   for (int j = 0; j < m->n_outputs && rc == TS_OK; j++) {
     for (int i = 0; i < inf->n_children && rc == TS_OK; i++) {
-      parts[i] = ts_infer_value(inf->children[i],
-                                m->members[i]->outputs[j].name);
+      parts[i] =
+          ts_dispatch_value(inf->children[i], m->members[i]->outputs[j].name);
       if (!parts[i])
         rc = ts_err_set(&err, TS_EIO, "member %s produced no '%s'",
                         m->members[i]->config.name,
@@ -554,9 +560,9 @@ static void ensemble_finish(ts_infer *inf) {
   finish(inf);
 }
 
-static void on_member_done(ts_infer *child, void *user) {
-  ts_infer *inf = user;
-  const ts_err *e = ts_infer_error(child);
+static void on_member_done(ts_dispatch *child, void *user) {
+  ts_dispatch *inf = user;
+  const ts_err *e = ts_dispatch_error(child);
   if (e->code)
     fail(inf, e->code, "ensemble member %s: %s", child->model->config.name,
          e->msg);
@@ -568,7 +574,7 @@ static void on_member_done(ts_infer *child, void *user) {
   }
 }
 
-static void ensemble_start(ts_infer *inf) {
+static void ensemble_start(ts_dispatch *inf) {
   const ts_served_model *m = inf->model;
   int n = m->config.n_members;
   inf->children = calloc((size_t)n, sizeof *inf->children);
@@ -579,15 +585,16 @@ static void ensemble_start(ts_infer *inf) {
   }
   ts_err err = {0};
   for (int i = 0; i < n; i++) {
-    ts_infer *child = ts_infer_new(inf->cluster, m->members[i], &inf->opts,
-                                   inf->deadline, inf->request_id);
+    ts_dispatch *child =
+        ts_dispatch_new(inf->cluster, m->members[i], &inf->opts, inf->deadline,
+                        inf->request_id);
     int rc = child ? TS_OK : ts_err_set(&err, TS_ENOMEM, "out of memory");
     for (int v = 0; v < inf->n_values && rc == TS_OK; v++)
-      rc = ts_infer_add_input(child, inf->values[v].name, &inf->values[v].t,
-                              &err);
+      rc = ts_dispatch_add_input(child, inf->values[v].name, &inf->values[v].t,
+                                 &err);
     if (rc) {
-      if (child) ts_infer_free(child);
-      for (int j = 0; j < i; j++) ts_infer_free(inf->children[j]);
+      if (child) ts_dispatch_free(child);
+      for (int j = 0; j < i; j++) ts_dispatch_free(inf->children[j]);
       inf->n_children = 0;
       fail(inf, rc, "%s", err.msg);
       finish(inf);
@@ -602,14 +609,15 @@ static void ensemble_start(ts_infer *inf) {
   /* A cancel that came before the children were listed reaches them now. */
   if (cancelled)
     for (int i = 0; i < n; i++)
-      ts_infer_cancel(inf->children[i], ts_infer_error(inf)->code,
-                      ts_infer_error(inf)->msg);
+      ts_dispatch_cancel(inf->children[i], ts_dispatch_error(inf)->code,
+                         ts_dispatch_error(inf)->msg);
   atomic_store(&inf->pending, n);
-  ts_infer **children = inf->children;
-  for (int i = 0; i < n; i++) ts_infer_start(children[i], on_member_done, inf);
+  ts_dispatch **children = inf->children;
+  for (int i = 0; i < n; i++)
+    ts_dispatch_start(children[i], on_member_done, inf);
 }
 
-void ts_infer_start(ts_infer *inf, ts_infer_done_fn done, void *user) {
+void ts_dispatch_start(ts_dispatch *inf, ts_dispatch_done_fn done, void *user) {
   inf->done = done;
   inf->user = user;
   atomic_fetch_add(&inf->model->requests, 1);
@@ -621,21 +629,21 @@ void ts_infer_start(ts_infer *inf, ts_infer_done_fn done, void *user) {
     stage_start(inf);
 }
 
-void ts_infer_cancel(ts_infer *inf, int code, const char *why) {
+void ts_dispatch_cancel(ts_dispatch *inf, int code, const char *why) {
   fail(inf, code, "%s", why);
   pthread_mutex_lock(&inf->mu);
   inf->cancelled = true;
   for (int i = 0; i < inf->n_calls; i++)
     if (inf->calls[i].handle) ts_rpc_outcall_cancel(inf->calls[i].handle);
   for (int i = 0; i < inf->n_children; i++)
-    ts_infer_cancel(inf->children[i], code, why);
+    ts_dispatch_cancel(inf->children[i], code, why);
   pthread_mutex_unlock(&inf->mu);
 }
 
-void ts_infer_free(ts_infer *inf) {
+void ts_dispatch_free(ts_dispatch *inf) {
   if (!inf) return;
   free_calls(inf);
-  for (int i = 0; i < inf->n_children; i++) ts_infer_free(inf->children[i]);
+  for (int i = 0; i < inf->n_children; i++) ts_dispatch_free(inf->children[i]);
   free(inf->children);
   for (int i = 0; i < inf->n_values; i++) ts_tensor_free(&inf->values[i].t);
   free(inf->values);

@@ -1,7 +1,7 @@
 /*
  * dispatch.h - running one inference across the cluster.
  *
- * A ts_infer walks its model's plan: for each stage, one RunShard call per
+ * A ts_dispatch walks its model's plan: for each stage, one RunShard call per
  * shard to a replica chosen by the scheduler (or, for a batch-splittable
  * stage with several replicas and a large batch, one call per batch slice
  * to distinct replicas); when a stage's calls are all back, partial outputs
@@ -16,10 +16,10 @@
  * allows (at most TS_RETRY_BUDGET tries per call); the worker is marked
  * down on UNAVAILABLE, NOT_FOUND and timeouts, until the prober sees it
  * again. Other errors end the inference with the worker's status and
- * message. A cancelled inference (ts_infer_cancel: its client went away)
+ * message. A cancelled inference (ts_dispatch_cancel: its client went away)
  * cancels its calls out and retries nothing.
  *
- * Threads: ts_infer_start may be called on any thread; everything after it
+ * Threads: ts_dispatch_start may be called on any thread; everything after it
  * runs on the cluster client's poller thread. `done` is called exactly once.
  * Tensor bytes: request inputs are views (the caller keeps them alive until
  * done); worker answers are unpacked once and viewed in place; only fusion
@@ -36,8 +36,8 @@
 /* A batch-splittable stage is cut into slices of at least this many rows. */
 #define TS_SPLIT_MIN_ROWS 8
 
-typedef struct ts_infer ts_infer;
-typedef void (*ts_infer_done_fn)(ts_infer *inf, void *user);
+typedef struct ts_dispatch ts_dispatch;
+typedef void (*ts_dispatch_done_fn)(ts_dispatch *inf, void *user);
 
 typedef struct ts_dispatch_opts {
   ts_sched_policy policy;
@@ -49,27 +49,27 @@ typedef struct ts_dispatch_opts {
 } ts_dispatch_opts;
 
 /* A new inference of `model` (which the caller holds a reference to until
- * done). Inputs are added with ts_infer_add_input before start. */
-ts_infer *ts_infer_new(ts_cluster *cluster, ts_served_model *model,
-                       const ts_dispatch_opts *opts, int64_t deadline,
-                       const char *request_id);
+ * done). Inputs are added with ts_dispatch_add_input before start. */
+ts_dispatch *ts_dispatch_new(ts_membership *cluster, ts_served_model *model,
+                             const ts_dispatch_opts *opts, int64_t deadline,
+                             const char *request_id);
 /* Adds a named input view (not copied; must outlive the inference). */
-int ts_infer_add_input(ts_infer *inf, const char *name, const ts_tensor *t,
-                       ts_err *err);
+int ts_dispatch_add_input(ts_dispatch *inf, const char *name,
+                          const ts_tensor *t, ts_err *err);
 /* Starts; `done` runs exactly once (maybe before this returns). */
-void ts_infer_start(ts_infer *inf, ts_infer_done_fn done, void *user);
-/* Cancels the inference from any thread, between ts_infer_new and the end
+void ts_dispatch_start(ts_dispatch *inf, ts_dispatch_done_fn done, void *user);
+/* Cancels the inference from any thread, between ts_dispatch_new and the end
  * of `done`: records code/why as its outcome (unless it already failed),
  * cancels every shard call out (ts_rpc_outcall_cancel), and starts no call,
  * retry, stage or ensemble member after. `done` still runs exactly once,
  * when the calls out are back (at once if none is out). Must not be called
  * with a lock that `done` takes. */
-void ts_infer_cancel(ts_infer *inf, int code, const char *why);
+void ts_dispatch_cancel(ts_dispatch *inf, int code, const char *why);
 /* After done: the outcome (TS_OK or a TS_E* code with its message). */
-const ts_err *ts_infer_error(const ts_infer *inf);
+const ts_err *ts_dispatch_error(const ts_dispatch *inf);
 /* After a successful done: the tensor named `name`, or NULL. Valid until
- * ts_infer_free. */
-const ts_tensor *ts_infer_value(const ts_infer *inf, const char *name);
-void ts_infer_free(ts_infer *inf);
+ * ts_dispatch_free. */
+const ts_tensor *ts_dispatch_value(const ts_dispatch *inf, const char *name);
+void ts_dispatch_free(ts_dispatch *inf);
 
 #endif

@@ -83,7 +83,7 @@ static int read_address(int fd, pid_t pid, char *addr, size_t size,
 int ts_local_workers_start(ts_local_workers *lw, int n, int threads,
                            unsigned long long memory_limit,
                            long long activation_limit, const char *binary,
-                           ts_err *err) {
+                           const char *const *extra_args, ts_err *err) {
   memset(lw, 0, sizeof *lw);
   char path[PATH_MAX];
   if (binary) {
@@ -122,7 +122,7 @@ int ts_local_workers_start(ts_local_workers *lw, int n, int threads,
       prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (getppid() != parent) _exit(1);
       dup2(fds[1], STDOUT_FILENO);
-      char *argv[12];
+      char *argv[12 + TS_LOCAL_EXTRA_ARGS];
       int a = 0;
       argv[a++] = path;
       argv[a++] = "--listen";
@@ -137,6 +137,9 @@ int ts_local_workers_start(ts_local_workers *lw, int n, int threads,
         argv[a++] = "--activation-limit";
         argv[a++] = activation_arg;
       }
+      for (int k = 0; extra_args && extra_args[k] && k < TS_LOCAL_EXTRA_ARGS;
+           k++)
+        argv[a++] = (char *)extra_args[k];
       argv[a] = NULL;
       execv(path, argv);
       fprintf(stderr, "exec %s: %s\n", path, strerror(errno));

@@ -25,11 +25,14 @@ typedef struct ts_local_workers {
 /* Starts n workers with `threads` kernel threads each, an optional memory
  * limit (0 = none) and activation limit (--activation-limit; < 0: the
  * worker's default, 0: none), waiting up to 30 s for each to print its
- * port. `binary` NULL means: next to this executable, then ../worker/. */
+ * port. `binary` NULL means: next to this executable, then ../worker/.
+ * extra_args (NULL-terminated, at most TS_LOCAL_EXTRA_ARGS; NULL: none) go
+ * to every child's command line: the coordinator's TLS options. */
+#define TS_LOCAL_EXTRA_ARGS 12
 int ts_local_workers_start(ts_local_workers *lw, int n, int threads,
                            unsigned long long memory_limit,
                            long long activation_limit, const char *binary,
-                           ts_err *err);
+                           const char *const *extra_args, ts_err *err);
 /* SIGTERM, wait up to grace_ms, then SIGKILL; frees lw's arrays. Returns
  * how many workers did not exit with status 0 (crashed earlier, failed
  * their own shutdown, or had to be killed); each is logged as an error. */

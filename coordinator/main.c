@@ -5,15 +5,11 @@
  * (gRPC does not survive fork), models are loaded and their shards placed
  * before the frontend binds, and "listening on HOST:PORT" is printed only
  * once the server can answer. The libuv loop owns signals and the prober
- * (README "Membership"): a health check of every worker each round, all
- * at once (asynchronous calls, so one stalled worker delays no other), shards
- * of leaving workers and of workers down past --replace-after-ms re-placed
- * elsewhere, returning workers given their shards back and rebalanced onto.
- * The prober's blocking work runs on libuv's thread pool; request handling
- * never runs on the loop (see ARCHITECTURE.md, "Threads and the event
- * loop").
+ * (cluster/prober.h); request handling never runs on the loop (see
+ * ARCHITECTURE.md, "Threads and the event loop").
  */
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,11 +21,16 @@
 #include "batcher.h"
 #include "config.h"
 #include "frontend.h"
+#include "http.h"
+#include "metrics.h"
 #include "local_workers.h"
 #include "log.h"
 #include "membership.h"
+#include "options.h"
+#include "prober.h"
 #include "registry.h"
 #include "rpc.h"
+#include "rpc_auth.h"
 #include "ts_config.h"
 
 #if TS_HAVE_SYSTEMD
@@ -47,7 +48,7 @@ typedef struct options {
   int n_workers;
   int local_workers;
   int worker_threads;
-  unsigned long long worker_memory_limit;
+  uint64_t worker_memory_limit;
   long long worker_activation_limit; /* < 0: the worker's default */
   const char *worker_binary;
   const char *models[MAX_SPECS];
@@ -58,6 +59,8 @@ typedef struct options {
   long attempt_timeout_ms;
   long replace_after_ms;
   int round_robin;
+  const char *metrics_listen; /* NULL: no /metrics (metrics.h) */
+  ts_security_opts security; /* TLS, tokens, the loopback rule */
 } options;
 
 static void usage(FILE *f) {
@@ -73,10 +76,11 @@ static void usage(FILE *f) {
 "  --local-workers N           start N worker processes on loopback\n"
 "  --worker-threads N          kernel threads per local worker (default:\n"
 "                              CPUs / N, at least 1)\n"
-"  --worker-memory-limit BYTES memory limit of each local worker (K/M/G)\n"
+"  --worker-memory-limit BYTES memory limit of each local worker (bytes,\n"
+"                              or K/M/G/T, e.g. 512M, 1GiB)\n"
 "  --worker-activation-limit BYTES\n"
 "                              activation memory of one run on a local\n"
-"                              worker (K/M/G; 0: none; default: the\n"
+"                              worker (K/M/G/T; 0: none; default: the\n"
 "                              worker's, see tessera-worker --help)\n"
 "  --worker-binary PATH        tessera-worker to start (default: beside this\n"
 "                              program)\n"
@@ -98,29 +102,31 @@ static void usage(FILE *f) {
 "                              (default 5000)\n"
 "  --round-robin               schedule replicas round-robin instead of by\n"
 "                              power of two choices\n"
-"  --help                      this text\n");
+"  --metrics-listen HOST:PORT  serve Prometheus metrics at /metrics\n"
+"  --version                   print the version and exit\n"
+"  --help                      this text\n"
+"%s", ts_security_usage);
 }
 
-static int parse_size(const char *s, unsigned long long *out) {
-  char *end;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (end == s) return -1;
-  unsigned long long mult = 1;
-  switch (*end) {
-    case 'K': case 'k': mult = 1ull << 10; end++; break;
-    case 'M': case 'm': mult = 1ull << 20; end++; break;
-    case 'G': case 'g': mult = 1ull << 30; end++; break;
-    default: break;
-  }
-  if (*end == 'B' || *end == 'b') end++;
-  if (*end) return -1;
-  *out = v * mult;
-  return 0;
+/* Reports a bad option value (err says why) and returns the exit status 2. */
+static int bad_option(const char *option, const ts_err *err) {
+  fprintf(stderr, "tessera-coordinator: %s %s\n", option, err->msg);
+  return 2;
 }
+
+/* An integer option in [lo, hi] into *out (of any integer type via v). */
+#define INT_OPTION(option, lo, hi, field)                              \
+  do {                                                                 \
+    long long v;                                                       \
+    if (ts_integer_parse(optarg, lo, hi, &v, &err))                    \
+      return bad_option(option, &err);                                 \
+    field = v;                                                         \
+  } while (0)
 
 static int parse_options(int argc, char **argv, options *o) {
   enum { O_LISTEN = 1, O_WORKER, O_LOCAL, O_THREADS, O_LIMIT, O_ACT, O_BINARY,
-         O_MODEL, O_REPO, O_DEADLINE, O_QUEUE, O_ATTEMPT, O_REPLACE, O_RR, O_HELP };
+         O_MODEL, O_REPO, O_DEADLINE, O_QUEUE, O_ATTEMPT, O_REPLACE, O_RR, O_HELP,
+         O_METRICS };
   static const struct option longopts[] = {
       {"listen", required_argument, 0, O_LISTEN},
       {"worker", required_argument, 0, O_WORKER},
@@ -137,6 +143,8 @@ static int parse_options(int argc, char **argv, options *o) {
       {"replace-after-ms", required_argument, 0, O_REPLACE},
       {"round-robin", no_argument, 0, O_RR},
       {"help", no_argument, 0, O_HELP},
+      {"metrics-listen", required_argument, 0, O_METRICS},
+      TS_SECURITY_LONGOPTS,
       {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
   o->worker_activation_limit = -1;
@@ -145,10 +153,11 @@ static int parse_options(int argc, char **argv, options *o) {
   o->attempt_timeout_ms = 2000;
   o->replace_after_ms = 5000;
   int c;
-  char *end;
+  ts_err err = {0};
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (c) {
       case O_LISTEN: o->listen = optarg; break;
+      case O_METRICS: o->metrics_listen = optarg; break;
       case O_WORKER:
         if (o->n_workers == TS_MAX_WORKERS) {
           fprintf(stderr, "tessera-coordinator: too many --worker\n");
@@ -156,35 +165,21 @@ static int parse_options(int argc, char **argv, options *o) {
         }
         o->workers[o->n_workers++] = optarg;
         break;
-      case O_LOCAL:
-        o->local_workers = (int)strtol(optarg, &end, 10);
-        if (*end || o->local_workers < 0 || o->local_workers > 64) {
-          fprintf(stderr, "tessera-coordinator: --local-workers '%s' is not "
-                  "a number in [0, 64]\n", optarg);
-          return 2;
-        }
-        break;
+      case O_LOCAL: INT_OPTION("--local-workers", 0, 64, o->local_workers); break;
       case O_THREADS:
-        o->worker_threads = (int)strtol(optarg, &end, 10);
-        if (*end || o->worker_threads < 1 || o->worker_threads > 1024) {
-          fprintf(stderr, "tessera-coordinator: --worker-threads '%s' is not "
-                  "a number in [1, 1024]\n", optarg);
-          return 2;
-        }
+        INT_OPTION("--worker-threads", 1, 1024, o->worker_threads);
         break;
       case O_LIMIT:
-        if (parse_size(optarg, &o->worker_memory_limit)) {
-          fprintf(stderr, "tessera-coordinator: --worker-memory-limit '%s' "
-                  "is not a size (e.g. 512M)\n", optarg);
-          return 2;
-        }
+        if (ts_size_parse(optarg, &o->worker_memory_limit, &err))
+          return bad_option("--worker-memory-limit", &err);
         break;
       case O_ACT: {
-        unsigned long long v;
-        if (parse_size(optarg, &v) || v > LLONG_MAX) {
-          fprintf(stderr, "tessera-coordinator: --worker-activation-limit "
-                  "'%s' is not a size (e.g. 512M)\n", optarg);
-          return 2;
+        uint64_t v;
+        if (ts_size_parse(optarg, &v, &err))
+          return bad_option("--worker-activation-limit", &err);
+        if (v > LLONG_MAX) {
+          ts_err_set(&err, TS_EINVAL, "'%s' is too large a size", optarg);
+          return bad_option("--worker-activation-limit", &err);
         }
         o->worker_activation_limit = (long long)v;
         break;
@@ -199,40 +194,21 @@ static int parse_options(int argc, char **argv, options *o) {
         break;
       case O_REPO: o->repository = optarg; break;
       case O_DEADLINE:
-        o->max_deadline_ms = strtol(optarg, &end, 10);
-        if (*end || o->max_deadline_ms < 1) {
-          fprintf(stderr, "tessera-coordinator: --max-deadline-ms '%s' is "
-                  "not a positive number\n", optarg);
-          return 2;
-        }
+        INT_OPTION("--max-deadline-ms", 1, LONG_MAX, o->max_deadline_ms);
         break;
-      case O_QUEUE:
-        o->max_queue = (int)strtol(optarg, &end, 10);
-        if (*end || o->max_queue < 1 || o->max_queue > 1000000) {
-          fprintf(stderr, "tessera-coordinator: --max-queue '%s' is not a "
-                  "number in [1, 1000000]\n", optarg);
-          return 2;
-        }
-        break;
+      case O_QUEUE: INT_OPTION("--max-queue", 1, 1000000, o->max_queue); break;
       case O_ATTEMPT:
-        o->attempt_timeout_ms = strtol(optarg, &end, 10);
-        if (*end || o->attempt_timeout_ms < 0) {
-          fprintf(stderr, "tessera-coordinator: --attempt-timeout-ms '%s' is "
-                  "not a number >= 0\n", optarg);
-          return 2;
-        }
+        INT_OPTION("--attempt-timeout-ms", 0, LONG_MAX, o->attempt_timeout_ms);
         break;
       case O_REPLACE:
-        o->replace_after_ms = strtol(optarg, &end, 10);
-        if (*end || end == optarg || o->replace_after_ms < 0) {
-          fprintf(stderr, "tessera-coordinator: --replace-after-ms '%s' is "
-                  "not a number >= 0\n", optarg);
-          return 2;
-        }
+        INT_OPTION("--replace-after-ms", 0, LONG_MAX, o->replace_after_ms);
         break;
       case O_RR: o->round_robin = 1; break;
       case O_HELP: usage(stdout); exit(0);
-      default: usage(stderr); return 2;
+      default:
+        if (ts_security_option(&o->security, c, optarg)) break;
+        usage(stderr);
+        return 2;
     }
   }
   if (optind < argc) {
@@ -245,7 +221,31 @@ static int parse_options(int argc, char **argv, options *o) {
     usage(stderr);
     return 2;
   }
+  if (ts_security_validate(&o->security, o->listen, &err)) {
+    fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
+    return 2;
+  }
   return 0;
+}
+
+/* The options every --local-workers child gets: this coordinator's
+ * certificate (it serves worker RPCs to the coordinator role, which this
+ * certificate carries) and trust domain. */
+static void local_worker_args(const options *o, const char **args) {
+  int a = 0;
+  if (o->security.tls_cert) {
+    args[a++] = "--tls-cert";
+    args[a++] = o->security.tls_cert;
+    args[a++] = "--tls-key";
+    args[a++] = o->security.tls_key;
+    args[a++] = "--tls-ca";
+    args[a++] = o->security.tls_ca;
+  }
+  if (o->security.trust_domain) {
+    args[a++] = "--trust-domain";
+    args[a++] = o->security.trust_domain;
+  }
+  args[a] = NULL;
 }
 
 /* ---- model loading order: plain models, repository, then ensembles ---- */
@@ -280,130 +280,18 @@ static int load_models(ts_registry *reg, const options *o) {
 
 typedef struct control {
   uv_loop_t *loop;
-  uv_signal_t sigterm, sigint;
-  uv_timer_t prober;
-  uv_work_t probe_work;
-  int probing;
-  long replace_after_ms;
-  int unplaced[TS_MAX_WORKERS];  /* last count logged, per worker */
-  ts_cluster *cluster;
-  ts_registry *registry;
+  uv_signal_t sigterm, sigint, sighup;
+  ts_prober prober;
+  ts_rpc_auth *auth;
 } control;
 
-#define PROBE_TIMEOUT_MS 1000
-#define PROBE_WAIT_MS 250       /* a round waits this long for answers */
-#define PROBE_FAILURES_DOWN 2   /* failed health checks in a row: down */
-
-/* A down worker answers again: hold it back from the scheduler until its
- * shards are in place, then put it back in rotation. 1 when it is back. */
-static int bring_back(control *ctl, int i) {
-  ts_cluster *c = ctl->cluster;
-  ts_worker *w = &c->workers[i];
+/* SIGHUP: re-read the token file; a bad file keeps the old tokens. */
+static void on_reload(uv_signal_t *s, int signum) {
+  (void)signum;
+  control *ctl = s->data;
   ts_err err = {0};
-  if (ts_cluster_probe(c, i, PROBE_TIMEOUT_MS, &err) != TS_OK) return 0;
-  atomic_store(&w->up, 0);
-  if (ts_registry_resync_worker(ctl->registry, i, &err) != TS_OK) {
-    ts_log_warn("worker %s answers but its shards could not be restored: "
-                "%s", w->address, err.msg);
-    return 0;
-  }
-  atomic_store(&w->leaving, 0);
-  atomic_store(&w->down_since_ms, 0);
-  atomic_store(&w->up, 1);
-  ts_log_info("worker %s is back and holds its shards", w->address);
-  return 1;
-}
-
-/* Acts on worker i's health answer (TS_HEALTH_PENDING: its check is still
- * out, nothing to act on yet). Returns 1 when the worker came back
- * (membership grew). */
-static int check_worker(control *ctl, int i, ts_health health) {
-  ts_worker *w = &ctl->cluster->workers[i];
-  int back = 0;
-  switch (health) {
-    case TS_HEALTH_PENDING:
-      break;
-    case TS_HEALTH_SERVING:
-      w->probe_failures = 0;
-      if (!atomic_load(&w->up)) back = bring_back(ctl, i);
-      break;
-    case TS_HEALTH_NOT_SERVING:
-      w->probe_failures = 0;
-      if (!atomic_exchange(&w->leaving, 1))
-        ts_log_info("worker %s is leaving (health NOT_SERVING); moving its "
-                    "shards", w->address);
-      break;
-    case TS_HEALTH_UNREACHABLE:
-      if (atomic_load(&w->up) && ++w->probe_failures >= PROBE_FAILURES_DOWN &&
-          atomic_exchange(&w->up, 0))
-        ts_log_warn("worker %s marked down: no health answer %d times in a "
-                    "row", w->address, w->probe_failures);
-      break;
-  }
-  if (!atomic_load(&w->up) && atomic_load(&w->down_since_ms) == 0)
-    atomic_store(&w->down_since_ms, ts_now_ms());
-  return back;
-}
-
-/* Re-places the shards of a leaving worker at once, and of a down one once
- * it has been down for --replace-after-ms. A leaving worker whose shards
- * all moved leaves the rotation. */
-static void replace_worker(control *ctl, int i) {
-  ts_worker *w = &ctl->cluster->workers[i];
-  int leaving = atomic_load(&w->leaving), up = atomic_load(&w->up);
-  int64_t since = atomic_load(&w->down_since_ms);
-  if (!leaving && (up || !since || ts_now_ms() - since < ctl->replace_after_ms))
-    return;
-  int left = 0;
-  if (ts_registry_replicas_on(ctl->registry, i) > 0) {
-    int moved = ts_registry_move_off_worker(ctl->registry, i, &left);
-    if (moved)
-      ts_log_info("worker %s (%s): %d shard replica(s) re-placed on other "
-                  "workers", w->address, ts_cluster_state_name(ctl->cluster, i),
-                  moved);
-    if (left && left != ctl->unplaced[i])
-      ts_log_warn("worker %s (%s): %d shard replica(s) have no other worker "
-                  "with room; retrying as workers join", w->address,
-                  ts_cluster_state_name(ctl->cluster, i), left);
-    ctl->unplaced[i] = left;
-  }
-  if (leaving && up && left == 0 && atomic_exchange(&w->up, 0)) {
-    atomic_store(&w->down_since_ms, ts_now_ms());
-    ts_log_info("worker %s left the rotation; its shards are on other "
-                "workers", w->address);
-  }
-}
-
-/* Runs on libuv's thread pool: blocking probes never stall the loop. The
- * health checks of all workers go out at once; a round waits for their
- * answers at most PROBE_WAIT_MS, so a stalled worker (whose check takes
- * the whole PROBE_TIMEOUT_MS to fail) never delays noticing the others:
- * its failure is counted in the round that sees it. */
-static void probe_workers(uv_work_t *req) {
-  control *ctl = req->data;
-  ts_cluster *c = ctl->cluster;
-  ts_health health[TS_MAX_WORKERS];
-  int grew = 0;
-  int n = ts_cluster_check_health_all(c, PROBE_TIMEOUT_MS, PROBE_WAIT_MS,
-                                      health);
-  for (int i = 0; i < n; i++) grew |= check_worker(ctl, i, health[i]);
-  for (int i = 0; i < n; i++) replace_worker(ctl, i);
-  if (ts_cluster_live_count(c) > 0) ts_registry_retry_unavailable(ctl->registry);
-  if (grew && ts_registry_rebalance(ctl->registry) > 0)
-    ts_log_info("shards rebalanced onto returning workers");
-}
-
-static void probe_done(uv_work_t *req, int status) {
-  (void)status;
-  ((control *)req->data)->probing = 0;
-}
-
-static void on_probe_timer(uv_timer_t *t) {
-  control *ctl = t->data;
-  if (ctl->probing) return;
-  ctl->probing = 1;
-  ctl->probe_work.data = ctl;
-  uv_queue_work(ctl->loop, &ctl->probe_work, probe_workers, probe_done);
+  if (ts_rpc_auth_reload(ctl->auth, &err) != TS_OK)
+    ts_log_error("SIGHUP: %s (the old tokens stay in force)", err.msg);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -412,20 +300,25 @@ static void on_signal(uv_signal_t *s, int signum) {
   notify("STOPPING=1");
   uv_signal_stop(&ctl->sigterm);
   uv_signal_stop(&ctl->sigint);
-  uv_timer_stop(&ctl->prober);
+  uv_signal_stop(&ctl->sighup);
+  ts_prober_stop(&ctl->prober);
   uv_close((uv_handle_t *)&ctl->sigterm, NULL);
   uv_close((uv_handle_t *)&ctl->sigint, NULL);
-  uv_close((uv_handle_t *)&ctl->prober, NULL);
+  uv_close((uv_handle_t *)&ctl->sighup, NULL);
 }
 
 static void print_listening(const char *listen, int port) {
-  const char *colon = strrchr(listen, ':');
-  int host_len = colon ? (int)(colon - listen) : (int)strlen(listen);
+  int host_len = (int)ts_hostport_host_length(listen);
   printf("listening on %.*s:%d\n", host_len, listen, port);
   fflush(stdout);
 }
 
 int main(int argc, char **argv) {
+  /* Before anything else, so it answers even where options are wrong. */
+  if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+    printf("tessera-coordinator %s\n", TESSERA_VERSION);
+    return 0;
+  }
   options o;
   int rc = parse_options(argc, argv, &o);
   if (rc) return rc;
@@ -442,33 +335,41 @@ int main(int argc, char **argv) {
                                   ? cpus / o.local_workers
                                   : 1);
     ts_err err = {0};
+    const char *extra[TS_LOCAL_EXTRA_ARGS + 1];
+    local_worker_args(&o, extra);
     if (ts_local_workers_start(&local, o.local_workers, threads,
                                o.worker_memory_limit,
                                o.worker_activation_limit, o.worker_binary,
-                               &err) != TS_OK) {
+                               extra, &err) != TS_OK) {
       fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
       return 1;
     }
   }
 
   ts_rpc_init();
-  ts_cluster cluster;
+  ts_membership cluster;
   ts_registry registry;
   ts_err err = {0};
   ts_rpc_server *server = NULL;
+  ts_rpc_auth *auth = NULL;
   int exit_code = 1;
-  if (ts_cluster_init(&cluster, NULL, &err) != TS_OK) {
+  /* One set of credentials for the client port and every worker channel:
+   * with tokens, clients may come without a certificate; the worker
+   * channels present this coordinator's either way. */
+  ts_rpc_creds creds = ts_security_creds(&o.security);
+  if (ts_security_auth(&o.security, true, &auth, &err) != TS_OK ||
+      ts_membership_init(&cluster, &creds, &err) != TS_OK) {
     fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
     goto out_rpc;
   }
   for (int i = 0; i < o.n_workers; i++)
-    if (ts_cluster_add(&cluster, o.workers[i], &err) != TS_OK) {
+    if (ts_membership_add(&cluster, o.workers[i], &err) != TS_OK) {
       fprintf(stderr, "tessera-coordinator: worker %s: %s\n", o.workers[i],
               err.msg);
       goto out_cluster;
     }
   for (int i = 0; i < local.n; i++)
-    if (ts_cluster_add(&cluster, local.addresses[i], &err) != TS_OK) {
+    if (ts_membership_add(&cluster, local.addresses[i], &err) != TS_OK) {
       fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
       goto out_cluster;
     }
@@ -492,7 +393,8 @@ int main(int argc, char **argv) {
   ts_rpc_method methods[TS_FRONTEND_METHODS + TS_ADMIN_METHODS];
   int n_methods = ts_frontend_methods(&fe, methods);
   n_methods += ts_admin_methods(&admin, methods + n_methods);
-  ts_rpc_server_opts sopts = {.listen = o.listen, .poll_threads = 1};
+  ts_rpc_server_opts sopts = {
+      .listen = o.listen, .creds = &creds, .auth = auth, .poll_threads = 1};
   int port = 0;
   if (ts_rpc_server_start(&sopts, methods, n_methods, &server, &port, &err) !=
       TS_OK) {
@@ -505,19 +407,32 @@ int main(int argc, char **argv) {
   if (cluster.n == 0)
     ts_log_warn("no workers yet: models wait until workers join "
                 "(tessera-worker --join %s)", o.listen);
+  ts_http_server *metrics = NULL;
+  int metrics_port = 0;
+  if (o.metrics_listen &&
+      ts_coord_metrics_start(o.metrics_listen, &cluster, &fe, fe.batcher,
+                             &metrics, &metrics_port, &err) != TS_OK) {
+    fprintf(stderr, "tessera-coordinator: --metrics-listen %s\n", err.msg);
+    ts_rpc_server_stop(server, 1000);
+    goto out_batcher;
+  }
+  if (metrics) ts_log_info("metrics on port %d at /metrics", metrics_port);
+  if (!o.security.tls_cert)
+    ts_log_warn("plaintext on %s: any process that reaches it may call "
+                "every method (see --tls-cert, docs/SECURITY.md)", o.listen);
   print_listening(o.listen, port);
   notify("READY=1");
 
-  control ctl = {.cluster = &cluster, .registry = &registry,
-                 .replace_after_ms = o.replace_after_ms};
-  ctl.loop = uv_default_loop();
+  control ctl = {.loop = uv_default_loop(), .auth = auth};
   uv_signal_init(ctl.loop, &ctl.sigterm);
   uv_signal_init(ctl.loop, &ctl.sigint);
-  uv_timer_init(ctl.loop, &ctl.prober);
-  ctl.sigterm.data = ctl.sigint.data = ctl.prober.data = &ctl;
+  uv_signal_init(ctl.loop, &ctl.sighup);
+  ctl.sigterm.data = ctl.sigint.data = ctl.sighup.data = &ctl;
   uv_signal_start(&ctl.sigterm, on_signal, SIGTERM);
   uv_signal_start(&ctl.sigint, on_signal, SIGINT);
-  uv_timer_start(&ctl.prober, on_probe_timer, 500, 500);
+  uv_signal_start(&ctl.sighup, on_reload, SIGHUP);
+  ts_prober_start(&ctl.prober, ctl.loop, &cluster, &registry,
+                  o.replace_after_ms);
   uv_run(ctl.loop, UV_RUN_DEFAULT);
   uv_loop_close(ctl.loop);
 
@@ -528,14 +443,16 @@ int main(int argc, char **argv) {
   int left = ts_frontend_drain(&fe, 10000);
   if (left) ts_log_warn("%d request(s) still in flight after 10 s", left);
   ts_rpc_server_stop(server, 1000);
+  ts_http_stop(metrics);
   exit_code = 0;
 out_batcher:
   ts_batcher_free(fe.batcher);
 out_registry:
   ts_registry_free(&registry);
 out_cluster:
-  ts_cluster_free(&cluster);
+  ts_membership_free(&cluster);
 out_rpc:
+  ts_rpc_auth_free(auth);
   ts_rpc_shutdown();
   /* A local worker that crashed or failed its own shutdown fails the
    * coordinator's exit status too, so systemd and tests see it. */

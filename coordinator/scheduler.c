@@ -17,22 +17,22 @@ static unsigned next_random(void) {
   return state;
 }
 
-static int eligible(ts_cluster *c, const int *replicas, int pos,
+static int eligible(ts_membership *c, const int *replicas, int pos,
                     uint64_t exclude) {
   return !(pos < 64 && (exclude >> pos) & 1) &&
          atomic_load(&c->workers[replicas[pos]].up);
 }
 
 /* Load per unit of capacity; compared by cross-multiplying to stay exact. */
-static int less_loaded(ts_cluster *c, int a, int b) {
+static int less_loaded(ts_membership *c, int a, int b) {
   ts_worker *wa = &c->workers[a], *wb = &c->workers[b];
   long la = (long)atomic_load(&wa->outstanding) + 1;
   long lb = (long)atomic_load(&wb->outstanding) + 1;
   return la * wb->threads < lb * wa->threads;
 }
 
-int ts_sched_pick(ts_cluster *c, const int *replicas, int n, uint64_t exclude,
-                  ts_sched_policy policy) {
+int ts_sched_pick(ts_membership *c, const int *replicas, int n,
+                  uint64_t exclude, ts_sched_policy policy) {
   int candidates[64];
   int m = 0;
   for (int i = 0; i < n && m < 64; i++)

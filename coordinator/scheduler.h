@@ -21,7 +21,7 @@ typedef enum {
 
 /* Returns a position in `replicas` (an array of worker indices), or -1 when
  * no live, non-excluded replica exists. Thread-safe. */
-int ts_sched_pick(ts_cluster *c, const int *replicas, int n,
+int ts_sched_pick(ts_membership *c, const int *replicas, int n,
                   uint64_t exclude, ts_sched_policy policy);
 
 #endif

@@ -11,9 +11,15 @@ packages=(
   protobuf-c-compiler libprotobuf-c-dev libgrpc-dev
   libopenblas-dev libuv1-dev check libsystemd-dev libinih-dev
   libonnx-dev grpc-proto
+  libmicrohttpd-dev libjansson-dev
   # tests: independent references and a KServe client written in Python
   python3 python3-numpy python3-torch python3-onnx python3-sklearn
   python3-grpcio python3-protobuf protobuf-compiler
+  prometheus  # promtool: test_metrics checks the exposition with it
+  # deploy: offline images and the compose test (deploy/, test_compose.py)
+  docker.io docker-compose debootstrap
+  systemd  # systemd-analyze: test_systemd verifies and scores the units
+  openssl  # scripts/certs.sh makes the cluster CA and role certificates
 )
 
 missing=()

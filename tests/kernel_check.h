@@ -37,6 +37,7 @@
  *   kc_attr_ints / kc_attr_floats / kc_attr_strings / kc_attr_tensor
  *   uint8_t *bytes = kc_model_pack(m, &len);       malloc'd, caller frees
  *   int rc = kc_model_load(m, &model, &err);       pack + ts_model_load
+ *   rc = kc_load_code(m, &err);       load, free both, return the code
  *   kc_model_free(m);
  *   Names in kc_model_node are comma-separated; an empty entry ("x,,b") is
  *   an omitted optional input/output.
@@ -55,7 +56,7 @@
  *   imports the default domain at 17.
  *   kc_run_op(...) does all of that in one call for ops without attributes.
  *
- * A suite's main():  int main(void) { return kc_main(suite()); }
+ * Suites have no main() of their own: check_main.h describes the runner.
  */
 #ifndef TS_KERNEL_CHECK_H
 #define TS_KERNEL_CHECK_H
@@ -256,6 +257,18 @@ static inline void kc_push(void ***arr, size_t *n, void *item) {
 }
 #define KC_PUSH(arr, n, item) kc_push((void ***)&(arr), &(n), (item))
 
+/* Imports `domain` at `version` into m. */
+static inline void kc_model_opset(Onnx__ModelProto *m, const char *domain,
+                                  int64_t version) {
+  Onnx__OperatorSetIdProto *o = malloc(sizeof *o);
+  ck_assert(o != NULL);
+  onnx__operator_set_id_proto__init(o);
+  o->domain = kc_strdup(domain);
+  o->has_version = 1;
+  o->version = version;
+  KC_PUSH(m->opset_import, m->n_opset_import, o);
+}
+
 static inline Onnx__ModelProto *kc_model_new(int64_t opset) {
   Onnx__ModelProto *m = malloc(sizeof *m);
   ck_assert(m != NULL);
@@ -267,27 +280,8 @@ static inline Onnx__ModelProto *kc_model_new(int64_t opset) {
   ck_assert(m->graph != NULL);
   onnx__graph_proto__init(m->graph);
   m->graph->name = kc_strdup("kc");
-  if (opset > 0) {
-    Onnx__OperatorSetIdProto *o = malloc(sizeof *o);
-    ck_assert(o != NULL);
-    onnx__operator_set_id_proto__init(o);
-    o->domain = kc_strdup("");
-    o->has_version = 1;
-    o->version = opset;
-    KC_PUSH(m->opset_import, m->n_opset_import, o);
-  }
+  if (opset > 0) kc_model_opset(m, "", opset);
   return m;
-}
-
-static inline void kc_model_opset(Onnx__ModelProto *m, const char *domain,
-                                  int64_t version) {
-  Onnx__OperatorSetIdProto *o = malloc(sizeof *o);
-  ck_assert(o != NULL);
-  onnx__operator_set_id_proto__init(o);
-  o->domain = kc_strdup(domain);
-  o->has_version = 1;
-  o->version = version;
-  KC_PUSH(m->opset_import, m->n_opset_import, o);
 }
 
 /* A ValueInfo; dtype UNDEFINED: no type at all; rank < 0: no shape; dims
@@ -442,13 +436,21 @@ static inline void kc_attr_string(Onnx__NodeProto *n, const char *name,
   a->s.data = (uint8_t *)kc_strdup(v);
 }
 
+/* A malloc'd copy of count elements of `size` bytes (room for one even when
+ * count is 0). */
+static inline void *kc_copy_array(const void *v, size_t count, size_t size) {
+  void *copy = malloc((count + 1) * size);
+  ck_assert(copy != NULL);
+  if (count) memcpy(copy, v, count * size);
+  return copy;
+}
+
 static inline void kc_attr_ints(Onnx__NodeProto *n, const char *name,
                                 size_t count, const int64_t *v) {
   Onnx__AttributeProto *a =
       kc_attr_new(n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
   a->n_ints = count;
-  a->ints = malloc((count + 1) * sizeof *a->ints);
-  if (count) memcpy(a->ints, v, count * sizeof *v);
+  a->ints = kc_copy_array(v, count, sizeof *v);
 }
 
 static inline void kc_attr_floats(Onnx__NodeProto *n, const char *name,
@@ -456,8 +458,7 @@ static inline void kc_attr_floats(Onnx__NodeProto *n, const char *name,
   Onnx__AttributeProto *a =
       kc_attr_new(n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS);
   a->n_floats = count;
-  a->floats = malloc((count + 1) * sizeof *a->floats);
-  if (count) memcpy(a->floats, v, count * sizeof *v);
+  a->floats = kc_copy_array(v, count, sizeof *v);
 }
 
 static inline void kc_attr_strings(Onnx__NodeProto *n, const char *name,
@@ -600,6 +601,34 @@ static inline int kc_model_run(const Onnx__ModelProto *m,
                               (size_t)1 << 40, err);
 }
 
+/* x[N,4] -> Gemm(W = w [4,3], b [3]) = h -> Softmax -> y, at opset 13: the
+ * MLP of the graph and exec suites (w and b are copied into initializers). */
+static inline Onnx__ModelProto *kc_mlp_model(const ts_tensor *w,
+                                             const ts_tensor *b) {
+  Onnx__ModelProto *m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 2, (int64_t[]){-1, 4});
+  kc_model_init(m, "W", w);
+  kc_model_init(m, "b", b);
+  kc_model_node(m, "Gemm", "", "fc", "x,W,b", "h");
+  kc_model_node(m, "Softmax", "", "sm", "h", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, 2, (int64_t[]){-1, 3});
+  return m;
+}
+
+/* Loads m and returns the load's code; frees m and the loaded model. */
+static inline int kc_load_code(Onnx__ModelProto *m, ts_err *err) {
+  ts_model *model = NULL;
+  int rc = kc_model_load(m, &model, err);
+  ts_model_free(model);
+  kc_model_free(m);
+  return rc;
+}
+
+/* Frees t[0..n) (each as ts_tensor_free does). */
+static inline void kc_tensors_free(ts_tensor *t, int n) {
+  for (int i = 0; i < n; i++) ts_tensor_free(&t[i]);
+}
+
 /* kc_op_model + kc_model_run + kc_model_free, for ops without attributes. */
 static inline int kc_run_op(const char *op_type, const char *domain,
                             int64_t opset, const ts_tensor *const *in,
@@ -610,15 +639,6 @@ static inline int kc_run_op(const char *op_type, const char *domain,
   int rc = kc_model_run(m, in, n_in, const_mask, out, n_out, err);
   kc_model_free(m);
   return rc;
-}
-
-/* Runs every test of s and returns the process exit status (0: all pass). */
-static inline int kc_main(Suite *s) {
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
 }
 
 #endif

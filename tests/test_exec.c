@@ -7,6 +7,7 @@
 #include <check.h>
 #include <pthread.h>
 
+#include "check_main.h"
 #include "kernel_check.h"
 
 #define D(...) (int64_t[]){__VA_ARGS__}
@@ -20,13 +21,7 @@ static ts_model *load_mlp(void) {
     kc_tensor_rand(&W, TS_DTYPE_FLOAT, 2, D(4, 3), &r, -1, 1);
     kc_tensor_rand(&B, TS_DTYPE_FLOAT, 1, D(3), &r, -1, 1);
   }
-  Onnx__ModelProto *m = kc_model_new(13);
-  kc_model_input(m, "x", TS_DTYPE_FLOAT, 2, D(-1, 4));
-  kc_model_init(m, "W", &W);
-  kc_model_init(m, "b", &B);
-  kc_model_node(m, "Gemm", "", "fc", "x,W,b", "h");
-  kc_model_node(m, "Softmax", "", "sm", "h", "y");
-  kc_model_output(m, "y", TS_DTYPE_FLOAT, 2, D(-1, 3));
+  Onnx__ModelProto *m = kc_mlp_model(&W, &B);
   ts_model *model;
   ts_err err;
   int rc = kc_model_load(m, &model, &err);
@@ -89,14 +84,12 @@ static int run1(ts_model *m, ts_session *s, const ts_tensor *x,
                 (err).msg, (s))
 
 START_TEST(runs_and_matches_reference) {
-  ts_model *m = M;
-  ts_session *s = S;
   ts_err err;
   kc_rng r = kc_rng_seed(1);
   for (int n = 0; n <= 9; n += 3) {
     ts_tensor x, y;
     kc_tensor_rand(&x, TS_DTYPE_FLOAT, 2, D(n, 4), &r, -2, 2);
-    ck_assert_msg(run1(m, s, &x, &y, &err) == 0, "%s", err.msg);
+    ck_assert_msg(run1(M, S, &x, &y, &err) == 0, "%s", err.msg);
     ck_assert(!y.owned);
     double ref[27];
     mlp_ref(&x, ref);
@@ -107,68 +100,64 @@ START_TEST(runs_and_matches_reference) {
 END_TEST
 
 START_TEST(input_validation) {
-  ts_model *m = M;
-  ts_session *s = S;
   ts_err err;
   kc_rng r = kc_rng_seed(2);
   ts_tensor x, y, bad;
   kc_tensor_rand(&x, TS_DTYPE_FLOAT, 2, D(2, 4), &r, -1, 1);
   /* wrong dtype */
   kc_tensor_rand(&bad, TS_DTYPE_INT64, 2, D(2, 4), &r, -1, 1);
-  ck_assert_int_eq(run1(m, s, &bad, &y, &err), TS_EINVAL);
+  ck_assert_int_eq(run1(M, S, &bad, &y, &err), TS_EINVAL);
   ASSERT_MSG_HAS(err, "input 'x' has data type int64; the model expects float");
   ts_tensor_free(&bad);
   /* wrong rank */
   kc_tensor_rand(&bad, TS_DTYPE_FLOAT, 3, D(2, 4, 1), &r, -1, 1);
-  ck_assert_int_eq(run1(m, s, &bad, &y, &err), TS_EINVAL);
+  ck_assert_int_eq(run1(M, S, &bad, &y, &err), TS_EINVAL);
   ASSERT_MSG_HAS(err, "input 'x' has rank 3; the model expects rank 2");
   ts_tensor_free(&bad);
   /* wrong static dim */
   kc_tensor_rand(&bad, TS_DTYPE_FLOAT, 2, D(2, 5), &r, -1, 1);
-  ck_assert_int_eq(run1(m, s, &bad, &y, &err), TS_EINVAL);
+  ck_assert_int_eq(run1(M, S, &bad, &y, &err), TS_EINVAL);
   ASSERT_MSG_HAS(err, "input 'x': dim 1 is 5; the model expects 4");
   ts_tensor_free(&bad);
   /* byte length that does not match the shape */
   bad = x;
   bad.nbytes -= 4;
-  ck_assert_int_eq(run1(m, s, &bad, &y, &err), TS_EINVAL);
+  ck_assert_int_eq(run1(M, S, &bad, &y, &err), TS_EINVAL);
   ASSERT_MSG_HAS(err, "input 'x' holds 28 bytes; shape [2,4] of float needs 32");
   /* negative dim, no data */
   bad = x;
   bad.dims[0] = -2;
-  ck_assert_int_eq(run1(m, s, &bad, &y, &err), TS_EINVAL);
+  ck_assert_int_eq(run1(M, S, &bad, &y, &err), TS_EINVAL);
   ASSERT_MSG_HAS(err, "dim 0 is negative");
   bad = x;
   bad.data = NULL;
-  ck_assert_int_eq(run1(m, s, &bad, &y, &err), TS_EINVAL);
+  ck_assert_int_eq(run1(M, S, &bad, &y, &err), TS_EINVAL);
   ASSERT_MSG_HAS(err, "input 'x' has no data");
   /* unknown, duplicate and missing inputs */
   const char *unk[] = {"z"};
-  ck_assert_int_eq(ts_exec_run(m, s, unk, &x, 1, NULL, &y, 0, &err), TS_EINVAL);
+  ck_assert_int_eq(ts_exec_run(M, S, unk, &x, 1, NULL, &y, 0, &err), TS_EINVAL);
   ASSERT_MSG_HAS(err, "unknown input 'z'");
   const char *twice[] = {"x", "x"};
   ts_tensor xs[2] = {x, x};
-  ck_assert_int_eq(ts_exec_run(m, s, twice, xs, 2, NULL, &y, 0, &err),
+  ck_assert_int_eq(ts_exec_run(M, S, twice, xs, 2, NULL, &y, 0, &err),
                    TS_EINVAL);
   ASSERT_MSG_HAS(err, "input 'x' is given twice");
-  ck_assert_int_eq(ts_exec_run(m, s, NULL, NULL, 0, NULL, &y, 0, &err),
+  ck_assert_int_eq(ts_exec_run(M, S, NULL, NULL, 0, NULL, &y, 0, &err),
                    TS_EINVAL);
   ASSERT_MSG_HAS(err, "input 'x' is missing");
   /* unknown output */
   const char *outs[] = {"y", "nope"};
   ts_tensor ys[2];
-  ck_assert_int_eq(ts_exec_run(m, s, X_NAME, &x, 1, outs, ys, 2, &err),
+  ck_assert_int_eq(ts_exec_run(M, S, X_NAME, &x, 1, outs, ys, 2, &err),
                    TS_EINVAL);
   ASSERT_MSG_HAS(err, "'nope'");
   /* the session still works after all that */
-  ck_assert_int_eq(run1(m, s, &x, &y, &err), 0);
+  ck_assert_int_eq(run1(M, S, &x, &y, &err), 0);
   ts_tensor_free(&x);
 }
 END_TEST
 
 START_TEST(output_selection) {
-  ts_model *m = M;
-  ts_session *s = S;
   ts_err err;
   kc_rng r = kc_rng_seed(3);
   ts_tensor x;
@@ -176,7 +165,7 @@ START_TEST(output_selection) {
   /* an intermediate, the output, a constant and the input itself */
   const char *outs[] = {"h", "y", "W", "x"};
   ts_tensor o[4];
-  ck_assert_msg(ts_exec_run(m, s, X_NAME, &x, 1, outs, o, 4, &err) == 0, "%s",
+  ck_assert_msg(ts_exec_run(M, S, X_NAME, &x, 1, outs, o, 4, &err) == 0, "%s",
                 err.msg);
   double h[15];
   mlp_hidden(&x, h);
@@ -190,7 +179,7 @@ START_TEST(output_selection) {
   ck_assert_ptr_ne(o[3].data, x.data); /* copied into the arena */
   /* only h: Softmax is not needed and not run; same result */
   const char *only_h[] = {"h"};
-  ck_assert_int_eq(ts_exec_run(m, s, X_NAME, &x, 1, only_h, o, 1, &err), 0);
+  ck_assert_int_eq(ts_exec_run(M, S, X_NAME, &x, 1, only_h, o, 1, &err), 0);
   kc_assert_close(&o[0], h, D(5, 3), 2, 1e-5, 1e-6, "h alone");
   free(w);
   free(xr);
@@ -246,40 +235,38 @@ START_TEST(unneeded_nodes_are_skipped) {
 END_TEST
 
 START_TEST(warm_session_allocates_nothing) {
-  ts_model *m = M;
-  ts_session *s = S;
   ts_err err;
   kc_rng r = kc_rng_seed(4);
   ts_tensor x4, x9, y;
   kc_tensor_rand(&x4, TS_DTYPE_FLOAT, 2, D(4, 4), &r, -1, 1);
   kc_tensor_rand(&x9, TS_DTYPE_FLOAT, 2, D(9, 4), &r, -1, 1);
-  ck_assert_int_eq(run1(m, s, &x4, &y, &err), 0);
-  size_t after_first = ts_session_alloc_count(s);
+  ck_assert_int_eq(run1(M, S, &x4, &y, &err), 0);
+  size_t after_first = ts_session_alloc_count(S);
   ck_assert_uint_gt(after_first, 0);
   void *first_data = y.data;
-  ck_assert_int_eq(run1(m, s, &x4, &y, &err), 0);
-  ck_assert_uint_eq(ts_session_alloc_count(s), after_first);
+  ck_assert_int_eq(run1(M, S, &x4, &y, &err), 0);
+  ck_assert_uint_eq(ts_session_alloc_count(S), after_first);
   ck_assert_ptr_eq(y.data, first_data);
   double ref[36];
   mlp_ref(&x4, ref);
   kc_assert_close(&y, ref, D(4, 3), 2, 1e-5, 1e-6, "warm run");
   /* a new shape plans once more; then both shapes are warm */
-  ck_assert_int_eq(run1(m, s, &x9, &y, &err), 0);
-  size_t after_two = ts_session_alloc_count(s);
+  ck_assert_int_eq(run1(M, S, &x9, &y, &err), 0);
+  size_t after_two = ts_session_alloc_count(S);
   for (int i = 0; i < 3; i++) {
-    ck_assert_int_eq(run1(m, s, &x4, &y, &err), 0);
-    ck_assert_int_eq(run1(m, s, &x9, &y, &err), 0);
+    ck_assert_int_eq(run1(M, S, &x4, &y, &err), 0);
+    ck_assert_int_eq(run1(M, S, &x9, &y, &err), 0);
   }
-  ck_assert_uint_eq(ts_session_alloc_count(s), after_two);
+  ck_assert_uint_eq(ts_session_alloc_count(S), after_two);
   mlp_ref(&x9, ref);
   kc_assert_close(&y, ref, D(9, 3), 2, 1e-5, 1e-6, "warm run, shape 2");
   /* a second model on the same session keeps its own plan */
   ts_model *m2 = load_mlp();
-  ck_assert_int_eq(run1(m2, s, &x4, &y, &err), 0);
-  size_t after_m2 = ts_session_alloc_count(s);
-  ck_assert_int_eq(run1(m, s, &x4, &y, &err), 0);
-  ck_assert_int_eq(run1(m2, s, &x4, &y, &err), 0);
-  ck_assert_uint_eq(ts_session_alloc_count(s), after_m2);
+  ck_assert_int_eq(run1(m2, S, &x4, &y, &err), 0);
+  size_t after_m2 = ts_session_alloc_count(S);
+  ck_assert_int_eq(run1(M, S, &x4, &y, &err), 0);
+  ck_assert_int_eq(run1(m2, S, &x4, &y, &err), 0);
+  ck_assert_uint_eq(ts_session_alloc_count(S), after_m2);
   ts_model_free(m2);
   ts_tensor_free(&x4);
   ts_tensor_free(&x9);
@@ -689,9 +676,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("exec");
-  TCase *tc = tcase_create("exec");
-  tcase_set_timeout(tc, 120);
-  tcase_add_checked_fixture(tc, setup, teardown);
+  TCase *tc = ts_check_tcase(s, "exec", 120, setup, teardown);
   tcase_add_test(tc, runs_and_matches_reference);
   tcase_add_test(tc, input_validation);
   tcase_add_test(tc, output_selection);
@@ -705,13 +690,14 @@ static Suite *suite(void) {
   tcase_add_test(tc, resize_sizes_are_checked);
   tcase_add_test(tc, kernel_scratch_counts);
   tcase_add_test(tc, concurrent_sessions);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) {
-  int rc = kc_main(suite());
+/* The shared weights W and B outlive every test (setup fills them once). */
+static void free_weights(void) {
   ts_tensor_free(&W);
   ts_tensor_free(&B);
-  return rc;
 }
+
+const ts_check_suite ts_check_this_suite = {.make = suite,
+                                            .after = free_weights};

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "fuse.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -316,19 +317,16 @@ START_TEST(test_mismatched_parts) {
 }
 END_TEST
 
-int main(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("fuse");
-  TCase *tc = tcase_create("fuse");
+  TCase *tc = ts_check_tcase(s, "fuse", 0, NULL, NULL);
   tcase_add_test(tc, test_concat_axes);
   tcase_add_test(tc, test_sum);
   tcase_add_test(tc, test_mean_weighted);
   tcase_add_test(tc, test_vote_labels);
   tcase_add_test(tc, test_vote_scores);
   tcase_add_test(tc, test_mismatched_parts);
-  suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return s;
 }
+
+const ts_check_suite ts_check_this_suite = {.make = suite};

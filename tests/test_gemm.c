@@ -11,11 +11,11 @@
  * every way Gemm allows, so that the packed path (M <= TS_GEMM_PACKED_MAX_M)
  * and the sgemm path above it are both checked through the op.
  */
-#include <check.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "gemm_packed.h"
 #include "kernel_check.h"
 
@@ -195,14 +195,12 @@ END_TEST
 
 static Suite *gemm_suite(void) {
   Suite *s = suite_create("gemm");
-  TCase *tc = tcase_create("packed");
-  tcase_set_timeout(tc, 120);
+  TCase *tc = ts_check_tcase(s, "packed", 120, NULL, NULL);
   tcase_add_loop_test(tc, kernel_odd_shapes, 0, TS_GEMM_ISA_COUNT);
   tcase_add_test(tc, isa_best_is_supported);
   tcase_add_test(tc, gemm_constant_b);
   tcase_add_test(tc, matmul_constant_b);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) { return kc_main(gemm_suite()); }
+const ts_check_suite ts_check_this_suite = {.make = gemm_suite};

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "kernel_check.h"
 #include "op_list.h"
 
@@ -18,16 +19,10 @@
 /* x[N,4] -> Gemm(W[4,3], b[3]) -> Softmax -> y */
 static Onnx__ModelProto *mlp_model(void) {
   kc_rng r = kc_rng_seed(100);
-  Onnx__ModelProto *m = kc_model_new(13);
   ts_tensor w, b;
   kc_tensor_rand(&w, TS_DTYPE_FLOAT, 2, D(4, 3), &r, -1, 1);
   kc_tensor_rand(&b, TS_DTYPE_FLOAT, 1, D(3), &r, -1, 1);
-  kc_model_input(m, "x", TS_DTYPE_FLOAT, 2, D(-1, 4));
-  kc_model_init(m, "W", &w);
-  kc_model_init(m, "b", &b);
-  kc_model_node(m, "Gemm", "", "fc", "x,W,b", "h");
-  kc_model_node(m, "Softmax", "", "sm", "h", "y");
-  kc_model_output(m, "y", TS_DTYPE_FLOAT, 2, D(-1, 3));
+  Onnx__ModelProto *m = kc_mlp_model(&w, &b);
   ts_tensor_free(&w);
   ts_tensor_free(&b);
   return m;
@@ -117,6 +112,103 @@ START_TEST(corrupt_and_truncated_bytes) {
   ck_assert_int_eq(ts_model_load(bytes, len, &model, &err), 0);
   ts_model_free(model);
   free(bytes);
+}
+END_TEST
+
+/* ---- nesting (nesting.c) ------------------------------------------------ */
+
+/* Wraps buf[0..*len) as field `number` (length-delimited) in place: the
+ * buffer is reallocated, the tag and length put in front. */
+static uint8_t *wire_wrap(uint8_t *buf, size_t *len, uint64_t number) {
+  uint8_t head[20];
+  size_t h = 0;
+  for (uint64_t v = number << 3 | 2, pass = 0; pass < 2;
+       v = *len, pass++) {
+    do {
+      head[h] = (uint8_t)(v & 0x7f);
+      v >>= 7;
+      if (v) head[h] |= 0x80;
+      h++;
+    } while (v);
+  }
+  uint8_t *out = malloc(*len + h);
+  ck_assert_ptr_nonnull(out);
+  memcpy(out, head, h);
+  if (*len) memcpy(out + h, buf, *len);
+  free(buf);
+  *len += h;
+  return out;
+}
+
+/* ModelProto bytes whose graph nests `levels` graphs in If-style attribute
+ * subgraphs (Model.graph -> Graph.node -> Node.attribute -> Attribute.g ->
+ * ...): 1 + 3 * levels + 1 messages deep. */
+static uint8_t *nested_graph_bytes(int levels, size_t *len) {
+  uint8_t *b = NULL;
+  *len = 0;
+  for (int i = 0; i < levels; i++) {
+    b = wire_wrap(b, len, 6); /* Attribute.g */
+    b = wire_wrap(b, len, 5); /* Node.attribute */
+    b = wire_wrap(b, len, 1); /* Graph.node */
+  }
+  return wire_wrap(b, len, 7); /* Model.graph */
+}
+
+START_TEST(nesting_limit) {
+  ts_err err;
+  size_t len;
+  /* depth = 2 + 3 * levels: 11 levels = 35, 12 = 38 */
+  uint8_t *b = nested_graph_bytes(11, &len);
+  ck_assert_int_eq(ts_model_check_nesting(b, len, 35, &err), TS_OK);
+  ck_assert_int_eq(ts_model_check_nesting(b, len, 34, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "limit of 34");
+  free(b);
+  /* a type nested in sequences: Model.graph.input[0].type.sequence_type
+   * .elem_type... (ValueInfo.type = 2, Type.sequence_type = 4,
+   * Sequence.elem_type = 1) */
+  b = NULL;
+  len = 0;
+  for (int i = 0; i < 40; i++) {
+    b = wire_wrap(b, &len, 1);
+    b = wire_wrap(b, &len, 4);
+  }
+  b = wire_wrap(b, &len, 2);
+  b = wire_wrap(b, &len, 11);
+  b = wire_wrap(b, &len, 7);
+  ck_assert_int_eq(ts_model_check_nesting(b, len, 100, &err), TS_OK);
+  ck_assert_int_eq(ts_model_check_nesting(b, len, 50, &err), TS_EINVAL);
+  /* unreadable bytes are left to protobuf-c */
+  ck_assert_int_eq(ts_model_check_nesting(b, len - 1, 50, &err), TS_OK);
+  free(b);
+  /* non-message fields are not descended into: a deep structure inside
+   * a string (Graph.name = 2) is just bytes */
+  b = nested_graph_bytes(60, &len);
+  b = wire_wrap(b, &len, 2);
+  b = wire_wrap(b, &len, 7);
+  ck_assert_int_eq(ts_model_check_nesting(b, len, 10, &err), TS_OK);
+  free(b);
+}
+END_TEST
+
+/* The attack of issue 12: 3000 levels (a 63 KB file) crashed protobuf-c;
+ * both loaders now refuse it before unpacking. */
+START_TEST(deep_model_refused_by_loaders) {
+  ts_err err;
+  size_t len;
+  ts_model *model = NULL;
+  uint8_t *b = nested_graph_bytes(3000, &len);
+  ck_assert_int_eq(ts_model_load(b, len, &model, &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "limit of 100");
+  ck_assert_ptr_null(model);
+  ck_assert_int_eq(ts_model_load_adopt(b, len, NULL, NULL, &model, &err),
+                   TS_EINVAL);
+  ASSERT_MSG_HAS(err, "limit of 100");
+  free(b);
+  /* within the limit, the load goes on to its usual checks */
+  b = nested_graph_bytes(5, &len);
+  ck_assert_int_ne(ts_model_load(b, len, &model, &err), TS_OK);
+  ck_assert_ptr_null(strstr(err.msg, "limit of"));
+  free(b);
 }
 END_TEST
 
@@ -422,6 +514,114 @@ START_TEST(load_file) {
   ck_assert_int_eq(model->graph.n_nodes, 2);
   ts_model_free(model);
   unlink(path);
+}
+END_TEST
+
+/* ts_model_load_adopt: y = MatMul(Gemm(x, W1, b), W2) with W1 (24 KiB) and
+ * W2 (12 KiB) large enough to stay in place and b small. The weights end up
+ * inside the adopted buffer, 64-byte aligned; the answer equals a float64
+ * reference; the buffer is released once, when the model is freed (or at
+ * once, when the bytes do not load). */
+typedef struct release_count {
+  int calls;
+  const void *bytes;
+} release_count;
+
+static void count_release(void *bytes, size_t len, void *ctx) {
+  (void)len;
+  release_count *c = ctx;
+  c->calls++;
+  c->bytes = bytes;
+  free(bytes);
+}
+
+START_TEST(load_in_place) {
+  enum { N = 3, K = 96, H = 64, O = 48 };
+  kc_rng r = kc_rng_seed(5);
+  ts_tensor x, w1, b, w2;
+  kc_tensor_rand(&x, TS_DTYPE_FLOAT, 2, D(N, K), &r, -1, 1);
+  kc_tensor_rand(&w1, TS_DTYPE_FLOAT, 2, D(K, H), &r, -1, 1);
+  kc_tensor_rand(&b, TS_DTYPE_FLOAT, 1, D(H), &r, -1, 1);
+  kc_tensor_rand(&w2, TS_DTYPE_FLOAT, 2, D(H, O), &r, -1, 1);
+  Onnx__ModelProto *m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 2, D(N, K));
+  kc_model_init(m, "w1", &w1);
+  kc_model_init(m, "b", &b);
+  kc_model_init(m, "w2", &w2);
+  kc_model_node(m, "Gemm", "", "fc", "x,w1,b", "h");
+  kc_model_node(m, "MatMul", "", "mm", "h,w2", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, 2, D(N, O));
+  size_t len;
+  uint8_t *bytes = kc_model_pack(m, &len);
+  kc_model_free(m);
+
+  ts_model *model;
+  ts_err err;
+  release_count rel = {0};
+  ck_assert_int_eq(ts_model_load_adopt(bytes, len, count_release, &rel,
+                                       &model, &err), 0);
+  ck_assert_int_eq(rel.calls, 0);
+  const ts_graph *g = &model->graph;
+  const char *in_place[] = {"w1", "w2"};
+  for (int i = 0; i < 2; i++) {
+    const ts_tensor *c = g->values[ts_graph_find_value(g, in_place[i])].constant;
+    ck_assert_msg((const uint8_t *)c->data >= bytes &&
+                      (const uint8_t *)c->data + c->nbytes <= bytes + len,
+                  "%s is not inside the adopted buffer", in_place[i]);
+    ck_assert_uint_eq((uintptr_t)c->data % 64, 0);
+  }
+  const ts_tensor *bc = g->values[ts_graph_find_value(g, "b")].constant;
+  ck_assert_msg(!((const uint8_t *)bc->data >= bytes &&
+                  (const uint8_t *)bc->data < bytes + len),
+                "a small initializer was not copied");
+
+  double ref[N * O];
+  for (int i = 0; i < N; i++)
+    for (int o = 0; o < O; o++) {
+      double acc = 0;
+      for (int j = 0; j < H; j++) {
+        double h = kc_get(&b, j);
+        for (int k = 0; k < K; k++)
+          h += kc_get(&x, i * K + k) * kc_get(&w1, k * H + j);
+        acc += h * kc_get(&w2, j * O + o);
+      }
+      ref[i * O + o] = acc;
+    }
+  ts_session *s;
+  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  ts_tensor y;
+  const char *names[] = {"x"};
+  ck_assert_int_eq(ts_exec_run(model, s, names, &x, 1, NULL, &y, 0, &err), 0);
+  kc_assert_close(&y, ref, D(N, O), 2, 1e-4, 1e-4, "y");
+  ts_session_free(s);
+  ts_model_free(model);
+  ck_assert_int_eq(rel.calls, 1);
+  ck_assert_ptr_eq(rel.bytes, bytes);
+
+  /* bytes that are no model: the plain path's error; released at once */
+  uint8_t *bad = malloc(3);
+  memcpy(bad, "\x07\xff\x13", 3);
+  rel = (release_count){0};
+  ck_assert_int_eq(ts_model_load_adopt(bad, 3, count_release, &rel, &model,
+                                       &err), TS_EINVAL);
+  ASSERT_MSG_HAS(err, "not a valid ONNX model");
+  ck_assert_int_eq(rel.calls, 1);
+  /* a model the in-place walk accepts but whose graph fails to load */
+  m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 2, D(N, K));
+  kc_model_init(m, "w1", &w1);
+  kc_model_node(m, "NoSuchOp", "", "bad", "x,w1", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  bytes = kc_model_pack(m, &len);
+  kc_model_free(m);
+  rel = (release_count){0};
+  ck_assert_int_eq(ts_model_load_adopt(bytes, len, count_release, &rel,
+                                       &model, &err), TS_EUNSUPPORTED);
+  ck_assert_int_eq(rel.calls, 1);
+  ts_tensor_free(&x);
+  ts_tensor_free(&w1);
+  ts_tensor_free(&b);
+  ts_tensor_free(&w2);
 }
 END_TEST
 
@@ -1026,10 +1226,11 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("graph");
-  TCase *tc = tcase_create("load");
-  tcase_set_timeout(tc, 120);
+  TCase *tc = ts_check_tcase(s, "load", 120, NULL, NULL);
   tcase_add_test(tc, good_model_loads);
   tcase_add_test(tc, corrupt_and_truncated_bytes);
+  tcase_add_test(tc, nesting_limit);
+  tcase_add_test(tc, deep_model_refused_by_loaders);
   tcase_add_test(tc, unknown_op);
   tcase_add_test(tc, bad_attributes);
   tcase_add_test(tc, structure_errors);
@@ -1041,6 +1242,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, shape_arithmetic_inference);
   tcase_add_test(tc, output_shape_from_value_info);
   tcase_add_test(tc, load_file);
+  tcase_add_test(tc, load_in_place);
   tcase_add_test(tc, op_table);
   tcase_add_test(tc, every_op_survives_arbitrary_inputs);
   tcase_add_test(tc, tensor_from_onnx);
@@ -1048,8 +1250,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, attribute_helpers);
   tcase_add_test(tc, pytorch_mlp_matches_torch);
   tcase_add_test(tc, pytorch_conv_bn_folds_and_matches_torch);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) { return kc_main(suite()); }
+const ts_check_suite ts_check_this_suite = {.make = suite};

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "hash.h"
 
 static void expect_hash(const void *data, size_t len, const char *want) {
@@ -57,22 +58,15 @@ START_TEST(test_one_byte) {
 }
 END_TEST
 
-static Suite *hash_suite(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("hash");
-  TCase *tc = tcase_create("sha256");
+  TCase *tc = ts_check_tcase(s, "sha256", 0, NULL, NULL);
   tcase_add_test(tc, test_empty);
   tcase_add_test(tc, test_abc);
   tcase_add_test(tc, test_two_blocks);
   tcase_add_test(tc, test_million_a);
   tcase_add_test(tc, test_one_byte);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(hash_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+const ts_check_suite ts_check_this_suite = {.make = suite};

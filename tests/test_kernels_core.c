@@ -8,6 +8,7 @@
 #include <check.h>
 #include <float.h>
 
+#include "check_main.h"
 #include "kernel_check.h"
 
 #define RTOL 1e-5
@@ -683,8 +684,7 @@ END_TEST
 
 static Suite *suite(void) {
   Suite *s = suite_create("kernels_core");
-  TCase *tc = tcase_create("core");
-  tcase_set_timeout(tc, 120);
+  TCase *tc = ts_check_tcase(s, "core", 120, NULL, NULL);
   tcase_add_test(tc, gemm_all_combinations);
   tcase_add_test(tc, gemm_larger_and_edge_sizes);
   tcase_add_test(tc, gemm_bad_inputs);
@@ -699,8 +699,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, reshape_cases);
   tcase_add_test(tc, constant_attributes);
   tcase_add_test(tc, dropout_is_identity);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) { return kc_main(suite()); }
+const ts_check_suite ts_check_this_suite = {.make = suite};

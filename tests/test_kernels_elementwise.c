@@ -13,6 +13,7 @@
 #include <check.h>
 #include <math.h>
 
+#include "check_main.h"
 #include "kernel_check.h"
 
 /* ---- shared helpers ----------------------------------------------------- */
@@ -62,9 +63,6 @@ static double tol_for(ts_dtype t) {
   return t == TS_DTYPE_FLOAT ? 2e-6 : t == TS_DTYPE_DOUBLE ? 1e-12 : 0;
 }
 
-static void free_all(ts_tensor *t, int n) {
-  for (int i = 0; i < n; i++) ts_tensor_free(&t[i]);
-}
 
 /* ---- binary arithmetic and comparisons ---------------------------------- */
 
@@ -202,7 +200,7 @@ START_TEST(test_integer_division) {
     ck_assert_int_eq(kc_run_op("Div", "", 13, in, 2, 0, &y, 1, &err), 0);
     const double want[] = {3, -3, -3, 3, 0, 9};
     kc_assert_close(&y, want, (int64_t[]){6}, 1, 0, 0, "int Div");
-    free_all((ts_tensor[]){a, b, y}, 3);
+    kc_tensors_free((ts_tensor[]){a, b, y}, 3);
   }
 }
 END_TEST
@@ -217,7 +215,7 @@ START_TEST(test_integer_division_by_zero_does_not_trap) {
   ck_assert_int_eq(kc_run_op("Div", "", 13, in, 2, 0, &y, 1, &err), 0);
   ck_assert_int_eq(((int32_t *)y.data)[0], 0);
   ck_assert_int_eq(((int32_t *)y.data)[1], INT32_MIN); /* wraps */
-  free_all((ts_tensor[]){a, b, y}, 3);
+  kc_tensors_free((ts_tensor[]){a, b, y}, 3);
 }
 END_TEST
 
@@ -237,7 +235,7 @@ START_TEST(test_logic) {
       kc_tensor_rand(&a, TS_DTYPE_BOOL, ranks[0], dims[0], &r, 0, 2);
       kc_tensor_rand(&b, TS_DTYPE_BOOL, ranks[1], dims[1], &r, 0, 2);
       check_binary(cases[c].op, cases[c].f, true, &a, &b, trial & 3);
-      free_all((ts_tensor[]){a, b}, 2);
+      kc_tensors_free((ts_tensor[]){a, b}, 2);
     }
 }
 END_TEST
@@ -256,7 +254,7 @@ START_TEST(test_pow) {
         kc_tensor_rand(&a, num_types[base], ranks[0], dims[0], &r, 0.1, 3);
         kc_tensor_rand(&b, exps[e], ranks[1], dims[1], &r, -3, 3);
         check_binary("Pow", r_pow, false, &a, &b, trial & 3);
-        free_all((ts_tensor[]){a, b}, 2);
+        kc_tensors_free((ts_tensor[]){a, b}, 2);
       }
 }
 END_TEST
@@ -310,7 +308,7 @@ START_TEST(test_pow_fixed_exponent) {
               ck_assert_msg(signbit(kc_get(&y, i)) == signbit(want[i]),
                             "%s: element %d has the wrong sign of zero", what,
                             i);
-          free_all((ts_tensor[]){a, b, y}, 3);
+          kc_tensors_free((ts_tensor[]){a, b, y}, 3);
         }
 }
 END_TEST
@@ -350,7 +348,7 @@ START_TEST(test_variadic) {
         kc_assert_close(&y, ref, od, orank, tol_for(num_types[t]), 0,
                         cases[c].op);
         free(ref);
-        free_all(x, n);
+        kc_tensors_free(x, n);
         ts_tensor_free(&y);
       }
 }
@@ -383,7 +381,7 @@ START_TEST(test_where) {
       ck_assert_int_eq(y.dtype, types[t]);
       kc_assert_close(&y, ref, od, orank, 0, 0, "Where");
       free(ref);
-      free_all((ts_tensor[]){c, a, b, y}, 4);
+      kc_tensors_free((ts_tensor[]){c, a, b, y}, 4);
     }
 }
 END_TEST
@@ -436,7 +434,7 @@ START_TEST(test_unary) {
         kc_assert_close(&y, ref, dims, rank, tol_for(x.dtype), 1e-30,
                         unary_cases[c].op);
         free(ref);
-        free_all((ts_tensor[]){x, y}, 2);
+        kc_tensors_free((ts_tensor[]){x, y}, 2);
       }
     }
 }
@@ -492,7 +490,7 @@ START_TEST(test_not) {
   ck_assert_int_eq(kc_run_op("Not", "", 13, in, 1, 0, &y, 1, &err), 0);
   kc_assert_close(&y, (double[]){0, 1, 1, 0}, (int64_t[]){2, 2}, 2, 0, 0,
                   "Not");
-  free_all((ts_tensor[]){x, y}, 2);
+  kc_tensors_free((ts_tensor[]){x, y}, 2);
 }
 END_TEST
 
@@ -514,7 +512,7 @@ START_TEST(test_leaky_relu) {
     }
     kc_assert_close(&y, ref, x.dims, 3, tol_for(x.dtype), 0, "LeakyRelu");
     kc_model_free(m);
-    free_all((ts_tensor[]){x, y}, 2);
+    kc_tensors_free((ts_tensor[]){x, y}, 2);
   }
 }
 END_TEST
@@ -542,7 +540,7 @@ START_TEST(test_clip_inputs) {
         ref[i] = v;
       }
       kc_assert_close(&y, ref, x.dims, 2, 0, 0, "Clip");
-      free_all((ts_tensor[]){x, lo, hi, y}, 4);
+      kc_tensors_free((ts_tensor[]){x, lo, hi, y}, 4);
     }
 }
 END_TEST
@@ -563,7 +561,7 @@ START_TEST(test_clip_attributes) {
     ref[i] = fmin(fmax(kc_get(&x, i), -0.5), 0.75);
   kc_assert_close(&y, ref, x.dims, 1, 0, 0, "Clip opset 9");
   kc_model_free(m);
-  free_all((ts_tensor[]){x, y}, 2);
+  kc_tensors_free((ts_tensor[]){x, y}, 2);
 }
 END_TEST
 
@@ -616,7 +614,7 @@ START_TEST(test_cast_all_pairs) {
                ts_dtype_name(types[d]));
       kc_assert_close(&y, ref, (int64_t[]){n}, 1, 0, 0, what);
       kc_model_free(m);
-      free_all((ts_tensor[]){x, y}, 2);
+      kc_tensors_free((ts_tensor[]){x, y}, 2);
     }
 }
 END_TEST
@@ -635,7 +633,7 @@ START_TEST(test_cast_float_edge_values) {
   const int64_t *v = y.data;
   ck_assert(v[0] == 0 && v[1] == INT64_MAX && v[2] == INT64_MIN && v[3] == -3);
   kc_model_free(m);
-  free_all((ts_tensor[]){x, y}, 2);
+  kc_tensors_free((ts_tensor[]){x, y}, 2);
 }
 END_TEST
 
@@ -672,7 +670,7 @@ START_TEST(test_expand) {
       for (int64_t i = 0; i < n; i++)
         ref[i] = at(&x, i, cases[c].y, cases[c].ry);
       kc_assert_close(&y, ref, cases[c].y, cases[c].ry, 0, 0, "Expand");
-      free_all((ts_tensor[]){x, s, y}, 3);
+      kc_tensors_free((ts_tensor[]){x, s, y}, 3);
     }
 }
 END_TEST
@@ -712,7 +710,7 @@ START_TEST(test_symbolic_batch) {
   ts_session_free(s);
   ts_model_free(model);
   kc_model_free(m);
-  free_all((ts_tensor[]){w, b}, 2);
+  kc_tensors_free((ts_tensor[]){w, b}, 2);
 }
 END_TEST
 
@@ -731,21 +729,13 @@ START_TEST(test_runtime_broadcast_mismatch) {
   ck_assert_int_eq(kc_model_run(m, in, 2, 0, &y, 1, &err), TS_EINVAL);
   ck_assert_msg(strstr(err.msg, "add") != NULL, "message names the node: %s",
                 err.msg);
-  free_all((ts_tensor[]){a, b}, 2);
+  kc_tensors_free((ts_tensor[]){a, b}, 2);
   kc_model_free(m);
 }
 END_TEST
 
 /* ---- bad models ---------------------------------------------------------- */
 
-/* Loads a one-node model over in[] and returns the load's error code. */
-static int load_code(Onnx__ModelProto *m, ts_err *err) {
-  ts_model *model = NULL;
-  int rc = kc_model_load(m, &model, err);
-  ts_model_free(model);
-  kc_model_free(m);
-  return rc;
-}
 
 START_TEST(test_bad_models) {
   ts_tensor f, i64, f2;
@@ -756,79 +746,78 @@ START_TEST(test_bad_models) {
   Onnx__NodeProto *n;
 
   /* Mixed dtypes, shapes that do not broadcast. */
-  ck_assert_int_eq(load_code(kc_op_model("Add", "", 13,
+  ck_assert_int_eq(kc_load_code(kc_op_model("Add", "", 13,
                                          (const ts_tensor *[]){&f, &i64}, 2,
                                          0, 1, NULL), &err), TS_EINVAL);
-  ck_assert_int_eq(load_code(kc_op_model("Mul", "", 13,
+  ck_assert_int_eq(kc_load_code(kc_op_model("Mul", "", 13,
                                          (const ts_tensor *[]){&f, &f2}, 2, 0,
                                          1, NULL), &err), TS_EINVAL);
   ck_assert_msg(strstr(err.msg, "Mul"), "names the op: %s", err.msg);
   /* Types an op does not take. */
-  ck_assert_int_eq(load_code(kc_op_model("Sqrt", "", 13,
+  ck_assert_int_eq(kc_load_code(kc_op_model("Sqrt", "", 13,
                                          (const ts_tensor *[]){&i64}, 1, 0, 1,
                                          NULL), &err), TS_EUNSUPPORTED);
-  ck_assert_int_eq(load_code(kc_op_model("And", "", 13,
+  ck_assert_int_eq(kc_load_code(kc_op_model("And", "", 13,
                                          (const ts_tensor *[]){&f, &f}, 2, 0,
                                          1, NULL), &err), TS_EUNSUPPORTED);
-  ck_assert_int_eq(load_code(kc_op_model("Where", "", 13,
+  ck_assert_int_eq(kc_load_code(kc_op_model("Where", "", 13,
                                          (const ts_tensor *[]){&f, &f, &f}, 3,
                                          0, 1, NULL), &err), TS_EINVAL);
   /* Unknown attributes (old-style broadcast, a typo). */
   Onnx__ModelProto *m = kc_op_model("Add", "", 13,
                                     (const ts_tensor *[]){&f, &f}, 2, 0, 1, &n);
   kc_attr_int(n, "broadcast", 1);
-  ck_assert_int_eq(load_code(m, &err), TS_EUNSUPPORTED);
+  ck_assert_int_eq(kc_load_code(m, &err), TS_EUNSUPPORTED);
   ck_assert_msg(strstr(err.msg, "broadcast"), "names it: %s", err.msg);
   m = kc_op_model("Relu", "", 13, (const ts_tensor *[]){&f}, 1, 0, 1, &n);
   kc_attr_float(n, "alpha", 1);
-  ck_assert_int_eq(load_code(m, &err), TS_EUNSUPPORTED);
+  ck_assert_int_eq(kc_load_code(m, &err), TS_EUNSUPPORTED);
   m = kc_op_model("Clip", "", 13, (const ts_tensor *[]){&f}, 1, 0, 1, &n);
   kc_attr_float(n, "min", 1); /* an attribute only before opset 11 */
-  ck_assert_int_eq(load_code(m, &err), TS_EUNSUPPORTED);
+  ck_assert_int_eq(kc_load_code(m, &err), TS_EUNSUPPORTED);
   /* Attributes of the wrong type. */
   m = kc_op_model("LeakyRelu", "", 13, (const ts_tensor *[]){&f}, 1, 0, 1, &n);
   kc_attr_int(n, "alpha", 2);
-  ck_assert_int_eq(load_code(m, &err), TS_EINVAL);
+  ck_assert_int_eq(kc_load_code(m, &err), TS_EINVAL);
   ck_assert_msg(strstr(err.msg, "'alpha'"), "names it: %s", err.msg);
   m = kc_op_model("Cast", "", 13, (const ts_tensor *[]){&f}, 1, 0, 1, &n);
   kc_attr_float(n, "to", 7);
-  ck_assert_int_eq(load_code(m, &err), TS_EINVAL);
+  ck_assert_int_eq(kc_load_code(m, &err), TS_EINVAL);
   /* Cast: 'to' missing, or a type Tessera does not compute on. */
   m = kc_op_model("Cast", "", 13, (const ts_tensor *[]){&f}, 1, 0, 1, &n);
-  ck_assert_int_eq(load_code(m, &err), TS_EINVAL);
+  ck_assert_int_eq(kc_load_code(m, &err), TS_EINVAL);
   m = kc_op_model("Cast", "", 13, (const ts_tensor *[]){&f}, 1, 0, 1, &n);
   kc_attr_int(n, "to", TS_DTYPE_STRING);
-  ck_assert_int_eq(load_code(m, &err), TS_EUNSUPPORTED);
+  ck_assert_int_eq(kc_load_code(m, &err), TS_EUNSUPPORTED);
   ck_assert_msg(strstr(err.msg, "'to'"), "names the attribute: %s", err.msg);
   /* Clip before opset 11 has no bound inputs. */
   ts_tensor one;
   kc_tensor_from(&one, TS_DTYPE_FLOAT, 0, NULL, (double[]){1});
-  ck_assert_int_eq(load_code(kc_op_model("Clip", "", 9,
+  ck_assert_int_eq(kc_load_code(kc_op_model("Clip", "", 9,
                                          (const ts_tensor *[]){&f, &one}, 2, 2,
                                          1, NULL), &err), TS_EINVAL);
   ts_tensor_free(&one);
   /* Clip bounds must be scalars of the input's type. */
-  ck_assert_int_eq(load_code(kc_op_model("Clip", "", 13,
+  ck_assert_int_eq(kc_load_code(kc_op_model("Clip", "", 13,
                                          (const ts_tensor *[]){&f, &f2}, 2, 2,
                                          1, NULL), &err), TS_EINVAL);
   /* Expand to a negative dim, or to a shape that does not broadcast. */
   ts_tensor s;
   kc_tensor_from(&s, TS_DTYPE_INT64, 1, (int64_t[]){2}, (double[]){2, -3});
-  ck_assert_int_eq(load_code(kc_op_model("Expand", "", 13,
+  ck_assert_int_eq(kc_load_code(kc_op_model("Expand", "", 13,
                                          (const ts_tensor *[]){&f, &s}, 2, 2,
                                          1, NULL), &err), TS_EINVAL);
   kc_set(&s, 1, 4);
-  ck_assert_int_eq(load_code(kc_op_model("Expand", "", 13,
+  ck_assert_int_eq(kc_load_code(kc_op_model("Expand", "", 13,
                                          (const ts_tensor *[]){&f, &s}, 2, 2,
                                          1, NULL), &err), TS_EINVAL);
-  free_all((ts_tensor[]){f, f2, i64, s}, 4);
+  kc_tensors_free((ts_tensor[]){f, f2, i64, s}, 4);
 }
 END_TEST
 
-static Suite *elementwise_suite(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("kernels_elementwise");
-  TCase *tc = tcase_create("kernels");
-  tcase_set_timeout(tc, 120);
+  TCase *tc = ts_check_tcase(s, "kernels", 120, NULL, NULL);
   tcase_add_test(tc, test_binary_random);
   tcase_add_test(tc, test_binary_every_pattern);
   tcase_add_test(tc, test_integer_division);
@@ -850,14 +839,7 @@ static Suite *elementwise_suite(void) {
   tcase_add_test(tc, test_symbolic_batch);
   tcase_add_test(tc, test_runtime_broadcast_mismatch);
   tcase_add_test(tc, test_bad_models);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(elementwise_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const ts_check_suite ts_check_this_suite = {.make = suite};

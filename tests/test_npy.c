@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "npy.h"
 
 #define PYTHON "/usr/bin/python3"
@@ -574,10 +575,9 @@ START_TEST(test_file_errors) {
 }
 END_TEST
 
-static Suite *npy_suite(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("npy");
-  TCase *tc = tcase_create("core");
-  tcase_set_timeout(tc, 120);
+  TCase *tc = ts_check_tcase(s, "core", 120, NULL, NULL);
   tcase_add_test(tc, test_roundtrip_memory);
   tcase_add_test(tc, test_header_layout);
   tcase_add_test(tc, test_write_unsupported_dtype);
@@ -587,14 +587,7 @@ static Suite *npy_suite(void) {
   tcase_add_test(tc, test_malformed_headers);
   tcase_add_test(tc, test_malformed_prelude);
   tcase_add_test(tc, test_file_errors);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(npy_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const ts_check_suite ts_check_this_suite = {.make = suite};

@@ -14,16 +14,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "placement.h"
 
 enum { UP, DOWN, LEAVING };
 
 /* A cluster of n workers in the given states, each with planned bytes and
  * a memory limit (0: none). Freed with free(). */
-static ts_cluster *cluster(int n, const int *state,
-                           const unsigned long long *planned,
-                           const unsigned long long *limit) {
-  ts_cluster *c = calloc(1, sizeof *c);
+static ts_membership *cluster(int n, const int *state,
+                              const unsigned long long *planned,
+                              const unsigned long long *limit) {
+  ts_membership *c = calloc(1, sizeof *c);
   ck_assert_ptr_nonnull(c);
   atomic_store(&c->n, n);
   for (int i = 0; i < n; i++) {
@@ -38,11 +39,11 @@ static ts_cluster *cluster(int n, const int *state,
   return c;
 }
 
-static unsigned long long planned(ts_cluster *c, int i) {
+static unsigned long long planned(ts_membership *c, int i) {
   return atomic_load(&c->workers[i].memory_planned);
 }
 
-static unsigned long long total_planned(ts_cluster *c) {
+static unsigned long long total_planned(ts_membership *c) {
   unsigned long long sum = 0;
   for (int i = 0; i < c->n; i++) sum += planned(c, i);
   return sum;
@@ -55,7 +56,7 @@ static void assert_distinct(const int *row, int n) {
 
 START_TEST(test_distinct_replicas_fewest_bytes_first) {
   unsigned long long start[] = {300, 100, 200, 0};
-  ts_cluster *c = cluster(4, NULL, start, NULL);
+  ts_membership *c = cluster(4, NULL, start, NULL);
   int row[5];  /* room for the five replicas asked below */
   ck_assert_int_eq(ts_placement_place(c, 50, 2, row), TS_OK);
   ck_assert_int_eq(row[0], 3); /* 0 bytes */
@@ -77,7 +78,7 @@ END_TEST
 START_TEST(test_memory_limits_respected) {
   unsigned long long start[] = {0, 0, 900, 0};
   unsigned long long limit[] = {1000, 250, 1000, 0};
-  ts_cluster *c = cluster(4, NULL, start, limit);
+  ts_membership *c = cluster(4, NULL, start, limit);
   int row[2];
   /* 300 bytes fit neither worker 1 (limit 250) nor worker 2 (900 held):
    * the replicas go to 0 and 3, until 0 is full after three. */
@@ -94,8 +95,8 @@ START_TEST(test_memory_limits_respected) {
   for (int i = 0; i < 4; i++)
     if (limit[i]) ck_assert_uint_le(planned(c, i), limit[i]);
   /* Exactly at the limit fits; one byte over does not. */
-  ts_cluster *d = cluster(1, NULL, (unsigned long long[]){750},
-                          (unsigned long long[]){1000});
+  ts_membership *d = cluster(1, NULL, (unsigned long long[]){750},
+                             (unsigned long long[]){1000});
   int one = ts_placement_pick(d, NULL, 0, 251, ~0ull);
   ck_assert_int_eq(one, -1);
   ck_assert_int_eq(ts_placement_pick(d, NULL, 0, 250, ~0ull), 0);
@@ -107,7 +108,7 @@ END_TEST
 START_TEST(test_down_and_leaving_never_chosen) {
   int state[] = {UP, DOWN, LEAVING, UP};
   unsigned long long start[] = {500, 0, 0, 400};
-  ts_cluster *c = cluster(4, state, start, NULL);
+  ts_membership *c = cluster(4, state, start, NULL);
   ck_assert_int_eq(ts_placement_targets(c), 2);
   int row[3];
   ck_assert_int_eq(ts_placement_place(c, 10, 2, row), TS_OK);
@@ -146,7 +147,7 @@ END_TEST
 START_TEST(test_empty_worker_moves_its_replicas) {
   int state[] = {DOWN, UP, UP, UP};
   unsigned long long start[] = {200, 300, 100, 200};
-  ts_cluster *c = cluster(4, state, start, NULL);
+  ts_membership *c = cluster(4, state, start, NULL);
   int row[] = {1, 0, 2};  /* a 100-byte shard with a replica on 0 */
   ts_placement_move moved[3];
   int unplaced = 0;
@@ -183,7 +184,7 @@ START_TEST(test_rebalance_only_strict_improvement) {
   ts_placement_move moved[1];
   int unplaced = 0;
   /* Equal bytes: a move would only swap who is heavier. */
-  ts_cluster *c = cluster(2, NULL, (unsigned long long[]){500, 500}, NULL);
+  ts_membership *c = cluster(2, NULL, (unsigned long long[]){500, 500}, NULL);
   int row[] = {0};
   ck_assert_int_eq(ts_placement_move_row(c, -1, row, 1, 100, moved, &unplaced),
                    0);
@@ -254,7 +255,7 @@ START_TEST(test_pick_matches_reference) {
     for (int j = 0; j < k; j++) row[j] = (int)rnd((unsigned)n);
     unsigned long long len = 1 + rnd(300);
     unsigned long long below = rnd(2) ? ~0ull : rnd(9) * 100;
-    ts_cluster *c = cluster(n, state, start, limit);
+    ts_membership *c = cluster(n, state, start, limit);
     int got = ts_placement_pick(c, row, k, len, below);
     int want = reference_pick(n, state, start, limit, row, k, len, below);
     ck_assert_msg(got == want, "trial %d: picked %d, the rules say %d", trial,
@@ -272,7 +273,7 @@ END_TEST
  * stops with the newcomer holding something. */
 START_TEST(test_rebalance_converges) {
   enum { SHARDS = 40, REPLICAS = 2 };
-  ts_cluster *c = cluster(3, NULL, NULL, NULL);
+  ts_membership *c = cluster(3, NULL, NULL, NULL);
   int rows[SHARDS][REPLICAS];
   size_t len[SHARDS];
   unsigned long long total = 0;
@@ -320,9 +321,9 @@ START_TEST(test_rebalance_converges) {
 }
 END_TEST
 
-int main(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("placement");
-  TCase *tc = tcase_create("core");
+  TCase *tc = ts_check_tcase(s, "core", 0, NULL, NULL);
   tcase_add_test(tc, test_distinct_replicas_fewest_bytes_first);
   tcase_add_test(tc, test_memory_limits_respected);
   tcase_add_test(tc, test_down_and_leaving_never_chosen);
@@ -330,10 +331,7 @@ int main(void) {
   tcase_add_test(tc, test_rebalance_only_strict_improvement);
   tcase_add_test(tc, test_pick_matches_reference);
   tcase_add_test(tc, test_rebalance_converges);
-  suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return s;
 }
+
+const ts_check_suite ts_check_this_suite = {.make = suite};

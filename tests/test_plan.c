@@ -16,11 +16,11 @@
  * and residual adds, 2-layer TransformerEncoder with an Embedding front)
  * made once per run by /usr/bin/python3 with torch.onnx.export.
  */
-#include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "exec.h"
 #include "fuse.h"
 #include "graph.h"
@@ -469,8 +469,7 @@ END_TEST
 
 static Suite *plan_suite(void) {
   Suite *s = suite_create("plan");
-  TCase *tc = tcase_create("plan");
-  tcase_set_timeout(tc, 240);
+  TCase *tc = ts_check_tcase(s, "plan", 240, NULL, NULL);
   tcase_add_test(tc, test_names);
   tcase_add_test(tc, test_op_rules);
   tcase_add_loop_test(tc, test_built_models, 0, COUNT(built_models));
@@ -481,20 +480,11 @@ static Suite *plan_suite(void) {
   tcase_add_test(tc, test_bad_options);
   tcase_add_test(tc, test_passthrough_output);
   tcase_add_test(tc, test_fuse_stage_order);
-  suite_add_tcase(s, tc);
-  TCase *tt = tcase_create("torch");
-  tcase_set_timeout(tt, 280);
+  TCase *tt = ts_check_tcase(s, "torch", 280, NULL, NULL);
   tcase_add_unchecked_fixture(tt, torch_export, torch_cleanup);
   tcase_add_loop_test(tt, test_torch_models, 0, 4);
   tcase_add_test(tt, test_torch_batch_splittable);
-  suite_add_tcase(s, tt);
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(plan_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const ts_check_suite ts_check_this_suite = {.make = plan_suite};

@@ -5,12 +5,12 @@
  * (2-D) grids with their nested fusions. Each plan is also checked against
  * the invariant (test_plan.c; the harness in plan_check.h).
  */
-#include <check.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "exec.h"
 #include "fuse.h"
 #include "graph.h"
@@ -412,8 +412,7 @@ END_TEST
 
 static Suite *plan_strategies_suite(void) {
   Suite *s = suite_create("plan_strategies");
-  TCase *tc = tcase_create("strategies");
-  tcase_set_timeout(tc, 240);
+  TCase *tc = ts_check_tcase(s, "strategies", 240, NULL, NULL);
   tcase_add_test(tc, test_pipeline_cuts);
   tcase_add_test(tc, test_pipeline_balance);
   tcase_add_test(tc, test_data_batch_split);
@@ -422,14 +421,7 @@ static Suite *plan_strategies_suite(void) {
   tcase_add_test(tc, test_block_grids);
   tcase_add_test(tc, test_block_clamp_and_share);
   tcase_add_test(tc, test_auto_block);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(plan_strategies_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const ts_check_suite ts_check_this_suite = {.make = plan_strategies_suite};

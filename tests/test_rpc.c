@@ -1,368 +1,14 @@
 /*
- * test_rpc.c - the gRPC layer over real sockets on 127.0.0.1.
- *
- * A test server serves: Echo (unary), Later (answers from another thread
- * after a few ms), Fail (a fixed error), Never (parks the call; the test
- * answers it), Info (peer, user-agent and deadline as text) and Concat
- * (client streaming: answers with the chunks concatenated; a chunk starting
- * with "FAIL" is rejected), Watch (parks the call like Never, with a
- * cancellation notice registered) and Relay (calls Echo on the same server
- * asynchronously and answers from that call's callback, as a coordinator
- * does with its workers). Each test starts its own server on port 0.
+ * test_rpc.c - the gRPC layer over real sockets on 127.0.0.1: status codes,
+ * unary calls (sync and async), health, deadlines, cancellation and its
+ * notices, stop, and bad server options. The test server is rpc_check.h's;
+ * client streaming and TLS are in test_rpc_stream.c.
  */
 #include <check.h>
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
+#include <grpc/status.h>
 
-#include "health.pb-c.h"
-#include "rpc.h"
-#include "rpc_message.h"
-
-#define ECHO "/test.Svc/Echo"
-#define LATER "/test.Svc/Later"
-#define FAIL "/test.Svc/Fail"
-#define NEVER "/test.Svc/Never"
-#define INFO "/test.Svc/Info"
-#define CONCAT "/test.Svc/Concat"
-#define WATCH "/test.Svc/Watch"
-#define RELAY "/test.Svc/Relay"
-#define HEALTH "/grpc.health.v1.Health/Check"
-#define FAIL_MSG "tensor 'x': dim 1 is 3, expected 4"
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint8_t *random_bytes(size_t n) {
-  uint8_t *p = malloc(n ? n : 1);
-  for (size_t i = 0; i < n; i++) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    p[i] = (uint8_t)(rng_state >> 24);
-  }
-  return p;
-}
-
-static uint8_t *dup_bytes(const uint8_t *p, size_t n) {
-  uint8_t *q = malloc(n ? n : 1);
-  if (n) memcpy(q, p, n);
-  return q;
-}
-
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-  nanosleep(&ts, NULL);
-}
-
-/* ---- test server handlers -------------------------------------------- */
-
-static void echo(ts_rpc_call *call, const uint8_t *req, size_t len,
-                 void *user) {
-  (void)user;
-  ts_rpc_call_reply_owned(call, dup_bytes(req, len), len);
-}
-
-static atomic_int later_running;
-static atomic_int later_started; /* never decremented: a 5 ms job is easy
-                                    to miss by polling later_running */
-typedef struct later_job {
-  ts_rpc_call *call;
-  uint8_t *data;
-  size_t len;
-} later_job;
-
-static void *later_thread(void *arg) {
-  later_job *job = arg;
-  sleep_ms(5 + (int)(job->len % 20));
-  ts_rpc_call_reply_owned(job->call, job->data, job->len);
-  free(job);
-  atomic_fetch_sub(&later_running, 1);
-  return NULL;
-}
-
-static void later(ts_rpc_call *call, const uint8_t *req, size_t len,
-                  void *user) {
-  (void)user;
-  later_job *job = malloc(sizeof *job);
-  job->call = call;
-  job->data = dup_bytes(req, len);
-  job->len = len;
-  atomic_fetch_add(&later_running, 1);
-  atomic_fetch_add(&later_started, 1);
-  pthread_t t;
-  ck_assert_int_eq(pthread_create(&t, NULL, later_thread, job), 0);
-  pthread_detach(t);
-}
-
-static void fail_handler(ts_rpc_call *call, const uint8_t *req, size_t len,
-                 void *user) {
-  (void)req, (void)len, (void)user;
-  ts_rpc_call_fail(call, TS_ENOTFOUND, FAIL_MSG);
-}
-
-/* Parked calls of Never, answered by the test. */
-static pthread_mutex_t park_mu = PTHREAD_MUTEX_INITIALIZER;
-static ts_rpc_call *parked[16];
-static int n_parked;
-
-static void never(ts_rpc_call *call, const uint8_t *req, size_t len,
-                  void *user) {
-  (void)req, (void)len, (void)user;
-  pthread_mutex_lock(&park_mu);
-  ck_assert_int_lt(n_parked, 16);
-  parked[n_parked++] = call;
-  pthread_mutex_unlock(&park_mu);
-}
-
-/* Waits until n calls are parked (up to 5 s). */
-static int wait_parked(int n) {
-  for (int i = 0; i < 500; i++) {
-    pthread_mutex_lock(&park_mu);
-    int have = n_parked;
-    pthread_mutex_unlock(&park_mu);
-    if (have >= n) return have;
-    sleep_ms(10);
-  }
-  return -1;
-}
-
-static ts_rpc_call *unpark(void) {
-  pthread_mutex_lock(&park_mu);
-  ts_rpc_call *c = n_parked ? parked[--n_parked] : NULL;
-  pthread_mutex_unlock(&park_mu);
-  return c;
-}
-
-/* Watch's cancellation notices: how many ran, on which call, and what the
- * notice does (notice_mode). */
-enum { NOTICE_COUNT, NOTICE_ANSWERS, NOTICE_SLOW };
-static atomic_int notice_mode, notices, notice_started, notice_finished;
-static ts_rpc_call *noticed_call;
-
-static void on_notice(ts_rpc_call *call, void *user) {
-  ck_assert_ptr_eq(user, &notices);
-  noticed_call = call;
-  atomic_fetch_add(&notice_started, 1);
-  if (atomic_load(&notice_mode) == NOTICE_ANSWERS)
-    ts_rpc_call_fail(call, TS_ECANCELLED, "answered by the notice");
-  if (atomic_load(&notice_mode) == NOTICE_SLOW) sleep_ms(300);
-  atomic_fetch_add(&notice_finished, 1);
-  atomic_fetch_add(&notices, 1);
-}
-
-static void watch(ts_rpc_call *call, const uint8_t *req, size_t len,
-                  void *user) {
-  ts_rpc_call_on_cancel(call, on_notice, &notices);
-  never(call, req, len, user);
-}
-
-static void info(ts_rpc_call *call, const uint8_t *req, size_t len,
-                 void *user) {
-  (void)req, (void)len, (void)user;
-  char peer[128], ua[128], missing[8];
-  char *out = malloc(512);
-  int n = snprintf(
-      out, 512, "%s|%s|%lld|%s", ts_rpc_call_peer(call, peer, sizeof peer),
-      ts_rpc_call_metadata(call, "user-agent", ua, sizeof ua),
-      (long long)ts_rpc_call_deadline(call),
-      ts_rpc_call_metadata(call, "x-absent", missing, sizeof missing)
-          ? "present"
-          : "absent");
-  ts_rpc_call_reply_owned(call, (uint8_t *)out, (size_t)n);
-}
-
-/* Concat: per-call buffers, keyed by call. */
-typedef struct concat_state {
-  ts_rpc_call *call;
-  uint8_t *buf;
-  size_t len, cap;
-} concat_state;
-static concat_state concat_calls[16];
-static atomic_int ends_ok, ends_cancelled;
-
-static concat_state *concat_find(ts_rpc_call *call, bool create) {
-  pthread_mutex_lock(&park_mu);
-  concat_state *found = NULL;
-  for (int i = 0; i < 16 && !found; i++)
-    if (concat_calls[i].call == call) found = &concat_calls[i];
-  for (int i = 0; i < 16 && !found && create; i++)
-    if (!concat_calls[i].call) {
-      found = &concat_calls[i];
-      found->call = call;
-    }
-  pthread_mutex_unlock(&park_mu);
-  return found;
-}
-
-static int concat_msg(ts_rpc_call *call, const uint8_t *msg, size_t len,
-                      void *user, ts_err *err) {
-  (void)user;
-  if (len >= 4 && memcmp(msg, "FAIL", 4) == 0)
-    return ts_err_set(err, TS_EINVAL, "chunk 'FAIL' rejected");
-  concat_state *st = concat_find(call, true);
-  ck_assert_ptr_nonnull(st);
-  if (st->len + len > st->cap) {
-    st->cap = (st->len + len) * 2;
-    st->buf = realloc(st->buf, st->cap);
-  }
-  if (len) memcpy(st->buf + st->len, msg, len);
-  st->len += len;
-  return 0;
-}
-
-static void concat_end(ts_rpc_call *call, void *user, int cancelled) {
-  (void)user;
-  concat_state *st = concat_find(call, true);
-  uint8_t *buf = st->buf;
-  size_t len = st->len;
-  pthread_mutex_lock(&park_mu);
-  memset(st, 0, sizeof *st);
-  pthread_mutex_unlock(&park_mu);
-  if (cancelled) {
-    atomic_fetch_add(&ends_cancelled, 1);
-    free(buf);
-  } else {
-    atomic_fetch_add(&ends_ok, 1);
-    ts_rpc_call_reply_owned(call, buf, len);
-  }
-}
-
-/* Relay: the server's own async client and a channel to itself, set by the
- * test that uses it. */
-static ts_rpc_client *relay_client;
-static ts_rpc_channel *relay_chan;
-
-static void relay_done(void *user, const ts_rpc_result *r) {
-  ts_rpc_call *call = user;
-  if (r->status != 0)
-    ts_rpc_call_fail(call, r->code, r->message);
-  else
-    ts_rpc_call_reply_owned(call, dup_bytes(r->data, r->len), r->len);
-}
-
-static void relay(ts_rpc_call *call, const uint8_t *req, size_t len,
-                  void *user) {
-  (void)user;
-  if (!relay_client || !relay_chan) {
-    ts_rpc_call_fail(call, TS_EUNAVAILABLE, "relay not set up");
-    return;
-  }
-  uint8_t *copy = dup_bytes(req, len);
-  int rc = ts_rpc_call_async_owned(relay_client, relay_chan, ECHO, copy, len,
-                                   ts_now_ms() + 20000, relay_done, call,
-                                   NULL);
-  if (rc) ts_rpc_call_fail(call, rc, "relay: cannot start the call");
-}
-
-static const ts_rpc_method test_methods[] = {
-    {.path = ECHO, .kind = TS_RPC_UNARY, .unary = echo},
-    {.path = LATER, .kind = TS_RPC_UNARY, .unary = later},
-    {.path = FAIL, .kind = TS_RPC_UNARY, .unary = fail_handler},
-    {.path = NEVER, .kind = TS_RPC_UNARY, .unary = never},
-    {.path = INFO, .kind = TS_RPC_UNARY, .unary = info},
-    {.path = CONCAT,
-     .kind = TS_RPC_CLIENT_STREAM,
-     .on_message = concat_msg,
-     .on_end = concat_end},
-    {.path = WATCH, .kind = TS_RPC_UNARY, .unary = watch},
-    {.path = RELAY, .kind = TS_RPC_UNARY, .unary = relay},
-};
-#define N_TEST_METHODS ((int)(sizeof test_methods / sizeof *test_methods))
-
-/* ---- fixture ---------------------------------------------------------- */
-
-static ts_rpc_server *srv;
-static ts_rpc_channel *chan;
-static int port;
-
-static void start_server(const ts_rpc_creds *creds) {
-  ts_err err = {0};
-  ts_rpc_server_opts opts = {.listen = "127.0.0.1:0", .creds = creds};
-  int rc = ts_rpc_server_start(&opts, test_methods, N_TEST_METHODS, &srv,
-                               &port, &err);
-  ck_assert_msg(rc == 0, "server start: %s", err.msg);
-  ck_assert_int_gt(port, 0);
-}
-
-static ts_rpc_channel *open_channel(const ts_rpc_creds *creds) {
-  char target[64];
-  snprintf(target, sizeof target, "127.0.0.1:%d", port);
-  ts_rpc_channel *ch = NULL;
-  ts_err err = {0};
-  ck_assert_int_eq(ts_rpc_channel_open(target, creds, &ch, &err), 0);
-  ck_assert_str_eq(ts_rpc_channel_target(ch), target);
-  return ch;
-}
-
-static void setup(void) {
-  ts_rpc_init();
-  atomic_store(&later_running, 0);
-  atomic_store(&later_started, 0);
-  atomic_store(&ends_ok, 0);
-  atomic_store(&ends_cancelled, 0);
-  atomic_store(&notice_mode, NOTICE_COUNT);
-  atomic_store(&notices, 0);
-  atomic_store(&notice_started, 0);
-  atomic_store(&notice_finished, 0);
-  noticed_call = NULL;
-  n_parked = 0;
-  srv = NULL;
-  chan = NULL;
-}
-
-static void teardown(void) {
-  for (int i = 0; i < 500 && atomic_load(&later_running) > 0; i++)
-    sleep_ms(10);
-  if (chan) ts_rpc_channel_close(chan);
-  if (srv) ts_rpc_server_stop(srv, 1000);
-  ts_rpc_shutdown();
-}
-
-static void start_plain(void) {
-  start_server(NULL);
-  chan = open_channel(NULL);
-}
-
-static int64_t in_ms(int64_t ms) { return ts_now_ms() + ms; }
-
-/* A sync call with a text request on ch. On success the response goes to
- * text (NUL-terminated) when text is non-NULL; on failure the outputs are
- * checked to be cleared. */
-static int call_text(ts_rpc_channel *ch, const char *method, const char *req,
-                     int64_t deadline, char *text, size_t text_size,
-                     ts_err *err) {
-  uint8_t *resp = (uint8_t *)"unset";
-  size_t len = 7;
-  int rc = ts_rpc_call_sync(ch, method, (const uint8_t *)req, strlen(req),
-                            deadline, &resp, &len, err);
-  if (rc == 0) {
-    ck_assert_ptr_nonnull(resp);
-    if (text) snprintf(text, text_size, "%.*s", (int)len, (const char *)resp);
-    free(resp);
-  } else {
-    ck_assert_ptr_null(resp);
-    ck_assert_uint_eq(len, 0);
-    ck_assert_int_eq(err->code, rc);
-  }
-  return rc;
-}
-
-/* Polls every 5 ms, up to 2 s. */
-static bool wait_count(atomic_int *v, int at_least) {
-  for (int i = 0; i < 400 && atomic_load(v) < at_least; i++) sleep_ms(5);
-  return atomic_load(v) >= at_least;
-}
-
-static bool wait_cancelled(const ts_rpc_call *call) {
-  for (int i = 0; i < 400 && !ts_rpc_call_is_cancelled(call); i++) sleep_ms(5);
-  return ts_rpc_call_is_cancelled(call);
-}
+#include "check_main.h"
+#include "rpc_check.h"
 
 /* ---- status codes ----------------------------------------------------- */
 
@@ -378,18 +24,27 @@ START_TEST(status_mapping) {
     /* The way back lands on a code with the same status. */
     ck_assert_int_eq(ts_err_grpc_status(back), status);
   }
-  ck_assert_int_eq(ts_err_from_grpc_status(0), TS_OK);
-  ck_assert_int_eq(ts_err_from_grpc_status(3), TS_EINVAL);
-  ck_assert_int_eq(ts_err_from_grpc_status(4), TS_ETIMEDOUT);
-  ck_assert_int_eq(ts_err_from_grpc_status(5), TS_ENOTFOUND);
-  ck_assert_int_eq(ts_err_from_grpc_status(8), TS_EEXHAUSTED);
-  ck_assert_int_eq(ts_err_from_grpc_status(12), TS_EUNSUPPORTED);
-  ck_assert_int_eq(ts_err_from_grpc_status(13), TS_EINTERNAL);
-  ck_assert_int_eq(ts_err_from_grpc_status(14), TS_EUNAVAILABLE);
-  ck_assert_int_eq(ts_err_from_grpc_status(16), TS_EUNAUTH);
-  ck_assert_int_eq(ts_err_from_grpc_status(2), TS_EINTERNAL);
-  ck_assert_int_eq(ts_err_from_grpc_status(11), TS_EINVAL);
-  ck_assert_int_eq(ts_err_from_grpc_status(99), TS_EINTERNAL);
+  /* The way in from each status a peer may send. */
+  static const struct {
+    int status, code;
+  } in[] = {
+      {GRPC_STATUS_OK, TS_OK},
+      {GRPC_STATUS_INVALID_ARGUMENT, TS_EINVAL},
+      {GRPC_STATUS_DEADLINE_EXCEEDED, TS_ETIMEDOUT},
+      {GRPC_STATUS_NOT_FOUND, TS_ENOTFOUND},
+      {GRPC_STATUS_RESOURCE_EXHAUSTED, TS_EEXHAUSTED},
+      {GRPC_STATUS_UNIMPLEMENTED, TS_EUNSUPPORTED},
+      {GRPC_STATUS_INTERNAL, TS_EINTERNAL},
+      {GRPC_STATUS_UNAVAILABLE, TS_EUNAVAILABLE},
+      {GRPC_STATUS_UNAUTHENTICATED, TS_EUNAUTH},
+      {GRPC_STATUS_UNKNOWN, TS_EINTERNAL},
+      {GRPC_STATUS_OUT_OF_RANGE, TS_EINVAL},
+      {99, TS_EINTERNAL}, /* no such status */
+  };
+  for (size_t i = 0; i < sizeof in / sizeof *in; i++)
+    ck_assert_msg(ts_err_from_grpc_status(in[i].status) == in[i].code,
+                  "status %d: got %d, want %d", in[i].status,
+                  ts_err_from_grpc_status(in[i].status), in[i].code);
 }
 END_TEST
 
@@ -447,7 +102,7 @@ static void on_done(void *user, const ts_rpc_result *r) {
   p->status = r->status;
   p->code = r->code;
   snprintf(p->message, sizeof p->message, "%s", r->message ? r->message : "");
-  p->match = r->status == 0 && r->len == p->expect_len &&
+  p->match = r->status == GRPC_STATUS_OK && r->len == p->expect_len &&
              (r->len == 0 || memcmp(r->data, p->expect, r->len) == 0);
   atomic_fetch_add(&p->done, 1);
   pthread_mutex_lock(&done_mu);
@@ -559,7 +214,7 @@ START_TEST(async_100_concurrent) {
   for (int i = 0; i < N; i++) {
     ck_assert_int_eq(atomic_load(&probes[i].done), 1);
     if (i % 3 == 0 && !relayed) {
-      ck_assert_int_eq(probes[i].status, 5);
+      ck_assert_int_eq(probes[i].status, GRPC_STATUS_NOT_FOUND);
       ck_assert_int_eq(probes[i].code, TS_ENOTFOUND);
       ck_assert_str_eq(probes[i].message, FAIL_MSG);
     } else {
@@ -760,7 +415,7 @@ START_TEST(async_cancel) {
   ck_assert_int_eq(wait_parked(1), 1);
   ts_rpc_outcall_cancel(h);
   ck_assert(wait_done(1, 5000));
-  ck_assert_int_eq(p.status, 1);
+  ck_assert_int_eq(p.status, GRPC_STATUS_CANCELLED);
   ck_assert_int_eq(p.code, TS_ECANCELLED);
   ts_rpc_client_free(client);
   ck_assert_int_eq(atomic_load(&p.done), 1);
@@ -798,7 +453,7 @@ START_TEST(stop_cancels_unanswered_call) {
   ck_assert_int_ge(took, 150);
   ck_assert_int_lt(took, 3000);
   ck_assert(wait_done(1, 5000));
-  ck_assert_int_ne(p.status, 0);
+  ck_assert_int_ne(p.status, GRPC_STATUS_OK);
   ts_rpc_client_free(client);
   /* The handler's answer after stop only frees the call. */
   ts_rpc_call *call = unpark();
@@ -932,7 +587,7 @@ START_TEST(notice_on_server_stop) {
   srv = NULL;
   ck_assert_int_eq(atomic_load(&notices), 1);
   ck_assert(wait_done(1, 5000));
-  ck_assert_int_ne(p.status, 0);
+  ck_assert_int_ne(p.status, GRPC_STATUS_OK);
   ts_rpc_client_free(client);
   ts_rpc_call *call = unpark();
   ck_assert_ptr_eq(noticed_call, call);
@@ -1044,311 +699,9 @@ START_TEST(unreachable_server_unavailable) {
 }
 END_TEST
 
-/* ---- client streaming ------------------------------------------------- */
-
-static ts_rpc_stream *open_concat(int64_t timeout_ms) {
-  ts_rpc_stream *st = NULL;
-  ts_err err = {0};
-  int rc = ts_rpc_stream_open(chan, CONCAT, in_ms(timeout_ms), &st, &err);
-  ck_assert_msg(rc == 0, "open: %s", err.msg);
-  return st;
-}
-
-static int send_text(ts_rpc_stream *st, const char *text, ts_err *err) {
-  return ts_rpc_stream_send(st, (const uint8_t *)text, strlen(text), err);
-}
-
-/* Finishes the stream; the response goes to text when it succeeds. */
-static int finish_text(ts_rpc_stream *st, char *text, size_t size,
-                       ts_err *err) {
-  uint8_t *resp = (uint8_t *)"unset";
-  size_t len = 7;
-  int rc = ts_rpc_stream_finish(st, &resp, &len, err);
-  if (rc == 0) {
-    snprintf(text, size, "%.*s", (int)len, (const char *)resp);
-    free(resp);
-  } else {
-    ck_assert_ptr_null(resp);
-    ck_assert_uint_eq(len, 0);
-  }
-  return rc;
-}
-
-START_TEST(stream_20mib_in_1mib_chunks) {
-  start_plain();
-  size_t chunk = 1u << 20, total = 20u << 20;
-  uint8_t *data = random_bytes(total);
-  ts_err err = {0};
-  ts_rpc_stream *st = open_concat(60000);
-  for (size_t off = 0; off < total; off += chunk)
-    ck_assert_msg(ts_rpc_stream_send(st, data + off, chunk, &err) == 0, "%s",
-                  err.msg);
-  uint8_t *resp = NULL;
-  size_t len = 0;
-  ck_assert_msg(ts_rpc_stream_finish(st, &resp, &len, &err) == 0, "%s",
-                err.msg);
-  ck_assert_uint_eq(len, total);
-  ck_assert(memcmp(resp, data, total) == 0);
-  free(resp);
-  free(data);
-  ck_assert_int_eq(atomic_load(&ends_ok), 1);
-  ck_assert_int_eq(atomic_load(&ends_cancelled), 0);
-}
-END_TEST
-
-START_TEST(stream_empty_and_odd_chunks) {
-  start_plain();
-  ts_err err = {0};
-  char text[16] = "unset";
-  ck_assert_int_eq(finish_text(open_concat(5000), text, sizeof text, &err), 0);
-  ck_assert_str_eq(text, "");
-  ts_rpc_stream *st = open_concat(5000);
-  ck_assert_int_eq(send_text(st, "ab", &err), 0);
-  ck_assert_int_eq(send_text(st, "", &err), 0);
-  ck_assert_int_eq(send_text(st, "cde", &err), 0);
-  ck_assert_int_eq(finish_text(st, text, sizeof text, &err), 0);
-  ck_assert_str_eq(text, "abcde");
-  ck_assert_int_eq(atomic_load(&ends_ok), 2);
-}
-END_TEST
-
-START_TEST(stream_message_rejected) {
-  start_plain();
-  ts_err err = {0};
-  ts_rpc_stream *st = open_concat(5000);
-  ck_assert_int_eq(send_text(st, "ok", &err), 0);
-  int rc = send_text(st, "FAIL", &err);
-  /* The send itself may still be accepted by flow control; then the error
-   * comes with a later send or with finish. */
-  for (int i = 0; rc == 0 && i < 100; i++) {
-    sleep_ms(5);
-    rc = send_text(st, "more", &err);
-  }
-  ck_assert_int_eq(rc, TS_EINVAL);
-  ck_assert_str_eq(err.msg, "chunk 'FAIL' rejected");
-  ck_assert_int_eq(finish_text(st, NULL, 0, &err), TS_EINVAL);
-  ck_assert_str_eq(err.msg, "chunk 'FAIL' rejected");
-  ck_assert(wait_count(&ends_cancelled, 1));
-  ck_assert_int_eq(atomic_load(&ends_cancelled), 1);
-  ck_assert_int_eq(atomic_load(&ends_ok), 0);
-}
-END_TEST
-
-START_TEST(stream_deadline_mid_stream) {
-  start_plain();
-  ts_err err = {0};
-  ts_rpc_stream *st = open_concat(300);
-  ck_assert_int_eq(send_text(st, "ab", &err), 0);
-  sleep_ms(500);
-  ck_assert_int_eq(finish_text(st, NULL, 0, &err), TS_ETIMEDOUT);
-  ck_assert(wait_count(&ends_cancelled, 1));
-  ck_assert_int_eq(atomic_load(&ends_cancelled), 1);
-  ck_assert_int_eq(atomic_load(&ends_ok), 0);
-}
-END_TEST
-
-START_TEST(stream_unknown_method) {
-  start_plain();
-  ts_rpc_stream *st = NULL;
-  ts_err err = {0};
-  int rc = ts_rpc_stream_open(chan, "/test.Svc/NoStream", in_ms(5000), &st,
-                              &err);
-  if (rc == 0) {
-    rc = send_text(st, "x", &err);
-    int rc2 = finish_text(st, NULL, 0, &err);
-    if (rc == 0) rc = rc2;
-  }
-  ck_assert_int_eq(rc, TS_EUNSUPPORTED);
-  ck_assert_ptr_nonnull(strstr(err.msg, "/test.Svc/NoStream"));
-}
-END_TEST
-
-typedef struct stream_job {
-  ts_rpc_channel *ch;
-  int index;
-  int rc;
-  bool match;
-} stream_job;
-
-/* Streams 37 chunks of odd sizes and checks the echoed concatenation. */
-static void *stream_worker(void *arg) {
-  stream_job *job = arg;
-  size_t total = 0, sizes_[37];
-  for (int i = 0; i < 37; i++) total += sizes_[i] = (size_t)(i * 977 + job->index);
-  uint8_t *data = random_bytes(total);
-  ts_rpc_stream *st = NULL;
-  ts_err err = {0};
-  job->rc = ts_rpc_stream_open(job->ch, CONCAT, in_ms(30000), &st, &err);
-  size_t off = 0;
-  for (int i = 0; i < 37 && job->rc == 0; i++) {
-    job->rc = ts_rpc_stream_send(st, data + off, sizes_[i], &err);
-    off += sizes_[i];
-  }
-  uint8_t *resp = NULL;
-  size_t len = 0;
-  if (job->rc == 0) job->rc = ts_rpc_stream_finish(st, &resp, &len, &err);
-  job->match = job->rc == 0 && len == total && memcmp(resp, data, len) == 0;
-  free(resp);
-  free(data);
-  return NULL;
-}
-
-START_TEST(streams_and_unary_one_poller) {
-  ts_err err = {0};
-  ts_rpc_server_opts opts = {.listen = "127.0.0.1:0", .poll_threads = 1};
-  ck_assert_int_eq(ts_rpc_server_start(&opts, test_methods, N_TEST_METHODS,
-                                       &srv, &port, &err),
-                   0);
-  chan = open_channel(NULL);
-  enum { N = 4 };
-  pthread_t threads[N];
-  stream_job jobs[N];
-  for (int i = 0; i < N; i++) {
-    jobs[i] = (stream_job){.ch = chan, .index = i};
-    ck_assert_int_eq(pthread_create(&threads[i], NULL, stream_worker, &jobs[i]),
-                     0);
-  }
-  for (int i = 0; i < 20; i++) {
-    uint8_t *resp;
-    size_t len;
-    uint8_t req[3] = {(uint8_t)i, 7, 9};
-    ck_assert_int_eq(ts_rpc_call_sync(chan, i % 2 ? ECHO : LATER, req, 3,
-                                      in_ms(20000), &resp, &len, &err),
-                     0);
-    ck_assert(len == 3 && memcmp(resp, req, 3) == 0);
-    free(resp);
-  }
-  for (int i = 0; i < N; i++) {
-    pthread_join(threads[i], NULL);
-    ck_assert_msg(jobs[i].rc == 0 && jobs[i].match, "stream %d: rc %d", i,
-                  jobs[i].rc);
-  }
-  ck_assert_int_eq(atomic_load(&ends_ok), N);
-  ck_assert_int_eq(atomic_load(&ends_cancelled), 0);
-}
-END_TEST
-
-START_TEST(stop_mid_stream) {
-  start_plain();
-  ts_err err = {0};
-  ts_rpc_stream *st = open_concat(10000);
-  ck_assert_int_eq(send_text(st, "ab", &err), 0);
-  for (int i = 0; i < 200 && !concat_calls[0].call; i++) sleep_ms(5);
-  int64_t t0 = ts_now_ms();
-  ts_rpc_server_stop(srv, 100);
-  srv = NULL;
-  ck_assert_int_lt(ts_now_ms() - t0, 3000);
-  ck_assert_int_eq(atomic_load(&ends_cancelled), 1);
-  ck_assert_int_eq(atomic_load(&ends_ok), 0);
-  send_text(st, "cd", &err); /* may or may not fail yet */
-  ck_assert_int_lt(finish_text(st, NULL, 0, &err), 0);
-  ck_assert_int_lt(ts_now_ms() - t0, 5000);
-}
-END_TEST
-
-/* ---- TLS -------------------------------------------------------------- */
-
-static char tls_dir[64];
-
-/* Makes a CA, a server certificate for 127.0.0.1 and a client certificate
- * with the openssl CLI. Returns 0 when openssl is missing. */
-static int make_certs(void) {
-  snprintf(tls_dir, sizeof tls_dir, "/tmp/ts_rpc_tls_XXXXXX");
-  if (!mkdtemp(tls_dir)) return 0;
-  char cmd[4096];
-  snprintf(
-      cmd, sizeof cmd,
-      "cd %s && "
-      "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem "
-      "-days 2 -subj /CN=ts-test-ca >/dev/null 2>&1 && "
-      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
-      "-subj /CN=localhost >/dev/null 2>&1 && "
-      "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext && "
-      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key "
-      "-CAcreateserial -out server.pem -days 2 -extfile san.ext "
-      ">/dev/null 2>&1 && "
-      "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr "
-      "-subj /CN=ts-client >/dev/null 2>&1 && "
-      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key "
-      "-CAcreateserial -out client.pem -days 2 >/dev/null 2>&1 && "
-      "openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key "
-      "-out other.pem -days 2 -subj /CN=intruder >/dev/null 2>&1",
-      tls_dir);
-  return system(cmd) == 0;
-}
-
-static void remove_certs(void) {
-  char cmd[256];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", tls_dir);
-  ck_assert_int_eq(system(cmd), 0);
-}
-
-#define TLS_PATH(buf, name) \
-  (snprintf(buf, sizeof buf, "%s/%s", tls_dir, name), buf)
-
-static int echo_once(ts_rpc_channel *ch, ts_err *err) {
-  char text[16];
-  int rc = call_text(ch, ECHO, "tls", in_ms(5000), text, sizeof text, err);
-  if (rc == 0) ck_assert_str_eq(text, "tls");
-  return rc;
-}
-
-START_TEST(tls_and_mtls) {
-  if (!make_certs()) {
-    fprintf(stderr, "tls_and_mtls: openssl CLI failed; test skipped\n");
-    return;
-  }
-  char ca[128], scert[128], skey[128], ccert[128], ckey[128], ocert[128],
-      okey[128];
-  TLS_PATH(ca, "ca.pem");
-  TLS_PATH(scert, "server.pem");
-  TLS_PATH(skey, "server.key");
-  TLS_PATH(ccert, "client.pem");
-  TLS_PATH(ckey, "client.key");
-  TLS_PATH(ocert, "other.pem");
-  TLS_PATH(okey, "other.key");
-  ts_err err = {0};
-
-  /* TLS: the client verifies the server with the CA. */
-  ts_rpc_creds server_tls = {.cert_file = scert, .key_file = skey};
-  ts_rpc_creds client_ca = {.ca_file = ca};
-  start_server(&server_tls);
-  ts_rpc_channel *ch = open_channel(&client_ca);
-  ck_assert_msg(echo_once(ch, &err) == 0, "%s", err.msg);
-  ts_rpc_channel_close(ch);
-  ch = open_channel(NULL); /* plaintext to a TLS port */
-  ck_assert_int_eq(echo_once(ch, &err), TS_EUNAVAILABLE);
-  ts_rpc_channel_close(ch);
-  ts_rpc_server_stop(srv, 1000);
-
-  /* mTLS: the server requires a client certificate signed by the CA. */
-  ts_rpc_creds server_mtls = {.cert_file = scert, .key_file = skey,
-                              .ca_file = ca};
-  ts_rpc_creds client_cert = {.cert_file = ccert, .key_file = ckey,
-                              .ca_file = ca};
-  ts_rpc_creds client_other = {.cert_file = ocert, .key_file = okey,
-                               .ca_file = ca};
-  start_server(&server_mtls);
-  ch = open_channel(&client_cert);
-  ck_assert_msg(echo_once(ch, &err) == 0, "%s", err.msg);
-  ts_rpc_channel_close(ch);
-  ch = open_channel(&client_ca); /* no client certificate */
-  ck_assert_int_eq(echo_once(ch, &err), TS_EUNAVAILABLE);
-  ts_rpc_channel_close(ch);
-  ch = open_channel(&client_other); /* a certificate from another CA */
-  ck_assert_int_eq(echo_once(ch, &err), TS_EUNAVAILABLE);
-  ts_rpc_channel_close(ch);
-  ts_rpc_server_stop(srv, 1000);
-  srv = NULL;
-  remove_certs();
-}
-END_TEST
-
-static Suite *rpc_suite(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("rpc");
-  TCase *tc = tcase_create("rpc");
-  tcase_add_checked_fixture(tc, setup, teardown);
-  tcase_set_timeout(tc, 120);
+  TCase *tc = ts_check_tcase(s, "rpc", 120, setup, teardown);
   tcase_add_test(tc, status_mapping);
   tcase_add_test(tc, now_is_monotonic_ms);
   tcase_add_test(tc, sync_echo_sizes);
@@ -1373,22 +726,7 @@ static Suite *rpc_suite(void) {
   tcase_add_test(tc, bind_in_use_fails);
   tcase_add_test(tc, bad_server_options);
   tcase_add_test(tc, unreachable_server_unavailable);
-  tcase_add_test(tc, stream_20mib_in_1mib_chunks);
-  tcase_add_test(tc, stream_empty_and_odd_chunks);
-  tcase_add_test(tc, stream_message_rejected);
-  tcase_add_test(tc, stream_deadline_mid_stream);
-  tcase_add_test(tc, stream_unknown_method);
-  tcase_add_test(tc, streams_and_unary_one_poller);
-  tcase_add_test(tc, stop_mid_stream);
-  tcase_add_test(tc, tls_and_mtls);
-  suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(rpc_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const ts_check_suite ts_check_this_suite = {.make = suite};

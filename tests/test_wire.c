@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "wire.h"
 
 /* Packs msg and unpacks it again: what a receiver sees. Caller frees with
@@ -300,29 +301,21 @@ START_TEST(test_null_and_unnamed) {
 }
 END_TEST
 
-static Suite *wire_suite(void) {
+static Suite *suite(void) {
   Suite *s = suite_create("wire");
-  TCase *ok = tcase_create("round_trip");
+  TCase *ok = ts_check_tcase(s, "round_trip", 0, NULL, NULL);
   tcase_add_test(ok, test_round_trip_float);
   tcase_add_test(ok, test_round_trip_scalar_and_empty);
   tcase_add_test(ok, test_every_numeric_dtype);
   tcase_add_test(ok, test_misaligned_bytes_are_copied);
-  suite_add_tcase(s, ok);
-  TCase *bad = tcase_create("bad_input");
+  TCase *bad = ts_check_tcase(s, "bad_input", 0, NULL, NULL);
   tcase_add_test(bad, test_unknown_dtype);
   tcase_add_test(bad, test_rank_too_high);
   tcase_add_test(bad, test_negative_dim);
   tcase_add_test(bad, test_byte_length_mismatch);
   tcase_add_test(bad, test_overflowing_shape);
   tcase_add_test(bad, test_null_and_unnamed);
-  suite_add_tcase(s, bad);
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(wire_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+const ts_check_suite ts_check_this_suite = {.make = suite};

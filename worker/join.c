@@ -9,6 +9,7 @@
 
 #include "admin.pb-c.h"
 #include "log.h"
+#include "options.h"
 #include "rpc.h"
 
 struct ts_join {
@@ -77,7 +78,7 @@ static void *heartbeat(void *arg) {
 }
 
 int ts_join_start(const char *coordinator, const char *advertise,
-                  ts_join **out, ts_err *err) {
+                  const ts_rpc_creds *creds, ts_join **out, ts_err *err) {
   ts_join *j = calloc(1, sizeof *j);
   if (!j) return ts_err_set(err, TS_ENOMEM, "out of memory");
   if (strlen(coordinator) >= sizeof j->coordinator ||
@@ -87,7 +88,7 @@ int ts_join_start(const char *coordinator, const char *advertise,
   }
   snprintf(j->coordinator, sizeof j->coordinator, "%s", coordinator);
   snprintf(j->advertise, sizeof j->advertise, "%s", advertise);
-  int rc = ts_rpc_channel_open(coordinator, NULL, &j->channel, err);
+  int rc = ts_rpc_channel_open(coordinator, creds, &j->channel, err);
   if (rc) {
     free(j);
     return rc;
@@ -151,8 +152,7 @@ void ts_join_stop(ts_join *j) {
 
 void ts_join_advertise_address(const char *listen, int port, char *out,
                                size_t size) {
-  const char *colon = strrchr(listen, ':');
-  size_t host_len = colon ? (size_t)(colon - listen) : strlen(listen);
+  size_t host_len = ts_hostport_host_length(listen);
   char host[256];
   if (host_len >= sizeof host) host_len = sizeof host - 1;
   memcpy(host, listen, host_len);

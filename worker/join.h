@@ -14,15 +14,17 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "rpc.h"
 
 #define TS_JOIN_INTERVAL_MS 1000
 
 typedef struct ts_join ts_join;
 
 /* Starts registering `advertise` ("HOST:PORT", the address the coordinator
- * should dial) with the coordinator at `coordinator`. */
+ * should dial) with the coordinator at `coordinator`, calling with `creds`
+ * (NULL: plaintext; read at once). */
 int ts_join_start(const char *coordinator, const char *advertise,
-                  ts_join **out, ts_err *err);
+                  const ts_rpc_creds *creds, ts_join **out, ts_err *err);
 /* A graceful leave: stops the heartbeat, then asks the coordinator to move
  * this worker's shards elsewhere and stop routing to it
  * (Admin/DeregisterWorker); it answers once done, or deadline (absolute

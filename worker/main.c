@@ -25,7 +25,6 @@
  * not cancellable), so the process then exits at once without tearing
  * down what they still use.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <sched.h>
@@ -37,10 +36,14 @@
 #include <uv.h>
 
 #include "blas.h"
+#include "http.h"
 #include "join.h"
 #include "log.h"
+#include "metrics.h"
+#include "options.h"
 #include "pool.h"
 #include "rpc.h"
+#include "rpc_auth.h"
 #include "service.h"
 #include "store.h"
 #include "ts_config.h"
@@ -68,7 +71,9 @@ typedef struct options {
   uint64_t activation_limit; /* per run; 0: no limit */
   bool activation_limit_set; /* false: derived (default_activation_limit) */
   const char *join;       /* coordinator to register with; NULL: none */
+  const char *metrics_listen; /* NULL: no /metrics (metrics.h) */
   const char *advertise;  /* address the coordinator dials; NULL: derived */
+  ts_security_opts security; /* TLS and the loopback rule (rpc_auth.h) */
 } options;
 
 static void usage(FILE *f) {
@@ -79,8 +84,9 @@ static void usage(FILE *f) {
           "  --listen HOST:PORT     address to serve on; port 0 picks one\n"
           "  --threads N            kernel threads (default: number of "
           "CPUs)\n"
-          "  --memory-limit BYTES   cap on shard memory, K/M/G/T suffixes "
-          "(default: none)\n"
+          "  --memory-limit BYTES   cap on shard memory: bytes, or K/M/G/T "
+          "(e.g. 512M, 1GiB;\n"
+          "                         default: none)\n"
           "  --activation-limit BYTES\n"
           "                         cap on one run's activation memory, "
           "K/M/G/T\n"
@@ -96,30 +102,13 @@ static void usage(FILE *f) {
           "  --advertise HOST:PORT  the address the coordinator should dial "
           "(default:\n"
           "                         the listen address; hostname for "
-          "0.0.0.0)\n");
-}
-
-/* Parses "512", "64K", "1.5G"-free integers with an optional binary
- * K/M/G/T suffix. 0 on success, -1 on junk or overflow. */
-static int parse_size(const char *s, uint64_t *out) {
-  static const struct {
-    char suffix;
-    int shift;
-  } units[] = {{'K', 10}, {'M', 20}, {'G', 30}, {'T', 40}};
-  if (!s || !*s || *s == '-') return -1;
-  errno = 0;
-  char *end;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || end == s) return -1;
-  int shift = 0;
-  if (*end) {
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-      if ((*end & ~0x20) == units[i].suffix) shift = units[i].shift;
-    if (!shift || end[1] != '\0') return -1;
-  }
-  if (shift && v > (UINT64_MAX >> shift)) return -1;
-  *out = (uint64_t)v << shift;
-  return 0;
+          "0.0.0.0)\n"
+          "  --metrics-listen HOST:PORT\n"
+          "                         serve Prometheus metrics at /metrics\n"
+          "  --version              print the version and exit\n"
+          "  --help                 this text\n"
+          "%s",
+          ts_security_usage);
 }
 
 /* The default --activation-limit (see ACTIVATION_SHARE): what physical
@@ -143,10 +132,16 @@ static int cpu_count(void) {
   return n > 0 ? (int)n : 1;
 }
 
+/* Reports a bad option value (err says why) and returns the exit status 2. */
+static int bad_option(const char *option, const ts_err *err) {
+  fprintf(stderr, "tessera-worker: %s %s\n", option, err->msg);
+  return 2;
+}
+
 /* Returns 0 to go on, or the exit status (0 for --help). */
 static int parse_options(int argc, char **argv, options *o) {
   enum { OPT_LISTEN = 1, OPT_THREADS, OPT_MEMORY, OPT_ACTIVATION, OPT_JOIN,
-         OPT_ADVERTISE, OPT_HELP };
+         OPT_ADVERTISE, OPT_HELP, OPT_METRICS };
   static const struct option longopts[] = {
       {"listen", required_argument, NULL, OPT_LISTEN},
       {"threads", required_argument, NULL, OPT_THREADS},
@@ -155,44 +150,36 @@ static int parse_options(int argc, char **argv, options *o) {
       {"join", required_argument, NULL, OPT_JOIN},
       {"advertise", required_argument, NULL, OPT_ADVERTISE},
       {"help", no_argument, NULL, OPT_HELP},
+      {"metrics-listen", required_argument, NULL, OPT_METRICS},
+      TS_SECURITY_LONGOPTS,
       {NULL, 0, NULL, 0},
   };
   memset(o, 0, sizeof *o);
   opterr = 0;
   int c;
+  ts_err err = {0};
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (c) {
       case OPT_LISTEN:
         o->listen = optarg;
         break;
+      case OPT_METRICS:
+        o->metrics_listen = optarg;
+        break;
       case OPT_THREADS: {
-        char *end;
-        errno = 0;
-        long n = strtol(optarg, &end, 10);
-        if (errno || *end || end == optarg || n < 1 || n > MAX_THREADS) {
-          fprintf(stderr,
-                  "tessera-worker: --threads '%s': expected an integer from "
-                  "1 to %d\n", optarg, MAX_THREADS);
-          return 2;
-        }
+        long long n;
+        if (ts_integer_parse(optarg, 1, MAX_THREADS, &n, &err))
+          return bad_option("--threads", &err);
         o->threads = (int)n;
         break;
       }
       case OPT_MEMORY:
-        if (parse_size(optarg, &o->memory_limit)) {
-          fprintf(stderr,
-                  "tessera-worker: --memory-limit '%s': expected bytes, "
-                  "optionally with a K, M, G or T suffix\n", optarg);
-          return 2;
-        }
+        if (ts_size_parse(optarg, &o->memory_limit, &err))
+          return bad_option("--memory-limit", &err);
         break;
       case OPT_ACTIVATION:
-        if (parse_size(optarg, &o->activation_limit)) {
-          fprintf(stderr,
-                  "tessera-worker: --activation-limit '%s': expected bytes, "
-                  "optionally with a K, M, G or T suffix\n", optarg);
-          return 2;
-        }
+        if (ts_size_parse(optarg, &o->activation_limit, &err))
+          return bad_option("--activation-limit", &err);
         o->activation_limit_set = true;
         break;
       case OPT_JOIN:
@@ -205,6 +192,7 @@ static int parse_options(int argc, char **argv, options *o) {
         usage(stdout);
         return -1;
       default:
+        if (ts_security_option(&o->security, c, optarg)) break;
         fprintf(stderr, "tessera-worker: unknown or incomplete option '%s'\n",
                 argv[optind - 1]);
         usage(stderr);
@@ -224,6 +212,15 @@ static int parse_options(int argc, char **argv, options *o) {
   if (!strchr(o->listen, ':')) {
     fprintf(stderr, "tessera-worker: --listen '%s': expected HOST:PORT\n",
             o->listen);
+    return 2;
+  }
+  if (o->security.token_file) {
+    fprintf(stderr, "tessera-worker: --auth-token-file is for the "
+                    "coordinator (workers admit coordinator certificates)\n");
+    return 2;
+  }
+  if (ts_security_validate(&o->security, o->listen, &err)) {
+    fprintf(stderr, "tessera-worker: %s\n", err.msg);
     return 2;
   }
   if (o->threads == 0) o->threads = cpu_count();
@@ -310,6 +307,11 @@ static void leave(ts_join *join, ts_pool *pool, ts_store *store,
 }
 
 int main(int argc, char **argv) {
+  /* Before anything else, so it answers even where options are wrong. */
+  if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+    printf("tessera-worker %s\n", TESSERA_VERSION);
+    return 0;
+  }
   ts_log_set_component("worker");
   ts_log_init_from_env();
   ts_blas_select_kernels(argc, argv);
@@ -331,11 +333,16 @@ int main(int argc, char **argv) {
   ts_store *store = NULL;
   ts_pool *pool = NULL;
   ts_worker_service *svc = NULL;
+  ts_rpc_auth *auth = NULL;
   int port = 0;
-  if (ts_store_create(opt.memory_limit, &store, &err) ||
+  ts_rpc_creds creds = ts_security_creds(&opt.security);
+  if (ts_security_auth(&opt.security, false, &auth, &err) ||
+      ts_store_create(opt.memory_limit, &store, &err) ||
       ts_pool_create(opt.threads, QUEUE_CAPACITY, &pool, &err) ||
-      ts_worker_service_start(opt.listen, store, pool, &svc, &port, &err)) {
+      ts_worker_service_start(opt.listen, &creds, auth, store, pool, &svc,
+                              &port, &err)) {
     ts_log_error("cannot start: %s", err.msg);
+    ts_rpc_auth_free(auth);
     ts_pool_free(pool);
     ts_store_free(store);
     ts_rpc_shutdown();
@@ -349,6 +356,11 @@ int main(int argc, char **argv) {
   ts_log_info("activation limit %" PRIu64 " bytes per run%s",
               opt.activation_limit,
               opt.activation_limit ? "" : " (none)");
+  ts_http_server *metrics = NULL;
+  if (opt.metrics_listen &&
+      ts_worker_metrics_start(opt.metrics_listen, store, &metrics, NULL,
+                              &err) != TS_OK)
+    ts_log_error("--metrics-listen: %s", err.msg);
   printf("listening on %s\n", ts_worker_service_address(svc));
   fflush(stdout);
   ts_join *join = NULL;
@@ -358,7 +370,7 @@ int main(int argc, char **argv) {
       snprintf(advertise, sizeof advertise, "%s", opt.advertise);
     else
       ts_join_advertise_address(opt.listen, port, advertise, sizeof advertise);
-    if (ts_join_start(opt.join, advertise, &join, &err) != TS_OK)
+    if (ts_join_start(opt.join, advertise, &creds, &join, &err) != TS_OK)
       ts_log_error("--join %s: %s", opt.join, err.msg);
   }
   notify("READY=1");
@@ -384,8 +396,10 @@ int main(int argc, char **argv) {
   }
   int64_t left = deadline - ts_now_ms();
   ts_worker_service_stop(svc, left > 1000 ? left : 1000);
+  ts_http_stop(metrics);
   ts_pool_free(pool);
   ts_store_free(store);
+  ts_rpc_auth_free(auth);
   ts_rpc_shutdown();
   ts_log_info("stopped");
   return 0;

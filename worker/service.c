@@ -10,11 +10,11 @@
  * Ownership: a RunShard request's unpacked message (in the job's arena),
  * the tensors viewing its bytes and the shard reference live in one
  * run_job, freed by whichever pool callback (run or skip) answers the call. Outputs are packed straight
- * from the session's arena into the malloc'd reply that rpc.c takes over.
+ * from the session's arena into the malloc'd reply that common/rpc takes over.
  *
  * LoadShard state is per call; rpc.h gives handlers no per-call slot, so
  * uploads in progress sit in a short list keyed by the call pointer (as many
- * entries as concurrent uploads; rpc.c calls on_end exactly once, which
+ * entries as concurrent uploads; common/rpc calls on_end exactly once, which
  * removes the entry before the call can be freed).
  */
 #include "service.h"
@@ -27,9 +27,13 @@
 #include <string.h>
 
 #include "blas.h"
+#include "exposition.h"
 #include "log.h"
+#include "metrics.h"
+#include "options.h"
 #include "rpc.h"
 #include "rpc_message.h"
+#include "rpc_table.h"
 #include "wire.h"
 #include "worker.pb-c.h"
 
@@ -42,6 +46,8 @@
 
 typedef struct load_call load_call;
 
+#define WORKER_UNARY_METHODS 4
+
 struct ts_worker_service {
   ts_store *store;
   ts_pool *pool;
@@ -53,12 +59,11 @@ struct ts_worker_service {
   atomic_uint_fast64_t activation_limit; /* bytes per run; 0: none */
   pthread_mutex_t loads_mu;
   load_call *loads; /* LoadShard calls between their first chunk and on_end */
+  ts_rpc_binding bindings[WORKER_UNARY_METHODS]; /* worker_table's */
 };
 
 /* ---- helpers ---------------------------------------------------------- */
 
-/* Unpacks a request; on failure answers INVALID_ARGUMENT and returns NULL.
- * The result is freed with protobuf_c_message_free_unpacked(.., NULL). */
 static int fail_err(ts_rpc_call *call, const ts_err *err) {
   ts_rpc_call_fail(call, err->code, err->msg);
   return err->code;
@@ -111,7 +116,7 @@ static load_call *find_load(ts_worker_service *svc, ts_rpc_call *call,
 
 /* Answers a LoadShard with the shard's interface (consumes the reference). */
 static void reply_loaded(ts_worker_service *svc, ts_rpc_call *call,
-                         ts_shard *sh) {
+                         ts_stored_shard *sh) {
   const ts_graph *g = &sh->model->graph;
   int n = g->n_inputs + g->n_outputs;
   Tessera__Worker__V1__TensorInfo *infos = calloc((size_t)n + 1,
@@ -151,7 +156,7 @@ static void load_finish_run(ts_pool_job *job, ts_session *session) {
   (void)session;
   load_call *lc = (load_call *)job;
   ts_err err = {0};
-  ts_shard *sh = NULL;
+  ts_stored_shard *sh = NULL;
   if (ts_store_upload_finish(lc->upload, &sh, &err) == TS_OK) {
     reply_loaded(lc->svc, lc->base.call, sh);
   } else {
@@ -288,7 +293,7 @@ static void load_on_end(ts_rpc_call *call, void *user, int cancelled) {
 typedef struct run_job {
   call_job base;
   ts_worker_service *svc;
-  ts_shard *shard;
+  ts_stored_shard *shard;
   Tessera__Worker__V1__RunShardRequest *req; /* in arena */
   int n_inputs, n_outputs;
   ts_tensor *inputs;
@@ -355,9 +360,11 @@ static void run_job_run(ts_pool_job *job, ts_session *session) {
                                         memory_order_relaxed);
   ts_session_set_activation_limit(
       session, limit > SIZE_MAX ? SIZE_MAX : (size_t)limit);
+  double started = ts_metrics_now();
   int rc = ts_exec_run(rj->shard->model, session, rj->input_names,
                        rj->inputs, rj->n_inputs, rj->output_names,
                        rj->outputs, rj->n_outputs, &err);
+  ts_worker_metrics_run(rc, ts_metrics_now() - started);
   atomic_fetch_add(&rj->shard->runs, 1);
   atomic_fetch_add(&rj->svc->runs_total, 1);
   if (ts_rpc_call_is_cancelled(rj->base.call)) {
@@ -424,7 +431,7 @@ static void handle_run_shard(ts_rpc_call *call, const uint8_t *reqb,
     return;
   }
   ts_err err = {0};
-  ts_shard *sh = NULL;
+  ts_stored_shard *sh = NULL;
   if (ts_store_check_id("shard_id", req->shard_id, &err)) goto fail;
   sh = rj->shard = ts_store_acquire(svc->store, req->shard_id);
   if (!sh) {
@@ -484,14 +491,11 @@ fail:
 
 /* ---- HasShard, UnloadShard, Status ------------------------------------ */
 
-static void handle_has_shard(ts_rpc_call *call, const uint8_t *reqb,
-                             size_t len, void *user) {
+static void handle_has_shard(ts_rpc_call *call, const ProtobufCMessage *msg,
+                             void *user) {
   ts_worker_service *svc = user;
-  Tessera__Worker__V1__HasShardRequest *req =
-      (Tessera__Worker__V1__HasShardRequest *)ts_rpc_call_unpack(
-          call, &tessera__worker__v1__has_shard_request__descriptor, reqb,
-          len);
-  if (!req) return;
+  const Tessera__Worker__V1__HasShardRequest *req =
+      (const Tessera__Worker__V1__HasShardRequest *)msg;
   protobuf_c_boolean *present =
       calloc(req->n_shard_ids + 1, sizeof *present);
   if (!present) {
@@ -515,17 +519,13 @@ static void handle_has_shard(ts_rpc_call *call, const uint8_t *reqb,
   ts_rpc_call_reply_message(call, &resp.base);
 out:
   free(present);
-  tessera__worker__v1__has_shard_request__free_unpacked(req, NULL);
 }
 
-static void handle_unload_shard(ts_rpc_call *call, const uint8_t *reqb,
-                                size_t len, void *user) {
+static void handle_unload_shard(ts_rpc_call *call,
+                                const ProtobufCMessage *msg, void *user) {
   ts_worker_service *svc = user;
-  Tessera__Worker__V1__UnloadShardRequest *req =
-      (Tessera__Worker__V1__UnloadShardRequest *)ts_rpc_call_unpack(
-          call, &tessera__worker__v1__unload_shard_request__descriptor, reqb,
-          len);
-  if (!req) return;
+  const Tessera__Worker__V1__UnloadShardRequest *req =
+      (const Tessera__Worker__V1__UnloadShardRequest *)msg;
   ts_err err = {0};
   if (ts_store_check_id("shard_id", req->shard_id, &err)) {
     fail_err(call, &err);
@@ -535,19 +535,14 @@ static void handle_unload_shard(ts_rpc_call *call, const uint8_t *reqb,
     resp.was_loaded = ts_store_unload(svc->store, req->shard_id);
     ts_rpc_call_reply_message(call, &resp.base);
   }
-  tessera__worker__v1__unload_shard_request__free_unpacked(req, NULL);
 }
 
-static void handle_status(ts_rpc_call *call, const uint8_t *reqb, size_t len,
+static void handle_status(ts_rpc_call *call, const ProtobufCMessage *msg,
                           void *user) {
+  (void)msg;
   ts_worker_service *svc = user;
-  ProtobufCMessage *req = ts_rpc_call_unpack(
-      call, &tessera__worker__v1__status_request__descriptor, reqb, len);
-  if (!req) return;
-  protobuf_c_message_free_unpacked(req, NULL);
-
   ts_err err = {0};
-  ts_shard **list = NULL;
+  ts_stored_shard **list = NULL;
   int n = 0;
   if (ts_store_list(svc->store, &list, &n, &err)) {
     fail_err(call, &err);
@@ -597,15 +592,23 @@ static void handle_status(ts_rpc_call *call, const uint8_t *reqb, size_t len,
 
 #define WORKER_PATH "/tessera.worker.v1.Worker/"
 
-/* X(method, kind, unary handler, stream on_message, stream on_end) */
-#define WORKER_METHOD_LIST(X)                                              \
-  X("LoadShard", TS_RPC_CLIENT_STREAM, NULL, load_on_message, load_on_end) \
-  X("HasShard", TS_RPC_UNARY, handle_has_shard, NULL, NULL)                \
-  X("RunShard", TS_RPC_UNARY, handle_run_shard, NULL, NULL)                \
-  X("UnloadShard", TS_RPC_UNARY, handle_unload_shard, NULL, NULL)          \
-  X("Status", TS_RPC_UNARY, handle_status, NULL, NULL)
+/* The unary methods' table (rpc_table.h). RunShard is raw: its request
+ * lives in the run's arena until the run is answered. LoadShard, a client
+ * stream, is registered beside the table. */
+static const ts_rpc_handler worker_table[WORKER_UNARY_METHODS] = {
+    {WORKER_PATH "HasShard", &tessera__worker__v1__has_shard_request__descriptor,
+     handle_has_shard, NULL, TS_ROLE_COORDINATOR},
+    {WORKER_PATH "RunShard", &tessera__worker__v1__run_shard_request__descriptor,
+     NULL, handle_run_shard, TS_ROLE_COORDINATOR},
+    {WORKER_PATH "UnloadShard",
+     &tessera__worker__v1__unload_shard_request__descriptor,
+     handle_unload_shard, NULL, TS_ROLE_COORDINATOR},
+    {WORKER_PATH "Status", &tessera__worker__v1__status_request__descriptor,
+     handle_status, NULL, TS_ROLE_COORDINATOR},
+};
 
-int ts_worker_service_start(const char *listen, ts_store *store, ts_pool *pool,
+int ts_worker_service_start(const char *listen, const ts_rpc_creds *creds,
+                            ts_rpc_auth *auth, ts_store *store, ts_pool *pool,
                             ts_worker_service **out, int *bound_port,
                             ts_err *err) {
   *out = NULL;
@@ -617,14 +620,21 @@ int ts_worker_service_start(const char *listen, ts_store *store, ts_pool *pool,
   atomic_init(&svc->runs_cancelled, 0);
   atomic_init(&svc->runs_discarded, 0);
   pthread_mutex_init(&svc->loads_mu, NULL);
-  const ts_rpc_method methods[] = {
-#define METHOD_ENTRY(name, kind, unary, on_message, on_end) \
-  {WORKER_PATH name, kind, unary, on_message, on_end, svc},
-      WORKER_METHOD_LIST(METHOD_ENTRY)
-#undef METHOD_ENTRY
+  ts_rpc_method methods[WORKER_UNARY_METHODS + 1] = {
+      {.path = WORKER_PATH "LoadShard",
+       .kind = TS_RPC_CLIENT_STREAM,
+       .on_message = load_on_message,
+       .on_end = load_on_end,
+       .user = svc,
+       .roles = TS_ROLE_COORDINATOR},
   };
+  ts_rpc_table_methods(worker_table, WORKER_UNARY_METHODS, svc, svc->bindings,
+                       methods + 1);
   ts_rpc_server_opts opts = {
-      .listen = listen, .creds = NULL, .poll_threads = RPC_POLL_THREADS};
+      .listen = listen,
+      .creds = creds,
+      .auth = auth,
+      .poll_threads = RPC_POLL_THREADS};
   int port = 0;
   int rc = ts_rpc_server_start(&opts, methods,
                                (int)(sizeof methods / sizeof methods[0]),
@@ -635,8 +645,7 @@ int ts_worker_service_start(const char *listen, ts_store *store, ts_pool *pool,
     return rc;
   }
   /* HOST is everything before the last ':' ("[::]:0" keeps its brackets). */
-  const char *colon = strrchr(listen, ':');
-  int host_len = colon ? (int)(colon - listen) : (int)strlen(listen);
+  int host_len = (int)ts_hostport_host_length(listen);
   snprintf(svc->address, sizeof svc->address, "%.*s:%d", host_len, listen,
            port);
   *bound_port = port;
@@ -660,7 +669,7 @@ void ts_worker_service_set_serving(ts_worker_service *svc, int serving) {
 void ts_worker_service_stop(ts_worker_service *svc, int64_t grace_ms) {
   if (!svc) return;
   ts_rpc_server_stop(svc->server, grace_ms);
-  /* rpc.c ended every call (on_end), so no upload should be left; drop any
+  /* common/rpc ended every call (on_end), so no upload should be left; drop any
    * that is, rather than leak it. */
   while (svc->loads) {
     load_call *lc = svc->loads;

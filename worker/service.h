@@ -13,14 +13,18 @@
 
 #include "error.h"
 #include "pool.h"
+#include "rpc.h"
 #include "store.h"
 
 typedef struct ts_worker_service ts_worker_service;
 
-/* Starts serving on `listen` ("HOST:PORT"; port 0 picks one). store and pool
- * stay owned by the caller and must outlive the service. *bound_port gets
- * the port bound. TS_EIO when the address cannot be bound. */
-int ts_worker_service_start(const char *listen, ts_store *store, ts_pool *pool,
+/* Starts serving on `listen` ("HOST:PORT"; port 0 picks one) with the
+ * server credentials `creds` (NULL: plaintext) and access policy `auth`
+ * (NULL: none; rpc_auth.h). creds, auth, store and pool stay owned by the
+ * caller and must outlive the service. *bound_port gets the port bound.
+ * TS_EIO when the address cannot be bound. */
+int ts_worker_service_start(const char *listen, const ts_rpc_creds *creds,
+                            ts_rpc_auth *auth, ts_store *store, ts_pool *pool,
                             ts_worker_service **out, int *bound_port,
                             ts_err *err);
 /* Caps the activation memory of each run (ts_session_set_activation_limit

@@ -41,7 +41,7 @@ struct ts_store {
   pthread_mutex_t mu;
   uint64_t limit;
   uint64_t used;
-  ts_shard **table;
+  ts_stored_shard **table;
   int n, cap;
   ts_store_upload *uploads;
 };
@@ -54,7 +54,7 @@ struct ts_store_upload {
   uint64_t total;
   uint64_t received;
   uint8_t *buf;           /* total bytes, mapped; NULL for a duplicate */
-  ts_shard *held;         /* duplicate: a reference to the held shard */
+  ts_stored_shard *held;  /* duplicate: a reference to the held shard */
 };
 
 /* "1.2 MB": decimal units, for logs and messages. */
@@ -122,7 +122,7 @@ int ts_store_create(uint64_t memory_limit, ts_store **out, ts_err *err) {
   return TS_OK;
 }
 
-static void shard_destroy(ts_shard *sh) {
+static void shard_destroy(ts_stored_shard *sh) {
   ts_model_free(sh->model);
   free(sh);
 }
@@ -146,17 +146,17 @@ static int find_locked(const ts_store *st, const char *id) {
   return -1;
 }
 
-ts_shard *ts_store_acquire(ts_store *st, const char *id) {
+ts_stored_shard *ts_store_acquire(ts_store *st, const char *id) {
   if (!id) return NULL;
   pthread_mutex_lock(&st->mu);
   int i = find_locked(st, id);
-  ts_shard *sh = i >= 0 ? st->table[i] : NULL;
+  ts_stored_shard *sh = i >= 0 ? st->table[i] : NULL;
   if (sh) sh->refs++;
   pthread_mutex_unlock(&st->mu);
   return sh;
 }
 
-void ts_store_release(ts_store *st, ts_shard *sh) {
+void ts_store_release(ts_store *st, ts_stored_shard *sh) {
   if (!sh) return;
   pthread_mutex_lock(&st->mu);
   TS_ASSERT(sh->refs > 0);
@@ -189,7 +189,7 @@ bool ts_store_unload(ts_store *st, const char *id) {
   if (!id) return false;
   pthread_mutex_lock(&st->mu);
   int i = find_locked(st, id);
-  ts_shard *sh = NULL;
+  ts_stored_shard *sh = NULL;
   if (i >= 0) {
     sh = st->table[i];
     memmove(&st->table[i], &st->table[i + 1],
@@ -214,9 +214,9 @@ void ts_store_stats_get(ts_store *st, ts_store_stats *out) {
   pthread_mutex_unlock(&st->mu);
 }
 
-int ts_store_list(ts_store *st, ts_shard ***out, int *n, ts_err *err) {
+int ts_store_list(ts_store *st, ts_stored_shard ***out, int *n, ts_err *err) {
   pthread_mutex_lock(&st->mu);
-  ts_shard **list = malloc(((size_t)st->n + 1) * sizeof *list);
+  ts_stored_shard **list = malloc(((size_t)st->n + 1) * sizeof *list);
   if (!list) {
     pthread_mutex_unlock(&st->mu);
     return ts_err_set(err, TS_ENOMEM, "cannot list %d shards", st->n);
@@ -233,10 +233,10 @@ int ts_store_list(ts_store *st, ts_shard ***out, int *n, ts_err *err) {
 
 /* Adds sh (one reference, the table's) to the table. Caller holds st->mu
  * and has checked the id is absent. */
-static int insert_locked(ts_store *st, ts_shard *sh) {
+static int insert_locked(ts_store *st, ts_stored_shard *sh) {
   if (st->n == st->cap) {
     int cap = st->cap ? st->cap * 2 : 16;
-    ts_shard **t = realloc(st->table, (size_t)cap * sizeof *t);
+    ts_stored_shard **t = realloc(st->table, (size_t)cap * sizeof *t);
     if (!t) return TS_ENOMEM;
     st->table = t;
     st->cap = cap;
@@ -343,6 +343,11 @@ int ts_store_upload_write(ts_store_upload *up, uint64_t offset,
   return TS_OK;
 }
 
+static void unmap_bytes(void *bytes, size_t len, void *ctx) {
+  (void)ctx;
+  munmap(bytes, len);
+}
+
 /* Frees an upload's buffer and unlinks it; returns its reservation unless
  * `keep_bytes` (its bytes now belong to a held shard). */
 static void upload_end(ts_store_upload *up, bool keep_bytes) {
@@ -373,9 +378,9 @@ uint64_t ts_store_upload_total(const ts_store_upload *up) { return up->total; }
 /* Finish for a shard that was already held when the upload began: hand out
  * the reference taken then, putting the shard back in the table if it was
  * unloaded meanwhile (its bytes are still accounted: it was referenced). */
-static int finish_duplicate(ts_store_upload *up, ts_shard **out) {
+static int finish_duplicate(ts_store_upload *up, ts_stored_shard **out) {
   ts_store *st = up->st;
-  ts_shard *sh = up->held;
+  ts_stored_shard *sh = up->held;
   pthread_mutex_lock(&st->mu);
   unlink_upload_locked(st, up);
   if (sh->unloaded && find_locked(st, sh->id) < 0 &&
@@ -389,7 +394,8 @@ static int finish_duplicate(ts_store_upload *up, ts_shard **out) {
   return TS_OK;
 }
 
-int ts_store_upload_finish(ts_store_upload *up, ts_shard **out, ts_err *err) {
+int ts_store_upload_finish(ts_store_upload *up, ts_stored_shard **out,
+                           ts_err *err) {
   *out = NULL;
   ts_store *st = up->st;
   int rc;
@@ -415,12 +421,18 @@ int ts_store_upload_finish(ts_store_upload *up, ts_shard **out, ts_err *err) {
     return rc;
   }
 
-  ts_shard *sh = calloc(1, sizeof *sh);
+  ts_stored_shard *sh = calloc(1, sizeof *sh);
   if (!sh) {
     ts_store_upload_abort(up);
     return ts_err_set(err, TS_ENOMEM, "cannot allocate a shard");
   }
-  rc = ts_model_load(up->buf, (size_t)up->total, &sh->model, err);
+  /* The model adopts the received bytes (its weights stay where they
+   * arrived: the shard is held once, never twice) and unmaps them when it
+   * is freed, also when the load fails. */
+  uint8_t *bytes = up->buf;
+  up->buf = NULL;
+  rc = ts_model_load_adopt(bytes, (size_t)up->total, unmap_bytes, NULL,
+                           &sh->model, err);
   if (rc) {
     ts_err_prefix(err, "shard %.8s.. '%s'", up->id, up->label);
     free(sh);
@@ -433,7 +445,7 @@ int ts_store_upload_finish(ts_store_upload *up, ts_shard **out, ts_err *err) {
   atomic_init(&sh->runs, 0);
   sh->refs = 2; /* the table's and the caller's */
 
-  ts_shard *existing = NULL;
+  ts_stored_shard *existing = NULL;
   pthread_mutex_lock(&st->mu);
   int i = find_locked(st, sh->id);
   if (i >= 0) {

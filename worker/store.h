@@ -31,7 +31,7 @@ typedef struct ts_store ts_store;
 
 /* A held shard. The fields are read-only for users of the store; refs is
  * the store's business (guarded by its mutex). */
-typedef struct ts_shard {
+typedef struct ts_stored_shard {
   char id[TS_SHA256_HEX_LEN + 1];
   char label[128];          /* printable, truncated copy of the client's label */
   ts_model *model;          /* immutable; shared by all runs */
@@ -39,7 +39,7 @@ typedef struct ts_shard {
   atomic_uint_fast64_t runs;
   int refs;
   bool unloaded;            /* no longer in the table */
-} ts_shard;
+} ts_stored_shard;
 
 /* A snapshot of the store for Status. */
 typedef struct ts_store_stats {
@@ -59,8 +59,8 @@ void ts_store_free(ts_store *st);
 int ts_store_check_id(const char *field, const char *id, ts_err *err);
 
 /* A reference to shard `id`, or NULL when it is not held. */
-ts_shard *ts_store_acquire(ts_store *st, const char *id);
-void ts_store_release(ts_store *st, ts_shard *shard);
+ts_stored_shard *ts_store_acquire(ts_store *st, const char *id);
+void ts_store_release(ts_store *st, ts_stored_shard *shard);
 /* Whether `id` is held or being uploaded. */
 bool ts_store_has(ts_store *st, const char *id);
 /* Removes `id` from the table; its memory is returned once the last run
@@ -69,7 +69,7 @@ bool ts_store_unload(ts_store *st, const char *id);
 void ts_store_stats_get(ts_store *st, ts_store_stats *out);
 /* References to every held shard, in load order: *out is a malloc'd array
  * the caller frees after releasing each shard. */
-int ts_store_list(ts_store *st, ts_shard ***out, int *n, ts_err *err);
+int ts_store_list(ts_store *st, ts_stored_shard ***out, int *n, ts_err *err);
 
 /* ---- streamed upload ------------------------------------------------ */
 
@@ -96,7 +96,8 @@ int ts_store_upload_write(ts_store_upload *up, uint64_t offset,
  * success *out is a reference the caller releases. Slow for big shards
  * (hash + parse): call it off the RPC poller threads. Consumes `up` in every
  * case. */
-int ts_store_upload_finish(ts_store_upload *up, ts_shard **out, ts_err *err);
+int ts_store_upload_finish(ts_store_upload *up, ts_stored_shard **out,
+                           ts_err *err);
 /* Drops an upload (client went away, bad chunk): frees its buffer and
  * returns its reservation. */
 void ts_store_upload_abort(ts_store_upload *up);

@@ -6,10 +6,13 @@
  *   graph.c (loader, constant folding) -> exec.c: ts_exec_node_eval
  *   graph.c (initializers)             -> ops.c:  ts_tensor_borrow_onnx
  *   exec.c  (plan cache key)           -> graph.c: ts_model_serial
+ *   graph.c (in-place loads)           -> inplace.c: ts_inplace_slim
  */
 #ifndef TS_ENGINE_INT_H
 #define TS_ENGINE_INT_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "graph.h"
@@ -33,5 +36,29 @@ int ts_tensor_borrow_onnx(const Onnx__TensorProto *tp, ts_tensor *out,
 /* graph.c: the model's process-unique serial, or 0 for a ts_model that did
  * not come from ts_model_load. */
 uint64_t ts_model_serial(const ts_model *m);
+
+/* inplace.c: one large initializer payload of a model's bytes: the
+ * initializer's index in GraphProto.initializer, where its raw_data lies
+ * in the bytes, and where (aligned, at or before src) it is to move. */
+typedef struct ts_inplace_payload {
+  size_t initializer;
+  size_t src, dst, len;
+} ts_inplace_payload;
+
+/* A model's bytes re-encoded without their large payloads. */
+typedef struct ts_inplace {
+  uint8_t *slim;   /* the slim encoding; owned */
+  size_t slim_len;
+  ts_inplace_payload *payloads; /* in the order of the bytes; owned */
+  size_t n, cap;
+} ts_inplace;
+
+/* Writes the slim encoding of the ModelProto in bytes[0..len): each
+ * initializer's raw_data of 4 KiB or more present but empty, and recorded
+ * in *out. TS_EUNSUPPORTED (and *out empty) when there is none, or the
+ * bytes are not what it expects; the caller then unpacks them as they are.
+ * Reads the bytes only. */
+int ts_inplace_slim(const uint8_t *bytes, size_t len, ts_inplace *out);
+void ts_inplace_free(ts_inplace *s);
 
 #endif

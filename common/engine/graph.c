@@ -28,7 +28,10 @@
  *
  * Initializers stored as raw_data become views into the proto (which the
  * model keeps for the partitioner), so weights are held in memory once;
- * folded constants and typed-field initializers are owned copies.
+ * folded constants and typed-field initializers are owned copies. Loaded
+ * with ts_model_load_adopt (as files and the worker's shards are), the
+ * large raw_data fields are not even copied out of the received bytes
+ * (inplace.c), so a load never holds the weights twice.
  *
  * A ts_model is allocated inside a private box that also carries a serial
  * number unique within the process; the executor keys its plan cache on it
@@ -59,10 +62,19 @@
 /* Results up to this size are computed during shape inference. */
 #define SHAPE_DATA_MAX 4096
 
+/* The buffer a model adopted (ts_model_load_adopt), or none. */
+typedef struct adoption {
+  uint8_t *bytes;
+  size_t len;
+  ts_bytes_release release;
+  void *ctx;
+} adoption;
+
 typedef struct model_box {
   ts_model pub;
   uint64_t magic;
   uint64_t serial;
+  adoption adoption; /* large initializers may point into it */
 } model_box;
 
 static atomic_uint_fast64_t next_serial = 1;
@@ -1014,22 +1026,33 @@ static int build(ts_model *m, ts_err *err) {
   return rc;
 }
 
-int ts_model_load(const uint8_t *bytes, size_t len, ts_model **out,
-                  ts_err *err) {
-  *out = NULL;
-  if (!bytes && len)
-    return ts_err_set(err, TS_EINVAL, "model bytes are missing");
-  Onnx__ModelProto *p = onnx__model_proto__unpack(NULL, len, bytes);
-  if (!p)
-    return ts_err_set(err, TS_EINVAL,
-                      "not a valid ONNX model (corrupt or truncated protobuf)");
+/* Frees an unpacked proto whose initializers may point into an adopted
+ * buffer (protobuf-c would free() them), then releases the buffer. */
+static void free_proto(Onnx__ModelProto *p, const adoption *a) {
+  if (a->bytes && p && p->graph)
+    for (size_t i = 0; i < p->graph->n_initializer; i++) {
+      ProtobufCBinaryData *raw = &p->graph->initializer[i]->raw_data;
+      if (raw->data >= a->bytes && raw->data < a->bytes + a->len) {
+        raw->data = NULL;
+        raw->len = 0;
+      }
+    }
+  if (p) onnx__model_proto__free_unpacked(p, NULL);
+  if (a->release) a->release(a->bytes, a->len, a->ctx);
+}
+
+/* Builds a model around an unpacked proto and the buffer it may point into,
+ * which the model owns from here on, also on failure. */
+static int load_proto(Onnx__ModelProto *p, const adoption *a, ts_model **out,
+                      ts_err *err) {
   model_box *box = calloc(1, sizeof *box);
   if (!box) {
-    onnx__model_proto__free_unpacked(p, NULL);
+    free_proto(p, a);
     return ts_err_set(err, TS_ENOMEM, "out of memory loading a model");
   }
   box->magic = MODEL_MAGIC;
   box->serial = atomic_fetch_add(&next_serial, 1);
+  box->adoption = *a;
   box->pub.proto = p;
   int rc = build(&box->pub, err);
   if (rc) {
@@ -1038,6 +1061,76 @@ int ts_model_load(const uint8_t *bytes, size_t len, ts_model **out,
   }
   *out = &box->pub;
   return TS_OK;
+}
+
+int ts_model_load(const uint8_t *bytes, size_t len, ts_model **out,
+                  ts_err *err) {
+  *out = NULL;
+  if (!bytes && len)
+    return ts_err_set(err, TS_EINVAL, "model bytes are missing");
+  int rc = ts_model_check_nesting(bytes, len, TS_MODEL_MAX_NESTING, err);
+  if (rc) return rc;
+  Onnx__ModelProto *p = onnx__model_proto__unpack(NULL, len, bytes);
+  if (!p)
+    return ts_err_set(err, TS_EINVAL,
+                      "not a valid ONNX model (corrupt or truncated protobuf)");
+  return load_proto(p, &(adoption){0}, out, err);
+}
+
+/* Moves the slim encoding's payloads into place in `bytes` and points the
+ * initializers at them; false, with nothing moved, when the unpacked slim
+ * proto does not have the empty raw_data each record expects. */
+static bool place_payloads(Onnx__ModelProto *p, uint8_t *bytes,
+                           const ts_inplace *s) {
+  const Onnx__GraphProto *g = p->graph;
+  for (size_t i = 0; i < s->n; i++) {
+    const ts_inplace_payload *r = &s->payloads[i];
+    if (!g || r->initializer >= g->n_initializer ||
+        !g->initializer[r->initializer]->has_raw_data ||
+        g->initializer[r->initializer]->raw_data.len != 0)
+      return false;
+  }
+  for (size_t i = 0; i < s->n; i++) {
+    const ts_inplace_payload *r = &s->payloads[i];
+    memmove(bytes + r->dst, bytes + r->src, r->len);
+    Onnx__TensorProto *tp = g->initializer[r->initializer];
+    free(tp->raw_data.data); /* what protobuf-c made of the empty field */
+    tp->raw_data.data = bytes + r->dst;
+    tp->raw_data.len = r->len;
+  }
+  return true;
+}
+
+int ts_model_load_adopt(uint8_t *bytes, size_t len, ts_bytes_release release,
+                        void *ctx, ts_model **out, ts_err *err) {
+  *out = NULL;
+  adoption a = {bytes, len, release, ctx};
+  ts_inplace s;
+  Onnx__ModelProto *p = NULL;
+  int rc = ts_model_check_nesting(bytes, len, TS_MODEL_MAX_NESTING, err);
+  if (rc) {
+    if (release) release(bytes, len, ctx);
+    return rc;
+  }
+  if (bytes && ts_inplace_slim(bytes, len, &s) == TS_OK) {
+    p = onnx__model_proto__unpack(NULL, s.slim_len, s.slim);
+    if (p && !place_payloads(p, bytes, &s)) {
+      onnx__model_proto__free_unpacked(p, NULL);
+      p = NULL;
+    }
+    ts_inplace_free(&s);
+  }
+  if (p) return load_proto(p, &a, out, err);
+  /* nothing to place, or not understood: the plain path */
+  rc = ts_model_load(bytes, len, out, err);
+  if (release) release(bytes, len, ctx);
+  return rc;
+}
+
+static void release_malloced(void *bytes, size_t len, void *ctx) {
+  (void)len;
+  (void)ctx;
+  free(bytes);
 }
 
 int ts_model_load_file(const char *path, ts_model **out, ts_err *err) {
@@ -1069,11 +1162,12 @@ int ts_model_load_file(const char *path, ts_model **out, ts_err *err) {
     }
   }
   fclose(f);
-  if (!rc) {
-    rc = ts_model_load(buf, len, out, err);
-    if (rc) ts_err_prefix(err, "%s", path);
+  if (rc) {
+    free(buf);
+    return rc;
   }
-  free(buf);
+  rc = ts_model_load_adopt(buf, len, release_malloced, NULL, out, err);
+  if (rc) ts_err_prefix(err, "%s", path);
   return rc;
 }
 
@@ -1097,8 +1191,8 @@ void ts_model_free(ts_model *m) {
   free(g->nodes);
   free(g->inputs);
   free(g->outputs);
-  if (m->proto) onnx__model_proto__free_unpacked(m->proto, NULL);
   model_box *box = (model_box *)m;
+  free_proto(m->proto, &box->adoption);
   box->magic = 0;
   free(box);
 }

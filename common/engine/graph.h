@@ -91,7 +91,30 @@ typedef struct ts_model {
  * message naming the node, op and attribute. */
 int ts_model_load(const uint8_t *bytes, size_t len, ts_model **out,
                   ts_err *err);
-/* Reads a file and calls ts_model_load; messages name the path. */
+/* How deep a model's messages may nest (the model is level 1; each graph
+ * in an attribute adds three: graph, node, attribute). The loaders refuse
+ * deeper bytes before unpacking them, since protobuf-c recurses without a
+ * limit; protobuf's own default recursion limit is the same 100. */
+#define TS_MODEL_MAX_NESTING 100
+/* TS_EINVAL, naming the limit, when the ModelProto in bytes[0..len) nests
+ * messages deeper than `limit` levels; TS_OK otherwise (also for bytes it
+ * cannot read, which protobuf-c then rejects). Reads the bytes only. */
+int ts_model_check_nesting(const uint8_t *bytes, size_t len, int limit,
+                           ts_err *err);
+/* Releases a buffer a model adopted: munmap, free, ... */
+typedef void (*ts_bytes_release)(void *bytes, size_t len, void *ctx);
+
+/* Like ts_model_load, but the model takes over `bytes` (the caller no longer
+ * touches them): the raw_data of large initializers is moved, aligned,
+ * within the buffer and the model's weights point there instead of into
+ * copies, so a load holds the weights once, not twice. The model calls
+ * release(bytes, len, ctx) (if non-NULL) when it is freed; on failure
+ * release has been called before this returns. Bytes the in-place path does
+ * not understand load as with ts_model_load (then released at once). */
+int ts_model_load_adopt(uint8_t *bytes, size_t len, ts_bytes_release release,
+                        void *ctx, ts_model **out, ts_err *err);
+/* Reads a file and loads it in place (ts_model_load_adopt); messages name
+ * the path. */
 int ts_model_load_file(const char *path, ts_model **out, ts_err *err);
 void ts_model_free(ts_model *model);
 

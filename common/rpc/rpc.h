@@ -54,7 +54,14 @@ typedef struct ts_rpc_creds {
   const char *cert_file; /* PEM certificate chain */
   const char *key_file;  /* PEM private key */
   const char *ca_file;   /* PEM roots: server verifies clients, client verifies server */
+  const char *token;     /* client: sent as "authorization: Bearer TOKEN"
+                            (needs TLS: ca_file); NULL: none */
+  int client_cert_optional; /* server with ca_file: a client may come
+                               without a certificate (tokens, rpc_auth.h) */
 } ts_rpc_creds;
+
+/* A server's access policy (rpc_auth.h). */
+typedef struct ts_rpc_auth ts_rpc_auth;
 
 /* grpc_init() plus routing gRPC's log lines into log.h. Call once, before
  * any other function here, after any fork. ts_rpc_shutdown() undoes it. */
@@ -101,11 +108,14 @@ typedef struct ts_rpc_method {
   ts_rpc_stream_msg_fn on_message;
   ts_rpc_stream_end_fn on_end;
   void *user;
+  unsigned roles; /* TS_ROLE_* bits admitted (rpc_auth.h); 0: anyone */
 } ts_rpc_method;
 
 typedef struct ts_rpc_server_opts {
   const char *listen;          /* "HOST:PORT"; port 0 picks a free one */
   const ts_rpc_creds *creds;   /* NULL: plaintext */
+  ts_rpc_auth *auth;           /* NULL: no checks; else each method's roles
+                                  are checked before its handler runs */
   int poll_threads;            /* engine pollers wanted (the process gets the
                                   most any server asked for); 0 means 1 */
 } ts_rpc_server_opts;

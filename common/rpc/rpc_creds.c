@@ -94,8 +94,10 @@ int rpc_server_creds(const ts_rpc_creds *creds, grpc_server_credentials **out,
                                      .cert_chain = pem.cert};
   grpc_server_credentials *sc = grpc_ssl_server_credentials_create_ex(
       pem.ca, &pair, 1,
-      pem.ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
-             : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+      !pem.ca ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+      : creds->client_cert_optional
+          ? GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY
+          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY,
       NULL);
   pem_free(&pem);
   *out = sc;
@@ -127,6 +129,25 @@ int rpc_channel_creds(const ts_rpc_creds *creds, const char *target,
   if (!cc)
     return ts_err_set(err, TS_EINVAL, "creds: TLS credentials for %s rejected",
                       target);
+  if (creds && creds->token) {
+    /* gRPC sends call credentials only over TLS: a token needs a CA. */
+    if (!creds->ca_file) {
+      grpc_channel_credentials_release(cc);
+      return ts_err_set(err, TS_EINVAL,
+                        "creds: a bearer token for %s needs TLS (a CA file)",
+                        target);
+    }
+    grpc_call_credentials *token =
+        grpc_access_token_credentials_create(creds->token, NULL);
+    grpc_channel_credentials *both =
+        grpc_composite_channel_credentials_create(cc, token, NULL);
+    grpc_call_credentials_release(token);
+    grpc_channel_credentials_release(cc);
+    if (!both)
+      return ts_err_set(err, TS_EINVAL, "creds: token for %s rejected",
+                        target);
+    cc = both;
+  }
   *out = cc;
   return 0;
 }

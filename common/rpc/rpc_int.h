@@ -78,4 +78,12 @@ int rpc_server_creds(const ts_rpc_creds *creds, grpc_server_credentials **out,
 int rpc_channel_creds(const ts_rpc_creds *creds, const char *target,
                       grpc_channel_credentials **out, ts_err *err);
 
+/* ---- rpc_auth.c -------------------------------------------------------- */
+
+/* The one access check (see rpc_auth.h): 0 when the call may go on, else
+ * TS_EUNAUTH or TS_EPERM with the reason in msg. a NULL admits all. */
+int rpc_auth_check(ts_rpc_auth *a, grpc_call *call,
+                   const grpc_metadata_array *md, unsigned roles, char *msg,
+                   size_t size);
+
 #endif

@@ -95,6 +95,7 @@ struct ts_rpc_server {
   method_entry *methods;
   int n_methods;
   int slots; /* outstanding requests per method */
+  ts_rpc_auth *auth; /* NULL: no access checks */
   atomic_int serving;
   atomic_long pending;
   pthread_mutex_t mu;
@@ -420,12 +421,17 @@ static void on_accept(rpc_tag *t, int ok) {
   call_start_locked(c, &close_op, 1, &c->t_close);
   pthread_mutex_unlock(&c->mu);
 
+  char msg[TS_ERR_MSG_MAX];
+  int denied;
   if (c->method == UNREGISTERED) {
     char *path = grpc_slice_to_c_string(c->details.method);
-    char msg[TS_ERR_MSG_MAX];
     snprintf(msg, sizeof msg, "unknown method %s", path);
     gpr_free(path);
     ts_rpc_call_fail(c, TS_EUNSUPPORTED, msg);
+  } else if ((denied = rpc_auth_check(s->auth, c->call, &c->md,
+                                      s->methods[c->method].m.roles, msg,
+                                      sizeof msg)) < 0) {
+    ts_rpc_call_fail(c, denied, msg); /* the handler never sees the call */
   } else if (s->methods[c->method].m.kind == TS_RPC_UNARY) {
     dispatch_unary(c, &s->methods[c->method]);
   } else {
@@ -616,6 +622,7 @@ int ts_rpc_server_start(const ts_rpc_server_opts *opts,
   /* Requests posted per method: a burst of calls up to this many is
    * matched at once; more wait in gRPC until a slot is re-posted. */
   s->slots = threads * 4 > 16 ? threads * 4 : 16;
+  s->auth = opts->auth;
   grpc_server_credentials *sc = NULL;
   int rc = methods_copy(s, methods, n_methods, err);
   if (rc == 0) rc = rpc_server_creds(opts->creds, &sc, err);

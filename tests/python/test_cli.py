@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import shutil
+import subprocess
 import threading
 import time
 import unittest
@@ -137,6 +138,22 @@ class Cli(kserve.CliMixin, unittest.TestCase):
         for name, a in arrays.items():
             args += ['--input', '%s=%s' % (name, self.save('in_' + name, a))]
         return self.tessera(*(args + list(extra)), expect=expect)
+
+    def test_version_on_all_binaries(self):
+        for name in ('tessera', 'tessera-coordinator', 'tessera-worker'):
+            out = subprocess.run([kserve.binary(name), '--version'],
+                                 stdout=subprocess.PIPE, check=True,
+                                 universal_newlines=True, timeout=30).stdout
+            self.assertRegex(out, r'^%s \d+\.\d+\.\d+\n$' % name)
+
+    def test_server_without_port_uses_8001(self):
+        # Nothing needs to answer: the error names the address tried.
+        p = kserve.run_tessera('health', '--server', '127.0.0.1',
+                               '--timeout-ms', '300')
+        if p.returncode == 0:
+            self.skipTest('something serves on 127.0.0.1:8001')
+        self.assertIn('127.0.0.1:8001', p.stderr)
+        self.assertNotIn(':443', p.stderr)
 
     def test_every_datatype_round_trips(self):
         for datatype in kserve.DATATYPES:

@@ -15,16 +15,19 @@ Checked:
   - each worker's shard bytes (admin ClusterStatus: the shards placed on
     it) are within 3% of a quarter of the model;
   - each worker's peak resident set (VmHWM), minus the VmHWM the same
-    worker had idle before anything was loaded, is below 0.6 x the model:
-    a shard is briefly held twice while it loads (the received bytes and
-    the parsed tensors), so the peak is about the worker's weights + its
-    largest shard + gRPC's transport buffers (~10-25 MB); measured
-    0.41-0.53;
+    worker had idle before anything was loaded, is at most its shard bytes
+    + 30 MB (issue 11's bound): a shard is loaded in place, its weights
+    left where they arrived (ts_model_load_adopt), so it is never held
+    twice; what remains is gRPC's transport buffers and the kernels'
+    working memory (measured: shard bytes + 13-19 MB; it was + 48-61 MB
+    while the parsed copy and the received bytes coexisted);
   - each worker's resident set once the model is loaded (VmRSS, before any
     inference), minus the idle baseline, is at most its shard bytes + 24 MB:
     no copy of a shard (upload buffer, chunk copies) stays behind once it is
     loaded (measured: shard bytes + 6-13 MB).
-A table of the numbers is printed. In a sanitizer build (b_sanitize) the
+A table of the numbers is printed, and the coordinator's peak and resident
+set beside the model's size (not bounded here: it still holds the model
+and, while it cuts them, the shards). In a sanitizer build (b_sanitize) the
 answers and shares are checked and the resident-set bounds are reported as
 skipped.
 """
@@ -49,7 +52,7 @@ MODEL = 'mlp_168mb'
 WAYS = 4
 RTOL, ATOL = 1e-5, 1e-5
 MB = 1e6
-PEAK_FRACTION = 0.6      # of the model's weight bytes, above the idle baseline
+PEAK_SLACK = 30 * MB     # above the worker's shard bytes and the idle baseline
 STEADY_SLACK = 24 * MB   # above the worker's shard bytes and the idle baseline
 SHARE_TOLERANCE = 0.03   # each worker's bytes vs. model / WAYS
 
@@ -138,7 +141,11 @@ class TensorSplitMemory(unittest.TestCase):
         for w, base, rss in zip(workers, idle, loaded):
             now = proc_status(w.proc.pid)
             rows.append((w, base, held[w.address], now['VmHWM'], rss, now['VmRSS']))
+        coordinator = proc_status(cluster.proc.pid)
         self.print_table(rows, load_s)
+        print('coordinator: peak %.1f MB, resident %.1f MB, model %.1f MB' % (
+            coordinator['VmHWM'] / MB, coordinator['VmRSS'] / MB, self.model_bytes / MB),
+            file=sys.stderr)
 
         quarter = self.model_bytes / WAYS
         for w, _, weights, _, _, _ in rows:
@@ -149,10 +156,10 @@ class TensorSplitMemory(unittest.TestCase):
             self.skipTest('resident-set bounds: the build uses b_sanitize=%s' % sanitizer())
         for w, base, weights, peak, rss, _ in rows:
             with self.subTest(worker=w.address):
-                self.assertLess(peak - base, PEAK_FRACTION * self.model_bytes,
-                                'peak RSS %.1f MB over an idle baseline of %.1f MB '
-                                '(model %.1f MB)' % ((peak - base) / MB, base / MB,
-                                                     self.model_bytes / MB))
+                self.assertLessEqual(peak - base, weights + PEAK_SLACK,
+                                     'peak RSS %.1f MB over an idle baseline of %.1f MB '
+                                     'holding %.1f MB of shards' % (
+                                         (peak - base) / MB, base / MB, weights / MB))
                 self.assertLessEqual(rss - base, weights + STEADY_SLACK,
                                      'RSS %.1f MB over an idle baseline of %.1f MB holding '
                                      '%.1f MB of shards' % ((rss - base) / MB, base / MB,

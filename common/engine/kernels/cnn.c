@@ -58,8 +58,8 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "kernel_util.h"
 #include "list_cnn.h"
-#include "list_elementwise.h" /* ts_kernel_fail, ts_kernel_check_attrs, ... */
 #include "ops.h"
 
 /* Declarations from the list, so that a list line without a definition here

@@ -9,7 +9,7 @@
 #include "log.h"
 #include "placement.h"
 
-void ts_registry_init(ts_registry *r, ts_cluster *cluster,
+void ts_registry_init(ts_registry *r, ts_membership *cluster,
                       const char *repository) {
   memset(r, 0, sizeof *r);
   pthread_mutex_init(&r->mu, NULL);
@@ -90,7 +90,7 @@ static int io_copy(const ts_io_info *src, int n, ts_io_info **out,
 
 /* Chooses `replicas` distinct placement targets with room for shard `s`,
  * least planned bytes first (placement.h), and books the bytes on them. */
-static int place_shard(ts_cluster *c, const ts_shard *s, int replicas,
+static int place_shard(ts_membership *c, const ts_shard *s, int replicas,
                        int *out, ts_err *err) {
   int targets = ts_placement_targets(c);
   if (targets < replicas)
@@ -105,7 +105,7 @@ static int place_shard(ts_cluster *c, const ts_shard *s, int replicas,
   return TS_OK;
 }
 
-static void unbook(ts_cluster *c, ts_served_model *m) {
+static void unbook(ts_membership *c, ts_served_model *m) {
   if (!m->plan || !m->placement) return;
   for (int s = 0; s < m->plan->n_stages; s++) {
     if (!m->placement[s]) continue;
@@ -120,7 +120,7 @@ static void unbook(ts_cluster *c, ts_served_model *m) {
 }
 
 static int load_plain(ts_registry *r, ts_served_model *m, ts_err *err) {
-  ts_cluster *c = r->cluster;
+  ts_membership *c = r->cluster;
   ts_model *model = NULL;
   int rc = ts_model_load_file(m->config.path, &model, err);
   if (rc) return rc;
@@ -147,7 +147,7 @@ static int load_plain(ts_registry *r, ts_served_model *m, ts_err *err) {
     size_t min_limit = 0;
     for (int i = 0; i < c->n; i++) {
       unsigned long long l = c->workers[i].memory_limit;
-      if (ts_cluster_is_target(c, i) && l && (!min_limit || l < min_limit))
+      if (ts_membership_is_target(c, i) && l && (!min_limit || l < min_limit))
         min_limit = l;
     }
     ts_plan_opts opts = {
@@ -185,8 +185,8 @@ static int load_plain(ts_registry *r, ts_served_model *m, ts_err *err) {
     const ts_stage *st = &m->plan->stages[s];
     for (int k = 0; k < st->n_shards && rc == TS_OK; k++)
       for (int j = 0; j < m->n_replicas && rc == TS_OK; j++)
-        rc = ts_cluster_upload(c, m->placement[s][k * m->n_replicas + j],
-                               &st->shards[k], err);
+        rc = ts_membership_upload(c, m->placement[s][k * m->n_replicas + j],
+                                  &st->shards[k], err);
   }
   if (rc) {
     unbook(c, m);
@@ -288,7 +288,8 @@ int ts_registry_load(ts_registry *r, const ts_model_config *config,
   if (rc == TS_EUNAVAILABLE && !config->is_ensemble) {
     /* Workers are missing, the model is fine: keep it, unavailable, and
      * load it when workers come (ts_registry_retry_unavailable). */
-    ts_log_warn("model %s is unavailable for now: %s", config->name, err->msg);
+    ts_log_warn_limited("model %s is unavailable for now: %s", config->name,
+                        err->msg);
     unbook(r->cluster, m);
     placement_free(m);
     m->placement = NULL;
@@ -331,7 +332,7 @@ int ts_registry_load(ts_registry *r, const ts_model_config *config,
 int ts_registry_top_up_replicas(ts_registry *r) {
   ts_served_model **models;
   int n, reloaded = 0;
-  int want = ts_cluster_live_count(r->cluster) >= 2 ? 2 : 1;
+  int want = ts_membership_live_count(r->cluster) >= 2 ? 2 : 1;
   if (ts_registry_snapshot(r, &models, &n) != TS_OK) return 0;
   pthread_mutex_lock(&r->move_mu);
   for (int i = 0; i < n; i++) {
@@ -477,7 +478,7 @@ int ts_registry_resync_worker(ts_registry *r, int w, ts_err *err) {
       for (int k = 0; rc == TS_OK && k < st->n_shards; k++)
         for (int j = 0; rc == TS_OK && j < m->n_replicas; j++)
           if (m->placement[s][k * m->n_replicas + j] == w)
-            rc = ts_cluster_upload(r->cluster, w, &st->shards[k], err);
+            rc = ts_membership_upload(r->cluster, w, &st->shards[k], err);
     }
     ts_served_model_release(m);
   }
@@ -557,7 +558,7 @@ static ts_served_model *clone_placement(ts_served_model *m) {
  * wanted moved but found no target for. Caller holds move_mu. */
 static int move_model(ts_registry *r, ts_served_model *m, const mover *mv,
                       int *unplaced) {
-  ts_cluster *c = r->cluster;
+  ts_membership *c = r->cluster;
   if (m->config.is_ensemble || !m->plan || !m->placement ||
       m->state != TS_MODEL_READY)
     return 0;
@@ -596,7 +597,7 @@ static int move_model(ts_registry *r, ts_served_model *m, const mover *mv,
     move *mo = &moves[i];
     const ts_shard *sh = &m->plan->stages[mo->stage].shards[mo->shard];
     ts_err err = {0};
-    if (ts_cluster_upload(c, mo->to, sh, &err) != TS_OK) {
+    if (ts_membership_upload(c, mo->to, sh, &err) != TS_OK) {
       ts_log_warn("model %s: shard %s not moved to %s: %s", m->config.name,
                   sh->label, c->workers[mo->to].address, err.msg);
       ts_placement_rebook(c, mo->to, mo->from, sh->len);

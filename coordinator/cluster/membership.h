@@ -3,7 +3,7 @@
  * capacity and load. Also the shard upload path (HasShard, then LoadShard
  * streamed in 1 MiB chunks), since it is per worker.
  *
- * Thread model: workers are only ever added (ts_cluster_add, under the
+ * Thread model: workers are only ever added (ts_membership_add, under the
  * cluster mutex; a slot is fully set up before n grows past it), never
  * removed: a worker that leaves is marked down. Per-worker counters are
  * atomics read by the scheduler on any thread.
@@ -55,7 +55,7 @@ typedef struct ts_worker {
   char blas_core[32];
 } ts_worker;
 
-typedef struct ts_cluster {
+typedef struct ts_membership {
   ts_worker workers[TS_MAX_WORKERS];
   atomic_int n;                    /* grows only; slots below n are set up */
   ts_rpc_client *client;           /* async calls (RunShard) */
@@ -63,18 +63,19 @@ typedef struct ts_cluster {
   pthread_mutex_t mu;
   pthread_mutex_t health_mu;       /* the health_* fields of every worker */
   pthread_cond_t health_answered;  /* a health check finished */
-} ts_cluster;
+} ts_membership;
 
-int ts_cluster_init(ts_cluster *c, const ts_rpc_creds *creds, ts_err *err);
+int ts_membership_init(ts_membership *c, const ts_rpc_creds *creds,
+                       ts_err *err);
 /* Adds a worker by address and asks its Status (deadline 5 s). A worker that
  * does not answer is added as down (the model load then places around it). */
-int ts_cluster_add(ts_cluster *c, const char *address, ts_err *err);
+int ts_membership_add(ts_membership *c, const char *address, ts_err *err);
 /* The index of the worker at `address`, or -1. */
-int ts_cluster_find(ts_cluster *c, const char *address);
+int ts_membership_find(ts_membership *c, const char *address);
 /* Asks one worker for its Status and updates capacity/state. */
-int ts_cluster_probe(ts_cluster *c, int worker, int64_t timeout_ms,
-                     ts_err *err);
-int ts_cluster_live_count(ts_cluster *c);
+int ts_membership_probe(ts_membership *c, int worker, int64_t timeout_ms,
+                        ts_err *err);
+int ts_membership_live_count(ts_membership *c);
 
 /* What a worker's grpc.health.v1 answers. */
 typedef enum {
@@ -94,15 +95,15 @@ typedef enum {
  * later is kept for the next call. Returns the number of workers covered.
  * One caller at a time (the prober); answers arrive on the client's poller
  * thread under health_mu. */
-int ts_cluster_check_health_all(ts_cluster *c, int64_t timeout_ms,
-                                int64_t wait_ms, ts_health *out);
+int ts_membership_check_health_all(ts_membership *c, int64_t timeout_ms,
+                                   int64_t wait_ms, ts_health *out);
 /* Whether new shard replicas may be placed on the worker: up, not leaving. */
-int ts_cluster_is_target(ts_cluster *c, int worker);
+int ts_membership_is_target(ts_membership *c, int worker);
 /* The worker's state by the table above: "UP", "LEAVING", "LEFT", "DOWN". */
-const char *ts_cluster_state_name(ts_cluster *c, int worker);
+const char *ts_membership_state_name(ts_membership *c, int worker);
 /* Makes sure `worker` holds `shard`: HasShard, and LoadShard if absent. */
-int ts_cluster_upload(ts_cluster *c, int worker, const ts_shard *shard,
-                      ts_err *err);
-void ts_cluster_free(ts_cluster *c);
+int ts_membership_upload(ts_membership *c, int worker, const ts_shard *shard,
+                         ts_err *err);
+void ts_membership_free(ts_membership *c);
 
 #endif

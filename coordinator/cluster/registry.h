@@ -81,11 +81,11 @@ typedef struct ts_registry {
   pthread_mutex_t move_mu;       /* one re-placement / top-up at a time */
   ts_served_model *models[TS_MAX_MODELS];
   int n;
-  ts_cluster *cluster;
+  ts_membership *cluster;
   char repository[PATH_MAX];     /* "" when none */
 } ts_registry;
 
-void ts_registry_init(ts_registry *r, ts_cluster *cluster,
+void ts_registry_init(ts_registry *r, ts_membership *cluster,
                       const char *repository);
 /* Loads (or replaces) a model synchronously. Errors name the file, node or
  * worker at fault: TS_EINVAL/TS_EUNSUPPORTED (bad model), TS_ENOTFOUND
@@ -130,7 +130,7 @@ int ts_registry_resync_worker(ts_registry *r, int w, ts_err *err);
 int ts_registry_replicas_on(ts_registry *r, int w);
 
 /* Re-places every shard replica on worker `w` (down past its grace, or
- * leaving) on another placement target (ts_cluster_is_target) that holds
+ * leaving) on another placement target (ts_membership_is_target) that holds
  * no replica of that shard and has room under its memory limit, least
  * planned bytes first (placement.h); uploads it and swaps the new
  * placement in. Returns the number of replicas moved; *left gets the

@@ -5,7 +5,7 @@
  * The registry applies them: it uploads, and swaps placements in.
  *
  * Rules (README "Membership"):
- *  - A replica goes only to a placement target (ts_cluster_is_target: UP
+ *  - A replica goes only to a placement target (ts_membership_is_target: UP
  *    and not leaving) that holds no other replica of the same shard and has
  *    room for it under its memory limit; of those, the one with the fewest
  *    planned bytes (the lowest index on ties).
@@ -31,23 +31,23 @@
 #include "membership.h"
 
 /* How many workers are placement targets now. */
-int ts_placement_targets(ts_cluster *c);
+int ts_placement_targets(ts_membership *c);
 
 /* The target for a new replica of `len` bytes of a shard whose replicas
  * are row[0..n): not in the row, room under its memory limit, fewer
  * planned bytes than `below` (~0ull: any), fewest first. -1 when none.
  * Books nothing. */
-int ts_placement_pick(ts_cluster *c, const int *row, int n, size_t len,
+int ts_placement_pick(ts_membership *c, const int *row, int n, size_t len,
                       unsigned long long below);
 
 /* Places `replicas` replicas of a new shard of `len` bytes on distinct
  * targets, each chosen by ts_placement_pick, into row[0..replicas), and
  * books them. TS_EEXHAUSTED when too few targets have room; then nothing
  * stays booked and row is left undefined. */
-int ts_placement_place(ts_cluster *c, size_t len, int replicas, int *row);
+int ts_placement_place(ts_membership *c, size_t len, int replicas, int *row);
 
 /* Moves a booking of `len` bytes from worker `from` to worker `to`. */
-void ts_placement_rebook(ts_cluster *c, int from, int to, size_t len);
+void ts_placement_rebook(ts_membership *c, int from, int to, size_t len);
 
 /* One replica moved: the one in slot `slot` of a row, `from` -> `to`. */
 typedef struct ts_placement_move {
@@ -60,8 +60,7 @@ typedef struct ts_placement_move {
  * (rebalancing). Rewrites row in place, rebooks each move, records it in
  * moved[] (room for n) and returns how many moved; adds to *unplaced the
  * replicas it should have moved but found no target for. */
-int ts_placement_move_row(ts_cluster *c, int from, int *row, int n,
-                          size_t len, ts_placement_move *moved,
-                          int *unplaced);
+int ts_placement_move_row(ts_membership *c, int from, int *row, int n,
+                          size_t len, ts_placement_move *moved, int *unplaced);
 
 #endif

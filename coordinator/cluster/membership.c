@@ -5,14 +5,17 @@
 #include <string.h>
 #include <time.h>
 
+#include "exposition.h"
 #include "health.pb-c.h"
 #include "log.h"
+#include "metrics.h"
 #include "worker.pb-c.h"
 
 #define WORKER_SERVICE "/tessera.worker.v1.Worker/"
 #define UPLOAD_CHUNK (1u << 20)
 
-int ts_cluster_init(ts_cluster *c, const ts_rpc_creds *creds, ts_err *err) {
+int ts_membership_init(ts_membership *c, const ts_rpc_creds *creds,
+                       ts_err *err) {
   memset(c, 0, sizeof *c);
   c->creds = creds;
   pthread_mutex_init(&c->mu, NULL);
@@ -21,8 +24,8 @@ int ts_cluster_init(ts_cluster *c, const ts_rpc_creds *creds, ts_err *err) {
   return ts_rpc_client_create(&c->client, err);
 }
 
-int ts_cluster_probe(ts_cluster *c, int index, int64_t timeout_ms,
-                     ts_err *err) {
+int ts_membership_probe(ts_membership *c, int index, int64_t timeout_ms,
+                        ts_err *err) {
   ts_worker *w = &c->workers[index];
   Tessera__Worker__V1__StatusRequest req =
       TESSERA__WORKER__V1__STATUS_REQUEST__INIT;
@@ -52,7 +55,7 @@ int ts_cluster_probe(ts_cluster *c, int index, int64_t timeout_ms,
   return TS_OK;
 }
 
-int ts_cluster_add(ts_cluster *c, const char *address, ts_err *err) {
+int ts_membership_add(ts_membership *c, const char *address, ts_err *err) {
   pthread_mutex_lock(&c->mu);
   if (c->n == TS_MAX_WORKERS) {
     pthread_mutex_unlock(&c->mu);
@@ -72,7 +75,7 @@ int ts_cluster_add(ts_cluster *c, const char *address, ts_err *err) {
   c->n++;
   pthread_mutex_unlock(&c->mu);
   ts_err probe_err;
-  if (ts_cluster_probe(c, w->index, 5000, &probe_err) == TS_OK)
+  if (ts_membership_probe(c, w->index, 5000, &probe_err) == TS_OK)
     ts_log_info("worker %d: %s up, %d threads, memory limit %llu, BLAS %s",
                 w->index, w->address, w->threads, w->memory_limit,
                 w->blas_core);
@@ -82,13 +85,13 @@ int ts_cluster_add(ts_cluster *c, const char *address, ts_err *err) {
   return TS_OK;
 }
 
-int ts_cluster_find(ts_cluster *c, const char *address) {
+int ts_membership_find(ts_membership *c, const char *address) {
   for (int i = 0; i < c->n; i++)
     if (strcmp(c->workers[i].address, address) == 0) return i;
   return -1;
 }
 
-int ts_cluster_live_count(ts_cluster *c) {
+int ts_membership_live_count(ts_membership *c) {
   int live = 0;
   for (int i = 0; i < c->n; i++) live += atomic_load(&c->workers[i].up);
   return live;
@@ -109,11 +112,12 @@ static ts_health health_from_answer(const uint8_t *data, size_t len) {
 
 /* One health check out: the cluster and the worker it asks. */
 typedef struct health_check {
-  ts_cluster *cluster;
+  ts_membership *cluster;
   int worker;
+  double sent; /* ts_metrics_now(): the round trip's start */
 } health_check;
 
-static void health_record(ts_cluster *c, int worker, ts_health h) {
+static void health_record(ts_membership *c, int worker, ts_health h) {
   pthread_mutex_lock(&c->health_mu);
   ts_worker *w = &c->workers[worker];
   w->health_answer = (int)h;
@@ -126,14 +130,16 @@ static void health_record(ts_cluster *c, int worker, ts_health h) {
 /* On the client's poller thread: decode, record, wake the prober. */
 static void health_done(void *user, const ts_rpc_result *res) {
   health_check *hc = user;
+  if (res->status == 0)
+    ts_coord_metrics_worker_rtt(hc->worker, ts_metrics_now() - hc->sent);
   health_record(hc->cluster, hc->worker,
                 res->status == 0 ? health_from_answer(res->data, res->len)
                                  : TS_HEALTH_UNREACHABLE);
   free(hc);
 }
 
-int ts_cluster_check_health_all(ts_cluster *c, int64_t timeout_ms,
-                                int64_t wait_ms, ts_health *out) {
+int ts_membership_check_health_all(ts_membership *c, int64_t timeout_ms,
+                                   int64_t wait_ms, ts_health *out) {
   Grpc__Health__V1__HealthCheckRequest req =
       GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
   req.service = "";
@@ -150,7 +156,8 @@ int ts_cluster_check_health_all(ts_cluster *c, int64_t timeout_ms,
   for (int i = 0; i < n; i++) {
     if (!started[i]) continue;
     health_check *hc = malloc(sizeof *hc);
-    if (hc) *hc = (health_check){.cluster = c, .worker = i};
+    if (hc)
+      *hc = (health_check){.cluster = c, .worker = i, .sent = ts_metrics_now()};
     /* A call that cannot start never calls back: no answer is news too. */
     if (!hc || ts_rpc_call_async(c->client, c->workers[i].channel,
                                  "/grpc.health.v1.Health/Check", buf, len,
@@ -186,12 +193,12 @@ int ts_cluster_check_health_all(ts_cluster *c, int64_t timeout_ms,
   return n;
 }
 
-int ts_cluster_is_target(ts_cluster *c, int index) {
+int ts_membership_is_target(ts_membership *c, int index) {
   return atomic_load(&c->workers[index].up) &&
          !atomic_load(&c->workers[index].leaving);
 }
 
-const char *ts_cluster_state_name(ts_cluster *c, int index) {
+const char *ts_membership_state_name(ts_membership *c, int index) {
   int up = atomic_load(&c->workers[index].up);
   if (atomic_load(&c->workers[index].leaving)) return up ? "LEAVING" : "LEFT";
   return up ? "UP" : "DOWN";
@@ -223,8 +230,8 @@ static int worker_has_shard(ts_worker *w, const ts_shard *shard, int *present,
   return TS_OK;
 }
 
-int ts_cluster_upload(ts_cluster *c, int index, const ts_shard *shard,
-                      ts_err *err) {
+int ts_membership_upload(ts_membership *c, int index, const ts_shard *shard,
+                         ts_err *err) {
   ts_worker *w = &c->workers[index];
   int present = 0;
   int rc = worker_has_shard(w, shard, &present, err);
@@ -278,7 +285,7 @@ int ts_cluster_upload(ts_cluster *c, int index, const ts_shard *shard,
   return TS_OK;
 }
 
-void ts_cluster_free(ts_cluster *c) {
+void ts_membership_free(ts_membership *c) {
   if (c->client) ts_rpc_client_free(c->client);
   for (int i = 0; i < c->n; i++)
     if (c->workers[i].channel) ts_rpc_channel_close(c->workers[i].channel);

@@ -1,13 +1,13 @@
 /* placement.c - see placement.h. */
 #include "placement.h"
 
-int ts_placement_targets(ts_cluster *c) {
+int ts_placement_targets(ts_membership *c) {
   int n = 0;
-  for (int i = 0; i < c->n; i++) n += ts_cluster_is_target(c, i);
+  for (int i = 0; i < c->n; i++) n += ts_membership_is_target(c, i);
   return n;
 }
 
-int ts_placement_pick(ts_cluster *c, const int *row, int n, size_t len,
+int ts_placement_pick(ts_membership *c, const int *row, int n, size_t len,
                       unsigned long long below) {
   int best = -1;
   unsigned long long best_planned = 0;
@@ -15,7 +15,7 @@ int ts_placement_pick(ts_cluster *c, const int *row, int n, size_t len,
     ts_worker *w = &c->workers[i];
     int taken = 0;
     for (int j = 0; j < n; j++) taken |= row[j] == i;
-    if (taken || !ts_cluster_is_target(c, i)) continue;
+    if (taken || !ts_membership_is_target(c, i)) continue;
     unsigned long long planned = atomic_load(&w->memory_planned);
     if (planned >= below) continue;
     if (w->memory_limit && planned + len > w->memory_limit) continue;
@@ -27,7 +27,7 @@ int ts_placement_pick(ts_cluster *c, const int *row, int n, size_t len,
   return best;
 }
 
-int ts_placement_place(ts_cluster *c, size_t len, int replicas, int *row) {
+int ts_placement_place(ts_membership *c, size_t len, int replicas, int *row) {
   for (int k = 0; k < replicas; k++) {
     row[k] = ts_placement_pick(c, row, k, len, ~0ull);
     if (row[k] < 0) {
@@ -40,14 +40,14 @@ int ts_placement_place(ts_cluster *c, size_t len, int replicas, int *row) {
   return TS_OK;
 }
 
-void ts_placement_rebook(ts_cluster *c, int from, int to, size_t len) {
+void ts_placement_rebook(ts_membership *c, int from, int to, size_t len) {
   atomic_fetch_sub(&c->workers[from].memory_planned, len);
   atomic_fetch_add(&c->workers[to].memory_planned, len);
 }
 
 /* Where the replica on `worker` should go; -1 to keep it. *wanted says
  * whether it should move at all (emptying `from`: every replica on it). */
-static int choose_target(ts_cluster *c, int from, int worker, const int *row,
+static int choose_target(ts_membership *c, int from, int worker, const int *row,
                          int n, size_t len, int *wanted) {
   *wanted = 0;
   if (from >= 0) {
@@ -55,15 +55,14 @@ static int choose_target(ts_cluster *c, int from, int worker, const int *row,
     *wanted = 1;
     return ts_placement_pick(c, row, n, len, ~0ull);
   }
-  if (!ts_cluster_is_target(c, worker)) return -1;
+  if (!ts_membership_is_target(c, worker)) return -1;
   unsigned long long planned = atomic_load(&c->workers[worker].memory_planned);
   if (planned <= len) return -1;
   return ts_placement_pick(c, row, n, len, planned - len);
 }
 
-int ts_placement_move_row(ts_cluster *c, int from, int *row, int n,
-                          size_t len, ts_placement_move *moved,
-                          int *unplaced) {
+int ts_placement_move_row(ts_membership *c, int from, int *row, int n,
+                          size_t len, ts_placement_move *moved, int *unplaced) {
   int count = 0;
   for (int j = 0; j < n; j++) {
     int wanted, was = row[j];

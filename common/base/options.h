@@ -1,0 +1,43 @@
+/*
+ * options.h - the text forms every Tessera binary reads from its command
+ * line and config files: byte sizes, bounded integers and HOST:PORT
+ * addresses. One grammar each, so that "--memory-limit 1GiB" means the same
+ * to the worker, the coordinator and the client.
+ *
+ * Every parser takes the whole text: no leading or trailing blanks, no
+ * trailing junk, no empty text. Each returns TS_OK or TS_EINVAL and, on
+ * failure, fills err (when non-NULL) with a message that quotes the text
+ * and says what was expected; the caller prefixes the option's name. Out
+ * is written only on success. Depends on error.h only.
+ */
+#ifndef TS_OPTIONS_H
+#define TS_OPTIONS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+/* A byte size: decimal digits, then optionally a unit.
+ *
+ *   size := digits [unit]
+ *   unit := "B" | ("K" | "M" | "G" | "T") ["i"] ["B"]
+ *
+ * Units are powers of 1024 (K = Ki = 2^10 ... T = Ti = 2^40): every size
+ * Tessera reads is a memory limit, and memory comes in binary units. The
+ * letters K, M, G, T and B may be either case; the optional "i" is
+ * lower-case only ("1GiB", "1gib", "64k", "512M", "1TB", "512B", "512").
+ * A sign, a fraction ("1.5G") or an exponent is refused; so is a value
+ * beyond UINT64_MAX, before or after the unit is applied. */
+int ts_size_parse(const char *text, uint64_t *out, ts_err *err);
+
+/* A decimal integer in [lo, hi], with an optional leading '-' or '+'.
+ * Overflow of long long is refused like any value out of range. */
+int ts_integer_parse(const char *text, long long lo, long long hi,
+                     long long *out, ts_err *err);
+
+/* The length of HOST in "HOST:PORT": everything before the last ':' (so
+ * "[::]:0" keeps its brackets); the whole text when there is no ':'. */
+size_t ts_hostport_host_length(const char *address);
+
+#endif

@@ -1,0 +1,86 @@
+/*
+ * rpc_security.c - the daemons' security options (rpc_auth.h): one parser
+ * and one set of rules for the coordinator and the worker, so that
+ * "--tls-cert" and the loopback rule mean the same to both.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "options.h"
+#include "rpc_auth.h"
+
+const char ts_security_usage[] =
+    "  --tls-cert FILE        PEM certificate (chain) of this daemon; with\n"
+    "                         --tls-key and --tls-ca every port serves\n"
+    "                         mutual TLS and every outgoing call verifies\n"
+    "                         its peer against the CA (scripts/certs.sh)\n"
+    "  --tls-key FILE         its PEM private key\n"
+    "  --tls-ca FILE          PEM roots of the cluster CA\n"
+    "  --trust-domain NAME    SPIFFE trust domain of the roles in\n"
+    "                         certificates (default: tessera)\n"
+    "  --auth-token-file FILE lines 'TOKEN ROLE' (infer|admin): client calls\n"
+    "                         need 'authorization: Bearer TOKEN' (re-read on\n"
+    "                         SIGHUP); needs TLS\n"
+    "  --insecure             allow plaintext on a non-loopback address\n";
+
+int ts_security_option(ts_security_opts *s, int opt, const char *arg) {
+  switch (opt - TS_SECURITY_OPTION_BASE) {
+    case 0: s->tls_cert = arg; return 1;
+    case 1: s->tls_key = arg; return 1;
+    case 2: s->tls_ca = arg; return 1;
+    case 3: s->trust_domain = arg; return 1;
+    case 4: s->token_file = arg; return 1;
+    case 5: s->insecure = true; return 1;
+    default: return 0;
+  }
+}
+
+bool ts_address_is_loopback(const char *address) {
+  if (strncmp(address, "unix:", 5) == 0) return true;
+  size_t n = ts_hostport_host_length(address);
+  if (n == 9 && strncmp(address, "localhost", 9) == 0) return true;
+  if ((n == 5 && strncmp(address, "[::1]", 5) == 0) ||
+      (n == 3 && strncmp(address, "::1", 3) == 0))
+    return true;
+  /* 127.0.0.0/8: "127." then digits and dots only. */
+  if (n < 5 || strncmp(address, "127.", 4) != 0) return false;
+  for (size_t i = 4; i < n; i++)
+    if (!(address[i] == '.' || (address[i] >= '0' && address[i] <= '9')))
+      return false;
+  return true;
+}
+
+int ts_security_validate(const ts_security_opts *s, const char *listen,
+                         ts_err *err) {
+  int given = !!s->tls_cert + !!s->tls_key + !!s->tls_ca;
+  if (given != 0 && given != 3)
+    return ts_err_set(err, TS_EINVAL,
+                      "--tls-cert, --tls-key and --tls-ca go together "
+                      "(make a cluster's with scripts/certs.sh DIR)");
+  if (s->token_file && given == 0)
+    return ts_err_set(err, TS_EINVAL,
+                      "--auth-token-file needs TLS (--tls-cert, --tls-key, "
+                      "--tls-ca): tokens are never sent in plaintext");
+  if (given == 0 && !s->insecure && listen && !ts_address_is_loopback(listen))
+    return ts_err_set(
+        err, TS_EINVAL,
+        "refusing to serve plaintext on non-loopback address %s: give "
+        "--tls-cert FILE --tls-key FILE --tls-ca FILE (scripts/certs.sh DIR "
+        "makes a cluster CA and certificates), or pass --insecure to allow "
+        "plaintext explicitly",
+        listen);
+  return 0;
+}
+
+ts_rpc_creds ts_security_creds(const ts_security_opts *s) {
+  return (ts_rpc_creds){.cert_file = s->tls_cert,
+                        .key_file = s->tls_key,
+                        .ca_file = s->tls_ca,
+                        .client_cert_optional = s->token_file != NULL};
+}
+
+int ts_security_auth(const ts_security_opts *s, bool with_tokens,
+                     ts_rpc_auth **out, ts_err *err) {
+  return ts_rpc_auth_create(s->trust_domain, s->tls_ca != NULL,
+                            with_tokens ? s->token_file : NULL, out, err);
+}

@@ -1,0 +1,504 @@
+/* frontend.c - see frontend.h. */
+#include "frontend.h"
+
+#include "batcher.h"
+#include "exposition.h"
+#include "metrics.h"
+#include "reply.h"
+#include "validate.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "inference.pb-c.h"
+#include "log.h"
+#include "rpc_message.h"
+#include "rpc_table.h"
+#include "ts_config.h"
+
+#define SERVICE "/inference.GRPCInferenceService/"
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static void reply_error(ts_rpc_call *call, const ts_err *err) {
+  ts_rpc_call_fail(call, err->code, err->msg);
+}
+
+/* The model named in a request (a reference the caller releases), or NULL
+ * with *err set to NOT_FOUND / UNAVAILABLE. */
+static ts_served_model *model_find(ts_frontend *fe, const char *name,
+                                   const char *version, int need_ready,
+                                   ts_err *err) {
+  ts_served_model *m = NULL;
+  if (version && version[0] && strcmp(version, "1") != 0)
+    ts_err_set(err, TS_ENOTFOUND, "model '%s' has no version '%s' (only 1)",
+               name, version);
+  else if (!(m = ts_registry_acquire(fe->registry, name)))
+    ts_err_set(err, TS_ENOTFOUND, "model '%s' is not loaded", name);
+  else if (need_ready && m->state != TS_MODEL_READY)
+    ts_err_set(err, TS_EUNAVAILABLE, "model '%s' is not ready: %s", name,
+               m->reason[0] ? m->reason : "loading");
+  if (err->code && m) {
+    ts_served_model_release(m);
+    m = NULL;
+  }
+  return m;
+}
+
+/* model_find, answering the call with the error. */
+static ts_served_model *model_or_fail(ts_frontend *fe, ts_rpc_call *call,
+                                      const char *name, const char *version,
+                                      int need_ready) {
+  ts_err err = {0};
+  ts_served_model *m = model_find(fe, name, version, need_ready, &err);
+  if (!m) reply_error(call, &err);
+  return m;
+}
+
+/* ---- health-ish and metadata ------------------------------------------ */
+
+static void handle_server_live(ts_rpc_call *call, const ProtobufCMessage *msg,
+                               void *user) {
+  (void)msg;
+  (void)user;
+  Inference__ServerLiveResponse resp = INFERENCE__SERVER_LIVE_RESPONSE__INIT;
+  resp.live = 1;
+  ts_rpc_call_reply_message(call, &resp.base);
+}
+
+static int all_models_ready(ts_frontend *fe) {
+  ts_served_model **models;
+  int n, ready = ts_membership_live_count(fe->cluster) > 0;
+  if (ts_registry_snapshot(fe->registry, &models, &n) != TS_OK) return 0;
+  for (int i = 0; i < n; i++) {
+    ready &= models[i]->state == TS_MODEL_READY;
+    ts_served_model_release(models[i]);
+  }
+  free(models);
+  return ready;
+}
+
+static void handle_server_ready(ts_rpc_call *call, const ProtobufCMessage *msg,
+                                void *user) {
+  (void)msg;
+  Inference__ServerReadyResponse resp = INFERENCE__SERVER_READY_RESPONSE__INIT;
+  resp.ready = all_models_ready(user);
+  ts_rpc_call_reply_message(call, &resp.base);
+}
+
+static void handle_model_ready(ts_rpc_call *call, const ProtobufCMessage *msg,
+                               void *user) {
+  const Inference__ModelReadyRequest *req =
+      (const Inference__ModelReadyRequest *)msg;
+  ts_served_model *m = model_or_fail(user, call, req->name, req->version, 0);
+  if (m) {
+    Inference__ModelReadyResponse resp = INFERENCE__MODEL_READY_RESPONSE__INIT;
+    resp.ready = m->state == TS_MODEL_READY;
+    ts_rpc_call_reply_message(call, &resp.base);
+    ts_served_model_release(m);
+  }
+}
+
+static void handle_server_metadata(ts_rpc_call *call,
+                                   const ProtobufCMessage *msg, void *user) {
+  (void)msg;
+  (void)user;
+  static char *extensions[] = {"model_repository", "tessera_sharding"};
+  Inference__ServerMetadataResponse resp =
+      INFERENCE__SERVER_METADATA_RESPONSE__INIT;
+  resp.name = "tessera";
+  resp.version = TESSERA_VERSION;
+  resp.n_extensions = 2;
+  resp.extensions = extensions;
+  ts_rpc_call_reply_message(call, &resp.base);
+}
+
+typedef Inference__ModelMetadataResponse__TensorMetadata tensor_meta;
+
+static void fill_meta(tensor_meta *tm, const ts_io_info *io) {
+  inference__model_metadata_response__tensor_metadata__init(tm);
+  tm->name = io->name;
+  tm->datatype = (char *)(ts_dtype_kserve_name(io->dtype)
+                              ? ts_dtype_kserve_name(io->dtype)
+                              : "BYTES");
+  tm->n_shape = (size_t)io->rank;
+  tm->shape = (int64_t *)io->dims;
+}
+
+static void handle_model_metadata(ts_rpc_call *call,
+                                  const ProtobufCMessage *msg, void *user) {
+  const Inference__ModelMetadataRequest *req =
+      (const Inference__ModelMetadataRequest *)msg;
+  ts_served_model *m = model_or_fail(user, call, req->name, req->version, 0);
+  if (!m) return;
+  int n = m->n_inputs + m->n_outputs;
+  tensor_meta *metas = calloc((size_t)(n ? n : 1), sizeof *metas);
+  tensor_meta **ptrs = calloc((size_t)(n ? n : 1), sizeof *ptrs);
+  if (!metas || !ptrs) {
+    ts_rpc_call_fail(call, TS_ENOMEM, "out of memory");
+  } else {
+    for (int i = 0; i < m->n_inputs; i++) fill_meta(&metas[i], &m->inputs[i]);
+    for (int i = 0; i < m->n_outputs; i++)
+      fill_meta(&metas[m->n_inputs + i], &m->outputs[i]);
+    for (int i = 0; i < n; i++) ptrs[i] = &metas[i];
+    static char *versions[] = {"1"};
+    Inference__ModelMetadataResponse resp =
+        INFERENCE__MODEL_METADATA_RESPONSE__INIT;
+    resp.name = m->config.name;
+    resp.n_versions = 1;
+    resp.versions = versions;
+    resp.platform = m->config.is_ensemble ? "ensemble" : "onnx_onnxv1";
+    resp.n_inputs = (size_t)m->n_inputs;
+    resp.inputs = ptrs;
+    resp.n_outputs = (size_t)m->n_outputs;
+    resp.outputs = ptrs + m->n_inputs;
+    ts_rpc_call_reply_message(call, &resp.base);
+  }
+  free(metas);
+  free(ptrs);
+  ts_served_model_release(m);
+}
+
+/* ---- ModelInfer --------------------------------------------------------- */
+
+
+/* One in-flight ModelInfer. Its request is unpacked into the arena, and
+ * the small arrays come from there too: one allocation per request unless
+ * the request outgrows the arena's inline bytes. */
+typedef struct infer_ctx {
+  ts_frontend *fe;
+  ts_rpc_call *call;
+  Inference__ModelInferRequest *req; /* in arena */
+  ts_served_model *model;
+  ts_dispatch *inf;        /* unbatched: the inference */
+  ts_batch_item *item;     /* batched: the request in the batcher */
+  ts_tensor *inputs;       /* in arena: views into req, or owned widened
+                              copies */
+  int n_inputs;
+  ts_tensor *ordered;      /* in arena: the same views in the model's input
+                              order */
+  int outcome;             /* the TS_E* code answered (metrics.h) */
+  double arrived, dispatched; /* ts_metrics_now() */
+  ts_rpc_arena arena;      /* last: not zeroed */
+} infer_ctx;
+
+static void ctx_free(infer_ctx *ctx) {
+  ts_coord_metrics_request(ctx->req ? ctx->req->model_name : NULL,
+                           ctx->outcome, ts_metrics_now() - ctx->arrived);
+  atomic_fetch_sub(&ctx->fe->in_flight, 1);
+  if (ctx->inf) ts_dispatch_free(ctx->inf);
+  for (int i = 0; i < ctx->n_inputs; i++) ts_tensor_free(&ctx->inputs[i]);
+  if (ctx->model) ts_served_model_release(ctx->model);
+  ts_rpc_arena_release(&ctx->arena);
+  free(ctx);
+}
+
+static const ts_tensor *infer_lookup(const void *src, const char *name) {
+  return ts_dispatch_value(src, name);
+}
+
+/* Batched results: output k of the model is outputs[k]. */
+typedef struct batched_results {
+  const ts_served_model *model;
+  const ts_tensor *const *outputs;
+} batched_results;
+
+static const ts_tensor *batched_lookup(const void *src, const char *name) {
+  const batched_results *r = src;
+  for (int k = 0; k < r->model->n_outputs; k++)
+    if (strcmp(r->model->outputs[k].name, name) == 0) return r->outputs[k];
+  return NULL;
+}
+
+/* Whether the client's deadline has passed (a call without one never
+ * expires). */
+static int deadline_passed(ts_rpc_call *call) {
+  int64_t deadline = ts_rpc_call_deadline(call);
+  return deadline != TS_DEADLINE_NONE && ts_now_ms() >= deadline;
+}
+
+/* The client is gone: packing a response would be wasted. The status says
+ * why, so that a client whose deadline passed reads DEADLINE_EXCEEDED even
+ * when this answer reaches it before its own timer fires. */
+static int client_gone(infer_ctx *ctx) {
+  if (!ts_rpc_call_is_cancelled(ctx->call)) return 0;
+  ctx->outcome = deadline_passed(ctx->call) ? TS_ETIMEDOUT : TS_ECANCELLED;
+  if (ctx->outcome == TS_ETIMEDOUT)
+    ts_rpc_call_fail(ctx->call, TS_ETIMEDOUT, "the client's deadline passed");
+  else
+    ts_rpc_call_fail(ctx->call, TS_ECANCELLED, "the client went away");
+  return 1;
+}
+
+static void on_infer_done(ts_dispatch *inf, void *user) {
+  infer_ctx *ctx = user;
+  const ts_err *e = ts_dispatch_error(inf);
+  const char *name = ctx->model->config.name;
+  ts_coord_metrics_queue(name, ctx->dispatched - ctx->arrived);
+  ts_coord_metrics_compute(name, ts_metrics_now() - ctx->dispatched);
+  ctx->outcome = e->code;
+  if (client_gone(ctx)) {
+    /* answered already: nobody listens for the outputs */
+  } else if (e->code) {
+    ts_log_debug("request '%s' on %s failed: %s", ctx->req->id,
+                 ctx->model->config.name, e->msg);
+    ts_rpc_call_fail(ctx->call, e->code, e->msg);
+  } else {
+    ts_frontend_reply_outputs(ctx->call, ctx->req, ctx->model, &ctx->arena,
+                              infer_lookup, inf);
+  }
+  ctx_free(ctx);
+}
+
+static void on_batched_done(void *user, const ts_err *err,
+                            const ts_tensor *const *outputs, int n_outputs) {
+  infer_ctx *ctx = user;
+  (void)n_outputs;
+  ctx->outcome = err->code;
+  if (client_gone(ctx)) {
+    /* answered already: nobody listens for the outputs */
+  } else if (err->code) {
+    ts_rpc_call_fail(ctx->call, err->code, err->msg);
+  } else {
+    batched_results r = {ctx->model, outputs};
+    ts_frontend_reply_outputs(ctx->call, ctx->req, ctx->model, &ctx->arena,
+                              batched_lookup, &r);
+  }
+  ctx_free(ctx);
+}
+
+/* Cancellation notice (rpc.h) of a ModelInfer in flight: its worker calls
+ * are cancelled, or it leaves the batcher. ctx is alive: its answer, which
+ * comes before ctx_free, waits for this to return. */
+static void on_client_gone(ts_rpc_call *call, void *user) {
+  infer_ctx *ctx = user;
+  int expired = deadline_passed(call);
+  int code = expired ? TS_ETIMEDOUT : TS_ECANCELLED;
+  ts_log_debug("request '%s' on %s: %s", ctx->req->id,
+               ctx->model->config.name,
+               expired ? "the client's deadline passed"
+                       : "the client cancelled");
+  if (ctx->inf)
+    ts_dispatch_cancel(ctx->inf, code,
+                       expired ? "the client's deadline passed"
+                               : "the client cancelled the request");
+  else if (ctx->item)
+    ts_batcher_cancel(ctx->fe->batcher, ctx->item, code);
+}
+
+static void handle_model_infer(ts_rpc_call *call, const uint8_t *data,
+                               size_t len, void *user) {
+  ts_frontend *fe = user;
+  infer_ctx *ctx = malloc(sizeof *ctx);
+  if (!ctx) {
+    ts_rpc_call_fail(call, TS_ENOMEM, "out of memory");
+    return;
+  }
+  memset(ctx, 0, offsetof(infer_ctx, arena));
+  ts_rpc_arena_init(&ctx->arena);
+  ctx->fe = fe;
+  ctx->call = call;
+  ctx->arrived = ts_metrics_now();
+  atomic_fetch_add(&fe->in_flight, 1);
+  if (atomic_load(&fe->draining)) {
+    ctx->outcome = TS_EUNAVAILABLE;
+    ts_rpc_call_fail(call, TS_EUNAVAILABLE, "the server is shutting down");
+    ctx_free(ctx);
+    return;
+  }
+  ctx->req = (Inference__ModelInferRequest *)ts_rpc_call_unpack_with(
+      call, &inference__model_infer_request__descriptor,
+      &ctx->arena.allocator, data, len);
+  if (!ctx->req) {
+    ctx->outcome = TS_EINVAL;
+    ctx_free(ctx);
+    return;
+  }
+  ts_err err = {0};
+  ctx->model = model_find(fe, ctx->req->model_name, ctx->req->model_version,
+                          1, &err);
+  if (!ctx->model) {
+    ctx->outcome = err.code;
+    reply_error(call, &err);
+    ctx_free(ctx);
+    return;
+  }
+  int64_t now = ts_now_ms();
+  int64_t deadline = ts_rpc_call_deadline(call);
+  if (deadline == TS_DEADLINE_NONE || deadline - now > fe->max_deadline_ms)
+    deadline = now + fe->max_deadline_ms;
+  int rc = ts_frontend_bind_inputs(ctx->req, ctx->model, &ctx->arena,
+                                   &ctx->inputs, &ctx->n_inputs, &err);
+  if (rc == TS_OK && deadline <= now)
+    rc = ts_err_set(&err, TS_ETIMEDOUT, "deadline passed before dispatch");
+  if (rc == TS_OK && fe->batcher) rc = ts_frontend_order_inputs(ctx->req, ctx->model, ctx->inputs,
+                                  &ctx->arena, &ctx->ordered, &err);
+  if (rc == TS_OK && fe->batcher &&
+      ts_batcher_accepts(ctx->model, ctx->ordered)) {
+    rc = ts_batcher_submit(fe->batcher, ctx->model, ctx->ordered, deadline,
+                           on_batched_done, ctx, &ctx->item, &err);
+    /* ctx may be answered and freed already: registering on an answered
+     * call does nothing (the call itself lives until this returns). */
+    if (rc == TS_OK) ts_rpc_call_on_cancel(call, on_client_gone, ctx);
+    if (rc == TS_OK) return;
+  }
+  if (rc == TS_OK) {
+    ctx->inf = ts_dispatch_new(fe->cluster, ctx->model, &fe->dispatch, deadline,
+                               ctx->req->id);
+    if (!ctx->inf) rc = ts_err_set(&err, TS_ENOMEM, "out of memory");
+  }
+  for (int i = 0; rc == TS_OK && i < ctx->n_inputs; i++)
+    rc = ts_dispatch_add_input(ctx->inf, ctx->req->inputs[i]->name,
+                               &ctx->inputs[i], &err);
+  if (rc) {
+    ctx->outcome = err.code;
+    reply_error(call, &err);
+    ctx_free(ctx);
+    return;
+  }
+  ts_coord_metrics_batch(ctx->model->config.name,
+                         ctx->n_inputs && ctx->inputs[0].rank
+                             ? ctx->inputs[0].dims[0] : 1);
+  ctx->dispatched = ts_metrics_now();
+  ts_dispatch_start(ctx->inf, on_infer_done, ctx); /* may answer at once */
+  ts_rpc_call_on_cancel(call, on_client_gone, ctx);
+}
+
+/* ---- repository --------------------------------------------------------- */
+
+static const char *state_name(ts_model_state s) {
+  static const char *const names[] = {"LOADING", "READY", "UNAVAILABLE"};
+  return names[s];
+}
+
+static void handle_repository_index(ts_rpc_call *call,
+                                    const ProtobufCMessage *msg, void *user) {
+  ts_frontend *fe = user;
+  int ready_only = ((const Inference__RepositoryIndexRequest *)msg)->ready;
+  ts_served_model **models;
+  int n;
+  if (ts_registry_snapshot(fe->registry, &models, &n) != TS_OK) {
+    ts_rpc_call_fail(call, TS_ENOMEM, "out of memory");
+    return;
+  }
+  typedef Inference__RepositoryIndexResponse__ModelIndex model_index;
+  model_index *idx = calloc((size_t)(n ? n : 1), sizeof *idx);
+  model_index **ptrs = calloc((size_t)(n ? n : 1), sizeof *ptrs);
+  if (!idx || !ptrs) {
+    ts_rpc_call_fail(call, TS_ENOMEM, "out of memory");
+  } else {
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+      if (ready_only && models[i]->state != TS_MODEL_READY) continue;
+      inference__repository_index_response__model_index__init(&idx[k]);
+      idx[k].name = models[i]->config.name;
+      idx[k].version = "1";
+      idx[k].state = (char *)state_name(models[i]->state);
+      idx[k].reason = models[i]->reason;
+      ptrs[k] = &idx[k];
+      k++;
+    }
+    Inference__RepositoryIndexResponse resp =
+        INFERENCE__REPOSITORY_INDEX_RESPONSE__INIT;
+    resp.n_models = k;
+    resp.models = ptrs;
+    ts_rpc_call_reply_message(call, &resp.base);
+  }
+  free(idx);
+  free(ptrs);
+  for (int i = 0; i < n; i++) ts_served_model_release(models[i]);
+  free(models);
+}
+
+typedef struct load_job {
+  ts_frontend *fe;
+  ts_rpc_call *call;
+  char name[TS_MODEL_NAME_MAX];
+} load_job;
+
+/* Loading uploads shards over the network: never on a poller thread. */
+static void *load_thread(void *arg) {
+  load_job *job = arg;
+  ts_err err = {0};
+  if (ts_registry_load_by_name(job->fe->registry, job->name, &err) == TS_OK) {
+    Inference__RepositoryModelLoadResponse resp =
+        INFERENCE__REPOSITORY_MODEL_LOAD_RESPONSE__INIT;
+    ts_rpc_call_reply_message(job->call, &resp.base);
+  } else {
+    reply_error(job->call, &err);
+  }
+  free(job);
+  return NULL;
+}
+
+static void handle_repository_load(ts_rpc_call *call,
+                                   const ProtobufCMessage *msg, void *user) {
+  const Inference__RepositoryModelLoadRequest *req =
+      (const Inference__RepositoryModelLoadRequest *)msg;
+  load_job *job = calloc(1, sizeof *job);
+  if (!job || strlen(req->model_name) >= sizeof job->name ||
+      !req->model_name[0]) {
+    ts_rpc_call_fail(call, job ? TS_EINVAL : TS_ENOMEM,
+                     job ? "model_name is empty or too long" : "out of memory");
+    free(job);
+    return;
+  }
+  job->fe = user;
+  job->call = call;
+  snprintf(job->name, sizeof job->name, "%s", req->model_name);
+  if (ts_rpc_call_offload(call, load_thread, job) != 0) free(job);
+}
+
+static void handle_repository_unload(ts_rpc_call *call,
+                                     const ProtobufCMessage *msg, void *user) {
+  ts_frontend *fe = user;
+  const Inference__RepositoryModelUnloadRequest *req =
+      (const Inference__RepositoryModelUnloadRequest *)msg;
+  ts_err err = {0};
+  if (ts_registry_unload(fe->registry, req->model_name, &err) == TS_OK) {
+    Inference__RepositoryModelUnloadResponse resp =
+        INFERENCE__REPOSITORY_MODEL_UNLOAD_RESPONSE__INIT;
+    ts_rpc_call_reply_message(call, &resp.base);
+  } else {
+    reply_error(call, &err);
+  }
+}
+
+int ts_frontend_drain(ts_frontend *fe, int64_t timeout_ms) {
+  atomic_store(&fe->draining, 1);
+  int64_t until = ts_now_ms() + timeout_ms;
+  while (atomic_load(&fe->in_flight) > 0 && ts_now_ms() < until) {
+    struct timespec ts = {0, 5 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  return atomic_load(&fe->in_flight);
+}
+
+/* The service's method table (rpc_table.h). ModelInfer is raw: its
+ * request lives in the request's own arena until the answer. */
+#define TYPED(method, message, fn, roles) \
+  {SERVICE method, &inference__##message##__descriptor, fn, NULL, roles}
+static const ts_rpc_handler frontend_table[TS_FRONTEND_METHODS] = {
+    TYPED("ServerLive", server_live_request, handle_server_live, TS_ROLES_INFER),
+    TYPED("ServerReady", server_ready_request, handle_server_ready, TS_ROLES_INFER),
+    TYPED("ModelReady", model_ready_request, handle_model_ready, TS_ROLES_INFER),
+    TYPED("ServerMetadata", server_metadata_request, handle_server_metadata, TS_ROLES_INFER),
+    TYPED("ModelMetadata", model_metadata_request, handle_model_metadata, TS_ROLES_INFER),
+    {SERVICE "ModelInfer", &inference__model_infer_request__descriptor, NULL,
+     handle_model_infer, TS_ROLES_INFER},
+    TYPED("RepositoryIndex", repository_index_request,
+          handle_repository_index, TS_ROLE_ADMIN),
+    TYPED("RepositoryModelLoad", repository_model_load_request,
+          handle_repository_load, TS_ROLE_ADMIN),
+    TYPED("RepositoryModelUnload", repository_model_unload_request,
+          handle_repository_unload, TS_ROLE_ADMIN),
+};
+#undef TYPED
+
+int ts_frontend_methods(ts_frontend *fe, ts_rpc_method *out) {
+  return ts_rpc_table_methods(frontend_table, TS_FRONTEND_METHODS, fe,
+                              fe->bindings, out);
+}

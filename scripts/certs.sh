@@ -1,0 +1,30 @@
+#!/bin/sh
+# certs.sh DIR [N_WORKERS] - a cluster CA and certificates for tests and
+# first use: coordinator, worker0..N-1, admin, client. Each carries its role
+# as a SPIFFE URI SAN spiffe://tessera/ROLE[/NAME] (TRUST_DOMAIN overrides
+# "tessera") and SANs for localhost/127.0.0.1 (CERT_HOSTS adds DNS names).
+set -eu
+dir=${1:?usage: certs.sh DIR [N_WORKERS]}
+n=${2:-2}
+td=${TRUST_DOMAIN:-tessera}
+mkdir -p "$dir"
+cd "$dir"
+openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=tessera-ca" \
+  -keyout ca.key -out ca.crt 2>/dev/null
+make() { # NAME SPIFFE_PATH
+  san="URI:spiffe://$td/$2,DNS:localhost,IP:127.0.0.1"
+  for h in ${CERT_HOSTS:-}; do san="$san,DNS:$h"; done
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$1" -keyout "$1.key" \
+    -out "$1.csr" 2>/dev/null
+  printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' \
+    "$san" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial \
+    -days 365 -extfile "$1.ext" -out "$1.crt" 2>/dev/null
+  rm -f "$1.csr" "$1.ext"
+}
+make coordinator coordinator
+i=0
+while [ "$i" -lt "$n" ]; do make "worker$i" "worker/worker$i"; i=$((i + 1)); done
+make admin admin
+make client client
+chmod 600 ./*.key
