@@ -118,7 +118,7 @@ int main(int argc, char **argv) {
     float *y = malloc((size_t)(max_m * n) * sizeof *y);
     float *ref = malloc((size_t)(max_m * n) * sizeof *ref);
     ts_gemm_packed *packed = b ? (fill(b, (size_t)(n * k), 7),
-                                  ts_gemm_pack(b, k, n, true))
+                                  ts_gemm_pack(b, k, n, true, false))
                                : NULL;
     if (!a || !b || !y || !ref || !packed) {
       fprintf(stderr, "gemm_bench: out of memory\n");

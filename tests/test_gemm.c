@@ -9,11 +9,15 @@
  * matrices. Then Gemm and MatMul models with a constant B (packed at load)
  * are run at M 1..40 and compared with the same reference, C broadcast in
  * every way Gemm allows, so that the packed path (M <= TS_GEMM_PACKED_MAX_M)
- * and the sgemm path above it are both checked through the op.
+ * and the sgemm path above it are both checked through the op. Last, a
+ * large B that only its product reads is not kept twice after prepacking
+ * (mincore) and runs packed at every M.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "check_main.h"
 #include "gemm_packed.h"
@@ -56,7 +60,7 @@ static void check_kernel(kc_rng *r, ts_gemm_isa isa, int64_t m, int64_t n,
   double *ref = malloc((size_t)(m * ldy) * sizeof *ref);
   ck_assert(y0 && ref);
   memcpy(y0, y, (size_t)(m * ldy) * sizeof *y);
-  ts_gemm_packed *p = ts_gemm_pack(b, k, n, trans_b);
+  ts_gemm_packed *p = ts_gemm_pack(b, k, n, trans_b, false);
   ck_assert_ptr_nonnull(p);
   ts_gemm_packed_run_isa(isa, p, m, a, lda, alpha, accumulate, y, ldy);
   naive(m, n, k, a, lda, b, trans_b, alpha, accumulate, y0, ldy, ref);
@@ -193,6 +197,87 @@ START_TEST(matmul_constant_b) {
 }
 END_TEST
 
+/* Pages of [p, p + len) resident in memory, whole pages inside only. */
+static size_t resident_pages(const void *p, size_t len, size_t *total) {
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
+  uintptr_t hi = ((uintptr_t)p + len) & ~(page - 1);
+  size_t n = hi > lo ? (hi - lo) / page : 0, in = 0;
+  unsigned char *vec = malloc(n ? n : 1);
+  ck_assert_ptr_nonnull(vec);
+  ck_assert_int_eq(mincore((void *)lo, hi - lo, vec), 0);
+  for (size_t i = 0; i < n; i++) in += vec[i] & 1;
+  free(vec);
+  *total = n;
+  return in;
+}
+
+/* A B of 2.4 MB that only its Gemm reads: prepacked, its original's pages
+ * are handed back (mincore says they left memory) and every M, beyond
+ * TS_GEMM_PACKED_MAX_M too, runs on the packed copy against the float64
+ * reference. The same B read by two Gemms keeps its pages. */
+START_TEST(large_b_not_kept_twice) {
+  kc_rng r = kc_rng_seed(30);
+  const int64_t k = 600, n = 1000;
+  for (int tb = 0; tb <= 1; tb++) {
+    ts_tensor b;
+    kc_tensor_rand(&b, TS_DTYPE_FLOAT, 2,
+                   tb ? (int64_t[]){n, k} : (int64_t[]){k, n}, &r, -1, 1);
+    for (int shared = 0; shared <= 1; shared++) {
+      Onnx__ModelProto *mp = kc_model_new(13);
+      kc_model_input(mp, "x", TS_DTYPE_FLOAT, 2, (int64_t[]){-1, k});
+      kc_model_init(mp, "B", &b);
+      Onnx__NodeProto *g1 = kc_model_node(mp, "Gemm", "", "g1", "x,B", "y");
+      kc_attr_int(g1, "transB", tb);
+      kc_model_output(mp, "y", TS_DTYPE_FLOAT, 2, (int64_t[]){-1, n});
+      if (shared) {
+        Onnx__NodeProto *g2 = kc_model_node(mp, "Gemm", "", "g2", "x,B", "z");
+        kc_attr_int(g2, "transB", tb);
+        kc_model_output(mp, "z", TS_DTYPE_FLOAT, 2, (int64_t[]){-1, n});
+      }
+      ts_model *model;
+      ts_err err;
+      ck_assert_msg(kc_model_load(mp, &model, &err) == 0, "%s", err.msg);
+      const ts_tensor *kept =
+          model->graph.values[ts_graph_find_value(&model->graph, "B")].constant;
+      size_t total, in = resident_pages(kept->data, kept->nbytes, &total);
+      ck_assert_uint_gt(total, 500);
+      if (shared)
+        ck_assert_msg(in == total, "tB=%d shared B: %zu of %zu pages left",
+                      tb, in, total);
+      else
+        ck_assert_msg(in == 0, "tB=%d: %zu of %zu pages of B kept",
+                      tb, in, total);
+      ts_session *sess;
+      ck_assert(ts_session_create(&sess, &err) == 0);
+      for (int64_t m = 1; m <= 100; m += 39) {
+        ts_tensor a;
+        kc_tensor_rand(&a, TS_DTYPE_FLOAT, 2, (int64_t[]){m, k}, &r, -1, 1);
+        const char *in_names[] = {"x"}, *out_names[] = {"y"};
+        ts_tensor y;
+        ck_assert_msg(ts_exec_run(model, sess, in_names, &a, 1, out_names, &y,
+                                  1, &err) == 0, "%s", err.msg);
+        double *ref = malloc((size_t)(m * n) * sizeof *ref);
+        ck_assert_ptr_nonnull(ref);
+        naive(m, n, k, a.data, k, b.data, tb, 1.0f, false, NULL, n, ref);
+        char what[96];
+        snprintf(what, sizeof what, "gemm tB=%d shared=%d m=%lld", tb, shared,
+                 (long long)m);
+        /* Sums of 600 terms of magnitude ~1: float's rounding reaches a few
+         * 1e-5 wherever the sum cancels to near 0. */
+        kc_assert_close(&y, ref, (int64_t[]){m, n}, 2, RTOL, 2e-4, what);
+        free(ref);
+        ts_tensor_free(&a);
+      }
+      ts_session_free(sess);
+      ts_model_free(model);
+      kc_model_free(mp);
+    }
+    ts_tensor_free(&b);
+  }
+}
+END_TEST
+
 static Suite *gemm_suite(void) {
   Suite *s = suite_create("gemm");
   TCase *tc = ts_check_tcase(s, "packed", 120, NULL, NULL);
@@ -200,6 +285,7 @@ static Suite *gemm_suite(void) {
   tcase_add_test(tc, isa_best_is_supported);
   tcase_add_test(tc, gemm_constant_b);
   tcase_add_test(tc, matmul_constant_b);
+  tcase_add_test(tc, large_b_not_kept_twice);
   return s;
 }
 

@@ -21,6 +21,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define TS_GEMM_X86 1
@@ -39,8 +41,35 @@ typedef void tile_fn(int mr, const float *a, int64_t lda, const float *panel,
 
 /* ---- packing ------------------------------------------------------------- */
 
-ts_gemm_packed *ts_gemm_pack(const float *b, int64_t k, int64_t n,
-                             bool trans_b) {
+/* Hands a source's pages back to the kernel as packing passes them: every
+ * whole page between the source's start and `upto`, in steps. */
+typedef struct discarder {
+  uintptr_t page, done, end; /* done: first page not yet handed back */
+} discarder;
+
+static discarder discarder_for(const void *p, size_t len) {
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  return (discarder){page, ((uintptr_t)p + page - 1) & ~(page - 1),
+                     ((uintptr_t)p + len) & ~(page - 1)};
+}
+
+static void discard_upto(discarder *d, const void *upto) {
+  uintptr_t hi = (uintptr_t)upto & ~(d->page - 1);
+  if (hi > d->end) hi = d->end;
+  if (hi <= d->done) return;
+  /* Advice only: a failure leaves the pages resident, which is no error. */
+  (void)madvise((void *)d->done, hi - d->done, MADV_DONTNEED);
+  d->done = hi;
+}
+
+/* Packed copies at least this big get pages of their own (mmap). */
+#define MAP_MIN_BYTES ((size_t)1 << 20)
+
+/* Rows of a row-major B packed between two discards of its pages. */
+#define DISCARD_ROWS 64
+
+ts_gemm_packed *ts_gemm_pack(float *b, int64_t k, int64_t n, bool trans_b,
+                             bool discard_source) {
   ts_gemm_packed *p = calloc(1, sizeof *p);
   if (!p) return NULL;
   p->k = k;
@@ -48,35 +77,63 @@ ts_gemm_packed *ts_gemm_pack(const float *b, int64_t k, int64_t n,
   p->n_panels = (n + PANEL - 1) / PANEL;
   p->source = b;
   size_t floats = (size_t)p->n_panels * (size_t)k * PANEL;
-  /* aligned_alloc wants a multiple of the alignment; PANEL floats are. */
-  p->panels = aligned_alloc(64, floats ? floats * sizeof(float) : 64);
+  size_t bytes = floats ? floats * sizeof(float) : 64;
+  if (bytes >= MAP_MIN_BYTES) {
+    /* Pages of its own, faulted in as packing writes them: a malloc'd
+     * block may be filled at once (MALLOC_PERTURB_, debugging allocators),
+     * holding the whole copy beside the whole source. */
+    void *map = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    p->panels = map == MAP_FAILED ? NULL : map;
+    p->mapped = p->panels ? bytes : 0;
+  } else {
+    /* aligned_alloc wants a multiple of the alignment; PANEL floats are. */
+    p->panels = aligned_alloc(64, bytes);
+  }
   if (!p->panels) {
     free(p);
     return NULL;
   }
-  for (int64_t j = 0; j < p->n_panels; j++) {
-    float *dst = p->panels + (size_t)j * (size_t)k * PANEL;
-    int64_t c0 = j * PANEL;
-    int cols = (int)(n - c0 < PANEL ? n - c0 : PANEL);
-    if (cols < PANEL) memset(dst, 0, (size_t)k * PANEL * sizeof *dst);
-    if (trans_b) {
-      /* B is N x K: read each column of the panel contiguously. */
+  discarder d = discarder_for(b, (size_t)k * (size_t)n * sizeof *b);
+  if (trans_b) {
+    /* B is N x K: a panel is PANEL rows of B, each read contiguously, and
+     * nothing reads those rows again once the panel is written. */
+    for (int64_t j = 0; j < p->n_panels; j++) {
+      float *dst = p->panels + (size_t)j * (size_t)k * PANEL;
+      int64_t c0 = j * PANEL;
+      int cols = (int)(n - c0 < PANEL ? n - c0 : PANEL);
+      if (cols < PANEL) memset(dst, 0, (size_t)k * PANEL * sizeof *dst);
       for (int c = 0; c < cols; c++) {
         const float *src = b + (size_t)(c0 + c) * (size_t)k;
         for (int64_t kk = 0; kk < k; kk++) dst[kk * PANEL + c] = src[kk];
       }
-    } else {
-      for (int64_t kk = 0; kk < k; kk++)
-        memcpy(dst + kk * PANEL, b + (size_t)kk * (size_t)n + (size_t)c0,
-               (size_t)cols * sizeof *dst);
+      if (discard_source) discard_upto(&d, b + (size_t)(c0 + cols) * (size_t)k);
     }
+    return p;
+  }
+  /* B is K x N: row kk of B is row kk of every panel; rows go in order, so
+   * the rows already packed can be discarded as they are passed. */
+  int64_t last = p->n_panels - 1, tail = n - last * PANEL;
+  for (int64_t kk = 0; kk < k; kk++) {
+    const float *src = b + (size_t)kk * (size_t)n;
+    for (int64_t j = 0; j < p->n_panels; j++) {
+      float *dst = p->panels + ((size_t)j * (size_t)k + (size_t)kk) * PANEL;
+      int cols = j == last ? (int)tail : PANEL;
+      memcpy(dst, src + j * PANEL, (size_t)cols * sizeof *dst);
+      if (cols < PANEL) memset(dst + cols, 0, (size_t)(PANEL - cols) * 4);
+    }
+    if (discard_source && ((kk + 1) % DISCARD_ROWS == 0 || kk + 1 == k))
+      discard_upto(&d, b + (size_t)(kk + 1) * (size_t)n);
   }
   return p;
 }
 
 void ts_gemm_packed_free(ts_gemm_packed *p) {
   if (!p) return;
-  free(p->panels);
+  if (p->mapped)
+    munmap(p->panels, p->mapped);
+  else
+    free(p->panels);
   free(p);
 }
 

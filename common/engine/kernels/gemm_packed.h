@@ -4,7 +4,7 @@
  * OpenBLAS's sgemm packs B on every call; for the small-M products of
  * inference (batch 1 to a few dozen rows) that packing costs more than the
  * product itself. Gemm and MatMul with a constant B therefore pack it once,
- * at load (their prepare), into panels of TS_GEMM_PANEL output columns, each
+ * when a daemon that runs the model asks (ts_model_prepack), into panels of TS_GEMM_PANEL output columns, each
  * panel K rows of TS_GEMM_PANEL contiguous floats, 64-byte aligned, the last
  * panel zero-padded. A product then streams the panels once per call with a
  * register-blocked microkernel: rows of A broadcast, FMA over a panel row.
@@ -21,13 +21,15 @@
 #define TS_GEMM_PACKED_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Output columns per panel: two AVX-512 registers, four AVX2 ones. */
 #define TS_GEMM_PANEL 32
 
 /* Products with at most this many rows take the packed kernel; bigger ones
- * go to cblas_sgemm, which is faster there (bench/gemm_bench.c). */
+ * go to cblas_sgemm, which is faster there (bench/gemm_bench.c), as long as
+ * B's original is kept (see ts_gemm_pack's discard_source). */
 #define TS_GEMM_PACKED_MAX_M 32
 
 typedef enum {
@@ -42,14 +44,21 @@ typedef struct ts_gemm_packed {
   int64_t n_panels;     /* ceil(n / TS_GEMM_PANEL) */
   float *panels;        /* n_panels * k * TS_GEMM_PANEL floats */
   const void *source;   /* the B it was packed from (not owned) */
+  size_t mapped;        /* bytes mmap'd for panels; 0: aligned_alloc'd */
 } ts_gemm_packed;
 
 /* Packs B (K x N row-major, or N x K when trans_b) into a new packed matrix
  * the caller frees with ts_gemm_packed_free; NULL when out of memory. The
  * packed copy does not refer to b's data except as `source`, an identity
- * that lets a kernel check it runs with the B it packed. */
-ts_gemm_packed *ts_gemm_pack(const float *b, int64_t k, int64_t n,
-                             bool trans_b);
+ * that lets a kernel check it runs with the B it packed.
+ *
+ * discard_source: B's pages are handed back to the kernel as they are
+ * packed (madvise MADV_DONTNEED on the whole pages inside b), so that a
+ * model holds its weights once and packing peaks at one B plus a few pages,
+ * not two Bs. b's memory stays mapped and valid but reads as zeros (or as
+ * the file it maps) afterwards: only for a B that nothing else reads. */
+ts_gemm_packed *ts_gemm_pack(float *b, int64_t k, int64_t n, bool trans_b,
+                             bool discard_source);
 void ts_gemm_packed_free(ts_gemm_packed *p);
 
 /* Y = alpha * A . B + (accumulate ? Y : 0), for A m x k (row stride lda) and
