@@ -36,7 +36,7 @@
  *   kc_attr_int(n, "transB", 1);  kc_attr_float / kc_attr_string /
  *   kc_attr_ints / kc_attr_floats / kc_attr_strings / kc_attr_tensor
  *   uint8_t *bytes = kc_model_pack(m, &len);       malloc'd, caller frees
- *   int rc = kc_model_load(m, &model, &err);       pack + ts_model_load
+ *   int rc = kc_model_load(m, &model, &err);  pack, ts_model_load, prepack
  *   rc = kc_load_code(m, &err);       load, free both, return the code
  *   kc_model_free(m);
  *   Names in kc_model_node are comma-separated; an empty entry ("x,,b") is
@@ -489,13 +489,18 @@ static inline uint8_t *kc_model_pack(const Onnx__ModelProto *m, size_t *len) {
   return b;
 }
 
-/* Packs m and loads it with ts_model_load. */
+/* Packs m, loads it with ts_model_load and prepacks its weights as a
+ * worker does (ts_model_prepack), so kernels run as they do there. */
 static inline int kc_model_load(const Onnx__ModelProto *m, ts_model **out,
                                 ts_err *err) {
   size_t len;
   uint8_t *b = kc_model_pack(m, &len);
   int rc = ts_model_load(b, len, out, err);
   free(b);
+  if (rc == TS_OK && (rc = ts_model_prepack(*out, err)) != TS_OK) {
+    ts_model_free(*out);
+    *out = NULL;
+  }
   return rc;
 }
 

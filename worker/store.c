@@ -433,6 +433,12 @@ int ts_store_upload_finish(ts_store_upload *up, ts_stored_shard **out,
   up->buf = NULL;
   rc = ts_model_load_adopt(bytes, (size_t)up->total, unmap_bytes, NULL,
                            &sh->model, err);
+  /* Constant weights in the kernels' layout, once, before the first run;
+   * a weight only its product reads is not kept twice (graph.h). */
+  if (rc == TS_OK && (rc = ts_model_prepack(sh->model, err)) != TS_OK) {
+    ts_model_free(sh->model);
+    sh->model = NULL;
+  }
   if (rc) {
     ts_err_prefix(err, "shard %.8s.. '%s'", up->id, up->label);
     free(sh);

@@ -25,6 +25,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "gemm_packed.h"
 #include "log.h"
 
 /* Capability levels of x86-64 kernel sets, lowest first. */
@@ -123,8 +124,11 @@ void ts_blas_select_kernels(int argc, char **argv) {
     }
   }
   const char *forced = getenv("OPENBLAS_CORETYPE");
-  ts_log_info("OpenBLAS core: %s%s%s", ts_blas_core_name(),
-              forced ? ", OPENBLAS_CORETYPE=" : "", forced ? forced : "");
+  /* The packed small-M kernels choose their ISA here too: one line says
+   * which code every float product of the process runs. */
+  ts_log_info("OpenBLAS core: %s%s%s; packed gemm ISA: %s",
+              ts_blas_core_name(), forced ? ", OPENBLAS_CORETYPE=" : "",
+              forced ? forced : "", ts_gemm_isa_name(ts_gemm_isa_best()));
 }
 
 const char *ts_blas_core_name(void) {

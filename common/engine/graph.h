@@ -117,6 +117,15 @@ int ts_model_load_adopt(uint8_t *bytes, size_t len, ts_bytes_release release,
  * the path. */
 int ts_model_load_file(const char *path, ts_model **out, ts_err *err);
 void ts_model_free(ts_model *model);
+/* Packs the model's constant weights once for the kernels that run them
+ * (each op's prepack, ops.h): Gemm and MatMul with a constant float B get it
+ * in the packed kernel's panels (kernels/gemm_packed.h), and a B that only
+ * its product reads is not kept twice. For a daemon that will run the
+ * model, before its first run; a model the planner cuts is left as loaded.
+ * TS_ENOMEM with a message when a packed copy cannot be allocated (the
+ * model stays usable, unpacked nodes run as before). Not thread-safe:
+ * call it before the model is shared. */
+int ts_model_prepack(ts_model *model, ts_err *err);
 
 /* Value lookup by name; -1 when absent. */
 int ts_graph_find_value(const ts_graph *g, const char *name);

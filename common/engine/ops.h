@@ -13,6 +13,11 @@
  *    node->params. Any attribute or value not supported fails with
  *    TS_EUNSUPPORTED and a message naming node, op and attribute; malformed
  *    ones with TS_EINVAL. ts_node_check_attrs() rejects unknown attributes.
+ *  - prepack (may be NULL): turn constants the node reads into the layout its
+ *    run wants (pre-packed weights), once, when the daemon that will run
+ *    the model asks (ts_model_prepack); a model only planned is never packed.
+ *    It may discard the original of a constant that only this node reads
+ *    (graph values' n_consumers).
  *  - release (may be NULL): free node->params.
  *  - infer: from the input tensors, set each output's dtype, rank and dims
  *    (ts_tensor_set_shape). Inputs that are constants or were computed at run
@@ -51,6 +56,7 @@ typedef struct ts_op {
                ts_err *err);
   int (*run)(const ts_node *node, const ts_tensor *const *in, ts_tensor *out,
              ts_kctx *ctx, ts_err *err);
+  int (*prepack)(ts_node *node, ts_graph *g, ts_err *err);
 } ts_op;
 
 /* The op for (domain, op_type); NULL when not supported. "" and "ai.onnx"

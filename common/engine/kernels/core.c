@@ -8,8 +8,13 @@
  * rejects mismatched inputs with TS_EINVAL naming the node and dims; run
  * computes into preallocated outputs and allocates nothing.
  *
- * Float matrix products go to OpenBLAS (cblas_sgemm / cblas_dgemm); integer
- * MatMul uses a plain triple loop. Softmax subtracts the row maximum before
+ * Float matrix products go to OpenBLAS (cblas_sgemm / cblas_dgemm), except
+ * those with a constant float B (Gemm's, or MatMul's when 2-D) in a model
+ * a daemon packed (ts_model_prepack): their prepack column packs such a B once
+ * (gemm_packed.h) and run streams the packed panels instead of letting
+ * sgemm re-pack B on every call, for products of at most
+ * TS_GEMM_PACKED_MAX_M rows, or of any size when B's original was
+ * discarded. Integer MatMul uses a plain triple loop. Softmax subtracts the row maximum before
  * exponentiating and accumulates in double, so it neither overflows nor
  * loses the small terms.
  */
@@ -22,8 +27,10 @@
 #include <cblas.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "gemm_packed.h"
 #include "kernel_util.h"
 #include "ops.h"
 
@@ -118,17 +125,94 @@ static int copy_run(const ts_node *n, const ts_tensor *const *in,
 
 /* ---- Gemm ---------------------------------------------------------------- */
 
+/* params of Gemm and MatMul: the attributes, parsed once, and B packed when
+ * it is a constant float matrix and the model is packed (ts_model_prepack). */
+typedef struct product_params {
+  bool trans_a, trans_b;
+  float alpha, beta;
+  int b_value;            /* B's value when it may be packed; -1: never */
+  bool sole;              /* B's original was discarded: packed for every M */
+  ts_gemm_packed *packed; /* NULL until packed */
+} product_params;
+
+/* A B at least this big that only its product reads is not kept twice: its
+ * pages are handed back as it is packed. Smaller ones keep their original,
+ * for sgemm above TS_GEMM_PACKED_MAX_M rows. */
+#define PRODUCT_DISCARD_MIN_BYTES ((size_t)1 << 20)
+
+static void product_release(ts_node *n) {
+  product_params *p = n->params;
+  ts_gemm_packed_free(p->packed);
+  free(p);
+  n->params = NULL;
+}
+
+/* Allocates n->params and notes input 1 for packing when it is a constant
+ * float matrix, A is not constant (a fully constant node is folded at load
+ * and never run again) and A is not transposed (the packed kernel reads A
+ * by rows). trans_b says how B is stored. */
+static int product_params_init(ts_node *n, const ts_graph *g, bool trans_a,
+                               bool trans_b, ts_err *err) {
+  product_params *p = calloc(1, sizeof *p);
+  if (!p) return ts_err_set(err, TS_ENOMEM, "out of memory");
+  n->params = p;
+  p->trans_a = trans_a;
+  p->trans_b = trans_b;
+  p->b_value = -1;
+  int va = n->inputs[0], vb = n->inputs[1];
+  const ts_tensor *b = vb >= 0 ? g->values[vb].constant : NULL;
+  if (b && b->dtype == TS_DTYPE_FLOAT && b->rank == 2 && !trans_a &&
+      !(va >= 0 && g->values[va].constant))
+    p->b_value = vb;
+  return TS_OK;
+}
+
+/* The prepack column of Gemm and MatMul: packs the B product_params_init
+ * noted, discarding its original when only this node reads it and it is
+ * big enough to matter. */
+static int product_prepack(ts_node *n, ts_graph *g, ts_err *err) {
+  product_params *p = n->params;
+  if (!p || p->b_value < 0 || p->packed) return TS_OK;
+  const ts_value *v = &g->values[p->b_value];
+  ts_tensor *b = v->constant;
+  bool sole = v->n_consumers == 1 && !v->is_graph_output &&
+              b->nbytes >= PRODUCT_DISCARD_MIN_BYTES;
+  int64_t k = b->dims[p->trans_b], nn = b->dims[!p->trans_b];
+  p->packed = ts_gemm_pack(b->data, k, nn, p->trans_b, sole);
+  if (!p->packed)
+    return fail(n, err, TS_ENOMEM, "out of memory packing B (%lld x %lld)",
+                (long long)k, (long long)nn);
+  p->sole = sole;
+  return TS_OK;
+}
+
+/* The packed B of node n when it applies to a product of m rows with this
+ * B: the constant it packed, and m small enough to beat sgemm unless the
+ * original is gone. */
+static const ts_gemm_packed *product_packed(const ts_node *n,
+                                            const ts_tensor *b, int64_t m) {
+  const product_params *p = n->params;
+  if (!p->packed || p->packed->source != b->data ||
+      (m > TS_GEMM_PACKED_MAX_M && !p->sole))
+    return NULL;
+  return p->packed;
+}
+
 static int gemm_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
-  (void)g;
   static const char *const known[] = {"alpha", "beta", "transA", "transB",
                                       NULL};
-  float f;
+  float alpha, beta;
   int rc;
   if ((rc = ts_node_check_attrs(n, known, err)) ||
       (rc = attr_flag(n, "transA", err)) || (rc = attr_flag(n, "transB", err)) ||
-      (rc = attr_float(n, "alpha", 1.0f, &f, err)) ||
-      (rc = attr_float(n, "beta", 1.0f, &f, err)))
+      (rc = attr_float(n, "alpha", 1.0f, &alpha, err)) ||
+      (rc = attr_float(n, "beta", 1.0f, &beta, err)) ||
+      (rc = product_params_init(n, g, ts_attr_int(n, "transA", 0) != 0,
+                                ts_attr_int(n, "transB", 0) != 0, err)))
     return rc;
+  product_params *p = n->params;
+  p->alpha = alpha;
+  p->beta = beta;
   return TS_OK;
 }
 
@@ -143,7 +227,8 @@ static int gemm_infer(const ts_node *n, const ts_tensor *const *in,
   if (a->rank != 2 || b->rank != 2)
     return fail(n, err, TS_EINVAL, "A and B must be matrices (ranks %d, %d)",
                 a->rank, b->rank);
-  bool ta = ts_attr_int(n, "transA", 0), tb = ts_attr_int(n, "transB", 0);
+  const product_params *p = n->params;
+  bool ta = p->trans_a, tb = p->trans_b;
   int64_t m = a->dims[ta], k = a->dims[!ta];
   int64_t kb = b->dims[tb], nn = b->dims[!tb];
   if (k != kb)
@@ -188,9 +273,9 @@ static int gemm_run(const ts_node *n, const ts_tensor *const *in,
                     ts_tensor *out, ts_kctx *ctx, ts_err *err) {
   (void)ctx, (void)err;
   const ts_tensor *a = in[0], *b = in[1], *c = n->n_inputs > 2 ? in[2] : NULL;
-  bool ta = ts_attr_int(n, "transA", 0), tb = ts_attr_int(n, "transB", 0);
-  float alpha = ts_attr_float(n, "alpha", 1.0f);
-  float beta = ts_attr_float(n, "beta", 1.0f);
+  const product_params *p = n->params;
+  bool ta = p->trans_a, tb = p->trans_b;
+  float alpha = p->alpha, beta = p->beta;
   int64_t m = out[0].dims[0], nn = out[0].dims[1];
   int64_t k = a->dims[!ta];
   float *y = out[0].data;
@@ -201,6 +286,11 @@ static int gemm_run(const ts_node *n, const ts_tensor *const *in,
   else
     memset(y, 0, (size_t)(m * nn) * sizeof *y);
   if (k == 0) return TS_OK;
+  const ts_gemm_packed *packed = ta ? NULL : product_packed(n, b, m);
+  if (packed) {
+    ts_gemm_packed_run(packed, m, a->data, k, alpha, use_c, y, nn);
+    return TS_OK;
+  }
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
               tb ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)nn,
               (blasint)k, alpha, a->data, (blasint)a->dims[1], b->data,
@@ -211,7 +301,9 @@ static int gemm_run(const ts_node *n, const ts_tensor *const *in,
 const ts_op ts_op_Gemm = {
     .domain = "", .name = "Gemm",
     .min_inputs = 2, .max_inputs = 3, .min_outputs = 1, .max_outputs = 1,
-    .prepare = gemm_prepare, .infer = gemm_infer, .run = gemm_run,
+    .prepare = gemm_prepare, .prepack = product_prepack,
+    .release = product_release,
+    .infer = gemm_infer, .run = gemm_run,
 };
 
 /* ---- MatMul -------------------------------------------------------------- */
@@ -352,7 +444,14 @@ static int matmul_run(const ts_node *n, const ts_tensor *const *in,
   }
   if (b_shared && a_full) {
     /* One B for all batches and A laid out densely: one big product. */
-    mm_one(a->dtype, ad, bd, yd, s.m * s.n_batch, s.k, s.n);
+    const ts_gemm_packed *packed =
+        a->dtype == TS_DTYPE_FLOAT ? product_packed(n, b, s.m * s.n_batch)
+                                   : NULL;
+    if (packed)
+      ts_gemm_packed_run(packed, s.m * s.n_batch, a->data, s.k, 1.0f, false,
+                         out[0].data, s.n);
+    else
+      mm_one(a->dtype, ad, bd, yd, s.m * s.n_batch, s.k, s.n);
     return TS_OK;
   }
   int64_t idx[TS_MAX_RANK] = {0};
@@ -378,10 +477,17 @@ static int no_attrs_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
   return ts_node_check_attrs(n, known, err);
 }
 
+static int matmul_prepare(ts_node *n, const ts_graph *g, ts_err *err) {
+  int rc = no_attrs_prepare(n, g, err);
+  return rc ? rc : product_params_init(n, g, false, false, err);
+}
+
 const ts_op ts_op_MatMul = {
     .domain = "", .name = "MatMul",
     .min_inputs = 2, .max_inputs = 2, .min_outputs = 1, .max_outputs = 1,
-    .prepare = no_attrs_prepare, .infer = matmul_infer, .run = matmul_run,
+    .prepare = matmul_prepare, .prepack = product_prepack,
+    .release = product_release,
+    .infer = matmul_infer, .run = matmul_run,
 };
 
 /* ---- Softmax / LogSoftmax ------------------------------------------------ */

@@ -1,0 +1,288 @@
+/*
+ * test_gemm.c - the packed small-M products (kernels/gemm_packed.c) and
+ * their use by Gemm and MatMul.
+ *
+ * Every ISA version this CPU runs (forced through ts_gemm_packed_run_isa),
+ * the plain C one included, is compared with a float64 naive product on odd
+ * shapes: M 1..40, N and K not multiples of the panel width, B stored K x N
+ * or N x K, alpha, accumulation into Y, and row strides wider than the
+ * matrices. Then Gemm and MatMul models with a constant B (packed at load)
+ * are run at M 1..40 and compared with the same reference, C broadcast in
+ * every way Gemm allows, so that the packed path (M <= TS_GEMM_PACKED_MAX_M)
+ * and the sgemm path above it are both checked through the op. Last, a
+ * large B that only its product reads is not kept twice after prepacking
+ * (mincore) and runs packed at every M.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "check_main.h"
+#include "gemm_packed.h"
+#include "kernel_check.h"
+
+#define RTOL 1e-4
+#define ATOL 1e-5
+
+/* y[i*ldy + j] = alpha * sum_p a[i*lda + p] * B(p, j) + (acc ? y0 : 0) in
+ * float64, B(p, j) = b[p*n + j], or b[j*k + p] when trans_b. */
+static void naive(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                  const float *b, bool trans_b, float alpha, bool accumulate,
+                  const float *y0, int64_t ldy, double *ref) {
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < n; j++) {
+      double s = 0;
+      for (int64_t p = 0; p < k; p++)
+        s += (double)a[i * lda + p] *
+             (double)(trans_b ? b[j * k + p] : b[p * n + j]);
+      ref[i * ldy + j] =
+          (double)alpha * s + (accumulate ? (double)y0[i * ldy + j] : 0.0);
+    }
+}
+
+static float *rand_floats(kc_rng *r, int64_t count) {
+  float *x = malloc((size_t)(count > 0 ? count : 1) * sizeof *x);
+  ck_assert_ptr_nonnull(x);
+  for (int64_t i = 0; i < count; i++) x[i] = (float)kc_uniform(r, -1, 1);
+  return x;
+}
+
+/* One packed product with `isa` against the naive one; the padding of each
+ * Y row beyond n must stay untouched. */
+static void check_kernel(kc_rng *r, ts_gemm_isa isa, int64_t m, int64_t n,
+                         int64_t k, bool trans_b, float alpha,
+                         bool accumulate) {
+  int64_t lda = k + 3, ldy = n + 5;
+  float *a = rand_floats(r, m * lda), *b = rand_floats(r, n * k);
+  float *y = rand_floats(r, m * ldy), *y0 = malloc((size_t)(m * ldy) * 4);
+  double *ref = malloc((size_t)(m * ldy) * sizeof *ref);
+  ck_assert(y0 && ref);
+  memcpy(y0, y, (size_t)(m * ldy) * sizeof *y);
+  ts_gemm_packed *p = ts_gemm_pack(b, k, n, trans_b, false);
+  ck_assert_ptr_nonnull(p);
+  ts_gemm_packed_run_isa(isa, p, m, a, lda, alpha, accumulate, y, ldy);
+  naive(m, n, k, a, lda, b, trans_b, alpha, accumulate, y0, ldy, ref);
+  for (int64_t i = 0; i < m; i++) {
+    for (int64_t j = 0; j < n; j++) {
+      double want = ref[i * ldy + j], got = y[i * ldy + j];
+      ck_assert_msg(fabs(got - want) <= ATOL + RTOL * fabs(want),
+                    "%s m=%lld n=%lld k=%lld tB=%d alpha=%g acc=%d: "
+                    "y[%lld][%lld] = %.7g, want %.7g",
+                    ts_gemm_isa_name(isa), (long long)m, (long long)n,
+                    (long long)k, trans_b, alpha, accumulate, (long long)i,
+                    (long long)j, got, want);
+    }
+    for (int64_t j = n; j < ldy; j++)
+      ck_assert_msg(y[i * ldy + j] == y0[i * ldy + j],
+                    "%s wrote past column %lld", ts_gemm_isa_name(isa),
+                    (long long)n);
+  }
+  ts_gemm_packed_free(p);
+  free(a);
+  free(b);
+  free(y);
+  free(y0);
+  free(ref);
+}
+
+/* Every ISA in turn: _i is the ISA (a loop test). */
+START_TEST(kernel_odd_shapes) {
+  ts_gemm_isa isa = (ts_gemm_isa)_i;
+  if (!ts_gemm_isa_supported(isa)) return; /* this CPU cannot run it */
+  kc_rng r = kc_rng_seed(10 + (uint64_t)_i);
+  static const int64_t ns[] = {1, 7, 16, 31, 33, 50, 97};
+  static const int64_t ks[] = {1, 3, 17, 65, 130};
+  for (int64_t m = 1; m <= 40; m++) {
+    int64_t n = ns[m % 7], k = ks[m % 5];
+    check_kernel(&r, isa, m, n, k, m % 2 == 0, 1.0f, false);
+    check_kernel(&r, isa, m, n + 2, k + 1, m % 2 == 1, 0.37f, true);
+  }
+  check_kernel(&r, isa, 3, 5, 0, false, 1.0f, true); /* K = 0 */
+}
+END_TEST
+
+START_TEST(isa_best_is_supported) {
+  ts_gemm_isa best = ts_gemm_isa_best();
+  ck_assert(ts_gemm_isa_supported(best));
+  ck_assert(ts_gemm_isa_supported(TS_GEMM_ISA_C));
+  for (int i = best + 1; i < TS_GEMM_ISA_COUNT; i++)
+    ck_assert(!ts_gemm_isa_supported((ts_gemm_isa)i));
+  ck_assert_str_eq(ts_gemm_isa_name(TS_GEMM_ISA_AVX512), "avx512");
+}
+END_TEST
+
+/* ---- through the ops ----------------------------------------------------- */
+
+/* Runs Gemm (tb = transB, C of rank crank with dims cd, or none when crank
+ * < 0) with B as a constant, and checks it against the naive product. */
+static void check_gemm_op(kc_rng *r, int64_t m, int64_t n, int64_t k, int tb,
+                          float alpha, float beta, int crank,
+                          const int64_t *cd) {
+  ts_tensor a, b, c, y;
+  kc_tensor_rand(&a, TS_DTYPE_FLOAT, 2, (int64_t[]){m, k}, r, -1, 1);
+  kc_tensor_rand(&b, TS_DTYPE_FLOAT, 2,
+                 tb ? (int64_t[]){n, k} : (int64_t[]){k, n}, r, -1, 1);
+  if (crank >= 0) kc_tensor_rand(&c, TS_DTYPE_FLOAT, crank, cd, r, -1, 1);
+  const ts_tensor *in[3] = {&a, &b, crank >= 0 ? &c : NULL};
+  int n_in = crank >= 0 ? 3 : 2;
+  Onnx__NodeProto *node;
+  Onnx__ModelProto *mp = kc_op_model("Gemm", "", 13, in, n_in, 0x6u, 1, &node);
+  kc_attr_int(node, "transB", tb);
+  kc_attr_float(node, "alpha", alpha);
+  kc_attr_float(node, "beta", beta);
+  ts_err err;
+  int rc = kc_model_run(mp, in, n_in, 0x6u, &y, 1, &err);
+  kc_model_free(mp);
+  ck_assert_msg(rc == 0, "gemm: %s", err.msg);
+  double *ref = malloc((size_t)(m * n) * sizeof *ref);
+  ck_assert_ptr_nonnull(ref);
+  naive(m, n, k, a.data, k, b.data, tb, alpha, false, NULL, n, ref);
+  for (int64_t i = 0; i < m && crank >= 0; i++)
+    for (int64_t j = 0; j < n; j++) {
+      int64_t idx[2] = {i, j};
+      ref[i * n + j] += beta * kc_get(&c, kc_bcast_offset(idx, 2, cd, crank));
+    }
+  char what[128];
+  snprintf(what, sizeof what, "gemm m=%lld n=%lld k=%lld tB=%d C rank %d",
+           (long long)m, (long long)n, (long long)k, tb, crank);
+  kc_assert_close(&y, ref, (int64_t[]){m, n}, 2, RTOL, ATOL, what);
+  free(ref);
+  ts_tensor_free(&a);
+  ts_tensor_free(&b);
+  if (crank >= 0) ts_tensor_free(&c);
+  ts_tensor_free(&y);
+}
+
+START_TEST(gemm_constant_b) {
+  kc_rng r = kc_rng_seed(20);
+  for (int64_t m = 1; m <= 40; m++) {
+    int64_t n = 1 + (m * 7) % 45, k = 1 + (m * 13) % 70;
+    /* C: none, scalar, [N], [1,N], [M,1], [M,N] in turn. */
+    int64_t shapes[6][2] = {{0}, {0}, {n}, {1, n}, {m, 1}, {m, n}};
+    int ranks[6] = {-1, 0, 1, 2, 2, 2};
+    int c = (int)(m % 6);
+    check_gemm_op(&r, m, n, k, (int)(m % 2), m % 3 ? 1.0f : 0.5f,
+                  m % 4 ? 1.0f : -0.75f, ranks[c], shapes[c]);
+  }
+}
+END_TEST
+
+/* MatMul [2, M, K] x constant [K, N]: one product of 2M rows. */
+START_TEST(matmul_constant_b) {
+  kc_rng r = kc_rng_seed(21);
+  for (int64_t m = 1; m <= 20; m += 3) {
+    int64_t n = 2 + (m * 11) % 40, k = 3 + (m * 5) % 50;
+    ts_tensor a, b, y;
+    kc_tensor_rand(&a, TS_DTYPE_FLOAT, 3, (int64_t[]){2, m, k}, &r, -1, 1);
+    kc_tensor_rand(&b, TS_DTYPE_FLOAT, 2, (int64_t[]){k, n}, &r, -1, 1);
+    const ts_tensor *in[2] = {&a, &b};
+    Onnx__NodeProto *node;
+    Onnx__ModelProto *mp = kc_op_model("MatMul", "", 13, in, 2, 0x2u, 1,
+                                       &node);
+    ts_err err;
+    int rc = kc_model_run(mp, in, 2, 0x2u, &y, 1, &err);
+    kc_model_free(mp);
+    ck_assert_msg(rc == 0, "matmul: %s", err.msg);
+    double *ref = malloc((size_t)(2 * m * n) * sizeof *ref);
+    ck_assert_ptr_nonnull(ref);
+    naive(2 * m, n, k, a.data, k, b.data, false, 1.0f, false, NULL, n, ref);
+    kc_assert_close(&y, ref, (int64_t[]){2, m, n}, 3, RTOL, ATOL, "matmul");
+    free(ref);
+    ts_tensor_free(&a);
+    ts_tensor_free(&b);
+    ts_tensor_free(&y);
+  }
+}
+END_TEST
+
+/* Pages of [p, p + len) resident in memory, whole pages inside only. */
+static size_t resident_pages(const void *p, size_t len, size_t *total) {
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
+  uintptr_t hi = ((uintptr_t)p + len) & ~(page - 1);
+  size_t n = hi > lo ? (hi - lo) / page : 0, in = 0;
+  unsigned char *vec = malloc(n ? n : 1);
+  ck_assert_ptr_nonnull(vec);
+  ck_assert_int_eq(mincore((void *)lo, hi - lo, vec), 0);
+  for (size_t i = 0; i < n; i++) in += vec[i] & 1;
+  free(vec);
+  *total = n;
+  return in;
+}
+
+/* A B of 2.4 MB that only its Gemm reads: prepacked, its original's pages
+ * are handed back (mincore says they left memory) and every M, beyond
+ * TS_GEMM_PACKED_MAX_M too, runs on the packed copy against the float64
+ * reference. The same B read by two Gemms keeps its pages. */
+START_TEST(large_b_not_kept_twice) {
+  kc_rng r = kc_rng_seed(30);
+  const int64_t k = 600, n = 1000;
+  for (int tb = 0; tb <= 1; tb++) {
+    ts_tensor b;
+    kc_tensor_rand(&b, TS_DTYPE_FLOAT, 2,
+                   tb ? (int64_t[]){n, k} : (int64_t[]){k, n}, &r, -1, 1);
+    for (int shared = 0; shared <= 1; shared++) {
+      Onnx__ModelProto *mp = kc_model_new(13);
+      kc_model_input(mp, "x", TS_DTYPE_FLOAT, 2, (int64_t[]){-1, k});
+      kc_model_init(mp, "B", &b);
+      Onnx__NodeProto *g1 = kc_model_node(mp, "Gemm", "", "g1", "x,B", "y");
+      kc_attr_int(g1, "transB", tb);
+      kc_model_output(mp, "y", TS_DTYPE_FLOAT, 2, (int64_t[]){-1, n});
+      if (shared) {
+        Onnx__NodeProto *g2 = kc_model_node(mp, "Gemm", "", "g2", "x,B", "z");
+        kc_attr_int(g2, "transB", tb);
+        kc_model_output(mp, "z", TS_DTYPE_FLOAT, 2, (int64_t[]){-1, n});
+      }
+      ts_model *model;
+      ts_err err;
+      ck_assert_msg(kc_model_load(mp, &model, &err) == 0, "%s", err.msg);
+      const ts_tensor *kept =
+          model->graph.values[ts_graph_find_value(&model->graph, "B")].constant;
+      size_t total, in = resident_pages(kept->data, kept->nbytes, &total);
+      ck_assert_uint_gt(total, 500);
+      if (shared)
+        ck_assert_msg(in == total, "tB=%d shared B: %zu of %zu pages left",
+                      tb, in, total);
+      else
+        ck_assert_msg(in == 0, "tB=%d: %zu of %zu pages of B kept",
+                      tb, in, total);
+      ts_session *sess;
+      ck_assert(ts_session_create(&sess, &err) == 0);
+      for (int64_t m = 1; m <= 100; m += 39) {
+        ts_tensor a;
+        kc_tensor_rand(&a, TS_DTYPE_FLOAT, 2, (int64_t[]){m, k}, &r, -1, 1);
+        const char *in_names[] = {"x"}, *out_names[] = {"y"};
+        ts_tensor y;
+        ck_assert_msg(ts_exec_run(model, sess, in_names, &a, 1, out_names, &y,
+                                  1, &err) == 0, "%s", err.msg);
+        double *ref = malloc((size_t)(m * n) * sizeof *ref);
+        ck_assert_ptr_nonnull(ref);
+        naive(m, n, k, a.data, k, b.data, tb, 1.0f, false, NULL, n, ref);
+        char what[96];
+        snprintf(what, sizeof what, "gemm tB=%d shared=%d m=%lld", tb, shared,
+                 (long long)m);
+        /* Sums of 600 terms of magnitude ~1: float's rounding reaches a few
+         * 1e-5 wherever the sum cancels to near 0. */
+        kc_assert_close(&y, ref, (int64_t[]){m, n}, 2, RTOL, 2e-4, what);
+        free(ref);
+        ts_tensor_free(&a);
+      }
+      ts_session_free(sess);
+      ts_model_free(model);
+      kc_model_free(mp);
+    }
+    ts_tensor_free(&b);
+  }
+}
+END_TEST
+
+static void cases(Suite *s) {
+  TCase *tc = TS_CHECK_CASE(s, "packed", 120, NULL, NULL,
+                            isa_best_is_supported, gemm_constant_b,
+                            matmul_constant_b, large_b_not_kept_twice);
+  tcase_add_loop_test(tc, kernel_odd_shapes, 0, TS_GEMM_ISA_COUNT);
+}
+
+const ts_check_suite ts_check_this_suite = {.name = "gemm", .cases = cases};
