@@ -4,7 +4,11 @@
  */
 #include "check_main.h"
 
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 TCase *ts_check_tcase(Suite *s, const char *name, int timeout_s,
                       void (*setup)(void), void (*teardown)(void)) {
@@ -21,6 +25,23 @@ TCase *ts_check_tcase_tests(Suite *s, const char *name, int timeout_s,
   TCase *tc = ts_check_tcase(s, name, timeout_s, setup, teardown);
   for (; *tests; tests++) tcase_add_test(tc, *tests);
   return tc;
+}
+
+void ts_check_tmpdir(char *buf, size_t size, const char *prefix) {
+  int n = snprintf(buf, size, "/tmp/%s.XXXXXX", prefix);
+  ck_assert_msg(n > 0 && (size_t)n < size, "tmpdir name too long");
+  ck_assert_msg(mkdtemp(buf) != NULL, "mkdtemp %s: %s", buf, strerror(errno));
+}
+
+static int remove_one(const char *path, const struct stat *st, int flag,
+                      struct FTW *ftw) {
+  (void)st, (void)flag, (void)ftw;
+  return remove(path);
+}
+
+void ts_check_rmtree(const char *dir) {
+  ck_assert_msg(nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS) == 0,
+                "removing %s: %s", dir, strerror(errno));
 }
 
 int main(int argc, char **argv) {

@@ -19,6 +19,7 @@
 
 #include <check.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef struct ts_check_suite {
   /* The suite's name; the runner creates the Suite and passes it to cases,
@@ -58,6 +59,12 @@ TCase *ts_check_tcase(Suite *s, const char *name, int timeout_s,
 TCase *ts_check_tcase_tests(Suite *s, const char *name, int timeout_s,
                             void (*setup)(void), void (*teardown)(void),
                             const TTest *const *tests);
+
+/* Fresh directory for a test's files: buf becomes /tmp/PREFIX.XXXXXX made
+ * by mkdtemp (a failed check when it cannot be made). */
+void ts_check_tmpdir(char *buf, size_t size, const char *prefix);
+/* Removes dir and everything below it (a failed check when that fails). */
+void ts_check_rmtree(const char *dir);
 
 /* One test case as one call: its name, timeout and fixture as
  * ts_check_tcase takes them, then the tests (START_TEST names) it runs. */

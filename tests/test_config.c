@@ -50,16 +50,9 @@ static void dir(const char *rel) {
   ck_assert_int_eq(mkdir(path, 0700), 0);
 }
 
-static void setup(void) {
-  snprintf(repo, sizeof repo, "/tmp/tessera_repo_XXXXXX");
-  ck_assert_ptr_nonnull(mkdtemp(repo));
-}
+static void setup(void) { ts_check_tmpdir(repo, sizeof repo, "tessera_repo"); }
 
-static void teardown(void) {
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", repo);
-  ck_assert_int_eq(system(cmd), 0);
-}
+static void teardown(void) { ts_check_rmtree(repo); }
 
 /* Scans the repository, expecting `want` models; returns them. */
 static ts_model_config *scan_ok(int want) {

@@ -896,7 +896,7 @@ static void run_torch_script(const char *text, char *dir) {
 }
 
 START_TEST(pytorch_mlp_matches_torch) {
-  char dir[] = "/tmp/test_graph_torch_XXXXXX", cmd[768];
+  char dir[] = "/tmp/test_graph_torch_XXXXXX";
   run_torch_script(export_script, dir);
   char path[300];
   snprintf(path, sizeof path, "%s/mlp.onnx", dir);
@@ -930,8 +930,7 @@ START_TEST(pytorch_mlp_matches_torch) {
   }
   ts_session_free(s);
   ts_model_free(model);
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  ck_assert_int_eq(system(cmd), 0);
+  ts_check_rmtree(dir);
 }
 END_TEST
 
@@ -965,7 +964,7 @@ static const char *conv_bn_script =
 /* A real torch export with Conv + BatchNorm pairs: both BatchNorms are
  * folded at load and the folded model matches torch at rtol 1e-5. */
 START_TEST(pytorch_conv_bn_folds_and_matches_torch) {
-  char dir[] = "/tmp/test_graph_torch_XXXXXX", path[300], cmd[768];
+  char dir[] = "/tmp/test_graph_torch_XXXXXX", path[300];
   run_torch_script(conv_bn_script, dir);
   snprintf(path, sizeof path, "%s/cbn.onnx", dir);
   ts_model *model;
@@ -985,8 +984,7 @@ START_TEST(pytorch_conv_bn_folds_and_matches_torch) {
                       D(2, 4, 5, 5), 4, "torch conv+bn");
   ts_session_free(s);
   ts_model_free(model);
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  ck_assert_int_eq(system(cmd), 0);
+  ts_check_rmtree(dir);
 }
 END_TEST
 

@@ -172,8 +172,7 @@ START_TEST(test_sklearn_models) {
   ck_assert_int_ge(outputs, 2 * models - 8);
   ts_session_free(s);
   free(manifest);
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  (void)!system(cmd);
+  ts_check_rmtree(dir);
 }
 END_TEST
 

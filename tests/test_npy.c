@@ -131,16 +131,9 @@ static const struct {
 
 static char tmpdir[256];
 
-static void make_tmpdir(void) {
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/test_npy.XXXXXX");
-  ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
+static void make_tmpdir(void) { ts_check_tmpdir(tmpdir, sizeof tmpdir, "test_npy"); }
 
-static void remove_tmpdir(void) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  ck_assert_int_eq(system(cmd), 0);
-}
+static void remove_tmpdir(void) { ts_check_rmtree(tmpdir); }
 
 static void path_in_tmp(char *buf, size_t size, const char *name) {
   snprintf(buf, size, "%s/%s", tmpdir, name);

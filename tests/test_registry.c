@@ -31,8 +31,7 @@ static char model_path[128];
 
 /* Writes a one-node model (Relu over float [N, 4]) to repo/m/model.onnx. */
 static void write_model(void) {
-  snprintf(repo, sizeof repo, "/tmp/ts_registry_XXXXXX");
-  ck_assert_ptr_nonnull(mkdtemp(repo));
+  ts_check_tmpdir(repo, sizeof repo, "ts_registry");
   char dir[96];
   snprintf(dir, sizeof dir, "%s/m", repo);
   ck_assert_int_eq(mkdir(dir, 0700), 0);
@@ -63,9 +62,7 @@ static void teardown(void) {
   ts_registry_free(&registry);
   ts_membership_free(&members);
   fake_worker_stop();
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", repo);
-  (void)!system(cmd);
+  ts_check_rmtree(repo);
 }
 
 static void add_worker(const char *address) {
