@@ -646,4 +646,80 @@ static inline int kc_run_op(const char *op_type, const char *domain,
   return rc;
 }
 
+/* ---- Gemm against a float64 product ------------------------------------- */
+
+/* C shapes tried for an [M,N] output (kc_c_shape's rank; -1 = no C). */
+enum { KC_C_NONE, KC_C_SCALAR, KC_C_N, KC_C_1N, KC_C_M1, KC_C_MN, KC_C_11,
+       KC_C_COUNT };
+
+static inline int kc_c_shape(int kind, int64_t m, int64_t n, int64_t *dims) {
+  switch (kind) {
+    case KC_C_SCALAR: return 0;
+    case KC_C_N: dims[0] = n; return 1;
+    case KC_C_1N: dims[0] = 1, dims[1] = n; return 2;
+    case KC_C_M1: dims[0] = m, dims[1] = 1; return 2;
+    case KC_C_MN: dims[0] = m, dims[1] = n; return 2;
+    case KC_C_11: dims[0] = 1, dims[1] = 1; return 2;
+    default: return -1;
+  }
+}
+
+/* One Gemm node (transA ta, transB tb, alpha, beta, C of kind ckind) on
+ * random inputs, bit i of const_mask making input i an initializer, run
+ * through the executor and compared with a float64 product. */
+static inline void kc_check_gemm(kc_rng *r, int64_t m, int64_t n, int64_t k,
+                                 int ta, int tb, float alpha, float beta,
+                                 int ckind, unsigned const_mask, double rtol,
+                                 double atol) {
+  ts_tensor a, b, c, y;
+  int64_t ad[2] = {ta ? k : m, ta ? m : k}, bd[2] = {tb ? n : k, tb ? k : n};
+  kc_tensor_rand(&a, TS_DTYPE_FLOAT, 2, ad, r, -1, 1);
+  kc_tensor_rand(&b, TS_DTYPE_FLOAT, 2, bd, r, -1, 1);
+  int64_t cd[2];
+  int crank = kc_c_shape(ckind, m, n, cd);
+  if (crank >= 0) kc_tensor_rand(&c, TS_DTYPE_FLOAT, crank, cd, r, -1, 1);
+  const ts_tensor *in[3] = {&a, &b, crank >= 0 ? &c : NULL};
+  Onnx__NodeProto *node;
+  int n_in = crank >= 0 ? 3 : 2;
+  Onnx__ModelProto *mp =
+      kc_op_model("Gemm", "", 13, in, n_in, const_mask, 1, &node);
+  kc_attr_int(node, "transA", ta);
+  kc_attr_int(node, "transB", tb);
+  kc_attr_float(node, "alpha", alpha);
+  kc_attr_float(node, "beta", beta);
+  ts_err err;
+  int rc = kc_model_run(mp, in, n_in, const_mask, &y, 1, &err);
+  kc_model_free(mp);
+  ck_assert_msg(rc == 0, "gemm %lldx%lldx%lld: %s", (long long)m,
+                (long long)n, (long long)k, err.msg);
+
+  double *ref = calloc((size_t)(m * n + 1), sizeof *ref);
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < n; j++) {
+      double acc = 0;
+      for (int64_t p = 0; p < k; p++) {
+        double av = kc_get(&a, ta ? p * m + i : i * k + p);
+        double bv = kc_get(&b, tb ? j * k + p : p * n + j);
+        acc += av * bv;
+      }
+      double cv = 0;
+      if (crank >= 0) {
+        int64_t idx[2] = {i, j};
+        cv = kc_get(&c, kc_bcast_offset(idx, 2, cd, crank));
+      }
+      ref[i * n + j] = alpha * acc + beta * cv;
+    }
+  char what[160];
+  snprintf(what, sizeof what, "gemm m=%lld n=%lld k=%lld tA=%d tB=%d "
+           "alpha=%g beta=%g C=%d", (long long)m, (long long)n, (long long)k,
+           ta, tb, alpha, beta, ckind);
+  int64_t yd[2] = {m, n};
+  kc_assert_close(&y, ref, yd, 2, rtol, atol, what);
+  free(ref);
+  ts_tensor_free(&a);
+  ts_tensor_free(&b);
+  if (crank >= 0) ts_tensor_free(&c);
+  ts_tensor_free(&y);
+}
+
 #endif

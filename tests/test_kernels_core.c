@@ -16,73 +16,12 @@
 
 /* ---- Gemm ---------------------------------------------------------------- */
 
-/* C shapes tried for an [M,N] output; -1 = no C. */
-enum { C_NONE, C_SCALAR, C_N, C_1N, C_M1, C_MN, C_11, C_COUNT };
-
-static int c_shape(int kind, int64_t m, int64_t n, int64_t *dims) {
-  switch (kind) {
-    case C_SCALAR: return 0;
-    case C_N: dims[0] = n; return 1;
-    case C_1N: dims[0] = 1, dims[1] = n; return 2;
-    case C_M1: dims[0] = m, dims[1] = 1; return 2;
-    case C_MN: dims[0] = m, dims[1] = n; return 2;
-    case C_11: dims[0] = 1, dims[1] = 1; return 2;
-    default: return -1;
-  }
-}
-
+/* check_gemm: kc_check_gemm at this suite's tolerances. */
 static void check_gemm(kc_rng *r, int64_t m, int64_t n, int64_t k, int ta,
                        int tb, float alpha, float beta, int ckind,
                        unsigned const_mask) {
-  ts_tensor a, b, c, y;
-  int64_t ad[2] = {ta ? k : m, ta ? m : k}, bd[2] = {tb ? n : k, tb ? k : n};
-  kc_tensor_rand(&a, TS_DTYPE_FLOAT, 2, ad, r, -1, 1);
-  kc_tensor_rand(&b, TS_DTYPE_FLOAT, 2, bd, r, -1, 1);
-  int64_t cd[2];
-  int crank = c_shape(ckind, m, n, cd);
-  if (crank >= 0) kc_tensor_rand(&c, TS_DTYPE_FLOAT, crank, cd, r, -1, 1);
-  const ts_tensor *in[3] = {&a, &b, crank >= 0 ? &c : NULL};
-  Onnx__NodeProto *node;
-  int n_in = crank >= 0 ? 3 : 2;
-  Onnx__ModelProto *mp =
-      kc_op_model("Gemm", "", 13, in, n_in, const_mask, 1, &node);
-  kc_attr_int(node, "transA", ta);
-  kc_attr_int(node, "transB", tb);
-  kc_attr_float(node, "alpha", alpha);
-  kc_attr_float(node, "beta", beta);
-  ts_err err;
-  int rc = kc_model_run(mp, in, n_in, const_mask, &y, 1, &err);
-  kc_model_free(mp);
-  ck_assert_msg(rc == 0, "gemm %lldx%lldx%lld: %s", (long long)m,
-                (long long)n, (long long)k, err.msg);
-
-  double *ref = calloc((size_t)(m * n + 1), sizeof *ref);
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t j = 0; j < n; j++) {
-      double acc = 0;
-      for (int64_t p = 0; p < k; p++) {
-        double av = kc_get(&a, ta ? p * m + i : i * k + p);
-        double bv = kc_get(&b, tb ? j * k + p : p * n + j);
-        acc += av * bv;
-      }
-      double cv = 0;
-      if (crank >= 0) {
-        int64_t idx[2] = {i, j};
-        cv = kc_get(&c, kc_bcast_offset(idx, 2, cd, crank));
-      }
-      ref[i * n + j] = alpha * acc + beta * cv;
-    }
-  char what[160];
-  snprintf(what, sizeof what, "gemm m=%lld n=%lld k=%lld tA=%d tB=%d "
-           "alpha=%g beta=%g C=%d", (long long)m, (long long)n, (long long)k,
-           ta, tb, alpha, beta, ckind);
-  int64_t yd[2] = {m, n};
-  kc_assert_close(&y, ref, yd, 2, RTOL, 1e-5, what);
-  free(ref);
-  ts_tensor_free(&a);
-  ts_tensor_free(&b);
-  if (crank >= 0) ts_tensor_free(&c);
-  ts_tensor_free(&y);
+  kc_check_gemm(r, m, n, k, ta, tb, alpha, beta, ckind, const_mask, RTOL,
+                1e-5);
 }
 
 START_TEST(gemm_all_combinations) {
@@ -92,7 +31,7 @@ START_TEST(gemm_all_combinations) {
     for (int tb = 0; tb < 2; tb++)
       for (int ai = 0; ai < 2; ai++)
         for (int bi = 0; bi < 3; bi++)
-          for (int ck = 0; ck < C_COUNT; ck++) {
+          for (int ck = 0; ck < KC_C_COUNT; ck++) {
             int64_t m = kc_randint(&r, 1, 9), n = kc_randint(&r, 1, 9),
                     k = kc_randint(&r, 1, 9);
             check_gemm(&r, m, n, k, ta, tb, alphas[ai], betas[bi], ck,
@@ -103,11 +42,11 @@ END_TEST
 
 START_TEST(gemm_larger_and_edge_sizes) {
   kc_rng r = kc_rng_seed(2);
-  check_gemm(&r, 33, 17, 65, 0, 1, 1.0f, 1.0f, C_N, 0);
-  check_gemm(&r, 1, 1, 1, 1, 1, 2.0f, 0.5f, C_SCALAR, 0);
-  check_gemm(&r, 64, 3, 128, 1, 0, 0.25f, 1.0f, C_MN, 0);
-  check_gemm(&r, 5, 7, 0, 0, 0, 1.0f, 2.0f, C_MN, 0);   /* K = 0: beta*C */
-  check_gemm(&r, 0, 7, 3, 0, 0, 1.0f, 1.0f, C_N, 0);    /* empty output */
+  check_gemm(&r, 33, 17, 65, 0, 1, 1.0f, 1.0f, KC_C_N, 0);
+  check_gemm(&r, 1, 1, 1, 1, 1, 2.0f, 0.5f, KC_C_SCALAR, 0);
+  check_gemm(&r, 64, 3, 128, 1, 0, 0.25f, 1.0f, KC_C_MN, 0);
+  check_gemm(&r, 5, 7, 0, 0, 0, 1.0f, 2.0f, KC_C_MN, 0);   /* K = 0: beta*C */
+  check_gemm(&r, 0, 7, 3, 0, 0, 1.0f, 1.0f, KC_C_N, 0);    /* empty output */
 }
 END_TEST
 
