@@ -8,8 +8,9 @@
  * or N x K, alpha, accumulation into Y, and row strides wider than the
  * matrices. Then Gemm and MatMul models with a constant B (packed at load)
  * are run at M 1..40 and compared with the same reference, C broadcast in
- * every way Gemm allows, so that the packed path (M <= TS_GEMM_PACKED_MAX_M)
- * and the sgemm path above it are both checked through the op. Last, a
+ * every way Gemm allows, so that the packed kernel (M <=
+ * TS_GEMM_PACKED_MAX_M) and sgemm over the packed panels above it are both
+ * checked through the op. Last, a
  * large B that only its product reads is not kept twice after prepacking
  * (mincore) and runs packed at every M.
  */
@@ -172,8 +173,8 @@ static size_t resident_pages(const void *p, size_t len, size_t *total) {
 
 /* A B of 2.4 MB that only its Gemm reads: prepacked, its original's pages
  * are handed back (mincore says they left memory) and every M, beyond
- * TS_GEMM_PACKED_MAX_M too, runs on the packed copy against the float64
- * reference. The same B read by two Gemms keeps its pages. */
+ * TS_GEMM_PACKED_MAX_M too (sgemm over the panels), runs on the packed copy
+ * against the float64 reference. The same B read by two Gemms keeps its pages. */
 START_TEST(large_b_not_kept_twice) {
   kc_rng r = kc_rng_seed(30);
   const int64_t k = 600, n = 1000;

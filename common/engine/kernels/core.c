@@ -11,10 +11,9 @@
  * Float matrix products go to OpenBLAS (cblas_sgemm / cblas_dgemm), except
  * those with a constant float B (Gemm's, or MatMul's when 2-D) in a model
  * a daemon packed (ts_model_prepack): their prepack column packs such a B once
- * (gemm_packed.h) and run streams the packed panels instead of letting
- * sgemm re-pack B on every call, for products of at most
- * TS_GEMM_PACKED_MAX_M rows, or of any size when B's original was
- * discarded. Integer MatMul uses a plain triple loop. Softmax subtracts the row maximum before
+ * (gemm_packed.h) and run goes over the packed panels (the small-M kernel,
+ * or sgemm panel by panel for many rows) instead of letting sgemm re-pack B
+ * on every call. Integer MatMul uses a plain triple loop. Softmax subtracts the row maximum before
  * exponentiating and accumulates in double, so it neither overflows nor
  * loses the small terms.
  */
@@ -131,13 +130,12 @@ typedef struct product_params {
   bool trans_a, trans_b;
   float alpha, beta;
   int b_value;            /* B's value when it may be packed; -1: never */
-  bool sole;              /* B's original was discarded: packed for every M */
   ts_gemm_packed *packed; /* NULL until packed */
 } product_params;
 
 /* A B at least this big that only its product reads is not kept twice: its
- * pages are handed back as it is packed. Smaller ones keep their original,
- * for sgemm above TS_GEMM_PACKED_MAX_M rows. */
+ * pages are handed back as it is packed. Smaller ones keep their original
+ * (too few pages to matter). */
 #define PRODUCT_DISCARD_MIN_BYTES ((size_t)1 << 20)
 
 static void product_release(ts_node *n) {
@@ -182,19 +180,15 @@ static int product_prepack(ts_node *n, ts_graph *g, ts_err *err) {
   if (!p->packed)
     return fail(n, err, TS_ENOMEM, "out of memory packing B (%lld x %lld)",
                 (long long)k, (long long)nn);
-  p->sole = sole;
   return TS_OK;
 }
 
-/* The packed B of node n when it applies to a product of m rows with this
- * B: the constant it packed, and m small enough to beat sgemm unless the
- * original is gone. */
+/* The packed B of node n when the product runs with the constant it
+ * packed; NULL when there is none. */
 static const ts_gemm_packed *product_packed(const ts_node *n,
-                                            const ts_tensor *b, int64_t m) {
+                                            const ts_tensor *b) {
   const product_params *p = n->params;
-  if (!p->packed || p->packed->source != b->data ||
-      (m > TS_GEMM_PACKED_MAX_M && !p->sole))
-    return NULL;
+  if (!p->packed || p->packed->source != b->data) return NULL;
   return p->packed;
 }
 
@@ -286,7 +280,7 @@ static int gemm_run(const ts_node *n, const ts_tensor *const *in,
   else
     memset(y, 0, (size_t)(m * nn) * sizeof *y);
   if (k == 0) return TS_OK;
-  const ts_gemm_packed *packed = ta ? NULL : product_packed(n, b, m);
+  const ts_gemm_packed *packed = ta ? NULL : product_packed(n, b);
   if (packed) {
     ts_gemm_packed_run(packed, m, a->data, k, alpha, use_c, y, nn);
     return TS_OK;
@@ -445,8 +439,7 @@ static int matmul_run(const ts_node *n, const ts_tensor *const *in,
   if (b_shared && a_full) {
     /* One B for all batches and A laid out densely: one big product. */
     const ts_gemm_packed *packed =
-        a->dtype == TS_DTYPE_FLOAT ? product_packed(n, b, s.m * s.n_batch)
-                                   : NULL;
+        a->dtype == TS_DTYPE_FLOAT ? product_packed(n, b) : NULL;
     if (packed)
       ts_gemm_packed_run(packed, s.m * s.n_batch, a->data, s.k, 1.0f, false,
                          out[0].data, s.n);

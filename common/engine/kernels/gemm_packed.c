@@ -18,6 +18,7 @@
  */
 #include "gemm_packed.h"
 
+#include <cblas.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,9 +358,29 @@ void ts_gemm_packed_run_isa(ts_gemm_isa isa, const ts_gemm_packed *p,
   }
 }
 
+/* Products of many rows: each panel is a K x PANEL row-major matrix, so
+ * sgemm runs over it as B (ldb PANEL). Its own packing of a panel costs
+ * K x PANEL against M x K x PANEL multiply-adds, small once M is large. */
+static void run_panels_sgemm(const ts_gemm_packed *p, int64_t m,
+                             const float *a, int64_t lda, float alpha,
+                             bool accumulate, float *y, int64_t ldy) {
+  for (int64_t j = 0; j < p->n_panels; j++) {
+    int64_t c0 = j * PANEL;
+    int64_t cols = p->n - c0 < PANEL ? p->n - c0 : PANEL;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m,
+                (blasint)cols, (blasint)p->k, alpha, a, (blasint)lda,
+                p->panels + (size_t)j * (size_t)p->k * PANEL, PANEL,
+                accumulate ? 1.0f : 0.0f, y + c0, (blasint)ldy);
+  }
+}
+
 void ts_gemm_packed_run(const ts_gemm_packed *p, int64_t m, const float *a,
                         int64_t lda, float alpha, bool accumulate, float *y,
                         int64_t ldy) {
+  if (m > TS_GEMM_PACKED_MAX_M && p->k > 0) {
+    run_panels_sgemm(p, m, a, lda, alpha, accumulate, y, ldy);
+    return;
+  }
   ts_gemm_packed_run_isa(ts_gemm_isa_best(), p, m, a, lda, alpha, accumulate,
                          y, ldy);
 }

@@ -28,8 +28,8 @@
 #define TS_GEMM_PANEL 32
 
 /* Products with at most this many rows take the packed kernel; bigger ones
- * go to cblas_sgemm, which is faster there (bench/gemm_bench.c), as long as
- * B's original is kept (see ts_gemm_pack's discard_source). */
+ * go to cblas_sgemm over the packed panels, one panel at a time, since
+ * sgemm is faster there (bench/gemm_bench.c). */
 #define TS_GEMM_PACKED_MAX_M 32
 
 typedef enum {
@@ -62,8 +62,9 @@ ts_gemm_packed *ts_gemm_pack(float *b, int64_t k, int64_t n, bool trans_b,
 void ts_gemm_packed_free(ts_gemm_packed *p);
 
 /* Y = alpha * A . B + (accumulate ? Y : 0), for A m x k (row stride lda) and
- * Y m x n (row stride ldy), with the best ISA of this CPU. Allocates
- * nothing. */
+ * Y m x n (row stride ldy): the best ISA of this CPU up to
+ * TS_GEMM_PACKED_MAX_M rows, cblas_sgemm over the panels above. Allocates
+ * nothing itself. */
 void ts_gemm_packed_run(const ts_gemm_packed *p, int64_t m, const float *a,
                         int64_t lda, float alpha, bool accumulate, float *y,
                         int64_t ldy);
