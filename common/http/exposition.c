@@ -188,10 +188,8 @@ static void scrape(void *user, const ts_http_request *req,
 int ts_metrics_serve(const char *listen, ts_metrics_write_fn write,
                      void *user, struct ts_http_server **out,
                      int *bound_port, ts_err *err) {
-  exporter *x = malloc(sizeof *x); /* lives as long as the process */
+  exporter *x = malloc(sizeof *x); /* freed by ts_http_stop */
   if (!x) return ts_err_set(err, TS_ENOMEM, "out of memory");
   *x = (exporter){write, user};
-  int rc = ts_http_start(listen, 4096, scrape, x, out, bound_port, err);
-  if (rc) free(x);
-  return rc;
+  return ts_http_start(listen, 4096, scrape, x, free, out, bound_port, err);
 }

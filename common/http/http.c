@@ -19,6 +19,7 @@ struct ts_http_server {
   struct MHD_Daemon *daemon;
   ts_http_handler_fn handler;
   void *user;
+  void (*user_free)(void *);
   size_t max_body;
 };
 
@@ -114,9 +115,10 @@ const char *ts_http_header(const ts_http_request *req, const char *name) {
   return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
 }
 
-int ts_http_start(const char *host_port, size_t max_body,
-                  ts_http_handler_fn handler, void *user,
-                  ts_http_server **out, int *bound_port, ts_err *err) {
+static int http_start(const char *host_port, size_t max_body,
+                      ts_http_handler_fn handler, void *user,
+                      void (*user_free)(void *), ts_http_server **out,
+                      int *bound_port, ts_err *err) {
   char host[256];
   const char *colon = strrchr(host_port, ':');
   if (!colon || (size_t)(colon - host_port) >= sizeof host)
@@ -141,6 +143,7 @@ int ts_http_start(const char *host_port, size_t max_body,
   }
   s->handler = handler;
   s->user = user;
+  s->user_free = user_free;
   s->max_body = max_body;
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD |
                    MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
@@ -165,8 +168,19 @@ int ts_http_start(const char *host_port, size_t max_body,
   return TS_OK;
 }
 
+int ts_http_start(const char *host_port, size_t max_body,
+                  ts_http_handler_fn handler, void *user,
+                  void (*user_free)(void *), ts_http_server **out,
+                  int *bound_port, ts_err *err) {
+  int rc = http_start(host_port, max_body, handler, user, user_free, out,
+                      bound_port, err);
+  if (rc && user_free) user_free(user);
+  return rc;
+}
+
 void ts_http_stop(ts_http_server *s) {
   if (!s) return;
   MHD_stop_daemon(s->daemon);
+  if (s->user_free) s->user_free(s->user);
   free(s);
 }

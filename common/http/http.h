@@ -48,10 +48,13 @@ typedef void (*ts_http_handler_fn)(void *user, const ts_http_request *req,
                                    ts_http_response *resp);
 
 /* Serves HTTP on host_port ("HOST:PORT"; port 0 picks one, written to
- * *bound_port when non-NULL). *out is freed with ts_http_stop. */
+ * *bound_port when non-NULL). *out is freed with ts_http_stop, which then
+ * calls user_free(user) when user_free is not NULL (also when the start
+ * fails). */
 int ts_http_start(const char *host_port, size_t max_body,
                   ts_http_handler_fn handler, void *user,
-                  ts_http_server **out, int *bound_port, ts_err *err);
+                  void (*user_free)(void *), ts_http_server **out,
+                  int *bound_port, ts_err *err);
 
 /* A request header's value (case-insensitive name), or NULL. */
 const char *ts_http_header(const ts_http_request *req, const char *name);
