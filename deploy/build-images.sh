@@ -72,10 +72,16 @@ runtime_packages() {
   owners=$(dpkg -S $candidates 2>/dev/null || true)
   for lib in $libs; do
     sed 's/^[^ ]* //' <<<"$owners" |
-      grep -qxF $(lib_names "$lib" | sed 's/^/-e /') ||
-      { log "no Debian package owns $lib"; return 1; }
+      grep -qxF $(lib_names "$lib" | sed 's/^/-e /') && continue
+    # Not in the batch answer (seen once, not reproduced): ask for this
+    # library alone, with dpkg's own message if it still has no owner.
+    local one
+    one=$(dpkg -S $(lib_names "$lib") 2>&1 | grep -v '^dpkg-query: no path found' || true)
+    grep -q '^[^ ]*: /' <<<"$one" ||
+      { log "no Debian package owns $lib: $one"; return 1; }
+    owners+=$'\n'"$one"
   done
-  sed 's/:.*//' <<<"$owners" | sort -u
+  grep '^[^ ]*: /' <<<"$owners" | sed 's/:.*//' | sort -u
 }
 
 # Builds (or finds cached) the image NAME:<hash> of a bookworm minbase root
