@@ -101,14 +101,17 @@ class SystemdTest(unittest.TestCase):
     def test_b_boot(self):
         image = systemd_root_image()
         t0 = time.monotonic()
-        # systemd as PID 1 needs CAP_SYS_ADMIN (mounts), its own cgroup
-        # namespace (a writable cgroup tree), no seccomp filter (the units'
-        # own SystemCallFilter, namespaces) and tmpfs /run. Not --privileged:
-        # it asks for every capability, and runc fails "unable to apply
-        # caps: operation not permitted" where dockerd's bounding set lacks
-        # one (CAP_SYS_RESOURCE on the test machines).
-        cid = run(DOCKER, 'run', '-d', '--cap-add', 'SYS_ADMIN',
-                  '--security-opt', 'seccomp=unconfined', '--cgroupns=private',
+        # systemd as PID 1 needs CAP_SYS_ADMIN (mounts), a writable cgroup
+        # tree (cgroup v1 here: without it "Failed to attach ... to compat
+        # systemd cgroup"), CAP_SYS_PTRACE (without it PrivateUsers= fails
+        # "Failed to set up user namespacing", status 217/USER), no seccomp
+        # filter and tmpfs /run. Not --privileged: it asks for every
+        # capability, and runc fails "unable to apply caps: operation not
+        # permitted" where dockerd's bounding set lacks one (CAP_SYS_RESOURCE
+        # on the test machines).
+        cid = run(DOCKER, 'run', '-d', '--cap-add', 'SYS_ADMIN', '--cap-add', 'SYS_PTRACE',
+                  '--security-opt', 'seccomp=unconfined', '--cgroupns=host',
+                  '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw',
                   '--tmpfs', '/run', '--tmpfs', '/run/lock', '--tmpfs', '/tmp',
                   '-v', os.path.join(kserve.SOURCE, 'examples', 'models') + ':/srv/tessera/models:ro',
                   image, '/sbin/init').stdout.strip()
