@@ -142,7 +142,8 @@ class SystemdTest(unittest.TestCase):
 
         def serving():
             p = run(DOCKER, 'exec', cid, 'tessera', 'infer', '--server', '127.0.0.1:8001',
-                    '--model', 'mlp', '--input', 'input=/srv/tessera/models/mlp/input.npy',
+                    # mlp itself has replicas = 2: one worker serves mlp_tensor.
+                    '--model', 'mlp_tensor', '--input', 'input=/srv/tessera/models/mlp/input.npy',
                     check=False)
             return p.returncode == 0 and p.stdout
         out = ledger.wait_for(serving, 30, 0.5)
