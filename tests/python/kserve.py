@@ -101,14 +101,33 @@ class CliMixin:
         return p
 
 
+def tls_credentials(cert_dir, name):
+    """Channel credentials for mutual TLS with scripts/certs.sh's files in
+    cert_dir: trust its ca.crt, present certificate `name` (.crt/.key)."""
+    def pem(n):
+        with open(os.path.join(cert_dir, n), 'rb') as f:
+            return f.read()
+    return grpc.ssl_channel_credentials(root_certificates=pem('ca.crt'),
+                                        private_key=pem(name + '.key'),
+                                        certificate_chain=pem(name + '.crt'))
+
+
+def open_channel(address, creds=None, options=()):
+    """A channel to address: TLS with creds (grpc.ChannelCredentials, e.g.
+    tls_credentials), plaintext without."""
+    if creds is None:
+        return grpc.insecure_channel(address, options=list(options))
+    return grpc.secure_channel(address, creds, options=list(options))
+
+
 class Client:
     """Synchronous KServe v2 client; every method raises grpc.RpcError on a
-    non-OK status (e.code(), e.details())."""
+    non-OK status (e.code(), e.details()). creds: as open_channel."""
 
-    def __init__(self, address, timeout=30.0):
+    def __init__(self, address, timeout=30.0, creds=None):
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(address, options=[
+        self.channel = open_channel(address, creds, options=[
             ('grpc.max_receive_message_length', -1),
             ('grpc.max_send_message_length', -1)])
 

@@ -54,18 +54,19 @@ LATENCY_FACTOR = 2.0   # p99 back under this many times the p99 before
 admin_pb, worker_pb = kserve.compile_protos('admin.proto', 'worker.proto')
 
 
-def _unary(address, path, request, response_class, timeout=5.0):
-    with grpc.insecure_channel(address) as ch:
+def _unary(address, path, request, response_class, timeout=5.0, creds=None):
+    with kserve.open_channel(address, creds) as ch:
         stub = ch.unary_unary(path, request_serializer=type(request).SerializeToString,
                               response_deserializer=response_class.FromString)
         return stub(request, timeout=timeout)
 
 
-def cluster_status(address, timeout=5.0):
-    """tessera.admin.v1.Admin/ClusterStatus of a coordinator."""
+def cluster_status(address, timeout=5.0, creds=None):
+    """tessera.admin.v1.Admin/ClusterStatus of a coordinator (creds: as
+    kserve.open_channel; over TLS the certificate must be an admin's)."""
     return _unary(address, '/tessera.admin.v1.Admin/ClusterStatus',
                   admin_pb.ClusterStatusRequest(), admin_pb.ClusterStatusResponse,
-                  timeout)
+                  timeout, creds)
 
 
 def worker_status(address, timeout=5.0):
@@ -296,16 +297,16 @@ def check_answer(got, want):
     return None
 
 
-def client(address, timeout=30.0):
+def client(address, timeout=30.0, creds=None):
     """A kserve.Client whose channel retries a lost connection quickly (the
     default reconnect backoff grows to minutes, which would hide how soon a
     restarted daemon serves again). gRPC also takes the minimum reconnect
     backoff as the time one connection attempt may take: 1 s, as 100 ms
     fails handshakes with a loaded (or sanitized) daemon, and the
     channel's first requests with them."""
-    c = kserve.Client(address, timeout)
+    c = kserve.Client(address, timeout, creds)
     c.channel.close()
-    c.channel = grpc.insecure_channel(address, options=[
+    c.channel = kserve.open_channel(address, creds, options=[
         ('grpc.max_receive_message_length', -1),
         ('grpc.max_send_message_length', -1),
         ('grpc.initial_reconnect_backoff_ms', 100),
@@ -349,13 +350,15 @@ class Load:
     client deadline of each request (s). max_requests: per client, a bound
     on top of the time bound. error_pause: a client waits this long (s)
     after a failed request before its next one, as a real client would,
-    so that fast failures do not starve the daemons of CPU. Use run() for a timed run with events, or
+    so that fast failures do not starve the daemons of CPU. creds: as
+    kserve.open_channel (TLS). Use run() for a timed run with events, or
     start() / stop() (also as a context manager) to drive it yourself."""
 
     def __init__(self, address, model='mlp', clients=4, batches=(1,), deadline=10.0,
                  seed=0, pool=None, title='', max_requests=100000, served=None,
-                 error_pause=0.02):
+                 error_pause=0.02, creds=None):
         self.address = address
+        self.creds = creds
         self.model = model
         self.served = served or model
         self.clients = clients
@@ -371,7 +374,7 @@ class Load:
 
     def _client(self, k):
         rng = np.random.RandomState(self.seed * 7919 + k)
-        with client(self.address, timeout=self.deadline) as c:
+        with client(self.address, timeout=self.deadline, creds=self.creds) as c:
             for seq in range(self.max_requests):
                 if self._stop.is_set():
                     return

@@ -4,10 +4,13 @@
 deploy/build-images.sh builds the images (the base is cached by its package
 list), `docker-compose up -d` starts one coordinator and three workers that
 join it, with a model repository holding a torch-exported MLP served data
-parallel with replicas 2. The test then checks, in order:
+parallel with replicas 2, over mutual TLS with certificates made by
+scripts/certs.sh as deploy/README.md tells a user to. The test then checks,
+in order:
 
   a. every container turns healthy (the image's HEALTHCHECK, `tessera
-     health`) and the coordinator's port answers on 127.0.0.1 only;
+     health` over TLS) and the coordinator's port answers on 127.0.0.1
+     only, to TLS with the client certificate and not to plaintext;
   b. answers equal torch's;
   c. `docker kill` of a worker holding a replica, under load: zero failed
      requests; its replica is re-placed on the spare worker (moves >= 1);
@@ -29,6 +32,8 @@ import sys
 import tempfile
 import time
 import unittest
+
+import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import export_models as em  # noqa: E402
@@ -118,6 +123,14 @@ class ComposeTest(unittest.TestCase):
         cls.certs = tempfile.mkdtemp(prefix='tessera-compose-certs-')
         os.chmod(cls.repo, 0o755)
         os.chmod(cls.certs, 0o755)
+        # deploy/README.md's command: worker1..3, keys owned by the image's user.
+        run('sh', os.path.join(kserve.SOURCE, 'scripts', 'certs.sh'), cls.certs, '3',
+            env=dict(os.environ, WORKER_FIRST='1', KEY_OWNER='10001'))
+        cls.client_creds = kserve.tls_credentials(cls.certs, 'client')
+        cls.admin_creds = kserve.tls_credentials(cls.certs, 'admin')
+        cls.admin_cli = ('--ca', os.path.join(cls.certs, 'ca.crt'),
+                         '--cert', os.path.join(cls.certs, 'admin.crt'),
+                         '--key', os.path.join(cls.certs, 'admin.key'))
         model_dir = os.path.join(cls.repo, MODEL)
         os.makedirs(model_dir)
         path = em.export(MODEL, model_dir)
@@ -171,7 +184,10 @@ class ComposeTest(unittest.TestCase):
         return containers + networks
 
     def status(self):
-        return ledger.cluster_status(self.address)
+        return ledger.cluster_status(self.address, creds=self.admin_creds)
+
+    def client(self):
+        return kserve.Client(self.address, creds=self.client_creds)
 
     def worker_up(self, address):
         w = ledger.worker_state(self.status(), address)
@@ -199,13 +215,19 @@ class ComposeTest(unittest.TestCase):
                          [('127.0.0.1', str(self.port))])
         for s in services:
             self.assertEqual(self.inspect(self.container(s))['Config']['User'], 'tessera')
-        self.assertTrue(ledger.wait_for(
-            lambda: kserve.Client(self.address).model_ready(MODEL), 60, 0.5))
+        def ready():
+            with self.client() as c:
+                return c.model_ready(MODEL)
+        self.assertTrue(ledger.wait_for(ready, 60, 0.5))
+        with kserve.Client(self.address, timeout=5.0) as plain:
+            with self.assertRaises(grpc.RpcError) as e:
+                plain.server_live()
+        self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
 
         # b. answers equal torch's
         inputs = em.make_inputs(MODEL, batch=7, seed=3)
         want = em.reference(MODEL, inputs)
-        with kserve.Client(self.address) as c:
+        with self.client() as c:
             got = c.infer(MODEL, inputs)
         self.assertIsNone(ledger.check_answer(got, want))
 
@@ -223,7 +245,8 @@ class ComposeTest(unittest.TestCase):
 
         # c. + d. kill a replica holder under load, then start it again
         load = ledger.Load(self.address, MODEL, clients=3, batches=(1, 4), deadline=10.0,
-                           title='docker kill ' + service).start()
+                           title='docker kill ' + service,
+                           creds=self.client_creds).start()
         try:
             time.sleep(2.0)
             load.ledger.event('docker kill ' + service,
@@ -237,8 +260,8 @@ class ComposeTest(unittest.TestCase):
             self.assertTrue(ledger.wait_for(lambda: self.worker_up(victim),
                                             REJOIN_TIMEOUT, 0.5),
                             '%s did not come back:\n%s' % (
-                                victim, kserve.run_tessera('status', '--server',
-                                                           self.address).stdout))
+                                victim, kserve.run_tessera('status', '--server', self.address,
+                                                           *self.admin_cli).stdout))
             time.sleep(2.0)
         finally:
             led = load.stop()
@@ -246,7 +269,7 @@ class ComposeTest(unittest.TestCase):
         self.assertGreater(led.count(ledger.OK), 50)
         self.assertEqual(led.count(ledger.WRONG), 0)
         self.assertFalse(led.failures(), led.report())
-        cli = kserve.run_tessera('status', '--server', self.address)
+        cli = kserve.run_tessera('status', '--server', self.address, *self.admin_cli)
         self.assertEqual(cli.returncode, 0, cli.stderr)
         print(cli.stdout, flush=True)
         self.assertRegex(cli.stdout, r'worker[123]:7070')
