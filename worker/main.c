@@ -219,7 +219,9 @@ static int parse_options(int argc, char **argv, options *o) {
                     "coordinator (workers admit coordinator certificates)\n");
     return 2;
   }
-  if (ts_security_validate(&o->security, o->listen, &err)) {
+  if (ts_security_validate(&o->security, o->listen, &err) ||
+      ts_security_validate_http(&o->security, o->metrics_listen,
+                                "--metrics-listen", &err)) {
     fprintf(stderr, "tessera-worker: %s\n", err.msg);
     return 2;
   }

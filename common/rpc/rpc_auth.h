@@ -102,6 +102,12 @@ int ts_security_option(ts_security_opts *s, int opt, const char *arg);
  * give certificates. */
 int ts_security_validate(const ts_security_opts *s, const char *listen,
                          ts_err *err);
+/* The loopback rule for a plaintext HTTP port (--metrics-listen, never
+ * TLS): refused on a non-loopback address unless --insecure; TS_OK when
+ * http_listen is NULL. */
+int ts_security_validate_http(const ts_security_opts *s,
+                              const char *http_listen, const char *flag,
+                              ts_err *err);
 /* Whether HOST of "HOST:PORT" is a loopback address (127.0.0.0/8, ::1,
  * localhost) or a unix: socket. */
 bool ts_address_is_loopback(const char *address);

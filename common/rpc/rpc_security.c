@@ -72,6 +72,18 @@ int ts_security_validate(const ts_security_opts *s, const char *listen,
   return 0;
 }
 
+int ts_security_validate_http(const ts_security_opts *s,
+                              const char *http_listen, const char *flag,
+                              ts_err *err) {
+  if (!http_listen || s->insecure || ts_address_is_loopback(http_listen))
+    return 0;
+  return ts_err_set(err, TS_EINVAL,
+                    "refusing to serve %s %s in plaintext HTTP on a "
+                    "non-loopback address: listen on 127.0.0.1 (and scrape "
+                    "through a local agent), or pass --insecure to allow it",
+                    flag, http_listen);
+}
+
 ts_rpc_creds ts_security_creds(const ts_security_opts *s) {
   return (ts_rpc_creds){.cert_file = s->tls_cert,
                         .key_file = s->tls_key,

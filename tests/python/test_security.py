@@ -760,6 +760,21 @@ class StartUp(SecurityCase):
                         'DIR makes a cluster CA and certificates), or pass --insecure to '
                         'allow plaintext explicitly\n' % (daemon, listen), err)
 
+    def test_metrics_off_loopback_refused(self):
+        """/metrics is plaintext HTTP whatever the gRPC port does: the same
+        rule holds for it, also when the gRPC port has TLS."""
+        for daemon, role in (('tessera-coordinator', 'coordinator'),
+                             ('tessera-worker', 'worker1')):
+            for listen in ('0.0.0.0:0', '10.1.2.3:9101'):
+                with self.subTest(daemon=daemon, listen=listen):
+                    err = self.refused(daemon, '--listen', '127.0.0.1:0',
+                                       '--metrics-listen', listen, *tls_args(role))
+                    self.assertIn(
+                        '%s: refusing to serve --metrics-listen %s in plaintext HTTP on a '
+                        'non-loopback address: listen on 127.0.0.1 (and scrape through a '
+                        'local agent), or pass --insecure to allow it\n' % (daemon, listen),
+                        err)
+
     def test_insecure_allows_plaintext(self):
         for daemon in ('tessera-coordinator', 'tessera-worker'):
             with self.subTest(daemon=daemon):
