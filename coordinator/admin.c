@@ -7,6 +7,7 @@
 
 #include "admin.pb-c.h"
 #include "log.h"
+#include "options.h"
 #include "rpc_message.h"
 #include "rpc_table.h"
 
@@ -152,13 +153,14 @@ static void *join_thread(void *arg) {
   ts_err err = {0};
   Tessera__Admin__V1__RegisterWorkerResponse resp =
       TESSERA__ADMIN__V1__REGISTER_WORKER_RESPONSE__INIT;
-  int index = ts_membership_find(c, job->address);
-  if (index >= 0) {
-    /* Known: if it is down the prober restores its shards and brings it
-     * back; nothing to do here. */
+  int index = -1, known = 0;
+  /* Known: if it is down the prober restores its shards and brings it
+   * back; nothing to do here. */
+  if (ts_membership_join(c, job->address, &index, &known, &err) != TS_OK) {
+    index = -1;
+  } else if (known) {
     resp.known = 1;
-  } else if (ts_membership_add(c, job->address, &err) == TS_OK) {
-    index = ts_membership_find(c, job->address);
+  } else {
     ts_log_info("worker %s joined", job->address);
     /* Models waiting for workers load now; auto-replicated ones gain
      * their second replica. */
@@ -218,13 +220,17 @@ static void handle_worker_address(ts_rpc_call *call,
                                   void *(*thread)(void *)) {
   const Tessera__Admin__V1__RegisterWorkerRequest *req =
       (const Tessera__Admin__V1__RegisterWorkerRequest *)msg;
+  ts_err err = {0};
+  /* Only a TCP HOST:PORT: the coordinator dials what it is told, so a
+   * unix: path or other scheme would make it connect wherever a caller
+   * likes, and a control character would forge a log line. */
+  if (ts_address_check(req->address, &err) != TS_OK) {
+    ts_rpc_call_fail(call, err.code, err.msg);
+    return;
+  }
   join_job *job = calloc(1, sizeof *job);
-  const char *colon = strrchr(req->address, ':');
-  if (!job || !colon || colon == req->address ||
-      strlen(req->address) >= sizeof job->address) {
-    ts_rpc_call_fail(call, job ? TS_EINVAL : TS_ENOMEM,
-                     job ? "address must be HOST:PORT" : "out of memory");
-    free(job);
+  if (!job) {
+    ts_rpc_call_fail(call, TS_ENOMEM, "out of memory");
     return;
   }
   job->admin = user;

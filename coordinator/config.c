@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <ini.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -387,25 +388,61 @@ static int scan_versions(const char *dir, long *newest, int *count,
   return rc;
 }
 
+/* Whether `path` resolves (symlinks followed) to `root` or below it;
+ * `root` is a realpath. A path that does not resolve is not inside. */
+static int resolves_inside(const char *root, const char *path) {
+  char real[PATH_MAX];
+  size_t n = strlen(root);
+  if (!realpath(path, real)) return 0;
+  return strncmp(real, root, n) == 0 &&
+         (real[n] == '/' || real[n] == '\0' || (n == 1 && root[0] == '/'));
+}
+
+/* TS_ENOTFOUND unless `path` (when it exists) stays inside `root`: a
+ * symlink out of the repository is treated as no entry at all, so a
+ * caller naming a model reads nothing outside --model-repository. */
+static int confined(const char *root, const char *name, const char *path,
+                    ts_err *err) {
+  struct stat st;
+  if (lstat(path, &st) != 0 || resolves_inside(root, path)) return TS_OK;
+  return ts_err_set(err, TS_ENOTFOUND,
+                    "model '%s': %s resolves outside the model repository",
+                    name, path);
+}
+
 int ts_model_repository_entry(const char *repository, const char *name,
                               ts_model_config *c, ts_err *err) {
   char dir[PATH_MAX], flat[PATH_MAX], ini[PATH_MAX], versioned[PATH_MAX];
-  if (!valid_name(name) || strlen(name) >= TS_MODEL_NAME_MAX ||
+  char root[PATH_MAX];
+  if (!valid_name(name) || name[0] == '.' ||
+      strlen(name) >= TS_MODEL_NAME_MAX ||
       (size_t)snprintf(dir, sizeof dir, "%s/%s", repository, name) >=
           sizeof dir ||
       (size_t)snprintf(flat, sizeof flat, "%s/model.onnx", dir) >=
           sizeof flat ||
-      (size_t)snprintf(ini, sizeof ini, "%s/config.ini", dir) >= sizeof ini)
+      (size_t)snprintf(ini, sizeof ini, "%s/config.ini", dir) >= sizeof ini) {
+    char shown[2 * TS_MODEL_NAME_MAX];
+    ts_text_escape(name, TS_MODEL_NAME_MAX, shown, sizeof shown);
     return ts_err_set(err, TS_EINVAL,
                       "model name '%s' is not a valid repository entry (a "
-                      "name of letters, digits, '_', '-' and '.')", name);
+                      "name of letters, digits, '_', '-' and '.', not "
+                      "starting with '.')", shown);
+  }
+  if (!realpath(repository, root))
+    return ts_err_set(err, TS_ENOTFOUND, "model repository %s: %s",
+                      repository, strerror(errno));
+  int rc;
+  if ((rc = confined(root, name, dir, err))) return rc;
   if (!is_dir(dir))
     return ts_err_set(err, TS_ENOTFOUND,
                       "model '%s' is not in the repository %s", name,
                       repository);
+  if ((rc = confined(root, name, flat, err)) ||
+      (rc = confined(root, name, ini, err)))
+    return rc;
   long newest;
   int n_versions;
-  int rc = scan_versions(dir, &newest, &n_versions, err);
+  rc = scan_versions(dir, &newest, &n_versions, err);
   if (rc) return rc;
   int has_flat = is_file(flat), has_ini = is_file(ini);
   if (has_flat && n_versions)
@@ -427,6 +464,7 @@ int ts_model_repository_entry(const char *repository, const char *name,
       return ts_err_set(err, TS_EINVAL,
                         "%s: version %ld: no %s/%ld/model.onnx", ini,
                         (long)c->version, dir, (long)c->version);
+    if ((rc = confined(root, name, versioned, err))) return rc;
     snprintf(c->path, sizeof c->path, "%s", versioned);
   }
   if (!c->is_ensemble && !c->path[0])

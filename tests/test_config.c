@@ -11,7 +11,11 @@
  * answers TS_EINVAL naming the path at fault: a model file at the top of
  * the repository, a directory that is no model, a version directory
  * without model.onnx, both layouts at once, a pinned version that is not
- * there, a bad name.
+ * there, a bad name. Confinement to the repository: names that step out
+ * of it ("..", "/", absolute, hidden, control characters) are TS_EINVAL;
+ * symlinks that resolve outside it (the entry, its model.onnx, a version's
+ * model.onnx, config.ini, dangling) are TS_ENOTFOUND; a symlink inside is
+ * served.
  */
 #include <check.h>
 #include <stdio.h>
@@ -200,6 +204,95 @@ START_TEST(entry_not_there) {
 }
 END_TEST
 
+/* Names a caller could use to step out of the repository: TS_EINVAL. */
+START_TEST(escaping_names_refused) {
+  put("m/model.onnx", "x");
+  put("../outside_model.onnx", "x"); /* beside the repository */
+  static const char *const bad[] = {
+      "..", ".", ".hidden", "", "/etc", "/", "m/../m", "../m", "a/b",
+      "m\n", "m\r\nFORGED", "m\x01", "..\\m",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    ts_model_config c;
+    ts_err err = {0};
+    ck_assert_int_eq(ts_model_repository_entry(repo, bad[i], &c, &err),
+                     TS_EINVAL);
+    ck_assert_msg(strstr(err.msg, "is not a valid repository entry"), "%s",
+                  err.msg);
+    ck_assert_msg(!strchr(err.msg, '\n') && !strchr(err.msg, '\r'),
+                  "unescaped control character in '%s'", err.msg);
+  }
+  ts_model_config c;
+  ts_err err = {0};
+  ck_assert_int_eq(ts_model_repository_entry(repo, "m", &c, &err), TS_OK);
+  ts_model_repository_entry(repo, "m\n", &c, &err);
+  ck_assert_ptr_nonnull(strstr(err.msg, "'m\\x0a'"));
+}
+END_TEST
+
+/* Symlinks that resolve outside the repository are no entries (TS_ENOTFOUND
+ * naming the path); one that stays inside is served. */
+START_TEST(symlinks_out_refused) {
+  char outside[64], target[PATH_MAX], link[PATH_MAX];
+  ts_check_tmpdir(outside, sizeof outside, "tessera_outside");
+  snprintf(target, sizeof target, "%s/model.onnx", outside);
+  FILE *f = fopen(target, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("x", f);
+  fclose(f);
+  /* the entry itself a link to a directory outside */
+  path_of(link, sizeof link, "dirlink");
+  ck_assert_int_eq(symlink(outside, link), 0);
+  /* model.onnx a link to a file outside */
+  put("filelink/config.ini", "strategy = data\n");
+  path_of(link, sizeof link, "filelink/model.onnx");
+  ck_assert_int_eq(symlink(target, link), 0);
+  /* a version's model.onnx a link outside */
+  dir("verlink");
+  dir("verlink/1");
+  path_of(link, sizeof link, "verlink/1/model.onnx");
+  ck_assert_int_eq(symlink(target, link), 0);
+  /* config.ini a link outside */
+  put("inilink/model.onnx", "x");
+  path_of(link, sizeof link, "inilink/config.ini");
+  ck_assert_int_eq(symlink(target, link), 0);
+  /* a dangling link */
+  path_of(link, sizeof link, "dangling");
+  ck_assert_int_eq(symlink("/nonexistent/tessera", link), 0);
+  static const char *const names[] = {"dirlink", "filelink", "verlink",
+                                      "inilink", "dangling"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    ts_model_config c;
+    ts_err err = {0};
+    ck_assert_msg(ts_model_repository_entry(repo, names[i], &c, &err) ==
+                      TS_ENOTFOUND, "%s: %d %s", names[i], err.code, err.msg);
+    ck_assert_msg(strstr(err.msg, "resolves outside the model repository"),
+                  "%s", err.msg);
+  }
+  /* the scan refuses to start on such a repository */
+  ts_model_config *list = NULL;
+  int n = -1;
+  ts_err err = {0};
+  ck_assert_int_eq(ts_model_repository_scan(repo, &list, &n, &err),
+                   TS_ENOTFOUND);
+  ck_assert_ptr_nonnull(strstr(err.msg, "resolves outside"));
+  ts_check_rmtree(outside);
+}
+END_TEST
+
+START_TEST(symlink_inside_served) {
+  put("real/model.onnx", "x");
+  char link[PATH_MAX];
+  path_of(link, sizeof link, "alias");
+  ck_assert_int_eq(symlink("real", link), 0);
+  ts_model_config c;
+  ts_err err = {0};
+  ck_assert_msg(ts_model_repository_entry(repo, "alias", &c, &err) == TS_OK,
+                "%s", err.msg);
+  assert_path(&c, "alias/model.onnx");
+}
+END_TEST
+
 START_TEST(empty_repository_serves_nothing) {
   ts_model_config *list = scan_ok(0);
   free(list);
@@ -213,7 +306,8 @@ static void cases(Suite *s) {
                 ensemble_is_config_only, model_file_at_top_refused,
                 directory_without_model_refused, version_without_model_refused,
                 both_layouts_refused, bad_name_refused, entry_not_there,
-                empty_repository_serves_nothing);
+                escaping_names_refused, symlinks_out_refused,
+                symlink_inside_served, empty_repository_serves_nothing);
 }
 
 const ts_check_suite ts_check_this_suite = {.name = "config", .cases = cases};

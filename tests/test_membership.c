@@ -8,7 +8,8 @@
  * targets of UP, LEAVING, LEFT and DOWN; the prober's health of a serving,
  * a stopping and an unreachable worker in one round; a shard upload in
  * 1 MiB chunks (contiguous, size and label on the first), and none when
- * the worker already holds it; a probe of a worker that went away.
+ * the worker already holds it; a probe of a worker that went away; a
+ * registration (join) takes a slot only from a worker that answers.
  */
 #include <check.h>
 #include <pthread.h>
@@ -136,11 +137,46 @@ START_TEST(probe_of_a_worker_gone) {
 }
 END_TEST
 
+/* A registration takes a slot only once the worker answered its Status: a
+ * dead address is UNAVAILABLE and holds none, however often it comes; a
+ * live one joins UP; the same address again is known, not a new slot; an
+ * address that is not HOST:PORT is refused before any dial. */
+START_TEST(join_needs_a_healthy_worker) {
+  ts_err err = {0};
+  int index = -2, known = -1;
+  for (int i = 0; i < TS_MAX_WORKERS + 20; i++) {
+    ck_assert_int_eq(ts_membership_join(&members, dead_address, &index, &known,
+                                        &err), TS_EUNAVAILABLE);
+    ck_assert_ptr_nonnull(strstr(err.msg, "not registered"));
+    ck_assert_ptr_nonnull(strstr(err.msg, dead_address));
+  }
+  ck_assert_int_eq(atomic_load(&members.n), 0);
+  ck_assert_int_eq(ts_membership_join(&members, fake_address, &index, &known,
+                                      &err), TS_OK);
+  ck_assert_int_eq(index, 0);
+  ck_assert_int_eq(known, 0);
+  ck_assert_int_eq(atomic_load(&members.workers[0].up), 1);
+  ck_assert_int_eq(members.workers[0].threads, 3);
+  ck_assert_str_eq(members.workers[0].blas_core, "FakeCore");
+  ck_assert_int_eq(ts_membership_join(&members, fake_address, &index, &known,
+                                      &err), TS_OK);
+  ck_assert_int_eq(index, 0);
+  ck_assert_int_eq(known, 1);
+  ck_assert_int_eq(atomic_load(&members.n), 1);
+  ck_assert_int_eq(ts_membership_join(&members, "unix:/tmp/x", &index, &known,
+                                      &err), TS_EINVAL);
+  ck_assert_int_eq(ts_membership_add(&members, "h\n:1", &err), TS_EINVAL);
+  ck_assert_ptr_nonnull(strstr(err.msg, "'h\\x0a:1'"));
+  ck_assert_int_eq(atomic_load(&members.n), 1);
+}
+END_TEST
+
 static void cases(Suite *s) {
   TS_CHECK_CASE(s, "membership", 60, setup, teardown, add_reads_status,
                 unreachable_is_added_down, states,
                 health_of_every_worker_in_one_round,
-                upload_in_chunks_unless_held, probe_of_a_worker_gone);
+                upload_in_chunks_unless_held, probe_of_a_worker_gone,
+                join_needs_a_healthy_worker);
 }
 
 const ts_check_suite ts_check_this_suite = {.name = "membership",

@@ -189,6 +189,81 @@ START_TEST(test_host_length) {
 }
 END_TEST
 
+/* Refused with TS_EINVAL and a message quoting `shown` (the address as
+ * escaped for logs). */
+static void expect_bad_address(const char *address, const char *shown) {
+  ts_err err = {0};
+  ck_assert_msg(ts_address_check(address, &err) == TS_EINVAL, "'%s' accepted",
+                shown);
+  char quoted[300];
+  snprintf(quoted, sizeof quoted, "address '%s' is not HOST:PORT", shown);
+  ck_assert_msg(strstr(err.msg, quoted), "'%s' lacks \"%s\"", err.msg, quoted);
+}
+
+START_TEST(test_address_good) {
+  static const char *const good[] = {
+      "127.0.0.1:1",      "localhost:65535", "worker-3.example.com:8001",
+      "[::1]:8000",       "[fe80::1]:50051", "[::ffff:10.0.0.1]:9",
+      "a:80",             "10.1.2.3:50051",
+  };
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    ts_err err = {0};
+    ck_assert_msg(ts_address_check(good[i], &err) == TS_OK, "'%s': %s",
+                  good[i], err.msg);
+  }
+}
+END_TEST
+
+START_TEST(test_address_bad) {
+  expect_bad_address("unix:/tmp/sock", "unix:/tmp/sock");
+  expect_bad_address("unix:///tmp/sock:1", "unix:///tmp/sock:1");
+  expect_bad_address("dns:///h:1", "dns:///h:1");
+  expect_bad_address("ipv4:127.0.0.1:1", "ipv4:127.0.0.1:1");
+  expect_bad_address("127.0.0.1", "127.0.0.1");
+  expect_bad_address("127.0.0.1:", "127.0.0.1:");
+  expect_bad_address(":8000", ":8000");
+  expect_bad_address("h:0", "h:0");
+  expect_bad_address("h:65536", "h:65536");
+  expect_bad_address("h:99999999999", "h:99999999999");
+  expect_bad_address("h:080", "h:080");
+  expect_bad_address("h:-1", "h:-1");
+  expect_bad_address("h:+1", "h:+1");
+  expect_bad_address("h: 1", "h: 1");
+  expect_bad_address("a b:1", "a b:1");
+  expect_bad_address("h\n:1", "h\\x0a:1");
+  expect_bad_address("h:1\r\nFAKE LOG", "h:1\\x0d\\x0aFAKE LOG");
+  expect_bad_address("-h:1", "-h:1");
+  expect_bad_address("h..x:1", "h..x:1");
+  expect_bad_address("::1:80", "::1:80");
+  expect_bad_address("[::1]x:80", "[::1]x:80");
+  expect_bad_address("[g::1]:80", "[g::1]:80");
+  expect_bad_address("", "");
+  ts_err err = {0};
+  ck_assert_int_eq(ts_address_check(NULL, &err), TS_EINVAL);
+  char longest[300];
+  memset(longest, 'a', sizeof longest);
+  snprintf(longest + 250, 50, ".b:1");
+  ck_assert_int_eq(ts_address_check(longest, &err), TS_EINVAL);
+}
+END_TEST
+
+START_TEST(test_text_escape) {
+  char out[64];
+  ts_text_escape("plain text", 100, out, sizeof out);
+  ck_assert_str_eq(out, "plain text");
+  ts_text_escape("a\nb\\c\x7f\xff", 100, out, sizeof out);
+  ck_assert_str_eq(out, "a\\x0ab\\\\c\\x7f\\xff");
+  ts_text_escape("abcdef", 3, out, sizeof out);
+  ck_assert_str_eq(out, "abc");
+  ts_text_escape("abcdefghij", 100, out, 8);
+  ck_assert_str_eq(out, "abcd...");
+  ts_text_escape("\n\n\n", 100, out, 8);
+  ck_assert_str_eq(out, "\\x0a...");
+  ts_text_escape("abc", 100, out, 2);
+  ck_assert_str_eq(out, "a");
+}
+END_TEST
+
 static void cases(Suite *s) {
   TS_CHECK_CASE(s, "size", 0, NULL, NULL, test_size_plain, test_size_units,
                 test_size_overflow, test_size_garbage, test_size_empty,
@@ -196,7 +271,8 @@ static void cases(Suite *s) {
   TS_CHECK_CASE(s, "integer", 0, NULL, NULL, test_integer_range,
                 test_integer_messages, test_integer_overflow,
                 test_integer_garbage);
-  TS_CHECK_CASE(s, "hostport", 0, NULL, NULL, test_host_length);
+  TS_CHECK_CASE(s, "hostport", 0, NULL, NULL, test_host_length,
+                test_address_good, test_address_bad, test_text_escape);
 }
 
 const ts_check_suite ts_check_this_suite = {.name = "options", .cases = cases};

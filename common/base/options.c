@@ -73,3 +73,95 @@ size_t ts_hostport_host_length(const char *address) {
   const char *colon = strrchr(address, ':');
   return colon ? (size_t)(colon - address) : strlen(address);
 }
+
+void ts_text_escape(const char *in, size_t max_in, char *out, size_t size) {
+  static const char hex[] = "0123456789abcdef";
+  size_t o = 0;
+  for (size_t i = 0; i < max_in && in[i]; i++) {
+    unsigned char c = (unsigned char)in[i];
+    char piece[5] = {(char)c, 0};
+    if (c == '\\') {
+      piece[1] = '\\';
+    } else if (c < 0x20 || c >= 0x7f) {
+      piece[0] = '\\';
+      piece[1] = 'x';
+      piece[2] = hex[c >> 4];
+      piece[3] = hex[c & 15];
+    }
+    size_t n = strlen(piece);
+    if (o + n > size - 1) { /* no room: end in "..." where it fits */
+      if (size > 3) {
+        o = o < size - 4 ? o : size - 4;
+        memcpy(out + o, "...", 3);
+        o += 3;
+      }
+      break;
+    }
+    memcpy(out + o, piece, n);
+    o += n;
+  }
+  out[o] = '\0';
+}
+
+static int is_alnum(char c) {
+  return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/* A DNS name or dotted IPv4: labels of [A-Za-z0-9-], 1-63 bytes, not
+ * starting or ending with '-', joined by single dots. */
+static int is_host_name(const char *s, size_t n) {
+  size_t label = 0;
+  if (n == 0 || n > 253) return 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '.') {
+      if (label == 0 || s[i - 1] == '-') return 0;
+      label = 0;
+    } else if (is_alnum(s[i]) || s[i] == '-') {
+      if ((label == 0 && s[i] == '-') || ++label > 63) return 0;
+    } else {
+      return 0;
+    }
+  }
+  return label > 0 && s[n - 1] != '-';
+}
+
+/* "[" hex digits, ':' and '.' (an embedded IPv4) "]", 2..45 inside. */
+static int is_bracketed_ipv6(const char *s, size_t n) {
+  if (n < 4 || s[0] != '[' || s[n - 1] != ']' || n - 2 > 45) return 0;
+  int colons = 0;
+  for (size_t i = 1; i + 1 < n; i++) {
+    char c = s[i];
+    if (c == ':') colons++;
+    else if (!(is_digit(c) || (c >= 'a' && c <= 'f') ||
+               (c >= 'A' && c <= 'F') || c == '.'))
+      return 0;
+  }
+  return colons >= 2;
+}
+
+int ts_address_check(const char *address, ts_err *err) {
+  const char *a = address ? address : "";
+  size_t len = strnlen(a, TS_ADDRESS_MAX);
+  const char *colon = len < TS_ADDRESS_MAX ? strrchr(a, ':') : NULL;
+  int ok = colon != NULL;
+  if (ok) {
+    size_t host = (size_t)(colon - a);
+    const char *port = colon + 1;
+    long long v = 0;
+    ok = (is_host_name(a, host) || is_bracketed_ipv6(a, host)) &&
+         port[0] >= '1' && port[0] <= '9' && strlen(port) <= 5;
+    for (const char *p = port; ok && *p; p++) {
+      ok = is_digit(*p);
+      v = v * 10 + (*p - '0');
+    }
+    ok = ok && v >= 1 && v <= 65535;
+  }
+  if (ok) return TS_OK;
+  char shown[TS_ADDRESS_MAX];
+  ts_text_escape(a, 64, shown, sizeof shown);
+  return ts_err_set(err, TS_EINVAL,
+                    "address '%s' is not HOST:PORT (a host name, an IPv4 "
+                    "address or a [bracketed] IPv6 address, and a port "
+                    "1-65535; no scheme such as unix:, no control "
+                    "characters, under %d bytes)", shown, TS_ADDRESS_MAX);
+}

@@ -40,4 +40,26 @@ int ts_integer_parse(const char *text, long long lo, long long hi,
  * "[::]:0" keeps its brackets); the whole text when there is no ':'. */
 size_t ts_hostport_host_length(const char *address);
 
+/* Whether `address` is a worker address a coordinator may dial: exactly
+ *
+ *   address := host ":" port
+ *   host    := name | ipv4 | "[" ipv6 "]"
+ *   name    := labels of letters, digits and '-' joined by '.'
+ *   port    := 1 .. 65535, decimal, no sign or leading zero
+ *
+ * so no URI scheme ("unix:/path", "dns:///h:1", "ipv4:..."), no path, no
+ * blank or control character, nothing gRPC would read as a target other
+ * than a TCP host and port. TS_EINVAL with a message quoting the address
+ * escaped (ts_text_escape) and saying what was expected. At most
+ * TS_ADDRESS_MAX - 1 bytes. */
+#define TS_ADDRESS_MAX 256
+int ts_address_check(const char *address, ts_err *err);
+
+/* Copies at most `max_in` bytes of `in` into `out` (room for `size` > 0
+ * bytes, always terminated) with every byte outside printable ASCII, and
+ * the backslash, written as \xNN or \\: text from the network is shown in
+ * logs and messages this way, so a newline in it cannot forge a log line.
+ * Cut short (with "...") when `out` is too small. */
+void ts_text_escape(const char *in, size_t max_in, char *out, size_t size);
+
 #endif

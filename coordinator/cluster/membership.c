@@ -9,6 +9,7 @@
 #include "health.pb-c.h"
 #include "log.h"
 #include "metrics.h"
+#include "options.h"
 #include "worker.pb-c.h"
 
 #define WORKER_SERVICE "/tessera.worker.v1.Worker/"
@@ -24,58 +25,77 @@ int ts_membership_init(ts_membership *c, const ts_rpc_creds *creds,
   return ts_rpc_client_create(&c->client, err);
 }
 
-int ts_membership_probe(ts_membership *c, int index, int64_t timeout_ms,
-                        ts_err *err) {
-  ts_worker *w = &c->workers[index];
+/* Asks the worker behind `channel` for its Status (deadline timeout_ms) and
+ * fills the capacity fields of *w; w->up is left alone. */
+static int ask_status(ts_rpc_channel *channel, ts_worker *w,
+                      int64_t timeout_ms, ts_err *err) {
   Tessera__Worker__V1__StatusRequest req =
       TESSERA__WORKER__V1__STATUS_REQUEST__INIT;
   uint8_t buf[16];
   size_t len = tessera__worker__v1__status_request__pack(&req, buf);
   uint8_t *resp = NULL;
   size_t resp_len = 0;
-  int rc = ts_rpc_call_sync(w->channel, WORKER_SERVICE "Status", buf, len,
+  int rc = ts_rpc_call_sync(channel, WORKER_SERVICE "Status", buf, len,
                             ts_now_ms() + timeout_ms, &resp, &resp_len, err);
-  if (rc) {
-    atomic_store(&w->up, 0);
-    return ts_err_prefix(err, "worker %s", w->address);
-  }
+  if (rc) return ts_err_prefix(err, "worker %s", w->address);
   Tessera__Worker__V1__StatusResponse *st =
       tessera__worker__v1__status_response__unpack(NULL, resp_len, resp);
   free(resp);
-  if (!st) {
-    atomic_store(&w->up, 0);
+  if (!st)
     return ts_err_set(err, TS_EIO, "worker %s: malformed Status answer",
                       w->address);
-  }
   w->threads = st->threads > 0 ? (int)st->threads : 1;
   w->memory_limit = st->memory_limit;
   snprintf(w->blas_core, sizeof w->blas_core, "%s", st->blas_core);
   tessera__worker__v1__status_response__free_unpacked(st, NULL);
-  atomic_store(&w->up, 1);
   return TS_OK;
 }
 
-int ts_membership_add(ts_membership *c, const char *address, ts_err *err) {
-  pthread_mutex_lock(&c->mu);
+int ts_membership_probe(ts_membership *c, int index, int64_t timeout_ms,
+                        ts_err *err) {
+  ts_worker *w = &c->workers[index];
+  int rc = ask_status(w->channel, w, timeout_ms, err);
+  atomic_store(&w->up, rc == TS_OK);
+  return rc;
+}
+
+/* Sets up slot c->n for `address` over `channel` (taken over) and makes it
+ * visible; under c->mu. TS_EEXHAUSTED (channel closed) when the table is
+ * full. */
+static int take_slot_locked(ts_membership *c, const char *address,
+                            ts_rpc_channel *channel, const ts_worker *status,
+                            int up, ts_err *err) {
   if (c->n == TS_MAX_WORKERS) {
-    pthread_mutex_unlock(&c->mu);
+    ts_rpc_channel_close(channel);
     return ts_err_set(err, TS_EEXHAUSTED, "more than %d workers",
                       TS_MAX_WORKERS);
   }
   ts_worker *w = &c->workers[c->n];
   memset(w, 0, sizeof *w);
   w->index = c->n;
-  w->threads = 1;
+  w->threads = status ? status->threads : 1;
+  w->memory_limit = status ? status->memory_limit : 0;
+  if (status) snprintf(w->blas_core, sizeof w->blas_core, "%s", status->blas_core);
   snprintf(w->address, sizeof w->address, "%s", address);
-  int rc = ts_rpc_channel_open(address, c->creds, &w->channel, err);
-  if (rc) {
-    pthread_mutex_unlock(&c->mu);
-    return rc;
-  }
+  w->channel = channel;
+  atomic_store(&w->up, up);
   c->n++;
+  return TS_OK;
+}
+
+int ts_membership_add(ts_membership *c, const char *address, ts_err *err) {
+  int rc = ts_address_check(address, err);
+  if (rc) return rc;
+  ts_rpc_channel *channel = NULL;
+  if ((rc = ts_rpc_channel_open(address, c->creds, &channel, err))) return rc;
+  pthread_mutex_lock(&c->mu);
+  int index = c->n;
+  rc = take_slot_locked(c, address, channel, NULL, 0, err);
   pthread_mutex_unlock(&c->mu);
+  if (rc) return rc;
+  ts_worker *w = &c->workers[index];
   ts_err probe_err;
-  if (ts_membership_probe(c, w->index, 5000, &probe_err) == TS_OK)
+  if (ts_membership_probe(c, index, 5000, &probe_err) == TS_OK)
     ts_log_info("worker %d: %s up, %d threads, memory limit %llu, BLAS %s",
                 w->index, w->address, w->threads, w->memory_limit,
                 w->blas_core);
@@ -83,6 +103,52 @@ int ts_membership_add(ts_membership *c, const char *address, ts_err *err) {
     ts_log_warn("worker %d: %s is down: %s", w->index, w->address,
                 probe_err.msg);
   return TS_OK;
+}
+
+int ts_membership_join(ts_membership *c, const char *address, int *index,
+                       int *known, ts_err *err) {
+  *known = 0;
+  *index = ts_membership_find(c, address);
+  if (*index >= 0) {
+    *known = 1;
+    return TS_OK;
+  }
+  int rc = ts_address_check(address, err);
+  if (rc) return rc;
+  ts_rpc_channel *channel = NULL;
+  if ((rc = ts_rpc_channel_open(address, c->creds, &channel, err))) return rc;
+  ts_worker status;
+  memset(&status, 0, sizeof status);
+  snprintf(status.address, sizeof status.address, "%s", address);
+  if ((rc = ask_status(channel, &status, TS_JOIN_STATUS_TIMEOUT_MS, err))) {
+    ts_rpc_channel_close(channel);
+    char why[TS_ERR_MSG_MAX];
+    snprintf(why, sizeof why, "%s", err ? err->msg : "no answer");
+    return ts_err_set(err, TS_EUNAVAILABLE,
+                      "%.300s; not registered: a worker is registered only "
+                      "once it answers its Status (within %d ms)", why,
+                      TS_JOIN_STATUS_TIMEOUT_MS);
+  }
+  pthread_mutex_lock(&c->mu);
+  /* Another registration of the same address may have won meanwhile. */
+  for (int i = 0; i < c->n; i++)
+    if (strcmp(c->workers[i].address, address) == 0) {
+      *index = i;
+      *known = 1;
+    }
+  if (*known) {
+    pthread_mutex_unlock(&c->mu);
+    ts_rpc_channel_close(channel);
+    return TS_OK;
+  }
+  *index = c->n;
+  rc = take_slot_locked(c, address, channel, &status, 1, err);
+  pthread_mutex_unlock(&c->mu);
+  if (rc == TS_OK)
+    ts_log_info("worker %d: %s up, %d threads, memory limit %llu, BLAS %s",
+                *index, address, status.threads, status.memory_limit,
+                status.blas_core);
+  return rc;
 }
 
 int ts_membership_find(ts_membership *c, const char *address) {

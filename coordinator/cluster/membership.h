@@ -68,8 +68,22 @@ typedef struct ts_membership {
 int ts_membership_init(ts_membership *c, const ts_rpc_creds *creds,
                        ts_err *err);
 /* Adds a worker by address and asks its Status (deadline 5 s). A worker that
- * does not answer is added as down (the model load then places around it). */
+ * does not answer is added as down (the model load then places around it):
+ * for the operator's --worker and --local-workers, which may start later.
+ * TS_EINVAL for an address that is not HOST:PORT (ts_address_check). */
 int ts_membership_add(ts_membership *c, const char *address, ts_err *err);
+
+/* A worker's own registration (Admin/RegisterWorker): unlike
+ * ts_membership_add, the worker must answer its Status within
+ * TS_JOIN_STATUS_TIMEOUT_MS before it takes a slot, so an address that
+ * never becomes healthy never holds one and a flood of bogus registrations
+ * cannot fill the table (TS_EUNAVAILABLE, naming why; the worker's --join
+ * retries). An address already known is not added again: *known = 1 and
+ * *index its slot. TS_EINVAL for an address that is not HOST:PORT,
+ * TS_EEXHAUSTED when TS_MAX_WORKERS healthy workers hold every slot. */
+#define TS_JOIN_STATUS_TIMEOUT_MS 5000
+int ts_membership_join(ts_membership *c, const char *address, int *index,
+                       int *known, ts_err *err);
 /* The index of the worker at `address`, or -1. */
 int ts_membership_find(ts_membership *c, const char *address);
 /* Asks one worker for its Status and updates capacity/state. */
