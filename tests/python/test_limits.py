@@ -14,6 +14,7 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import admin  # noqa: E402
 import export_models  # noqa: E402
 import kserve  # noqa: E402
 
@@ -24,6 +25,40 @@ WORKER = '/tessera.worker.v1.Worker/'
 
 
 wpb, = kserve.compile_protos('worker.proto')
+
+
+def onnx_pb():
+    """onnx.proto's messages, compiled from the system's onnx.proto (the
+    one the daemons are built from)."""
+    out = tempfile.mkdtemp(prefix='tessera_onnx_pb2_')
+    import atexit
+    import importlib
+    import subprocess
+    atexit.register(shutil.rmtree, out, True)
+    subprocess.run(['protoc', '--proto_path=/usr/include/onnx',
+                    '--python_out=' + out, 'onnx.proto'], check=True)
+    sys.path.insert(0, out)
+    try:
+        return importlib.import_module('onnx_pb2')
+    finally:
+        sys.path.remove(out)
+
+
+def external_data_model(path, location):
+    """The exported model at `path` with its first initializer's bytes moved
+    out to `location` (data_location = EXTERNAL), as the ONNX CVEs on
+    external data did with '../' locations."""
+    opb = onnx_pb()
+    m = opb.ModelProto()
+    with open(path, 'rb') as f:
+        m.ParseFromString(f.read())
+    t = m.graph.initializer[0]
+    t.ClearField('raw_data')
+    t.ClearField('float_data')
+    t.data_location = opb.TensorProto.EXTERNAL
+    e = t.external_data.add()
+    e.key, e.value = 'location', location
+    return m.SerializeToString()
 
 
 def _wrap(number, payload):
@@ -89,6 +124,93 @@ class Limits(kserve.ClusterTestCase):
         self.assert_serving()
 
 
+    def put_model(self, name, data):
+        os.makedirs(os.path.join(self.repo, name), exist_ok=True)
+        with open(os.path.join(self.repo, name, 'model.onnx'), 'wb') as f:
+            f.write(data)
+
+    def test_names_confined_to_repository(self):
+        # a model beside the repository that '..' would have loaded
+        with open(os.path.join(self.repo, MODEL, 'model.onnx'), 'rb') as f:
+            good = f.read()
+        with open(os.path.join(os.path.dirname(self.repo), 'model.onnx'), 'wb') as f:
+            f.write(good)
+        for name in ['..', '.', '../' + MODEL, '/etc', '/' + self.repo,
+                     MODEL + '/..', 'a\nFORGED LOG LINE', 'm\x01', '.hidden']:
+            e = self.expect_code(grpc.StatusCode.INVALID_ARGUMENT,
+                                 lambda: self.client.load(name),
+                                 'is not a valid repository entry')
+            self.assertNotIn('\n', e.details())
+        self.expect_code(grpc.StatusCode.INVALID_ARGUMENT,
+                         lambda: self.client.load(''), 'empty')
+        self.assert_serving()
+
+    def test_symlinks_out_of_repository(self):
+        outside = tempfile.mkdtemp(prefix='tessera_outside_')
+        self.addCleanup(shutil.rmtree, outside, True)
+        shutil.copy(os.path.join(self.repo, MODEL, 'model.onnx'), outside)
+        os.symlink(outside, os.path.join(self.repo, 'dirlink'))
+        os.makedirs(os.path.join(self.repo, 'filelink'))
+        os.symlink(os.path.join(outside, 'model.onnx'),
+                   os.path.join(self.repo, 'filelink', 'model.onnx'))
+        for name in ['dirlink', 'filelink']:
+            self.expect_code(grpc.StatusCode.NOT_FOUND,
+                             lambda: self.client.load(name),
+                             'resolves outside the model repository')
+        # a link inside the repository is served
+        os.symlink(MODEL, os.path.join(self.repo, 'alias'))
+        self.client.load('alias')
+        inputs = export_models.make_inputs(MODEL, 2, seed=5)
+        np.testing.assert_allclose(
+            self.client.infer('alias', inputs)['log_probs'],
+            export_models.reference(MODEL, inputs)['log_probs'], rtol=1e-5, atol=1e-6)
+        self.assert_serving()
+
+    def test_external_data_refused(self):
+        src = os.path.join(self.repo, MODEL, 'model.onnx')
+        for i, location in enumerate(['../../../../etc/passwd', '/etc/passwd',
+                                      'weights.bin']):
+            name = 'external%d' % i
+            self.put_model(name, external_data_model(src, location))
+            self.expect_code(grpc.StatusCode.UNIMPLEMENTED,
+                             lambda: self.client.load(name),
+                             'external data is not supported')
+        self.assert_serving()
+
+    def test_worker_addresses_validated(self):
+        with admin.AdminClient(self.cluster.address) as a:
+            for address in ['unix:/tmp/tessera.sock', 'unix:///tmp/x:1',
+                            'dns:///127.0.0.1:1', '127.0.0.1', '127.0.0.1:0',
+                            '127.0.0.1:65536', 'h:1\nFORGED LOG LINE',
+                            'a b:1', '']:
+                e = self.expect_code(grpc.StatusCode.INVALID_ARGUMENT,
+                                     lambda: a.register_worker(address),
+                                     'is not HOST:PORT')
+                self.assertNotIn('\n', e.details())
+            self.assertNotIn('FORGED', self.cluster.log().replace(
+                '\\x0aFORGED', ''))
+        self.assert_serving()
+
+    def test_bogus_registrations_hold_no_slot(self):
+        with admin.AdminClient(self.cluster.address) as a:
+            before = len(a.cluster_status().workers)
+            # 300 addresses nothing listens on (more than the 256 slots)
+            for port in range(1, 301):
+                self.expect_code(grpc.StatusCode.UNAVAILABLE,
+                                 lambda: a.register_worker('127.0.0.1:%d' % port),
+                                 'not registered')
+            self.assertEqual(len(a.cluster_status().workers), before)
+            # a real worker still joins and serves
+            with kserve.Worker() as w:
+                r = a.register_worker(w.address)
+                self.assertFalse(r.known)
+                self.assertEqual(r.index, before)
+                st = a.cluster_status()
+                self.assertEqual(len(st.workers), before + 1)
+                self.assertTrue(st.workers[before].up)
+                self.assert_serving()
+
+
 class WorkerLimits(unittest.TestCase):
     """A worker on its own, called directly."""
 
@@ -108,6 +230,19 @@ class WorkerLimits(unittest.TestCase):
                                   request_serializer=wpb.StatusRequest.SerializeToString,
                                   response_deserializer=wpb.StatusResponse.FromString)
             return call(wpb.StatusRequest(), timeout=10)
+
+    def test_external_data_load_shard(self):
+        with kserve.Worker() as w:
+            tmp = tempfile.mkdtemp(prefix='tessera_limits_')
+            self.addCleanup(shutil.rmtree, tmp, True)
+            data = external_data_model(export_models.export(MODEL, tmp),
+                                       '../../../../etc/passwd')
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.load_shard(w.address, data)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED,
+                             cm.exception.details())
+            self.assertIn('external data is not supported', cm.exception.details())
+            self.status(w.address)
 
     def test_deep_shard_load_shard(self):
         with kserve.Worker() as w:
