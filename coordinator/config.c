@@ -285,18 +285,29 @@ static int on_ini_entry(void *user, const char *section, const char *key,
   return 1;
 }
 
+/* What ini_parse* returned (0, a line number, or negative: the file could
+ * not be opened or memory ran out) as our error, named `where`. */
+static int ini_result(int line, const ini_ctx *ctx, const char *where) {
+  if (line < 0)
+    return ts_err_set(ctx->err, TS_EINVAL, "%s: cannot open: %s", where,
+                      strerror(errno));
+  if (line > 0) {
+    if (!ctx->failed) ts_err_set(ctx->err, TS_EINVAL, "syntax error");
+    return ts_err_prefix(ctx->err, "%s:%d", where, line);
+  }
+  return config_validate(ctx->config, ctx->err);
+}
+
 int ts_model_config_load_ini(ts_model_config *c, const char *path,
                              ts_err *err) {
   ini_ctx ctx = {c, err, 0};
-  int line = ini_parse(path, on_ini_entry, &ctx);
-  if (line < 0)
-    return ts_err_set(err, TS_EINVAL, "%s: cannot open: %s", path,
-                      strerror(errno));
-  if (line > 0) {
-    if (!ctx.failed) ts_err_set(err, TS_EINVAL, "syntax error");
-    return ts_err_prefix(err, "%s:%d", path, line);
-  }
-  return config_validate(c, err);
+  return ini_result(ini_parse(path, on_ini_entry, &ctx), &ctx, path);
+}
+
+int ts_model_config_parse_ini(ts_model_config *c, const char *text,
+                              const char *name, ts_err *err) {
+  ini_ctx ctx = {c, err, 0};
+  return ini_result(ini_parse_string(text, on_ini_entry, &ctx), &ctx, name);
 }
 
 /* Checks cross-key consistency (weights count = members, fuse values). */

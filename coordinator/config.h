@@ -62,6 +62,10 @@ int ts_model_config_parse_spec(const char *spec, ts_model_config *c,
 /* Applies the keys of an ini file (no sections, or a [model] section);
  * errors name path and line. */
 int ts_model_config_load_ini(ts_model_config *c, const char *path, ts_err *err);
+/* The same for the text of an ini file (NUL-terminated), its errors named
+ * `name` and line. */
+int ts_model_config_parse_ini(ts_model_config *c, const char *text,
+                              const char *name, ts_err *err);
 
 /* Reads repository entry DIR/NAME into *c, in one of two layouts:
  *   DIR/NAME/model.onnx               served as version 1 (or `version`)

@@ -12,6 +12,8 @@ packages=(
   libopenblas-dev libuv1-dev check libsystemd-dev libinih-dev
   libonnx-dev grpc-proto
   libmicrohttpd-dev libjansson-dev
+  # fuzz targets (tests/fuzz/, scripts/fuzz.sh): libFuzzer ships in clang's runtime
+  clang libclang-rt-dev
   # tests: independent references and a KServe client written in Python
   python3 python3-numpy python3-torch python3-onnx python3-sklearn
   python3-grpcio python3-protobuf protobuf-compiler

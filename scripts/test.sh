@@ -3,7 +3,8 @@
 # installs what it needs, builds, runs every unit and integration suite,
 # builds the release configuration a packager makes (-O3, NDEBUG, -Werror)
 # and runs the unit suites on it, then builds with ASan+UBSan and runs every
-# suite again under the sanitizers (all but the container suite 'deploy').
+# suite again under the sanitizers (all but the container suite 'deploy'),
+# then runs each fuzz target (tests/fuzz/) for FUZZ_SECONDS (default 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -26,4 +27,9 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   meson test -C build-asan --print-errorlogs --num-processes 2 \
   --timeout-multiplier 3 --no-suite deploy
-echo "== all suites passed (plain, release and sanitized builds)"
+
+echo "== fuzz targets (clang, ASan + UBSan), 30 s each on one core"
+# Every target of tests/fuzz/ from its seeds for a bounded time: any crash,
+# leak, sanitizer report, timeout or out-of-memory fails (scripts/fuzz.sh).
+scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
+echo "== all suites passed (plain, release and sanitized builds, fuzz targets)"

@@ -293,6 +293,29 @@ START_TEST(symlink_inside_served) {
 }
 END_TEST
 
+/* The text form reads what an ini file says, its errors named after the
+ * given name and line, as ts_model_config_load_ini names path and line. */
+START_TEST(ini_text_parsed) {
+  ts_model_config c;
+  ts_model_config_init(&c, "m", NULL);
+  ts_err err = {0};
+  ck_assert_int_eq(ts_model_config_parse_ini(
+                       &c, "[model]\nstrategy = tensor\nshards = 4\n",
+                       "m/config.ini", &err),
+                   TS_OK);
+  ck_assert_int_eq(c.strategy, TS_STRATEGY_TENSOR);
+  ck_assert_int_eq(c.shards, 4);
+  ck_assert_int_eq(ts_model_config_parse_ini(&c, "shards = 2\n[other]\nx = 1\n",
+                                             "m/config.ini", &err),
+                   TS_EINVAL);
+  ck_assert_str_eq(err.msg, "m/config.ini:3: unknown section [other]");
+  ck_assert_int_eq(ts_model_config_parse_ini(&c, "shards\n", "m/config.ini",
+                                             &err),
+                   TS_EINVAL);
+  ck_assert_str_eq(err.msg, "m/config.ini:1: syntax error");
+}
+END_TEST
+
 START_TEST(empty_repository_serves_nothing) {
   ts_model_config *list = scan_ok(0);
   free(list);
@@ -307,7 +330,8 @@ static void cases(Suite *s) {
                 directory_without_model_refused, version_without_model_refused,
                 both_layouts_refused, bad_name_refused, entry_not_there,
                 escaping_names_refused, symlinks_out_refused,
-                symlink_inside_served, empty_repository_serves_nothing);
+                symlink_inside_served, empty_repository_serves_nothing,
+                ini_text_parsed);
 }
 
 const ts_check_suite ts_check_this_suite = {.name = "config", .cases = cases};

@@ -31,14 +31,13 @@
 #include "log.h"
 #include "metrics.h"
 #include "options.h"
+#include "request.h"
 #include "rpc.h"
 #include "rpc_message.h"
 #include "rpc_table.h"
 #include "wire.h"
 #include "worker.pb-c.h"
 
-/* The most data one LoadShard chunk may carry (worker.proto's contract). */
-#define MAX_CHUNK_BYTES (1u << 20)
 /* One poller: a RunShard crosses the poller and a kernel thread; a second
  * poller only adds wake-ups between pollers (measured on 2 busy cores,
  * batch-1 MLP calls: ~42 -> ~27 us of worker CPU per call). */
@@ -179,77 +178,38 @@ static void load_finish_skip(ts_pool_job *job, int code, const char *why) {
 static int load_on_message(ts_rpc_call *call, const uint8_t *msg, size_t len,
                            void *user, ts_err *err) {
   ts_worker_service *svc = user;
-  int rc = TS_OK;
   load_call *lc = find_load(svc, call, 0);
-  Tessera__Worker__V1__LoadShardChunk *chunk =
-      tessera__worker__v1__load_shard_chunk__unpack(NULL, len, msg);
-  if (!chunk) {
-    rc = ts_err_set(err, TS_EINVAL, "chunk %llu: malformed LoadShardChunk "
-                    "(%zu bytes)", lc ? (unsigned long long)lc->chunks : 0ull,
-                    len);
-    goto out;
-  }
-  if (!lc) {
-    /* First chunk: the header. */
+  ts_store_upload *up = lc ? lc->upload : NULL;
+  int rc = ts_load_chunk_apply(svc->store, &up, lc ? lc->chunks : 0, msg,
+                               len, err);
+  if (rc == TS_OK && !lc) {
+    /* First chunk: the upload begun, its state kept until on_end. */
     lc = calloc(1, sizeof *lc);
     if (!lc) {
+      ts_store_upload_abort(up);
       rc = ts_err_set(err, TS_ENOMEM, "cannot allocate upload state");
-      goto out;
-    }
-    rc = ts_store_upload_begin(svc->store, chunk->shard_id,
-                               chunk->total_bytes, chunk->label, &lc->upload,
-                               err);
-    if (rc) {
-      free(lc);
-      lc = NULL;
-      goto out;
-    }
-    lc->svc = svc;
-    lc->base.call = call;
-    pthread_mutex_lock(&svc->loads_mu);
-    lc->next = svc->loads;
-    svc->loads = lc;
-    pthread_mutex_unlock(&svc->loads_mu);
-  } else {
-    /* Later chunks may repeat the header; if they do it must agree. */
-    const char *id = ts_store_upload_id(lc->upload);
-    if (chunk->shard_id[0] && strcmp(chunk->shard_id, id) != 0) {
-      rc = ts_err_set(err, TS_EINVAL,
-                      "chunk %llu: shard_id '%.80s' differs from the first "
-                      "chunk's %s", (unsigned long long)lc->chunks,
-                      chunk->shard_id, id);
-      goto out;
-    }
-    uint64_t total = ts_store_upload_total(lc->upload);
-    if (chunk->total_bytes && chunk->total_bytes != total) {
-      rc = ts_err_set(err, TS_EINVAL,
-                      "chunk %llu: total_bytes %llu differs from the first "
-                      "chunk's %llu", (unsigned long long)lc->chunks,
-                      (unsigned long long)chunk->total_bytes,
-                      (unsigned long long)total);
-      goto out;
+    } else {
+      lc->upload = up;
+      lc->svc = svc;
+      lc->base.call = call;
+      pthread_mutex_lock(&svc->loads_mu);
+      lc->next = svc->loads;
+      svc->loads = lc;
+      pthread_mutex_unlock(&svc->loads_mu);
     }
   }
-  if (chunk->data.len > MAX_CHUNK_BYTES) {
-    rc = ts_err_set(err, TS_EINVAL,
-                    "chunk %llu: data of %zu bytes is over the %u-byte chunk "
-                    "limit", (unsigned long long)lc->chunks, chunk->data.len,
-                    MAX_CHUNK_BYTES);
-    goto out;
+  if (rc == TS_OK) {
+    lc->chunks++;
+    return TS_OK;
   }
-  rc = ts_store_upload_write(lc->upload, chunk->offset, chunk->data.data,
-                             chunk->data.len, err);
-  lc->chunks++;
-out:
-  if (rc) log_load_refused(call, err);
-  if (rc && lc) {
-    /* Give the memory back before the client hears of the failure;
-     * on_end(cancelled) then finds nothing left to do. */
+  log_load_refused(call, err);
+  if (lc) {
+    /* The upload is aborted already (the memory given back before the
+     * client hears of the failure); on_end(cancelled) then finds nothing
+     * left to do. */
     find_load(svc, call, 1);
-    ts_store_upload_abort(lc->upload);
     free(lc);
   }
-  if (chunk) tessera__worker__v1__load_shard_chunk__free_unpacked(chunk, NULL);
   return rc;
 }
 
@@ -431,48 +391,16 @@ static void handle_run_shard(ts_rpc_call *call, const uint8_t *reqb,
     return;
   }
   ts_err err = {0};
-  ts_stored_shard *sh = NULL;
-  if (ts_store_check_id("shard_id", req->shard_id, &err)) goto fail;
-  sh = rj->shard = ts_store_acquire(svc->store, req->shard_id);
-  if (!sh) {
-    ts_err_set(&err, TS_ENOTFOUND, "shard %s is not loaded on this worker",
-               req->shard_id);
+  int n_out = 0;
+  if (ts_run_request_open(svc->store, req, &rj->shard, &n_out, &err))
     goto fail;
-  }
-  const ts_graph *g = &sh->model->graph;
-  if (req->n_inputs > (size_t)g->n_values ||
-      req->n_outputs > (size_t)g->n_values) {
-    ts_err_set(&err, TS_EINVAL,
-               "%zu inputs and %zu outputs requested; shard %.8s.. has %d "
-               "values", req->n_inputs, req->n_outputs, sh->id, g->n_values);
-    goto fail;
-  }
-  int n_out = req->n_outputs ? (int)req->n_outputs : g->n_outputs;
   if (run_job_arrays(rj, (int)req->n_inputs, n_out) != TS_OK) {
     ts_err_set(&err, TS_ENOMEM, "cannot allocate the run");
     goto fail;
   }
-  for (size_t i = 0; i < req->n_inputs; i++) {
-    if (ts_wire_tensor_view(req->inputs[i], &rj->inputs[i], &err)) {
-      ts_err_prefix(&err, "inputs[%zu]", i);
-      goto fail;
-    }
-    rj->input_names[i] = req->inputs[i]->name;
-  }
-  for (int i = 0; i < n_out; i++) {
-    if (req->n_outputs) {
-      const char *name = req->outputs[i];
-      if (ts_graph_find_value(g, name) < 0) {
-        ts_err_set(&err, TS_EINVAL,
-                   "outputs[%d]: shard %.8s.. '%s' has no tensor '%.100s'", i,
-                   sh->id, sh->label, name);
-        goto fail;
-      }
-      rj->output_names[i] = name;
-    } else {
-      rj->output_names[i] = g->values[g->outputs[i]].name;
-    }
-  }
+  if (ts_run_request_bind(rj->shard, req, n_out, rj->inputs, rj->input_names,
+                          rj->output_names, &err))
+    goto fail;
   rj->base.call = call;
   rj->req = req;
   rj->base.job.run = run_job_run;

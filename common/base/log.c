@@ -75,6 +75,7 @@ size_t ts_log_format(char *buf, size_t cap, ts_log_level level, int journal,
   return len;
 }
 
+__attribute__((format(printf, 2, 0)))
 static void emit(ts_log_level level, const char *fmt, va_list ap) {
   char line[2048];
   struct timespec now;

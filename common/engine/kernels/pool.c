@@ -182,7 +182,7 @@ static inline void pool_row(const float *x, int64_t width, int64_t r0,
       if (is_max)
         for (int64_t o = 0; o < count; o++) {
           const float v = xs[o * stride];
-          y[o] = (v > y[o]) | (v != v) ? v : y[o];
+          y[o] = ((v > y[o]) | (v != v)) ? v : y[o];
         }
       else
         for (int64_t o = 0; o < count; o++) y[o] += xs[o * stride];
