@@ -8,9 +8,11 @@
  * it, transB = 1), each at M = 1, 4, 16, 64 rows. Each case runs for a given
  * wall time after a warm-up and reports its fastest call (ms) and GFLOP/s
  * (2 M N K / time); the packed results are checked against cblas_sgemm.
- * Not part of meson test; built with the tree (bench/README.md):
+ * With THREADS > 1 the packed products run on a kernel budget of that many
+ * threads (parallel.h: split by panels and rows); sgemm and sgemv stay on
+ * one. Not part of meson test; built with the tree (bench/README.md):
  *
- *   ./build/bench/gemm_bench [SECONDS_PER_CASE]
+ *   ./build/bench/gemm_bench [SECONDS_PER_CASE [THREADS]]
  */
 #include <cblas.h>
 #include <math.h>
@@ -21,6 +23,7 @@
 
 #include "blas.h"
 #include "gemm_packed.h"
+#include "parallel.h"
 
 static double now_s(void) {
   struct timespec t;
@@ -101,6 +104,7 @@ int main(int argc, char **argv) {
   ts_blas_select_kernels(argc, argv);
   ts_blas_set_threads(1);
   double seconds = argc > 1 ? atof(argv[1]) : 0.3;
+  int threads = ts_parallel_set_threads(argc > 2 ? atoi(argv[2]) : 1);
   static const struct {
     const char *name;
     int64_t k, n;
@@ -108,9 +112,10 @@ int main(int argc, char **argv) {
                 {"mlp 2048->5120", 2048, 5120},
                 {"mlp 5120->2048", 5120, 2048}};
   static const int64_t ms[] = {1, 4, 16, 64};
-  printf("gemm_bench: one thread, OpenBLAS core %s, packed ISA %s, best of "
-         "%.2f s per case\n",
-         ts_blas_core_name(), ts_gemm_isa_name(ts_gemm_isa_best()), seconds);
+  printf("gemm_bench: %d kernel thread(s) for the packed products, OpenBLAS "
+         "core %s (1 thread), packed ISA %s, best of %.2f s per case\n",
+         threads, ts_blas_core_name(), ts_gemm_isa_name(ts_gemm_isa_best()),
+         seconds);
   for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
     int64_t k = shapes[s].k, n = shapes[s].n, max_m = 64;
     float *a = malloc((size_t)(max_m * k) * sizeof *a);

@@ -31,6 +31,7 @@
 #include "blas.h"
 #include "check_main.h"
 #include "cnn_check.h"
+#include "parallel.h"
 
 /* ------------------------------------------------------------------------ */
 /* Window geometry, from the ONNX spec                                      */
@@ -283,7 +284,7 @@ START_TEST(test_conv_random) {
 END_TEST
 
 /* An im2col buffer larger than one tile: several tiles per (image, group). */
-START_TEST(test_conv_tiled) {
+static void conv_tiled_cases(void) {
   rng = kc_rng_seed(12);
   wcase c;
   unit_window(&c, 2);
@@ -311,6 +312,29 @@ START_TEST(test_conv_tiled) {
   }
   ref_geometry(&c);
   check_conv(&c, 8, 3, 1, true, false, "tiled 3-D conv");
+  /* Depthwise and pointwise, big enough to be split over the budget. */
+  unit_window(&c, 2);
+  c.in[1] = 90;
+  c.in[2] = 97;
+  ref_geometry(&c);
+  check_conv(&c, 64, 64, 1, true, false, "big pointwise conv");
+  c.give_kernel = c.give_pads = true;
+  c.k[1] = c.k[2] = 3;
+  c.pb[1] = c.pe[1] = c.pb[2] = c.pe[2] = 1;
+  ref_geometry(&c);
+  check_conv(&c, 32, 64, 32, false, false, "big depthwise conv");
+}
+
+START_TEST(test_conv_tiled) { conv_tiled_cases(); }
+END_TEST
+
+/* The same convolutions with a kernel budget of 4 threads (parallel.h):
+ * split by tiles, pixel runs and planes, still within the float64
+ * reference's tolerance. */
+START_TEST(test_conv_threads) {
+  ck_assert_int_eq(ts_parallel_set_threads(4), 4);
+  conv_tiled_cases();
+  ts_parallel_set_threads(1);
 }
 END_TEST
 
@@ -845,6 +869,7 @@ END_TEST
 
 static void cases(Suite *s) {
   TS_CHECK_CASE(s, "cnn", 120, NULL, NULL, test_conv_random, test_conv_tiled,
+                test_conv_threads,
                 test_conv_empty_batch, test_conv_bad, test_max_pool_random,
                 test_average_pool_random, test_pool_documented,
                 test_pool_fast_path, test_max_pool_nan, test_pool_bad,

@@ -6,6 +6,12 @@
  * always run without the mutex held, so they may take their time and may
  * call back into RPC code.
  *
+ * Kernel budget: the N threads are also the budget of intra-op parallelism
+ * (common/engine/parallel.h): a thread that runs a job holds one of the N
+ * places; a job's big ops borrow the places of idle threads as helpers
+ * (N - 1 helper threads, asleep when unused), so a lone run uses all N and
+ * N concurrent runs one each; at most N threads ever run kernels.
+ *
  * Invariants (under mu): queued == length of head..tail <= capacity;
  * running == threads inside a run() or skip() callback they dequeued.
  */
@@ -18,6 +24,7 @@
 
 #include "blas.h"
 #include "log.h"
+#include "parallel.h"
 #include "rpc.h"
 
 struct ts_pool {
@@ -70,7 +77,11 @@ static void *pool_thread(void *arg) {
     p->running++;
     pthread_mutex_unlock(&p->mu);
     job->next = NULL;
+    /* A run holds a place in the kernel budget; the places of idle kernel
+     * threads are what its big ops borrow helpers from (parallel.h). */
+    ts_parallel_enter();
     dispatch(job, session);
+    ts_parallel_leave();
     pthread_mutex_lock(&p->mu);
     p->running--;
     if (p->running == 0 && p->queued == 0) pthread_cond_broadcast(&p->idle);
@@ -101,8 +112,12 @@ int ts_pool_create(int threads, int queue_capacity, ts_pool **out,
     rc = ts_session_create(&p->sessions[i], err);
     if (rc == TS_OK) p->n_sessions++;
   }
-  /* The budget is the kernel threads; OpenBLAS adds none of its own. */
+  /* The budget is the kernel threads: runs and the helpers their ops
+   * borrow share it, and OpenBLAS adds none of its own. */
   ts_blas_set_threads(1);
+  if (ts_parallel_set_threads(threads) < threads)
+    ts_log_warn("only %d of %d kernel threads can help a run's ops",
+                ts_parallel_threads(), threads);
   for (int i = 0; rc == TS_OK && i < threads; i++) {
     thread_arg *a = malloc(sizeof *a);
     if (!a) {

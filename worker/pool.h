@@ -3,7 +3,11 @@
  * with its own ts_session, fed from one bounded FIFO queue.
  *
  * OpenBLAS is set to one thread, so N kernel threads use exactly N cores;
- * the budget is never exceeded by BLAS's own threads.
+ * the budget is never exceeded by BLAS's own threads. The N threads are
+ * shared by requests: a job holds one place of the engine's kernel budget
+ * (common/engine/parallel.h) while it runs, and its big ops (Gemm, MatMul,
+ * Conv) borrow the places of idle kernel threads, so a lone request runs
+ * on all N cores and N concurrent requests on one each.
  *
  * Jobs are intrusive (the caller embeds a ts_pool_job in its own request
  * state), so submitting allocates nothing. Every submitted job gets exactly

@@ -1,13 +1,16 @@
 /*
  * conv.c - Conv (list in list_cnn.h; design and invariants in cnn_int.h):
- * im2col + cblas_sgemm per (image, group), a plain sgemm for a pointwise
- * conv, a direct loop for a depthwise one.
+ * im2col + cblas_sgemm per (image, group, tile of output rows), a plain
+ * sgemm per (image, group, run of pixels) for a pointwise conv, a direct
+ * loop per output plane for a depthwise one; those units are what the
+ * kernel budget's threads share (parallel.h).
  */
 #include <cblas.h>
 #include <limits.h>
 #include <string.h>
 
 #include "cnn_int.h"
+#include "parallel.h"
 
 #define COL_BUDGET ((int64_t)8 << 20) /* most bytes of one im2col tile */
 /* The im2col tile aims at COL_TARGET bytes, so that the column matrix is
@@ -195,55 +198,109 @@ static void im2col(const float *x, int64_t channels, const window *w,
   }
 }
 
-/* Fills `count` output planes of `plane` floats with the bias of their
- * channel (bias may be NULL: zeros). */
-static void fill_bias(float *y, const float *bias, int64_t count,
-                      int64_t plane) {
-  for (int64_t m = 0; m < count; m++) {
-    const float v = bias ? bias[m] : 0.0f;
-    for (int64_t p = 0; p < plane; p++) y[m * plane + p] = v;
-  }
-}
-
-/* Depthwise conv (one input channel per group): each output channel m reads
- * input channel m / (M/G). Loops tap by tap over the output so the inner
- * loop is a contiguous axpy for stride 1. */
-static void conv_depthwise(const conv_geom *cg, const float *x, const float *wt,
-                           const float *bias, float *y) {
+/* Depthwise conv (one input channel per group), output plane (image b,
+ * channel m), which reads input channel m / (M/G). Loops tap by tap over
+ * the output so the inner loop is a contiguous axpy for stride 1. */
+static void conv_depthwise(const conv_geom *cg, int64_t b, int64_t m,
+                           const float *x, const float *wt, const float *bias,
+                           float *y) {
   const window *w = &cg->w;
   const int64_t kvol = ts_cnn_prod3(w->k), plane_in = ts_cnn_prod3(w->in),
                 plane_out = ts_cnn_prod3(w->out), per_group = cg->m / cg->g;
-  for (int64_t b = 0; b < cg->n; b++)
-    for (int64_t m = 0; m < cg->m; m++) {
-      const float *xp = x + (b * cg->c + m / per_group) * plane_in;
-      float *yp = y + (b * cg->m + m) * plane_out;
-      fill_bias(yp, bias ? bias + m : NULL, 1, plane_out);
-      for (int64_t t = 0; t < kvol; t++) {
-        const int64_t k0 = t / (w->k[1] * w->k[2]), k1 = t / w->k[2] % w->k[1],
-                      k2 = t % w->k[2];
-        const float wv = wt[m * kvol + t];
-        const int64_t st0 = k0 * w->d[0] - w->pb[0],
-                      st1 = k1 * w->d[1] - w->pb[1],
-                      st2 = k2 * w->d[2] - w->pb[2];
-        int64_t lo0, hi0, lo1, hi1, lo2, hi2;
-        ts_cnn_valid_range(st0, w->s[0], w->out[0], w->in[0], &lo0, &hi0);
-        ts_cnn_valid_range(st1, w->s[1], w->out[1], w->in[1], &lo1, &hi1);
-        ts_cnn_valid_range(st2, w->s[2], w->out[2], w->in[2], &lo2, &hi2);
-        for (int64_t o0 = lo0; o0 < hi0; o0++)
-          for (int64_t o1 = lo1; o1 < hi1; o1++) {
-            const float *xr =
-                xp + ((st0 + o0 * w->s[0]) * w->in[1] + st1 + o1 * w->s[1]) *
-                         w->in[2];
-            float *yr = yp + (o0 * w->out[1] + o1) * w->out[2];
-            if (w->s[2] == 1)
-              for (int64_t o2 = lo2; o2 < hi2; o2++)
-                yr[o2] += wv * xr[st2 + o2];
-            else
-              for (int64_t o2 = lo2; o2 < hi2; o2++)
-                yr[o2] += wv * xr[st2 + o2 * w->s[2]];
-          }
+  const float *xp = x + (b * cg->c + m / per_group) * plane_in;
+  float *yp = y + (b * cg->m + m) * plane_out;
+  const float bv = bias ? bias[m] : 0.0f;
+  for (int64_t p = 0; p < plane_out; p++) yp[p] = bv;
+  for (int64_t t = 0; t < kvol; t++) {
+    const int64_t k0 = t / (w->k[1] * w->k[2]), k1 = t / w->k[2] % w->k[1],
+                  k2 = t % w->k[2];
+    const float wv = wt[m * kvol + t];
+    const int64_t st0 = k0 * w->d[0] - w->pb[0],
+                  st1 = k1 * w->d[1] - w->pb[1],
+                  st2 = k2 * w->d[2] - w->pb[2];
+    int64_t lo0, hi0, lo1, hi1, lo2, hi2;
+    ts_cnn_valid_range(st0, w->s[0], w->out[0], w->in[0], &lo0, &hi0);
+    ts_cnn_valid_range(st1, w->s[1], w->out[1], w->in[1], &lo1, &hi1);
+    ts_cnn_valid_range(st2, w->s[2], w->out[2], w->in[2], &lo2, &hi2);
+    for (int64_t o0 = lo0; o0 < hi0; o0++)
+      for (int64_t o1 = lo1; o1 < hi1; o1++) {
+        const float *xr =
+            xp + ((st0 + o0 * w->s[0]) * w->in[1] + st1 + o1 * w->s[1]) *
+                     w->in[2];
+        float *yr = yp + (o0 * w->out[1] + o1) * w->out[2];
+        if (w->s[2] == 1)
+          for (int64_t o2 = lo2; o2 < hi2; o2++) yr[o2] += wv * xr[st2 + o2];
+        else
+          for (int64_t o2 = lo2; o2 < hi2; o2++)
+            yr[o2] += wv * xr[st2 + o2 * w->s[2]];
       }
+  }
+}
+
+/* One Conv run cut into units for the kernel budget (parallel.h): a unit
+ * is one (image, group, span), the span being a tile of output rows (im2col
+ * into the slot's own column buffer, then sgemm) or, for a pointwise conv,
+ * a run of output pixels. Units write disjoint parts of Y; the cut depends
+ * only on the budget, so a result's bits do not depend on the load. */
+typedef struct conv_job {
+  const conv_geom *cg;
+  const float *x, *wt, *bias;
+  float *y;
+  float *col;        /* one column buffer per team slot */
+  size_t col_floats; /* floats per slot */
+  int64_t cpg, mpg, kdim, plane_in, plane_out, rows, row_len;
+  int64_t span;      /* rows per tile, or pixels per pointwise span */
+  int64_t n_spans;
+  bool pointwise;
+} conv_job;
+
+static void conv_unit(void *ctx, int64_t u, int slot) {
+  const conv_job *j = ctx;
+  const conv_geom *cg = j->cg;
+  const int64_t sp = u % j->n_spans, bg_i = u / j->n_spans;
+  const int64_t b = bg_i / cg->g, g = bg_i % cg->g;
+  const float *xg = j->x + (b * cg->c + g * j->cpg) * j->plane_in;
+  const float *wg = j->wt + g * j->mpg * j->kdim;
+  float *yg = j->y + (b * cg->m + g * j->mpg) * j->plane_out;
+  const float *bg = j->bias ? j->bias + g * j->mpg : NULL;
+  const int64_t len = j->pointwise ? j->plane_out : j->rows * j->row_len;
+  const int64_t per = j->pointwise ? j->span : j->span * j->row_len;
+  const int64_t p0 = sp * per, p1 = p0 + per < len ? p0 + per : len;
+  /* The bias is the gemm's C operand (beta 1); without one, beta 0. */
+  if (bg || j->kdim == 0)
+    for (int64_t m = 0; m < j->mpg; m++) {
+      const float v = bg ? bg[m] : 0.0f;
+      for (int64_t q = p0; q < p1; q++) yg[m * j->plane_out + q] = v;
     }
+  if (j->kdim == 0 || p1 <= p0) return;
+  const float beta = bg ? 1.0f : 0.0f;
+  const int ncols = (int)(p1 - p0);
+  const float *bmat = xg + p0;
+  int ldb = (int)j->plane_out;
+  if (!j->pointwise) {
+    float *col = j->col + (size_t)slot * j->col_floats;
+    im2col(xg, j->cpg, &cg->w, p0 / j->row_len, p1 / j->row_len, col);
+    bmat = col;
+    ldb = ncols;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)j->mpg, ncols,
+              (int)j->kdim, 1.0f, wg, (int)j->kdim, bmat, ldb, beta, yg + p0,
+              (int)j->plane_out);
+}
+
+/* Depthwise planes as units of the kernel budget: unit u is output plane
+ * (image u / M, channel u % M). */
+typedef struct depthwise_job {
+  const conv_geom *cg;
+  const float *x, *wt, *bias;
+  float *y;
+} depthwise_job;
+
+static void depthwise_unit(void *ctx, int64_t u, int slot) {
+  (void)slot;
+  const depthwise_job *j = ctx;
+  conv_depthwise(j->cg, u / j->cg->m, u % j->cg->m, j->x, j->wt, j->bias,
+                 j->y);
 }
 
 static int conv_run(const ts_node *n, const ts_tensor *const *in,
@@ -261,8 +318,12 @@ static int conv_run(const ts_node *n, const ts_tensor *const *in,
   const int64_t cpg = cg.c / cg.g, mpg = cg.m / cg.g; /* per group */
   const int64_t kdim = cpg * ts_cnn_prod3(w->k);      /* gemm K */
   if (cg.n == 0 || cg.m == 0 || plane_out == 0) return 0;
+  /* Multiply-adds of the whole conv: what decides the team. */
+  const int want = ts_parallel_want(cg.n * cg.m * (kdim ? kdim : 1) *
+                                    plane_out);
   if (cpg == 1 && cg.g > 1) {
-    conv_depthwise(&cg, x, wt, bias, y);
+    depthwise_job dj = {&cg, x, wt, bias, y};
+    ts_parallel_for(cg.n * cg.m, want, depthwise_unit, &dj);
     return 0;
   }
   const bool pointwise = ts_cnn_prod3(w->k) == 1 && w->s[0] == 1 &&
@@ -270,53 +331,55 @@ static int conv_run(const ts_node *n, const ts_tensor *const *in,
                          w->pb[1] == 0 && w->pb[2] == 0 && w->pe[0] == 0 &&
                          w->pe[1] == 0 && w->pe[2] == 0;
   const int64_t rows = w->out[0] * w->out[1], row_len = w->out[2];
-  int64_t tile = 0;
-  float *col = NULL;
   if (kdim > INT_MAX || mpg > INT_MAX || plane_out > INT_MAX)
     return ts_kernel_fail(
         n, err, TS_EUNSUPPORTED,
         "convolution too large for BLAS (K %lld, M %lld, pixels %lld)",
         (long long)kdim, (long long)mpg, (long long)plane_out);
-  if (!pointwise && kdim > 0) {
-    const int64_t row_bytes = kdim * row_len * (int64_t)sizeof(float);
-    tile = COL_TARGET / row_bytes;
-    if (tile * row_len < COL_MIN_COLUMNS)
-      tile = ts_cnn_ceil_div(COL_MIN_COLUMNS, row_len);
-    if (tile > COL_BUDGET / row_bytes) tile = COL_BUDGET / row_bytes;
-    if (tile < 1) tile = 1;
-    if (tile > rows) tile = rows;
-    col = ts_kctx_scratch(ctx, (size_t)(kdim * tile * row_len) * sizeof *col);
-    if (!col)
-      return ts_kernel_fail(n, err, TS_ENOMEM,
-                            "out of memory for a %lld x %lld im2col "
-                            "buffer",
-                            (long long)kdim, (long long)(tile * row_len));
+  conv_job j = {.cg = &cg, .x = x, .wt = wt, .bias = bias, .y = y,
+                .cpg = cpg, .mpg = mpg, .kdim = kdim, .plane_in = plane_in,
+                .plane_out = plane_out, .rows = rows, .row_len = row_len,
+                .pointwise = pointwise || kdim == 0};
+  /* Units wanted: enough for every thread of the team to have a few. */
+  const int64_t images = cg.n * cg.g, units_wanted = (int64_t)want * 2;
+  const int64_t splits = want > 1 && images < units_wanted
+                             ? ts_cnn_ceil_div(units_wanted, images) : 1;
+  if (j.pointwise) {
+    j.span = ts_cnn_ceil_div(plane_out, splits);
+    j.n_spans = ts_cnn_ceil_div(plane_out, j.span);
+    ts_parallel_for(images * j.n_spans, want, conv_unit, &j);
+    return 0;
   }
-  for (int64_t b = 0; b < cg.n; b++)
-    for (int64_t g = 0; g < cg.g; g++) {
-      const float *xg = x + (b * cg.c + g * cpg) * plane_in;
-      const float *wg = wt + g * mpg * kdim;
-      float *yg = y + (b * cg.m + g * mpg) * plane_out;
-      const float *bg = bias ? bias + g * mpg : NULL;
-      /* The bias is the gemm's C operand (beta 1); without one, beta 0. */
-      if (bg || kdim == 0) fill_bias(yg, bg, mpg, plane_out);
-      if (kdim == 0) continue;
-      const float beta = bg ? 1.0f : 0.0f;
-      if (pointwise) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mpg,
-                    (int)plane_out, (int)kdim, 1.0f, wg, (int)kdim, xg,
-                    (int)plane_out, beta, yg, (int)plane_out);
-        continue;
-      }
-      for (int64_t r0 = 0; r0 < rows; r0 += tile) {
-        const int64_t r1 = r0 + tile < rows ? r0 + tile : rows;
-        const int ncols = (int)((r1 - r0) * row_len);
-        im2col(xg, cpg, w, r0, r1, col);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mpg, ncols,
-                    (int)kdim, 1.0f, wg, (int)kdim, col, ncols, beta,
-                    yg + r0 * row_len, (int)plane_out);
-      }
-    }
+  const int64_t row_bytes = kdim * row_len * (int64_t)sizeof(float);
+  int64_t tile = COL_TARGET / row_bytes;
+  if (tile * row_len < COL_MIN_COLUMNS)
+    tile = ts_cnn_ceil_div(COL_MIN_COLUMNS, row_len);
+  if (tile > COL_BUDGET / row_bytes) tile = COL_BUDGET / row_bytes;
+  const int64_t split_tile = ts_cnn_ceil_div(rows, splits);
+  if (tile > split_tile) tile = split_tile;
+  if (tile < 1) tile = 1;
+  if (tile > rows) tile = rows;
+  j.span = tile;
+  j.n_spans = ts_cnn_ceil_div(rows, tile);
+  j.col_floats = (size_t)(kdim * tile * row_len);
+  /* 64-byte aligned slots, so that no two threads share a cache line. */
+  j.col_floats = (j.col_floats + 15) & ~(size_t)15;
+  ts_parallel_team team;
+  ts_parallel_reserve(&team, want);
+  j.col = ts_kctx_scratch(ctx, (size_t)team.size * j.col_floats *
+                                   sizeof *j.col);
+  if (!j.col && team.size > 1) {
+    ts_parallel_release(&team);
+    j.col = ts_kctx_scratch(ctx, j.col_floats * sizeof *j.col);
+  }
+  if (!j.col) {
+    ts_parallel_release(&team);
+    return ts_kernel_fail(n, err, TS_ENOMEM,
+                          "out of memory for a %lld x %lld im2col "
+                          "buffer",
+                          (long long)kdim, (long long)(tile * row_len));
+  }
+  ts_parallel_run(&team, images * j.n_spans, conv_unit, &j);
   return 0;
 }
 

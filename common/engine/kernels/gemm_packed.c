@@ -15,6 +15,11 @@
  *  - the AVX-512 and AVX2 functions are compiled with target attributes and
  *    only called after __builtin_cpu_supports said yes, so the file builds
  *    for baseline x86-64 (and for other architectures without them).
+ *
+ * Intra-op parallelism (parallel.h): a product big enough to be worth it
+ * is cut into tasks, chunks of panels (small M: each thread streams its
+ * own share of B, which is what bounds a batch-1 product) and, on the
+ * sgemm path with fewer panels than tasks, blocks of rows as well.
  */
 #include "gemm_packed.h"
 
@@ -24,6 +29,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include "parallel.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define TS_GEMM_X86 1
@@ -338,21 +345,37 @@ const char *ts_gemm_isa_name(ts_gemm_isa isa) {
   return isa >= 0 && isa < TS_GEMM_ISA_COUNT ? isas[isa].name : "?";
 }
 
-void ts_gemm_packed_run_isa(ts_gemm_isa isa, const ts_gemm_packed *p,
-                            int64_t m, const float *a, int64_t lda,
-                            float alpha, bool accumulate, float *y,
-                            int64_t ldy) {
-  tile_fn *tile = isas[isa].tile;
-  int mr = isas[isa].mr, width = isas[isa].width;
-  for (int64_t j = 0; j < p->n_panels; j++) {
+/* One product, and how a parallel run cuts it: row blocks of `rows` rows
+ * times chunks of `panels` panels, task t being block t / n_chunks, chunk
+ * t % n_chunks. Each output element belongs to exactly one task and is
+ * computed as the serial loop computes it, so the team size never changes
+ * a result. */
+typedef struct product {
+  const ts_gemm_packed *p;
+  int64_t m, lda, ldy;
+  const float *a;
+  float *y;
+  float alpha;
+  bool accumulate, sgemm;
+  ts_gemm_isa isa;
+  int64_t rows, panels, n_chunks;
+} product;
+
+/* Rows [i0, i1) x panels [j0, j1) of the product with the ISA's tiles. */
+static void part_tiles(const product *pr, int64_t i0, int64_t i1, int64_t j0,
+                       int64_t j1) {
+  const ts_gemm_packed *p = pr->p;
+  tile_fn *tile = isas[pr->isa].tile;
+  int mr = isas[pr->isa].mr, width = isas[pr->isa].width;
+  for (int64_t j = j0; j < j1; j++) {
     const float *panel = p->panels + (size_t)j * (size_t)p->k * PANEL;
     for (int h = 0; h < PANEL && j * PANEL + h < p->n; h += width) {
       int64_t c0 = j * PANEL + h;
       int ncols = (int)(p->n - c0 < width ? p->n - c0 : width);
-      for (int64_t i = 0; i < m; i += mr) {
-        int rows = (int)(m - i < mr ? m - i : mr);
-        tile(rows, a + i * lda, lda, panel + h, p->k, alpha, accumulate,
-             y + i * ldy + c0, ldy, ncols);
+      for (int64_t i = i0; i < i1; i += mr) {
+        int rows = (int)(i1 - i < mr ? i1 - i : mr);
+        tile(rows, pr->a + i * pr->lda, pr->lda, panel + h, p->k, pr->alpha,
+             pr->accumulate, pr->y + i * pr->ldy + c0, pr->ldy, ncols);
       }
     }
   }
@@ -361,26 +384,83 @@ void ts_gemm_packed_run_isa(ts_gemm_isa isa, const ts_gemm_packed *p,
 /* Products of many rows: each panel is a K x PANEL row-major matrix, so
  * sgemm runs over it as B (ldb PANEL). Its own packing of a panel costs
  * K x PANEL against M x K x PANEL multiply-adds, small once M is large. */
-static void run_panels_sgemm(const ts_gemm_packed *p, int64_t m,
-                             const float *a, int64_t lda, float alpha,
-                             bool accumulate, float *y, int64_t ldy) {
-  for (int64_t j = 0; j < p->n_panels; j++) {
+static void part_sgemm(const product *pr, int64_t i0, int64_t i1, int64_t j0,
+                       int64_t j1) {
+  const ts_gemm_packed *p = pr->p;
+  for (int64_t j = j0; j < j1; j++) {
     int64_t c0 = j * PANEL;
     int64_t cols = p->n - c0 < PANEL ? p->n - c0 : PANEL;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m,
-                (blasint)cols, (blasint)p->k, alpha, a, (blasint)lda,
-                p->panels + (size_t)j * (size_t)p->k * PANEL, PANEL,
-                accumulate ? 1.0f : 0.0f, y + c0, (blasint)ldy);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)(i1 - i0),
+                (blasint)cols, (blasint)p->k, pr->alpha, pr->a + i0 * pr->lda,
+                (blasint)pr->lda, p->panels + (size_t)j * (size_t)p->k * PANEL,
+                PANEL, pr->accumulate ? 1.0f : 0.0f, pr->y + i0 * pr->ldy + c0,
+                (blasint)pr->ldy);
   }
+}
+
+static void part(const product *pr, int64_t i0, int64_t i1, int64_t j0,
+                 int64_t j1) {
+  if (i1 > pr->m) i1 = pr->m;
+  if (j1 > pr->p->n_panels) j1 = pr->p->n_panels;
+  if (i0 >= i1 || j0 >= j1) return;
+  (pr->sgemm ? part_sgemm : part_tiles)(pr, i0, i1, j0, j1);
+}
+
+static void product_task(void *ctx, int64_t t, int slot) {
+  (void)slot;
+  const product *pr = ctx;
+  int64_t rb = t / pr->n_chunks, pc = t % pr->n_chunks;
+  part(pr, rb * pr->rows, (rb + 1) * pr->rows, pc * pr->panels,
+       (pc + 1) * pr->panels);
+}
+
+/* Tasks per thread of the budget: some slack so that a slow thread does
+ * not hold the region up. */
+#define TASKS_PER_THREAD 4
+/* Fewest rows in a row block of the sgemm path. */
+#define MIN_BLOCK_ROWS 16
+
+/* The cut depends on the budget, never on how many threads are free: the
+ * same product is cut the same way under any load, so its bits do not
+ * depend on the load (the small-M tiles would not care; sgemm's row blocks
+ * might). */
+static void run_product(product *pr) {
+  const ts_gemm_packed *p = pr->p;
+  int want = ts_parallel_want(pr->m * p->k * p->n_panels * PANEL);
+  if (want <= 1) {
+    part(pr, 0, pr->m, 0, p->n_panels);
+    return;
+  }
+  int64_t target = (int64_t)want * TASKS_PER_THREAD, blocks = 1;
+  if (pr->sgemm && p->n_panels < target) {
+    blocks = (target + p->n_panels - 1) / p->n_panels;
+    if (blocks > pr->m / MIN_BLOCK_ROWS) blocks = pr->m / MIN_BLOCK_ROWS;
+    if (blocks < 1) blocks = 1;
+  }
+  int64_t chunks = (target + blocks - 1) / blocks;
+  if (chunks > p->n_panels) chunks = p->n_panels;
+  pr->rows = (pr->m + blocks - 1) / blocks;
+  pr->panels = (p->n_panels + chunks - 1) / chunks;
+  pr->n_chunks = (p->n_panels + pr->panels - 1) / pr->panels;
+  blocks = (pr->m + pr->rows - 1) / pr->rows;
+  ts_parallel_for(blocks * pr->n_chunks, want, product_task, pr);
+}
+
+void ts_gemm_packed_run_isa(ts_gemm_isa isa, const ts_gemm_packed *p,
+                            int64_t m, const float *a, int64_t lda,
+                            float alpha, bool accumulate, float *y,
+                            int64_t ldy) {
+  product pr = {.p = p, .m = m, .lda = lda, .ldy = ldy, .a = a, .y = y,
+                .alpha = alpha, .accumulate = accumulate, .isa = isa};
+  run_product(&pr);
 }
 
 void ts_gemm_packed_run(const ts_gemm_packed *p, int64_t m, const float *a,
                         int64_t lda, float alpha, bool accumulate, float *y,
                         int64_t ldy) {
-  if (m > TS_GEMM_PACKED_MAX_M && p->k > 0) {
-    run_panels_sgemm(p, m, a, lda, alpha, accumulate, y, ldy);
-    return;
-  }
-  ts_gemm_packed_run_isa(ts_gemm_isa_best(), p, m, a, lda, alpha, accumulate,
-                         y, ldy);
+  product pr = {.p = p, .m = m, .lda = lda, .ldy = ldy, .a = a, .y = y,
+                .alpha = alpha, .accumulate = accumulate,
+                .sgemm = m > TS_GEMM_PACKED_MAX_M && p->k > 0,
+                .isa = ts_gemm_isa_best()};
+  run_product(&pr);
 }

@@ -63,8 +63,10 @@ void ts_gemm_packed_free(ts_gemm_packed *p);
 
 /* Y = alpha * A . B + (accumulate ? Y : 0), for A m x k (row stride lda) and
  * Y m x n (row stride ldy): the best ISA of this CPU up to
- * TS_GEMM_PACKED_MAX_M rows, cblas_sgemm over the panels above. Allocates
- * nothing itself. */
+ * TS_GEMM_PACKED_MAX_M rows, cblas_sgemm over the panels above. A product
+ * of enough multiply-adds is split over the free threads of the kernel
+ * budget (parallel.h), by panels and, for many rows, by rows; the result
+ * is the same bits whatever the team size. Allocates nothing itself. */
 void ts_gemm_packed_run(const ts_gemm_packed *p, int64_t m, const float *a,
                         int64_t lda, float alpha, bool accumulate, float *y,
                         int64_t ldy);
