@@ -294,13 +294,12 @@ typedef struct control {
   ts_rpc_auth *auth;
 } control;
 
-/* SIGHUP: re-read the token file; a bad file keeps the old tokens. */
+/* SIGHUP: re-read certificates, keys, CA and the token file; a bad file
+ * keeps the old one in force. */
 static void on_reload(uv_signal_t *s, int signum) {
   (void)signum;
   control *ctl = s->data;
-  ts_err err = {0};
-  if (ts_rpc_auth_reload(ctl->auth, &err) != TS_OK)
-    ts_log_error("SIGHUP: %s (the old tokens stay in force)", err.msg);
+  ts_security_reload(ctl->auth);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {

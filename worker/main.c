@@ -253,15 +253,27 @@ static void on_signal(uv_signal_t *handle, int signum) {
  * ignored: the drain is bounded by its grace already. */
 typedef struct stop_signals {
   uv_loop_t loop;
-  uv_signal_t term, intr;
+  uv_signal_t term, intr, hup;
+  ts_rpc_auth *auth; /* SIGHUP re-reads credentials (set once started) */
 } stop_signals;
+
+/* SIGHUP: re-read certificates, key and CA (ts_security_reload); before
+ * the service started there is nothing to re-read yet. */
+static void on_reload(uv_signal_t *handle, int signum) {
+  (void)signum;
+  stop_signals *s = handle->data;
+  ts_security_reload(s->auth);
+}
 
 static int stop_signals_install(stop_signals *s) {
   int rc = uv_loop_init(&s->loop);
   if (!rc) rc = uv_signal_init(&s->loop, &s->term);
   if (!rc) rc = uv_signal_init(&s->loop, &s->intr);
+  if (!rc) rc = uv_signal_init(&s->loop, &s->hup);
+  s->hup.data = s;
   if (!rc) rc = uv_signal_start(&s->term, on_signal, SIGTERM);
   if (!rc) rc = uv_signal_start(&s->intr, on_signal, SIGINT);
+  if (!rc) rc = uv_signal_start(&s->hup, on_reload, SIGHUP);
   return rc;
 }
 
@@ -375,6 +387,7 @@ int main(int argc, char **argv) {
     if (ts_join_start(opt.join, advertise, &creds, &join, &err) != TS_OK)
       ts_log_error("--join %s: %s", opt.join, err.msg);
   }
+  signals.auth = auth;
   notify("READY=1");
 
   stop_signals_wait(&signals);

@@ -118,4 +118,9 @@ ts_rpc_creds ts_security_creds(const ts_security_opts *s);
 int ts_security_auth(const ts_security_opts *s, bool with_tokens,
                      ts_rpc_auth **out, ts_err *err);
 
+/* SIGHUP: re-reads every certificate, key and CA file in use
+ * (ts_rpc_creds_reload) and auth's token file (auth may be NULL); a file
+ * that fails keeps the old bytes and is logged as an error. */
+void ts_security_reload(ts_rpc_auth *auth);
+
 #endif

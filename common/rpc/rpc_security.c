@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "log.h"
 #include "options.h"
 #include "rpc_auth.h"
 
@@ -95,4 +96,12 @@ int ts_security_auth(const ts_security_opts *s, bool with_tokens,
                      ts_rpc_auth **out, ts_err *err) {
   return ts_rpc_auth_create(s->trust_domain, s->tls_ca != NULL,
                             with_tokens ? s->token_file : NULL, out, err);
+}
+
+void ts_security_reload(ts_rpc_auth *auth) {
+  ts_err err = {0};
+  ts_log_info("SIGHUP: re-reading certificates, keys, CA and tokens");
+  ts_rpc_creds_reload(&err); /* logs each file set itself */
+  if (ts_rpc_auth_reload(auth, &err) != TS_OK)
+    ts_log_error("SIGHUP: %s (the old tokens stay in force)", err.msg);
 }
