@@ -225,6 +225,10 @@ static int parse_options(int argc, char **argv, options *o) {
     fprintf(stderr, "tessera-worker: %s\n", err.msg);
     return 2;
   }
+  if (ts_security_load_secret(&o->security, false, &err)) {
+    fprintf(stderr, "tessera-worker: %s\n", err.msg);
+    return 2;
+  }
   if (o->threads == 0) o->threads = cpu_count();
   if (!o->activation_limit_set)
     o->activation_limit = default_activation_limit(o->memory_limit, o->threads);
@@ -375,6 +379,10 @@ int main(int argc, char **argv) {
       ts_worker_metrics_start(opt.metrics_listen, store, &metrics, NULL,
                               &err) != TS_OK)
     ts_log_error("--metrics-listen: %s", err.msg);
+  if (!opt.security.tls_cert && !opt.security.secret[0])
+    ts_log_warn("plaintext and no cluster secret on %s: any process that "
+                "reaches it may call every method (see --tls-cert, "
+                "--cluster-secret-file, docs/SECURITY.md)", opt.listen);
   printf("listening on %s\n", ts_worker_service_address(svc));
   fflush(stdout);
   ts_join *join = NULL;
