@@ -294,13 +294,12 @@ typedef struct control {
   ts_rpc_auth *auth;
 } control;
 
-/* SIGHUP: re-read the token file; a bad file keeps the old tokens. */
+/* SIGHUP: re-read certificates, keys, CA and the token file; a bad file
+ * keeps the old one in force. */
 static void on_reload(uv_signal_t *s, int signum) {
   (void)signum;
   control *ctl = s->data;
-  ts_err err = {0};
-  if (ts_rpc_auth_reload(ctl->auth, &err) != TS_OK)
-    ts_log_error("SIGHUP: %s (the old tokens stay in force)", err.msg);
+  ts_security_reload(ctl->auth);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -335,6 +334,18 @@ int main(int argc, char **argv) {
   ts_log_set_component("coordinator");
   ts_log_init_from_env();
 
+  /* Without certificates, a random secret shuts other local users out of
+   * the local workers and RegisterWorker; they get it in their
+   * environment, never in argv. */
+  ts_err serr = {0};
+  if (ts_security_load_secret(&o.security,
+                              o.local_workers > 0 && !o.security.tls_cert,
+                              &serr) != TS_OK) {
+    fprintf(stderr, "tessera-coordinator: %s\n", serr.msg);
+    return 2;
+  }
+  if (o.security.secret[0] && o.local_workers > 0)
+    setenv(TS_CLUSTER_SECRET_ENV, o.security.secret, 1);
   ts_local_workers local = {0};
   if (o.local_workers > 0) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -354,6 +365,7 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
+  unsetenv(TS_CLUSTER_SECRET_ENV);
 
   ts_rpc_init();
   ts_membership cluster;
@@ -426,7 +438,10 @@ int main(int argc, char **argv) {
     goto out_batcher;
   }
   if (metrics) ts_log_info("metrics on port %d at /metrics", metrics_port);
-  if (!o.security.tls_cert)
+  if (!o.security.tls_cert && o.security.secret[0])
+    ts_log_info("plaintext on %s; worker registration and the workers "
+                "need the cluster secret", o.listen);
+  else if (!o.security.tls_cert)
     ts_log_warn("plaintext on %s: any process that reaches it may call "
                 "every method (see --tls-cert, docs/SECURITY.md)", o.listen);
   print_listening(o.listen, port);

@@ -311,11 +311,95 @@ START_TEST(tls_and_mtls) {
 }
 END_TEST
 
+/* Rotation (ts_rpc_creds_reload): a server moves to a certificate from a
+ * new CA with a bundle of both CAs, a stream open across the reload
+ * finishes, a channel follows its rewritten CA file, and a bad file keeps
+ * the old bytes in force. */
+START_TEST(tls_reload) {
+  if (!make_certs()) {
+    ck_abort_msg("tls_reload: openssl CLI failed");
+  }
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd,
+           "cd %s && cp server.pem rot.pem && cp server.key rot.key && "
+           "cp ca.pem rot_ca.pem && cp ca.pem cli_ca.pem && "
+           "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca2.key "
+           "-out ca2.pem -days 2 -subj /CN=ts-test-ca2 >/dev/null 2>&1 && "
+           "openssl req -newkey rsa:2048 -nodes -keyout server2.key "
+           "-out server2.csr -subj /CN=localhost >/dev/null 2>&1 && "
+           "openssl x509 -req -in server2.csr -CA ca2.pem -CAkey ca2.key "
+           "-CAcreateserial -out server2.pem -days 2 -extfile san.ext "
+           ">/dev/null 2>&1",
+           tls_dir);
+  ck_assert_int_eq(system(cmd), 0);
+  char rot[128], rotkey[128], rotca[128], cca[128], ccert[128], ckey[128],
+      ca2[128];
+  TLS_PATH(rot, "rot.pem");
+  TLS_PATH(rotkey, "rot.key");
+  TLS_PATH(rotca, "rot_ca.pem");
+  TLS_PATH(cca, "cli_ca.pem");
+  TLS_PATH(ccert, "client.pem");
+  TLS_PATH(ckey, "client.key");
+  TLS_PATH(ca2, "ca2.pem");
+  ts_err err = {0};
+  ts_rpc_creds server = {.cert_file = rot, .key_file = rotkey,
+                         .ca_file = rotca};
+  ts_rpc_creds client = {.cert_file = ccert, .key_file = ckey, .ca_file = cca};
+  ts_rpc_creds client_ca2 = {.cert_file = ccert, .key_file = ckey,
+                             .ca_file = ca2};
+  start_server(&server);
+  ts_rpc_channel *ch = open_channel(&client);
+  ck_assert_msg(echo_once(ch, &err) == 0, "%s", err.msg);
+
+  /* A bad certificate file: the reload fails, the old one stays. */
+  snprintf(cmd, sizeof cmd, "cd %s && echo garbage > rot.pem", tls_dir);
+  ck_assert_int_eq(system(cmd), 0);
+  ck_assert_int_eq(ts_rpc_creds_reload(&err), TS_EINVAL);
+  ck_assert_ptr_nonnull(strstr(err.msg, "rot.pem"));
+  ts_rpc_channel *fresh = open_channel(&client);
+  ck_assert_msg(echo_once(fresh, &err) == 0, "%s", err.msg);
+  ts_rpc_channel_close(fresh);
+
+  /* The new CA's certificate, roots of both CAs; a stream spans it. */
+  ts_rpc_stream *st = NULL;
+  ck_assert_int_eq(ts_rpc_stream_open(ch, CONCAT, in_ms(10000), &st, &err), 0);
+  ck_assert_int_eq(send_text(st, "before ", &err), 0);
+  snprintf(cmd, sizeof cmd,
+           "cd %s && cp server2.pem rot.pem && cp server2.key rot.key && "
+           "cat ca.pem ca2.pem > rot_ca.pem", tls_dir);
+  ck_assert_int_eq(system(cmd), 0);
+  ck_assert_msg(ts_rpc_creds_reload(&err) == 0, "%s", err.msg);
+  ck_assert_int_eq(send_text(st, "after", &err), 0);
+  char text[64];
+  ck_assert_msg(finish_text(st, text, sizeof text, &err) == 0, "%s", err.msg);
+  ck_assert_str_eq(text, "before after");
+  /* New handshakes present the new certificate: only CA2 verifies it. */
+  fresh = open_channel(&client_ca2);
+  ck_assert_msg(echo_once(fresh, &err) == 0, "%s", err.msg);
+  ts_rpc_channel_close(fresh);
+  fresh = open_channel(&client);
+  ck_assert_int_eq(echo_once(fresh, &err), TS_EUNAVAILABLE);
+  ts_rpc_channel_close(fresh);
+  /* The old channel keeps its connection (made before); once its CA file
+   * names CA2 it renews itself and serves on a new one. */
+  ck_assert_msg(echo_once(ch, &err) == 0, "%s", err.msg);
+  snprintf(cmd, sizeof cmd, "cd %s && cp ca2.pem cli_ca.pem", tls_dir);
+  ck_assert_int_eq(system(cmd), 0);
+  ck_assert_msg(ts_rpc_creds_reload(&err) == 0, "%s", err.msg);
+  ck_assert_msg(echo_once(ch, &err) == 0, "%s", err.msg);
+  ts_rpc_channel_close(ch);
+  ts_rpc_server_stop(srv, 1000);
+  srv = NULL;
+  remove_certs();
+}
+END_TEST
+
 static void cases(Suite *s) {
   TS_CHECK_CASE(s, "stream", 120, setup, teardown, stream_20mib_in_1mib_chunks,
                 stream_empty_and_odd_chunks, stream_message_rejected,
                 stream_deadline_mid_stream, stream_unknown_method,
-                streams_and_unary_one_poller, stop_mid_stream, tls_and_mtls);
+                streams_and_unary_one_poller, stop_mid_stream, tls_and_mtls,
+                tls_reload);
 }
 
 const ts_check_suite ts_check_this_suite = {.name = "rpc_stream",

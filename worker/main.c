@@ -225,6 +225,10 @@ static int parse_options(int argc, char **argv, options *o) {
     fprintf(stderr, "tessera-worker: %s\n", err.msg);
     return 2;
   }
+  if (ts_security_load_secret(&o->security, false, &err)) {
+    fprintf(stderr, "tessera-worker: %s\n", err.msg);
+    return 2;
+  }
   if (o->threads == 0) o->threads = cpu_count();
   if (!o->activation_limit_set)
     o->activation_limit = default_activation_limit(o->memory_limit, o->threads);
@@ -253,15 +257,27 @@ static void on_signal(uv_signal_t *handle, int signum) {
  * ignored: the drain is bounded by its grace already. */
 typedef struct stop_signals {
   uv_loop_t loop;
-  uv_signal_t term, intr;
+  uv_signal_t term, intr, hup;
+  ts_rpc_auth *auth; /* SIGHUP re-reads credentials (set once started) */
 } stop_signals;
+
+/* SIGHUP: re-read certificates, key and CA (ts_security_reload); before
+ * the service started there is nothing to re-read yet. */
+static void on_reload(uv_signal_t *handle, int signum) {
+  (void)signum;
+  stop_signals *s = handle->data;
+  ts_security_reload(s->auth);
+}
 
 static int stop_signals_install(stop_signals *s) {
   int rc = uv_loop_init(&s->loop);
   if (!rc) rc = uv_signal_init(&s->loop, &s->term);
   if (!rc) rc = uv_signal_init(&s->loop, &s->intr);
+  if (!rc) rc = uv_signal_init(&s->loop, &s->hup);
+  s->hup.data = s;
   if (!rc) rc = uv_signal_start(&s->term, on_signal, SIGTERM);
   if (!rc) rc = uv_signal_start(&s->intr, on_signal, SIGINT);
+  if (!rc) rc = uv_signal_start(&s->hup, on_reload, SIGHUP);
   return rc;
 }
 
@@ -363,6 +379,10 @@ int main(int argc, char **argv) {
       ts_worker_metrics_start(opt.metrics_listen, store, &metrics, NULL,
                               &err) != TS_OK)
     ts_log_error("--metrics-listen: %s", err.msg);
+  if (!opt.security.tls_cert && !opt.security.secret[0])
+    ts_log_warn("plaintext and no cluster secret on %s: any process that "
+                "reaches it may call every method (see --tls-cert, "
+                "--cluster-secret-file, docs/SECURITY.md)", opt.listen);
   printf("listening on %s\n", ts_worker_service_address(svc));
   fflush(stdout);
   ts_join *join = NULL;
@@ -375,6 +395,7 @@ int main(int argc, char **argv) {
     if (ts_join_start(opt.join, advertise, &creds, &join, &err) != TS_OK)
       ts_log_error("--join %s: %s", opt.join, err.msg);
   }
+  signals.auth = auth;
   notify("READY=1");
 
   stop_signals_wait(&signals);

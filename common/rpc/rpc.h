@@ -24,7 +24,10 @@
  * Credentials are passed in from the start (ts_rpc_creds): all fields NULL
  * means plaintext; cert+key makes a TLS server (add ca for mTLS, requiring
  * and verifying client certificates); on a client, ca verifies the server
- * and cert+key present a client certificate.
+ * and cert+key present a client certificate. The files are read once per
+ * process and re-read by ts_rpc_creds_reload (SIGHUP): new handshakes of
+ * servers and new calls of channels then use the new files, while
+ * connections and calls already up finish with the old ones.
  *
  * Deadlines are absolute CLOCK_MONOTONIC milliseconds (ts_now_ms()).
  * TS_DEADLINE_NONE means none. Message size limits are lifted on both sides
@@ -58,7 +61,20 @@ typedef struct ts_rpc_creds {
                             (needs TLS: ca_file); NULL: none */
   int client_cert_optional; /* server with ca_file: a client may come
                                without a certificate (tokens, rpc_auth.h) */
+  const char *cluster_secret; /* client: sent as TS_RPC_SECRET_METADATA on
+                                 every call (daemon to daemon, rpc_auth.h);
+                                 NULL: none. Servers ignore it */
 } ts_rpc_creds;
+
+/* The call metadata key of the cluster secret. */
+#define TS_RPC_SECRET_METADATA "tessera-cluster-secret"
+
+/* Re-reads the PEM files of every server and channel of the process. Each
+ * set that reads and parses (the certificate matches the key; the CA file
+ * holds certificates) is used by new TLS handshakes and new calls from now
+ * on; a set that does not keeps its old bytes, is logged, and its error is
+ * returned (the first one, in err). Any thread. */
+int ts_rpc_creds_reload(ts_err *err);
 
 /* A server's access policy (rpc_auth.h). */
 typedef struct ts_rpc_auth ts_rpc_auth;

@@ -36,6 +36,8 @@ struct ts_rpc_auth {
   pthread_rwlock_t lock;
   token *tokens;
   int n_tokens;
+  char secret[TS_CLUSTER_SECRET_MAX]; /* "": none */
+  size_t secret_len;
 };
 
 static const struct {
@@ -205,6 +207,14 @@ void ts_rpc_auth_free(ts_rpc_auth *a) {
   free(a);
 }
 
+int ts_rpc_auth_set_secret(ts_rpc_auth *a, const char *secret) {
+  size_t n = secret ? strlen(secret) : 0;
+  if (n >= sizeof a->secret) return TS_EINVAL;
+  memcpy(a->secret, secret ? secret : "", n + 1);
+  a->secret_len = n;
+  return 0;
+}
+
 bool ts_rpc_auth_has_tokens(const ts_rpc_auth *a) {
   return a && a->token_file;
 }
@@ -276,6 +286,15 @@ int rpc_auth_check(ts_rpc_auth *a, grpc_call *call,
                    size_t size) {
   if (!a || roles == 0) return 0;
   bool daemons_only = (roles & ~TS_ROLES_DAEMONS) == 0;
+  if (daemons_only && a->secret_len) {
+    size_t len = 0;
+    const char *v = md_find(md, TS_RPC_SECRET_METADATA, &len);
+    if (!v || !equal_constant_time(a->secret, a->secret_len, v, len)) {
+      snprintf(msg, size, "this call needs the cluster secret (%s)",
+               v ? "a wrong one was sent" : "none was sent");
+      return TS_EUNAUTH;
+    }
+  }
   if (a->token_file && !daemons_only)
     return check_token(a, md, roles, msg, size);
   if (!a->mtls) return 0;

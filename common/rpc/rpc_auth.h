@@ -46,6 +46,9 @@
 
 #define TS_TRUST_DOMAIN_DEFAULT "tessera"
 #define TS_TRUST_DOMAIN_MAX 128
+#define TS_CLUSTER_SECRET_MAX 129 /* 128 characters and the NUL */
+/* How the coordinator hands its secret to --local-workers (never argv). */
+#define TS_CLUSTER_SECRET_ENV "TESSERA_CLUSTER_SECRET"
 
 /* The role named by a SPIFFE ID in trust domain `domain`, or 0. */
 unsigned ts_role_from_spiffe(const char *id, size_t len, const char *domain);
@@ -65,6 +68,11 @@ int ts_rpc_auth_create(const char *trust_domain, bool mtls,
 /* Re-reads the token file; on error the old tokens stay. */
 int ts_rpc_auth_reload(ts_rpc_auth *a, ts_err *err);
 void ts_rpc_auth_free(ts_rpc_auth *a);
+/* The cluster secret (NUL-terminated, shorter than TS_CLUSTER_SECRET_MAX;
+ * NULL or "": none): once set, every daemon-only method (coordinator and
+ * worker roles) needs it as TS_RPC_SECRET_METADATA, compared in constant
+ * time, or is UNAUTHENTICATED; with certificates too, both are needed. */
+int ts_rpc_auth_set_secret(ts_rpc_auth *a, const char *secret);
 /* Whether a token file is in force (the client port then accepts TLS
  * clients without a certificate). */
 bool ts_rpc_auth_has_tokens(const ts_rpc_auth *a);
@@ -76,6 +84,8 @@ typedef struct ts_security_opts {
   const char *trust_domain;                /* NULL: "tessera" */
   const char *token_file;                  /* NULL: certificates only */
   bool insecure; /* plaintext allowed on non-loopback addresses */
+  const char *secret_file; /* --cluster-secret-file; NULL: none */
+  char secret[TS_CLUSTER_SECRET_MAX]; /* loaded (ts_security_load_secret) */
 } ts_security_opts;
 
 /* getopt_long entries (include <getopt.h>) with values from
@@ -89,7 +99,9 @@ typedef struct ts_security_opts {
        TS_SECURITY_OPTION_BASE + 3},                                  \
       {"auth-token-file", required_argument, 0,                       \
        TS_SECURITY_OPTION_BASE + 4},                                  \
-      {"insecure", no_argument, 0, TS_SECURITY_OPTION_BASE + 5}
+      {"insecure", no_argument, 0, TS_SECURITY_OPTION_BASE + 5},     \
+      {"cluster-secret-file", required_argument, 0,                   \
+       TS_SECURITY_OPTION_BASE + 6}
 /* The help text of those options. */
 extern const char ts_security_usage[];
 
@@ -111,11 +123,21 @@ int ts_security_validate_http(const ts_security_opts *s,
 /* Whether HOST of "HOST:PORT" is a loopback address (127.0.0.0/8, ::1,
  * localhost) or a unix: socket. */
 bool ts_address_is_loopback(const char *address);
+/* The cluster secret into s->secret: from --cluster-secret-file (one line,
+ * 16 to 128 printable characters; refused when group or others may read
+ * it), else from the environment (TS_CLUSTER_SECRET_ENV, then removed from
+ * it), else, when `generate`, 32 random bytes in hex; else none. */
+int ts_security_load_secret(ts_security_opts *s, bool generate, ts_err *err);
 /* The credentials for servers and outgoing calls (pointing into s). */
 ts_rpc_creds ts_security_creds(const ts_security_opts *s);
 /* The server's policy for these options (see ts_rpc_auth_create); with
  * with_tokens false the token file is ignored (daemon-only ports). */
 int ts_security_auth(const ts_security_opts *s, bool with_tokens,
                      ts_rpc_auth **out, ts_err *err);
+
+/* SIGHUP: re-reads every certificate, key and CA file in use
+ * (ts_rpc_creds_reload) and auth's token file (auth may be NULL); a file
+ * that fails keeps the old bytes and is logged as an error. */
+void ts_security_reload(ts_rpc_auth *auth);
 
 #endif

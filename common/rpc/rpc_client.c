@@ -19,14 +19,30 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "log.h"
 #include "rpc.h"
 #include "rpc_int.h"
 
 /* ---- client ----------------------------------------------------------- */
 
+/* A channel follows its keyset (rpc_creds.c): when the keyset's generation
+ * moved, the next call made on it first replaces the gRPC channel with one
+ * on the new credentials. Calls already running keep the old gRPC channel
+ * alive (gRPC counts it) and finish on it. The replaced channel is kept one
+ * generation longer, as destroying it fails its calls that are still
+ * waiting for a connection. Every call sends the channel's metadata (the cluster secret). */
 struct ts_rpc_channel {
+  pthread_mutex_t mu;    /* channel and generation */
   grpc_channel *channel;
+  grpc_channel *retired; /* the one before, kept for calls still picking
+                            a connection on it; destroyed at the next
+                            renewal or at close */
+  unsigned generation;   /* of keys, when channel was made */
+  rpc_keyset *keys;      /* NULL: plaintext */
   char *target;
+  char *token;           /* bearer token, or NULL */
+  grpc_metadata md[1];   /* sent with every call */
+  size_t n_md;
 };
 
 struct ts_rpc_client {
@@ -106,20 +122,56 @@ static void recv_io_result(recv_io *io, ts_rpc_result *r, grpc_slice *data,
   r->len = GRPC_SLICE_LENGTH(*data);
 }
 
+static grpc_channel *channel_make(const char *target,
+                                   grpc_channel_credentials *cc);
+
+/* Replaces ch->channel when its keyset has new bytes (ch->mu held). A
+ * failure keeps the old channel: the bytes were checked when read, so only
+ * memory can fail here. */
+static void channel_follow_keys(ts_rpc_channel *ch) {
+  if (!ch->keys || rpc_keyset_generation(ch->keys) == ch->generation) return;
+  grpc_channel_credentials *cc;
+  unsigned generation;
+  ts_err err = {0};
+  if (rpc_channel_creds(ch->keys, ch->token, ch->target, &cc, &generation,
+                        &err) < 0) {
+    ts_log_error("channel to %s keeps its old credentials: %s", ch->target,
+                 err.msg);
+    return;
+  }
+  grpc_channel *fresh = channel_make(ch->target, cc);
+  grpc_channel_credentials_release(cc);
+  if (ch->retired) grpc_channel_destroy(ch->retired);
+  ch->retired = ch->channel;
+  ch->channel = fresh;
+  ch->generation = generation;
+}
+
+/* A call on the channel's current gRPC channel; *used gets that channel
+ * (valid while the call lives). */
 static grpc_call *call_create(ts_rpc_channel *ch, grpc_completion_queue *cq,
-                              const char *method, int64_t deadline) {
+                              const char *method, int64_t deadline,
+                              grpc_channel **used) {
   grpc_slice path = grpc_slice_from_copied_string(method);
+  pthread_mutex_lock(&ch->mu);
+  channel_follow_keys(ch);
   grpc_call *call =
       grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
                                path, NULL, rpc_deadline_to_gpr(deadline), NULL);
+  if (used) *used = ch->channel;
+  pthread_mutex_unlock(&ch->mu);
   grpc_slice_unref(path);
   return call;
 }
 
-/* Fills ops with SEND_INITIAL_METADATA [+ SEND_MESSAGE] [+ CLOSE]. */
-static size_t send_ops(grpc_op *ops, grpc_byte_buffer *msg, bool close) {
+/* Fills ops with SEND_INITIAL_METADATA (the channel's) [+ SEND_MESSAGE]
+ * [+ CLOSE]. */
+static size_t send_ops(grpc_op *ops, ts_rpc_channel *ch,
+                       grpc_byte_buffer *msg, bool close) {
   memset(ops, 0, 3 * sizeof *ops);
   size_t n = 0;
+  ops[n].data.send_initial_metadata.count = ch->n_md;
+  ops[n].data.send_initial_metadata.metadata = ch->n_md ? ch->md : NULL;
   ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
   if (msg) {
     ops[n].op = GRPC_OP_SEND_MESSAGE;
@@ -195,21 +247,9 @@ void ts_rpc_client_free(ts_rpc_client *c) {
   free(c);
 }
 
-int ts_rpc_channel_open(const char *target, const ts_rpc_creds *creds,
-                        ts_rpc_channel **out, ts_err *err) {
-  *out = NULL;
-  if (!target || !target[0])
-    return ts_err_set(err, TS_EINVAL, "target: address missing");
-  grpc_channel_credentials *cc;
-  int rc = rpc_channel_creds(creds, target, &cc, err);
-  if (rc < 0) return rc;
-  ts_rpc_channel *ch = calloc(1, sizeof *ch);
-  if (ch) ch->target = strdup(target);
-  if (!ch || !ch->target) {
-    grpc_channel_credentials_release(cc);
-    free(ch);
-    return ts_err_set(err, TS_ENOMEM, "channel to %s: no memory", target);
-  }
+/* A gRPC channel to target on cc (not taken). */
+static grpc_channel *channel_make(const char *target,
+                                   grpc_channel_credentials *cc) {
   /* No gRPC retries: Tessera retries where it knows better (dispatch picks
    * another replica), and the retry filter buffers every message it sends
    * (about 10% of a small call's client CPU). */
@@ -218,7 +258,38 @@ int ts_rpc_channel_open(const char *target, const ts_rpc_creds *creds,
                                    .key = GRPC_ARG_ENABLE_RETRIES,
                                    .value.integer = 0};
   grpc_channel_args chargs = rpc_fill_args(args, RPC_N_COMMON_ARGS + 1);
-  ch->channel = grpc_channel_create(target, cc, &chargs);
+  return grpc_channel_create(target, cc, &chargs);
+}
+
+int ts_rpc_channel_open(const char *target, const ts_rpc_creds *creds,
+                        ts_rpc_channel **out, ts_err *err) {
+  *out = NULL;
+  if (!target || !target[0])
+    return ts_err_set(err, TS_EINVAL, "target: address missing");
+  ts_rpc_channel *ch = calloc(1, sizeof *ch);
+  if (!ch) return ts_err_set(err, TS_ENOMEM, "channel to %s: no memory", target);
+  pthread_mutex_init(&ch->mu, NULL);
+  const char *token = creds ? creds->token : NULL;
+  const char *secret = creds ? creds->cluster_secret : NULL;
+  ch->target = strdup(target);
+  ch->token = token ? strdup(token) : NULL;
+  int rc = !ch->target || (token && !ch->token)
+               ? ts_err_set(err, TS_ENOMEM, "channel to %s: no memory", target)
+               : rpc_keyset_get(creds, &ch->keys, err);
+  grpc_channel_credentials *cc = NULL;
+  if (rc == 0)
+    rc = rpc_channel_creds(ch->keys, ch->token, target, &cc, &ch->generation,
+                           err);
+  if (rc < 0) {
+    ts_rpc_channel_close(ch);
+    return rc;
+  }
+  if (secret) {
+    ch->md[0].key = grpc_slice_from_static_string(TS_RPC_SECRET_METADATA);
+    ch->md[0].value = grpc_slice_from_copied_string(secret);
+    ch->n_md = 1;
+  }
+  ch->channel = channel_make(target, cc);
   grpc_channel_credentials_release(cc);
   *out = ch;
   return 0;
@@ -226,8 +297,16 @@ int ts_rpc_channel_open(const char *target, const ts_rpc_creds *creds,
 
 void ts_rpc_channel_close(ts_rpc_channel *ch) {
   if (!ch) return;
-  grpc_channel_destroy(ch->channel);
+  if (ch->channel) grpc_channel_destroy(ch->channel);
+  if (ch->retired) grpc_channel_destroy(ch->retired);
+  for (size_t i = 0; i < ch->n_md; i++) {
+    grpc_slice_unref(ch->md[i].key);
+    grpc_slice_unref(ch->md[i].value);
+  }
+  rpc_keyset_put(ch->keys);
+  free(ch->token);
   free(ch->target);
+  pthread_mutex_destroy(&ch->mu);
   free(ch);
 }
 
@@ -251,13 +330,14 @@ static int outcall_start(ts_rpc_client *c, ts_rpc_channel *ch,
   oc->user = user;
   recv_io_init(&oc->io);
   oc->request = request;
-  oc->call = call_create(ch, c->cq, method, deadline);
+  grpc_channel *used = NULL;
+  oc->call = call_create(ch, c->cq, method, deadline, &used);
   pthread_mutex_lock(&c->mu);
   c->outstanding++;
   pthread_mutex_unlock(&c->mu);
   if (handle) *handle = oc;
   grpc_op ops[6];
-  size_t n = send_ops(ops, oc->request, true);
+  size_t n = send_ops(ops, ch, oc->request, true);
   n += recv_io_ops(&oc->io, ops + n);
   /* Once the batch started, another poller may complete it and free oc
    * before start_batch returns: oc is touched again only if it failed. */
@@ -270,9 +350,9 @@ static int outcall_start(ts_rpc_client *c, ts_rpc_channel *ch,
      * at once delivers the tag on the client's poller instead, so `done`
      * still runs there. */
     grpc_connectivity_state st =
-        grpc_channel_check_connectivity_state(ch->channel, 0);
+        grpc_channel_check_connectivity_state(used, 0);
     grpc_channel_watch_connectivity_state(
-        ch->channel, st, gpr_inf_past(GPR_CLOCK_MONOTONIC), c->cq, &oc->t);
+        used, st, gpr_inf_past(GPR_CLOCK_MONOTONIC), c->cq, &oc->t);
   }
   return 0;
 }
@@ -354,12 +434,12 @@ int ts_rpc_call_sync(ts_rpc_channel *ch, const char *method,
     return ts_err_set(err, TS_EINVAL, "call: channel, method or request "
                                       "missing");
   grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  grpc_call *call = call_create(ch, cq, method, deadline);
+  grpc_call *call = call_create(ch, cq, method, deadline, NULL);
   grpc_byte_buffer *request = rpc_buffer_from_copy(req, len);
   recv_io io;
   recv_io_init(&io);
   grpc_op ops[6];
-  size_t n = send_ops(ops, request, true);
+  size_t n = send_ops(ops, ch, request, true);
   n += recv_io_ops(&io, ops + n);
   char t;
   int rc = pluck_batch(call, cq, ops, n, &t, err);
@@ -424,7 +504,7 @@ int ts_rpc_stream_open(ts_rpc_channel *ch, const char *method,
   ts_rpc_stream *st = calloc(1, sizeof *st);
   if (!st) return ts_err_set(err, TS_ENOMEM, "stream %s: no memory", method);
   st->cq = grpc_completion_queue_create_for_pluck(NULL);
-  st->call = call_create(ch, st->cq, method, deadline);
+  st->call = call_create(ch, st->cq, method, deadline, NULL);
   recv_io_init(&st->io);
   grpc_op ops[3];
   size_t n = recv_io_ops(&st->io, ops);
@@ -436,7 +516,7 @@ int ts_rpc_stream_open(ts_rpc_channel *ch, const char *method,
                       method, grpc_call_error_to_string(e));
   }
   st->recv_posted = true;
-  n = send_ops(ops, NULL, false);
+  n = send_ops(ops, ch, NULL, false);
   int ok = pluck_batch(st->call, st->cq, ops, n, &st->t_send, err);
   if (ok <= 0) {
     int rc = ok < 0 ? TS_EINTERNAL : stream_status(st, err);

@@ -73,10 +73,26 @@ void rpc_health_check(ts_rpc_call *call, const uint8_t *req, size_t len,
 
 /* ---- rpc_creds.c ------------------------------------------------------- */
 
+/* The PEM files of one ts_rpc_creds, shared and counted (see rpc_creds.c).
+ * rpc_keyset_get gives NULL (and 0) for plaintext: no file named. */
+typedef struct rpc_keyset rpc_keyset;
+int rpc_keyset_get(const ts_rpc_creds *creds, rpc_keyset **out, ts_err *err);
+void rpc_keyset_put(rpc_keyset *ks);
+/* Moves each time ts_rpc_creds_reload gives the keyset new bytes. */
+unsigned rpc_keyset_generation(rpc_keyset *ks);
+
+/* A TLS server's side of its keyset (the fetcher's state); NULL for a
+ * plaintext server. Free after grpc_server_destroy. */
+typedef struct rpc_server_tls rpc_server_tls;
 int rpc_server_creds(const ts_rpc_creds *creds, grpc_server_credentials **out,
-                     ts_err *err);
-int rpc_channel_creds(const ts_rpc_creds *creds, const char *target,
-                      grpc_channel_credentials **out, ts_err *err);
+                     rpc_server_tls **tls, ts_err *err);
+void rpc_server_tls_free(rpc_server_tls *t);
+/* A channel's credentials from the keyset's current bytes (NULL keyset:
+ * plaintext) and an optional bearer token; *generation gets the keyset's
+ * generation they were made from. */
+int rpc_channel_creds(rpc_keyset *ks, const char *token, const char *target,
+                      grpc_channel_credentials **out, unsigned *generation,
+                      ts_err *err);
 
 /* ---- rpc_auth.c -------------------------------------------------------- */
 

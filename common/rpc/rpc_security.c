@@ -3,9 +3,14 @@
  * and one set of rules for the coordinator and the worker, so that
  * "--tls-cert" and the loopback rule mean the same to both.
  */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 
+#include "log.h"
 #include "options.h"
 #include "rpc_auth.h"
 
@@ -21,7 +26,11 @@ const char ts_security_usage[] =
     "  --auth-token-file FILE lines 'TOKEN ROLE' (infer|admin): client calls\n"
     "                         need 'authorization: Bearer TOKEN' (re-read on\n"
     "                         SIGHUP); needs TLS\n"
-    "  --insecure             allow plaintext on a non-loopback address\n";
+    "  --insecure             allow plaintext on a non-loopback address\n"
+    "  --cluster-secret-file FILE\n"
+    "                         a secret (one line, 16-128 characters, mode\n"
+    "                         0600) that daemon-to-daemon calls carry and\n"
+    "                         need; --local-workers get a random one\n";
 
 int ts_security_option(ts_security_opts *s, int opt, const char *arg) {
   switch (opt - TS_SECURITY_OPTION_BASE) {
@@ -31,6 +40,7 @@ int ts_security_option(ts_security_opts *s, int opt, const char *arg) {
     case 3: s->trust_domain = arg; return 1;
     case 4: s->token_file = arg; return 1;
     case 5: s->insecure = true; return 1;
+    case 6: s->secret_file = arg; return 1;
     default: return 0;
   }
 }
@@ -84,15 +94,78 @@ int ts_security_validate_http(const ts_security_opts *s,
                     flag, http_listen);
 }
 
+/* Reads --cluster-secret-file: one line of printable characters. */
+static int secret_read(ts_security_opts *s, ts_err *err) {
+  FILE *f = fopen(s->secret_file, "r");
+  struct stat st;
+  if (!f || fstat(fileno(f), &st) != 0) {
+    int e = errno;
+    if (f) fclose(f);
+    return ts_err_set(err, TS_EINVAL, "--cluster-secret-file '%s': %s",
+                      s->secret_file, strerror(e));
+  }
+  if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+    fclose(f);
+    return ts_err_set(err, TS_EINVAL,
+                      "--cluster-secret-file '%s': group or others may "
+                      "read it (chmod 600)", s->secret_file);
+  }
+  char line[TS_CLUSTER_SECRET_MAX + 2];
+  if (!fgets(line, sizeof line, f)) line[0] = '\0';
+  fclose(f);
+  line[strcspn(line, "\r\n")] = '\0';
+  size_t n = strlen(line);
+  bool printable = n >= 16 && n < TS_CLUSTER_SECRET_MAX;
+  for (size_t i = 0; printable && i < n; i++)
+    printable = line[i] > ' ' && line[i] < 127;
+  if (!printable)
+    return ts_err_set(err, TS_EINVAL,
+                      "--cluster-secret-file '%s': expected one line of 16 "
+                      "to %d printable characters", s->secret_file,
+                      TS_CLUSTER_SECRET_MAX - 1);
+  memcpy(s->secret, line, n + 1);
+  return 0;
+}
+
+int ts_security_load_secret(ts_security_opts *s, bool generate, ts_err *err) {
+  s->secret[0] = '\0';
+  if (s->secret_file) return secret_read(s, err);
+  const char *env = getenv(TS_CLUSTER_SECRET_ENV);
+  if (env && env[0]) {
+    snprintf(s->secret, sizeof s->secret, "%s", env);
+    unsetenv(TS_CLUSTER_SECRET_ENV);
+    return 0;
+  }
+  if (!generate) return 0;
+  unsigned char raw[32];
+  if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
+    return ts_err_set(err, TS_EIO, "cluster secret: getrandom: %s",
+                      strerror(errno));
+  for (size_t i = 0; i < sizeof raw; i++)
+    snprintf(s->secret + 2 * i, 3, "%02x", raw[i]);
+  return 0;
+}
+
 ts_rpc_creds ts_security_creds(const ts_security_opts *s) {
   return (ts_rpc_creds){.cert_file = s->tls_cert,
                         .key_file = s->tls_key,
                         .ca_file = s->tls_ca,
-                        .client_cert_optional = s->token_file != NULL};
+                        .client_cert_optional = s->token_file != NULL,
+                        .cluster_secret = s->secret[0] ? s->secret : NULL};
 }
 
 int ts_security_auth(const ts_security_opts *s, bool with_tokens,
                      ts_rpc_auth **out, ts_err *err) {
-  return ts_rpc_auth_create(s->trust_domain, s->tls_ca != NULL,
-                            with_tokens ? s->token_file : NULL, out, err);
+  int rc = ts_rpc_auth_create(s->trust_domain, s->tls_ca != NULL,
+                              with_tokens ? s->token_file : NULL, out, err);
+  if (rc == 0) rc = ts_rpc_auth_set_secret(*out, s->secret);
+  return rc;
+}
+
+void ts_security_reload(ts_rpc_auth *auth) {
+  ts_err err = {0};
+  ts_log_info("SIGHUP: re-reading certificates, keys, CA and tokens");
+  ts_rpc_creds_reload(&err); /* logs each file set itself */
+  if (ts_rpc_auth_reload(auth, &err) != TS_OK)
+    ts_log_error("SIGHUP: %s (the old tokens stay in force)", err.msg);
 }

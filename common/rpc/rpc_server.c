@@ -96,6 +96,7 @@ struct ts_rpc_server {
   int n_methods;
   int slots; /* outstanding requests per method */
   ts_rpc_auth *auth; /* NULL: no access checks */
+  rpc_server_tls *tls; /* NULL: plaintext; freed after the server */
   atomic_int serving;
   atomic_long pending;
   pthread_mutex_t mu;
@@ -595,6 +596,7 @@ static int methods_copy(ts_rpc_server *s, const ts_rpc_method *methods, int n,
 /* Frees a server that never started (no listener, nothing posted). */
 static void server_discard(ts_rpc_server *s) {
   if (s->server) grpc_server_destroy(s->server);
+  rpc_server_tls_free(s->tls);
   if (s->cq) rpc_engine_release();
   methods_free(s->methods, s->n_methods);
   pthread_cond_destroy(&s->cv);
@@ -625,7 +627,7 @@ int ts_rpc_server_start(const ts_rpc_server_opts *opts,
   s->auth = opts->auth;
   grpc_server_credentials *sc = NULL;
   int rc = methods_copy(s, methods, n_methods, err);
-  if (rc == 0) rc = rpc_server_creds(opts->creds, &sc, err);
+  if (rc == 0) rc = rpc_server_creds(opts->creds, &sc, &s->tls, err);
   if (rc < 0) {
     server_discard(s);
     return rc;
