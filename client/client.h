@@ -5,8 +5,9 @@
  * the command table that names them).
  *
  * A command gets a `cli` with an open channel, makes calls through
- * cli_call() and prints; it returns 0 or a negative TS_E* code with a
- * ts_err saying why.
+ * cli_call(), builds its answer as a cli_out document and prints it in the
+ * --format asked for (format.c); it returns 0 or a negative TS_E* code with
+ * a ts_err saying why.
  */
 #ifndef TS_CLIENT_H
 #define TS_CLIENT_H
@@ -16,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include <jansson.h>
 
 #include "error.h"
 #include "inference.pb-c.h"
@@ -32,11 +35,16 @@ typedef struct string_list {
   int n;
 } string_list;
 
+/* How a command's answer is printed (--format; format.c). */
+typedef enum { CLI_FORMAT_TABLE, CLI_FORMAT_JSON, CLI_FORMAT_CSV } cli_format;
+
 typedef struct options {
   const char *server, *model, *service, *ca, *cert, *key, *token;
+  const char *format_name;
   string_list inputs, outputs;
   int typed, help;
-  long timeout_ms, concurrency, requests;
+  long timeout_ms, concurrency, requests, batch, seed;
+  cli_format format; /* from format_name */
 } options;
 
 /* ---- commands ------------------------------------------------------------ */
@@ -87,45 +95,66 @@ int cli_encode_infer_request(const options *opt, const tensor_set *in,
 /* Output i of resp as a tensor, checked (ts_tensor_free releases). */
 int cli_decode_output(const Inference__ModelInferResponse *resp, size_t i,
                       ts_tensor *t, ts_err *err);
+/* The tensors --input names, or, without --input, inputs generated from
+ * the model's metadata (cli_generate_inputs). */
+int cli_prepare_inputs(cli *c, tensor_set *s, ts_err *err);
+/* Random inputs of each input's datatype and shape: a dynamic leading dim
+ * is `batch` (--batch, 1 when not given), other dynamic dims 1; floats uniform in [-1, 1), integers in
+ * [0, 16), booleans either; the same `seed` gives the same data. */
+int cli_generate_inputs(const Inference__ModelMetadataResponse *md,
+                        long batch, uint64_t seed, tensor_set *s, ts_err *err);
+
+/* Element i of a numeric tensor as a double (NaN for no number type) or an
+ * int64 (uint64 above INT64_MAX wraps; floats truncate). */
+double cli_tensor_double(const ts_tensor *t, int64_t i);
+int64_t cli_tensor_int64(const ts_tensor *t, int64_t i);
+/* FP16, FP32, FP64. */
+bool cli_dtype_is_float(ts_dtype dtype);
 
 /* ---- printing (print.c) -------------------------------------------------- */
 
 /* "NAME DATATYPE [dims]" and then the values, NumPy style. */
 void cli_print_tensor(FILE *f, const char *name, const ts_tensor *t);
-
-/* A table of text cells printed in left-aligned columns. Cells are added
- * row by row (row 0 is the header); each is a malloc'd copy, freed by
- * cli_table_print. An allocation failure drops the table, never crashes. */
-#define TABLE_MAX_COLS 12
-typedef struct text_table {
-  int ncols, n, cap;
-  char **cells;
-  bool failed;
-} text_table;
-
-void cli_table_cell(text_table *t, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-/* Prints the table (each line after `indent`) and frees its cells. */
-void cli_table_print(text_table *t, const char *indent);
-
-/* Starts a table whose columns are the given header cells. */
-#define TABLE_HEADER(t, ...)                                                \
-  do {                                                                      \
-    static const char *const header_[] = {__VA_ARGS__};                    \
-    (t)->ncols = (int)(sizeof header_ / sizeof header_[0]);                 \
-    for (int i_ = 0; i_ < (t)->ncols; i_++)                                 \
-      cli_table_cell((t), "%s", header_[i_]);                               \
-  } while (0)
-
 /* "1.5 MB" */
 void cli_format_bytes(uint64_t bytes, char *buf, size_t size);
+
+/* ---- output formats (format.c) -------------------------------------------- */
+
+/* A command's answer: the command fills root (a JSON object; see format.c
+ * for how its shape maps to a table and to CSV), then prints it once. */
+typedef struct cli_out {
+  cli_format format;
+  json_t *root; /* NULL after an allocation failure or once printed */
+} cli_out;
+
+/* "table", "json", "csv" into *out; -1 for another name. */
+int cli_format_parse(const char *name, cli_format *out);
+void cli_out_init(cli_out *o, cli_format format);
+/* Prints root in o->format and frees it. */
+int cli_out_print(cli_out *o, ts_err *err);
+/* Frees root unprinted (a command that failed). */
+void cli_out_free(cli_out *o);
+/* A tensor: printed NumPy style at once in a table (or its "-> file" line
+ * when written to `file`), else appended to rows as {name, datatype,
+ * shape, data} (or {name, datatype, shape, file}). */
+void cli_out_tensor(cli_out *o, json_t *rows, const char *name,
+                    const ts_tensor *t, const char *file);
+/* [d0, d1, ...] as a new JSON array. */
+json_t *cli_shape_json(const int64_t *dims, int rank);
 
 /* ---- the repository (cmd_models.c), shared with `status` ----------------- */
 
 /* RepositoryIndex; free *index with protobuf_c_message_free_unpacked. */
 int cli_fetch_index(cli *c, Inference__RepositoryIndexResponse **index,
                     ts_err *err);
-/* The index as a table: NAME VERSION STATE REASON. */
-void cli_print_index(const Inference__RepositoryIndexResponse *index);
+/* The index as rows {name, version, state, reason} (a new JSON array). */
+json_t *cli_index_json(const Inference__RepositoryIndexResponse *index);
+
+/* ---- metadata (cmd_status.c), shared with the generated inputs and eval --- */
+
+/* ModelMetadata; free *md with protobuf_c_message_free_unpacked. */
+int cli_fetch_model_metadata(cli *c, const char *model,
+                             Inference__ModelMetadataResponse **md,
+                             ts_err *err);
 
 #endif

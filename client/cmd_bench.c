@@ -112,22 +112,30 @@ static void bench_run(bench *b) {
   pthread_mutex_unlock(&b->lock);
 }
 
-static void bench_print(const cli *c, bench *b, double seconds) {
-  printf("model: %s  requests: %ld  concurrency: %ld\n", c->opt->model,
-         c->opt->requests, c->opt->concurrency);
-  printf("ok: %ld  errors: %ld\n", b->n_ok, b->errors);
-  printf("duration: %.3f s\n", seconds);
-  printf("throughput: %.1f req/s\n",
-         seconds > 0 ? (double)b->n_ok / seconds : 0.0);
-  if (b->n_ok == 0) return;
+/* The run as a document: its settings, outcomes and latency figures. */
+static json_t *bench_json(const cli *c, bench *b, double seconds) {
+  json_t *doc = json_object();
+  json_object_set_new(doc, "model", json_string(c->opt->model));
+  json_object_set_new(doc, "requests", json_integer(c->opt->requests));
+  json_object_set_new(doc, "concurrency", json_integer(c->opt->concurrency));
+  json_object_set_new(doc, "ok", json_integer(b->n_ok));
+  json_object_set_new(doc, "errors", json_integer(b->errors));
+  json_object_set_new(doc, "duration_s", json_real(seconds));
+  json_object_set_new(doc, "throughput_rps",
+                      json_real(seconds > 0 ? (double)b->n_ok / seconds : 0.0));
+  if (b->n_ok == 0) return doc;
   qsort(b->latency_ms, (size_t)b->n_ok, sizeof b->latency_ms[0],
         compare_double);
   double sum = 0;
   for (long i = 0; i < b->n_ok; i++) sum += b->latency_ms[i];
-  printf("latency ms: mean %.3f  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n",
-         sum / (double)b->n_ok, percentile(b->latency_ms, b->n_ok, 50),
-         percentile(b->latency_ms, b->n_ok, 90),
-         percentile(b->latency_ms, b->n_ok, 99), b->latency_ms[b->n_ok - 1]);
+  json_t *latency = json_object();
+  json_object_set_new(latency, "mean", json_real(sum / (double)b->n_ok));
+  json_object_set_new(latency, "p50", json_real(percentile(b->latency_ms, b->n_ok, 50)));
+  json_object_set_new(latency, "p90", json_real(percentile(b->latency_ms, b->n_ok, 90)));
+  json_object_set_new(latency, "p99", json_real(percentile(b->latency_ms, b->n_ok, 99)));
+  json_object_set_new(latency, "max", json_real(b->latency_ms[b->n_ok - 1]));
+  json_object_set_new(doc, "latency_ms", latency);
+  return doc;
 }
 
 int cmd_bench(cli *c, ts_err *err) {
@@ -139,7 +147,7 @@ int cmd_bench(cli *c, ts_err *err) {
              .finished = PTHREAD_COND_INITIALIZER,
              .c = c};
   bench_call *calls = NULL;
-  int rc = cli_load_inputs(&c->opt->inputs, &in, err);
+  int rc = cli_prepare_inputs(c, &in, err);
   if (rc) return rc;
   rc = cli_encode_infer_request(c->opt, &in, &req, &len, err);
   cli_tensor_set_free(&in);
@@ -159,12 +167,15 @@ int cmd_bench(cli *c, ts_err *err) {
     bench_run(&b);
     double seconds = (double)(now_ns() - start) / 1e9;
     ts_rpc_client_free(client);
-    bench_print(c, &b, seconds);
+    cli_out out = {c->opt->format, bench_json(c, &b, seconds)};
+    int print_rc = cli_out_print(&out, err);
     if (b.errors)
       rc = ts_err_set(err, ts_err_from_grpc_status(b.first_status),
                       "%ld of %ld requests failed; the first with %s: %s",
                       b.errors, c->opt->requests,
                       ts_rpc_status_name(b.first_status), b.first_error);
+    else
+      rc = print_rc;
   }
   free(calls);
   free(b.latency_ms);

@@ -1,6 +1,7 @@
 /*
- * cmd_infer.c - `tessera infer`: one ModelInfer; each output printed or
- * written to the .npy file its --output names.
+ * cmd_infer.c - `tessera infer`: one ModelInfer (of --input files, or of
+ * inputs generated from the model's metadata); each output printed in the
+ * --format asked for, or written to the .npy file its --output names.
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -30,12 +31,17 @@ static const char *output_file(const options *opt, const char *name,
  * output came back. */
 static int show_infer_response(const options *opt,
                                const Inference__ModelInferResponse *resp,
-                               ts_err *err) {
+                               cli_out *out, ts_err *err) {
   if (resp->n_raw_output_contents &&
       resp->n_raw_output_contents != resp->n_outputs)
     return ts_err_set(err, TS_EIO,
                       "response has %zu raw_output_contents for %zu outputs",
                       resp->n_raw_output_contents, resp->n_outputs);
+  json_t *rows = json_array();
+  json_object_set_new(out->root, "model_name", json_string(resp->model_name));
+  json_object_set_new(out->root, "model_version", json_string(resp->model_version));
+  json_object_set_new(out->root, "id", json_string(resp->id));
+  json_object_set_new(out->root, "outputs", rows);
   for (size_t i = 0; i < resp->n_outputs; i++) {
     ts_tensor t;
     int rc = cli_decode_output(resp, i, &t, err);
@@ -43,16 +49,8 @@ static int show_infer_response(const options *opt,
     bool requested;
     const char *name = resp->outputs[i]->name;
     const char *file = output_file(opt, name, &requested);
-    if (file) {
-      rc = ts_npy_write(file, &t, err);
-      if (!rc) {
-        char shape[256];
-        printf("%s %s %s -> %s\n", name, ts_dtype_kserve_name(t.dtype),
-               ts_shape_str(t.dims, t.rank, shape, sizeof shape), file);
-      }
-    } else {
-      cli_print_tensor(stdout, name, &t);
-    }
+    if (file) rc = ts_npy_write(file, &t, err);
+    if (!rc) cli_out_tensor(out, rows, name, &t, file);
     ts_tensor_free(&t);
     if (rc) return rc;
   }
@@ -77,8 +75,12 @@ int cmd_infer(cli *c, ts_err *err) {
   uint8_t *req = NULL;
   size_t len = 0;
   ProtobufCMessage *resp = NULL;
-  int rc = cli_load_inputs(&c->opt->inputs, &in, err);
+  cli_out out;
+  int rc = cli_prepare_inputs(c, &in, err);
   if (rc) return rc;
+  /* A table shows each output as it is decoded; the other formats print
+   * the whole document at the end. */
+  cli_out_init(&out, c->opt->format);
   rc = cli_encode_infer_request(c->opt, &in, &req, &len, err);
   if (!rc)
     rc = cli_call_bytes(c, KSERVE_SERVICE "ModelInfer", req, len,
@@ -86,7 +88,10 @@ int cmd_infer(cli *c, ts_err *err) {
                         err);
   if (!rc)
     rc = show_infer_response(c->opt, (Inference__ModelInferResponse *)resp,
-                             err);
+                             &out, err);
+  if (!rc && c->opt->format != CLI_FORMAT_TABLE)
+    rc = cli_out_print(&out, err);
+  cli_out_free(&out);
   if (resp) protobuf_c_message_free_unpacked(resp, NULL);
   free(req);
   cli_tensor_set_free(&in);

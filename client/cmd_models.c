@@ -14,26 +14,29 @@ int cli_fetch_index(cli *c, Inference__RepositoryIndexResponse **index,
                   (ProtobufCMessage **)index, err);
 }
 
-void cli_print_index(const Inference__RepositoryIndexResponse *index) {
-  text_table t = {0};
-  TABLE_HEADER(&t, "NAME", "VERSION", "STATE", "REASON");
+json_t *cli_index_json(const Inference__RepositoryIndexResponse *index) {
+  json_t *rows = json_array();
   for (size_t i = 0; i < index->n_models; i++) {
     const Inference__RepositoryIndexResponse__ModelIndex *m = index->models[i];
-    cli_table_cell(&t, "%s", m->name);
-    cli_table_cell(&t, "%s", m->version[0] ? m->version : "-");
-    cli_table_cell(&t, "%s", m->state[0] ? m->state : "-");
-    cli_table_cell(&t, "%s", m->reason);
+    json_t *row = json_object();
+    json_object_set_new(row, "name", json_string(m->name));
+    json_object_set_new(row, "version", json_string(m->version));
+    json_object_set_new(row, "state", json_string(m->state));
+    json_object_set_new(row, "reason", json_string(m->reason));
+    json_array_append_new(rows, row);
   }
-  cli_table_print(&t, "");
+  return rows;
 }
 
 int cmd_models(cli *c, ts_err *err) {
   Inference__RepositoryIndexResponse *index;
+  cli_out out;
   int rc = cli_fetch_index(c, &index, err);
   if (rc) return rc;
-  cli_print_index(index);
+  cli_out_init(&out, c->opt->format);
+  json_object_set_new(out.root, "models", cli_index_json(index));
   protobuf_c_message_free_unpacked(&index->base, NULL);
-  return TS_OK;
+  return cli_out_print(&out, err);
 }
 
 /* RepositoryModelLoad and RepositoryModelUnload: requests of one layout

@@ -2,7 +2,7 @@
  * main.c - the `tessera` command line, a KServe v2 gRPC client: options,
  * the command table, usage and dispatch (see client.h for the rest).
  *
- *   tessera infer|models|load|unload|health|metadata|status|bench ...
+ *   tessera infer|models|load|unload|health|metadata|status|bench|eval ...
  *
  * It speaks public protocols (proto/inference.proto, grpc.health.v1), so it
  * works against any KServe v2 server; `status` adds Tessera's own admin API
@@ -54,15 +54,17 @@ typedef enum {
   ARG_STRING, /* const char * */
   ARG_LIST,   /* string_list, repeatable */
   ARG_COUNT,  /* long, a positive integer */
+  ARG_NATURAL, /* long, an integer >= 0 */
 } arg_kind;
 
 /* X(id, long name, kind, options field, metavar, help) */
 #define OPTION_LIST(X)                                                       \
   X(SERVER, "server", ARG_STRING, server, "ADDR",                           \
-    "server address, HOST[:PORT] (port 8001 when left out)")                                            \
+    "server address, HOST[:PORT] (port 8001 when left out)")               \
   X(MODEL, "model", ARG_STRING, model, "NAME", "model name")                \
   X(INPUT, "input", ARG_LIST, inputs, "NAME=FILE.npy",                      \
-    "input tensor NAME from a .npy file; repeat for each input")            \
+    "input tensor NAME from a .npy file; repeat for each input (a bare "    \
+    "FILE.npy is a one-input model's input)")                               \
   X(OUTPUT, "output", ARG_LIST, outputs, "NAME[=FILE.npy]",                 \
     "ask for output NAME only (repeatable); with =FILE.npy, write it "      \
     "there instead of printing it")                                         \
@@ -83,6 +85,13 @@ typedef enum {
   X(KEY, "key", ARG_STRING, key, "FILE", "PEM private key of --cert")       \
   X(TOKEN, "token", ARG_STRING, token, "TOKEN",                             \
     "bearer token (default: $TESSERA_TOKEN; needs --ca)")                   \
+  X(FORMAT, "format", ARG_STRING, format_name, "table|json|csv",           \
+    "how to print the answer (default table)")                              \
+  X(BATCH, "batch", ARG_COUNT, batch, "N",                                  \
+    "without --input, the leading dynamic dim of generated inputs "         \
+    "(default 1)")                                                          \
+  X(SEED, "seed", ARG_NATURAL, seed, "N",                                   \
+    "seed of generated inputs (default 0)")                                 \
   X(HELP, "help", ARG_NONE, help, NULL, "show this help")
 
 enum option_id {
@@ -111,17 +120,20 @@ static const struct option_info {
 typedef int (*command_fn)(cli *c, ts_err *err);
 
 #define CONNECTION (O(SERVER) | O(TIMEOUT) | O(CA) | O(CERT) | O(KEY) | O(TOKEN) | O(HELP))
+/* Inputs from files or generated from the model's metadata. */
+#define INPUTS (O(INPUT) | O(BATCH) | O(SEED))
 
 /* X(name, accepted options besides CONNECTION, required options, synopsis,
  *   description) */
 #define COMMAND_LIST(X)                                                      \
-  X(infer, O(MODEL) | O(INPUT) | O(OUTPUT) | O(TYPED),                       \
-    O(SERVER) | O(MODEL) | O(INPUT),                                         \
-    "--server ADDR --model NAME --input NAME=FILE.npy... "                   \
-    "[--output NAME[=FILE.npy]]... [--typed] [--timeout-ms N]",              \
+  X(infer, O(MODEL) | INPUTS | O(OUTPUT) | O(TYPED) | O(FORMAT),             \
+    O(SERVER) | O(MODEL),                                                    \
+    "--server ADDR --model NAME [--input NAME=FILE.npy]... "                 \
+    "[--output NAME[=FILE.npy]]... [--typed] [--format F]",                  \
     "Runs one inference (ModelInfer) and prints each output tensor: name, "  \
-    "datatype, shape and values, or writes it to a .npy file.")              \
-  X(models, 0, O(SERVER), "--server ADDR",                                   \
+    "datatype, shape and values, or writes it to a .npy file. Without "      \
+    "--input, random inputs of the model's datatypes and shapes are sent.")  \
+  X(models, O(FORMAT), O(SERVER), "--server ADDR [--format F]",              \
     "Lists the server's models and their states (RepositoryIndex).")         \
   X(load, O(MODEL), O(SERVER) | O(MODEL), "--server ADDR --model NAME",      \
     "Loads a model from the server's repository (RepositoryModelLoad).")     \
@@ -130,18 +142,21 @@ typedef int (*command_fn)(cli *c, ts_err *err);
   X(health, O(SERVICE), O(SERVER), "--server ADDR [--service NAME]",         \
     "Asks grpc.health.v1 Check, then ServerLive and ServerReady. Exits 0 "   \
     "only if the server is serving, live and ready.")                        \
-  X(metadata, O(MODEL), O(SERVER), "--server ADDR [--model NAME]",           \
+  X(metadata, O(MODEL) | O(FORMAT), O(SERVER),                               \
+    "--server ADDR [--model NAME] [--format F]",                             \
     "Shows ServerMetadata, or ModelMetadata with --model (a dim of -1 is "   \
     "variable).")                                                            \
-  X(status, 0, O(SERVER), "--server ADDR",                                   \
+  X(status, O(FORMAT), O(SERVER), "--server ADDR [--format F]",              \
     "Shows the server, its models and each model's inputs and outputs, "    \
     "then (on Tessera) the workers, model states and the shard map.")     \
-  X(bench, O(MODEL) | O(INPUT) | O(TYPED) | O(CONCURRENCY) | O(REQUESTS),   \
-    O(SERVER) | O(MODEL) | O(INPUT),                                         \
-    "--server ADDR --model NAME --input NAME=FILE.npy... "                   \
-    "[--concurrency C] [--requests N] [--typed]",                            \
+  X(bench, O(MODEL) | INPUTS | O(TYPED) | O(CONCURRENCY) | O(REQUESTS) |     \
+    O(FORMAT),                                                               \
+    O(SERVER) | O(MODEL),                                                    \
+    "--server ADDR --model NAME [--input NAME=FILE.npy]... "                 \
+    "[--concurrency C] [--requests N] [--typed] [--format F]",               \
     "Closed-loop load: keeps C inferences in flight until N are done, then " \
     "prints throughput and p50/p90/p99 latency.")
+
 
 static const struct command {
   const char *name;
@@ -185,12 +200,26 @@ static int set_count(void *field, const char *arg) {
   return 0;
 }
 
+static int set_natural(void *field, const char *arg) {
+  long long v;
+  if (ts_integer_parse(arg, 0, INT32_MAX, &v, NULL)) return -1;
+  *(long *)field = (long)v;
+  return 0;
+}
+
 /* By arg_kind: stores arg into the field; -1 when arg is not acceptable. */
 static int (*const option_setters[])(void *field, const char *arg) = {
     [ARG_NONE] = set_flag,
     [ARG_STRING] = set_string,
     [ARG_LIST] = set_list,
     [ARG_COUNT] = set_count,
+    [ARG_NATURAL] = set_natural,
+};
+
+/* What set_* refuses, by arg_kind, for the usage message. */
+static const char *const option_expects[] = {
+    [ARG_COUNT] = "a positive integer",
+    [ARG_NATURAL] = "an integer >= 0",
 };
 
 static bool option_given(const options *opt, int id) {
@@ -275,8 +304,8 @@ static int parse_options(const struct command *cmd, int argc, char **argv,
       return usage_error(cmd, "--%s does not apply to this command",
                          info->name);
     if (option_setters[info->kind]((char *)opt + info->offset, optarg))
-      return usage_error(cmd, "--%s: '%s' is not a positive integer",
-                         info->name, optarg);
+      return usage_error(cmd, "--%s: '%s' is not %s", info->name, optarg,
+                         option_expects[info->kind]);
   }
   if (optind < argc)
     return usage_error(cmd, "unexpected argument '%s'", argv[optind]);
@@ -288,9 +317,13 @@ static int parse_options(const struct command *cmd, int argc, char **argv,
     return usage_error(cmd, "--cert and --key go together");
   for (int i = 0; i < opt->inputs.n; i++) {
     const char *spec = opt->inputs.items[i], *eq = strchr(spec, '=');
-    if (!eq || eq == spec || !eq[1])
-      return usage_error(cmd, "--input '%s' is not NAME=FILE.npy", spec);
+    if (!spec[0] || eq == spec || (eq && !eq[1]))
+      return usage_error(cmd, "--input '%s' is not NAME=FILE.npy or FILE.npy",
+                         spec);
   }
+  if (opt->format_name && cli_format_parse(opt->format_name, &opt->format))
+    return usage_error(cmd, "--format '%s' is not table, json or csv",
+                       opt->format_name);
   for (int i = 0; i < opt->outputs.n; i++) {
     const char *spec = opt->outputs.items[i], *eq = strchr(spec, '=');
     if (eq == spec || !spec[0] || (eq && !eq[1]))

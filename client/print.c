@@ -1,9 +1,7 @@
 /*
- * print.c - what commands print: tensors NumPy style (summarized above
- * PRINT_THRESHOLD elements), tables of text in aligned columns, byte sizes.
+ * print.c - tensors printed NumPy style (summarized above PRINT_THRESHOLD
+ * elements), and byte sizes. The rest of what commands print is format.c's.
  */
-#include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -42,19 +40,10 @@ static void format_BOOL(const void *data, int64_t i, char *buf, size_t size) {
   snprintf(buf, size, "%s", ((const uint8_t *)data)[i] ? "True" : "False");
 }
 
-/* IEEE 754 binary16 to double, for printing only. */
 static void format_FLOAT16(const void *data, int64_t i, char *buf,
                            size_t size) {
-  uint16_t h = ((const uint16_t *)data)[i];
-  int exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
-  double v;
-  if (exp == 0x1f)
-    v = frac ? NAN : INFINITY;
-  else if (exp)
-    v = ldexp(1.0 + frac / 1024.0, exp - 15);
-  else
-    v = ldexp(frac / 1024.0, -14);
-  snprintf(buf, size, "%.5g", (h >> 15) ? -v : v);
+  ts_tensor t = {.dtype = TS_DTYPE_FLOAT16, .data = (void *)data};
+  snprintf(buf, size, "%.5g", cli_tensor_double(&t, i));
 }
 
 static const struct formatter {
@@ -121,49 +110,6 @@ void cli_print_tensor(FILE *f, const char *name, const ts_tensor *t) {
     print_dim(f, t, format, 0, 0, ts_tensor_numel(t) > PRINT_THRESHOLD);
   }
   fputc('\n', f);
-}
-
-void cli_table_cell(text_table *t, const char *fmt, ...) {
-  if (t->failed) return;
-  if (t->n == t->cap) {
-    int cap = t->cap ? 2 * t->cap : 64;
-    char **cells = realloc(t->cells, (size_t)cap * sizeof *cells);
-    if (!cells) {
-      t->failed = true;
-      return;
-    }
-    t->cells = cells;
-    t->cap = cap;
-  }
-  va_list ap;
-  va_start(ap, fmt);
-  if (vasprintf(&t->cells[t->n], fmt, ap) < 0)
-    t->failed = true;
-  else
-    t->n++;
-  va_end(ap);
-}
-
-/* Prints the table (each line after `indent`) and frees its cells. */
-void cli_table_print(text_table *t, const char *indent) {
-  size_t width[TABLE_MAX_COLS] = {0};
-  TS_ASSERT(t->ncols > 0 && t->ncols <= TABLE_MAX_COLS);
-  if (t->failed) fprintf(stdout, "%s(out of memory)\n", indent);
-  for (int i = 0; !t->failed && i < t->n; i++) {
-    size_t w = strlen(t->cells[i]);
-    if (w > width[i % t->ncols]) width[i % t->ncols] = w;
-  }
-  for (int i = 0; !t->failed && i < t->n; i++) {
-    int col = i % t->ncols;
-    if (col == 0) fputs(indent, stdout);
-    if (col == t->ncols - 1 || i == t->n - 1)
-      printf("%s\n", t->cells[i]);
-    else
-      printf("%-*s  ", (int)width[col], t->cells[i]);
-  }
-  for (int i = 0; i < t->n; i++) free(t->cells[i]);
-  free(t->cells);
-  memset(t, 0, sizeof *t);
 }
 
 /* "1.5 MB" */

@@ -5,8 +5,11 @@
  * Tensors: inputs come from .npy files and travel as raw_input_contents, or
  * as typed InferTensorContents with --typed. Outputs are decoded from
  * whichever form the server used, checked against their datatype and shape,
- * then printed (print.c) or written to .npy files (cmd_infer.c).
+ * then printed (format.c) or written to .npy files (cmd_infer.c). Without
+ * --input, inputs are generated from the model's metadata (seedable random
+ * data of the right datatype and shape, as perf_analyzer makes).
  */
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,6 +18,13 @@
 
 #include "client.h"
 #include "npy.h"
+
+static int load_inputs(const string_list *specs, const char *only_input,
+                       tensor_set *s, ts_err *err);
+
+int cli_load_inputs(const string_list *specs, tensor_set *s, ts_err *err) {
+  return load_inputs(specs, NULL, s, err);
+}
 
 /* Typed contents (InferTensorContents): X(dtype, contents field, C type of
  * the tensor's elements). FP16 and BYTES have no numeric field. */
@@ -112,8 +122,10 @@ static int split_spec(const char *spec, bool file_optional, char **name,
   return TS_OK;
 }
 
-/* Loads every --input NAME=FILE.npy into *s (cli_tensor_set_free releases). */
-int cli_load_inputs(const string_list *specs, tensor_set *s, ts_err *err) {
+/* Loads every --input NAME=FILE.npy into *s (cli_tensor_set_free releases);
+ * a bare FILE.npy is input `only_input` (NULL: refused). */
+static int load_inputs(const string_list *specs, const char *only_input,
+                       tensor_set *s, ts_err *err) {
   memset(s, 0, sizeof *s);
   s->names = calloc((size_t)specs->n + 1, sizeof *s->names);
   s->tensors = calloc((size_t)specs->n + 1, sizeof *s->tensors);
@@ -122,8 +134,14 @@ int cli_load_inputs(const string_list *specs, tensor_set *s, ts_err *err) {
     return ts_err_set(err, TS_ENOMEM, "out of memory");
   }
   for (int i = 0; i < specs->n; i++) {
-    const char *file;
-    int rc = split_spec(specs->items[i], false, &s->names[i], &file, err);
+    const char *file = specs->items[i];
+    int rc = TS_OK;
+    if (only_input && !strchr(file, '=')) {
+      if (!(s->names[i] = strdup(only_input)))
+        rc = ts_err_set(err, TS_ENOMEM, "out of memory");
+    } else {
+      rc = split_spec(specs->items[i], false, &s->names[i], &file, err);
+    }
     if (!rc) rc = ts_npy_read(file, &s->tensors[i], err);
     s->n = i + 1;
     if (rc) {
@@ -272,4 +290,165 @@ int cli_decode_output(const Inference__ModelInferResponse *resp, size_t i,
   if (rc) return rc;
   codec->get(o->contents, t);
   return TS_OK;
+}
+
+/* ---- elements --------------------------------------------------------- */
+
+/* X(dtype, C type) of the types whose elements are plain C numbers. */
+#define ELEMENT_LIST(X) \
+  X(FLOAT, float)       \
+  X(DOUBLE, double)     \
+  X(INT8, int8_t)       \
+  X(INT16, int16_t)     \
+  X(INT32, int32_t)     \
+  X(INT64, int64_t)     \
+  X(UINT8, uint8_t)     \
+  X(UINT16, uint16_t)   \
+  X(UINT32, uint32_t)   \
+  X(UINT64, uint64_t)   \
+  X(BOOL, uint8_t)
+
+/* IEEE 754 binary16 to double. */
+static double half_to_double(uint16_t h) {
+  int exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
+  double v;
+  if (exp == 0x1f)
+    v = frac ? NAN : INFINITY;
+  else if (exp)
+    v = ldexp(1.0 + frac / 1024.0, exp - 15);
+  else
+    v = ldexp(frac / 1024.0, -14);
+  return (h >> 15) ? -v : v;
+}
+
+/* A double of magnitude below 2 to binary16, truncating the fraction
+ * (enough for generated data in [-1, 1)). */
+static uint16_t half_from_small(double v) {
+  uint16_t sign = v < 0 ? 0x8000 : 0;
+  double a = fabs(v);
+  if (a < ldexp(1.0, -14)) return (uint16_t)(sign | (uint16_t)(a * 1024 * 16384));
+  int e;
+  double m = frexp(a, &e); /* a = m * 2^e, m in [0.5, 1) */
+  return (uint16_t)(sign | (uint16_t)((e - 1 + 15) << 10) |
+                    (uint16_t)((m * 2 - 1) * 1024));
+}
+
+double cli_tensor_double(const ts_tensor *t, int64_t i) {
+  switch (t->dtype) {
+#define TS_X(dtype, ctype) \
+  case TS_DTYPE_##dtype: return (double)((const ctype *)t->data)[i];
+    ELEMENT_LIST(TS_X)
+#undef TS_X
+    case TS_DTYPE_FLOAT16: return half_to_double(((const uint16_t *)t->data)[i]);
+    default: return NAN;
+  }
+}
+
+int64_t cli_tensor_int64(const ts_tensor *t, int64_t i) {
+  switch (t->dtype) {
+#define TS_X(dtype, ctype) \
+  case TS_DTYPE_##dtype: return (int64_t)((const ctype *)t->data)[i];
+    ELEMENT_LIST(TS_X)
+#undef TS_X
+    case TS_DTYPE_FLOAT16: return (int64_t)half_to_double(((const uint16_t *)t->data)[i]);
+    default: return 0;
+  }
+}
+
+bool cli_dtype_is_float(ts_dtype dtype) {
+  return dtype == TS_DTYPE_FLOAT || dtype == TS_DTYPE_DOUBLE ||
+         dtype == TS_DTYPE_FLOAT16;
+}
+
+/* ---- generated inputs ---------------------------------------------------- */
+
+/* splitmix64: a small, seedable generator; the same seed, the same data. */
+static uint64_t next_random(uint64_t *state) {
+  uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+#define GENERATED_INT_RANGE 16 /* integers in [0, 16): valid token ids, indices */
+
+static void fill_random(ts_tensor *t, uint64_t *state) {
+  int64_t n = ts_tensor_numel(t);
+  for (int64_t i = 0; i < n; i++) {
+    uint64_t r = next_random(state);
+    double u = (double)(r >> 11) * 0x1.0p-53 * 2 - 1; /* [-1, 1) */
+    long long k = (long long)(r % GENERATED_INT_RANGE);
+    switch (t->dtype) {
+      case TS_DTYPE_FLOAT: ((float *)t->data)[i] = (float)u; break;
+      case TS_DTYPE_DOUBLE: ((double *)t->data)[i] = u; break;
+      case TS_DTYPE_FLOAT16: ((uint16_t *)t->data)[i] = half_from_small(u); break;
+      case TS_DTYPE_BOOL: ((uint8_t *)t->data)[i] = (uint8_t)(r & 1); break;
+#define TS_X(dtype, ctype) \
+  case TS_DTYPE_##dtype: ((ctype *)t->data)[i] = (ctype)k; break;
+      TS_X(INT8, int8_t) TS_X(INT16, int16_t) TS_X(INT32, int32_t)
+      TS_X(INT64, int64_t) TS_X(UINT8, uint8_t) TS_X(UINT16, uint16_t)
+      TS_X(UINT32, uint32_t) TS_X(UINT64, uint64_t)
+#undef TS_X
+      default: break;
+    }
+  }
+}
+
+int cli_generate_inputs(const Inference__ModelMetadataResponse *md,
+                        long batch, uint64_t seed, tensor_set *s,
+                        ts_err *err) {
+  uint64_t state = seed;
+  memset(s, 0, sizeof *s);
+  s->names = calloc(md->n_inputs + 1, sizeof *s->names);
+  s->tensors = calloc(md->n_inputs + 1, sizeof *s->tensors);
+  if (!s->names || !s->tensors) {
+    cli_tensor_set_free(s);
+    return ts_err_set(err, TS_ENOMEM, "out of memory");
+  }
+  for (size_t i = 0; i < md->n_inputs; i++) {
+    const Inference__ModelMetadataResponse__TensorMetadata *m = md->inputs[i];
+    ts_dtype dtype = ts_dtype_from_kserve(m->datatype);
+    int64_t dims[TS_MAX_RANK];
+    int rc = TS_OK;
+    s->n = (int)i + 1;
+    if (!ts_dtype_is_numeric(dtype))
+      rc = ts_err_set(err, TS_EUNSUPPORTED,
+                      "input '%s': cannot generate %s data; give --input",
+                      m->name, m->datatype);
+    else if (m->n_shape > TS_MAX_RANK)
+      rc = ts_err_set(err, TS_EUNSUPPORTED, "input '%s': rank %zu is above %d",
+                      m->name, m->n_shape, TS_MAX_RANK);
+    for (size_t d = 0; !rc && d < m->n_shape; d++)
+      dims[d] = m->shape[d] >= 0 ? m->shape[d] : d == 0 ? batch : 1;
+    if (!rc && !(s->names[i] = strdup(m->name)))
+      rc = ts_err_set(err, TS_ENOMEM, "out of memory");
+    if (!rc) rc = ts_tensor_alloc(&s->tensors[i], dtype, dims, (int)m->n_shape, err);
+    if (rc) {
+      cli_tensor_set_free(s);
+      return rc;
+    }
+    fill_random(&s->tensors[i], &state);
+  }
+  return TS_OK;
+}
+
+int cli_prepare_inputs(cli *c, tensor_set *s, ts_err *err) {
+  const options *opt = c->opt;
+  bool bare = false;
+  for (int i = 0; i < opt->inputs.n; i++) bare = bare || !strchr(opt->inputs.items[i], '=');
+  if (opt->inputs.n && !bare) return cli_load_inputs(&opt->inputs, s, err);
+  Inference__ModelMetadataResponse *md;
+  int rc = cli_fetch_model_metadata(c, opt->model, &md, err);
+  if (rc) return rc;
+  if (!opt->inputs.n)
+    rc = cli_generate_inputs(md, opt->batch ? opt->batch : 1, (uint64_t)opt->seed, s,
+                             err);
+  else if (md->n_inputs != 1)
+    rc = ts_err_set(err, TS_EINVAL,
+                    "model '%s' has %zu inputs: name each, --input NAME=FILE.npy",
+                    opt->model, md->n_inputs);
+  else
+    rc = load_inputs(&opt->inputs, md->inputs[0]->name, s, err);
+  protobuf_c_message_free_unpacked(&md->base, NULL);
+  return rc;
 }

@@ -12,6 +12,9 @@ The fake server's models, chosen by model_name:
 It records the last ModelInferRequest it got, for the tests to inspect.
 """
 import concurrent.futures
+import csv
+import io
+import json
 import os
 import sys
 import tempfile
@@ -150,8 +153,7 @@ class Cli(kserve.CliMixin, unittest.TestCase):
         # Nothing needs to answer: the error names the address tried.
         p = kserve.run_tessera('health', '--server', '127.0.0.1',
                                '--timeout-ms', '300')
-        if p.returncode == 0:
-            self.skipTest('something serves on 127.0.0.1:8001')
+        self.assertNotEqual(p.returncode, 0, 'something serves on 127.0.0.1:8001')
         self.assertIn('127.0.0.1:8001', p.stderr)
         self.assertNotIn(':443', p.stderr)
 
@@ -250,14 +252,14 @@ class Cli(kserve.CliMixin, unittest.TestCase):
 
     def test_status_without_admin_api(self):
         p = self.tessera('status', '--server', self.fake.address)
-        self.assertIn('server: fake 9.9', p.stdout)
+        self.assertIn('server: fake\nversion: 9.9\n', p.stdout)
         self.assertRegex(p.stdout, r'gone\s+-\s+UNAVAILABLE\s+unloaded')
         self.assertRegex(p.stdout, r'x\s+FP32\s+\[-1,4\]')
-        self.assertIn('(this server has no Tessera admin API)', p.stdout)
+        self.assertIn('== cluster ==\nadmin_api: false\n', p.stdout)
 
     def test_metadata(self):
         p = self.tessera('metadata', '--server', self.fake.address)
-        self.assertEqual(p.stdout, 'server: fake 9.9\nextensions: model_repository\n')
+        self.assertEqual(p.stdout, 'server: fake\nversion: 9.9\nextensions: model_repository\n')
         p = self.tessera('metadata', '--server', self.fake.address, '--model', 'nope',
                          expect=1)
         self.assertEqual(p.stderr, "tessera: NOT_FOUND: model 'nope' is not loaded\n")
@@ -270,23 +272,95 @@ class Cli(kserve.CliMixin, unittest.TestCase):
         path = self.save('bench', sample('FP32', (2, 3)))
         p = self.tessera('bench', '--server', self.fake.address, '--model', 'echo_raw',
                          '--input', 'x=' + path, '--concurrency', '3', '--requests', '30')
-        self.assertIn('ok: 30  errors: 0', p.stdout)
-        self.assertRegex(p.stdout, r'latency ms: mean [0-9.]+  p50 [0-9.]+  p90 [0-9.]+  '
+        self.assertIn('ok: 30\nerrors: 0\n', p.stdout)
+        self.assertRegex(p.stdout, r'latency_ms: mean [0-9.]+  p50 [0-9.]+  p90 [0-9.]+  '
                                    r'p99 [0-9.]+  max [0-9.]+')
         p = self.tessera('bench', '--server', self.fake.address, '--model', 'slow',
                          '--input', 'x=' + path, '--concurrency', '2', '--requests', '4',
                          '--timeout-ms', '200', expect=1)
-        self.assertIn('ok: 0  errors: 4', p.stdout)
+        self.assertIn('ok: 0\nerrors: 4\n', p.stdout)
         self.assertTrue(p.stderr.startswith('tessera: DEADLINE_EXCEEDED: 4 of 4 requests '
                                             'failed'), p.stderr)
 
+    def jq(self, text, program):
+        p = subprocess.run(['jq', '-c', program], input=text, stdout=subprocess.PIPE,
+                           universal_newlines=True, check=True, timeout=30)
+        return json.loads(p.stdout)
+
+    def test_format_json(self):
+        a = sample('FP32', (2, 3))
+        b = sample('INT64', (4,))
+        flag = sample('BOOL', (3,))
+        p = self.infer('echo_raw', {'a': a, 'b': b, 'f': flag}, '--format', 'json')
+        doc = json.loads(p.stdout)
+        self.assertEqual(doc['model_name'], 'echo_raw')
+        got = {o['name']: o for o in doc['outputs']}
+        for name, want in (('a', a), ('b', b), ('f', flag)):
+            self.assertEqual(got[name]['datatype'], kserve.datatype_of(want))
+            self.assertEqual(got[name]['shape'], list(want.shape))
+            self.assertEqual(got[name]['data'], want.ravel().tolist())
+        self.assertEqual(self.jq(p.stdout, '[.outputs[] | .name]'), ['a', 'b', 'f'])
+        p = self.tessera('models', '--server', self.fake.address, '--format', 'json')
+        self.assertEqual(self.jq(p.stdout, '[.models[] | [.name, .state, .reason]]'),
+                         [['echo_raw', 'READY', ''], ['gone', 'UNAVAILABLE', 'unloaded']])
+        p = self.tessera('metadata', '--server', self.fake.address, '--model', 'echo_raw',
+                         '--format', 'json')
+        self.assertEqual(json.loads(p.stdout)['inputs'],
+                         [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 4]}])
+        p = self.tessera('status', '--server', self.fake.address, '--format', 'json')
+        doc = json.loads(p.stdout)
+        self.assertEqual(doc['server'], {'server': 'fake', 'version': '9.9',
+                                         'extensions': ['model_repository']})
+        self.assertEqual(doc['cluster'], {'admin_api': False})
+        self.assertEqual(self.jq(p.stdout, '.metadata[0].outputs[0].shape'), [-1, 4])
+        path = self.save('bench_json', sample('FP32', (2, 3)))
+        p = self.tessera('bench', '--server', self.fake.address, '--model', 'echo_raw',
+                         '--input', 'x=' + path, '--requests', '12', '--format', 'json')
+        doc = json.loads(p.stdout)
+        self.assertEqual((doc['ok'], doc['errors'], doc['requests']), (12, 0, 12))
+        lat = doc['latency_ms']
+        self.assertTrue(0 < lat['p50'] <= lat['p90'] <= lat['p99'] <= lat['max'], lat)
+
+    def test_format_csv(self):
+        p = self.tessera('models', '--server', self.fake.address, '--format', 'csv')
+        rows = list(csv.reader(io.StringIO(p.stdout, newline='')))
+        self.assertEqual(rows, [['name', 'version', 'state', 'reason'],
+                                ['echo_raw', '1', 'READY', ''],
+                                ['gone', '', 'UNAVAILABLE', 'unloaded']])
+        raw = subprocess.run([kserve.binary('tessera'), 'models', '--server', self.fake.address,
+                              '--format', 'csv'], stdout=subprocess.PIPE, check=True,
+                             timeout=30).stdout
+        self.assertTrue(raw.startswith(b'name,version,state,reason\r\necho_raw,'), raw)
+        a = sample('FP64', (2, 2))
+        p = self.infer('echo_raw', {'x': a}, '--format', 'csv')
+        rows = list(csv.DictReader(io.StringIO(p.stdout, newline='')))
+        self.assertEqual(len(rows), 1)
+        self.assertEqual((rows[0]['name'], rows[0]['datatype'], rows[0]['shape']),
+                         ('x', 'FP64', '2 2'))
+        self.assertEqual([float(v) for v in rows[0]['data'].split()], a.ravel().tolist())
+
+    def test_generated_inputs(self):
+        # No --input: inputs follow ModelMetadata (x FP32 [-1,4]), --batch rows.
+        p = self.tessera('infer', '--server', self.fake.address, '--model', 'echo_raw',
+                         '--batch', '3', '--seed', '7', '--format', 'json')
+        req = self.fake.last_request
+        self.assertEqual([(i.name, i.datatype, list(i.shape)) for i in req.inputs],
+                         [('x', 'FP32', [3, 4])])
+        sent = np.frombuffer(req.raw_input_contents[0], np.float32)
+        self.assertTrue(np.all((sent >= -1) & (sent < 1)), sent)
+        self.assertGreater(len(set(sent.tolist())), 1)
+        self.assertEqual(json.loads(p.stdout)['outputs'][0]['data'], sent.tolist())
+        again = self.tessera('infer', '--server', self.fake.address, '--model', 'echo_raw',
+                             '--batch', '3', '--seed', '7', '--format', 'json')
+        self.assertEqual(again.stdout, p.stdout)
+
     def test_usage(self):
-        for args in (['infer', '--server', 'x', '--model', 'm'],       # no --input
-                     ['infer', '--server', 'x', '--model', 'm', '--input', 'noequals'],
+        for args in (['infer', '--server', 'x', '--model', 'm', '--input', '=x.npy'],
                      ['models', '--server', 'x', '--typed'],             # not its option
                      ['bench', '--server', 'x', '--model', 'm', '--input', 'a=b',
                       '--requests', '0'],
                      ['health'],                                         # no --server
+                     ['models', '--server', 'x', '--format', 'xml'],
                      ['nosuchcommand'],
                      []):
             with self.subTest(args=args):

@@ -220,7 +220,7 @@ class EndToEnd(kserve.CliMixin, kserve.ClusterTestCase):
         p = self.tessera('bench', '--server', self.cluster.address, '--model', 'mlp',
                          '--input', 'embedding=' + path, '--concurrency', '4',
                          '--requests', '40')
-        self.assertIn('ok: 40  errors: 0', p.stdout)
+        self.assertIn('ok: 40\nerrors: 0\n', p.stdout)
         self.assertRegex(p.stdout, r'p50 [0-9.]+  p90 [0-9.]+  p99 [0-9.]+')
 
 
