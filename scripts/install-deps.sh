@@ -22,6 +22,7 @@ packages=(
   docker.io docker-compose debootstrap
   systemd  # systemd-analyze: test_systemd verifies and scores the units
   openssl  # scripts/certs.sh makes the cluster CA and role certificates
+  jq  # test_cli reads the CLI's --format json output with it
 )
 
 missing=()
