@@ -11,7 +11,8 @@
      coordinator serves a model on the worker that the unit started;
   c. `systemctl stop` drains both: each exits 0 (Result=success,
      ExecMainStatus=0);
-  d. their logs are in the journal with priorities: "serving" at info (6).
+  d. their logs are in the journal with priorities: "serving" at info (6),
+     every WARN line at warning (4) and every ERROR line at err (3).
 
 It needs root, Docker and debootstrap, and FAILS, never skips, without
 them. Where no dockerd runs it starts one (test_compose.Dockerd).
@@ -143,7 +144,7 @@ class SystemdTest(unittest.TestCase):
         def serving():
             p = run(DOCKER, 'exec', cid, 'tessera', 'infer', '--server', '127.0.0.1:8001',
                     # mlp itself has replicas = 2: one worker serves mlp_tensor.
-                    '--model', 'mlp_tensor', '--input', 'input=/srv/tessera/models/mlp/input.npy',
+                    '--model', 'mlp_tensor', '--input', 'embedding=/srv/tessera/models/mlp/input.npy',
                     check=False)
             return p.returncode == 0 and p.stdout
         out = ledger.wait_for(serving, 30, 0.5)
@@ -166,6 +167,11 @@ class SystemdTest(unittest.TestCase):
             entries = re.findall(r'PRIORITY=(\d)\n\s*MESSAGE=(.*)', out)
             self.assertTrue(any(p == '6' and 'serving' in m for p, m in entries),
                             'no info "serving" line from %s:\n%s' % (u, out))
+            # warnings as warnings (journalctl -p warning), errors as errors
+            for p, m in entries:
+                for word, prio in (('WARN ', '4'), ('ERROR ', '3')):
+                    if m.startswith(word):
+                        self.assertEqual(p, prio, '%s at priority %s' % (m, p))
         run(DOCKER, 'rm', '-f', cid)
         type(self).cid = None
 
