@@ -122,11 +122,13 @@ def open_channel(address, creds=None, options=()):
 
 class Client:
     """Synchronous KServe v2 client; every method raises grpc.RpcError on a
-    non-OK status (e.code(), e.details()). creds: as open_channel."""
+    non-OK status (e.code(), e.details()). creds: as open_channel;
+    metadata: (key, value) pairs sent with every call."""
 
-    def __init__(self, address, timeout=30.0, creds=None):
+    def __init__(self, address, timeout=30.0, creds=None, metadata=None):
         self.address = address
         self.timeout = timeout
+        self.metadata = metadata
         self.channel = open_channel(address, creds, options=[
             ('grpc.max_receive_message_length', -1),
             ('grpc.max_send_message_length', -1)])
@@ -144,7 +146,8 @@ class Client:
         method = self.channel.unary_unary(
             path, request_serializer=type(request).SerializeToString,
             response_deserializer=response_class.FromString)
-        return method(request, timeout=timeout or self.timeout)
+        return method(request, timeout=timeout or self.timeout,
+                      metadata=self.metadata)
 
     def kserve(self, method, request, timeout=None):
         response_class = getattr(pb, method + 'Response')

@@ -22,6 +22,7 @@ export_models.torch.set_num_threads(1)
 
 MODEL = 'mlp'
 WORKER = '/tessera.worker.v1.Worker/'
+SECRET = 'limits-test-cluster-secret-0123456789'
 
 
 wpb, = kserve.compile_protos('worker.proto')
@@ -91,8 +92,18 @@ class Limits(kserve.ClusterTestCase):
         os.makedirs(os.path.join(cls.repo, MODEL))
         shutil.copy(export_models.export(MODEL, tmp),
                     os.path.join(cls.repo, MODEL, 'model.onnx'))
+        # RegisterWorker needs the cluster secret (docs/SECURITY.md): the
+        # registration tests send it, so that the address checks are reached.
+        cls.secret = os.path.join(tmp, 'secret')
+        with open(os.open(cls.secret, os.O_WRONLY | os.O_CREAT, 0o600), 'w') as f:
+            f.write(SECRET + '\n')
         return {'models': [], 'local_workers': 1,
-                'extra_args': ['--model-repository', cls.repo]}
+                'extra_args': ['--model-repository', cls.repo,
+                               '--cluster-secret-file', cls.secret]}
+
+    def admin(self):
+        return admin.AdminClient(self.cluster.address,
+                                 metadata=[('tessera-cluster-secret', SECRET)])
 
     @classmethod
     def setUpClass(cls):
@@ -178,7 +189,7 @@ class Limits(kserve.ClusterTestCase):
         self.assert_serving()
 
     def test_worker_addresses_validated(self):
-        with admin.AdminClient(self.cluster.address) as a:
+        with self.admin() as a:
             for address in ['unix:/tmp/tessera.sock', 'unix:///tmp/x:1',
                             'dns:///127.0.0.1:1', '127.0.0.1', '127.0.0.1:0',
                             '127.0.0.1:65536', 'h:1\nFORGED LOG LINE',
@@ -192,7 +203,7 @@ class Limits(kserve.ClusterTestCase):
         self.assert_serving()
 
     def test_bogus_registrations_hold_no_slot(self):
-        with admin.AdminClient(self.cluster.address) as a:
+        with self.admin() as a:
             before = len(a.cluster_status().workers)
             # 300 addresses nothing listens on (more than the 256 slots)
             for port in range(1, 301):
