@@ -722,4 +722,21 @@ static inline void kc_check_gemm(kc_rng *r, int64_t m, int64_t n, int64_t k,
   ts_tensor_free(&y);
 }
 
+/* y[i*ldy + j] = alpha * sum_p a[i*lda + p] * B(p, j) + (acc ? y0 : 0) in
+ * float64, B(p, j) = b[p*n + j], or b[j*k + p] when trans_b. */
+static inline void kc_gemm_ref(int64_t m, int64_t n, int64_t k, const float *a,
+                               int64_t lda, const float *b, bool trans_b,
+                               float alpha, bool accumulate, const float *y0,
+                               int64_t ldy, double *ref) {
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < n; j++) {
+      double s = 0;
+      for (int64_t p = 0; p < k; p++)
+        s += (double)a[i * lda + p] *
+             (double)(trans_b ? b[j * k + p] : b[p * n + j]);
+      ref[i * ldy + j] =
+          (double)alpha * s + (accumulate ? (double)y0[i * ldy + j] : 0.0);
+    }
+}
+
 #endif

@@ -27,22 +27,6 @@
 #define RTOL 1e-4
 #define ATOL 1e-5
 
-/* y[i*ldy + j] = alpha * sum_p a[i*lda + p] * B(p, j) + (acc ? y0 : 0) in
- * float64, B(p, j) = b[p*n + j], or b[j*k + p] when trans_b. */
-static void naive(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                  const float *b, bool trans_b, float alpha, bool accumulate,
-                  const float *y0, int64_t ldy, double *ref) {
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t j = 0; j < n; j++) {
-      double s = 0;
-      for (int64_t p = 0; p < k; p++)
-        s += (double)a[i * lda + p] *
-             (double)(trans_b ? b[j * k + p] : b[p * n + j]);
-      ref[i * ldy + j] =
-          (double)alpha * s + (accumulate ? (double)y0[i * ldy + j] : 0.0);
-    }
-}
-
 static float *rand_floats(kc_rng *r, int64_t count) {
   float *x = malloc((size_t)(count > 0 ? count : 1) * sizeof *x);
   ck_assert_ptr_nonnull(x);
@@ -64,7 +48,7 @@ static void check_kernel(kc_rng *r, ts_gemm_isa isa, int64_t m, int64_t n,
   ts_gemm_packed *p = ts_gemm_pack(b, k, n, trans_b, false);
   ck_assert_ptr_nonnull(p);
   ts_gemm_packed_run_isa(isa, p, m, a, lda, alpha, accumulate, y, ldy);
-  naive(m, n, k, a, lda, b, trans_b, alpha, accumulate, y0, ldy, ref);
+  kc_gemm_ref(m, n, k, a, lda, b, trans_b, alpha, accumulate, y0, ldy, ref);
   for (int64_t i = 0; i < m; i++) {
     for (int64_t j = 0; j < n; j++) {
       double want = ref[i * ldy + j], got = y[i * ldy + j];
@@ -146,7 +130,7 @@ START_TEST(matmul_constant_b) {
     ck_assert_msg(rc == 0, "matmul: %s", err.msg);
     double *ref = malloc((size_t)(2 * m * n) * sizeof *ref);
     ck_assert_ptr_nonnull(ref);
-    naive(2 * m, n, k, a.data, k, b.data, false, 1.0f, false, NULL, n, ref);
+    kc_gemm_ref(2 * m, n, k, a.data, k, b.data, false, 1.0f, false, NULL, n, ref);
     kc_assert_close(&y, ref, (int64_t[]){2, m, n}, 3, RTOL, ATOL, "matmul");
     free(ref);
     ts_tensor_free(&a);
@@ -218,7 +202,7 @@ START_TEST(large_b_not_kept_twice) {
                                   1, &err) == 0, "%s", err.msg);
         double *ref = malloc((size_t)(m * n) * sizeof *ref);
         ck_assert_ptr_nonnull(ref);
-        naive(m, n, k, a.data, k, b.data, tb, 1.0f, false, NULL, n, ref);
+        kc_gemm_ref(m, n, k, a.data, k, b.data, tb, 1.0f, false, NULL, n, ref);
         char what[96];
         snprintf(what, sizeof what, "gemm tB=%d shared=%d m=%lld", tb, shared,
                  (long long)m);

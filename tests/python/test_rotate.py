@@ -57,17 +57,7 @@ def presented_serial(address, ca, cert, key):
 
 def sign(ca_dir, name, spiffe, out_dir):
     """A new leaf `name` for SPIFFE path `spiffe`, signed by ca_dir's CA."""
-    path = os.path.join(out_dir, name)
-    subprocess.run(['openssl', 'req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=' + name,
-                    '-keyout', path + '.key', '-out', path + '.csr'],
-                   check=True, stderr=subprocess.DEVNULL)
-    with open(path + '.ext', 'w') as f:
-        f.write('subjectAltName=URI:spiffe://tessera/%s,DNS:localhost,IP:127.0.0.1\n'
-                'extendedKeyUsage=serverAuth,clientAuth\n' % spiffe)
-    subprocess.run(['openssl', 'x509', '-req', '-in', path + '.csr', '-CA',
-                    os.path.join(ca_dir, 'ca.crt'), '-CAkey', os.path.join(ca_dir, 'ca.key'),
-                    '-CAcreateserial', '-days', '1', '-extfile', path + '.ext',
-                    '-out', path + '.crt'], check=True, stderr=subprocess.DEVNULL)
+    return kserve.sign_leaf(ca_dir, name, 'URI:spiffe://tessera/' + spiffe, out_dir)
 
 
 class Rotate(unittest.TestCase):

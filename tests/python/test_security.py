@@ -678,19 +678,8 @@ class Tokens(SecurityCase, kserve.ClusterTestCase):
 
 def sign(name, san):
     """Certificate `name` (in CERTS) for subjectAltName `san`, signed by the
-    cluster's CA the way scripts/certs.sh signs."""
-    path = os.path.join(CERTS, name)
-    subprocess.run(['openssl', 'req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=' + name,
-                    '-keyout', path + '.key', '-out', path + '.csr'],
-                   check=True, stderr=subprocess.DEVNULL)
-    with open(path + '.ext', 'w') as f:
-        f.write('subjectAltName=%s,DNS:localhost,IP:127.0.0.1\n'
-                'extendedKeyUsage=serverAuth,clientAuth\n' % san)
-    subprocess.run(['openssl', 'x509', '-req', '-in', path + '.csr', '-CA',
-                    os.path.join(CERTS, 'ca.crt'), '-CAkey', os.path.join(CERTS, 'ca.key'),
-                    '-CAcreateserial', '-days', '1', '-extfile', path + '.ext',
-                    '-out', path + '.crt'], check=True, stderr=subprocess.DEVNULL)
-    return name
+    cluster's CA."""
+    return kserve.sign_leaf(CERTS, name, san, CERTS)
 
 
 class Identities(SecurityCase):
