@@ -17,6 +17,7 @@ As a command:
     /usr/bin/python3 export_models.py OUTDIR [NAME...]    (default: all)
 """
 import collections
+import inspect
 import os
 import sys
 
@@ -233,8 +234,12 @@ def export(name, outdir):
         dynamic[o] = {0: 'batch'}
         if name == 'transformer':
             dynamic[o][1] = 'sequence'
+    # torch >= 2.5 has a second exporter (dynamo), the default from 2.9; these
+    # models are written for the TorchScript one, the only one of torch 1.13.
+    legacy = ({'dynamo': False}
+              if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {})
     with torch.no_grad():
-        torch.onnx.export(module(name), args, path,
+        torch.onnx.export(module(name), args, path, **legacy,
                           input_names=[i.name for i in spec.inputs],
                           output_names=list(spec.outputs),
                           dynamic_axes=dynamic, opset_version=spec.opset,
