@@ -405,51 +405,6 @@ START_TEST(constant_folding) {
 }
 END_TEST
 
-/* A memory bomb: shape = Constant(dims); big = OP(shape...) of `bytes`
- * bytes (float); y = Add(x, big) so the folded tensor is used. The model
- * is a few hundred bytes whatever `bytes` is. */
-typedef enum { BOMB_CONSTANT_OF_SHAPE, BOMB_EXPAND, BOMB_TILE, BOMB_RANGE }
-    bomb_op;
-
-static Onnx__ModelProto *bomb_model(bomb_op op, int64_t elems) {
-  Onnx__ModelProto *m = kc_model_new(13);
-  kc_model_input(m, "x", TS_DTYPE_FLOAT, 1, D(1));
-  Onnx__NodeProto *c = kc_model_node(m, "Constant", "", "dims", "", "shape");
-  kc_attr_ints(c, "value_ints", 1, D(elems));
-  switch (op) {
-    case BOMB_CONSTANT_OF_SHAPE:
-      kc_model_node(m, "ConstantOfShape", "", "bomb", "shape", "big");
-      break;
-    case BOMB_EXPAND: {
-      Onnx__NodeProto *one = kc_model_node(m, "Constant", "", "one", "",
-                                           "scalar");
-      kc_attr_floats(one, "value_floats", 1, (float[]){1});
-      kc_model_node(m, "Expand", "", "bomb", "scalar,shape", "big");
-      break;
-    }
-    case BOMB_TILE: {
-      Onnx__NodeProto *one = kc_model_node(m, "Constant", "", "one", "",
-                                           "scalar");
-      kc_attr_floats(one, "value_floats", 1, (float[]){1});
-      kc_model_node(m, "Tile", "", "bomb", "scalar,shape", "big");
-      break;
-    }
-    case BOMB_RANGE: {
-      Onnx__NodeProto *n = kc_model_node(m, "Constant", "", "lo", "", "start");
-      kc_attr_float(n, "value_float", 0);
-      n = kc_model_node(m, "Constant", "", "hi", "", "limit");
-      kc_attr_float(n, "value_float", (float)elems);
-      n = kc_model_node(m, "Constant", "", "step", "", "delta");
-      kc_attr_float(n, "value_float", 1);
-      kc_model_node(m, "Range", "", "bomb", "start,limit,delta", "big");
-      break;
-    }
-  }
-  kc_model_node(m, "Add", "", "use", "x,big", "y");
-  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
-  return m;
-}
-
 static void release_free(void *bytes, size_t len, void *ctx) {
   (void)len;
   (void)ctx;
@@ -480,17 +435,17 @@ START_TEST(fold_limit_refuses_bombs) {
   ck_assert_uint_eq(ts_fold_limit_default(100u << 20), 400u << 20);
   ck_assert_uint_eq(ts_fold_limit_default(SIZE_MAX / 2), SIZE_MAX);
   static const struct {
-    bomb_op op;
+    kc_fold_op op;
     const char *desc;
   } bombs[] = {
-      {BOMB_CONSTANT_OF_SHAPE, "node 'bomb' (ConstantOfShape) needs "},
-      {BOMB_EXPAND, "node 'bomb' (Expand) needs "},
-      {BOMB_TILE, "node 'bomb' (Tile) needs "},
-      {BOMB_RANGE, "node 'bomb' (Range) needs "},
+      {KC_FOLD_CONSTANT_OF_SHAPE, "node 'bomb' (ConstantOfShape) needs "},
+      {KC_FOLD_EXPAND, "node 'bomb' (Expand) needs "},
+      {KC_FOLD_TILE, "node 'bomb' (Tile) needs "},
+      {KC_FOLD_RANGE, "node 'bomb' (Range) needs "},
   };
   for (size_t i = 0; i < sizeof bombs / sizeof bombs[0]; i++) {
     int64_t elems = (int64_t)1 << 28; /* 1 GiB of float */
-    ck_assert_int_eq(load_with_fold_limit(bomb_model(bombs[i].op, elems),
+    ck_assert_int_eq(load_with_fold_limit(kc_fold_model(bombs[i].op, elems),
                                           SIZE_MAX - 1, &model, &err),
                      TS_EEXHAUSTED);
     ck_assert_ptr_null(model);
@@ -499,7 +454,7 @@ START_TEST(fold_limit_refuses_bombs) {
     ASSERT_MSG_HAS(err, "constant folding at load (fold limit 67108864 bytes");
   }
   /* 4 TiB through the copying loader too */
-  Onnx__ModelProto *m = bomb_model(BOMB_CONSTANT_OF_SHAPE, (int64_t)1 << 40);
+  Onnx__ModelProto *m = kc_fold_model(KC_FOLD_CONSTANT_OF_SHAPE, (int64_t)1 << 40);
   ck_assert_int_eq(load(m, &model, &err), TS_EEXHAUSTED);
   ASSERT_MSG_HAS(err, "needs 4398046511104 bytes for its outputs");
 }
@@ -513,7 +468,7 @@ START_TEST(fold_limit_counts_every_folded_constant) {
   ts_model *model = NULL;
   ts_err err;
   int64_t elems = 1 << 20; /* 4 MiB of float */
-  Onnx__ModelProto *m = bomb_model(BOMB_CONSTANT_OF_SHAPE, elems);
+  Onnx__ModelProto *m = kc_fold_model(KC_FOLD_CONSTANT_OF_SHAPE, elems);
   Onnx__NodeProto *c = kc_model_node(m, "Constant", "", "dims2", "", "shape2");
   kc_attr_ints(c, "value_ints", 1, D(elems));
   kc_model_node(m, "ConstantOfShape", "", "bomb2", "shape2", "big2");
