@@ -280,6 +280,7 @@ class CoordinatorFoldLimit(kserve.ClusterTestCase):
 
     expect_code = test_limits.Limits.expect_code
     assert_serving = test_limits.Limits.assert_serving  # MODEL against torch
+    put_model = test_limits.Limits.put_model  # REPO/NAME/model.onnx
 
     # test_limits' cluster: a repository holding MODEL, one local worker
     cluster_options = classmethod(test_limits.Limits.cluster_options.__func__)
@@ -287,16 +288,65 @@ class CoordinatorFoldLimit(kserve.ClusterTestCase):
     def test_bomb_repository_load(self):
         # written after start: a startup load of it would stop the daemon
         for name, op in [('bomb', 'ConstantOfShape'), ('expand', 'Expand')]:
-            os.makedirs(os.path.join(self.repo, name))
-            data = fold_model(GIB // 4, op)
-            with open(os.path.join(self.repo, name, 'model.onnx'), 'wb') as f:
-                f.write(data)
+            self.put_model(name, fold_model(GIB // 4, op))
             self.expect_code(grpc.StatusCode.RESOURCE_EXHAUSTED,
                              lambda: self.client.load(name),
                              "node 'bomb' (%s) needs 1073741824 bytes for "
                              "its outputs" % op, 'fold limit 67108864 bytes')
         self.client.load(MODEL)
         self.assert_serving()
+
+
+def reduced_fold_model(elems):
+    """y = x + ReduceSum(ConstantOfShape([elems])) with x float[3]: the load
+    folds 4 x elems bytes of zeros (and their sum, 0), the model and its
+    requests stay small."""
+    nodes = [
+        helper.make_node('Constant', [], ['shape'], name='dims',
+                         value=helper.make_tensor('d', TensorProto.INT64, [1],
+                                                  [elems])),
+        helper.make_node('ConstantOfShape', ['shape'], ['big'], name='bomb',
+                         value=helper.make_tensor('v', TensorProto.FLOAT, [1],
+                                                  [0.0])),
+        helper.make_node('ReduceSum', ['big'], ['zero'], name='sum'),
+        helper.make_node('Add', ['x', 'zero'], ['y'], name='use')]
+    graph = helper.make_graph(
+        nodes, 'reduced',
+        [helper.make_tensor_value_info('x', TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info('y', TensorProto.FLOAT, [3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+class CoordinatorFoldLimitFlag(kserve.ClusterTestCase):
+    """--fold-limit on the coordinator: its own loads and, passed on, its
+    local workers' shard loads are held to it instead of the default."""
+
+    @classmethod
+    def cluster_options(cls, tmp):
+        cls.repo = os.path.join(tmp, 'repo')
+        os.makedirs(cls.repo)
+        return {'models': [], 'local_workers': 1,
+                'extra_args': ['--model-repository', cls.repo,
+                               '--fold-limit', '96M']}
+
+    expect_code = test_limits.Limits.expect_code
+    put_model = test_limits.Limits.put_model  # REPO/NAME/model.onnx
+
+    def test_fold_limit_flag(self):
+        # 128 MiB: over 96M
+        self.put_model('big', reduced_fold_model(32 * MIB))
+        self.expect_code(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         lambda: self.client.load('big'),
+                         'fold limit 100663296 bytes',
+                         "node 'bomb' (ConstantOfShape) needs 134217728 bytes")
+        # 80 MiB: over the default 64 MiB, within 96M here and on the worker
+        self.put_model('fits', reduced_fold_model(20 * MIB))
+        self.client.load('fits')
+        x = np.array([1.5, -2.0, 3.25], dtype=np.float32)
+        got = self.client.infer('fits', {'x': x})['y']
+        np.testing.assert_array_equal(got, x)
 
 
 if __name__ == '__main__':
