@@ -280,7 +280,9 @@ static int64_t reap_stalled_locked(ts_worker_service *svc) {
              "reservation of %llu bytes is released",
              ts_store_upload_id(lc->upload), (long long)idle,
              (long long)timeout,
-             (unsigned long long)ts_store_upload_total(lc->upload));
+             ts_store_upload_is_duplicate(lc->upload)
+                 ? 0ull /* a held shard's: nothing reserved */
+                 : (unsigned long long)ts_store_upload_total(lc->upload));
     ts_log_warn("LoadShard: %s", msg);
     ts_rpc_call_fail(lc->base.call, TS_ETIMEDOUT, msg);
   }
