@@ -212,10 +212,16 @@ static int parse_options(int argc, char **argv, options *o) {
         break;
       case O_RR: o->round_robin = 1; break;
       case O_HELP: usage(stdout); exit(0);
-      default:
-        if (ts_security_option(&o->security, c, optarg)) break;
+      default: {
+        int taken = ts_security_option(&o->security, c, optarg, &err);
+        if (taken < 0) {
+          fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
+          return 2;
+        }
+        if (taken) break;
         usage(stderr);
         return 2;
+      }
     }
   }
   if (optind < argc) {
@@ -239,9 +245,10 @@ static int parse_options(int argc, char **argv, options *o) {
 
 /* The options every --local-workers child gets: this coordinator's
  * certificate (it serves worker RPCs to the coordinator role, which this
- * certificate carries) and trust domain. */
-static void local_worker_args(const options *o, const char **args) {
-  int a = 0;
+ * certificate carries), trust domain and gRPC limits. */
+static void local_worker_args(const options *o, const char **args,
+                              char (*limit_buf)[24]) {
+  int a = ts_security_limit_args(&o->security, args, limit_buf);
   if (o->security.tls_cert) {
     args[a++] = "--tls-cert";
     args[a++] = o->security.tls_cert;
@@ -356,7 +363,8 @@ int main(int argc, char **argv) {
                                   : 1);
     ts_err err = {0};
     const char *extra[TS_LOCAL_EXTRA_ARGS + 1];
-    local_worker_args(&o, extra);
+    char limit_buf[2][24];
+    local_worker_args(&o, extra, limit_buf);
     if (ts_local_workers_start(&local, o.local_workers, threads,
                                o.worker_memory_limit,
                                o.worker_activation_limit, o.worker_binary,
@@ -374,6 +382,7 @@ int main(int argc, char **argv) {
   ts_rpc_server *server = NULL;
   ts_rpc_auth *auth = NULL;
   int exit_code = 1;
+  ts_rpc_set_limits(&o.security.limits, &err); /* checked by the parser */
   /* One set of credentials for the client port and every worker channel:
    * with tokens, clients may come without a certificate; the worker
    * channels present this coordinator's either way. */

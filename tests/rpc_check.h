@@ -44,6 +44,9 @@
 #define WATCH "/test.Svc/Watch"
 #define RELAY "/test.Svc/Relay"
 #define HEALTH "/grpc.health.v1.Health/Check"
+#define SMALL "/test.Svc/Small"             /* Echo, requests capped */
+#define SMALL_CONCAT "/test.Svc/SmallConcat" /* Concat, messages capped */
+#define SMALL_MAX 100
 #define FAIL_MSG "tensor 'x': dim 1 is 3, expected 4"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -280,6 +283,13 @@ static const ts_rpc_method test_methods[] = {
      .on_end = concat_end},
     {.path = WATCH, .kind = TS_RPC_UNARY, .unary = watch},
     {.path = RELAY, .kind = TS_RPC_UNARY, .unary = relay},
+    {.path = SMALL, .kind = TS_RPC_UNARY, .unary = echo,
+     .max_request = SMALL_MAX},
+    {.path = SMALL_CONCAT,
+     .kind = TS_RPC_CLIENT_STREAM,
+     .on_message = concat_msg,
+     .on_end = concat_end,
+     .max_request = SMALL_MAX},
 };
 #define N_TEST_METHODS ((int)(sizeof test_methods / sizeof *test_methods))
 
@@ -328,6 +338,8 @@ static inline void teardown(void) {
   for (int i = 0; i < 500 && atomic_load(&later_running) > 0; i++) sleep_ms(10);
   if (chan) ts_rpc_channel_close(chan);
   if (srv) ts_rpc_server_stop(srv, 1000);
+  ts_err err = {0};
+  ck_assert_int_eq(ts_rpc_set_limits(&(ts_rpc_limits){0}, &err), 0);
   ts_rpc_shutdown();
 }
 

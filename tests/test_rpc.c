@@ -699,6 +699,85 @@ START_TEST(unreachable_server_unavailable) {
 }
 END_TEST
 
+/* ---- limits ----------------------------------------------------------- */
+
+START_TEST(method_request_cap) {
+  start_plain();
+  ts_err err = {0};
+  char req[SMALL_MAX + 2], text[SMALL_MAX + 2];
+  memset(req, 'a', SMALL_MAX);
+  req[SMALL_MAX] = '\0';
+  ck_assert_int_eq(call_text(chan, SMALL, req, in_ms(5000), text, sizeof text,
+                             &err), 0);
+  ck_assert_str_eq(text, req);
+  strcat(req, "b"); /* one byte over */
+  ck_assert_int_eq(call_text(chan, SMALL, req, in_ms(5000), NULL, 0, &err),
+                   TS_EEXHAUSTED);
+  ck_assert_str_eq(err.msg, SMALL ": a request of 101 bytes is over the "
+                            "method's limit of 100 bytes");
+  /* The health check is a control method: 64 KiB at most. */
+  uint8_t *big = random_bytes(TS_RPC_CONTROL_MAX_REQUEST + 1);
+  uint8_t *resp = NULL;
+  size_t len = 0;
+  ck_assert_int_eq(ts_rpc_call_sync(chan, HEALTH, big,
+                                    TS_RPC_CONTROL_MAX_REQUEST + 1,
+                                    in_ms(5000), &resp, &len, &err),
+                   TS_EEXHAUSTED);
+  ck_assert_ptr_nonnull(strstr(err.msg, "limit of 65536 bytes"));
+  free(big);
+  /* The server goes on serving. */
+  ck_assert_int_eq(call_text(chan, ECHO, "ok", in_ms(5000), text, sizeof text,
+                             &err), 0);
+  ck_assert_str_eq(text, "ok");
+}
+END_TEST
+
+/* The process's max message size applies to every method: over it, gRPC
+ * refuses the message (the client's channel does not even send it). */
+START_TEST(process_max_message) {
+  ts_err err = {0};
+  ts_rpc_limits l = {.max_message = TS_RPC_MAX_MESSAGE_MIN};
+  ck_assert_int_eq(ts_rpc_set_limits(&l, &err), 0);
+  ck_assert_uint_eq(ts_rpc_get_limits().max_message, TS_RPC_MAX_MESSAGE_MIN);
+  ck_assert_int_eq(ts_rpc_get_limits().max_streams,
+                   TS_RPC_MAX_STREAMS_DEFAULT);
+  start_plain();
+  for (size_t n = TS_RPC_MAX_MESSAGE_MIN - 64; n <= TS_RPC_MAX_MESSAGE_MIN + 1;
+       n += 65) {
+    uint8_t *req = random_bytes(n), *resp = NULL;
+    size_t len = 0;
+    int rc = ts_rpc_call_sync(chan, ECHO, req, n, in_ms(5000), &resp, &len,
+                              &err);
+    if (n <= TS_RPC_MAX_MESSAGE_MIN) {
+      ck_assert_msg(rc == 0, "%zu bytes: %s", n, err.msg);
+      ck_assert_uint_eq(len, n);
+      ck_assert(memcmp(req, resp, n) == 0);
+    } else {
+      ck_assert_int_eq(rc, TS_EEXHAUSTED);
+    }
+    free(req);
+    free(resp);
+  }
+}
+END_TEST
+
+START_TEST(bad_limits_refused) {
+  ts_err err = {0};
+  ts_rpc_limits bad[] = {{.max_message = TS_RPC_MAX_MESSAGE_MIN - 1},
+                         {.max_message = TS_RPC_MAX_MESSAGE_MAX + 1u},
+                         {.max_streams = -1},
+                         {.max_streams = TS_RPC_MAX_STREAMS_MAX + 1}};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    ck_assert_int_eq(ts_rpc_set_limits(&bad[i], &err), TS_EINVAL);
+    ck_assert_uint_eq(ts_rpc_get_limits().max_message,
+                      TS_RPC_MAX_MESSAGE_DEFAULT);
+    ck_assert_int_eq(ts_rpc_get_limits().max_streams,
+                     TS_RPC_MAX_STREAMS_DEFAULT);
+  }
+  ck_assert_ptr_nonnull(strstr(err.msg, "max streams"));
+}
+END_TEST
+
 static void cases(Suite *s) {
   TCase *tc = TS_CHECK_CASE(
       s, "rpc", 120, setup, teardown, status_mapping, now_is_monotonic_ms,
@@ -709,7 +788,8 @@ static void cases(Suite *s) {
       no_notice_after_answer, notice_registered_late_runs_at_once,
       notice_may_answer_the_call, answer_waits_for_running_notice,
       notice_on_server_stop, bind_in_use_fails, bad_server_options,
-      unreachable_server_unavailable);
+      unreachable_server_unavailable, method_request_cap, process_max_message,
+      bad_limits_refused);
   tcase_add_loop_test(tc, async_echo_sizes, 0, 2);
   tcase_add_loop_test(tc, async_100_concurrent, 0, 2);
 }

@@ -191,12 +191,18 @@ static int parse_options(int argc, char **argv, options *o) {
       case OPT_HELP:
         usage(stdout);
         return -1;
-      default:
-        if (ts_security_option(&o->security, c, optarg)) break;
+      default: {
+        int taken = ts_security_option(&o->security, c, optarg, &err);
+        if (taken < 0) {
+          fprintf(stderr, "tessera-worker: %s\n", err.msg);
+          return 2;
+        }
+        if (taken) break;
         fprintf(stderr, "tessera-worker: unknown or incomplete option '%s'\n",
                 argv[optind - 1]);
         usage(stderr);
         return 2;
+      }
     }
   }
   if (optind < argc) {
@@ -348,6 +354,7 @@ int main(int argc, char **argv) {
   ts_rpc_init();
 
   ts_err err = {0};
+  ts_rpc_set_limits(&opt.security.limits, &err); /* checked by the parser */
   ts_store *store = NULL;
   ts_pool *pool = NULL;
   ts_worker_service *svc = NULL;

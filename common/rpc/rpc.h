@@ -30,8 +30,14 @@
  * connections and calls already up finish with the old ones.
  *
  * Deadlines are absolute CLOCK_MONOTONIC milliseconds (ts_now_ms()).
- * TS_DEADLINE_NONE means none. Message size limits are lifted on both sides
- * (tensors can be large); shards stream in chunks anyway.
+ * TS_DEADLINE_NONE means none.
+ *
+ * Limits (docs/LIMITS.md): every message, sent or received, by servers and
+ * channels alike, is at most the process's max_message (ts_rpc_set_limits;
+ * 64 MiB unless set); each method caps its own requests lower
+ * (ts_rpc_method.max_request), checked before a handler sees the bytes.
+ * Nothing is sent compressed, and a server refuses a compressed request
+ * (UNIMPLEMENTED) without decompressing it.
  *
  * Ownership: request bytes handed to a handler are valid only during the
  * handler call. Reply buffers passed to *_owned functions must come from
@@ -75,6 +81,32 @@ typedef struct ts_rpc_creds {
  * on; a set that does not keeps its old bytes, is logged, and its error is
  * returned (the first one, in err). Any thread. */
 int ts_rpc_creds_reload(ts_err *err);
+
+/* ---- limits ---------------------------------------------------------- */
+
+#define TS_RPC_MAX_MESSAGE_DEFAULT (64u << 20) /* --max-message-size */
+#define TS_RPC_MAX_MESSAGE_MIN (64u << 10)
+#define TS_RPC_MAX_MESSAGE_MAX (1u << 30)
+/* The cap on one request of a control method (registration, repository,
+ * status, health): they carry names and addresses, never tensors. */
+#define TS_RPC_CONTROL_MAX_REQUEST (64u << 10)
+#define TS_RPC_MAX_STREAMS_DEFAULT 100 /* --max-streams */
+#define TS_RPC_MAX_STREAMS_MAX 100000
+
+typedef struct ts_rpc_limits {
+  size_t max_message; /* bytes of any one message, either way; 0: default */
+  int max_streams;    /* concurrent calls per connection to a server;
+                         0: default */
+} ts_rpc_limits;
+
+/* Sets the process's limits (0 fields take the defaults): servers started
+ * and channels opened afterwards use them. TS_EINVAL, and nothing changes,
+ * when max_message is not in TS_RPC_MAX_MESSAGE_MIN..MAX or max_streams not
+ * in 1..TS_RPC_MAX_STREAMS_MAX. Call from main, before any server or
+ * channel exists. */
+int ts_rpc_set_limits(const ts_rpc_limits *limits, ts_err *err);
+/* The limits in force (the defaults unless set). */
+ts_rpc_limits ts_rpc_get_limits(void);
 
 /* A server's access policy (rpc_auth.h). */
 typedef struct ts_rpc_auth ts_rpc_auth;
@@ -125,6 +157,9 @@ typedef struct ts_rpc_method {
   ts_rpc_stream_end_fn on_end;
   void *user;
   unsigned roles; /* TS_ROLE_* bits admitted (rpc_auth.h); 0: anyone */
+  size_t max_request; /* bytes of one request message (each message of a
+                         stream); 0: the process's max_message. A bigger
+                         one is RESOURCE_EXHAUSTED before the handler */
 } ts_rpc_method;
 
 typedef struct ts_rpc_server_opts {

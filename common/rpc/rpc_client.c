@@ -253,11 +253,15 @@ static grpc_channel *channel_make(const char *target,
   /* No gRPC retries: Tessera retries where it knows better (dispatch picks
    * another replica), and the retry filter buffers every message it sends
    * (about 10% of a small call's client CPU). */
-  grpc_arg args[RPC_N_COMMON_ARGS + 1];
-  args[RPC_N_COMMON_ARGS] = (grpc_arg){.type = GRPC_ARG_INTEGER,
-                                   .key = GRPC_ARG_ENABLE_RETRIES,
-                                   .value.integer = 0};
-  grpc_channel_args chargs = rpc_fill_args(args, RPC_N_COMMON_ARGS + 1);
+  /* Only identity encoding is accepted: gRPC fails a compressed answer
+   * (UNIMPLEMENTED) from its headers, before any of it is inflated. */
+  grpc_arg args[RPC_N_COMMON_ARGS + 2];
+  args[RPC_N_COMMON_ARGS] = rpc_int_arg(GRPC_ARG_ENABLE_RETRIES, 0);
+  args[RPC_N_COMMON_ARGS + 1] = rpc_int_arg(
+      GRPC_COMPRESSION_CHANNEL_ENABLED_ALGORITHMS_BITSET,
+      1 << GRPC_COMPRESS_NONE);
+  grpc_channel_args chargs =
+      rpc_fill_args(args, sizeof args / sizeof args[0]);
   return grpc_channel_create(target, cc, &chargs);
 }
 
