@@ -415,6 +415,35 @@ class WorkerLimits(unittest.TestCase):
         m.ParseFromString(data)
         return data, m
 
+    def test_run_shard_returns_only_graph_outputs(self):
+        data, m = self.mlp_shard()
+        inputs = export_models.make_inputs(MODEL, 4, seed=8)
+        x = inputs['embedding']
+        with kserve.Worker() as w:
+            sid = self.load_shard(w.address, data).shard_id
+
+            def request(*outputs):
+                return wpb.RunShardRequest(
+                    shard_id=sid, outputs=list(outputs),
+                    inputs=[wpb.Tensor(name='embedding', dtype=1, shape=list(x.shape),
+                                       data=x.astype('<f4').tobytes())])
+            weight = m.graph.initializer[0].name
+            hidden = m.graph.node[0].output[0]
+            for name in [weight, hidden, 'embedding', 'no_such_tensor']:
+                with self.assertRaises(grpc.RpcError) as cm:
+                    self.run_shard(w.address, request('log_probs', name))
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT,
+                                 cm.exception.details())
+                self.assertIn("outputs[1]: '%s' is not an output of shard" % name,
+                              cm.exception.details())
+            # the graph's output, named or by default, is served
+            want = export_models.reference(MODEL, inputs)['log_probs']
+            for r in [self.run_shard(w.address, request('log_probs')),
+                      self.run_shard(w.address, request())]:
+                self.assertEqual([o.name for o in r.outputs], ['log_probs'])
+                got = np.frombuffer(r.outputs[0].data, '<f4').reshape(r.outputs[0].shape)
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
     def test_compressed_requests_refused(self):
         data, _ = self.mlp_shard()
         with kserve.Worker() as w:
