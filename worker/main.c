@@ -56,6 +56,11 @@
 #define LEAVE_MS 6000        /* of which moving the shards away, at most */
 #define QUIET_MS 1000        /* no run for this long: routing has stopped */
 #define QUEUE_CAPACITY 256   /* runs waiting for a kernel thread */
+/* Default --max-streams beyond the runs it can hold (queued and running),
+ * for uploads and status calls: the coordinator sends every call on one
+ * connection, and a full queue must answer RESOURCE_EXHAUSTED (so the
+ * coordinator tries another replica) before streams run out. */
+#define STREAMS_BEYOND_RUNS 64
 #define MAX_THREADS 4096
 /* Default --activation-limit: this fraction of the memory left beside the
  * shards, per kernel thread. A thread's session may hold its arena (at most
@@ -236,6 +241,9 @@ static int parse_options(int argc, char **argv, options *o) {
     return 2;
   }
   if (o->threads == 0) o->threads = cpu_count();
+  if (o->security.limits.max_streams == 0)
+    o->security.limits.max_streams =
+        QUEUE_CAPACITY + o->threads + STREAMS_BEYOND_RUNS;
   if (!o->activation_limit_set)
     o->activation_limit = default_activation_limit(o->memory_limit, o->threads);
   return 0;

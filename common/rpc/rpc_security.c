@@ -36,7 +36,7 @@ const char ts_security_usage[] =
     "                         suffixes, 64K..1G (default 64M); control calls\n"
     "                         take requests of 64K at most\n"
     "  --max-streams N        concurrent calls per client connection\n"
-    "                         (default 100)\n";
+    "                         (default 100; a worker's: 320 + --threads)\n";
 
 /* --max-message-size: a size in TS_RPC_MAX_MESSAGE_MIN..MAX. */
 static int max_message_option(ts_security_opts *s, const char *arg,
