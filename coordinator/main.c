@@ -41,6 +41,9 @@
 #endif
 
 #define MAX_SPECS 256
+/* At SIGTERM, how long running control calls may still take: a
+ * registration's Status probe (TS_JOIN_STATUS_TIMEOUT_MS) fits. */
+#define CONTROL_STOP_MS (TS_JOIN_STATUS_TIMEOUT_MS + 500)
 
 typedef struct options {
   const char *listen;
@@ -475,6 +478,10 @@ int main(int argc, char **argv) {
   ts_rpc_server_set_serving(server, 0);
   int left = ts_frontend_drain(&fe, 10000);
   if (left) ts_log_warn("%d request(s) still in flight after 10 s", left);
+  /* Control calls (registrations, loads) still queued are answered
+   * UNAVAILABLE; running ones get a few seconds to finish before the
+   * registry and the membership they use are freed. */
+  ts_rpc_offload_stop(CONTROL_STOP_MS);
   ts_rpc_server_stop(server, 1000);
   ts_http_stop(metrics);
   exit_code = 0;

@@ -185,6 +185,11 @@ static void start_probe(ts_rpc_client *client, const char *m, async_probe *p,
  * does with its workers. */
 START_TEST(async_100_concurrent) {
   bool relayed = _i == 1;
+  /* The relay's channel to its own server shares the test channel's
+   * connection (gRPC pools subchannels per process): 100 relays and their
+   * 100 echoes need more than the default 100 streams on it. */
+  ts_rpc_limits limits = {.max_streams = 2 * 100};
+  ck_assert_int_eq(ts_rpc_set_limits(&limits, NULL), 0);
   start_plain();
   if (relayed) {
     ck_assert_int_eq(ts_rpc_client_create(&relay_client, NULL), 0);
@@ -778,6 +783,54 @@ START_TEST(bad_limits_refused) {
 }
 END_TEST
 
+/* The control pool: TS_RPC_OFFLOAD_THREADS jobs run, TS_RPC_OFFLOAD_QUEUE
+ * wait, one more is refused at once; every accepted call is answered once
+ * the jobs may finish. _i = 1: ts_rpc_offload_stop answers the queued ones
+ * UNAVAILABLE and refuses new ones, while the running ones still finish. */
+START_TEST(offload_queue_bounded) {
+  bool stop = _i == 1;
+  start_plain();
+  ts_rpc_client *client;
+  ck_assert_int_eq(ts_rpc_client_create(&client, NULL), 0);
+  n_done = 0;
+  enum { RUN = TS_RPC_OFFLOAD_THREADS, WAIT = TS_RPC_OFFLOAD_QUEUE, OVER = 5,
+         N = RUN + WAIT + OVER };
+  static async_probe probes[N];
+  static uint8_t *reqs[N];
+  memset(probes, 0, sizeof probes);
+  for (int i = 0; i < RUN; i++)
+    start_probe(client, OFFLOAD, &probes[i], &reqs[i], 8);
+  ck_assert(wait_count(&offload_running, RUN));
+  for (int i = RUN; i < N; i++)
+    start_probe(client, OFFLOAD, &probes[i], &reqs[i], 8);
+  ck_assert(wait_done(OVER, 10000));
+  sleep_ms(100);
+  ck_assert_int_eq(n_done, OVER); /* the others wait for the gate */
+  for (int i = RUN + WAIT; i < N; i++) {
+    ck_assert_int_eq(probes[i].status, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    ck_assert_str_eq(probes[i].message,
+                     "control queue full: 4 control calls run and 32 wait; "
+                     "try again later");
+  }
+  if (stop) {
+    ts_rpc_offload_stop(100); /* the running ones are still held */
+    ck_assert(wait_done(OVER + WAIT, 10000));
+    for (int i = RUN; i < RUN + WAIT; i++) {
+      ck_assert_int_eq(probes[i].status, GRPC_STATUS_UNAVAILABLE);
+      ck_assert_str_eq(probes[i].message, "the daemon is stopping");
+    }
+    ts_err err = {0};
+    ck_assert_int_eq(call_text(chan, OFFLOAD, "late", in_ms(5000), NULL, 0,
+                               &err), TS_EUNAVAILABLE);
+  }
+  open_gate();
+  ts_rpc_client_free(client); /* waits for every callback */
+  for (int i = 0; i < (stop ? RUN : RUN + WAIT); i++)
+    ck_assert_msg(probes[i].match, "call %d: %s", i, probes[i].message);
+  for (int i = 0; i < N; i++) free(reqs[i]);
+}
+END_TEST
+
 static void cases(Suite *s) {
   TCase *tc = TS_CHECK_CASE(
       s, "rpc", 120, setup, teardown, status_mapping, now_is_monotonic_ms,
@@ -792,6 +845,7 @@ static void cases(Suite *s) {
       bad_limits_refused);
   tcase_add_loop_test(tc, async_echo_sizes, 0, 2);
   tcase_add_loop_test(tc, async_100_concurrent, 0, 2);
+  tcase_add_loop_test(tc, offload_queue_bounded, 0, 2);
 }
 
 const ts_check_suite ts_check_this_suite = {.name = "rpc", .cases = cases};

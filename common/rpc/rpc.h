@@ -220,6 +220,27 @@ int ts_rpc_call_is_cancelled(const ts_rpc_call *call);
 typedef void (*ts_rpc_cancel_fn)(ts_rpc_call *call, void *user);
 void ts_rpc_call_on_cancel(ts_rpc_call *call, ts_rpc_cancel_fn fn, void *user);
 
+/* The control pool (rpc_offload.c): the threads that run offloaded
+ * handlers, and how many such calls may wait for one. */
+#define TS_RPC_OFFLOAD_THREADS 4
+#define TS_RPC_OFFLOAD_QUEUE 32
+
+/* Runs fn(arg) on a thread of the control pool: for handlers whose work
+ * blocks on the network (loads, probes), which must never run on a poller
+ * thread. arg comes from malloc and fn owns it (frees it). Jobs run in
+ * arrival order, TS_RPC_OFFLOAD_THREADS at a time; when
+ * TS_RPC_OFFLOAD_QUEUE already wait, the call is answered
+ * RESOURCE_EXHAUSTED "control queue full: ..." (UNAVAILABLE once
+ * ts_rpc_offload_stop ran) and nonzero is returned: the caller then still
+ * owns arg. */
+int ts_rpc_call_offload(ts_rpc_call *call, void *(*fn)(void *), void *arg);
+
+/* Refuses further offloads (UNAVAILABLE), answers the jobs still queued
+ * UNAVAILABLE "the daemon is stopping" (freeing their arg), and waits up
+ * to wait_ms for the running ones to return. Call before freeing what the
+ * jobs use; any thread but a pool thread. */
+void ts_rpc_offload_stop(int64_t wait_ms);
+
 /* ---- client ---------------------------------------------------------- */
 
 typedef struct ts_rpc_client ts_rpc_client;

@@ -393,7 +393,8 @@ static int start_recv_locked(ts_rpc_call *c) {
  * TS_E* code with the reason in msg. The bytes are not read. */
 static int request_admitted(const method_entry *me, grpc_byte_buffer *bb,
                             char *msg, size_t size) {
-  if (bb->type != GRPC_BB_RAW || bb->data.raw.compression != GRPC_COMPRESS_NONE) {
+  if (bb->type != GRPC_BB_RAW ||
+      bb->data.raw.compression != GRPC_COMPRESS_NONE) {
     snprintf(msg, size, "%s: compressed requests are not accepted (send "
              "them uncompressed)", me->m.path);
     return TS_EUNSUPPORTED;

@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import unittest
 
 import grpc
@@ -531,6 +532,61 @@ class WorkerLimits(unittest.TestCase):
                 release.set()
                 # and this one again once its streams are gone
                 status(wpb.StatusRequest(), timeout=10)
+
+class ControlPool(kserve.ClusterTestCase):
+    """The coordinator's control calls (RegisterWorker, DeregisterWorker,
+    RepositoryModelLoad) run on 4 threads with 32 more waiting."""
+
+    @classmethod
+    def cluster_options(cls, tmp):
+        secret = os.path.join(tmp, 'secret')
+        with open(os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600), 'w') as f:
+            f.write(SECRET + '\n')
+        return {'models': [(MODEL, export_models.export(MODEL, tmp))],
+                'local_workers': 1,
+                'extra_args': ['--cluster-secret-file', secret]}
+
+    def test_control_queue_full(self):
+        import socket
+        # accepts connections (the kernel does) but never speaks HTTP/2: each
+        # registration waits out its 5 s Status probe on a control thread
+        silent = socket.socket()
+        self.addCleanup(silent.close)
+        silent.bind(('127.0.0.1', 0))
+        silent.listen(256)
+        address = '127.0.0.1:%d' % silent.getsockname()[1]
+        with admin.AdminClient(self.cluster.address) as a:
+            register = a.channel.unary_unary(
+                admin.SERVICE + 'RegisterWorker',
+                request_serializer=admin.pb.RegisterWorkerRequest.SerializeToString,
+                response_deserializer=admin.pb.RegisterWorkerResponse.FromString)
+            futures = [register.future(admin.pb.RegisterWorkerRequest(address=address),
+                                       timeout=120,
+                                       metadata=[('tessera-cluster-secret', SECRET)])
+                       for _ in range(60)]
+            # 4 run and 32 wait for at least 5 s: those refused come back first
+            time.sleep(3)
+            refused = [f for f in futures if f.done()]
+            self.assertGreaterEqual(len(refused), 1)
+            self.assertLessEqual(len(refused), 60 - 36)
+            for f in refused:
+                self.assertEqual(f.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, f.details())
+                self.assertIn('control queue full: 4 control calls run and 32 wait',
+                              f.details())
+            # everything else goes on: inference, and ClusterStatus (no pool)
+            inputs = export_models.make_inputs(MODEL, 3, seed=9)
+            np.testing.assert_allclose(self.client.infer(MODEL, inputs)['log_probs'],
+                                       export_models.reference(MODEL, inputs)['log_probs'],
+                                       rtol=1e-5, atol=1e-6)
+            before = len(a.cluster_status().workers)
+            # the accepted ones end as refused registrations, never a slot
+            waited = [f for f in futures if f not in refused][:8]
+            for f in waited:
+                self.assertEqual(f.code(), grpc.StatusCode.UNAVAILABLE, f.details())
+                self.assertIn('not registered', f.details())
+            for f in futures:
+                f.cancel()
+            self.assertEqual(len(a.cluster_status().workers), before)
 
 
 if __name__ == '__main__':
