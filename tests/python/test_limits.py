@@ -304,6 +304,21 @@ class LimitFlags(unittest.TestCase):
                 self.assertIn('is not an integer in [1, 100000]', err)
 
 
+def tile_model(path):
+    """y = Tile(x [n, 32], [1, 64]): an answer 64 times its request."""
+    import onnx
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        [helper.make_node('Tile', ['x', 'repeats'], ['y'])], 'tile',
+        [helper.make_tensor_value_info('x', TensorProto.FLOAT, ['n', 32])],
+        [helper.make_tensor_value_info('y', TensorProto.FLOAT, ['n', 2048])],
+        [helper.make_tensor('repeats', TensorProto.INT64, [2], [1, 64])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
 def children(pid):
     """The pids of a process's children (/proc)."""
     out = []
@@ -318,9 +333,25 @@ class MessageLimits(kserve.ClusterTestCase):
 
     @classmethod
     def cluster_options(cls, tmp):
-        return {'models': [(MODEL, export_models.export(MODEL, tmp))],
+        return {'models': [(MODEL, export_models.export(MODEL, tmp)),
+                           ('tile', tile_model(os.path.join(tmp, 'tile.onnx')))],
                 'local_workers': 1,
                 'extra_args': ['--max-message-size', '1M', '--max-streams', '50']}
+
+    def test_answer_over_max_message(self):
+        # a worker's answer 64 times its request: over 1M, the worker's
+        # send is refused and so is every replica
+        x = np.arange(4 * 32, dtype=np.float32).reshape(4, 32)
+        np.testing.assert_array_equal(self.client.infer('tile', {'x': x})['y'],
+                                      np.tile(x, (1, 64)))
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.client.infer('tile', {'x': np.ones((200, 32), np.float32)})
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         cm.exception.details())
+        self.assertIn('Sent message larger than max', cm.exception.details())
+        self.assertIn('1048576', cm.exception.details())
+        np.testing.assert_array_equal(self.client.infer('tile', {'x': x})['y'],
+                                      np.tile(x, (1, 64)))
 
     def test_local_workers_get_the_limits(self):
         kids = children(self.cluster.proc.pid)
