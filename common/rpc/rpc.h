@@ -36,8 +36,9 @@
  * channels alike, is at most the process's max_message (ts_rpc_set_limits;
  * 64 MiB unless set); each method caps its own requests lower
  * (ts_rpc_method.max_request), checked before a handler sees the bytes.
- * Nothing is sent compressed, and a server refuses a compressed request
- * (UNIMPLEMENTED) without decompressing it.
+ * Nothing is sent compressed, and nothing received is decompressed: a
+ * server refuses a compressed request, a client call a compressed answer
+ * (UNIMPLEMENTED), unread.
  *
  * Ownership: request bytes handed to a handler are valid only during the
  * handler call. Reply buffers passed to *_owned functions must come from

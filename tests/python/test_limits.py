@@ -619,6 +619,32 @@ class ControlPool(kserve.ClusterTestCase):
                 f.cancel()
             self.assertEqual(len(a.cluster_status().workers), before)
 
+class CompressedAnswers(unittest.TestCase):
+    """Tessera's channels (the CLI's, the coordinator's to its workers: one
+    code path, common/rpc) never inflate an answer either."""
+
+    def test_compressed_answer_refused(self):
+        from concurrent import futures
+
+        def metadata(request, context):
+            context.set_compression(grpc.Compression.Gzip)  # 100 KB of 'a'
+            return kserve.pb.ServerMetadataResponse(name='a' * 100000, version='1')
+
+        handler = grpc.method_handlers_generic_handler(
+            'inference.GRPCInferenceService',
+            {'ServerMetadata': grpc.unary_unary_rpc_method_handler(
+                metadata,
+                request_deserializer=kserve.pb.ServerMetadataRequest.FromString,
+                response_serializer=kserve.pb.ServerMetadataResponse.SerializeToString)})
+        server = grpc.server(futures.ThreadPoolExecutor(2))
+        server.add_generic_rpc_handlers([handler])
+        port = server.add_insecure_port('127.0.0.1:0')
+        server.start()
+        self.addCleanup(server.stop, None)
+        p = kserve.run_tessera('metadata', '--server', '127.0.0.1:%d' % port)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn('UNIMPLEMENTED: compressed answers are not accepted', p.stderr)
+
 
 if __name__ == '__main__':
     unittest.main()
