@@ -63,16 +63,8 @@ static void put(writer *w, const void *data, size_t n) {
 }
 
 static void put_tag(writer *w, uint64_t number, int type) {
-  uint8_t b[10];
-  size_t n = 0;
-  uint64_t v = number << 3 | (uint64_t)type;
-  do {
-    b[n] = (uint8_t)(v & 0x7f);
-    v >>= 7;
-    if (v) b[n] |= 0x80;
-    n++;
-  } while (v);
-  put(w, b, n);
+  uint8_t b[TS_WIRE_VARINT_MAX];
+  put(w, b, ts_wire_put_varint(b, number << 3 | (uint64_t)type));
 }
 
 /* Opens a length-delimited field whose length is patched by close_len. */
