@@ -89,15 +89,14 @@ typedef struct tensor_set {
 void cli_tensor_set_free(tensor_set *s);
 /* Every --input NAME=FILE.npy into *s (cli_tensor_set_free releases). */
 int cli_load_inputs(const string_list *specs, tensor_set *s, ts_err *err);
-/* A serialized ModelInferRequest of `in` and --output; *out malloc'd. */
-int cli_encode_infer_request(const options *opt, const tensor_set *in,
-                             uint8_t **out, size_t *out_len, ts_err *err);
 /* Output i of resp as a tensor, checked (ts_tensor_free releases). */
 int cli_decode_output(const Inference__ModelInferResponse *resp, size_t i,
                       ts_tensor *t, ts_err *err);
-/* The tensors --input names, or, without --input, inputs generated from
- * the model's metadata (cli_generate_inputs). */
-int cli_prepare_inputs(cli *c, tensor_set *s, ts_err *err);
+/* The serialized ModelInferRequest of `infer` and `bench`: the tensors
+ * --input names, or, without --input, inputs generated from the model's
+ * metadata (cli_generate_inputs), and --output; *out malloc'd. */
+int cli_prepare_infer_request(cli *c, uint8_t **out, size_t *out_len,
+                              ts_err *err);
 /* Random inputs of each input's datatype and shape: a dynamic leading dim
  * is `batch` (--batch, 1 when not given), other dynamic dims 1; floats uniform in [-1, 1), integers in
  * [0, 16), booleans either; the same `seed` gives the same data. */

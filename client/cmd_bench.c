@@ -139,7 +139,6 @@ static json_t *bench_json(const cli *c, bench *b, double seconds) {
 }
 
 int cmd_bench(cli *c, ts_err *err) {
-  tensor_set in;
   uint8_t *req = NULL;
   size_t len = 0;
   ts_rpc_client *client = NULL;
@@ -147,10 +146,7 @@ int cmd_bench(cli *c, ts_err *err) {
              .finished = PTHREAD_COND_INITIALIZER,
              .c = c};
   bench_call *calls = NULL;
-  int rc = cli_prepare_inputs(c, &in, err);
-  if (rc) return rc;
-  rc = cli_encode_infer_request(c->opt, &in, &req, &len, err);
-  cli_tensor_set_free(&in);
+  int rc = cli_prepare_infer_request(c, &req, &len, err);
   if (rc) return rc;
   calls = calloc((size_t)c->opt->requests, sizeof *calls);
   b.latency_ms = calloc((size_t)c->opt->requests, sizeof *b.latency_ms);

@@ -157,8 +157,8 @@ static int load_inputs(const string_list *specs, const char *only_input,
 /* Serializes a ModelInferRequest: the inputs as raw_input_contents (or typed
  * contents when `typed`), and one requested output per --output spec.
  * *out is malloc'd (caller frees). */
-int cli_encode_infer_request(const options *opt, const tensor_set *in,
-                             uint8_t **out, size_t *out_len, ts_err *err) {
+static int encode_infer_request(const options *opt, const tensor_set *in,
+                                uint8_t **out, size_t *out_len, ts_err *err) {
   size_t n = (size_t)in->n, m = (size_t)opt->outputs.n;
   Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
   Inference__ModelInferRequest__InferInputTensor *inputs =
@@ -432,7 +432,9 @@ int cli_generate_inputs(const Inference__ModelMetadataResponse *md,
   return TS_OK;
 }
 
-int cli_prepare_inputs(cli *c, tensor_set *s, ts_err *err) {
+/* The tensors --input names, or, without --input, inputs generated from
+ * the model's metadata (cli_generate_inputs). */
+static int prepare_inputs(cli *c, tensor_set *s, ts_err *err) {
   const options *opt = c->opt;
   bool bare = false;
   for (int i = 0; i < opt->inputs.n; i++) bare = bare || !strchr(opt->inputs.items[i], '=');
@@ -450,5 +452,15 @@ int cli_prepare_inputs(cli *c, tensor_set *s, ts_err *err) {
   else
     rc = load_inputs(&opt->inputs, md->inputs[0]->name, s, err);
   protobuf_c_message_free_unpacked(&md->base, NULL);
+  return rc;
+}
+
+int cli_prepare_infer_request(cli *c, uint8_t **out, size_t *out_len,
+                              ts_err *err) {
+  tensor_set in;
+  int rc = prepare_inputs(c, &in, err);
+  if (rc) return rc;
+  rc = encode_infer_request(c->opt, &in, out, out_len, err);
+  cli_tensor_set_free(&in);
   return rc;
 }
