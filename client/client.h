@@ -104,7 +104,7 @@ int cli_generate_inputs(const Inference__ModelMetadataResponse *md,
                         long batch, uint64_t seed, tensor_set *s, ts_err *err);
 
 /* Element i of a numeric tensor as a double (NaN for no number type) or an
- * int64 (uint64 above INT64_MAX wraps; floats truncate). */
+ * int64 (uint64 above INT64_MAX wraps; floats truncate, NaN gives 0). */
 double cli_tensor_double(const ts_tensor *t, int64_t i);
 int64_t cli_tensor_int64(const ts_tensor *t, int64_t i);
 /* FP16, FP32, FP64. */

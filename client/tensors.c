@@ -345,14 +345,11 @@ double cli_tensor_double(const ts_tensor *t, int64_t i) {
 }
 
 int64_t cli_tensor_int64(const ts_tensor *t, int64_t i) {
-  switch (t->dtype) {
-#define TS_X(dtype, ctype) \
-  case TS_DTYPE_##dtype: return (int64_t)((const ctype *)t->data)[i];
-    ELEMENT_LIST(TS_X)
-#undef TS_X
-    case TS_DTYPE_FLOAT16: return (int64_t)half_to_double(((const uint16_t *)t->data)[i]);
-    default: return 0;
-  }
+  /* Only 64-bit integers lose digits on the way through a double. */
+  if (t->dtype == TS_DTYPE_INT64) return ((const int64_t *)t->data)[i];
+  if (t->dtype == TS_DTYPE_UINT64) return (int64_t)((const uint64_t *)t->data)[i];
+  double d = cli_tensor_double(t, i);
+  return isnan(d) ? 0 : (int64_t)d;
 }
 
 bool cli_dtype_is_float(ts_dtype dtype) {
