@@ -50,6 +50,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "alloc_fail.h"
 #include "log.h"
 #include "rpc.h"
 #include "rpc_int.h"
@@ -210,6 +211,7 @@ static void call_answer(ts_rpc_call *c, grpc_status_code status,
     return;
   }
   c->answered = true;
+  ts_alloc_fail_call_end(c); /* -Dalloc_fail: the armed call ends here */
   c->cancel_fn = NULL; /* taken: the notice can no longer start */
   while (c->cancel_running && !pthread_equal(c->cancel_thread, pthread_self()))
     pthread_cond_wait(&c->cancel_cv, &c->mu);
@@ -434,8 +436,11 @@ static void on_accept(rpc_tag *t, int ok) {
                                       sizeof msg)) < 0) {
     ts_rpc_call_fail(c, denied, msg); /* the handler never sees the call */
   } else if (s->methods[c->method].m.kind == TS_RPC_UNARY) {
+    /* -Dalloc_fail: the one-shot control may arm injection for this call */
+    ts_alloc_fail_call_begin(s->methods[c->method].m.path, c);
     dispatch_unary(c, &s->methods[c->method]);
   } else {
+    ts_alloc_fail_call_begin(s->methods[c->method].m.path, c);
     pthread_mutex_lock(&c->mu);
     int rc = start_recv_locked(c);
     pthread_mutex_unlock(&c->mu);
