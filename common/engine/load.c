@@ -168,7 +168,9 @@ int ts_model_load_file(const char *path, ts_model **out, ts_err *err) {
       size_t ncap = cap ? cap * 2 : 1 << 20;
       uint8_t *nb = realloc(buf, ncap);
       if (!nb) {
-        rc = ts_err_set(err, TS_ENOMEM, "model file '%s' is too large", path);
+        rc = ts_err_set(err, TS_ENOMEM,
+                        "out of memory reading model file '%s' (%zu bytes)",
+                        path, ncap);
         break;
       }
       buf = nb;
