@@ -62,6 +62,7 @@
 typedef struct method_entry {
   ts_rpc_method m; /* m.path is owned (strdup) */
   void *handle;    /* grpc_server_register_method's handle */
+  int lost;        /* requests not re-posted for lack of memory; under mu */
 } method_entry;
 
 struct ts_rpc_call {
@@ -104,6 +105,7 @@ struct ts_rpc_server {
   pthread_cond_t cv;
   bool stopping, shutdown_done;
   int live;
+  int lost_unregistered; /* method_entry.lost of unregistered paths */
   ts_rpc_call *calls;
   rpc_tag t_shutdown;
 };
@@ -339,11 +341,28 @@ void ts_rpc_call_on_cancel(ts_rpc_call *call, ts_rpc_cancel_fn fn,
   if (ran) call_unref(call);
 }
 
-/* Posts one request for `method` (or for unregistered paths). */
+static const char *method_path(const ts_rpc_server *s, int method) {
+  return method == UNREGISTERED ? "unregistered methods"
+                                : s->methods[method].m.path;
+}
+
+static int *lost_of(ts_rpc_server *s, int method) {
+  return method == UNREGISTERED ? &s->lost_unregistered
+                                : &s->methods[method].lost;
+}
+
+/* Posts one request for `method` (or for unregistered paths). A request
+ * that cannot be allocated is counted as lost and re-posted by
+ * repost_lost, so that running out of memory for a while never leaves a
+ * method with fewer slots (or none) for good. */
 static int post_request(ts_rpc_server *s, int method) {
   ts_rpc_call *c = call_new(s, method);
   if (!c) {
-    ts_log_error("rpc: no memory to accept calls");
+    pthread_mutex_lock(&s->mu);
+    (*lost_of(s, method))++;
+    pthread_mutex_unlock(&s->mu);
+    ts_log_error("rpc: no memory to accept calls of %s; retried at the "
+                 "next call", method_path(s, method));
     return TS_ENOMEM;
   }
   pthread_mutex_lock(&s->mu);
@@ -368,13 +387,29 @@ static int post_request(ts_rpc_server *s, int method) {
   pthread_mutex_unlock(&s->mu);
   if (e != GRPC_CALL_OK) {
     ts_log_error("rpc: cannot request calls for %s: %s",
-                 method == UNREGISTERED ? "unregistered methods"
-                                        : s->methods[method].m.path,
-                 grpc_call_error_to_string(e));
+                 method_path(s, method), grpc_call_error_to_string(e));
     call_free(c);
     return TS_EINTERNAL;
   }
   return 0;
+}
+
+/* Re-posts the requests post_request lost, until one fails again. Runs at
+ * every accepted call (any method's, health checks included). */
+static void repost_lost(ts_rpc_server *s) {
+  for (int method = UNREGISTERED; method < s->n_methods; method++) {
+    for (;;) {
+      pthread_mutex_lock(&s->mu);
+      int *lost = lost_of(s, method);
+      bool take = *lost > 0 && !s->stopping;
+      if (take) (*lost)--;
+      pthread_mutex_unlock(&s->mu);
+      if (!take) break;
+      if (post_request(s, method) == TS_ENOMEM) return; /* counted again */
+      ts_log_info("rpc: re-posted a lost request slot of %s",
+                  method_path(s, method));
+    }
+  }
 }
 
 /* Starts the next RECV_MESSAGE of a client stream; c->mu must be held. */
@@ -405,7 +440,12 @@ static void on_accept(rpc_tag *t, int ok) {
     call_free(c);
     return;
   }
+  /* -Dalloc_fail: the one-shot control may arm injection for this call,
+   * from its first allocation (the request that replaces it) on */
+  if (c->method != UNREGISTERED)
+    ts_alloc_fail_call_begin(s->methods[c->method].m.path, c);
   post_request(s, c->method);
+  repost_lost(s);
   c->deadline = rpc_deadline_from_gpr(
       c->method == UNREGISTERED ? c->details.deadline : c->gpr_deadline);
   c->refs = 2; /* the answer, and this function's guard */
@@ -436,11 +476,8 @@ static void on_accept(rpc_tag *t, int ok) {
                                       sizeof msg)) < 0) {
     ts_rpc_call_fail(c, denied, msg); /* the handler never sees the call */
   } else if (s->methods[c->method].m.kind == TS_RPC_UNARY) {
-    /* -Dalloc_fail: the one-shot control may arm injection for this call */
-    ts_alloc_fail_call_begin(s->methods[c->method].m.path, c);
     dispatch_unary(c, &s->methods[c->method]);
   } else {
-    ts_alloc_fail_call_begin(s->methods[c->method].m.path, c);
     pthread_mutex_lock(&c->mu);
     int rc = start_recv_locked(c);
     pthread_mutex_unlock(&c->mu);

@@ -375,6 +375,17 @@ class AllocFailWalk(unittest.TestCase):
                           self.worker, 'RunShard', lambda: self.infer(served),
                           served=served)
 
+    def test_e_request_slots(self):
+        """The first allocation of every walked call is the server's request
+        for the next call of its method (common/rpc/rpc_server.c): each
+        one lost was re-posted, so no method ran out of slots."""
+        for d in (self.cluster, self.worker):
+            log = d.log()
+            lost = len(re.findall(r'rpc: no memory to accept calls of /', log))
+            reposted = len(re.findall(r'rpc: re-posted a lost request slot of /', log))
+            self.assertGreater(lost, 0, d.name)
+            self.assertEqual(lost, reposted, d.name)
+
 
 if __name__ == '__main__':
     unittest.main()
