@@ -288,6 +288,7 @@ class AllocFailWalk(unittest.TestCase):
         walked = steps(count)
         outcomes = {'ok': 0, 'failed': 0}
         self.messages = set()
+        ok_at = []
         start = time.monotonic()
         for n in walked:
             what = '%s, allocation %d of %d' % (title, n, count)
@@ -295,6 +296,8 @@ class AllocFailWalk(unittest.TestCase):
             result = self.assert_outcome(what, daemon, call)
             _, failed = self.report(daemon, method, token)
             outcomes['ok' if result is not None else 'failed'] += 1
+            if result is not None:
+                ok_at.append(n)
             if result is None:
                 # a failed answer means an allocation did fail
                 self.assertEqual(failed, n, what)
@@ -308,6 +311,7 @@ class AllocFailWalk(unittest.TestCase):
                                 'stride %d' % (walked[1] - walked[0]),
                                 time.monotonic() - start,
                                 outcomes['ok'], outcomes['failed']))
+        self.summary.append('  answered OK at N = %s' % ok_at)
         self.summary += ['  ' + m for m in sorted(self.messages)]
 
     def unload_everything(self, served):
