@@ -28,6 +28,9 @@
  *    cancel_cv until it returned. An answer from inside the callback (same
  *    thread) goes straight on.
  *  - Accepted calls sit on srv->calls until freed (or orphaned by stop).
+ *  - Each accepted call re-posts its method's request slot; a slot that
+ *    cannot be allocated is counted in method_entry.lost (under srv->mu)
+ *    and re-posted at the next accepted call of any method.
  *
  * Stop: shutdown_and_notify; wait up to the grace for every call to finish;
  * else cancel_all_calls, wait for every batch, then "orphan" the calls whose
