@@ -205,10 +205,31 @@ START_TEST(test_control_count_only) {
 }
 END_TEST
 
+START_TEST(test_control_persistent) {
+  int key = 0, kinds[5] = {0, 1, 3, 5, 0}, err[5];
+  bool ok[5];
+  control_write("RunShard 2+");
+  bool armed = ts_alloc_fail_call_begin("/tessera.worker.v1.Worker/RunShard", &key);
+  run(kinds, 4, ok, err);
+  char out[256];
+  call_end_captured(&key, out, sizeof out);
+  run(kinds + 4, 1, ok + 4, err + 4); /* disarmed by the end */
+  ck_assert(armed);
+  ck_assert(ok[0]);
+  for (int i = 1; i < 4; i++) {
+    ck_assert_msg(!ok[i], "allocation %d", i + 1);
+    ck_assert_int_eq(err[i], ENOMEM);
+  }
+  ck_assert_str_eq(out, "alloc_fail: RunShard made 4 allocations, failed 2+\n");
+  ck_assert(ok[4]);
+}
+END_TEST
+
 START_TEST(test_control_bad_files) {
   int key = 0;
   ck_assert(!ts_alloc_fail_call_begin("/a.B/RunShard", &key)); /* no file */
-  const char *bad[] = {"RunShard", "RunShard x", "RunShard -3", ""};
+  const char *bad[] = {"RunShard", "RunShard x", "RunShard -3", "RunShard 0+",
+                       "RunShard +", ""};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     control_write(bad[i]);
     ck_assert_msg(!ts_alloc_fail_call_begin("/a.B/RunShard", &key), "%s", bad[i]);
@@ -233,7 +254,8 @@ static void cases(Suite *s) {
                 test_nth_fails_once, test_every_function_can_fail,
                 test_persist_and_disarm);
   TS_CHECK_CASE(s, "control", 0, NULL, teardown, test_control_one_call,
-                test_control_count_only, test_control_bad_files);
+                test_control_count_only, test_control_persistent,
+                test_control_bad_files);
 }
 
 const ts_check_suite ts_check_this_suite = {

@@ -143,10 +143,11 @@ static const void *armed_call;   /* under control_mu */
 static char armed_method[64];    /* under control_mu */
 static long armed_base;          /* count when armed_call began */
 static long armed_n;             /* its N (0: only counting) */
+static bool armed_persist;       /* "N+": every one from N on fails */
 
-/* Reads "METHOD N" from DIR/PID into method and *n; false if there is no
- * file or it does not parse. */
-static bool control_read(char *method, size_t size, long *n) {
+/* Reads "METHOD N" or "METHOD N+" from DIR/PID into method, *n and
+ * *from_n_on; false if there is no file or it does not parse. */
+static bool control_read(char *method, size_t size, long *n, bool *from_n_on) {
   char path[512], text[128];
   snprintf(path, sizeof path, "%s/%ld", control_dir, (long)getpid());
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -161,7 +162,8 @@ static bool control_read(char *method, size_t size, long *n) {
   method[space - text] = '\0';
   char *end;
   *n = strtol(space + 1, &end, 10);
-  return end != space + 1 && *n >= 0;
+  *from_n_on = *end == '+';
+  return end != space + 1 && *n >= 0 && !(*from_n_on && *n == 0);
 }
 
 static void control_remove(void) {
@@ -181,8 +183,10 @@ bool ts_alloc_fail_call_begin(const char *method, const void *call) {
   if (!control_dir) return false;
   char name[sizeof armed_method];
   long n;
+  bool persist_from_n;
   pthread_mutex_lock(&control_mu);
-  bool armed = !armed_call && control_read(name, sizeof name, &n) &&
+  bool armed = !armed_call &&
+               control_read(name, sizeof name, &n, &persist_from_n) &&
                method_is(method, name);
   if (armed) {
     control_remove();
@@ -190,7 +194,8 @@ bool ts_alloc_fail_call_begin(const char *method, const void *call) {
     memcpy(armed_method, name, sizeof name);
     armed_base = ts_alloc_fail_count();
     armed_n = n;
-    ts_alloc_fail_arm(n, false);
+    armed_persist = persist_from_n;
+    ts_alloc_fail_arm(n, persist_from_n);
   }
   pthread_mutex_unlock(&control_mu);
   return armed;
@@ -202,7 +207,8 @@ void ts_alloc_fail_call_end(const void *call) {
     bool failed = ts_alloc_fail_fired();
     ts_alloc_fail_arm(0, false);
     char line[160], which[32] = "none";
-    if (failed) snprintf(which, sizeof which, "%ld", armed_n);
+    if (failed)
+      snprintf(which, sizeof which, "%ld%s", armed_n, armed_persist ? "+" : "");
     snprintf(line, sizeof line, "alloc_fail: %s made %ld allocations, failed %s\n",
              armed_method, ts_alloc_fail_count() - armed_base, which);
     put(line);

@@ -22,10 +22,11 @@
  *       one-shot injection into one call of a daemon: a file DIR/PID
  *       (PID the daemon's) holding "METHOD N" arms the next accepted call
  *       whose method path ends in "/METHOD": the N-th allocation counting
- *       from that call's start fails (N = 0: fail none, only count). The
- *       file is removed when the call takes it; when the call is answered
- *       the daemon prints one line on stderr,
- *         alloc_fail: METHOD made K allocations, failed N|none
+ *       from that call's start fails (N = 0: fail none, only count);
+ *       "METHOD N+" fails every allocation from the N-th until the call
+ *       is answered. The file is removed when the call takes it; when the
+ *       call is answered the daemon prints one line on stderr,
+ *         alloc_fail: METHOD made K allocations, failed N|N+|none
  *       and injection is off again. Counting is process-wide: allocations
  *       of other threads during the call count too.
  * A failure prints, once per arming, which allocation failed and a

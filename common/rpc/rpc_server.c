@@ -362,10 +362,11 @@ static int post_request(ts_rpc_server *s, int method) {
   ts_rpc_call *c = call_new(s, method);
   if (!c) {
     pthread_mutex_lock(&s->mu);
-    (*lost_of(s, method))++;
+    int lost = ++*lost_of(s, method);
     pthread_mutex_unlock(&s->mu);
-    ts_log_error("rpc: no memory to accept calls of %s; retried at the "
-                 "next call", method_path(s, method));
+    ts_log_error("rpc: no memory to accept calls of %s (%d request slots "
+                 "lost); retried at the next call",
+                 method_path(s, method), lost);
     return TS_ENOMEM;
   }
   pthread_mutex_lock(&s->mu);
@@ -409,8 +410,11 @@ static void repost_lost(ts_rpc_server *s) {
       pthread_mutex_unlock(&s->mu);
       if (!take) break;
       if (post_request(s, method) == TS_ENOMEM) return; /* counted again */
-      ts_log_info("rpc: re-posted a lost request slot of %s",
-                  method_path(s, method));
+      pthread_mutex_lock(&s->mu);
+      int left = *lost_of(s, method);
+      pthread_mutex_unlock(&s->mu);
+      ts_log_info("rpc: re-posted a lost request slot of %s (%d still lost)",
+                  method_path(s, method), left);
     }
   }
 }

@@ -1,13 +1,17 @@
 """Allocation-failure walk (-Dalloc_fail=true builds only; suite 'allocfail').
 
-One coordinator (--model-repository with the torch MLP, no local workers)
-over one tessera-worker. For each path below the walk first counts the
-allocations Tessera's own code makes during one call (the one-shot control
-file of common/base/alloc_fail.h with N = 0), then, for N over 1..count
-(every N when count <= MAX_STEPS, else a deterministic stride that always
-includes 1 and count), makes the N-th allocation of that one call fail:
+One coordinator (--model-repository with the torch MLP served four ways:
+data, tensor, pipeline, batched; no local workers) over one tessera-worker.
+For each path below the walk first counts the allocations Tessera's own code
+makes during one call (the one-shot control file of common/base/alloc_fail.h
+with N = 0), then, for N over 1..count, makes the N-th allocation of that one
+call fail, and then (SQLite's persistent mode) every allocation from the
+N-th on until the call is answered. It walks every N when count <=
+ALLOC_FAIL_MAX_STEPS (default 500; ALLOC_FAIL_PERSISTENT_MAX_STEPS,
+default 100, for the persistent mode), else a deterministic stride that
+always includes 1 and count, and prints what it walked:
 
-  load      the coordinator's RepositoryModelLoad of the MLP
+  load      the coordinator's RepositoryModelLoad (data and tensor plans)
   shard     the worker's LoadShard (called directly, a new shard each time)
   infer     ModelInfer, allocations of the coordinator's ModelInfer call
   run       ModelInfer, allocations of the worker's RunShard call
@@ -15,11 +19,12 @@ includes 1 and count), makes the N-th allocation of that one call fail:
 Each injected call must answer OK (with the right answer, for inference) or
 RESOURCE_EXHAUSTED / INTERNAL with a message; then both daemons must still
 be alive and a following call without injection must succeed, its answer
-equal to torch's. At the end both daemons get SIGTERM and must exit 0 with
-no sanitizer report (LeakSanitizer's among them) on stderr.
+equal to torch's. At the end every request slot the servers lost was
+re-posted, and both daemons get SIGTERM and must exit 0 with no sanitizer
+report (LeakSanitizer's among them) on stderr.
 
 Environment: TESSERA_BUILD (a build with -Dalloc_fail=true; scripts/test.sh
-adds -Db_sanitize=address,undefined); ALLOC_FAIL_MAX_STEPS (default 500).
+adds -Db_sanitize=address,undefined).
 """
 import hashlib
 import json
@@ -51,10 +56,12 @@ SERVED = {'mlp': '',
           'mlp_pipeline': 'strategy = pipeline\nstages = 2\n',
           'mlp_batched': 'max_batch = 8\nbatch_delay_us = 1000\n'}
 MAX_STEPS = int(os.environ.get('ALLOC_FAIL_MAX_STEPS', '500'))
+# the persistent mode ("from N on") walks a coarser stride
+PERSISTENT_MAX_STEPS = int(os.environ.get('ALLOC_FAIL_PERSISTENT_MAX_STEPS', '100'))
 FAILED = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL)
 SANITIZER_REPORTS = ('ERROR: LeakSanitizer', 'ERROR: AddressSanitizer',
                      'runtime error:')
-REPORT = re.compile(r'^alloc_fail: (\w+) made (\d+) allocations, failed (\w+)$', re.M)
+REPORT = re.compile(r'^alloc_fail: (\w+) made (\d+) allocations, failed (\w+\+?)$', re.M)
 
 # The daemons find the control directory here (they inherit os.environ).
 CONTROL = tempfile.mkdtemp(prefix='tessera_alloc_fail_')
@@ -70,11 +77,11 @@ def build_option(name):
         return next(o['value'] for o in json.load(f) if o['name'] == name)
 
 
-def steps(count):
-    """The N walked for `count` allocations: all, or a stride of MAX_STEPS."""
-    if count <= MAX_STEPS:
+def steps(count, most):
+    """The N walked for `count` allocations: all, or a stride of `most`."""
+    if count <= most:
         return list(range(1, count + 1))
-    stride = math.ceil(count / MAX_STEPS)
+    stride = math.ceil(count / most)
     return sorted(set(range(1, count + 1, stride)) | {count})
 
 
@@ -159,17 +166,18 @@ class AllocFailWalk(unittest.TestCase):
 
     # ---- the control file and its report ----------------------------------
 
-    def inject(self, daemon, method, n):
+    def inject(self, daemon, method, n, persist=False):
         """Arms the daemon's next `method` call: its n-th allocation fails
-        (0: count only). Returns a token for report()."""
+        (0: count only), with `persist` every one after it too. Returns a
+        token for report()."""
         path = os.path.join(CONTROL, str(daemon.proc.pid))
         with open(path + '.tmp', 'w') as f:
-            f.write('%s %d\n' % (method, n))
+            f.write('%s %d%s\n' % (method, n, '+' if persist else ''))
         os.rename(path + '.tmp', path)
         return len(REPORT.findall(daemon.log()))
 
     def report(self, daemon, method, token):
-        """(allocations, failed N or None) of the armed call, once its
+        """(allocations, failed "N" / "N+" or None) of the armed call, once its
         report line is out; fails if the call was never armed."""
         path = os.path.join(CONTROL, str(daemon.proc.pid))
         deadline = time.monotonic() + 60
@@ -188,7 +196,7 @@ class AllocFailWalk(unittest.TestCase):
         self.assertEqual(len(found), token + 1, found[token:])
         name, count, failed = found[token]
         self.assertEqual(name, method)
-        return int(count), None if failed == 'none' else int(failed)
+        return int(count), None if failed == 'none' else failed
 
     # ---- calls ---------------------------------------------------------------
 
@@ -276,8 +284,10 @@ class AllocFailWalk(unittest.TestCase):
 
     def walk(self, title, daemon, method, call, after=None, served=MODEL):
         """Counts `method`'s allocations in one call(), then fails each N of
-        steps(count) in turn. call() makes the request; after(result) runs
-        once each injected call finished (its result None when it failed)."""
+        steps(count) in turn: first that allocation alone, then (SQLite's
+        persistent mode) every allocation from N on until the call is
+        answered. call() makes the request; after(result) runs once each
+        injected call finished (its result None when it failed)."""
         token = self.inject(daemon, method, 0)
         result = call()
         count, failed = self.report(daemon, method, token)
@@ -285,33 +295,33 @@ class AllocFailWalk(unittest.TestCase):
         self.assertGreater(count, 0, '%s made no allocation' % method)
         if after:
             after(result)
-        walked = steps(count)
-        outcomes = {'ok': 0, 'failed': 0}
         self.messages = set()
-        ok_at = []
-        start = time.monotonic()
-        for n in walked:
-            what = '%s, allocation %d of %d' % (title, n, count)
-            token = self.inject(daemon, method, n)
-            result = self.assert_outcome(what, daemon, call)
-            _, failed = self.report(daemon, method, token)
-            outcomes['ok' if result is not None else 'failed'] += 1
-            if result is not None:
-                ok_at.append(n)
-            if result is None:
-                # a failed answer means an allocation did fail
-                self.assertEqual(failed, n, what)
-            self.assert_serving(what, served)
-            if after:
-                after(result)
-        self.summary.append('%s: %d allocations (%s), walked %d N (%s) in %.0f s: '
-                            '%d ok, %d RESOURCE_EXHAUSTED/INTERNAL' % (
-                                title, count, method, len(walked),
-                                'all' if len(walked) == count else
-                                'stride %d' % (walked[1] - walked[0]),
-                                time.monotonic() - start,
-                                outcomes['ok'], outcomes['failed']))
-        self.summary.append('  answered OK at N = %s' % ok_at)
+        for persist in (False, True):
+            walked = steps(count, PERSISTENT_MAX_STEPS if persist else MAX_STEPS)
+            ok_at, n_failed = [], 0
+            start = time.monotonic()
+            for n in walked:
+                what = '%s, allocation %d%s of %d' % (title, n, '+' * persist, count)
+                token = self.inject(daemon, method, n, persist)
+                result = self.assert_outcome(what, daemon, call)
+                _, failed = self.report(daemon, method, token)
+                if result is None:
+                    # a failed answer means an allocation did fail
+                    self.assertEqual(failed, '%d%s' % (n, '+' * persist), what)
+                    n_failed += 1
+                else:
+                    ok_at.append(n)
+                self.assert_serving(what, served)
+                if after:
+                    after(result)
+            self.summary.append(
+                '%s: %d allocations (%s), walked %d N (%s, %s) in %.0f s: '
+                '%d RESOURCE_EXHAUSTED/INTERNAL, OK at N = %s' % (
+                    title, count, method, len(walked),
+                    'all' if len(walked) == count else
+                    'stride %d' % (walked[1] - walked[0]),
+                    'from N on' if persist else 'one-shot',
+                    time.monotonic() - start, n_failed, ok_at))
         self.summary += ['  ' + m for m in sorted(self.messages)]
 
     def unload_everything(self, served):
@@ -384,11 +394,17 @@ class AllocFailWalk(unittest.TestCase):
         for the next call of its method (common/rpc/rpc_server.c): each
         one lost was re-posted, so no method ran out of slots."""
         for d in (self.cluster, self.worker):
-            log = d.log()
-            lost = len(re.findall(r'rpc: no memory to accept calls of /', log))
-            reposted = len(re.findall(r'rpc: re-posted a lost request slot of /', log))
-            self.assertGreater(lost, 0, d.name)
-            self.assertEqual(lost, reposted, d.name)
+            # the last word on each method: how many of its slots are lost
+            left = {}
+            for m in re.finditer(r'rpc: (?:no memory to accept calls of (\S+) \((\d+) request '
+                                 r'slots lost\)|re-posted a lost request slot of (\S+) '
+                                 r'\((\d+) still lost\))', d.log()):
+                if m.group(1):
+                    left[m.group(1)] = int(m.group(2))
+                else:
+                    left[m.group(3)] = int(m.group(4))
+            self.assertTrue(left, '%s lost no request slot' % d.name)
+            self.assertEqual(left, {path: 0 for path in left}, d.name)
 
 
 if __name__ == '__main__':
