@@ -23,6 +23,8 @@ equal to torch's. At the end every request slot the servers lost was
 re-posted, and both daemons get SIGTERM and must exit 0 with no sanitizer
 report (LeakSanitizer's among them) on stderr.
 
+WorkerStartUp walks TESSERA_ALLOC_FAIL=N over a worker's whole life.
+
 Environment: TESSERA_BUILD (a build with -Dalloc_fail=true; scripts/test.sh
 adds -Db_sanitize=address,undefined).
 """
@@ -33,6 +35,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -405,6 +408,78 @@ class AllocFailWalk(unittest.TestCase):
                     left[m.group(3)] = int(m.group(4))
             self.assertTrue(left, '%s lost no request slot' % d.name)
             self.assertEqual(left, {path: 0 for path in left}, d.name)
+
+
+class WorkerStartUp(unittest.TestCase):
+    """TESSERA_ALLOC_FAIL=N (the N-th allocation of the process) over the
+    worker's start-up, served Status call and SIGTERM: each run either
+    refuses to start (status 1, "cannot start: ...") or serves and exits 0;
+    never a sanitizer report. TESSERA_ALLOC_COUNT=1 gives the count."""
+
+    MAX_STEPS = int(os.environ.get('ALLOC_FAIL_STARTUP_MAX_STEPS', '150'))
+
+    def run_worker(self, env):
+        """(exit status, stdout + stderr, whether Status was answered)."""
+        out = tempfile.NamedTemporaryFile(prefix='worker_out_', mode='w+')
+        err = tempfile.NamedTemporaryFile(prefix='worker_err_', mode='w+')
+        self.addCleanup(out.close)
+        self.addCleanup(err.close)
+        proc = subprocess.Popen([kserve.binary('tessera-worker'), '--listen', '127.0.0.1:0',
+                                 '--threads', '1'], stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, env=dict(os.environ, **env))
+        served = False
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            with open(out.name) as f:
+                m = re.search(r'^listening on (\S+:\d+)$', f.read(), re.M)
+            if m:
+                with grpc.insecure_channel(m.group(1)) as ch:
+                    status = ch.unary_unary(
+                        WORKER + 'Status',
+                        request_serializer=wpb.StatusRequest.SerializeToString,
+                        response_deserializer=wpb.StatusResponse.FromString)
+                    try:
+                        status(wpb.StatusRequest(), timeout=30)
+                    except grpc.RpcError as e:
+                        # the failed allocation was this call's own
+                        self.assertIn(e.code(), FAILED, e.details())
+                        self.assertTrue(e.details())
+                        status(wpb.StatusRequest(), timeout=30)
+                served = True
+                proc.send_signal(signal.SIGTERM)
+                break
+            time.sleep(0.05)
+        try:
+            rc = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            self.fail('the worker did not exit (env %s)' % env)
+        with open(out.name) as f, open(err.name) as g:
+            return rc, f.read() + g.read(), served
+
+    def test_start_up(self):
+        rc, log, served = self.run_worker({'TESSERA_ALLOC_COUNT': '1'})
+        self.assertEqual((rc, served), (0, True), log[-3000:])
+        count = int(re.search(r'^alloc_fail: (\d+) allocations$', log, re.M).group(1))
+        walked = steps(count, self.MAX_STEPS)
+        refused = 0
+        for n in walked:
+            rc, log, served = self.run_worker({'TESSERA_ALLOC_FAIL': str(n)})
+            what = 'TESSERA_ALLOC_FAIL=%d of %d: status %d\n%s' % (n, count, rc, log[-3000:])
+            self.assertIn('alloc_fail: allocation #%d ' % n, log, what)
+            for report in SANITIZER_REPORTS:
+                self.assertNotIn(report, log, what)
+            if served:
+                self.assertEqual(rc, 0, what)
+            else:
+                refused += 1
+                self.assertEqual(rc, 1, what)
+                self.assertRegex(log, r'ERROR +worker\[\d+\]: cannot start: \S', what)
+        print('\nworker start-up: %d allocations, walked %d N (%s): %d refused to start, '
+              '%d served' % (count, len(walked), 'all' if len(walked) == count else
+                             'stride %d' % (walked[1] - walked[0]), refused,
+                             len(walked) - refused), file=sys.stderr)
 
 
 if __name__ == '__main__':
