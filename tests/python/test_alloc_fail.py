@@ -476,6 +476,13 @@ class WorkerStartUp(unittest.TestCase):
                 refused += 1
                 self.assertEqual(rc, 1, what)
                 self.assertRegex(log, r'ERROR +worker\[\d+\]: cannot start: \S', what)
+        # TESSERA_ALLOC_FAIL_PERSIST: from the first allocation on, all fail
+        rc, log, served = self.run_worker({'TESSERA_ALLOC_FAIL': '1',
+                                           'TESSERA_ALLOC_FAIL_PERSIST': '1'})
+        self.assertEqual((rc, served), (1, False), log[-3000:])
+        self.assertRegex(log, r'ERROR +worker\[\d+\]: cannot start: \S')
+        self.assertEqual(len(re.findall(r'^alloc_fail: allocation #', log, re.M)), 1,
+                         'one report per arming')
         print('\nworker start-up: %d allocations, walked %d N (%s): %d refused to start, '
               '%d served' % (count, len(walked), 'all' if len(walked) == count else
                              'stride %d' % (walked[1] - walked[0]), refused,
