@@ -33,7 +33,8 @@ echo "== allocation-failure walk (-Dalloc_fail=true, ASan + UBSan)"
 # Every allocation of Tessera's own code on the model-load, shard-load and
 # inference paths made to fail in turn (tests/README.md#allocation-failures):
 # each must answer RESOURCE_EXHAUSTED or INTERNAL, the daemons keep serving
-# and exit with no leak. About 2 minutes of walking on 2 cores.
+# and exit with no leak; then start-ups of both daemons with one allocation
+# failing. About 3 minutes of walking on 2 cores.
 BUILD_DIR=build-allocfail scripts/build.sh -Dalloc_fail=true \
   -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
