@@ -50,6 +50,8 @@ typedef struct options {
   int worker_threads;
   uint64_t worker_memory_limit;
   long long worker_activation_limit; /* < 0: the worker's default */
+  const char *fold_limit;     /* --fold-limit as given; NULL: the default */
+  size_t fold_limit_bytes;    /* parsed: 0 default, SIZE_MAX none */
   const char *worker_binary;
   const char *models[MAX_SPECS];
   int n_models;
@@ -82,6 +84,9 @@ static void usage(FILE *f) {
 "                              activation memory of one run on a local\n"
 "                              worker (K/M/G/T; 0: none; default: the\n"
 "                              worker's, see tessera-worker --help)\n"
+"  --fold-limit BYTES          cap on the constants one model's load folds,\n"
+"                              here and on local workers (K/M/G/T; 0: none;\n"
+"                              default: max(64M, 4 x the model's bytes))\n"
 "  --worker-binary PATH        tessera-worker to start (default: beside this\n"
 "                              program)\n"
 "  --model NAME=FILE.onnx[,key=value...]\n"
@@ -138,7 +143,7 @@ static int append_option(const char **list, int *n, int max,
 static int parse_options(int argc, char **argv, options *o) {
   enum { O_LISTEN = 1, O_WORKER, O_LOCAL, O_THREADS, O_LIMIT, O_ACT, O_BINARY,
          O_MODEL, O_REPO, O_DEADLINE, O_QUEUE, O_ATTEMPT, O_REPLACE, O_RR, O_HELP,
-         O_METRICS };
+         O_METRICS, O_FOLD };
   static const struct option longopts[] = {
       {"listen", required_argument, 0, O_LISTEN},
       {"worker", required_argument, 0, O_WORKER},
@@ -147,6 +152,7 @@ static int parse_options(int argc, char **argv, options *o) {
       {"worker-memory-limit", required_argument, 0, O_LIMIT},
       {"worker-activation-limit", required_argument, 0, O_ACT},
       {"worker-binary", required_argument, 0, O_BINARY},
+      {"fold-limit", required_argument, 0, O_FOLD},
       {"model", required_argument, 0, O_MODEL},
       {"model-repository", required_argument, 0, O_REPO},
       {"max-deadline-ms", required_argument, 0, O_DEADLINE},
@@ -195,6 +201,14 @@ static int parse_options(int argc, char **argv, options *o) {
         break;
       }
       case O_BINARY: o->worker_binary = optarg; break;
+      case O_FOLD: {
+        uint64_t v;
+        if (ts_size_parse(optarg, &v, &err))
+          return bad_option("--fold-limit", &err);
+        o->fold_limit = optarg;
+        o->fold_limit_bytes = v == 0 || v > SIZE_MAX ? SIZE_MAX : (size_t)v;
+        break;
+      }
       case O_MODEL:
         if (append_option(o->models, &o->n_models, MAX_SPECS, "--model"))
           return 2;
@@ -239,7 +253,8 @@ static int parse_options(int argc, char **argv, options *o) {
 
 /* The options every --local-workers child gets: this coordinator's
  * certificate (it serves worker RPCs to the coordinator role, which this
- * certificate carries) and trust domain. */
+ * certificate carries), trust domain and fold limit (its shards fold what
+ * its models did). */
 static void local_worker_args(const options *o, const char **args) {
   int a = 0;
   if (o->security.tls_cert) {
@@ -253,6 +268,10 @@ static void local_worker_args(const options *o, const char **args) {
   if (o->security.trust_domain) {
     args[a++] = "--trust-domain";
     args[a++] = o->security.trust_domain;
+  }
+  if (o->fold_limit) {
+    args[a++] = "--fold-limit";
+    args[a++] = o->fold_limit;
   }
   args[a] = NULL;
 }
@@ -398,6 +417,7 @@ int main(int argc, char **argv) {
       goto out_cluster;
     }
   ts_registry_init(&registry, &cluster, o.repository);
+  registry.fold_limit = o.fold_limit_bytes;
   if (load_models(&registry, &o) != TS_OK) goto out_registry;
 
   ts_frontend fe = {

@@ -2,7 +2,9 @@
  * main.c - tessera-worker: options, wiring, signals, orderly shutdown.
  *
  *   tessera-worker --listen HOST:PORT [--threads N] [--memory-limit BYTES]
- *                  [--activation-limit BYTES] [--join COORD]
+ *                  [--activation-limit BYTES] [--fold-limit BYTES]
+ *                  [--upload-limit BYTES] [--max-uploads N]
+ *                  [--upload-timeout-ms N] [--join COORD]
  *
  * Startup: pick OpenBLAS kernels (may re-exec), parse options, create the
  * store and the kernel pool, start the service, print exactly
@@ -63,6 +65,11 @@
  * buffers, so all threads together stay within half of that memory. */
 #define ACTIVATION_SHARE 4
 #define ACTIVATION_MIN (16ull << 20) /* the default never goes below */
+/* Default --upload-limit: this fraction of physical memory, for the
+ * announced bytes of all uploads in flight together. */
+#define UPLOAD_SHARE 2
+#define MAX_UPLOADS 16           /* default --max-uploads */
+#define UPLOAD_TIMEOUT_MS 60000  /* default --upload-timeout-ms */
 
 typedef struct options {
   const char *listen;     /* required */
@@ -70,6 +77,12 @@ typedef struct options {
   uint64_t memory_limit;  /* 0: no limit */
   uint64_t activation_limit; /* per run; 0: no limit */
   bool activation_limit_set; /* false: derived (default_activation_limit) */
+  uint64_t fold_limit;    /* per shard; 0: the engine's default;
+                             UINT64_MAX: none */
+  uint64_t upload_limit;  /* uploads in flight; 0: none */
+  bool upload_limit_set;  /* false: physical memory / UPLOAD_SHARE */
+  int max_uploads;        /* 0: none */
+  long long upload_timeout_ms; /* 0: none */
   const char *join;       /* coordinator to register with; NULL: none */
   const char *metrics_listen; /* NULL: no /metrics (metrics.h) */
   const char *advertise;  /* address the coordinator dials; NULL: derived */
@@ -80,7 +93,10 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: tessera-worker --listen HOST:PORT [--threads N] "
           "[--memory-limit BYTES] [--activation-limit BYTES]\n"
-          "                      [--join COORD [--advertise HOST:PORT]]\n"
+          "                      [--fold-limit BYTES] [--upload-limit BYTES] "
+          "[--max-uploads N]\n"
+          "                      [--upload-timeout-ms N] [--join COORD "
+          "[--advertise HOST:PORT]]\n"
           "  --listen HOST:PORT     address to serve on; port 0 picks one\n"
           "  --threads N            kernel threads (default: number of "
           "CPUs)\n"
@@ -94,6 +110,21 @@ static void usage(FILE *f) {
           "memory -\n"
           "                         --memory-limit) / (4 x threads), at least "
           "16M)\n"
+          "  --fold-limit BYTES     cap on the constants one shard's load "
+          "folds, K/M/G/T;\n"
+          "                         0: none (default: max(64M, 4 x the "
+          "shard's bytes);\n"
+          "                         within --memory-limit in any case)\n"
+          "  --upload-limit BYTES   cap on the announced bytes of all "
+          "uploads in flight\n"
+          "                         (LoadShard), K/M/G/T; 0: none "
+          "(default: half of\n"
+          "                         physical memory)\n"
+          "  --max-uploads N        uploads in flight at once, at most; 0: "
+          "none (default 16)\n"
+          "  --upload-timeout-ms N  end an upload that sent no chunk for N "
+          "ms (default\n"
+          "                         60000; 0: none)\n"
           "  --join COORD           register with the coordinator at COORD "
           "(and keep\n"
           "                         re-registering every second, so a "
@@ -111,11 +142,16 @@ static void usage(FILE *f) {
           ts_security_usage);
 }
 
+/* Bytes of physical memory (0 when the system does not say). */
+static uint64_t physical_memory(void) {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+}
+
 /* The default --activation-limit (see ACTIVATION_SHARE): what physical
  * memory leaves beside the shards, split over the kernel threads. */
 static uint64_t default_activation_limit(uint64_t memory_limit, int threads) {
-  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-  uint64_t phys = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+  uint64_t phys = physical_memory();
   uint64_t left = memory_limit && memory_limit < phys ? phys - memory_limit
                                                        : phys;
   uint64_t per_thread = left / ACTIVATION_SHARE / (uint64_t)threads;
@@ -141,12 +177,17 @@ static int bad_option(const char *option, const ts_err *err) {
 /* Returns 0 to go on, or the exit status (0 for --help). */
 static int parse_options(int argc, char **argv, options *o) {
   enum { OPT_LISTEN = 1, OPT_THREADS, OPT_MEMORY, OPT_ACTIVATION, OPT_JOIN,
-         OPT_ADVERTISE, OPT_HELP, OPT_METRICS };
+         OPT_ADVERTISE, OPT_HELP, OPT_METRICS, OPT_FOLD, OPT_UPLOAD_LIMIT,
+         OPT_MAX_UPLOADS, OPT_UPLOAD_TIMEOUT };
   static const struct option longopts[] = {
       {"listen", required_argument, NULL, OPT_LISTEN},
       {"threads", required_argument, NULL, OPT_THREADS},
       {"memory-limit", required_argument, NULL, OPT_MEMORY},
       {"activation-limit", required_argument, NULL, OPT_ACTIVATION},
+      {"fold-limit", required_argument, NULL, OPT_FOLD},
+      {"upload-limit", required_argument, NULL, OPT_UPLOAD_LIMIT},
+      {"max-uploads", required_argument, NULL, OPT_MAX_UPLOADS},
+      {"upload-timeout-ms", required_argument, NULL, OPT_UPLOAD_TIMEOUT},
       {"join", required_argument, NULL, OPT_JOIN},
       {"advertise", required_argument, NULL, OPT_ADVERTISE},
       {"help", no_argument, NULL, OPT_HELP},
@@ -155,6 +196,8 @@ static int parse_options(int argc, char **argv, options *o) {
       {NULL, 0, NULL, 0},
   };
   memset(o, 0, sizeof *o);
+  o->max_uploads = MAX_UPLOADS;
+  o->upload_timeout_ms = UPLOAD_TIMEOUT_MS;
   opterr = 0;
   int c;
   ts_err err = {0};
@@ -181,6 +224,28 @@ static int parse_options(int argc, char **argv, options *o) {
         if (ts_size_parse(optarg, &o->activation_limit, &err))
           return bad_option("--activation-limit", &err);
         o->activation_limit_set = true;
+        break;
+      case OPT_FOLD:
+        if (ts_size_parse(optarg, &o->fold_limit, &err))
+          return bad_option("--fold-limit", &err);
+        if (o->fold_limit == 0) o->fold_limit = UINT64_MAX;
+        break;
+      case OPT_UPLOAD_LIMIT:
+        if (ts_size_parse(optarg, &o->upload_limit, &err))
+          return bad_option("--upload-limit", &err);
+        o->upload_limit_set = true;
+        break;
+      case OPT_MAX_UPLOADS: {
+        long long n;
+        if (ts_integer_parse(optarg, 0, 65536, &n, &err))
+          return bad_option("--max-uploads", &err);
+        o->max_uploads = (int)n;
+        break;
+      }
+      case OPT_UPLOAD_TIMEOUT:
+        if (ts_integer_parse(optarg, 0, 86400000, &o->upload_timeout_ms,
+                             &err))
+          return bad_option("--upload-timeout-ms", &err);
         break;
       case OPT_JOIN:
         o->join = optarg;
@@ -232,7 +297,19 @@ static int parse_options(int argc, char **argv, options *o) {
   if (o->threads == 0) o->threads = cpu_count();
   if (!o->activation_limit_set)
     o->activation_limit = default_activation_limit(o->memory_limit, o->threads);
+  if (!o->upload_limit_set) o->upload_limit = physical_memory() / UPLOAD_SHARE;
   return 0;
+}
+
+/* The shard store with the memory, fold and upload limits of the options. */
+static int store_create(const options *o, ts_store **out, ts_err *err) {
+  int rc = ts_store_create(o->memory_limit, out, err);
+  if (rc == TS_OK)
+    ts_store_set_limits(*out, &(ts_store_limits){
+                                  .fold_limit = o->fold_limit,
+                                  .upload_bytes = o->upload_limit,
+                                  .uploads = o->max_uploads});
+  return rc;
 }
 
 static void notify(const char *state) {
@@ -355,7 +432,7 @@ int main(int argc, char **argv) {
   int port = 0;
   ts_rpc_creds creds = ts_security_creds(&opt.security);
   if (ts_security_auth(&opt.security, false, &auth, &err) ||
-      ts_store_create(opt.memory_limit, &store, &err) ||
+      store_create(&opt, &store, &err) ||
       ts_pool_create(opt.threads, QUEUE_CAPACITY, &pool, &err) ||
       ts_worker_service_start(opt.listen, &creds, auth, store, pool, &svc,
                               &port, &err)) {
@@ -366,6 +443,7 @@ int main(int argc, char **argv) {
     ts_rpc_shutdown();
     return 1;
   }
+  ts_worker_service_set_upload_timeout(svc, opt.upload_timeout_ms);
   ts_log_info("serving on %s: %d kernel threads, memory limit %" PRIu64
               " bytes%s, OpenBLAS core %s",
               ts_worker_service_address(svc), opt.threads, opt.memory_limit,
@@ -374,6 +452,9 @@ int main(int argc, char **argv) {
   ts_log_info("activation limit %" PRIu64 " bytes per run%s",
               opt.activation_limit,
               opt.activation_limit ? "" : " (none)");
+  ts_log_info("uploads: at most %d at once, %" PRIu64 " bytes in flight%s, "
+              "timeout %lld ms", opt.max_uploads, opt.upload_limit,
+              opt.upload_limit ? "" : " (no limit)", opt.upload_timeout_ms);
   ts_http_server *metrics = NULL;
   if (opt.metrics_listen &&
       ts_worker_metrics_start(opt.metrics_listen, store, &metrics, NULL,
