@@ -41,6 +41,9 @@
 #endif
 
 #define MAX_SPECS 256
+/* At SIGTERM, how long running control calls may still take: a
+ * registration's Status probe (TS_JOIN_STATUS_TIMEOUT_MS) fits. */
+#define CONTROL_STOP_MS (TS_JOIN_STATUS_TIMEOUT_MS + 500)
 
 typedef struct options {
   const char *listen;
@@ -226,10 +229,16 @@ static int parse_options(int argc, char **argv, options *o) {
         break;
       case O_RR: o->round_robin = 1; break;
       case O_HELP: usage(stdout); exit(0);
-      default:
-        if (ts_security_option(&o->security, c, optarg)) break;
+      default: {
+        int taken = ts_security_option(&o->security, c, optarg, &err);
+        if (taken < 0) {
+          fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
+          return 2;
+        }
+        if (taken) break;
         usage(stderr);
         return 2;
+      }
     }
   }
   if (optind < argc) {
@@ -253,10 +262,11 @@ static int parse_options(int argc, char **argv, options *o) {
 
 /* The options every --local-workers child gets: this coordinator's
  * certificate (it serves worker RPCs to the coordinator role, which this
- * certificate carries), trust domain and fold limit (its shards fold what
- * its models did). */
-static void local_worker_args(const options *o, const char **args) {
-  int a = 0;
+ * certificate carries), trust domain, gRPC limits and fold limit (its
+ * shards fold what its models did). */
+static void local_worker_args(const options *o, const char **args,
+                              char (*limit_buf)[24]) {
+  int a = ts_security_limit_args(&o->security, args, limit_buf);
   if (o->security.tls_cert) {
     args[a++] = "--tls-cert";
     args[a++] = o->security.tls_cert;
@@ -378,7 +388,8 @@ int main(int argc, char **argv) {
                                   : 1);
     ts_err err = {0};
     const char *extra[TS_LOCAL_EXTRA_ARGS + 1];
-    local_worker_args(&o, extra);
+    char limit_buf[2][24];
+    local_worker_args(&o, extra, limit_buf);
     if (ts_local_workers_start(&local, o.local_workers, threads,
                                o.worker_memory_limit,
                                o.worker_activation_limit, o.worker_binary,
@@ -396,6 +407,7 @@ int main(int argc, char **argv) {
   ts_rpc_server *server = NULL;
   ts_rpc_auth *auth = NULL;
   int exit_code = 1;
+  ts_rpc_set_limits(&o.security.limits, &err); /* checked by the parser */
   /* One set of credentials for the client port and every worker channel:
    * with tokens, clients may come without a certificate; the worker
    * channels present this coordinator's either way. */
@@ -489,6 +501,10 @@ int main(int argc, char **argv) {
   ts_rpc_server_set_serving(server, 0);
   int left = ts_frontend_drain(&fe, 10000);
   if (left) ts_log_warn("%d request(s) still in flight after 10 s", left);
+  /* Control calls (registrations, loads) still queued are answered
+   * UNAVAILABLE; running ones get a few seconds to finish before the
+   * registry and the membership they use are freed. */
+  ts_rpc_offload_stop(CONTROL_STOP_MS);
   ts_rpc_server_stop(server, 1000);
   ts_http_stop(metrics);
   exit_code = 0;

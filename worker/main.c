@@ -58,6 +58,11 @@
 #define LEAVE_MS 6000        /* of which moving the shards away, at most */
 #define QUIET_MS 1000        /* no run for this long: routing has stopped */
 #define QUEUE_CAPACITY 256   /* runs waiting for a kernel thread */
+/* Default --max-streams beyond the runs it can hold (queued and running),
+ * for uploads and status calls: the coordinator sends every call on one
+ * connection, and a full queue must answer RESOURCE_EXHAUSTED (so the
+ * coordinator tries another replica) before streams run out. */
+#define STREAMS_BEYOND_RUNS 64
 #define MAX_THREADS 4096
 /* Default --activation-limit: this fraction of the memory left beside the
  * shards, per kernel thread. A thread's session may hold its arena (at most
@@ -256,12 +261,18 @@ static int parse_options(int argc, char **argv, options *o) {
       case OPT_HELP:
         usage(stdout);
         return -1;
-      default:
-        if (ts_security_option(&o->security, c, optarg)) break;
+      default: {
+        int taken = ts_security_option(&o->security, c, optarg, &err);
+        if (taken < 0) {
+          fprintf(stderr, "tessera-worker: %s\n", err.msg);
+          return 2;
+        }
+        if (taken) break;
         fprintf(stderr, "tessera-worker: unknown or incomplete option '%s'\n",
                 argv[optind - 1]);
         usage(stderr);
         return 2;
+      }
     }
   }
   if (optind < argc) {
@@ -295,6 +306,9 @@ static int parse_options(int argc, char **argv, options *o) {
     return 2;
   }
   if (o->threads == 0) o->threads = cpu_count();
+  if (o->security.limits.max_streams == 0)
+    o->security.limits.max_streams =
+        QUEUE_CAPACITY + o->threads + STREAMS_BEYOND_RUNS;
   if (!o->activation_limit_set)
     o->activation_limit = default_activation_limit(o->memory_limit, o->threads);
   if (!o->upload_limit_set) o->upload_limit = physical_memory() / UPLOAD_SHARE;
@@ -425,6 +439,7 @@ int main(int argc, char **argv) {
   ts_rpc_init();
 
   ts_err err = {0};
+  ts_rpc_set_limits(&opt.security.limits, &err); /* checked by the parser */
   ts_store *store = NULL;
   ts_pool *pool = NULL;
   ts_worker_service *svc = NULL;

@@ -585,18 +585,22 @@ static void handle_status(ts_rpc_call *call, const ProtobufCMessage *msg,
 
 /* The unary methods' table (rpc_table.h). RunShard is raw: its request
  * lives in the run's arena until the run is answered. LoadShard, a client
- * stream, is registered beside the table. */
+ * stream, is registered beside the table. RunShard requests and LoadShard
+ * chunks carry tensors (the process's max message); the others, shard ids,
+ * the control limit. */
+#define CONTROL TS_RPC_CONTROL_MAX_REQUEST
 static const ts_rpc_handler worker_table[WORKER_UNARY_METHODS] = {
     {WORKER_PATH "HasShard", &tessera__worker__v1__has_shard_request__descriptor,
-     handle_has_shard, NULL, TS_ROLE_COORDINATOR},
+     handle_has_shard, NULL, TS_ROLE_COORDINATOR, CONTROL},
     {WORKER_PATH "RunShard", &tessera__worker__v1__run_shard_request__descriptor,
-     NULL, handle_run_shard, TS_ROLE_COORDINATOR},
+     NULL, handle_run_shard, TS_ROLE_COORDINATOR, 0},
     {WORKER_PATH "UnloadShard",
      &tessera__worker__v1__unload_shard_request__descriptor,
-     handle_unload_shard, NULL, TS_ROLE_COORDINATOR},
+     handle_unload_shard, NULL, TS_ROLE_COORDINATOR, CONTROL},
     {WORKER_PATH "Status", &tessera__worker__v1__status_request__descriptor,
-     handle_status, NULL, TS_ROLE_COORDINATOR},
+     handle_status, NULL, TS_ROLE_COORDINATOR, CONTROL},
 };
+#undef CONTROL
 
 int ts_worker_service_start(const char *listen, const ts_rpc_creds *creds,
                             ts_rpc_auth *auth, ts_store *store, ts_pool *pool,
