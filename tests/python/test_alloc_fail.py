@@ -429,21 +429,26 @@ class StartUp(unittest.TestCase):
                                 env=dict(os.environ, **env))
         served = False
         deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            with open(out.name) as f:
-                m = re.search(r'^listening on (\S+:\d+)$', f.read(), re.M)
-            if m:
-                try:
-                    probe(m.group(1))
-                except grpc.RpcError as e:
-                    # the failed allocation was this call's own
-                    self.assertIn(e.code(), FAILED, e.details())
-                    self.assertTrue(e.details())
-                    probe(m.group(1))
-                served = True
-                proc.send_signal(signal.SIGTERM)
-                break
-            time.sleep(0.05)
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                with open(out.name) as f:
+                    m = re.search(r'^listening on (\S+:\d+)$', f.read(), re.M)
+                if m:
+                    try:
+                        probe(m.group(1))
+                    except grpc.RpcError as e:
+                        # the failed allocation was this call's own
+                        self.assertIn(e.code(), FAILED, e.details())
+                        self.assertTrue(e.details())
+                        probe(m.group(1))
+                    served = True
+                    proc.send_signal(signal.SIGTERM)
+                    break
+                time.sleep(0.05)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         try:
             rc = proc.wait(60)
         except subprocess.TimeoutExpired:
