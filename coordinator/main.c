@@ -293,7 +293,10 @@ static int load_models(ts_registry *reg, const options *o) {
   ts_model_config *repo = NULL;
   int n_repo = 0, rc = TS_OK;
   ts_err err = {0};
-  if (!configs) return TS_ENOMEM;
+  if (!configs) {
+    fprintf(stderr, "tessera-coordinator: no memory for the model list\n");
+    return TS_ENOMEM;
+  }
   for (int i = 0; i < o->n_models && rc == TS_OK; i++)
     rc = ts_model_config_parse_spec(o->models[i], &configs[i], &err);
   if (rc == TS_OK && o->repository)

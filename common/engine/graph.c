@@ -368,6 +368,7 @@ static int load_nodes(loader *L, ts_err *err) {
         continue;
       }
       int rc = add_value(L, out, &n->outputs[j], err);
+      if (rc == TS_ENOMEM) return rc;
       if (rc)
         return ts_err_set(err, TS_EINVAL,
                           "%s: output '%s' is already defined (by a graph "

@@ -196,7 +196,9 @@ int ts_model_load_file_opts(const char *path, const ts_load_opts *opts,
   int rc = TS_OK;
   for (;;) {
     if (ts_array_reserve(&buf, &cap, len + 1, 1, 1 << 20)) {
-      rc = ts_err_set(err, TS_ENOMEM, "model file '%s' is too large", path);
+      rc = ts_err_set(err, TS_ENOMEM,
+                      "out of memory reading model file '%s' (%zu bytes read)",
+                      path, len);
       break;
     }
     size_t got = fread(buf + len, 1, cap - len, f);

@@ -28,6 +28,9 @@
  *    cancel_cv until it returned. An answer from inside the callback (same
  *    thread) goes straight on.
  *  - Accepted calls sit on srv->calls until freed (or orphaned by stop).
+ *  - Each accepted call re-posts its method's request slot; a slot that
+ *    cannot be allocated is counted in method_entry.lost (under srv->mu)
+ *    and re-posted at the next accepted call of any method.
  *
  * Stop: shutdown_and_notify; wait up to the grace for every call to finish;
  * else cancel_all_calls, wait for every batch, then "orphan" the calls whose
@@ -50,6 +53,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "alloc_fail.h"
 #include "log.h"
 #include "rpc.h"
 #include "rpc_int.h"
@@ -64,6 +68,7 @@
 typedef struct method_entry {
   ts_rpc_method m; /* m.path is owned (strdup) */
   void *handle;    /* grpc_server_register_method's handle */
+  int lost;        /* requests not re-posted for lack of memory; under mu */
 } method_entry;
 
 struct ts_rpc_call {
@@ -106,6 +111,7 @@ struct ts_rpc_server {
   pthread_cond_t cv;
   bool stopping, shutdown_done;
   int live;
+  int lost_unregistered; /* method_entry.lost of unregistered paths */
   ts_rpc_call *calls;
   rpc_tag t_shutdown;
 };
@@ -213,6 +219,7 @@ static void call_answer(ts_rpc_call *c, grpc_status_code status,
     return;
   }
   c->answered = true;
+  ts_alloc_fail_call_end(c); /* -Dalloc_fail: the armed call ends here */
   c->cancel_fn = NULL; /* taken: the notice can no longer start */
   while (c->cancel_running && !pthread_equal(c->cancel_thread, pthread_self()))
     pthread_cond_wait(&c->cancel_cv, &c->mu);
@@ -340,11 +347,29 @@ void ts_rpc_call_on_cancel(ts_rpc_call *call, ts_rpc_cancel_fn fn,
   if (ran) call_unref(call);
 }
 
-/* Posts one request for `method` (or for unregistered paths). */
+static const char *method_path(const ts_rpc_server *s, int method) {
+  return method == UNREGISTERED ? "unregistered methods"
+                                : s->methods[method].m.path;
+}
+
+static int *lost_of(ts_rpc_server *s, int method) {
+  return method == UNREGISTERED ? &s->lost_unregistered
+                                : &s->methods[method].lost;
+}
+
+/* Posts one request for `method` (or for unregistered paths). A request
+ * that cannot be allocated is counted as lost and re-posted by
+ * repost_lost, so that running out of memory for a while never leaves a
+ * method with fewer slots (or none) for good. */
 static int post_request(ts_rpc_server *s, int method) {
   ts_rpc_call *c = call_new(s, method);
   if (!c) {
-    ts_log_error("rpc: no memory to accept calls");
+    pthread_mutex_lock(&s->mu);
+    int lost = ++*lost_of(s, method);
+    pthread_mutex_unlock(&s->mu);
+    ts_log_error("rpc: no memory to accept calls of %s (%d request slots "
+                 "lost); retried at the next call",
+                 method_path(s, method), lost);
     return TS_ENOMEM;
   }
   pthread_mutex_lock(&s->mu);
@@ -369,13 +394,32 @@ static int post_request(ts_rpc_server *s, int method) {
   pthread_mutex_unlock(&s->mu);
   if (e != GRPC_CALL_OK) {
     ts_log_error("rpc: cannot request calls for %s: %s",
-                 method == UNREGISTERED ? "unregistered methods"
-                                        : s->methods[method].m.path,
-                 grpc_call_error_to_string(e));
+                 method_path(s, method), grpc_call_error_to_string(e));
     call_free(c);
     return TS_EINTERNAL;
   }
   return 0;
+}
+
+/* Re-posts the requests post_request lost, until one fails again. Runs at
+ * every accepted call (any method's, health checks included). */
+static void repost_lost(ts_rpc_server *s) {
+  for (int method = UNREGISTERED; method < s->n_methods; method++) {
+    for (;;) {
+      pthread_mutex_lock(&s->mu);
+      int *lost = lost_of(s, method);
+      bool take = *lost > 0 && !s->stopping;
+      if (take) (*lost)--;
+      pthread_mutex_unlock(&s->mu);
+      if (!take) break;
+      if (post_request(s, method) == TS_ENOMEM) return; /* counted again */
+      pthread_mutex_lock(&s->mu);
+      int left = *lost_of(s, method);
+      pthread_mutex_unlock(&s->mu);
+      ts_log_info("rpc: re-posted a lost request slot of %s (%d still lost)",
+                  method_path(s, method), left);
+    }
+  }
 }
 
 /* Starts the next RECV_MESSAGE of a client stream; c->mu must be held. */
@@ -433,7 +477,12 @@ static void on_accept(rpc_tag *t, int ok) {
     call_free(c);
     return;
   }
+  /* -Dalloc_fail: the one-shot control may arm injection for this call,
+   * from its first allocation (the request that replaces it) on */
+  if (c->method != UNREGISTERED)
+    ts_alloc_fail_call_begin(s->methods[c->method].m.path, c);
   post_request(s, c->method);
+  repost_lost(s);
   c->deadline = rpc_deadline_from_gpr(
       c->method == UNREGISTERED ? c->details.deadline : c->gpr_deadline);
   c->refs = 2; /* the answer, and this function's guard */

@@ -174,7 +174,9 @@ void plan_layout_reset(ctx *c) {
 }
 
 void plan_ctx_free(ctx *c) {
-  if (c->node_stage) plan_layout_reset(c);
+  /* plan_ctx_init may have failed with only some of the arrays made */
+  if (c->node_stage && c->node_role && c->value_stage && c->value_kind)
+    plan_layout_reset(c);
   free(c->st);
   free(c->live);
   free(c->pos);

@@ -34,7 +34,7 @@ static int oom(shard_build *b) {
 static const char *fresh_name(shard_build *b, const char *base,
                               const char *suffix, int k) {
   const char *name = plan_arena_printf(&b->a, "%s.%s%d", base, suffix, k);
-  if (!name) return NULL;
+  if (!name) return oom(b), NULL; /* callers return b->err->code */
   if (ts_graph_find_value(b->c->g, name) >= 0) {
     ts_err_set(b->err, TS_EUNSUPPORTED,
                "tensor name '%s' is used by the model and by the "
