@@ -479,9 +479,8 @@ int main(int argc, char **argv) {
   else if (!o.security.tls_cert)
     ts_log_warn("plaintext on %s: any process that reaches it may call "
                 "every method (see --tls-cert, docs/SECURITY.md)", o.listen);
-  print_listening(o.listen, port);
-  notify("READY=1");
-
+  /* The signals are ours before anyone is told we listen: a SIGTERM right
+   * after "listening on" (or READY=1) drains and exits 0, never 143. */
   control ctl = {.loop = uv_default_loop(), .auth = auth};
   uv_signal_init(ctl.loop, &ctl.sigterm);
   uv_signal_init(ctl.loop, &ctl.sigint);
@@ -490,6 +489,8 @@ int main(int argc, char **argv) {
   uv_signal_start(&ctl.sigterm, on_signal, SIGTERM);
   uv_signal_start(&ctl.sigint, on_signal, SIGINT);
   uv_signal_start(&ctl.sighup, on_reload, SIGHUP);
+  print_listening(o.listen, port);
+  notify("READY=1");
   ts_prober_start(&ctl.prober, ctl.loop, &cluster, &registry,
                   o.replace_after_ms);
   uv_run(ctl.loop, UV_RUN_DEFAULT);

@@ -331,5 +331,15 @@ class LocalWorkerCrash(unittest.TestCase):
             self.assertIn('local worker pid %d ended by signal 9' % pids[0], cluster.log())
 
 
+class StopAtOnce(unittest.TestCase):
+    def test_sigterm_right_after_listening(self):
+        """SIGTERM the moment "listening on" is printed (as systemd may, right
+        after READY=1): the coordinator's handlers are in place already, so it
+        drains and exits 0 (the fixture's exit checks the status), never 143."""
+        for _ in range(3):
+            with kserve.Cluster(local_workers=1, wait_ready=False):
+                pass
+
+
 if __name__ == '__main__':
     unittest.main()
