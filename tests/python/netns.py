@@ -211,7 +211,9 @@ class Net:
         self.made = []
         for link in (self.tag + 'h', self.tag + 'x', self.tag + 'xp', self.tag + 'hp'):
             if link in root_links():
-                run('ip', 'link', 'del', link)
+                # A namespace's links go asynchronously: it may be gone now.
+                with contextlib.suppress(RuntimeError):
+                    run('ip', 'link', 'del', link)
         atexit.unregister(self.down)
         if errors:
             raise RuntimeError('; '.join(errors))
