@@ -75,8 +75,8 @@ static void handle_cluster_status(ts_rpc_call *call,
     tessera__admin__v1__model_state__init(&ms[i]);
     ms[i].name = m->config.name;
     ms[i].state = (char *)state_name(m->state);
-    ms[i].requests = atomic_load(&m->requests);
-    ms[i].failures = atomic_load(&m->failures);
+    ms[i].requests = atomic_load(&ts_served_counts(m)->requests);
+    ms[i].failures = atomic_load(&ts_served_counts(m)->failures);
     if (m->config.is_ensemble) {
       ms[i].strategy = "ensemble";
       ms[i].fuse = (char *)ts_fuse_name(m->config.fuse);

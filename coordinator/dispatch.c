@@ -130,7 +130,8 @@ static int failed(ts_dispatch *inf) {
 }
 
 static void finish(ts_dispatch *inf) {
-  if (inf->err.code) atomic_fetch_add(&inf->model->failures, 1);
+  if (inf->err.code)
+    atomic_fetch_add(&ts_served_counts(inf->model)->failures, 1);
   inf->done(inf, inf->user);
 }
 
@@ -620,7 +621,7 @@ static void ensemble_start(ts_dispatch *inf) {
 void ts_dispatch_start(ts_dispatch *inf, ts_dispatch_done_fn done, void *user) {
   inf->done = done;
   inf->user = user;
-  atomic_fetch_add(&inf->model->requests, 1);
+  atomic_fetch_add(&ts_served_counts(inf->model)->requests, 1);
   if (failed(inf)) /* cancelled before it started */
     finish(inf);
   else if (inf->model->config.is_ensemble)

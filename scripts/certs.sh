@@ -4,8 +4,8 @@
 # as a SPIFFE URI SAN spiffe://tessera/ROLE[/NAME] (TRUST_DOMAIN overrides
 # "tessera") and DNS SANs for its own name (coordinator, workerI: the host
 # names of the compose cluster) and localhost, an IP SAN 127.0.0.1
-# (CERT_HOSTS adds DNS names). WORKER_FIRST numbers the workers from it
-# (default 0). KEY_OWNER=UID[:GID] chowns the role keys (all but ca.key) to
+# (CERT_HOSTS adds DNS names, CERT_IPS IP addresses). WORKER_FIRST numbers
+# the workers from it (default 0). KEY_OWNER=UID[:GID] chowns the role keys (all but ca.key) to
 # the user the daemons run as; the compose image's is 10001.
 set -eu
 dir=${1:?usage: certs.sh DIR [N_WORKERS]}
@@ -19,6 +19,7 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=tessera-ca" \
 make() { # NAME SPIFFE_PATH
   san="URI:spiffe://$td/$2,DNS:$1,DNS:localhost,IP:127.0.0.1"
   for h in ${CERT_HOSTS:-}; do san="$san,DNS:$h"; done
+  for a in ${CERT_IPS:-}; do san="$san,IP:$a"; done
   openssl req -newkey rsa:2048 -nodes -subj "/CN=$1" -keyout "$1.key" \
     -out "$1.csr" 2>/dev/null
   printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' \

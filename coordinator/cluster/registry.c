@@ -496,8 +496,8 @@ typedef struct move {
   int stage, shard, slot, from, to;
 } move;
 
-/* A copy of plain model `m` that shares its plan and io (see registry.h)
- * with its own placement and move counts. NULL when out of memory. */
+/* A copy of plain model `m` that shares its plan, io and request counts
+ * (see registry.h) with its own placement and move counts. NULL when out of memory. */
 static ts_served_model *clone_placement(ts_served_model *m) {
   ts_served_model *c = calloc(1, sizeof *c);
   if (!c) return NULL;
@@ -512,8 +512,6 @@ static ts_served_model *clone_placement(ts_served_model *m) {
   c->n_replicas = m->n_replicas;
   c->origin = m->origin ? m->origin : m;
   atomic_fetch_add(&c->origin->refs, 1);
-  atomic_init(&c->requests, atomic_load(&m->requests));
-  atomic_init(&c->failures, atomic_load(&m->failures));
   int stages = m->plan->n_stages, ok = stages > 0;
   c->placement = calloc((size_t)stages, sizeof *c->placement);
   c->moves = calloc((size_t)stages, sizeof *c->moves);

@@ -72,7 +72,7 @@ typedef struct ts_served_model {
                                      referenced; NULL when this is it */
   unsigned **moves;              /* [stage][shard] replicas re-placed since
                                     load; NULL when none ever moved */
-  atomic_ullong requests;
+  atomic_ullong requests;        /* counted on the origin: ts_served_counts */
   atomic_ullong failures;
 } ts_served_model;
 
@@ -112,6 +112,13 @@ void ts_registry_free(ts_registry *r);
 static inline const int *ts_served_model_replicas(const ts_served_model *m,
                                                   int stage, int shard) {
   return &m->placement[stage][shard * m->n_replicas];
+}
+
+/* The copy that counts the model's requests and failures: its origin,
+ * shared by every re-placed copy, so that requests still starting on a
+ * replaced copy are counted with the others. */
+static inline ts_served_model *ts_served_counts(ts_served_model *m) {
+  return m->origin ? m->origin : m;
 }
 
 
