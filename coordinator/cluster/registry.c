@@ -89,7 +89,7 @@ static int io_copy(const ts_io_info *src, int n, ts_io_info **out,
 }
 
 /* Chooses `replicas` distinct placement targets with room for shard `s`,
- * least planned bytes first (placement.h), and books the bytes on them. */
+ * in its rendezvous order (placement.h), and books the bytes on them. */
 static int place_shard(ts_membership *c, const ts_shard *s, int replicas,
                        int *out, ts_err *err) {
   int targets = ts_placement_targets(c);
@@ -97,7 +97,7 @@ static int place_shard(ts_membership *c, const ts_shard *s, int replicas,
     return ts_err_set(err, TS_EUNAVAILABLE,
                       "shard %s needs %d live workers for its replicas; %d "
                       "are live", s->label, replicas, targets);
-  if (ts_placement_place(c, s->len, replicas, out) != TS_OK)
+  if (ts_placement_place(c, s->id, s->len, replicas, out) != TS_OK)
     return ts_err_set(err, TS_EEXHAUSTED,
                       "no live worker has room for shard %s (%.1f MB) "
                       "under its --memory-limit", s->label,
@@ -483,8 +483,8 @@ int ts_registry_replicas_on(ts_registry *r, int w) {
 /* ---- re-placement ------------------------------------------------------ */
 
 /* What a pass moves: every replica on `from` (from >= 0), or, to
- * rebalance (from < 0), any replica whose move to a lighter target lowers
- * the heavier of the two (placement.h). */
+ * rebalance (from < 0), any replica that a target of higher rendezvous
+ * weight for its shard should hold instead (placement.h). */
 typedef struct mover {
   int from;
 } mover;
@@ -561,7 +561,8 @@ static int move_model(ts_registry *r, ts_served_model *m, const mover *mv,
     const ts_stage *st = &m->plan->stages[s];
     for (int k = 0; k < st->n_shards; k++) {
       int moved = ts_placement_move_row(
-          c, mv->from, &next->placement[s][k * m->n_replicas], m->n_replicas,
+          c, mv->from, st->shards[k].id,
+          &next->placement[s][k * m->n_replicas], m->n_replicas,
           st->shards[k].len, row_moves, unplaced);
       for (int j = 0; j < moved; j++)
         moves[n_moves++] = (move){s, k, row_moves[j].slot, row_moves[j].from,
@@ -672,7 +673,8 @@ int ts_registry_move_off_worker(ts_registry *r, int w, int *left) {
 int ts_registry_rebalance(ts_registry *r) {
   mover mv = {.from = -1};
   int unplaced, moved = 0, step;
-  /* Each pass lowers the sum of squared planned bytes; a few suffice. */
+  /* A pass leaves every row on its top eligible workers; a later pass
+   * moves only what the earlier one's bookings kept out (room). */
   for (int pass = 0; pass < 8 && (step = move_all(r, &mv, &unplaced)) > 0;
        pass++)
     moved += step;
