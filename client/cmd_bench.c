@@ -40,6 +40,8 @@ typedef struct bench {
 typedef struct bench_call {
   bench *b;
   int64_t start_ns;
+  int server; /* of c->servers, where it is being sent */
+  int tries;  /* servers it was sent to: at most one try on each */
 } bench_call;
 
 /* Records one outcome; returns nonzero once every request has finished. */
@@ -62,8 +64,17 @@ static int bench_record(bench *b, int64_t start_ns, int status,
 
 static void bench_done(void *user, const ts_rpc_result *r);
 
-/* Starts the next request, if any is left; a call that cannot start is
- * counted as failed and the next one is tried. */
+/* Sends `call` to its server; 0, or the code of a call that cannot start
+ * (then the callback never runs). */
+static int bench_send(bench *b, bench_call *call) {
+  call->tries++;
+  return ts_rpc_call_async(b->client, b->c->channels[call->server],
+                           KSERVE_SERVICE "ModelInfer", b->req, b->len,
+                           cli_deadline(b->c), bench_done, call, NULL);
+}
+
+/* Starts the next request, if any is left, on the current server; a call
+ * that cannot start is counted as failed and the next one is tried. */
 static void bench_start_next(bench *b) {
   for (;;) {
     pthread_mutex_lock(&b->lock);
@@ -73,19 +84,27 @@ static void bench_start_next(bench *b) {
     bench_call *call = &b->calls[i];
     call->b = b;
     call->start_ns = now_ns();
-    /* On a non-zero return the callback never runs. */
-    int rc = ts_rpc_call_async(b->client, b->c->channel,
-                               KSERVE_SERVICE "ModelInfer", b->req, b->len,
-                               cli_deadline(b->c), bench_done, call, NULL);
+    call->server = atomic_load(&b->c->current);
+    int rc = bench_send(b, call);
     if (rc == 0) return;
     bench_record(b, call->start_ns, ts_err_grpc_status(rc),
                  "cannot start the call");
   }
 }
 
+/* A request that got UNAVAILABLE goes once to each other server in turn
+ * (as cli_call does), its latency counted from the first try; the server
+ * that answers becomes the current one for the requests that follow. */
 static void bench_done(void *user, const ts_rpc_result *r) {
   bench_call *call = user;
   bench *b = call->b;
+  cli *c = b->c;
+  if (r->status == ts_err_grpc_status(TS_EUNAVAILABLE) &&
+      call->tries < c->n_servers) {
+    call->server = (call->server + 1) % c->n_servers;
+    if (bench_send(b, call) == 0) return;
+  }
+  if (r->status == 0) atomic_store(&c->current, call->server);
   if (!bench_record(b, call->start_ns, r->status, r->message))
     bench_start_next(b);
 }

@@ -220,6 +220,24 @@ class MultiCoordTest(test_faults.FaultTest):
         led = load.ledger
         self.show(led)
         self.assert_all_correct(led)
+        # The CLI with A dead: `tessera infer` and `bench --server A,B` fail
+        # over to B.
+        servers = '%s,%s' % (address, b.address)
+        rows, inputs, want = self.pool.pick(np.random.RandomState(3), (3,))
+        (name, value), (out_name, _) = list(inputs.items())[0], list(want.items())[0]
+        x, y = os.path.join(self.tmp, 'x.npy'), os.path.join(self.tmp, 'y.npy')
+        np.save(x, value)
+        p = kserve.run_tessera('infer', '--server', servers, '--model', 'mlp',
+                               '--input', '%s=%s' % (name, x),
+                               '--output', '%s=%s' % (out_name, y))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn('server %s unavailable' % address, p.stderr)
+        self.assertIsNone(ledger.check_answer({out_name: np.load(y)}, want))
+        p = kserve.run_tessera('bench', '--server', servers, '--model', 'mlp',
+                               '--input', '%s=%s' % (name, x), '--concurrency', '4',
+                               '--requests', '200')
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn('ok: 200\nerrors: 0\n', p.stdout)
 
         # d. restarted on its address: the workers come back to it on their own.
         again = self.coordinator(listen=address)
@@ -230,8 +248,18 @@ class MultiCoordTest(test_faults.FaultTest):
         self.assertTrue(self.wait_model_ready(again))
         self.assertEqual(self.wait_agreed(again, b, ws), before)
         self.assert_answers(again)
-        # Nothing a worker held was sent to it again.
+        # `tessera load --server A,B` reloads the model on each, and says so
+        # per server; the placement stays.
+        p = kserve.run_tessera('load', '--server', '%s,%s' % (again.address, b.address),
+                               '--model', 'mlp')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, 'loaded mlp on %s\nloaded mlp on %s\n' % (
+            again.address, b.address))
+        self.assertEqual(self.wait_agreed(again, b, ws), before)
+        # Nothing a worker held was sent to it again, by the restart or
+        # the reload.
         log = again.log()
+        self.assertIn('already on worker', log)
         for w in ws:
             for sid in held[w.address]:
                 self.assertNotRegex(log, r'shard %s \(.*\) loaded on worker %s' % (
