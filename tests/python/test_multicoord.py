@@ -22,6 +22,8 @@ from one is sent once to the next (FailoverLoad below, as `tessera
      onto the same workers, with zero failed requests.
   s. with a cluster secret (--cluster-secret-file on every daemon), a
      worker joins both coordinators through the list, and both serve.
+  t. the same over mutual TLS (test_security's certificates): both
+     coordinators list both workers and answer as torch does.
 """
 import collections
 import os
@@ -39,6 +41,7 @@ import export_models  # noqa: E402
 import kserve  # noqa: E402
 import ledger  # noqa: E402
 import test_faults  # noqa: E402
+import test_security as sec  # noqa: E402
 from test_faults import WAIT  # noqa: E402
 
 REPLACE_AFTER_MS = 1000
@@ -47,6 +50,14 @@ TENSOR2 = {'strategy': 'tensor', 'shards': 2, 'replicas': 2}
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 # A coordinator's log line for a shard it uploaded (cluster/membership.c).
 LOADED = re.compile(r'shard ([0-9a-f]{12}) \([^)]*\) loaded on worker (\S+)')
+
+
+def setUpModule():
+    sec.setUpModule()  # the certificates of test t
+
+
+def tearDownModule():
+    sec.tearDownModule()
 
 
 def placement(status, model='mlp'):
@@ -317,6 +328,26 @@ class MultiCoordTest(test_faults.FaultTest):
         for w in ws:
             for c in (a, b):
                 self.assertIn('registered with coordinator %s' % c.address, w.log())
+
+    # ---- t -------------------------------------------------------------------
+
+    def test_t_tls_with_the_list(self):
+        cs = [self.enterContext(sec.TlsCluster(
+            models=[('mlp', self.mlp, TENSOR2)], local_workers=0, wait_ready=False,
+            extra_args=sec.tls_args('coordinator') + ARGS, start_timeout=60))
+            for _ in range(2)]
+        join = ['--join', ','.join(c.address for c in cs)]
+        ws = [self.enterContext(kserve.Worker(extra_args=sec.tls_args('worker%d' % i) + join,
+                                              start_timeout=30.0))
+              for i in range(2)]
+        rng = np.random.RandomState(11)
+        for c in cs:
+            self.assertTrue(ledger.wait_for(lambda: c.client.model_ready('mlp'), WAIT),
+                            c.log()[-3000:])
+            self.assertEqual({w.address for w in c.client.cluster_status().workers},
+                             {w.address for w in ws})
+            _, inputs, want = self.pool.pick(rng)
+            self.assertIsNone(ledger.check_answer(c.client.infer('mlp', inputs), want))
 
 
 if __name__ == '__main__':
