@@ -24,10 +24,16 @@ from one is sent once to the next (FailoverLoad below, as `tessera
      worker joins both coordinators through the list, and both serve.
   t. the same over mutual TLS (test_security's certificates): both
      coordinators list both workers and answer as torch does.
+  f. a stalled coordinator (SIGSTOP) delays no other's registration: a
+     worker that joins it and another registers with the other before its
+     call to the stalled one has even timed out.
+  u. a bad --join list stops the worker at start (exit 2, naming why).
 """
 import collections
 import os
 import re
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -348,6 +354,48 @@ class MultiCoordTest(test_faults.FaultTest):
                              {w.address for w in ws})
             _, inputs, want = self.pool.pick(rng)
             self.assertIsNone(ledger.check_answer(c.client.infer('mlp', inputs), want))
+
+    # ---- f -------------------------------------------------------------------
+
+    def test_f_stalled_coordinator_delays_no_other(self):
+        a, b = self.coordinator(), self.coordinator()
+        a.proc.send_signal(signal.SIGSTOP)
+        self.addCleanup(lambda: a.proc.poll() is None and a.proc.send_signal(signal.SIGCONT))
+        w = self.worker(join='%s,%s' % (a.address, b.address))
+        self.assertTrue(self.wait_up(b, w.address), w.log()[-3000:])
+        log = w.log()
+        self.assertIn('registered with coordinator %s' % b.address, log)
+        # Its RegisterWorker to A is still out (5 s deadline), not failed.
+        self.assertNotIn('cannot register with coordinator %s' % a.address, log)
+        self.assertNotIn('registered with coordinator %s' % a.address, log)
+        a.proc.send_signal(signal.SIGCONT)
+        self.assertTrue(self.wait_up(a, w.address), w.log()[-3000:])
+
+    # ---- u -------------------------------------------------------------------
+
+    def test_u_bad_join_list_refused(self):
+        many = ','.join('127.0.0.1:%d' % (1000 + i) for i in range(17))
+        for join, why in (('127.0.0.1:1,,127.0.0.1:2', 'has an empty item'),
+                          ('127.0.0.1:1,127.0.0.1:1', "names '127.0.0.1:1' twice"),
+                          (many, 'has more than 16 items'),
+                          ('127.0.0.1:1,unix:/tmp/x', "address 'unix:/tmp/x' is not "
+                                                      "HOST:PORT")):
+            with self.subTest(join=join):
+                p = subprocess.run([kserve.binary('tessera-worker'), '--listen',
+                                    '127.0.0.1:0', '--join', join],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   universal_newlines=True, timeout=30)
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertIn('tessera-worker: --join ', p.stderr)
+                self.assertIn(why, p.stderr)
+                self.assertNotIn('listening on', p.stdout)
+        # Repeated --join add up, and the sum is checked the same way.
+        p = subprocess.run([kserve.binary('tessera-worker'), '--listen', '127.0.0.1:0',
+                            '--join', '127.0.0.1:1', '--join', '127.0.0.1:1'],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, timeout=30)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("names '127.0.0.1:1' twice", p.stderr)
 
 
 if __name__ == '__main__':
