@@ -27,6 +27,9 @@ from one is sent once to the next (FailoverLoad below, as `tessera
   f. a stalled coordinator (SIGSTOP) delays no other's registration: a
      worker that joins it and another registers with the other before its
      call to the stalled one has even timed out.
+  g. SIGTERM a worker under load: it deregisters from both coordinators
+     at once, both move its shards onto the same workers, it exits 0 as
+     soon as both answered (its log says so), zero failed requests.
   u. a bad --join list stops the worker at start (exit 2, naming why).
 """
 import collections
@@ -370,6 +373,34 @@ class MultiCoordTest(test_faults.FaultTest):
         self.assertNotIn('registered with coordinator %s' % a.address, log)
         a.proc.send_signal(signal.SIGCONT)
         self.assertTrue(self.wait_up(a, w.address), w.log()[-3000:])
+
+    # ---- g -------------------------------------------------------------------
+
+    def test_g_sigterm_worker_leaves_both(self):
+        a, b, ws = self.pool_of_two()
+        p = placement(self.status(a))
+        victim = [w for w in ws if any(w.address in on for on in p.values())][0]
+        survivors = frozenset(w.address for w in ws if w is not victim)
+        exits = []
+
+        def terminate():
+            victim.proc.send_signal(signal.SIGTERM)
+            try:
+                exits.append(victim.proc.wait(12.0))
+            except subprocess.TimeoutExpired:
+                exits.append(None)
+            exits.append((placement(self.status(a)), placement(self.status(b))))
+
+        led = self.failover_load((a, b), 'SIGTERM a worker under two coordinators').run(
+            5.0, events=[(1.5, 'SIGTERM worker ' + victim.address, terminate)])
+        self.show(led)
+        self.assertEqual(exits[0], 0, victim.log()[-3000:])
+        self.assertIn('deregistered: every coordinator moved', victim.log())
+        pa, pb = exits[1]
+        self.assertEqual(pa, pb)
+        for on in pa.values():
+            self.assertEqual(on, survivors, pa)
+        self.assert_all_correct(led)
 
     # ---- u -------------------------------------------------------------------
 
