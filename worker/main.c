@@ -105,7 +105,7 @@ static void usage(FILE *f) {
           "                         every second, so a restarted "
           "coordinator finds\n"
           "                         this worker again\n"
-          "  --advertise HOST:PORT  the address the coordinator should dial "
+          "  --advertise HOST:PORT  the address the coordinators should dial "
           "(default:\n"
           "                         the listen address; hostname for "
           "0.0.0.0)\n"
