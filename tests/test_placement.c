@@ -7,10 +7,10 @@
  * distinct workers in falling weight, the same choice whatever order the
  * workers joined in (two coordinators agree), memory limits (a full worker
  * is skipped, the next taken), no target (the replica stays), down and
- * leaving workers never chosen, emptying a worker, and rebalancing that
- * moves a replica only to a worker of higher weight and ends where a fresh
- * placement would. A randomized case compares ts_placement_pick with a
- * naive reference written here from the rules.
+ * leaving workers never chosen, a model's replicas spread over distinct
+ * workers, emptying a worker, and moving a row to a fresh placement's. A
+ * randomized case compares ts_placement_pick with a naive reference
+ * written here from the rules.
  */
 #include <check.h>
 #include <stdio.h>
@@ -108,20 +108,20 @@ START_TEST(test_distinct_replicas_in_rendezvous_order) {
   ts_membership *c = cluster(4, NULL, start, NULL);
   int order[4], row[5]; /* room for the five replicas asked below */
   rendezvous_order(c, "shard-a", order);
-  ck_assert_int_eq(ts_placement_place(c, "shard-a", 50, 2, row), TS_OK);
+  ck_assert_int_eq(ts_placement_place(c, "shard-a", 50, 2, row, NULL), TS_OK);
   ck_assert_int_eq(row[0], order[0]);
   ck_assert_int_eq(row[1], order[1]);
   ck_assert_uint_eq(planned(c, order[0]), start[order[0]] + 50);
   ck_assert_uint_eq(planned(c, order[1]), start[order[1]] + 50);
   /* Every worker once, never twice, for as many replicas as workers. */
-  ck_assert_int_eq(ts_placement_place(c, "shard-b", 10, 4, row), TS_OK);
+  ck_assert_int_eq(ts_placement_place(c, "shard-b", 10, 4, row, NULL), TS_OK);
   assert_distinct(row, 4);
   rendezvous_order(c, "shard-b", order);
   for (int k = 0; k < 4; k++) ck_assert_int_eq(row[k], order[k]);
   ck_assert_uint_eq(total_planned(c), 600 + 2 * 50 + 4 * 10);
   /* A fifth replica would need a fifth worker: nothing booked. */
   unsigned long long before = total_planned(c);
-  ck_assert_int_eq(ts_placement_place(c, "shard-c", 10, 5, row),
+  ck_assert_int_eq(ts_placement_place(c, "shard-c", 10, 5, row, NULL),
                    TS_EEXHAUSTED);
   ck_assert_uint_eq(total_planned(c), before);
   free(c);
@@ -148,8 +148,8 @@ START_TEST(test_same_choice_whatever_the_join_order) {
     char id[16];
     snprintf(id, sizeof id, "shard-%d", s);
     int ra[3], rb[3];
-    ck_assert_int_eq(ts_placement_place(a, id, 1, 3, ra), TS_OK);
-    ck_assert_int_eq(ts_placement_place(b, id, 1, 3, rb), TS_OK);
+    ck_assert_int_eq(ts_placement_place(a, id, 1, 3, ra, NULL), TS_OK);
+    ck_assert_int_eq(ts_placement_place(b, id, 1, 3, rb, NULL), TS_OK);
     for (int k = 0; k < 3; k++) {
       ck_assert_str_eq(a->workers[ra[k]].address, b->workers[rb[k]].address);
       ck_assert_str_ne(a->workers[ra[k]].address, "10.0.0.3:8001");
@@ -172,20 +172,20 @@ START_TEST(test_memory_limits_respected) {
   rendezvous_order(c, "big", order);
   c->workers[order[0]].memory_limit = 299;
   c->workers[order[2]].memory_limit = 300;
-  ck_assert_int_eq(ts_placement_place(c, "big", 300, 2, row), TS_OK);
+  ck_assert_int_eq(ts_placement_place(c, "big", 300, 2, row, NULL), TS_OK);
   ck_assert_int_eq(row[0], order[1]);
   ck_assert_int_eq(row[1], order[2]);
   ck_assert_uint_eq(planned(c, order[0]), 0);
   /* order[2] is now full: the next replica goes to order[3]. */
-  ck_assert_int_eq(ts_placement_pick(c, "big", row, 1, 300), order[3]);
+  ck_assert_int_eq(ts_placement_pick(c, "big", row, 1, 300, NULL), order[3]);
   /* Nothing fits anywhere but order[3] and order[1]: a third is refused,
    * with nothing booked. */
   unsigned long long before = total_planned(c);
   int three[3];
   c->workers[order[1]].memory_limit = 600;
-  ck_assert_int_eq(ts_placement_place(c, "big", 300, 3, three), TS_EEXHAUSTED);
+  ck_assert_int_eq(ts_placement_place(c, "big", 300, 3, three, NULL), TS_EEXHAUSTED);
   ck_assert_uint_eq(total_planned(c), before);
-  ck_assert_int_eq(ts_placement_place(c, "big", 300, 2, three), TS_OK);
+  ck_assert_int_eq(ts_placement_place(c, "big", 300, 2, three, NULL), TS_OK);
   ck_assert_int_eq(three[0], order[1]);
   ck_assert_int_eq(three[1], order[3]);
   for (int i = 0; i < 4; i++)
@@ -200,30 +200,29 @@ START_TEST(test_down_and_leaving_never_chosen) {
   ts_membership *c = cluster(4, state, NULL, NULL);
   ck_assert_int_eq(ts_placement_targets(c), 2);
   int row[3];
-  ck_assert_int_eq(ts_placement_place(c, "s", 10, 2, row), TS_OK);
+  ck_assert_int_eq(ts_placement_place(c, "s", 10, 2, row, NULL), TS_OK);
   ck_assert(row[0] == 0 || row[0] == 3);
   ck_assert(row[1] == 0 || row[1] == 3);
   assert_distinct(row, 2);
   unsigned long long before = total_planned(c);
-  ck_assert_int_eq(ts_placement_place(c, "s", 10, 3, row), TS_EEXHAUSTED);
+  ck_assert_int_eq(ts_placement_place(c, "s", 10, 3, row, NULL),
+                   TS_EEXHAUSTED);
   ck_assert_uint_eq(total_planned(c), before);
   /* Emptying worker 0: the only other target (3) already holds one. */
   int shard[] = {0, 3};
   ts_placement_move moved[2];
   int unplaced = 0;
-  ck_assert_int_eq(
-      ts_placement_move_row(c, 0, "s", shard, 2, 10, moved, &unplaced), 0);
+  ck_assert_int_eq(ts_placement_move_row(c, 0, "s", shard, 2, 10, NULL, moved,
+                                         &unplaced), 0);
   ck_assert_int_eq(unplaced, 1);
   ck_assert_int_eq(shard[0], 0);
-  /* Rebalancing never moves a replica off a down or leaving worker, nor
-   * onto one, whatever the weights. */
-  int on_down[] = {1}, on_leaving[] = {2};
-  unplaced = 0;
-  ck_assert_int_eq(ts_placement_move_row(c, -1, "s", on_down, 1, 10, moved,
-                                         &unplaced), 0);
-  ck_assert_int_eq(ts_placement_move_row(c, -1, "s", on_leaving, 1, 10, moved,
-                                         &unplaced), 0);
-  ck_assert_int_eq(unplaced, 0);
+  /* Rebalancing never moves a replica off a down or leaving worker. */
+  int on_down[] = {1}, on_leaving[] = {2}, want[] = {3};
+  ck_assert_int_eq(ts_placement_move_row_to(c, on_down, 1, want, 10, moved), 0);
+  ck_assert_int_eq(ts_placement_move_row_to(c, on_leaving, 1, want, 10, moved),
+                   0);
+  ck_assert_int_eq(on_down[0], 1);
+  ck_assert_int_eq(on_leaving[0], 2);
   free(c);
 }
 END_TEST
@@ -240,10 +239,10 @@ START_TEST(test_empty_worker_moves_its_replicas) {
   int want = -1;
   for (int k = 0; k < 5 && want < 0; k++)
     if (order[k] == 2 || order[k] == 4) want = order[k];
-  ts_placement_move moved[3];
+  ts_placement_move moved[4];
   int unplaced = 0;
-  ck_assert_int_eq(
-      ts_placement_move_row(c, 0, "s", row, 3, 100, moved, &unplaced), 1);
+  ck_assert_int_eq(ts_placement_move_row(c, 0, "s", row, 3, 100, NULL, moved,
+                                         &unplaced), 1);
   ck_assert_int_eq(row[0], 1);
   ck_assert_int_eq(row[1], want);
   ck_assert_int_eq(row[2], 3);
@@ -254,51 +253,59 @@ START_TEST(test_empty_worker_moves_its_replicas) {
   ck_assert_uint_eq(planned(c, 0), 0);
   ck_assert_uint_eq(planned(c, want), 100);
   ck_assert_uint_eq(total_planned(c), 300);
-  /* The other has no room: a second shard's replica on 0 stays, counted
-   * as unplaced, nothing rebooked. */
+  /* The model's bytes count before the weights: with `want` holding 200
+   * bytes of the model and the other none, the other is chosen and the
+   * bytes follow the move. */
   int other = want == 2 ? 4 : 2;
+  ts_placement_spread spread = {{0}};
+  spread.bytes[want] = 200;
+  spread.bytes[0] = 100;
+  int again[] = {1, 0, 3};
+  atomic_store(&c->workers[0].memory_planned, 100);
+  ck_assert_int_eq(ts_placement_move_row(c, 0, "s", again, 3, 100, &spread,
+                                         moved, &unplaced), 1);
+  ck_assert_int_eq(again[1], other);
+  ck_assert_uint_eq(spread.bytes[0], 0);
+  ck_assert_uint_eq(spread.bytes[other], 100);
+  /* The other has no room: a replica on 0 stays, counted as unplaced,
+   * nothing rebooked. */
   c->workers[other].memory_limit = 50;
   int full[] = {want, 0, 1, 3};
-  ck_assert_int_eq(
-      ts_placement_move_row(c, 0, "s", full, 4, 100, moved, &unplaced), 0);
+  atomic_store(&c->workers[0].memory_planned, 100);
+  atomic_store(&c->workers[other].memory_planned, 0);
+  unsigned long long total = total_planned(c);
+  ck_assert_int_eq(ts_placement_move_row(c, 0, "s", full, 4, 100, NULL, moved,
+                                         &unplaced), 0);
   ck_assert_int_eq(unplaced, 1);
   ck_assert_int_eq(full[1], 0);
-  ck_assert_uint_eq(total_planned(c), 300);
+  ck_assert_uint_eq(total_planned(c), total);
   free(c);
 }
 END_TEST
 
-/* A row that is already its shard's top workers never moves; a row that
- * holds a lower-weight worker while a better one is free moves exactly
- * that replica there. */
-START_TEST(test_rebalance_only_to_higher_weight) {
-  ts_membership *c = cluster(4, NULL, NULL, NULL);
-  int order[4];
-  rendezvous_order(c, "s", order);
+/* A row moves to the fresh placement's workers: replicas already there
+ * stay in their slots, the others take the missing workers. */
+START_TEST(test_move_row_to_fresh_row) {
+  ts_membership *c = cluster(4, NULL, (unsigned long long[]){10, 10, 0, 0},
+                             NULL);
   ts_placement_move moved[2];
-  int unplaced = 0;
-  int top[] = {order[1], order[0]};
-  ck_assert_int_eq(
-      ts_placement_move_row(c, -1, "s", top, 2, 10, moved, &unplaced), 0);
-  int low[] = {order[3], order[1]};
-  atomic_store(&c->workers[order[3]].memory_planned, 10);
-  atomic_store(&c->workers[order[1]].memory_planned, 10);
-  ck_assert_int_eq(
-      ts_placement_move_row(c, -1, "s", low, 2, 10, moved, &unplaced), 1);
-  ck_assert_int_eq(low[0], order[0]);
-  ck_assert_int_eq(low[1], order[1]);
+  int same[] = {0, 1}, swapped[] = {1, 0};
+  ck_assert_int_eq(ts_placement_move_row_to(c, same, 2, swapped, 10, moved), 0);
+  int row[] = {0, 1}, want[] = {2, 1};
+  ck_assert_int_eq(ts_placement_move_row_to(c, row, 2, want, 10, moved), 1);
+  ck_assert_int_eq(row[0], 2);
+  ck_assert_int_eq(row[1], 1);
   ck_assert_int_eq(moved[0].slot, 0);
-  ck_assert_int_eq(moved[0].from, order[3]);
-  ck_assert_int_eq(moved[0].to, order[0]);
-  ck_assert_uint_eq(planned(c, order[3]), 0);
-  ck_assert_uint_eq(planned(c, order[0]), 10);
-  /* The better worker has no room: nothing moves. */
-  int again[] = {order[3], order[1]};
-  c->workers[order[0]].memory_limit = 15;
-  c->workers[order[2]].memory_limit = 5;
-  ck_assert_int_eq(
-      ts_placement_move_row(c, -1, "s", again, 2, 10, moved, &unplaced), 0);
-  ck_assert_int_eq(unplaced, 0);
+  ck_assert_int_eq(moved[0].from, 0);
+  ck_assert_int_eq(moved[0].to, 2);
+  ck_assert_uint_eq(planned(c, 0), 0);
+  ck_assert_uint_eq(planned(c, 2), 10);
+  int both[] = {2, 1}, other[] = {3, 0};
+  ck_assert_int_eq(ts_placement_move_row_to(c, both, 2, other, 10, moved), 2);
+  ck_assert(both[0] == 3 || both[0] == 0);
+  ck_assert(both[1] == 3 || both[1] == 0);
+  assert_distinct(both, 2);
+  ck_assert_uint_eq(total_planned(c), 20);
   free(c);
 }
 END_TEST
@@ -312,22 +319,26 @@ static unsigned rnd(unsigned n) {
 }
 
 /* The rules of placement.h, written out naively: the eligible workers,
- * then the highest weight (the smaller address on ties). */
+ * then the fewest bytes of the model, then the highest weight (the
+ * smaller address on ties). */
 static int reference_pick(ts_membership *c, const int *state,
                           const unsigned long long *planned_bytes,
                           const unsigned long long *limit, const int *row,
-                          int n, unsigned long long len, const char *id) {
+                          int n, unsigned long long len, const char *id,
+                          const unsigned long long *bytes) {
   int order[12];
   rendezvous_order(c, id, order);
+  int best = -1;
   for (int k = 0; k < c->n; k++) {
     int i = order[k], in_row = 0;
     for (int j = 0; j < n; j++)
       if (row[j] == i) in_row = 1;
     if (state[i] == UP && !in_row &&
-        (limit[i] == 0 || planned_bytes[i] + len <= limit[i]))
-      return i;
+        (limit[i] == 0 || planned_bytes[i] + len <= limit[i]) &&
+        (best < 0 || bytes[i] < bytes[best]))
+      best = i;
   }
-  return -1;
+  return best;
 }
 
 START_TEST(test_pick_matches_reference) {
@@ -335,10 +346,12 @@ START_TEST(test_pick_matches_reference) {
     int n = 1 + (int)rnd(12);
     int state[12], row[12];
     unsigned long long start[12], limit[12];
+    ts_placement_spread spread = {{0}};
     for (int i = 0; i < n; i++) {
       state[i] = rnd(5) == 0 ? DOWN : rnd(6) == 0 ? LEAVING : UP;
       start[i] = rnd(8) * 100;
       limit[i] = rnd(3) == 0 ? 0 : 100 + rnd(10) * 100;
+      spread.bytes[i] = rnd(3) * 100;
     }
     int k = (int)rnd((unsigned)n + 1);
     for (int j = 0; j < k; j++) row[j] = (int)rnd((unsigned)n);
@@ -346,8 +359,9 @@ START_TEST(test_pick_matches_reference) {
     char id[16];
     snprintf(id, sizeof id, "t%d", trial);
     ts_membership *c = cluster(n, state, start, limit);
-    int got = ts_placement_pick(c, id, row, k, len);
-    int want = reference_pick(c, state, start, limit, row, k, len, id);
+    int got = ts_placement_pick(c, id, row, k, len, &spread);
+    int want = reference_pick(c, state, start, limit, row, k, len, id,
+                              spread.bytes);
     ck_assert_msg(got == want, "trial %d: picked %d, the rules say %d", trial,
                   got, want);
     for (int i = 0; i < n; i++) /* picking books nothing */
@@ -357,58 +371,47 @@ START_TEST(test_pick_matches_reference) {
 }
 END_TEST
 
-/* Places shards on 3 workers, adds a fourth, and rebalances pass after
- * pass as the registry does: every move goes to a worker of higher weight
- * for its shard, bookings are conserved, rows stay distinct, it stops,
- * and every row ends where a fresh placement on all 4 would put it. */
-START_TEST(test_rebalance_converges_to_fresh_placement) {
-  enum { SHARDS = 40, REPLICAS = 2 };
+/* A model's replicas spread evenly: 4 tensor shards on 4 workers, one
+ * each; 4 shards x 2 replicas on 4 workers, two each; 10 shards x 2
+ * replicas on 4 workers, 5 each; and shards of unequal sizes (60 and 20
+ * bytes, four of each) share their bytes evenly, one of each per worker.
+ * The same on a cluster that learnt the workers in another order. */
+START_TEST(test_model_spreads_evenly) {
+  static const struct { int shards, replicas, each; } cases[] = {
+      {4, 1, 1}, {4, 2, 2}, {10, 2, 5}};
+  int ids[4] = {3, 2, 1, 0};
+  for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+    ts_membership *a = cluster(4, NULL, NULL, NULL);
+    ts_membership *b = cluster_with(4, NULL, NULL, NULL, ids);
+    ts_placement_spread sa = {{0}}, sb = {{0}};
+    for (int k = 0; k < cases[t].shards; k++) {
+      char id[16];
+      snprintf(id, sizeof id, "m%zu-%d", t, k);
+      int ra[4], rb[4];
+      ck_assert_int_eq(ts_placement_place(a, id, 10, cases[t].replicas, ra,
+                                          &sa), TS_OK);
+      ck_assert_int_eq(ts_placement_place(b, id, 10, cases[t].replicas, rb,
+                                          &sb), TS_OK);
+      for (int r = 0; r < cases[t].replicas; r++)
+        ck_assert_str_eq(a->workers[ra[r]].address, b->workers[rb[r]].address);
+    }
+    for (int i = 0; i < 4; i++) {
+      ck_assert_uint_eq(sa.bytes[i], 10ull * (unsigned)cases[t].each);
+      ck_assert_uint_eq(planned(a, i), 10ull * (unsigned)cases[t].each);
+    }
+    free(a);
+    free(b);
+  }
   ts_membership *c = cluster(4, NULL, NULL, NULL);
-  atomic_store(&c->n, 3);
-  int rows[SHARDS][REPLICAS];
-  char ids[SHARDS][16];
-  size_t len[SHARDS];
-  unsigned long long total = 0;
-  for (int s = 0; s < SHARDS; s++) {
-    snprintf(ids[s], sizeof ids[s], "shard-%d", s);
-    len[s] = 1 + rnd(1000);
-    ck_assert_int_eq(ts_placement_place(c, ids[s], len[s], REPLICAS, rows[s]),
-                     TS_OK);
-    total += REPLICAS * len[s];
+  ts_placement_spread spread = {{0}};
+  for (int k = 0; k < 8; k++) {
+    char id[16];
+    snprintf(id, sizeof id, "u%d", k);
+    int row[1];
+    ck_assert_int_eq(ts_placement_place(c, id, k < 4 ? 60 : 20, 1, row,
+                                        &spread), TS_OK);
   }
-  atomic_store(&c->n, 4);
-  int passes = 0, moves = 0, step;
-  do {
-    step = 0;
-    for (int s = 0; s < SHARDS; s++) {
-      ts_placement_move moved[REPLICAS];
-      int unplaced = 0;
-      int n = ts_placement_move_row(c, -1, ids[s], rows[s], REPLICAS, len[s],
-                                    moved, &unplaced);
-      ck_assert_int_eq(unplaced, 0);
-      for (int m = 0; m < n; m++)
-        ck_assert_uint_gt(weight(c, ids[s], moved[m].to),
-                          weight(c, ids[s], moved[m].from));
-      assert_distinct(rows[s], REPLICAS);
-      step += n;
-    }
-    moves += step;
-    ck_assert_uint_eq(total_planned(c), total);
-    ck_assert_int_lt(++passes, 100);
-  } while (step > 0);
-  ck_assert_int_gt(moves, 0);
-  ck_assert_uint_gt(planned(c, 3), 0);
-  unsigned long long held[4] = {0};
-  for (int s = 0; s < SHARDS; s++) {
-    int order[4];
-    rendezvous_order(c, ids[s], order);
-    /* The same two workers as the top two, in whatever slot. */
-    for (int r = 0; r < REPLICAS; r++) {
-      ck_assert(rows[s][r] == order[0] || rows[s][r] == order[1]);
-      held[rows[s][r]] += len[s];
-    }
-  }
-  for (int i = 0; i < 4; i++) ck_assert_uint_eq(held[i], planned(c, i));
+  for (int i = 0; i < 4; i++) ck_assert_uint_eq(spread.bytes[i], 80);
   free(c);
 }
 END_TEST
@@ -419,9 +422,8 @@ static void cases(Suite *s) {
       test_distinct_replicas_in_rendezvous_order,
       test_same_choice_whatever_the_join_order, test_memory_limits_respected,
       test_down_and_leaving_never_chosen,
-      test_empty_worker_moves_its_replicas,
-      test_rebalance_only_to_higher_weight, test_pick_matches_reference,
-      test_rebalance_converges_to_fresh_placement);
+      test_empty_worker_moves_its_replicas, test_move_row_to_fresh_row,
+      test_pick_matches_reference, test_model_spreads_evenly);
 }
 
 const ts_check_suite ts_check_this_suite = {.name = "placement",

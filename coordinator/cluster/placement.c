@@ -29,18 +29,25 @@ unsigned long long ts_placement_weight(const char *shard_id,
   return w;
 }
 
-/* Whether worker a ranks before worker b for the shard whose weights are
- * wa and wb: higher weight first, then the smaller address. */
-static int ranks_before(ts_membership *c, int a, unsigned long long wa, int b,
-                        unsigned long long wb) {
-  if (wa != wb) return wa > wb;
-  return strcmp(c->workers[a].address, c->workers[b].address) < 0;
+/* A worker as the placement order sees it for one shard. */
+typedef struct rank {
+  int worker;
+  unsigned long long bytes;  /* of the model it holds */
+  unsigned long long weight;
+} rank;
+
+/* Whether a ranks before b: fewer bytes of the model, then higher
+ * weight, then the smaller address. */
+static int ranks_before(ts_membership *c, const rank *a, const rank *b) {
+  if (a->bytes != b->bytes) return a->bytes < b->bytes;
+  if (a->weight != b->weight) return a->weight > b->weight;
+  return strcmp(c->workers[a->worker].address,
+                c->workers[b->worker].address) < 0;
 }
 
 int ts_placement_pick(ts_membership *c, const char *shard_id, const int *row,
-                      int n, size_t len) {
-  int best = -1;
-  unsigned long long best_weight = 0;
+                      int n, size_t len, const ts_placement_spread *spread) {
+  rank best = {.worker = -1};
   for (int i = 0; i < c->n; i++) {
     ts_worker *w = &c->workers[i];
     int taken = 0;
@@ -48,25 +55,26 @@ int ts_placement_pick(ts_membership *c, const char *shard_id, const int *row,
     if (taken || !ts_membership_is_target(c, i)) continue;
     unsigned long long planned = atomic_load(&w->memory_planned);
     if (w->memory_limit && planned + len > w->memory_limit) continue;
-    unsigned long long weight = ts_placement_weight(shard_id, w->address);
-    if (best < 0 || ranks_before(c, i, weight, best, best_weight)) {
-      best = i;
-      best_weight = weight;
-    }
+    rank r = {i, spread ? spread->bytes[i] : 0,
+              ts_placement_weight(shard_id, w->address)};
+    if (best.worker < 0 || ranks_before(c, &r, &best)) best = r;
   }
-  return best;
+  return best.worker;
 }
 
 int ts_placement_place(ts_membership *c, const char *shard_id, size_t len,
-                       int replicas, int *row) {
+                       int replicas, int *row, ts_placement_spread *spread) {
   for (int k = 0; k < replicas; k++) {
-    row[k] = ts_placement_pick(c, shard_id, row, k, len);
+    row[k] = ts_placement_pick(c, shard_id, row, k, len, spread);
     if (row[k] < 0) {
-      for (int j = 0; j < k; j++)
+      for (int j = 0; j < k; j++) {
         atomic_fetch_sub(&c->workers[row[j]].memory_planned, len);
+        if (spread) spread->bytes[row[j]] -= len;
+      }
       return TS_EEXHAUSTED;
     }
     atomic_fetch_add(&c->workers[row[k]].memory_planned, len);
+    if (spread) spread->bytes[row[k]] += len;
   }
   return TS_OK;
 }
@@ -85,48 +93,44 @@ static void move_slot(ts_membership *c, int *row, int slot, int to,
   row[slot] = to;
 }
 
-/* Rebalancing one row: while the best target outside the row outranks the
- * row's lowest-ranked replica on a target, that replica moves there. The
- * replica moved in outranks every target left outside, so no slot moves
- * twice: at most n moves (moved[] has room for n). */
-static int rebalance_row(ts_membership *c, const char *shard_id, int *row,
-                         int n, size_t len, ts_placement_move *moved) {
-  int count = 0;
-  while (count < n) {
-    int to = ts_placement_pick(c, shard_id, row, n, len);
-    if (to < 0) break;
-    unsigned long long to_weight =
-        ts_placement_weight(shard_id, c->workers[to].address);
-    int worst = -1;
-    unsigned long long worst_weight = 0;
-    for (int j = 0; j < n; j++) {
-      if (!ts_membership_is_target(c, row[j])) continue;
-      unsigned long long w =
-          ts_placement_weight(shard_id, c->workers[row[j]].address);
-      if (worst < 0 || ranks_before(c, row[worst], worst_weight, row[j], w)) {
-        worst = j;
-        worst_weight = w;
-      }
-    }
-    if (worst < 0 || !ranks_before(c, to, to_weight, row[worst], worst_weight))
-      break;
-    move_slot(c, row, worst, to, len, moved, &count);
-  }
-  return count;
-}
-
 int ts_placement_move_row(ts_membership *c, int from, const char *shard_id,
                           int *row, int n, size_t len,
+                          ts_placement_spread *spread,
                           ts_placement_move *moved, int *unplaced) {
-  if (from < 0) return rebalance_row(c, shard_id, row, n, len, moved);
   int count = 0;
   for (int j = 0; j < n; j++) {
     if (row[j] != from) continue;
-    int to = ts_placement_pick(c, shard_id, row, n, len);
+    int to = ts_placement_pick(c, shard_id, row, n, len, spread);
     if (to < 0) {
       (*unplaced)++;
       continue;
     }
+    if (spread) {
+      spread->bytes[from] -= len;
+      spread->bytes[to] += len;
+    }
+    move_slot(c, row, j, to, len, moved, &count);
+  }
+  return count;
+}
+
+static int in_row(const int *row, int n, int worker) {
+  for (int j = 0; j < n; j++)
+    if (row[j] == worker) return 1;
+  return 0;
+}
+
+int ts_placement_move_row_to(ts_membership *c, int *row, int n,
+                             const int *want, size_t len,
+                             ts_placement_move *moved) {
+  int count = 0;
+  for (int j = 0; j < n; j++) {
+    if (!ts_membership_is_target(c, row[j]) || in_row(want, n, row[j]))
+      continue;
+    int to = -1;
+    for (int k = 0; k < n && to < 0; k++)
+      if (!in_row(row, n, want[k])) to = want[k];
+    if (to < 0) break;
     move_slot(c, row, j, to, len, moved, &count);
   }
   return count;
