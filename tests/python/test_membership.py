@@ -246,8 +246,8 @@ class MembershipTest(test_faults.FaultTest):
             coord = self.coordinator([], wait_ready=False)
             ws = self.workers(2, join=coord.address)
             self.assertTrue(self.wait_model_ready(coord))
-            # Rebalancing may move a replica onto a newcomer that ranks
-            # higher for the shard (rendezvous order), leaving the old
+            # Rebalancing may move a replica onto a newcomer where a fresh
+            # placement would put it (README "Membership"), leaving the old
             # holder a copy it keeps (shards are never unloaded): a
             # newcomer with no room for the shard stays shardless.
             ws.append(self.enterContext(kserve.Worker(
@@ -335,9 +335,9 @@ class MembershipTest(test_faults.FaultTest):
                         for m in ('m1', 'm2')]
             cases.append((x, (2.0 * outs[0] + outs[1]) / 3.0))
         ws = self.workers(4)
-        # m2 on 3 of the 4 workers: placement follows each shard's
-        # rendezvous order, so m2 may share m1's holders; with 3 replicas
-        # one survives the two kills below.
+        # m2 on 3 of the 4 workers: each model is spread on its own (its
+        # bytes, then rendezvous weights), so m2 may share m1's holders;
+        # with 3 replicas one survives the two kills below.
         coord = self.coordinator(ws, models=[
             ('m1', members['m1'][1], DATA2),
             ('m2', members['m2'][1], {'strategy': 'data', 'replicas': 3}),

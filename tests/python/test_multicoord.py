@@ -12,7 +12,7 @@ from one is sent once to the next (FailoverLoad below, as `tessera
 
   a. both coordinators answer correctly, and show the same placement of
      every shard (ClusterStatus: shard id -> worker addresses), reached on
-     their own from the rendezvous order; unloading the model from A
+     their own from the placement rules; unloading the model from A
      unloads no shard from the workers: B still answers.
   c. kill -9 A under load from failover clients: zero failed requests.
   d. A restarted on its address: the workers register with it again
