@@ -57,6 +57,7 @@ REPLACE_AFTER_MS = 1000
 ARGS = ['--replace-after-ms', str(REPLACE_AFTER_MS)]
 TENSOR2 = {'strategy': 'tensor', 'shards': 2, 'replicas': 2}
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+STABLE_S = 2.0  # four prober rounds (0.5 s each) with no change: settled
 # A coordinator's log line for a shard it uploaded (cluster/membership.c).
 LOADED = re.compile(r'shard ([0-9a-f]{12}) \([^)]*\) loaded on worker (\S+)')
 
@@ -170,10 +171,19 @@ class MultiCoordTest(test_faults.FaultTest):
 
     def wait_agreed(self, a, b, workers, timeout=WAIT):
         """Until both coordinators show the same settled placement on
-        `workers`; returns it (None on timeout)."""
+        `workers`, unchanged for STABLE_S (a rebalance onto a worker that
+        just came UP runs in the prober round after); returns it (None on
+        timeout)."""
+        seen = {'placement': None, 'since': 0.0}
+
         def agreed():
             pa = settled(self.status(a), workers)
-            return pa if pa and pa == settled(self.status(b), workers) else None
+            if not pa or pa != settled(self.status(b), workers):
+                seen['placement'] = None
+                return None
+            if pa != seen['placement']:
+                seen['placement'], seen['since'] = pa, time.monotonic()
+            return pa if time.monotonic() - seen['since'] >= STABLE_S else None
         return ledger.wait_for(agreed, timeout, interval=0.2)
 
     def failover_load(self, coords, title):
@@ -210,10 +220,12 @@ class MultiCoordTest(test_faults.FaultTest):
             held = {s.shard_id for s in ledger.worker_status(w.address).shards}
             want = {sid for (_, _, sid), on in p.items() if w.address in on}
             self.assertLessEqual(want, held, w.address)
+        uploads = 0
         for c in (a, b):
             sent = collections.Counter(LOADED.findall(c.log()))
-            self.assertTrue(sent, 'no upload logged by ' + c.address)
+            uploads += len(sent)
             self.assertEqual({k: n for k, n in sent.items() if n > 1}, {}, c.address)
+        self.assertGreater(uploads, 0, 'no upload logged')
         # Unloading from A sends no UnloadShard: B still answers from the
         # same workers, which still hold every shard.
         with kserve.Client(a.address) as c:
