@@ -37,8 +37,8 @@ Everything stays on 127.0.0.1. See bench/README.md.
 """
 import argparse
 import multiprocessing
+import json
 import os
-import re
 import resource
 import statistics
 import subprocess
@@ -247,24 +247,24 @@ def tessera_run(tessera, address, served, args, npy, requests, meter=None):
     client_cpus = args.client_cpus
     p = subprocess.run([tessera, 'bench', '--server', address, '--model', served,
                         '--input', npy, '--concurrency', str(args.clients),
-                        '--requests', str(requests),
+                        '--requests', str(requests), '--format', 'json',
                         '--timeout-ms', str(int(args.deadline * 1000))],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        universal_newlines=True, timeout=600,
                        preexec_fn=(lambda: os.sched_setaffinity(0, client_cpus))
                        if client_cpus else None)
-
-    def number(pattern):
-        m = re.search(pattern, p.stdout)
-        return float(m.group(1)) if m else float('nan')
-
-    ok = int(number(r'ok:\s*(\d+)')) if re.search(r'ok:\s*\d+', p.stdout) else 0
+    try:
+        doc = json.loads(p.stdout)
+    except ValueError:
+        doc = {}
+    nan = float('nan')
+    ok = doc.get('ok', 0)
     errors = requests - ok
+    lat = doc.get('latency_ms') or {}
     r = {'sent': requests, 'ok': ok, 'wrong': 0,
          'codes': {'errors': errors} if errors else {},
-         'seconds': number(r'duration:\s*([\d.]+)'),
-         'rps': number(r'throughput:\s*([\d.]+)'),
-         'p50': number(r'p50\s+([\d.]+)'), 'p99': number(r'p99\s+([\d.]+)')}
+         'seconds': doc.get('duration_s', nan), 'rps': doc.get('throughput_rps', nan),
+         'p50': lat.get('p50', nan), 'p99': lat.get('p99', nan)}
     if meter:
         r['cpu'] = meter.stop(requests)
     if p.returncode or errors:

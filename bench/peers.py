@@ -44,7 +44,6 @@ Everything stays on 127.0.0.1. See bench/README.md.
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -150,23 +149,23 @@ def run_pytorch(torch, module, args, seconds):
 
 # ---- Tessera over gRPC -------------------------------------------------------
 
-BENCH_THROUGHPUT = re.compile(r'^throughput: ([0-9.]+) req/s', re.M)
-BENCH_LATENCY = re.compile(r'^latency ms: mean ([0-9.]+)\s+p50 ([0-9.]+)', re.M)
-
-
 def tessera_bench(tessera, address, model, npy_inputs, requests):
     """`tessera bench --concurrency 1`: (req/s, mean ms, p50 ms)."""
     cmd = [tessera, 'bench', '--server', address, '--model', model,
-           '--concurrency', '1', '--requests', str(requests)]
+           '--concurrency', '1', '--requests', str(requests), '--format', 'json']
     for name, path in npy_inputs.items():
         cmd += ['--input', '%s=%s' % (name, path)]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        universal_newlines=True, timeout=600)
-    t, lat = BENCH_THROUGHPUT.search(p.stdout), BENCH_LATENCY.search(p.stdout)
-    if p.returncode != 0 or not t or not lat:
+    try:
+        doc = json.loads(p.stdout) if p.returncode == 0 else None
+    except ValueError:
+        doc = None
+    if not doc or doc['errors']:
         raise RuntimeError('%s failed (%d):\n%s%s' % (' '.join(cmd), p.returncode,
                                                       p.stdout, p.stderr))
-    return float(t.group(1)), float(lat.group(1)), float(lat.group(2))
+    lat = doc['latency_ms']
+    return doc['throughput_rps'], lat['mean'], lat['p50']
 
 
 def run_tessera(tessera, address, model, npy_inputs, seconds):

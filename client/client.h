@@ -43,9 +43,12 @@ typedef enum { CLI_FORMAT_TABLE, CLI_FORMAT_JSON, CLI_FORMAT_CSV } cli_format;
 typedef struct options {
   const char *server, *model, *service, *ca, *cert, *key, *token;
   const char *format_name;
+  const char *labels, *reference; /* eval */
   string_list inputs, outputs;
   int typed, help;
-  long timeout_ms, concurrency, requests, batch, seed;
+  long timeout_ms, concurrency, seed;
+  long requests, batch;          /* 0 when not given */
+  double duration, warmup, rate; /* s, s, per s; 0 when not given */
   cli_format format; /* from format_name */
 } options;
 
@@ -72,6 +75,7 @@ int cmd_health(cli *c, ts_err *err);   /* cmd_health.c */
 int cmd_metadata(cli *c, ts_err *err); /* cmd_status.c */
 int cmd_status(cli *c, ts_err *err);   /* cmd_status.c */
 int cmd_bench(cli *c, ts_err *err);    /* cmd_bench.c */
+int cmd_eval(cli *c, ts_err *err);     /* cmd_eval.c */
 
 /* ---- calls (call.c) ------------------------------------------------------ */
 
@@ -111,7 +115,8 @@ int cli_load_inputs(const string_list *specs, tensor_set *s, ts_err *err);
 /* A serialized ModelInferRequest of `in` and --output; *out malloc'd. */
 int cli_encode_infer_request(const options *opt, const tensor_set *in,
                              uint8_t **out, size_t *out_len, ts_err *err);
-/* Output i of resp as a tensor, checked (ts_tensor_free releases). */
+/* Output i of resp as a tensor, checked (ts_tensor_free releases); also
+ * refuses a response whose raw_output_contents are not one per output. */
 int cli_decode_output(const Inference__ModelInferResponse *resp, size_t i,
                       ts_tensor *t, ts_err *err);
 /* The tensors --input names, or, without --input, inputs generated from
@@ -158,6 +163,9 @@ void cli_out_free(cli_out *o);
  * shape, data} (or {name, datatype, shape, file}). */
 void cli_out_tensor(cli_out *o, json_t *rows, const char *name,
                     const ts_tensor *t, const char *file);
+/* A number as JSON; NaN and infinities, which JSON has no numbers for, as
+ * the strings "NaN", "Infinity", "-Infinity". */
+json_t *cli_real_json(double d);
 /* [d0, d1, ...] as a new JSON array. */
 json_t *cli_shape_json(const int64_t *dims, int rank);
 

@@ -32,11 +32,6 @@ static const char *output_file(const options *opt, const char *name,
 static int show_infer_response(const options *opt,
                                const Inference__ModelInferResponse *resp,
                                cli_out *out, ts_err *err) {
-  if (resp->n_raw_output_contents &&
-      resp->n_raw_output_contents != resp->n_outputs)
-    return ts_err_set(err, TS_EIO,
-                      "response has %zu raw_output_contents for %zu outputs",
-                      resp->n_raw_output_contents, resp->n_outputs);
   json_t *rows = json_array();
   json_object_set_new(out->root, "model_name", json_string(resp->model_name));
   json_object_set_new(out->root, "model_version", json_string(resp->model_version));

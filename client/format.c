@@ -413,16 +413,17 @@ static void csv_walk(const json_t *v, bool *first) {
 
 /* ---- tensors and the document ----------------------------------------- */
 
-/* Element i of t as JSON: a number (non-finite floats as the strings "NaN",
- * "Infinity", "-Infinity", which JSON has no numbers for), or a boolean. */
+json_t *cli_real_json(double d) {
+  if (isnan(d)) return json_string("NaN");
+  if (isinf(d)) return json_string(d > 0 ? "Infinity" : "-Infinity");
+  return json_real(d);
+}
+
+/* Element i of t as JSON: a number (cli_real_json for floats) or a
+ * boolean. */
 static json_t *element_json(const ts_tensor *t, int64_t i) {
   if (t->dtype == TS_DTYPE_BOOL) return json_boolean(((const uint8_t *)t->data)[i]);
-  if (cli_dtype_is_float(t->dtype)) {
-    double d = cli_tensor_double(t, i);
-    if (isnan(d)) return json_string("NaN");
-    if (isinf(d)) return json_string(d > 0 ? "Infinity" : "-Infinity");
-    return json_real(d);
-  }
+  if (cli_dtype_is_float(t->dtype)) return cli_real_json(cli_tensor_double(t, i));
   if (t->dtype == TS_DTYPE_UINT64 && ((const uint64_t *)t->data)[i] > INT64_MAX)
     return json_real((double)((const uint64_t *)t->data)[i]);
   return json_integer((json_int_t)cli_tensor_int64(t, i));

@@ -19,7 +19,10 @@
  * after printing "tessera: <gRPC status name>: <message>" on stderr; 2 on
  * bad usage.
  */
+#include <ctype.h>
+#include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -36,7 +39,6 @@
 /* The port --server means when it names a host only: Triton's and KServe's
  * gRPC port, the one docs/CLI.md and README's examples use. */
 #define DEFAULT_PORT "8001"
-#define DEFAULT_REQUESTS 100
 
 #define EXIT_USAGE 2
 
@@ -55,6 +57,8 @@ typedef enum {
   ARG_LIST,   /* string_list, repeatable */
   ARG_COUNT,  /* long, a positive integer */
   ARG_NATURAL, /* long, an integer >= 0 */
+  ARG_SECONDS, /* double, a decimal number >= 0 */
+  ARG_POSITIVE, /* double, a decimal number > 0 */
 } arg_kind;
 
 /* X(id, long name, kind, options field, metavar, help) */
@@ -76,7 +80,13 @@ typedef enum {
   X(CONCURRENCY, "concurrency", ARG_COUNT, concurrency, "C",                \
     "requests in flight at once (default 1)")                               \
   X(REQUESTS, "requests", ARG_COUNT, requests, "N",                         \
-    "requests to send in all (default 100)")                                \
+    "requests to count in all (default 100, or no limit with --duration)") \
+  X(DURATION, "duration", ARG_POSITIVE, duration, "S",                      \
+    "seconds to measure for, after the warmup")                            \
+  X(WARMUP, "warmup", ARG_SECONDS, warmup, "S",                             \
+    "seconds of requests sent first and not counted (default 0)")          \
+  X(RATE, "rate", ARG_POSITIVE, rate, "R",                                  \
+    "open loop: start R requests a second on a fixed schedule")            \
   X(SERVICE, "service", ARG_STRING, service, "NAME",                        \
     "health-checked service (default \"\": the whole server)")              \
   X(CA, "ca", ARG_STRING, ca, "FILE",                                       \
@@ -89,8 +99,12 @@ typedef enum {
   X(FORMAT, "format", ARG_STRING, format_name, "table|json|csv",           \
     "how to print the answer (default table)")                              \
   X(BATCH, "batch", ARG_COUNT, batch, "N",                                  \
-    "without --input, the leading dynamic dim of generated inputs "         \
-    "(default 1)")                                                          \
+    "rows per request: of generated inputs without --input (default 1), "  \
+    "of eval's batches (default 32)")                                       \
+  X(LABELS, "labels", ARG_STRING, labels, "FILE.npy",                       \
+    "the expected answer of each input row")                                \
+  X(REFERENCE, "reference", ARG_STRING, reference, "NAME",                  \
+    "a second model to compare the answers with")                           \
   X(SEED, "seed", ARG_NATURAL, seed, "N",                                   \
     "seed of generated inputs (default 0)")                                 \
   X(HELP, "help", ARG_NONE, help, NULL, "show this help")
@@ -151,12 +165,26 @@ typedef int (*command_fn)(cli *c, ts_err *err);
     "Shows the server, its models and each model's inputs and outputs, "    \
     "then (on Tessera) the workers, model states and the shard map.")     \
   X(bench, O(MODEL) | INPUTS | O(TYPED) | O(CONCURRENCY) | O(REQUESTS) |     \
-    O(FORMAT),                                                               \
+    O(DURATION) | O(WARMUP) | O(RATE) | O(FORMAT),                           \
     O(SERVER) | O(MODEL),                                                    \
     "--server ADDR --model NAME [--input NAME=FILE.npy]... "                 \
-    "[--concurrency C] [--requests N] [--typed] [--format F]",               \
-    "Closed-loop load: keeps C inferences in flight until N are done, then " \
-    "prints throughput and p50/p90/p99 latency.")
+    "[--concurrency C] [--requests N] [--duration S] [--warmup S] "          \
+    "[--rate R] [--typed] [--format F]",                                     \
+    "Closed-loop load keeps C inferences in flight; with --rate, an open "   \
+    "loop starts R a second on schedule (at most C in flight; the rest are " \
+    "dropped and counted). Runs until N requests or S seconds after the "    \
+    "warmup, then prints throughput and p50/p90/p99 latency (from the "      \
+    "scheduled start in an open loop). A progress line on a terminal.")      \
+  X(eval, O(MODEL) | O(INPUT) | O(BATCH) | O(LABELS) | O(REFERENCE) |        \
+    O(OUTPUT) | O(TYPED) | O(FORMAT),                                        \
+    O(SERVER) | O(MODEL) | O(INPUT) | O(LABELS),                             \
+    "--server ADDR --model NAME --input [NAME=]FILE.npy... "                 \
+    "--labels FILE.npy [--reference NAME] [--output NAME] [--batch N] "      \
+    "[--format F]",                                                          \
+    "Sends the input rows in batches of N and compares the answers with "    \
+    "the labels: accuracy for integer labels, RMSE and max abs error for "   \
+    "float labels; with --reference, also the top-1 agreement and max abs "  \
+    "difference of the two models' answers.")
 
 
 static const struct command {
@@ -208,6 +236,28 @@ static int set_natural(void *field, const char *arg) {
   return 0;
 }
 
+/* A decimal number such as "2", "0.5" or "1e3"; -1 for anything else
+ * (a sign, junk after it, infinity, NaN, or below `min`). */
+static int set_decimal(void *field, const char *arg, double min,
+                       bool min_allowed) {
+  char *end;
+  if (!isdigit((unsigned char)arg[0]) && arg[0] != '.') return -1;
+  errno = 0;
+  double v = strtod(arg, &end);
+  if (*end || errno || !isfinite(v) || v < min || (v == min && !min_allowed))
+    return -1;
+  *(double *)field = v;
+  return 0;
+}
+
+static int set_seconds(void *field, const char *arg) {
+  return set_decimal(field, arg, 0, true);
+}
+
+static int set_positive(void *field, const char *arg) {
+  return set_decimal(field, arg, 0, false);
+}
+
 /* By arg_kind: stores arg into the field; -1 when arg is not acceptable. */
 static int (*const option_setters[])(void *field, const char *arg) = {
     [ARG_NONE] = set_flag,
@@ -215,12 +265,16 @@ static int (*const option_setters[])(void *field, const char *arg) = {
     [ARG_LIST] = set_list,
     [ARG_COUNT] = set_count,
     [ARG_NATURAL] = set_natural,
+    [ARG_SECONDS] = set_seconds,
+    [ARG_POSITIVE] = set_positive,
 };
 
 /* What set_* refuses, by arg_kind, for the usage message. */
 static const char *const option_expects[] = {
     [ARG_COUNT] = "a positive integer",
     [ARG_NATURAL] = "an integer >= 0",
+    [ARG_SECONDS] = "a number >= 0",
+    [ARG_POSITIVE] = "a number > 0",
 };
 
 static bool option_given(const options *opt, int id) {
@@ -280,7 +334,6 @@ static int parse_options(const struct command *cmd, int argc, char **argv,
   memset(opt, 0, sizeof *opt);
   opt->timeout_ms = DEFAULT_TIMEOUT_MS;
   opt->concurrency = 1;
-  opt->requests = DEFAULT_REQUESTS;
   for (int id = 0; id < N_OPTIONS; id++)
     longopts[id] = (struct option){
         option_table[id].name,
@@ -330,6 +383,9 @@ static int parse_options(const struct command *cmd, int argc, char **argv,
     if (eq == spec || !spec[0] || (eq && !eq[1]))
       return usage_error(cmd, "--output '%s' is not NAME or NAME=FILE.npy", spec);
   }
+  if (cmd->run == cmd_eval &&
+      (opt->outputs.n > 1 || (opt->outputs.n && strchr(opt->outputs.items[0], '='))))
+    return usage_error(cmd, "eval judges one output: give at most one --output NAME");
   return 0;
 }
 

@@ -247,14 +247,19 @@ done:
 }
 
 /* Output i of resp as a tensor: a view of resp's raw bytes, or an owned
- * copy of its typed contents. Checks datatype, shape and sizes; the caller
- * has checked that raw_output_contents is empty or one per output. */
+ * copy of its typed contents. Checks that raw_output_contents is empty or
+ * one per output, and the output's datatype, shape and sizes. */
 int cli_decode_output(const Inference__ModelInferResponse *resp, size_t i,
                       ts_tensor *t, ts_err *err) {
   const Inference__ModelInferResponse__InferOutputTensor *o = resp->outputs[i];
   ts_dtype dtype = ts_dtype_from_kserve(o->datatype);
   char shape[256];
   memset(t, 0, sizeof *t);
+  if (resp->n_raw_output_contents &&
+      resp->n_raw_output_contents != resp->n_outputs)
+    return ts_err_set(err, TS_EIO,
+                      "response has %zu raw_output_contents for %zu outputs",
+                      resp->n_raw_output_contents, resp->n_outputs);
   if (!ts_dtype_is_numeric(dtype))
     return ts_err_set(err, TS_EUNSUPPORTED,
                       "output '%s': datatype '%s' is not supported", o->name,

@@ -250,18 +250,22 @@ static void handle_deregister_worker(ts_rpc_call *call,
 }
 
 /* The service's method table (rpc_table.h). RegisterWorker and
- * DeregisterWorker requests are one wire shape (see above). */
+ * DeregisterWorker requests are one wire shape (see above). Every request
+ * is an address or nothing: each is capped at the control limit. */
+#define CONTROL TS_RPC_CONTROL_MAX_REQUEST
 static const ts_rpc_handler admin_table[TS_ADMIN_METHODS] = {
     {SERVICE "ClusterStatus",
      &tessera__admin__v1__cluster_status_request__descriptor,
-     handle_cluster_status, NULL, TS_ROLE_ADMIN},
+     handle_cluster_status, NULL, TS_ROLE_ADMIN, CONTROL},
     {SERVICE "RegisterWorker",
      &tessera__admin__v1__register_worker_request__descriptor,
-     handle_register_worker, NULL, TS_ROLE_WORKER},
+     handle_register_worker, NULL, TS_ROLE_WORKER, CONTROL},
     {SERVICE "DeregisterWorker",
      &tessera__admin__v1__register_worker_request__descriptor,
-     handle_deregister_worker, NULL, TS_ROLE_WORKER},
+     handle_deregister_worker, NULL, TS_ROLE_WORKER, CONTROL},
 };
+
+#undef CONTROL
 
 int ts_admin_methods(ts_admin *admin, ts_rpc_method *out) {
   return ts_rpc_table_methods(admin_table, TS_ADMIN_METHODS, admin,

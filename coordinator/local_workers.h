@@ -27,8 +27,9 @@ typedef struct ts_local_workers {
  * worker's default, 0: none), waiting up to 30 s for each to print its
  * port. `binary` NULL means: next to this executable, then ../worker/.
  * extra_args (NULL-terminated, at most TS_LOCAL_EXTRA_ARGS; NULL: none) go
- * to every child's command line: the coordinator's TLS options. */
-#define TS_LOCAL_EXTRA_ARGS 12
+ * to every child's command line: the coordinator's TLS options and
+ * gRPC limits. */
+#define TS_LOCAL_EXTRA_ARGS 16
 int ts_local_workers_start(ts_local_workers *lw, int n, int threads,
                            unsigned long long memory_limit,
                            long long activation_limit, const char *binary,

@@ -41,6 +41,9 @@
 #endif
 
 #define MAX_SPECS 256
+/* At SIGTERM, how long running control calls may still take: a
+ * registration's Status probe (TS_JOIN_STATUS_TIMEOUT_MS) fits. */
+#define CONTROL_STOP_MS (TS_JOIN_STATUS_TIMEOUT_MS + 500)
 
 typedef struct options {
   const char *listen;
@@ -50,6 +53,8 @@ typedef struct options {
   int worker_threads;
   uint64_t worker_memory_limit;
   long long worker_activation_limit; /* < 0: the worker's default */
+  const char *fold_limit;     /* --fold-limit as given; NULL: the default */
+  size_t fold_limit_bytes;    /* parsed: 0 default, SIZE_MAX none */
   const char *worker_binary;
   const char *models[MAX_SPECS];
   int n_models;
@@ -82,6 +87,9 @@ static void usage(FILE *f) {
 "                              activation memory of one run on a local\n"
 "                              worker (K/M/G/T; 0: none; default: the\n"
 "                              worker's, see tessera-worker --help)\n"
+"  --fold-limit BYTES          cap on the constants one model's load folds,\n"
+"                              here and on local workers (K/M/G/T; 0: none;\n"
+"                              default: max(64M, 4 x the model's bytes))\n"
 "  --worker-binary PATH        tessera-worker to start (default: beside this\n"
 "                              program)\n"
 "  --model NAME=FILE.onnx[,key=value...]\n"
@@ -138,7 +146,7 @@ static int append_option(const char **list, int *n, int max,
 static int parse_options(int argc, char **argv, options *o) {
   enum { O_LISTEN = 1, O_WORKER, O_LOCAL, O_THREADS, O_LIMIT, O_ACT, O_BINARY,
          O_MODEL, O_REPO, O_DEADLINE, O_QUEUE, O_ATTEMPT, O_REPLACE, O_RR, O_HELP,
-         O_METRICS };
+         O_METRICS, O_FOLD };
   static const struct option longopts[] = {
       {"listen", required_argument, 0, O_LISTEN},
       {"worker", required_argument, 0, O_WORKER},
@@ -147,6 +155,7 @@ static int parse_options(int argc, char **argv, options *o) {
       {"worker-memory-limit", required_argument, 0, O_LIMIT},
       {"worker-activation-limit", required_argument, 0, O_ACT},
       {"worker-binary", required_argument, 0, O_BINARY},
+      {"fold-limit", required_argument, 0, O_FOLD},
       {"model", required_argument, 0, O_MODEL},
       {"model-repository", required_argument, 0, O_REPO},
       {"max-deadline-ms", required_argument, 0, O_DEADLINE},
@@ -195,6 +204,14 @@ static int parse_options(int argc, char **argv, options *o) {
         break;
       }
       case O_BINARY: o->worker_binary = optarg; break;
+      case O_FOLD: {
+        uint64_t v;
+        if (ts_size_parse(optarg, &v, &err))
+          return bad_option("--fold-limit", &err);
+        o->fold_limit = optarg;
+        o->fold_limit_bytes = v == 0 || v > SIZE_MAX ? SIZE_MAX : (size_t)v;
+        break;
+      }
       case O_MODEL:
         if (append_option(o->models, &o->n_models, MAX_SPECS, "--model"))
           return 2;
@@ -212,10 +229,16 @@ static int parse_options(int argc, char **argv, options *o) {
         break;
       case O_RR: o->round_robin = 1; break;
       case O_HELP: usage(stdout); exit(0);
-      default:
-        if (ts_security_option(&o->security, c, optarg)) break;
+      default: {
+        int taken = ts_security_option(&o->security, c, optarg, &err);
+        if (taken < 0) {
+          fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
+          return 2;
+        }
+        if (taken) break;
         usage(stderr);
         return 2;
+      }
     }
   }
   if (optind < argc) {
@@ -239,9 +262,11 @@ static int parse_options(int argc, char **argv, options *o) {
 
 /* The options every --local-workers child gets: this coordinator's
  * certificate (it serves worker RPCs to the coordinator role, which this
- * certificate carries) and trust domain. */
-static void local_worker_args(const options *o, const char **args) {
-  int a = 0;
+ * certificate carries), trust domain, gRPC limits and fold limit (its
+ * shards fold what its models did). */
+static void local_worker_args(const options *o, const char **args,
+                              char (*limit_buf)[24]) {
+  int a = ts_security_limit_args(&o->security, args, limit_buf);
   if (o->security.tls_cert) {
     args[a++] = "--tls-cert";
     args[a++] = o->security.tls_cert;
@@ -253,6 +278,10 @@ static void local_worker_args(const options *o, const char **args) {
   if (o->security.trust_domain) {
     args[a++] = "--trust-domain";
     args[a++] = o->security.trust_domain;
+  }
+  if (o->fold_limit) {
+    args[a++] = "--fold-limit";
+    args[a++] = o->fold_limit;
   }
   args[a] = NULL;
 }
@@ -356,7 +385,8 @@ int main(int argc, char **argv) {
                                   : 1);
     ts_err err = {0};
     const char *extra[TS_LOCAL_EXTRA_ARGS + 1];
-    local_worker_args(&o, extra);
+    char limit_buf[2][24];
+    local_worker_args(&o, extra, limit_buf);
     if (ts_local_workers_start(&local, o.local_workers, threads,
                                o.worker_memory_limit,
                                o.worker_activation_limit, o.worker_binary,
@@ -374,6 +404,7 @@ int main(int argc, char **argv) {
   ts_rpc_server *server = NULL;
   ts_rpc_auth *auth = NULL;
   int exit_code = 1;
+  ts_rpc_set_limits(&o.security.limits, &err); /* checked by the parser */
   /* One set of credentials for the client port and every worker channel:
    * with tokens, clients may come without a certificate; the worker
    * channels present this coordinator's either way. */
@@ -395,6 +426,7 @@ int main(int argc, char **argv) {
       goto out_cluster;
     }
   ts_registry_init(&registry, &cluster, o.repository);
+  registry.fold_limit = o.fold_limit_bytes;
   if (load_models(&registry, &o) != TS_OK) goto out_registry;
 
   ts_frontend fe = {
@@ -466,6 +498,10 @@ int main(int argc, char **argv) {
   ts_rpc_server_set_serving(server, 0);
   int left = ts_frontend_drain(&fe, 10000);
   if (left) ts_log_warn("%d request(s) still in flight after 10 s", left);
+  /* Control calls (registrations, loads) still queued are answered
+   * UNAVAILABLE; running ones get a few seconds to finish before the
+   * registry and the membership they use are freed. */
+  ts_rpc_offload_stop(CONTROL_STOP_MS);
   ts_rpc_server_stop(server, 1000);
   ts_http_stop(metrics);
   exit_code = 0;

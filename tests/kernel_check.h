@@ -739,4 +739,58 @@ static inline void kc_gemm_ref(int64_t m, int64_t n, int64_t k, const float *a,
     }
 }
 
+/* A model whose load folds float[elems] (a memory bomb when elems is
+ * large): shape = Constant([elems]); big = OP(constants) of float[elems]
+ * (zeros for ConstantOfShape, ones for Expand and Tile, 0..elems-1 for
+ * Range); y = Add(x, big), x float[1], so the
+ * folded tensor is used. The model is a few hundred bytes whatever elems
+ * is; its load folds 8 bytes (shape) + 4 x elems, plus the scalar inputs
+ * of Expand, Tile and Range. */
+typedef enum {
+  KC_FOLD_CONSTANT_OF_SHAPE,
+  KC_FOLD_EXPAND,
+  KC_FOLD_TILE,
+  KC_FOLD_RANGE
+} kc_fold_op;
+
+static inline Onnx__ModelProto *kc_fold_model(kc_fold_op op, int64_t elems) {
+  Onnx__ModelProto *m = kc_model_new(13);
+  kc_model_input(m, "x", TS_DTYPE_FLOAT, 1, (int64_t[]){1});
+  Onnx__NodeProto *c = kc_model_node(m, "Constant", "", "dims", "", "shape");
+  kc_attr_ints(c, "value_ints", 1, (int64_t[]){elems});
+  switch (op) {
+    case KC_FOLD_CONSTANT_OF_SHAPE:
+      kc_model_node(m, "ConstantOfShape", "", "bomb", "shape", "big");
+      break;
+    case KC_FOLD_EXPAND: {
+      Onnx__NodeProto *one = kc_model_node(m, "Constant", "", "one", "",
+                                           "scalar");
+      kc_attr_floats(one, "value_floats", 1, (float[]){1});
+      kc_model_node(m, "Expand", "", "bomb", "scalar,shape", "big");
+      break;
+    }
+    case KC_FOLD_TILE: {
+      Onnx__NodeProto *one = kc_model_node(m, "Constant", "", "one", "",
+                                           "scalar");
+      kc_attr_floats(one, "value_floats", 1, (float[]){1});
+      kc_model_node(m, "Tile", "", "bomb", "scalar,shape", "big");
+      break;
+    }
+    case KC_FOLD_RANGE: {
+      Onnx__NodeProto *n = kc_model_node(m, "Constant", "", "lo", "", "start");
+      kc_attr_float(n, "value_float", 0);
+      n = kc_model_node(m, "Constant", "", "hi", "", "limit");
+      kc_attr_float(n, "value_float", (float)elems);
+      n = kc_model_node(m, "Constant", "", "step", "", "delta");
+      kc_attr_float(n, "value_float", 1);
+      kc_model_node(m, "Range", "", "bomb", "start,limit,delta", "big");
+      break;
+    }
+  }
+  kc_model_node(m, "Add", "", "use", "x,big", "y");
+  kc_model_output(m, "y", TS_DTYPE_FLOAT, -1, NULL);
+  return m;
+}
+
+
 #endif

@@ -44,6 +44,10 @@
 #define WATCH "/test.Svc/Watch"
 #define RELAY "/test.Svc/Relay"
 #define HEALTH "/grpc.health.v1.Health/Check"
+#define SMALL "/test.Svc/Small"             /* Echo, requests capped */
+#define SMALL_CONCAT "/test.Svc/SmallConcat" /* Concat, messages capped */
+#define SMALL_MAX 100
+#define OFFLOAD "/test.Svc/Offload" /* echo from the control pool */
 #define FAIL_MSG "tensor 'x': dim 1 is 3, expected 4"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -268,6 +272,49 @@ static inline void relay(ts_rpc_call *call, const uint8_t *req, size_t len,
   if (rc) ts_rpc_call_fail(call, rc, "relay: cannot start the call");
 }
 
+/* Offload: the echo runs on a control pool thread, which waits until the
+ * test opens the gate. */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static bool gate_open;
+static atomic_int offload_running;
+
+typedef struct offload_echo {
+  ts_rpc_call *call;
+  size_t len;
+  uint8_t bytes[];
+} offload_echo;
+
+static inline void *offload_thread(void *arg) {
+  offload_echo *job = arg;
+  atomic_fetch_add(&offload_running, 1);
+  pthread_mutex_lock(&gate_mu);
+  while (!gate_open) pthread_cond_wait(&gate_cv, &gate_mu);
+  pthread_mutex_unlock(&gate_mu);
+  ts_rpc_call_reply_owned(job->call, dup_bytes(job->bytes, job->len),
+                          job->len);
+  free(job);
+  return NULL;
+}
+
+static inline void offload(ts_rpc_call *call, const uint8_t *req, size_t len,
+                           void *user) {
+  (void)user;
+  offload_echo *job = malloc(sizeof *job + len);
+  ck_assert_ptr_nonnull(job);
+  job->call = call;
+  job->len = len;
+  if (len) memcpy(job->bytes, req, len);
+  if (ts_rpc_call_offload(call, offload_thread, job) != 0) free(job);
+}
+
+static inline void open_gate(void) {
+  pthread_mutex_lock(&gate_mu);
+  gate_open = true;
+  pthread_cond_broadcast(&gate_cv);
+  pthread_mutex_unlock(&gate_mu);
+}
+
 static const ts_rpc_method test_methods[] = {
     {.path = ECHO, .kind = TS_RPC_UNARY, .unary = echo},
     {.path = LATER, .kind = TS_RPC_UNARY, .unary = later},
@@ -280,6 +327,14 @@ static const ts_rpc_method test_methods[] = {
      .on_end = concat_end},
     {.path = WATCH, .kind = TS_RPC_UNARY, .unary = watch},
     {.path = RELAY, .kind = TS_RPC_UNARY, .unary = relay},
+    {.path = OFFLOAD, .kind = TS_RPC_UNARY, .unary = offload},
+    {.path = SMALL, .kind = TS_RPC_UNARY, .unary = echo,
+     .max_request = SMALL_MAX},
+    {.path = SMALL_CONCAT,
+     .kind = TS_RPC_CLIENT_STREAM,
+     .on_message = concat_msg,
+     .on_end = concat_end,
+     .max_request = SMALL_MAX},
 };
 #define N_TEST_METHODS ((int)(sizeof test_methods / sizeof *test_methods))
 
@@ -319,6 +374,8 @@ static inline void setup(void) {
   atomic_store(&notice_started, 0);
   atomic_store(&notice_finished, 0);
   noticed_call = NULL;
+  gate_open = false;
+  atomic_store(&offload_running, 0);
   n_parked = 0;
   srv = NULL;
   chan = NULL;
@@ -328,6 +385,8 @@ static inline void teardown(void) {
   for (int i = 0; i < 500 && atomic_load(&later_running) > 0; i++) sleep_ms(10);
   if (chan) ts_rpc_channel_close(chan);
   if (srv) ts_rpc_server_stop(srv, 1000);
+  ts_err err = {0};
+  ck_assert_int_eq(ts_rpc_set_limits(&(ts_rpc_limits){0}, &err), 0);
   ts_rpc_shutdown();
 }
 

@@ -405,6 +405,107 @@ START_TEST(constant_folding) {
 }
 END_TEST
 
+static void release_free(void *bytes, size_t len, void *ctx) {
+  (void)len;
+  (void)ctx;
+  free(bytes);
+}
+
+/* Loads m in place with fold limit `limit` (SIZE_MAX - 1: the default). */
+static int load_with_fold_limit(Onnx__ModelProto *m, size_t limit,
+                                ts_model **out, ts_err *err) {
+  size_t len;
+  uint8_t *b = kc_model_pack(m, &len);
+  kc_model_free(m);
+  ts_err_clear(err);
+  ts_load_opts opts = {.fold_limit = limit};
+  return ts_model_load_adopt_opts(b, len, release_free, NULL,
+                                  limit == SIZE_MAX - 1 ? NULL : &opts, out,
+                                  err);
+}
+
+/* Load-time folding is held to the fold limit: a 1 GiB (and a 4 TiB)
+ * constant from a tiny model is refused with TS_EEXHAUSTED, naming the
+ * node and the bytes, before anything that size is allocated (4 TiB could
+ * not be: a try would be ENOMEM); so are Expand, Tile and Range. */
+START_TEST(fold_limit_refuses_bombs) {
+  ts_model *model = NULL;
+  ts_err err;
+  ck_assert_uint_eq(ts_fold_limit_default(100), 64u << 20);
+  ck_assert_uint_eq(ts_fold_limit_default(100u << 20), 400u << 20);
+  ck_assert_uint_eq(ts_fold_limit_default(SIZE_MAX / 2), SIZE_MAX);
+  static const struct {
+    kc_fold_op op;
+    const char *desc;
+  } bombs[] = {
+      {KC_FOLD_CONSTANT_OF_SHAPE, "node 'bomb' (ConstantOfShape) needs "},
+      {KC_FOLD_EXPAND, "node 'bomb' (Expand) needs "},
+      {KC_FOLD_TILE, "node 'bomb' (Tile) needs "},
+      {KC_FOLD_RANGE, "node 'bomb' (Range) needs "},
+  };
+  for (size_t i = 0; i < sizeof bombs / sizeof bombs[0]; i++) {
+    int64_t elems = (int64_t)1 << 28; /* 1 GiB of float */
+    ck_assert_int_eq(load_with_fold_limit(kc_fold_model(bombs[i].op, elems),
+                                          SIZE_MAX - 1, &model, &err),
+                     TS_EEXHAUSTED);
+    ck_assert_ptr_null(model);
+    ASSERT_MSG_HAS(err, bombs[i].desc);
+    ASSERT_MSG_HAS(err, "needs 1073741824 bytes for its outputs");
+    ASSERT_MSG_HAS(err, "constant folding at load (fold limit 67108864 bytes");
+  }
+  /* 4 TiB through the copying loader too */
+  Onnx__ModelProto *m = kc_fold_model(KC_FOLD_CONSTANT_OF_SHAPE, (int64_t)1 << 40);
+  ck_assert_int_eq(load(m, &model, &err), TS_EEXHAUSTED);
+  ASSERT_MSG_HAS(err, "needs 4398046511104 bytes for its outputs");
+}
+END_TEST
+
+/* The limit is on all folded constants together: with a limit of 6 MiB a
+ * 4 MiB constant folds, and a second 4 MiB one is refused, naming what the
+ * first one took. Within the limit the model loads, counts what it folded
+ * (folded_bytes, part of weight_bytes) and runs. */
+START_TEST(fold_limit_counts_every_folded_constant) {
+  ts_model *model = NULL;
+  ts_err err;
+  int64_t elems = 1 << 20; /* 4 MiB of float */
+  Onnx__ModelProto *m = kc_fold_model(KC_FOLD_CONSTANT_OF_SHAPE, elems);
+  Onnx__NodeProto *c = kc_model_node(m, "Constant", "", "dims2", "", "shape2");
+  kc_attr_ints(c, "value_ints", 1, D(elems));
+  kc_model_node(m, "ConstantOfShape", "", "bomb2", "shape2", "big2");
+  kc_model_node(m, "Add", "", "use2", "x,big2", "y2");
+  kc_model_output(m, "y2", TS_DTYPE_FLOAT, -1, NULL);
+  size_t len;
+  uint8_t *b = kc_model_pack(m, &len);
+  Onnx__ModelProto *copy = onnx__model_proto__unpack(NULL, len, b);
+  free(b);
+  ck_assert_int_eq(load_with_fold_limit(m, 6u << 20, &model, &err),
+                   TS_EEXHAUSTED);
+  ASSERT_MSG_HAS(err, "(fold limit 6291456 bytes, 4194320 taken by earlier "
+                      "folded constants): node 'bomb2' (ConstantOfShape) "
+                      "needs 4194304 bytes for its outputs, more than the "
+                      "2097136 bytes left");
+  /* the same model within a limit of 9 MiB: both shapes (8 bytes each) and
+   * both constants are folded */
+  ck_assert_int_eq(load_with_fold_limit(copy, 9u << 20, &model, &err), TS_OK);
+  ck_assert_uint_eq(model->folded_bytes, 2 * (4u << 20) + 2 * 8);
+  ck_assert_uint_ge(model->weight_bytes, model->folded_bytes);
+  ck_assert_int_eq(model->graph.n_nodes, 2); /* the two Adds */
+  ts_session *s;
+  ck_assert_int_eq(ts_session_create(&s, &err), 0);
+  ts_tensor x, out[2];
+  kc_tensor_from(&x, TS_DTYPE_FLOAT, 1, D(1), (double[]){2.5});
+  const char *names[] = {"x"};
+  ck_assert_int_eq(ts_exec_run(model, s, names, &x, 1, NULL, out, 0, &err),
+                   0);
+  kc_assert_shape(&out[0], D(elems), 1, "y");
+  ck_assert(((float *)out[0].data)[0] == 2.5f);
+  ck_assert(((float *)out[1].data)[elems - 1] == 2.5f);
+  ts_tensor_free(&x);
+  ts_session_free(s);
+  ts_model_free(model);
+}
+END_TEST
+
 START_TEST(nodes_out_of_order_are_sorted) {
   ts_model *model;
   ts_err err;
@@ -992,7 +1093,8 @@ static void cases(Suite *s) {
   TS_CHECK_CASE(
       s, "load", 120, NULL, NULL, good_model_loads, corrupt_and_truncated_bytes,
       nesting_limit, deep_model_refused_by_loaders, unknown_op, bad_attributes,
-      structure_errors, versions, constant_folding, batch_norm_folds_into_conv,
+      structure_errors, versions, constant_folding, fold_limit_refuses_bombs,
+      fold_limit_counts_every_folded_constant, batch_norm_folds_into_conv,
       batch_norm_not_folded, nodes_out_of_order_are_sorted,
       shape_arithmetic_inference, output_shape_from_value_info, load_file,
       load_in_place, pytorch_mlp_matches_torch, pytorch_conv_bn_folds_and_matches_torch);

@@ -185,6 +185,11 @@ static void start_probe(ts_rpc_client *client, const char *m, async_probe *p,
  * does with its workers. */
 START_TEST(async_100_concurrent) {
   bool relayed = _i == 1;
+  /* The relay's channel to its own server shares the test channel's
+   * connection (gRPC pools subchannels per process): 100 relays and their
+   * 100 echoes need more than the default 100 streams on it. */
+  ts_rpc_limits limits = {.max_streams = 2 * 100};
+  ck_assert_int_eq(ts_rpc_set_limits(&limits, NULL), 0);
   start_plain();
   if (relayed) {
     ck_assert_int_eq(ts_rpc_client_create(&relay_client, NULL), 0);
@@ -699,6 +704,133 @@ START_TEST(unreachable_server_unavailable) {
 }
 END_TEST
 
+/* ---- limits ----------------------------------------------------------- */
+
+START_TEST(method_request_cap) {
+  start_plain();
+  ts_err err = {0};
+  char req[SMALL_MAX + 2], text[SMALL_MAX + 2];
+  memset(req, 'a', SMALL_MAX);
+  req[SMALL_MAX] = '\0';
+  ck_assert_int_eq(call_text(chan, SMALL, req, in_ms(5000), text, sizeof text,
+                             &err), 0);
+  ck_assert_str_eq(text, req);
+  strcat(req, "b"); /* one byte over */
+  ck_assert_int_eq(call_text(chan, SMALL, req, in_ms(5000), NULL, 0, &err),
+                   TS_EEXHAUSTED);
+  ck_assert_str_eq(err.msg, SMALL ": a request of 101 bytes is over the "
+                            "method's limit of 100 bytes");
+  /* The health check is a control method: 64 KiB at most. */
+  uint8_t *big = random_bytes(TS_RPC_CONTROL_MAX_REQUEST + 1);
+  uint8_t *resp = NULL;
+  size_t len = 0;
+  ck_assert_int_eq(ts_rpc_call_sync(chan, HEALTH, big,
+                                    TS_RPC_CONTROL_MAX_REQUEST + 1,
+                                    in_ms(5000), &resp, &len, &err),
+                   TS_EEXHAUSTED);
+  ck_assert_ptr_nonnull(strstr(err.msg, "limit of 65536 bytes"));
+  free(big);
+  /* The server goes on serving. */
+  ck_assert_int_eq(call_text(chan, ECHO, "ok", in_ms(5000), text, sizeof text,
+                             &err), 0);
+  ck_assert_str_eq(text, "ok");
+}
+END_TEST
+
+/* The process's max message size applies to every method: over it, gRPC
+ * refuses the message (the client's channel does not even send it). */
+START_TEST(process_max_message) {
+  ts_err err = {0};
+  ts_rpc_limits l = {.max_message = TS_RPC_MAX_MESSAGE_MIN};
+  ck_assert_int_eq(ts_rpc_set_limits(&l, &err), 0);
+  ck_assert_uint_eq(ts_rpc_get_limits().max_message, TS_RPC_MAX_MESSAGE_MIN);
+  ck_assert_int_eq(ts_rpc_get_limits().max_streams,
+                   TS_RPC_MAX_STREAMS_DEFAULT);
+  start_plain();
+  for (size_t n = TS_RPC_MAX_MESSAGE_MIN - 64; n <= TS_RPC_MAX_MESSAGE_MIN + 1;
+       n += 65) {
+    uint8_t *req = random_bytes(n), *resp = NULL;
+    size_t len = 0;
+    int rc = ts_rpc_call_sync(chan, ECHO, req, n, in_ms(5000), &resp, &len,
+                              &err);
+    if (n <= TS_RPC_MAX_MESSAGE_MIN) {
+      ck_assert_msg(rc == 0, "%zu bytes: %s", n, err.msg);
+      ck_assert_uint_eq(len, n);
+      ck_assert(memcmp(req, resp, n) == 0);
+    } else {
+      ck_assert_int_eq(rc, TS_EEXHAUSTED);
+    }
+    free(req);
+    free(resp);
+  }
+}
+END_TEST
+
+START_TEST(bad_limits_refused) {
+  ts_err err = {0};
+  ts_rpc_limits bad[] = {{.max_message = TS_RPC_MAX_MESSAGE_MIN - 1},
+                         {.max_message = TS_RPC_MAX_MESSAGE_MAX + 1u},
+                         {.max_streams = -1},
+                         {.max_streams = TS_RPC_MAX_STREAMS_MAX + 1}};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    ck_assert_int_eq(ts_rpc_set_limits(&bad[i], &err), TS_EINVAL);
+    ck_assert_uint_eq(ts_rpc_get_limits().max_message,
+                      TS_RPC_MAX_MESSAGE_DEFAULT);
+    ck_assert_int_eq(ts_rpc_get_limits().max_streams,
+                     TS_RPC_MAX_STREAMS_DEFAULT);
+  }
+  ck_assert_ptr_nonnull(strstr(err.msg, "max streams"));
+}
+END_TEST
+
+/* The control pool: TS_RPC_OFFLOAD_THREADS jobs run, TS_RPC_OFFLOAD_QUEUE
+ * wait, one more is refused at once; every accepted call is answered once
+ * the jobs may finish. _i = 1: ts_rpc_offload_stop answers the queued ones
+ * UNAVAILABLE and refuses new ones, while the running ones still finish. */
+START_TEST(offload_queue_bounded) {
+  bool stop = _i == 1;
+  start_plain();
+  ts_rpc_client *client;
+  ck_assert_int_eq(ts_rpc_client_create(&client, NULL), 0);
+  n_done = 0;
+  enum { RUN = TS_RPC_OFFLOAD_THREADS, WAIT = TS_RPC_OFFLOAD_QUEUE, OVER = 5,
+         N = RUN + WAIT + OVER };
+  static async_probe probes[N];
+  static uint8_t *reqs[N];
+  memset(probes, 0, sizeof probes);
+  for (int i = 0; i < RUN; i++)
+    start_probe(client, OFFLOAD, &probes[i], &reqs[i], 8);
+  ck_assert(wait_count(&offload_running, RUN));
+  for (int i = RUN; i < N; i++)
+    start_probe(client, OFFLOAD, &probes[i], &reqs[i], 8);
+  ck_assert(wait_done(OVER, 10000));
+  sleep_ms(100);
+  ck_assert_int_eq(n_done, OVER); /* the others wait for the gate */
+  for (int i = RUN + WAIT; i < N; i++) {
+    ck_assert_int_eq(probes[i].status, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    ck_assert_str_eq(probes[i].message,
+                     "control queue full: 4 control calls run and 32 wait; "
+                     "try again later");
+  }
+  if (stop) {
+    ts_rpc_offload_stop(100); /* the running ones are still held */
+    ck_assert(wait_done(OVER + WAIT, 10000));
+    for (int i = RUN; i < RUN + WAIT; i++) {
+      ck_assert_int_eq(probes[i].status, GRPC_STATUS_UNAVAILABLE);
+      ck_assert_str_eq(probes[i].message, "the daemon is stopping");
+    }
+    ts_err err = {0};
+    ck_assert_int_eq(call_text(chan, OFFLOAD, "late", in_ms(5000), NULL, 0,
+                               &err), TS_EUNAVAILABLE);
+  }
+  open_gate();
+  ts_rpc_client_free(client); /* waits for every callback */
+  for (int i = 0; i < (stop ? RUN : RUN + WAIT); i++)
+    ck_assert_msg(probes[i].match, "call %d: %s", i, probes[i].message);
+  for (int i = 0; i < N; i++) free(reqs[i]);
+}
+END_TEST
+
 static void cases(Suite *s) {
   TCase *tc = TS_CHECK_CASE(
       s, "rpc", 120, setup, teardown, status_mapping, now_is_monotonic_ms,
@@ -709,9 +841,11 @@ static void cases(Suite *s) {
       no_notice_after_answer, notice_registered_late_runs_at_once,
       notice_may_answer_the_call, answer_waits_for_running_notice,
       notice_on_server_stop, bind_in_use_fails, bad_server_options,
-      unreachable_server_unavailable);
+      unreachable_server_unavailable, method_request_cap, process_max_message,
+      bad_limits_refused);
   tcase_add_loop_test(tc, async_echo_sizes, 0, 2);
   tcase_add_loop_test(tc, async_100_concurrent, 0, 2);
+  tcase_add_loop_test(tc, offload_queue_bounded, 0, 2);
 }
 
 const ts_check_suite ts_check_this_suite = {.name = "rpc", .cases = cases};

@@ -132,6 +132,35 @@ START_TEST(stream_unknown_method) {
 }
 END_TEST
 
+/* Each message of a stream is held to the method's cap; the handler
+ * never sees the one over it. */
+START_TEST(stream_message_over_cap) {
+  start_plain();
+  ts_rpc_stream *st = NULL;
+  ts_err err = {0};
+  ck_assert_int_eq(ts_rpc_stream_open(chan, SMALL_CONCAT, in_ms(5000), &st,
+                                      &err), 0);
+  char text[SMALL_MAX + 2];
+  memset(text, 'x', SMALL_MAX + 1);
+  text[SMALL_MAX + 1] = '\0';
+  ck_assert_int_eq(send_text(st, "ab", &err), 0);
+  int rc = send_text(st, text, &err); /* may fail once the server answered */
+  ck_assert(rc == 0 || rc == TS_EEXHAUSTED || rc == TS_EUNAVAILABLE);
+  ck_assert_int_eq(finish_text(st, NULL, 0, &err), TS_EEXHAUSTED);
+  ck_assert_str_eq(err.msg, SMALL_CONCAT ": a request of 101 bytes is over "
+                            "the method's limit of 100 bytes");
+  ck_assert(wait_count(&ends_cancelled, 1));
+  expect_ends(0, 1);
+  /* A stream within the cap goes through. */
+  ck_assert_int_eq(ts_rpc_stream_open(chan, SMALL_CONCAT, in_ms(5000), &st,
+                                      &err), 0);
+  ck_assert_int_eq(send_text(st, "ab", &err), 0);
+  ck_assert_int_eq(send_text(st, "cd", &err), 0);
+  ck_assert_int_eq(finish_text(st, text, sizeof text, &err), 0);
+  ck_assert_str_eq(text, "abcd");
+}
+END_TEST
+
 typedef struct stream_job {
   ts_rpc_channel *ch;
   int index;
@@ -398,6 +427,7 @@ static void cases(Suite *s) {
   TS_CHECK_CASE(s, "stream", 120, setup, teardown, stream_20mib_in_1mib_chunks,
                 stream_empty_and_odd_chunks, stream_message_rejected,
                 stream_deadline_mid_stream, stream_unknown_method,
+                stream_message_over_cap,
                 streams_and_unary_one_poller, stop_mid_stream, tls_and_mtls,
                 tls_reload);
 }

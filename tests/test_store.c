@@ -3,7 +3,9 @@
  * shard streamed in chunks, checked against its SHA-256 id and parsed;
  * duplicate uploads; every bad stream (gap, overlap, past the end, short,
  * wrong hash, not a model); the memory limit with its reservation at
- * begin; references that outlive an unload; Status's counts and the list.
+ * begin; references that outlive an unload; Status's counts and the list;
+ * the upload caps (bytes in flight, count) and folded constants counted
+ * against the fold and memory limits.
  * The shards are one-node ONNX models built with kernel_check.h. The same
  * store behind the real daemon's RPCs is test_worker.c's.
  */
@@ -220,6 +222,110 @@ START_TEST(memory_limit) {
 }
 END_TEST
 
+/* Uploads in flight are capped in bytes (also of one announcement) and in
+ * number, whatever the memory limit; a duplicate counts in number only. */
+START_TEST(upload_caps) {
+  ts_store_set_limits(st, &(ts_store_limits){.upload_bytes = 100,
+                                              .uploads = 2});
+  static const char id1[] =
+      "0000000000000000000000000000000000000000000000000000000000000001";
+  static const char id2[] =
+      "0000000000000000000000000000000000000000000000000000000000000002";
+  ts_store_upload *a, *b, *c;
+  ts_err err;
+  ck_assert_int_eq(ts_store_upload_begin(st, id1, 60, "a", &a, &err), TS_OK);
+  ck_assert_int_eq(ts_store_upload_begin(st, id2, 60, "b", &b, &err),
+                   TS_EEXHAUSTED);
+  ck_assert_ptr_null(b);
+  ck_assert_str_eq(err.msg,
+                   "shard 00000000.. 'b' announces 60 bytes (60 B) but 60 "
+                   "bytes (60 B) of uploads in flight already count against "
+                   "the worker's upload limit of 100 bytes (100 B, "
+                   "--upload-limit)");
+  ck_assert_int_eq(ts_store_upload_begin(st, id2, 101, "b", &b, &err),
+                   TS_EEXHAUSTED);
+  ck_assert_int_eq(ts_store_upload_begin(st, id2, 40, "b", &b, &err), TS_OK);
+  ck_assert_uint_eq(used(st), 100);
+  ck_assert_int_eq(ts_store_upload_begin(st, shard.id, 1, "c", &c, &err),
+                   TS_EEXHAUSTED);
+  ck_assert_ptr_nonnull(strstr(err.msg, "'c': 2 uploads are in progress, "
+                                        "the most this worker takes at once "
+                                        "(--max-uploads)"));
+  ck_assert_ptr_null(c);
+  ts_store_upload_abort(a);
+  ts_store_upload_abort(b);
+  ck_assert_uint_eq(used(st), 0);
+  /* a shard uploads, and a duplicate of it takes a place but no bytes */
+  ts_stored_shard *sh, *dup;
+  ck_assert_int_eq(upload(st, &shard, 64, &sh, &err), TS_OK);
+  ck_assert_int_eq(ts_store_upload_begin(st, id1, 100, "a", &a, &err), TS_OK);
+  ck_assert_int_eq(ts_store_upload_begin(st, shard.id, shard.len, "d", &c,
+                                         &err), TS_OK);
+  ck_assert(ts_store_upload_is_duplicate(c));
+  ck_assert_int_eq(ts_store_upload_begin(st, id2, 1, "b", &b, &err),
+                   TS_EEXHAUSTED);
+  ck_assert_int_eq(ts_store_upload_write(c, 0, shard.data, shard.len, &err),
+                   TS_OK);
+  ck_assert_int_eq(ts_store_upload_finish(c, &dup, &err), TS_OK);
+  ck_assert_ptr_eq(dup, sh);
+  ts_store_upload_abort(a);
+  ts_store_release(st, dup);
+  ts_store_release(st, sh);
+}
+END_TEST
+
+/* Packs kc_fold_model(ConstantOfShape, elems) as a shard. */
+static shard_bytes make_fold_shard(int64_t elems) {
+  Onnx__ModelProto *m = kc_fold_model(KC_FOLD_CONSTANT_OF_SHAPE, elems);
+  shard_bytes s;
+  s.data = kc_model_pack(m, &s.len);
+  kc_model_free(m);
+  ts_sha256_hex(s.data, s.len, s.id);
+  return s;
+}
+
+/* What a shard's load folds is its memory too: counted in its bytes and
+ * Status, and held to the fold limit (the default, or set) and to what
+ * the memory limit leaves, before it is allocated. */
+START_TEST(folded_bytes_counted) {
+  shard_bytes f = make_fold_shard(1000);
+  size_t folded = 8 + 4 * 1000;
+  ts_stored_shard *sh;
+  ts_err err;
+  ck_assert_int_eq(upload(st, &f, 64, &sh, &err), TS_OK);
+  ck_assert_uint_eq(sh->bytes, f.len + folded);
+  ck_assert_uint_eq(sh->model->folded_bytes, folded);
+  ck_assert_uint_eq(used(st), f.len + folded);
+  ck_assert(ts_store_unload(st, f.id));
+  ts_store_release(st, sh);
+  ck_assert_uint_eq(used(st), 0);
+
+  ts_store_set_limits(st, &(ts_store_limits){.fold_limit = folded - 1});
+  ck_assert_int_eq(upload(st, &f, 64, &sh, &err), TS_EEXHAUSTED);
+  ck_assert_ptr_nonnull(strstr(err.msg, "(fold limit: --fold-limit): "
+                                        "constant folding at load (fold "
+                                        "limit 4007 bytes"));
+  ck_assert_ptr_nonnull(strstr(err.msg, "node 'bomb' (ConstantOfShape) "
+                                        "needs 4000 bytes"));
+  ck_assert_uint_eq(used(st), 0);
+
+  ts_store_free(st);
+  st = store_new(f.len + folded - 1);
+  ck_assert_int_eq(upload(st, &f, 64, &sh, &err), TS_EEXHAUSTED);
+  char want[160];
+  snprintf(want, sizeof want, "(fold limit: what the memory limit of %zu "
+           "bytes leaves beside %zu bytes in use)", f.len + folded - 1, f.len);
+  ck_assert_msg(strstr(err.msg, want), "%s", err.msg);
+  ck_assert_uint_eq(used(st), 0);
+  ts_store_free(st);
+  st = store_new(f.len + folded);
+  ck_assert_int_eq(upload(st, &f, 64, &sh, &err), TS_OK);
+  ck_assert_uint_eq(used(st), f.len + folded);
+  ts_store_release(st, sh);
+  free(f.data);
+}
+END_TEST
+
 /* Unload takes a shard out of the table at once; its memory stays counted
  * until the last reference goes. */
 START_TEST(reference_outlives_unload) {
@@ -262,7 +368,7 @@ static void cases(Suite *s) {
   TS_CHECK_CASE(s, "store", 0, setup, teardown, check_id,
                 upload_in_chunks_and_acquire, duplicate_upload_is_cheap,
                 bad_streams, memory_limit, reference_outlives_unload,
-                list_in_load_order);
+                list_in_load_order, upload_caps, folded_bytes_counted);
 }
 
 const ts_check_suite ts_check_this_suite = {.name = "store", .cases = cases};

@@ -2,7 +2,9 @@
  * main.c - tessera-worker: options, wiring, signals, orderly shutdown.
  *
  *   tessera-worker --listen HOST:PORT [--threads N] [--memory-limit BYTES]
- *                  [--activation-limit BYTES] [--join COORD[,COORD...]]
+ *                  [--activation-limit BYTES] [--fold-limit BYTES]
+ *                  [--upload-limit BYTES] [--max-uploads N]
+ *                  [--upload-timeout-ms N] [--join COORD[,COORD...]]
  *
  * Startup: pick OpenBLAS kernels (may re-exec), parse options, create the
  * store and the kernel pool, start the service, print exactly
@@ -56,6 +58,11 @@
 #define LEAVE_MS 6000        /* of which moving the shards away, at most */
 #define QUIET_MS 1000        /* no run for this long: routing has stopped */
 #define QUEUE_CAPACITY 256   /* runs waiting for a kernel thread */
+/* Default --max-streams beyond the runs it can hold (queued and running),
+ * for uploads and status calls: the coordinator sends every call on one
+ * connection, and a full queue must answer RESOURCE_EXHAUSTED (so the
+ * coordinator tries another replica) before streams run out. */
+#define STREAMS_BEYOND_RUNS 64
 #define MAX_THREADS 4096
 /* Default --activation-limit: this fraction of the memory left beside the
  * shards, per kernel thread. A thread's session may hold its arena (at most
@@ -63,6 +70,11 @@
  * buffers, so all threads together stay within half of that memory. */
 #define ACTIVATION_SHARE 4
 #define ACTIVATION_MIN (16ull << 20) /* the default never goes below */
+/* Default --upload-limit: this fraction of physical memory, for the
+ * announced bytes of all uploads in flight together. */
+#define UPLOAD_SHARE 2
+#define MAX_UPLOADS 16           /* default --max-uploads */
+#define UPLOAD_TIMEOUT_MS 60000  /* default --upload-timeout-ms */
 
 typedef struct options {
   const char *listen;     /* required */
@@ -70,6 +82,12 @@ typedef struct options {
   uint64_t memory_limit;  /* 0: no limit */
   uint64_t activation_limit; /* per run; 0: no limit */
   bool activation_limit_set; /* false: derived (default_activation_limit) */
+  uint64_t fold_limit;    /* per shard; 0: the engine's default;
+                             UINT64_MAX: none */
+  uint64_t upload_limit;  /* uploads in flight; 0: none */
+  bool upload_limit_set;  /* false: physical memory / UPLOAD_SHARE */
+  int max_uploads;        /* 0: none */
+  long long upload_timeout_ms; /* 0: none */
   /* Coordinators to register with, comma-separated (every --join
    * joined); "": none. */
   char join[TS_JOIN_MAX * TS_ADDRESS_MAX];
@@ -82,8 +100,10 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: tessera-worker --listen HOST:PORT [--threads N] "
           "[--memory-limit BYTES] [--activation-limit BYTES]\n"
-          "                      [--join COORD[,COORD...] [--advertise "
-          "HOST:PORT]]\n"
+          "                      [--fold-limit BYTES] [--upload-limit BYTES] "
+          "[--max-uploads N]\n"
+          "                      [--upload-timeout-ms N] [--join COORD[,COORD...] "
+          "[--advertise HOST:PORT]]\n"
           "  --listen HOST:PORT     address to serve on; port 0 picks one\n"
           "  --threads N            kernel threads (default: number of "
           "CPUs)\n"
@@ -97,6 +117,21 @@ static void usage(FILE *f) {
           "memory -\n"
           "                         --memory-limit) / (4 x threads), at least "
           "16M)\n"
+          "  --fold-limit BYTES     cap on the constants one shard's load "
+          "folds, K/M/G/T;\n"
+          "                         0: none (default: max(64M, 4 x the "
+          "shard's bytes);\n"
+          "                         within --memory-limit in any case)\n"
+          "  --upload-limit BYTES   cap on the announced bytes of all "
+          "uploads in flight\n"
+          "                         (LoadShard), K/M/G/T; 0: none "
+          "(default: half of\n"
+          "                         physical memory)\n"
+          "  --max-uploads N        uploads in flight at once, at most; 0: "
+          "none (default 16)\n"
+          "  --upload-timeout-ms N  end an upload that sent no chunk for N "
+          "ms (default\n"
+          "                         60000; 0: none)\n"
           "  --join COORD[,COORD...]\n"
           "                         register with each coordinator listed "
           "(at most 16;\n"
@@ -117,11 +152,16 @@ static void usage(FILE *f) {
           ts_security_usage);
 }
 
+/* Bytes of physical memory (0 when the system does not say). */
+static uint64_t physical_memory(void) {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+}
+
 /* The default --activation-limit (see ACTIVATION_SHARE): what physical
  * memory leaves beside the shards, split over the kernel threads. */
 static uint64_t default_activation_limit(uint64_t memory_limit, int threads) {
-  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-  uint64_t phys = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+  uint64_t phys = physical_memory();
   uint64_t left = memory_limit && memory_limit < phys ? phys - memory_limit
                                                        : phys;
   uint64_t per_thread = left / ACTIVATION_SHARE / (uint64_t)threads;
@@ -147,12 +187,17 @@ static int bad_option(const char *option, const ts_err *err) {
 /* Returns 0 to go on, or the exit status (0 for --help). */
 static int parse_options(int argc, char **argv, options *o) {
   enum { OPT_LISTEN = 1, OPT_THREADS, OPT_MEMORY, OPT_ACTIVATION, OPT_JOIN,
-         OPT_ADVERTISE, OPT_HELP, OPT_METRICS };
+         OPT_ADVERTISE, OPT_HELP, OPT_METRICS, OPT_FOLD, OPT_UPLOAD_LIMIT,
+         OPT_MAX_UPLOADS, OPT_UPLOAD_TIMEOUT };
   static const struct option longopts[] = {
       {"listen", required_argument, NULL, OPT_LISTEN},
       {"threads", required_argument, NULL, OPT_THREADS},
       {"memory-limit", required_argument, NULL, OPT_MEMORY},
       {"activation-limit", required_argument, NULL, OPT_ACTIVATION},
+      {"fold-limit", required_argument, NULL, OPT_FOLD},
+      {"upload-limit", required_argument, NULL, OPT_UPLOAD_LIMIT},
+      {"max-uploads", required_argument, NULL, OPT_MAX_UPLOADS},
+      {"upload-timeout-ms", required_argument, NULL, OPT_UPLOAD_TIMEOUT},
       {"join", required_argument, NULL, OPT_JOIN},
       {"advertise", required_argument, NULL, OPT_ADVERTISE},
       {"help", no_argument, NULL, OPT_HELP},
@@ -161,6 +206,8 @@ static int parse_options(int argc, char **argv, options *o) {
       {NULL, 0, NULL, 0},
   };
   memset(o, 0, sizeof *o);
+  o->max_uploads = MAX_UPLOADS;
+  o->upload_timeout_ms = UPLOAD_TIMEOUT_MS;
   opterr = 0;
   int c;
   ts_err err = {0};
@@ -188,6 +235,28 @@ static int parse_options(int argc, char **argv, options *o) {
           return bad_option("--activation-limit", &err);
         o->activation_limit_set = true;
         break;
+      case OPT_FOLD:
+        if (ts_size_parse(optarg, &o->fold_limit, &err))
+          return bad_option("--fold-limit", &err);
+        if (o->fold_limit == 0) o->fold_limit = UINT64_MAX;
+        break;
+      case OPT_UPLOAD_LIMIT:
+        if (ts_size_parse(optarg, &o->upload_limit, &err))
+          return bad_option("--upload-limit", &err);
+        o->upload_limit_set = true;
+        break;
+      case OPT_MAX_UPLOADS: {
+        long long n;
+        if (ts_integer_parse(optarg, 0, 65536, &n, &err))
+          return bad_option("--max-uploads", &err);
+        o->max_uploads = (int)n;
+        break;
+      }
+      case OPT_UPLOAD_TIMEOUT:
+        if (ts_integer_parse(optarg, 0, 86400000, &o->upload_timeout_ms,
+                             &err))
+          return bad_option("--upload-timeout-ms", &err);
+        break;
       case OPT_JOIN: {
         size_t used = strlen(o->join);
         if (used + 1 + strlen(optarg) >= sizeof o->join) {
@@ -205,12 +274,18 @@ static int parse_options(int argc, char **argv, options *o) {
       case OPT_HELP:
         usage(stdout);
         return -1;
-      default:
-        if (ts_security_option(&o->security, c, optarg)) break;
+      default: {
+        int taken = ts_security_option(&o->security, c, optarg, &err);
+        if (taken < 0) {
+          fprintf(stderr, "tessera-worker: %s\n", err.msg);
+          return 2;
+        }
+        if (taken) break;
         fprintf(stderr, "tessera-worker: unknown or incomplete option '%s'\n",
                 argv[optind - 1]);
         usage(stderr);
         return 2;
+      }
     }
   }
   if (optind < argc) {
@@ -246,9 +321,24 @@ static int parse_options(int argc, char **argv, options *o) {
     return 2;
   }
   if (o->threads == 0) o->threads = cpu_count();
+  if (o->security.limits.max_streams == 0)
+    o->security.limits.max_streams =
+        QUEUE_CAPACITY + o->threads + STREAMS_BEYOND_RUNS;
   if (!o->activation_limit_set)
     o->activation_limit = default_activation_limit(o->memory_limit, o->threads);
+  if (!o->upload_limit_set) o->upload_limit = physical_memory() / UPLOAD_SHARE;
   return 0;
+}
+
+/* The shard store with the memory, fold and upload limits of the options. */
+static int store_create(const options *o, ts_store **out, ts_err *err) {
+  int rc = ts_store_create(o->memory_limit, out, err);
+  if (rc == TS_OK)
+    ts_store_set_limits(*out, &(ts_store_limits){
+                                  .fold_limit = o->fold_limit,
+                                  .upload_bytes = o->upload_limit,
+                                  .uploads = o->max_uploads});
+  return rc;
 }
 
 static void notify(const char *state) {
@@ -364,6 +454,7 @@ int main(int argc, char **argv) {
   ts_rpc_init();
 
   ts_err err = {0};
+  ts_rpc_set_limits(&opt.security.limits, &err); /* checked by the parser */
   ts_store *store = NULL;
   ts_pool *pool = NULL;
   ts_worker_service *svc = NULL;
@@ -371,7 +462,7 @@ int main(int argc, char **argv) {
   int port = 0;
   ts_rpc_creds creds = ts_security_creds(&opt.security);
   if (ts_security_auth(&opt.security, false, &auth, &err) ||
-      ts_store_create(opt.memory_limit, &store, &err) ||
+      store_create(&opt, &store, &err) ||
       ts_pool_create(opt.threads, QUEUE_CAPACITY, &pool, &err) ||
       ts_worker_service_start(opt.listen, &creds, auth, store, pool, &svc,
                               &port, &err)) {
@@ -382,6 +473,7 @@ int main(int argc, char **argv) {
     ts_rpc_shutdown();
     return 1;
   }
+  ts_worker_service_set_upload_timeout(svc, opt.upload_timeout_ms);
   ts_log_info("serving on %s: %d kernel threads, memory limit %" PRIu64
               " bytes%s, OpenBLAS core %s",
               ts_worker_service_address(svc), opt.threads, opt.memory_limit,
@@ -390,6 +482,9 @@ int main(int argc, char **argv) {
   ts_log_info("activation limit %" PRIu64 " bytes per run%s",
               opt.activation_limit,
               opt.activation_limit ? "" : " (none)");
+  ts_log_info("uploads: at most %d at once, %" PRIu64 " bytes in flight%s, "
+              "timeout %lld ms", opt.max_uploads, opt.upload_limit,
+              opt.upload_limit ? "" : " (no limit)", opt.upload_timeout_ms);
   ts_http_server *metrics = NULL;
   if (opt.metrics_listen &&
       ts_worker_metrics_start(opt.metrics_listen, store, &metrics, NULL,

@@ -4,9 +4,13 @@
  */
 #include "request.h"
 
+#include <stdbool.h>
 #include <string.h>
 
+#include "options.h"
 #include "wire.h"
+
+#define SHOWN_NAME_MAX 512 /* a name of 100 bytes, escaped */
 
 int ts_load_chunk_apply(ts_store *store, ts_store_upload **upload,
                         uint64_t index, const uint8_t *msg, size_t len,
@@ -87,6 +91,14 @@ int ts_run_request_open(ts_store *store,
   return TS_OK;
 }
 
+/* Whether value v (-1: none) is one of the graph's outputs: the only
+ * tensors a run may return (an initializer's name would return weights). */
+static bool is_graph_output(const ts_graph *g, int v) {
+  for (int i = 0; v >= 0 && i < g->n_outputs; i++)
+    if (g->outputs[i] == v) return true;
+  return false;
+}
+
 int ts_run_request_bind(const ts_stored_shard *shard,
                         const Tessera__Worker__V1__RunShardRequest *req,
                         int n_outputs, ts_tensor *inputs,
@@ -101,10 +113,15 @@ int ts_run_request_bind(const ts_stored_shard *shard,
   for (int i = 0; i < n_outputs; i++) {
     if (req->n_outputs) {
       const char *name = req->outputs[i];
-      if (ts_graph_find_value(g, name) < 0)
+      if (!is_graph_output(g, ts_graph_find_value(g, name))) {
+        char shown[SHOWN_NAME_MAX];
+        ts_text_escape(name, 100, shown, sizeof shown);
         return ts_err_set(err, TS_EINVAL,
-                          "outputs[%d]: shard %.8s.. '%s' has no tensor "
-                          "'%.100s'", i, shard->id, shard->label, name);
+                          "outputs[%d]: '%s' is not an output of shard "
+                          "%.8s.. '%s' (a run returns only the shard's graph "
+                          "outputs, never its weights or intermediate "
+                          "values)", i, shown, shard->id, shard->label);
+      }
       output_names[i] = name;
     } else {
       output_names[i] = g->values[g->outputs[i]].name;

@@ -45,7 +45,9 @@ int ts_run_request_open(ts_store *store,
  * of the request's bytes, ts_wire_tensor_view: finish each with
  * ts_tensor_free, zeroed ones included) with their names in input_names,
  * and fills output_names[0..n_outputs) with the requested outputs, each
- * checked to be a tensor of the shard, or with the graph's outputs. The
+ * checked to be one of the shard's graph outputs (an initializer's or an
+ * intermediate value's name is INVALID_ARGUMENT), or with the graph's
+ * outputs. The
  * arrays are the caller's; names point into req or the shard's graph. */
 int ts_run_request_bind(const ts_stored_shard *shard,
                         const Tessera__Worker__V1__RunShardRequest *req,

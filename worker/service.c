@@ -16,6 +16,12 @@
  * uploads in progress sit in a short list keyed by the call pointer (as many
  * entries as concurrent uploads; common/rpc calls on_end exactly once, which
  * removes the entry before the call can be freed).
+ *
+ * Upload deadline: the reaper thread fails, DEADLINE_EXCEEDED, every upload
+ * in the list whose last chunk is older than the upload timeout. It only
+ * answers the call (under loads_mu, so the entry and its call are alive);
+ * common/rpc then ends the stream and on_end(cancelled) aborts the upload
+ * and returns its reservation, on the poller thread, as for any dead call.
  */
 #include "service.h"
 
@@ -25,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "blas.h"
 #include "exposition.h"
@@ -58,6 +65,10 @@ struct ts_worker_service {
   atomic_uint_fast64_t activation_limit; /* bytes per run; 0: none */
   pthread_mutex_t loads_mu;
   load_call *loads; /* LoadShard calls between their first chunk and on_end */
+  atomic_int_fast64_t upload_timeout_ms; /* 0: none */
+  pthread_t reaper;
+  pthread_cond_t reaper_cv; /* with loads_mu: stop, or a new timeout */
+  bool reaper_stop;
   ts_rpc_binding bindings[WORKER_UNARY_METHODS]; /* worker_table's */
 };
 
@@ -97,6 +108,8 @@ struct load_call {
   ts_worker_service *svc;
   ts_store_upload *upload;
   uint64_t chunks;
+  atomic_int_fast64_t last_chunk_ms; /* ts_now_ms() of the latest chunk */
+  bool expired;                      /* failed by the reaper (loads_mu) */
 };
 
 static load_call *find_load(ts_worker_service *svc, ts_rpc_call *call,
@@ -192,6 +205,7 @@ static int load_on_message(ts_rpc_call *call, const uint8_t *msg, size_t len,
       lc->upload = up;
       lc->svc = svc;
       lc->base.call = call;
+      atomic_init(&lc->last_chunk_ms, ts_now_ms());
       pthread_mutex_lock(&svc->loads_mu);
       lc->next = svc->loads;
       svc->loads = lc;
@@ -200,6 +214,7 @@ static int load_on_message(ts_rpc_call *call, const uint8_t *msg, size_t len,
   }
   if (rc == TS_OK) {
     lc->chunks++;
+    atomic_store(&lc->last_chunk_ms, ts_now_ms());
     return TS_OK;
   }
   log_load_refused(call, err);
@@ -216,7 +231,9 @@ static int load_on_message(ts_rpc_call *call, const uint8_t *msg, size_t len,
 static void load_on_end(ts_rpc_call *call, void *user, int cancelled) {
   ts_worker_service *svc = user;
   load_call *lc = find_load(svc, call, 1);
-  if (cancelled) {
+  /* An upload the reaper failed is answered already, even if the client
+   * half-closed just after. */
+  if (cancelled || (lc && lc->expired)) {
     if (lc) {
       ts_store_upload_abort(lc->upload);
       free(lc);
@@ -244,6 +261,52 @@ static void load_on_end(ts_rpc_call *call, void *user, int cancelled) {
     free(lc);
     fail_err(call, &err);
   }
+}
+
+/* Fails the uploads that have had no chunk for the upload timeout (see the
+ * top of this file); returns how long to sleep before the next look. */
+static int64_t reap_stalled_locked(ts_worker_service *svc) {
+  int64_t timeout = atomic_load(&svc->upload_timeout_ms);
+  if (timeout <= 0) return 1000;
+  int64_t now = ts_now_ms();
+  for (load_call *lc = svc->loads; lc; lc = lc->next) {
+    int64_t idle = now - atomic_load(&lc->last_chunk_ms);
+    if (lc->expired || idle < timeout) continue;
+    lc->expired = true;
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "shard %.8s..: upload stalled: no chunk for %lld ms, over the "
+             "upload timeout of %lld ms (--upload-timeout-ms); its "
+             "reservation of %llu bytes is released",
+             ts_store_upload_id(lc->upload), (long long)idle,
+             (long long)timeout,
+             ts_store_upload_is_duplicate(lc->upload)
+                 ? 0ull /* a held shard's: nothing reserved */
+                 : (unsigned long long)ts_store_upload_total(lc->upload));
+    ts_log_warn("LoadShard: %s", msg);
+    ts_rpc_call_fail(lc->base.call, TS_ETIMEDOUT, msg);
+  }
+  int64_t period = timeout / 4;
+  return period < 10 ? 10 : period > 1000 ? 1000 : period;
+}
+
+static void *reaper_main(void *arg) {
+  ts_worker_service *svc = arg;
+  pthread_mutex_lock(&svc->loads_mu);
+  while (!svc->reaper_stop) {
+    int64_t sleep_ms = reap_stalled_locked(svc);
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += sleep_ms / 1000;
+    until.tv_nsec += (sleep_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&svc->reaper_cv, &svc->loads_mu, &until);
+  }
+  pthread_mutex_unlock(&svc->loads_mu);
+  return NULL;
 }
 
 /* ---- RunShard --------------------------------------------------------- */
@@ -522,18 +585,22 @@ static void handle_status(ts_rpc_call *call, const ProtobufCMessage *msg,
 
 /* The unary methods' table (rpc_table.h). RunShard is raw: its request
  * lives in the run's arena until the run is answered. LoadShard, a client
- * stream, is registered beside the table. */
+ * stream, is registered beside the table. RunShard requests and LoadShard
+ * chunks carry tensors (the process's max message); the others, shard ids,
+ * the control limit. */
+#define CONTROL TS_RPC_CONTROL_MAX_REQUEST
 static const ts_rpc_handler worker_table[WORKER_UNARY_METHODS] = {
     {WORKER_PATH "HasShard", &tessera__worker__v1__has_shard_request__descriptor,
-     handle_has_shard, NULL, TS_ROLE_COORDINATOR},
+     handle_has_shard, NULL, TS_ROLE_COORDINATOR, CONTROL},
     {WORKER_PATH "RunShard", &tessera__worker__v1__run_shard_request__descriptor,
-     NULL, handle_run_shard, TS_ROLE_COORDINATOR},
+     NULL, handle_run_shard, TS_ROLE_COORDINATOR, 0},
     {WORKER_PATH "UnloadShard",
      &tessera__worker__v1__unload_shard_request__descriptor,
-     handle_unload_shard, NULL, TS_ROLE_COORDINATOR},
+     handle_unload_shard, NULL, TS_ROLE_COORDINATOR, CONTROL},
     {WORKER_PATH "Status", &tessera__worker__v1__status_request__descriptor,
-     handle_status, NULL, TS_ROLE_COORDINATOR},
+     handle_status, NULL, TS_ROLE_COORDINATOR, CONTROL},
 };
+#undef CONTROL
 
 int ts_worker_service_start(const char *listen, const ts_rpc_creds *creds,
                             ts_rpc_auth *auth, ts_store *store, ts_pool *pool,
@@ -547,7 +614,13 @@ int ts_worker_service_start(const char *listen, const ts_rpc_creds *creds,
   atomic_init(&svc->runs_total, 0);
   atomic_init(&svc->runs_cancelled, 0);
   atomic_init(&svc->runs_discarded, 0);
+  atomic_init(&svc->upload_timeout_ms, 0);
   pthread_mutex_init(&svc->loads_mu, NULL);
+  pthread_condattr_t cattr;
+  pthread_condattr_init(&cattr);
+  pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+  pthread_cond_init(&svc->reaper_cv, &cattr);
+  pthread_condattr_destroy(&cattr);
   ts_rpc_method methods[WORKER_UNARY_METHODS + 1] = {
       {.path = WORKER_PATH "LoadShard",
        .kind = TS_RPC_CLIENT_STREAM,
@@ -567,7 +640,12 @@ int ts_worker_service_start(const char *listen, const ts_rpc_creds *creds,
   int rc = ts_rpc_server_start(&opts, methods,
                                (int)(sizeof methods / sizeof methods[0]),
                                &svc->server, &port, err);
+  if (rc == TS_OK && pthread_create(&svc->reaper, NULL, reaper_main, svc)) {
+    ts_rpc_server_stop(svc->server, 0);
+    rc = ts_err_set(err, TS_ENOMEM, "cannot start the upload reaper thread");
+  }
   if (rc) {
+    pthread_cond_destroy(&svc->reaper_cv);
     pthread_mutex_destroy(&svc->loads_mu);
     free(svc);
     return rc;
@@ -586,6 +664,14 @@ void ts_worker_service_set_activation_limit(ts_worker_service *svc,
   atomic_store(&svc->activation_limit, bytes);
 }
 
+void ts_worker_service_set_upload_timeout(ts_worker_service *svc,
+                                          int64_t ms) {
+  atomic_store(&svc->upload_timeout_ms, ms);
+  pthread_mutex_lock(&svc->loads_mu);
+  pthread_cond_signal(&svc->reaper_cv);
+  pthread_mutex_unlock(&svc->loads_mu);
+}
+
 const char *ts_worker_service_address(const ts_worker_service *svc) {
   return svc->address;
 }
@@ -596,6 +682,11 @@ void ts_worker_service_set_serving(ts_worker_service *svc, int serving) {
 
 void ts_worker_service_stop(ts_worker_service *svc, int64_t grace_ms) {
   if (!svc) return;
+  pthread_mutex_lock(&svc->loads_mu);
+  svc->reaper_stop = true;
+  pthread_cond_signal(&svc->reaper_cv);
+  pthread_mutex_unlock(&svc->loads_mu);
+  pthread_join(svc->reaper, NULL);
   ts_rpc_server_stop(svc->server, grace_ms);
   /* common/rpc ended every call (on_end), so no upload should be left; drop any
    * that is, rather than leak it. */
@@ -605,6 +696,7 @@ void ts_worker_service_stop(ts_worker_service *svc, int64_t grace_ms) {
     ts_store_upload_abort(lc->upload);
     free(lc);
   }
+  pthread_cond_destroy(&svc->reaper_cv);
   pthread_mutex_destroy(&svc->loads_mu);
   free(svc);
 }

@@ -33,6 +33,11 @@ int ts_worker_service_start(const char *listen, const ts_rpc_creds *creds,
  * while serving; runs that start afterwards see the new limit. */
 void ts_worker_service_set_activation_limit(ts_worker_service *svc,
                                             uint64_t bytes);
+/* Ends an upload (LoadShard stream) that has had no chunk for `ms`
+ * milliseconds (0: never): the call is answered DEADLINE_EXCEEDED and the
+ * upload's reservation returned. Safe to call while serving. */
+void ts_worker_service_set_upload_timeout(ts_worker_service *svc,
+                                          int64_t ms);
 /* "HOST:PORT" with the port actually bound (what Status reports). */
 const char *ts_worker_service_address(const ts_worker_service *svc);
 /* Health for grpc.health.v1: 1 SERVING, 0 NOT_SERVING. */

@@ -7,8 +7,13 @@
  *  - used == sum of bytes of shards alive (held, or unloaded but still
  *    referenced) + sum of total_bytes of non-duplicate uploads in progress;
  *    an upload's reservation becomes its shard's bytes when it is held;
+ *    a shard's bytes are its serialized size plus the constants its load
+ *    folded, added when it is held;
  *  - used <= limit whenever limit != 0, because every reservation is
  *    checked before it is made;
+ *  - uploading == sum of total_bytes of non-duplicate uploads in progress
+ *    <= upload_limit, and n_uploads == the length of the uploads list <=
+ *    max_uploads (when those are set);
  *  - uploads is the list of uploads in progress, so HasShard can answer
  *    "being loaded" and a finishing duplicate can be detected.
  * The mutex is never held across hashing, parsing or freeing a model.
@@ -41,6 +46,9 @@ struct ts_store {
   pthread_mutex_t mu;
   uint64_t limit;
   uint64_t used;
+  ts_store_limits limits; /* set before the store is shared */
+  uint64_t uploading;
+  int n_uploads;
   ts_stored_shard **table;
   int n, cap;
   ts_store_upload *uploads;
@@ -120,6 +128,10 @@ int ts_store_create(uint64_t memory_limit, ts_store **out, ts_err *err) {
   st->limit = memory_limit;
   *out = st;
   return TS_OK;
+}
+
+void ts_store_set_limits(ts_store *st, const ts_store_limits *limits) {
+  st->limits = *limits;
 }
 
 static void shard_destroy(ts_stored_shard *sh) {
@@ -251,8 +263,47 @@ static void unlink_upload_locked(ts_store *st, ts_store_upload *up) {
   for (ts_store_upload **p = &st->uploads; *p; p = &(*p)->next)
     if (*p == up) {
       *p = up->next;
+      st->n_uploads--;
+      if (!up->held) st->uploading -= up->total;
       return;
     }
+}
+
+/* Why an upload of total_bytes may not begin (TS_EEXHAUSTED, with err
+ * set), or TS_OK. Caller holds st->mu; `duplicate`: the shard is held, so
+ * the upload reserves nothing. */
+static int upload_refusal_locked(const ts_store *st, const ts_store_upload *up,
+                                 bool duplicate, ts_err *err) {
+  char need[32], in_use[32], lim[32];
+  const ts_store_limits *l = &st->limits;
+  if (l->uploads && st->n_uploads >= l->uploads)
+    return ts_err_set(err, TS_EEXHAUSTED,
+                      "shard %.8s.. '%s': %d uploads are in progress, the "
+                      "most this worker takes at once (--max-uploads)",
+                      up->id, up->label, st->n_uploads);
+  if (duplicate) return TS_OK;
+  if (l->upload_bytes && (st->uploading > l->upload_bytes ||
+                          up->total > l->upload_bytes - st->uploading))
+    return ts_err_set(
+        err, TS_EEXHAUSTED,
+        "shard %.8s.. '%s' announces %llu bytes (%s) but %llu bytes (%s) of "
+        "uploads in flight already count against the worker's upload limit "
+        "of %llu bytes (%s, --upload-limit)", up->id, up->label,
+        (unsigned long long)up->total, human_bytes(up->total, need, sizeof need),
+        (unsigned long long)st->uploading,
+        human_bytes(st->uploading, in_use, sizeof in_use),
+        (unsigned long long)l->upload_bytes,
+        human_bytes(l->upload_bytes, lim, sizeof lim));
+  if (st->limit && (st->used > st->limit || up->total > st->limit - st->used))
+    return ts_err_set(
+        err, TS_EEXHAUSTED,
+        "shard %.8s.. '%s' needs %llu bytes (%s) but %llu bytes (%s) of the "
+        "worker's memory limit of %llu bytes (%s) are in use", up->id,
+        up->label, (unsigned long long)up->total,
+        human_bytes(up->total, need, sizeof need),
+        (unsigned long long)st->used, human_bytes(st->used, in_use, sizeof in_use),
+        (unsigned long long)st->limit, human_bytes(st->limit, lim, sizeof lim));
+  return TS_OK;
 }
 
 int ts_store_upload_begin(ts_store *st, const char *id, uint64_t total_bytes,
@@ -277,28 +328,21 @@ int ts_store_upload_begin(ts_store *st, const char *id, uint64_t total_bytes,
 
   pthread_mutex_lock(&st->mu);
   int i = find_locked(st, id);
+  if ((rc = upload_refusal_locked(st, up, i >= 0, err)) != TS_OK) {
+    pthread_mutex_unlock(&st->mu);
+    free(up);
+    return rc;
+  }
   if (i >= 0) {
     up->held = st->table[i];
     up->held->refs++;
-  } else if (st->limit && (st->used > st->limit ||
-                           total_bytes > st->limit - st->used)) {
-    uint64_t used = st->used, limit = st->limit;
-    pthread_mutex_unlock(&st->mu);
-    char need[32], in_use[32], lim[32];
-    ts_err_set(err, TS_EEXHAUSTED,
-               "shard %.8s.. '%s' needs %llu bytes (%s) but %llu bytes (%s) "
-               "of the worker's memory limit of %llu bytes (%s) are in use",
-               id, up->label, (unsigned long long)total_bytes,
-               human_bytes(total_bytes, need, sizeof need),
-               (unsigned long long)used, human_bytes(used, in_use, sizeof in_use),
-               (unsigned long long)limit, human_bytes(limit, lim, sizeof lim));
-    free(up);
-    return TS_EEXHAUSTED;
   } else {
     st->used += total_bytes; /* reserved before the allocation below */
+    st->uploading += total_bytes;
   }
   up->next = st->uploads;
   st->uploads = up;
+  st->n_uploads++;
   pthread_mutex_unlock(&st->mu);
 
   if (!up->held) {
@@ -394,6 +438,37 @@ static int finish_duplicate(ts_store_upload *up, ts_stored_shard **out) {
   return TS_OK;
 }
 
+/* The fold limit of a shard of shard_bytes bytes whose reservation is
+ * made: the store's fold limit (or the engine's default), and no more than
+ * the memory limit leaves. `why` says which it is, for the message. */
+static size_t fold_budget(ts_store *st, uint64_t shard_bytes, char *why,
+                          size_t size) {
+  uint64_t cap = st->limits.fold_limit;
+  if (cap == UINT64_MAX)
+    snprintf(why, size, "no fold limit");
+  else if (cap)
+    snprintf(why, size, "fold limit: --fold-limit");
+  else {
+    cap = ts_fold_limit_default(shard_bytes > SIZE_MAX ? SIZE_MAX
+                                                       : (size_t)shard_bytes);
+    snprintf(why, size, "fold limit: max(%zu MiB, %d x the shard's %llu "
+             "bytes)", TS_FOLD_LIMIT_MIN >> 20, TS_FOLD_LIMIT_FACTOR,
+             (unsigned long long)shard_bytes);
+  }
+  pthread_mutex_lock(&st->mu);
+  uint64_t left = !st->limit ? UINT64_MAX
+                  : st->used < st->limit ? st->limit - st->used : 0;
+  uint64_t used = st->used, limit = st->limit;
+  pthread_mutex_unlock(&st->mu);
+  if (left < cap) {
+    cap = left;
+    snprintf(why, size, "fold limit: what the memory limit of %llu bytes "
+             "leaves beside %llu bytes in use", (unsigned long long)limit,
+             (unsigned long long)used);
+  }
+  return cap > SIZE_MAX ? SIZE_MAX : (size_t)cap;
+}
+
 int ts_store_upload_finish(ts_store_upload *up, ts_stored_shard **out,
                            ts_err *err) {
   *out = NULL;
@@ -431,8 +506,11 @@ int ts_store_upload_finish(ts_store_upload *up, ts_stored_shard **out,
    * is freed, also when the load fails. */
   uint8_t *bytes = up->buf;
   up->buf = NULL;
-  rc = ts_model_load_adopt(bytes, (size_t)up->total, unmap_bytes, NULL,
-                           &sh->model, err);
+  char why[160];
+  ts_load_opts opts = {.fold_limit = fold_budget(st, up->total, why,
+                                                 sizeof why)};
+  rc = ts_model_load_adopt_opts(bytes, (size_t)up->total, unmap_bytes, NULL,
+                                &opts, &sh->model, err);
   /* Constant weights in the kernels' layout, once, before the first run;
    * a weight only its product reads is not kept twice (graph.h). */
   if (rc == TS_OK && (rc = ts_model_prepack(sh->model, err)) != TS_OK) {
@@ -440,14 +518,18 @@ int ts_store_upload_finish(ts_store_upload *up, ts_stored_shard **out,
     sh->model = NULL;
   }
   if (rc) {
-    ts_err_prefix(err, "shard %.8s.. '%s'", up->id, up->label);
+    if (rc == TS_EEXHAUSTED)
+      ts_err_prefix(err, "shard %.8s.. '%s' (%s)", up->id, up->label, why);
+    else
+      ts_err_prefix(err, "shard %.8s.. '%s'", up->id, up->label);
     free(sh);
     ts_store_upload_abort(up);
     return rc;
   }
   memcpy(sh->id, up->id, sizeof sh->id);
   memcpy(sh->label, up->label, sizeof sh->label);
-  sh->bytes = up->total;
+  uint64_t folded = sh->model->folded_bytes;
+  sh->bytes = up->total + folded;
   atomic_init(&sh->runs, 0);
   sh->refs = 2; /* the table's and the caller's */
 
@@ -459,12 +541,29 @@ int ts_store_upload_finish(ts_store_upload *up, ts_stored_shard **out,
      * and let our reservation go. */
     existing = st->table[i];
     existing->refs++;
+  } else if (st->limit && (st->used > st->limit ||
+                           folded > st->limit - st->used)) {
+    /* Other uploads took what the fold budget counted on meanwhile. */
+    uint64_t used = st->used;
+    pthread_mutex_unlock(&st->mu);
+    ts_model_free(sh->model);
+    free(sh);
+    rc = ts_err_set(err, TS_EEXHAUSTED,
+                    "shard %.8s.. '%s': its load folded %llu bytes of "
+                    "constants but %llu bytes of the worker's memory limit "
+                    "of %llu bytes are in use", up->id, up->label,
+                    (unsigned long long)folded, (unsigned long long)used,
+                    (unsigned long long)st->limit);
+    ts_store_upload_abort(up);
+    return rc;
   } else if (insert_locked(st, sh) != TS_OK) {
     pthread_mutex_unlock(&st->mu);
     ts_model_free(sh->model);
     free(sh);
     ts_store_upload_abort(up);
     return ts_err_set(err, TS_ENOMEM, "cannot grow the shard table");
+  } else {
+    st->used += folded;
   }
   pthread_mutex_unlock(&st->mu);
   upload_end(up, existing == NULL);

@@ -9,7 +9,14 @@
  * shard still referenced by a run counts its serialized size against the
  * limit (0: none). The check happens when an upload begins, before its
  * buffer is allocated, so a too-large shard fails at once with
- * TS_EEXHAUSTED and nothing else is disturbed.
+ * TS_EEXHAUSTED and nothing else is disturbed. A shard's bytes also count
+ * the constants its load folded (graph.h): folding may take at most the
+ * fold limit and what the memory limit leaves, checked before they are
+ * allocated.
+ *
+ * Uploads (ts_store_limits): the announced bytes of all uploads in flight
+ * together, and their number, are capped whether or not there is a memory
+ * limit, so announcing sizes reserves no more than the operator allows.
  *
  * Lifetime: shards are reference counted. ts_store_acquire() gives a
  * reference that keeps the model alive even if the shard is unloaded
@@ -50,6 +57,19 @@ typedef struct ts_store_stats {
 
 /* memory_limit 0 means no limit. *out is freed with ts_store_free. */
 int ts_store_create(uint64_t memory_limit, ts_store **out, ts_err *err);
+
+/* What the store takes beyond its memory limit. A new store has
+ * fold_limit 0 and no upload caps. */
+typedef struct ts_store_limits {
+  uint64_t fold_limit;   /* bytes one shard's folded constants may take;
+                            0: ts_fold_limit_default of the shard's bytes;
+                            UINT64_MAX: none */
+  uint64_t upload_bytes; /* announced bytes of all uploads in flight
+                            together (so also of one); 0: none */
+  int uploads;           /* uploads in flight at once; 0: none */
+} ts_store_limits;
+/* Sets the limits; before the store is shared (not thread-safe). */
+void ts_store_set_limits(ts_store *st, const ts_store_limits *limits);
 /* Frees the store and every shard it holds. Uploads and references must all
  * have been finished or released. */
 void ts_store_free(ts_store *st);
@@ -75,11 +95,12 @@ int ts_store_list(ts_store *st, ts_stored_shard ***out, int *n, ts_err *err);
 
 typedef struct ts_store_upload ts_store_upload;
 
-/* Starts receiving shard `id` of total_bytes bytes. If the shard is already
- * held the upload only counts bytes, allocates nothing and finishes with the
- * held shard (a cheap success). Otherwise the bytes are reserved against the
- * limit (TS_EEXHAUSTED naming the shard, its size, the memory in use and
- * the limit) and a buffer is allocated. TS_EINVAL on a malformed id or a
+/* Starts receiving shard `id` of total_bytes bytes. Past the uploads cap it
+ * is TS_EEXHAUSTED. If the shard is already held the upload only counts
+ * bytes, allocates nothing and finishes with the held shard (a cheap
+ * success). Otherwise the bytes are reserved against the upload limit and
+ * the memory limit (TS_EEXHAUSTED naming the shard, its size, the bytes in
+ * use and the limit) and a buffer is allocated. TS_EINVAL on a malformed id or a
  * zero size. `label` (may be NULL) is for logs. *out must be finished with
  * ts_store_upload_finish or ts_store_upload_abort. */
 int ts_store_upload_begin(ts_store *st, const char *id, uint64_t total_bytes,
@@ -92,7 +113,8 @@ int ts_store_upload_write(ts_store_upload *up, uint64_t offset,
                           const uint8_t *data, size_t len, ts_err *err);
 /* Checks that every byte arrived and that their SHA-256 is the id
  * (TS_EINVAL otherwise), parses them with ts_model_load (its code and
- * message pass through, prefixed with the shard), and holds the shard. On
+ * message pass through, prefixed with the shard; folding past the fold
+ * limit or the memory limit is TS_EEXHAUSTED), and holds the shard. On
  * success *out is a reference the caller releases. Slow for big shards
  * (hash + parse): call it off the RPC poller threads. Consumes `up` in every
  * case. */

@@ -20,13 +20,16 @@
 #include "graph.h"
 #include "onnx.pb-c.h"
 
-/* exec.c: runs one node on its own, outside any session, for load-time
- * constant folding. Calls op->infer, then allocates each present output
- * (owned; the caller frees them with ts_tensor_free, also on failure) and
- * calls op->run. out[i] for an omitted optional output (node->outputs[i] <
- * 0) stays data-less. */
-int ts_exec_node_eval(const ts_node *node, const ts_tensor *const *in,
-                      ts_tensor *out, ts_err *err);
+/* exec.c: runs one node of graph g on its own, outside any session, for
+ * load-time constant folding. Calls op->infer, then allocates each present
+ * output (owned; the caller frees them with ts_tensor_free, also on
+ * failure) and calls op->run. The outputs and the kernel's scratch together
+ * may take at most `budget` bytes: past it, TS_EEXHAUSTED naming the node
+ * and the bytes, before anything of that size is allocated. out[i] for an
+ * omitted optional output (node->outputs[i] < 0) stays data-less. */
+int ts_exec_node_eval(const ts_graph *g, const ts_node *node,
+                      const ts_tensor *const *in, ts_tensor *out,
+                      size_t budget, ts_err *err);
 
 /* ops.c: like ts_tensor_from_onnx, but a tensor stored in raw_data is not
  * copied: out is a view (owned = false) into tp, which must outlive it. The
@@ -41,10 +44,11 @@ uint64_t ts_model_serial(const ts_model *m);
 
 /* graph.c: runs the loader's passes (graph.c's opening comment) on
  * m->proto, an unpacked ModelProto, filling m->graph and the model's
- * totals. On failure returns a negative TS_E* naming what is wrong, with
+ * totals; constant folding may allocate at most fold_limit bytes in all
+ * (graph.h). On failure returns a negative TS_E* naming what is wrong, with
  * m->graph partly built: the caller frees it with ts_graph_free (as
  * ts_model_free does). */
-int ts_model_build(ts_model *m, ts_err *err);
+int ts_model_build(ts_model *m, size_t fold_limit, ts_err *err);
 
 /* graph.c: frees what ts_model_build put in g (nodes and their params,
  * values and constants, the input and output lists), not g itself. */

@@ -225,28 +225,6 @@ size_t ts_session_alloc_count(const ts_session *s) { return s->alloc_count; }
 
 size_t ts_session_arena_bytes(const ts_session *s) { return s->arena_cap; }
 
-/* engine_int.h */
-int ts_exec_node_eval(const ts_node *node, const ts_tensor *const *in,
-                      ts_tensor *out, ts_err *err) {
-  for (int i = 0; i < node->n_outputs; i++) memset(&out[i], 0, sizeof out[i]);
-  int rc = node->op->infer(node, in, out, err);
-  if (rc) return rc;
-  for (int i = 0; i < node->n_outputs; i++) {
-    if (node->outputs[i] < 0) continue;
-    out[i].data = calloc(1, out[i].nbytes ? out[i].nbytes : 1);
-    if (!out[i].data)
-      return ts_err_set(err, TS_ENOMEM, "cannot allocate %zu bytes",
-                        out[i].nbytes);
-    out[i].owned = true;
-  }
-  scratch sc = {.budget = SIZE_MAX};
-  ts_kctx ctx = {.sc = &sc};
-  rc = node->op->run(node, in, out, &ctx, err);
-  scratch_free(&sc);
-  return rc;
-}
-
-
 /* ---- the executor -------------------------------------------------------- */
 
 /* Returned by a planned run whose shapes left the plan (data-dependent
@@ -423,9 +401,9 @@ static int infer_at_run(const ts_node *n, ts_session *s, ts_err *err) {
  * planned run needs no check: its shapes must equal the plan's, checked
  * here when the plan was made. */
 static int check_output_sizes(const ts_graph *g, const ts_node *n,
-                              const ts_session *s, ts_err *err) {
+                              const ts_tensor *out, ts_err *err) {
   for (int j = 0; j < n->n_outputs; j++) {
-    const ts_tensor *t = &s->out[j];
+    const ts_tensor *t = &out[j];
     if (n->outputs[j] < 0) continue;
     int64_t nb = t->rank >= 0 && t->rank <= TS_MAX_RANK
                      ? ts_shape_nbytes(t->dtype, t->dims, t->rank)
@@ -447,6 +425,46 @@ static int check_output_sizes(const ts_graph *g, const ts_node *n,
                       (long long)nb);
   }
   return TS_OK;
+}
+
+/* engine_int.h. The outputs are checked (check_output_sizes) and counted
+ * against `budget` before any is allocated, and the kernel's scratch may
+ * take only what they leave of it, so a fold never allocates past it. */
+int ts_exec_node_eval(const ts_graph *g, const ts_node *node,
+                      const ts_tensor *const *in, ts_tensor *out,
+                      size_t budget, ts_err *err) {
+  for (int i = 0; i < node->n_outputs; i++) memset(&out[i], 0, sizeof out[i]);
+  int rc = node->op->infer(node, in, out, err);
+  if (rc || (rc = check_output_sizes(g, node, out, err))) return rc;
+  size_t need = 0;
+  for (int i = 0; i < node->n_outputs; i++)
+    if (node->outputs[i] >= 0) need = add_sat(need, out[i].nbytes);
+  char desc[256];
+  if (need > budget)
+    return ts_err_set(err, TS_EEXHAUSTED,
+                      "%s needs %zu bytes for its outputs, more than the %zu "
+                      "bytes left", ts_node_desc(node, desc, sizeof desc),
+                      need, budget);
+  for (int i = 0; i < node->n_outputs; i++) {
+    if (node->outputs[i] < 0) continue;
+    out[i].data = calloc(1, out[i].nbytes ? out[i].nbytes : 1);
+    if (!out[i].data)
+      return ts_err_set(err, TS_ENOMEM, "cannot allocate %zu bytes",
+                        out[i].nbytes);
+    out[i].owned = true;
+  }
+  scratch sc = {.budget = budget - need};
+  ts_kctx ctx = {.sc = &sc};
+  rc = node->op->run(node, in, out, &ctx, err);
+  size_t refused = sc.refused;
+  scratch_free(&sc);
+  if (rc && refused)
+    return ts_err_set(err, TS_EEXHAUSTED,
+                      "%s needs %zu bytes for its outputs and %zu bytes of "
+                      "kernel scratch, more than the %zu bytes left",
+                      ts_node_desc(node, desc, sizeof desc), need, refused,
+                      budget);
+  return rc;
 }
 
 /* The failure of a run that would hold `need` bytes of activations at once
@@ -664,7 +682,7 @@ static int dry_run_budget(const ts_graph *g, ts_session *s, const plan *p,
     gather_inputs(n, s);
     memset(s->out, 0, (size_t)n->n_outputs * sizeof *s->out);
     if (n->op->infer(n, s->in, s->out, &ignored) != TS_OK ||
-        check_output_sizes(g, n, s, &ignored) != TS_OK)
+        check_output_sizes(g, n, s->out, &ignored) != TS_OK)
       return TS_OK;
     int rc = reserve_outputs(g, n, s, &live, err);
     if (rc) return rc;
@@ -739,7 +757,7 @@ static int run_planning(const ts_model *m, ts_session *s,
     if ((rc = ensure_io(s, n, err))) break;
     gather_inputs(n, s);
     if ((rc = infer_at_run(n, s, err)) ||
-        (rc = check_output_sizes(g, n, s, err)) ||
+        (rc = check_output_sizes(g, n, s->out, err)) ||
         (rc = reserve_outputs(g, n, s, &live, err)))
       break;
     scratch_budget(s, live);

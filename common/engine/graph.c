@@ -16,7 +16,9 @@
  *   prepare      op->prepare per node in topological order; a node whose
  *                inputs are all constants is run once (constant folding,
  *                through the executor's kernel path) and removed, so later
- *                nodes' prepare sees the folded values
+ *                nodes' prepare sees the folded values; what folding makes
+ *                is counted against the fold limit (graph.h) before it is
+ *                allocated
  *   fold_bn      an inference BatchNormalization with constant parameters
  *                that alone reads a Conv's output is folded into that
  *                Conv's weights and bias (float64, rounded once) and
@@ -57,6 +59,8 @@
 #define SENTINEL_B 96
 /* Results up to this size are computed during shape inference. */
 #define SHAPE_DATA_MAX 4096
+/* What evaluating one of them may take, kernel scratch included. */
+#define SHAPE_EVAL_BUDGET TS_FOLD_LIMIT_MIN
 
 /* ---- name index (open addressing, load time only) ------------------------ */
 
@@ -524,8 +528,10 @@ static void drop_nodes(ts_graph *g, const bool *drop) {
 }
 
 /* Runs op->prepare on every node in order and folds nodes whose inputs are
- * all constants; folded nodes are removed from the graph. */
-static int prepare_and_fold(ts_model *m, ts_err *err) {
+ * all constants; folded nodes are removed from the graph. The constants
+ * folded take at most fold_limit bytes together (m->folded_bytes): a node
+ * whose outputs would pass it fails the load before they are allocated. */
+static int prepare_and_fold(ts_model *m, size_t fold_limit, ts_err *err) {
   ts_graph *g = &m->graph;
   int max_io = 1;
   for (int i = 0; i < g->n_nodes; i++) {
@@ -550,7 +556,7 @@ static int prepare_and_fold(ts_model *m, ts_err *err) {
       if (v >= 0 && !in[j]) all_const = false;
     }
     if (!all_const) continue;
-    rc = ts_exec_node_eval(n, in, out, err);
+    rc = ts_exec_node_eval(g, n, in, out, fold_limit - m->folded_bytes, err);
     for (int k = 0; k < n->n_outputs; k++) {
       int v = n->outputs[k];
       if (rc == TS_OK && v >= 0) {
@@ -560,6 +566,7 @@ static int prepare_and_fold(ts_model *m, ts_err *err) {
           rc = ts_err_set(err, TS_ENOMEM, "out of memory");
         } else {
           *val->constant = out[k];
+          m->folded_bytes += out[k].nbytes;
           memset(&out[k], 0, sizeof out[k]);
           val->dtype = val->constant->dtype;
           val->rank = val->constant->rank;
@@ -576,6 +583,10 @@ static int prepare_and_fold(ts_model *m, ts_err *err) {
                         "%s: shape inference needs values although all "
                         "inputs are constant",
                         ts_node_desc(n, desc, sizeof desc));
+      else if (rc == TS_EEXHAUSTED)
+        ts_err_prefix(err, "constant folding at load (fold limit %zu bytes, "
+                      "%zu taken by earlier folded constants)", fold_limit,
+                      m->folded_bytes);
       break;
     }
     folded[i] = true;
@@ -802,8 +813,8 @@ static bool reads_shape_only(const ts_node *n) {
 
 /* Infers node n's outputs in one pass. Returns 0 (outputs known or not),
  * or the op's error code when infer fails for a reason other than EAGAIN. */
-static int infer_node(const ts_node *n, shape_info *info, const ts_tensor **in,
-                      ts_tensor *out, ts_err *err) {
+static int infer_node(const ts_graph *g, const ts_node *n, shape_info *info,
+                      const ts_tensor **in, ts_tensor *out, ts_err *err) {
   bool have_data = true;
   for (int j = 0; j < n->n_inputs; j++) {
     int v = n->inputs[j];
@@ -833,7 +844,8 @@ static int infer_node(const ts_node *n, shape_info *info, const ts_tensor **in,
    * downstream can infer. Failures only mean "not known". */
   if (have_data && total <= SHAPE_DATA_MAX) {
     ts_err ignored;
-    if (ts_exec_node_eval(n, in, out, &ignored) == TS_OK) {
+    if (ts_exec_node_eval(g, n, in, out, SHAPE_EVAL_BUDGET, &ignored) ==
+        TS_OK) {
       for (int k = 0; k < n->n_outputs; k++) {
         int v = n->outputs[k];
         if (v < 0) continue;
@@ -904,8 +916,8 @@ static int infer_shapes(ts_model *m, ts_err *err) {
         same_inputs = false;
     ts_err ea, eb;
     ts_err_clear(&ea);
-    int ra = infer_node(n, a, in, out, &ea);
-    int rb = infer_node(n, b, in, out, &eb);
+    int ra = infer_node(g, n, a, in, out, &ea);
+    int rb = infer_node(g, n, b, in, out, &eb);
     if (ra && same_inputs) {
       /* Nothing symbolic reached this node: it fails for every input. */
       if (err) *err = ea;
@@ -986,7 +998,7 @@ static void count_consumers(ts_model *m) {
 
 /* engine_int.h: the passes after unpack, in the order the file comment
  * lists them. */
-int ts_model_build(ts_model *m, ts_err *err) {
+int ts_model_build(ts_model *m, size_t fold_limit, ts_err *err) {
   loader L = {.m = m};
   int rc = check_versions(m, err);
   if (rc) return rc;
@@ -994,7 +1006,7 @@ int ts_model_build(ts_model *m, ts_err *err) {
   if (!L.gp) return ts_err_set(err, TS_EINVAL, "model has no graph");
   if ((rc = normalize_strings(m->proto->graph, err))) return rc;
   if (!(rc = load_values(&L, err)) && !(rc = load_nodes(&L, err)) &&
-      !(rc = sort_nodes(&m->graph, err)) && !(rc = prepare_and_fold(m, err)) &&
+      !(rc = sort_nodes(&m->graph, err)) && !(rc = prepare_and_fold(m, fold_limit, err)) &&
       !(rc = fold_batch_norms(&L, err)) && !(rc = infer_shapes(m, err)) &&
       !(rc = apply_value_info(&L, err)))
     count_consumers(m);

@@ -82,13 +82,32 @@ typedef struct ts_model {
   int64_t opset;              /* default-domain opset */
   int64_t ml_opset;           /* ai.onnx.ml opset, 0 if not imported */
   size_t weight_bytes;        /* bytes of all constants */
+  size_t folded_bytes;        /* of which constant folding made at load */
 } ts_model;
+
+/* Load-time constant folding allocates the constants it computes, which can
+ * be far larger than the model (a 145-byte ConstantOfShape of a huge shape):
+ * all of a model's folded constants together may take at most its fold
+ * limit. A load past it fails with TS_EEXHAUSTED naming the node and the
+ * bytes, before the node's outputs are allocated. Without a limit given
+ * (ts_load_opts), a model of N bytes may fold max(TS_FOLD_LIMIT_MIN,
+ * TS_FOLD_LIMIT_FACTOR x N) bytes. */
+#define TS_FOLD_LIMIT_MIN ((size_t)64 << 20)
+#define TS_FOLD_LIMIT_FACTOR 4
+/* max(TS_FOLD_LIMIT_MIN, TS_FOLD_LIMIT_FACTOR x model_bytes), saturating. */
+size_t ts_fold_limit_default(size_t model_bytes);
+
+/* What a load may take beyond the model's own bytes. */
+typedef struct ts_load_opts {
+  size_t fold_limit; /* bytes of all folded constants (SIZE_MAX: no limit) */
+} ts_load_opts;
 
 /* Parses and prepares a model from serialized ModelProto bytes (the bytes are
  * not retained). On success *out is a new model the caller frees with
  * ts_model_free(). On failure returns TS_EINVAL (corrupt, truncated or
- * inconsistent file) or TS_EUNSUPPORTED (op/attribute not supported) with a
- * message naming the node, op and attribute. */
+ * inconsistent file), TS_EUNSUPPORTED (op/attribute not supported) or
+ * TS_EEXHAUSTED (folding past the fold limit) with a message naming the
+ * node, op and attribute. The fold limit is the default, from len. */
 int ts_model_load(const uint8_t *bytes, size_t len, ts_model **out,
                   ts_err *err);
 /* How deep a model's messages may nest (the model is level 1; each graph
@@ -113,9 +132,17 @@ typedef void (*ts_bytes_release)(void *bytes, size_t len, void *ctx);
  * not understand load as with ts_model_load (then released at once). */
 int ts_model_load_adopt(uint8_t *bytes, size_t len, ts_bytes_release release,
                         void *ctx, ts_model **out, ts_err *err);
+/* ts_model_load_adopt with the limits in opts (NULL: the defaults). */
+int ts_model_load_adopt_opts(uint8_t *bytes, size_t len,
+                             ts_bytes_release release, void *ctx,
+                             const ts_load_opts *opts, ts_model **out,
+                             ts_err *err);
 /* Reads a file and loads it in place (ts_model_load_adopt); messages name
  * the path. */
 int ts_model_load_file(const char *path, ts_model **out, ts_err *err);
+/* ts_model_load_file with the limits in opts (NULL: the defaults). */
+int ts_model_load_file_opts(const char *path, const ts_load_opts *opts,
+                            ts_model **out, ts_err *err);
 void ts_model_free(ts_model *model);
 /* Packs the model's constant weights once for the kernels that run them
  * (each op's prepack, ops.h): Gemm and MatMul with a constant float B get it

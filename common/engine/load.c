@@ -64,8 +64,8 @@ static void free_proto(Onnx__ModelProto *p, const adoption *a) {
 
 /* Builds a model around an unpacked proto and the buffer it may point into,
  * which the model owns from here on, also on failure. */
-static int load_proto(Onnx__ModelProto *p, const adoption *a, ts_model **out,
-                      ts_err *err) {
+static int load_proto(Onnx__ModelProto *p, const adoption *a,
+                      size_t fold_limit, ts_model **out, ts_err *err) {
   model_box *box = calloc(1, sizeof *box);
   if (!box) {
     free_proto(p, a);
@@ -75,7 +75,7 @@ static int load_proto(Onnx__ModelProto *p, const adoption *a, ts_model **out,
   box->serial = atomic_fetch_add(&next_serial, 1);
   box->adoption = *a;
   box->pub.proto = p;
-  int rc = ts_model_build(&box->pub, err);
+  int rc = ts_model_build(&box->pub, fold_limit, err);
   if (rc) {
     ts_model_free(&box->pub);
     return rc;
@@ -84,8 +84,21 @@ static int load_proto(Onnx__ModelProto *p, const adoption *a, ts_model **out,
   return TS_OK;
 }
 
-int ts_model_load(const uint8_t *bytes, size_t len, ts_model **out,
-                  ts_err *err) {
+size_t ts_fold_limit_default(size_t model_bytes) {
+  size_t scaled = model_bytes > SIZE_MAX / TS_FOLD_LIMIT_FACTOR
+                      ? SIZE_MAX
+                      : model_bytes * TS_FOLD_LIMIT_FACTOR;
+  return scaled > TS_FOLD_LIMIT_MIN ? scaled : TS_FOLD_LIMIT_MIN;
+}
+
+/* The fold limit of a load of len bytes with opts (NULL: the default). */
+static size_t fold_limit(const ts_load_opts *opts, size_t len) {
+  return opts ? opts->fold_limit : ts_fold_limit_default(len);
+}
+
+/* ts_model_load with an explicit fold limit. */
+static int load_copy(const uint8_t *bytes, size_t len, size_t limit,
+                     ts_model **out, ts_err *err) {
   *out = NULL;
   if (!bytes && len)
     return ts_err_set(err, TS_EINVAL, "model bytes are missing");
@@ -95,7 +108,12 @@ int ts_model_load(const uint8_t *bytes, size_t len, ts_model **out,
   if (!p)
     return ts_err_set(err, TS_EINVAL,
                       "not a valid ONNX model (corrupt or truncated protobuf)");
-  return load_proto(p, &(adoption){0}, out, err);
+  return load_proto(p, &(adoption){0}, limit, out, err);
+}
+
+int ts_model_load(const uint8_t *bytes, size_t len, ts_model **out,
+                  ts_err *err) {
+  return load_copy(bytes, len, ts_fold_limit_default(len), out, err);
 }
 
 /* Moves the slim encoding's payloads into place in `bytes` and points the
@@ -124,6 +142,13 @@ static bool place_payloads(Onnx__ModelProto *p, uint8_t *bytes,
 
 int ts_model_load_adopt(uint8_t *bytes, size_t len, ts_bytes_release release,
                         void *ctx, ts_model **out, ts_err *err) {
+  return ts_model_load_adopt_opts(bytes, len, release, ctx, NULL, out, err);
+}
+
+int ts_model_load_adopt_opts(uint8_t *bytes, size_t len,
+                             ts_bytes_release release, void *ctx,
+                             const ts_load_opts *opts, ts_model **out,
+                             ts_err *err) {
   *out = NULL;
   adoption a = {bytes, len, release, ctx};
   ts_inplace s;
@@ -141,9 +166,9 @@ int ts_model_load_adopt(uint8_t *bytes, size_t len, ts_bytes_release release,
     }
     ts_inplace_free(&s);
   }
-  if (p) return load_proto(p, &a, out, err);
+  if (p) return load_proto(p, &a, fold_limit(opts, len), out, err);
   /* nothing to place, or not understood: the plain path */
-  rc = ts_model_load(bytes, len, out, err);
+  rc = load_copy(bytes, len, fold_limit(opts, len), out, err);
   if (release) release(bytes, len, ctx);
   return rc;
 }
@@ -155,6 +180,11 @@ static void release_malloced(void *bytes, size_t len, void *ctx) {
 }
 
 int ts_model_load_file(const char *path, ts_model **out, ts_err *err) {
+  return ts_model_load_file_opts(path, NULL, out, err);
+}
+
+int ts_model_load_file_opts(const char *path, const ts_load_opts *opts,
+                            ts_model **out, ts_err *err) {
   *out = NULL;
   FILE *f = fopen(path, "rb");
   if (!f)
@@ -187,7 +217,8 @@ int ts_model_load_file(const char *path, ts_model **out, ts_err *err) {
     free(buf);
     return rc;
   }
-  rc = ts_model_load_adopt(buf, len, release_malloced, NULL, out, err);
+  rc = ts_model_load_adopt_opts(buf, len, release_malloced, NULL, opts, out,
+                                err);
   if (rc) ts_err_prefix(err, "%s", path);
   return rc;
 }

@@ -30,8 +30,15 @@
  * connections and calls already up finish with the old ones.
  *
  * Deadlines are absolute CLOCK_MONOTONIC milliseconds (ts_now_ms()).
- * TS_DEADLINE_NONE means none. Message size limits are lifted on both sides
- * (tensors can be large); shards stream in chunks anyway.
+ * TS_DEADLINE_NONE means none.
+ *
+ * Limits (docs/LIMITS.md): every message, sent or received, by servers and
+ * channels alike, is at most the process's max_message (ts_rpc_set_limits;
+ * 64 MiB unless set); each method caps its own requests lower
+ * (ts_rpc_method.max_request), checked before a handler sees the bytes.
+ * Nothing is sent compressed, and nothing received is decompressed: a
+ * server refuses a compressed request, a client call a compressed answer
+ * (UNIMPLEMENTED), unread.
  *
  * Ownership: request bytes handed to a handler are valid only during the
  * handler call. Reply buffers passed to *_owned functions must come from
@@ -75,6 +82,32 @@ typedef struct ts_rpc_creds {
  * on; a set that does not keeps its old bytes, is logged, and its error is
  * returned (the first one, in err). Any thread. */
 int ts_rpc_creds_reload(ts_err *err);
+
+/* ---- limits ---------------------------------------------------------- */
+
+#define TS_RPC_MAX_MESSAGE_DEFAULT (64u << 20) /* --max-message-size */
+#define TS_RPC_MAX_MESSAGE_MIN (64u << 10)
+#define TS_RPC_MAX_MESSAGE_MAX (1u << 30)
+/* The cap on one request of a control method (registration, repository,
+ * status, health): they carry names and addresses, never tensors. */
+#define TS_RPC_CONTROL_MAX_REQUEST (64u << 10)
+#define TS_RPC_MAX_STREAMS_DEFAULT 100 /* --max-streams */
+#define TS_RPC_MAX_STREAMS_MAX 100000
+
+typedef struct ts_rpc_limits {
+  size_t max_message; /* bytes of any one message, either way; 0: default */
+  int max_streams;    /* concurrent calls per connection to a server;
+                         0: default */
+} ts_rpc_limits;
+
+/* Sets the process's limits (0 fields take the defaults): servers started
+ * and channels opened afterwards use them. TS_EINVAL, and nothing changes,
+ * when max_message is not in TS_RPC_MAX_MESSAGE_MIN..MAX or max_streams not
+ * in 1..TS_RPC_MAX_STREAMS_MAX. Call from main, before any server or
+ * channel exists. */
+int ts_rpc_set_limits(const ts_rpc_limits *limits, ts_err *err);
+/* The limits in force (the defaults unless set). */
+ts_rpc_limits ts_rpc_get_limits(void);
 
 /* A server's access policy (rpc_auth.h). */
 typedef struct ts_rpc_auth ts_rpc_auth;
@@ -125,6 +158,9 @@ typedef struct ts_rpc_method {
   ts_rpc_stream_end_fn on_end;
   void *user;
   unsigned roles; /* TS_ROLE_* bits admitted (rpc_auth.h); 0: anyone */
+  size_t max_request; /* bytes of one request message (each message of a
+                         stream); 0: the process's max_message. A bigger
+                         one is RESOURCE_EXHAUSTED before the handler */
 } ts_rpc_method;
 
 typedef struct ts_rpc_server_opts {
@@ -184,6 +220,27 @@ int ts_rpc_call_is_cancelled(const ts_rpc_call *call);
  * (CANCELLED, DEADLINE_EXCEEDED); an answer after the cancel is dropped. */
 typedef void (*ts_rpc_cancel_fn)(ts_rpc_call *call, void *user);
 void ts_rpc_call_on_cancel(ts_rpc_call *call, ts_rpc_cancel_fn fn, void *user);
+
+/* The control pool (rpc_offload.c): the threads that run offloaded
+ * handlers, and how many such calls may wait for one. */
+#define TS_RPC_OFFLOAD_THREADS 4
+#define TS_RPC_OFFLOAD_QUEUE 32
+
+/* Runs fn(arg) on a thread of the control pool: for handlers whose work
+ * blocks on the network (loads, probes), which must never run on a poller
+ * thread. arg comes from malloc and fn owns it (frees it). Jobs run in
+ * arrival order, TS_RPC_OFFLOAD_THREADS at a time; when
+ * TS_RPC_OFFLOAD_QUEUE already wait, the call is answered
+ * RESOURCE_EXHAUSTED "control queue full: ..." (UNAVAILABLE once
+ * ts_rpc_offload_stop ran) and nonzero is returned: the caller then still
+ * owns arg. */
+int ts_rpc_call_offload(ts_rpc_call *call, void *(*fn)(void *), void *arg);
+
+/* Refuses further offloads (UNAVAILABLE), answers the jobs still queued
+ * UNAVAILABLE "the daemon is stopping" (freeing their arg), and waits up
+ * to wait_ms for the running ones to return. Call before freeing what the
+ * jobs use; any thread but a pool thread. */
+void ts_rpc_offload_stop(int64_t wait_ms);
 
 /* ---- client ---------------------------------------------------------- */
 

@@ -1,7 +1,8 @@
 /*
  * rpc_auth.h - who may call what: roles from verified certificates, bearer
  * tokens, and the daemons' security options (--tls-cert, --tls-key,
- * --tls-ca, --trust-domain, --auth-token-file, --insecure).
+ * --tls-ca, --trust-domain, --auth-token-file, --insecure, and the gRPC
+ * limits --max-message-size and --max-streams).
  *
  * A role is the ROLE of a certificate's SPIFFE ID, a URI SAN
  * "spiffe://TRUST_DOMAIN/ROLE[/NAME]" (trust domain "tessera" by default),
@@ -86,6 +87,7 @@ typedef struct ts_security_opts {
   bool insecure; /* plaintext allowed on non-loopback addresses */
   const char *secret_file; /* --cluster-secret-file; NULL: none */
   char secret[TS_CLUSTER_SECRET_MAX]; /* loaded (ts_security_load_secret) */
+  ts_rpc_limits limits; /* --max-message-size, --max-streams; 0: default */
 } ts_security_opts;
 
 /* getopt_long entries (include <getopt.h>) with values from
@@ -101,13 +103,24 @@ typedef struct ts_security_opts {
        TS_SECURITY_OPTION_BASE + 4},                                  \
       {"insecure", no_argument, 0, TS_SECURITY_OPTION_BASE + 5},     \
       {"cluster-secret-file", required_argument, 0,                   \
-       TS_SECURITY_OPTION_BASE + 6}
+       TS_SECURITY_OPTION_BASE + 6},                                  \
+      {"max-message-size", required_argument, 0,                      \
+       TS_SECURITY_OPTION_BASE + 7},                                  \
+      {"max-streams", required_argument, 0, TS_SECURITY_OPTION_BASE + 8}
 /* The help text of those options. */
 extern const char ts_security_usage[];
 
 /* Stores option `opt` (a getopt_long value) with argument `arg`; returns 1
- * when it was a security option, 0 when not. */
-int ts_security_option(ts_security_opts *s, int opt, const char *arg);
+ * when it was a security option, 0 when not, TS_EINVAL (err names the
+ * option) when its value is bad: --max-message-size not a size in 64K..1G,
+ * --max-streams not an integer in 1..TS_RPC_MAX_STREAMS_MAX. */
+int ts_security_option(ts_security_opts *s, int opt, const char *arg,
+                       ts_err *err);
+/* The arguments that give a child daemon (--local-workers) the same
+ * limits: up to 4 strings into args (pointing into s and buf, which must
+ * outlive them), returns how many. */
+int ts_security_limit_args(const ts_security_opts *s, const char **args,
+                           char (*buf)[24]);
 /* Checks the options together and against the listen address: cert, key
  * and CA come together; a token file needs TLS; plaintext is refused on a
  * non-loopback address unless --insecure, with a message saying how to

@@ -112,6 +112,11 @@ static void recv_io_result(recv_io *io, ts_rpc_result *r, grpc_slice *data,
     else
       snprintf(msg, msg_size, "%s",
                io->error_string ? io->error_string : "call failed");
+  } else if (io->response->type != GRPC_BB_RAW ||
+             io->response->data.raw.compression != GRPC_COMPRESS_NONE) {
+    /* Not decompressed (channel_make): it could inflate to any size. */
+    r->status = GRPC_STATUS_UNIMPLEMENTED;
+    snprintf(msg, msg_size, "compressed answers are not accepted");
   } else {
     msg[0] = '\0';
     *data = rpc_buffer_to_slice(io->response);
@@ -253,11 +258,18 @@ static grpc_channel *channel_make(const char *target,
   /* No gRPC retries: Tessera retries where it knows better (dispatch picks
    * another replica), and the retry filter buffers every message it sends
    * (about 10% of a small call's client CPU). */
-  grpc_arg args[RPC_N_COMMON_ARGS + 1];
-  args[RPC_N_COMMON_ARGS] = (grpc_arg){.type = GRPC_ARG_INTEGER,
-                                   .key = GRPC_ARG_ENABLE_RETRIES,
-                                   .value.integer = 0};
-  grpc_channel_args chargs = rpc_fill_args(args, RPC_N_COMMON_ARGS + 1);
+  /* Answers are never decompressed: recv_io_result refuses a compressed
+   * one unread (a small gzip can inflate to any size), and peers are told
+   * that only identity is accepted. */
+  grpc_arg args[RPC_N_COMMON_ARGS + 3];
+  args[RPC_N_COMMON_ARGS] = rpc_int_arg(GRPC_ARG_ENABLE_RETRIES, 0);
+  args[RPC_N_COMMON_ARGS + 1] = rpc_int_arg(
+      GRPC_COMPRESSION_CHANNEL_ENABLED_ALGORITHMS_BITSET,
+      1 << GRPC_COMPRESS_NONE);
+  args[RPC_N_COMMON_ARGS + 2] =
+      rpc_int_arg(GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, 0);
+  grpc_channel_args chargs =
+      rpc_fill_args(args, sizeof args / sizeof args[0]);
   return grpc_channel_create(target, cc, &chargs);
 }
 

@@ -209,14 +209,39 @@ void rpc_copy_string(char *buf, size_t size, const char *s, size_t len) {
   buf[len] = '\0';
 }
 
-/* Arguments both ends share: no message limits, keepalive so dead peers are
- * noticed, and tolerance for the peer's keepalive pings. */
+/* The process's limits (ts_rpc_set_limits): set by main before any server
+ * or channel exists, read when each is made. */
+static ts_rpc_limits limits = {TS_RPC_MAX_MESSAGE_DEFAULT,
+                               TS_RPC_MAX_STREAMS_DEFAULT};
+
+int ts_rpc_set_limits(const ts_rpc_limits *l, ts_err *err) {
+  ts_rpc_limits next = {
+      .max_message = l->max_message ? l->max_message
+                                    : TS_RPC_MAX_MESSAGE_DEFAULT,
+      .max_streams = l->max_streams ? l->max_streams
+                                    : TS_RPC_MAX_STREAMS_DEFAULT};
+  if (next.max_message < TS_RPC_MAX_MESSAGE_MIN ||
+      next.max_message > TS_RPC_MAX_MESSAGE_MAX)
+    return ts_err_set(err, TS_EINVAL,
+                      "max message size %zu is not in %u..%u bytes (64K..1G)",
+                      next.max_message, TS_RPC_MAX_MESSAGE_MIN,
+                      TS_RPC_MAX_MESSAGE_MAX);
+  if (next.max_streams < 1 || next.max_streams > TS_RPC_MAX_STREAMS_MAX)
+    return ts_err_set(err, TS_EINVAL, "max streams %d is not in 1..%d",
+                      next.max_streams, TS_RPC_MAX_STREAMS_MAX);
+  limits = next;
+  return TS_OK;
+}
+
+ts_rpc_limits ts_rpc_get_limits(void) { return limits; }
+
+/* Arguments both ends share: keepalive so dead peers are noticed, and
+ * tolerance for the peer's keepalive pings. (The message limits and "never
+ * compress" are put first by rpc_fill_args.) */
 static const struct {
   const char *key;
   int value;
 } common_args[] = {
-    {GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, -1},
-    {GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, -1},
     {GRPC_ARG_KEEPALIVE_TIME_MS, KEEPALIVE_TIME_MS},
     {GRPC_ARG_KEEPALIVE_TIMEOUT_MS, KEEPALIVE_TIMEOUT_MS},
     {GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1},
@@ -224,18 +249,32 @@ static const struct {
     {GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
      KEEPALIVE_TIME_MS / 2},
 };
-_Static_assert(sizeof common_args / sizeof *common_args == RPC_N_COMMON_ARGS,
-               "RPC_N_COMMON_ARGS in rpc_int.h counts common_args");
+#define RPC_N_LIMIT_ARGS 3
+_Static_assert(sizeof common_args / sizeof *common_args + RPC_N_LIMIT_ARGS ==
+                   RPC_N_COMMON_ARGS,
+               "RPC_N_COMMON_ARGS in rpc_int.h counts common_args and the "
+               "limits");
+
+grpc_arg rpc_int_arg(const char *key, int value) {
+  return (grpc_arg){.type = GRPC_ARG_INTEGER,
+                    .key = (char *)key,
+                    .value.integer = value};
+}
 
 /* Fills args[0..RPC_N_COMMON_ARGS) and returns the channel args over `n` of
- * them (the caller may have put more after). The keys are static. */
+ * them (the caller may have put more after). The keys are static. Messages
+ * are capped at the process's max_message both ways (gRPC refuses a bigger
+ * one with RESOURCE_EXHAUSTED, after receiving it), and nothing is sent
+ * compressed. */
 grpc_channel_args rpc_fill_args(grpc_arg *args, size_t n) {
-  for (size_t i = 0; i < RPC_N_COMMON_ARGS; i++) {
-    memset(&args[i], 0, sizeof args[i]);
-    args[i].type = GRPC_ARG_INTEGER;
-    args[i].key = (char *)common_args[i].key;
-    args[i].value.integer = common_args[i].value;
-  }
+  int max = (int)limits.max_message; /* at most 1 GiB */
+  args[0] = rpc_int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, max);
+  args[1] = rpc_int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, max);
+  args[2] = rpc_int_arg(GRPC_COMPRESSION_CHANNEL_DEFAULT_ALGORITHM,
+                        GRPC_COMPRESS_NONE);
+  for (size_t i = 0; i + RPC_N_LIMIT_ARGS < RPC_N_COMMON_ARGS; i++)
+    args[RPC_N_LIMIT_ARGS + i] =
+        rpc_int_arg(common_args[i].key, common_args[i].value);
   return (grpc_channel_args){n, args};
 }
 

@@ -49,8 +49,10 @@ void rpc_copy_string(char *buf, size_t size, const char *s, size_t len);
 
 /* ---- rpc_core.c: channel arguments both ends share --------------------- */
 
-#define RPC_N_COMMON_ARGS 7
+#define RPC_N_COMMON_ARGS 8
 grpc_channel_args rpc_fill_args(grpc_arg *args, size_t n);
+/* An integer channel argument (key static). */
+grpc_arg rpc_int_arg(const char *key, int value);
 
 /* ---- rpc_core.c: the engine -------------------------------------------- */
 

@@ -2,13 +2,13 @@
  * rpc_message.h - protobuf-c messages at the RPC edge, the one way every
  * service in Tessera does it: unpack a request or answer INVALID_ARGUMENT;
  * answer by packing once into a malloc'd buffer that the rpc layer takes
- * over (no further copy on our side); hand blocking work off the pollers.
+ * over (no further copy on our side). (Blocking work leaves the pollers
+ * through ts_rpc_call_offload, rpc.h.)
  */
 #ifndef TS_RPC_MESSAGE_H
 #define TS_RPC_MESSAGE_H
 
 #include <protobuf-c/protobuf-c.h>
-#include <pthread.h>
 #include <stdalign.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -68,22 +68,6 @@ static inline ProtobufCMessage *ts_rpc_call_unpack(
     ts_rpc_call *call, const ProtobufCMessageDescriptor *d,
     const uint8_t *data, size_t len) {
   return ts_rpc_call_unpack_with(call, d, NULL, data, len);
-}
-
-/* Runs fn(arg) on a detached thread: for handlers whose work blocks on the
- * network (loads, probes), which must never run on a poller thread. If no
- * thread can be started, answers RESOURCE_EXHAUSTED and returns nonzero;
- * the caller then still owns arg. */
-static inline int ts_rpc_call_offload(ts_rpc_call *call, void *(*fn)(void *),
-                                      void *arg) {
-  pthread_t t;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  int rc = pthread_create(&t, &attr, fn, arg);
-  pthread_attr_destroy(&attr);
-  if (rc != 0) ts_rpc_call_fail(call, TS_EEXHAUSTED, "cannot start a thread");
-  return rc;
 }
 
 #endif

@@ -30,9 +30,32 @@ const char ts_security_usage[] =
     "  --cluster-secret-file FILE\n"
     "                         a secret (one line, 16-128 characters, mode\n"
     "                         0600) that daemon-to-daemon calls carry and\n"
-    "                         need; --local-workers get a random one\n";
+    "                         need; --local-workers get a random one\n"
+    "  --max-message-size BYTES\n"
+    "                         largest gRPC message sent or received, K/M/G\n"
+    "                         suffixes, 64K..1G (default 64M); control calls\n"
+    "                         take requests of 64K at most\n"
+    "  --max-streams N        concurrent calls per client connection\n"
+    "                         (default 100; a worker's: 320 + --threads)\n";
 
-int ts_security_option(ts_security_opts *s, int opt, const char *arg) {
+/* --max-message-size: a size in TS_RPC_MAX_MESSAGE_MIN..MAX. */
+static int max_message_option(ts_security_opts *s, const char *arg,
+                              ts_err *err) {
+  uint64_t v = 0;
+  if (ts_size_parse(arg, &v, err) != TS_OK)
+    return ts_err_prefix(err, "--max-message-size");
+  if (v < TS_RPC_MAX_MESSAGE_MIN || v > TS_RPC_MAX_MESSAGE_MAX)
+    return ts_err_set(err, TS_EINVAL,
+                      "--max-message-size '%s' is not in 64K..1G (%u..%u "
+                      "bytes)", arg, TS_RPC_MAX_MESSAGE_MIN,
+                      TS_RPC_MAX_MESSAGE_MAX);
+  s->limits.max_message = (size_t)v;
+  return 1;
+}
+
+int ts_security_option(ts_security_opts *s, int opt, const char *arg,
+                       ts_err *err) {
+  long long n = 0;
   switch (opt - TS_SECURITY_OPTION_BASE) {
     case 0: s->tls_cert = arg; return 1;
     case 1: s->tls_key = arg; return 1;
@@ -41,8 +64,30 @@ int ts_security_option(ts_security_opts *s, int opt, const char *arg) {
     case 4: s->token_file = arg; return 1;
     case 5: s->insecure = true; return 1;
     case 6: s->secret_file = arg; return 1;
+    case 7: return max_message_option(s, arg, err);
+    case 8:
+      if (ts_integer_parse(arg, 1, TS_RPC_MAX_STREAMS_MAX, &n, err) != TS_OK)
+        return ts_err_prefix(err, "--max-streams");
+      s->limits.max_streams = (int)n;
+      return 1;
     default: return 0;
   }
+}
+
+int ts_security_limit_args(const ts_security_opts *s, const char **args,
+                           char (*buf)[24]) {
+  int a = 0;
+  if (s->limits.max_message) {
+    snprintf(buf[0], sizeof buf[0], "%zu", s->limits.max_message);
+    args[a++] = "--max-message-size";
+    args[a++] = buf[0];
+  }
+  if (s->limits.max_streams) {
+    snprintf(buf[1], sizeof buf[1], "%d", s->limits.max_streams);
+    args[a++] = "--max-streams";
+    args[a++] = buf[1];
+  }
+  return a;
 }
 
 bool ts_address_is_loopback(const char *address) {

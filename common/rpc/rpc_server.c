@@ -57,6 +57,9 @@
 /* ---- server ----------------------------------------------------------- */
 
 #define UNREGISTERED (-1)
+/* A server's gRPC memory quota (its connections' buffers and calls), in
+ * max messages: 1 GiB at the default 64 MiB. */
+#define RPC_SERVER_QUOTA_MESSAGES 16
 
 typedef struct method_entry {
   ts_rpc_method m; /* m.path is owned (strdup) */
@@ -384,9 +387,36 @@ static int start_recv_locked(ts_rpc_call *c) {
   return call_start_locked(c, &op, 1, &c->t_recv);
 }
 
+/* Whether a request message may reach the method's handler: it must come
+ * uncompressed (gRPC was told not to decompress: a small compressed
+ * message can inflate to any size) and within the method's cap. 0, or the
+ * TS_E* code with the reason in msg. The bytes are not read. */
+static int request_admitted(const method_entry *me, grpc_byte_buffer *bb,
+                            char *msg, size_t size) {
+  if (bb->type != GRPC_BB_RAW ||
+      bb->data.raw.compression != GRPC_COMPRESS_NONE) {
+    snprintf(msg, size, "%s: compressed requests are not accepted (send "
+             "them uncompressed)", me->m.path);
+    return TS_EUNSUPPORTED;
+  }
+  size_t cap = me->m.max_request ? me->m.max_request
+                                 : ts_rpc_get_limits().max_message;
+  size_t len = grpc_byte_buffer_length(bb);
+  if (len <= cap) return 0;
+  snprintf(msg, size, "%s: a request of %zu bytes is over the method's limit "
+           "of %zu bytes", me->m.path, len, cap);
+  return TS_EEXHAUSTED;
+}
+
 static void dispatch_unary(ts_rpc_call *c, method_entry *me) {
   if (!c->payload) {
     ts_rpc_call_fail(c, TS_EINVAL, "request message missing");
+    return;
+  }
+  char msg[TS_ERR_MSG_MAX];
+  int refused = request_admitted(me, c->payload, msg, sizeof msg);
+  if (refused < 0) {
+    ts_rpc_call_fail(c, refused, msg);
     return;
   }
   grpc_slice req = rpc_buffer_to_slice(c->payload);
@@ -488,13 +518,16 @@ static void on_recv(rpc_tag *t, int ok) {
     grpc_byte_buffer_destroy(bb);
     end = 1;
   } else if (bb) {
-    grpc_slice msg = rpc_buffer_to_slice(bb);
-    grpc_byte_buffer_destroy(bb);
     ts_err err;
     ts_err_clear(&err);
-    int rc = me->m.on_message(c, GRPC_SLICE_START_PTR(msg),
-                              GRPC_SLICE_LENGTH(msg), me->m.user, &err);
-    grpc_slice_unref(msg);
+    int rc = request_admitted(me, bb, err.msg, sizeof err.msg);
+    if (rc == 0) {
+      grpc_slice msg = rpc_buffer_to_slice(bb);
+      rc = me->m.on_message(c, GRPC_SLICE_START_PTR(msg),
+                            GRPC_SLICE_LENGTH(msg), me->m.user, &err);
+      grpc_slice_unref(msg);
+    }
+    grpc_byte_buffer_destroy(bb);
     if (rc < 0) {
       ts_rpc_call_fail(c, rc, err.msg[0] ? err.msg : ts_strerror(rc));
       end = 1;
@@ -582,7 +615,8 @@ static int methods_copy(ts_rpc_server *s, const ts_rpc_method *methods, int n,
     ts_rpc_method m = {.path = TS_RPC_HEALTH_CHECK_PATH,
                        .kind = TS_RPC_UNARY,
                        .unary = rpc_health_check,
-                       .user = s};
+                       .user = s,
+                       .max_request = TS_RPC_CONTROL_MAX_REQUEST};
     if (i < n) m = methods[i];
     s->methods[i].m = m;
     s->methods[i].m.path = strdup(m.path);
@@ -633,13 +667,29 @@ int ts_rpc_server_start(const ts_rpc_server_opts *opts,
     return rc;
   }
 
-  /* SO_REUSEPORT off, so a port in use is an error, not a shared port. */
-  grpc_arg args[RPC_N_COMMON_ARGS + 1];
-  args[RPC_N_COMMON_ARGS] = (grpc_arg){.type = GRPC_ARG_INTEGER,
-                                   .key = GRPC_ARG_ALLOW_REUSEPORT,
-                                   .value.integer = 0};
-  grpc_channel_args chargs = rpc_fill_args(args, RPC_N_COMMON_ARGS + 1);
+  /* SO_REUSEPORT off, so a port in use is an error, not a shared port.
+   * Messages are not decompressed: request_admitted refuses compressed
+   * ones unread. Each connection may have max_streams calls at once (a
+   * client's next one waits for a free stream), and gRPC's own buffers of
+   * all of them together are bounded by a memory quota. */
+  ts_rpc_limits limits = ts_rpc_get_limits();
+  grpc_resource_quota *quota = grpc_resource_quota_create("tessera-server");
+  grpc_resource_quota_resize(quota, RPC_SERVER_QUOTA_MESSAGES *
+                                        limits.max_message);
+  grpc_arg args[RPC_N_COMMON_ARGS + 4];
+  args[RPC_N_COMMON_ARGS] = rpc_int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  args[RPC_N_COMMON_ARGS + 1] =
+      rpc_int_arg(GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, 0);
+  args[RPC_N_COMMON_ARGS + 2] =
+      rpc_int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, limits.max_streams);
+  args[RPC_N_COMMON_ARGS + 3] =
+      (grpc_arg){.type = GRPC_ARG_POINTER,
+                 .key = GRPC_ARG_RESOURCE_QUOTA,
+                 .value.pointer = {quota, grpc_resource_quota_arg_vtable()}};
+  grpc_channel_args chargs =
+      rpc_fill_args(args, sizeof args / sizeof args[0]);
   s->server = grpc_server_create(&chargs, NULL);
+  grpc_resource_quota_unref(quota); /* the server holds its own reference */
   rc = rpc_engine_acquire(threads, &s->cq, err);
   if (rc < 0) {
     grpc_server_credentials_release(sc);

@@ -26,6 +26,7 @@ int ts_rpc_table_methods(const ts_rpc_handler *table, int n, void *user,
         .unary = table[i].raw ? table[i].raw : dispatch,
         .user = table[i].raw ? user : &bindings[i],
         .roles = table[i].roles,
+        .max_request = table[i].max_request,
     };
   }
   return n;

@@ -16,8 +16,8 @@
  * release a half-done upload's memory before a malformed chunk's failure
  * reaches the client, so it unpacks each chunk itself).
  *
- * Each entry names the roles it admits (rpc_auth.h), checked by the server
- * before the handler runs.
+ * Each entry names the roles it admits (rpc_auth.h) and the largest
+ * request it takes, both checked by the server before the handler runs.
  *
  * Depends on rpc.h, rpc_auth.h, rpc_message.h and protobuf-c only.
  */
@@ -41,6 +41,9 @@ typedef struct ts_rpc_handler {
   ts_rpc_request_fn handle;                   /* or NULL with raw */
   ts_rpc_unary_fn raw; /* instead of handle: gets the bytes, unpacks itself */
   unsigned roles;      /* TS_ROLE_* bits admitted (rpc_auth.h); 0: anyone */
+  size_t max_request;  /* ts_rpc_method.max_request: 0 for the process's
+                          max_message (tensors), else a control method's
+                          TS_RPC_CONTROL_MAX_REQUEST */
 } ts_rpc_handler;
 
 /* Where a table entry meets its service: storage the caller keeps (one per

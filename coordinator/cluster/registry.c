@@ -133,7 +133,9 @@ static void unbook(ts_membership *c, ts_served_model *m) {
 static int load_plain(ts_registry *r, ts_served_model *m, ts_err *err) {
   ts_membership *c = r->cluster;
   ts_model *model = NULL;
-  int rc = ts_model_load_file(m->config.path, &model, err);
+  ts_load_opts load = {.fold_limit = r->fold_limit};
+  int rc = ts_model_load_file_opts(m->config.path,
+                                   r->fold_limit ? &load : NULL, &model, err);
   if (rc) return rc;
   rc = io_from_values(&model->graph, model->graph.inputs,
                       model->graph.n_inputs, &m->inputs, err);

@@ -85,6 +85,9 @@ typedef struct ts_registry {
   int n;
   ts_membership *cluster;
   char repository[PATH_MAX];     /* "" when none */
+  size_t fold_limit;             /* bytes a model's load may fold
+                                    (graph.h); 0: the engine's default;
+                                    SIZE_MAX: none. Set after init */
 } ts_registry;
 
 void ts_registry_init(ts_registry *r, ts_membership *cluster,

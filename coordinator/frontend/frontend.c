@@ -574,9 +574,12 @@ int ts_frontend_drain(ts_frontend *fe, int64_t timeout_ms) {
 }
 
 /* The service's method table (rpc_table.h). ModelInfer is raw: its
- * request lives in the request's own arena until the answer. */
-#define TYPED(method, message, fn, roles) \
-  {SERVICE method, &inference__##message##__descriptor, fn, NULL, roles}
+ * request lives in the request's own arena until the answer, and only it
+ * carries tensors: every other request (names, versions) is capped at the
+ * control limit. */
+#define TYPED(method, message, fn, roles)                                \
+  {SERVICE method, &inference__##message##__descriptor, fn, NULL, roles, \
+   TS_RPC_CONTROL_MAX_REQUEST}
 static const ts_rpc_handler frontend_table[TS_FRONTEND_METHODS] = {
     TYPED("ServerLive", server_live_request, handle_server_live, TS_ROLES_INFER),
     TYPED("ServerReady", server_ready_request, handle_server_ready, TS_ROLES_INFER),
@@ -584,7 +587,7 @@ static const ts_rpc_handler frontend_table[TS_FRONTEND_METHODS] = {
     TYPED("ServerMetadata", server_metadata_request, handle_server_metadata, TS_ROLES_INFER),
     TYPED("ModelMetadata", model_metadata_request, handle_model_metadata, TS_ROLES_INFER),
     {SERVICE "ModelInfer", &inference__model_infer_request__descriptor, NULL,
-     handle_model_infer, TS_ROLES_INFER},
+     handle_model_infer, TS_ROLES_INFER, 0},
     TYPED("ModelConfig", model_config_request, handle_model_config, TS_ROLES_INFER),
     TYPED("ModelStatistics", model_statistics_request, handle_model_statistics,
           TS_ROLES_INFER),

@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import os
+import pty
 import sys
 import tempfile
 import shutil
@@ -333,6 +334,97 @@ class Cli(kserve.CliMixin, unittest.TestCase):
                 p = self.tessera('health', '--server', bad, expect=2)
                 self.assertIn('tessera health: --server: ', p.stderr)
                 self.assertIn(why, p.stderr)
+    def bench_json(self, *extra):
+        path = self.save('bench_load', sample('FP32', (2, 4)))
+        p = self.tessera('bench', '--server', self.fake.address, '--model', 'echo_raw',
+                         '--input', 'x=' + path, '--format', 'json', *extra)
+        self.assertEqual(p.stderr, '', 'no progress line when stderr is no terminal')
+        doc = json.loads(p.stdout)
+        self.assertEqual((doc['ok'], doc['errors']), (doc['requests'], 0), doc)
+        return doc
+
+    def test_bench_open_loop(self):
+        # Request k is due at k / 50 s: the 25 due in the first 0.5 s are the
+        # warmup, the 100 due in the next 2 s are counted, sent or dropped.
+        doc = self.bench_json('--rate', '50', '--duration', '2', '--warmup', '0.5',
+                              '--concurrency', '4')
+        self.assertEqual((doc['mode'], doc['rate_rps'], doc['warmup_s'], doc['concurrency']),
+                         ('open', 50, 0.5, 4))
+        self.assertEqual(doc['warmup_requests'], 25)
+        self.assertEqual(doc['requests'] + doc['dropped'], 100)
+        self.assertGreater(doc['requests'], 0)
+        lat = doc['latency_ms']
+        self.assertTrue(0 < lat['p50'] <= lat['p90'] <= lat['p99'] <= lat['max'], lat)
+        # --requests bounds an open loop as well.
+        doc = self.bench_json('--rate', '200', '--requests', '10')
+        self.assertEqual((doc['requests'] + doc['dropped'], doc['warmup_requests']), (10, 0))
+
+    def test_bench_duration(self):
+        # Closed loop for a time: no count given, none dropped; the first
+        # call starts in the warmup.
+        doc = self.bench_json('--duration', '1', '--warmup', '0.3', '--concurrency', '2')
+        self.assertEqual((doc['mode'], doc['dropped']), ('closed', 0))
+        self.assertNotIn('rate_rps', doc)
+        self.assertGreater(doc['requests'], 0)
+        self.assertGreaterEqual(doc['warmup_requests'], 1)
+        # --requests ends it before --duration does.
+        doc = self.bench_json('--duration', '60', '--requests', '7', '--concurrency', '3')
+        self.assertEqual((doc['requests'], doc['warmup_requests']), (7, 0))
+
+    def test_bench_progress_on_a_terminal(self):
+        path = self.save('bench_tty', sample('FP32', (2, 4)))
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([kserve.binary('tessera'), 'bench', '--server', self.fake.address,
+                                 '--model', 'echo_raw', '--input', 'x=' + path,
+                                 '--rate', '20', '--duration', '1.5', '--format', 'json'],
+                                stdout=subprocess.PIPE, stderr=slave, universal_newlines=True)
+        os.close(slave)
+        tty = b''
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other end is closed
+                break
+            if not chunk:
+                break
+            tty += chunk
+        os.close(master)
+        out, _ = proc.communicate(timeout=60)
+        self.assertEqual(proc.returncode, 0, tty)
+        self.assertEqual(json.loads(out)['requests'] + json.loads(out)['dropped'], 30)
+        text = tty.decode()
+        # Once a second from 1 s on: elapsed, requests, req/s, p50; erased at
+        # the end.
+        self.assertRegex(text, r'^\r\x1b\[K +\d+\.\d s  \d+ requests  [0-9.]+ req/s  p50 '
+                               r'([0-9.]+ ms|-)')
+        self.assertTrue(text.endswith('\r\x1b[K'), repr(text))
+
+    def test_eval_batches(self):
+        # echo_raw answers x itself: the argmax of each row is its class.
+        x = np.array([[0, 3, 1, 2], [5, 1, 0, 0], [1, 1, 4, 0], [0, 0, 0, 9], [2, 7, 1, 0]],
+                     np.float32)
+        labels = np.array([1, 0, 2, 2, 1], np.int64)  # row 3 is wrong
+        p = self.tessera('eval', '--server', self.fake.address, '--model', 'echo_raw',
+                         '--input', self.save('eval_x', x), '--labels',
+                         self.save('eval_y', labels), '--batch', '2', '--format', 'json')
+        doc = json.loads(p.stdout)
+        self.assertEqual((doc['output'], doc['correct'], doc['accuracy'], doc['batch']),
+                         ('x', 4, 0.8, 2))
+        # Three requests of 2, 2 and 1 rows; the last sent row 4.
+        req = self.fake.last_request
+        self.assertEqual([(i.name, list(i.shape)) for i in req.inputs], [('x', [1, 4])])
+        self.assertEqual(np.frombuffer(req.raw_input_contents[0], np.float32).tolist(),
+                         x[4].tolist())
+        # Float labels: a regression over all four values of each row.
+        target = x + np.array([0.5, -1, 0, 2], np.float32)
+        p = self.tessera('eval', '--server', self.fake.address, '--model', 'echo_raw',
+                         '--input', self.save('eval_x', x), '--labels',
+                         self.save('eval_t', target.astype(np.float64)), '--format', 'json')
+        doc = json.loads(p.stdout)
+        self.assertEqual(doc['task'], 'regression')
+        self.assertAlmostEqual(doc['rmse'], np.sqrt(np.mean((x - target.astype(np.float64)) ** 2)),
+                               places=12)
+        self.assertEqual(doc['max_abs_error'], 2.0)
 
     def jq(self, text, program):
         p = subprocess.run(['jq', '-c', program], input=text, stdout=subprocess.PIPE,
@@ -411,6 +503,11 @@ class Cli(kserve.CliMixin, unittest.TestCase):
                      ['models', '--server', 'x', '--typed'],             # not its option
                      ['bench', '--server', 'x', '--model', 'm', '--input', 'a=b',
                       '--requests', '0'],
+                     ['bench', '--server', 'x', '--model', 'm', '--rate', '0'],
+                     ['bench', '--server', 'x', '--model', 'm', '--duration', '-1'],
+                     ['bench', '--server', 'x', '--model', 'm', '--warmup', 'soon'],
+                     ['bench', '--server', 'x', '--model', 'm', '--rate', 'inf'],
+                     ['infer', '--server', 'x', '--model', 'm', '--rate', '5'],
                      ['health'],                                         # no --server
                      ['models', '--server', 'x', '--format', 'xml'],
                      ['nosuchcommand'],
@@ -419,7 +516,7 @@ class Cli(kserve.CliMixin, unittest.TestCase):
                 p = self.tessera(*args, expect=2)
                 self.assertTrue(p.stderr, 'a usage error says why')
         for cmd in ('infer', 'models', 'load', 'unload', 'health', 'metadata', 'status',
-                    'bench'):
+                    'bench', 'eval'):
             p = self.tessera(cmd, '--help')
             self.assertTrue(p.stdout.startswith('usage: tessera %s ' % cmd), p.stdout)
         self.assertIn('commands:', self.tessera('--help').stdout)
