@@ -35,7 +35,6 @@ Load generators (--client):
 
 Everything stays on 127.0.0.1. See bench/README.md.
 """
-import argparse
 import multiprocessing
 import json
 import os
@@ -46,46 +45,41 @@ import sys
 import tempfile
 import time
 
+import benchargs  # bench/, beside this script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.dirname(HERE)
 TESTS = os.path.join(SOURCE, 'tests', 'python')
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = benchargs.parser(__doc__)
     p.add_argument('--build', default=os.environ.get('TESSERA_BUILD') or
                    os.path.join(SOURCE, 'build'),
                    help='meson build dir with the daemons and the tessera CLI '
-                   '(default: $TESSERA_BUILD or SOURCE/build)')
-    p.add_argument('--model', default='mlp', help='a model of tests/python/export_models.py '
-                   '(default: mlp)')
+                   '($TESSERA_BUILD or SOURCE/build)')
+    p.add_argument('--model', default='mlp', help='a model of tests/python/export_models.py')
     p.add_argument('--client', choices=('tessera', 'python'), default='tessera',
-                   help='load generator (default: tessera)')
-    p.add_argument('--seconds', type=float, default=5.0,
-                   help='measured time of each run (default: 5)')
+                   help='load generator')
+    p.add_argument('--seconds', type=float, default=5.0, help='measured time of each run')
     p.add_argument('--warmup', type=float, default=1.0,
-                   help='unmeasured load before each run, s (default: 1)')
+                   help='unmeasured load before each run, s')
     p.add_argument('--rounds', type=int, default=3,
-                   help='runs of each configuration, alternating (default: 3)')
-    p.add_argument('--clients', type=int, default=32,
-                   help='concurrent closed-loop clients (default: 32)')
+                   help='runs of each configuration, alternating')
+    p.add_argument('--clients', type=int, default=32, help='concurrent closed-loop clients')
     p.add_argument('--processes', type=int, default=4,
-                   help='--client python: processes the clients are spread over '
-                   '(default: 4)')
+                   help='--client python: processes the clients are spread over')
     p.add_argument('--isolate', choices=('on', 'off'), default='on',
-                   help='on (default, with 2+ CPUs): the load generator runs on '
-                   'the last CPU and the daemons on the others, as a load '
-                   'generator on its own machine would; off: all share every CPU')
+                   help='on (with 2+ CPUs): the load generator runs on the last CPU '
+                   'and the daemons on the others, as a load generator on its own '
+                   'machine would; off: all share every CPU')
     p.add_argument('--workers', type=int, default=1,
-                   help='local workers of the coordinator (default: 1)')
-    p.add_argument('--worker-threads', type=int, default=1,
-                   help='kernel threads per worker (default: 1)')
-    p.add_argument('--max-batch', type=int, default=32, help='max_batch (default: 32)')
-    p.add_argument('--delay-us', type=int, default=2000,
-                   help='batch_delay_us (default: 2000)')
+                   help='local workers of the coordinator')
+    p.add_argument('--worker-threads', type=int, default=1, help='kernel threads per worker')
+    p.add_argument('--max-batch', type=int, default=32, help='max_batch')
+    p.add_argument('--delay-us', type=int, default=2000, help='batch_delay_us')
     p.add_argument('--deadline', type=float, default=10.0,
-                   help='client deadline of each request, s (default: 10)')
+                   help='client deadline of each request, s')
     return p.parse_args(argv)
 
 

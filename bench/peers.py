@@ -41,7 +41,6 @@ install script fetches GPU libraries; the CPU library ships in the package).
 
 Everything stays on 127.0.0.1. See bench/README.md.
 """
-import argparse
 import json
 import os
 import shutil
@@ -52,6 +51,8 @@ import tempfile
 import time
 
 import numpy as np
+
+import benchargs  # bench/, beside this script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.dirname(HERE)
@@ -65,22 +66,16 @@ SEQUENCE = 16  # the transformer's tokens per row
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = benchargs.parser(__doc__)
     p.add_argument('--build', default=kserve.BUILD,
-                   help='meson build dir with the daemons and the tessera CLI '
-                   '(default: %(default)s)')
+                   help='meson build dir with the daemons and the tessera CLI')
     p.add_argument('--models', default=DEFAULT_MODELS,
-                   help='comma-separated models of tests/python/export_models.py '
-                   '(default: %s)' % DEFAULT_MODELS)
-    p.add_argument('--threads', type=int, default=1,
-                   help='kernel threads of every engine (default: 1)')
-    p.add_argument('--batch', type=int, default=32,
-                   help='rows of the throughput runs (default: 32)')
+                   help='comma-separated models of tests/python/export_models.py')
+    p.add_argument('--threads', type=int, default=1, help='kernel threads of every engine')
+    p.add_argument('--batch', type=int, default=32, help='rows of the throughput runs')
     p.add_argument('--seconds', type=float, default=1.0,
-                   help='measured time of each (model, batch, engine) per round '
-                   '(default: 1)')
-    p.add_argument('--rounds', type=int, default=3, help='rounds (default: 3)')
+                   help='measured time of each (model, batch, engine) per round')
+    p.add_argument('--rounds', type=int, default=3, help='rounds')
     return p.parse_args(argv)
 
 

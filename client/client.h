@@ -122,6 +122,10 @@ int cli_decode_output(const Inference__ModelInferResponse *resp, size_t i,
 /* The tensors --input names, or, without --input, inputs generated from
  * the model's metadata (cli_generate_inputs). */
 int cli_prepare_inputs(cli *c, tensor_set *s, ts_err *err);
+/* The serialized ModelInferRequest of `infer` and `bench`: the tensors of
+ * cli_prepare_inputs and --output; *out malloc'd. */
+int cli_prepare_infer_request(cli *c, uint8_t **out, size_t *out_len,
+                              ts_err *err);
 /* Random inputs of each input's datatype and shape: a dynamic leading dim
  * is `batch` (--batch, 1 when not given), other dynamic dims 1; floats uniform in [-1, 1), integers in
  * [0, 16), booleans either; the same `seed` gives the same data. */
@@ -129,7 +133,7 @@ int cli_generate_inputs(const Inference__ModelMetadataResponse *md,
                         long batch, uint64_t seed, tensor_set *s, ts_err *err);
 
 /* Element i of a numeric tensor as a double (NaN for no number type) or an
- * int64 (uint64 above INT64_MAX wraps; floats truncate). */
+ * int64 (uint64 above INT64_MAX wraps; floats truncate, NaN gives 0). */
 double cli_tensor_double(const ts_tensor *t, int64_t i);
 int64_t cli_tensor_int64(const ts_tensor *t, int64_t i);
 /* FP16, FP32, FP64. */

@@ -388,7 +388,6 @@ static json_t *bench_json(const cli *c, bench *b) {
 
 int cmd_bench(cli *c, ts_err *err) {
   const options *opt = c->opt;
-  tensor_set in;
   uint8_t *req = NULL;
   size_t len = 0;
   bench b = {.c = c,
@@ -401,11 +400,7 @@ int cmd_bench(cli *c, ts_err *err) {
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
   pthread_cond_init(&b.changed, &attr);
   pthread_condattr_destroy(&attr);
-  int rc = cli_prepare_inputs(c, &in, err);
-  if (!rc) {
-    rc = cli_encode_infer_request(opt, &in, &req, &len, err);
-    cli_tensor_set_free(&in);
-  }
+  int rc = cli_prepare_infer_request(c, &req, &len, err);
   if (!rc) {
     b.slots = calloc((size_t)opt->concurrency, sizeof *b.slots);
     b.free_slots = calloc((size_t)opt->concurrency, sizeof *b.free_slots);

@@ -66,21 +66,17 @@ static int show_infer_response(const options *opt,
 }
 
 int cmd_infer(cli *c, ts_err *err) {
-  tensor_set in;
   uint8_t *req = NULL;
   size_t len = 0;
   ProtobufCMessage *resp = NULL;
   cli_out out;
-  int rc = cli_prepare_inputs(c, &in, err);
+  int rc = cli_prepare_infer_request(c, &req, &len, err);
   if (rc) return rc;
   /* A table shows each output as it is decoded; the other formats print
    * the whole document at the end. */
   cli_out_init(&out, c->opt->format);
-  rc = cli_encode_infer_request(c->opt, &in, &req, &len, err);
-  if (!rc)
-    rc = cli_call_bytes(c, KSERVE_SERVICE "ModelInfer", req, len,
-                        &inference__model_infer_response__descriptor, &resp,
-                        err);
+  rc = cli_call_bytes(c, KSERVE_SERVICE "ModelInfer", req, len,
+                      &inference__model_infer_response__descriptor, &resp, err);
   if (!rc)
     rc = show_infer_response(c->opt, (Inference__ModelInferResponse *)resp,
                              &out, err);
@@ -89,6 +85,5 @@ int cmd_infer(cli *c, ts_err *err) {
   cli_out_free(&out);
   if (resp) protobuf_c_message_free_unpacked(resp, NULL);
   free(req);
-  cli_tensor_set_free(&in);
   return rc;
 }

@@ -18,12 +18,9 @@ json_t *cli_index_json(const Inference__RepositoryIndexResponse *index) {
   json_t *rows = json_array();
   for (size_t i = 0; i < index->n_models; i++) {
     const Inference__RepositoryIndexResponse__ModelIndex *m = index->models[i];
-    json_t *row = json_object();
-    json_object_set_new(row, "name", json_string(m->name));
-    json_object_set_new(row, "version", json_string(m->version));
-    json_object_set_new(row, "state", json_string(m->state));
-    json_object_set_new(row, "reason", json_string(m->reason));
-    json_array_append_new(rows, row);
+    json_array_append_new(rows, json_pack("{s:s, s:s, s:s, s:s}", "name", m->name,
+                                          "version", m->version, "state", m->state,
+                                          "reason", m->reason));
   }
   return rows;
 }

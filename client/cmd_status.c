@@ -38,12 +38,10 @@ static json_t *tensor_metadata_json(
     size_t n, Inference__ModelMetadataResponse__TensorMetadata *const *tensors) {
   json_t *rows = json_array();
   for (size_t i = 0; i < n; i++) {
-    json_t *row = json_object();
     int rank = tensors[i]->n_shape > 64 ? 64 : (int)tensors[i]->n_shape;
-    json_object_set_new(row, "name", json_string(tensors[i]->name));
-    json_object_set_new(row, "datatype", json_string(tensors[i]->datatype));
-    json_object_set_new(row, "shape", cli_shape_json(tensors[i]->shape, rank));
-    json_array_append_new(rows, row);
+    json_array_append_new(rows, json_pack("{s:s, s:s, s:o}", "name", tensors[i]->name,
+                                          "datatype", tensors[i]->datatype, "shape",
+                                          cli_shape_json(tensors[i]->shape, rank)));
   }
   return rows;
 }
@@ -117,23 +115,18 @@ static json_t *workers_json(const Tessera__Admin__V1__ClusterStatusResponse *st)
   json_t *rows = json_array();
   for (size_t i = 0; i < st->n_workers; i++) {
     const Tessera__Admin__V1__WorkerState *w = st->workers[i];
-    json_t *row = json_object();
-    json_object_set_new(row, "worker", json_integer(w->index));
-    json_object_set_new(row, "address", json_string(w->address));
     /* "up" stays lower case, as scripts read it; the others stand out. */
-    json_object_set_new(row, "state",
-                        json_string(w->state[0] && strcmp(w->state, "UP") != 0
-                                        ? w->state
-                                        : w->up ? "up" : "DOWN"));
-    json_object_set_new(row, "threads", json_integer(w->threads));
-    json_object_set_new(row, "planned_bytes", json_integer((json_int_t)w->memory_planned));
-    json_object_set_new(row, "limit_bytes",
+    const char *state = w->state[0] && strcmp(w->state, "UP") != 0 ? w->state
+                        : w->up ? "up" : "DOWN";
+    json_array_append_new(
+        rows, json_pack("{s:i, s:s, s:s, s:i, s:I, s:o, s:i, s:I, s:I}", "worker",
+                        w->index, "address", w->address, "state", state, "threads",
+                        w->threads, "planned_bytes", (json_int_t)w->memory_planned,
+                        "limit_bytes",
                         w->memory_limit ? json_integer((json_int_t)w->memory_limit)
-                                        : json_null());
-    json_object_set_new(row, "in_flight", json_integer(w->outstanding));
-    json_object_set_new(row, "calls", json_integer((json_int_t)w->calls));
-    json_object_set_new(row, "failures", json_integer((json_int_t)w->failures));
-    json_array_append_new(rows, row);
+                                        : json_null(),
+                        "in_flight", w->outstanding, "calls", (json_int_t)w->calls,
+                        "failures", (json_int_t)w->failures));
   }
   return rows;
 }
@@ -142,19 +135,16 @@ static json_t *model_states_json(const Tessera__Admin__V1__ClusterStatusResponse
   json_t *rows = json_array();
   for (size_t i = 0; i < st->n_models; i++) {
     const Tessera__Admin__V1__ModelState *m = st->models[i];
-    json_t *row = json_object();
-    json_object_set_new(row, "model", json_string(m->name));
-    json_object_set_new(row, "state", json_string(m->state));
-    json_object_set_new(row, "strategy",
-                        m->n_members ? json_sprintf("ensemble(%s) of %zu", m->fuse,
-                                                    m->n_members)
-                                     : json_string(m->strategy));
-    json_object_set_new(row, "stages", json_integer(m->stages));
-    json_object_set_new(row, "replicas", json_integer(m->replicas));
-    json_object_set_new(row, "weight_bytes", json_integer((json_int_t)m->weight_bytes));
-    json_object_set_new(row, "requests", json_integer((json_int_t)m->requests));
-    json_object_set_new(row, "failures", json_integer((json_int_t)m->failures));
-    json_array_append_new(rows, row);
+    json_t *strategy = m->n_members
+                           ? json_sprintf("ensemble(%s) of %zu", m->fuse, m->n_members)
+                           : json_string(m->strategy);
+    json_array_append_new(
+        rows, json_pack("{s:s, s:s, s:o, s:i, s:i, s:I, s:I, s:I}", "model", m->name,
+                        "state", m->state, "strategy", strategy, "stages", m->stages,
+                        "replicas", m->replicas, "weight_bytes",
+                        (json_int_t)m->weight_bytes, "requests",
+                        (json_int_t)m->requests, "failures",
+                        (json_int_t)m->failures));
   }
   return rows;
 }
@@ -163,7 +153,7 @@ static json_t *shards_json(const Tessera__Admin__V1__ClusterStatusResponse *st) 
   json_t *rows = json_array();
   for (size_t i = 0; i < st->n_shards; i++) {
     const Tessera__Admin__V1__ShardPlacement *s = st->shards[i];
-    json_t *row = json_object(), *workers = json_array();
+    json_t *workers = json_array();
     for (size_t w = 0; w < s->n_workers; w++) {
       json_t *replica = json_object();
       json_object_set_new(replica, "worker", json_integer(s->workers[w]));
@@ -171,14 +161,11 @@ static json_t *shards_json(const Tessera__Admin__V1__ClusterStatusResponse *st) 
         json_object_set_new(replica, "state", json_string(s->replica_states[w]));
       json_array_append_new(workers, replica);
     }
-    json_object_set_new(row, "model", json_string(s->model));
-    json_object_set_new(row, "stage", json_integer(s->stage));
-    json_object_set_new(row, "shard", json_integer(s->shard));
-    json_object_set_new(row, "label", json_string(s->label));
-    json_object_set_new(row, "bytes", json_integer((json_int_t)s->bytes));
-    json_object_set_new(row, "workers", workers);
-    json_object_set_new(row, "moves", json_integer(s->moves));
-    json_array_append_new(rows, row);
+    json_array_append_new(
+        rows, json_pack("{s:s, s:i, s:i, s:s, s:I, s:o, s:I}", "model", s->model,
+                        "stage", s->stage, "shard", s->shard, "label", s->label,
+                        "bytes", (json_int_t)s->bytes, "workers", workers, "moves",
+                        (json_int_t)s->moves));
   }
   return rows;
 }

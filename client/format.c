@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
 #include "client.h"
 
 static const char *const format_names[] = {
@@ -118,15 +119,9 @@ static void text_add(text *t, const char *fmt, ...) {
   int need = vsnprintf(NULL, 0, fmt, ap);
   va_end(ap);
   if (need < 0 || t->failed) return;
-  if (t->n + (size_t)need + 1 > t->cap) {
-    size_t cap = (t->cap ? 2 * t->cap : 64) + (size_t)need;
-    char *s = realloc(t->s, cap);
-    if (!s) {
-      t->failed = true;
-      return;
-    }
-    t->s = s;
-    t->cap = cap;
+  if (ts_array_reserve(&t->s, &t->cap, t->n + (size_t)need + 1, 1, 64)) {
+    t->failed = true;
+    return;
   }
   va_start(ap, fmt);
   vsnprintf(t->s + t->n, t->cap - t->n, fmt, ap);

@@ -154,9 +154,8 @@ static int load_inputs(const string_list *specs, const char *only_input,
   return TS_OK;
 }
 
-/* Serializes a ModelInferRequest: the inputs as raw_input_contents (or typed
- * contents when `typed`), and one requested output per --output spec.
- * *out is malloc'd (caller frees). */
+/* The inputs as raw_input_contents (or typed contents when `typed`), and
+ * one requested output per --output spec. */
 int cli_encode_infer_request(const options *opt, const tensor_set *in,
                              uint8_t **out, size_t *out_len, ts_err *err) {
   size_t n = (size_t)in->n, m = (size_t)opt->outputs.n;
@@ -350,14 +349,11 @@ double cli_tensor_double(const ts_tensor *t, int64_t i) {
 }
 
 int64_t cli_tensor_int64(const ts_tensor *t, int64_t i) {
-  switch (t->dtype) {
-#define TS_X(dtype, ctype) \
-  case TS_DTYPE_##dtype: return (int64_t)((const ctype *)t->data)[i];
-    ELEMENT_LIST(TS_X)
-#undef TS_X
-    case TS_DTYPE_FLOAT16: return (int64_t)half_to_double(((const uint16_t *)t->data)[i]);
-    default: return 0;
-  }
+  /* Only 64-bit integers lose digits on the way through a double. */
+  if (t->dtype == TS_DTYPE_INT64) return ((const int64_t *)t->data)[i];
+  if (t->dtype == TS_DTYPE_UINT64) return (int64_t)((const uint64_t *)t->data)[i];
+  double d = cli_tensor_double(t, i);
+  return isnan(d) ? 0 : (int64_t)d;
 }
 
 bool cli_dtype_is_float(ts_dtype dtype) {
@@ -455,5 +451,15 @@ int cli_prepare_inputs(cli *c, tensor_set *s, ts_err *err) {
   else
     rc = load_inputs(&opt->inputs, md->inputs[0]->name, s, err);
   protobuf_c_message_free_unpacked(&md->base, NULL);
+  return rc;
+}
+
+int cli_prepare_infer_request(cli *c, uint8_t **out, size_t *out_len,
+                              ts_err *err) {
+  tensor_set in;
+  int rc = cli_prepare_inputs(c, &in, err);
+  if (rc) return rc;
+  rc = cli_encode_infer_request(c->opt, &in, out, out_len, err);
+  cli_tensor_set_free(&in);
   return rc;
 }

@@ -12,6 +12,7 @@
 #include "check_main.h"
 #include "kernel_check.h"
 #include "op_list.h"
+#include "protowire.h"
 
 #define D(...) (int64_t[]){__VA_ARGS__}
 
@@ -120,17 +121,9 @@ END_TEST
 /* Wraps buf[0..*len) as field `number` (length-delimited) in place: the
  * buffer is reallocated, the tag and length put in front. */
 static uint8_t *wire_wrap(uint8_t *buf, size_t *len, uint64_t number) {
-  uint8_t head[20];
-  size_t h = 0;
-  for (uint64_t v = number << 3 | 2, pass = 0; pass < 2;
-       v = *len, pass++) {
-    do {
-      head[h] = (uint8_t)(v & 0x7f);
-      v >>= 7;
-      if (v) head[h] |= 0x80;
-      h++;
-    } while (v);
-  }
+  uint8_t head[2 * TS_WIRE_VARINT_MAX];
+  size_t h = ts_wire_put_varint(head, number << 3 | TS_WT_LEN);
+  h += ts_wire_put_varint(head + h, *len);
   uint8_t *out = malloc(*len + h);
   ck_assert_ptr_nonnull(out);
   memcpy(out, head, h);
@@ -187,6 +180,35 @@ START_TEST(nesting_limit) {
   b = wire_wrap(b, &len, 7);
   ck_assert_int_eq(ts_model_check_nesting(b, len, 10, &err), TS_OK);
   free(b);
+}
+END_TEST
+
+/* ts_wire_put_varint against the protobuf encoding guide's examples and
+ * the 64-bit extremes, read back by ts_wire_varint. */
+START_TEST(varint_encoding) {
+  static const struct {
+    uint64_t v;
+    size_t n;
+    uint8_t bytes[TS_WIRE_VARINT_MAX];
+  } cases[] = {
+      {0, 1, {0x00}},
+      {1, 1, {0x01}},
+      {127, 1, {0x7f}},
+      {150, 2, {0x96, 0x01}},
+      {300, 2, {0xac, 0x02}},
+      {UINT64_MAX, 10,
+       {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    uint8_t b[TS_WIRE_VARINT_MAX];
+    ck_assert_uint_eq(ts_wire_put_varint(b, cases[i].v), cases[i].n);
+    ck_assert_mem_eq(b, cases[i].bytes, cases[i].n);
+    ts_wire_cursor c = {b, b + cases[i].n};
+    uint64_t back = 0;
+    ck_assert(ts_wire_varint(&c, &back));
+    ck_assert_uint_eq(back, cases[i].v);
+    ck_assert_ptr_eq(c.p, c.end);
+  }
 }
 END_TEST
 
@@ -1098,6 +1120,7 @@ static void cases(Suite *s) {
       batch_norm_not_folded, nodes_out_of_order_are_sorted,
       shape_arithmetic_inference, output_shape_from_value_info, load_file,
       load_in_place, pytorch_mlp_matches_torch, pytorch_conv_bn_folds_and_matches_torch);
+  TS_CHECK_CASE(s, "wire", 30, NULL, NULL, varint_encoding);
 }
 
 const ts_check_suite ts_check_this_suite = {.name = "graph", .cases = cases};

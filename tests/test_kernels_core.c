@@ -81,6 +81,12 @@ START_TEST(gemm_bad_inputs) {
   ck_assert_msg(strstr(err.msg, "transA"), "%s", err.msg);
   ck_assert_int_eq(gemm_expect(2, 3, 3, 5, "transB", 1, true, TS_DTYPE_FLOAT,
                                &err), TS_EINVAL); /* float-typed flag */
+  ck_assert_msg(strstr(err.msg, "attribute 'transB' must be an int"), "%s",
+                err.msg);
+  ck_assert_int_eq(gemm_expect(2, 3, 3, 5, "alpha", 2, false, TS_DTYPE_FLOAT,
+                               &err), TS_EINVAL); /* int-typed scale */
+  ck_assert_msg(strstr(err.msg, "attribute 'alpha' must be a float"), "%s",
+                err.msg);
   ck_assert_int_eq(gemm_expect(2, 3, 3, 5, "broadcast", 1, false,
                                TS_DTYPE_FLOAT, &err), TS_EUNSUPPORTED);
   ck_assert_msg(strstr(err.msg, "broadcast") && strstr(err.msg, "'op'"), "%s",
@@ -392,6 +398,15 @@ START_TEST(softmax_bad_axis) {
   mp = kc_op_model("LogSoftmax", "", 13, in, 1, 0, 1, &node);
   kc_attr_string(node, "axis", "1");
   ck_assert_int_eq(kc_model_run(mp, in, 1, 0, &y, 1, &err), TS_EINVAL);
+  ck_assert_msg(strstr(err.msg, "attribute 'axis' must be an int"), "%s",
+                err.msg);
+  kc_model_free(mp);
+  /* An int-typed attribute without its value. */
+  mp = kc_op_model("Softmax", "", 13, in, 1, 0, 1, &node);
+  kc_attr_new(node, "axis", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
+  ck_assert_int_eq(kc_model_run(mp, in, 1, 0, &y, 1, &err), TS_EINVAL);
+  ck_assert_msg(strstr(err.msg, "attribute 'axis' has no value"), "%s",
+                err.msg);
   kc_model_free(mp);
   ts_tensor_free(&x);
 }

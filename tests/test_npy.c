@@ -418,76 +418,65 @@ static void expect_decode(const char *header, size_t data_len, int code,
   expect_decode_len(header, strlen(header), data_len, code, word);
 }
 
+/* Headers of an image whose data holds `data_len` bytes, the code
+ * ts_npy_decode gives, and a word of its message. F4(rest): a little-endian
+ * float32 C-order header, the dict's keys after 'fortran_order' in `rest`. */
+#define F4(rest) "{'descr': '<f4', 'fortran_order': False, " rest
+static const struct {
+  const char *header;
+  size_t data_len;
+  int code;
+  const char *word;
+} headers[] = {
+    /* Sanity: the good form and harmless variations parse. */
+    {F4("'shape': (2, 3), }\n"), 24, 0, NULL},
+    {"{\"shape\":(2,3),\"descr\":\"<f4\",\"fortran_order\":False}", 24, 0, NULL},
+    {"{'descr': '<i8', 'fortran_order': False, 'shape': (2L, 1L), }", 16, 0, NULL},
+    {F4("'shape': (2, 3), }"), 20, TS_EINVAL, "truncated"},
+    {F4("'shape': (2, 3), }"), 28, TS_EINVAL, "unexpected bytes"},
+    {"'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", 8, TS_EINVAL, "'{'"},
+    {F4("'shape': (2,)"), 8, TS_EINVAL, "header"},
+    {"{'descr': '<f4', 'shape': (2,), }", 8, TS_EINVAL, "missing key 'fortran_order'"},
+    {F4("'shape': (2,), 'extra': 1}"), 8, TS_EINVAL, "unexpected key 'extra'"},
+    {"{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, "
+     "'shape': (2,)}", 8, TS_EINVAL, "duplicate key 'descr'"},
+    {"{'descr': <f4, 'fortran_order': False, 'shape': (2,)}", 8, TS_EINVAL, "'descr' value"},
+    {"{'descr': '<f4", 8, TS_EINVAL, "unterminated"},
+    {"{'descr': '<f4', 'fortran_order': 0, 'shape': (2,)}", 8, TS_EINVAL, "fortran_order"},
+    {"{'descr': '<f4', 'fortran_order': Falsehood, 'shape': (2,)}", 8, TS_EINVAL, "fortran_order"},
+    {F4("'shape': [2]}"), 8, TS_EINVAL, "tuple"},
+    {F4("'shape': (2)}"), 8, TS_EINVAL, "tuple"},
+    {F4("'shape': (2, -3)}"), 8, TS_EINVAL, "dim 1 is negative"},
+    {F4("'shape': (2, x)}"), 8, TS_EINVAL, "dim 1 is not an integer"},
+    {F4("'shape': (2 3)}"), 8, TS_EINVAL, "expected ','"},
+    {F4("'shape': (99999999999999999999,)}"), 8, TS_EINVAL, "overflows"},
+    /* Product overflows int64: 2^62 * 8 elements. */
+    {F4("'shape': (4611686018427387904, 8)}"), 8, TS_EINVAL, "overflows"},
+    /* A lying header: 2^40 floats promised, 8 bytes present. Must fail on
+     * size, not try to allocate 4 TiB. */
+    {F4("'shape': (1099511627776,)}"), 8, TS_EINVAL, "truncated"},
+    {F4("'shape': (2,)} x"), 8, TS_EINVAL, "after the dict"},
+    {"{'descr': '<f4' 'fortran_order': False, 'shape': (2,)}", 8, TS_EINVAL, "expected ',' or '}'"},
+    {"{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2)}", 16, TS_EUNSUPPORTED, "Fortran"},
+    {"{'descr': '>f4', 'fortran_order': False, 'shape': (2,)}", 8, TS_EUNSUPPORTED, "big-endian"},
+    {"{'descr': '|O', 'fortran_order': False, 'shape': (2,)}", 16, TS_EUNSUPPORTED, "object"},
+    {"{'descr': '<c8', 'fortran_order': False, 'shape': (2,)}", 16, TS_EUNSUPPORTED, "'<c8'"},
+    {"{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,)}", 8, TS_EUNSUPPORTED,
+     "structured"},
+    {F4("'shape': (1,1,1,1,1,1,1,1,1)}"), 4, TS_EUNSUPPORTED, "dims"},
+    /* One-byte types have no byte order: '>' and '<' are both fine. */
+    {"{'descr': '>u1', 'fortran_order': False, 'shape': (2,)}", 2, 0, NULL},
+};
+#undef F4
+
 START_TEST(test_malformed_headers) {
-  /* Sanity: the good form and harmless variations parse. */
-  expect_decode("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }\n",
-                24, 0, NULL);
-  expect_decode("{\"shape\":(2,3),\"descr\":\"<f4\",\"fortran_order\":False}", 24,
-                0, NULL);
-  expect_decode("{'descr': '<i8', 'fortran_order': False, 'shape': (2L, 1L), }",
-                16, 0, NULL);
-  expect_decode("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 20,
-                TS_EINVAL, "truncated");
-  expect_decode("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 28,
-                TS_EINVAL, "unexpected bytes");
-  expect_decode("'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", 8,
-                TS_EINVAL, "'{'");
-  expect_decode("{'descr': '<f4', 'fortran_order': False, 'shape': (2,)", 8,
-                TS_EINVAL, "header");
-  expect_decode("{'descr': '<f4', 'shape': (2,), }", 8, TS_EINVAL,
-                "missing key 'fortran_order'");
-  expect_decode("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), "
-                "'extra': 1}", 8, TS_EINVAL, "unexpected key 'extra'");
-  expect_decode("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, "
-                "'shape': (2,)}", 8, TS_EINVAL, "duplicate key 'descr'");
-  expect_decode("{'descr': <f4, 'fortran_order': False, 'shape': (2,)}", 8,
-                TS_EINVAL, "'descr' value");
-  expect_decode("{'descr': '<f4", 8, TS_EINVAL, "unterminated");
-  expect_decode("{'descr': '<f4', 'fortran_order': 0, 'shape': (2,)}", 8,
-                TS_EINVAL, "fortran_order");
-  expect_decode("{'descr': '<f4', 'fortran_order': Falsehood, 'shape': (2,)}", 8,
-                TS_EINVAL, "fortran_order");
-  expect_decode("{'descr': '<f4', 'fortran_order': False, 'shape': [2]}", 8,
-                TS_EINVAL, "tuple");
-  expect_decode("{'descr': '<f4', 'fortran_order': False, 'shape': (2)}", 8,
-                TS_EINVAL, "tuple");
-  expect_decode("{'descr': '<f4', 'fortran_order': False, 'shape': (2, -3)}", 8,
-                TS_EINVAL, "dim 1 is negative");
-  expect_decode("{'descr': '<f4', 'fortran_order': False, 'shape': (2, x)}", 8,
-                TS_EINVAL, "dim 1 is not an integer");
-  expect_decode("{'descr': '<f4', 'fortran_order': False, 'shape': (2 3)}", 8,
-                TS_EINVAL, "expected ','");
-  expect_decode("{'descr': '<f4', 'fortran_order': False, "
-                "'shape': (99999999999999999999,)}", 8, TS_EINVAL, "overflows");
-  /* Product overflows int64: 2^62 * 8 elements. */
-  expect_decode("{'descr': '<f4', 'fortran_order': False, "
-                "'shape': (4611686018427387904, 8)}", 8, TS_EINVAL, "overflows");
-  /* A lying header: 2^40 floats promised, 8 bytes present. Must fail on
-   * size, not try to allocate 4 TiB. */
-  expect_decode("{'descr': '<f4', 'fortran_order': False, "
-                "'shape': (1099511627776,)}", 8, TS_EINVAL, "truncated");
-  expect_decode("{'descr': '<f4', 'fortran_order': False, 'shape': (2,)} x", 8,
-                TS_EINVAL, "after the dict");
+  for (size_t i = 0; i < sizeof headers / sizeof headers[0]; i++)
+    expect_decode(headers[i].header, headers[i].data_len, headers[i].code,
+                  headers[i].word);
+  /* A NUL after the dict. */
   static const char nul[] =
       "{'descr': '<f4', 'fortran_order': False, 'shape': (2,)}\0";
   expect_decode_len(nul, sizeof nul - 1, 8, TS_EINVAL, "after the dict");
-  expect_decode("{'descr': '<f4' 'fortran_order': False, 'shape': (2,)}", 8,
-                TS_EINVAL, "expected ',' or '}'");
-  expect_decode("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2)}", 16,
-                TS_EUNSUPPORTED, "Fortran");
-  expect_decode("{'descr': '>f4', 'fortran_order': False, 'shape': (2,)}", 8,
-                TS_EUNSUPPORTED, "big-endian");
-  expect_decode("{'descr': '|O', 'fortran_order': False, 'shape': (2,)}", 16,
-                TS_EUNSUPPORTED, "object");
-  expect_decode("{'descr': '<c8', 'fortran_order': False, 'shape': (2,)}", 16,
-                TS_EUNSUPPORTED, "'<c8'");
-  expect_decode("{'descr': [('a', '<f4')], 'fortran_order': False, "
-                "'shape': (2,)}", 8, TS_EUNSUPPORTED, "structured");
-  expect_decode("{'descr': '<f4', 'fortran_order': False, "
-                "'shape': (1,1,1,1,1,1,1,1,1)}", 4, TS_EUNSUPPORTED, "dims");
-  /* One-byte types have no byte order: '>' and '<' are both fine. */
-  expect_decode("{'descr': '>u1', 'fortran_order': False, 'shape': (2,)}", 2, 0,
-                NULL);
 }
 END_TEST
 

@@ -22,6 +22,7 @@
  * messages it re-encodes as 5-byte varints (legal, non-minimal), so it is
  * written in one pass.
  */
+#include "array.h"
 #include "engine_int.h"
 #include "protowire.h"
 
@@ -47,32 +48,17 @@ typedef struct writer {
 static void put(writer *w, const void *data, size_t n) {
   if (w->failed) return;
   ts_inplace *o = w->out;
-  if (o->slim_len + n > w->cap) {
-    size_t cap = w->cap ? w->cap : 4096;
-    while (cap < o->slim_len + n) cap *= 2;
-    uint8_t *b = realloc(o->slim, cap);
-    if (!b) {
-      w->failed = true;
-      return;
-    }
-    o->slim = b;
-    w->cap = cap;
+  if (ts_array_reserve(&o->slim, &w->cap, o->slim_len + n, 1, 4096)) {
+    w->failed = true;
+    return;
   }
   memcpy(o->slim + o->slim_len, data, n);
   o->slim_len += n;
 }
 
 static void put_tag(writer *w, uint64_t number, int type) {
-  uint8_t b[10];
-  size_t n = 0;
-  uint64_t v = number << 3 | (uint64_t)type;
-  do {
-    b[n] = (uint8_t)(v & 0x7f);
-    v >>= 7;
-    if (v) b[n] |= 0x80;
-    n++;
-  } while (v);
-  put(w, b, n);
+  uint8_t b[TS_WIRE_VARINT_MAX];
+  put(w, b, ts_wire_put_varint(b, number << 3 | (uint64_t)type));
 }
 
 /* Opens a length-delimited field whose length is patched by close_len. */
@@ -97,13 +83,9 @@ static void close_len(writer *w, size_t at) {
 
 static bool add_payload(ts_inplace *o, const uint8_t *base, size_t ordinal,
                         const uint8_t *data, size_t len) {
-  if (o->n == o->cap) {
-    size_t cap = o->cap ? o->cap * 2 : 16;
-    ts_inplace_payload *p = realloc(o->payloads, cap * sizeof *p);
-    if (!p) return false;
-    o->payloads = p;
-    o->cap = cap;
-  }
+  if (ts_array_reserve(&o->payloads, &o->cap, o->n + 1, sizeof *o->payloads,
+                       16))
+    return false;
   o->payloads[o->n++] = (ts_inplace_payload){
       .initializer = ordinal,
       .src = (size_t)(data - base),

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
 #include "engine_int.h"
 #include "graph.h"
 
@@ -194,15 +195,9 @@ int ts_model_load_file_opts(const char *path, const ts_load_opts *opts,
   size_t len = 0, cap = 0;
   int rc = TS_OK;
   for (;;) {
-    if (len == cap) {
-      size_t ncap = cap ? cap * 2 : 1 << 20;
-      uint8_t *nb = realloc(buf, ncap);
-      if (!nb) {
-        rc = ts_err_set(err, TS_ENOMEM, "model file '%s' is too large", path);
-        break;
-      }
-      buf = nb;
-      cap = ncap;
+    if (ts_array_reserve(&buf, &cap, len + 1, 1, 1 << 20)) {
+      rc = ts_err_set(err, TS_ENOMEM, "model file '%s' is too large", path);
+      break;
     }
     size_t got = fread(buf + len, 1, cap - len, f);
     len += got;

@@ -18,6 +18,17 @@ bool ts_wire_varint(ts_wire_cursor *c, uint64_t *v) {
   return false;
 }
 
+size_t ts_wire_put_varint(uint8_t *out, uint64_t v) {
+  size_t n = 0;
+  do {
+    out[n] = (uint8_t)(v & 0x7f);
+    v >>= 7;
+    if (v) out[n] |= 0x80;
+    n++;
+  } while (v);
+  return n;
+}
+
 bool ts_wire_next(ts_wire_cursor *c, ts_wire_field *f) {
   uint64_t tag, n;
   f->start = c->p;

@@ -1,5 +1,5 @@
 /*
- * protowire.h - a cursor over protobuf wire bytes, shared by the engine's
+ * protowire.h - a cursor over protobuf wire bytes and a varint writer, shared by
  * walks over ModelProto bytes that must not (or cannot yet) unpack them:
  * inplace.c (the slim copy of a model) and nesting.c (the depth check run
  * before protobuf-c, which has no recursion limit, unpacks anything).
@@ -13,6 +13,7 @@
 #define TS_PROTOWIRE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum { TS_WT_VARINT = 0, TS_WT_I64 = 1, TS_WT_LEN = 2, TS_WT_I32 = 5 };
@@ -32,6 +33,13 @@ typedef struct ts_wire_field {
 
 /* Reads one varint; false when it is truncated or longer than 10 bytes. */
 bool ts_wire_varint(ts_wire_cursor *c, uint64_t *v);
+
+/* The longest varint: 64 bits in 7-bit groups. */
+#define TS_WIRE_VARINT_MAX 10
+
+/* Writes v as a varint into out (room for TS_WIRE_VARINT_MAX bytes) and
+ * returns how many bytes it took, 1 to TS_WIRE_VARINT_MAX. */
+size_t ts_wire_put_varint(uint8_t *out, uint64_t v);
 
 /* Reads the next field and moves past it; false when the bytes are
  * truncated, a length runs past the end, or the wire type is a group or

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "http.h"
 
 const ts_histogram_bounds ts_histogram_seconds = {
@@ -55,15 +56,10 @@ void ts_metrics_printf(ts_metrics_text *t, const char *fmt, ...) {
       t->len += (size_t)n;
       return;
     }
-    size_t cap = t->cap ? t->cap * 2 : 16384;
-    while (cap <= t->len + (size_t)n) cap *= 2;
-    char *b = realloc(t->buf, cap);
-    if (!b) {
+    if (ts_array_reserve(&t->buf, &t->cap, t->len + (size_t)n + 1, 1, 16384)) {
       t->oom = 1;
       return;
     }
-    t->buf = b;
-    t->cap = cap;
   }
 }
 

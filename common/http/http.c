@@ -15,6 +15,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "array.h"
+
 struct ts_http_server {
   struct MHD_Daemon *daemon;
   ts_http_handler_fn handler;
@@ -67,14 +69,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
       b->too_large = 1;
       return MHD_YES;
     }
-    if (b->len + n + 1 > b->cap) {
-      size_t cap = b->cap ? b->cap : 4096;
-      while (cap < b->len + n + 1) cap *= 2;
-      uint8_t *d = realloc(b->data, cap);
-      if (!d) return MHD_NO;
-      b->data = d;
-      b->cap = cap;
-    }
+    if (ts_array_reserve(&b->data, &b->cap, b->len + n + 1, 1, 4096))
+      return MHD_NO;
     memcpy(b->data + b->len, upload, n);
     b->len += n;
     return MHD_YES;

@@ -136,10 +136,11 @@ int ts_security_validate_http(const ts_security_opts *s,
 /* Whether HOST of "HOST:PORT" is a loopback address (127.0.0.0/8, ::1,
  * localhost) or a unix: socket. */
 bool ts_address_is_loopback(const char *address);
-/* The cluster secret into s->secret: from --cluster-secret-file (one line,
- * 16 to 128 printable characters; refused when group or others may read
- * it), else from the environment (TS_CLUSTER_SECRET_ENV, then removed from
- * it), else, when `generate`, 32 random bytes in hex; else none. */
+/* The cluster secret into s->secret: from --cluster-secret-file (one line;
+ * refused when group or others may read it), else from the environment
+ * (TS_CLUSTER_SECRET_ENV, then removed from it), else, when `generate`, 32
+ * random bytes in hex; else none. Either source must hold 16 to 128
+ * printable characters without spaces, else TS_EINVAL naming it. */
 int ts_security_load_secret(ts_security_opts *s, bool generate, ts_err *err);
 /* The credentials for servers and outgoing calls (pointing into s). */
 ts_rpc_creds ts_security_creds(const ts_security_opts *s);

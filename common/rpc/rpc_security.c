@@ -139,6 +139,23 @@ int ts_security_validate_http(const ts_security_opts *s,
                     flag, http_listen);
 }
 
+/* Takes `secret` as the cluster secret if it is 16 to TS_CLUSTER_SECRET_MAX
+ * - 1 printable characters without spaces, the one rule of both sources;
+ * else TS_EINVAL naming where it came from (`from`). */
+static int secret_take(ts_security_opts *s, const char *secret,
+                       const char *from, ts_err *err) {
+  size_t n = strlen(secret);
+  bool printable = n >= 16 && n < TS_CLUSTER_SECRET_MAX;
+  for (size_t i = 0; printable && i < n; i++)
+    printable = secret[i] > ' ' && secret[i] < 127;
+  if (!printable)
+    return ts_err_set(err, TS_EINVAL,
+                      "%s: expected one line of 16 to %d printable characters",
+                      from, TS_CLUSTER_SECRET_MAX - 1);
+  memcpy(s->secret, secret, n + 1);
+  return 0;
+}
+
 /* Reads --cluster-secret-file: one line of printable characters. */
 static int secret_read(ts_security_opts *s, ts_err *err) {
   FILE *f = fopen(s->secret_file, "r");
@@ -159,17 +176,9 @@ static int secret_read(ts_security_opts *s, ts_err *err) {
   if (!fgets(line, sizeof line, f)) line[0] = '\0';
   fclose(f);
   line[strcspn(line, "\r\n")] = '\0';
-  size_t n = strlen(line);
-  bool printable = n >= 16 && n < TS_CLUSTER_SECRET_MAX;
-  for (size_t i = 0; printable && i < n; i++)
-    printable = line[i] > ' ' && line[i] < 127;
-  if (!printable)
-    return ts_err_set(err, TS_EINVAL,
-                      "--cluster-secret-file '%s': expected one line of 16 "
-                      "to %d printable characters", s->secret_file,
-                      TS_CLUSTER_SECRET_MAX - 1);
-  memcpy(s->secret, line, n + 1);
-  return 0;
+  char from[TS_ERR_MSG_MAX];
+  snprintf(from, sizeof from, "--cluster-secret-file '%s'", s->secret_file);
+  return secret_take(s, line, from, err);
 }
 
 int ts_security_load_secret(ts_security_opts *s, bool generate, ts_err *err) {
@@ -177,9 +186,12 @@ int ts_security_load_secret(ts_security_opts *s, bool generate, ts_err *err) {
   if (s->secret_file) return secret_read(s, err);
   const char *env = getenv(TS_CLUSTER_SECRET_ENV);
   if (env && env[0]) {
-    snprintf(s->secret, sizeof s->secret, "%s", env);
+    /* Checked from a copy, as unsetenv may free env: a secret refused
+     * must not pass on to children either. */
+    char copy[TS_CLUSTER_SECRET_MAX + 1];
+    snprintf(copy, sizeof copy, "%s", env);
     unsetenv(TS_CLUSTER_SECRET_ENV);
-    return 0;
+    return secret_take(s, copy, "$" TS_CLUSTER_SECRET_ENV, err);
   }
   if (!generate) return 0;
   unsigned char raw[32];

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "fuzz_check.h"
+#include "fuzz_message.h"
 #include "validate.h"
 
 static ts_io_info mlp_in[1] = {
@@ -48,11 +49,8 @@ static void models_init(void) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   models_init();
   ts_rpc_arena arena;
-  ts_rpc_arena_init(&arena);
-  Inference__ModelInferRequest *req =
-      (Inference__ModelInferRequest *)protobuf_c_message_unpack(
-          &inference__model_infer_request__descriptor, &arena.allocator,
-          size, data);
+  Inference__ModelInferRequest *req = fuzz_message_unpack(
+      &inference__model_infer_request__descriptor, &arena, data, size);
   if (req) {
     const ts_served_model *m = NULL;
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)

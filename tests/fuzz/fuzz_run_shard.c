@@ -12,9 +12,9 @@
 
 #include "exec.h"
 #include "fuzz_check.h"
+#include "fuzz_message.h"
 #include "fuzz_shard.h"
 #include "request.h"
-#include "rpc_message.h"
 
 static ts_store *store;
 static ts_session *session;
@@ -32,11 +32,8 @@ static void setup(void) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   setup();
   ts_rpc_arena arena;
-  ts_rpc_arena_init(&arena);
-  Tessera__Worker__V1__RunShardRequest *req =
-      (Tessera__Worker__V1__RunShardRequest *)protobuf_c_message_unpack(
-          &tessera__worker__v1__run_shard_request__descriptor,
-          &arena.allocator, size, data);
+  Tessera__Worker__V1__RunShardRequest *req = fuzz_message_unpack(
+      &tessera__worker__v1__run_shard_request__descriptor, &arena, data, size);
   if (!req) goto out;
   ts_err err = {0};
   ts_stored_shard *sh = NULL;

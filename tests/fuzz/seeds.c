@@ -255,22 +255,23 @@ static void infer_seeds(void) {
   int64_t ids[3] = {-1, 0, 1LL << 40};
   int32_t small[4] = {-128, 127, 0, 1};
   uint32_t wide[4] = {0, 65535, 1, 2};
+  const struct {
+    const char *name, *datatype;
+    int64_t *shape;
+    size_t rank;
+  } mixed[5] = {{"x", "FP32", sx, 2}, {"flags", "BOOL", sf, 1}, {"ids", "INT64", si, 1},
+                {"small", "INT8", ss, 3}, {"wide", "UINT16", sw, 1}};
   in[0] = (infer_input)INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
-  in[0].name = "x", in[0].datatype = "FP32", in[0].shape = sx, in[0].n_shape = 2;
+  for (int i = 0; i < 5; i++) {
+    in[i].name = (char *)mixed[i].name, in[i].datatype = (char *)mixed[i].datatype;
+    in[i].shape = mixed[i].shape, in[i].n_shape = mixed[i].rank;
+    in[i].contents = &typed[i];
+  }
   typed[0].fp32_contents = fx, typed[0].n_fp32_contents = 3;
-  in[0].contents = &typed[0];
-  in[1].name = "flags", in[1].datatype = "BOOL", in[1].shape = sf, in[1].n_shape = 1;
   typed[1].bool_contents = fb, typed[1].n_bool_contents = 2;
-  in[1].contents = &typed[1];
-  in[2].name = "ids", in[2].datatype = "INT64", in[2].shape = si, in[2].n_shape = 1;
   typed[2].int64_contents = ids, typed[2].n_int64_contents = 3;
-  in[2].contents = &typed[2];
-  in[3].name = "small", in[3].datatype = "INT8", in[3].shape = ss, in[3].n_shape = 3;
   typed[3].int_contents = small, typed[3].n_int_contents = 4;
-  in[3].contents = &typed[3];
-  in[4].name = "wide", in[4].datatype = "UINT16", in[4].shape = sw, in[4].n_shape = 1;
   typed[4].uint_contents = wide, typed[4].n_uint_contents = 4;
-  in[4].contents = &typed[4];
   req.model_name = "mixed";
   req.inputs = ins, req.n_inputs = 5;
   req.n_outputs = 0;

@@ -20,7 +20,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 
@@ -133,21 +132,8 @@ class Rotate(unittest.TestCase):
         shutil.copy(self.roots, os.path.join(roots_dir, 'ca.crt'))
         loader = self.enterContext(sec.TlsClient(self.cluster.address, 'admin', cert_dir=self.a,
                                                  ca_dir=roots_dir))
-        stop, answers = threading.Event(), []
-
-        def load():
-            while not stop.is_set():
-                try:
-                    got = loader.infer('mlp', self.inputs)['log_probs']
-                    answers.append(np.allclose(got, self.want['log_probs'],
-                                               rtol=sec.RTOL, atol=sec.ATOL))
-                except grpc.RpcError as e:
-                    answers.append('%s: %s' % (e.code(), e.details()))
-
-        thread = threading.Thread(target=load)
-        thread.start()
-        self.addCleanup(thread.join)
-        self.addCleanup(stop.set)
+        loop = sec.InferLoop(loader, self.inputs, self.want)
+        self.addCleanup(loop.stop)
         reloaded = 'credentials reloaded: '
         live = lambda n: os.path.join(self.live, n + '.crt')  # noqa: E731
         first = self.serial(self.cluster, self.a)
@@ -195,10 +181,9 @@ class Rotate(unittest.TestCase):
         self.assertEqual(self.serial(worker, self.b, 'coordinator'),
                          openssl_serial(os.path.join(self.b, 'worker0.crt')))
 
-        stop.set()
-        thread.join()
-        self.assertGreater(len(answers), 10)
-        self.assertEqual([a for a in answers if a is not True], [])
+        wrong = loop.stop()
+        self.assertGreater(len(loop.answers), 10)
+        self.assertEqual(wrong, [])
 
 
 if __name__ == '__main__':

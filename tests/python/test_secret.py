@@ -10,7 +10,9 @@ the workers.
                 message), a wrong secret too; the health check stays open.
   SecretFile    a standalone worker with --cluster-secret-file: Status
                 without the secret is UNAUTHENTICATED, with it OK; a file
-                group or others may read is refused at start (exit 2).
+                group or others may read is refused at start (exit 2), and
+                so is a secret of the wrong length or characters, from the
+                file or from $TESSERA_CLUSTER_SECRET alike.
 """
 import os
 import shutil
@@ -99,14 +101,34 @@ class SecretFile(sec.SecurityCase):
         self.assertCode(UNAUTH, NONE_SENT, status, w.address)
         self.assertEqual(list(status(w.address, 's3cret-0123456789abcdef').shards), [])
 
+    def assertRefused(self, args, message, secret_env=None):
+        """tessera-worker with `args` (and $TESSERA_CLUSTER_SECRET set to
+        secret_env, if given) exits 2 at start, saying `message`."""
+        env = dict(os.environ)
+        env.pop('TESSERA_CLUSTER_SECRET', None)
+        if secret_env is not None:
+            env['TESSERA_CLUSTER_SECRET'] = secret_env
+        p = subprocess.run([kserve.binary('tessera-worker'), '--listen', '127.0.0.1:0'] + args,
+                           capture_output=True, text=True, timeout=30, env=env)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(message, p.stderr)
+
     def test_readable_file_refused(self):
         os.chmod(self.file, 0o644)
-        p = subprocess.run([kserve.binary('tessera-worker'),
-                            '--listen', '127.0.0.1:0', '--cluster-secret-file', self.file],
-                           capture_output=True, text=True, timeout=30)
-        self.assertEqual(p.returncode, 2, p.stderr)
-        self.assertIn("group or others may read it (chmod 600)", p.stderr)
+        self.assertRefused(['--cluster-secret-file', self.file],
+                           "group or others may read it (chmod 600)")
         self.assertEqual(stat.S_IMODE(os.stat(self.file).st_mode), 0o644)
+
+    def test_both_sources_hold_the_same_rule(self):
+        # 16 to 128 printable characters without spaces, from the file or
+        # from the environment a coordinator gives its local workers.
+        rule = 'expected one line of 16 to 128 printable characters'
+        for bad in ('short', 'x' * 129, 'a space 0123456789', 'tab\t0123456789abcdef'):
+            with open(self.file, 'w') as f:
+                f.write(bad + '\n')
+            self.assertRefused(['--cluster-secret-file', self.file],
+                               "--cluster-secret-file '%s': %s" % (self.file, rule))
+            self.assertRefused([], '$TESSERA_CLUSTER_SECRET: ' + rule, secret_env=bad)
 
 
 if __name__ == '__main__':

@@ -171,6 +171,35 @@ def mlp_inputs(batch, seed):
     return inputs, export_models.reference('mlp', inputs)
 
 
+class InferLoop:
+    """Infers `inputs` on model mlp through `client` over and over in a thread
+    until stop(). `answers` gets one entry a call: True when the answer matches
+    `want` (within RTOL/ATOL), else False, or 'CODE: details' for a failed call.
+    Tests that reload credentials under load use it (test_rotate.py too)."""
+
+    def __init__(self, client, inputs, want):
+        self.client, self.inputs, self.want = client, inputs, want
+        self.answers, self._stop = [], threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                got = self.client.infer('mlp', self.inputs)['log_probs']
+                self.answers.append(np.allclose(got, self.want['log_probs'],
+                                                rtol=RTOL, atol=ATOL))
+            except grpc.RpcError as e:
+                self.answers.append('%s: %s' % (e.code(), e.details()))
+
+    def stop(self):
+        """Stops the loop and waits for it (again: a no-op); returns the
+        answers that were not True."""
+        self._stop.set()
+        self._thread.join()
+        return [a for a in self.answers if a is not True]
+
+
 class SecurityCase(unittest.TestCase):
     def assertCode(self, code, pattern, fn, *args):
         """fn(*args) raises grpc.RpcError with `code` and details matching
@@ -641,21 +670,8 @@ class Tokens(SecurityCase, kserve.ClusterTestCase):
         self.assertTrue(old.server_live())
         self.assertCode(UNAUTHENTICATED, '^unknown bearer token$', new.server_live)
         # Requests of a kept token go on through every reload, unharmed.
-        inputs, want = mlp_inputs(4, seed=10)
-        loader, stop, answers = self.caller(TOKENS['infer']), threading.Event(), []
-
-        def load():
-            while not stop.is_set():
-                try:
-                    got = loader.infer('mlp', inputs)['log_probs']
-                    answers.append(np.allclose(got, want['log_probs'], rtol=RTOL, atol=ATOL))
-                except grpc.RpcError as e:
-                    answers.append('%s: %s' % (e.code(), e.details()))
-
-        thread = threading.Thread(target=load)
-        thread.start()
-        self.addCleanup(thread.join)
-        self.addCleanup(stop.set)
+        loop = InferLoop(self.caller(TOKENS['infer']), *mlp_inputs(4, seed=10))
+        self.addCleanup(loop.stop)
         try:
             sighup(keep + ['rotated-new-0d9e admin'], r'auth: 3 token\(s\) from ')
             self.assertTrue(new.cluster_status().workers)
@@ -668,10 +684,9 @@ class Tokens(SecurityCase, kserve.ClusterTestCase):
             self.assertEqual(reloads(), n)
             self.assertTrue(new.cluster_status().workers)
             self.assertCode(UNAUTHENTICATED, '^unknown bearer token$', old.server_live)
-            stop.set()
-            thread.join()
-            self.assertTrue(answers)
-            self.assertEqual([a for a in answers if a is not True], [])
+            wrong = loop.stop()
+            self.assertTrue(loop.answers)
+            self.assertEqual(wrong, [])
         finally:
             self.write_tokens(keep + ['rotated-old-71c3 infer'])
 

@@ -50,32 +50,41 @@ static int fail(const ts_node *n, ts_err *err, int code, const char *fmt,
   return ts_err_set(err, code, "%s: %s", DESC(n), msg);
 }
 
-/* Reads an optional int attribute, failing if it is present with another
- * type (ts_attr_int alone would silently fall back to the default). */
-static int attr_int(const ts_node *n, const char *name, int64_t dflt,
-                    int64_t *out, ts_err *err) {
+/* The optional scalar attribute `name` (ATTR_INT or ATTR_FLOAT), in *out
+ * (NULL when absent), failing if it is present with another type or without
+ * its value (ts_attr_int alone would silently fall back to the default). */
+static int attr_scalar(const ts_node *n, const char *name,
+                       Onnx__AttributeProto__AttributeType type,
+                       const Onnx__AttributeProto **out, ts_err *err) {
   const Onnx__AttributeProto *a = ts_attr_find(n, name);
-  *out = dflt;
+  bool is_int = type == ATTR_INT;
+  *out = NULL;
   if (!a) return TS_OK;
-  if (a->has_type && a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)
-    return fail(n, err, TS_EINVAL, "attribute '%s' must be an int", name);
-  if (!a->has_i)
+  if (a->has_type && a->type != type)
+    return fail(n, err, TS_EINVAL, "attribute '%s' must be %s", name,
+                is_int ? "an int" : "a float");
+  if (!(is_int ? a->has_i : a->has_f))
     return fail(n, err, TS_EINVAL, "attribute '%s' has no value", name);
-  *out = a->i;
+  *out = a;
   return TS_OK;
 }
 
+/* An optional int attribute (attr_scalar), dflt when absent or wrong. */
+static int attr_int(const ts_node *n, const char *name, int64_t dflt,
+                    int64_t *out, ts_err *err) {
+  const Onnx__AttributeProto *a;
+  int rc = attr_scalar(n, name, ATTR_INT, &a, err);
+  *out = a ? a->i : dflt;
+  return rc;
+}
+
+/* An optional float attribute (attr_scalar), dflt when absent or wrong. */
 static int attr_float(const ts_node *n, const char *name, float dflt,
                       float *out, ts_err *err) {
-  const Onnx__AttributeProto *a = ts_attr_find(n, name);
-  *out = dflt;
-  if (!a) return TS_OK;
-  if (a->has_type && a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT)
-    return fail(n, err, TS_EINVAL, "attribute '%s' must be a float", name);
-  if (!a->has_f)
-    return fail(n, err, TS_EINVAL, "attribute '%s' has no value", name);
-  *out = a->f;
-  return TS_OK;
+  const Onnx__AttributeProto *a;
+  int rc = attr_scalar(n, name, ATTR_FLOAT, &a, err);
+  *out = a ? a->f : dflt;
+  return rc;
 }
 
 /* An int attribute that must be 0 or 1. */

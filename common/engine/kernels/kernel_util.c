@@ -80,9 +80,7 @@ int ts_kernel_ints(const ts_node *n, const ts_tensor *t, const char *what,
                           "input '%s' has %lld values, at most %zu allowed",
                           what, (long long)numel, max);
   if (numel > 0 && !t->data) return TS_EAGAIN;
-  for (int64_t i = 0; i < numel; i++)
-    vals[i] = t->dtype == TS_DTYPE_INT64 ? ((const int64_t *)t->data)[i]
-                                         : ((const int32_t *)t->data)[i];
+  for (int64_t i = 0; i < numel; i++) vals[i] = ts_kernel_int_at(t, i);
   *count = (size_t)numel;
   return TS_OK;
 }

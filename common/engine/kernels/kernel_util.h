@@ -90,6 +90,13 @@ int ts_kernel_check_form(const ts_node *n, int64_t inputs_from,
 int ts_kernel_ints(const ts_node *n, const ts_tensor *t, const char *what,
                    int64_t *vals, size_t max, size_t *count, ts_err *err);
 
+/* Element i of an int32 or int64 tensor (the dtypes of index and shape
+ * inputs), widened to int64. */
+static inline int64_t ts_kernel_int_at(const ts_tensor *t, int64_t i) {
+  return t->dtype == TS_DTYPE_INT64 ? ((const int64_t *)t->data)[i]
+                                    : ((const int32_t *)t->data)[i];
+}
+
 /* Maps axis in [-rank, rank) to [0, rank); TS_EINVAL naming `what` when out
  * of range. */
 int ts_kernel_axis(const ts_node *n, int64_t axis, int rank, const char *what,

@@ -227,11 +227,9 @@ static int run_gather(const ts_node *n, const ts_tensor *const *in,
   size_t block =
       (size_t)ts_transformer_dims_product(x->dims, axis + 1, x->rank) *
       ts_dtype_size(x->dtype);
-  bool wide = idx->dtype == TS_DTYPE_INT64;
   if (ts_tensor_numel(out) == 0) return TS_OK;
   for (int64_t i = 0; i < count; i++) {
-    int64_t v = wide ? ((const int64_t *)idx->data)[i]
-                     : ((const int32_t *)idx->data)[i];
+    int64_t v = ts_kernel_int_at(idx, i);
     if (v < -dim || v >= dim)
       return ts_kernel_fail(n, err, TS_EINVAL,
                             "index %lld (at %lld) is out of range for dim "
@@ -242,8 +240,7 @@ static int run_gather(const ts_node *n, const ts_tensor *const *in,
   for (int64_t r = 0; r < outer; r++) {
     const char *src = (const char *)x->data + (size_t)(r * dim) * block;
     for (int64_t i = 0; i < count; i++, o += block) {
-      int64_t v = wide ? ((const int64_t *)idx->data)[i]
-                       : ((const int32_t *)idx->data)[i];
+      int64_t v = ts_kernel_int_at(idx, i);
       memcpy(o, src + (size_t)(v < 0 ? v + dim : v) * block, block);
     }
   }

@@ -262,6 +262,9 @@ static int range_count(const ts_node *n, const ts_tensor *const *in,
   if (slot < 0)
     return ts_kernel_fail(n, err, TS_EUNSUPPORTED,
                           "input type %s is not supported", ts_dtype_name(t));
+  bool real = slot == TS_SLOT_f32 || slot == TS_SLOT_f64;
+  double f[3] = {0};
+  __int128 q[3] = {0}; /* wide enough for limit - start of any int64s */
   for (int i = 0; i < 3; i++) {
     if (in[i]->dtype != t || ts_tensor_numel(in[i]) != 1)
       return ts_kernel_fail(n, err, TS_EINVAL,
@@ -269,27 +272,24 @@ static int range_count(const ts_node *n, const ts_tensor *const *in,
                             names[i], ts_dtype_name(t),
                             (long long)ts_tensor_numel(in[i]),
                             ts_dtype_name(in[i]->dtype));
-    if (!in[i]->data) return TS_EAGAIN;
+    const void *p = in[i]->data;
+    if (!p) return TS_EAGAIN;
+    switch (slot) {
+    case TS_SLOT_f32: f[i] = *(const float *)p; break;
+    case TS_SLOT_f64: f[i] = *(const double *)p; break;
+    case TS_SLOT_i32: q[i] = *(const int32_t *)p; break;
+    default: q[i] = *(const int64_t *)p; break;
+    }
   }
+  if (real ? f[2] == 0 : q[2] == 0)
+    return ts_kernel_fail(n, err, TS_EINVAL, "'delta' is 0");
   double c;
-  if (slot == TS_SLOT_f32 || slot == TS_SLOT_f64) {
-    double v[3];
-    for (int i = 0; i < 3; i++)
-      v[i] = slot == TS_SLOT_f32 ? *(const float *)in[i]->data
-                           : *(const double *)in[i]->data;
-    if (v[2] == 0)
-      return ts_kernel_fail(n, err, TS_EINVAL, "'delta' is 0");
-    c = ceil((v[1] - v[0]) / v[2]);
+  if (real) {
+    c = ceil((f[1] - f[0]) / f[2]);
   } else {
-    __int128 v[3];
-    for (int i = 0; i < 3; i++)
-      v[i] = slot == TS_SLOT_i32 ? *(const int32_t *)in[i]->data
-                           : *(const int64_t *)in[i]->data;
-    if (v[2] == 0)
-      return ts_kernel_fail(n, err, TS_EINVAL, "'delta' is 0");
-    __int128 d = v[1] - v[0], q = d / v[2];
-    if (q * v[2] != d && (d > 0) == (v[2] > 0)) q++; /* ceil */
-    c = (double)q;
+    __int128 d = q[1] - q[0], k = d / q[2];
+    if (k * q[2] != d && (d > 0) == (q[2] > 0)) k++; /* ceil */
+    c = (double)k;
   }
   if (!(c <= (double)(INT64_MAX / 16))) /* NaN and absurd lengths */
     return ts_kernel_fail(n, err, TS_EINVAL, "output length %g is invalid",
