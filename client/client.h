@@ -13,6 +13,7 @@
 #define TS_CLIENT_H
 
 #include <protobuf-c/protobuf-c.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -22,6 +23,7 @@
 
 #include "error.h"
 #include "inference.pb-c.h"
+#include "options.h"
 #include "rpc.h"
 #include "tensor.h"
 
@@ -52,9 +54,17 @@ typedef struct options {
 
 /* ---- commands ------------------------------------------------------------ */
 
+/* --server takes a comma-separated list of at most CLI_SERVERS_MAX
+ * servers: calls fail over between them (cli_call), and load / unload go
+ * to each (cli_call_on). */
+#define CLI_SERVERS_MAX 16
+
 typedef struct cli {
   const options *opt;
-  ts_rpc_channel *channel;
+  int n_servers;
+  char servers[CLI_SERVERS_MAX][TS_ADDRESS_MAX]; /* gRPC targets */
+  ts_rpc_channel *channels[CLI_SERVERS_MAX];     /* one per server */
+  atomic_int current; /* the server calls try first: the last that answered */
 } cli;
 
 int cmd_infer(cli *c, ts_err *err);    /* cmd_infer.c */
@@ -72,7 +82,10 @@ int cmd_eval(cli *c, ts_err *err);     /* cmd_eval.c */
 /* The absolute deadline of a call starting now (--timeout-ms). */
 int64_t cli_deadline(const cli *c);
 /* A blocking call with a serialized request; *resp is unpacked with
- * resp_desc (free it with protobuf_c_message_free_unpacked). */
+ * resp_desc (free it with protobuf_c_message_free_unpacked). With several
+ * servers it goes to c->current first and, on UNAVAILABLE, once to each
+ * other server in turn; the one that answers becomes c->current. When all
+ * are UNAVAILABLE, err names the last one tried. */
 int cli_call_bytes(cli *c, const char *method, const uint8_t *req,
                    size_t len, const ProtobufCMessageDescriptor *resp_desc,
                    ProtobufCMessage **resp, ts_err *err);
@@ -80,6 +93,12 @@ int cli_call_bytes(cli *c, const char *method, const uint8_t *req,
 int cli_call(cli *c, const char *method, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *resp_desc,
              ProtobufCMessage **resp, ts_err *err);
+/* cli_call to server `server` only, never failing over: for what every
+ * server must do (load, unload). */
+int cli_call_on(cli *c, int server, const char *method,
+                const ProtobufCMessage *req,
+                const ProtobufCMessageDescriptor *resp_desc,
+                ProtobufCMessage **resp, ts_err *err);
 
 /* ---- tensors on the wire (tensors.c) ------------------------------------- */
 

@@ -56,6 +56,8 @@ typedef struct bench_slot {
   struct bench *b;
   int64_t start_ns; /* when it started, or (open loop) was scheduled to */
   bool counted;     /* started after the warmup */
+  int server;       /* of c->servers, where its call is being sent */
+  int tries;        /* servers it was sent to: at most one try on each */
 } bench_slot;
 
 typedef struct bench {
@@ -132,14 +134,24 @@ static void bench_record(bench *b, bench_slot *slot, int status,
 
 static void bench_done(void *user, const ts_rpc_result *r);
 
-/* Starts the call of `slot` (claimed, counted in in_flight). One that
- * cannot start is recorded as failed; returns false then. */
+/* Sends the call of `slot` to slot->server: 0, or the code of a call that
+ * cannot start (then the callback never runs). */
+static int bench_try(bench_slot *slot) {
+  bench *b = slot->b;
+  slot->tries++;
+  return ts_rpc_call_async(b->client, b->c->channels[slot->server],
+                           KSERVE_SERVICE "ModelInfer", b->req, b->len,
+                           cli_deadline(b->c), bench_done, slot, NULL);
+}
+
+/* Starts the call of `slot` (claimed, counted in in_flight) on the current
+ * server. One that cannot start is recorded as failed; returns false
+ * then. */
 static bool bench_send(bench_slot *slot) {
   bench *b = slot->b;
-  /* On a non-zero return the callback never runs. */
-  int rc = ts_rpc_call_async(b->client, b->c->channel,
-                             KSERVE_SERVICE "ModelInfer", b->req, b->len,
-                             cli_deadline(b->c), bench_done, slot, NULL);
+  slot->server = atomic_load(&b->c->current);
+  slot->tries = 0;
+  int rc = bench_try(slot);
   if (rc == 0) return true;
   pthread_mutex_lock(&b->lock);
   bench_record(b, slot, ts_err_grpc_status(rc), "cannot start the call");
@@ -169,9 +181,19 @@ static void bench_continue(bench_slot *slot, const ts_rpc_result *finished) {
   }
 }
 
+/* A call that got UNAVAILABLE goes once to each other server in turn (as
+ * cli_call does), its latency counted from the first try; the server that
+ * answers becomes the current one for the calls that follow. */
 static void bench_done(void *user, const ts_rpc_result *r) {
   bench_slot *slot = user;
   bench *b = slot->b;
+  cli *c = b->c;
+  if (r->status == ts_err_grpc_status(TS_EUNAVAILABLE) &&
+      slot->tries < c->n_servers) {
+    slot->server = (slot->server + 1) % c->n_servers;
+    if (bench_try(slot) == 0) return;
+  }
+  if (r->status == 0) atomic_store(&c->current, slot->server);
   if (!b->open_loop) {
     bench_continue(slot, r);
     return;

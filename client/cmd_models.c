@@ -38,7 +38,12 @@ int cmd_models(cli *c, ts_err *err) {
 
 /* RepositoryModelLoad and RepositoryModelUnload: requests of one layout
  * (repository_name, model_name, parameters), so one function fills either
- * through its descriptor. */
+ * through its descriptor. Sent to every --server, never failed over: each
+ * server serves what it loaded itself, so a model loaded on only some
+ * would be missing from the others. With one server it prints
+ * "DONE NAME"; with several, "DONE NAME on SERVER" for each that did and
+ * "tessera: SERVER: STATUS: message" on stderr for each that did not, and
+ * fails (err naming how many) unless every one did. */
 static int repository_action(cli *c, const char *method,
                              const ProtobufCMessageDescriptor *req_desc,
                              const ProtobufCMessageDescriptor *resp_desc,
@@ -53,11 +58,33 @@ static int repository_action(cli *c, const char *method,
   TS_ASSERT(name && req_desc->sizeof_message <= sizeof req);
   protobuf_c_message_init(req_desc, &req);
   *(const char **)((char *)&req + name->offset) = c->opt->model;
-  int rc = cli_call(c, method, (const ProtobufCMessage *)&req, resp_desc, &resp,
-                    err);
-  if (rc) return rc;
-  protobuf_c_message_free_unpacked(resp, NULL);
-  printf("%s %s\n", done, c->opt->model);
+  if (c->n_servers == 1) {
+    int rc = cli_call_on(c, 0, method, (const ProtobufCMessage *)&req,
+                         resp_desc, &resp, err);
+    if (rc) return rc;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    printf("%s %s\n", done, c->opt->model);
+    return TS_OK;
+  }
+  int failed = 0, first_rc = TS_OK;
+  for (int i = 0; i < c->n_servers; i++) {
+    ts_err one;
+    ts_err_clear(&one);
+    int rc = cli_call_on(c, i, method, (const ProtobufCMessage *)&req,
+                         resp_desc, &resp, &one);
+    if (rc == TS_OK) {
+      protobuf_c_message_free_unpacked(resp, NULL);
+      printf("%s %s on %s\n", done, c->opt->model, c->servers[i]);
+      continue;
+    }
+    fprintf(stderr, "tessera: %s: %s: %s\n", c->servers[i],
+            ts_rpc_status_name(ts_err_grpc_status(rc)), one.msg);
+    if (failed++ == 0) first_rc = rc;
+  }
+  fflush(stdout);
+  if (failed)
+    return ts_err_set(err, first_rc, "model %s: %d of %d servers failed",
+                      c->opt->model, failed, c->n_servers);
   return TS_OK;
 }
 

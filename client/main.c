@@ -63,8 +63,9 @@ typedef enum {
 
 /* X(id, long name, kind, options field, metavar, help) */
 #define OPTION_LIST(X)                                                       \
-  X(SERVER, "server", ARG_STRING, server, "ADDR",                           \
-    "server address, HOST[:PORT] (port 8001 when left out)")               \
+  X(SERVER, "server", ARG_STRING, server, "ADDR[,ADDR...]",                \
+    "server address, HOST[:PORT] (port 8001 when left out); a list fails " \
+    "over on UNAVAILABLE, and load/unload go to each")                     \
   X(MODEL, "model", ARG_STRING, model, "NAME", "model name")                \
   X(INPUT, "input", ARG_LIST, inputs, "NAME=FILE.npy",                      \
     "input tensor NAME from a .npy file; repeat for each input (a bare "    \
@@ -400,21 +401,41 @@ static const char *server_target(const char *server, char *target,
   return target;
 }
 
-/* Opens the channel, runs the command, reports its error. Returns the
- * process exit status. */
+/* The --server list into c->servers as gRPC targets; EXIT_USAGE after
+ * saying why when it is not a list of at most CLI_SERVERS_MAX. */
+static int parse_servers(const struct command *cmd, const char *list, cli *c) {
+  char items[CLI_SERVERS_MAX][TS_ADDRESS_MAX];
+  ts_err err;
+  ts_err_clear(&err);
+  if (ts_address_list_split(list, CLI_SERVERS_MAX, items, &c->n_servers, &err))
+    return usage_error(cmd, "--server: %s", err.msg);
+  for (int i = 0; i < c->n_servers; i++) {
+    char target[TS_ADDRESS_MAX + 8];
+    const char *t = server_target(items[i], target, sizeof target);
+    if (strlen(t) >= sizeof c->servers[i])
+      return usage_error(cmd, "--server: '%s' is too long", items[i]);
+    snprintf(c->servers[i], sizeof c->servers[i], "%s", t);
+  }
+  return 0;
+}
+
+/* Opens a channel per server, runs the command, reports its error.
+ * Returns the process exit status. */
 static int run_command(const struct command *cmd, const options *opt) {
   ts_err err;
   ts_rpc_creds creds = {opt->cert, opt->key, opt->ca,
                         opt->token ? opt->token : getenv("TESSERA_TOKEN"), 0};
-  cli c = {opt, NULL};
-  char target[512];
+  static cli c; /* CLI_SERVERS_MAX addresses: not on the stack */
+  c.opt = opt;
+  if (parse_servers(cmd, opt->server, &c)) return EXIT_USAGE;
   ts_err_clear(&err);
   ts_rpc_init();
-  int rc = ts_rpc_channel_open(
-      server_target(opt->server, target, sizeof target), &creds, &c.channel,
-      &err);
+  int rc = TS_OK;
+  for (int i = 0; rc == TS_OK && i < c.n_servers; i++)
+    rc = ts_rpc_channel_open(c.servers[i], &creds, &c.channels[i], &err);
   if (!rc) rc = cmd->run(&c, &err);
-  if (c.channel) ts_rpc_channel_close(c.channel);
+  for (int i = 0; i < c.n_servers; i++)
+    if (c.channels[i]) ts_rpc_channel_close(c.channels[i]);
   ts_rpc_shutdown();
   fflush(stdout);
   if (rc) {

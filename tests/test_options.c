@@ -264,6 +264,44 @@ START_TEST(test_text_escape) {
 }
 END_TEST
 
+static void expect_bad_list(const char *text, int max, const char *why) {
+  char items[4][TS_ADDRESS_MAX];
+  int n = -1;
+  ts_err err = {0};
+  ck_assert_msg(ts_address_list_split(text, max, items, &n, &err) == TS_EINVAL,
+                "'%s' accepted", text ? text : "(null)");
+  ck_assert_msg(strstr(err.msg, why), "'%s' lacks \"%s\"", err.msg, why);
+  ck_assert_int_eq(n, -1); /* written only on success */
+}
+
+START_TEST(test_address_list) {
+  char items[4][TS_ADDRESS_MAX];
+  int n = 0;
+  ts_err err = {0};
+  ck_assert_int_eq(ts_address_list_split("a:1", 4, items, &n, &err), TS_OK);
+  ck_assert_int_eq(n, 1);
+  ck_assert_str_eq(items[0], "a:1");
+  ck_assert_int_eq(ts_address_list_split("a:1,[::1]:2,c", 3, items, &n, &err),
+                   TS_OK);
+  ck_assert_int_eq(n, 3);
+  ck_assert_str_eq(items[0], "a:1");
+  ck_assert_str_eq(items[1], "[::1]:2");
+  ck_assert_str_eq(items[2], "c");
+  expect_bad_list("", 4, "empty address list");
+  expect_bad_list(NULL, 4, "empty address list");
+  expect_bad_list("a:1,,b:2", 4, "address list 'a:1,,b:2' has an empty item");
+  expect_bad_list("a:1,", 4, "has an empty item");
+  expect_bad_list(",a:1", 4, "has an empty item");
+  expect_bad_list("a:1,b:2,c:3", 2, "has more than 2 items");
+  expect_bad_list("a:1,b:2,a:1", 4, "names 'a:1' twice");
+  expect_bad_list("a:1,x\n:2,x\n:2", 4, "names 'x\\x0a:2' twice");
+  char longest[400];
+  memset(longest, 'a', sizeof longest);
+  snprintf(longest + 300, 50, ":1,b:2");
+  expect_bad_list(longest, 4, "longer than 255 bytes");
+}
+END_TEST
+
 static void cases(Suite *s) {
   TS_CHECK_CASE(s, "size", 0, NULL, NULL, test_size_plain, test_size_units,
                 test_size_overflow, test_size_garbage, test_size_empty,
@@ -272,7 +310,8 @@ static void cases(Suite *s) {
                 test_integer_messages, test_integer_overflow,
                 test_integer_garbage);
   TS_CHECK_CASE(s, "hostport", 0, NULL, NULL, test_host_length,
-                test_address_good, test_address_bad, test_text_escape);
+                test_address_good, test_address_bad, test_text_escape,
+                test_address_list);
 }
 
 const ts_check_suite ts_check_this_suite = {.name = "options", .cases = cases};

@@ -2,15 +2,18 @@
  * test_placement.c - placement and re-placement decisions (placement.h) on
  * a cluster of workers that exist only in memory (no channel, no socket).
  *
- * Each rule of placement.h has its case: replicas on distinct workers,
- * fewest planned bytes first, memory limits, no target (the replica
- * stays), down and leaving workers never chosen, emptying a worker, and
- * rebalancing that moves only when the heavier worker strictly drops. A
- * randomized case compares ts_placement_pick with a naive reference written
- * here from the rules, and a simulated rebalance checks that every move
- * improves, bookings are conserved and it stops.
+ * Each rule of placement.h has its case: rendezvous weights (checked
+ * against SHA-256 values computed by Python's hashlib), replicas on
+ * distinct workers in falling weight, the same choice whatever order the
+ * workers joined in (two coordinators agree), memory limits (a full worker
+ * is skipped, the next taken), no target (the replica stays), down and
+ * leaving workers never chosen, a model's replicas spread over distinct
+ * workers, emptying a worker, and moving a row to a fresh placement's. A
+ * randomized case compares ts_placement_pick with a naive reference
+ * written here from the rules.
  */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,17 +22,21 @@
 
 enum { UP, DOWN, LEAVING };
 
-/* A cluster of n workers in the given states, each with planned bytes and
- * a memory limit (0: none). Freed with free(). */
-static ts_membership *cluster(int n, const int *state,
-                              const unsigned long long *planned,
-                              const unsigned long long *limit) {
+/* A cluster of n workers in the given states, each with planned bytes, a
+ * memory limit (0: none) and the address "10.0.0.<id>:8001" where id is
+ * ids[i] (i when ids is NULL). Freed with free(). */
+static ts_membership *cluster_with(int n, const int *state,
+                                   const unsigned long long *planned,
+                                   const unsigned long long *limit,
+                                   const int *ids) {
   ts_membership *c = calloc(1, sizeof *c);
   ck_assert_ptr_nonnull(c);
   atomic_store(&c->n, n);
   for (int i = 0; i < n; i++) {
     ts_worker *w = &c->workers[i];
     w->index = i;
+    snprintf(w->address, sizeof w->address, "10.0.0.%d:8001",
+             ids ? ids[i] : i);
     int s = state ? state[i] : UP;
     atomic_store(&w->up, s != DOWN);
     atomic_store(&w->leaving, s == LEAVING);
@@ -37,6 +44,12 @@ static ts_membership *cluster(int n, const int *state,
     w->memory_limit = limit ? limit[i] : 0;
   }
   return c;
+}
+
+static ts_membership *cluster(int n, const int *state,
+                              const unsigned long long *planned,
+                              const unsigned long long *limit) {
+  return cluster_with(n, state, planned, limit, NULL);
 }
 
 static unsigned long long planned(ts_membership *c, int i) {
@@ -54,161 +67,245 @@ static void assert_distinct(const int *row, int n) {
     for (int j = i + 1; j < n; j++) ck_assert_int_ne(row[i], row[j]);
 }
 
-START_TEST(test_distinct_replicas_fewest_bytes_first) {
+static unsigned long long weight(ts_membership *c, const char *id, int i) {
+  return ts_placement_weight(id, c->workers[i].address);
+}
+
+/* The workers of c in the shard's rendezvous order, by a plain sort (ties
+ * by address), into order[0..n). */
+static void rendezvous_order(ts_membership *c, const char *id, int *order) {
+  int n = c->n;
+  for (int i = 0; i < n; i++) order[i] = i;
+  for (int i = 0; i < n; i++)
+    for (int j = i + 1; j < n; j++) {
+      unsigned long long wi = weight(c, id, order[i]),
+                         wj = weight(c, id, order[j]);
+      int swap = wj > wi ||
+                 (wj == wi && strcmp(c->workers[order[j]].address,
+                                     c->workers[order[i]].address) < 0);
+      if (swap) {
+        int t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+      }
+    }
+}
+
+START_TEST(test_weight_is_sha256_of_id_and_address) {
+  /* python3: hashlib.sha256(b"abc\n10.0.0.1:8001").hexdigest()[:16] */
+  ck_assert_uint_eq(ts_placement_weight("abc", "10.0.0.1:8001"),
+                    0xa8257f7cf21369dbull);
+  char id[65];
+  memset(id, 'a', 64);
+  id[64] = '\0';
+  ck_assert_uint_eq(ts_placement_weight(id, "w:1"), 0x533507aaac2a006eull);
+}
+END_TEST
+
+START_TEST(test_distinct_replicas_in_rendezvous_order) {
+  /* Planned bytes play no part: only the weights order the workers. */
   unsigned long long start[] = {300, 100, 200, 0};
   ts_membership *c = cluster(4, NULL, start, NULL);
-  int row[5];  /* room for the five replicas asked below */
-  ck_assert_int_eq(ts_placement_place(c, 50, 2, row), TS_OK);
-  ck_assert_int_eq(row[0], 3); /* 0 bytes */
-  ck_assert_int_eq(row[1], 1); /* 100 bytes; 3 already holds one */
-  ck_assert_uint_eq(planned(c, 3), 50);
-  ck_assert_uint_eq(planned(c, 1), 150);
+  int order[4], row[5]; /* room for the five replicas asked below */
+  rendezvous_order(c, "shard-a", order);
+  ck_assert_int_eq(ts_placement_place(c, "shard-a", 50, 2, row, NULL), TS_OK);
+  ck_assert_int_eq(row[0], order[0]);
+  ck_assert_int_eq(row[1], order[1]);
+  ck_assert_uint_eq(planned(c, order[0]), start[order[0]] + 50);
+  ck_assert_uint_eq(planned(c, order[1]), start[order[1]] + 50);
   /* Every worker once, never twice, for as many replicas as workers. */
-  ck_assert_int_eq(ts_placement_place(c, 10, 4, row), TS_OK);
+  ck_assert_int_eq(ts_placement_place(c, "shard-b", 10, 4, row, NULL), TS_OK);
   assert_distinct(row, 4);
+  rendezvous_order(c, "shard-b", order);
+  for (int k = 0; k < 4; k++) ck_assert_int_eq(row[k], order[k]);
   ck_assert_uint_eq(total_planned(c), 600 + 2 * 50 + 4 * 10);
   /* A fifth replica would need a fifth worker: nothing booked. */
   unsigned long long before = total_planned(c);
-  ck_assert_int_eq(ts_placement_place(c, 10, 5, row), TS_EEXHAUSTED);
+  ck_assert_int_eq(ts_placement_place(c, "shard-c", 10, 5, row, NULL),
+                   TS_EEXHAUSTED);
   ck_assert_uint_eq(total_planned(c), before);
   free(c);
 }
 END_TEST
 
-START_TEST(test_memory_limits_respected) {
-  unsigned long long start[] = {0, 0, 900, 0};
-  unsigned long long limit[] = {1000, 250, 1000, 0};
-  ts_membership *c = cluster(4, NULL, start, limit);
-  int row[2];
-  /* 300 bytes fit neither worker 1 (limit 250) nor worker 2 (900 held):
-   * the replicas go to 0 and 3, until 0 is full after three. */
-  for (int k = 0; k < 3; k++) {
-    ck_assert_int_eq(ts_placement_place(c, 300, 2, row), TS_OK);
-    for (int j = 0; j < 2; j++) ck_assert(row[j] == 0 || row[j] == 3);
+/* Two coordinators that learnt the same workers in different orders (so
+ * with other indices) place every shard on the same addresses, and a
+ * shard's different ids spread over the workers. */
+START_TEST(test_same_choice_whatever_the_join_order) {
+  enum { N = 7, SHARDS = 200 };
+  int forward[N], backward[N];
+  for (int i = 0; i < N; i++) {
+    forward[i] = i + 1;
+    backward[i] = N - i;
   }
-  ck_assert_uint_eq(planned(c, 0), 900);
+  int state_a[N] = {UP}, state_b[N];
+  state_a[2] = DOWN; /* worker 10.0.0.3 down for both */
+  for (int i = 0; i < N; i++) state_b[N - 1 - i] = state_a[i];
+  ts_membership *a = cluster_with(N, state_a, NULL, NULL, forward);
+  ts_membership *b = cluster_with(N, state_b, NULL, NULL, backward);
+  int first[N] = {0};
+  for (int s = 0; s < SHARDS; s++) {
+    char id[16];
+    snprintf(id, sizeof id, "shard-%d", s);
+    int ra[3], rb[3];
+    ck_assert_int_eq(ts_placement_place(a, id, 1, 3, ra, NULL), TS_OK);
+    ck_assert_int_eq(ts_placement_place(b, id, 1, 3, rb, NULL), TS_OK);
+    for (int k = 0; k < 3; k++) {
+      ck_assert_str_eq(a->workers[ra[k]].address, b->workers[rb[k]].address);
+      ck_assert_str_ne(a->workers[ra[k]].address, "10.0.0.3:8001");
+    }
+    first[ra[0]]++;
+  }
+  /* Each of the 6 live workers is first choice for some of the 200. */
+  for (int i = 0; i < N; i++)
+    if (i != 2) ck_assert_int_gt(first[i], 0);
+  free(a);
+  free(b);
+}
+END_TEST
+
+START_TEST(test_memory_limits_respected) {
+  /* The shard's preferred worker has no room: it is skipped and the next
+   * in the order taken; exactly at the limit fits. */
+  ts_membership *c = cluster(4, NULL, NULL, NULL);
+  int order[4], row[2];
+  rendezvous_order(c, "big", order);
+  c->workers[order[0]].memory_limit = 299;
+  c->workers[order[2]].memory_limit = 300;
+  ck_assert_int_eq(ts_placement_place(c, "big", 300, 2, row, NULL), TS_OK);
+  ck_assert_int_eq(row[0], order[1]);
+  ck_assert_int_eq(row[1], order[2]);
+  ck_assert_uint_eq(planned(c, order[0]), 0);
+  /* order[2] is now full: the next replica goes to order[3]. */
+  ck_assert_int_eq(ts_placement_pick(c, "big", row, 1, 300, NULL), order[3]);
+  /* Nothing fits anywhere but order[3] and order[1]: a third is refused,
+   * with nothing booked. */
   unsigned long long before = total_planned(c);
-  ck_assert_int_eq(ts_placement_place(c, 300, 2, row), TS_EEXHAUSTED);
+  int three[3];
+  c->workers[order[1]].memory_limit = 600;
+  ck_assert_int_eq(ts_placement_place(c, "big", 300, 3, three, NULL), TS_EEXHAUSTED);
   ck_assert_uint_eq(total_planned(c), before);
-  ck_assert_int_eq(ts_placement_place(c, 300, 1, row), TS_OK);
-  ck_assert_int_eq(row[0], 3);
+  ck_assert_int_eq(ts_placement_place(c, "big", 300, 2, three, NULL), TS_OK);
+  ck_assert_int_eq(three[0], order[1]);
+  ck_assert_int_eq(three[1], order[3]);
   for (int i = 0; i < 4; i++)
-    if (limit[i]) ck_assert_uint_le(planned(c, i), limit[i]);
-  /* Exactly at the limit fits; one byte over does not. */
-  ts_membership *d = cluster(1, NULL, (unsigned long long[]){750},
-                             (unsigned long long[]){1000});
-  int one = ts_placement_pick(d, NULL, 0, 251, ~0ull);
-  ck_assert_int_eq(one, -1);
-  ck_assert_int_eq(ts_placement_pick(d, NULL, 0, 250, ~0ull), 0);
-  free(d);
+    if (c->workers[i].memory_limit)
+      ck_assert_uint_le(planned(c, i), c->workers[i].memory_limit);
   free(c);
 }
 END_TEST
 
 START_TEST(test_down_and_leaving_never_chosen) {
   int state[] = {UP, DOWN, LEAVING, UP};
-  unsigned long long start[] = {500, 0, 0, 400};
-  ts_membership *c = cluster(4, state, start, NULL);
+  ts_membership *c = cluster(4, state, NULL, NULL);
   ck_assert_int_eq(ts_placement_targets(c), 2);
   int row[3];
-  ck_assert_int_eq(ts_placement_place(c, 10, 2, row), TS_OK);
-  ck_assert_int_eq(row[0], 3);
-  ck_assert_int_eq(row[1], 0);
+  ck_assert_int_eq(ts_placement_place(c, "s", 10, 2, row, NULL), TS_OK);
+  ck_assert(row[0] == 0 || row[0] == 3);
+  ck_assert(row[1] == 0 || row[1] == 3);
+  assert_distinct(row, 2);
   unsigned long long before = total_planned(c);
-  ck_assert_int_eq(ts_placement_place(c, 10, 3, row), TS_EEXHAUSTED);
+  ck_assert_int_eq(ts_placement_place(c, "s", 10, 3, row, NULL),
+                   TS_EEXHAUSTED);
   ck_assert_uint_eq(total_planned(c), before);
   /* Emptying worker 0: the only other target (3) already holds one. */
   int shard[] = {0, 3};
   ts_placement_move moved[2];
   int unplaced = 0;
-  ck_assert_int_eq(ts_placement_move_row(c, 0, shard, 2, 10, moved, &unplaced),
-                   0);
+  ck_assert_int_eq(ts_placement_move_row(c, 0, "s", shard, 2, 10, NULL, moved,
+                                         &unplaced), 0);
   ck_assert_int_eq(unplaced, 1);
-  /* Rebalancing never moves a replica off a down or leaving worker, nor
-   * onto one, however light. */
-  int on_down[] = {1}, on_leaving[] = {2}, on_heavy[] = {0};
-  atomic_store(&c->workers[1].memory_planned, 10000);
-  atomic_store(&c->workers[2].memory_planned, 10000);
-  unplaced = 0;
-  ck_assert_int_eq(ts_placement_move_row(c, -1, on_down, 1, 10, moved,
-                                         &unplaced), 0);
-  ck_assert_int_eq(ts_placement_move_row(c, -1, on_leaving, 1, 10, moved,
-                                         &unplaced), 0);
-  atomic_store(&c->workers[1].memory_planned, 0);
-  atomic_store(&c->workers[2].memory_planned, 0);
-  ck_assert_int_eq(ts_placement_move_row(c, -1, on_heavy, 1, 10, moved,
-                                         &unplaced), 1);
-  ck_assert_int_eq(moved[0].to, 3);
-  ck_assert_int_eq(unplaced, 0);
+  ck_assert_int_eq(shard[0], 0);
+  /* Rebalancing never moves a replica off a down or leaving worker. */
+  int on_down[] = {1}, on_leaving[] = {2}, want[] = {3};
+  ck_assert_int_eq(ts_placement_move_row_to(c, on_down, 1, want, 10, moved), 0);
+  ck_assert_int_eq(ts_placement_move_row_to(c, on_leaving, 1, want, 10, moved),
+                   0);
+  ck_assert_int_eq(on_down[0], 1);
+  ck_assert_int_eq(on_leaving[0], 2);
   free(c);
 }
 END_TEST
 
 START_TEST(test_empty_worker_moves_its_replicas) {
-  int state[] = {DOWN, UP, UP, UP};
-  unsigned long long start[] = {200, 300, 100, 200};
-  ts_membership *c = cluster(4, state, start, NULL);
-  int row[] = {1, 0, 2};  /* a 100-byte shard with a replica on 0 */
-  ts_placement_move moved[3];
+  int state[] = {DOWN, UP, UP, UP, UP};
+  ts_membership *c = cluster(5, state, (unsigned long long[]){100, 100, 0,
+                                                              100, 0}, NULL);
+  int order[5];
+  rendezvous_order(c, "s", order);
+  /* A 100-byte shard on 1, 0 and 3: 0's replica goes to the better of 2
+   * and 4 for this shard. */
+  int row[] = {1, 0, 3};
+  int want = -1;
+  for (int k = 0; k < 5 && want < 0; k++)
+    if (order[k] == 2 || order[k] == 4) want = order[k];
+  ts_placement_move moved[4];
   int unplaced = 0;
-  ck_assert_int_eq(ts_placement_move_row(c, 0, row, 3, 100, moved, &unplaced),
-                   1);
-  /* Worker 3 is the only target not holding the shard. */
+  ck_assert_int_eq(ts_placement_move_row(c, 0, "s", row, 3, 100, NULL, moved,
+                                         &unplaced), 1);
   ck_assert_int_eq(row[0], 1);
-  ck_assert_int_eq(row[1], 3);
-  ck_assert_int_eq(row[2], 2);
+  ck_assert_int_eq(row[1], want);
+  ck_assert_int_eq(row[2], 3);
   ck_assert_int_eq(moved[0].slot, 1);
   ck_assert_int_eq(moved[0].from, 0);
-  ck_assert_int_eq(moved[0].to, 3);
+  ck_assert_int_eq(moved[0].to, want);
   ck_assert_int_eq(unplaced, 0);
-  ck_assert_uint_eq(planned(c, 0), 100);
-  ck_assert_uint_eq(planned(c, 3), 300);
-  unsigned long long before = total_planned(c);
-  ck_assert_uint_eq(before, 800);
-  /* Another shard, on 2, 0 and 3: the only other target (1) has no room,
-   * so its replica stays on 0, counted as unplaced, nothing rebooked. */
-  int full[] = {2, 0, 3};
-  c->workers[1].memory_limit = 350;
-  before = total_planned(c);
-  ck_assert_int_eq(ts_placement_move_row(c, 0, full, 3, 100, moved, &unplaced),
-                   0);
+  ck_assert_uint_eq(planned(c, 0), 0);
+  ck_assert_uint_eq(planned(c, want), 100);
+  ck_assert_uint_eq(total_planned(c), 300);
+  /* The model's bytes count before the weights: with `want` holding 200
+   * bytes of the model and the other none, the other is chosen and the
+   * bytes follow the move. */
+  int other = want == 2 ? 4 : 2;
+  ts_placement_spread spread = {{0}};
+  spread.bytes[want] = 200;
+  spread.bytes[0] = 100;
+  int again[] = {1, 0, 3};
+  atomic_store(&c->workers[0].memory_planned, 100);
+  ck_assert_int_eq(ts_placement_move_row(c, 0, "s", again, 3, 100, &spread,
+                                         moved, &unplaced), 1);
+  ck_assert_int_eq(again[1], other);
+  ck_assert_uint_eq(spread.bytes[0], 0);
+  ck_assert_uint_eq(spread.bytes[other], 100);
+  /* The other has no room: a replica on 0 stays, counted as unplaced,
+   * nothing rebooked. */
+  c->workers[other].memory_limit = 50;
+  int full[] = {want, 0, 1, 3};
+  atomic_store(&c->workers[0].memory_planned, 100);
+  atomic_store(&c->workers[other].memory_planned, 0);
+  unsigned long long total = total_planned(c);
+  ck_assert_int_eq(ts_placement_move_row(c, 0, "s", full, 4, 100, NULL, moved,
+                                         &unplaced), 0);
   ck_assert_int_eq(unplaced, 1);
   ck_assert_int_eq(full[1], 0);
-  ck_assert_uint_eq(planned(c, 0), 100);
-  ck_assert_uint_eq(total_planned(c), before);
+  ck_assert_uint_eq(total_planned(c), total);
   free(c);
 }
 END_TEST
 
-START_TEST(test_rebalance_only_strict_improvement) {
-  ts_placement_move moved[1];
-  int unplaced = 0;
-  /* Equal bytes: a move would only swap who is heavier. */
-  ts_membership *c = cluster(2, NULL, (unsigned long long[]){500, 500}, NULL);
-  int row[] = {0};
-  ck_assert_int_eq(ts_placement_move_row(c, -1, row, 1, 100, moved, &unplaced),
-                   0);
-  free(c);
-  /* A gap of exactly the shard's bytes: after the move the other worker
-   * would be as heavy as this one was; no strict improvement. */
-  c = cluster(2, NULL, (unsigned long long[]){500, 400}, NULL);
-  ck_assert_int_eq(ts_placement_move_row(c, -1, row, 1, 100, moved, &unplaced),
-                   0);
-  free(c);
-  /* One byte more: the heavier of the two drops from 500 to 499. */
-  c = cluster(2, NULL, (unsigned long long[]){500, 399}, NULL);
-  ck_assert_int_eq(ts_placement_move_row(c, -1, row, 1, 100, moved, &unplaced),
-                   1);
-  ck_assert_int_eq(row[0], 1);
-  ck_assert_uint_eq(planned(c, 0), 400);
-  ck_assert_uint_eq(planned(c, 1), 499);
-  ck_assert_int_eq(unplaced, 0);
-  free(c);
-  /* A worker that holds only this replica never gives it away. */
-  c = cluster(2, NULL, (unsigned long long[]){100, 0}, NULL);
-  row[0] = 0;
-  ck_assert_int_eq(ts_placement_move_row(c, -1, row, 1, 100, moved, &unplaced),
-                   0);
+/* A row moves to the fresh placement's workers: replicas already there
+ * stay in their slots, the others take the missing workers. */
+START_TEST(test_move_row_to_fresh_row) {
+  ts_membership *c = cluster(4, NULL, (unsigned long long[]){10, 10, 0, 0},
+                             NULL);
+  ts_placement_move moved[2];
+  int same[] = {0, 1}, swapped[] = {1, 0};
+  ck_assert_int_eq(ts_placement_move_row_to(c, same, 2, swapped, 10, moved), 0);
+  int row[] = {0, 1}, want[] = {2, 1};
+  ck_assert_int_eq(ts_placement_move_row_to(c, row, 2, want, 10, moved), 1);
+  ck_assert_int_eq(row[0], 2);
+  ck_assert_int_eq(row[1], 1);
+  ck_assert_int_eq(moved[0].slot, 0);
+  ck_assert_int_eq(moved[0].from, 0);
+  ck_assert_int_eq(moved[0].to, 2);
+  ck_assert_uint_eq(planned(c, 0), 0);
+  ck_assert_uint_eq(planned(c, 2), 10);
+  int both[] = {2, 1}, other[] = {3, 0};
+  ck_assert_int_eq(ts_placement_move_row_to(c, both, 2, other, 10, moved), 2);
+  ck_assert(both[0] == 3 || both[0] == 0);
+  ck_assert(both[1] == 3 || both[1] == 0);
+  assert_distinct(both, 2);
+  ck_assert_uint_eq(total_planned(c), 20);
   free(c);
 }
 END_TEST
@@ -222,42 +319,49 @@ static unsigned rnd(unsigned n) {
 }
 
 /* The rules of placement.h, written out naively: the eligible workers,
- * then the fewest planned bytes, the lowest index on ties. */
-static int reference_pick(int n_workers, const int *state,
+ * then the fewest bytes of the model, then the highest weight (the
+ * smaller address on ties). */
+static int reference_pick(ts_membership *c, const int *state,
                           const unsigned long long *planned_bytes,
                           const unsigned long long *limit, const int *row,
-                          int n, unsigned long long len,
-                          unsigned long long below) {
+                          int n, unsigned long long len, const char *id,
+                          const unsigned long long *bytes) {
+  int order[12];
+  rendezvous_order(c, id, order);
   int best = -1;
-  for (int i = 0; i < n_workers; i++) {
-    int in_row = 0;
+  for (int k = 0; k < c->n; k++) {
+    int i = order[k], in_row = 0;
     for (int j = 0; j < n; j++)
       if (row[j] == i) in_row = 1;
-    int eligible = state[i] == UP && !in_row && planned_bytes[i] < below &&
-                   (limit[i] == 0 || planned_bytes[i] + len <= limit[i]);
-    if (eligible && (best < 0 || planned_bytes[i] < planned_bytes[best]))
+    if (state[i] == UP && !in_row &&
+        (limit[i] == 0 || planned_bytes[i] + len <= limit[i]) &&
+        (best < 0 || bytes[i] < bytes[best]))
       best = i;
   }
   return best;
 }
 
 START_TEST(test_pick_matches_reference) {
-  for (int trial = 0; trial < 5000; trial++) {
+  for (int trial = 0; trial < 3000; trial++) {
     int n = 1 + (int)rnd(12);
     int state[12], row[12];
     unsigned long long start[12], limit[12];
+    ts_placement_spread spread = {{0}};
     for (int i = 0; i < n; i++) {
       state[i] = rnd(5) == 0 ? DOWN : rnd(6) == 0 ? LEAVING : UP;
       start[i] = rnd(8) * 100;
       limit[i] = rnd(3) == 0 ? 0 : 100 + rnd(10) * 100;
+      spread.bytes[i] = rnd(3) * 100;
     }
     int k = (int)rnd((unsigned)n + 1);
     for (int j = 0; j < k; j++) row[j] = (int)rnd((unsigned)n);
     unsigned long long len = 1 + rnd(300);
-    unsigned long long below = rnd(2) ? ~0ull : rnd(9) * 100;
+    char id[16];
+    snprintf(id, sizeof id, "t%d", trial);
     ts_membership *c = cluster(n, state, start, limit);
-    int got = ts_placement_pick(c, row, k, len, below);
-    int want = reference_pick(n, state, start, limit, row, k, len, below);
+    int got = ts_placement_pick(c, id, row, k, len, &spread);
+    int want = reference_pick(c, state, start, limit, row, k, len, id,
+                              spread.bytes);
     ck_assert_msg(got == want, "trial %d: picked %d, the rules say %d", trial,
                   got, want);
     for (int i = 0; i < n; i++) /* picking books nothing */
@@ -267,67 +371,59 @@ START_TEST(test_pick_matches_reference) {
 }
 END_TEST
 
-/* Places shards on 3 workers, adds an empty fourth, and rebalances pass
- * after pass as the registry does: every move must lower the heavier of
- * its two workers, bookings are conserved, rows stay distinct, and it
- * stops with the newcomer holding something. */
-START_TEST(test_rebalance_converges) {
-  enum { SHARDS = 40, REPLICAS = 2 };
-  ts_membership *c = cluster(3, NULL, NULL, NULL);
-  int rows[SHARDS][REPLICAS];
-  size_t len[SHARDS];
-  unsigned long long total = 0;
-  for (int s = 0; s < SHARDS; s++) {
-    len[s] = 1 + rnd(1000);
-    ck_assert_int_eq(ts_placement_place(c, len[s], REPLICAS, rows[s]), TS_OK);
-    total += REPLICAS * len[s];
-  }
-  atomic_store(&c->n, 4);
-  c->workers[3].index = 3;
-  atomic_store(&c->workers[3].up, 1);
-  int passes = 0, moves = 0, step;
-  do {
-    step = 0;
-    for (int s = 0; s < SHARDS; s++) {
-      unsigned long long before[4];
-      for (int i = 0; i < 4; i++) before[i] = planned(c, i);
-      ts_placement_move moved[REPLICAS];
-      int unplaced = 0;
-      int n = ts_placement_move_row(c, -1, rows[s], REPLICAS, len[s], moved,
-                                    &unplaced);
-      ck_assert_int_eq(unplaced, 0);
-      for (int m = 0; m < n; m++) {
-        /* The receiver ends lighter than the giver was. */
-        ck_assert_uint_lt(before[moved[m].to] + len[s],
-                          before[moved[m].from]);
-        before[moved[m].from] -= len[s];  /* as the next decision saw it */
-        before[moved[m].to] += len[s];
-      }
-      assert_distinct(rows[s], REPLICAS);
-      step += n;
+/* A model's replicas spread evenly: 4 tensor shards on 4 workers, one
+ * each; 4 shards x 2 replicas on 4 workers, two each; 10 shards x 2
+ * replicas on 4 workers, 5 each; and shards of unequal sizes (60 and 20
+ * bytes, four of each) share their bytes evenly, one of each per worker.
+ * The same on a cluster that learnt the workers in another order. */
+START_TEST(test_model_spreads_evenly) {
+  static const struct { int shards, replicas, each; } cases[] = {
+      {4, 1, 1}, {4, 2, 2}, {10, 2, 5}};
+  int ids[4] = {3, 2, 1, 0};
+  for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+    ts_membership *a = cluster(4, NULL, NULL, NULL);
+    ts_membership *b = cluster_with(4, NULL, NULL, NULL, ids);
+    ts_placement_spread sa = {{0}}, sb = {{0}};
+    for (int k = 0; k < cases[t].shards; k++) {
+      char id[16];
+      snprintf(id, sizeof id, "m%zu-%d", t, k);
+      int ra[4], rb[4];
+      ck_assert_int_eq(ts_placement_place(a, id, 10, cases[t].replicas, ra,
+                                          &sa), TS_OK);
+      ck_assert_int_eq(ts_placement_place(b, id, 10, cases[t].replicas, rb,
+                                          &sb), TS_OK);
+      for (int r = 0; r < cases[t].replicas; r++)
+        ck_assert_str_eq(a->workers[ra[r]].address, b->workers[rb[r]].address);
     }
-    moves += step;
-    ck_assert_uint_eq(total_planned(c), total);
-    ck_assert_int_lt(++passes, 100);
-  } while (step > 0);
-  ck_assert_int_gt(moves, 0);
-  ck_assert_uint_gt(planned(c, 3), 0);
-  /* Each worker's bookings are what its rows say. */
-  unsigned long long held[4] = {0};
-  for (int s = 0; s < SHARDS; s++)
-    for (int r = 0; r < REPLICAS; r++) held[rows[s][r]] += len[s];
-  for (int i = 0; i < 4; i++) ck_assert_uint_eq(held[i], planned(c, i));
+    for (int i = 0; i < 4; i++) {
+      ck_assert_uint_eq(sa.bytes[i], 10ull * (unsigned)cases[t].each);
+      ck_assert_uint_eq(planned(a, i), 10ull * (unsigned)cases[t].each);
+    }
+    free(a);
+    free(b);
+  }
+  ts_membership *c = cluster(4, NULL, NULL, NULL);
+  ts_placement_spread spread = {{0}};
+  for (int k = 0; k < 8; k++) {
+    char id[16];
+    snprintf(id, sizeof id, "u%d", k);
+    int row[1];
+    ck_assert_int_eq(ts_placement_place(c, id, k < 4 ? 60 : 20, 1, row,
+                                        &spread), TS_OK);
+  }
+  for (int i = 0; i < 4; i++) ck_assert_uint_eq(spread.bytes[i], 80);
   free(c);
 }
 END_TEST
 
 static void cases(Suite *s) {
   TS_CHECK_CASE(
-      s, "core", 0, NULL, NULL, test_distinct_replicas_fewest_bytes_first,
-      test_memory_limits_respected, test_down_and_leaving_never_chosen,
-      test_empty_worker_moves_its_replicas,
-      test_rebalance_only_strict_improvement, test_pick_matches_reference,
-      test_rebalance_converges);
+      s, "core", 0, NULL, NULL, test_weight_is_sha256_of_id_and_address,
+      test_distinct_replicas_in_rendezvous_order,
+      test_same_choice_whatever_the_join_order, test_memory_limits_respected,
+      test_down_and_leaving_never_chosen,
+      test_empty_worker_moves_its_replicas, test_move_row_to_fresh_row,
+      test_pick_matches_reference, test_model_spreads_evenly);
 }
 
 const ts_check_suite ts_check_this_suite = {.name = "placement",

@@ -4,7 +4,7 @@
  *   tessera-worker --listen HOST:PORT [--threads N] [--memory-limit BYTES]
  *                  [--activation-limit BYTES] [--fold-limit BYTES]
  *                  [--upload-limit BYTES] [--max-uploads N]
- *                  [--upload-timeout-ms N] [--join COORD]
+ *                  [--upload-timeout-ms N] [--join COORD[,COORD...]]
  *
  * Startup: pick OpenBLAS kernels (may re-exec), parse options, create the
  * store and the kernel pool, start the service, print exactly
@@ -14,10 +14,10 @@
  * SIGTERM/SIGINT is a graceful leave, bounded by GRACE_MS in all:
  *  1. health turns NOT_SERVING, but runs are still accepted: the
  *     coordinator keeps routing here until its shards are elsewhere;
- *  2. with --join, Admin/DeregisterWorker asks the coordinator to move
- *     this worker's shards and stop routing to it (it answers when done);
- *     without, the coordinator's prober sees NOT_SERVING and does the same;
- *  3. once the coordinator answered DeregisterWorker (it routes nothing
+ *  2. with --join, Admin/DeregisterWorker asks every coordinator to move
+ *     this worker's shards and stop routing to it (each answers when done);
+ *     without, the coordinators' probers see NOT_SERVING and do the same;
+ *  3. once every coordinator answered DeregisterWorker (none routes
  *     here any more), or at once when this worker holds no shard, or else
  *     once no run has arrived for QUIET_MS (at most LEAVE_MS after the
  *     signal: without --join nobody confirms that routing stopped), the
@@ -88,7 +88,9 @@ typedef struct options {
   bool upload_limit_set;  /* false: physical memory / UPLOAD_SHARE */
   int max_uploads;        /* 0: none */
   long long upload_timeout_ms; /* 0: none */
-  const char *join;       /* coordinator to register with; NULL: none */
+  /* Coordinators to register with, comma-separated (every --join
+   * joined); "": none. */
+  char join[TS_JOIN_MAX * TS_ADDRESS_MAX];
   const char *metrics_listen; /* NULL: no /metrics (metrics.h) */
   const char *advertise;  /* address the coordinator dials; NULL: derived */
   ts_security_opts security; /* TLS and the loopback rule (rpc_auth.h) */
@@ -100,7 +102,7 @@ static void usage(FILE *f) {
           "[--memory-limit BYTES] [--activation-limit BYTES]\n"
           "                      [--fold-limit BYTES] [--upload-limit BYTES] "
           "[--max-uploads N]\n"
-          "                      [--upload-timeout-ms N] [--join COORD "
+          "                      [--upload-timeout-ms N] [--join COORD[,COORD...] "
           "[--advertise HOST:PORT]]\n"
           "  --listen HOST:PORT     address to serve on; port 0 picks one\n"
           "  --threads N            kernel threads (default: number of "
@@ -130,12 +132,15 @@ static void usage(FILE *f) {
           "  --upload-timeout-ms N  end an upload that sent no chunk for N "
           "ms (default\n"
           "                         60000; 0: none)\n"
-          "  --join COORD           register with the coordinator at COORD "
-          "(and keep\n"
-          "                         re-registering every second, so a "
-          "restarted\n"
-          "                         coordinator finds this worker again)\n"
-          "  --advertise HOST:PORT  the address the coordinator should dial "
+          "  --join COORD[,COORD...]\n"
+          "                         register with each coordinator listed "
+          "(at most 16;\n"
+          "                         --join may be repeated) and keep "
+          "re-registering\n"
+          "                         every second, so a restarted "
+          "coordinator finds\n"
+          "                         this worker again\n"
+          "  --advertise HOST:PORT  the address the coordinators should dial "
           "(default:\n"
           "                         the listen address; hostname for "
           "0.0.0.0)\n"
@@ -252,9 +257,17 @@ static int parse_options(int argc, char **argv, options *o) {
                              &err))
           return bad_option("--upload-timeout-ms", &err);
         break;
-      case OPT_JOIN:
-        o->join = optarg;
+      case OPT_JOIN: {
+        size_t used = strlen(o->join);
+        if (used + 1 + strlen(optarg) >= sizeof o->join) {
+          ts_err_set(&err, TS_EINVAL, "more than %d coordinators",
+                     TS_JOIN_MAX);
+          return bad_option("--join", &err);
+        }
+        snprintf(o->join + used, sizeof o->join - used, "%s%s",
+                 used ? "," : "", optarg);
         break;
+      }
       case OPT_ADVERTISE:
         o->advertise = optarg;
         break;
@@ -290,6 +303,8 @@ static int parse_options(int argc, char **argv, options *o) {
             o->listen);
     return 2;
   }
+  if (o->join[0] && ts_join_check(o->join, &err))
+    return bad_option("--join", &err);
   if (o->security.token_file) {
     fprintf(stderr, "tessera-worker: --auth-token-file is for the "
                     "coordinator (workers admit coordinator certificates)\n");
@@ -387,9 +402,9 @@ static int holds_nothing(ts_store *store) {
 }
 
 /* Steps 2 and 3 of a graceful leave (see the top of this file): the
- * coordinator moves this worker's shards while it keeps serving, then the
+ * coordinators move this worker's shards while it keeps serving, then the
  * runs stop arriving. The quiet wait is only for when nobody can say that
- * they stopped: once the coordinator answered DeregisterWorker it routes
+ * they stopped: once every coordinator answered DeregisterWorker none routes
  * nothing here any more, and a worker that holds no shard has nothing a
  * run could use; either stops as soon as its runs in flight are done. */
 static void leave(ts_join *join, ts_pool *pool, ts_store *store,
@@ -398,13 +413,13 @@ static void leave(ts_join *join, ts_pool *pool, ts_store *store,
     ts_err err = {0};
     int moved = 0, left = 0;
     if (ts_join_leave(join, deadline, &moved, &left, &err) == TS_OK) {
-      ts_log_info("deregistered: the coordinator moved %d shard replica(s) "
+      ts_log_info("deregistered: every coordinator moved %d shard replica(s) "
                   "to other workers%s and routes nothing here; stopping "
                   "once the runs in flight are done", moved,
                   left ? " (some found no room and stay here)" : "");
       return;
     }
-    ts_log_warn("leaving without the coordinator's word: %s", err.msg);
+    ts_log_warn("leaving without every coordinator's word: %s", err.msg);
   }
   if (holds_nothing(store)) {
     ts_log_info("no shard held: stopping once the runs in flight are done");
@@ -482,7 +497,7 @@ int main(int argc, char **argv) {
   printf("listening on %s\n", ts_worker_service_address(svc));
   fflush(stdout);
   ts_join *join = NULL;
-  if (opt.join) {
+  if (opt.join[0]) {
     char advertise[300];
     if (opt.advertise)
       snprintf(advertise, sizeof advertise, "%s", opt.advertise);

@@ -74,6 +74,42 @@ size_t ts_hostport_host_length(const char *address) {
   return colon ? (size_t)(colon - address) : strlen(address);
 }
 
+int ts_address_list_split(const char *text, int max,
+                          char items[][TS_ADDRESS_MAX], int *n, ts_err *err) {
+  char shown[128];
+  ts_text_escape(text ? text : "", 100, shown, sizeof shown);
+  if (!text || !text[0])
+    return ts_err_set(err, TS_EINVAL, "empty address list");
+  int count = 0;
+  for (const char *p = text;; p++) {
+    const char *end = strchr(p, ',');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    if (len == 0)
+      return ts_err_set(err, TS_EINVAL, "address list '%s' has an empty "
+                        "item", shown);
+    if (count == max)
+      return ts_err_set(err, TS_EINVAL, "address list '%s' has more than %d "
+                        "items", shown, max);
+    if (len >= TS_ADDRESS_MAX)
+      return ts_err_set(err, TS_EINVAL, "address list '%s': an address is "
+                        "longer than %d bytes", shown, TS_ADDRESS_MAX - 1);
+    memcpy(items[count], p, len);
+    items[count][len] = '\0';
+    for (int i = 0; i < count; i++)
+      if (strcmp(items[i], items[count]) == 0) {
+        char item[128];
+        ts_text_escape(items[count], len, item, sizeof item);
+        return ts_err_set(err, TS_EINVAL, "address list '%s' names '%s' "
+                          "twice", shown, item);
+      }
+    count++;
+    if (!end) break;
+    p = end;
+  }
+  *n = count;
+  return TS_OK;
+}
+
 void ts_text_escape(const char *in, size_t max_in, char *out, size_t size) {
   static const char hex[] = "0123456789abcdef";
   size_t o = 0;

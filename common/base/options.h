@@ -55,6 +55,16 @@ size_t ts_hostport_host_length(const char *address);
 #define TS_ADDRESS_MAX 256
 int ts_address_check(const char *address, ts_err *err);
 
+/* A comma-separated list of addresses, as --join and the client's --server
+ * take them ("a:1,b:2"): split into items[0..*n), each copied (at most
+ * TS_ADDRESS_MAX - 1 bytes). Refused with TS_EINVAL, quoting the text: an
+ * empty list or item ("a:1,,b:2", a trailing comma), more than `max`
+ * items, an item too long, or one listed twice (which would register or
+ * send twice). Items are not checked as addresses: the caller applies its
+ * own rule (ts_address_check, or a client's default port). */
+int ts_address_list_split(const char *text, int max,
+                          char items[][TS_ADDRESS_MAX], int *n, ts_err *err);
+
 /* Copies at most `max_in` bytes of `in` into `out` (room for `size` > 0
  * bytes, always terminated) with every byte outside printable ASCII, and
  * the backslash, written as \xNN or \\: text from the network is shown in

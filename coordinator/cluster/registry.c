@@ -88,16 +88,17 @@ static int io_copy(const ts_io_info *src, int n, ts_io_info **out,
   return TS_OK;
 }
 
-/* Chooses `replicas` distinct placement targets with room for shard `s`,
- * least planned bytes first (placement.h), and books the bytes on them. */
+/* Chooses `replicas` distinct placement targets with room for shard `s`
+ * by the placement order (placement.h; `spread` counts the model's
+ * bytes so far), and books the bytes on them. */
 static int place_shard(ts_membership *c, const ts_shard *s, int replicas,
-                       int *out, ts_err *err) {
+                       ts_placement_spread *spread, int *out, ts_err *err) {
   int targets = ts_placement_targets(c);
   if (targets < replicas)
     return ts_err_set(err, TS_EUNAVAILABLE,
                       "shard %s needs %d live workers for its replicas; %d "
                       "are live", s->label, replicas, targets);
-  if (ts_placement_place(c, s->len, replicas, out) != TS_OK)
+  if (ts_placement_place(c, s->id, s->len, replicas, out, spread) != TS_OK)
     return ts_err_set(err, TS_EEXHAUSTED,
                       "no live worker has room for shard %s (%.1f MB) "
                       "under its --memory-limit", s->label,
@@ -105,18 +106,28 @@ static int place_shard(ts_membership *c, const ts_shard *s, int replicas,
   return TS_OK;
 }
 
-static void unbook(ts_membership *c, ts_served_model *m) {
-  if (!m->plan || !m->placement) return;
+/* Adds (sign 1) or removes (-1) the bookings of placement rows[stage]
+ * of model m's plan. */
+static void book_rows(ts_membership *c, const ts_served_model *m, int **rows,
+                      int sign) {
+  if (!m->plan || !rows) return;
   for (int s = 0; s < m->plan->n_stages; s++) {
-    if (!m->placement[s]) continue;
+    if (!rows[s]) continue;
     const ts_stage *st = &m->plan->stages[s];
     for (int k = 0; k < st->n_shards; k++)
       for (int r = 0; r < m->n_replicas; r++) {
-        int w = m->placement[s][k * m->n_replicas + r];
-        if (w >= 0)
+        int w = rows[s][k * m->n_replicas + r];
+        if (w < 0) continue;
+        if (sign > 0)
+          atomic_fetch_add(&c->workers[w].memory_planned, st->shards[k].len);
+        else
           atomic_fetch_sub(&c->workers[w].memory_planned, st->shards[k].len);
       }
   }
+}
+
+static void unbook(ts_membership *c, ts_served_model *m) {
+  book_rows(c, m, m->placement, -1);
 }
 
 static int load_plain(ts_registry *r, ts_served_model *m, ts_err *err) {
@@ -172,6 +183,7 @@ static int load_plain(ts_registry *r, ts_served_model *m, ts_err *err) {
 
   m->placement = calloc((size_t)m->plan->n_stages, sizeof *m->placement);
   if (!m->placement) return ts_err_set(err, TS_ENOMEM, "out of memory");
+  ts_placement_spread spread = {{0}};
   for (int s = 0; s < m->plan->n_stages && rc == TS_OK; s++) {
     const ts_stage *st = &m->plan->stages[s];
     m->placement[s] = malloc((size_t)st->n_shards * (size_t)m->n_replicas *
@@ -180,7 +192,7 @@ static int load_plain(ts_registry *r, ts_served_model *m, ts_err *err) {
     for (int i = 0; i < st->n_shards * m->n_replicas; i++)
       m->placement[s][i] = -1;
     for (int k = 0; k < st->n_shards && rc == TS_OK; k++)
-      rc = place_shard(c, &st->shards[k], m->n_replicas,
+      rc = place_shard(c, &st->shards[k], m->n_replicas, &spread,
                        &m->placement[s][k * m->n_replicas], err);
   }
   for (int s = 0; s < m->plan->n_stages && rc == TS_OK; s++) {
@@ -485,8 +497,8 @@ int ts_registry_replicas_on(ts_registry *r, int w) {
 /* ---- re-placement ------------------------------------------------------ */
 
 /* What a pass moves: every replica on `from` (from >= 0), or, to
- * rebalance (from < 0), any replica whose move to a lighter target lowers
- * the heavier of the two (placement.h). */
+ * rebalance (from < 0), every replica a fresh placement of its model puts
+ * elsewhere (placement.h). */
 typedef struct mover {
   int from;
 } mover;
@@ -531,6 +543,62 @@ static ts_served_model *clone_placement(ts_served_model *m) {
   return NULL;
 }
 
+static void rows_free(int **rows, int stages) {
+  for (int s = 0; rows && s < stages; s++) free(rows[s]);
+  free(rows);
+}
+
+/* Where a fresh placement of plain model m on the live workers puts each
+ * replica (placement.h: what rebalancing moves towards), as rows
+ * [stage][shard * n_replicas + r] the caller frees with rows_free; NULL
+ * when too few workers have room (or out of memory). Bookings are as
+ * before on return: m's own are set aside while its fresh placement is
+ * chosen, so they do not push it elsewhere. */
+static int **fresh_placement(ts_membership *c, ts_served_model *m) {
+  int stages = m->plan->n_stages;
+  if (stages <= 0) return NULL;
+  int **rows = calloc((size_t)stages, sizeof *rows);
+  int ok = rows != NULL;
+  for (int s = 0; ok && s < stages; s++) {
+    size_t slots = (size_t)m->plan->stages[s].n_shards * (size_t)m->n_replicas;
+    rows[s] = malloc(slots * sizeof(int));
+    ok = rows[s] != NULL;
+    for (size_t i = 0; ok && i < slots; i++) rows[s][i] = -1;
+  }
+  if (!ok) {
+    rows_free(rows, stages);
+    return NULL;
+  }
+  book_rows(c, m, m->placement, -1);
+  ts_placement_spread spread = {{0}};
+  for (int s = 0; ok && s < stages; s++) {
+    const ts_stage *st = &m->plan->stages[s];
+    for (int k = 0; ok && k < st->n_shards; k++) {
+      int *row = &rows[s][k * m->n_replicas];
+      ok = ts_placement_place(c, st->shards[k].id, st->shards[k].len,
+                              m->n_replicas, row, &spread) == TS_OK;
+      if (!ok) /* it booked nothing of this row */
+        for (int j = 0; j < m->n_replicas; j++) row[j] = -1;
+    }
+  }
+  book_rows(c, m, rows, -1); /* what was placed; -1 slots are skipped */
+  book_rows(c, m, m->placement, 1);
+  if (ok) return rows;
+  rows_free(rows, stages);
+  return NULL;
+}
+
+/* The bytes of plain model m each worker holds. */
+static void model_spread(const ts_served_model *m, ts_placement_spread *out) {
+  memset(out, 0, sizeof *out);
+  for (int s = 0; s < m->plan->n_stages; s++)
+    for (int j = 0; j < m->plan->stages[s].n_shards * m->n_replicas; j++) {
+      int w = m->placement[s][j];
+      if (w >= 0 && w < TS_MAX_WORKERS)
+        out->bytes[w] += m->plan->stages[s].shards[j / m->n_replicas].len;
+    }
+}
+
 /* Applies `mv` to plain model `m` (referenced by the caller): chooses new
  * workers, uploads, and swaps the new placement in if `m` is still the
  * registry's. Returns the replicas moved; adds to *unplaced those `mv`
@@ -544,6 +612,10 @@ static int move_model(ts_registry *r, ts_served_model *m, const mover *mv,
   int slots = 0;
   for (int s = 0; s < m->plan->n_stages; s++)
     slots += m->plan->stages[s].n_shards * m->n_replicas;
+  /* Rebalancing moves rows to a fresh placement's; with none (no room),
+   * nothing moves. */
+  int **want = mv->from < 0 ? fresh_placement(c, m) : NULL;
+  if (mv->from < 0 && !want) return 0;
   ts_served_model *next = clone_placement(m);
   move *moves = calloc((size_t)slots, sizeof *moves);
   ts_placement_move *row_moves =
@@ -555,20 +627,29 @@ static int move_model(ts_registry *r, ts_served_model *m, const mover *mv,
     if (next) served_free(next);
     free(moves);
     free(row_moves);
+    rows_free(want, m->plan->n_stages);
     return 0;
   }
+  ts_placement_spread spread;
+  model_spread(m, &spread);
   for (int s = 0; s < m->plan->n_stages; s++) {
     const ts_stage *st = &m->plan->stages[s];
     for (int k = 0; k < st->n_shards; k++) {
-      int moved = ts_placement_move_row(
-          c, mv->from, &next->placement[s][k * m->n_replicas], m->n_replicas,
-          st->shards[k].len, row_moves, unplaced);
+      int *row = &next->placement[s][k * m->n_replicas];
+      int moved =
+          want ? ts_placement_move_row_to(c, row, m->n_replicas,
+                                          &want[s][k * m->n_replicas],
+                                          st->shards[k].len, row_moves)
+               : ts_placement_move_row(c, mv->from, st->shards[k].id, row,
+                                       m->n_replicas, st->shards[k].len,
+                                       &spread, row_moves, unplaced);
       for (int j = 0; j < moved; j++)
         moves[n_moves++] = (move){s, k, row_moves[j].slot, row_moves[j].from,
                                   row_moves[j].to};
     }
   }
   free(row_moves);
+  rows_free(want, m->plan->n_stages);
   /* Upload outside the registry mutex: requests keep being served from the
    * current placement meanwhile. A failed upload keeps the old replica. */
   int uploaded = 0;
@@ -672,7 +753,8 @@ int ts_registry_move_off_worker(ts_registry *r, int w, int *left) {
 int ts_registry_rebalance(ts_registry *r) {
   mover mv = {.from = -1};
   int unplaced, moved = 0, step;
-  /* Each pass lowers the sum of squared planned bytes; a few suffice. */
+  /* A pass leaves every row where a fresh placement puts it; a later pass
+   * moves only what failed uploads or room kept back. */
   for (int pass = 0; pass < 8 && (step = move_all(r, &mv, &unplaced)) > 0;
        pass++)
     moved += step;

@@ -3,7 +3,9 @@
  *
  * Loading a model: read and check the ONNX file (ts_model_load), compile it
  * into a plan (ts_plan_build), place every shard on `replicas` distinct live
- * workers with room (least planned bytes first; --memory-limit respected),
+ * workers with room (the model's bytes spread evenly, ties by each
+ * shard's rendezvous order: placement.h, so coordinators sharing workers
+ * agree; --memory-limit respected),
  * upload the shards (skipped where a worker already holds the same bytes),
  * and publish the model as READY. An ensemble's members must be loaded
  * first; its inputs are its first member's, checked against the others.
@@ -141,17 +143,16 @@ int ts_registry_replicas_on(ts_registry *r, int w);
 
 /* Re-places every shard replica on worker `w` (down past its grace, or
  * leaving) on another placement target (ts_membership_is_target) that holds
- * no replica of that shard and has room under its memory limit, least
- * planned bytes first (placement.h); uploads it and swaps the new
+ * no replica of that shard and has room under its memory limit, the first
+ * by the placement order (placement.h); uploads it and swaps the new
  * placement in. Returns the number of replicas moved; *left gets the
  * number still on `w` for want of a worker with room (retry when
  * membership changes). */
 int ts_registry_move_off_worker(ts_registry *r, int w, int *left);
 
-/* Gives returning and new workers shards: moves a replica from a worker
- * to a lighter placement target when that lowers the heavier of the two
- * (planned bytes differ by more than the shard), until no such move is
- * left. Returns the number of replicas moved. */
+/* Gives returning and new workers shards: moves every row of every model
+ * to where a fresh placement on the live workers puts it (placement.h),
+ * replicas already there staying. Returns the number of replicas moved. */
 int ts_registry_rebalance(ts_registry *r);
 
 #endif

@@ -283,6 +283,57 @@ class Cli(kserve.CliMixin, unittest.TestCase):
         self.assertTrue(p.stderr.startswith('tessera: DEADLINE_EXCEEDED: 4 of 4 requests '
                                             'failed'), p.stderr)
 
+    def test_server_list_fails_over(self):
+        """--server A,B: a call that gets UNAVAILABLE from A goes to B (said
+        on stderr); all down is UNAVAILABLE naming the last one tried."""
+        dead = '127.0.0.1:1'  # nothing listens on port 1
+        a = sample('FP32', (2, 3))
+        args = ['infer', '--server', '%s,%s' % (dead, self.fake.address), '--model',
+                'echo_raw', '--input', 'x=' + self.save('fo', a), '--format', 'json']
+        p = self.tessera(*args)
+        got = json.loads(p.stdout)['outputs'][0]
+        self.assertEqual(got['data'], a.ravel().tolist())
+        self.assertIn('tessera: server %s unavailable (' % dead, p.stderr)
+        self.assertIn('trying %s' % self.fake.address, p.stderr)
+        p = self.tessera('bench', '--server', '%s,%s' % (dead, self.fake.address),
+                         '--model', 'echo_raw', '--input', 'x=' + self.save('fo', a),
+                         '--concurrency', '3', '--requests', '30')
+        self.assertIn('ok: 30\nerrors: 0\n', p.stdout)
+        p = self.tessera('health', '--server', '%s,127.0.0.1:2' % dead, expect=1)
+        self.assertTrue(p.stderr.startswith(
+            'tessera: server 127.0.0.1:1 unavailable ('), p.stderr)
+        self.assertIn('tessera: UNAVAILABLE: all 2 servers unavailable (the last '
+                      'tried: 127.0.0.1:2): ', p.stderr)
+        p = self.tessera('bench', '--server', '%s,127.0.0.1:2' % dead, '--model',
+                         'echo_raw', '--input', 'x=' + self.save('fo', a),
+                         '--requests', '4', expect=1)
+        self.assertIn('ok: 0\nerrors: 4\n', p.stdout)
+        self.assertTrue(p.stderr.startswith('tessera: UNAVAILABLE: 4 of 4 requests '
+                                            'failed'), p.stderr)
+        # Anything but UNAVAILABLE is the answer: not failed over.
+        p = self.tessera('metadata', '--server', '%s,%s' % (self.fake.address, dead),
+                         '--model', 'nope', expect=1)
+        self.assertTrue(p.stderr.startswith("tessera: NOT_FOUND: model 'nope' is not "
+                                            "loaded"), p.stderr)
+        self.assertNotIn('unavailable', p.stderr)
+
+    def test_load_goes_to_every_server(self):
+        dead = '127.0.0.1:1'
+        p = self.tessera('load', '--server', '%s,%s' % (dead, self.fake.address),
+                         '--model', 'm', expect=1)
+        self.assertRegex(p.stderr, r'(?m)^tessera: %s: UNAVAILABLE: ' % dead)
+        self.assertRegex(p.stderr, r'(?m)^tessera: %s: UNIMPLEMENTED: ' % self.fake.address)
+        self.assertIn('tessera: UNAVAILABLE: model m: 2 of 2 servers failed\n', p.stderr)
+        self.assertEqual(p.stdout, '')
+
+    def test_server_list_usage(self):
+        for bad, why in (('a:1,,b:2', 'has an empty item'),
+                         ('a:1,a:1', "names 'a:1' twice"),
+                         (','.join('h%d:1' % i for i in range(17)), 'more than 16 items')):
+            with self.subTest(server=bad):
+                p = self.tessera('health', '--server', bad, expect=2)
+                self.assertIn('tessera health: --server: ', p.stderr)
+                self.assertIn(why, p.stderr)
     def bench_json(self, *extra):
         path = self.save('bench_load', sample('FP32', (2, 4)))
         p = self.tessera('bench', '--server', self.fake.address, '--model', 'echo_raw',
