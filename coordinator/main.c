@@ -106,8 +106,10 @@ static void usage(FILE *f) {
 "  --round-robin               schedule replicas round-robin instead of by\n"
 "                              power of two choices\n"
 "  --metrics-listen HOST:PORT  serve Prometheus metrics at /metrics\n"
-"  --http-listen HOST:PORT     serve the KServe v2 REST API (plaintext\n"
-"                              HTTP: loopback only unless --insecure)\n"
+"  --http-listen HOST:PORT     serve the KServe v2 REST API: HTTPS with\n"
+"                              --tls-cert/--tls-key (needs\n"
+"                              --auth-token-file), else plaintext HTTP,\n"
+"                              loopback only unless --insecure\n"
 "  --http-max-body BYTES       REST request bodies, at most (K/M/G;\n"
 "                              default 64M; beyond: 413)\n"
 "  --version                   print the version and exit\n"
@@ -251,9 +253,18 @@ static int parse_options(int argc, char **argv, options *o) {
   if (ts_security_validate(&o->security, o->listen, &err) ||
       ts_security_validate_http(&o->security, o->metrics_listen,
                                 "--metrics-listen", &err) ||
-      ts_security_validate_http(&o->security, o->http_listen, "--http-listen",
-                                &err)) {
+      (!o->security.tls_cert &&
+       ts_security_validate_http(&o->security, o->http_listen,
+                                 "--http-listen", &err))) {
     fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
+    return 2;
+  }
+  /* The REST port checks no client certificates: over TLS, tokens are
+   * what keeps it from admitting everyone. */
+  if (o->http_listen && o->security.tls_cert && !o->security.token_file) {
+    fprintf(stderr, "tessera-coordinator: --http-listen with TLS needs "
+                    "--auth-token-file (REST clients authenticate with bearer "
+                    "tokens, not certificates)\n");
     return 2;
   }
   return 0;
@@ -464,7 +475,9 @@ int main(int argc, char **argv) {
   int rest_port = 0;
   ts_rest_opts rest_opts = {.listen = o.http_listen,
                             .max_body = (size_t)o.http_max_body,
-                            .auth = auth};
+                            .auth = auth,
+                            .tls_cert = o.security.tls_cert,
+                            .tls_key = o.security.tls_key};
   if (o.http_listen &&
       ts_rest_start(&fe, &rest_opts, &rest, &rest_port, &err) != TS_OK) {
     fprintf(stderr, "tessera-coordinator: --http-listen %s\n", err.msg);
@@ -472,7 +485,9 @@ int main(int argc, char **argv) {
     ts_rpc_server_stop(server, 1000);
     goto out_batcher;
   }
-  if (rest) ts_log_info("KServe v2 REST on port %d at /v2", rest_port);
+  if (rest)
+    ts_log_info("KServe v2 REST (%s) on port %d at /v2",
+                o.security.tls_cert ? "HTTPS" : "HTTP", rest_port);
   if (!o.security.tls_cert && o.security.secret[0])
     ts_log_info("plaintext on %s; worker registration and the workers "
                 "need the cluster secret", o.listen);

@@ -741,6 +741,17 @@ int ts_rest_start(ts_frontend *fe, const ts_rest_opts *opts,
   if (!s) return ts_err_set(err, TS_ENOMEM, "out of memory");
   s->fe = fe;
   s->auth = opts->auth;
-  return ts_http_start(opts->listen, opts->max_body, on_request, s, free, out,
-                       bound_port, err);
+  char *cert = NULL, *key = NULL; /* PEM text, copied by the server */
+  int rc = ts_rpc_pem_read(opts->tls_cert, "certificate", &cert, err);
+  if (rc == TS_OK)
+    rc = ts_rpc_pem_read(opts->tls_key, "private key", &key, err);
+  ts_http_tls tls = {cert, key};
+  if (rc == TS_OK)
+    rc = ts_http_start_tls(opts->listen, cert ? &tls : NULL, opts->max_body,
+                           on_request, s, free, out, bound_port, err);
+  else
+    free(s);
+  free(cert);
+  free(key);
+  return rc;
 }

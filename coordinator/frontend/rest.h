@@ -27,8 +27,12 @@
  * blocks its connection's thread on a condition variable until the answer
  * callback (any thread) has written the response. A client that hangs up
  * does not cancel its request; max_deadline_ms bounds it.
- * Tokens: with --auth-token-file, health is open, metadata and inference
- * need a token of any role, the repository an admin token.
+ * Security, as on the gRPC port: plaintext only where the loopback rule
+ * allows it; with --tls-cert/--tls-key, HTTPS with the same certificate
+ * (read once at start: SIGHUP does not rotate it here) and bearer tokens
+ * (--auth-token-file, which main.c then requires, since this port checks
+ * no client certificates): health is open, metadata and inference need a
+ * token of any role, the repository an admin token.
  */
 #ifndef TS_FRONTEND_REST_H
 #define TS_FRONTEND_REST_H
@@ -46,6 +50,7 @@ typedef struct ts_rest_opts {
   const char *listen;   /* HOST:PORT */
   size_t max_body;      /* bytes; beyond: 413 */
   ts_rpc_auth *auth;    /* bearer tokens; NULL: none needed */
+  const char *tls_cert, *tls_key; /* PEM files: HTTPS; NULL: plaintext */
 } ts_rest_opts;
 
 /* Serves the REST API of fe (which must outlive the server) until

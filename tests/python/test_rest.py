@@ -12,6 +12,7 @@ output 'log_probs' FP32 [-1, 10].
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -38,9 +39,10 @@ class Rest:
     """A KServe v2 REST client: request(method, path, body) returns (status,
     headers, body bytes) whatever the status."""
 
-    def __init__(self, base, token=None):
+    def __init__(self, base, token=None, context=None):
         self.base = base
         self.token = token
+        self.context = context  # ssl.SSLContext for https
 
     def request(self, method, path, body=None, headers=None):
         headers = dict(headers or {})
@@ -52,7 +54,7 @@ class Rest:
         req = urllib.request.Request(self.base + path, data=body, method=method,
                                      headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=60) as r:
+            with urllib.request.urlopen(req, timeout=60, context=self.context) as r:
                 return r.status, r.headers, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.headers, e.read()
@@ -363,6 +365,88 @@ class RestApi(kserve.ClusterTestCase):
         self.assertIn('nope', json.loads(body)['error'])
 
 
+TOKENS = {'infer': 'infer-token-5a1d0c', 'admin': 'admin-token-9e27b4'}
+
+
+class TlsTokenCluster(kserve.Cluster):
+    """A coordinator with TLS (scripts/certs.sh) and --auth-token-file; its
+    gRPC client trusts the CA and sends the admin token."""
+
+    def __init__(self, certs, **kw):
+        super().__init__(**kw)
+        self.certs = certs
+
+    def new_client(self):
+        with open(os.path.join(self.certs, 'ca.crt'), 'rb') as f:
+            creds = kserve.grpc.ssl_channel_credentials(root_certificates=f.read())
+        return kserve.Client(self.address, creds=creds,
+                             metadata=[('authorization', 'Bearer ' + TOKENS['admin'])])
+
+
+class HttpsTokens(kserve.ClusterTestCase):
+    """--http-listen under --tls-cert/--tls-key and --auth-token-file: HTTPS
+    with the coordinator's certificate; no or an unknown token is 401, an
+    infer token on the repository 403; health needs none."""
+
+    cluster_class = TlsTokenCluster
+
+    @classmethod
+    def cluster_options(cls, tmp):
+        certs = os.path.join(tmp, 'certs')
+        subprocess.run(['sh', os.path.join(kserve.SOURCE, 'scripts', 'certs.sh'), certs, '1'],
+                       check=True, capture_output=True)
+        tokens = os.path.join(tmp, 'tokens')
+        with open(tokens, 'w') as f:
+            f.write('%s infer\n%s admin\n' % (TOKENS['infer'], TOKENS['admin']))
+        cls.port = kserve.free_port()
+        cls.ca = os.path.join(certs, 'ca.crt')
+        tls = ['--tls-cert', os.path.join(certs, 'coordinator.crt'),
+               '--tls-key', os.path.join(certs, 'coordinator.key'), '--tls-ca', cls.ca]
+        return {'certs': certs, 'local_workers': 1,
+                'models': [(MODEL, export_models.export(MODEL, tmp))],
+                'extra_args': tls + ['--auth-token-file', tokens,
+                                     '--http-listen', '127.0.0.1:%d' % cls.port]}
+
+    def rest(self, token=None):
+        return Rest('https://127.0.0.1:%d' % self.port, token,
+                    ssl.create_default_context(cafile=self.ca))
+
+    def test_tokens(self):
+        inputs = export_models.make_inputs(MODEL, 2, seed=11)
+        want = reference(inputs)
+        for token in (None, 'not-a-token', TOKENS['infer'][:-1]):
+            status, doc = self.rest(token).infer_json(MODEL, inputs)
+            self.assertEqual(status, 401, doc)
+            self.assertIn('bearer token', doc['error'])
+            self.assertEqual(self.rest(token).json('GET', '/v2/models/' + MODEL)[0], 401)
+        self.assertEqual(self.rest().request('GET', '/v2/health/ready')[0], 200)
+        for token in TOKENS.values():
+            status, doc = self.rest(token).infer_json(MODEL, inputs)
+            self.assertEqual(status, 200, doc)
+            got = np.array(doc['outputs'][0]['data'], dtype=np.float32).reshape(2, 10)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        status, doc = self.rest(TOKENS['infer']).json('POST', '/v2/repository/index', {})
+        self.assertEqual(status, 403, doc)
+        self.assertIn('role admin', doc['error'])
+        status, doc = self.rest(TOKENS['infer']).json(
+            'POST', '/v2/repository/models/%s/unload' % MODEL)
+        self.assertEqual(status, 403, doc)
+        self.assertEqual(self.rest(TOKENS['infer']).infer_json(MODEL, inputs)[0], 200)
+        status, index = self.rest(TOKENS['admin']).json('POST', '/v2/repository/index', {})
+        self.assertEqual((status, [m['name'] for m in index]), (200, [MODEL]))
+
+    def test_curl_https(self):
+        out = subprocess.run(['curl', '-sS', '--cacert', self.ca, '-H',
+                              'Authorization: Bearer ' + TOKENS['infer'], '-w', '\n%{http_code}',
+                              'https://127.0.0.1:%d/v2/models/%s/ready' % (self.port, MODEL)],
+                             check=True, capture_output=True, timeout=60).stdout
+        self.assertEqual(out.rpartition(b'\n')[2], b'200')
+        # Plain HTTP on the HTTPS port gets no answer.
+        r = subprocess.run(['curl', '-sS', 'http://127.0.0.1:%d/v2/health/live' % self.port],
+                           capture_output=True, timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+
+
 class NotReady(unittest.TestCase):
     def test_no_worker_is_503(self):
         """No worker ever joins: live, not ready; inference is 503."""
@@ -394,6 +478,18 @@ class Options(unittest.TestCase):
                             '--http-max-body', '0'], capture_output=True, timeout=30)
         self.assertEqual(r.returncode, 2)
         self.assertIn(b'--http-max-body', r.stderr)
+
+    def test_tls_without_tokens_refused(self):
+        with tempfile.TemporaryDirectory() as certs:
+            subprocess.run(['sh', os.path.join(kserve.SOURCE, 'scripts', 'certs.sh'),
+                            certs, '1'], check=True, capture_output=True)
+            r = subprocess.run([kserve.binary('tessera-coordinator'), '--listen', '127.0.0.1:0',
+                                '--tls-cert', os.path.join(certs, 'coordinator.crt'),
+                                '--tls-key', os.path.join(certs, 'coordinator.key'),
+                                '--tls-ca', os.path.join(certs, 'ca.crt'),
+                                '--http-listen', '127.0.0.1:0'], capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b'--http-listen with TLS needs --auth-token-file', r.stderr)
 
 
 if __name__ == '__main__':
