@@ -31,6 +31,7 @@ export_models.torch.set_num_threads(1)  # tiny references: cores to the daemons
 MODEL = 'mlp'
 INPUT = 'embedding'
 OUTPUT = 'log_probs'
+BATCHED = 'mlp_batched'
 MAX_BODY = 1 << 20
 HEADER = 'Inference-Header-Content-Length'
 
@@ -120,6 +121,12 @@ class RestApi(kserve.ClusterTestCase):
         os.makedirs(os.path.join(repo, MODEL))
         export = export_models.export(MODEL, tmp)
         shutil.copy(export, os.path.join(repo, MODEL, 'model.onnx'))
+        # The same model behind the dynamic batcher: its answers come from
+        # the batcher's thread.
+        os.makedirs(os.path.join(repo, BATCHED))
+        shutil.copy(export, os.path.join(repo, BATCHED, 'model.onnx'))
+        with open(os.path.join(repo, BATCHED, 'config.ini'), 'w') as f:
+            f.write('max_batch = 8\nbatch_delay_us = 2000\n')
         return {'local_workers': 2,
                 'extra_args': ['--model-repository', repo,
                                '--http-listen', '127.0.0.1:%d' % cls.port,
@@ -194,6 +201,29 @@ class RestApi(kserve.ClusterTestCase):
         self.assertEqual(status, 200, doc)
         self.assertIn('data', doc['outputs'][0])
         np.testing.assert_allclose(arrays[OUTPUT], want, rtol=1e-5, atol=1e-6)
+
+    def test_concurrent_requests(self):
+        """Requests in parallel, each on its own connection (a thread each
+        in the server), to the unbatched and the batched model."""
+        import concurrent.futures
+        batches = [export_models.make_inputs(MODEL, 1 + i % 3, seed=20 + i) for i in range(12)]
+
+        def one(i):
+            model = (MODEL, BATCHED)[i % 2]
+            if i % 4 < 2:
+                status, doc = self.rest.infer_json(model, batches[i])
+                out = doc['outputs'][0] if status == 200 else doc
+                got = np.array(out.get('data', []), dtype=np.float32).reshape(out.get('shape', [0]))
+            else:
+                status, doc, arrays = self.rest.infer_binary(model, batches[i])
+                got = arrays.get(OUTPUT)
+            return status, doc, got
+
+        with concurrent.futures.ThreadPoolExecutor(len(batches)) as pool:
+            results = list(pool.map(one, range(len(batches))))
+        for inputs, (status, doc, got) in zip(batches, results):
+            self.assertEqual(status, 200, doc)
+            np.testing.assert_allclose(got, reference(inputs), rtol=1e-5, atol=1e-6)
 
     def test_binary_output_by_name(self):
         inputs = export_models.make_inputs(MODEL, 2, seed=4)
@@ -319,7 +349,8 @@ class RestApi(kserve.ClusterTestCase):
     def test_repository_unload_load(self):
         status, index = self.rest.json('POST', '/v2/repository/index', {})
         self.assertEqual(status, 200)
-        self.assertEqual([(m['name'], m['state']) for m in index], [(MODEL, 'READY')])
+        self.assertEqual(sorted((m['name'], m['state']) for m in index),
+                         [(MODEL, 'READY'), (BATCHED, 'READY')])
         status, _ = self.rest.json('POST', '/v2/repository/models/%s/unload' % MODEL)
         self.assertEqual(status, 200)
         try:
@@ -328,7 +359,7 @@ class RestApi(kserve.ClusterTestCase):
             self.assertEqual(status, 404, doc)
             self.assertIn(MODEL, doc['error'])
             status, index = self.rest.json('POST', '/v2/repository/index', {'ready': True})
-            self.assertEqual((status, index), (200, []))
+            self.assertEqual((status, [m['name'] for m in index]), (200, [BATCHED]))
         finally:
             status, doc = self.rest.json('POST', '/v2/repository/models/%s/load' % MODEL)
             self.assertEqual(status, 200, doc)
