@@ -256,10 +256,17 @@ static int answer_outputs(rest_infer *ri, const ts_infer_result *r) {
     for (int64_t k = 0; data && k < numel; k++) {
       json_t *x = element_json(t, k);
       if (!x) {
-        ts_err_set(&err, TS_EUNSUPPORTED,
-                   "output '%s': %s has no JSON form; ask for it as binary "
-                   "(parameters.binary_data)",
-                   name, ts_dtype_kserve_name(t->dtype));
+        /* json_real refuses NaN and infinities, which JSON cannot hold. */
+        if (t->dtype == TS_DTYPE_FLOAT || t->dtype == TS_DTYPE_DOUBLE)
+          ts_err_set(&err, TS_EUNSUPPORTED,
+                     "output '%s': element %lld is NaN or infinite, which "
+                     "JSON cannot hold; ask for it as binary "
+                     "(parameters.binary_data)", name, (long long)k);
+        else
+          ts_err_set(&err, TS_EUNSUPPORTED,
+                     "output '%s': %s has no JSON form; ask for it as binary "
+                     "(parameters.binary_data)", name,
+                     ts_dtype_kserve_name(t->dtype));
         break;
       }
       json_array_append_new(data, x);

@@ -225,6 +225,19 @@ class RestApi(kserve.ClusterTestCase):
             self.assertEqual(status, 200, doc)
             np.testing.assert_allclose(got, reference(inputs), rtol=1e-5, atol=1e-6)
 
+    def test_non_finite_outputs(self):
+        """NaN has no JSON form: 501 naming the element; as binary it comes
+        back as torch computes it."""
+        inputs = {INPUT: np.full((1, 32), np.inf, dtype=np.float32)}
+        want = reference(inputs)
+        self.assertFalse(np.isfinite(want).all())
+        status, doc, _ = self.rest.infer_binary(MODEL, inputs, binary_outputs=False)
+        self.assertEqual(status, 501, doc)
+        self.assertIn("output '%s': element 0 is NaN or infinite" % OUTPUT, doc['error'])
+        status, doc, arrays = self.rest.infer_binary(MODEL, inputs)
+        self.assertEqual(status, 200, doc)
+        np.testing.assert_array_equal(np.isnan(arrays[OUTPUT]), np.isnan(want))
+
     def test_binary_output_by_name(self):
         inputs = export_models.make_inputs(MODEL, 2, seed=4)
         body = {'inputs': [Rest.tensor_json(INPUT, inputs[INPUT])],
