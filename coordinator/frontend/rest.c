@@ -81,7 +81,7 @@ static void answer_error(ts_http_response *r, const ts_err *err) {
  * than any tensor's rank. */
 static int64_t count_elements(const json_t *v, int depth) {
   if (!json_is_array(v)) return 1;
-  if (depth > TS_MAX_RANK) return -1;
+  if (depth >= TS_MAX_RANK) return -1;
   int64_t n = 0;
   size_t i;
   const json_t *x;

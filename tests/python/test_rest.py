@@ -299,8 +299,10 @@ class RestApi(kserve.ClusterTestCase):
         self.expect(400, [INPUT, 'overflow'], body=self.good_body(shape=[2 ** 62, 32]))
         self.expect(400, [INPUT, "'data' holds 64 elements"],
                     body=self.good_body(shape=[2 ** 57, 32]))
-        self.expect(400, [INPUT, "'data' nests deeper"],
-                    body=self.good_body(data=[[[[[[[[[[1.0]]]]]]]]]]))
+        self.expect(400, [INPUT, "'data' nests deeper than rank 8"],
+                    body=self.good_body(data=[[[[[[[[[1.0]]]]]]]]], shape=[1] * 8))
+        nested8 = self.good_body(data=[[[[[[[[1.0]]]]]]]], shape=[1] * 8)
+        self.expect(400, [INPUT, 'rank 8 but the model expects rank 2'], body=nested8)
 
     def test_wrong_length(self):
         body = self.good_body()
@@ -381,6 +383,13 @@ class RestApi(kserve.ClusterTestCase):
         status, doc = self.rest.json('POST', '/v2/repository/models/no_such_model/load')
         self.assertEqual(status, 404, doc)
         self.assertIn('no_such_model', doc['error'])
+        for name in ('.hidden', '..', 'x' * 200):
+            status, doc = self.rest.json('POST', '/v2/repository/models/%s/load' % name)
+            self.assertEqual(status, 400, (name, doc))
+        self.assertIn('not a valid repository entry', doc['error'])
+        # An escaped '/' is still a separator: no such endpoint.
+        status, doc = self.rest.json('POST', '/v2/repository/models/..%2F..%2Fetc/load')
+        self.assertEqual(status, 404, doc)
 
     # ---- curl -------------------------------------------------------------
 
