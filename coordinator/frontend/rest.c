@@ -220,8 +220,8 @@ static int answer_outputs(rest_infer *ri, const ts_infer_result *r) {
                           "outputs", outs);
   if (doc && req->id[0]) json_object_set_new(doc, "id", json_string(req->id));
   size_t binary_bytes = 0;
-  const ts_tensor **binary = ts_rpc_arena_calloc(r->arena,
-                                                 (size_t)n * sizeof *binary);
+  const ts_tensor **binary = ts_rpc_arena_calloc(
+      r->arena, (size_t)(n + 1) * sizeof *binary);
   int n_binary = 0;
   if (!doc || !binary) ts_err_set(&err, TS_ENOMEM, "out of memory");
   for (int i = 0; !err.code && i < n; i++) {
