@@ -121,6 +121,10 @@ class RestApi(kserve.ClusterTestCase):
         os.makedirs(os.path.join(repo, MODEL))
         export = export_models.export(MODEL, tmp)
         shutil.copy(export, os.path.join(repo, MODEL, 'model.onnx'))
+        # Two outputs (logistic) and an INT64 input (transformer).
+        for name in ('logistic', 'transformer'):
+            os.makedirs(os.path.join(repo, name))
+            shutil.copy(export_models.export(name, tmp), os.path.join(repo, name, 'model.onnx'))
         # The same model behind the dynamic batcher: its answers come from
         # the batcher's thread.
         os.makedirs(os.path.join(repo, BATCHED))
@@ -237,6 +241,43 @@ class RestApi(kserve.ClusterTestCase):
         status, doc, arrays = self.rest.infer_binary(MODEL, inputs)
         self.assertEqual(status, 200, doc)
         np.testing.assert_array_equal(np.isnan(arrays[OUTPUT]), np.isnan(want))
+
+    def test_outputs_binary_and_json_mixed(self):
+        """Two outputs asked for in reverse order, one binary, one JSON."""
+        inputs = export_models.make_inputs('logistic', 3, seed=12)
+        want = export_models.reference('logistic', inputs)
+        body = {'inputs': [Rest.tensor_json('features', inputs['features'])],
+                'outputs': [{'name': 'probabilities', 'parameters': {'binary_data': True}},
+                            {'name': 'logits'}]}
+        status, headers, data = self.rest.request('POST', '/v2/models/logistic/infer', body)
+        self.assertEqual(status, 200, data)
+        n = int(headers[HEADER])
+        doc = json.loads(data[:n])
+        probs, logits = doc['outputs']
+        self.assertEqual((probs['name'], logits['name']), ('probabilities', 'logits'))
+        self.assertNotIn('data', probs)
+        got = np.frombuffer(data[n:], dtype=np.float32).reshape(probs['shape'])
+        np.testing.assert_allclose(got, want['probabilities'], rtol=1e-5, atol=1e-6)
+        got = np.array(logits['data'], dtype=np.float32).reshape(logits['shape'])
+        np.testing.assert_allclose(got, want['logits'], rtol=1e-5, atol=1e-6)
+
+    def test_int64_input(self):
+        inputs = export_models.make_inputs('transformer', 2, seed=13)
+        want = export_models.reference('transformer', inputs)['hidden']
+        status, doc = self.rest.infer_json('transformer', inputs, nested=True)
+        self.assertEqual(status, 200, doc)
+        out = doc['outputs'][0]
+        got = np.array(out['data'], dtype=np.float32).reshape(out['shape'])
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        tokens = inputs['tokens']
+        body = {'inputs': [Rest.tensor_json('tokens', tokens)]}
+        body['inputs'][0]['data'][1] = 1.5
+        self.expect(400, ["input 'tokens': data[1] is not an integer"],
+                    path='/v2/models/transformer/infer', body=body)
+        body['inputs'][0]['data'][1] = 2 ** 63 - 1
+        body['inputs'][0]['datatype'] = 'INT32'
+        self.expect(400, ["input 'tokens': data[1] = 9223372036854775807 is out of range "
+                          "for INT32"], path='/v2/models/transformer/infer', body=body)
 
     def test_binary_output_by_name(self):
         inputs = export_models.make_inputs(MODEL, 2, seed=4)
@@ -365,7 +406,8 @@ class RestApi(kserve.ClusterTestCase):
         status, index = self.rest.json('POST', '/v2/repository/index', {})
         self.assertEqual(status, 200)
         self.assertEqual(sorted((m['name'], m['state']) for m in index),
-                         [(MODEL, 'READY'), (BATCHED, 'READY')])
+                         [(n, 'READY') for n in sorted(('logistic', MODEL, BATCHED,
+                                                        'transformer'))])
         status, _ = self.rest.json('POST', '/v2/repository/models/%s/unload' % MODEL)
         self.assertEqual(status, 200)
         try:
@@ -374,7 +416,8 @@ class RestApi(kserve.ClusterTestCase):
             self.assertEqual(status, 404, doc)
             self.assertIn(MODEL, doc['error'])
             status, index = self.rest.json('POST', '/v2/repository/index', {'ready': True})
-            self.assertEqual((status, [m['name'] for m in index]), (200, [BATCHED]))
+            self.assertEqual((status, sorted(m['name'] for m in index)),
+                             (200, sorted(('logistic', BATCHED, 'transformer'))))
         finally:
             status, doc = self.rest.json('POST', '/v2/repository/models/%s/load' % MODEL)
             self.assertEqual(status, 200, doc)
