@@ -10,6 +10,7 @@
 
 #include <microhttpd.h>
 #include <netdb.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +115,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
 
 const char *ts_http_header(const ts_http_request *req, const char *name) {
   return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
+}
+
+int ts_http_peer_gone(const ts_http_request *req) {
+  const union MHD_ConnectionInfo *info = MHD_get_connection_info(
+      req->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+  if (!info) return 0;
+  struct pollfd p = {.fd = info->connect_fd, .events = POLLRDHUP};
+  return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
 static void server_free(ts_http_server *s) {

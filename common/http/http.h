@@ -70,6 +70,11 @@ int ts_http_start_tls(const char *host_port, const ts_http_tls *tls,
                       void (*user_free)(void *), ts_http_server **out,
                       int *bound_port, ts_err *err);
 
+/* Whether the client has hung up (its end of the connection is closed or
+ * broken), for a handler that waits: it may stop the work nobody will
+ * read. A client that only shut down its sending half reads as gone too. */
+int ts_http_peer_gone(const ts_http_request *req);
+
 /* A request header's value (case-insensitive name), or NULL. */
 const char *ts_http_header(const ts_http_request *req, const char *name);
 

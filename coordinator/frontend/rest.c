@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -28,6 +29,8 @@
 
 #define BINARY_HEADER "Inference-Header-Content-Length"
 #define MAX_SEGMENTS 8
+/* How often a waiting inference looks whether its client hung up. */
+#define HANGUP_POLL_NS (100 * 1000000L)
 
 typedef struct rest_server {
   ts_frontend *fe;
@@ -194,11 +197,19 @@ static json_t *shape_json(const int64_t *dims, int rank) {
 /* ---- infer ---------------------------------------------------------------- */
 
 /* One REST inference: the handler's thread waits on `ready` until the
- * answer callback has filled `resp`. */
+ * answer callback has filled `resp`, and cancels the request when its
+ * client hangs up. As on gRPC (rpc_server.c), the cancellation never
+ * starts after the answer was given, and an answer from another thread
+ * waits for a cancellation in progress to return (the request is freed
+ * right after its answer); an answer from inside it (same thread) goes
+ * straight on. All under `lock`; `ready` signals both. */
 typedef struct rest_infer {
   pthread_mutex_t lock;
   pthread_cond_t ready;
   int done;
+  int cancelled;         /* ts_infer_cancel was called */
+  int cancel_running;    /* ... and has not returned yet, on `canceller` */
+  pthread_t canceller;
   ts_http_response *resp;
   int *binary_output;    /* per requested output (or per model output when
                             none was named): answer as binary */
@@ -317,8 +328,10 @@ static int rest_answer(void *user, const ts_infer_result *r) {
   else
     code = answer_outputs(ri, r);
   pthread_mutex_lock(&ri->lock);
+  while (ri->cancel_running && !pthread_equal(ri->canceller, pthread_self()))
+    pthread_cond_wait(&ri->ready, &ri->lock);
   ri->done = 1;
-  pthread_cond_signal(&ri->ready);
+  pthread_cond_broadcast(&ri->ready);
   pthread_mutex_unlock(&ri->lock);
   return code;
 }
@@ -538,7 +551,25 @@ static void handle_infer(rest_server *s, const ts_http_request *hr,
   pthread_cond_init(&ri.ready, NULL);
   ts_infer_run(inf, req, TS_DEADLINE_NONE);
   pthread_mutex_lock(&ri.lock);
-  while (!ri.done) pthread_cond_wait(&ri.ready, &ri.lock);
+  while (!ri.done) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += HANGUP_POLL_NS;
+    if (until.tv_nsec >= 1000000000L) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&ri.ready, &ri.lock, &until);
+    if (ri.done || ri.cancelled || !ts_http_peer_gone(hr)) continue;
+    ri.cancelled = ri.cancel_running = 1;
+    ri.canceller = pthread_self();
+    pthread_mutex_unlock(&ri.lock);
+    ts_log_debug("REST request on %s: the client hung up", model);
+    ts_infer_cancel(inf, TS_ECANCELLED, "the client went away");
+    pthread_mutex_lock(&ri.lock);
+    ri.cancel_running = 0;
+    pthread_cond_broadcast(&ri.ready);
+  }
   pthread_mutex_unlock(&ri.lock);
   pthread_cond_destroy(&ri.ready);
   pthread_mutex_destroy(&ri.lock);

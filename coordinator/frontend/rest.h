@@ -25,8 +25,9 @@
  *
  * Threads: libmicrohttpd's thread per connection (http.h); an inference
  * blocks its connection's thread on a condition variable until the answer
- * callback (any thread) has written the response. A client that hangs up
- * does not cancel its request; max_deadline_ms bounds it.
+ * callback (any thread) has written the response, looking every 100 ms
+ * whether the client hung up: then the request is cancelled (infer.h), as
+ * a gRPC client's cancel is. max_deadline_ms bounds every request.
  * Security, as on the gRPC port: plaintext only where the loopback rule
  * allows it; with --tls-cert/--tls-key, HTTPS with the same certificate
  * (read once at start: SIGHUP does not rotate it here) and bearer tokens
