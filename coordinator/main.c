@@ -23,6 +23,7 @@
 #include "frontend.h"
 #include "http.h"
 #include "metrics.h"
+#include "rest.h"
 #include "local_workers.h"
 #include "log.h"
 #include "membership.h"
@@ -65,6 +66,8 @@ typedef struct options {
   long replace_after_ms;
   int round_robin;
   const char *metrics_listen; /* NULL: no /metrics (metrics.h) */
+  const char *http_listen;    /* NULL: no KServe v2 REST (rest.h) */
+  uint64_t http_max_body;     /* REST request bodies, at most */
   ts_security_opts security; /* TLS, tokens, the loopback rule */
 } options;
 
@@ -111,6 +114,12 @@ static void usage(FILE *f) {
 "  --round-robin               schedule replicas round-robin instead of by\n"
 "                              power of two choices\n"
 "  --metrics-listen HOST:PORT  serve Prometheus metrics at /metrics\n"
+"  --http-listen HOST:PORT     serve the KServe v2 REST API: HTTPS with\n"
+"                              --tls-cert/--tls-key (needs\n"
+"                              --auth-token-file), else plaintext HTTP,\n"
+"                              loopback only unless --insecure\n"
+"  --http-max-body BYTES       REST request bodies, at most (K/M/G;\n"
+"                              default 64M; beyond: 413)\n"
 "  --version                   print the version and exit\n"
 "  --help                      this text\n"
 "%s", ts_security_usage);
@@ -146,7 +155,7 @@ static int append_option(const char **list, int *n, int max,
 static int parse_options(int argc, char **argv, options *o) {
   enum { O_LISTEN = 1, O_WORKER, O_LOCAL, O_THREADS, O_LIMIT, O_ACT, O_BINARY,
          O_MODEL, O_REPO, O_DEADLINE, O_QUEUE, O_ATTEMPT, O_REPLACE, O_RR, O_HELP,
-         O_METRICS, O_FOLD };
+         O_METRICS, O_FOLD, O_HTTP, O_HTTP_BODY };
   static const struct option longopts[] = {
       {"listen", required_argument, 0, O_LISTEN},
       {"worker", required_argument, 0, O_WORKER},
@@ -165,6 +174,8 @@ static int parse_options(int argc, char **argv, options *o) {
       {"round-robin", no_argument, 0, O_RR},
       {"help", no_argument, 0, O_HELP},
       {"metrics-listen", required_argument, 0, O_METRICS},
+      {"http-listen", required_argument, 0, O_HTTP},
+      {"http-max-body", required_argument, 0, O_HTTP_BODY},
       TS_SECURITY_LONGOPTS,
       {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
@@ -173,12 +184,23 @@ static int parse_options(int argc, char **argv, options *o) {
   o->max_queue = 1024;
   o->attempt_timeout_ms = 2000;
   o->replace_after_ms = 5000;
+  o->http_max_body = TS_REST_MAX_BODY_DEFAULT;
   int c;
   ts_err err = {0};
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (c) {
       case O_LISTEN: o->listen = optarg; break;
       case O_METRICS: o->metrics_listen = optarg; break;
+      case O_HTTP: o->http_listen = optarg; break;
+      case O_HTTP_BODY:
+        if (ts_size_parse(optarg, &o->http_max_body, &err) ||
+            o->http_max_body == 0 || o->http_max_body > SIZE_MAX / 2) {
+          if (!err.code)
+            ts_err_set(&err, TS_EINVAL, "'%s' is not a size in [1, %zu]",
+                       optarg, SIZE_MAX / 2);
+          return bad_option("--http-max-body", &err);
+        }
+        break;
       case O_WORKER:
         if (append_option(o->workers, &o->n_workers, TS_MAX_WORKERS,
                           "--worker"))
@@ -253,8 +275,19 @@ static int parse_options(int argc, char **argv, options *o) {
   }
   if (ts_security_validate(&o->security, o->listen, &err) ||
       ts_security_validate_http(&o->security, o->metrics_listen,
-                                "--metrics-listen", &err)) {
+                                "--metrics-listen", &err) ||
+      (!o->security.tls_cert &&
+       ts_security_validate_http(&o->security, o->http_listen,
+                                 "--http-listen", &err))) {
     fprintf(stderr, "tessera-coordinator: %s\n", err.msg);
+    return 2;
+  }
+  /* The REST port checks no client certificates: over TLS, tokens are
+   * what keeps it from admitting everyone. */
+  if (o->http_listen && o->security.tls_cert && !o->security.token_file) {
+    fprintf(stderr, "tessera-coordinator: --http-listen with TLS needs "
+                    "--auth-token-file (REST clients authenticate with bearer "
+                    "tokens, not certificates)\n");
     return 2;
   }
   return 0;
@@ -473,6 +506,23 @@ int main(int argc, char **argv) {
     goto out_batcher;
   }
   if (metrics) ts_log_info("metrics on port %d at /metrics", metrics_port);
+  ts_http_server *rest = NULL;
+  int rest_port = 0;
+  ts_rest_opts rest_opts = {.listen = o.http_listen,
+                            .max_body = (size_t)o.http_max_body,
+                            .auth = auth,
+                            .tls_cert = o.security.tls_cert,
+                            .tls_key = o.security.tls_key};
+  if (o.http_listen &&
+      ts_rest_start(&fe, &rest_opts, &rest, &rest_port, &err) != TS_OK) {
+    fprintf(stderr, "tessera-coordinator: --http-listen %s\n", err.msg);
+    ts_http_stop(metrics);
+    ts_rpc_server_stop(server, 1000);
+    goto out_batcher;
+  }
+  if (rest)
+    ts_log_info("KServe v2 REST (%s) on port %d at /v2",
+                o.security.tls_cert ? "HTTPS" : "HTTP", rest_port);
   if (!o.security.tls_cert && o.security.secret[0])
     ts_log_info("plaintext on %s; worker registration and the workers "
                 "need the cluster secret", o.listen);
@@ -507,6 +557,7 @@ int main(int argc, char **argv) {
    * registry and the membership they use are freed. */
   ts_rpc_offload_stop(CONTROL_STOP_MS);
   ts_rpc_server_stop(server, 1000);
+  ts_http_stop(rest);
   ts_http_stop(metrics);
   exit_code = 0;
 out_batcher:

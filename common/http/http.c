@@ -10,6 +10,7 @@
 
 #include <microhttpd.h>
 #include <netdb.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@ struct ts_http_server {
   void *user;
   void (*user_free)(void *);
   size_t max_body;
+  char *cert_pem, *key_pem; /* TLS: copies the daemon reads; NULL: none */
 };
 
 typedef struct body_buf {
@@ -111,7 +113,22 @@ const char *ts_http_header(const ts_http_request *req, const char *name) {
   return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
 }
 
-static int http_start(const char *host_port, size_t max_body,
+int ts_http_peer_gone(const ts_http_request *req) {
+  const union MHD_ConnectionInfo *info = MHD_get_connection_info(
+      req->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+  if (!info) return 0;
+  struct pollfd p = {.fd = info->connect_fd, .events = POLLRDHUP};
+  return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+static void server_free(ts_http_server *s) {
+  free(s->cert_pem);
+  free(s->key_pem);
+  free(s);
+}
+
+static int http_start(const char *host_port, const ts_http_tls *tls,
+                      size_t max_body,
                       ts_http_handler_fn handler, void *user,
                       void (*user_free)(void *), ts_http_server **out,
                       int *bound_port, ts_err *err) {
@@ -144,16 +161,34 @@ static int http_start(const char *host_port, size_t max_body,
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD |
                    MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
   if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-  s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,
-                               MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-                               MHD_OPTION_END);
+  if (tls) {
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+      freeaddrinfo(ai);
+      server_free(s);
+      return ts_err_set(err, TS_EUNSUPPORTED,
+                        "this libmicrohttpd has no TLS support");
+    }
+    s->cert_pem = strdup(tls->cert_pem);
+    s->key_pem = strdup(tls->key_pem);
+    if (!s->cert_pem || !s->key_pem) {
+      freeaddrinfo(ai);
+      server_free(s);
+      return ts_err_set(err, TS_ENOMEM, "out of memory");
+    }
+    flags |= MHD_USE_TLS;
+  }
+  /* Without TLS the HTTPS options end the list (MHD_OPTION_END first). */
+  s->daemon = MHD_start_daemon(
+      flags, 0, NULL, NULL, on_access, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+      MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+      tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, s->cert_pem,
+      MHD_OPTION_HTTPS_MEM_KEY, s->key_pem, MHD_OPTION_END);
   freeaddrinfo(ai);
   if (!s->daemon) {
-    free(s);
-    return ts_err_set(err, TS_EUNAVAILABLE, "cannot serve HTTP on '%s'",
-                      host_port);
+    server_free(s);
+    return ts_err_set(err, TS_EUNAVAILABLE, "cannot serve HTTP%s on '%s'",
+                      tls ? "S (bad certificate or key?)" : "", host_port);
   }
   if (bound_port) {
     const union MHD_DaemonInfo *info =
@@ -164,19 +199,27 @@ static int http_start(const char *host_port, size_t max_body,
   return TS_OK;
 }
 
+int ts_http_start_tls(const char *host_port, const ts_http_tls *tls,
+                      size_t max_body, ts_http_handler_fn handler, void *user,
+                      void (*user_free)(void *), ts_http_server **out,
+                      int *bound_port, ts_err *err) {
+  int rc = http_start(host_port, tls, max_body, handler, user, user_free, out,
+                      bound_port, err);
+  if (rc && user_free) user_free(user);
+  return rc;
+}
+
 int ts_http_start(const char *host_port, size_t max_body,
                   ts_http_handler_fn handler, void *user,
                   void (*user_free)(void *), ts_http_server **out,
                   int *bound_port, ts_err *err) {
-  int rc = http_start(host_port, max_body, handler, user, user_free, out,
-                      bound_port, err);
-  if (rc && user_free) user_free(user);
-  return rc;
+  return ts_http_start_tls(host_port, NULL, max_body, handler, user,
+                           user_free, out, bound_port, err);
 }
 
 void ts_http_stop(ts_http_server *s) {
   if (!s) return;
   MHD_stop_daemon(s->daemon);
   if (s->user_free) s->user_free(s->user);
-  free(s);
+  server_free(s);
 }

@@ -56,6 +56,25 @@ int ts_http_start(const char *host_port, size_t max_body,
                   void (*user_free)(void *), ts_http_server **out,
                   int *bound_port, ts_err *err);
 
+/* HTTPS: the server's certificate chain and private key, PEM text (copied;
+ * the caller keeps its own). Needs a libmicrohttpd built with GnuTLS
+ * (Debian's is); clients are not asked for certificates. */
+typedef struct ts_http_tls {
+  const char *cert_pem;
+  const char *key_pem;
+} ts_http_tls;
+
+/* ts_http_start over TLS (tls NULL: plaintext, as ts_http_start). */
+int ts_http_start_tls(const char *host_port, const ts_http_tls *tls,
+                      size_t max_body, ts_http_handler_fn handler, void *user,
+                      void (*user_free)(void *), ts_http_server **out,
+                      int *bound_port, ts_err *err);
+
+/* Whether the client has hung up (its end of the connection is closed or
+ * broken), for a handler that waits: it may stop the work nobody will
+ * read. A client that only shut down its sending half reads as gone too. */
+int ts_http_peer_gone(const ts_http_request *req);
+
 /* A request header's value (case-insensitive name), or NULL. */
 const char *ts_http_header(const ts_http_request *req, const char *name);
 

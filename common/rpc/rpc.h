@@ -73,6 +73,13 @@ typedef struct ts_rpc_creds {
                                  NULL: none. Servers ignore it */
 } ts_rpc_creds;
 
+/* Reads a whole PEM file (at most 1 MiB; `what` names it in messages)
+ * into a NUL-terminated string the caller frees; *out is NULL for a NULL
+ * path. For another server that serves the same certificate (the REST
+ * port, rest.h). */
+int ts_rpc_pem_read(const char *path, const char *what, char **out,
+                    ts_err *err);
+
 /* The call metadata key of the cluster secret. */
 #define TS_RPC_SECRET_METADATA "tessera-cluster-secret"
 

@@ -252,13 +252,12 @@ static const char *md_find(const grpc_metadata_array *md, const char *key,
   return NULL;
 }
 
-/* The token rule: UNAUTHENTICATED unless a known bearer token; then its
- * role must be admitted. */
-static int check_token(ts_rpc_auth *a, const grpc_metadata_array *md,
-                       unsigned roles, char *msg, size_t size) {
+int ts_rpc_auth_check_bearer(ts_rpc_auth *a, const char *authorization,
+                             size_t len, unsigned roles, char *msg,
+                             size_t size) {
   static const char bearer[] = "Bearer ";
-  size_t len = 0;
-  const char *v = md_find(md, "authorization", &len);
+  if (!a || !a->token_file || roles == 0) return 0;
+  const char *v = authorization;
   if (!v || len <= sizeof bearer - 1 ||
       memcmp(v, bearer, sizeof bearer - 1) != 0) {
     snprintf(msg, size, "a bearer token is required "
@@ -279,6 +278,14 @@ static int check_token(ts_rpc_auth *a, const grpc_metadata_array *md,
     return TS_EPERM;
   }
   return 0;
+}
+
+/* The token rule on a gRPC call's metadata. */
+static int check_token(ts_rpc_auth *a, const grpc_metadata_array *md,
+                       unsigned roles, char *msg, size_t size) {
+  size_t len = 0;
+  const char *v = md_find(md, "authorization", &len);
+  return ts_rpc_auth_check_bearer(a, v, len, roles, msg, size);
 }
 
 int rpc_auth_check(ts_rpc_auth *a, grpc_call *call,

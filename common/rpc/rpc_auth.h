@@ -78,6 +78,15 @@ int ts_rpc_auth_set_secret(ts_rpc_auth *a, const char *secret);
  * clients without a certificate). */
 bool ts_rpc_auth_has_tokens(const ts_rpc_auth *a);
 
+/* The token rule for a transport of its own (the coordinator's REST
+ * port): `authorization` (len bytes, NULL: none sent) must be "Bearer
+ * TOKEN" naming a token of the file, else TS_EUNAUTH; a token whose role
+ * is not in `roles` is TS_EPERM; msg says why. 0 when there is no token
+ * file (a NULL a included) or roles is 0. */
+int ts_rpc_auth_check_bearer(ts_rpc_auth *a, const char *authorization,
+                             size_t len, unsigned roles, char *msg,
+                             size_t size);
+
 /* ---- the daemons' options --------------------------------------------- */
 
 typedef struct ts_security_opts {

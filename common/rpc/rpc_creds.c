@@ -46,8 +46,7 @@
 
 #define PEM_MAX_BYTES (1 << 20)
 
-/* Reads a whole PEM file into a NUL-terminated malloc'd string. */
-static int read_pem(const char *path, const char *what, char **out,
+int ts_rpc_pem_read(const char *path, const char *what, char **out,
                     ts_err *err) {
   *out = NULL;
   if (!path) return 0;
@@ -165,9 +164,10 @@ static int pem_load(const ts_rpc_creds *creds, pem_set *p, ts_err *err) {
     return ts_err_set(err, TS_EINVAL,
                       "creds: cert_file and key_file go together (got %s)",
                       creds->cert_file ? "cert_file only" : "key_file only");
-  int rc = read_pem(creds->cert_file, "certificate", &p->cert, err);
-  if (rc == 0) rc = read_pem(creds->key_file, "private key", &p->key, err);
-  if (rc == 0) rc = read_pem(creds->ca_file, "CA", &p->ca, err);
+  int rc = ts_rpc_pem_read(creds->cert_file, "certificate", &p->cert, err);
+  if (rc == 0)
+    rc = ts_rpc_pem_read(creds->key_file, "private key", &p->key, err);
+  if (rc == 0) rc = ts_rpc_pem_read(creds->ca_file, "CA", &p->ca, err);
   if (rc == 0) rc = pem_check(creds, p, err);
   if (rc < 0) pem_free(p);
   return rc;

@@ -1,12 +1,9 @@
 /* frontend.c - see frontend.h. */
 #include "frontend.h"
 
-#include "batcher.h"
-#include "exposition.h"
-#include "metrics.h"
+#include "infer.h"
 #include "model_api.h"
 #include "reply.h"
-#include "validate.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -28,35 +25,13 @@ static void reply_error(ts_rpc_call *call, const ts_err *err) {
   ts_rpc_call_fail(call, err->code, err->msg);
 }
 
-/* The model named in a request (a reference the caller releases), or NULL
- * with *err set to NOT_FOUND / UNAVAILABLE. */
-static ts_served_model *model_find(ts_frontend *fe, const char *name,
-                                   const char *version, int need_ready,
-                                   ts_err *err) {
-  ts_served_model *m = ts_registry_acquire(fe->registry, name);
-  char served[TS_VERSION_STR_MAX];
-  if (!m)
-    ts_err_set(err, TS_ENOTFOUND, "model '%s' is not loaded", name);
-  else if (version && version[0] &&
-           strcmp(version, ts_model_config_version_str(&m->config, served)))
-    ts_err_set(err, TS_ENOTFOUND, "model '%s' has no version '%s' (only %s)",
-               name, version, served);
-  else if (need_ready && m->state != TS_MODEL_READY)
-    ts_err_set(err, TS_EUNAVAILABLE, "model '%s' is not ready: %s", name,
-               m->reason[0] ? m->reason : "loading");
-  if (err->code && m) {
-    ts_served_model_release(m);
-    m = NULL;
-  }
-  return m;
-}
-
 /* model_find, answering the call with the error. */
 static ts_served_model *model_or_fail(ts_frontend *fe, ts_rpc_call *call,
                                       const char *name, const char *version,
                                       int need_ready) {
   ts_err err = {0};
-  ts_served_model *m = model_find(fe, name, version, need_ready, &err);
+  ts_served_model *m =
+      ts_frontend_model_find(fe, name, version, need_ready, &err);
   if (!m) reply_error(call, &err);
   return m;
 }
@@ -72,23 +47,11 @@ static void handle_server_live(ts_rpc_call *call, const ProtobufCMessage *msg,
   ts_rpc_call_reply_message(call, &resp.base);
 }
 
-static int all_models_ready(ts_frontend *fe) {
-  ts_served_model **models;
-  int n, ready = ts_membership_live_count(fe->cluster) > 0;
-  if (ts_registry_snapshot(fe->registry, &models, &n) != TS_OK) return 0;
-  for (int i = 0; i < n; i++) {
-    ready &= models[i]->state == TS_MODEL_READY;
-    ts_served_model_release(models[i]);
-  }
-  free(models);
-  return ready;
-}
-
 static void handle_server_ready(ts_rpc_call *call, const ProtobufCMessage *msg,
                                 void *user) {
   (void)msg;
   Inference__ServerReadyResponse resp = INFERENCE__SERVER_READY_RESPONSE__INIT;
-  resp.ready = all_models_ready(user);
+  resp.ready = ts_frontend_ready(user);
   ts_rpc_call_reply_message(call, &resp.base);
 }
 
@@ -109,13 +72,12 @@ static void handle_server_metadata(ts_rpc_call *call,
                                    const ProtobufCMessage *msg, void *user) {
   (void)msg;
   (void)user;
-  static char *extensions[] = {"model_repository", "tessera_sharding"};
   Inference__ServerMetadataResponse resp =
       INFERENCE__SERVER_METADATA_RESPONSE__INIT;
   resp.name = "tessera";
   resp.version = TESSERA_VERSION;
-  resp.n_extensions = 2;
-  resp.extensions = extensions;
+  resp.n_extensions = TS_FRONTEND_N_EXTENSIONS;
+  resp.extensions = (char **)ts_frontend_extensions;
   ts_rpc_call_reply_message(call, &resp.base);
 }
 
@@ -154,7 +116,7 @@ static void handle_model_metadata(ts_rpc_call *call,
     resp.name = m->config.name;
     resp.n_versions = 1;
     resp.versions = versions;
-    resp.platform = m->config.is_ensemble ? "ensemble" : "onnx_onnxv1";
+    resp.platform = (char *)ts_frontend_platform(m);
     resp.n_inputs = (size_t)m->n_inputs;
     resp.inputs = ptrs;
     resp.n_outputs = (size_t)m->n_outputs;
@@ -239,58 +201,6 @@ static void handle_model_statistics(ts_rpc_call *call,
 
 /* ---- ModelInfer --------------------------------------------------------- */
 
-
-/* One in-flight ModelInfer. Its request is unpacked into the arena, and
- * the small arrays come from there too: one allocation per request unless
- * the request outgrows the arena's inline bytes. */
-typedef struct infer_ctx {
-  ts_frontend *fe;
-  ts_rpc_call *call;
-  Inference__ModelInferRequest *req; /* in arena */
-  ts_served_model *model;
-  ts_dispatch *inf;        /* unbatched: the inference */
-  ts_batch_item *item;     /* batched: the request in the batcher */
-  ts_tensor *inputs;       /* in arena: views into req, or owned widened
-                              copies */
-  int n_inputs;
-  ts_tensor *ordered;      /* in arena: the same views in the model's input
-                              order */
-  int outcome;             /* the TS_E* code answered (metrics.h) */
-  int64_t rows;            /* inferences in it: its batch rows if the model
-                              batches, else 1 (metrics.h) */
-  double arrived, bound, dispatched; /* ts_metrics_now() */
-  ts_rpc_arena arena;      /* last: not zeroed */
-} infer_ctx;
-
-static void ctx_free(infer_ctx *ctx) {
-  ts_coord_metrics_request(ctx->req ? ctx->req->model_name : NULL,
-                           ctx->outcome, ctx->rows,
-                           ts_metrics_now() - ctx->arrived);
-  atomic_fetch_sub(&ctx->fe->in_flight, 1);
-  if (ctx->inf) ts_dispatch_free(ctx->inf);
-  for (int i = 0; i < ctx->n_inputs; i++) ts_tensor_free(&ctx->inputs[i]);
-  if (ctx->model) ts_served_model_release(ctx->model);
-  ts_rpc_arena_release(&ctx->arena);
-  free(ctx);
-}
-
-static const ts_tensor *infer_lookup(const void *src, const char *name) {
-  return ts_dispatch_value(src, name);
-}
-
-/* Batched results: output k of the model is outputs[k]. */
-typedef struct batched_results {
-  const ts_served_model *model;
-  const ts_tensor *const *outputs;
-} batched_results;
-
-static const ts_tensor *batched_lookup(const void *src, const char *name) {
-  const batched_results *r = src;
-  for (int k = 0; k < r->model->n_outputs; k++)
-    if (strcmp(r->model->outputs[k].name, name) == 0) return r->outputs[k];
-  return NULL;
-}
-
 /* Whether the client's deadline has passed (a call without one never
  * expires). */
 static int deadline_passed(ts_rpc_call *call) {
@@ -298,173 +208,66 @@ static int deadline_passed(ts_rpc_call *call) {
   return deadline != TS_DEADLINE_NONE && ts_now_ms() >= deadline;
 }
 
-/* The client is gone: packing a response would be wasted. The status says
- * why, so that a client whose deadline passed reads DEADLINE_EXCEEDED even
- * when this answer reaches it before its own timer fires. */
-static int client_gone(infer_ctx *ctx) {
-  if (!ts_rpc_call_is_cancelled(ctx->call)) return 0;
-  ctx->outcome = deadline_passed(ctx->call) ? TS_ETIMEDOUT : TS_ECANCELLED;
-  if (ctx->outcome == TS_ETIMEDOUT)
-    ts_rpc_call_fail(ctx->call, TS_ETIMEDOUT, "the client's deadline passed");
-  else
-    ts_rpc_call_fail(ctx->call, TS_ECANCELLED, "the client went away");
-  return 1;
-}
-
-static void on_infer_done(ts_dispatch *inf, void *user) {
-  infer_ctx *ctx = user;
-  const ts_err *e = ts_dispatch_error(inf);
-  const char *name = ctx->model->config.name;
-  ts_coord_metrics_queue(name, ctx->dispatched - ctx->bound);
-  ts_coord_metrics_compute(name, ts_metrics_now() - ctx->dispatched);
-  ctx->outcome = e->code;
-  if (client_gone(ctx)) {
-    /* answered already: nobody listens for the outputs */
-  } else if (e->code) {
-    ts_log_debug("request '%s' on %s failed: %s", ctx->req->id,
-                 ctx->model->config.name, e->msg);
-    ts_rpc_call_fail(ctx->call, e->code, e->msg);
-  } else {
-    double start = ts_metrics_now();
-    ts_frontend_reply_outputs(ctx->call, ctx->req, ctx->model, &ctx->arena,
-                              infer_lookup, inf);
-    ts_coord_metrics_compute_output(name, ts_metrics_now() - start);
+/* The answer of a ModelInfer (infer.h): the outputs as raw_output_contents,
+ * or the error. A client that is gone gets no outputs packed; the status
+ * says why, so that a client whose deadline passed reads DEADLINE_EXCEEDED
+ * even when this answer reaches it before its own timer fires. */
+static int grpc_answer(void *user, const ts_infer_result *r) {
+  ts_rpc_call *call = user;
+  if (ts_rpc_call_is_cancelled(call)) {
+    int code = deadline_passed(call) ? TS_ETIMEDOUT : TS_ECANCELLED;
+    ts_rpc_call_fail(call, code, code == TS_ETIMEDOUT
+                                     ? "the client's deadline passed"
+                                     : "the client went away");
+    return code;
   }
-  ctx_free(ctx);
-}
-
-static void on_batched_done(void *user, const ts_err *err,
-                            const ts_tensor *const *outputs, int n_outputs) {
-  infer_ctx *ctx = user;
-  (void)n_outputs;
-  ctx->outcome = err->code;
-  if (client_gone(ctx)) {
-    /* answered already: nobody listens for the outputs */
-  } else if (err->code) {
-    ts_rpc_call_fail(ctx->call, err->code, err->msg);
-  } else {
-    batched_results r = {ctx->model, outputs};
-    double start = ts_metrics_now();
-    ts_frontend_reply_outputs(ctx->call, ctx->req, ctx->model, &ctx->arena,
-                              batched_lookup, &r);
-    ts_coord_metrics_compute_output(ctx->model->config.name,
-                                    ts_metrics_now() - start);
+  if (r->err->code) {
+    reply_error(call, r->err);
+    return r->err->code;
   }
-  ctx_free(ctx);
+  ts_frontend_reply_outputs(call, r->req, r->model, r->arena, r->lookup,
+                            r->src);
+  return TS_OK;
 }
 
-/* Cancellation notice (rpc.h) of a ModelInfer in flight: its worker calls
- * are cancelled, or it leaves the batcher. ctx is alive: its answer, which
- * comes before ctx_free, waits for this to return. */
+/* Cancellation notice (rpc.h) of a ModelInfer in flight. The request is
+ * alive: its answer, which comes before it is freed, waits for this to
+ * return. */
 static void on_client_gone(ts_rpc_call *call, void *user) {
-  infer_ctx *ctx = user;
+  ts_infer *inf = user;
   int expired = deadline_passed(call);
-  int code = expired ? TS_ETIMEDOUT : TS_ECANCELLED;
-  ts_log_debug("request '%s' on %s: %s", ctx->req->id,
-               ctx->model->config.name,
+  ts_log_debug("request '%s' on %s: %s", ts_infer_id(inf),
+               ts_infer_model_name(inf),
                expired ? "the client's deadline passed"
                        : "the client cancelled");
-  if (ctx->inf)
-    ts_dispatch_cancel(ctx->inf, code,
-                       expired ? "the client's deadline passed"
-                               : "the client cancelled the request");
-  else if (ctx->item)
-    ts_batcher_cancel(ctx->fe->batcher, ctx->item, code);
+  ts_infer_cancel(inf, expired ? TS_ETIMEDOUT : TS_ECANCELLED,
+                  expired ? "the client's deadline passed"
+                          : "the client cancelled the request");
 }
 
 static void handle_model_infer(ts_rpc_call *call, const uint8_t *data,
                                size_t len, void *user) {
-  ts_frontend *fe = user;
-  infer_ctx *ctx = malloc(sizeof *ctx);
-  if (!ctx) {
-    ts_rpc_call_fail(call, TS_ENOMEM, "out of memory");
-    return;
-  }
-  memset(ctx, 0, offsetof(infer_ctx, arena));
-  ts_rpc_arena_init(&ctx->arena);
-  ctx->fe = fe;
-  ctx->call = call;
-  ctx->arrived = ts_metrics_now();
-  atomic_fetch_add(&fe->in_flight, 1);
-  if (atomic_load(&fe->draining)) {
-    ctx->outcome = TS_EUNAVAILABLE;
-    ts_rpc_call_fail(call, TS_EUNAVAILABLE, "the server is shutting down");
-    ctx_free(ctx);
-    return;
-  }
-  ctx->req = (Inference__ModelInferRequest *)ts_rpc_call_unpack_with(
-      call, &inference__model_infer_request__descriptor,
-      &ctx->arena.allocator, data, len);
-  if (!ctx->req) {
-    ctx->outcome = TS_EINVAL;
-    ctx_free(ctx);
-    return;
-  }
   ts_err err = {0};
-  ctx->model = model_find(fe, ctx->req->model_name, ctx->req->model_version,
-                          1, &err);
-  if (!ctx->model) {
-    ctx->outcome = err.code;
+  ts_infer *inf = ts_infer_new(user, grpc_answer, call, &err);
+  if (!inf) {
     reply_error(call, &err);
-    ctx_free(ctx);
     return;
   }
-  int64_t now = ts_now_ms();
-  int64_t deadline = ts_rpc_call_deadline(call);
-  if (deadline == TS_DEADLINE_NONE || deadline - now > fe->max_deadline_ms)
-    deadline = now + fe->max_deadline_ms;
-  int rc = ts_frontend_bind_inputs(ctx->req, ctx->model, &ctx->arena,
-                                   &ctx->inputs, &ctx->n_inputs, &err);
-  if (rc == TS_OK && deadline <= now)
-    rc = ts_err_set(&err, TS_ETIMEDOUT, "deadline passed before dispatch");
-  if (rc == TS_OK && fe->batcher) rc = ts_frontend_order_inputs(ctx->req, ctx->model, ctx->inputs,
-                                  &ctx->arena, &ctx->ordered, &err);
-  if (rc == TS_OK) {
-    ctx->rows = ts_batcher_batches(ctx->model) && ctx->n_inputs &&
-                        ctx->inputs[0].rank
-                    ? ctx->inputs[0].dims[0]
-                    : 1;
-    ctx->bound = ts_metrics_now();
-    ts_coord_metrics_compute_input(ctx->model->config.name,
-                                   ctx->bound - ctx->arrived);
-  }
-  if (rc == TS_OK && fe->batcher &&
-      ts_batcher_accepts(ctx->model, ctx->ordered)) {
-    rc = ts_batcher_submit(fe->batcher, ctx->model, ctx->ordered, deadline,
-                           on_batched_done, ctx, &ctx->item, &err);
-    /* ctx may be answered and freed already: registering on an answered
-     * call does nothing (the call itself lives until this returns). */
-    if (rc == TS_OK) ts_rpc_call_on_cancel(call, on_client_gone, ctx);
-    if (rc == TS_OK) return;
-  }
-  if (rc == TS_OK) {
-    ctx->inf = ts_dispatch_new(fe->cluster, ctx->model, &fe->dispatch, deadline,
-                               ctx->req->id);
-    if (!ctx->inf) rc = ts_err_set(&err, TS_ENOMEM, "out of memory");
-  }
-  for (int i = 0; rc == TS_OK && i < ctx->n_inputs; i++)
-    rc = ts_dispatch_add_input(ctx->inf, ctx->req->inputs[i]->name,
-                               &ctx->inputs[i], &err);
-  if (rc) {
-    ctx->outcome = err.code;
-    reply_error(call, &err);
-    ctx_free(ctx);
+  Inference__ModelInferRequest *req =
+      (Inference__ModelInferRequest *)ts_rpc_call_unpack_with(
+          call, &inference__model_infer_request__descriptor,
+          &ts_infer_arena(inf)->allocator, data, len);
+  if (!req) {
+    ts_infer_abandon(inf, TS_EINVAL);
     return;
   }
-  ts_coord_metrics_batch(ctx->model->config.name,
-                         ctx->n_inputs && ctx->inputs[0].rank
-                             ? ctx->inputs[0].dims[0] : 1);
-  ctx->dispatched = ts_metrics_now();
-  ts_dispatch_start(ctx->inf, on_infer_done, ctx); /* may answer at once */
-  ts_rpc_call_on_cancel(call, on_client_gone, ctx);
+  /* Registering on an answered call does nothing (the call itself lives
+   * until this returns), so an answer given already is harmless. */
+  if (ts_infer_run(inf, req, ts_rpc_call_deadline(call)))
+    ts_rpc_call_on_cancel(call, on_client_gone, inf);
 }
 
 /* ---- repository --------------------------------------------------------- */
-
-static const char *state_name(ts_model_state s) {
-  static const char *const names[] = {"LOADING", "READY", "UNAVAILABLE"};
-  return names[s];
-}
 
 static void handle_repository_index(ts_rpc_call *call,
                                     const ProtobufCMessage *msg, void *user) {
@@ -491,7 +294,7 @@ static void handle_repository_index(ts_rpc_call *call,
       idx[k].name = models[i]->config.name;
       idx[k].version =
           ts_model_config_version_str(&models[i]->config, versions[k]);
-      idx[k].state = (char *)state_name(models[i]->state);
+      idx[k].state = (char *)ts_frontend_state_name(models[i]->state);
       idx[k].reason = models[i]->reason;
       ptrs[k] = &idx[k];
       k++;

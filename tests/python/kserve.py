@@ -130,6 +130,17 @@ def sign_leaf(ca_dir, name, san, out_dir):
     return name
 
 
+def free_port():
+    """A loopback port nothing listens on now (bound, then released): for a
+    daemon's HTTP port, which prints no address of its own."""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def open_channel(address, creds=None, options=()):
     """A channel to address: TLS with creds (grpc.ChannelCredentials, e.g.
     tls_credentials), plaintext without."""

@@ -18,9 +18,13 @@ Checked against the worker's own Status (proto/worker.proto) and torch:
   it leaves the batch; the others of the window get their own rows, correct;
 - a batch whose every request was cancelled while its call waits in the
   worker's queue: the call is cancelled and dropped there;
+- REST (--http-listen) clients that hang up while their calls wait in the
+  worker's queue: the calls are cancelled likewise;
 - afterwards the coordinator still answers correctly (torch, float64).
 """
+import json
 import os
+import socket
 import sys
 import tempfile
 import shutil
@@ -70,6 +74,7 @@ class Cancel(unittest.TestCase):
                               input_names=['x'], output_names=['y'],
                               dynamic_axes={'x': {0: 'batch'}, 'y': {0: 'batch'}},
                               opset_version=13)
+        cls.rest_port = kserve.free_port()  # KServe v2 REST (test_f)
         cls.worker = kserve.Worker(threads=1)
         cls.worker.__enter__()
         try:
@@ -81,7 +86,8 @@ class Cancel(unittest.TestCase):
                         ('slow_batched_short', path, {'strategy': 'data', 'replicas': 1,
                                                       'max_batch': 64,
                                                       'batch_delay_us': SHORT_WINDOW_US})],
-                local_workers=0, workers=[cls.worker.address])
+                local_workers=0, workers=[cls.worker.address],
+                extra_args=['--http-listen', '127.0.0.1:%d' % cls.rest_port])
             cls.cluster.__enter__()
         except BaseException:
             cls.worker.__exit__(None, None, None)
@@ -231,6 +237,30 @@ class Cancel(unittest.TestCase):
         self.assert_correct(*blocker)
         self.assert_correct(*opener)
         self.assert_runs_since(before, 2)
+
+    def test_f_rest_hangup_queued(self):
+        """REST clients that hang up while their shard calls wait in the
+        worker's queue: the calls leave the queue and never run."""
+        before = self.status()
+        blocker = self.start_blocker()
+        body = json.dumps({'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [1, WIDTH],
+                                       'data': self.small().ravel().tolist()}]}).encode()
+        head = ('POST /v2/models/slow/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+                'Content-Type: application/json\r\nContent-Length: %d\r\n\r\n' % len(body))
+        clients = []
+        for _ in range(QUEUED):
+            c = socket.create_connection(('127.0.0.1', self.rest_port), timeout=30)
+            c.sendall(head.encode() + body)
+            clients.append(c)
+        self.wait_status('%d runs queued' % QUEUED, lambda s: s.queue_depth == QUEUED)
+        for c in clients:
+            c.close()
+        s = self.wait_status('the abandoned runs dropped',
+                             lambda s: s.runs_cancelled - before.runs_cancelled == QUEUED)
+        self.assertFalse(blocker[0].done(), 'the big run ended too early for this test')
+        self.assertEqual(s.queue_depth, 0)
+        self.assert_correct(*blocker)
+        self.assert_runs_since(before, 1)
 
     def test_z_still_serving(self):
         for model in ('slow', 'slow_batched', 'slow_batched_short'):
