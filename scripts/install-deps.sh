@@ -23,6 +23,7 @@ packages=(
   systemd  # systemd-analyze: test_systemd verifies and scores the units
   openssl  # scripts/certs.sh makes the cluster CA and role certificates
   jq  # test_cli reads the CLI's --format json output with it
+  python3-matplotlib  # bench/soak.py plots memory and latency over time
 )
 
 missing=()
