@@ -55,6 +55,7 @@ import collections
 import csv
 import os
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -100,7 +101,8 @@ def parse_args(argv):
                    help='seconds after a restart before that worker\'s memory baseline')
     p.add_argument('--deadline', type=float, default=30.0,
                    help='client deadline of a good request, s')
-    p.add_argument('--out', default='soak-out', help='folder for soak.csv and soak.png')
+    p.add_argument('--out', default=os.path.join(tempfile.gettempdir(), 'tessera-soak'),
+                   help='folder for soak.csv and soak.png')
     p.add_argument('--seed', type=int, default=0, help='random seed of the mix')
     return p.parse_args(argv)
 
@@ -325,12 +327,10 @@ class Pool:
     """The worker processes, restartable on their own ports. Incarnations:
     [(worker index, pid, start time)] of every process started."""
 
-    def __init__(self, n):
+    def __init__(self):
         self.workers = []
         self.incarnations = []
         self.mu = threading.Lock()
-        for i in range(n):
-            self.start(i, '127.0.0.1:0')
 
     def start(self, i, listen):
         w = kserve.Worker(extra_args=[])
@@ -355,6 +355,11 @@ class Pool:
         with self.mu:
             return [w.proc.pid for w in self.workers]
 
+    def kill(self):
+        for w in self.workers:
+            if w.proc.poll() is None:
+                w.kill()
+
     def stop(self):
         """SIGTERM to each; the names of those that did not exit 0."""
         bad = []
@@ -376,7 +381,14 @@ def main(argv):
     os.makedirs(args.out, exist_ok=True)
     export_models.torch.set_num_threads(1)
     tmp = tempfile.mkdtemp(prefix='tessera_soak_')
+    try:
+        return soak(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
+
+def soak(args, tmp):
+    """The run: model files in tmp; returns the exit status."""
     print('soak: building the request pool ...', flush=True)
     mlp_path = export_models.export('mlp', tmp)
     lenet_path = export_models.export('lenet', tmp)
@@ -394,10 +406,24 @@ def main(argv):
               ('lenet', lenet_path, {'strategy': 'tensor', 'shards': 2, 'replicas': 2}),
               ('svc', svc_path, {'strategy': 'data', 'replicas': 2})]
 
-    workers = Pool(args.workers)
-    coord = kserve.Cluster(models=models, local_workers=0,
-                           workers=[w.address for w in workers.workers], start_timeout=120.0)
-    coord.__enter__()
+    workers = Pool()
+    coord = kserve.Cluster(models=models, local_workers=0, start_timeout=120.0)
+    try:
+        for i in range(args.workers):
+            workers.start(i, '127.0.0.1:0')
+        coord.workers = [w.address for w in workers.workers]
+        coord.__enter__()
+        return serve(args, coord, workers, good, bad, checks)
+    except BaseException:  # interrupted or failed: leave no daemon behind
+        workers.kill()
+        if coord.proc and coord.proc.poll() is None:
+            coord.kill()
+        raise
+
+
+def serve(args, coord, workers, good, bad, checks):
+    """The load, the sampler and the killer against the running daemons;
+    stops the daemons and returns the exit status."""
     print('soak: coordinator %s (pid %d), workers %s; %d good and %d bad inputs in the pool'
           % (coord.address, coord.proc.pid, ', '.join(w.address for w in workers.workers),
              len(good), len(bad)), flush=True)
