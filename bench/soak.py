@@ -63,6 +63,7 @@ import time
 
 import grpc
 import numpy as np
+import onnx
 
 import benchargs  # bench/, beside this script
 
@@ -146,10 +147,6 @@ def torch_pool(served, model, per_batch, seed):
     return good, bad
 
 
-def check_torch(got, want):
-    return ledger.check_answer(got, want)
-
-
 def check_sklearn(got, refs):
     """None when `got` matches scikit-learn's answers (labels exactly,
     scores within the model's tolerance), else why not."""
@@ -157,8 +154,8 @@ def check_sklearn(got, refs):
         return 'outputs %s, expected %s' % (sorted(got), sorted(refs))
     for name, (want, tolerance) in refs.items():
         g = got[name]
-        if g.shape != want.shape:
-            return '%s: shape %s, expected %s' % (name, g.shape, want.shape)
+        if g.dtype != want.dtype or g.shape != want.shape:
+            return '%s: %s%s, expected %s%s' % (name, g.dtype, g.shape, want.dtype, want.shape)
         if tolerance is None:
             if not np.array_equal(g, want):
                 return '%s: %s, expected %s' % (name, g.tolist(), want.tolist())
@@ -172,7 +169,6 @@ def sklearn_model(tmp):
     slice of sklearn_models' 16 test samples, whose answers it computed."""
     model, X, refs = sklearn_models.make_svc('rbf', 3)()
     path = os.path.join(tmp, 'svc.onnx')
-    import onnx
     onnx.save(model, path)
     X = np.ascontiguousarray(X, dtype=np.float32)
     good, bad = [], []
@@ -247,66 +243,76 @@ def code_name(e):
     return code.name if code is not None else 'NO_STATUS'
 
 
-def client_thread(k, address, args, pools, checks, tally):
-    rng = random.Random(args.seed * 104729 + k)
-    c = ledger.client(address, timeout=args.deadline)
-    infer = c.channel.unary_unary(kserve.KSERVE + 'ModelInfer',
-                                  response_deserializer=kserve.pb.ModelInferResponse.FromString)
-    good, bad = pools
+def send_bad(infer, case, args, tally):
+    """A bad input: it must fail with its code and word."""
     try:
+        infer(case.request, timeout=args.deadline)
+        tally.fail(case.kind, 'OK', '%s: answered' % case.model)
+    except grpc.RpcError as e:
+        code, word = case.expect
+        if e.code() == code and word in (e.details() or ''):
+            tally.expect(case.kind, code.name)
+        else:
+            tally.fail(case.kind, code_name(e), '%s rows %d: %s' % (
+                case.model, case.rows, e.details()))
+
+
+def send_good(infer, case, kind, timeout, rng, check, tally):
+    """A good input sent as `kind` ('good', 'cancelled': cancelled after
+    0-5 ms, 'deadline': with a tiny timeout); an answer that came all the
+    same must be right."""
+    t = time.monotonic()
+    try:
+        if kind == 'cancelled':
+            f = infer.future(case.request, timeout=timeout)
+            time.sleep(rng.uniform(0, 0.005))
+            if f.cancel():
+                tally.expect(kind, 'CANCELLED')
+                return
+            resp = f.result()
+        else:
+            resp = infer(case.request, timeout=timeout)
+    except grpc.RpcError as e:
+        if kind == 'deadline' and e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            tally.expect(kind, 'DEADLINE_EXCEEDED')
+        else:
+            tally.fail(kind, code_name(e), '%s rows %d: %s' % (
+                case.model, case.rows, e.details()))
+            time.sleep(0.02)  # as a real client would
+        return
+    latency = time.monotonic() - t
+    try:
+        why = check(kserve.Client.decode_response(resp), case.expect)
+    except Exception as e:  # an undecodable answer is a wrong one
+        why = '%s: %s' % (type(e).__name__, e)
+    if why is None:
+        tally.good(latency)
+    else:
+        tally.fail(kind, 'WRONG', '%s rows %d: %s' % (case.model, case.rows, why))
+
+
+def client_thread(k, address, args, pools, checks, tally):
+    """One closed-loop client: sends until tally.take() says the count is
+    reached, each request drawn from the mix."""
+    rng = random.Random(args.seed * 104729 + k)
+    good, bad = pools
+    with ledger.client(address, timeout=args.deadline) as c:
+        infer = c.channel.unary_unary(
+            kserve.KSERVE + 'ModelInfer',
+            response_deserializer=kserve.pb.ModelInferResponse.FromString)
         while tally.take(args.requests):
             r = rng.random()
             if r < 1.0 / BAD_EVERY:
-                case = rng.choice(bad)
-                try:
-                    infer(case.request, timeout=args.deadline)
-                    tally.fail(case.kind, 'OK', '%s: answered' % case.model)
-                except grpc.RpcError as e:
-                    code, word = case.expect
-                    if e.code() == code and word in (e.details() or ''):
-                        tally.expect(case.kind, code.name)
-                    else:
-                        tally.fail(case.kind, code_name(e), '%s rows %d: %s' % (
-                            case.model, case.rows, e.details()))
+                send_bad(infer, rng.choice(bad), args, tally)
                 continue
-            case = rng.choice(good)
-            kind = 'good'
-            timeout = args.deadline
             r -= 1.0 / BAD_EVERY
+            kind, timeout = 'good', args.deadline
             if r < 1.0 / CANCEL_EVERY:
                 kind = 'cancelled'
             elif r < 1.0 / CANCEL_EVERY + 1.0 / DEADLINE_EVERY:
                 kind, timeout = 'deadline', rng.uniform(0.0002, 0.003)
-            t = time.monotonic()
-            try:
-                if kind == 'cancelled':
-                    f = infer.future(case.request, timeout=timeout)
-                    time.sleep(rng.uniform(0, 0.005))
-                    if f.cancel():
-                        tally.expect(kind, 'CANCELLED')
-                        continue
-                    resp = f.result()
-                else:
-                    resp = infer(case.request, timeout=timeout)
-            except grpc.RpcError as e:
-                if kind == 'deadline' and e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    tally.expect(kind, 'DEADLINE_EXCEEDED')
-                else:
-                    tally.fail(kind, code_name(e), '%s rows %d: %s' % (
-                        case.model, case.rows, e.details()))
-                    time.sleep(0.02)  # as a real client would
-                continue
-            latency = time.monotonic() - t
-            try:
-                why = checks[case.model](c.decode_response(resp), case.expect)
-            except Exception as e:  # an undecodable answer is a wrong one
-                why = '%s: %s' % (type(e).__name__, e)
-            if why is None:
-                tally.good(latency)
-            else:
-                tally.fail(kind, 'WRONG', '%s rows %d: %s' % (case.model, case.rows, why))
-    finally:
-        c.close()
+            case = rng.choice(good)
+            send_good(infer, case, kind, timeout, rng, checks[case.model], tally)
 
 
 # ---- daemons, memory, kills ------------------------------------------------------
@@ -399,7 +405,7 @@ def soak(args, tmp):
         g, b = torch_pool(served, model, 3, seed=len(checks))
         good += g
         bad += b
-        checks[served] = check_torch
+        checks[served] = ledger.check_answer
     models = [('mlp', mlp_path, {'strategy': 'data', 'replicas': 2}),
               ('mlp_batched', mlp_path, {'strategy': 'data', 'replicas': 2,
                                          'max_batch': 16, 'batch_delay_us': 2000}),
