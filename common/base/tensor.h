@@ -32,7 +32,8 @@
   X(FLOAT16, 10, "FP16", 2)       \
   X(DOUBLE, 11, "FP64", 8)        \
   X(UINT32, 12, "UINT32", 4)      \
-  X(UINT64, 13, "UINT64", 8)
+  X(UINT64, 13, "UINT64", 8)      \
+  X(BFLOAT16, 16, "BF16", 2)
 
 typedef enum {
   TS_DTYPE_UNDEFINED = 0,
