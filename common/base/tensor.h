@@ -55,6 +55,17 @@ ts_dtype ts_dtype_from_kserve(const char *name);
 /* True for types with a fixed element size that Tessera computes on. */
 bool ts_dtype_is_numeric(ts_dtype t);
 
+/* IEEE half and bfloat16 (as uint16 bits) to and from float: any value
+ * (subnormals, infinities, NaN); to the small types with round to nearest
+ * even, overflow to infinity, NaN kept a NaN. */
+float ts_half_to_float(uint16_t h);
+uint16_t ts_float_to_half(float f);
+static inline float ts_bf16_to_float(uint16_t h) {
+  union { uint32_t u; float f; } v = {.u = (uint32_t)h << 16};
+  return v.f;
+}
+uint16_t ts_float_to_bf16(float f);
+
 /* Element count of a shape. Returns -1 if a dim is negative or the product
  * (or product * elem_size, when elem_size > 0) overflows int64/size_t. */
 int64_t ts_shape_numel(const int64_t *dims, int rank);

@@ -31,7 +31,6 @@
 #include <string.h>
 #include <tgmath.h>
 
-#include "gemm_packed.h"
 #include "kernel_util.h"
 #include "list_elementwise.h"
 #include "ops.h"

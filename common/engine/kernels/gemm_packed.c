@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "parallel.h"
+#include "tensor.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define TS_GEMM_X86 1
@@ -86,24 +87,6 @@ const char *ts_gemm_elem_name(ts_gemm_elem elem) {
   static const char *const name[TS_GEMM_ELEM_COUNT] = {"f32", "f16", "bf16",
                                                         "i8"};
   return elem >= 0 && elem < TS_GEMM_ELEM_COUNT ? name[elem] : "?";
-}
-
-float ts_half_to_float(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f;
-  uint32_t mant = h & 0x3ff, bits;
-  if (e == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13); /* infinity, NaN */
-  } else if (e != 0) {
-    bits = sign | ((e + 112) << 23) | (mant << 13);
-  } else {
-    /* zero or subnormal: mant * 2^-24, exact in float */
-    union { uint32_t u; float f; } v = {.u = sign};
-    v.f = (float)mant * 0x1p-24f;
-    if (sign) v.f = -v.f;
-    return v.f;
-  }
-  union { uint32_t u; float f; } v = {.u = bits};
-  return v.f;
 }
 
 /* Copies one element of esz bytes (1, 2 or 4: a typed copy, not memcpy, in

@@ -94,13 +94,7 @@ void ts_gemm_packed_free(ts_gemm_packed *p);
 /* Element size and name ("f32", "f16", "bf16", "i8") of a panel type. */
 size_t ts_gemm_elem_size(ts_gemm_elem elem);
 const char *ts_gemm_elem_name(ts_gemm_elem elem);
-/* IEEE half and bfloat16 bits to float (any value: subnormals, infinities,
- * NaN), the widening the fp16 / bf16 tiles do. */
-float ts_half_to_float(uint16_t h);
-static inline float ts_bf16_to_float(uint16_t h) {
-  union { uint32_t u; float f; } v = {.u = (uint32_t)h << 16};
-  return v.f;
-}
+
 
 /* Y = alpha * A . B + (accumulate ? Y : 0), for A m x k (row stride lda) and
  * Y m x n (row stride ldy): the best ISA of this CPU up to
