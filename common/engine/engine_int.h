@@ -97,7 +97,8 @@ typedef struct ts_reduced_weight {
 bool ts_reduced_weight_of(const ts_graph *g, int node, ts_reduced_weight *out);
 
 /* quant.c: true when node `node` is a reduced weight (ts_reduced_weight_of)
- * that only Gemm / MatMul read, each as its B: the loader leaves it
+ * that only Gemm / MatMul read, each as a B it can pack small (no transA,
+ * int8 scales along its output columns): the loader leaves it
  * unfolded so that the products may pack the small type (quant.c's opening
  * comment). */
 bool ts_reduced_weight_keep(const ts_graph *g, int node);

@@ -13,7 +13,9 @@
  *   Cast(W_fp16 or W_bf16, to = float)              -> Gemm/MatMul input B
  * Folding that node at load would bring back the float weight the shard
  * was made to avoid. ts_reduced_weight_keep() tells the loader to leave such
- * a node unfolded (it still runs as an ordinary op where nothing fuses it),
+ * a node unfolded when every reader is a product that can fuse it (one
+ * that cannot, e.g. scales along K or a non-zero zero point, is folded to
+ * a float B as any constant subgraph is),
  * and ts_reduced_weight_of() tells the products' prepack what the node
  * holds, so that Gemm and MatMul pack the small type itself
  * (gemm_packed.h) and read their B from it directly.
@@ -157,12 +159,22 @@ bool ts_reduced_weight_of(const ts_graph *g, int node, ts_reduced_weight *out) {
   return true;
 }
 
-/* True when the product node n reads value v only as its B (input 1). */
-static bool reads_as_b(const ts_node *n, int v) {
-  bool product = n->domain[0] == '\0' && (strcmp(n->op_type, "Gemm") == 0 ||
-                                          strcmp(n->op_type, "MatMul") == 0);
+/* True when node n is a product that can read reduced weight rw (value
+ * v) as its packed B: a Gemm without transA or a MatMul, reading v only as
+ * B, rw's scales (if per axis) along B's output columns. The products'
+ * prepack (core.c) fuses exactly these. */
+static bool fuses(const ts_node *n, int v, const ts_reduced_weight *rw) {
+  if (n->domain[0] != '\0') return false;
+  int col_axis = 1;
+  if (strcmp(n->op_type, "Gemm") == 0) {
+    if (ts_attr_int(n, "transA", 0)) return false;
+    col_axis = ts_attr_int(n, "transB", 0) ? 0 : 1;
+  } else if (strcmp(n->op_type, "MatMul") != 0) {
+    return false;
+  }
+  if (rw->axis >= 0 && rw->axis != col_axis) return false;
   for (int j = 0; j < n->n_inputs; j++)
-    if (n->inputs[j] == v && (!product || j != 1)) return false;
+    if (n->inputs[j] == v && j != 1) return false;
   return true;
 }
 
@@ -177,7 +189,7 @@ bool ts_reduced_weight_keep(const ts_graph *g, int node) {
     bool reads = false;
     for (int j = 0; j < c->n_inputs && !reads; j++) reads = c->inputs[j] == v;
     if (!reads) continue;
-    if (!reads_as_b(c, v)) return false;
+    if (!fuses(c, v, &rw)) return false;
     readers++;
   }
   return readers > 0;
