@@ -3,13 +3,15 @@
 
 The MLP of tests/python/export_models.py (mlp_168mb: 2048-5120-2048-5120-
 2048-16, 168 MB of float32 weights) is served by four coordinators at once,
-each tensor-split over 2 local workers of --threads kernel threads
+each tensor-split over 2 workers of --threads kernel threads of its own
 (strategy=tensor,shards=2,replicas=1) with precision=fp32, fp16, bf16 and
 int8, and run by ONNX Runtime (onnxruntime-node, bench/ort_bench.js via
 peers.py) in float32 with 1 and 2 intra-op threads. For each:
 
   shard bytes  the bytes of the shards the coordinator sends the workers
                (ClusterStatus), and their ratio to fp32's;
+  worker MB    the two workers' resident memory once loaded (VmRSS, before
+               any inference) above what they held idle (VmHWM at start);
   batch 1, N   p50 latency of single-stream requests (`tessera bench
                --concurrency 1 --format json`; ORT in-process);
   accuracy     on --rows random rows: max |y - torch| and max |y - torch| /
@@ -39,6 +41,7 @@ import peers  # noqa: E402  (ONNX Runtime in node; sets up tests/python)
 import scaling  # noqa: E402  (tessera bench --format json)
 import admin  # noqa: E402
 import kserve  # noqa: E402
+import test_memory  # noqa: E402  (VmRSS, VmHWM)
 
 MODEL = 'mlp_168mb'
 PRECISIONS = ['fp32', 'fp16', 'bf16', 'int8']
@@ -94,21 +97,27 @@ def main(argv):
         rows = export_models.make_inputs(MODEL, args.rows, seed=99)
         want = export_models.reference(MODEL, rows)['scores']
 
-        threads = ['--worker-threads', str(args.threads)]
-        clusters = {p: kserve.Cluster([(MODEL, path, {'strategy': 'tensor', 'shards': 2,
-                                                       'replicas': 1, 'precision': p})],
-                                      local_workers=2, extra_args=threads)
-                    for p in PRECISIONS}
-        info = {}
-        for p, c in clusters.items():
-            c.__enter__()
+        workers = {p: [kserve.Worker(threads=args.threads) for _ in range(2)]
+                   for p in PRECISIONS}
+        clusters, idle, info = {}, {}, {}
         try:
+            for p in PRECISIONS:
+                for w in workers[p]:
+                    w.__enter__()
+                idle[p] = sum(test_memory.proc_status(w.proc.pid)['VmHWM'] for w in workers[p])
+                clusters[p] = kserve.Cluster(
+                    [(MODEL, path, {'strategy': 'tensor', 'shards': 2, 'replicas': 1,
+                                    'precision': p})],
+                    local_workers=0, workers=[w.address for w in workers[p]])
+                clusters[p].__enter__()
             for p, c in clusters.items():
+                rss = sum(test_memory.proc_status(w.proc.pid)['VmRSS'] for w in workers[p])
                 status = admin.cluster_status(c.address)
                 shards = [s for st in admin.shards_of(status, MODEL).values() for s in st]
                 got = np.concatenate([c.client.infer(MODEL, {'features': rows['features'][i:i + 64]})
                                       ['scores'] for i in range(0, args.rows, 64)])
-                info[p] = {'bytes': sum(s.bytes for s in shards), 'acc': accuracy(got, want)}
+                info[p] = {'bytes': sum(s.bytes for s in shards), 'acc': accuracy(got, want),
+                           'rss': rss - idle[p]}
             times = {}
             for r in range(args.rounds):
                 print('round %d/%d' % (r + 1, args.rounds), file=sys.stderr)
@@ -127,6 +136,10 @@ def main(argv):
         finally:
             for c in clusters.values():
                 c.__exit__(None, None, None)
+            for ws in workers.values():
+                for w in ws:
+                    if w.proc:
+                        w.__exit__(None, None, None)
 
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         b, full = args.batch, info['fp32']['bytes']
@@ -135,16 +148,19 @@ def main(argv):
               'in-process; p50 ms, median of %d rounds; accuracy on %d rows vs torch float32'
               % (MODEL, args.threads, args.rounds, args.rows))
         print()
-        print('| engine | shard bytes | vs fp32 | batch 1 ms | batch %d ms | b1 / ORT 2 thr '
-              '| b%d / ORT 2 thr | max abs err | max rel err | top-1 agree |' % (b, b))
-        print('|---|---|---|---|---|---|---|---|---|---|')
+        print('| engine | shard bytes | vs fp32 | worker MB | batch 1 ms | batch %d ms '
+              '| b1 / ORT 2 thr | b%d / ORT 2 thr | max abs err | max rel err | top-1 agree |'
+              % (b, b))
+        print('|---|---|---|---|---|---|---|---|---|---|---|')
         for p in PRECISIONS:
             err, rel, top1 = info[p]['acc']
-            print('| tessera %s | %d | %.3f | %.2f | %.2f | %.2f | %.2f | %.2e | %.2e | %.4f |'
-                  % (p, info[p]['bytes'], info[p]['bytes'] / full, med[p, 1], med[p, b],
-                     med[p, 1] / med['ort2', 1], med[p, b] / med['ort2', b], err, rel, top1))
+            print('| tessera %s | %d | %.3f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2e | %.2e '
+                  '| %.4f |'
+                  % (p, info[p]['bytes'], info[p]['bytes'] / full, info[p]['rss'] / 1e6,
+                     med[p, 1], med[p, b], med[p, 1] / med['ort2', 1],
+                     med[p, b] / med['ort2', b], err, rel, top1))
         for t in (1, 2):
-            print('| onnxruntime %d thr | | | %.2f | %.2f | %.2f | %.2f | | | |'
+            print('| onnxruntime %d thr | | | | %.2f | %.2f | %.2f | %.2f | | | |'
                   % (t, med['ort%d' % t, 1], med['ort%d' % t, b],
                      med['ort%d' % t, 1] / med['ort2', 1], med['ort%d' % t, b] / med['ort2', b]))
         err, rel, top1 = info['ort']['acc']

@@ -9,9 +9,15 @@
  * read once per row block, from cache after the first block.
  *
  * Invariants:
- *  - panels are 64-byte aligned and each panel row starts on a 64-byte
- *    boundary (TS_GEMM_PANEL floats = 128 bytes), so the vector kernels use
- *    aligned loads; padding columns are zero and are never stored to Y;
+ *  - panels are 64-byte aligned and each float panel row starts on a
+ *    64-byte boundary (TS_GEMM_PANEL floats = 128 bytes), so the float
+ *    tiles use aligned loads (reduced rows, 64 or 32 bytes, are loaded
+ *    unaligned); padding columns are zero (int8: scale 0 too) and are never
+ *    stored to Y;
+ *  - a reduced panel row is widened to floats in registers and multiplied
+ *    in float; int8 sums are scaled once per column at the store, so a
+ *    reduced product is the float product over the dequantized B, up to
+ *    the rounding of the sums;
  *  - the AVX-512 and AVX2 functions are compiled with target attributes and
  *    only called after __builtin_cpu_supports said yes, so the file builds
  *    for baseline x86-64 (and for other architectures without them).
