@@ -444,7 +444,7 @@ static bool reduces(const shard_build *b, const ts_node *n, int j, int v) {
       (strcmp(n->op_type, "Gemm") != 0 && strcmp(n->op_type, "MatMul") != 0))
     return false;
   const ts_tensor *t = cst(b->c, v);
-  return t->dtype == TS_DTYPE_FLOAT && t->rank == 2;
+  return t->dtype == TS_DTYPE_FLOAT && t->rank == 2 && t->nbytes > 0;
 }
 
 /* Symmetric int8 of a K x N (axis 1) or N x K (axis 0) float matrix w, one
@@ -513,36 +513,32 @@ static const char *emit_reduced(shard_build *b, const ts_node *n, int v,
   np->n_output = 1;
   np->attribute = attrs;
   np->n_attribute = 1;
-  int rc;
+  /* add_synth zeroes its data when given none: the small types are
+   * written straight into the initializers. */
   if (prec == TS_PRECISION_INT8) {
     /* The output columns: B is K x N, or N x K under Gemm's transB. */
     int axis = strcmp(n->op_type, "Gemm") == 0 && ts_attr_int(n, "transB", 0)
                    ? 0 : 1;
-    int8_t *q = plan_arena_alloc(&b->a, (size_t)numel ? (size_t)numel : 1);
-    float *scale = plan_arena_alloc(&b->a, (size_t)dims[axis] * sizeof *scale + 1);
     const char *sname =
         unused_name(b, plan_arena_printf(&b->a, "%s.scale", base));
-    if (!q || !scale) return oom(b), NULL;
-    if (!sname) return NULL;
-    if ((rc = quantize_int8(b, base, w, dims, axis, q, scale)) ||
-        (rc = add_synth(b, small, TS_DTYPE_INT8, 2, dims, q)) ||
-        (rc = add_synth(b, sname, TS_DTYPE_FLOAT, 1, &dims[axis], scale)))
+    if (!sname || add_synth(b, small, TS_DTYPE_INT8, 2, dims, NULL))
       return NULL;
+    int8_t *q = b->inits[b->n_inits - 1].data;
+    if (add_synth(b, sname, TS_DTYPE_FLOAT, 1, &dims[axis], NULL)) return NULL;
+    float *scale = b->inits[b->n_inits - 1].data;
+    if (quantize_int8(b, base, w, dims, axis, q, scale)) return NULL;
     np->op_type = "DequantizeLinear";
     in[1] = (char *)sname;
     np->n_input = 2;
     attrs[0] = int_attr(b, "axis", axis);
   } else {
-    uint16_t *h = plan_arena_alloc(&b->a, (size_t)numel * 2 + 1);
-    if (!h) return oom(b), NULL;
+    bool half = prec == TS_PRECISION_FP16;
+    if (add_synth(b, small, half ? TS_DTYPE_FLOAT16 : TS_DTYPE_BFLOAT16, 2,
+                  dims, NULL))
+      return NULL;
+    uint16_t *h = b->inits[b->n_inits - 1].data;
     for (int64_t i = 0; i < numel; i++)
-      h[i] = prec == TS_PRECISION_FP16 ? ts_float_to_half(w[i])
-                                       : ts_float_to_bf16(w[i]);
-    rc = add_synth(b, small,
-                   prec == TS_PRECISION_FP16 ? TS_DTYPE_FLOAT16
-                                             : TS_DTYPE_BFLOAT16,
-                   2, dims, h);
-    if (rc) return NULL;
+      h[i] = half ? ts_float_to_half(w[i]) : ts_float_to_bf16(w[i]);
     np->op_type = "Cast";
     attrs[0] = int_attr(b, "to", TS_DTYPE_FLOAT);
   }
