@@ -70,7 +70,8 @@ typedef enum {
 
 /* The type a shard stores and sends the weights of its products in
  * (model key `precision`). FP32 keeps the model's weights; the others store
- * each constant float matrix B of a Gemm or MatMul in the small type and
+ * each constant float matrix B of a Gemm or MatMul (of 4 KiB or more; a
+ * smaller one stays float) in the small type and
  * widen it with standard ONNX in front of the product, so a shard stays an
  * ONNX file any runtime runs:
  *   FP16, BF16: Cast(W_fp16 | W_bf16, to = float);

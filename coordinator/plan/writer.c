@@ -4,10 +4,11 @@
  * typed graph inputs and outputs), named by the SHA-256 of its bytes.
  *
  * precision=fp16|bf16|int8 (plan.h): the B of each Gemm and MatMul that is
- * a constant float matrix is stored in the small type and widened in front
- * of the product by an inserted Cast or DequantizeLinear (int8: symmetric,
- * one scale per output column, max |w| / 127, rounded to nearest), so the
- * shard stays standard ONNX; every other constant keeps its type.
+ * a constant float matrix of 4 KiB or more is stored in the small type and
+ * widened in front of the product by an inserted Cast or DequantizeLinear
+ * (int8: symmetric, one scale per output column, max |w| / 127, rounded to
+ * nearest), so the shard stays standard ONNX; every other constant keeps
+ * its type.
  */
 #include "plan_int.h"
 
@@ -437,14 +438,20 @@ static Onnx__TensorProto *tensor_proto(shard_build *b, const init_spec *sp) {
 
 /* ---- reduced-precision weights ------------------------------------------ */
 
+/* Weights smaller than this stay float: the widening node and the names
+ * would cost more than the bytes saved. */
+#define REDUCE_MIN_BYTES 4096
+
 /* Whether input j (value v) of node n is a weight this shard stores in a
- * reduced precision: the B of a Gemm or MatMul, a constant float matrix. */
+ * reduced precision: the B of a Gemm or MatMul, a constant float matrix of
+ * at least REDUCE_MIN_BYTES (before cutting). */
 static bool reduces(const shard_build *b, const ts_node *n, int j, int v) {
   if (b->c->precision == TS_PRECISION_FP32 || j != 1 || n->domain[0] ||
       (strcmp(n->op_type, "Gemm") != 0 && strcmp(n->op_type, "MatMul") != 0))
     return false;
   const ts_tensor *t = cst(b->c, v);
-  return t->dtype == TS_DTYPE_FLOAT && t->rank == 2 && t->nbytes > 0;
+  return t->dtype == TS_DTYPE_FLOAT && t->rank == 2 &&
+         t->nbytes >= REDUCE_MIN_BYTES;
 }
 
 /* Symmetric int8 of a K x N (axis 1) or N x K (axis 0) float matrix w, one
