@@ -149,6 +149,8 @@ static json_t *model_states_json(const Tessera__Admin__V1__ClusterStatusResponse
                         m->n_members ? json_sprintf("ensemble(%s) of %zu", m->fuse,
                                                     m->n_members)
                                      : json_string(m->strategy));
+    json_object_set_new(row, "precision",
+                        m->n_members ? json_null() : json_string(m->precision));
     json_object_set_new(row, "stages", json_integer(m->stages));
     json_object_set_new(row, "replicas", json_integer(m->replicas));
     json_object_set_new(row, "weight_bytes", json_integer((json_int_t)m->weight_bytes));

@@ -2,7 +2,8 @@
 
 An MLP of export_models.py (mlp_1mb: 256-512-256-16, 1 MB of float32
 weights), tensor-split over 2 local workers, is served four times by one
-coordinator: as float32 and with precision=fp16, bf16 and int8. Each answer
+coordinator: as float32 and with precision=fp16, bf16 and int8 (ClusterStatus
+and `tessera status --format json` name each model's precision). Each answer
 is checked against torch's float32 answer at batch 1, 5 and 17: max
 |y - torch| / max |torch| is at most 1e-2 for int8 and bf16 (8 bits of
 mantissa) and 1e-3 for fp16; float32 stays within the sharding suite's
@@ -13,6 +14,7 @@ is refused at load naming the key and the value: on the command line the
 coordinator exits non-zero; from a repository's config.ini,
 RepositoryModelLoad answers INVALID_ARGUMENT.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -83,8 +85,17 @@ class Precision(unittest.TestCase):
                     self.assertLessEqual(err, tol, '%s batch %d: relative error %.3g'
                                          % (p, batch, err))
 
+    def test_status_shows_precision(self):
+        p = kserve.run_tessera('status', '--server', self.cluster.address, '--format', 'json')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        models = {m['model']: m for m in json.loads(p.stdout)['cluster']['models']}
+        for precision in TOLERANCE:
+            self.assertEqual(models['m_%s' % precision]['precision'], precision)
+
     def test_shard_bytes_shrink(self):
         status = admin.cluster_status(self.cluster.address)
+        for p in TOLERANCE:
+            self.assertEqual(admin.model_state(status, 'm_%s' % p).precision, p)
         full = shard_bytes(status, 'm_fp32')
         self.assertGreater(full, 4 * 266000)  # float32 weights, and the graph
         for p, ratio in RATIO.items():
