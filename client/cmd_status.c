@@ -138,10 +138,11 @@ static json_t *model_states_json(const Tessera__Admin__V1__ClusterStatusResponse
     json_t *strategy = m->n_members
                            ? json_sprintf("ensemble(%s) of %zu", m->fuse, m->n_members)
                            : json_string(m->strategy);
+    json_t *precision = m->n_members ? json_null() : json_string(m->precision);
     json_array_append_new(
-        rows, json_pack("{s:s, s:s, s:o, s:i, s:i, s:I, s:I, s:I}", "model", m->name,
-                        "state", m->state, "strategy", strategy, "stages", m->stages,
-                        "replicas", m->replicas, "weight_bytes",
+        rows, json_pack("{s:s, s:s, s:o, s:o, s:i, s:i, s:I, s:I, s:I}", "model", m->name,
+                        "state", m->state, "strategy", strategy, "precision", precision,
+                        "stages", m->stages, "replicas", m->replicas, "weight_bytes",
                         (json_int_t)m->weight_bytes, "requests",
                         (json_int_t)m->requests, "failures",
                         (json_int_t)m->failures));

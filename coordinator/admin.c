@@ -87,6 +87,7 @@ static void handle_cluster_status(ts_rpc_call *call,
       if (!ms[i].members) ms[i].n_members = 0;
     } else if (m->plan) {
       ms[i].strategy = (char *)ts_strategy_name(m->plan->strategy);
+      ms[i].precision = (char *)ts_precision_name(m->config.precision);
       ms[i].stages = m->plan->n_stages;
       ms[i].replicas = m->n_replicas;
       ms[i].weight_bytes = m->plan->weight_bytes;

@@ -170,6 +170,7 @@ static int load_plain(ts_registry *r, ts_served_model *m, ts_err *err) {
         .grid_rows = m->config.grid_rows,
         .grid_cols = m->config.grid_cols,
         .replicas = replicas,
+        .precision = m->config.precision,
         .n_workers = live,
         .worker_memory_limit = min_limit,
         .model_name = m->config.name,
