@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "placement.h"
 
 void ts_registry_init(ts_registry *r, ts_membership *cluster,
@@ -163,6 +164,8 @@ static int load_plain(ts_registry *r, ts_served_model *m, ts_err *err) {
       if (ts_membership_is_target(c, i) && l && (!min_limit || l < min_limit))
         min_limit = l;
     }
+    ts_link_stats link;
+    ts_coord_metrics_link_median(c->n, &link);
     ts_plan_opts opts = {
         .strategy = m->config.strategy,
         .stages = m->config.stages,
@@ -172,6 +175,8 @@ static int load_plain(ts_registry *r, ts_served_model *m, ts_err *err) {
         .replicas = replicas,
         .n_workers = live,
         .worker_memory_limit = min_limit,
+        .link_rtt_s = (double)link.rtt_us / 1e6,
+        .link_bytes_per_s = (double)link.bytes_per_s,
         .model_name = m->config.name,
     };
     rc = ts_plan_build(model, &opts, &m->plan, err);
