@@ -209,17 +209,18 @@ static uint64_t median_measured(uint64_t *v, int n) {
   return k % 2 ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2;
 }
 
-void ts_coord_metrics_link_median(int n_workers, ts_link_stats *out) {
+void ts_coord_metrics_link_median(const int *worker, int n,
+                                  ts_link_stats *out) {
   uint64_t rtt[TS_MAX_WORKERS], bps[TS_MAX_WORKERS];
-  if (n_workers > TS_MAX_WORKERS) n_workers = TS_MAX_WORKERS;
-  for (int i = 0; i < n_workers; i++) {
+  if (n > TS_MAX_WORKERS) n = TS_MAX_WORKERS;
+  for (int i = 0; i < n; i++) {
     ts_link_stats l;
-    ts_coord_metrics_worker_link(i, &l);
+    ts_coord_metrics_worker_link(worker[i], &l);
     rtt[i] = l.rtt_us;
     bps[i] = l.bytes_per_s;
   }
-  out->rtt_us = median_measured(rtt, n_workers);
-  out->bytes_per_s = median_measured(bps, n_workers);
+  out->rtt_us = median_measured(rtt, n);
+  out->bytes_per_s = median_measured(bps, n);
 }
 
 /* A seconds histogram's count and sum (kept in ns: exposition.h). */

@@ -66,9 +66,10 @@ typedef struct ts_link_stats {
   uint64_t bytes_per_s;
 } ts_link_stats;
 void ts_coord_metrics_worker_link(int worker, ts_link_stats *out);
-/* The median over workers 0..n_workers-1 of each measured figure (workers
+/* The median over the n workers listed of each measured figure (workers
  * not measured yet left out; 0 when none is). */
-void ts_coord_metrics_link_median(int n_workers, ts_link_stats *out);
+void ts_coord_metrics_link_median(const int *worker, int n,
+                                  ts_link_stats *out);
 
 /* A count and the total of its durations, as Triton's StatisticDuration. */
 typedef struct ts_duration_stat {
