@@ -165,9 +165,10 @@ static void ewma_update(atomic_ullong *v, double sample) {
   if (sample < 1) sample = 1; /* 0 means "not measured" */
   unsigned long long old = atomic_load_explicit(v, memory_order_relaxed), nv;
   do {
-    nv = (unsigned long long)(old ? LINK_EWMA_ALPHA * sample +
-                                        (1 - LINK_EWMA_ALPHA) * (double)old
-                                  : sample);
+    double next = old ? LINK_EWMA_ALPHA * sample +
+                            (1 - LINK_EWMA_ALPHA) * (double)old
+                      : sample;
+    nv = (unsigned long long)(next + 0.5);
   } while (!atomic_compare_exchange_weak_explicit(
       v, &old, nv, memory_order_relaxed, memory_order_relaxed));
 }
