@@ -30,7 +30,7 @@ re-placement grace is short; the shard map is read from Admin/ClusterStatus.
      still answers correctly, which it can only do from the member's new
      placement (it was rebuilt on it).
   h. link figures: after some requests, `tessera status --format json`
-     shows each worker's smoothed health-check round trip (rtt_us > 0) and
+     (and the table and csv columns) shows each worker's smoothed health-check round trip (rtt_us > 0) and
      its RunShard throughput (throughput_bytes_per_s > 0), and
      Admin/ClusterStatus carries the same fields.
   e. the prober checks all workers at once: with one worker stalled
@@ -428,6 +428,13 @@ class MembershipTest(test_faults.FaultTest):
         for r in rows:
             self.assertGreater(r['rtt_us'], 0, r)
             self.assertGreater(r['throughput_bytes_per_s'], 0, r)
+        for fmt, columns in (('table', ('RTT US', 'THROUGHPUT BYTES PER S')),
+                             ('csv', ('rtt_us', 'throughput_bytes_per_s'))):
+            shown = kserve.run_tessera('status', '--server', coord.address,
+                                       '--format', fmt)
+            self.assertEqual(shown.returncode, 0, shown.stderr)
+            for col in columns:
+                self.assertIn(col, shown.stdout, fmt)
         st = self.status(coord)
         self.assertTrue(all(w.rtt_us > 0 and w.throughput_bytes_per_s > 0
                             for w in st.workers), st.workers)
