@@ -159,7 +159,8 @@ static int fit_layout(ctx *c, const ts_plan_opts *opts, int ways, bool splits,
   return plan_emit(c, opts, strategy, opts->replicas, out, err);
 }
 
-/* A plan auto considered, its traffic per request and its description. */
+/* A plan auto considered, its traffic per request and its description;
+ * the plan is kept only while it is the best so far. */
 typedef struct candidate {
   ts_plan *plan;
   ts_plan_traffic traffic;
@@ -192,13 +193,25 @@ static void describe(const ts_plan *p, int ways, int grid_rows,
              (double)largest / 1e6);
 }
 
-/* Adds the plan fit_layout emitted into cand[*n] to the candidates. */
+/* Adds the plan fit_layout emitted into cand[*n] to the candidates and
+ * keeps only the cheaper of it and the best so far (*best; -1: none), the
+ * earlier on a tie, so that at most two plans' shards are held at once. */
 static void add_candidate(const ctx *c, double rtt, double bps, int ways,
-                          candidate *cand, int *n) {
+                          candidate *cand, int *n, int *best) {
   candidate *k = &cand[*n];
   ts_plan_traffic_estimate(k->plan, c->m, rtt, bps, &k->traffic);
   describe(k->plan, ways, c->grid_rows, c->grid_cols, k->desc,
            sizeof k->desc);
+  if (*best < 0 || k->traffic.seconds < cand[*best].traffic.seconds) {
+    if (*best >= 0) {
+      ts_plan_free(cand[*best].plan);
+      cand[*best].plan = NULL;
+    }
+    *best = *n;
+  } else {
+    ts_plan_free(k->plan);
+    k->plan = NULL;
+  }
   (*n)++;
 }
 
@@ -262,17 +275,17 @@ int plan_auto(ctx *c, const ts_plan_opts *opts, ts_plan **out, ts_err *err) {
   int first = splits ? 2 : 1, last = splits ? max_ways : 1;
   ts_err last_err = {0};
   candidate cand[MAX_CANDIDATES] = {0};
-  int n = 0;
+  int n = 0, best = -1;
   bool done = false;
   for (int ways = first; ways <= last && !rc && !done; ways++)
     if (!(rc = fit_layout(c, opts, ways, splits, &last_err, &done,
                           &cand[n].plan, err)) && done)
-      add_candidate(c, rtt, bps, ways, cand, &n);
+      add_candidate(c, rtt, bps, ways, cand, &n, &best);
   /* Whole stages alone, cut where they do not fit: the pipeline. */
   if (splits && !rc &&
       !(rc = fit_layout(c, opts, 1, false, &last_err, &done, &cand[n].plan,
                         err)) && done)
-    add_candidate(c, rtt, bps, 1, cand, &n);
+    add_candidate(c, rtt, bps, 1, cand, &n, &best);
   /* Block grids R x C (R >= 2) of at most max_ways cells, fewest cells
    * first, then fewest rows. */
   done = false;
@@ -283,20 +296,18 @@ int plan_auto(ctx *c, const ts_plan_opts *opts, ts_plan **out, ts_err *err) {
       c->grid_cols = cells / r;
       if (!(rc = fit_layout(c, opts, 1, splits, &last_err, &done,
                             &cand[n].plan, err)) && done)
-        add_candidate(c, rtt, bps, 1, cand, &n);
+        add_candidate(c, rtt, bps, 1, cand, &n, &best);
     }
   c->grid_rows = c->grid_cols = 0;
-  int best = -1;
-  for (int i = 0; i < n && !rc; i++)
-    if (best < 0 || cand[i].traffic.seconds < cand[best].traffic.seconds)
-      best = i;
+  if (rc) {
+    if (best >= 0) ts_plan_free(cand[best].plan);
+    return rc;
+  }
   if (best >= 0) {
     log_choice(opts, cand, n, best, rtt, bps);
     *out = cand[best].plan;
+    return TS_OK;
   }
-  for (int i = 0; i < n; i++)
-    if (i != best) ts_plan_free(cand[i].plan);
-  if (rc || best >= 0) return rc;
   if (last_err.code)
     return ts_err_set(err, TS_EEXHAUSTED, "auto plan: %s", last_err.msg);
   return ts_err_set(err, TS_EEXHAUSTED,
