@@ -119,14 +119,17 @@ static json_t *workers_json(const Tessera__Admin__V1__ClusterStatusResponse *st)
     const char *state = w->state[0] && strcmp(w->state, "UP") != 0 ? w->state
                         : w->up ? "up" : "DOWN";
     json_array_append_new(
-        rows, json_pack("{s:i, s:s, s:s, s:i, s:I, s:o, s:i, s:I, s:I}", "worker",
+        rows, json_pack("{s:i, s:s, s:s, s:i, s:I, s:o, s:i, s:I, s:I, s:I, s:I}",
+                        "worker",
                         w->index, "address", w->address, "state", state, "threads",
                         w->threads, "planned_bytes", (json_int_t)w->memory_planned,
                         "limit_bytes",
                         w->memory_limit ? json_integer((json_int_t)w->memory_limit)
                                         : json_null(),
                         "in_flight", w->outstanding, "calls", (json_int_t)w->calls,
-                        "failures", (json_int_t)w->failures));
+                        "failures", (json_int_t)w->failures, "rtt_us",
+                        (json_int_t)w->rtt_us, "throughput_bytes_per_s",
+                        (json_int_t)w->throughput_bytes_per_s));
   }
   return rows;
 }

@@ -7,6 +7,7 @@
 
 #include "admin.pb-c.h"
 #include "log.h"
+#include "metrics.h"
 #include "options.h"
 #include "rpc_message.h"
 #include "rpc_table.h"
@@ -67,6 +68,10 @@ static void handle_cluster_status(ts_rpc_call *call,
     ws[i].state = (char *)ts_membership_state_name(c, i);
     int64_t since = atomic_load(&w->down_since_ms);
     ws[i].down_ms = !ws[i].up && since ? ts_now_ms() - since : 0;
+    ts_link_stats link;
+    ts_coord_metrics_worker_link(i, &link);
+    ws[i].rtt_us = link.rtt_us;
+    ws[i].throughput_bytes_per_s = link.bytes_per_s;
     wp[i] = &ws[i];
   }
   int k = 0;

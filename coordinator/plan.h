@@ -157,8 +157,32 @@ typedef struct ts_plan_opts {
   /* auto: the workers' resources, to fit a model no single worker holds */
   int n_workers;
   size_t worker_memory_limit; /* smallest limit among workers; 0 = none */
+  /* auto: the links to the workers, to weigh candidate plans (the median
+   * measured round trip and bytes per second; 0: the defaults below) */
+  double link_rtt_s;
+  double link_bytes_per_s;
   const char *model_name;     /* for labels */
 } ts_plan_opts;
+
+/* The link figures auto assumes where nothing is measured yet: 0.2 ms and
+ * 1 Gbit/s. */
+#define TS_PLAN_DEFAULT_RTT_S 0.0002
+#define TS_PLAN_DEFAULT_BYTES_PER_S 125e6
+
+/* What a plan sends between the coordinator and its workers for one
+ * request of batch 1: every shard's inputs and outputs (sized from the
+ * model's static shapes, symbolic dims as 1), and one round trip per stage
+ * (stages run in sequence). */
+typedef struct ts_plan_traffic {
+  size_t bytes;
+  int hops;
+  double seconds; /* hops * rtt_s + bytes / bytes_per_s */
+} ts_plan_traffic;
+
+/* Estimates plan's traffic; `model` is the one the plan was built from. */
+void ts_plan_traffic_estimate(const ts_plan *plan, const ts_model *model,
+                              double rtt_s, double bytes_per_s,
+                              ts_plan_traffic *out);
 
 /* The near-square grid of `shards` cells used by block plans without an
  * explicit grid: R*C = shards exactly, R the largest divisor <= sqrt, so
