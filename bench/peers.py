@@ -120,9 +120,9 @@ def parse_args(argv):
     p.add_argument('--build', default=kserve.BUILD,
                    help='meson build dir with the daemons and the tessera CLI')
     p.add_argument('--models', default=DEFAULT_MODELS, help='comma-separated models')
-    p.add_argument('--threads', type=int_list, default=[1, 2],
+    p.add_argument('--threads', type=int_list, default='1,2',
                    help='kernel threads per engine (per worker), comma-separated')
-    p.add_argument('--batches', type=int_list, default=[1, 16],
+    p.add_argument('--batches', type=int_list, default='1,16',
                    help='rows per call, comma-separated (sklearn models: at most 16)')
     p.add_argument('--seconds', type=float, default=0.5,
                    help='measured time of each (model, batch, engine) per round')
