@@ -23,6 +23,13 @@ ratio Tessera/ORT of throughputs (> 1: Tessera serves more), writes
 OUT/scaling.csv, and, where matplotlib is importable, plots OUT/scaling.png
 (throughput against workers/threads, one panel per model).
 
+--pin on (the default) runs each engine's serving side on N cores: ONNX
+Runtime's whole process (its session and the 32 calling threads: without
+it, concurrent session.run calls use every core whatever
+intra_op_num_threads says), and Tessera's coordinator with its workers
+(they inherit the affinity), while `tessera bench` runs on the other
+cores. --pin off leaves every process on every core.
+
 The load generator shares the machine with what it loads, so run it on a
 machine with more cores than the largest N (the curve in README came from
 a 16-core machine through bench/bundle.sh; see bench/README.md):
