@@ -22,6 +22,7 @@
  * conversions on their edge values.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -34,6 +35,11 @@
 #define RTOL 1e-4
 #define ATOL 1e-5
 
+/* The odd shapes of the ISA tests: row count m takes N = odd_n[m % 7] and
+ * K = odd_k[m % 5]. */
+static const int64_t odd_n[7] = {1, 7, 16, 31, 33, 50, 97};
+static const int64_t odd_k[5] = {1, 3, 17, 65, 130};
+
 static float *rand_floats(kc_rng *r, int64_t count) {
   float *x = malloc((size_t)(count > 0 ? count : 1) * sizeof *x);
   ck_assert_ptr_nonnull(x);
@@ -41,42 +47,56 @@ static float *rand_floats(kc_rng *r, int64_t count) {
   return x;
 }
 
-/* One packed product with `isa` against the naive one; the padding of each
- * Y row beyond n must stay untouched. */
-static void check_kernel(kc_rng *r, ts_gemm_isa isa, int64_t m, int64_t n,
-                         int64_t k, bool trans_b, float alpha,
-                         bool accumulate) {
-  int64_t lda = k + 3, ldy = n + 5;
-  float *a = rand_floats(r, m * lda), *b = rand_floats(r, n * k);
-  float *y = rand_floats(r, m * ldy), *y0 = malloc((size_t)(m * ldy) * 4);
+/* Runs p (the panels of b, K x N or under trans_b N x K, as floats) with
+ * `isa` over a (m x k, row stride lda) into y (row stride ldy; y0: its
+ * copy before the run) and compares with the float64 naive product; the
+ * padding of each Y row beyond n must stay untouched. what names the case
+ * in a failure. */
+static void run_and_compare(ts_gemm_isa isa, const ts_gemm_packed *p,
+                            int64_t m, int64_t n, int64_t k, const float *a,
+                            int64_t lda, const float *b, bool trans_b,
+                            float alpha, bool accumulate, float *y,
+                            const float *y0, int64_t ldy, const char *what) {
   double *ref = malloc((size_t)(m * ldy) * sizeof *ref);
-  ck_assert(y0 && ref);
-  memcpy(y0, y, (size_t)(m * ldy) * sizeof *y);
-  ts_gemm_packed *p = ts_gemm_pack(b, k, n, trans_b, false);
-  ck_assert_ptr_nonnull(p);
+  ck_assert_ptr_nonnull(ref);
   ts_gemm_packed_run_isa(isa, p, m, a, lda, alpha, accumulate, y, ldy);
   kc_gemm_ref(m, n, k, a, lda, b, trans_b, alpha, accumulate, y0, ldy, ref);
   for (int64_t i = 0; i < m; i++) {
     for (int64_t j = 0; j < n; j++) {
       double want = ref[i * ldy + j], got = y[i * ldy + j];
       ck_assert_msg(fabs(got - want) <= ATOL + RTOL * fabs(want),
-                    "%s m=%lld n=%lld k=%lld tB=%d alpha=%g acc=%d: "
-                    "y[%lld][%lld] = %.7g, want %.7g",
-                    ts_gemm_isa_name(isa), (long long)m, (long long)n,
-                    (long long)k, trans_b, alpha, accumulate, (long long)i,
+                    "%s: y[%lld][%lld] = %.7g, want %.7g", what, (long long)i,
                     (long long)j, got, want);
     }
     for (int64_t j = n; j < ldy; j++)
       ck_assert_msg(y[i * ldy + j] == y0[i * ldy + j],
-                    "%s wrote past column %lld", ts_gemm_isa_name(isa),
-                    (long long)n);
+                    "%s wrote past column %lld", what, (long long)n);
   }
+  free(ref);
+}
+
+/* One packed product with `isa` against the naive one. */
+static void check_kernel(kc_rng *r, ts_gemm_isa isa, int64_t m, int64_t n,
+                         int64_t k, bool trans_b, float alpha,
+                         bool accumulate) {
+  int64_t lda = k + 3, ldy = n + 5;
+  float *a = rand_floats(r, m * lda), *b = rand_floats(r, n * k);
+  float *y = rand_floats(r, m * ldy), *y0 = malloc((size_t)(m * ldy) * 4);
+  ck_assert_ptr_nonnull(y0);
+  memcpy(y0, y, (size_t)(m * ldy) * sizeof *y);
+  ts_gemm_packed *p = ts_gemm_pack(b, k, n, trans_b, false);
+  ck_assert_ptr_nonnull(p);
+  char what[160];
+  snprintf(what, sizeof what, "%s m=%lld n=%lld k=%lld tB=%d alpha=%g acc=%d",
+           ts_gemm_isa_name(isa), (long long)m, (long long)n, (long long)k,
+           trans_b, alpha, accumulate);
+  run_and_compare(isa, p, m, n, k, a, lda, b, trans_b, alpha, accumulate, y, y0,
+                  ldy, what);
   ts_gemm_packed_free(p);
   free(a);
   free(b);
   free(y);
   free(y0);
-  free(ref);
 }
 
 /* Every ISA in turn: _i is the ISA (a loop test). */
@@ -84,10 +104,8 @@ START_TEST(kernel_odd_shapes) {
   ts_gemm_isa isa = (ts_gemm_isa)_i;
   if (!ts_gemm_isa_supported(isa)) return; /* this CPU cannot run it */
   kc_rng r = kc_rng_seed(10 + (uint64_t)_i);
-  static const int64_t ns[] = {1, 7, 16, 31, 33, 50, 97};
-  static const int64_t ks[] = {1, 3, 17, 65, 130};
   for (int64_t m = 1; m <= 40; m++) {
-    int64_t n = ns[m % 7], k = ks[m % 5];
+    int64_t n = odd_n[m % 7], k = odd_k[m % 5];
     check_kernel(&r, isa, m, n, k, m % 2 == 0, 1.0f, false);
     check_kernel(&r, isa, m, n + 2, k + 1, m % 2 == 1, 0.37f, true);
   }
@@ -118,8 +136,7 @@ static void check_reduced(kc_rng *r, ts_gemm_isa isa, ts_gemm_elem elem,
   float *y = rand_floats(r, m * ldy), *y0 = malloc((size_t)(m * ldy) * 4);
   float *scales = malloc((size_t)n * sizeof *scales);
   void *small = malloc((size_t)count * ts_gemm_elem_size(elem) + 1);
-  double *ref = malloc((size_t)(m * ldy) * sizeof *ref);
-  ck_assert(y0 && scales && small && ref);
+  ck_assert(y0 && scales && small);
   memcpy(y0, y, (size_t)(m * ldy) * sizeof *y);
   for (int64_t j = 0; j < n; j++)
     scales[j] = per_column || j == 0 ? (float)kc_uniform(r, 1e-3, 2e-2)
@@ -145,23 +162,12 @@ static void check_reduced(kc_rng *r, ts_gemm_isa isa, ts_gemm_elem elem,
       small, elem, elem == TS_GEMM_I8 ? scales : NULL,
       elem == TS_GEMM_I8 ? (per_column ? n : 1) : 0, k, n, trans_b, false);
   ck_assert_ptr_nonnull(p);
-  ts_gemm_packed_run_isa(isa, p, m, a, lda, alpha, accumulate, y, ldy);
-  kc_gemm_ref(m, n, k, a, lda, deq, trans_b, alpha, accumulate, y0, ldy, ref);
-  for (int64_t i = 0; i < m; i++) {
-    for (int64_t j = 0; j < n; j++) {
-      double want = ref[i * ldy + j], got = y[i * ldy + j];
-      ck_assert_msg(fabs(got - want) <= ATOL + RTOL * fabs(want),
-                    "%s %s m=%lld n=%lld k=%lld tB=%d col=%d: y[%lld][%lld] "
-                    "= %.7g, want %.7g",
-                    ts_gemm_isa_name(isa), ts_gemm_elem_name(elem),
-                    (long long)m, (long long)n, (long long)k, trans_b,
-                    per_column, (long long)i, (long long)j, got, want);
-    }
-    for (int64_t j = n; j < ldy; j++)
-      ck_assert_msg(y[i * ldy + j] == y0[i * ldy + j],
-                    "%s %s wrote past column %lld", ts_gemm_isa_name(isa),
-                    ts_gemm_elem_name(elem), (long long)n);
-  }
+  char what[160];
+  snprintf(what, sizeof what, "%s %s m=%lld n=%lld k=%lld tB=%d col=%d",
+           ts_gemm_isa_name(isa), ts_gemm_elem_name(elem), (long long)m,
+           (long long)n, (long long)k, trans_b, per_column);
+  run_and_compare(isa, p, m, n, k, a, lda, deq, trans_b, alpha, accumulate, y,
+                  y0, ldy, what);
   ts_gemm_packed_free(p);
   free(a);
   free(deq);
@@ -169,7 +175,6 @@ static void check_reduced(kc_rng *r, ts_gemm_isa isa, ts_gemm_elem elem,
   free(y0);
   free(scales);
   free(small);
-  free(ref);
 }
 
 /* _i = isa * 3 + (elem - 1): every ISA with every reduced type. */
@@ -178,10 +183,8 @@ START_TEST(kernel_reduced) {
   ts_gemm_elem elem = (ts_gemm_elem)(1 + _i % 3);
   if (!ts_gemm_isa_supported(isa)) return; /* this CPU cannot run it */
   kc_rng r = kc_rng_seed(40 + (uint64_t)_i);
-  static const int64_t ns[] = {1, 7, 16, 31, 33, 50, 97};
-  static const int64_t ks[] = {1, 3, 17, 65, 130};
   for (int64_t m = 1; m <= 17; m++) {
-    int64_t n = ns[m % 7], k = ks[m % 5];
+    int64_t n = odd_n[m % 7], k = odd_k[m % 5];
     check_reduced(&r, isa, elem, m, n, k, m % 2 == 0, m % 3 != 0, 1.0f, false);
     check_reduced(&r, isa, elem, m, n + 2, k + 1, m % 2 == 1, true, 0.37f,
                   true);
