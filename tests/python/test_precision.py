@@ -17,7 +17,6 @@ RepositoryModelLoad answers INVALID_ARGUMENT.
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import unittest
@@ -118,16 +117,9 @@ class BadPrecision(unittest.TestCase):
             with self.subTest(value=value):
                 c = kserve.Cluster(['m=%s,strategy=tensor,precision=%s' % (_path, value)],
                                    local_workers=1)
-                p = subprocess.run(c.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   stdin=subprocess.DEVNULL, universal_newlines=True,
-                                   timeout=60)
-                what = '%r: exit %d\n%s' % (value, p.returncode, p.stderr[-2000:])
-                self.assertNotEqual(p.returncode, 0, what)
-                self.assertNotIn('listening on', p.stdout, what)
-                last = [l for l in p.stderr.splitlines() if l.startswith('tessera-coordinator:')]
-                self.assertTrue(last, what)
-                self.assertIn("model key 'precision'", last[-1], what)
-                self.assertIn('fp32|fp16|bf16|int8', last[-1], what)
+                last, what = kserve.refused_at_start(self, c.command(), repr(value))
+                self.assertIn("model key 'precision'", last, what)
+                self.assertIn('fp32|fp16|bf16|int8', last, what)
 
     def test_repository_load(self):
         repo = tempfile.mkdtemp(prefix='tessera_precision_repo_')
