@@ -46,10 +46,6 @@ START_TEST(test_median_of_measured) {
 }
 END_TEST
 
-static void cases(Suite *s) {
-  TS_CHECK_CASE(s, "link", 30, NULL, NULL, test_rtt_and_throughput_smoothed,
-                test_median_of_measured);
-}
-
-const ts_check_suite ts_check_this_suite = {.name = "link_metrics",
-                                            .cases = cases};
+TS_CHECK_ONE_CASE_SUITE("link_metrics", "link", 30, NULL, NULL,
+                        test_rtt_and_throughput_smoothed,
+                        test_median_of_measured);

@@ -483,13 +483,8 @@ START_TEST(test_auto_block) {
 }
 END_TEST
 
-static void cases(Suite *s) {
-  TS_CHECK_CASE(s, "strategies", 240, NULL, NULL, test_pipeline_cuts,
-                test_pipeline_balance, test_data_batch_split, test_auto,
-                test_auto_pipeline, test_block_grids,
-                test_block_clamp_and_share, test_auto_block,
-                test_traffic_estimate, test_auto_link);
-}
-
-const ts_check_suite ts_check_this_suite = {.name = "plan_strategies",
-                                            .cases = cases};
+TS_CHECK_ONE_CASE_SUITE("plan_strategies", "strategies", 240, NULL, NULL,
+                        test_pipeline_cuts, test_pipeline_balance,
+                        test_data_batch_split, test_auto, test_auto_pipeline,
+                        test_block_grids, test_block_clamp_and_share,
+                        test_auto_block, test_traffic_estimate, test_auto_link);
