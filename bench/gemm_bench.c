@@ -10,7 +10,11 @@
  * (2 M N K / time); the packed results are checked against cblas_sgemm.
  * With THREADS > 1 the packed products run on a kernel budget of that many
  * threads (parallel.h: split by panels and rows); sgemm and sgemv stay on
- * one. Not part of meson test; built with the tree (bench/README.md):
+ * one. The same B packed in float16, bfloat16 and int8 (one scale per
+ * column, precision= shards) runs on the best ISA as "packed f16" etc.,
+ * its error taken against sgemm over the float B (the rounding of B
+ * itself: up to ~1e-2 for int8). Not part of meson test; built with the
+ * tree (bench/README.md):
  *
  *   ./build/bench/gemm_bench [SECONDS_PER_CASE [THREADS]]
  */
@@ -24,6 +28,7 @@
 #include "blas.h"
 #include "gemm_packed.h"
 #include "parallel.h"
+#include "tensor.h"
 
 static double now_s(void) {
   struct timespec t;
@@ -86,6 +91,38 @@ static void report(const char *shape, int64_t m, const char *what, double t,
   fflush(stdout);
 }
 
+/* B (N x K) packed in a reduced type: float16, bfloat16, or int8 with one
+ * scale per row of B (an output column), max |b| / 127. */
+static ts_gemm_packed *pack_reduced(const float *b, int64_t n, int64_t k,
+                                    ts_gemm_elem elem) {
+  size_t count = (size_t)(n * k);
+  void *small = malloc(count * ts_gemm_elem_size(elem));
+  float *scales = malloc((size_t)n * sizeof *scales);
+  ts_gemm_packed *p = NULL;
+  if (small && scales) {
+    for (int64_t j = 0; j < n; j++) {
+      const float *row = b + j * k;
+      float top = 0;
+      for (int64_t i = 0; i < k; i++) top = fmaxf(top, fabsf(row[i]));
+      scales[j] = top > 0 ? top / 127.0f : 1.0f;
+      for (int64_t i = 0; i < k; i++) {
+        size_t at = (size_t)(j * k + i);
+        if (elem == TS_GEMM_I8)
+          ((int8_t *)small)[at] = (int8_t)rintf(row[i] / scales[j]);
+        else
+          ((uint16_t *)small)[at] = elem == TS_GEMM_F16
+                                        ? ts_float_to_half(row[i])
+                                        : ts_float_to_bf16(row[i]);
+      }
+    }
+    p = ts_gemm_pack_reduced(small, elem, elem == TS_GEMM_I8 ? scales : NULL,
+                             elem == TS_GEMM_I8 ? n : 0, k, n, true, false);
+  }
+  free(small);
+  free(scales);
+  return p;
+}
+
 /* Largest |packed - sgemm| relative to the largest |sgemm|. */
 static double packed_error(const bench_case *c, ts_gemm_isa isa, float *ref) {
   run_once(c, RUN_SGEMM, isa);
@@ -125,6 +162,9 @@ int main(int argc, char **argv) {
     ts_gemm_packed *packed = b ? (fill(b, (size_t)(n * k), 7),
                                   ts_gemm_pack(b, k, n, true, false))
                                : NULL;
+    ts_gemm_packed *reduced[TS_GEMM_ELEM_COUNT] = {packed};
+    for (int e = TS_GEMM_F16; e < TS_GEMM_ELEM_COUNT && packed; e++)
+      if (!(reduced[e] = pack_reduced(b, n, k, (ts_gemm_elem)e))) packed = NULL;
     if (!a || !b || !y || !ref || !packed) {
       fprintf(stderr, "gemm_bench: out of memory\n");
       return 1;
@@ -152,7 +192,23 @@ int main(int argc, char **argv) {
         report(shapes[s].name, c.m, what,
                time_case(&c, RUN_PACKED, (ts_gemm_isa)isa, seconds), flops);
       }
+      for (int e = TS_GEMM_F16; e < TS_GEMM_ELEM_COUNT; e++) {
+        bench_case r = c;
+        r.packed = reduced[e];
+        char what[32];
+        snprintf(what, sizeof what, "packed %s", ts_gemm_elem_name(e));
+        double err = packed_error(&r, ts_gemm_isa_best(), ref);
+        if (err > 2e-2) {
+          fprintf(stderr, "gemm_bench: %s is wrong (relative error %g)\n",
+                  what, err);
+          return 1;
+        }
+        report(shapes[s].name, c.m, what,
+               time_case(&r, RUN_PACKED, ts_gemm_isa_best(), seconds), flops);
+      }
     }
+    for (int e = TS_GEMM_F16; e < TS_GEMM_ELEM_COUNT; e++)
+      ts_gemm_packed_free(reduced[e]);
     ts_gemm_packed_free(packed);
     free(a);
     free(b);

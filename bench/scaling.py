@@ -23,6 +23,13 @@ ratio Tessera/ORT of throughputs (> 1: Tessera serves more), writes
 OUT/scaling.csv, and, where matplotlib is importable, plots OUT/scaling.png
 (throughput against workers/threads, one panel per model).
 
+--pin on (the default) runs each engine's serving side on N cores: ONNX
+Runtime's whole process (its session and the 32 calling threads: without
+it, concurrent session.run calls use every core whatever
+intra_op_num_threads says), and Tessera's coordinator with its workers
+(they inherit the affinity), while `tessera bench` runs on the other
+cores. --pin off leaves every process on every core.
+
 The load generator shares the machine with what it loads, so run it on a
 machine with more cores than the largest N (the curve in README came from
 a 16-core machine through bench/bundle.sh; see bench/README.md):
@@ -61,6 +68,9 @@ def parse_args(argv):
     p.add_argument('--batch-delay-us', type=int, default=1000)
     p.add_argument('--engines', default='onnxruntime,tessera,tessera-batched')
     p.add_argument('--out', default='.')
+    p.add_argument('--pin', choices=('on', 'off'), default='on',
+                   help='on (default): each engine\'s serving side runs on N '
+                   'cores (see the file comment)')
     return p.parse_args(argv[1:])
 
 
@@ -71,6 +81,38 @@ def percentile_ms(latencies, q):
 def max_abs_diff(got, want):
     return max(float(np.max(np.abs(np.asarray(got[k], np.float64) - want[k])))
                for k in want)
+
+
+# ---- CPU placement --------------------------------------------------------------
+
+class Pinned:
+    """`with Pinned(cores):` the calling thread, and the threads and
+    processes it starts meanwhile, run on `cores` (None: unchanged); the
+    old affinity is restored on exit."""
+
+    def __init__(self, cores):
+        self.cores = cores
+
+    def __enter__(self):
+        self.old = os.sched_getaffinity(0)
+        if self.cores is not None:
+            os.sched_setaffinity(0, self.cores)
+
+    def __exit__(self, *exc):
+        os.sched_setaffinity(0, self.old)
+
+
+def split_cores(n, pin):
+    """(serving cores, load-generator cores) for N: the first N CPUs this
+    process may use serve, the rest load (None, None without pinning)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin:
+        return None, None
+    if n >= len(cpus):
+        raise SystemExit('scaling.py: %d cores asked to serve, %d available; '
+                         'leave some to the load generator or pass --pin off'
+                         % (n, len(cpus)))
+    return set(cpus[:n]), set(cpus[n:])
 
 
 # ---- ONNX Runtime in-process, C threads at once -------------------------------
@@ -116,13 +158,14 @@ def run_onnxruntime(ort, path, inputs, want, threads, concurrency, seconds):
 
 # ---- Tessera: coordinator + N workers, tessera bench ----------------------------
 
-def tessera_bench(tessera, address, model, npy, concurrency, requests):
+def tessera_bench(tessera, address, model, npy, concurrency, requests, cores=None):
     cmd = [tessera, 'bench', '--server', address, '--model', model, '--format', 'json',
            '--concurrency', str(concurrency), '--requests', str(requests)]
     for name, f in npy.items():
         cmd += ['--input', '%s=%s' % (name, f)]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       universal_newlines=True, timeout=900)
+                       universal_newlines=True, timeout=900,
+                       preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
     if p.returncode != 0:
         raise RuntimeError('%s failed (%d):\n%s%s' % (' '.join(cmd), p.returncode,
                                                       p.stdout, p.stderr))
@@ -131,21 +174,23 @@ def tessera_bench(tessera, address, model, npy, concurrency, requests):
 
 
 def run_tessera(tessera, model, path, inputs, npy, want, workers, concurrency, seconds,
-                batch_delay_us):
+                batch_delay_us, serve=None, load=None):
     opts = {'strategy': 'data', 'replicas': workers}
     if batch_delay_us is not None:
         opts.update({'max_batch': concurrency, 'batch_delay_us': batch_delay_us})
     cluster = kserve.Cluster([(model, path, opts)], local_workers=workers,
                              extra_args=['--worker-threads', '1'], start_timeout=600)
-    with cluster:
+    # the coordinator and its workers inherit `serve`; the load generator
+    # runs on `load` (tessera_bench)
+    with Pinned(serve), cluster:
         diff = max_abs_diff(cluster.client.infer(model, inputs), want)
         if diff > TOLERANCE:
             raise SystemExit('scaling.py: tessera differs from torch by %g' % diff)
         warm, _, _ = tessera_bench(tessera, cluster.address, model, npy, concurrency,
-                                   concurrency * 8)
+                                   concurrency * 8, load)
         requests = max(concurrency * 8, int(warm * seconds))
         rate, p50, p99 = tessera_bench(tessera, cluster.address, model, npy, concurrency,
-                                       requests)
+                                       requests, load)
     return rate, p50, p99, diff
 
 
@@ -213,13 +258,15 @@ def main(argv):
             np.save(npy[name], a)
         for n in counts:
             for e in engines:
+                serve, load = split_cores(n, args.pin == 'on')
                 if e == 'onnxruntime':
-                    r = run_onnxruntime(ort, path, inputs, want, n, args.concurrency,
-                                        args.seconds)
+                    with Pinned(serve):
+                        r = run_onnxruntime(ort, path, inputs, want, n, args.concurrency,
+                                            args.seconds)
                 else:
                     delay = args.batch_delay_us if e == 'tessera-batched' else None
                     r = run_tessera(tessera, m, path, inputs, npy, want, n,
-                                    args.concurrency, args.seconds, delay)
+                                    args.concurrency, args.seconds, delay, serve, load)
                 row = {'model': m, 'engine': e, 'n': n, 'req_s': r[0], 'p50_ms': r[1],
                        'p99_ms': r[2], 'max_abs_diff': r[3]}
                 rows.append(row)

@@ -119,14 +119,17 @@ static json_t *workers_json(const Tessera__Admin__V1__ClusterStatusResponse *st)
     const char *state = w->state[0] && strcmp(w->state, "UP") != 0 ? w->state
                         : w->up ? "up" : "DOWN";
     json_array_append_new(
-        rows, json_pack("{s:i, s:s, s:s, s:i, s:I, s:o, s:i, s:I, s:I}", "worker",
+        rows, json_pack("{s:i, s:s, s:s, s:i, s:I, s:o, s:i, s:I, s:I, s:I, s:I}",
+                        "worker",
                         w->index, "address", w->address, "state", state, "threads",
                         w->threads, "planned_bytes", (json_int_t)w->memory_planned,
                         "limit_bytes",
                         w->memory_limit ? json_integer((json_int_t)w->memory_limit)
                                         : json_null(),
                         "in_flight", w->outstanding, "calls", (json_int_t)w->calls,
-                        "failures", (json_int_t)w->failures));
+                        "failures", (json_int_t)w->failures, "rtt_us",
+                        (json_int_t)w->rtt_us, "throughput_bytes_per_s",
+                        (json_int_t)w->throughput_bytes_per_s));
   }
   return rows;
 }
@@ -138,10 +141,11 @@ static json_t *model_states_json(const Tessera__Admin__V1__ClusterStatusResponse
     json_t *strategy = m->n_members
                            ? json_sprintf("ensemble(%s) of %zu", m->fuse, m->n_members)
                            : json_string(m->strategy);
+    json_t *precision = m->n_members ? json_null() : json_string(m->precision);
     json_array_append_new(
-        rows, json_pack("{s:s, s:s, s:o, s:i, s:i, s:I, s:I, s:I}", "model", m->name,
-                        "state", m->state, "strategy", strategy, "stages", m->stages,
-                        "replicas", m->replicas, "weight_bytes",
+        rows, json_pack("{s:s, s:s, s:o, s:o, s:i, s:i, s:I, s:I, s:I}", "model", m->name,
+                        "state", m->state, "strategy", strategy, "precision", precision,
+                        "stages", m->stages, "replicas", m->replicas, "weight_bytes",
                         (json_int_t)m->weight_bytes, "requests",
                         (json_int_t)m->requests, "failures",
                         (json_int_t)m->failures));

@@ -7,6 +7,7 @@
 
 #include "admin.pb-c.h"
 #include "log.h"
+#include "metrics.h"
 #include "options.h"
 #include "rpc_message.h"
 #include "rpc_table.h"
@@ -67,6 +68,10 @@ static void handle_cluster_status(ts_rpc_call *call,
     ws[i].state = (char *)ts_membership_state_name(c, i);
     int64_t since = atomic_load(&w->down_since_ms);
     ws[i].down_ms = !ws[i].up && since ? ts_now_ms() - since : 0;
+    ts_link_stats link;
+    ts_coord_metrics_worker_link(i, &link);
+    ws[i].rtt_us = link.rtt_us;
+    ws[i].throughput_bytes_per_s = link.bytes_per_s;
     wp[i] = &ws[i];
   }
   int k = 0;
@@ -87,6 +92,7 @@ static void handle_cluster_status(ts_rpc_call *call,
       if (!ms[i].members) ms[i].n_members = 0;
     } else if (m->plan) {
       ms[i].strategy = (char *)ts_strategy_name(m->plan->strategy);
+      ms[i].precision = (char *)ts_precision_name(m->config.precision);
       ms[i].stages = m->plan->n_stages;
       ms[i].replicas = m->n_replicas;
       ms[i].weight_bytes = m->plan->weight_bytes;

@@ -38,6 +38,16 @@ static int set_strategy(ts_model_config *c, const char *v, ts_err *err) {
   return TS_OK;
 }
 
+static int set_precision(ts_model_config *c, const char *v, ts_err *err) {
+  int p = ts_precision_parse(v);
+  if (p < 0)
+    return ts_err_set(err, TS_EINVAL,
+                      "model key 'precision': '%s' is not one of "
+                      "fp32|fp16|bf16|int8", v);
+  c->precision = (ts_precision)p;
+  return TS_OK;
+}
+
 #define INT_SETTER(field, lo, hi)                                        \
   static int set_##field(ts_model_config *c, const char *v, ts_err *err) { \
     long x;                                                              \
@@ -156,6 +166,7 @@ static int set_members(ts_model_config *c, const char *v, ts_err *err) {
   X("grid", set_grid, "block: RxC grid over a weight's rows and columns")    \
   X("stages", set_stages, "pipeline stages")                                 \
   X("replicas", set_replicas, "copies of every shard on distinct workers")   \
+  X("precision", set_precision, "products' weights: fp32|fp16|bf16|int8")    \
   X("max_batch", set_max_batch, "dynamic batching: largest batch (0 = off)") \
   X("batch_delay_us", set_batch_delay_us, "dynamic batching window")         \
   X("ensemble", set_members, "member models a+b+...")                        \
@@ -198,8 +209,8 @@ static int config_set(ts_model_config *c, const char *key, const char *value,
       return model_keys[i].set(c, value, err);
   return ts_err_set(err, TS_EINVAL,
                     "unknown model key '%s' (known: strategy, shards, grid, stages, "
-                    "replicas, max_batch, batch_delay_us, ensemble, fuse, "
-                    "weights, version)", key);
+                    "replicas, precision, max_batch, batch_delay_us, ensemble, "
+                    "fuse, weights, version)", key);
 }
 
 static int valid_name(const char *s) {

@@ -31,6 +31,7 @@ typedef struct ts_model_config {
   int grid_rows, grid_cols;   /* block: grid=RxC; 0x0 = from shards */
   int stages;                 /* pipeline stages (default 2 for pipeline/hybrid) */
   int replicas;               /* 0 = auto: min(2, live workers) */
+  ts_precision precision;     /* products' weights in shards; default fp32 */
   int max_batch;              /* dynamic batching: 0 = off */
   int64_t batch_delay_us;     /* dynamic batching window */
   int64_t version;            /* the version served and reported (1, or a

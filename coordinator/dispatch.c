@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "exposition.h"
 #include "fuse.h"
 #include "log.h"
 #include "metrics.h"
@@ -29,6 +30,7 @@ typedef struct subcall {
   int attempts;
   uint8_t *req;       /* packed request until sent (gRPC takes it over) */
   size_t req_len;
+  double sent_at;     /* ts_metrics_now() when the last attempt started */
   Tessera__Worker__V1__RunShardResponse *resp;
   ts_rpc_outcall *handle; /* while the call is out; under inf->mu */
 } subcall;
@@ -226,6 +228,7 @@ static bool send_call(subcall *sc) {
     atomic_fetch_add(&w->outstanding, 1);
     atomic_fetch_add(&w->calls, 1);
     ts_coord_metrics_worker_bytes(w->index, sc->req_len, 0);
+    sc->sent_at = ts_metrics_now();
     uint8_t *req = sc->req;
     sc->req = NULL;
     rc = ts_rpc_call_async_owned(inf->cluster->client, w->channel, RUN_SHARD,
@@ -269,6 +272,8 @@ static void on_call_done(void *user, const ts_rpc_result *res) {
   atomic_fetch_sub(&w->outstanding, 1);
   ts_coord_metrics_worker_bytes(w->index, 0, res->len);
   if (res->status == 0) {
+    ts_coord_metrics_worker_call(w->index, sc->req_len + res->len,
+                                 ts_metrics_now() - sc->sent_at);
     sc->resp = tessera__worker__v1__run_shard_response__unpack(NULL, res->len,
                                                                res->data);
     if (!sc->resp)

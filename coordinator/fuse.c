@@ -32,6 +32,13 @@ static const char *const fuse_names[] = {
 #undef TS_X
 };
 
+static const char *const precision_names[] = {
+#define TS_X(name, str) [TS_PRECISION_##name] = str,
+    TS_PRECISION_LIST(TS_X)
+#undef TS_X
+};
+
+#define N_PRECISIONS ((int)(sizeof precision_names / sizeof precision_names[0]))
 #define N_STRATEGIES ((int)(sizeof strategy_names / sizeof strategy_names[0]))
 #define N_FUSE_KINDS ((int)(sizeof fuse_names / sizeof fuse_names[0]))
 
@@ -50,6 +57,15 @@ int ts_strategy_parse(const char *s) {
 const char *ts_strategy_name(ts_strategy s) {
   if ((int)s < 0 || (int)s >= N_STRATEGIES) return "unknown";
   return strategy_names[s];
+}
+
+int ts_precision_parse(const char *s) {
+  return name_lookup(precision_names, N_PRECISIONS, s);
+}
+
+const char *ts_precision_name(ts_precision p) {
+  if ((int)p < 0 || (int)p >= N_PRECISIONS) return "unknown";
+  return precision_names[p];
 }
 
 int ts_fuse_parse(const char *s) {

@@ -36,7 +36,12 @@ typedef struct model_metrics {
 typedef struct worker_metrics {
   atomic_ullong bytes_sent, bytes_received, down_events;
   atomic_ullong rtt_micro; /* last health check's round trip, x 1e6 */
+  atomic_ullong rtt_ewma_micro; /* smoothed round trip, x 1e6; 0: none */
+  atomic_ullong throughput;     /* smoothed RunShard bytes/s; 0: none */
 } worker_metrics;
+
+/* Weight of a new sample in the smoothed link figures. */
+#define LINK_EWMA_ALPHA 0.2
 
 static model_metrics models[TS_METRICS_MAX_MODELS];
 static atomic_int n_models;
@@ -154,11 +159,69 @@ void ts_coord_metrics_worker_bytes(int worker, uint64_t sent,
                             memory_order_relaxed);
 }
 
+/* Folds `sample` into the EWMA at *v (0: no sample yet, the first one
+ * sets it). A CAS loop: calls finish on several pollers at once. */
+static void ewma_update(atomic_ullong *v, double sample) {
+  if (sample < 1) sample = 1; /* 0 means "not measured" */
+  unsigned long long old = atomic_load_explicit(v, memory_order_relaxed), nv;
+  do {
+    double next = old ? LINK_EWMA_ALPHA * sample +
+                            (1 - LINK_EWMA_ALPHA) * (double)old
+                      : sample;
+    nv = (unsigned long long)(next + 0.5);
+  } while (!atomic_compare_exchange_weak_explicit(
+      v, &old, nv, memory_order_relaxed, memory_order_relaxed));
+}
+
 void ts_coord_metrics_worker_rtt(int worker, double seconds) {
-  if (worker >= 0 && worker < TS_MAX_WORKERS)
-    atomic_store_explicit(&workers[worker].rtt_micro,
-                          (unsigned long long)(seconds * 1e6),
-                          memory_order_relaxed);
+  if (worker < 0 || worker >= TS_MAX_WORKERS) return;
+  atomic_store_explicit(&workers[worker].rtt_micro,
+                        (unsigned long long)(seconds * 1e6),
+                        memory_order_relaxed);
+  ewma_update(&workers[worker].rtt_ewma_micro, seconds * 1e6);
+}
+
+void ts_coord_metrics_worker_call(int worker, uint64_t bytes, double seconds) {
+  if (worker < 0 || worker >= TS_MAX_WORKERS || seconds <= 0) return;
+  ewma_update(&workers[worker].throughput, (double)bytes / seconds);
+}
+
+void ts_coord_metrics_worker_link(int worker, ts_link_stats *out) {
+  *out = (ts_link_stats){0};
+  if (worker < 0 || worker >= TS_MAX_WORKERS) return;
+  out->rtt_us = atomic_load_explicit(&workers[worker].rtt_ewma_micro,
+                                     memory_order_relaxed);
+  out->bytes_per_s = atomic_load_explicit(&workers[worker].throughput,
+                                          memory_order_relaxed);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* The median of the n non-zero values of v (sorted in place); 0 if none. */
+static uint64_t median_measured(uint64_t *v, int n) {
+  int k = 0;
+  for (int i = 0; i < n; i++)
+    if (v[i]) v[k++] = v[i];
+  if (!k) return 0;
+  qsort(v, (size_t)k, sizeof *v, cmp_u64);
+  return k % 2 ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2;
+}
+
+void ts_coord_metrics_link_median(const int *worker, int n,
+                                  ts_link_stats *out) {
+  uint64_t rtt[TS_MAX_WORKERS], bps[TS_MAX_WORKERS];
+  if (n > TS_MAX_WORKERS) n = TS_MAX_WORKERS;
+  for (int i = 0; i < n; i++) {
+    ts_link_stats l;
+    ts_coord_metrics_worker_link(worker[i], &l);
+    rtt[i] = l.rtt_us;
+    bps[i] = l.bytes_per_s;
+  }
+  out->rtt_us = median_measured(rtt, n);
+  out->bytes_per_s = median_measured(bps, n);
 }
 
 /* A seconds histogram's count and sum (kept in ns: exposition.h). */
@@ -259,6 +322,10 @@ static void write_workers(ts_metrics_text *t, ts_membership *c) {
        "RunShard answer bytes received."},
       {"tessera_worker_rtt_seconds",
        "Round-trip time of the last health check."},
+      {"tessera_worker_rtt_smoothed_seconds",
+       "Health checks' round-trip time, smoothed (EWMA)."},
+      {"tessera_worker_throughput_bytes_per_second",
+       "RunShard bytes sent and received per second of call, smoothed."},
       {"tessera_worker_planned_memory_bytes",
        "Bytes of shards placed on the worker."},
   };
@@ -279,6 +346,8 @@ static void write_workers(ts_metrics_text *t, ts_membership *c) {
         case 5: v = (double)atomic_load(&m->bytes_sent); break;
         case 6: v = (double)atomic_load(&m->bytes_received); break;
         case 7: v = (double)atomic_load(&m->rtt_micro) / 1e6; break;
+        case 8: v = (double)atomic_load(&m->rtt_ewma_micro) / 1e6; break;
+        case 9: v = (double)atomic_load(&m->throughput); break;
         default: v = (double)atomic_load(&w->memory_planned); break;
       }
       char label[300];

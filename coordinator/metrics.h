@@ -52,8 +52,24 @@ void ts_coord_metrics_worker_down(int worker);
 /* Bytes of one RunShard request sent to / answer received from a worker. */
 void ts_coord_metrics_worker_bytes(int worker, uint64_t sent,
                                    uint64_t received);
-/* Round-trip time of one health check of a worker. */
+/* Round-trip time of one health check of a worker (also smoothed). */
 void ts_coord_metrics_worker_rtt(int worker, double seconds);
+/* One answered RunShard call: `bytes` sent and received in `seconds` from
+ * send to answer (compute included, so a lower bound on the link's rate). */
+void ts_coord_metrics_worker_call(int worker, uint64_t bytes, double seconds);
+
+/* A worker's link as measured: EWMA (weight 0.2 per sample) of the health
+ * checks' round trips and of its RunShard calls' bytes per second. 0: not
+ * measured yet. */
+typedef struct ts_link_stats {
+  uint64_t rtt_us;
+  uint64_t bytes_per_s;
+} ts_link_stats;
+void ts_coord_metrics_worker_link(int worker, ts_link_stats *out);
+/* The median over the n workers listed of each measured figure (workers
+ * not measured yet left out; 0 when none is). */
+void ts_coord_metrics_link_median(const int *worker, int n,
+                                  ts_link_stats *out);
 
 /* A count and the total of its durations, as Triton's StatisticDuration. */
 typedef struct ts_duration_stat {

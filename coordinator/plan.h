@@ -68,7 +68,33 @@ typedef enum {
 #undef TS_X
 } ts_strategy;
 
+/* The type a shard stores and sends the weights of its products in
+ * (model key `precision`). FP32 keeps the model's weights; the others store
+ * each constant float matrix B of a Gemm or MatMul (of 4 KiB or more; a
+ * smaller one stays float) in the small type and
+ * widen it with standard ONNX in front of the product, so a shard stays an
+ * ONNX file any runtime runs:
+ *   FP16, BF16: Cast(W_fp16 | W_bf16, to = float);
+ *   INT8: DequantizeLinear(W_int8, scale, zero_point 0, axis = the output
+ *         columns' axis), symmetric, one scale per output column
+ *         (max |w| / 127), so the model needs opset >= 13.
+ * A worker packs such a B in its small type (common/engine, quant.c), so
+ * it holds and streams 1/2 or 1/4 of the float bytes. */
+#define TS_PRECISION_LIST(X) \
+  X(FP32, "fp32")            \
+  X(FP16, "fp16")            \
+  X(BF16, "bf16")            \
+  X(INT8, "int8")
+
+typedef enum {
+#define TS_X(name, str) TS_PRECISION_##name,
+  TS_PRECISION_LIST(TS_X)
+#undef TS_X
+} ts_precision;
+
 /* Parse / name; parse returns -1 for unknown strings. */
+int ts_precision_parse(const char *s);
+const char *ts_precision_name(ts_precision p);
 int ts_strategy_parse(const char *s);
 const char *ts_strategy_name(ts_strategy s);
 int ts_fuse_parse(const char *s);
@@ -126,11 +152,37 @@ typedef struct ts_plan_opts {
   int grid_cols;          /* block: C ways over its output columns; both 0:
                              the near-square grid of ts_plan_grid(shards) */
   int replicas;           /* >= 1 */
+  ts_precision precision; /* how products' weights are stored (FP32: as
+                             the model has them) */
   /* auto: the workers' resources, to fit a model no single worker holds */
   int n_workers;
   size_t worker_memory_limit; /* smallest limit among workers; 0 = none */
+  /* auto: the links to the workers, to weigh candidate plans (the median
+   * measured round trip and bytes per second; 0: the defaults below) */
+  double link_rtt_s;
+  double link_bytes_per_s;
   const char *model_name;     /* for labels */
 } ts_plan_opts;
+
+/* The link figures auto assumes where nothing is measured yet: 0.2 ms and
+ * 1 Gbit/s. */
+#define TS_PLAN_DEFAULT_RTT_S 0.0002
+#define TS_PLAN_DEFAULT_BYTES_PER_S 125e6
+
+/* What a plan sends between the coordinator and its workers for one
+ * request of batch 1: every shard's inputs and outputs (sized from the
+ * model's static shapes, symbolic dims as 1), and one round trip per stage
+ * (stages run in sequence). */
+typedef struct ts_plan_traffic {
+  size_t bytes;
+  int hops;
+  double seconds; /* hops * rtt_s + bytes / bytes_per_s */
+} ts_plan_traffic;
+
+/* Estimates plan's traffic; `model` is the one the plan was built from. */
+void ts_plan_traffic_estimate(const ts_plan *plan, const ts_model *model,
+                              double rtt_s, double bytes_per_s,
+                              ts_plan_traffic *out);
 
 /* The near-square grid of `shards` cells used by block plans without an
  * explicit grid: R*C = shards exactly, R the largest divisor <= sqrt, so

@@ -10,6 +10,11 @@
  *   const ts_check_suite ts_check_this_suite = {.name = "hash",
  *                                               .cases = cases};
  *
+ * or, for a suite of one test case and no other field, the same as
+ *
+ *   TS_CHECK_ONE_CASE_SUITE("hash", "sha256", 0, NULL, NULL, test_empty,
+ *                           test_abc);
+ *
  * The runner prints Check's normal report and exits 0 when every test
  * passed, 1 otherwise, which is what `meson test` reads. CK_FORK=no in the
  * environment still turns forking off for a debugger, as Check documents.
@@ -71,5 +76,16 @@ void ts_check_rmtree(const char *dir);
 #define TS_CHECK_CASE(s, name, timeout_s, setup, teardown, ...) \
   ts_check_tcase_tests(s, name, timeout_s, setup, teardown,     \
                        (const TTest *const[]){__VA_ARGS__, NULL})
+
+/* A suite of one test case and nothing else (no before, after or no_fork),
+ * as one declaration: defines its cases() and ts_check_this_suite named
+ * suite_name; the test case is TS_CHECK_CASE's, named case_name. */
+#define TS_CHECK_ONE_CASE_SUITE(suite_name, case_name, timeout_s, setup,  \
+                                teardown, ...)                            \
+  static void cases(Suite *s) {                                           \
+    TS_CHECK_CASE(s, case_name, timeout_s, setup, teardown, __VA_ARGS__); \
+  }                                                                       \
+  const ts_check_suite ts_check_this_suite = {.name = suite_name,         \
+                                              .cases = cases}
 
 #endif

@@ -15,7 +15,8 @@
  * of it ("..", "/", absolute, hidden, control characters) are TS_EINVAL;
  * symlinks that resolve outside it (the entry, its model.onnx, a version's
  * model.onnx, config.ini, dangling) are TS_ENOTFOUND; a symlink inside is
- * served.
+ * served. The precision key's values and its refusals, from a spec and an
+ * ini.
  */
 #include <check.h>
 #include <stdio.h>
@@ -316,6 +317,40 @@ START_TEST(ini_text_parsed) {
 }
 END_TEST
 
+/* precision: fp32 by default, each of its four values from a spec and an
+ * ini, anything else refused naming the key and the value. */
+START_TEST(precision_key) {
+  ts_model_config c;
+  ts_err err = {0};
+  ck_assert_int_eq(ts_model_config_parse_spec("m=m.onnx", &c, &err), TS_OK);
+  ck_assert_int_eq(c.precision, TS_PRECISION_FP32);
+  static const char *const names[] = {"fp32", "fp16", "bf16", "int8"};
+  for (int i = 0; i < 4; i++) {
+    char spec[64];
+    snprintf(spec, sizeof spec, "m=m.onnx,strategy=tensor,precision=%s",
+             names[i]);
+    ck_assert_int_eq(ts_model_config_parse_spec(spec, &c, &err), TS_OK);
+    ck_assert_int_eq(c.precision, (ts_precision)i);
+    ck_assert_str_eq(ts_precision_name((ts_precision)i), names[i]);
+  }
+  ck_assert_int_eq(ts_model_config_parse_ini(&c, "precision = fp16\n",
+                                             "m/config.ini", &err),
+                   TS_OK);
+  ck_assert_int_eq(c.precision, TS_PRECISION_FP16);
+  ck_assert_int_eq(ts_model_config_parse_spec("m=m.onnx,precision=fp64", &c,
+                                              &err),
+                   TS_EINVAL);
+  ck_assert_str_eq(err.msg, "--model m: model key 'precision': 'fp64' is not one of "
+                            "fp32|fp16|bf16|int8");
+  ck_assert_int_eq(ts_model_config_parse_ini(&c, "precision = INT8\n",
+                                             "m/config.ini", &err),
+                   TS_EINVAL);
+  ck_assert_ptr_nonnull(strstr(err.msg, "m/config.ini:1:"));
+  ck_assert_ptr_nonnull(strstr(err.msg, "model key 'precision': 'INT8'"));
+  ck_assert_int_eq(ts_precision_parse("int4"), -1);
+}
+END_TEST
+
 START_TEST(empty_repository_serves_nothing) {
   ts_model_config *list = scan_ok(0);
   free(list);
@@ -325,7 +360,7 @@ END_TEST
 static void cases(Suite *s) {
   TS_CHECK_CASE(s, "repository", 30, setup, teardown,
                 flat_layout_is_version_1, triton_layout_serves_newest,
-                config_pins_a_version, pinned_version_missing,
+                config_pins_a_version, pinned_version_missing, precision_key,
                 ensemble_is_config_only, model_file_at_top_refused,
                 directory_without_model_refused, version_without_model_refused,
                 both_layouts_refused, bad_name_refused, entry_not_there,

@@ -13,8 +13,16 @@
  * checked through the op. Last, a
  * large B that only its product reads is not kept twice after prepacking
  * (mincore) and runs packed at every M.
+ *
+ * Reduced-precision panels (float16, bfloat16, int8 with one scale or one
+ * per column): every ISA against a float64 product with the dequantized B
+ * (each element widened exactly, times its column's scale), M 1..17 and
+ * beyond the sgemm threshold (reduced panels take the tiles for any M),
+ * odd N and K, both layouts of B; and the float <-> half / bfloat16
+ * conversions on their edge values.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -27,6 +35,11 @@
 #define RTOL 1e-4
 #define ATOL 1e-5
 
+/* The odd shapes of the ISA tests: row count m takes N = odd_n[m % 7] and
+ * K = odd_k[m % 5]. */
+static const int64_t odd_n[7] = {1, 7, 16, 31, 33, 50, 97};
+static const int64_t odd_k[5] = {1, 3, 17, 65, 130};
+
 static float *rand_floats(kc_rng *r, int64_t count) {
   float *x = malloc((size_t)(count > 0 ? count : 1) * sizeof *x);
   ck_assert_ptr_nonnull(x);
@@ -34,42 +47,56 @@ static float *rand_floats(kc_rng *r, int64_t count) {
   return x;
 }
 
-/* One packed product with `isa` against the naive one; the padding of each
- * Y row beyond n must stay untouched. */
-static void check_kernel(kc_rng *r, ts_gemm_isa isa, int64_t m, int64_t n,
-                         int64_t k, bool trans_b, float alpha,
-                         bool accumulate) {
-  int64_t lda = k + 3, ldy = n + 5;
-  float *a = rand_floats(r, m * lda), *b = rand_floats(r, n * k);
-  float *y = rand_floats(r, m * ldy), *y0 = malloc((size_t)(m * ldy) * 4);
+/* Runs p (the panels of b, K x N or under trans_b N x K, as floats) with
+ * `isa` over a (m x k, row stride lda) into y (row stride ldy; y0: its
+ * copy before the run) and compares with the float64 naive product; the
+ * padding of each Y row beyond n must stay untouched. what names the case
+ * in a failure. */
+static void run_and_compare(ts_gemm_isa isa, const ts_gemm_packed *p,
+                            int64_t m, int64_t n, int64_t k, const float *a,
+                            int64_t lda, const float *b, bool trans_b,
+                            float alpha, bool accumulate, float *y,
+                            const float *y0, int64_t ldy, const char *what) {
   double *ref = malloc((size_t)(m * ldy) * sizeof *ref);
-  ck_assert(y0 && ref);
-  memcpy(y0, y, (size_t)(m * ldy) * sizeof *y);
-  ts_gemm_packed *p = ts_gemm_pack(b, k, n, trans_b, false);
-  ck_assert_ptr_nonnull(p);
+  ck_assert_ptr_nonnull(ref);
   ts_gemm_packed_run_isa(isa, p, m, a, lda, alpha, accumulate, y, ldy);
   kc_gemm_ref(m, n, k, a, lda, b, trans_b, alpha, accumulate, y0, ldy, ref);
   for (int64_t i = 0; i < m; i++) {
     for (int64_t j = 0; j < n; j++) {
       double want = ref[i * ldy + j], got = y[i * ldy + j];
       ck_assert_msg(fabs(got - want) <= ATOL + RTOL * fabs(want),
-                    "%s m=%lld n=%lld k=%lld tB=%d alpha=%g acc=%d: "
-                    "y[%lld][%lld] = %.7g, want %.7g",
-                    ts_gemm_isa_name(isa), (long long)m, (long long)n,
-                    (long long)k, trans_b, alpha, accumulate, (long long)i,
+                    "%s: y[%lld][%lld] = %.7g, want %.7g", what, (long long)i,
                     (long long)j, got, want);
     }
     for (int64_t j = n; j < ldy; j++)
       ck_assert_msg(y[i * ldy + j] == y0[i * ldy + j],
-                    "%s wrote past column %lld", ts_gemm_isa_name(isa),
-                    (long long)n);
+                    "%s wrote past column %lld", what, (long long)n);
   }
+  free(ref);
+}
+
+/* One packed product with `isa` against the naive one. */
+static void check_kernel(kc_rng *r, ts_gemm_isa isa, int64_t m, int64_t n,
+                         int64_t k, bool trans_b, float alpha,
+                         bool accumulate) {
+  int64_t lda = k + 3, ldy = n + 5;
+  float *a = rand_floats(r, m * lda), *b = rand_floats(r, n * k);
+  float *y = rand_floats(r, m * ldy), *y0 = malloc((size_t)(m * ldy) * 4);
+  ck_assert_ptr_nonnull(y0);
+  memcpy(y0, y, (size_t)(m * ldy) * sizeof *y);
+  ts_gemm_packed *p = ts_gemm_pack(b, k, n, trans_b, false);
+  ck_assert_ptr_nonnull(p);
+  char what[160];
+  snprintf(what, sizeof what, "%s m=%lld n=%lld k=%lld tB=%d alpha=%g acc=%d",
+           ts_gemm_isa_name(isa), (long long)m, (long long)n, (long long)k,
+           trans_b, alpha, accumulate);
+  run_and_compare(isa, p, m, n, k, a, lda, b, trans_b, alpha, accumulate, y, y0,
+                  ldy, what);
   ts_gemm_packed_free(p);
   free(a);
   free(b);
   free(y);
   free(y0);
-  free(ref);
 }
 
 /* Every ISA in turn: _i is the ISA (a loop test). */
@@ -77,10 +104,8 @@ START_TEST(kernel_odd_shapes) {
   ts_gemm_isa isa = (ts_gemm_isa)_i;
   if (!ts_gemm_isa_supported(isa)) return; /* this CPU cannot run it */
   kc_rng r = kc_rng_seed(10 + (uint64_t)_i);
-  static const int64_t ns[] = {1, 7, 16, 31, 33, 50, 97};
-  static const int64_t ks[] = {1, 3, 17, 65, 130};
   for (int64_t m = 1; m <= 40; m++) {
-    int64_t n = ns[m % 7], k = ks[m % 5];
+    int64_t n = odd_n[m % 7], k = odd_k[m % 5];
     check_kernel(&r, isa, m, n, k, m % 2 == 0, 1.0f, false);
     check_kernel(&r, isa, m, n + 2, k + 1, m % 2 == 1, 0.37f, true);
   }
@@ -95,6 +120,120 @@ START_TEST(isa_best_is_supported) {
   for (int i = best + 1; i < TS_GEMM_ISA_COUNT; i++)
     ck_assert(!ts_gemm_isa_supported((ts_gemm_isa)i));
   ck_assert_str_eq(ts_gemm_isa_name(TS_GEMM_ISA_AVX512), "avx512");
+}
+END_TEST
+
+/* ---- reduced-precision panels -------------------------------------------- */
+
+/* One product over a reduced B of type elem (random, in range) against
+ * the float64 product with B dequantized; per_column: one int8 scale per
+ * column, else one for all. */
+static void check_reduced(kc_rng *r, ts_gemm_isa isa, ts_gemm_elem elem,
+                          int64_t m, int64_t n, int64_t k, bool trans_b,
+                          bool per_column, float alpha, bool accumulate) {
+  int64_t lda = k + 1, ldy = n + 3, count = n * k;
+  float *a = rand_floats(r, m * lda), *deq = rand_floats(r, count);
+  float *y = rand_floats(r, m * ldy), *y0 = malloc((size_t)(m * ldy) * 4);
+  float *scales = malloc((size_t)n * sizeof *scales);
+  void *small = malloc((size_t)count * ts_gemm_elem_size(elem) + 1);
+  ck_assert(y0 && scales && small);
+  memcpy(y0, y, (size_t)(m * ldy) * sizeof *y);
+  for (int64_t j = 0; j < n; j++)
+    scales[j] = per_column || j == 0 ? (float)kc_uniform(r, 1e-3, 2e-2)
+                                     : scales[0];
+  for (int64_t i = 0; i < count; i++) {
+    /* column of element i: B is N x K under trans_b, else K x N */
+    int64_t col = trans_b ? i / k : i % n;
+    if (elem == TS_GEMM_I8) {
+      int8_t q = (int8_t)floor(kc_uniform(r, -127, 128));
+      ((int8_t *)small)[i] = q;
+      deq[i] = (float)q * scales[col];
+    } else if (elem == TS_GEMM_F16) {
+      uint16_t h = ts_float_to_half(deq[i]);
+      ((uint16_t *)small)[i] = h;
+      deq[i] = ts_half_to_float(h);
+    } else {
+      uint16_t h = ts_float_to_bf16(deq[i]);
+      ((uint16_t *)small)[i] = h;
+      deq[i] = ts_bf16_to_float(h);
+    }
+  }
+  ts_gemm_packed *p = ts_gemm_pack_reduced(
+      small, elem, elem == TS_GEMM_I8 ? scales : NULL,
+      elem == TS_GEMM_I8 ? (per_column ? n : 1) : 0, k, n, trans_b, false);
+  ck_assert_ptr_nonnull(p);
+  char what[160];
+  snprintf(what, sizeof what, "%s %s m=%lld n=%lld k=%lld tB=%d col=%d",
+           ts_gemm_isa_name(isa), ts_gemm_elem_name(elem), (long long)m,
+           (long long)n, (long long)k, trans_b, per_column);
+  run_and_compare(isa, p, m, n, k, a, lda, deq, trans_b, alpha, accumulate, y,
+                  y0, ldy, what);
+  ts_gemm_packed_free(p);
+  free(a);
+  free(deq);
+  free(y);
+  free(y0);
+  free(scales);
+  free(small);
+}
+
+/* _i = isa * 3 + (elem - 1): every ISA with every reduced type. */
+START_TEST(kernel_reduced) {
+  ts_gemm_isa isa = (ts_gemm_isa)(_i / 3);
+  ts_gemm_elem elem = (ts_gemm_elem)(1 + _i % 3);
+  if (!ts_gemm_isa_supported(isa)) return; /* this CPU cannot run it */
+  kc_rng r = kc_rng_seed(40 + (uint64_t)_i);
+  for (int64_t m = 1; m <= 17; m++) {
+    int64_t n = odd_n[m % 7], k = odd_k[m % 5];
+    check_reduced(&r, isa, elem, m, n, k, m % 2 == 0, m % 3 != 0, 1.0f, false);
+    check_reduced(&r, isa, elem, m, n + 2, k + 1, m % 2 == 1, true, 0.37f,
+                  true);
+  }
+  check_reduced(&r, isa, elem, 40, 45, 70, true, true, 1.0f, false);
+  check_reduced(&r, isa, elem, 33, 64, 9, false, false, 1.0f, true);
+  check_reduced(&r, isa, elem, 3, 5, 0, false, true, 1.0f, true); /* K = 0 */
+}
+END_TEST
+
+static uint32_t float_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+START_TEST(half_conversions) {
+  static const struct { float f; uint16_t half, bf16; } cases[] = {
+      {0.0f, 0x0000, 0x0000},       {-0.0f, 0x8000, 0x8000},
+      {1.0f, 0x3c00, 0x3f80},       {-2.5f, 0xc100, 0xc020},
+      {65504.0f, 0x7bff, 0x4780},   {65520.0f, 0x7c00, 0x4780},
+      {0x1p-24f, 0x0001, 0x3380},   {0x1p-25f, 0x0000, 0x3300},
+      {0x1.8p-24f, 0x0002, 0x33c0}, {0x1p-14f, 0x0400, 0x3880},
+      {1.0f + 0x1p-11f, 0x3c00, 0x3f80}, /* a tie: to even */
+      {1.0f + 0x3p-11f, 0x3c02, 0x3f80}, /* a tie: to even, up */
+      {1.0f + 0x1p-8f, 0x3c04, 0x3f80},  /* bf16's tie: to even */
+      {1.0f + 0x3p-8f, 0x3c0c, 0x3f82},
+      {INFINITY, 0x7c00, 0x7f80},   {-INFINITY, 0xfc00, 0xff80},
+      {1e30f, 0x7c00, 0x714a},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    ck_assert_msg(ts_float_to_half(cases[i].f) == cases[i].half,
+                  "half(%a) = 0x%04x, want 0x%04x", (double)cases[i].f,
+                  ts_float_to_half(cases[i].f), cases[i].half);
+    ck_assert_msg(ts_float_to_bf16(cases[i].f) == cases[i].bf16,
+                  "bf16(%a) = 0x%04x, want 0x%04x", (double)cases[i].f,
+                  ts_float_to_bf16(cases[i].f), cases[i].bf16);
+  }
+  /* Every finite half widens to the float that narrows back to it. */
+  for (uint32_t h = 0; h < 0x10000; h++) {
+    if ((h & 0x7c00) == 0x7c00) continue;
+    float f = ts_half_to_float((uint16_t)h);
+    ck_assert_msg(ts_float_to_half(f) == h, "half 0x%04x -> %a -> 0x%04x", h,
+                  (double)f, ts_float_to_half(f));
+  }
+  ck_assert(isnan(ts_half_to_float(ts_float_to_half(NAN))));
+  ck_assert(isnan(ts_bf16_to_float(ts_float_to_bf16(NAN))));
+  ck_assert_uint_eq(float_bits(ts_half_to_float(0x3555)), 0x3eaaa000u);
+  ck_assert(ts_bf16_to_float(0x3f80) == 1.0f);
 }
 END_TEST
 
@@ -224,8 +363,10 @@ END_TEST
 static void cases(Suite *s) {
   TCase *tc = TS_CHECK_CASE(s, "packed", 120, NULL, NULL,
                             isa_best_is_supported, gemm_constant_b,
-                            matmul_constant_b, large_b_not_kept_twice);
+                            matmul_constant_b, large_b_not_kept_twice,
+                            half_conversions);
   tcase_add_loop_test(tc, kernel_odd_shapes, 0, TS_GEMM_ISA_COUNT);
+  tcase_add_loop_test(tc, kernel_reduced, 0, 3 * TS_GEMM_ISA_COUNT);
 }
 
 const ts_check_suite ts_check_this_suite = {.name = "gemm", .cases = cases};

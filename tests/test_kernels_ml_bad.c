@@ -228,10 +228,5 @@ START_TEST(test_bad_attributes) {
 }
 END_TEST
 
-static void cases(Suite *s) {
-  TS_CHECK_CASE(s, "bad", 120, NULL, NULL, test_bad_attributes,
-                test_bad_inputs);
-}
-
-const ts_check_suite ts_check_this_suite = {.name = "kernels_ml_bad",
-                                            .cases = cases};
+TS_CHECK_ONE_CASE_SUITE("kernels_ml_bad", "bad", 120, NULL, NULL,
+                        test_bad_attributes, test_bad_inputs);

@@ -557,12 +557,8 @@ START_TEST(test_file_errors) {
 }
 END_TEST
 
-static void cases(Suite *s) {
-  TS_CHECK_CASE(s, "core", 120, NULL, NULL, test_roundtrip_memory,
-                test_header_layout, test_write_unsupported_dtype,
-                test_read_numpy_files, test_numpy_reads_ours,
-                test_numpy_unsupported, test_malformed_headers,
-                test_malformed_prelude, test_file_errors);
-}
-
-const ts_check_suite ts_check_this_suite = {.name = "npy", .cases = cases};
+TS_CHECK_ONE_CASE_SUITE("npy", "core", 120, NULL, NULL, test_roundtrip_memory,
+                        test_header_layout, test_write_unsupported_dtype,
+                        test_read_numpy_files, test_numpy_reads_ours,
+                        test_numpy_unsupported, test_malformed_headers,
+                        test_malformed_prelude, test_file_errors);

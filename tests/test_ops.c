@@ -248,10 +248,6 @@ START_TEST(attribute_helpers) {
 }
 END_TEST
 
-static void cases(Suite *s) {
-  TS_CHECK_CASE(s, "ops", 120, NULL, NULL, op_table,
-                every_op_survives_arbitrary_inputs, tensor_from_onnx,
-                broadcast_shape, attribute_helpers);
-}
-
-const ts_check_suite ts_check_this_suite = {.name = "ops", .cases = cases};
+TS_CHECK_ONE_CASE_SUITE("ops", "ops", 120, NULL, NULL, op_table,
+                        every_op_survives_arbitrary_inputs, tensor_from_onnx,
+                        broadcast_shape, attribute_helpers);

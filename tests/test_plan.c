@@ -260,6 +260,95 @@ START_TEST(test_weight_quarter) {
 }
 END_TEST
 
+/* Nodes of op_type in a loaded shard. */
+static int count_ops(const ts_model *m, const char *op_type) {
+  int n = 0;
+  for (int i = 0; i < m->graph.n_nodes; i++)
+    n += strcmp(m->graph.nodes[i].op_type, op_type) == 0;
+  return n;
+}
+
+/* precision=fp16|bf16|int8: every product's B is stored small and widened
+ * by a Cast / DequantizeLinear in each shard (one per Gemm), the shards
+ * hold about 1/2 or 1/4 of the float32 plan's weight bytes, and the plan
+ * run shard by shard (the widening nodes as ops; the worker's fused path
+ * is test_quant's and test_precision's) stays within the precision's
+ * tolerance of the float32 model. int8 and bf16 need opset >= 13. */
+START_TEST(test_precision_shards) {
+  ts_model *m = mlp_big();
+  static const struct {
+    ts_precision p;
+    const char *op;
+    double ratio, tol;
+  } cases[] = {{TS_PRECISION_FP16, "Cast", 0.5, 1e-3},
+               {TS_PRECISION_BF16, "Cast", 0.5, 1e-2},
+               {TS_PRECISION_INT8, "DequantizeLinear", 0.25, 1e-2}};
+  for (int st = 0; st < 2; st++) {
+    ts_plan_opts o = {.strategy = st ? TS_STRATEGY_TENSOR : TS_STRATEGY_DATA,
+                      .shards = 2, .replicas = 1, .model_name = "m"};
+    ts_plan *full = build_opts(m, &o);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+      o.precision = cases[c].p;
+      ts_plan *p = build_opts(m, &o);
+      const char *name = ts_precision_name(cases[c].p);
+      /* 64x256, 256x256, 256x64 weights; biases 256 + 256 + 64 floats;
+       * int8: one float scale per output column. */
+      size_t small = cases[c].p == TS_PRECISION_INT8 ? 1 : 2;
+      size_t want = 98304 * small + 576 * 4 +
+                    (cases[c].p == TS_PRECISION_INT8 ? 576 * 4 : 0);
+      if (!st) ck_assert_uint_eq(p->weight_bytes, want);
+      double ratio = (double)p->weight_bytes / (double)full->weight_bytes;
+      ck_assert_msg(ratio >= cases[c].ratio && ratio < 1.07 * cases[c].ratio,
+                    "%s: weights %g of float32's", name, ratio);
+      int widen = 0, products = 0;
+      for (int s = 0; s < p->n_stages; s++)
+        for (int k = 0; k < p->stages[s].n_shards; k++) {
+          const ts_shard *sh = &p->stages[s].shards[k];
+          ts_model *sm = load_bytes(sh->bytes, sh->len, sh->label);
+          widen += count_ops(sm, cases[c].op);
+          products += count_ops(sm, "Gemm");
+          ts_model_free(sm);
+        }
+      ck_assert_int_eq(widen, products);
+      ck_assert_int_eq(products, st ? 6 : 3);
+      tmap in = {0}, whole = {0};
+      random_inputs(m, 3, 0, &in);
+      run_model(m, &in, NULL, 0, &whole, name);
+      run_plan(p, &in);
+      expect_close(tmap_get(&whole, "y"), tmap_get(&in, "y"), cases[c].tol,
+                   name);
+      tmap_free(&in);
+      tmap_free(&whole);
+      ts_plan_free(p);
+    }
+    ts_plan_free(full);
+  }
+  ts_model_free(m);
+
+  static const int sizes[] = {8, 6, 4};
+  static const char *acts[] = {"Relu", NULL};
+  ts_model *old = mlp_model(2, sizes, acts, -1, 11);
+  for (int q = 0; q < 3; q++) {
+    ts_plan_opts o = {.strategy = TS_STRATEGY_DATA, .replicas = 1,
+                      .precision = (ts_precision[]){TS_PRECISION_INT8,
+                                                    TS_PRECISION_BF16,
+                                                    TS_PRECISION_FP16}[q]};
+    ts_plan *p = NULL;
+    ts_err err = {0};
+    int rc = ts_plan_build(old, &o, &p, &err);
+    if (q == 2) {
+      ck_assert_msg(rc == 0, "fp16 at opset 11: %s", err.msg);
+      ts_plan_free(p);
+      continue;
+    }
+    ck_assert_int_eq(rc, TS_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "needs opset >= 13"));
+    ck_assert_ptr_nonnull(strstr(err.msg, "opset 11"));
+  }
+  ts_model_free(old);
+}
+END_TEST
+
 /* Same model, same options -> same shard ids; an id is the SHA-256 of the
  * shard's bytes. */
 START_TEST(test_ids_deterministic) {
@@ -470,7 +559,7 @@ END_TEST
 static void cases(Suite *s) {
   TCase *tc = TS_CHECK_CASE(s, "plan", 240, NULL, NULL, test_names,
                             test_op_rules, test_conv_structure,
-                            test_tensor_structure, test_weight_quarter,
+                            test_tensor_structure, test_weight_quarter, test_precision_shards,
                             test_ids_deterministic, test_bad_options,
                             test_passthrough_output, test_fuse_stage_order);
   tcase_add_loop_test(tc, test_built_models, 0, COUNT(built_models));

@@ -149,6 +149,79 @@ START_TEST(test_auto) {
 }
 END_TEST
 
+/* x[N,512] -> Gemm W0 [512,64] -> Relu -> Gemm W1 (64 -> 512) -> y: wide
+ * ends, a narrow middle. Per request (batch 1, float): tensor 2 ways is one
+ * stage whose two shards each read x (2048 bytes) and answer a partial sum
+ * of y (2048): 8192 bytes, 1 round trip; pipeline 2 stages sends x (2048)
+ * and h (256) to stage 0's answer and stage 1's request, then y (2048):
+ * 4608 bytes, 2 round trips; data sends x and y once: 4096, 1. */
+static ts_model *wide_ends_model(void) {
+  static const int sizes[] = {512, 64, 512};
+  static const char *acts[] = {"Relu", NULL};
+  return mlp_model(2, sizes, acts, -1, 13);
+}
+
+static void expect_traffic(const ts_model *m, ts_strategy s, int n,
+                           size_t bytes, int hops) {
+  ts_plan *p = build(m, s, s == TS_STRATEGY_PIPELINE ? n : 1,
+                     s == TS_STRATEGY_TENSOR ? n : 1, 1);
+  ts_plan_traffic t;
+  ts_plan_traffic_estimate(p, m, 0.001, 1e6, &t);
+  ck_assert_uint_eq(t.bytes, bytes);
+  ck_assert_int_eq(t.hops, hops);
+  ck_assert_double_eq_tol(t.seconds, hops * 0.001 + (double)bytes / 1e6,
+                          1e-12);
+  ts_plan_free(p);
+}
+
+START_TEST(test_traffic_estimate) {
+  ts_model *m = wide_ends_model();
+  expect_traffic(m, TS_STRATEGY_DATA, 1, 4096, 1);
+  expect_traffic(m, TS_STRATEGY_TENSOR, 2, 8192, 1);
+  expect_traffic(m, TS_STRATEGY_PIPELINE, 2, 4608, 2);
+  ts_model_free(m);
+}
+END_TEST
+
+/* The model does not fit one worker (264448 weight bytes, limit 140000);
+ * tensor 2 ways and pipeline 2 stages both fit, and the link decides:
+ * with the default link (0.2 ms, 1 Gbit/s) and with a high round trip
+ * tensor's single round trip wins, over a narrow, low-latency link
+ * pipeline's fewer bytes do. A model that fits stays data on any link. */
+START_TEST(test_auto_link) {
+  ts_model *m = wide_ends_model();
+  ts_plan_opts o = {.strategy = TS_STRATEGY_AUTO, .replicas = 1,
+                    .n_workers = 2, .worker_memory_limit = 140000,
+                    .model_name = "wide"};
+  static const struct {
+    double rtt_s, bytes_per_s;
+    ts_strategy want;
+    int stages, shards;
+  } links[] = {
+      {0, 0, TS_STRATEGY_TENSOR, 1, 2},
+      {0.05, 1e9, TS_STRATEGY_TENSOR, 1, 2},
+      {1e-6, 1e6, TS_STRATEGY_PIPELINE, 2, 1},
+  };
+  for (size_t i = 0; i < COUNT(links); i++) {
+    o.link_rtt_s = links[i].rtt_s;
+    o.link_bytes_per_s = links[i].bytes_per_s;
+    ts_plan *p = build_opts(m, &o);
+    ck_assert_msg(p->strategy == links[i].want, "link %zu: %s", i,
+                  ts_strategy_name(p->strategy));
+    ck_assert_int_eq(p->n_stages, links[i].stages);
+    ck_assert_int_eq(p->stages[0].n_shards, links[i].shards);
+    check_plan(m, p, 2, 0, "auto-link");
+    ts_plan_free(p);
+  }
+  o.worker_memory_limit = m->weight_bytes;
+  o.link_rtt_s = 0.05;
+  ts_plan *p = build_opts(m, &o);
+  ck_assert_int_eq(p->strategy, TS_STRATEGY_DATA);
+  ts_plan_free(p);
+  ts_model_free(m);
+}
+END_TEST
+
 /* x[N,256] -> Add(c0) -> Mul(c1) -> Add(c2) -> Sigmoid -> y: weights but
  * no op that splits them. */
 static ts_model *chain_model(void) {
@@ -410,12 +483,8 @@ START_TEST(test_auto_block) {
 }
 END_TEST
 
-static void cases(Suite *s) {
-  TS_CHECK_CASE(s, "strategies", 240, NULL, NULL, test_pipeline_cuts,
-                test_pipeline_balance, test_data_batch_split, test_auto,
-                test_auto_pipeline, test_block_grids,
-                test_block_clamp_and_share, test_auto_block);
-}
-
-const ts_check_suite ts_check_this_suite = {.name = "plan_strategies",
-                                            .cases = cases};
+TS_CHECK_ONE_CASE_SUITE("plan_strategies", "strategies", 240, NULL, NULL,
+                        test_pipeline_cuts, test_pipeline_balance,
+                        test_data_batch_split, test_auto, test_auto_pipeline,
+                        test_block_grids, test_block_clamp_and_share,
+                        test_auto_block, test_traffic_estimate, test_auto_link);

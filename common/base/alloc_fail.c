@@ -28,21 +28,22 @@
 #include <string.h>
 #include <unistd.h>
 
-void *__real_malloc(size_t size);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t size);
-char *__real_strdup(const char *s);
-char *__real_strndup(const char *s, size_t n);
-int __real_posix_memalign(void **p, size_t align, size_t size);
-void *__real_aligned_alloc(size_t align, size_t size);
+/* The wrapped functions (return type, name, parameters): each has its
+ * __real_ (the libc one, resolved by the linker) and its __wrap_ below. */
+#define WRAPPED(X)                                              \
+  X(void *, malloc, (size_t size))                              \
+  X(void *, calloc, (size_t n, size_t size))                    \
+  X(void *, realloc, (void *p, size_t size))                    \
+  X(char *, strdup, (const char *s))                            \
+  X(char *, strndup, (const char *s, size_t n))                 \
+  X(int, posix_memalign, (void **p, size_t align, size_t size)) \
+  X(void *, aligned_alloc, (size_t align, size_t size))
 
-void *__wrap_malloc(size_t size);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t size);
-char *__wrap_strdup(const char *s);
-char *__wrap_strndup(const char *s, size_t n);
-int __wrap_posix_memalign(void **p, size_t align, size_t size);
-void *__wrap_aligned_alloc(size_t align, size_t size);
+#define DECLARE(type, name, params) \
+  type __real_##name params;        \
+  type __wrap_##name params;
+WRAPPED(DECLARE)
+#undef DECLARE
 
 static atomic_long count;    /* allocations so far */
 static atomic_long fail_at;  /* the count that fails; 0: none */

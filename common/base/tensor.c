@@ -57,6 +57,53 @@ bool ts_dtype_is_numeric(ts_dtype t) {
   return t != TS_DTYPE_STRING && ts_dtype_size(t) > 0;
 }
 
+float ts_half_to_float(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f;
+  uint32_t mant = h & 0x3ff, bits;
+  if (e == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13); /* infinity, NaN */
+  } else if (e != 0) {
+    bits = sign | ((e + 112) << 23) | (mant << 13);
+  } else {
+    /* zero or subnormal: mant * 2^-24, exact in float */
+    union { uint32_t u; float f; } v = {.u = sign};
+    v.f = (float)mant * 0x1p-24f;
+    if (sign) v.f = -v.f;
+    return v.f;
+  }
+  union { uint32_t u; float f; } v = {.u = bits};
+  return v.f;
+}
+
+uint16_t ts_float_to_half(float f) {
+  union { float f; uint32_t u; } v = {.f = f};
+  uint32_t sign = (v.u >> 16) & 0x8000, e = (v.u >> 23) & 0xff;
+  uint32_t mant = v.u & 0x7fffff;
+  if (e == 0xff) return (uint16_t)(sign | 0x7c00 | (mant ? 0x200 : 0));
+  int32_t he = (int32_t)e - 127 + 15;
+  if (he >= 0x1f) return (uint16_t)(sign | 0x7c00);
+  if (he <= 0) {
+    /* subnormal half (or zero): mant with its implicit bit, shifted */
+    if (he < -10) return (uint16_t)sign;
+    uint32_t m = mant | 0x800000, shift = (uint32_t)(14 - he);
+    uint32_t h = m >> shift, rest = m & ((1u << shift) - 1);
+    uint32_t half = 1u << (shift - 1);
+    if (rest > half || (rest == half && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+  }
+  uint32_t h = ((uint32_t)he << 10) | (mant >> 13), rest = mant & 0x1fff;
+  if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) h++; /* may carry into
+                                                            infinity: right */
+  return (uint16_t)(sign | h);
+}
+
+uint16_t ts_float_to_bf16(float f) {
+  union { float f; uint32_t u; } v = {.f = f};
+  if ((v.u & 0x7fffffff) > 0x7f800000) return (uint16_t)((v.u >> 16) | 0x40);
+  uint32_t rounding = 0x7fff + ((v.u >> 16) & 1);
+  return (uint16_t)((v.u + rounding) >> 16);
+}
+
 int64_t ts_shape_numel(const int64_t *dims, int rank) {
   int64_t n = 1;
   for (int i = 0; i < rank; i++) {

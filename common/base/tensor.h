@@ -32,7 +32,8 @@
   X(FLOAT16, 10, "FP16", 2)       \
   X(DOUBLE, 11, "FP64", 8)        \
   X(UINT32, 12, "UINT32", 4)      \
-  X(UINT64, 13, "UINT64", 8)
+  X(UINT64, 13, "UINT64", 8)      \
+  X(BFLOAT16, 16, "BF16", 2)
 
 typedef enum {
   TS_DTYPE_UNDEFINED = 0,
@@ -53,6 +54,17 @@ const char *ts_dtype_name(ts_dtype t);
 ts_dtype ts_dtype_from_kserve(const char *name);
 /* True for types with a fixed element size that Tessera computes on. */
 bool ts_dtype_is_numeric(ts_dtype t);
+
+/* IEEE half and bfloat16 (as uint16 bits) to and from float: any value
+ * (subnormals, infinities, NaN); to the small types with round to nearest
+ * even, overflow to infinity, NaN kept a NaN. */
+float ts_half_to_float(uint16_t h);
+uint16_t ts_float_to_half(float f);
+static inline float ts_bf16_to_float(uint16_t h) {
+  union { uint32_t u; float f; } v = {.u = (uint32_t)h << 16};
+  return v.f;
+}
+uint16_t ts_float_to_bf16(float f);
 
 /* Element count of a shape. Returns -1 if a dim is negative or the product
  * (or product * elem_size, when elem_size > 0) overflows int64/size_t. */

@@ -9,6 +9,10 @@
  *   load.c  (in-place loads)           -> inplace.c: ts_inplace_slim
  *   load.c  (entry points, free)       -> graph.c: ts_model_build,
  *                                                   ts_graph_free
+ *   graph.c (constant folding), core.c (products' prepack)
+ *                                      -> quant.c: ts_reduced_weight_keep,
+ *                                                  ts_reduced_weight_of
+ *   prepack.c                          -> graph.c: ts_graph_drop_unread
  */
 #ifndef TS_ENGINE_INT_H
 #define TS_ENGINE_INT_H
@@ -77,5 +81,35 @@ typedef struct ts_inplace {
  * Reads the bytes only. */
 int ts_inplace_slim(const uint8_t *bytes, size_t len, ts_inplace *out);
 void ts_inplace_free(ts_inplace *s);
+
+/* quant.c: the reduced-precision weight node `node` of g widens (a Cast of
+ * a constant float16 / bfloat16 matrix to float, or a DequantizeLinear of a
+ * constant int8 matrix with constant float scales, one or one per index of
+ * an axis, and zero points that are all 0). value: the small constant;
+ * dtype: its type; scales, n_scales: int8's scales (in the model; NULL, 0
+ * otherwise); axis: the axis they run along, -1 for one scale. */
+typedef struct ts_reduced_weight {
+  int value;
+  ts_dtype dtype;
+  const float *scales;
+  int64_t n_scales;
+  int axis;
+} ts_reduced_weight;
+
+/* quant.c: fills *out and returns true when node `node` of g is such a
+ * node; false (out unspecified) otherwise. */
+bool ts_reduced_weight_of(const ts_graph *g, int node, ts_reduced_weight *out);
+
+/* quant.c: true when node `node` is a reduced weight (ts_reduced_weight_of)
+ * that only Gemm / MatMul read, each as a B it can pack small (no transA,
+ * int8 scales along its output columns): the loader leaves it
+ * unfolded so that the products may pack the small type (quant.c's opening
+ * comment). */
+bool ts_reduced_weight_keep(const ts_graph *g, int node);
+
+/* graph.c: after the products' prepack, removes the reduced weight nodes
+ * nothing reads any more (the products now read the small constants
+ * directly) and recounts every value's consumers. */
+void ts_graph_drop_unread(ts_model *m);
 
 #endif

@@ -18,7 +18,9 @@
  *                through the executor's kernel path) and removed, so later
  *                nodes' prepare sees the folded values; what folding makes
  *                is counted against the fold limit (graph.h) before it is
- *                allocated
+ *                allocated; a reduced-precision weight that only products
+ *                read as B stays (engine_int.h: ts_reduced_weight_keep),
+ *                for them to pack it small
  *   fold_bn      an inference BatchNormalization with constant parameters
  *                that alone reads a Conv's output is folded into that
  *                Conv's weights and bias (float64, rounded once) and
@@ -556,7 +558,8 @@ static int prepare_and_fold(ts_model *m, size_t fold_limit, ts_err *err) {
       in[j] = v >= 0 ? g->values[v].constant : NULL;
       if (v >= 0 && !in[j]) all_const = false;
     }
-    if (!all_const) continue;
+    /* A reduced-precision weight stays small (engine_int.h). */
+    if (!all_const || ts_reduced_weight_keep(g, i)) continue;
     rc = ts_exec_node_eval(g, n, in, out, fold_limit - m->folded_bytes, err);
     for (int k = 0; k < n->n_outputs; k++) {
       int v = n->outputs[k];
@@ -995,6 +998,27 @@ static void count_consumers(ts_model *m) {
   m->weight_bytes = 0;
   for (int v = 0; v < g->n_values; v++)
     if (g->values[v].constant) m->weight_bytes += g->values[v].constant->nbytes;
+}
+
+/* engine_int.h: drops the reduced weight nodes the products absorbed. */
+void ts_graph_drop_unread(ts_model *m) {
+  ts_graph *g = &m->graph;
+  bool *drop = calloc((size_t)g->n_nodes + 1, sizeof *drop);
+  if (!drop) return; /* they stay, unread: nothing runs them */
+  int dropped = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    ts_reduced_weight rw;
+    if (ts_reduced_weight_of(g, i, &rw) &&
+        consumers_of(g, g->nodes[i].outputs[0]) == 0)
+      drop[i] = true, dropped++;
+  }
+  if (dropped) {
+    for (int i = 0; i < g->n_nodes; i++)
+      if (drop[i]) g->values[g->nodes[i].outputs[0]].producer = -1;
+    drop_nodes(g, drop);
+    count_consumers(m);
+  }
+  free(drop);
 }
 
 /* engine_int.h: the passes after unpack, in the order the file comment

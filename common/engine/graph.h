@@ -147,7 +147,9 @@ void ts_model_free(ts_model *model);
 /* Packs the model's constant weights once for the kernels that run them
  * (each op's prepack, ops.h): Gemm and MatMul with a constant float B get it
  * in the packed kernel's panels (kernels/gemm_packed.h), and a B that only
- * its product reads is not kept twice. For a daemon that will run the
+ * its product reads is not kept twice; a B that a reduced-precision weight
+ * node widens (float16, bfloat16, int8: engine_int.h) is packed in its
+ * small type and the node is dropped. For a daemon that will run the
  * model, before its first run; a model the planner cuts is left as loaded.
  * TS_ENOMEM with a message when a packed copy cannot be allocated (the
  * model stays usable, unpacked nodes run as before). Not thread-safe:

@@ -78,7 +78,7 @@ typedef enum {
 #define TS_OP_TABLE(E, X)                                    \
   TS_OP_TABLE_CORE(E, X) TS_OP_TABLE_ELEMENTWISE(E, X)       \
   TS_OP_TABLE_CNN(E, X) TS_OP_TABLE_TRANSFORMER(E, X)        \
-  TS_OP_TABLE_ML(E, X)
+  TS_OP_TABLE_ML(E, X) TS_OP_TABLE_QUANT(E, X)
 
 /* Test hook (ops.c): checks every row of the engine's op table (unique,
  * agreeing with its ts_op, with infer and run); the number of rows, or a

@@ -26,6 +26,7 @@
 #include "list_core.h"
 #include "list_elementwise.h"
 #include "list_ml.h"
+#include "list_quant.h"
 #include "list_transformer.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "placement.h"
 
 void ts_registry_init(ts_registry *r, ts_membership *cluster,
@@ -158,11 +159,17 @@ static int load_plain(ts_registry *r, ts_served_model *m, ts_err *err) {
                     m->config.name, replicas, replicas, live);
   if (rc == TS_OK) {
     size_t min_limit = 0;
+    int targets[TS_MAX_WORKERS], n_targets = 0;
     for (int i = 0; i < c->n; i++) {
       unsigned long long l = c->workers[i].memory_limit;
-      if (ts_membership_is_target(c, i) && l && (!min_limit || l < min_limit))
-        min_limit = l;
+      if (!ts_membership_is_target(c, i)) continue;
+      if (n_targets < TS_MAX_WORKERS) targets[n_targets++] = i;
+      if (l && (!min_limit || l < min_limit)) min_limit = l;
     }
+    /* auto weighs its candidates against the links of the workers it
+     * places on: their median measured round trip and throughput. */
+    ts_link_stats link;
+    ts_coord_metrics_link_median(targets, n_targets, &link);
     ts_plan_opts opts = {
         .strategy = m->config.strategy,
         .stages = m->config.stages,
@@ -170,8 +177,11 @@ static int load_plain(ts_registry *r, ts_served_model *m, ts_err *err) {
         .grid_rows = m->config.grid_rows,
         .grid_cols = m->config.grid_cols,
         .replicas = replicas,
+        .precision = m->config.precision,
         .n_workers = live,
         .worker_memory_limit = min_limit,
+        .link_rtt_s = (double)link.rtt_us / 1e6,
+        .link_bytes_per_s = (double)link.bytes_per_s,
         .model_name = m->config.name,
     };
     rc = ts_plan_build(model, &opts, &m->plan, err);

@@ -47,6 +47,17 @@ static int check_opts(const ts_model *model, const ts_plan_opts *o,
   if (o->n_workers < 0)
     return ts_err_set(err, TS_EINVAL, "plan: n_workers must be >= 0, got %d",
                       o->n_workers);
+  if ((int)o->precision < 0 || (int)o->precision > TS_PRECISION_INT8)
+    return ts_err_set(err, TS_EINVAL, "plan: unknown precision %d",
+                      (int)o->precision);
+  /* DequantizeLinear's axis and Cast from bfloat16 are opset 13's. */
+  if ((o->precision == TS_PRECISION_INT8 ||
+       o->precision == TS_PRECISION_BF16) && model->opset < 13)
+    return ts_err_set(err, TS_EINVAL,
+                      "plan: precision=%s needs opset >= 13 (per-channel "
+                      "DequantizeLinear, Cast from bfloat16); the model has "
+                      "opset %lld",
+                      ts_precision_name(o->precision), (long long)model->opset);
   return TS_OK;
 }
 
@@ -66,6 +77,7 @@ int ts_plan_build(const ts_model *model, const ts_plan_opts *opts,
     return ts_err_set(err, TS_EINVAL, "plan: the model computes nothing");
   }
   plan_layout_reset(&c);
+  c.precision = opts->precision;
   switch (opts->strategy) {
     case TS_STRATEGY_DATA:
       rc = plan_layout_range(&c, 0, c.n_live, 1);

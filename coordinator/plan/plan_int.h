@@ -59,7 +59,11 @@
  * tensor t, "<t>.col<j>" for column j's sum of a block split, "<t>.rows<k>"
  * for a ROW_SLICE or block input slice (and its Slice
  * parameters "<t>.rows<k>.starts|ends|axes"), "<w>.slice<axis>_<a>_<b>" for
- * a sliced constant, "<b>.zero<k>" for Gemm's zero C before opset 11.
+ * a sliced constant, "<b>.zero<k>" for Gemm's zero C before opset 11,
+ * and for a product's weight w stored in a reduced precision (plan.h,
+ * writer.c) "<w>.<fp16|bf16|int8>" (the small constant), "<w>.scale"
+ * (int8's scales) and "<w>.float" (the widened B the product reads), w
+ * being the (sliced) constant's name.
  * Symbolic dims are named "<t>:d<i>", one name per tensor and dim.
  *
  * Refused (TS_EUNSUPPORTED): nodes with subgraph attributes (implicit
@@ -176,6 +180,7 @@ typedef struct ctx {
   lstage *st;
   int n_st, cap_st;
   int grid_rows, grid_cols; /* block strategy: the grid; 0 otherwise */
+  ts_precision precision;   /* products' weights in the shards (writer.c) */
   int *node_stage;          /* node -> layout stage, -1 */
   uint8_t *node_role;
   int *value_stage; /* value -> stage where it is split/partial, -1 */

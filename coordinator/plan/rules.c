@@ -9,6 +9,7 @@
 #include "list_core.h"
 #include "list_elementwise.h"
 #include "list_ml.h"
+#include "list_quant.h"
 #include "list_transformer.h"
 #include "op_list.h"
 

@@ -2,9 +2,17 @@
  * writer.c - writing shards out: one shard of a stage as a serialized ONNX
  * ModelProto (renamed node copies, inserted Slices, sliced initializers,
  * typed graph inputs and outputs), named by the SHA-256 of its bytes.
+ *
+ * precision=fp16|bf16|int8 (plan.h): the B of each Gemm and MatMul that is
+ * a constant float matrix of 4 KiB or more is stored in the small type and
+ * widened in front of the product by an inserted Cast or DequantizeLinear
+ * (int8: symmetric, one scale per output column, max |w| / 127, rounded to
+ * nearest), so the shard stays standard ONNX; every other constant keeps
+ * its type.
  */
 #include "plan_int.h"
 
+#include <math.h>
 #include <stdio.h>
 
 #include "hash.h"
@@ -29,12 +37,11 @@ static int oom(shard_build *b) {
   return ts_err_set(b->err, TS_ENOMEM, "plan: out of memory building shard");
 }
 
-/* A generated name; refused when the model already uses it, since the
- * shard would then mean two tensors by one name. */
-static const char *fresh_name(shard_build *b, const char *base,
-                              const char *suffix, int k) {
-  const char *name = plan_arena_printf(&b->a, "%s.%s%d", base, suffix, k);
-  if (!name) return oom(b), NULL; /* callers return b->err->code */
+/* A generated name (NULL: out of memory, or refused); refused when the
+ * model already uses it, since the shard would then mean two tensors by
+ * one name. */
+static const char *unused_name(shard_build *b, const char *name) {
+  if (!name) return oom(b), NULL;
   if (ts_graph_find_value(b->c->g, name) >= 0) {
     ts_err_set(b->err, TS_EUNSUPPORTED,
                "tensor name '%s' is used by the model and by the "
@@ -43,6 +50,11 @@ static const char *fresh_name(shard_build *b, const char *base,
     return NULL;
   }
   return name;
+}
+
+static const char *fresh_name(shard_build *b, const char *base,
+                              const char *suffix, int k) {
+  return unused_name(b, plan_arena_printf(&b->a, "%s.%s%d", base, suffix, k));
 }
 
 /* The shard-local name of value v: the part name for values split or
@@ -145,21 +157,24 @@ static int add_node(shard_build *b, Onnx__NodeProto *np) {
   return TS_OK;
 }
 
-/* Name of a constant input after cutting (interned in the shard's list):
- * the model's name with ".slice<axis>_<start>_<end>" per cut axis. */
+/* The model's name of constant v with ".slice<axis>_<start>_<end>" per
+ * axis ct cuts; NULL when out of memory. */
+static const char *cut_name(shard_build *b, int v, const const_cut *ct) {
+  const char *name = val(b->c, v)->name;
+  for (int e = 0; e < ct->n && name; e++)
+    name = plan_arena_printf(&b->a, "%s.slice%d_%lld_%lld", name, ct->axis[e],
+                             (long long)ct->start[e], (long long)ct->end[e]);
+  if (!name) oom(b);
+  return name;
+}
+
+/* Name of a constant input after cutting (interned in the shard's list). */
 static const char *const_name(shard_build *b, int v, const const_cut *ct) {
   int before = b->n_inits;
   int q = plan_spec_intern(&b->inits, &b->n_inits, &b->cap_inits, v, ct);
   if (q < 0) return oom(b), NULL;
   init_spec *sp = &b->inits[q];
-  if (b->n_inits > before) {
-    sp->name = val(b->c, v)->name;
-    for (int e = 0; e < ct->n && sp->name; e++)
-      sp->name = plan_arena_printf(&b->a, "%s.slice%d_%lld_%lld", sp->name,
-                                   ct->axis[e], (long long)ct->start[e],
-                                   (long long)ct->end[e]);
-    if (!sp->name) return oom(b), NULL;
-  }
+  if (b->n_inits > before && !(sp->name = cut_name(b, v, ct))) return NULL;
   return sp->name;
 }
 
@@ -196,6 +211,20 @@ static Onnx__AttributeProto *ints_attr(shard_build *b, const char *name,
   vals[0] = value;
   at->n_ints = 1;
   at->ints = vals;
+  return at;
+}
+
+/* An INT attribute. */
+static Onnx__AttributeProto *int_attr(shard_build *b, const char *name,
+                                      int64_t value) {
+  Onnx__AttributeProto *at = plan_arena_alloc(&b->a, sizeof *at);
+  if (!at) return NULL;
+  onnx__attribute_proto__init(at);
+  at->name = (char *)name;
+  at->has_type = 1;
+  at->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
+  at->has_i = 1;
+  at->i = value;
   return at;
 }
 
@@ -240,8 +269,13 @@ static int emit_slice(shard_build *b, const char *x, const char *out, int axis,
   return add_node(b, np);
 }
 
+static bool reduces(const shard_build *b, const ts_node *n, int j, int v);
+static const char *emit_reduced(shard_build *b, const ts_node *n, int v,
+                                const const_cut *ct);
+
 /* Copies node i into the shard with its inputs and outputs renamed and its
- * constants sliced for shard k. */
+ * constants sliced for shard k (and its B widened from a reduced
+ * precision, see the opening comment). */
 static int emit_node(shard_build *b, int i) {
   const ctx *c = b->c;
   const ts_node *n = &c->g->nodes[i];
@@ -277,7 +311,9 @@ static int emit_node(shard_build *b, int i) {
           np->n_input = (size_t)j; /* the bias is the last input */
           break;
         }
-      } else if (!(in[j] = (char *)const_name(b, v, &ct))) {
+      } else if (!(in[j] = (char *)(reduces(b, n, j, v)
+                                          ? emit_reduced(b, n, v, &ct)
+                                          : const_name(b, v, &ct)))) {
         return b->err->code;
       }
     } else if (j == 0 && (r == ROLE_ROW_SLICE ||
@@ -332,6 +368,35 @@ static void box_copy(uint8_t *dst, const uint8_t *src, const int64_t *dims,
   }
 }
 
+/* The bytes of a model constant's spec sp and its dims (cut data copied
+ * into the arena, whole constants referenced); NULL when out of memory. */
+static const void *spec_payload(shard_build *b, const init_spec *sp,
+                                int64_t *dims, size_t *len) {
+  const ts_tensor *t = cst(b->c, sp->value);
+  memcpy(dims, t->dims, (size_t)t->rank * sizeof *dims);
+  if (sp->cut.n == 0) {
+    *len = t->nbytes;
+    return t->data ? t->data : (const void *)"";
+  }
+  int64_t lo[TS_MAX_RANK] = {0}, hi[TS_MAX_RANK];
+  int inner = 0;
+  memcpy(hi, t->dims, (size_t)t->rank * sizeof *hi);
+  for (int q = 0; q < sp->cut.n; q++) {
+    int a = sp->cut.axis[q];
+    lo[a] = sp->cut.start[q];
+    hi[a] = sp->cut.end[q];
+    dims[a] = hi[a] - lo[a];
+    if (a > inner) inner = a;
+  }
+  *len = plan_spec_bytes(b->c, sp);
+  uint8_t *data = plan_arena_alloc(&b->a, *len ? *len : 1);
+  if (!data) return oom(b), NULL;
+  if (*len)
+    box_copy(data, t->data, t->dims, t->rank, ts_dtype_size(t->dtype), lo, hi,
+             inner);
+  return data;
+}
+
 /* Builds the TensorProto of one initializer spec; cut data is copied into
  * the arena, whole constants are referenced. */
 static Onnx__TensorProto *tensor_proto(shard_build *b, const init_spec *sp) {
@@ -361,32 +426,132 @@ static Onnx__TensorProto *tensor_proto(shard_build *b, const init_spec *sp) {
     return NULL;
   }
   tp->data_type = (int32_t)t->dtype;
-  memcpy(dims, t->dims, (size_t)t->rank * sizeof *dims);
   tp->n_dims = (size_t)t->rank;
   tp->dims = dims;
-  if (sp->cut.n == 0) {
-    tp->raw_data.data = t->data;
-    tp->raw_data.len = t->nbytes;
-    return tp;
-  }
-  int64_t lo[TS_MAX_RANK] = {0}, hi[TS_MAX_RANK];
-  int inner = 0;
-  memcpy(hi, t->dims, (size_t)t->rank * sizeof *hi);
-  for (int q = 0; q < sp->cut.n; q++) {
-    int a = sp->cut.axis[q];
-    lo[a] = sp->cut.start[q];
-    hi[a] = sp->cut.end[q];
-    dims[a] = hi[a] - lo[a];
-    if (a > inner) inner = a;
-  }
-  size_t len = plan_spec_bytes(c, sp);
-  uint8_t *data = plan_arena_alloc(&b->a, len);
-  if (!data) return oom(b), NULL;
-  if (len)
-    box_copy(data, t->data, t->dims, t->rank, esz, lo, hi, inner);
-  tp->raw_data.data = data;
+  size_t len;
+  const void *data = spec_payload(b, sp, dims, &len);
+  if (!data) return NULL;
+  tp->raw_data.data = (uint8_t *)data;
   tp->raw_data.len = len;
   return tp;
+}
+
+/* ---- reduced-precision weights ------------------------------------------ */
+
+/* Weights smaller than this stay float: the widening node and the names
+ * would cost more than the bytes saved. */
+#define REDUCE_MIN_BYTES 4096
+
+/* Whether input j (value v) of node n is a weight this shard stores in a
+ * reduced precision: the B of a Gemm or MatMul, a constant float matrix of
+ * at least REDUCE_MIN_BYTES (before cutting). */
+static bool reduces(const shard_build *b, const ts_node *n, int j, int v) {
+  if (b->c->precision == TS_PRECISION_FP32 || j != 1 || n->domain[0] ||
+      (strcmp(n->op_type, "Gemm") != 0 && strcmp(n->op_type, "MatMul") != 0))
+    return false;
+  const ts_tensor *t = cst(b->c, v);
+  return t->dtype == TS_DTYPE_FLOAT && t->rank == 2 &&
+         t->nbytes >= REDUCE_MIN_BYTES;
+}
+
+/* Symmetric int8 of a K x N (axis 1) or N x K (axis 0) float matrix w, one
+ * scale per index of `axis` (the output columns): scale = max |w| / 127
+ * (1 for an all-zero column), q = round(w / scale). TS_EUNSUPPORTED for a
+ * non-finite weight, which no scale can hold. */
+static int quantize_int8(shard_build *b, const char *name, const float *w,
+                         const int64_t *dims, int axis, int8_t *q,
+                         float *scale) {
+  int64_t rows = dims[0], cols = dims[1], n = dims[axis];
+  for (int64_t c = 0; c < n; c++) scale[c] = 0.0f;
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t j = 0; j < cols; j++) {
+      float x = w[i * cols + j];
+      if (!isfinite(x))
+        return ts_err_set(b->err, TS_EUNSUPPORTED,
+                          "precision=int8: weight '%s' holds a non-finite "
+                          "value at [%lld, %lld]",
+                          name, (long long)i, (long long)j);
+      float *m = &scale[axis ? j : i];
+      if (fabsf(x) > *m) *m = fabsf(x);
+    }
+  for (int64_t c = 0; c < n; c++) scale[c] = scale[c] > 0 ? scale[c] / 127.0f : 1.0f;
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t j = 0; j < cols; j++) {
+      float r = rintf(w[i * cols + j] / scale[axis ? j : i]);
+      q[i * cols + j] = (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : r);
+    }
+  return TS_OK;
+}
+
+/* Input j of node n (constant v, cut as ct) stored in the shard's reduced
+ * precision: the small constant (and int8's scales) as initializers, the
+ * Cast or DequantizeLinear that widens it, once per shard; the widened
+ * name the product reads, or NULL with b->err set. */
+static const char *emit_reduced(shard_build *b, const ts_node *n, int v,
+                                const const_cut *ct) {
+  ts_precision prec = b->c->precision;
+  const char *base = cut_name(b, v, ct);
+  if (!base) return NULL;
+  const char *out = unused_name(b, plan_arena_printf(&b->a, "%s.float", base));
+  const char *small = unused_name(
+      b, plan_arena_printf(&b->a, "%s.%s", base, ts_precision_name(prec)));
+  if (!out || !small) return NULL;
+  for (int q = 0; q < b->n_inits; q++)
+    if (strcmp(b->inits[q].name, small) == 0) return out; /* emitted */
+  init_spec whole = {.value = v, .cut = *ct};
+  int64_t dims[TS_MAX_RANK];
+  size_t len;
+  const float *w = spec_payload(b, &whole, dims, &len);
+  if (!w) return NULL;
+  int64_t numel = dims[0] * dims[1];
+  Onnx__NodeProto *np = plan_arena_alloc(&b->a, sizeof *np);
+  char **in = plan_arena_alloc(&b->a, 2 * sizeof *in);
+  char **outs = plan_arena_alloc(&b->a, sizeof *outs);
+  Onnx__AttributeProto **attrs = plan_arena_alloc(&b->a, sizeof *attrs);
+  if (!np || !in || !outs || !attrs) return oom(b), NULL;
+  onnx__node_proto__init(np);
+  np->name = (char *)out;
+  np->domain = "";
+  in[0] = (char *)small;
+  outs[0] = (char *)out;
+  np->input = in;
+  np->n_input = 1;
+  np->output = outs;
+  np->n_output = 1;
+  np->attribute = attrs;
+  np->n_attribute = 1;
+  /* add_synth zeroes its data when given none: the small types are
+   * written straight into the initializers. */
+  if (prec == TS_PRECISION_INT8) {
+    /* The output columns: B is K x N, or N x K under Gemm's transB. */
+    int axis = strcmp(n->op_type, "Gemm") == 0 && ts_attr_int(n, "transB", 0)
+                   ? 0 : 1;
+    const char *sname =
+        unused_name(b, plan_arena_printf(&b->a, "%s.scale", base));
+    if (!sname || add_synth(b, small, TS_DTYPE_INT8, 2, dims, NULL))
+      return NULL;
+    int8_t *q = b->inits[b->n_inits - 1].data;
+    if (add_synth(b, sname, TS_DTYPE_FLOAT, 1, &dims[axis], NULL)) return NULL;
+    float *scale = b->inits[b->n_inits - 1].data;
+    if (quantize_int8(b, base, w, dims, axis, q, scale)) return NULL;
+    np->op_type = "DequantizeLinear";
+    in[1] = (char *)sname;
+    np->n_input = 2;
+    attrs[0] = int_attr(b, "axis", axis);
+  } else {
+    bool half = prec == TS_PRECISION_FP16;
+    if (add_synth(b, small, half ? TS_DTYPE_FLOAT16 : TS_DTYPE_BFLOAT16, 2,
+                  dims, NULL))
+      return NULL;
+    uint16_t *h = b->inits[b->n_inits - 1].data;
+    for (int64_t i = 0; i < numel; i++)
+      h[i] = half ? ts_float_to_half(w[i]) : ts_float_to_bf16(w[i]);
+    np->op_type = "Cast";
+    attrs[0] = int_attr(b, "to", TS_DTYPE_FLOAT);
+  }
+  if (!attrs[0]) return oom(b), NULL;
+  if (add_node(b, np)) return NULL;
+  return out;
 }
 
 /* Builds and packs shard k of stage s into out. */

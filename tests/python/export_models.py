@@ -56,6 +56,14 @@ def mlp():
         nn.Linear(64, 10), nn.LogSoftmax(dim=1))
 
 
+def mlp_1mb():
+    """A Megatron pair and a head (256 -> 512 -> 256 -> 16): 266 k float32
+    parameters, 1.06 MB, nearly all in weight matrices (test_precision)."""
+    return nn.Sequential(
+        nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 256), nn.Tanh(),
+        nn.Linear(256, 16))
+
+
 def lenet():
     return nn.Sequential(
         nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
@@ -164,6 +172,8 @@ MODELS = collections.OrderedDict([
                              'binary logistic regression (sigmoid)')),
     ('mlp', Spec(mlp, [Input('embedding', np.float32, ['batch', 32])],
                  ['log_probs'], 13, 'MLP 32-64-64-10, ReLU, Tanh, LogSoftmax')),
+    ('mlp_1mb', Spec(mlp_1mb, [Input('features', np.float32, ['batch', 256])],
+                     ['scores'], 13, 'MLP 256-512-256-16, 1 MB of weights')),
     ('lenet', Spec(lenet, [Input('image', np.float32, ['batch', 1, 28, 28])],
                    ['logits'], 13, 'LeNet-style CNN on 28x28 images')),
     ('resnet', Spec(resnet, [Input('image', np.float32, ['batch', 3, 32, 32])],

@@ -84,11 +84,31 @@ def binary(name):
     return os.path.join(BUILD, folder, name)
 
 
+def run_command(cmd, timeout=60):
+    """Runs cmd to its end with stdin closed; returns the CompletedProcess
+    (text output)."""
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL, universal_newlines=True,
+                          timeout=timeout)
+
+
 def run_tessera(*args, timeout=60):
     """Runs the `tessera` CLI; returns the CompletedProcess (text output)."""
-    return subprocess.run([binary('tessera')] + list(args), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True,
-                          timeout=timeout)
+    return run_command([binary('tessera')] + list(args), timeout=timeout)
+
+
+def refused_at_start(test, cmd, label, prefix='tessera-coordinator:'):
+    """Runs a daemon's command line that must be refused before it listens:
+    asserts (on the unittest.TestCase test) a non-zero exit, no 'listening
+    on' and a stderr line starting with prefix. Returns (the last such line,
+    a message for further assertions naming label)."""
+    p = run_command(cmd)
+    what = '%s: exit %d\n%s' % (label, p.returncode, p.stderr[-2000:])
+    test.assertNotEqual(p.returncode, 0, what)
+    test.assertNotIn('listening on', p.stdout, what)
+    last = [l for l in p.stderr.splitlines() if l.startswith(prefix)]
+    test.assertTrue(last, what)
+    return last[-1], what
 
 
 class CliMixin:

@@ -29,11 +29,16 @@ re-placement grace is short; the shard map is read from Admin/ClusterStatus.
      the member's other original holder is killed too, and the ensemble
      still answers correctly, which it can only do from the member's new
      placement (it was rebuilt on it).
+  h. link figures: after some requests, `tessera status --format json`
+     (and the table and csv columns) shows each worker's smoothed health-check round trip (rtt_us > 0) and
+     its RunShard throughput (throughput_bytes_per_s > 0), and
+     Admin/ClusterStatus carries the same fields.
   e. the prober checks all workers at once: with one worker stalled
      (SIGSTOP, its health check times out every round), a holder killed
      with -9 is marked DOWN and its replica re-placed within 2 s, as fast
      as a holder killed while no worker is stalled.
 """
+import json
 import os
 import signal
 import random
@@ -404,6 +409,35 @@ class MembershipTest(test_faults.FaultTest):
         bad = [(round(t, 3), o) for t, o in outcomes if o != 'ok']
         self.assertEqual(bad, [], coord.log()[-3000:])
         self.assertGreaterEqual([m.moves for m in end.models if m.name == 'm1'][0], 2)
+
+    # ---- h -------------------------------------------------------------------
+
+    def test_h_link_stats_in_status(self):
+        ws = self.workers(2)
+        coord = self.coordinator(ws)
+        load = self.load(coord.address, 'requests to measure the links')
+        with load:
+            time.sleep(1.5)
+        self.assert_all_correct(load.ledger, min_after=1)
+        shown = kserve.run_tessera('status', '--server', coord.address,
+                                   '--format', 'json')
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        rows = json.loads(shown.stdout)['cluster']['workers']
+        self.assertEqual(sorted(r['address'] for r in rows),
+                         sorted(w.address for w in ws))
+        for r in rows:
+            self.assertGreater(r['rtt_us'], 0, r)
+            self.assertGreater(r['throughput_bytes_per_s'], 0, r)
+        for fmt, columns in (('table', ('RTT US', 'THROUGHPUT BYTES PER S')),
+                             ('csv', ('rtt_us', 'throughput_bytes_per_s'))):
+            shown = kserve.run_tessera('status', '--server', coord.address,
+                                       '--format', fmt)
+            self.assertEqual(shown.returncode, 0, shown.stderr)
+            for col in columns:
+                self.assertIn(col, shown.stdout, fmt)
+        st = self.status(coord)
+        self.assertTrue(all(w.rtt_us > 0 and w.throughput_bytes_per_s > 0
+                            for w in st.workers), st.workers)
 
 
 if __name__ == '__main__':

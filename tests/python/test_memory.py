@@ -25,6 +25,12 @@ Checked:
     inference), minus the idle baseline, is at most its shard bytes + 24 MB:
     no copy of a shard (upload buffer, chunk copies) stays behind once it is
     loaded (measured: shard bytes + 6-13 MB).
+  - precision=int8 over 2 workers (strategy=tensor,shards=2): each worker
+    holds an eighth of the float32 bytes (within 4 %: scales, float
+    biases), answers within 1e-2 of torch relative to the largest score,
+    and the same two bounds hold over those int8 bytes, so the worker
+    keeps the weights as int8 (widened to float32 they would be 4x the
+    bytes and break the bound by ~60 MB).
 A table of the numbers is printed, and the coordinator's peak and resident
 set beside the model's size (not bounded here: it still holds the model
 and, while it cuts them, the shards). In a sanitizer build (b_sanitize) the
@@ -164,6 +170,40 @@ class TensorSplitMemory(unittest.TestCase):
                                      'RSS %.1f MB over an idle baseline of %.1f MB holding '
                                      '%.1f MB of shards' % ((rss - base) / MB, base / MB,
                                                             weights / MB))
+
+    def test_int8_shards_stay_int8(self):
+        workers = [kserve.Worker(threads=1) for _ in range(2)]
+        for w in workers:
+            self.enterContext(w)
+        idle = [proc_status(w.proc.pid)['VmHWM'] for w in workers]
+        cluster = self.enterContext(kserve.Cluster(
+            [('q', self.path, {'strategy': 'tensor', 'shards': 2, 'replicas': 1,
+                               'precision': 'int8'})],
+            local_workers=0, workers=[w.address for w in workers]))
+        loaded = [proc_status(w.proc.pid)['VmRSS'] for w in workers]
+        for inputs, want in self.cases:
+            got = cluster.client.infer('q', inputs)['scores'].astype(np.float64)
+            err = np.abs(got - want['scores']).max() / np.abs(want['scores']).max()
+            self.assertLessEqual(err, 1e-2, 'int8 relative error %.3g' % err)
+        status = admin.cluster_status(cluster.address)
+        address = {w.index: w.address for w in status.workers}
+        held = {w.address: 0 for w in status.workers}
+        for p in status.shards:
+            for i in p.workers:
+                held[address[i]] += p.bytes
+        eighth = self.model_bytes / 8
+        for w, base, rss in zip(workers, idle, loaded):
+            weights, peak = held[w.address], proc_status(w.proc.pid)['VmHWM']
+            print('int8 worker %s: shards %.1f MB, peak-idle %.1f MB, loaded-idle %.1f MB'
+                  % (w.address, weights / MB, (peak - base) / MB, (rss - base) / MB),
+                  file=sys.stderr)
+            self.assertAlmostEqual(weights / eighth, 1.0, delta=0.04,
+                                   msg='%s holds %d bytes of int8 shards' % (w.address, weights))
+            if sanitizer() != 'none':
+                continue
+            with self.subTest(worker=w.address):
+                self.assertLessEqual(peak - base, weights + PEAK_SLACK)
+                self.assertLessEqual(rss - base, weights + STEADY_SLACK)
 
     def print_table(self, rows, load_s):
         out = ['', 'model %s: %.1f MB of float32 weights, strategy=tensor,shards=%d,'

@@ -87,6 +87,7 @@ class Metrics(kserve.ClusterTestCase):
         self.assertEqual(delta('tessera_worker_calls_total'),
                          delta('tessera_batch_size_count', model='logistic'))
         self.assertEqual(value(after, 'tessera_worker_up'), 2)
+        self.assertGreater(value(after, 'tessera_worker_throughput_bytes_per_second'), 0)
         self.assertEqual(value(after, 'tessera_in_flight_requests'), 0)
         self.assertGreater(value(after, 'process_resident_memory_bytes'), 0)
 

@@ -19,7 +19,6 @@ stops the coordinator with the path at fault.
 """
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -277,10 +276,8 @@ class UnknownLayout(unittest.TestCase):
                 os.makedirs(os.path.dirname(os.path.join(repo, rel)), exist_ok=True)
                 with open(os.path.join(repo, rel), 'w') as f:
                     f.write('x')
-            p = subprocess.run([kserve.binary('tessera-coordinator'), '--listen',
-                                '127.0.0.1:0', '--model-repository', repo],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               universal_newlines=True, timeout=60)
+            p = kserve.run_command([kserve.binary('tessera-coordinator'), '--listen',
+                                    '127.0.0.1:0', '--model-repository', repo])
             self.assertNotEqual(p.returncode, 0, p.stdout)
             self.assertNotIn('listening on', p.stdout)
             self.assertIn(os.path.join(repo, fault), p.stderr)

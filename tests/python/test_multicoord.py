@@ -424,19 +424,15 @@ class MultiCoordTest(test_faults.FaultTest):
                           ('127.0.0.1:1,unix:/tmp/x', "address 'unix:/tmp/x' is not "
                                                       "HOST:PORT")):
             with self.subTest(join=join):
-                p = subprocess.run([kserve.binary('tessera-worker'), '--listen',
-                                    '127.0.0.1:0', '--join', join],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   universal_newlines=True, timeout=30)
+                p = kserve.run_command([kserve.binary('tessera-worker'), '--listen',
+                                        '127.0.0.1:0', '--join', join], timeout=30)
                 self.assertEqual(p.returncode, 2, p.stderr)
                 self.assertIn('tessera-worker: --join ', p.stderr)
                 self.assertIn(why, p.stderr)
                 self.assertNotIn('listening on', p.stdout)
         # Repeated --join add up, and the sum is checked the same way.
-        p = subprocess.run([kserve.binary('tessera-worker'), '--listen', '127.0.0.1:0',
-                            '--join', '127.0.0.1:1', '--join', '127.0.0.1:1'],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           universal_newlines=True, timeout=30)
+        p = kserve.run_command([kserve.binary('tessera-worker'), '--listen', '127.0.0.1:0',
+                                '--join', '127.0.0.1:1', '--join', '127.0.0.1:1'], timeout=30)
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("names '127.0.0.1:1' twice", p.stderr)
 

@@ -13,7 +13,11 @@
  * a daemon packed (ts_model_prepack): their prepack column packs such a B once
  * (gemm_packed.h) and run goes over the packed panels (the small-M kernel,
  * or sgemm panel by panel for many rows) instead of letting sgemm re-pack B
- * on every call. Integer MatMul uses a plain triple loop. Softmax subtracts the row maximum before
+ * on every call. A B that a reduced-precision weight node widens (a
+ * precision=int8|fp16|bf16 shard: DequantizeLinear or Cast of a constant,
+ * engine_int.h) is packed in its small type instead, the product then
+ * reads that constant as its B and the node is dropped (ts_model_prepack),
+ * so the float weight never exists. Integer MatMul uses a plain triple loop. Softmax subtracts the row maximum before
  * exponentiating and accumulates in double, so it neither overflows nor
  * loses the small terms.
  */
@@ -29,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine_int.h"
 #include "gemm_packed.h"
 #include "kernel_util.h"
 #include "ops.h"
@@ -140,6 +145,8 @@ typedef struct product_params {
   float alpha, beta;
   int b_value;            /* B's value when it may be packed; -1: never */
   ts_gemm_packed *packed; /* NULL until packed */
+  bool reduced;           /* packed from a reduced-precision B, which is
+                             now input 1 itself (int8, float16, bfloat16) */
 } product_params;
 
 /* A B at least this big that only its product reads is not kept twice: its
@@ -174,12 +181,51 @@ static int product_params_init(ts_node *n, const ts_graph *g, bool trans_a,
   return TS_OK;
 }
 
+/* The panel type of a reduced weight's dtype. */
+static ts_gemm_elem reduced_elem(ts_dtype t) {
+  return t == TS_DTYPE_INT8      ? TS_GEMM_I8
+         : t == TS_DTYPE_FLOAT16 ? TS_GEMM_F16
+                                 : TS_GEMM_BF16;
+}
+
+/* Packs a B that a reduced-precision weight node widens (engine_int.h), in
+ * its small type, when its scales run along B's output columns (or there
+ * is one), and makes the small constant input 1; the node is dropped once
+ * nothing reads it (ts_model_prepack). Not fused (TS_OK, nothing done):
+ * A transposed or constant, or int8 scales along K; the node then runs. */
+static int product_prepack_reduced(ts_node *n, ts_graph *g, ts_err *err) {
+  product_params *p = n->params;
+  int vb = n->inputs[1], va = n->inputs[0];
+  int producer = g->values[vb].producer;
+  ts_reduced_weight rw;
+  if (producer < 0 || p->trans_a || (va >= 0 && g->values[va].constant) ||
+      !ts_reduced_weight_of(g, producer, &rw))
+    return TS_OK;
+  int col_axis = !p->trans_b; /* the axis of B holding output columns */
+  if (rw.axis >= 0 && rw.axis != col_axis) return TS_OK;
+  const ts_value *w = &g->values[rw.value];
+  const ts_tensor *b = w->constant;
+  bool sole = w->n_consumers == 1 && g->values[vb].n_consumers == 1 &&
+              b->nbytes >= PRODUCT_DISCARD_MIN_BYTES;
+  int64_t k = b->dims[p->trans_b], nn = b->dims[!p->trans_b];
+  p->packed = ts_gemm_pack_reduced(b->data, reduced_elem(rw.dtype), rw.scales,
+                                   rw.n_scales, k, nn, p->trans_b, sole);
+  if (!p->packed)
+    return fail(n, err, TS_ENOMEM, "out of memory packing B (%lld x %lld)",
+                (long long)k, (long long)nn);
+  p->reduced = true;
+  n->inputs[1] = rw.value;
+  return TS_OK;
+}
+
 /* The prepack column of Gemm and MatMul: packs the B product_params_init
  * noted, discarding its original when only this node reads it and it is
- * big enough to matter. */
+ * big enough to matter, or a reduced-precision B in its small type. */
 static int product_prepack(ts_node *n, ts_graph *g, ts_err *err) {
   product_params *p = n->params;
-  if (!p || p->b_value < 0 || p->packed) return TS_OK;
+  if (!p || p->packed) return TS_OK;
+  if (p->b_value < 0)
+    return n->inputs[1] >= 0 ? product_prepack_reduced(n, g, err) : TS_OK;
   const ts_value *v = &g->values[p->b_value];
   ts_tensor *b = v->constant;
   bool sole = v->n_consumers == 1 && !v->is_graph_output &&
@@ -190,6 +236,13 @@ static int product_prepack(ts_node *n, ts_graph *g, ts_err *err) {
     return fail(n, err, TS_ENOMEM, "out of memory packing B (%lld x %lld)",
                 (long long)k, (long long)nn);
   return TS_OK;
+}
+
+/* True when B is the reduced-precision constant node n packed: the one B
+ * of another dtype than float a product takes. */
+static bool product_reduced_b(const ts_node *n, const ts_tensor *b) {
+  const product_params *p = n->params;
+  return p && p->reduced && p->packed && p->packed->source == b->data;
 }
 
 /* The packed B of node n when the product runs with the constant it
@@ -224,7 +277,9 @@ static int gemm_infer(const ts_node *n, const ts_tensor *const *in,
   const ts_tensor *a = in[0], *b = in[1], *c = n->n_inputs > 2 ? in[2] : NULL;
   int rc;
   if ((rc = need_dtype(n, a, "A", a->dtype == TS_DTYPE_FLOAT, err)) ||
-      (rc = need_dtype(n, b, "B", b->dtype == TS_DTYPE_FLOAT, err)) ||
+      (rc = need_dtype(n, b, "B",
+                       b->dtype == TS_DTYPE_FLOAT || product_reduced_b(n, b),
+                       err)) ||
       (c && (rc = need_dtype(n, c, "C", c->dtype == TS_DTYPE_FLOAT, err))))
     return rc;
   if (a->rank != 2 || b->rank != 2)
@@ -376,7 +431,8 @@ static int matmul_infer(const ts_node *n, const ts_tensor *const *in,
   const ts_tensor *a = in[0], *b = in[1];
   int rc;
   if ((rc = need_dtype(n, a, "A", mm_dtype_ok(a->dtype), err))) return rc;
-  if (a->dtype != b->dtype)
+  if (a->dtype != b->dtype &&
+      !(a->dtype == TS_DTYPE_FLOAT && product_reduced_b(n, b)))
     return fail(n, err, TS_EINVAL, "inputs have different data types (%s, %s)",
                 ts_dtype_name(a->dtype), ts_dtype_name(b->dtype));
   mm_shape s;

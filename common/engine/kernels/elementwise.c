@@ -779,6 +779,25 @@ static const ew_fn cast_fn[TS_N_SLOTS][TS_N_SLOTS] = {
 #undef CAST_ROW
 #undef CAST_CELL
 
+/* float16 and bfloat16 have no kernel slot: they are only widened to
+ * float, the Cast in front of a precision=fp16|bf16 shard's products
+ * (quant.c) where nothing fuses it. */
+static void cast_f16_f32(int64_t n, const void *const *in, const int64_t *step,
+                         void *out, const void *p) {
+  const uint16_t *A = in[0];
+  float *O = out;
+  (void)step, (void)p;
+  for (int64_t i = 0; i < n; i++) O[i] = ts_half_to_float(A[i]);
+}
+
+static void cast_bf16_f32(int64_t n, const void *const *in,
+                          const int64_t *step, void *out, const void *p) {
+  const uint16_t *A = in[0];
+  float *O = out;
+  (void)step, (void)p;
+  for (int64_t i = 0; i < n; i++) O[i] = ts_bf16_to_float(A[i]);
+}
+
 /* ("saturate" arrives with float8 in opset 19, past what the loader takes.) */
 static const ts_attr_spec cast_attrs[] = {{"to", ATTR_INT}, {NULL}};
 
@@ -801,6 +820,9 @@ static int cast_pick(const ts_node *n, const ts_tensor *x, ts_dtype *to,
   *to = (ts_dtype)ts_attr_int(n, "to", 0);
   int s = ts_kernel_slot(x->dtype), d = ts_kernel_slot(*to);
   *fn = s >= 0 && d >= 0 ? cast_fn[s][d] : NULL;
+  if (*to == TS_DTYPE_FLOAT && x->dtype == TS_DTYPE_FLOAT16) *fn = cast_f16_f32;
+  if (*to == TS_DTYPE_FLOAT && x->dtype == TS_DTYPE_BFLOAT16)
+    *fn = cast_bf16_f32;
   if (!*fn)
     return ts_kernel_fail(n, err, TS_EUNSUPPORTED,
                           "cast from %s to %s is not supported",

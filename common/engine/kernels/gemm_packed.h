@@ -14,6 +14,15 @@
  * baseline x86-64 build runs everywhere and fast where it can. The packed
  * layout is the same for every version.
  *
+ * Reduced-precision B (precision=fp16|bf16|int8 shards): the panels may
+ * hold float16, bfloat16 or int8 elements instead of floats, in the same
+ * layout, and the tiles widen each panel row to floats in registers as
+ * they stream it (int8: the column's scale applied once, to the finished
+ * sum), so B stays 2x / 4x smaller in memory and in what a product reads.
+ * Reduced panels always take the tiles, whatever M (sgemm cannot read
+ * them); the float result is the same as a float B holding the widened
+ * (dequantized) values, up to float rounding of the sums.
+ *
  * A packed B is immutable after ts_gemm_pack: any number of threads may run
  * products over it at once.
  */
@@ -39,10 +48,22 @@ typedef enum {
   TS_GEMM_ISA_COUNT
 } ts_gemm_isa;
 
+/* The element type of a packed B's panels. */
+typedef enum {
+  TS_GEMM_F32,  /* float */
+  TS_GEMM_F16,  /* IEEE half (uint16 bits) */
+  TS_GEMM_BF16, /* bfloat16 (uint16 bits: a float's high half) */
+  TS_GEMM_I8,   /* int8, times a per-column scale */
+  TS_GEMM_ELEM_COUNT
+} ts_gemm_elem;
+
 typedef struct ts_gemm_packed {
   int64_t k, n;         /* B is K x N (after transB) */
   int64_t n_panels;     /* ceil(n / TS_GEMM_PANEL) */
-  float *panels;        /* n_panels * k * TS_GEMM_PANEL floats */
+  ts_gemm_elem elem;    /* what the panels hold */
+  void *panels;         /* n_panels * k * TS_GEMM_PANEL elements */
+  float *scales;        /* I8: n_panels * TS_GEMM_PANEL column scales
+                           (padding 0); NULL for the other types */
   const void *source;   /* the B it was packed from (not owned) */
   size_t mapped;        /* bytes mmap'd for panels; 0: aligned_alloc'd */
 } ts_gemm_packed;
@@ -59,11 +80,26 @@ typedef struct ts_gemm_packed {
  * the file it maps) afterwards: only for a B that nothing else reads. */
 ts_gemm_packed *ts_gemm_pack(float *b, int64_t k, int64_t n, bool trans_b,
                              bool discard_source);
+/* ts_gemm_pack for a reduced-precision B of element type `elem` (F16,
+ * BF16 or I8; b holds K x N, or N x K, elements of that type). For I8,
+ * `scales` holds n_scales floats: 1 (one scale for all of B) or N (one per
+ * output column); B's value at (kk, j) is then b[kk, j] * scale[j]. For
+ * the other types scales must be NULL. NULL when out of memory. */
+ts_gemm_packed *ts_gemm_pack_reduced(const void *b, ts_gemm_elem elem,
+                                     const float *scales, int64_t n_scales,
+                                     int64_t k, int64_t n, bool trans_b,
+                                     bool discard_source);
 void ts_gemm_packed_free(ts_gemm_packed *p);
+
+/* Element size and name ("f32", "f16", "bf16", "i8") of a panel type. */
+size_t ts_gemm_elem_size(ts_gemm_elem elem);
+const char *ts_gemm_elem_name(ts_gemm_elem elem);
+
 
 /* Y = alpha * A . B + (accumulate ? Y : 0), for A m x k (row stride lda) and
  * Y m x n (row stride ldy): the best ISA of this CPU up to
- * TS_GEMM_PACKED_MAX_M rows, cblas_sgemm over the panels above. A product
+ * TS_GEMM_PACKED_MAX_M rows, cblas_sgemm over the panels above (float
+ * panels only; reduced ones take the tiles for any M). A product
  * of enough multiply-adds is split over the free threads of the kernel
  * budget (parallel.h), by panels and, for many rows, by rows; the result
  * is the same bits whatever the team size. Allocates nothing itself. */
