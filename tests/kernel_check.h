@@ -127,19 +127,26 @@ static inline double kc_get(const ts_tensor *t, int64_t i) {
   return 0;
 }
 
+/* v for an unsigned type: a negative value modulo 2^64 (then 2^bits, as
+ * C's integer conversions do); a negative double cast straight to an
+ * unsigned type is undefined. */
+static inline uint64_t kc_unsigned(double v) {
+  return v < 0 ? (uint64_t)(int64_t)v : (uint64_t)v;
+}
+
 static inline void kc_set(ts_tensor *t, int64_t i, double v) {
   void *p = (uint8_t *)t->data + (size_t)i * ts_dtype_size(t->dtype);
   switch (t->dtype) {
     case TS_DTYPE_FLOAT: *(float *)p = (float)v; break;
     case TS_DTYPE_DOUBLE: *(double *)p = v; break;
     case TS_DTYPE_INT8: *(int8_t *)p = (int8_t)v; break;
-    case TS_DTYPE_UINT8: *(uint8_t *)p = (uint8_t)v; break;
+    case TS_DTYPE_UINT8: *(uint8_t *)p = (uint8_t)kc_unsigned(v); break;
     case TS_DTYPE_INT16: *(int16_t *)p = (int16_t)v; break;
-    case TS_DTYPE_UINT16: *(uint16_t *)p = (uint16_t)v; break;
+    case TS_DTYPE_UINT16: *(uint16_t *)p = (uint16_t)kc_unsigned(v); break;
     case TS_DTYPE_INT32: *(int32_t *)p = (int32_t)v; break;
-    case TS_DTYPE_UINT32: *(uint32_t *)p = (uint32_t)v; break;
+    case TS_DTYPE_UINT32: *(uint32_t *)p = (uint32_t)kc_unsigned(v); break;
     case TS_DTYPE_INT64: *(int64_t *)p = (int64_t)v; break;
-    case TS_DTYPE_UINT64: *(uint64_t *)p = (uint64_t)v; break;
+    case TS_DTYPE_UINT64: *(uint64_t *)p = (uint64_t)kc_unsigned(v); break;
     case TS_DTYPE_BOOL: *(uint8_t *)p = v != 0; break;
     default: ck_abort_msg("kc_set: unsupported dtype %d", (int)t->dtype);
   }

@@ -41,6 +41,7 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #define TS_GEMM_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -462,6 +463,15 @@ static const struct {
 };
 #undef TILES
 
+#ifdef TS_GEMM_X86
+/* F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports
+ * does not know "f16c". */
+static bool has_f16c(void) {
+  unsigned a, b, c, d;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
 bool ts_gemm_isa_supported(ts_gemm_isa isa) {
   switch (isa) {
     case TS_GEMM_ISA_C: return true;
@@ -469,7 +479,7 @@ bool ts_gemm_isa_supported(ts_gemm_isa isa) {
     case TS_GEMM_ISA_AVX2:
       __builtin_cpu_init();
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+             has_f16c();
     case TS_GEMM_ISA_AVX512:
       __builtin_cpu_init();
       return __builtin_cpu_supports("avx512f");
